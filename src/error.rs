@@ -1,0 +1,88 @@
+//! The library's error type.
+//!
+//! Each variant says what went wrong and whether retrying can help
+//! ([`Error::is_retriable`]). I/O and corruption errors always name the file, and
+//! corruption also the byte offset, so an operator can look at the damage with
+//! `walrus dump`.
+
+use std::io;
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An operating-system I/O call failed on `path`.
+    #[error("I/O error on {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    /// Bytes on disk do not decode or fail their checksum.
+    #[error("corrupt data in {} at offset {offset}: {reason}", path.display())]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+
+    /// An earlier write or fsync failed. The log's durable state is unknown, so the
+    /// store acknowledges nothing more until it is reopened (and recovered).
+    #[error("storage has failed and accepts no writes until restarted: {reason}")]
+    Failed { reason: String },
+
+    /// Another process (or another open store in this one) holds the directory.
+    #[error("data directory {} is locked by another walrus process", path.display())]
+    Locked { path: PathBuf },
+
+    /// The directory holds files walrus did not write.
+    #[error("{} is not a walrus data directory: {reason}", path.display())]
+    ForeignDirectory { path: PathBuf, reason: String },
+
+    /// A file was written by a newer walrus.
+    #[error("{} has format version {found}; this build reads version {supported}", path.display())]
+    UnsupportedVersion {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+
+    /// The caller asked for something the store cannot do (e.g. an oversized key).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+
+    /// The store was closed while the request was in flight.
+    #[error("the store is closed")]
+    Closed,
+
+    /// Writing a snapshot failed; the log is intact and nothing was lost.
+    #[error("snapshot failed: {0}")]
+    SnapshotFailed(String),
+}
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub fn corrupt(path: impl Into<PathBuf>, offset: u64, reason: impl Into<String>) -> Self {
+        Error::Corrupt {
+            path: path.into(),
+            offset,
+            reason: reason.into(),
+        }
+    }
+
+    /// Whether the same request can succeed later without operator action.
+    ///
+    /// Only a closed store (a restart in progress) qualifies; a failed log needs a
+    /// restart, corruption needs an operator, and bad arguments stay bad.
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, Error::Closed)
+    }
+}

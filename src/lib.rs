@@ -1,0 +1,31 @@
+//! walrus: a durable key-value store.
+//!
+//! The crate is layered; each layer only calls the ones below it:
+//!
+//! - [`store`]: the [`KvStore`] trait and its two implementations, [`MemStore`]
+//!   (no persistence) and [`DurableStore`] (WAL + snapshots). Both apply the same
+//!   deterministic [`Command`]s to the same ordered in-memory [`store::State`].
+//! - [`storage`]: the durability machinery: the generic segmented write-ahead log,
+//!   group commit, snapshots, recovery and the one file-system trait all I/O goes
+//!   through.
+//! - [`encoding`]: little-endian integers, CRC32C and a bounds-checked reader.
+//! - [`bench`]: `walrus bench`, including the original design reproduced as a
+//!   baseline.
+//! - [`testing`]: a simulated disk that forgets unsynced writes on a crash and can
+//!   inject I/O errors; used by the crash tests.
+//!
+//! `docs/architecture.md` walks through the write path, group commit, snapshots and
+//! recovery; `docs/format.md` gives the byte layout of every file.
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+pub mod bench;
+pub mod encoding;
+pub mod error;
+pub mod storage;
+pub mod store;
+pub mod testing;
+
+pub use error::{Error, Result};
+pub use store::{
+    Command, DurableStore, Entry, Guard, KvStore, MemStore, Op, Outcome, StoreOptions,
+};

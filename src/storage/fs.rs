@@ -1,0 +1,149 @@
+//! The one trait all file I/O goes through.
+//!
+//! [`FileSystem`] is deliberately small: exactly the calls whose durability the
+//! storage layer reasons about. [`StdFs`] maps them onto the operating system;
+//! `testing::SimFs` keeps only what was synced across a simulated power loss, which
+//! is how the crash tests check that every acknowledged write was really made
+//! durable.
+//!
+//! Durability rules the callers follow:
+//! - file contents are durable after [`WritableFile::sync_data`] (or `sync_all`);
+//! - a created, renamed or removed directory entry is durable after
+//!   [`FileSystem::sync_dir`] on its directory.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// A file open for positional writes.
+pub trait WritableFile: Send {
+    /// Writes all of `data` at `offset`, extending the file if needed.
+    fn write_all_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()>;
+    /// Makes the file's data durable (`fdatasync`): enough when its size and
+    /// allocation did not change since the last `sync_all`.
+    fn sync_data(&mut self) -> io::Result<()>;
+    /// Makes data and metadata durable (`fsync`).
+    fn sync_all(&mut self) -> io::Result<()>;
+    /// Current length of the file.
+    fn len(&self) -> io::Result<u64>;
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
+}
+
+/// A held directory lock; dropping it releases the lock.
+pub trait DirLock: Send + Sync {}
+
+pub trait FileSystem: Send + Sync + 'static {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Names of the entries in `dir`, in no particular order.
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// The whole content of a file.
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// Creates a new, empty file; fails if it exists.
+    fn create(&self, path: &Path) -> io::Result<Box<dyn WritableFile>>;
+    /// Opens an existing file for writing without truncating it.
+    fn open_write(&self, path: &Path) -> io::Result<Box<dyn WritableFile>>;
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Makes the directory's entries (creations, renames, removals) durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Takes an exclusive, advisory lock on `dir`, failing at once with
+    /// `io::ErrorKind::WouldBlock` if someone else holds it.
+    fn lock_dir(&self, dir: &Path) -> io::Result<Box<dyn DirLock>>;
+}
+
+/// The real file system.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StdFs;
+
+struct StdFile(File);
+
+impl WritableFile for StdFile {
+    fn write_all_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.0.write_all_at(data, offset)
+    }
+    fn sync_data(&mut self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+    fn sync_all(&mut self) -> io::Result<()> {
+        self.0.sync_all()
+    }
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.0.metadata()?.len())
+    }
+}
+
+/// The lock file stays open for as long as the lock is held; closing it releases
+/// the `flock`.
+struct StdDirLock {
+    _file: File,
+}
+
+impl DirLock for StdDirLock {}
+
+/// Name of the lock file inside a data directory.
+pub const LOCK_FILE: &str = "LOCK";
+
+impl FileSystem for StdFs {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        fs::create_dir_all(dir)
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(dir)? {
+            names.push(entry?.file_name().to_string_lossy().into_owned());
+        }
+        Ok(names)
+    }
+
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        let mut file = File::open(path)?;
+        let mut data = Vec::with_capacity(file.metadata()?.len() as usize);
+        file.read_to_end(&mut data)?;
+        Ok(data)
+    }
+
+    fn create(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)?;
+        Ok(Box::new(StdFile(file)))
+    }
+
+    fn open_write(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        Ok(Box::new(StdFile(file)))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        fs::remove_file(path)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+
+    fn lock_dir(&self, dir: &Path) -> io::Result<Box<dyn DirLock>> {
+        let path: PathBuf = dir.join(LOCK_FILE);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Box::new(StdDirLock { _file: file })),
+            Err(fs::TryLockError::WouldBlock) => Err(io::ErrorKind::WouldBlock.into()),
+            Err(fs::TryLockError::Error(err)) => Err(err),
+        }
+    }
+}

@@ -1,0 +1,358 @@
+//! The write-ahead log: a sequence of numbered, checksummed records in segment
+//! files.
+//!
+//! The log is generic: a payload is opaque bytes, so key-value commands and (later)
+//! Raft entries share it. [`Wal`] is single-threaded; `group_commit` puts one
+//! thread in front of it that batches many writers into one append and one sync.
+//!
+//! Invariants:
+//! - sequence numbers are dense: the record after `n` is `n + 1`, across segments;
+//! - everything before the active segment's `write_offset` is a valid record run,
+//!   everything after it is zeros (preallocation) or absent;
+//! - once a write or sync fails the log is failed for good ([`Error::Failed`]): a
+//!   failed `fdatasync` may have dropped dirty pages, so retrying it could report
+//!   success for data that is gone.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::fs::{FileSystem, WritableFile};
+use super::record::{encode_record, encoded_len};
+use super::recovery::{self, RecoveryMode, RecoveryReport};
+use super::segment::{SEGMENT_HEADER_BYTES, encode_segment_header, segment_path};
+use crate::error::{Error, Result};
+
+/// How the log is laid out on disk.
+#[derive(Debug, Clone)]
+pub struct WalOptions {
+    /// Segment size before rotating (default 64 MiB): large enough that rotation
+    /// is rare, small enough that compaction frees space in useful steps.
+    pub segment_bytes: u64,
+    /// Fill new segments with zeros and sync them before use (default on), so that
+    /// appends do not change the file size and `fdatasync` has no metadata to write.
+    pub preallocate: bool,
+    pub recovery_mode: RecoveryMode,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        WalOptions {
+            segment_bytes: 64 << 20,
+            preallocate: true,
+            recovery_mode: RecoveryMode::TolerateTornTail,
+        }
+    }
+}
+
+/// A closed segment: immutable, fully synced.
+#[derive(Debug, Clone)]
+struct ClosedSegment {
+    first_seq: u64,
+    path: PathBuf,
+}
+
+struct ActiveSegment {
+    file: Box<dyn WritableFile>,
+    path: PathBuf,
+    first_seq: u64,
+    write_offset: u64,
+    /// Bytes the file is known to hold; writing past it changes the file size.
+    allocated: u64,
+}
+
+pub struct Wal {
+    fs: Arc<dyn FileSystem>,
+    dir: PathBuf,
+    options: WalOptions,
+    closed: Vec<ClosedSegment>,
+    active: ActiveSegment,
+    next_seq: u64,
+    /// Whether bytes were written since the last sync, and whether any of them
+    /// extended the file (then a full `fsync` is needed for the new size).
+    dirty: bool,
+    extended: bool,
+    /// Whether everything written so far is synced and the next record has not
+    /// been written yet: that record then carries the `synced_before` flag.
+    synced_since_append: bool,
+    failed: Option<String>,
+    encode_buffer: Vec<u8>,
+}
+
+impl Wal {
+    /// Opens (or creates) the log in `dir`, replaying every record numbered
+    /// `replay_from` or later through `visit` in order.
+    ///
+    /// `replay_from` is one past the sequence number a snapshot covers (1 without
+    /// a snapshot); records before it are skipped, and the log must reach back to
+    /// it unless it is wholly older than the snapshot.
+    pub fn open(
+        fs: Arc<dyn FileSystem>,
+        dir: &Path,
+        options: WalOptions,
+        replay_from: u64,
+        visit: impl FnMut(u64, &[u8]) -> std::result::Result<(), String>,
+    ) -> Result<(Wal, RecoveryReport)> {
+        let recovered = recovery::recover_log(&*fs, dir, options.recovery_mode, replay_from, visit)?;
+        let mut report = recovered.report;
+        let closed: Vec<ClosedSegment> = recovered
+            .segments
+            .iter()
+            .map(|segment| ClosedSegment {
+                first_seq: segment.first_seq,
+                path: segment.path.clone(),
+            })
+            .collect();
+        let mut wal = match recovered.tail {
+            Some(tail) if tail.next_seq >= replay_from => {
+                let file = fs
+                    .open_write(&tail.path)
+                    .map_err(|err| Error::io(&tail.path, err))?;
+                let allocated = file.len().map_err(|err| Error::io(&tail.path, err))?;
+                let mut closed = closed;
+                closed.pop();
+                Wal::assemble(
+                    fs,
+                    dir,
+                    options,
+                    closed,
+                    ActiveSegment {
+                        file,
+                        path: tail.path,
+                        first_seq: tail.first_seq,
+                        write_offset: tail.write_offset,
+                        allocated,
+                    },
+                    tail.next_seq,
+                )
+            }
+            _ => {
+                // No log, or a log wholly older than the snapshot (possible with
+                // `--fsync never`): the snapshot covers every old segment, which
+                // go, and a fresh segment starts after the snapshot.
+                for segment in &closed {
+                    fs.remove(&segment.path)
+                        .map_err(|err| Error::io(&segment.path, err))?;
+                    report.notes.push(format!(
+                        "{}: removed, the snapshot covers all of it",
+                        segment.path.display()
+                    ));
+                }
+                let active = create_segment(&*fs, dir, replay_from, &options)?;
+                Wal::assemble(fs, dir, options, Vec::new(), active, replay_from)
+            }
+        };
+        wal.closed.sort_by_key(|segment| segment.first_seq);
+        Ok((wal, report))
+    }
+
+    fn assemble(
+        fs: Arc<dyn FileSystem>,
+        dir: &Path,
+        options: WalOptions,
+        closed: Vec<ClosedSegment>,
+        active: ActiveSegment,
+        next_seq: u64,
+    ) -> Wal {
+        Wal {
+            fs,
+            dir: dir.to_path_buf(),
+            options,
+            closed,
+            active,
+            next_seq,
+            // Until the first sync, records read back at open may sit only in the
+            // page cache (after a process crash), so nothing is claimed synced.
+            dirty: true,
+            extended: true,
+            synced_since_append: false,
+            failed: None,
+            encode_buffer: Vec::new(),
+        }
+    }
+
+    /// The sequence number the next appended record gets.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// The oldest sequence number still on disk.
+    pub fn first_seq(&self) -> u64 {
+        self.closed
+            .first()
+            .map_or(self.active.first_seq, |segment| segment.first_seq)
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.closed.len() + 1
+    }
+
+    pub fn failure(&self) -> Option<&str> {
+        self.failed.as_deref()
+    }
+
+    fn check_failed(&self) -> Result<()> {
+        match &self.failed {
+            Some(reason) => Err(Error::Failed {
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Records `error` as the log's permanent failure and returns it.
+    fn fail(&mut self, path: &Path, error: std::io::Error) -> Error {
+        let error = Error::io(path, error);
+        self.failed = Some(error.to_string());
+        error
+    }
+
+    /// Appends the payloads as consecutive records with one write, returning the
+    /// sequence number of the first. Nothing is durable until [`Wal::sync`].
+    pub fn append<'a>(&mut self, payloads: impl IntoIterator<Item = &'a [u8]>) -> Result<u64> {
+        self.check_failed()?;
+        let mut buffer = std::mem::take(&mut self.encode_buffer);
+        buffer.clear();
+        let first_seq = self.next_seq;
+        let mut seq = first_seq;
+        for payload in payloads {
+            let synced_before = seq == first_seq && self.synced_since_append;
+            encode_record(&mut buffer, seq, synced_before, payload);
+            seq += 1;
+        }
+        let result = self.write_batch(&buffer, first_seq, seq);
+        self.encode_buffer = buffer;
+        result.map(|()| first_seq)
+    }
+
+    fn write_batch(&mut self, buffer: &[u8], first_seq: u64, end_seq: u64) -> Result<()> {
+        if buffer.is_empty() {
+            return Ok(());
+        }
+        let fits = self.active.write_offset + buffer.len() as u64 <= self.options.segment_bytes;
+        if !fits && self.active.write_offset > SEGMENT_HEADER_BYTES as u64 {
+            self.rotate(first_seq)?;
+        }
+        let offset = self.active.write_offset;
+        if let Err(err) = self.active.file.write_all_at(offset, buffer) {
+            let path = self.active.path.clone();
+            return Err(self.fail(&path, err));
+        }
+        self.active.write_offset += buffer.len() as u64;
+        if self.active.write_offset > self.active.allocated {
+            self.active.allocated = self.active.write_offset;
+            self.extended = true;
+        }
+        self.dirty = true;
+        self.synced_since_append = false;
+        self.next_seq = end_seq;
+        Ok(())
+    }
+
+    /// Makes every appended record durable.
+    pub fn sync(&mut self) -> Result<()> {
+        self.check_failed()?;
+        if !self.dirty {
+            return Ok(());
+        }
+        let result = if self.extended {
+            self.active.file.sync_all()
+        } else {
+            self.active.file.sync_data()
+        };
+        if let Err(err) = result {
+            let path = self.active.path.clone();
+            return Err(self.fail(&path, err));
+        }
+        self.dirty = false;
+        self.extended = false;
+        self.synced_since_append = true;
+        Ok(())
+    }
+
+    /// Closes the active segment (synced) and starts a new one at `first_seq`.
+    fn rotate(&mut self, first_seq: u64) -> Result<()> {
+        self.sync()?;
+        let next = match create_segment(&*self.fs, &self.dir, first_seq, &self.options) {
+            Ok(segment) => segment,
+            Err(error) => {
+                self.failed = Some(error.to_string());
+                return Err(error);
+            }
+        };
+        let old = std::mem::replace(&mut self.active, next);
+        self.closed.push(ClosedSegment {
+            first_seq: old.first_seq,
+            path: old.path,
+        });
+        Ok(())
+    }
+
+    /// Deletes closed segments whose records are all at or below `seq` (a
+    /// snapshot covers them), then syncs the directory. Returns how many went.
+    pub fn remove_through(&mut self, seq: u64) -> Result<usize> {
+        let mut removable = 0;
+        for (index, segment) in self.closed.iter().enumerate() {
+            let next_first = self
+                .closed
+                .get(index + 1)
+                .map_or(self.active.first_seq, |next| next.first_seq);
+            if next_first > seq + 1 {
+                break;
+            }
+            debug_assert!(segment.first_seq < next_first);
+            removable = index + 1;
+        }
+        if removable == 0 {
+            return Ok(0);
+        }
+        for _ in 0..removable {
+            let path = self.closed[0].path.clone();
+            self.fs.remove(&path).map_err(|err| Error::io(&path, err))?;
+            self.closed.remove(0);
+        }
+        self.fs
+            .sync_dir(&self.dir)
+            .map_err(|err| Error::io(&self.dir, err))?;
+        Ok(removable)
+    }
+
+    /// Bytes a record with this payload adds to the log.
+    pub fn record_bytes(payload_len: usize) -> usize {
+        encoded_len(payload_len)
+    }
+}
+
+/// Creates, fills and syncs a new segment, and makes its directory entry durable.
+fn create_segment(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    first_seq: u64,
+    options: &WalOptions,
+) -> Result<ActiveSegment> {
+    let path = segment_path(dir, first_seq);
+    let io_error = |err| Error::io(&path, err);
+    let mut file = fs.create(&path).map_err(io_error)?;
+    let header = encode_segment_header(first_seq);
+    let mut allocated = header.len() as u64;
+    if options.preallocate && options.segment_bytes > allocated {
+        const CHUNK: usize = 1 << 20;
+        let zeros = vec![0u8; CHUNK];
+        let mut offset = allocated;
+        while offset < options.segment_bytes {
+            let len = CHUNK.min((options.segment_bytes - offset) as usize);
+            file.write_all_at(offset, &zeros[..len]).map_err(io_error)?;
+            offset += len as u64;
+        }
+        allocated = options.segment_bytes;
+    }
+    file.write_all_at(0, &header).map_err(io_error)?;
+    file.sync_all().map_err(io_error)?;
+    fs.sync_dir(dir).map_err(|err| Error::io(dir, err))?;
+    Ok(ActiveSegment {
+        file,
+        path,
+        first_seq,
+        write_offset: SEGMENT_HEADER_BYTES as u64,
+        allocated,
+    })
+}

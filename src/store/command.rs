@@ -1,0 +1,298 @@
+//! Commands: the deterministic state changes the log records.
+//!
+//! A command is applied to [`super::State`] in log order, on one node today and on
+//! every Raft replica later, so applying must depend only on the state and the
+//! command. That is why a command carries the time it was issued
+//! (`issued_at_ms`): guards on keys that may have expired are judged at that time,
+//! not at whatever time a replica happens to replay it.
+//!
+//! Payload layout (inside a WAL record):
+//!
+//! ```text
+//! issued_at_ms u64 | tag u8 | fields
+//! tag 1 Put:    key bytes | value bytes | expires_at_ms u64 | guard
+//! tag 2 Delete: key bytes | guard
+//! tag 3 Txn:    guard_count u32 | (key bytes | guard)* | op_count u32 | op*
+//!     op:       1 | key bytes | value bytes | expires_at_ms u64   (put)
+//!               2 | key bytes                                      (delete)
+//! guard:        0 none | 1 absent | 2 present | 3 mod_revision u64
+//! bytes:        len u32 | raw
+//! ```
+
+use bytes::Bytes;
+
+use super::state::Entry;
+use crate::encoding::{DecodeError, Reader, put_bytes, put_u8, put_u32, put_u64};
+
+/// Upper bound for a key or value inside a command; callers (HTTP, RESP) enforce
+/// much smaller limits, this one only keeps a corrupt length from allocating.
+pub const MAX_COMMAND_FIELD_BYTES: usize = 32 << 20;
+
+/// A condition on one key that must hold for a command to apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Guard {
+    #[default]
+    None,
+    /// The key does not exist (or has expired).
+    Absent,
+    /// The key exists.
+    Present,
+    /// The key exists and was last modified at this revision.
+    ModRevision(u64),
+}
+
+impl Guard {
+    pub fn holds(self, current: Option<&Entry>) -> bool {
+        match self {
+            Guard::None => true,
+            Guard::Absent => current.is_none(),
+            Guard::Present => current.is_some(),
+            Guard::ModRevision(revision) => {
+                current.is_some_and(|entry| entry.mod_revision == revision)
+            }
+        }
+    }
+}
+
+/// One write inside a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    Put {
+        key: Bytes,
+        value: Bytes,
+        expires_at_ms: u64,
+    },
+    Delete {
+        key: Bytes,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Sets `key`; `expires_at_ms` is a Unix time in milliseconds, 0 for never.
+    Put {
+        key: Bytes,
+        value: Bytes,
+        expires_at_ms: u64,
+        guard: Guard,
+    },
+    Delete {
+        key: Bytes,
+        guard: Guard,
+    },
+    /// All ops apply, at one revision, if every guard holds; otherwise none do.
+    Txn {
+        guards: Vec<(Bytes, Guard)>,
+        ops: Vec<Op>,
+    },
+}
+
+impl Command {
+    pub fn put(key: impl Into<Bytes>, value: impl Into<Bytes>) -> Command {
+        Command::Put {
+            key: key.into(),
+            value: value.into(),
+            expires_at_ms: 0,
+            guard: Guard::None,
+        }
+    }
+
+    pub fn delete(key: impl Into<Bytes>) -> Command {
+        Command::Delete {
+            key: key.into(),
+            guard: Guard::None,
+        }
+    }
+
+    /// Bytes of keys and values carried, to check against record limits.
+    pub fn data_bytes(&self) -> usize {
+        let op_bytes = |op: &Op| match op {
+            Op::Put { key, value, .. } => key.len() + value.len(),
+            Op::Delete { key } => key.len(),
+        };
+        match self {
+            Command::Put { key, value, .. } => key.len() + value.len(),
+            Command::Delete { key, .. } => key.len(),
+            Command::Txn { guards, ops } => {
+                guards.iter().map(|(key, _)| key.len()).sum::<usize>()
+                    + ops.iter().map(op_bytes).sum::<usize>()
+            }
+        }
+    }
+}
+
+const TAG_PUT: u8 = 1;
+const TAG_DELETE: u8 = 2;
+const TAG_TXN: u8 = 3;
+
+fn encode_guard(buf: &mut Vec<u8>, guard: Guard) {
+    match guard {
+        Guard::None => put_u8(buf, 0),
+        Guard::Absent => put_u8(buf, 1),
+        Guard::Present => put_u8(buf, 2),
+        Guard::ModRevision(revision) => {
+            put_u8(buf, 3);
+            put_u64(buf, revision);
+        }
+    }
+}
+
+fn decode_guard(reader: &mut Reader<'_>) -> Result<Guard, DecodeError> {
+    match reader.u8()? {
+        0 => Ok(Guard::None),
+        1 => Ok(Guard::Absent),
+        2 => Ok(Guard::Present),
+        3 => Ok(Guard::ModRevision(reader.u64()?)),
+        _ => Err(reader.invalid("unknown guard kind")),
+    }
+}
+
+/// Encodes a command with the time it was issued into a log payload.
+pub fn encode_payload(buf: &mut Vec<u8>, issued_at_ms: u64, command: &Command) {
+    put_u64(buf, issued_at_ms);
+    match command {
+        Command::Put {
+            key,
+            value,
+            expires_at_ms,
+            guard,
+        } => {
+            put_u8(buf, TAG_PUT);
+            put_bytes(buf, key);
+            put_bytes(buf, value);
+            put_u64(buf, *expires_at_ms);
+            encode_guard(buf, *guard);
+        }
+        Command::Delete { key, guard } => {
+            put_u8(buf, TAG_DELETE);
+            put_bytes(buf, key);
+            encode_guard(buf, *guard);
+        }
+        Command::Txn { guards, ops } => {
+            put_u8(buf, TAG_TXN);
+            put_u32(buf, guards.len() as u32);
+            for (key, guard) in guards {
+                put_bytes(buf, key);
+                encode_guard(buf, *guard);
+            }
+            put_u32(buf, ops.len() as u32);
+            for op in ops {
+                match op {
+                    Op::Put {
+                        key,
+                        value,
+                        expires_at_ms,
+                    } => {
+                        put_u8(buf, TAG_PUT);
+                        put_bytes(buf, key);
+                        put_bytes(buf, value);
+                        put_u64(buf, *expires_at_ms);
+                    }
+                    Op::Delete { key } => {
+                        put_u8(buf, TAG_DELETE);
+                        put_bytes(buf, key);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Decodes a log payload into its issue time and command. Trailing bytes are an
+/// error: a payload is exactly one command.
+pub fn decode_payload(payload: &[u8]) -> Result<(u64, Command), DecodeError> {
+    let mut reader = Reader::new(payload);
+    let issued_at_ms = reader.u64()?;
+    let limit = MAX_COMMAND_FIELD_BYTES;
+    let command = match reader.u8()? {
+        TAG_PUT => Command::Put {
+            key: reader.owned_bytes(limit)?,
+            value: reader.owned_bytes(limit)?,
+            expires_at_ms: reader.u64()?,
+            guard: decode_guard(&mut reader)?,
+        },
+        TAG_DELETE => Command::Delete {
+            key: reader.owned_bytes(limit)?,
+            guard: decode_guard(&mut reader)?,
+        },
+        TAG_TXN => {
+            let guard_count = reader.u32()? as usize;
+            // Each guard takes at least 5 bytes, each op at least 5: this bounds
+            // the allocations by the payload size.
+            if guard_count > reader.remaining() / 5 {
+                return Err(reader.invalid("guard count exceeds payload"));
+            }
+            let mut guards = Vec::with_capacity(guard_count);
+            for _ in 0..guard_count {
+                let key = reader.owned_bytes(limit)?;
+                guards.push((key, decode_guard(&mut reader)?));
+            }
+            let op_count = reader.u32()? as usize;
+            if op_count > reader.remaining() / 5 {
+                return Err(reader.invalid("op count exceeds payload"));
+            }
+            let mut ops = Vec::with_capacity(op_count);
+            for _ in 0..op_count {
+                ops.push(match reader.u8()? {
+                    TAG_PUT => Op::Put {
+                        key: reader.owned_bytes(limit)?,
+                        value: reader.owned_bytes(limit)?,
+                        expires_at_ms: reader.u64()?,
+                    },
+                    TAG_DELETE => Op::Delete {
+                        key: reader.owned_bytes(limit)?,
+                    },
+                    _ => return Err(reader.invalid("unknown op")),
+                });
+            }
+            Command::Txn { guards, ops }
+        }
+        _ => return Err(reader.invalid("unknown command tag")),
+    };
+    if !reader.is_empty() {
+        return Err(reader.invalid("trailing bytes after command"));
+    }
+    Ok((issued_at_ms, command))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(command: Command) {
+        let mut buf = Vec::new();
+        encode_payload(&mut buf, 1234, &command);
+        assert_eq!(decode_payload(&buf).unwrap(), (1234, command));
+        for cut in 0..buf.len() {
+            assert!(decode_payload(&buf[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn every_command_round_trips() {
+        round_trip(Command::put(&b"k"[..], &b"v"[..]));
+        round_trip(Command::Put {
+            key: Bytes::from_static(b"key"),
+            value: Bytes::new(),
+            expires_at_ms: 99,
+            guard: Guard::ModRevision(7),
+        });
+        round_trip(Command::Delete {
+            key: Bytes::from_static(b"\0\xff"),
+            guard: Guard::Present,
+        });
+        round_trip(Command::Txn {
+            guards: vec![(Bytes::from_static(b"a"), Guard::Absent)],
+            ops: vec![
+                Op::Put {
+                    key: Bytes::from_static(b"a"),
+                    value: Bytes::from_static(b"1"),
+                    expires_at_ms: 0,
+                },
+                Op::Delete {
+                    key: Bytes::from_static(b"b"),
+                },
+            ],
+        });
+    }
+}

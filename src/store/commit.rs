@@ -1,0 +1,443 @@
+//! The commit thread: group commit, apply, and snapshot scheduling.
+//!
+//! Writers hand encoded commands to this one thread through a channel. It takes
+//! everything queued (up to `max_batch`), appends it with one write, syncs once
+//! (fsync `always`), applies the batch to the state under one write lock in log
+//! order, and only then replies to each writer. While it syncs, the next batch
+//! queues up, so the number of syncs per second stays flat as writers are added
+//! and each sync covers more of them. A lone writer pays exactly one sync.
+//!
+//! Snapshots are written by a separate thread from a frozen view of the state
+//! (see `State::freeze`), so writes keep flowing; when one finishes, this thread
+//! deletes the log segments it covers, since it owns the log.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use tokio::sync::oneshot;
+
+use super::Command;
+use super::durable::{FsyncPolicy, Shared, SnapshotInfo, SnapshotPolicy, StoreOptions};
+use super::state::{Outcome, SnapshotPoint};
+use crate::error::{Error, Result};
+use crate::storage::Wal;
+use crate::storage::snapshot::{SnapshotMeta, SnapshotWriter, parse_snapshot_file_name};
+
+pub(super) struct Proposal {
+    pub payload: Vec<u8>,
+    pub issued_at_ms: u64,
+    pub command: Command,
+    pub reply: oneshot::Sender<Result<Outcome>>,
+}
+
+pub(super) enum Message {
+    Propose(Proposal),
+    Snapshot(oneshot::Sender<Result<SnapshotInfo>>),
+    SnapshotFinished(Result<SnapshotInfo>),
+    Shutdown(oneshot::Sender<Result<()>>),
+}
+
+type SnapshotReply = oneshot::Sender<Result<SnapshotInfo>>;
+
+/// A batch stops taking more records past this many payload bytes, so a burst
+/// of large values cannot build one enormous write.
+const MAX_BATCH_BYTES: usize = 8 << 20;
+
+struct RunningSnapshot {
+    handle: JoinHandle<()>,
+    waiters: Vec<SnapshotReply>,
+}
+
+pub(super) struct Committer {
+    shared: Arc<Shared>,
+    wal: Wal,
+    receiver: Receiver<Message>,
+    /// For snapshot threads to report back on.
+    sender: Sender<Message>,
+    fsync: FsyncPolicy,
+    snapshot_policy: SnapshotPolicy,
+    max_batch: usize,
+    unsynced: bool,
+    last_sync: Instant,
+    log_bytes_since_snapshot: u64,
+    running_snapshot: Option<RunningSnapshot>,
+    /// Callers who asked for a snapshot while one was running: they get the next.
+    next_snapshot_waiters: Vec<SnapshotReply>,
+    batch: Vec<Proposal>,
+    /// Payload bytes in `batch`.
+    batch_bytes: usize,
+    replies: Vec<(oneshot::Sender<Result<Outcome>>, Outcome)>,
+}
+
+impl Committer {
+    pub fn new(
+        shared: Arc<Shared>,
+        wal: Wal,
+        receiver: Receiver<Message>,
+        sender: Sender<Message>,
+        options: &StoreOptions,
+        log_bytes_since_snapshot: u64,
+    ) -> Committer {
+        let max_batch = if options.max_batch == 0 {
+            4096
+        } else {
+            options.max_batch
+        };
+        Committer {
+            shared,
+            wal,
+            receiver,
+            sender,
+            fsync: options.fsync,
+            snapshot_policy: options.snapshots,
+            max_batch,
+            unsynced: false,
+            last_sync: Instant::now(),
+            log_bytes_since_snapshot,
+            running_snapshot: None,
+            next_snapshot_waiters: Vec::new(),
+            batch: Vec::with_capacity(max_batch),
+            batch_bytes: 0,
+            replies: Vec::with_capacity(max_batch),
+        }
+    }
+
+    pub fn run(mut self) {
+        loop {
+            let Some(first) = self.next_message() else {
+                // Every sender is gone: nobody can wait for anything any more.
+                let _ = self.sync_now();
+                return;
+            };
+            let mut shutdown = self.dispatch(first);
+            while shutdown.is_none()
+                && self.batch.len() < self.max_batch
+                && self.batch_bytes < MAX_BATCH_BYTES
+            {
+                match self.receiver.try_recv() {
+                    Ok(message) => shutdown = self.dispatch(message),
+                    Err(_) => break,
+                }
+            }
+            if !self.batch.is_empty() {
+                self.commit_batch();
+            }
+            if self.should_snapshot() {
+                self.start_snapshot(Vec::new());
+            }
+            if let Some(reply) = shutdown {
+                let result = self.shut_down();
+                let _ = reply.send(result);
+                return;
+            }
+        }
+    }
+
+    /// Waits for the next message; with an interval policy, syncs when the
+    /// interval passes while idle.
+    fn next_message(&mut self) -> Option<Message> {
+        loop {
+            let FsyncPolicy::Interval(interval) = self.fsync else {
+                return self.receiver.recv().ok();
+            };
+            if !self.unsynced {
+                return self.receiver.recv().ok();
+            }
+            let wait = interval.saturating_sub(self.last_sync.elapsed());
+            match self.receiver.recv_timeout(wait) {
+                Ok(message) => return Some(message),
+                Err(RecvTimeoutError::Timeout) => {
+                    let _ = self.sync_now();
+                }
+                Err(RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+    }
+
+    /// Handles one message; returns the reply handle if it asks to shut down.
+    fn dispatch(&mut self, message: Message) -> Option<oneshot::Sender<Result<()>>> {
+        match message {
+            Message::Propose(proposal) => match self.shared.failure() {
+                Some(reason) => {
+                    let _ = proposal.reply.send(Err(Error::Failed { reason }));
+                }
+                None => {
+                    self.batch_bytes += proposal.payload.len();
+                    self.batch.push(proposal);
+                }
+            },
+            Message::Snapshot(reply) => {
+                if self.running_snapshot.is_some() {
+                    self.next_snapshot_waiters.push(reply);
+                } else {
+                    self.start_snapshot(vec![reply]);
+                }
+            }
+            Message::SnapshotFinished(result) => self.finish_snapshot(result),
+            Message::Shutdown(reply) => return Some(reply),
+        }
+        None
+    }
+
+    fn commit_batch(&mut self) {
+        self.batch_bytes = 0;
+        let record_bytes: usize = self
+            .batch
+            .iter()
+            .map(|proposal| Wal::record_bytes(proposal.payload.len()))
+            .sum();
+        let appended = self
+            .wal
+            .append(self.batch.iter().map(|proposal| proposal.payload.as_slice()));
+        let result = appended.and_then(|first_seq| {
+            let due = match self.fsync {
+                FsyncPolicy::Always => true,
+                FsyncPolicy::Interval(interval) => self.last_sync.elapsed() >= interval,
+                FsyncPolicy::Never => false,
+            };
+            self.unsynced = true;
+            if due {
+                self.sync_now()?;
+            }
+            Ok(first_seq)
+        });
+        let first_seq = match result {
+            Ok(first_seq) => first_seq,
+            Err(error) => {
+                let reason = error.to_string();
+                self.shared.set_failed(reason.clone());
+                for proposal in self.batch.drain(..) {
+                    let _ = proposal.reply.send(Err(Error::Failed {
+                        reason: reason.clone(),
+                    }));
+                }
+                return;
+            }
+        };
+        let stats = &self.shared.stats;
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        stats
+            .batched_records
+            .fetch_add(self.batch.len() as u64, Ordering::Relaxed);
+        stats
+            .log_bytes
+            .fetch_add(record_bytes as u64, Ordering::Relaxed);
+        stats
+            .segments
+            .store(self.wal.segment_count() as u64, Ordering::Relaxed);
+        self.log_bytes_since_snapshot += record_bytes as u64;
+        {
+            let mut state = self.shared.state.write();
+            for (offset, proposal) in self.batch.drain(..).enumerate() {
+                let outcome =
+                    state.apply(first_seq + offset as u64, proposal.issued_at_ms, proposal.command);
+                self.replies.push((proposal.reply, outcome));
+            }
+        }
+        for (reply, outcome) in self.replies.drain(..) {
+            let _ = reply.send(Ok(outcome));
+        }
+    }
+
+    fn sync_now(&mut self) -> Result<()> {
+        if !self.unsynced {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let result = self.wal.sync();
+        let stats = &self.shared.stats;
+        stats.syncs.fetch_add(1, Ordering::Relaxed);
+        stats
+            .sync_nanos
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.last_sync = Instant::now();
+        match result {
+            Ok(()) => {
+                self.unsynced = false;
+                Ok(())
+            }
+            Err(error) => {
+                self.shared.set_failed(error.to_string());
+                Err(error)
+            }
+        }
+    }
+
+    fn should_snapshot(&self) -> bool {
+        let policy = &self.snapshot_policy;
+        if !policy.automatic || self.running_snapshot.is_some() || self.wal.failure().is_some() {
+            return false;
+        }
+        let live = self.shared.state.read().data_bytes();
+        let threshold = policy
+            .min_log_bytes
+            .max(live.saturating_mul(policy.live_data_ratio));
+        self.log_bytes_since_snapshot >= threshold
+    }
+
+    fn start_snapshot(&mut self, waiters: Vec<SnapshotReply>) {
+        let point = self.shared.state.write().freeze();
+        self.log_bytes_since_snapshot = 0;
+        let shared = self.shared.clone();
+        let sender = self.sender.clone();
+        let spawned = std::thread::Builder::new()
+            .name("walrus-snapshot".into())
+            .spawn(move || {
+                let started = Instant::now();
+                // A panic must still thaw the state and report back, or the
+                // preimages would grow forever and callers wait for nothing.
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    write_snapshot(&shared, point)
+                }))
+                .unwrap_or_else(|_| Err(Error::SnapshotFailed("snapshot writer panicked".into())));
+                shared.state.write().thaw();
+                let info = result.map(|path| SnapshotInfo {
+                    seq: point.seq,
+                    revision: point.revision,
+                    entries: point.entry_count,
+                    path,
+                    duration: started.elapsed(),
+                });
+                let _ = sender.send(Message::SnapshotFinished(info));
+            });
+        match spawned {
+            Ok(handle) => self.running_snapshot = Some(RunningSnapshot { handle, waiters }),
+            Err(error) => {
+                self.shared.state.write().thaw();
+                for waiter in waiters {
+                    let _ = waiter.send(Err(Error::SnapshotFailed(error.to_string())));
+                }
+            }
+        }
+    }
+
+    fn finish_snapshot(&mut self, result: Result<SnapshotInfo>) {
+        let Some(running) = self.running_snapshot.take() else {
+            return;
+        };
+        let _ = running.handle.join();
+        let result = result.and_then(|info| {
+            self.compact(&info)?;
+            Ok(info)
+        });
+        match &result {
+            Ok(info) => {
+                let stats = &self.shared.stats;
+                stats.snapshots.fetch_add(1, Ordering::Relaxed);
+                stats
+                    .snapshot_nanos
+                    .fetch_add(info.duration.as_nanos() as u64, Ordering::Relaxed);
+                tracing::info!(
+                    seq = info.seq,
+                    keys = info.entries,
+                    millis = info.duration.as_millis() as u64,
+                    "snapshot written"
+                );
+            }
+            Err(error) => tracing::warn!(%error, "snapshot failed; the log is intact"),
+        }
+        for waiter in running.waiters {
+            let reply = match &result {
+                Ok(info) => Ok(info.clone()),
+                Err(error) => Err(Error::SnapshotFailed(error.to_string())),
+            };
+            let _ = waiter.send(reply);
+        }
+        if !self.next_snapshot_waiters.is_empty() {
+            let waiters = std::mem::take(&mut self.next_snapshot_waiters);
+            self.start_snapshot(waiters);
+        }
+    }
+
+    /// Deletes what a finished snapshot makes redundant: log segments it covers
+    /// and older snapshots.
+    fn compact(&mut self, info: &SnapshotInfo) -> Result<()> {
+        self.wal.remove_through(info.seq)?;
+        self.shared
+            .stats
+            .segments
+            .store(self.wal.segment_count() as u64, Ordering::Relaxed);
+        let fs = &*self.shared.fs;
+        let dir = &self.shared.dir;
+        let names = fs.list(dir).map_err(|err| Error::io(dir, err))?;
+        let mut removed = false;
+        for name in names {
+            if parse_snapshot_file_name(&name).is_some_and(|seq| seq < info.seq) {
+                let path = dir.join(&name);
+                fs.remove(&path).map_err(|err| Error::io(&path, err))?;
+                removed = true;
+            }
+        }
+        if removed {
+            fs.sync_dir(dir).map_err(|err| Error::io(dir, err))?;
+        }
+        Ok(())
+    }
+
+    fn shut_down(&mut self) -> Result<()> {
+        if let Some(running) = &self.running_snapshot {
+            while !running.handle.is_finished() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            // Its report is queued behind whatever else is in the channel.
+            while let Ok(message) = self.receiver.try_recv() {
+                match message {
+                    Message::SnapshotFinished(result) => self.finish_snapshot(result),
+                    Message::Propose(proposal) => {
+                        let _ = proposal.reply.send(Err(Error::Closed));
+                    }
+                    Message::Snapshot(reply) => {
+                        let _ = reply.send(Err(Error::Closed));
+                    }
+                    Message::Shutdown(reply) => {
+                        let _ = reply.send(Ok(()));
+                    }
+                }
+            }
+        }
+        for waiter in self.next_snapshot_waiters.drain(..) {
+            let _ = waiter.send(Err(Error::Closed));
+        }
+        if let Some(running) = self.running_snapshot.take() {
+            let _ = running.handle.join();
+        }
+        if let Some(reason) = self.shared.failure() {
+            return Err(Error::Failed { reason });
+        }
+        self.sync_now()
+    }
+}
+
+/// Streams the frozen state into a snapshot file, a chunk per read lock so
+/// writers are never held up for long.
+fn write_snapshot(shared: &Shared, point: SnapshotPoint) -> Result<std::path::PathBuf> {
+    const CHUNK_ENTRIES: usize = 1024;
+    let meta = SnapshotMeta {
+        last_seq: point.seq,
+        revision: point.revision,
+        entry_count: point.entry_count,
+    };
+    let mut writer = SnapshotWriter::create(&*shared.fs, &shared.dir, meta)?;
+    let mut after: Option<bytes::Bytes> = None;
+    loop {
+        let chunk = shared
+            .state
+            .read()
+            .frozen_chunk(after.as_deref(), CHUNK_ENTRIES);
+        let Some((last_key, _)) = chunk.last() else {
+            break;
+        };
+        after = Some(last_key.clone());
+        for (key, entry) in &chunk {
+            if let Err(error) = writer.push(key, &entry.value, entry.mod_revision, entry.expires_at_ms)
+            {
+                writer.abandon();
+                return Err(error);
+            }
+        }
+    }
+    writer.finish()
+}

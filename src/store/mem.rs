@@ -1,0 +1,44 @@
+//! `MemStore`: the state behind a reader/writer lock, nothing on disk.
+
+use std::ops::Bound;
+
+use bytes::Bytes;
+use parking_lot::RwLock;
+
+use super::{Command, Entry, KvStore, State, Submission, now_ms};
+
+#[derive(Default)]
+pub struct MemStore {
+    state: RwLock<State>,
+}
+
+impl MemStore {
+    pub fn new() -> MemStore {
+        MemStore::default()
+    }
+}
+
+impl KvStore for MemStore {
+    fn get_entry(&self, key: &[u8]) -> Option<Entry> {
+        self.state.read().get(key, now_ms()).cloned()
+    }
+
+    fn range(&self, start: Bound<&[u8]>, prefix: &[u8], limit: usize) -> Vec<(Bytes, Entry)> {
+        self.state.read().range(start, prefix, limit, now_ms())
+    }
+
+    fn submit(&self, command: Command) -> Submission {
+        let now = now_ms();
+        let mut state = self.state.write();
+        let seq = state.applied_seq() + 1;
+        Submission::ready(Ok(state.apply(seq, now, command)))
+    }
+
+    fn revision(&self) -> u64 {
+        self.state.read().revision()
+    }
+
+    fn len(&self) -> usize {
+        self.state.read().len()
+    }
+}

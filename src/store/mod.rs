@@ -1,0 +1,126 @@
+//! The key-value store: the [`KvStore`] trait and its two implementations.
+//!
+//! Both stores apply [`Command`]s to the same [`State`]. [`MemStore`] applies them
+//! directly; [`DurableStore`] first logs them through group commit and applies
+//! each only after the sync that covers it, so a write is visible exactly when it
+//! is durable and acknowledged.
+
+mod command;
+mod commit;
+mod durable;
+mod mem;
+mod state;
+
+use std::future::Future;
+use std::ops::Bound;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+pub use command::{Command, Guard, MAX_COMMAND_FIELD_BYTES, Op, decode_payload, encode_payload};
+pub use durable::{DurableStore, FsyncPolicy, SnapshotInfo, SnapshotPolicy, StoreOptions, StoreStats};
+pub use mem::MemStore;
+pub use state::{Entry, Outcome, SnapshotPoint, State};
+
+use crate::error::{Error, Result};
+
+/// The store interface both front ends use. Every method is blocking-safe from
+/// plain threads; async callers use [`KvStore::submit`] and await the result.
+pub trait KvStore: Send + Sync {
+    /// The live value of `key`.
+    fn get(&self, key: &[u8]) -> Option<Bytes> {
+        self.get_entry(key).map(|entry| entry.value)
+    }
+
+    /// The live entry of `key`, with its revision and expiry.
+    fn get_entry(&self, key: &[u8]) -> Option<Entry>;
+
+    /// Up to `limit` live entries whose keys start with `prefix`, from `start`.
+    fn range(&self, start: Bound<&[u8]>, prefix: &[u8], limit: usize) -> Vec<(Bytes, Entry)>;
+
+    /// Starts a command; the [`Submission`] resolves once it is durable (for a
+    /// durable store) and applied.
+    fn submit(&self, command: Command) -> Submission;
+
+    /// Runs a command to completion.
+    fn execute(&self, command: Command) -> Result<Outcome> {
+        self.submit(command).wait()
+    }
+
+    /// Sets `key` to `value`; durable when it returns. Returns the new revision.
+    fn set(&self, key: &[u8], value: &[u8]) -> Result<u64> {
+        let outcome = self.execute(Command::put(
+            Bytes::copy_from_slice(key),
+            Bytes::copy_from_slice(value),
+        ))?;
+        Ok(outcome.revision)
+    }
+
+    /// Removes `key`; returns whether it existed.
+    fn delete(&self, key: &[u8]) -> Result<bool> {
+        let outcome = self.execute(Command::delete(Bytes::copy_from_slice(key)))?;
+        Ok(outcome.changed > 0)
+    }
+
+    /// The store-wide revision counter.
+    fn revision(&self) -> u64;
+
+    /// Number of stored keys.
+    fn len(&self) -> usize;
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A command in flight: already finished, or waiting for the commit thread.
+pub struct Submission(SubmissionInner);
+
+enum SubmissionInner {
+    Ready(Option<Result<Outcome>>),
+    Pending(oneshot::Receiver<Result<Outcome>>),
+}
+
+impl Submission {
+    pub fn ready(result: Result<Outcome>) -> Submission {
+        Submission(SubmissionInner::Ready(Some(result)))
+    }
+
+    pub(crate) fn pending(receiver: oneshot::Receiver<Result<Outcome>>) -> Submission {
+        Submission(SubmissionInner::Pending(receiver))
+    }
+
+    /// Blocks the calling thread until the command finishes. Not for use on an
+    /// async runtime thread: await the submission there.
+    pub fn wait(self) -> Result<Outcome> {
+        match self.0 {
+            SubmissionInner::Ready(result) => result.unwrap_or(Err(Error::Closed)),
+            SubmissionInner::Pending(receiver) => {
+                receiver.blocking_recv().unwrap_or(Err(Error::Closed))
+            }
+        }
+    }
+}
+
+impl Future for Submission {
+    type Output = Result<Outcome>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.0 {
+            SubmissionInner::Ready(result) => Poll::Ready(result.take().unwrap_or(Err(Error::Closed))),
+            SubmissionInner::Pending(receiver) => Pin::new(receiver)
+                .poll(cx)
+                .map(|received| received.unwrap_or(Err(Error::Closed))),
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch, the clock expiry times use.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
+}

@@ -1,0 +1,460 @@
+//! The in-memory state: keys in byte order with their values and revisions.
+//!
+//! `State` is the state machine both stores (and later every Raft replica) apply
+//! commands to. Invariants:
+//! - `revision` only grows; every entry's `mod_revision` is at most `revision`;
+//! - `applied_seq` only grows: commands are applied in log order, once each;
+//! - while frozen for a snapshot, `preimages` holds, for every key changed since
+//!   the freeze, its entry as it was at the freeze (`None`: absent then), so the
+//!   snapshot can be read in chunks while writes continue.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use bytes::Bytes;
+
+use super::command::{Command, Guard, Op};
+
+/// A stored value with its metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub value: Bytes,
+    /// The store revision of the write that last set this key.
+    pub mod_revision: u64,
+    /// Unix time in milliseconds after which the key is gone; 0 for never.
+    pub expires_at_ms: u64,
+}
+
+impl Entry {
+    pub fn is_live(&self, now_ms: u64) -> bool {
+        self.expires_at_ms == 0 || now_ms < self.expires_at_ms
+    }
+}
+
+/// What applying a command did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The store revision after the command.
+    pub revision: u64,
+    /// False when a guard did not hold; then nothing changed.
+    pub succeeded: bool,
+    /// For `Put` and `Delete`: the key's live entry before the command.
+    pub previous: Option<Entry>,
+    /// Number of live keys written or removed.
+    pub changed: u32,
+}
+
+/// The log position and revision a snapshot captures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotPoint {
+    pub seq: u64,
+    pub revision: u64,
+    pub entry_count: u64,
+}
+
+struct Frozen {
+    point: SnapshotPoint,
+    preimages: BTreeMap<Bytes, Option<Entry>>,
+}
+
+#[derive(Default)]
+pub struct State {
+    entries: BTreeMap<Bytes, Entry>,
+    revision: u64,
+    applied_seq: u64,
+    /// Sum of key and value lengths of all entries.
+    data_bytes: u64,
+    frozen: Option<Frozen>,
+}
+
+impl State {
+    /// Rebuilds a state from a snapshot's entries, which must be in key order.
+    pub fn from_snapshot(
+        seq: u64,
+        revision: u64,
+        entries: impl IntoIterator<Item = (Bytes, Entry)>,
+    ) -> State {
+        let entries: BTreeMap<Bytes, Entry> = entries.into_iter().collect();
+        let data_bytes = entries
+            .iter()
+            .map(|(key, entry)| (key.len() + entry.value.len()) as u64)
+            .sum();
+        State {
+            entries,
+            revision,
+            applied_seq: seq,
+            data_bytes,
+            frozen: None,
+        }
+    }
+
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    pub fn applied_seq(&self) -> u64 {
+        self.applied_seq
+    }
+
+    /// Number of stored entries, expired ones not yet removed included.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn data_bytes(&self) -> u64 {
+        self.data_bytes
+    }
+
+    /// The live entry for `key` at `now_ms`.
+    pub fn get(&self, key: &[u8], now_ms: u64) -> Option<&Entry> {
+        self.entries.get(key).filter(|entry| entry.is_live(now_ms))
+    }
+
+    /// Up to `limit` live entries with keys starting with `prefix`, beginning at
+    /// `start`, in key order.
+    pub fn range(
+        &self,
+        start: Bound<&[u8]>,
+        prefix: &[u8],
+        limit: usize,
+        now_ms: u64,
+    ) -> Vec<(Bytes, Entry)> {
+        let lower = match start {
+            Bound::Included(key) | Bound::Excluded(key) if key < prefix => Bound::Included(prefix),
+            Bound::Unbounded => Bound::Included(prefix),
+            other => other,
+        };
+        self.entries
+            .range::<[u8], _>((lower, Bound::Unbounded))
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .filter(|(_, entry)| entry.is_live(now_ms))
+            .take(limit)
+            .map(|(key, entry)| (key.clone(), entry.clone()))
+            .collect()
+    }
+
+    /// Applies the command logged at `seq`, issued at `issued_at_ms`.
+    pub fn apply(&mut self, seq: u64, issued_at_ms: u64, command: Command) -> Outcome {
+        assert!(
+            seq > self.applied_seq,
+            "commands apply in log order: {seq} after {}",
+            self.applied_seq
+        );
+        self.applied_seq = seq;
+        match command {
+            Command::Put {
+                key,
+                value,
+                expires_at_ms,
+                guard,
+            } => self.apply_put(key, value, expires_at_ms, guard, issued_at_ms),
+            Command::Delete { key, guard } => self.apply_delete(key, guard, issued_at_ms),
+            Command::Txn { guards, ops } => self.apply_txn(guards, ops, issued_at_ms),
+        }
+    }
+
+    fn refused(&self, current: Option<Entry>) -> Outcome {
+        Outcome {
+            revision: self.revision,
+            succeeded: false,
+            previous: current,
+            changed: 0,
+        }
+    }
+
+    fn apply_put(
+        &mut self,
+        key: Bytes,
+        value: Bytes,
+        expires_at_ms: u64,
+        guard: Guard,
+        now_ms: u64,
+    ) -> Outcome {
+        // Unguarded puts (the common case) skip the lookup: the insert below
+        // returns the previous entry anyway.
+        if guard != Guard::None {
+            let current = self.get(&key, now_ms);
+            if !guard.holds(current) {
+                return self.refused(current.cloned());
+            }
+        }
+        self.revision += 1;
+        let previous = self
+            .write(
+                key,
+                Some(Entry {
+                    value,
+                    mod_revision: self.revision,
+                    expires_at_ms,
+                }),
+            )
+            .filter(|entry| entry.is_live(now_ms));
+        Outcome {
+            revision: self.revision,
+            succeeded: true,
+            previous,
+            changed: 1,
+        }
+    }
+
+    fn apply_delete(&mut self, key: Bytes, guard: Guard, now_ms: u64) -> Outcome {
+        let current = self.get(&key, now_ms);
+        if !guard.holds(current) {
+            return self.refused(current.cloned());
+        }
+        if !self.entries.contains_key(&key) {
+            return Outcome {
+                revision: self.revision,
+                succeeded: true,
+                previous: None,
+                changed: 0,
+            };
+        }
+        // Removing an expired entry is still a change of the stored state.
+        self.revision += 1;
+        let previous = self.write(key, None).filter(|entry| entry.is_live(now_ms));
+        Outcome {
+            revision: self.revision,
+            succeeded: true,
+            changed: u32::from(previous.is_some()),
+            previous,
+        }
+    }
+
+    fn apply_txn(&mut self, guards: Vec<(Bytes, Guard)>, ops: Vec<Op>, now_ms: u64) -> Outcome {
+        if let Some((key, _)) = guards
+            .iter()
+            .find(|(key, guard)| !guard.holds(self.get(key, now_ms)))
+        {
+            return self.refused(self.get(key, now_ms).cloned());
+        }
+        let revision = self.revision + 1;
+        let mut changed = 0;
+        let mut touched = false;
+        for op in ops {
+            let (key, entry) = match op {
+                Op::Put {
+                    key,
+                    value,
+                    expires_at_ms,
+                } => (
+                    key,
+                    Some(Entry {
+                        value,
+                        mod_revision: revision,
+                        expires_at_ms,
+                    }),
+                ),
+                Op::Delete { key } => {
+                    if !self.entries.contains_key(&key) {
+                        continue;
+                    }
+                    (key, None)
+                }
+            };
+            let is_put = entry.is_some();
+            let previous = self.write(key, entry);
+            touched = true;
+            if is_put || previous.is_some_and(|entry| entry.is_live(now_ms)) {
+                changed += 1;
+            }
+        }
+        if touched {
+            self.revision = revision;
+        }
+        Outcome {
+            revision: self.revision,
+            succeeded: true,
+            previous: None,
+            changed,
+        }
+    }
+
+    /// Sets (`Some`) or removes (`None`) an entry, keeping the byte count and the
+    /// snapshot preimages right. Returns the previous entry, expired or not.
+    fn write(&mut self, key: Bytes, entry: Option<Entry>) -> Option<Entry> {
+        if let Some(frozen) = &mut self.frozen
+            && !frozen.preimages.contains_key(&key)
+        {
+            let before = self.entries.get(&key).cloned();
+            frozen.preimages.insert(key.clone(), before);
+        }
+        let key_len = key.len() as u64;
+        let previous = match entry {
+            Some(entry) => {
+                self.data_bytes += key_len + entry.value.len() as u64;
+                self.entries.insert(key, entry)
+            }
+            None => self.entries.remove(&key),
+        };
+        if let Some(previous) = &previous {
+            self.data_bytes -= key_len + previous.value.len() as u64;
+        }
+        previous
+    }
+
+    /// Fixes the current contents as the content of a snapshot, which is then read
+    /// with [`State::frozen_chunk`] while writes go on. Only one at a time.
+    pub fn freeze(&mut self) -> SnapshotPoint {
+        assert!(self.frozen.is_none(), "one snapshot at a time");
+        let point = SnapshotPoint {
+            seq: self.applied_seq,
+            revision: self.revision,
+            entry_count: self.entries.len() as u64,
+        };
+        self.frozen = Some(Frozen {
+            point,
+            preimages: BTreeMap::new(),
+        });
+        point
+    }
+
+    /// Ends the snapshot started by [`State::freeze`].
+    pub fn thaw(&mut self) {
+        self.frozen = None;
+    }
+
+    /// Up to `max` entries of the frozen contents with keys after `after`, in key
+    /// order. An empty result means the snapshot has been read whole.
+    pub fn frozen_chunk(&self, after: Option<&[u8]>, max: usize) -> Vec<(Bytes, Entry)> {
+        let Some(frozen) = &self.frozen else {
+            panic!("frozen_chunk called without freeze");
+        };
+        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let preimages = &frozen.preimages;
+        let mut current = self
+            .entries
+            .range::<[u8], _>((lower, Bound::Unbounded))
+            .filter(|(key, _)| !preimages.contains_key(*key))
+            .peekable();
+        let mut older = preimages
+            .range::<[u8], _>((lower, Bound::Unbounded))
+            .filter_map(|(key, entry)| entry.as_ref().map(|entry| (key, entry)))
+            .peekable();
+        let mut chunk = Vec::with_capacity(max);
+        while chunk.len() < max {
+            let take_current = match (current.peek(), older.peek()) {
+                (Some((a, _)), Some((b, _))) => a < b,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            let next = if take_current {
+                current.next()
+            } else {
+                older.next()
+            };
+            if let Some((key, entry)) = next {
+                chunk.push((key.clone(), entry.clone()));
+            }
+        }
+        chunk
+    }
+
+    /// The point the current freeze captured, if a snapshot is in progress.
+    pub fn frozen_point(&self) -> Option<SnapshotPoint> {
+        self.frozen.as_ref().map(|frozen| frozen.point)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(state: &mut State, key: &str, value: &str) -> Outcome {
+        let seq = state.applied_seq() + 1;
+        state.apply(seq, 0, Command::put(key.to_string(), value.to_string()))
+    }
+
+    #[test]
+    fn revisions_grow_and_guards_decide() {
+        let mut state = State::default();
+        assert_eq!(put(&mut state, "a", "1").revision, 1);
+        assert_eq!(put(&mut state, "a", "2").previous.unwrap().value, "1");
+        let refused = state.apply(
+            3,
+            0,
+            Command::Put {
+                key: Bytes::from_static(b"a"),
+                value: Bytes::from_static(b"3"),
+                expires_at_ms: 0,
+                guard: Guard::ModRevision(1),
+            },
+        );
+        assert!(!refused.succeeded);
+        assert_eq!(refused.previous.unwrap().mod_revision, 2);
+        assert_eq!(state.revision(), 2);
+        let deleted = state.apply(4, 0, Command::delete(&b"a"[..]));
+        assert_eq!((deleted.changed, deleted.revision), (1, 3));
+        let missing = state.apply(5, 0, Command::delete(&b"a"[..]));
+        assert_eq!((missing.changed, missing.revision), (0, 3));
+        assert_eq!(state.data_bytes(), 0);
+    }
+
+    #[test]
+    fn expired_keys_are_absent_for_reads_and_guards() {
+        let mut state = State::default();
+        state.apply(
+            1,
+            0,
+            Command::Put {
+                key: Bytes::from_static(b"t"),
+                value: Bytes::from_static(b"v"),
+                expires_at_ms: 100,
+                guard: Guard::None,
+            },
+        );
+        assert!(state.get(b"t", 99).is_some());
+        assert!(state.get(b"t", 100).is_none());
+        let create = state.apply(
+            2,
+            150,
+            Command::Put {
+                key: Bytes::from_static(b"t"),
+                value: Bytes::from_static(b"new"),
+                expires_at_ms: 0,
+                guard: Guard::Absent,
+            },
+        );
+        assert!(create.succeeded);
+        assert_eq!(create.previous, None);
+    }
+
+    #[test]
+    fn frozen_view_ignores_later_writes() {
+        let mut state = State::default();
+        for key in ["a", "b", "c", "d"] {
+            put(&mut state, key, "old");
+        }
+        let point = state.freeze();
+        assert_eq!(point.entry_count, 4);
+        put(&mut state, "b", "new");
+        put(&mut state, "bb", "inserted");
+        let seq = state.applied_seq() + 1;
+        state.apply(seq, 0, Command::delete(&b"c"[..]));
+        let first = state.frozen_chunk(None, 3);
+        let rest = state.frozen_chunk(Some(&first[2].0), 3);
+        let keys: Vec<_> = first.iter().chain(&rest).map(|(k, _)| k.clone()).collect();
+        assert_eq!(keys, ["a", "b", "c", "d"]);
+        assert!(first.iter().chain(&rest).all(|(_, e)| e.value == "old"));
+        state.thaw();
+        assert_eq!(state.get(b"b", 0).unwrap().value, "new");
+    }
+
+    #[test]
+    fn range_respects_prefix_start_and_limit() {
+        let mut state = State::default();
+        for key in ["a/1", "a/2", "a/3", "b/1"] {
+            put(&mut state, key, "v");
+        }
+        let page = state.range(Bound::Unbounded, b"a/", 2, 0);
+        assert_eq!(page.len(), 2);
+        let next = state.range(Bound::Excluded(&page[1].0), b"a/", 2, 0);
+        assert_eq!(next.len(), 1);
+        assert_eq!(next[0].0, "a/3");
+    }
+}

@@ -1,0 +1,6 @@
+//! Test support that ships with the library so integration tests, property tests
+//! and the benchmark can all use it: a simulated disk for crash and fault tests.
+
+mod sim_fs;
+
+pub use sim_fs::{Faults, SimFs};

@@ -1,0 +1,444 @@
+//! A simulated disk with a page cache that a "power loss" empties.
+//!
+//! Every file keeps two views: `data` (what reads see, like the page cache) and
+//! `durable` (what the disk holds). `sync_data`/`sync_all` copy the pending writes
+//! into `durable`; `sync_dir` does the same for a directory's entries. [`SimFs::crash`]
+//! throws away everything unsynced, and can keep an in-order prefix of the
+//! unsynced writes with the last one torn at a random byte, as a real disk may.
+//!
+//! Faults can be injected: failing writes, and failing syncs that (as on Linux
+//! after an `fsync` error) also drop the dirty data they were meant to persist.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::storage::fs::{DirLock, FileSystem, WritableFile};
+
+/// Which operations fail with `EIO` from now on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Faults {
+    pub fail_writes: bool,
+    pub fail_syncs: bool,
+}
+
+#[derive(Default)]
+struct Inode {
+    data: Vec<u8>,
+    durable: Vec<u8>,
+    /// Writes since the last sync, in order: (offset, bytes).
+    pending: Vec<(u64, Vec<u8>)>,
+}
+
+impl Inode {
+    fn apply(target: &mut Vec<u8>, offset: u64, bytes: &[u8]) {
+        let end = offset as usize + bytes.len();
+        if target.len() < end {
+            target.resize(end, 0);
+        }
+        target[offset as usize..end].copy_from_slice(bytes);
+    }
+
+    fn sync(&mut self) {
+        for (offset, bytes) in std::mem::take(&mut self.pending) {
+            Inode::apply(&mut self.durable, offset, &bytes);
+        }
+    }
+}
+
+#[derive(Default)]
+struct Directory {
+    entries: BTreeMap<String, u64>,
+    durable_entries: BTreeMap<String, u64>,
+}
+
+struct State {
+    rng: StdRng,
+    inodes: HashMap<u64, Inode>,
+    next_inode: u64,
+    dirs: BTreeMap<PathBuf, Directory>,
+    locks: HashMap<PathBuf, u64>,
+    generation: u64,
+    faults: Faults,
+    syncs: u64,
+    /// Set by a crash: the process is gone, so every call fails until restart.
+    dead: bool,
+}
+
+/// See the module documentation. Cloning shares the same disk.
+#[derive(Clone)]
+pub struct SimFs {
+    state: Arc<Mutex<State>>,
+}
+
+fn not_found(path: &Path) -> io::Error {
+    io::Error::new(io::ErrorKind::NotFound, format!("{} not found", path.display()))
+}
+
+fn eio() -> io::Error {
+    io::Error::other("injected I/O error")
+}
+
+fn dead_error() -> io::Error {
+    io::Error::other("simulated crash: the disk is gone until restart")
+}
+
+fn split(path: &Path) -> io::Result<(PathBuf, String)> {
+    let parent = path.parent().ok_or_else(|| not_found(path))?;
+    let name = path.file_name().ok_or_else(|| not_found(path))?;
+    Ok((parent.to_path_buf(), name.to_string_lossy().into_owned()))
+}
+
+impl State {
+    fn lookup(&self, path: &Path) -> io::Result<u64> {
+        let (dir, name) = split(path)?;
+        self.dirs
+            .get(&dir)
+            .and_then(|directory| directory.entries.get(&name))
+            .copied()
+            .ok_or_else(|| not_found(path))
+    }
+
+    fn dir_mut(&mut self, dir: &Path) -> io::Result<&mut Directory> {
+        self.dirs.get_mut(dir).ok_or_else(|| not_found(dir))
+    }
+}
+
+impl SimFs {
+    pub fn new(seed: u64) -> Self {
+        SimFs {
+            state: Arc::new(Mutex::new(State {
+                rng: StdRng::seed_from_u64(seed),
+                inodes: HashMap::new(),
+                next_inode: 1,
+                dirs: BTreeMap::new(),
+                locks: HashMap::new(),
+                generation: 0,
+                faults: Faults::default(),
+                syncs: 0,
+                dead: false,
+            })),
+        }
+    }
+
+    pub fn set_faults(&self, faults: Faults) {
+        self.state.lock().faults = faults;
+    }
+
+    /// Number of successful file syncs so far.
+    pub fn sync_count(&self) -> u64 {
+        self.state.lock().syncs
+    }
+
+    /// Simulates a power loss: every unsynced byte and directory entry is lost,
+    /// except, when `torn` is set, an in-order prefix of each file's unsynced
+    /// writes whose last write may be cut at a random byte. Locks are released,
+    /// and every call fails until [`SimFs::restart`], as the process that was
+    /// using the disk is gone.
+    pub fn crash(&self, torn: bool) {
+        let mut state = self.state.lock();
+        let state = &mut *state;
+        for directory in state.dirs.values_mut() {
+            directory.entries = directory.durable_entries.clone();
+        }
+        let live: std::collections::HashSet<u64> = state
+            .dirs
+            .values()
+            .flat_map(|directory| directory.entries.values().copied())
+            .collect();
+        state.inodes.retain(|id, _| live.contains(id));
+        for inode in state.inodes.values_mut() {
+            let pending = std::mem::take(&mut inode.pending);
+            if torn && !pending.is_empty() {
+                let kept = state.rng.random_range(0..=pending.len());
+                for (index, (offset, bytes)) in pending.iter().enumerate().take(kept + 1) {
+                    if index < kept {
+                        Inode::apply(&mut inode.durable, *offset, bytes);
+                    } else if index < pending.len() {
+                        let cut = state.rng.random_range(0..=bytes.len());
+                        Inode::apply(&mut inode.durable, *offset, &bytes[..cut]);
+                    }
+                }
+            }
+            inode.data = inode.durable.clone();
+        }
+        state.locks.clear();
+        state.generation += 1;
+        state.faults = Faults::default();
+        state.dead = true;
+    }
+
+    /// Lets calls through again after a crash: a new process may use the disk.
+    pub fn restart(&self) {
+        self.state.lock().dead = false;
+    }
+
+    /// Overwrites bytes of a file in both views, as on-disk corruption would.
+    pub fn corrupt(&self, path: &Path, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        let mut state = self.state.lock();
+        let id = state.lookup(path)?;
+        let inode = state.inodes.get_mut(&id).ok_or_else(|| not_found(path))?;
+        Inode::apply(&mut inode.data, offset, bytes);
+        Inode::apply(&mut inode.durable, offset, bytes);
+        Ok(())
+    }
+
+    /// Cuts a file to `len` bytes in both views.
+    pub fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
+        let mut state = self.state.lock();
+        let id = state.lookup(path)?;
+        let inode = state.inodes.get_mut(&id).ok_or_else(|| not_found(path))?;
+        inode.data.truncate(len as usize);
+        inode.durable.truncate(len as usize);
+        Ok(())
+    }
+
+    /// Writes a whole file and makes it durable, as a tool outside walrus might.
+    pub fn put_file(&self, path: &Path, data: &[u8]) -> io::Result<()> {
+        let mut file = self.create(path)?;
+        file.write_all_at(0, data)?;
+        file.sync_all()?;
+        self.sync_dir(path.parent().ok_or_else(|| not_found(path))?)
+    }
+}
+
+struct SimFile {
+    state: Arc<Mutex<State>>,
+    inode: u64,
+}
+
+impl WritableFile for SimFile {
+    fn write_all_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        let mut state = self.state.lock();
+        if state.dead {
+            return Err(dead_error());
+        }
+        if state.faults.fail_writes {
+            return Err(eio());
+        }
+        let inode = state.inodes.entry(self.inode).or_default();
+        Inode::apply(&mut inode.data, offset, data);
+        inode.pending.push((offset, data.to_vec()));
+        Ok(())
+    }
+
+    fn sync_data(&mut self) -> io::Result<()> {
+        let mut state = self.state.lock();
+        if state.dead {
+            return Err(dead_error());
+        }
+        let fail = state.faults.fail_syncs;
+        let inode = state.inodes.entry(self.inode).or_default();
+        if fail {
+            // Like Linux after a failed fsync: the dirty pages are gone for good.
+            inode.pending.clear();
+            return Err(eio());
+        }
+        inode.sync();
+        state.syncs += 1;
+        Ok(())
+    }
+
+    fn sync_all(&mut self) -> io::Result<()> {
+        self.sync_data()
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        let state = self.state.lock();
+        Ok(state.inodes.get(&self.inode).map_or(0, |inode| inode.data.len() as u64))
+    }
+}
+
+struct SimLock {
+    state: Arc<Mutex<State>>,
+    dir: PathBuf,
+    generation: u64,
+}
+
+impl DirLock for SimLock {}
+
+impl Drop for SimLock {
+    fn drop(&mut self) {
+        let mut state = self.state.lock();
+        if state.locks.get(&self.dir) == Some(&self.generation) {
+            state.locks.remove(&self.dir);
+        }
+    }
+}
+
+impl FileSystem for SimFs {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        let mut state = self.state.lock();
+        if state.dead {
+            return Err(dead_error());
+        }
+        for ancestor in dir.ancestors() {
+            state.dirs.entry(ancestor.to_path_buf()).or_default();
+        }
+        Ok(())
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let state = self.state.lock();
+        if state.dead {
+            return Err(dead_error());
+        }
+        let directory = state.dirs.get(dir).ok_or_else(|| not_found(dir))?;
+        Ok(directory.entries.keys().cloned().collect())
+    }
+
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        let state = self.state.lock();
+        if state.dead {
+            return Err(dead_error());
+        }
+        let id = state.lookup(path)?;
+        Ok(state
+            .inodes
+            .get(&id)
+            .map(|inode| inode.data.clone())
+            .unwrap_or_default())
+    }
+
+    fn create(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
+        let mut state = self.state.lock();
+        if state.dead {
+            return Err(dead_error());
+        }
+        if state.faults.fail_writes {
+            return Err(eio());
+        }
+        let (dir, name) = split(path)?;
+        let id = state.next_inode;
+        let directory = state.dir_mut(&dir)?;
+        if directory.entries.contains_key(&name) {
+            return Err(io::ErrorKind::AlreadyExists.into());
+        }
+        directory.entries.insert(name, id);
+        state.next_inode += 1;
+        state.inodes.insert(id, Inode::default());
+        Ok(Box::new(SimFile {
+            state: self.state.clone(),
+            inode: id,
+        }))
+    }
+
+    fn open_write(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
+        let state = self.state.lock();
+        if state.dead {
+            return Err(dead_error());
+        }
+        let id = state.lookup(path)?;
+        Ok(Box::new(SimFile {
+            state: self.state.clone(),
+            inode: id,
+        }))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut state = self.state.lock();
+        if state.dead {
+            return Err(dead_error());
+        }
+        let id = state.lookup(from)?;
+        let (from_dir, from_name) = split(from)?;
+        let (to_dir, to_name) = split(to)?;
+        state.dir_mut(&from_dir)?.entries.remove(&from_name);
+        state.dir_mut(&to_dir)?.entries.insert(to_name, id);
+        Ok(())
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        let mut state = self.state.lock();
+        if state.dead {
+            return Err(dead_error());
+        }
+        let (dir, name) = split(path)?;
+        state
+            .dir_mut(&dir)?
+            .entries
+            .remove(&name)
+            .map(|_| ())
+            .ok_or_else(|| not_found(path))
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        let mut state = self.state.lock();
+        if state.dead {
+            return Err(dead_error());
+        }
+        if state.faults.fail_syncs {
+            return Err(eio());
+        }
+        let directory = state.dir_mut(dir)?;
+        directory.durable_entries = directory.entries.clone();
+        Ok(())
+    }
+
+    fn lock_dir(&self, dir: &Path) -> io::Result<Box<dyn DirLock>> {
+        let mut state = self.state.lock();
+        if state.dead {
+            return Err(dead_error());
+        }
+        if state.locks.contains_key(dir) {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let generation = state.generation;
+        state.locks.insert(dir.to_path_buf(), generation);
+        Ok(Box::new(SimLock {
+            state: self.state.clone(),
+            dir: dir.to_path_buf(),
+            generation,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crash_keeps_only_synced_data_and_entries() {
+        let fs = SimFs::new(7);
+        let dir = Path::new("/d");
+        fs.create_dir_all(dir).unwrap();
+        let mut synced = fs.create(&dir.join("a")).unwrap();
+        synced.write_all_at(0, b"kept").unwrap();
+        synced.sync_data().unwrap();
+        fs.sync_dir(dir).unwrap();
+        synced.write_all_at(4, b" lost").unwrap();
+        let mut unnamed = fs.create(&dir.join("b")).unwrap();
+        unnamed.write_all_at(0, b"data").unwrap();
+        unnamed.sync_data().unwrap();
+        fs.crash(false);
+        assert!(fs.read(&dir.join("a")).is_err(), "the disk is gone until restart");
+        fs.restart();
+        assert_eq!(fs.read(&dir.join("a")).unwrap(), b"kept");
+        assert!(fs.read(&dir.join("b")).is_err(), "entry never synced");
+    }
+
+    #[test]
+    fn failed_sync_drops_dirty_data() {
+        let fs = SimFs::new(7);
+        let dir = Path::new("/d");
+        fs.create_dir_all(dir).unwrap();
+        let mut file = fs.create(&dir.join("a")).unwrap();
+        fs.sync_dir(dir).unwrap();
+        file.write_all_at(0, b"x").unwrap();
+        fs.set_faults(Faults {
+            fail_syncs: true,
+            ..Faults::default()
+        });
+        assert!(file.sync_data().is_err());
+        fs.set_faults(Faults::default());
+        file.sync_data().unwrap();
+        fs.crash(false);
+        fs.restart();
+        assert_eq!(fs.read(&dir.join("a")).unwrap(), b"");
+    }
+}

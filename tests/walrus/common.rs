@@ -1,0 +1,76 @@
+//! Shared helpers for the storage tests.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use walrus::storage::{RecoveryMode, WalOptions};
+use walrus::store::{FsyncPolicy, SnapshotPolicy, StoreOptions};
+use walrus::testing::SimFs;
+use walrus::{DurableStore, KvStore};
+
+pub fn data_dir() -> PathBuf {
+    PathBuf::from("/data")
+}
+
+/// Tiny segments and eager snapshots, so a short test rotates and compacts.
+pub fn small_options() -> StoreOptions {
+    StoreOptions {
+        fsync: FsyncPolicy::Always,
+        wal: WalOptions {
+            segment_bytes: 4096,
+            preallocate: true,
+            recovery_mode: RecoveryMode::TolerateTornTail,
+        },
+        snapshots: SnapshotPolicy {
+            automatic: true,
+            min_log_bytes: 8192,
+            live_data_ratio: 1,
+        },
+        max_batch: 0,
+    }
+}
+
+/// Options that never snapshot or rotate: the whole log stays in one segment.
+pub fn single_segment_options(mode: RecoveryMode) -> StoreOptions {
+    StoreOptions {
+        fsync: FsyncPolicy::Always,
+        wal: WalOptions {
+            segment_bytes: 1 << 20,
+            preallocate: false,
+            recovery_mode: mode,
+        },
+        snapshots: SnapshotPolicy {
+            automatic: false,
+            ..SnapshotPolicy::default()
+        },
+        max_batch: 0,
+    }
+}
+
+pub fn open(fs: &SimFs, options: StoreOptions) -> walrus::Result<DurableStore> {
+    DurableStore::open_with_fs(Arc::new(fs.clone()), &data_dir(), options)
+}
+
+/// Every live key and value, in key order.
+pub fn contents(store: &DurableStore) -> Vec<(Vec<u8>, Vec<u8>)> {
+    store
+        .range(std::ops::Bound::Unbounded, b"", usize::MAX)
+        .into_iter()
+        .map(|(key, entry)| (key.to_vec(), entry.value.to_vec()))
+        .collect()
+}
+
+/// The only segment file in the data directory.
+pub fn only_segment(fs: &SimFs) -> PathBuf {
+    use walrus::storage::FileSystem;
+    let names = fs.list(&data_dir()).expect("data dir exists");
+    let segments: Vec<_> = names.iter().filter(|name| name.ends_with(".wal")).collect();
+    assert_eq!(segments.len(), 1, "expected one segment, found {names:?}");
+    data_dir().join(segments[0])
+}
+
+pub fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}

@@ -1,0 +1,244 @@
+//! Recovery from damaged logs: every cut offset, every flipped byte, the tail
+//! cases the storage contract names, and the data directory checks.
+
+use walrus::storage::segment::SEGMENT_HEADER_BYTES;
+use walrus::storage::{FileSystem, RecoveryMode};
+use walrus::testing::SimFs;
+use walrus::{Error, KvStore};
+
+use crate::common::{contents, data_dir, file_name, only_segment, open, single_segment_options};
+
+const RECORDS: usize = 12;
+
+fn key(index: usize) -> Vec<u8> {
+    format!("key-{index:02}").into_bytes()
+}
+
+fn value(index: usize) -> Vec<u8> {
+    format!("value-{index}-{}", "v".repeat(index)).into_bytes()
+}
+
+/// A log of RECORDS sets, one sync each, closed cleanly. Returns the disk and
+/// the end offset of each record in the segment.
+fn written_log() -> (SimFs, Vec<u64>) {
+    let fs = SimFs::new(1);
+    let store = open(&fs, single_segment_options(RecoveryMode::TolerateTornTail)).expect("open");
+    for index in 0..RECORDS {
+        store.set(&key(index), &value(index)).expect("set");
+    }
+    store.close().expect("close");
+    let data = fs.read(&only_segment(&fs)).expect("read");
+    let mut ends = Vec::new();
+    let mut offset = SEGMENT_HEADER_BYTES;
+    while let Ok(record) = walrus::storage::record::decode_record(&data[offset..]) {
+        offset += record.encoded_len;
+        ends.push(offset as u64);
+    }
+    assert_eq!(ends.len(), RECORDS);
+    (fs, ends)
+}
+
+fn prefix(count: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+    (0..count).map(|index| (key(index), value(index))).collect()
+}
+
+#[test]
+fn a_cut_at_every_offset_keeps_exactly_a_prefix() {
+    let (pristine, ends) = written_log();
+    let segment = only_segment(&pristine);
+    let length = pristine.read(&segment).expect("read").len() as u64;
+    for cut in 0..=length {
+        let fs = SimFs::new(2);
+        fs.create_dir_all(&data_dir()).expect("dir");
+        fs.put_file(&segment, &pristine.read(&segment).expect("read")[..cut as usize])
+            .expect("copy");
+        let store = open(&fs, single_segment_options(RecoveryMode::TolerateTornTail))
+            .unwrap_or_else(|err| panic!("cut at {cut}: {err}"));
+        let survivors = ends.iter().filter(|&&end| end <= cut).count();
+        assert_eq!(contents(&store), prefix(survivors), "cut at {cut}");
+        let torn = cut > SEGMENT_HEADER_BYTES as u64 && !ends.contains(&cut) && cut != length;
+        assert_eq!(
+            !store.recovery_report().repairs.is_empty(),
+            torn || cut < SEGMENT_HEADER_BYTES as u64,
+            "cut at {cut}: {:?}",
+            store.recovery_report().repairs
+        );
+        // The repaired log takes new writes and recovers them again.
+        store.set(b"after", b"cut").expect("write after repair");
+        drop(store);
+        let store = open(&fs, single_segment_options(RecoveryMode::Strict))
+            .unwrap_or_else(|err| panic!("second open after cut at {cut}: {err}"));
+        assert_eq!(store.get(b"after").as_deref(), Some(&b"cut"[..]), "cut at {cut}");
+    }
+}
+
+#[test]
+fn a_flipped_byte_is_detected_and_never_applied() {
+    let (pristine, ends) = written_log();
+    let segment = only_segment(&pristine);
+    let original = pristine.read(&segment).expect("read");
+    let last_start = ends[RECORDS - 2] as usize;
+    for offset in 0..original.len() {
+        let mut damaged = original.clone();
+        damaged[offset] ^= 0x10;
+        let damaged_disk = || {
+            let fs = SimFs::new(3);
+            fs.create_dir_all(&data_dir()).expect("dir");
+            fs.put_file(&segment, &damaged).expect("copy");
+            fs
+        };
+        let fs = damaged_disk();
+        let damaged_record = ends.iter().position(|&end| offset < end as usize);
+        let in_version_field = (8..12).contains(&offset);
+        match open(&fs, single_segment_options(RecoveryMode::TolerateTornTail)) {
+            Err(Error::UnsupportedVersion { .. }) if in_version_field => continue,
+            Ok(store) => {
+                // Only damage to the last record is a tolerable (torn) tail.
+                assert!(offset >= last_start, "flip at {offset} was accepted");
+                assert_eq!(contents(&store), prefix(RECORDS - 1), "flip at {offset}");
+            }
+            Err(Error::Corrupt { path, offset: at, .. }) => {
+                assert!(offset < last_start, "flip at {offset} refused: tail damage");
+                assert_eq!(file_name(&path), file_name(&segment));
+                if let Some(record) = damaged_record.filter(|_| offset >= SEGMENT_HEADER_BYTES) {
+                    let start = if record == 0 { SEGMENT_HEADER_BYTES as u64 } else { ends[record - 1] };
+                    assert_eq!(at, start, "error names the damaged record's offset");
+                }
+            }
+            Err(other) => panic!("flip at {offset}: unexpected error {other}"),
+        }
+        // Repair keeps exactly the records before the damaged one.
+        let store = open(&damaged_disk(), single_segment_options(RecoveryMode::Repair))
+            .unwrap_or_else(|err| panic!("repair after flip at {offset}: {err}"));
+        let kept = if offset < SEGMENT_HEADER_BYTES {
+            0
+        } else {
+            damaged_record.unwrap_or(RECORDS)
+        };
+        assert_eq!(contents(&store), prefix(kept), "repair after flip at {offset}");
+        if offset >= SEGMENT_HEADER_BYTES {
+            assert!(!store.recovery_report().repairs.is_empty(), "flip at {offset}");
+        }
+    }
+}
+
+#[test]
+fn tail_damage_is_cut_with_a_warning_naming_file_and_offset() {
+    let (pristine, ends) = written_log();
+    let segment = only_segment(&pristine);
+    let original = pristine.read(&segment).expect("read");
+    let end = *ends.last().expect("records") as usize;
+    let tails: Vec<(&str, Vec<u8>)> = vec![
+        ("zero-filled tail", [&original[..], &[0u8; 500][..]].concat()),
+        ("garbage after the last record", [&original[..], &b"\x07garbage"[..]].concat()),
+        ("partial record", {
+            let mut data = original.clone();
+            data.extend_from_slice(&original[ends[0] as usize..ends[1] as usize - 3]);
+            data
+        }),
+        ("checksum mismatch in the last record", {
+            let mut data = original.clone();
+            data[end - 1] ^= 0xff;
+            data
+        }),
+    ];
+    for (name, data) in tails {
+        let fs = SimFs::new(4);
+        fs.create_dir_all(&data_dir()).expect("dir");
+        fs.put_file(&segment, &data).expect("copy");
+        let store = open(&fs, single_segment_options(RecoveryMode::TolerateTornTail))
+            .unwrap_or_else(|err| panic!("{name}: {err}"));
+        let survivors = if name.starts_with("checksum") { RECORDS - 1 } else { RECORDS };
+        assert_eq!(contents(&store), prefix(survivors), "{name}");
+        let repairs = &store.recovery_report().repairs;
+        if name == "zero-filled tail" {
+            assert!(repairs.is_empty(), "zeros are unused space, not damage");
+        } else {
+            assert_eq!(repairs.len(), 1, "{name}: {repairs:?}");
+            assert!(repairs[0].contains(&file_name(&segment)), "{name}: {repairs:?}");
+            assert!(repairs[0].contains("offset"), "{name}: {repairs:?}");
+        }
+        drop(store);
+        if name != "zero-filled tail" {
+            // Strict recovery refuses the same tail (on a fresh copy).
+            let fs = SimFs::new(5);
+            fs.create_dir_all(&data_dir()).expect("dir");
+            fs.put_file(&segment, &data).expect("copy");
+            assert!(matches!(
+                open(&fs, single_segment_options(RecoveryMode::Strict)),
+                Err(Error::Corrupt { .. })
+            ));
+        }
+    }
+}
+
+#[test]
+fn the_directory_is_locked_and_checked() {
+    let fs = SimFs::new(6);
+    let first = open(&fs, single_segment_options(RecoveryMode::TolerateTornTail)).expect("open");
+    assert!(matches!(
+        open(&fs, single_segment_options(RecoveryMode::TolerateTornTail)),
+        Err(Error::Locked { .. })
+    ));
+    drop(first);
+    open(&fs, single_segment_options(RecoveryMode::TolerateTornTail)).expect("lock released");
+
+    let foreign = SimFs::new(7);
+    foreign.create_dir_all(&data_dir()).expect("dir");
+    foreign
+        .put_file(&data_dir().join("notes.txt"), b"mine")
+        .expect("file");
+    let error = open(&foreign, single_segment_options(RecoveryMode::TolerateTornTail))
+        .err()
+        .expect("foreign directory refused");
+    assert!(matches!(error, Error::ForeignDirectory { .. }), "{error}");
+    assert!(error.to_string().contains("notes.txt"));
+    assert_eq!(foreign.list(&data_dir()).expect("list"), vec!["notes.txt"], "nothing written");
+}
+
+#[test]
+fn a_newer_format_is_refused_by_name() {
+    let (fs, _) = written_log();
+    let segment = only_segment(&fs);
+    fs.corrupt(&segment, 8, &99u32.to_le_bytes()).expect("edit");
+    match open(&fs, single_segment_options(RecoveryMode::Repair)) {
+        Err(Error::UnsupportedVersion { path, found: 99, .. }) => assert_eq!(path, segment),
+        other => panic!("expected UnsupportedVersion, got {:?}", other.err()),
+    }
+}
+
+#[test]
+fn snapshots_compact_the_log_and_recovery_starts_from_them() {
+    let fs = SimFs::new(8);
+    let options = crate::common::small_options();
+    let store = open(&fs, options.clone()).expect("open");
+    for round in 0..30 {
+        for index in 0..20 {
+            store
+                .set(format!("key-{index}").as_bytes(), format!("{round}-{index}").as_bytes())
+                .expect("set");
+        }
+    }
+    let info = store.snapshot().expect("snapshot on demand");
+    assert_eq!(info.entries, 20);
+    let revision = store.revision();
+    store.close().expect("close");
+    let names = fs.list(&data_dir()).expect("list");
+    let snapshots = names.iter().filter(|name| name.ends_with(".snap")).count();
+    let segments = names.iter().filter(|name| name.ends_with(".wal")).count();
+    assert_eq!(snapshots, 1, "older snapshots are deleted: {names:?}");
+    assert!(segments <= 2, "covered segments are deleted: {names:?}");
+
+    let store = open(&fs, options).expect("reopen");
+    assert_eq!(store.recovery_report().snapshot_seq, Some(info.seq));
+    assert!(store.recovery_report().records_replayed <= 1);
+    assert_eq!(store.revision(), revision);
+    for index in 0..20 {
+        let expected = format!("29-{index}");
+        assert_eq!(
+            store.get(format!("key-{index}").as_bytes()).as_deref(),
+            Some(expected.as_bytes())
+        );
+    }
+}
+
