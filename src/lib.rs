@@ -19,8 +19,12 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod bench;
+pub mod dump;
 pub mod encoding;
 pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod server;
 pub mod storage;
 pub mod store;
 pub mod testing;

@@ -20,7 +20,10 @@ pub struct OriginalMemory {
 
 impl OriginalMemory {
     pub fn set(&self, key: &str, value: &str) {
-        let mut map = self.map.write().unwrap_or_else(|poison| poison.into_inner());
+        let mut map = self
+            .map
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner());
         map.insert(key.to_string(), value.to_string());
     }
 

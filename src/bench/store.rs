@@ -137,7 +137,11 @@ fn timed_writes(
             .collect();
         handles
             .into_iter()
-            .map(|handle| handle.join().unwrap_or_else(|_| Err(anyhow::anyhow!("writer panicked"))))
+            .map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("writer panicked")))
+            })
             .collect::<Result<Vec<_>>>()
     })?;
     let elapsed = started.elapsed();
@@ -146,7 +150,13 @@ fn timed_writes(
     for histogram in &histograms {
         merged.add(histogram).context("merging histograms")?;
     }
-    Ok(Row::new(name, writers, per_writer * writers as u64, elapsed, &merged))
+    Ok(Row::new(
+        name,
+        writers,
+        per_writer * writers as u64,
+        elapsed,
+        &merged,
+    ))
 }
 
 fn fresh_dir(base: &Path, name: &str) -> Result<PathBuf> {
@@ -177,10 +187,16 @@ pub fn run(config: &StoreBenchConfig) -> Result<StoreBenchReport> {
     let mut rows = Vec::new();
     for &writers in &config.writer_counts {
         let original = OriginalMemory::default();
-        let baseline = timed_writes("original in-memory", writers, config.writes, config.progress, &|i| {
-            original.set(&keys[i as usize], &value);
-            Ok(())
-        })?;
+        let baseline = timed_writes(
+            "original in-memory",
+            writers,
+            config.writes,
+            config.progress,
+            &|i| {
+                original.set(&keys[i as usize], &value);
+                Ok(())
+            },
+        )?;
         let memstore = MemStore::new();
         let ours = timed_writes("MemStore", writers, config.writes, config.progress, &|i| {
             memstore.set(keys[i as usize].as_bytes(), value.as_bytes())?;
@@ -194,16 +210,28 @@ pub fn run(config: &StoreBenchConfig) -> Result<StoreBenchReport> {
 
         let log_path = fresh_dir(&config.dir, "original.jsonl")?;
         let original = OriginalDurable::open(&log_path)?;
-        let baseline = timed_writes("original durable", writers, config.writes, config.progress, &|i| {
-            original.set(&keys[i as usize], &value)?;
-            Ok(())
-        })?;
+        let baseline = timed_writes(
+            "original durable",
+            writers,
+            config.writes,
+            config.progress,
+            &|i| {
+                original.set(&keys[i as usize], &value)?;
+                Ok(())
+            },
+        )?;
         let dir = fresh_dir(&config.dir, "durable")?;
         let store = DurableStore::open(&dir, durable_options(config.fsync))?;
-        let ours = timed_writes("DurableStore", writers, config.writes, config.progress, &|i| {
-            store.set(keys[i as usize].as_bytes(), value.as_bytes())?;
-            Ok(())
-        })?;
+        let ours = timed_writes(
+            "DurableStore",
+            writers,
+            config.writes,
+            config.progress,
+            &|i| {
+                store.set(keys[i as usize].as_bytes(), value.as_bytes())?;
+                Ok(())
+            },
+        )?;
         store.close()?;
         rows.push(baseline.clone());
         rows.push(ours.compared_to(&baseline));
@@ -269,7 +297,9 @@ fn extended(config: &StoreBenchConfig, value: &str) -> Result<ExtendedFigures> {
                 })
                 .collect();
             for handle in handles {
-                handle.join().map_err(|_| anyhow::anyhow!("writer panicked"))??;
+                handle
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("writer panicked"))??;
             }
             Ok(())
         })?;
@@ -347,7 +377,11 @@ fn timed_window(
         done.store(true, std::sync::atomic::Ordering::Relaxed);
         let histograms: Result<Vec<_>> = handles
             .into_iter()
-            .map(|handle| handle.join().unwrap_or_else(|_| Err(anyhow::anyhow!("writer panicked"))))
+            .map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("writer panicked")))
+            })
             .collect();
         (histograms, snapshot_result)
     });

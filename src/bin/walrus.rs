@@ -3,10 +3,16 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use walrus::bench::store::{StoreBenchConfig, run as run_store_bench};
-use walrus::store::FsyncPolicy;
+use walrus::http::HttpConfig;
+use walrus::server::{OpenStore, ServeOptions, bind, run as run_server, termination_signal};
+use walrus::storage::{RecoveryMode, WalOptions};
+use walrus::store::{FsyncPolicy, SnapshotPolicy, StoreOptions};
 
 #[derive(Parser)]
 #[command(name = "walrus", version, about = "A durable key-value store")]
@@ -17,9 +23,139 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the server.
+    Serve(Box<ServeArgs>),
+    /// Print the segments, records and snapshots of a data directory (read-only).
+    Dump {
+        /// The data directory.
+        dir: PathBuf,
+        /// Also list every snapshot entry.
+        #[arg(long)]
+        entries: bool,
+    },
     /// Measure walrus.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address for the HTTP API.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Where the log and snapshots live.
+    #[arg(long, default_value = "walrus-data")]
+    data_dir: PathBuf,
+    /// Keep everything in memory (nothing persisted).
+    #[arg(long)]
+    in_memory: bool,
+    /// When writes are synced: always (acknowledge after fdatasync), interval=MS, never.
+    #[arg(long, default_value = "always")]
+    fsync: FsyncPolicy,
+    /// On damage before the log's tail, keep the valid prefix and report what was dropped.
+    #[arg(long, conflicts_with = "strict_recovery")]
+    repair: bool,
+    /// Refuse to start on any log damage, even a torn last write.
+    #[arg(long)]
+    strict_recovery: bool,
+    /// Log segment size in bytes.
+    #[arg(long, default_value_t = 64 << 20)]
+    segment_bytes: u64,
+    /// Do not zero-fill new segments ahead of use.
+    #[arg(long)]
+    no_preallocate: bool,
+    /// Log bytes since the last snapshot before an automatic one is considered.
+    #[arg(long, default_value_t = 64 << 20)]
+    snapshot_min_log_bytes: u64,
+    /// Snapshot once the log since the last one is this many times the live data.
+    #[arg(long, default_value_t = 2)]
+    snapshot_ratio: u64,
+    /// Never snapshot automatically.
+    #[arg(long)]
+    no_auto_snapshot: bool,
+    /// Longest key in bytes (longer gets 414).
+    #[arg(long, default_value_t = 4096)]
+    max_key_bytes: usize,
+    /// Largest value in bytes (larger gets 413).
+    #[arg(long, default_value_t = 1 << 20)]
+    max_value_bytes: usize,
+    /// Time a client has to send request headers, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    header_timeout_ms: u64,
+    /// Time a client has to send a request body, in milliseconds.
+    #[arg(long, default_value_t = 30_000)]
+    body_timeout_ms: u64,
+    /// Close keep-alive connections idle this long, in milliseconds.
+    #[arg(long, default_value_t = 60_000)]
+    idle_timeout_ms: u64,
+    /// Connections served at once.
+    #[arg(long, default_value_t = 4096)]
+    max_connections: usize,
+    /// How long shutdown waits for in-flight requests, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    shutdown_grace_ms: u64,
+    /// File holding a bearer token required on every route but /health.
+    #[arg(long)]
+    auth_token_file: Option<PathBuf>,
+    /// PEM certificate chain for HTTPS (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for HTTPS (with --tls-cert).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+impl ServeArgs {
+    fn options(&self) -> Result<ServeOptions> {
+        let recovery_mode = if self.repair {
+            RecoveryMode::Repair
+        } else if self.strict_recovery {
+            RecoveryMode::Strict
+        } else {
+            RecoveryMode::TolerateTornTail
+        };
+        let auth_token = match &self.auth_token_file {
+            Some(path) => {
+                let token = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading the auth token from {}", path.display()))?;
+                let token = token.trim();
+                anyhow::ensure!(!token.is_empty(), "{} holds an empty token", path.display());
+                Some(Arc::from(token))
+            }
+            None => None,
+        };
+        Ok(ServeOptions {
+            listen: self.listen.clone(),
+            data_dir: self.data_dir.clone(),
+            in_memory: self.in_memory,
+            store: StoreOptions {
+                fsync: self.fsync,
+                wal: WalOptions {
+                    segment_bytes: self.segment_bytes.max(4096),
+                    preallocate: !self.no_preallocate,
+                    recovery_mode,
+                },
+                snapshots: SnapshotPolicy {
+                    automatic: !self.no_auto_snapshot,
+                    min_log_bytes: self.snapshot_min_log_bytes,
+                    live_data_ratio: self.snapshot_ratio.max(1),
+                },
+                max_batch: 0,
+            },
+            http: HttpConfig {
+                max_key_bytes: self.max_key_bytes,
+                max_value_bytes: self.max_value_bytes,
+                header_timeout: Duration::from_millis(self.header_timeout_ms.max(1)),
+                body_timeout: Duration::from_millis(self.body_timeout_ms.max(1)),
+                idle_timeout: Duration::from_millis(self.idle_timeout_ms.max(1)),
+                max_connections: self.max_connections.max(1),
+                shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
+                auth_token,
+                ..HttpConfig::default()
+            },
+            tls: self.tls_cert.clone().zip(self.tls_key.clone()),
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -63,6 +199,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run(Cli::parse()) {
         Ok(code) => code,
@@ -75,8 +212,42 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Serve(args) => serve(&args),
+        Command::Dump { dir, entries } => {
+            let options = walrus::dump::DumpOptions {
+                snapshot_entries: entries,
+            };
+            walrus::dump::dump(&dir, options, &mut std::io::stdout().lock())
+                .with_context(|| format!("dumping {}", dir.display()))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Bench(BenchCommand::Store(args)) => bench_store(args),
     }
+}
+
+fn serve(args: &ServeArgs) -> Result<ExitCode> {
+    let options = args.options()?;
+    let store = OpenStore::open(&options)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let served = runtime.block_on(async {
+        let listener = bind(&options.listen).await?;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            termination_signal().await;
+            tracing::info!("shutting down: finishing in-flight requests");
+            let _ = stop.send(true);
+        });
+        run_server(listener, store.as_kv(), &options, stopped).await
+    });
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    let closed = store.close();
+    served?;
+    closed?;
+    tracing::info!("stopped cleanly; the data directory is unlocked");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn bench_store(args: StoreBenchArgs) -> Result<ExitCode> {

@@ -61,7 +61,8 @@ impl DataDir {
                 false
             }
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
-                fs.create_dir_all(path).map_err(|err| Error::io(path, err))?;
+                fs.create_dir_all(path)
+                    .map_err(|err| Error::io(path, err))?;
                 true
             }
             Err(err) => return Err(Error::io(path, err)),

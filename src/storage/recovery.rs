@@ -21,8 +21,8 @@ use std::path::{Path, PathBuf};
 
 use super::fs::FileSystem;
 use super::segment::{
-    HeaderError, SEGMENT_HEADER_BYTES, SEGMENT_VERSION, ScanEnd, decode_segment_header, parse_segment_file_name,
-    scan_records,
+    HeaderError, SEGMENT_HEADER_BYTES, SEGMENT_VERSION, ScanEnd, decode_segment_header,
+    parse_segment_file_name, scan_records,
 };
 use crate::error::{Error, Result};
 
@@ -198,7 +198,10 @@ pub(super) fn recover_log(
             };
             if !allowed {
                 let reason = if torn_tail {
-                    format!("{} at the end of the log (strict recovery)", error.describe())
+                    format!(
+                        "{} at the end of the log (strict recovery)",
+                        error.describe()
+                    )
                 } else {
                     format!(
                         "{} before the end of the log; start with --repair to keep only the records before it",

@@ -113,7 +113,10 @@ impl ScanEnd {
 pub enum DamageKind {
     Record(RecordError),
     /// A valid record whose sequence number breaks the run.
-    SequenceGap { expected: u64, found: u64 },
+    SequenceGap {
+        expected: u64,
+        found: u64,
+    },
 }
 
 impl DamageKind {
@@ -214,10 +217,16 @@ mod tests {
     fn header_round_trip_and_damage() {
         let header = encode_segment_header(5);
         assert_eq!(decode_segment_header(&header), Ok(5));
-        assert_eq!(decode_segment_header(&header[..10]), Err(HeaderError::Incomplete));
+        assert_eq!(
+            decode_segment_header(&header[..10]),
+            Err(HeaderError::Incomplete)
+        );
         let mut bad = header.clone();
         bad[17] ^= 1;
-        assert!(matches!(decode_segment_header(&bad), Err(HeaderError::Invalid(_))));
+        assert!(matches!(
+            decode_segment_header(&bad),
+            Err(HeaderError::Invalid(_))
+        ));
     }
 
     #[test]
@@ -244,17 +253,35 @@ mod tests {
         let mut synced_damage = data.clone();
         synced_damage[first + 12] ^= 0x40;
         let end = scan_records(&synced_damage, 1, |_, _| {});
-        assert!(matches!(end, ScanEnd::Damaged { synced_after: true, .. }));
+        assert!(matches!(
+            end,
+            ScanEnd::Damaged {
+                synced_after: true,
+                ..
+            }
+        ));
 
         // Damage to record 2 with record 3 missing: the last write was torn,
         // even though a later page of it may have reached the disk.
         let mut torn = data[..second + crate::storage::record::encoded_len(3)].to_vec();
         torn[second + 12] ^= 0x40;
         let end = scan_records(&torn, 1, |_, _| {});
-        assert!(matches!(end, ScanEnd::Damaged { synced_after: false, .. }));
+        assert!(matches!(
+            end,
+            ScanEnd::Damaged {
+                synced_after: false,
+                ..
+            }
+        ));
 
         let cut = &data[..data.len() - 2];
         let end = scan_records(cut, 1, |_, _| {});
-        assert!(matches!(end, ScanEnd::Damaged { synced_after: false, .. }));
+        assert!(matches!(
+            end,
+            ScanEnd::Damaged {
+                synced_after: false,
+                ..
+            }
+        ));
     }
 }

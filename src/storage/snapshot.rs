@@ -240,10 +240,15 @@ pub struct SnapshotWriter<'a> {
 
 impl<'a> SnapshotWriter<'a> {
     pub fn create(fs: &'a dyn FileSystem, dir: &Path, meta: SnapshotMeta) -> Result<Self> {
-        let temp_path = dir.join(format!("{}{TEMP_SUFFIX}", snapshot_file_name(meta.last_seq)));
+        let temp_path = dir.join(format!(
+            "{}{TEMP_SUFFIX}",
+            snapshot_file_name(meta.last_seq)
+        ));
         // A leftover from an interrupted attempt at the same position.
         let _ = fs.remove(&temp_path);
-        let mut file = fs.create(&temp_path).map_err(|err| Error::io(&temp_path, err))?;
+        let mut file = fs
+            .create(&temp_path)
+            .map_err(|err| Error::io(&temp_path, err))?;
         let header = encode_header(&meta);
         file.write_all_at(0, &header)
             .map_err(|err| Error::io(&temp_path, err))?;

@@ -92,7 +92,8 @@ impl Wal {
         replay_from: u64,
         visit: impl FnMut(u64, &[u8]) -> std::result::Result<(), String>,
     ) -> Result<(Wal, RecoveryReport)> {
-        let recovered = recovery::recover_log(&*fs, dir, options.recovery_mode, replay_from, visit)?;
+        let recovered =
+            recovery::recover_log(&*fs, dir, options.recovery_mode, replay_from, visit)?;
         let mut report = recovered.report;
         let closed: Vec<ClosedSegment> = recovered
             .segments

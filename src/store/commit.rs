@@ -189,9 +189,11 @@ impl Committer {
             .iter()
             .map(|proposal| Wal::record_bytes(proposal.payload.len()))
             .sum();
-        let appended = self
-            .wal
-            .append(self.batch.iter().map(|proposal| proposal.payload.as_slice()));
+        let appended = self.wal.append(
+            self.batch
+                .iter()
+                .map(|proposal| proposal.payload.as_slice()),
+        );
         let result = appended.and_then(|first_seq| {
             let due = match self.fsync {
                 FsyncPolicy::Always => true,
@@ -219,6 +221,7 @@ impl Committer {
         };
         let stats = &self.shared.stats;
         stats.batches.fetch_add(1, Ordering::Relaxed);
+        stats.batch_size.observe(self.batch.len() as f64);
         stats
             .batched_records
             .fetch_add(self.batch.len() as u64, Ordering::Relaxed);
@@ -232,8 +235,11 @@ impl Committer {
         {
             let mut state = self.shared.state.write();
             for (offset, proposal) in self.batch.drain(..).enumerate() {
-                let outcome =
-                    state.apply(first_seq + offset as u64, proposal.issued_at_ms, proposal.command);
+                let outcome = state.apply(
+                    first_seq + offset as u64,
+                    proposal.issued_at_ms,
+                    proposal.command,
+                );
                 self.replies.push((proposal.reply, outcome));
             }
         }
@@ -248,11 +254,13 @@ impl Committer {
         }
         let started = Instant::now();
         let result = self.wal.sync();
+        let elapsed = started.elapsed();
         let stats = &self.shared.stats;
         stats.syncs.fetch_add(1, Ordering::Relaxed);
         stats
             .sync_nanos
-            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+        stats.sync_latency.observe(elapsed.as_secs_f64());
         self.last_sync = Instant::now();
         match result {
             Ok(()) => {
@@ -432,7 +440,8 @@ fn write_snapshot(shared: &Shared, point: SnapshotPoint) -> Result<std::path::Pa
         };
         after = Some(last_key.clone());
         for (key, entry) in &chunk {
-            if let Err(error) = writer.push(key, &entry.value, entry.mod_revision, entry.expires_at_ms)
+            if let Err(error) =
+                writer.push(key, &entry.value, entry.mod_revision, entry.expires_at_ms)
             {
                 writer.abandon();
                 return Err(error);

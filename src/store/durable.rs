@@ -16,10 +16,11 @@ use crossbeam_channel::Sender;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::oneshot;
 
-use super::commit::{Committer, Message, Proposal};
 use super::command::{MAX_COMMAND_FIELD_BYTES, decode_payload, encode_payload};
+use super::commit::{Committer, Message, Proposal};
 use super::{Command, Entry, KvStore, State, Submission, now_ms};
 use crate::error::{Error, Result};
+use crate::metrics::{BATCH_BUCKETS, Histogram, LATENCY_BUCKETS};
 use crate::storage::data_dir::DataDir;
 use crate::storage::record::MAX_RECORD_PAYLOAD;
 use crate::storage::snapshot::{read_snapshot, snapshot_file_name};
@@ -111,8 +112,12 @@ pub struct SnapshotInfo {
 }
 
 /// Counters the commit thread and snapshots publish, read by `/metrics`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct StoreStats {
+    /// Seconds per log sync.
+    pub sync_latency: Histogram,
+    /// Records per group commit.
+    pub batch_size: Histogram,
     pub syncs: AtomicU64,
     pub sync_nanos: AtomicU64,
     pub batches: AtomicU64,
@@ -121,6 +126,23 @@ pub struct StoreStats {
     pub snapshots: AtomicU64,
     pub snapshot_nanos: AtomicU64,
     pub segments: AtomicU64,
+}
+
+impl Default for StoreStats {
+    fn default() -> Self {
+        StoreStats {
+            sync_latency: Histogram::new(LATENCY_BUCKETS),
+            batch_size: Histogram::new(BATCH_BUCKETS),
+            syncs: AtomicU64::new(0),
+            sync_nanos: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            batched_records: AtomicU64::new(0),
+            log_bytes: AtomicU64::new(0),
+            snapshots: AtomicU64::new(0),
+            snapshot_nanos: AtomicU64::new(0),
+            segments: AtomicU64::new(0),
+        }
+    }
 }
 
 /// State shared by the store handle, the commit thread and snapshot threads.
@@ -194,7 +216,9 @@ impl DurableStore {
             tracing::warn!(repair = %repair, "recovery repaired the log");
         }
         let stats = StoreStats::default();
-        stats.segments.store(wal.segment_count() as u64, Ordering::Relaxed);
+        stats
+            .segments
+            .store(wal.segment_count() as u64, Ordering::Relaxed);
         let shared = Arc::new(Shared {
             state: RwLock::new(state),
             fs,
@@ -228,20 +252,6 @@ impl DurableStore {
     /// What recovery did when this store was opened.
     pub fn recovery_report(&self) -> &RecoveryReport {
         &self.report
-    }
-
-    pub fn stats(&self) -> &StoreStats {
-        &self.shared.stats
-    }
-
-    /// Bytes of keys and values stored.
-    pub fn data_bytes(&self) -> u64 {
-        self.shared.state.read().data_bytes()
-    }
-
-    /// The reason writes are refused, if the log has failed.
-    pub fn failure(&self) -> Option<String> {
-        self.shared.failure()
     }
 
     pub fn dir(&self) -> &Path {
@@ -290,7 +300,10 @@ impl KvStore for DurableStore {
     }
 
     fn range(&self, start: Bound<&[u8]>, prefix: &[u8], limit: usize) -> Vec<(Bytes, Entry)> {
-        self.shared.state.read().range(start, prefix, limit, now_ms())
+        self.shared
+            .state
+            .read()
+            .range(start, prefix, limit, now_ms())
     }
 
     fn submit(&self, command: Command) -> Submission {
@@ -332,6 +345,18 @@ impl KvStore for DurableStore {
     fn len(&self) -> usize {
         self.shared.state.read().len()
     }
+
+    fn data_bytes(&self) -> u64 {
+        self.shared.state.read().data_bytes()
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.shared.failure()
+    }
+
+    fn stats(&self) -> Option<&StoreStats> {
+        Some(&self.shared.stats)
+    }
 }
 
 /// Loads the newest snapshot that decodes; damaged ones are skipped with a note
@@ -364,7 +389,10 @@ fn load_newest_snapshot(
                 let error = Error::corrupt(
                     &path,
                     16,
-                    format!("header says sequence {}, file name says {seq}", meta.last_seq),
+                    format!(
+                        "header says sequence {}, file name says {seq}",
+                        meta.last_seq
+                    ),
                 );
                 skip_snapshot(error, options, &mut report)?;
             }
@@ -380,6 +408,8 @@ fn skip_snapshot(error: Error, options: &StoreOptions, report: &mut RecoveryRepo
         return Err(error);
     }
     tracing::warn!(%error, "skipping a damaged snapshot");
-    report.repairs.push(format!("skipped damaged snapshot: {error}"));
+    report
+        .repairs
+        .push(format!("skipped damaged snapshot: {error}"));
     Ok(())
 }

@@ -41,4 +41,8 @@ impl KvStore for MemStore {
     fn len(&self) -> usize {
         self.state.read().len()
     }
+
+    fn data_bytes(&self) -> u64 {
+        self.state.read().data_bytes()
+    }
 }

@@ -21,7 +21,9 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 pub use command::{Command, Guard, MAX_COMMAND_FIELD_BYTES, Op, decode_payload, encode_payload};
-pub use durable::{DurableStore, FsyncPolicy, SnapshotInfo, SnapshotPolicy, StoreOptions, StoreStats};
+pub use durable::{
+    DurableStore, FsyncPolicy, SnapshotInfo, SnapshotPolicy, StoreOptions, StoreStats,
+};
 pub use mem::MemStore;
 pub use state::{Entry, Outcome, SnapshotPoint, State};
 
@@ -71,6 +73,19 @@ pub trait KvStore: Send + Sync {
     /// Number of stored keys.
     fn len(&self) -> usize;
 
+    /// Bytes of keys and values stored.
+    fn data_bytes(&self) -> u64;
+
+    /// Why writes are refused, once the log has failed; `None` while healthy.
+    fn failure(&self) -> Option<String> {
+        None
+    }
+
+    /// Log and snapshot counters, for a store that has a log.
+    fn stats(&self) -> Option<&StoreStats> {
+        None
+    }
+
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -110,7 +125,9 @@ impl Future for Submission {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match &mut self.0 {
-            SubmissionInner::Ready(result) => Poll::Ready(result.take().unwrap_or(Err(Error::Closed))),
+            SubmissionInner::Ready(result) => {
+                Poll::Ready(result.take().unwrap_or(Err(Error::Closed)))
+            }
             SubmissionInner::Pending(receiver) => Pin::new(receiver)
                 .poll(cx)
                 .map(|received| received.unwrap_or(Err(Error::Closed))),

@@ -77,7 +77,10 @@ pub struct SimFs {
 }
 
 fn not_found(path: &Path) -> io::Error {
-    io::Error::new(io::ErrorKind::NotFound, format!("{} not found", path.display()))
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{} not found", path.display()),
+    )
 }
 
 fn eio() -> io::Error {
@@ -250,7 +253,10 @@ impl WritableFile for SimFile {
 
     fn len(&self) -> io::Result<u64> {
         let state = self.state.lock();
-        Ok(state.inodes.get(&self.inode).map_or(0, |inode| inode.data.len() as u64))
+        Ok(state
+            .inodes
+            .get(&self.inode)
+            .map_or(0, |inode| inode.data.len() as u64))
     }
 }
 
@@ -416,7 +422,10 @@ mod tests {
         unnamed.write_all_at(0, b"data").unwrap();
         unnamed.sync_data().unwrap();
         fs.crash(false);
-        assert!(fs.read(&dir.join("a")).is_err(), "the disk is gone until restart");
+        assert!(
+            fs.read(&dir.join("a")).is_err(),
+            "the disk is gone until restart"
+        );
         fs.restart();
         assert_eq!(fs.read(&dir.join("a")).unwrap(), b"kept");
         assert!(fs.read(&dir.join("b")).is_err(), "entry never synced");

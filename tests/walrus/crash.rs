@@ -41,7 +41,10 @@ fn writer(store: &dyn KvStore, history: &Mutex<History>, acks: &AtomicU64, seed:
     for step in 0..OPS_PER_WRITER {
         let key = Bytes::from(format!("key-{}", rng.random_range(0..KEYS)));
         let delete = rng.random_ratio(1, 5);
-        let value = Bytes::from(format!("seed{seed}-writer{id}-step{step}-{}", "x".repeat(step as usize % 40)));
+        let value = Bytes::from(format!(
+            "seed{seed}-writer{id}-step{step}-{}",
+            "x".repeat(step as usize % 40)
+        ));
         {
             let mut history = history.lock();
             if delete {
@@ -149,7 +152,7 @@ fn run_seed(seed: u64) {
     while acks.load(Ordering::Relaxed) < crash_after && !handles.iter().all(|h| h.is_finished()) {
         std::thread::yield_now();
     }
-    fs.crash(seed % 2 == 0);
+    fs.crash(seed.is_multiple_of(2));
     for handle in handles {
         handle.join().expect("writer thread");
     }
@@ -159,8 +162,13 @@ fn run_seed(seed: u64) {
     let store = open(&fs, small_options()).expect("reopen after crash");
     let history = history.lock();
     verify(&store, &history, seed);
-    let next = store.set(b"after-restart", b"v").expect("write after restart");
-    assert!(next > history.max_acked_revision, "seed {seed}: revision reused");
+    let next = store
+        .set(b"after-restart", b"v")
+        .expect("write after restart");
+    assert!(
+        next > history.max_acked_revision,
+        "seed {seed}: revision reused"
+    );
 }
 
 #[test]

@@ -18,20 +18,30 @@ fn fails_once_then_refuses(faults: Faults) {
     let store = open(&fs, options()).expect("open");
     store.set(b"kept", b"1").expect("healthy write");
     fs.set_faults(faults);
-    let failed = store.set(b"lost", b"2").expect_err("write on a failing disk");
+    let failed = store
+        .set(b"lost", b"2")
+        .expect_err("write on a failing disk");
     assert!(matches!(failed, Error::Failed { .. }), "{failed}");
     fs.set_faults(Faults::default());
-    let refused = store.set(b"later", b"3").expect_err("no write after a failure");
+    let refused = store
+        .set(b"later", b"3")
+        .expect_err("no write after a failure");
     assert!(matches!(refused, Error::Failed { .. }), "{refused}");
     assert!(store.failure().is_some());
-    assert_eq!(store.get(b"kept").as_deref(), Some(&b"1"[..]), "reads keep working");
+    assert_eq!(
+        store.get(b"kept").as_deref(),
+        Some(&b"1"[..]),
+        "reads keep working"
+    );
     assert_eq!(store.get(b"lost"), None, "a failed write is never applied");
     drop(store);
     fs.crash(false);
     fs.restart();
     let store = open(&fs, options()).expect("recovers after the failure");
     assert_eq!(contents(&store), vec![(b"kept".to_vec(), b"1".to_vec())]);
-    store.set(b"again", b"4").expect("a reopened store writes again");
+    store
+        .set(b"again", b"4")
+        .expect("a reopened store writes again");
 }
 
 #[test]
@@ -88,7 +98,10 @@ fn concurrent_writers_see_the_failure_and_acknowledged_writes_survive() {
     fs.restart();
     let store = open(&fs, small_options()).expect("recovers");
     for key in &acknowledged {
-        assert!(store.get(key.as_bytes()).is_some(), "{key} was acknowledged");
+        assert!(
+            store.get(key.as_bytes()).is_some(),
+            "{key} was acknowledged"
+        );
     }
 }
 
@@ -97,7 +110,9 @@ fn a_failed_snapshot_leaves_the_log_intact() {
     let fs = SimFs::new(12);
     let store = open(&fs, options()).expect("open");
     for index in 0..50 {
-        store.set(format!("k{index}").as_bytes(), b"v").expect("set");
+        store
+            .set(format!("k{index}").as_bytes(), b"v")
+            .expect("set");
     }
     fs.set_faults(Faults {
         fail_writes: true,
@@ -106,8 +121,13 @@ fn a_failed_snapshot_leaves_the_log_intact() {
     let error = store.snapshot().expect_err("snapshot on a failing disk");
     assert!(matches!(error, Error::SnapshotFailed(_)), "{error}");
     fs.set_faults(Faults::default());
-    assert!(store.failure().is_none(), "a snapshot failure does not fail the log");
-    store.set(b"after", b"snapshot failure").expect("writes continue");
+    assert!(
+        store.failure().is_none(),
+        "a snapshot failure does not fail the log"
+    );
+    store
+        .set(b"after", b"snapshot failure")
+        .expect("writes continue");
     drop(store);
     fs.crash(false);
     fs.restart();

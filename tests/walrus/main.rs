@@ -1,5 +1,6 @@
 //! walrus's integration tests, in one test binary (it links faster than many).
 //!
+//! HTTP tests start the real binary on a free loopback port (`server.rs`).
 //! Storage tests run the real store on `testing::SimFs`, a disk that forgets
 //! unsynced writes on a simulated power loss.
 
@@ -7,5 +8,10 @@ mod common;
 mod crash;
 mod decoders;
 mod faults;
+mod http_api;
+mod http_bad_input;
+mod http_crash;
+mod http_security;
 mod model;
 mod recovery;
+mod server;

@@ -16,10 +16,16 @@ enum Step {
     Delete(u8),
     /// Put only if the key is at the revision the model expects (or, with
     /// `stale`, at a wrong one).
-    CompareAndSet { key: u8, value: u16, stale: bool },
+    CompareAndSet {
+        key: u8,
+        value: u16,
+        stale: bool,
+    },
     Snapshot,
     Reopen,
-    Crash { torn: bool },
+    Crash {
+        torn: bool,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -39,7 +45,10 @@ fn key(index: u8) -> Bytes {
 }
 
 fn value(index: u16) -> Bytes {
-    Bytes::from(format!("value-{index}-{}", "z".repeat(usize::from(index % 300))))
+    Bytes::from(format!(
+        "value-{index}-{}",
+        "z".repeat(usize::from(index % 300))
+    ))
 }
 
 #[derive(Default)]
@@ -57,7 +66,10 @@ fn check(store: &DurableStore, model: &Model) -> Result<(), TestCaseError> {
     prop_assert_eq!(contents(store), expected);
     prop_assert_eq!(store.revision(), model.revision);
     for (key, (_, revision)) in &model.entries {
-        prop_assert_eq!(store.get_entry(key).map(|entry| entry.mod_revision), Some(*revision));
+        prop_assert_eq!(
+            store.get_entry(key).map(|entry| entry.mod_revision),
+            Some(*revision)
+        );
     }
     Ok(())
 }

@@ -50,8 +50,11 @@ fn a_cut_at_every_offset_keeps_exactly_a_prefix() {
     for cut in 0..=length {
         let fs = SimFs::new(2);
         fs.create_dir_all(&data_dir()).expect("dir");
-        fs.put_file(&segment, &pristine.read(&segment).expect("read")[..cut as usize])
-            .expect("copy");
+        fs.put_file(
+            &segment,
+            &pristine.read(&segment).expect("read")[..cut as usize],
+        )
+        .expect("copy");
         let store = open(&fs, single_segment_options(RecoveryMode::TolerateTornTail))
             .unwrap_or_else(|err| panic!("cut at {cut}: {err}"));
         let survivors = ends.iter().filter(|&&end| end <= cut).count();
@@ -68,7 +71,11 @@ fn a_cut_at_every_offset_keeps_exactly_a_prefix() {
         drop(store);
         let store = open(&fs, single_segment_options(RecoveryMode::Strict))
             .unwrap_or_else(|err| panic!("second open after cut at {cut}: {err}"));
-        assert_eq!(store.get(b"after").as_deref(), Some(&b"cut"[..]), "cut at {cut}");
+        assert_eq!(
+            store.get(b"after").as_deref(),
+            Some(&b"cut"[..]),
+            "cut at {cut}"
+        );
     }
 }
 
@@ -97,27 +104,43 @@ fn a_flipped_byte_is_detected_and_never_applied() {
                 assert!(offset >= last_start, "flip at {offset} was accepted");
                 assert_eq!(contents(&store), prefix(RECORDS - 1), "flip at {offset}");
             }
-            Err(Error::Corrupt { path, offset: at, .. }) => {
+            Err(Error::Corrupt {
+                path, offset: at, ..
+            }) => {
                 assert!(offset < last_start, "flip at {offset} refused: tail damage");
                 assert_eq!(file_name(&path), file_name(&segment));
                 if let Some(record) = damaged_record.filter(|_| offset >= SEGMENT_HEADER_BYTES) {
-                    let start = if record == 0 { SEGMENT_HEADER_BYTES as u64 } else { ends[record - 1] };
+                    let start = if record == 0 {
+                        SEGMENT_HEADER_BYTES as u64
+                    } else {
+                        ends[record - 1]
+                    };
                     assert_eq!(at, start, "error names the damaged record's offset");
                 }
             }
             Err(other) => panic!("flip at {offset}: unexpected error {other}"),
         }
         // Repair keeps exactly the records before the damaged one.
-        let store = open(&damaged_disk(), single_segment_options(RecoveryMode::Repair))
-            .unwrap_or_else(|err| panic!("repair after flip at {offset}: {err}"));
+        let store = open(
+            &damaged_disk(),
+            single_segment_options(RecoveryMode::Repair),
+        )
+        .unwrap_or_else(|err| panic!("repair after flip at {offset}: {err}"));
         let kept = if offset < SEGMENT_HEADER_BYTES {
             0
         } else {
             damaged_record.unwrap_or(RECORDS)
         };
-        assert_eq!(contents(&store), prefix(kept), "repair after flip at {offset}");
+        assert_eq!(
+            contents(&store),
+            prefix(kept),
+            "repair after flip at {offset}"
+        );
         if offset >= SEGMENT_HEADER_BYTES {
-            assert!(!store.recovery_report().repairs.is_empty(), "flip at {offset}");
+            assert!(
+                !store.recovery_report().repairs.is_empty(),
+                "flip at {offset}"
+            );
         }
     }
 }
@@ -129,8 +152,14 @@ fn tail_damage_is_cut_with_a_warning_naming_file_and_offset() {
     let original = pristine.read(&segment).expect("read");
     let end = *ends.last().expect("records") as usize;
     let tails: Vec<(&str, Vec<u8>)> = vec![
-        ("zero-filled tail", [&original[..], &[0u8; 500][..]].concat()),
-        ("garbage after the last record", [&original[..], &b"\x07garbage"[..]].concat()),
+        (
+            "zero-filled tail",
+            [&original[..], &[0u8; 500][..]].concat(),
+        ),
+        (
+            "garbage after the last record",
+            [&original[..], &b"\x07garbage"[..]].concat(),
+        ),
         ("partial record", {
             let mut data = original.clone();
             data.extend_from_slice(&original[ends[0] as usize..ends[1] as usize - 3]);
@@ -148,14 +177,21 @@ fn tail_damage_is_cut_with_a_warning_naming_file_and_offset() {
         fs.put_file(&segment, &data).expect("copy");
         let store = open(&fs, single_segment_options(RecoveryMode::TolerateTornTail))
             .unwrap_or_else(|err| panic!("{name}: {err}"));
-        let survivors = if name.starts_with("checksum") { RECORDS - 1 } else { RECORDS };
+        let survivors = if name.starts_with("checksum") {
+            RECORDS - 1
+        } else {
+            RECORDS
+        };
         assert_eq!(contents(&store), prefix(survivors), "{name}");
         let repairs = &store.recovery_report().repairs;
         if name == "zero-filled tail" {
             assert!(repairs.is_empty(), "zeros are unused space, not damage");
         } else {
             assert_eq!(repairs.len(), 1, "{name}: {repairs:?}");
-            assert!(repairs[0].contains(&file_name(&segment)), "{name}: {repairs:?}");
+            assert!(
+                repairs[0].contains(&file_name(&segment)),
+                "{name}: {repairs:?}"
+            );
             assert!(repairs[0].contains("offset"), "{name}: {repairs:?}");
         }
         drop(store);
@@ -188,12 +224,19 @@ fn the_directory_is_locked_and_checked() {
     foreign
         .put_file(&data_dir().join("notes.txt"), b"mine")
         .expect("file");
-    let error = open(&foreign, single_segment_options(RecoveryMode::TolerateTornTail))
-        .err()
-        .expect("foreign directory refused");
+    let error = open(
+        &foreign,
+        single_segment_options(RecoveryMode::TolerateTornTail),
+    )
+    .err()
+    .expect("foreign directory refused");
     assert!(matches!(error, Error::ForeignDirectory { .. }), "{error}");
     assert!(error.to_string().contains("notes.txt"));
-    assert_eq!(foreign.list(&data_dir()).expect("list"), vec!["notes.txt"], "nothing written");
+    assert_eq!(
+        foreign.list(&data_dir()).expect("list"),
+        vec!["notes.txt"],
+        "nothing written"
+    );
 }
 
 #[test]
@@ -202,7 +245,9 @@ fn a_newer_format_is_refused_by_name() {
     let segment = only_segment(&fs);
     fs.corrupt(&segment, 8, &99u32.to_le_bytes()).expect("edit");
     match open(&fs, single_segment_options(RecoveryMode::Repair)) {
-        Err(Error::UnsupportedVersion { path, found: 99, .. }) => assert_eq!(path, segment),
+        Err(Error::UnsupportedVersion {
+            path, found: 99, ..
+        }) => assert_eq!(path, segment),
         other => panic!("expected UnsupportedVersion, got {:?}", other.err()),
     }
 }
@@ -215,7 +260,10 @@ fn snapshots_compact_the_log_and_recovery_starts_from_them() {
     for round in 0..30 {
         for index in 0..20 {
             store
-                .set(format!("key-{index}").as_bytes(), format!("{round}-{index}").as_bytes())
+                .set(
+                    format!("key-{index}").as_bytes(),
+                    format!("{round}-{index}").as_bytes(),
+                )
                 .expect("set");
         }
     }
@@ -241,4 +289,3 @@ fn snapshots_compact_the_log_and_recovery_starts_from_them() {
         );
     }
 }
-

@@ -1,0 +1,189 @@
+//! `walrus dump DIR`: prints what is on disk — segment headers, every record with
+//! its offset, snapshot headers — without locking or writing anything, so it can
+//! look at the directory of a running or a broken store.
+
+use std::fmt::Write as _;
+use std::io::{self, Write};
+use std::path::Path;
+
+use crate::storage::fs::{FileSystem, StdFs};
+use crate::storage::segment::{
+    ScanEnd, decode_segment_header, parse_segment_file_name, scan_records,
+};
+use crate::storage::snapshot::{decode_snapshot, parse_snapshot_file_name};
+use crate::store::{Command, Guard, Op, decode_payload};
+
+/// Options for [`dump`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DumpOptions {
+    /// Print every snapshot entry, not only the header.
+    pub snapshot_entries: bool,
+}
+
+/// Writes a description of the data directory `dir` to `out`.
+pub fn dump(dir: &Path, options: DumpOptions, out: &mut dyn Write) -> io::Result<()> {
+    let fs = StdFs;
+    let mut names = fs.list(dir)?;
+    names.sort();
+    for name in &names {
+        let path = dir.join(name);
+        if let Some(first_seq) = parse_segment_file_name(name) {
+            dump_segment(&fs.read(&path)?, name, first_seq, out)?;
+        } else if parse_snapshot_file_name(name).is_some() {
+            dump_snapshot(&fs.read(&path)?, name, options, out)?;
+        } else {
+            writeln!(out, "{name}: (not a segment or snapshot)")?;
+        }
+    }
+    Ok(())
+}
+
+fn dump_segment(data: &[u8], name: &str, name_seq: u64, out: &mut dyn Write) -> io::Result<()> {
+    let first_seq = match decode_segment_header(data) {
+        Ok(first_seq) => first_seq,
+        Err(error) => {
+            return writeln!(
+                out,
+                "segment {name}: {} bytes, bad header: {error:?}",
+                data.len()
+            );
+        }
+    };
+    writeln!(
+        out,
+        "segment {name}: {} bytes, first sequence {first_seq}{}",
+        data.len(),
+        if first_seq == name_seq {
+            ""
+        } else {
+            " (does not match the file name!)"
+        }
+    )?;
+    let mut lines = String::new();
+    let end = scan_records(data, first_seq, |record, offset| {
+        let _ = writeln!(
+            lines,
+            "  @{offset:<10} seq {:<10} {:>6} bytes{} {}",
+            record.seq,
+            record.encoded_len,
+            if record.synced_before { " S" } else { "  " },
+            describe_payload(record.payload)
+        );
+    });
+    out.write_all(lines.as_bytes())?;
+    match end {
+        ScanEnd::Clean { offset } => writeln!(out, "  end of records at offset {offset}"),
+        ScanEnd::Damaged {
+            offset,
+            error,
+            synced_after,
+        } => writeln!(
+            out,
+            "  DAMAGE at offset {offset}: {}{}",
+            error.describe(),
+            if synced_after {
+                " (synced records follow: not a torn write)"
+            } else {
+                " (nothing synced after it: a torn write)"
+            }
+        ),
+    }
+}
+
+fn printable(bytes: &[u8]) -> String {
+    let shown: String = bytes
+        .iter()
+        .take(48)
+        .flat_map(|&byte| std::ascii::escape_default(byte))
+        .map(char::from)
+        .collect();
+    if bytes.len() > 48 {
+        format!("{shown}…")
+    } else {
+        shown
+    }
+}
+
+fn guard_text(guard: &Guard) -> String {
+    match guard {
+        Guard::None => String::new(),
+        Guard::Absent => " if absent".into(),
+        Guard::Present => " if present".into(),
+        Guard::ModRevision(revision) => format!(" if revision {revision}"),
+    }
+}
+
+fn describe_payload(payload: &[u8]) -> String {
+    let (issued_at_ms, command) = match decode_payload(payload) {
+        Ok(decoded) => decoded,
+        Err(error) => return format!("undecodable payload: {error}"),
+    };
+    let body = match command {
+        Command::Put {
+            key,
+            value,
+            expires_at_ms,
+            guard,
+        } => format!(
+            "PUT {} ({} value bytes){}{}",
+            printable(&key),
+            value.len(),
+            if expires_at_ms > 0 {
+                format!(" expires {expires_at_ms}")
+            } else {
+                String::new()
+            },
+            guard_text(&guard)
+        ),
+        Command::Delete { key, guard } => {
+            format!("DELETE {}{}", printable(&key), guard_text(&guard))
+        }
+        Command::Txn { guards, ops } => {
+            let puts = ops.iter().filter(|op| matches!(op, Op::Put { .. })).count();
+            format!(
+                "TXN {} guards, {puts} puts, {} deletes",
+                guards.len(),
+                ops.len() - puts
+            )
+        }
+    };
+    format!("{body} @{issued_at_ms}")
+}
+
+fn dump_snapshot(
+    data: &[u8],
+    name: &str,
+    options: DumpOptions,
+    out: &mut dyn Write,
+) -> io::Result<()> {
+    match decode_snapshot(data) {
+        Ok((meta, records)) => {
+            writeln!(
+                out,
+                "snapshot {name}: {} bytes, through sequence {}, revision {}, {} keys",
+                data.len(),
+                meta.last_seq,
+                meta.revision,
+                meta.entry_count
+            )?;
+            if options.snapshot_entries {
+                for record in records {
+                    writeln!(
+                        out,
+                        "  {} = {} bytes, revision {}",
+                        printable(&record.key),
+                        record.value.len(),
+                        record.mod_revision
+                    )?;
+                }
+            }
+            Ok(())
+        }
+        Err(error) => writeln!(
+            out,
+            "snapshot {name}: {} bytes, DAMAGED at offset {}: {error}",
+            data.len(),
+            error.offset()
+        ),
+    }
+}

@@ -1,0 +1,316 @@
+//! `/kv/…`: get, put, delete and list, with entity tags and compare-and-swap.
+//!
+//! The key is the percent-decoded rest of the path, as bytes. Writes go through
+//! the store's commit thread; the response leaves after the write is durable.
+
+use std::ops::Bound;
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, HeaderMap, IF_MATCH, IF_NONE_MATCH};
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde::Serialize;
+
+use super::metrics::Route;
+use super::path::{parse_query, percent_decode, percent_encode};
+use super::response::{HttpResponse, body, empty, store_error, text, with_etag};
+use super::router::{App, method_not_allowed};
+use crate::store::{Command, Guard};
+
+pub const PREFIX: &str = "/kv/";
+const ALLOW: &str = "GET, HEAD, PUT, DELETE";
+
+pub async fn handle(
+    app: &App,
+    route: Route,
+    raw_key: &str,
+    request: Request<Incoming>,
+) -> HttpResponse {
+    let key = match percent_decode(raw_key, false) {
+        Ok(key) => key,
+        Err(error) => return text(StatusCode::BAD_REQUEST, format!("key has {error}")),
+    };
+    if key.len() > app.config.max_key_bytes {
+        return text(
+            StatusCode::URI_TOO_LONG,
+            format!(
+                "key is {} bytes; the limit is {} (--max-key-bytes)",
+                key.len(),
+                app.config.max_key_bytes
+            ),
+        );
+    }
+    if route == Route::KvList {
+        return list(app, request.uri().query().unwrap_or(""));
+    }
+    let method = request.method().clone();
+    if !matches!(
+        method,
+        Method::GET | Method::HEAD | Method::PUT | Method::DELETE
+    ) {
+        return method_not_allowed(ALLOW);
+    }
+    if key.is_empty() {
+        return text(StatusCode::BAD_REQUEST, "key required");
+    }
+    let key = Bytes::from(key);
+    match method {
+        Method::PUT => put(app, key, request).await,
+        Method::DELETE => delete(app, key, request.headers()).await,
+        _ => get(app, &key, request.headers()),
+    }
+}
+
+fn get(app: &App, key: &[u8], headers: &HeaderMap) -> HttpResponse {
+    let Some(entry) = app.store.get_entry(key) else {
+        return text(StatusCode::NOT_FOUND, "not found");
+    };
+    let not_modified = headers
+        .get(IF_NONE_MATCH)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|tags| {
+            tags.split(',')
+                .any(|tag| tag_matches(tag.trim(), entry.mod_revision))
+        });
+    if not_modified {
+        return with_etag(empty(StatusCode::NOT_MODIFIED), entry.mod_revision);
+    }
+    with_etag(
+        body(StatusCode::OK, "application/octet-stream", entry.value),
+        entry.mod_revision,
+    )
+}
+
+/// Whether an entity tag from a request names `revision` (weak comparison,
+/// as `If-None-Match` on GET uses).
+fn tag_matches(tag: &str, revision: u64) -> bool {
+    let tag = tag.strip_prefix("W/").unwrap_or(tag);
+    tag == "*" || tag.trim_matches('"').parse::<u64>() == Ok(revision)
+}
+
+/// The guard that `If-Match` / `If-None-Match` ask for on a write, or what is
+/// wrong with them (a 400).
+fn write_guard(headers: &HeaderMap, allow_create_only: bool) -> Result<Guard, String> {
+    let header = |name| {
+        headers
+            .get(name)
+            .map(|value| value.to_str().map(str::trim))
+            .transpose()
+            .map_err(|_| "conditional header is not ASCII".to_string())
+    };
+    match (header(IF_MATCH)?, header(IF_NONE_MATCH)?) {
+        (None, None) => Ok(Guard::None),
+        (Some(_), Some(_)) => Err("send If-Match or If-None-Match, not both".into()),
+        (Some("*"), None) => Ok(Guard::Present),
+        (Some(tag), None) => parse_strong_tag(tag).map(Guard::ModRevision),
+        (None, Some("*")) if allow_create_only => Ok(Guard::Absent),
+        (None, Some(_)) => {
+            Err("If-None-Match on a write supports only * (create if absent), on PUT".into())
+        }
+    }
+}
+
+fn parse_strong_tag(tag: &str) -> Result<u64, String> {
+    if tag.contains(',') {
+        return Err("If-Match takes one entity tag, like \"42\"".into());
+    }
+    if tag.starts_with("W/") {
+        // A weak tag never matches under the strong comparison writes need.
+        return Ok(u64::MAX);
+    }
+    tag.strip_prefix('"')
+        .and_then(|rest| rest.strip_suffix('"'))
+        .and_then(|digits| digits.parse().ok())
+        .ok_or_else(|| format!("If-Match must be * or an entity tag like \"42\", got {tag}"))
+}
+
+async fn put(app: &App, key: Bytes, request: Request<Incoming>) -> HttpResponse {
+    let guard = match write_guard(request.headers(), true) {
+        Ok(guard) => guard,
+        Err(message) => return text(StatusCode::BAD_REQUEST, message),
+    };
+    let limit = app.config.max_value_bytes;
+    let declared = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return too_large(limit);
+    }
+    let collected = tokio::time::timeout(
+        app.config.body_timeout,
+        Limited::new(request.into_body(), limit).collect(),
+    )
+    .await;
+    let value = match collected {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(error))
+            if error
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            return too_large(limit);
+        }
+        Ok(Err(error)) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("could not read the body: {error}"),
+            );
+        }
+        Err(_) => {
+            return text(
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body did not arrive in time (--body-timeout-ms)",
+            );
+        }
+    };
+    let command = Command::Put {
+        key,
+        value,
+        expires_at_ms: 0,
+        guard,
+    };
+    match app.store.submit(command).await {
+        Ok(outcome) if outcome.succeeded => with_etag(empty(StatusCode::OK), outcome.revision),
+        Ok(outcome) => precondition_failed(outcome.previous.map(|entry| entry.mod_revision)),
+        Err(error) => store_error(&error),
+    }
+}
+
+fn too_large(limit: usize) -> HttpResponse {
+    text(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("value is larger than {limit} bytes (--max-value-bytes)"),
+    )
+}
+
+fn precondition_failed(current: Option<u64>) -> HttpResponse {
+    let response = text(
+        StatusCode::PRECONDITION_FAILED,
+        match current {
+            Some(revision) => format!("precondition failed: the key is at revision {revision}"),
+            None => "precondition failed: the key does not exist".to_string(),
+        },
+    );
+    match current {
+        Some(revision) => with_etag(response, revision),
+        None => response,
+    }
+}
+
+async fn delete(app: &App, key: Bytes, headers: &HeaderMap) -> HttpResponse {
+    let guard = match write_guard(headers, false) {
+        Ok(guard) => guard,
+        Err(message) => return text(StatusCode::BAD_REQUEST, message),
+    };
+    match app.store.submit(Command::Delete { key, guard }).await {
+        Ok(outcome) if outcome.succeeded => with_etag(empty(StatusCode::OK), outcome.revision),
+        Ok(outcome) => precondition_failed(outcome.previous.map(|entry| entry.mod_revision)),
+        Err(error) => store_error(&error),
+    }
+}
+
+#[derive(Serialize)]
+struct ListItem {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_base64: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value_base64: Option<String>,
+    revision: u64,
+}
+
+#[derive(Serialize)]
+struct ListPage {
+    items: Vec<ListItem>,
+    /// Pass as `start` to get the next page; `null` on the last page.
+    next: Option<String>,
+}
+
+/// A string when the bytes are UTF-8, otherwise base64 in the `_base64` field.
+fn text_or_base64(bytes: &[u8]) -> (Option<String>, Option<String>) {
+    use base64::Engine;
+    match std::str::from_utf8(bytes) {
+        Ok(text) => (Some(text.to_string()), None),
+        Err(_) => (
+            None,
+            Some(base64::engine::general_purpose::STANDARD.encode(bytes)),
+        ),
+    }
+}
+
+fn list(app: &App, query: &str) -> HttpResponse {
+    let params = match parse_query(query) {
+        Ok(params) => params,
+        Err(error) => return text(StatusCode::BAD_REQUEST, format!("query has {error}")),
+    };
+    let empty_bytes = Vec::new();
+    let prefix = params.get("prefix").unwrap_or(&empty_bytes);
+    let limit = match params.get("limit").map(|raw| {
+        std::str::from_utf8(raw)
+            .ok()
+            .and_then(|s| s.parse::<usize>().ok())
+    }) {
+        None => app.config.list_default_limit,
+        Some(Some(limit)) if (1..=app.config.list_max_limit).contains(&limit) => limit,
+        Some(_) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "limit must be a number from 1 to {}",
+                    app.config.list_max_limit
+                ),
+            );
+        }
+    };
+    let keys_only = params
+        .get("keys_only")
+        .is_some_and(|value| value.is_empty() || value == b"true" || value == b"1");
+    let start = params
+        .get("start")
+        .map_or(Bound::Unbounded, |start| Bound::Included(start.as_slice()));
+    // One more than asked tells whether a next page exists.
+    let mut entries = app.store.range(start, prefix, limit + 1);
+    let next = (entries.len() > limit).then(|| {
+        entries.truncate(limit);
+        let mut after = entries
+            .last()
+            .map(|(key, _)| key.to_vec())
+            .unwrap_or_default();
+        after.push(0); // The smallest key greater than the last one returned.
+        percent_encode(&after)
+    });
+    let items = entries
+        .into_iter()
+        .map(|(key, entry)| {
+            let (key, key_base64) = text_or_base64(&key);
+            let (value, value_base64) = if keys_only {
+                (None, None)
+            } else {
+                text_or_base64(&entry.value)
+            };
+            ListItem {
+                key,
+                key_base64,
+                value,
+                value_base64,
+                revision: entry.mod_revision,
+            }
+        })
+        .collect();
+    match serde_json::to_vec(&ListPage { items, next }) {
+        Ok(json) => with_etag(
+            body(StatusCode::OK, "application/json", json.into()),
+            app.store.revision(),
+        ),
+        Err(error) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding the list: {error}"),
+        ),
+    }
+}

@@ -1,0 +1,239 @@
+//! Request metrics and the `/metrics` page (Prometheus text format 0.0.4).
+//!
+//! Counters live in fixed arrays indexed by route and status, so recording a
+//! request is two relaxed atomic adds and no lock.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::metrics::{Histogram, LATENCY_BUCKETS, family, sample};
+use crate::store::KvStore;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    KvGet,
+    KvPut,
+    KvDelete,
+    KvList,
+    Health,
+    Ready,
+    Metrics,
+    Other,
+}
+
+impl Route {
+    const ALL: [Route; 8] = [
+        Route::KvGet,
+        Route::KvPut,
+        Route::KvDelete,
+        Route::KvList,
+        Route::Health,
+        Route::Ready,
+        Route::Metrics,
+        Route::Other,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Route::KvGet => "kv_get",
+            Route::KvPut => "kv_put",
+            Route::KvDelete => "kv_delete",
+            Route::KvList => "kv_list",
+            Route::Health => "health",
+            Route::Ready => "ready",
+            Route::Metrics => "metrics",
+            Route::Other => "other",
+        }
+    }
+}
+
+/// Status codes counted one by one; anything else counts as its class.
+const STATUSES: [u16; 16] = [
+    200, 304, 400, 401, 404, 405, 408, 412, 413, 414, 500, 503, 0, 0, 0, 0,
+];
+const STATUS_SLOTS: usize = STATUSES.len();
+
+fn status_slot(status: u16) -> usize {
+    STATUSES
+        .iter()
+        .position(|&known| known == status && known != 0)
+        .unwrap_or(12 + usize::from(status / 100).clamp(2, 5) - 2)
+}
+
+fn slot_label(slot: usize) -> String {
+    match STATUSES[slot] {
+        0 => format!("{}xx", slot - 12 + 2),
+        status => status.to_string(),
+    }
+}
+
+pub struct HttpMetrics {
+    requests: Vec<AtomicU64>,
+    latency: Vec<Histogram>,
+}
+
+impl Default for HttpMetrics {
+    fn default() -> Self {
+        HttpMetrics {
+            requests: (0..Route::ALL.len() * STATUS_SLOTS)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            latency: Route::ALL
+                .iter()
+                .map(|_| Histogram::new(LATENCY_BUCKETS))
+                .collect(),
+        }
+    }
+}
+
+impl HttpMetrics {
+    pub fn record(&self, route: Route, status: u16, elapsed: Duration) {
+        let route_index = route as usize;
+        self.requests[route_index * STATUS_SLOTS + status_slot(status)]
+            .fetch_add(1, Ordering::Relaxed);
+        self.latency[route_index].observe(elapsed.as_secs_f64());
+    }
+
+    /// The whole `/metrics` page: requests, store and log figures.
+    pub fn render(&self, store: &dyn KvStore) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        family(
+            &mut out,
+            "walrus_http_requests_total",
+            "counter",
+            "HTTP requests by route and status.",
+        );
+        for route in Route::ALL {
+            for slot in 0..STATUS_SLOTS {
+                let count =
+                    self.requests[route as usize * STATUS_SLOTS + slot].load(Ordering::Relaxed);
+                if count > 0 {
+                    let labels =
+                        format!("route=\"{}\",status=\"{}\"", route.name(), slot_label(slot));
+                    sample(&mut out, "walrus_http_requests_total", &labels, count);
+                }
+            }
+        }
+        family(
+            &mut out,
+            "walrus_http_request_duration_seconds",
+            "histogram",
+            "HTTP request latency by route, from request to response.",
+        );
+        for route in Route::ALL {
+            let histogram = &self.latency[route as usize];
+            if histogram.count() > 0 {
+                let labels = format!("route=\"{}\"", route.name());
+                histogram.render(&mut out, "walrus_http_request_duration_seconds", &labels);
+            }
+        }
+        render_store(&mut out, store);
+        out
+    }
+}
+
+fn render_store(out: &mut String, store: &dyn KvStore) {
+    family(
+        out,
+        "walrus_keys",
+        "gauge",
+        "Keys stored (expired ones not yet removed included).",
+    );
+    sample(out, "walrus_keys", "", store.len());
+    family(
+        out,
+        "walrus_data_bytes",
+        "gauge",
+        "Bytes of keys and values stored.",
+    );
+    sample(out, "walrus_data_bytes", "", store.data_bytes());
+    family(
+        out,
+        "walrus_revision",
+        "gauge",
+        "The store-wide revision counter.",
+    );
+    sample(out, "walrus_revision", "", store.revision());
+    family(
+        out,
+        "walrus_storage_failed",
+        "gauge",
+        "1 once the log has failed and writes are refused.",
+    );
+    sample(
+        out,
+        "walrus_storage_failed",
+        "",
+        u8::from(store.failure().is_some()),
+    );
+    let Some(stats) = store.stats() else {
+        return;
+    };
+    let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+    family(
+        out,
+        "walrus_wal_fsync_duration_seconds",
+        "histogram",
+        "Time per log sync (fdatasync).",
+    );
+    stats
+        .sync_latency
+        .render(out, "walrus_wal_fsync_duration_seconds", "");
+    family(
+        out,
+        "walrus_wal_group_commit_records",
+        "histogram",
+        "Records written per group commit.",
+    );
+    stats
+        .batch_size
+        .render(out, "walrus_wal_group_commit_records", "");
+    family(
+        out,
+        "walrus_wal_bytes_total",
+        "counter",
+        "Bytes appended to the log.",
+    );
+    sample(out, "walrus_wal_bytes_total", "", load(&stats.log_bytes));
+    family(
+        out,
+        "walrus_wal_segments",
+        "gauge",
+        "Log segment files on disk.",
+    );
+    sample(out, "walrus_wal_segments", "", load(&stats.segments));
+    family(
+        out,
+        "walrus_snapshots_total",
+        "counter",
+        "Snapshots written.",
+    );
+    sample(out, "walrus_snapshots_total", "", load(&stats.snapshots));
+    family(
+        out,
+        "walrus_snapshot_duration_seconds_total",
+        "counter",
+        "Time spent writing snapshots.",
+    );
+    sample(
+        out,
+        "walrus_snapshot_duration_seconds_total",
+        "",
+        load(&stats.snapshot_nanos) as f64 / 1e9,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_get_their_own_slot_or_their_class() {
+        assert_eq!(slot_label(status_slot(200)), "200");
+        assert_eq!(slot_label(status_slot(412)), "412");
+        assert_eq!(slot_label(status_slot(201)), "2xx");
+        assert_eq!(slot_label(status_slot(302)), "3xx");
+        assert_eq!(slot_label(status_slot(418)), "4xx");
+        assert_eq!(slot_label(status_slot(504)), "5xx");
+    }
+}

@@ -1,0 +1,84 @@
+//! Response builders, and the one mapping from store errors to status codes.
+//!
+//! Error bodies are short `text/plain` lines that say what to fix, ending in a
+//! newline like the original Go server's `http.Error`; nothing internal (paths,
+//! stack traces) leaks to clients beyond the store's own message.
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, ETAG, HeaderValue, RETRY_AFTER};
+use http::{Response, StatusCode};
+use http_body_util::Full;
+
+use crate::error::Error;
+
+pub type HttpResponse = Response<Full<Bytes>>;
+
+const TEXT: &str = "text/plain; charset=utf-8";
+
+/// A `text/plain` response whose body is `message` and a newline.
+pub fn text(status: StatusCode, message: impl Into<String>) -> HttpResponse {
+    let mut body = message.into();
+    body.push('\n');
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(TEXT));
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+pub fn empty(status: StatusCode) -> HttpResponse {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = status;
+    response
+}
+
+pub fn body(status: StatusCode, content_type: &'static str, body: Bytes) -> HttpResponse {
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+/// `"<revision>"`, the entity tag of a key at a revision.
+pub fn etag_value(revision: u64) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{revision}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
+}
+
+pub fn with_etag(mut response: HttpResponse, revision: u64) -> HttpResponse {
+    response.headers_mut().insert(ETAG, etag_value(revision));
+    response
+}
+
+/// The status and message for a store error.
+pub fn store_error(error: &Error) -> HttpResponse {
+    match error {
+        Error::Failed { reason } => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("storage has failed and refuses writes until walrus is restarted: {reason}"),
+        ),
+        Error::Closed => {
+            let mut response = text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "walrus is shutting down; retry",
+            );
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+        }
+        Error::InvalidArgument(message) => text(StatusCode::BAD_REQUEST, message.clone()),
+        other => {
+            tracing::error!(error = %other, "storage error while serving a request");
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal storage error; see the server log",
+            )
+        }
+    }
+}

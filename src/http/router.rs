@@ -1,0 +1,169 @@
+//! Request dispatch: authentication, routing, and metrics around every request.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{ALLOW, AUTHORIZATION, HeaderValue, WWW_AUTHENTICATE};
+use http::{Method, Request, StatusCode};
+use hyper::body::Incoming;
+
+use super::HttpConfig;
+use super::kv;
+use super::metrics::{HttpMetrics, Route};
+use super::response::{HttpResponse, body, text};
+use crate::store::KvStore;
+
+/// Everything a request handler needs; shared by all connections.
+pub struct App {
+    pub store: Arc<dyn KvStore>,
+    pub config: HttpConfig,
+    pub(super) metrics: HttpMetrics,
+}
+
+impl App {
+    pub fn new(store: Arc<dyn KvStore>, config: HttpConfig) -> App {
+        App {
+            store,
+            config,
+            metrics: HttpMetrics::default(),
+        }
+    }
+
+    /// Serves one request. Never fails: every problem becomes a response.
+    pub async fn handle(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+    ) -> Result<HttpResponse, Infallible> {
+        let started = Instant::now();
+        let route = route_of(
+            request.method(),
+            request.uri().path(),
+            request.uri().query(),
+        );
+        let response = if route != Route::Health && !self.authorized(&request) {
+            unauthorized()
+        } else {
+            self.dispatch(route, request).await
+        };
+        self.metrics
+            .record(route, response.status().as_u16(), started.elapsed());
+        Ok(response)
+    }
+
+    async fn dispatch(&self, route: Route, request: Request<Incoming>) -> HttpResponse {
+        let path = request.uri().path();
+        if let Some(raw_key) = path.strip_prefix(kv::PREFIX) {
+            let raw_key = raw_key.to_string();
+            return kv::handle(self, route, &raw_key, request).await;
+        }
+        match (path, request.method()) {
+            ("/health", &Method::GET | &Method::HEAD) => text(StatusCode::OK, "ok"),
+            ("/ready", &Method::GET | &Method::HEAD) => self.ready(),
+            ("/metrics", &Method::GET | &Method::HEAD) => body(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                self.metrics.render(&*self.store).into(),
+            ),
+            ("/health" | "/ready" | "/metrics", _) => method_not_allowed("GET, HEAD"),
+            _ => text(
+                StatusCode::NOT_FOUND,
+                "no such route; the API is /kv/{key}, /health, /ready and /metrics",
+            ),
+        }
+    }
+
+    fn ready(&self) -> HttpResponse {
+        match self.store.failure() {
+            None => text(StatusCode::OK, "ready"),
+            Some(reason) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: storage has failed: {reason}"),
+            ),
+        }
+    }
+
+    fn authorized(&self, request: &Request<Incoming>) -> bool {
+        let Some(token) = &self.config.auth_token else {
+            return true;
+        };
+        request
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "))
+            .is_some_and(|offered| constant_time_eq(offered, token.as_bytes()))
+    }
+}
+
+/// Compares without an early exit, so the time taken does not reveal how many
+/// leading bytes of a guessed token were right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let length_differs = a.len() != b.len();
+    let difference = a
+        .iter()
+        .zip(b.iter().cycle())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    !length_differs & (difference == 0) & !b.is_empty()
+}
+
+fn unauthorized() -> HttpResponse {
+    let mut response = text(
+        StatusCode::UNAUTHORIZED,
+        "missing or wrong bearer token: send Authorization: Bearer <token>",
+    );
+    response
+        .headers_mut()
+        .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
+
+pub(super) fn method_not_allowed(allow: &'static str) -> HttpResponse {
+    let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
+    response
+        .headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+fn route_of(method: &Method, path: &str, query: Option<&str>) -> Route {
+    match path {
+        "/health" => return Route::Health,
+        "/ready" => return Route::Ready,
+        "/metrics" => return Route::Metrics,
+        _ => {}
+    }
+    let Some(key) = path.strip_prefix(kv::PREFIX) else {
+        return Route::Other;
+    };
+    match *method {
+        Method::GET | Method::HEAD if key.is_empty() && query.is_some() => Route::KvList,
+        Method::GET | Method::HEAD => Route::KvGet,
+        Method::PUT => Route::KvPut,
+        Method::DELETE => Route::KvDelete,
+        _ => Route::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secreT", b"secret"));
+        assert!(!constant_time_eq(b"secret2", b"secret"));
+        assert!(!constant_time_eq(b"", b""));
+    }
+
+    #[test]
+    fn routes() {
+        assert_eq!(route_of(&Method::GET, "/kv/a", None), Route::KvGet);
+        assert_eq!(
+            route_of(&Method::GET, "/kv/", Some("prefix=a")),
+            Route::KvList
+        );
+        assert_eq!(route_of(&Method::POST, "/kv/a", None), Route::Other);
+        assert_eq!(route_of(&Method::GET, "/nope", None), Route::Other);
+    }
+}

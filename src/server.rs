@@ -1,0 +1,140 @@
+//! `walrus serve`: opens the store, serves HTTP until SIGINT or SIGTERM, then
+//! shuts down in order — stop accepting, finish in-flight requests, sync the
+//! log, release the directory lock.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::error::Error;
+use crate::http::{App, HttpConfig, load_tls_config, serve};
+use crate::store::{DurableStore, KvStore, MemStore, StoreOptions};
+
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub listen: String,
+    pub data_dir: PathBuf,
+    /// Serve a `MemStore`: nothing touches the disk.
+    pub in_memory: bool,
+    pub store: StoreOptions,
+    pub http: HttpConfig,
+    /// PEM certificate chain and private key, to serve HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Store(#[from] Error),
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] crate::http::TlsError),
+    #[error("server I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The opened store, durable or not, so that shutdown can close it properly.
+pub enum OpenStore {
+    Durable(Arc<DurableStore>),
+    Memory(Arc<MemStore>),
+}
+
+impl OpenStore {
+    pub fn open(options: &ServeOptions) -> Result<OpenStore, Error> {
+        if options.in_memory {
+            tracing::info!("serving an in-memory store: nothing is persisted");
+            return Ok(OpenStore::Memory(Arc::new(MemStore::new())));
+        }
+        let store = DurableStore::open(&options.data_dir, options.store.clone())?;
+        let report = store.recovery_report();
+        tracing::info!(
+            data_dir = %options.data_dir.display(),
+            snapshot_seq = ?report.snapshot_seq,
+            snapshot_keys = ?report.snapshot_keys,
+            segments = report.segments_read,
+            records_replayed = report.records_replayed,
+            keys = store.len(),
+            revision = store.revision(),
+            "recovered"
+        );
+        for note in &report.notes {
+            tracing::info!(note = %note, "recovery");
+        }
+        Ok(OpenStore::Durable(Arc::new(store)))
+    }
+
+    pub fn as_kv(&self) -> Arc<dyn KvStore> {
+        match self {
+            OpenStore::Durable(store) => store.clone(),
+            OpenStore::Memory(store) => store.clone(),
+        }
+    }
+
+    /// Syncs and releases the directory; call once every other handle is gone.
+    pub fn close(self) -> Result<(), Error> {
+        match self {
+            OpenStore::Durable(store) => match Arc::try_unwrap(store) {
+                Ok(store) => store.close(),
+                // Still shared (a task outlived the grace period): dropping the
+                // last handle closes it.
+                Err(_) => Ok(()),
+            },
+            OpenStore::Memory(_) => Ok(()),
+        }
+    }
+}
+
+/// Binds the listener; separate from [`run`] so callers can learn the port.
+pub async fn bind(address: &str) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| ServeError::Bind {
+            address: address.to_string(),
+            source,
+        })
+}
+
+/// Serves `store` on `listener` until `shutdown` turns true.
+pub async fn run(
+    listener: TcpListener,
+    store: Arc<dyn KvStore>,
+    options: &ServeOptions,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), ServeError> {
+    let tls = match &options.tls {
+        Some((cert, key)) => Some(load_tls_config(cert, key)?),
+        None => None,
+    };
+    let address: SocketAddr = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%address, "listening on {scheme}://{address}");
+    let app = Arc::new(App::new(store, options.http.clone()));
+    serve(listener, app, tls, shutdown).await?;
+    Ok(())
+}
+
+/// Resolves when the process gets SIGINT or SIGTERM.
+pub async fn termination_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+}

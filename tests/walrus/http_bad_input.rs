@@ -1,0 +1,164 @@
+//! Bad input gets a clear error, and afterwards the server is alive and the data
+//! intact: oversized keys and bodies, malformed requests, slow clients.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use crate::server::{Server, get, put, raw, request};
+
+fn assert_healthy(server: &Server, case: &str) {
+    let reply = get(server.address, "/kv/canary");
+    assert_eq!(reply.body, b"alive", "after {case}");
+}
+
+#[test]
+fn malformed_and_oversized_requests_are_refused() {
+    let (server, _dir) = Server::start(&["--header-timeout-ms", "1500"]);
+    let address = server.address;
+    put(address, "/kv/canary", b"alive");
+
+    let long_key = format!("/kv/{}", "k".repeat(64 * 1024));
+    assert_eq!(get(address, &long_key).status, 414, "64 KiB key");
+    assert_eq!(put(address, &long_key, b"v").status, 414);
+    assert_healthy(&server, "a 64 KiB key");
+
+    // 100 MiB declared: refused from the headers, before any body is sent.
+    let reply = raw(
+        address,
+        b"PUT /kv/big HTTP/1.1\r\nHost: x\r\nContent-Length: 104857600\r\n\r\n",
+    )
+    .expect("a 413 before the body");
+    assert_eq!(reply.status, 413);
+    // A chunked body that grows past the limit is cut off too.
+    let mut chunked =
+        b"PUT /kv/big HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..20 {
+        chunked.extend_from_slice(format!("{:x}\r\n", 100_000).as_bytes());
+        chunked.extend_from_slice(&vec![b'x'; 100_000]);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    assert_eq!(raw(address, &chunked).map(|reply| reply.status), Some(413));
+    assert_eq!(get(address, "/kv/big").status, 404, "nothing of it stored");
+    assert_healthy(&server, "oversized bodies");
+
+    let malformed: &[(&str, &[u8])] = &[
+        ("garbage request line", b"HELLO\r\n\r\n"),
+        ("bad version", b"GET /kv/canary HTTP/9.9\r\n\r\n"),
+        (
+            "header without colon",
+            b"GET /kv/canary HTTP/1.1\r\nHost x\r\n\r\n",
+        ),
+        (
+            "NUL in a header",
+            b"GET /kv/canary HTTP/1.1\r\nHost: a\0b\r\n\r\n",
+        ),
+        (
+            "duplicate Content-Length",
+            b"PUT /kv/dup HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+        ),
+        (
+            "bad percent-encoding",
+            b"GET /kv/%zz HTTP/1.1\r\nHost: x\r\n\r\n",
+        ),
+    ];
+    for (case, bytes) in malformed {
+        if let Some(reply) = raw(address, bytes) {
+            assert!(
+                (400..500).contains(&reply.status),
+                "{case}: got {}",
+                reply.status
+            );
+        }
+        assert_healthy(&server, case);
+    }
+    assert_eq!(get(address, "/kv/dup").status, 404);
+    for method in ["POST", "TRACE", "CONNECT"] {
+        let reply = request(address, method, "/kv/canary", &[], b"");
+        assert!(
+            matches!(reply.status, 400 | 405),
+            "{method}: {}",
+            reply.status
+        );
+    }
+    assert_healthy(&server, "wrong methods");
+}
+
+#[test]
+fn a_slow_client_cannot_hold_the_server() {
+    let (server, _dir) =
+        Server::start(&["--header-timeout-ms", "1000", "--body-timeout-ms", "1000"]);
+    let address = server.address;
+    put(address, "/kv/canary", b"alive");
+    // One byte a second of headers, on a few connections.
+    let slow: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut stream = TcpStream::connect(address).expect("connect");
+                let started = Instant::now();
+                for byte in b"GET /kv/canary HTTP/1.1\r\nHost: slow\r\n\r\n" {
+                    if stream.write_all(&[*byte]).is_err() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(300));
+                    if started.elapsed() > Duration::from_secs(6) {
+                        break;
+                    }
+                }
+                let mut rest = Vec::new();
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(3)));
+                let _ = stream.read_to_end(&mut rest);
+                started.elapsed()
+            })
+        })
+        .collect();
+    // Meanwhile everyone else is served promptly.
+    for _ in 0..20 {
+        let started = Instant::now();
+        assert_healthy(&server, "slow clients");
+        assert!(started.elapsed() < Duration::from_secs(1));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for handle in slow {
+        let held = handle.join().expect("slow client");
+        assert!(
+            held < Duration::from_secs(6),
+            "cut off after the header timeout, held {held:?}"
+        );
+    }
+    // A body that trickles in is cut off by the body timeout.
+    let mut stream = TcpStream::connect(address).expect("connect");
+    stream
+        .write_all(b"PUT /kv/trickle HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nab")
+        .expect("write");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+    assert_eq!(get(address, "/kv/trickle").status, 404);
+    assert_healthy(&server, "a trickling body");
+}
+
+#[test]
+fn idle_connections_are_closed() {
+    let (server, _dir) =
+        Server::start(&["--idle-timeout-ms", "500", "--header-timeout-ms", "5000"]);
+    let mut stream = TcpStream::connect(server.address).expect("connect");
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("write");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let started = Instant::now();
+    let mut everything = Vec::new();
+    let _ = stream.read_to_end(&mut everything);
+    assert!(String::from_utf8_lossy(&everything).starts_with("HTTP/1.1 200"));
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "closed after idling"
+    );
+}

@@ -1,0 +1,80 @@
+//! Bearer-token auth and TLS, with a certificate made in the test.
+
+use std::io::{BufReader, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+
+use crate::server::{Server, get, read_reply, request};
+
+#[test]
+fn bearer_token_guards_every_route_but_health() {
+    let dir = tempfile::tempdir().expect("dir");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "s3cret-token\n").expect("token");
+    let token = token_file.to_string_lossy().into_owned();
+    let server = Server::start_in(dir.path(), &["--auth-token-file", &token]);
+    let address = server.address;
+    assert_eq!(get(address, "/health").status, 200);
+    for path in ["/kv/a", "/ready", "/metrics", "/kv/?prefix="] {
+        let reply = get(address, path);
+        assert_eq!(reply.status, 401, "{path}");
+        assert_eq!(reply.header("www-authenticate"), Some("Bearer"));
+    }
+    let wrong = request(
+        address,
+        "PUT",
+        "/kv/a",
+        &[("Authorization", "Bearer nope")],
+        b"v",
+    );
+    assert_eq!(wrong.status, 401);
+    let auth = [("Authorization", "Bearer s3cret-token")];
+    assert_eq!(request(address, "PUT", "/kv/a", &auth, b"v").status, 200);
+    assert_eq!(request(address, "GET", "/kv/a", &auth, b"").body, b"v");
+}
+
+#[test]
+fn https_with_a_generated_certificate() {
+    let dir = tempfile::tempdir().expect("dir");
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+    let cert_path = dir.path().join("cert.pem");
+    let key_path = dir.path().join("key.pem");
+    std::fs::write(&cert_path, certified.cert.pem()).expect("cert file");
+    std::fs::write(&key_path, certified.key_pair.serialize_pem()).expect("key file");
+    let (cert, key) = (
+        cert_path.to_string_lossy().into_owned(),
+        key_path.to_string_lossy().into_owned(),
+    );
+    let server = Server::start_in(dir.path(), &["--tls-cert", &cert, "--tls-key", &key]);
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(certified.cert.der().clone()).expect("root");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let connection = rustls::ClientConnection::new(Arc::new(config), name).expect("client");
+    let socket = TcpStream::connect(server.address).expect("connect");
+    let mut tls = rustls::StreamOwned::new(connection, socket);
+    tls.write_all(b"PUT /kv/secure HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\nok")
+        .expect("write");
+    let mut reader = BufReader::new(tls);
+    let reply = read_reply(&mut reader).expect("reply over TLS");
+    assert_eq!(reply.status, 200);
+    reader
+        .get_mut()
+        .write_all(b"GET /kv/secure HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .expect("write");
+    let reply = read_reply(&mut reader).expect("reply over TLS");
+    assert_eq!(reply.body, b"ok");
+
+    // Plain HTTP on the TLS port gets no answer and does not disturb the server.
+    assert!(
+        crate::server::raw(server.address, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            .is_none_or(|reply| reply.status >= 400)
+    );
+}

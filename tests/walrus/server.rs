@@ -1,0 +1,203 @@
+//! A harness that runs the real `walrus` binary on a free loopback port in a
+//! temporary directory, and a small blocking HTTP/1.1 client that can also send
+//! raw bytes.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub struct Server {
+    pub address: SocketAddr,
+    pub dir: PathBuf,
+    child: Child,
+    /// Keeps the log pipe drained (a full pipe would block the server).
+    _log: mpsc::Receiver<String>,
+    extra_args: Vec<String>,
+}
+
+impl Server {
+    /// Starts a server on a fresh data directory.
+    pub fn start(args: &[&str]) -> (Server, tempfile::TempDir) {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let server = Server::start_in(temp.path(), args);
+        (server, temp)
+    }
+
+    /// Starts a server whose data directory is `dir/data`.
+    pub fn start_in(dir: &Path, args: &[&str]) -> Server {
+        let data = dir.join("data");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_walrus"))
+            .arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(&data)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start walrus");
+        let stderr = child.stderr.take().expect("stderr");
+        let (lines, log) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if lines.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let address = loop {
+            let line = log
+                .recv_timeout(Duration::from_secs(20))
+                .expect("walrus did not report its address");
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                let address = rest
+                    .split_whitespace()
+                    .next()
+                    .and_then(|url| url.split("://").nth(1))
+                    .expect("address in log line");
+                break address.parse().expect("socket address");
+            }
+        };
+        Server {
+            address,
+            dir: data,
+            child,
+            _log: log,
+            extra_args: args.iter().map(|arg| arg.to_string()).collect(),
+        }
+    }
+
+    /// Stops with SIGKILL: no chance to sync or unlock anything.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Stops with SIGTERM and returns the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        self.child.wait().expect("wait for walrus")
+    }
+
+    /// Starts a new process on the same data directory and flags.
+    pub fn restart(&mut self) {
+        self.kill();
+        let parent = self
+            .dir
+            .parent()
+            .expect("data dir has a parent")
+            .to_path_buf();
+        let args: Vec<String> = self.extra_args.clone();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        *self = Server::start_in(&parent, &args);
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends raw bytes on a fresh connection and reads one response (or `None` if
+/// the server closed the connection without answering).
+pub fn raw(address: SocketAddr, request: &[u8]) -> Option<Reply> {
+    let mut stream = TcpStream::connect(address).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .ok()?;
+    stream.write_all(request).ok()?;
+    read_reply(&mut BufReader::new(stream))
+}
+
+pub fn read_reply(reader: &mut impl BufRead) -> Option<Reply> {
+    let mut status_line = String::new();
+    if reader.read_line(&mut status_line).ok()? == 0 {
+        return None;
+    }
+    let status = status_line.split_whitespace().nth(1)?.parse().ok()?;
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).ok()?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        let (name, value) = line.split_once(':')?;
+        headers.push((name.trim().to_string(), value.trim().to_string()));
+    }
+    let length = headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, value)| value.parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    Some(Reply {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// One request with `Connection: close`.
+pub fn request(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Reply {
+    let mut bytes = format!("{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        bytes.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !body.is_empty() || method == "PUT" {
+        bytes.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    bytes.push_str("\r\n");
+    let mut bytes = bytes.into_bytes();
+    bytes.extend_from_slice(body);
+    raw(address, &bytes).unwrap_or_else(|| panic!("no reply to {method} {path}"))
+}
+
+pub fn get(address: SocketAddr, path: &str) -> Reply {
+    request(address, "GET", path, &[], b"")
+}
+
+pub fn put(address: SocketAddr, path: &str, body: &[u8]) -> Reply {
+    request(address, "PUT", path, &[], body)
+}
+
+pub fn delete(address: SocketAddr, path: &str) -> Reply {
+    request(address, "DELETE", path, &[], b"")
+}
