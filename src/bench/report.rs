@@ -43,6 +43,8 @@ pub struct Row {
     /// Throughput relative to the baseline named in `baseline`, if any.
     pub ratio: Option<f64>,
     pub baseline: Option<String>,
+    /// For a store with a log: writes per sync (group commit at work).
+    pub writes_per_sync: Option<f64>,
 }
 
 impl Row {
@@ -63,6 +65,7 @@ impl Row {
             latency: Latency::from_histogram(histogram),
             ratio: None,
             baseline: None,
+            writes_per_sync: None,
         }
     }
 
@@ -97,20 +100,23 @@ fn human_micros(us: f64) -> String {
 /// Renders rows as a Markdown table (readable in a terminal and in BENCHMARKS.md).
 pub fn table(rows: &[Row], concurrency_label: &str) -> String {
     let mut out = format!(
-        "| {:<22} | {concurrency_label:>7} | {:>9} | {:>10} | {:>9} | {:>9} | {:>9} | {:>16} |\n",
-        "run", "ops", "ops/s", "p50", "p99", "p999", "vs baseline"
+        "| {:<22} | {concurrency_label:>7} | {:>9} | {:>10} | {:>9} | {:>9} | {:>9} | {:>9} | {:>16} |\n",
+        "run", "ops", "ops/s", "p50", "p99", "p999", "per sync", "vs baseline"
     );
     out.push_str(&format!(
-        "|{:-<24}|{:->9}|{:->11}|{:->12}|{:->11}|{:->11}|{:->11}|{:->18}|\n",
-        "", ":", ":", ":", ":", ":", ":", ":"
+        "|{:-<24}|{:->9}|{:->11}|{:->12}|{:->11}|{:->11}|{:->11}|{:->11}|{:->18}|\n",
+        "", ":", ":", ":", ":", ":", ":", ":", ":"
     ));
     for row in rows {
         let ratio = match (&row.ratio, &row.baseline) {
             (Some(ratio), Some(baseline)) => format!("{ratio:.2}× {baseline}"),
             _ => String::new(),
         };
+        let per_sync = row
+            .writes_per_sync
+            .map_or_else(String::new, |writes| format!("{writes:.1}"));
         out.push_str(&format!(
-            "| {:<22} | {:>7} | {:>9} | {:>10} | {:>9} | {:>9} | {:>9} | {:>16} |\n",
+            "| {:<22} | {:>7} | {:>9} | {:>10} | {:>9} | {:>9} | {:>9} | {:>9} | {:>16} |\n",
             row.name,
             row.concurrency,
             row.operations,
@@ -118,6 +124,7 @@ pub fn table(rows: &[Row], concurrency_label: &str) -> String {
             human_micros(row.latency.p50_us),
             human_micros(row.latency.p99_us),
             human_micros(row.latency.p999_us),
+            per_sync,
             ratio
         ));
     }

@@ -34,6 +34,8 @@ pub struct StoreBenchConfig {
     pub progress: bool,
     /// Skip the durable stores and the extended measurements.
     pub memory_only: bool,
+    /// Let the WAL append with direct, synchronous writes.
+    pub direct_io: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -172,11 +174,13 @@ fn fresh_dir(base: &Path, name: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-fn durable_options(fsync: FsyncPolicy) -> StoreOptions {
-    StoreOptions {
-        fsync,
+fn durable_options(config: &StoreBenchConfig) -> StoreOptions {
+    let mut options = StoreOptions {
+        fsync: config.fsync,
         ..StoreOptions::default()
-    }
+    };
+    options.wal.direct_io = config.direct_io;
+    options
 }
 
 pub fn run(config: &StoreBenchConfig) -> Result<StoreBenchReport> {
@@ -221,7 +225,7 @@ pub fn run(config: &StoreBenchConfig) -> Result<StoreBenchReport> {
             },
         )?;
         let dir = fresh_dir(&config.dir, "durable")?;
-        let store = DurableStore::open(&dir, durable_options(config.fsync))?;
+        let store = DurableStore::open(&dir, durable_options(config))?;
         let ours = timed_writes(
             "DurableStore",
             writers,
@@ -232,9 +236,17 @@ pub fn run(config: &StoreBenchConfig) -> Result<StoreBenchReport> {
                 Ok(())
             },
         )?;
+        let mut ours = ours.compared_to(&baseline);
+        ours.writes_per_sync = store.stats().map(|stats| {
+            let batches = stats.batches.load(std::sync::atomic::Ordering::Relaxed);
+            stats
+                .batched_records
+                .load(std::sync::atomic::Ordering::Relaxed) as f64
+                / batches.max(1) as f64
+        });
         store.close()?;
         rows.push(baseline.clone());
-        rows.push(ours.compared_to(&baseline));
+        rows.push(ours);
         std::fs::remove_file(&log_path).ok();
     }
     let extended = if config.large_records > 0 && !config.memory_only {
@@ -319,7 +331,7 @@ fn extended(config: &StoreBenchConfig, value: &str) -> Result<ExtendedFigures> {
     store.close()?;
 
     let started = Instant::now();
-    let store = DurableStore::open(&dir, durable_options(config.fsync))?;
+    let store = DurableStore::open(&dir, durable_options(config))?;
     let open_with_snapshot_seconds = started.elapsed().as_secs_f64();
 
     // p99 of 8 writers over a fixed time, without and then during a snapshot.

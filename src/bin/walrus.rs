@@ -64,6 +64,9 @@ struct ServeArgs {
     /// Do not zero-fill new segments ahead of use.
     #[arg(long)]
     no_preallocate: bool,
+    /// Append with write + fdatasync instead of O_DIRECT|O_DSYNC block writes.
+    #[arg(long)]
+    no_direct_io: bool,
     /// Log bytes since the last snapshot before an automatic one is considered.
     #[arg(long, default_value_t = 64 << 20)]
     snapshot_min_log_bytes: u64,
@@ -73,6 +76,10 @@ struct ServeArgs {
     /// Never snapshot automatically.
     #[arg(long)]
     no_auto_snapshot: bool,
+    /// Longest wait, in microseconds, for the previous batch's writers to join
+    /// the next group commit (only under concurrent load).
+    #[arg(long, default_value_t = 100)]
+    commit_delay_us: u64,
     /// Longest key in bytes (longer gets 414).
     #[arg(long, default_value_t = 4096)]
     max_key_bytes: usize,
@@ -134,6 +141,7 @@ impl ServeArgs {
                     segment_bytes: self.segment_bytes.max(4096),
                     preallocate: !self.no_preallocate,
                     recovery_mode,
+                    direct_io: !self.no_direct_io,
                 },
                 snapshots: SnapshotPolicy {
                     automatic: !self.no_auto_snapshot,
@@ -141,6 +149,7 @@ impl ServeArgs {
                     live_data_ratio: self.snapshot_ratio.max(1),
                 },
                 max_batch: 0,
+                commit_delay: Duration::from_micros(self.commit_delay_us),
             },
             http: HttpConfig {
                 max_key_bytes: self.max_key_bytes,
@@ -190,6 +199,9 @@ struct StoreBenchArgs {
     /// Run only the in-memory stores (no disk), e.g. for profiling.
     #[arg(long)]
     memory_only: bool,
+    /// Append with write + fdatasync instead of O_DIRECT|O_DSYNC block writes.
+    #[arg(long)]
+    no_direct_io: bool,
 }
 
 fn main() -> ExitCode {
@@ -260,6 +272,7 @@ fn bench_store(args: StoreBenchArgs) -> Result<ExitCode> {
         fsync: args.fsync,
         progress: !args.json,
         memory_only: args.memory_only,
+        direct_io: !args.no_direct_io,
     };
     let report = run_store_bench(&config)?;
     std::fs::remove_dir_all(&args.dir).ok();

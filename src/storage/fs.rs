@@ -45,6 +45,11 @@ pub trait FileSystem: Send + Sync + 'static {
     fn create(&self, path: &Path) -> io::Result<Box<dyn WritableFile>>;
     /// Opens an existing file for writing without truncating it.
     fn open_write(&self, path: &Path) -> io::Result<Box<dyn WritableFile>>;
+    /// Opens an existing file for writes that are durable when they return
+    /// (`O_DIRECT | O_DSYNC`): no page cache, no separate sync. Offsets, lengths
+    /// and buffer addresses must be multiples of [`DIRECT_IO_ALIGNMENT`]. Fails
+    /// where the file system cannot do direct I/O; callers then fall back.
+    fn open_direct_sync(&self, path: &Path) -> io::Result<Box<dyn WritableFile>>;
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     fn remove(&self, path: &Path) -> io::Result<()>;
     /// Makes the directory's entries (creations, renames, removals) durable.
@@ -53,6 +58,10 @@ pub trait FileSystem: Send + Sync + 'static {
     /// `io::ErrorKind::WouldBlock` if someone else holds it.
     fn lock_dir(&self, dir: &Path) -> io::Result<Box<dyn DirLock>>;
 }
+
+/// Alignment of offsets, lengths and buffers for direct I/O: the page size,
+/// which covers every logical block size in use.
+pub const DIRECT_IO_ALIGNMENT: usize = 4096;
 
 /// The real file system.
 #[derive(Debug, Default, Clone, Copy)]
@@ -117,6 +126,15 @@ impl FileSystem for StdFs {
 
     fn open_write(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
         let file = OpenOptions::new().read(true).write(true).open(path)?;
+        Ok(Box::new(StdFile(file)))
+    }
+
+    fn open_direct_sync(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT | libc::O_DSYNC)
+            .open(path)?;
         Ok(Box::new(StdFile(file)))
     }
 

@@ -85,13 +85,29 @@ impl Default for SnapshotPolicy {
     }
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct StoreOptions {
     pub fsync: FsyncPolicy,
     pub wal: WalOptions,
     pub snapshots: SnapshotPolicy,
     /// Most records one group commit writes (default 4096 when 0).
     pub max_batch: usize,
+    /// How long a group commit may wait for the writers of the previous batch
+    /// to come back before it writes (default 100 µs). Only when the previous
+    /// batch had more than one writer: a lone writer never waits.
+    pub commit_delay: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            fsync: FsyncPolicy::default(),
+            wal: WalOptions::default(),
+            snapshots: SnapshotPolicy::default(),
+            max_batch: 0,
+            commit_delay: Duration::from_micros(100),
+        }
+    }
 }
 
 impl StoreOptions {
@@ -194,6 +210,9 @@ impl DurableStore {
         options: StoreOptions,
     ) -> Result<DurableStore> {
         let data_dir = DataDir::open(&*fs, dir)?;
+        let mut options = options;
+        // Direct synchronous appends only pay off when every write is synced.
+        options.wal.direct_io &= options.fsync == FsyncPolicy::Always;
         let (mut state, mut report) = load_newest_snapshot(&*fs, &data_dir, &options)?;
         let (wal, wal_report) = Wal::open(
             fs.clone(),

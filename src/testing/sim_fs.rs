@@ -213,6 +213,8 @@ impl SimFs {
 struct SimFile {
     state: Arc<Mutex<State>>,
     inode: u64,
+    /// Opened `O_DSYNC`: every write is durable when it returns.
+    durable_writes: bool,
 }
 
 impl WritableFile for SimFile {
@@ -224,9 +226,21 @@ impl WritableFile for SimFile {
         if state.faults.fail_writes {
             return Err(eio());
         }
+        let alignment = crate::storage::fs::DIRECT_IO_ALIGNMENT;
+        if self.durable_writes
+            && (!(offset as usize).is_multiple_of(alignment)
+                || !data.len().is_multiple_of(alignment))
+        {
+            // What O_DIRECT answers to an unaligned write.
+            return Err(io::ErrorKind::InvalidInput.into());
+        }
         let inode = state.inodes.entry(self.inode).or_default();
         Inode::apply(&mut inode.data, offset, data);
-        inode.pending.push((offset, data.to_vec()));
+        if self.durable_writes {
+            Inode::apply(&mut inode.durable, offset, data);
+        } else {
+            inode.pending.push((offset, data.to_vec()));
+        }
         Ok(())
     }
 
@@ -331,6 +345,7 @@ impl FileSystem for SimFs {
         Ok(Box::new(SimFile {
             state: self.state.clone(),
             inode: id,
+            durable_writes: false,
         }))
     }
 
@@ -343,6 +358,20 @@ impl FileSystem for SimFs {
         Ok(Box::new(SimFile {
             state: self.state.clone(),
             inode: id,
+            durable_writes: false,
+        }))
+    }
+
+    fn open_direct_sync(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
+        let state = self.state.lock();
+        if state.dead {
+            return Err(dead_error());
+        }
+        let id = state.lookup(path)?;
+        Ok(Box::new(SimFile {
+            state: self.state.clone(),
+            inode: id,
+            durable_writes: true,
         }))
     }
 

@@ -20,6 +20,7 @@ pub fn small_options() -> StoreOptions {
             segment_bytes: 4096,
             preallocate: true,
             recovery_mode: RecoveryMode::TolerateTornTail,
+            direct_io: true,
         },
         snapshots: SnapshotPolicy {
             automatic: true,
@@ -27,6 +28,7 @@ pub fn small_options() -> StoreOptions {
             live_data_ratio: 1,
         },
         max_batch: 0,
+        commit_delay: std::time::Duration::from_micros(100),
     }
 }
 
@@ -38,12 +40,14 @@ pub fn single_segment_options(mode: RecoveryMode) -> StoreOptions {
             segment_bytes: 1 << 20,
             preallocate: false,
             recovery_mode: mode,
+            direct_io: false,
         },
         snapshots: SnapshotPolicy {
             automatic: false,
             ..SnapshotPolicy::default()
         },
         max_batch: 0,
+        commit_delay: std::time::Duration::from_micros(100),
     }
 }
 
