@@ -19,6 +19,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod bench;
+pub mod client;
 pub mod encoding;
 pub mod error;
 pub mod storage;
