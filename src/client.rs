@@ -9,14 +9,14 @@
 //! its method is idempotent; `GET`, `PUT` and `DELETE` are.
 //!
 //! Submodules: [`endpoint`] parses URLs, [`connection`] is one hyper connection,
-//! [`list`] the listing's query and JSON, `tls` the rustls set-up.
+//! [`list`] the listing's query and JSON, [`tls`] the rustls set-up.
 
 pub mod connection;
 pub mod endpoint;
 pub mod list;
 #[cfg(test)]
 pub(crate) mod test_server;
-mod tls;
+pub mod tls;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -195,7 +195,7 @@ impl Client {
             .iter()
             .map(|url| Endpoint::parse(url).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
-        let tls = options.ca_file.as_deref().map(tls::connector).transpose()?;
+        let tls = tls::for_endpoints(&endpoints, options.ca_file.as_deref())?;
         let authorization = token.as_deref().map(bearer).transpose()?;
         let idle = endpoints.iter().map(|_| Mutex::new(Vec::new())).collect();
         let inner = Inner {
@@ -329,9 +329,10 @@ impl Client {
         attempt: &Attempt<'_>,
     ) -> Result<Response, ClientError> {
         let timeout = self.inner.options.request_timeout;
+        let target = connection.endpoint().target(attempt.path_and_query);
         let sent = connection.send(
             attempt.method.clone(),
-            attempt.path_and_query,
+            &target,
             attempt.headers,
             attempt.body.clone(),
         );

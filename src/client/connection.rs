@@ -64,16 +64,16 @@ impl Connection {
         !self.sender.is_closed()
     }
 
-    /// Sends one request to `path_and_query` under the endpoint's base path and
-    /// reads the whole response. Adds the `Host` header.
+    /// Sends one request and reads the whole response. `target` is the complete
+    /// origin-form target (see [`Endpoint::target`]); the `Host` header is added.
     pub async fn send(
         &mut self,
         method: Method,
-        path_and_query: &str,
+        target: &str,
         headers: &HeaderMap,
         body: Bytes,
     ) -> Result<Response, ClientError> {
-        let request = self.build(method, path_and_query, headers, body)?;
+        let request = self.build(method, target, headers, body)?;
         self.sender
             .ready()
             .await
@@ -99,13 +99,13 @@ impl Connection {
     fn build(
         &self,
         method: Method,
-        path_and_query: &str,
+        target: &str,
         headers: &HeaderMap,
         body: Bytes,
     ) -> Result<Request<Full<Bytes>>, ClientError> {
         let mut request = Request::builder()
             .method(method)
-            .uri(self.endpoint.target(path_and_query))
+            .uri(target)
             .body(Full::new(body))
             .map_err(|error| ClientError::Request(error.to_string()))?;
         *request.headers_mut() = headers.clone();

@@ -19,7 +19,9 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use percent_encoding::percent_decode_str;
+use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 #[derive(Default, Clone)]
 pub struct Options {
@@ -44,8 +46,29 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// Binds `127.0.0.1:0` and serves until the test's runtime shuts down.
+    /// Binds `127.0.0.1:0` and serves plain HTTP until the test's runtime shuts down.
     pub async fn start(options: Options) -> TestServer {
+        TestServer::serve(options, None).await
+    }
+
+    /// Serves HTTPS with a fresh self-signed certificate for `localhost`; returns
+    /// the certificate's PEM for the client to trust.
+    pub async fn start_tls(options: Options) -> (TestServer, String) {
+        let rcgen::CertifiedKey { cert, key_pair } =
+            rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pair.serialize_der()));
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], key)
+            .unwrap();
+        let acceptor = TlsAcceptor::from(Arc::new(config));
+        (TestServer::serve(options, Some(acceptor)).await, cert.pem())
+    }
+
+    async fn serve(options: Options, tls: Option<TlsAcceptor>) -> TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(State {
@@ -57,8 +80,17 @@ impl TestServer {
             while let Ok((stream, _)) = listener.accept().await {
                 shared.connections.fetch_add(1, Ordering::Relaxed);
                 let state = shared.clone();
-                let service = service_fn(move |request| handle(state.clone(), request));
-                tokio::spawn(http1::Builder::new().serve_connection(TokioIo::new(stream), service));
+                match &tls {
+                    None => connection(state, stream),
+                    Some(acceptor) => {
+                        let accepted = acceptor.accept(stream);
+                        tokio::spawn(async move {
+                            if let Ok(stream) = accepted.await {
+                                connection(state, stream);
+                            }
+                        });
+                    }
+                }
             }
         });
         TestServer { addr, state }
@@ -67,6 +99,14 @@ impl TestServer {
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
+}
+
+fn connection<S>(state: Arc<State>, stream: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |request| handle(state.clone(), request));
+    tokio::spawn(http1::Builder::new().serve_connection(TokioIo::new(stream), service));
 }
 
 type Reply = Response<Full<Bytes>>;

@@ -145,3 +145,35 @@ async fn times_out_a_silent_server() {
     assert!(matches!(error, ClientError::Timeout { .. }), "{error}");
     drop(listener);
 }
+
+#[tokio::test]
+async fn speaks_https_with_a_ca_file() {
+    let (server, ca_pem) = TestServer::start_tls(Options::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca_pem).unwrap();
+    let url = format!("https://localhost:{}", server.addr.port());
+    let options = ClientOptions {
+        ca_file: Some(ca_file),
+        ..ClientOptions::default()
+    };
+    let client = Client::with_options(vec![url.clone()], None, options).unwrap();
+    client.put(b"k", Bytes::from_static(b"v")).await.unwrap();
+    assert_eq!(client.get(b"k").await.unwrap().as_deref(), Some(&b"v"[..]));
+
+    // Without the CA file there is nothing to trust.
+    assert!(matches!(
+        Client::new(vec![url], None),
+        Err(ClientError::Tls(_))
+    ));
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "").unwrap();
+    let options = ClientOptions {
+        ca_file: Some(empty),
+        ..ClientOptions::default()
+    };
+    assert!(matches!(
+        Client::with_options(vec!["https://localhost".into()], None, options),
+        Err(ClientError::Tls(_))
+    ));
+}

@@ -14,6 +14,22 @@ use tokio_rustls::client::TlsStream;
 use super::ClientError;
 use super::endpoint::Endpoint;
 
+/// The connector for `endpoints`: `None` when none of them is `https://`; an
+/// error when one is and there is no CA file.
+pub fn for_endpoints(
+    endpoints: &[Arc<Endpoint>],
+    ca_file: Option<&Path>,
+) -> Result<Option<TlsConnector>, ClientError> {
+    match (endpoints.iter().find(|endpoint| endpoint.is_tls()), ca_file) {
+        (_, Some(ca_file)) => connector(ca_file).map(Some),
+        (None, None) => Ok(None),
+        (Some(endpoint), None) => Err(ClientError::Tls(format!(
+            "{} is https: give the CA file that signed its certificate",
+            endpoint.url()
+        ))),
+    }
+}
+
 /// A connector that trusts every certificate in the PEM file at `ca_file`.
 pub fn connector(ca_file: &Path) -> Result<TlsConnector, ClientError> {
     let tls_error = |reason: String| ClientError::Tls(format!("{}: {reason}", ca_file.display()));
