@@ -9,8 +9,11 @@
 //!   group commit, snapshots, recovery and the one file-system trait all I/O goes
 //!   through.
 //! - [`encoding`]: little-endian integers, CRC32C and a bounds-checked reader.
+//! - [`http`] and [`server`]: `walrus serve`, the HTTP API on top of a store.
+//! - [`client`]: the HTTP client the CLI and `bench http` share.
 //! - [`bench`]: `walrus bench`, including the original design reproduced as a
 //!   baseline.
+//! - [`dump`]: `walrus dump`, a read-only look at a data directory.
 //! - [`testing`]: a simulated disk that forgets unsynced writes on a crash and can
 //!   inject I/O errors; used by the crash tests.
 //!
@@ -19,6 +22,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod bench;
+pub mod client;
 pub mod dump;
 pub mod encoding;
 pub mod error;

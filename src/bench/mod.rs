@@ -1,6 +1,9 @@
 //! `walrus bench`: load generators, the original design as a baseline, and the
-//! table / JSON reports.
+//! table / JSON / SVG reports.
 
 pub mod baseline;
+pub mod http;
+pub mod plot;
 pub mod report;
 pub mod store;
+pub mod timeline;
