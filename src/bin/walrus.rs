@@ -1,5 +1,6 @@
 //! The `walrus` binary: server, client, benchmark and inspection tools.
 
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -25,6 +26,39 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve(Box<ServeArgs>),
+    /// Print a key's value (exit 1 if it does not exist).
+    Get {
+        key: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Set a key; the value is the argument, or standard input with `-`.
+    Put {
+        key: String,
+        value: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Remove a key.
+    Delete {
+        key: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List keys (and values) in byte order, one per line: key, a tab, value.
+    List {
+        /// Only keys starting with this.
+        #[arg(default_value = "")]
+        prefix: String,
+        /// Print keys only.
+        #[arg(long)]
+        keys_only: bool,
+        /// Stop after this many keys.
+        #[arg(long)]
+        limit: Option<usize>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Print the segments, records and snapshots of a data directory (read-only).
     Dump {
         /// The data directory.
@@ -171,6 +205,88 @@ impl ServeArgs {
 enum BenchCommand {
     /// The storage engine without a server, against the original design.
     Store(StoreBenchArgs),
+    /// Load against a running HTTP server (walrus, etcd's JSON gateway, or a static file).
+    Http(HttpBenchArgs),
+}
+
+#[derive(Args)]
+struct ClientArgs {
+    /// Servers to try in turn, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:8080")]
+    endpoints: Vec<String>,
+    /// File holding the bearer token.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// CA certificate (PEM) for https:// endpoints.
+    #[arg(long)]
+    cacert: Option<PathBuf>,
+}
+
+impl ClientArgs {
+    fn client(&self) -> Result<walrus::client::Client> {
+        let token = read_token(self.token_file.as_deref())?;
+        let options = walrus::client::ClientOptions {
+            ca_file: self.cacert.clone(),
+            ..walrus::client::ClientOptions::default()
+        };
+        Ok(walrus::client::Client::with_options(
+            self.endpoints.clone(),
+            token,
+            options,
+        )?)
+    }
+}
+
+fn read_token(path: Option<&std::path::Path>) -> Result<Option<String>> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let token = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the token from {}", path.display()))?;
+    Ok(Some(token.trim().to_string()))
+}
+
+#[derive(Args)]
+struct HttpBenchArgs {
+    /// Server URLs; connections are spread over them.
+    #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:8080")]
+    endpoints: Vec<String>,
+    /// Concurrent connections, each with one request in flight.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Measured seconds.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds of load before measuring.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Bytes per PUT value.
+    #[arg(long, default_value_t = 100)]
+    value_size: usize,
+    /// PUT:GET weights, e.g. 1:0 (writes only), 0:1, 1:9.
+    #[arg(long, default_value = "1:1")]
+    mix: walrus::bench::http::Mix,
+    /// Distinct keys.
+    #[arg(long, default_value_t = 10_000)]
+    keys: u64,
+    /// Request style: walrus (/kv/), etcd (v3 JSON gateway), static (GET the URL).
+    #[arg(long, default_value = "walrus")]
+    style: walrus::bench::http::Style,
+    /// File holding a bearer token.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// CA certificate (PEM) for https:// endpoints.
+    #[arg(long)]
+    cacert: Option<PathBuf>,
+    /// Server process to sample resident memory of.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Write a throughput and p99 chart to this SVG file.
+    #[arg(long)]
+    plot: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -234,7 +350,145 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(BenchCommand::Store(args)) => bench_store(args),
+        Command::Bench(BenchCommand::Http(args)) => bench_http(args),
+        Command::Get { key, client } => client_command(&client, ClientCall::Get(key)),
+        Command::Put { key, value, client } => client_command(&client, ClientCall::Put(key, value)),
+        Command::Delete { key, client } => client_command(&client, ClientCall::Delete(key)),
+        Command::List {
+            prefix,
+            keys_only,
+            limit,
+            client,
+        } => client_command(
+            &client,
+            ClientCall::List {
+                prefix,
+                keys_only,
+                limit,
+            },
+        ),
     }
+}
+
+enum ClientCall {
+    Get(String),
+    Put(String, String),
+    Delete(String),
+    List {
+        prefix: String,
+        keys_only: bool,
+        limit: Option<usize>,
+    },
+}
+
+/// Runs one client command: exit 0 on success, 1 for a missing key, 2 on error.
+fn client_command(args: &ClientArgs, call: ClientCall) -> Result<ExitCode> {
+    let client = args.client()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let mut stdout = std::io::stdout().lock();
+        match call {
+            ClientCall::Get(key) => match client.get(key.as_bytes()).await? {
+                Some(value) => {
+                    stdout.write_all(&value)?;
+                    Ok(ExitCode::SUCCESS)
+                }
+                None => {
+                    eprintln!("{key}: not found");
+                    Ok(ExitCode::from(1))
+                }
+            },
+            ClientCall::Put(key, value) => {
+                let value = if value == "-" {
+                    let mut input = Vec::new();
+                    std::io::stdin().read_to_end(&mut input)?;
+                    input
+                } else {
+                    value.into_bytes()
+                };
+                client.put(key.as_bytes(), value).await?;
+                Ok(ExitCode::SUCCESS)
+            }
+            ClientCall::Delete(key) => {
+                client.delete(key.as_bytes()).await?;
+                Ok(ExitCode::SUCCESS)
+            }
+            ClientCall::List {
+                prefix,
+                keys_only,
+                limit,
+            } => {
+                let mut start: Option<Vec<u8>> = None;
+                let mut remaining = limit.unwrap_or(usize::MAX);
+                while remaining > 0 {
+                    let page_size = remaining.min(1000);
+                    let page = client
+                        .list(
+                            prefix.as_bytes(),
+                            start.as_deref(),
+                            Some(page_size),
+                            keys_only,
+                        )
+                        .await?;
+                    for item in &page.items {
+                        stdout.write_all(&item.key)?;
+                        if let Some(value) = &item.value {
+                            stdout.write_all(b"\t")?;
+                            stdout.write_all(value)?;
+                        }
+                        stdout.write_all(b"\n")?;
+                    }
+                    remaining = remaining.saturating_sub(page.items.len());
+                    match page.next {
+                        Some(next) => start = Some(next),
+                        None => break,
+                    }
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    })
+}
+
+fn bench_http(args: HttpBenchArgs) -> Result<ExitCode> {
+    let config = walrus::bench::http::HttpBenchConfig {
+        endpoints: args.endpoints,
+        connections: args.connections,
+        duration: Duration::from_secs_f64(args.duration.max(0.1)),
+        warmup: Duration::from_secs_f64(args.warmup.max(0.0)),
+        value_size: args.value_size,
+        mix: args.mix,
+        key_space: args.keys,
+        style: args.style,
+        token: read_token(args.token_file.as_deref())?,
+        ca_file: args.cacert,
+        pid: args.pid,
+        progress: !args.json,
+        ..walrus::bench::http::HttpBenchConfig::default()
+    };
+    config.validate()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let report = runtime.block_on(walrus::bench::http::run(&config))?;
+    if let Some(path) = &args.plot {
+        let title = format!(
+            "walrus bench http: {} connections, mix {}",
+            config.connections, config.mix
+        );
+        walrus::bench::plot::write_svg(path, &title, &report.timeline)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{}", report.render());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn serve(args: &ServeArgs) -> Result<ExitCode> {

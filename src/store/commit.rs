@@ -7,9 +7,13 @@
 //! queues up, so the number of syncs per second stays flat as writers are added
 //! and each sync covers more of them. A lone writer pays exactly one sync.
 //!
+//! The log itself sits behind a mutex (`LogWriter`): when no write is queued or
+//! in flight, a writer may take it and commit its own write without waking
+//! this thread (`DurableStore::submit`).
+//!
 //! Snapshots are written by a separate thread from a frozen view of the state
 //! (see `State::freeze`), so writes keep flowing; when one finishes, this thread
-//! deletes the log segments it covers, since it owns the log.
+//! deletes the log segments it covers.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -19,22 +23,16 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use tokio::sync::oneshot;
 
-use super::Command;
 use super::durable::{FsyncPolicy, Shared, SnapshotInfo, SnapshotPolicy, StoreOptions};
-use super::state::{Outcome, SnapshotPoint};
+use super::log_writer::{Proposal, Reply, deliver};
+use super::state::SnapshotPoint;
 use crate::error::{Error, Result};
-use crate::storage::Wal;
 use crate::storage::snapshot::{SnapshotMeta, SnapshotWriter, parse_snapshot_file_name};
-
-pub(super) struct Proposal {
-    pub payload: Vec<u8>,
-    pub issued_at_ms: u64,
-    pub command: Command,
-    pub reply: oneshot::Sender<Result<Outcome>>,
-}
 
 pub(super) enum Message {
     Propose(Proposal),
+    /// A writer committed on its own and the log may be due for a snapshot.
+    CheckSnapshot,
     Snapshot(oneshot::Sender<Result<SnapshotInfo>>),
     SnapshotFinished(Result<SnapshotInfo>),
     Shutdown(oneshot::Sender<Result<()>>),
@@ -56,16 +54,12 @@ struct RunningSnapshot {
 
 pub(super) struct Committer {
     shared: Arc<Shared>,
-    wal: Wal,
     receiver: Receiver<Message>,
     /// For snapshot threads to report back on.
     sender: Sender<Message>,
     fsync: FsyncPolicy,
     snapshot_policy: SnapshotPolicy,
     max_batch: usize,
-    unsynced: bool,
-    last_sync: Instant,
-    log_bytes_since_snapshot: u64,
     running_snapshot: Option<RunningSnapshot>,
     /// Callers who asked for a snapshot while one was running: they get the next.
     next_snapshot_waiters: Vec<SnapshotReply>,
@@ -81,8 +75,6 @@ pub(super) struct Committer {
     commit_delay: Duration,
 }
 
-type Reply = (oneshot::Sender<Result<Outcome>>, Outcome);
-
 /// Batches up to this many replies are sent by the commit thread itself; larger
 /// ones go to the notifier thread, so that waking dozens of writers (a futex
 /// wake each) overlaps the next batch's write and sync instead of delaying it.
@@ -91,20 +83,16 @@ const INLINE_REPLIES: usize = 4;
 /// Wakes the writers of committed batches, in commit order.
 fn run_notifier(batches: Receiver<Vec<Reply>>) {
     for batch in batches {
-        for (reply, outcome) in batch {
-            let _ = reply.send(Ok(outcome));
-        }
+        deliver(batch);
     }
 }
 
 impl Committer {
     pub fn new(
         shared: Arc<Shared>,
-        wal: Wal,
         receiver: Receiver<Message>,
         sender: Sender<Message>,
         options: &StoreOptions,
-        log_bytes_since_snapshot: u64,
     ) -> Committer {
         let (notifier, batches) = crossbeam_channel::unbounded();
         // If the thread cannot start, the send below fails and replies go inline.
@@ -118,15 +106,11 @@ impl Committer {
         };
         Committer {
             shared,
-            wal,
             receiver,
             sender,
             fsync: options.fsync,
             snapshot_policy: options.snapshots,
             max_batch,
-            unsynced: false,
-            last_sync: Instant::now(),
-            log_bytes_since_snapshot,
             running_snapshot: None,
             next_snapshot_waiters: Vec::new(),
             batch: Vec::with_capacity(max_batch),
@@ -142,7 +126,7 @@ impl Committer {
         loop {
             let Some(first) = self.next_message() else {
                 // Every sender is gone: nobody can wait for anything any more.
-                let _ = self.sync_now();
+                let _ = self.shared.log.lock().sync(&self.shared);
                 return;
             };
             let mut shutdown = self.dispatch(first);
@@ -198,14 +182,18 @@ impl Committer {
             let FsyncPolicy::Interval(interval) = self.fsync else {
                 return self.receiver.recv().ok();
             };
-            if !self.unsynced {
+            let (unsynced, last_sync) = {
+                let log = self.shared.log.lock();
+                (log.unsynced, log.last_sync)
+            };
+            if !unsynced {
                 return self.receiver.recv().ok();
             }
-            let wait = interval.saturating_sub(self.last_sync.elapsed());
+            let wait = interval.saturating_sub(last_sync.elapsed());
             match self.receiver.recv_timeout(wait) {
                 Ok(message) => return Some(message),
                 Err(RecvTimeoutError::Timeout) => {
-                    let _ = self.sync_now();
+                    let _ = self.shared.log.lock().sync(&self.shared);
                 }
                 Err(RecvTimeoutError::Disconnected) => return None,
             }
@@ -218,6 +206,7 @@ impl Committer {
             Message::Propose(proposal) => match self.shared.failure() {
                 Some(reason) => {
                     let _ = proposal.reply.send(Err(Error::Failed { reason }));
+                    self.shared.writes_in_flight.fetch_sub(1, Ordering::AcqRel);
                 }
                 None => {
                     self.batch_bytes += proposal.payload.len();
@@ -231,6 +220,11 @@ impl Committer {
                     self.start_snapshot(vec![reply]);
                 }
             }
+            Message::CheckSnapshot => {
+                self.shared
+                    .snapshot_check_pending
+                    .store(false, Ordering::Release);
+            }
             Message::SnapshotFinished(result) => self.finish_snapshot(result),
             Message::Shutdown(reply) => return Some(reply),
         }
@@ -239,120 +233,47 @@ impl Committer {
 
     fn commit_batch(&mut self) {
         self.batch_bytes = 0;
-        let record_bytes: usize = self
-            .batch
-            .iter()
-            .map(|proposal| Wal::record_bytes(proposal.payload.len()))
-            .sum();
-        let appended = self.wal.append(
-            self.batch
-                .iter()
-                .map(|proposal| proposal.payload.as_slice()),
-        );
-        let result = appended.and_then(|first_seq| {
-            let due = match self.fsync {
-                FsyncPolicy::Always => true,
-                FsyncPolicy::Interval(interval) => self.last_sync.elapsed() >= interval,
-                FsyncPolicy::Never => false,
-            };
-            self.unsynced = true;
-            if due {
-                self.sync_now()?;
-            }
-            Ok(first_seq)
-        });
-        let first_seq = match result {
-            Ok(first_seq) => first_seq,
-            Err(error) => {
-                let reason = error.to_string();
-                self.shared.set_failed(reason.clone());
-                for proposal in self.batch.drain(..) {
-                    let _ = proposal.reply.send(Err(Error::Failed {
-                        reason: reason.clone(),
-                    }));
-                }
-                return;
-            }
-        };
-        let stats = &self.shared.stats;
-        stats.batches.fetch_add(1, Ordering::Relaxed);
-        stats.batch_size.observe(self.batch.len() as f64);
-        stats
-            .batched_records
-            .fetch_add(self.batch.len() as u64, Ordering::Relaxed);
-        stats
-            .log_bytes
-            .fetch_add(record_bytes as u64, Ordering::Relaxed);
-        stats
-            .segments
-            .store(self.wal.segment_count() as u64, Ordering::Relaxed);
-        self.log_bytes_since_snapshot += record_bytes as u64;
-        {
-            let mut state = self.shared.state.write();
-            for (offset, proposal) in self.batch.drain(..).enumerate() {
-                let outcome = state.apply(
-                    first_seq + offset as u64,
-                    proposal.issued_at_ms,
-                    proposal.command,
-                );
-                self.replies.push((proposal.reply, outcome));
-            }
-        }
+        let committed = self.batch.len();
+        self.shared
+            .last_batch_len
+            .store(committed, Ordering::Relaxed);
+        self.shared
+            .log
+            .lock()
+            .commit(&self.shared, &mut self.batch, &mut self.replies);
         if self.replies.len() <= INLINE_REPLIES {
-            for (reply, outcome) in self.replies.drain(..) {
-                let _ = reply.send(Ok(outcome));
-            }
-            return;
-        }
-        let replies = std::mem::replace(&mut self.replies, Vec::with_capacity(self.max_batch));
-        if let Err(crossbeam_channel::SendError(replies)) = self.notifier.send(replies) {
-            for (reply, outcome) in replies {
-                let _ = reply.send(Ok(outcome));
+            deliver(self.replies.drain(..));
+        } else {
+            let replies = std::mem::replace(&mut self.replies, Vec::with_capacity(self.max_batch));
+            if let Err(crossbeam_channel::SendError(replies)) = self.notifier.send(replies) {
+                deliver(replies);
             }
         }
-    }
-
-    fn sync_now(&mut self) -> Result<()> {
-        if !self.unsynced {
-            return Ok(());
-        }
-        let started = Instant::now();
-        let result = self.wal.sync();
-        let elapsed = started.elapsed();
-        let stats = &self.shared.stats;
-        stats.syncs.fetch_add(1, Ordering::Relaxed);
-        stats
-            .sync_nanos
-            .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
-        stats.sync_latency.observe(elapsed.as_secs_f64());
-        self.last_sync = Instant::now();
-        match result {
-            Ok(()) => {
-                self.unsynced = false;
-                Ok(())
-            }
-            Err(error) => {
-                self.shared.set_failed(error.to_string());
-                Err(error)
-            }
-        }
+        self.shared
+            .writes_in_flight
+            .fetch_sub(committed, Ordering::AcqRel);
     }
 
     fn should_snapshot(&self) -> bool {
         let policy = &self.snapshot_policy;
-        if !policy.automatic || self.running_snapshot.is_some() || self.wal.failure().is_some() {
+        if !policy.automatic || self.running_snapshot.is_some() || self.shared.failure().is_some() {
             return false;
         }
         let live = self.shared.state.read().data_bytes();
         let threshold = policy
             .min_log_bytes
             .max(live.saturating_mul(policy.live_data_ratio));
-        self.log_bytes_since_snapshot >= threshold
+        self.shared.log.lock().log_bytes_since_snapshot >= threshold
     }
 
     fn start_snapshot(&mut self, waiters: Vec<SnapshotReply>) {
-        let point = self.shared.state.write().freeze();
-        self.log_bytes_since_snapshot = 0;
+        let point = {
+            // The log lock keeps commits out, so the freeze and the byte count
+            // reset happen at the same log position.
+            let mut log = self.shared.log.lock();
+            log.log_bytes_since_snapshot = 0;
+            self.shared.state.write().freeze()
+        };
         let shared = self.shared.clone();
         let sender = self.sender.clone();
         let spawned = std::thread::Builder::new()
@@ -427,11 +348,14 @@ impl Committer {
     /// Deletes what a finished snapshot makes redundant: log segments it covers
     /// and older snapshots.
     fn compact(&mut self, info: &SnapshotInfo) -> Result<()> {
-        self.wal.remove_through(info.seq)?;
-        self.shared
-            .stats
-            .segments
-            .store(self.wal.segment_count() as u64, Ordering::Relaxed);
+        {
+            let mut log = self.shared.log.lock();
+            log.wal.remove_through(info.seq)?;
+            self.shared
+                .stats
+                .segments
+                .store(log.wal.segment_count() as u64, Ordering::Relaxed);
+        }
         let fs = &*self.shared.fs;
         let dir = &self.shared.dir;
         let names = fs.list(dir).map_err(|err| Error::io(dir, err))?;
@@ -464,6 +388,7 @@ impl Committer {
                     Message::Snapshot(reply) => {
                         let _ = reply.send(Err(Error::Closed));
                     }
+                    Message::CheckSnapshot => {}
                     Message::Shutdown(reply) => {
                         let _ = reply.send(Ok(()));
                     }
@@ -479,7 +404,7 @@ impl Committer {
         if let Some(reason) = self.shared.failure() {
             return Err(Error::Failed { reason });
         }
-        self.sync_now()
+        self.shared.log.lock().sync(&self.shared)
     }
 }
 

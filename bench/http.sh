@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Side-by-side HTTP benchmark, one run, same load generator for every server:
+#   walrus (durable PUT, GET), nginx serving a 5-byte static file (the machine's
+#   HTTP ceiling), and etcd 3.4 single node through its v3 JSON gateway.
+# Everything listens on 127.0.0.1 and stops at the end. Usage:
+#   bench/http.sh [seconds per run, default 10] [rounds, default 3]
+# Prints a Markdown table of medians over the rounds (runs alternate servers).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${1:-10}
+ROUNDS=${2:-3}
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need nginx || ! need etcd; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light etcd-server >/dev/null
+fi
+cargo build --release -q
+WALRUS=$PWD/target/release/walrus
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    [ -n "${KEEP:-}" ] && echo "kept $WORK" >&2 || rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+
+NGINX_PORT=$(free_port); ETCD_PORT=$(free_port); ETCD_PEER=$(free_port); WALRUS_PORT=$(free_port)
+
+mkdir -p "$WORK/www" "$WORK/nginx"
+chmod 755 "$WORK" "$WORK/www"  # nginx workers run as www-data
+printf 'hello' > "$WORK/www/hello.txt"
+cat > "$WORK/nginx.conf" <<CONF
+worker_processes auto;
+daemon off;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 10000000;
+    client_body_temp_path $WORK/nginx/body;
+    proxy_temp_path $WORK/nginx/proxy;
+    fastcgi_temp_path $WORK/nginx/fastcgi;
+    uwsgi_temp_path $WORK/nginx/uwsgi;
+    scgi_temp_path $WORK/nginx/scgi;
+    server { listen 127.0.0.1:$NGINX_PORT; root $WORK/www; }
+}
+CONF
+nginx -c "$WORK/nginx.conf" & PIDS+=($!)
+
+etcd --name bench --data-dir "$WORK/etcd" \
+    --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+    --listen-peer-urls "http://127.0.0.1:$ETCD_PEER" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER" \
+    --initial-cluster "bench=http://127.0.0.1:$ETCD_PEER" --log-level error >"$WORK/etcd.log" 2>&1 & PIDS+=($!)
+
+"$WALRUS" serve --listen "127.0.0.1:$WALRUS_PORT" --data-dir "$WORK/walrus" 2>"$WORK/walrus.log" & WALRUS_PID=$!
+PIDS+=($WALRUS_PID)
+wait_port "$NGINX_PORT"; wait_port "$ETCD_PORT"; wait_port "$WALRUS_PORT"
+
+run() { # name connections style mix url [extra]
+    local name=$1 conns=$2 style=$3 mix=$4 url=$5; shift 5
+    "$WALRUS" bench http --json --endpoints "$url" --connections "$conns" --duration "$DURATION" \
+        --warmup 1 --style "$style" --mix "$mix" --value-size 100 "$@" \
+        > "$WORK/result-$name-$conns-$round.json"
+}
+for round in $(seq "$ROUNDS"); do
+    for conns in 1 64; do
+        run nginx-GET "$conns" static 0:1 "http://127.0.0.1:$NGINX_PORT/hello.txt"
+        run walrus-PUT "$conns" walrus 1:0 "http://127.0.0.1:$WALRUS_PORT" --pid "$WALRUS_PID"
+        run walrus-GET "$conns" walrus 0:1 "http://127.0.0.1:$WALRUS_PORT"
+        run etcd-PUT "$conns" etcd 1:0 "http://127.0.0.1:$ETCD_PORT"
+    done
+done
+
+python3 - "$WORK" "$ROUNDS" <<'PY'
+import glob, json, statistics, sys
+work, rounds = sys.argv[1], sys.argv[2]
+results = {}
+for path in glob.glob(f"{work}/result-*.json"):
+    name, conns = path.split("/result-")[1].rsplit("-", 2)[:2]
+    report = json.load(open(path))
+    op = report["ops"][0]
+    results.setdefault((name, int(conns)), []).append(
+        (op["ops_per_sec"], op["latency"]["p50_us"], op["latency"]["p99_us"], op["errors"]))
+print(f"Medians of {rounds} alternating rounds; load generator: walrus bench http on the same machine.\n")
+print("| server, operation | connections | req/s | p50 | p99 | errors | vs nginx GET |")
+print("|---|---:|---:|---:|---:|---:|---:|")
+for conns in (1, 64):
+    nginx = statistics.median(r[0] for r in results[("nginx-GET", conns)])
+    for name in ("nginx-GET", "walrus-PUT", "walrus-GET", "etcd-PUT"):
+        rows = results[(name, conns)]
+        rate = statistics.median(r[0] for r in rows)
+        p50 = statistics.median(r[1] for r in rows)
+        p99 = statistics.median(r[2] for r in rows)
+        errors = sum(r[3] for r in rows)
+        print(f"| {name.replace('-', ' ')} | {conns} | {rate:,.0f} | {p50:.0f} µs | {p99:.0f} µs | {errors} | {rate / nginx:.2f}× |")
+PY

@@ -1,0 +1,144 @@
+//! `LogWriter`: the log with everything appending to it needs — the fsync
+//! policy, the sync clock, the bytes written since the last snapshot.
+//!
+//! It lives behind a mutex in the store's shared state, and whoever holds the
+//! mutex commits: the commit thread for queued batches, or, when nothing is in
+//! flight, the writer itself (see `DurableStore::submit`), which saves a lone
+//! writer two thread hand-offs. Either way a commit is append, sync (per
+//! policy), then apply in log order under the state's write lock, so a write is
+//! visible exactly when it is durable.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use tokio::sync::oneshot;
+
+use super::Command;
+use super::durable::{FsyncPolicy, Shared};
+use super::state::Outcome;
+use crate::error::{Error, Result};
+use crate::storage::Wal;
+
+/// A command on its way into the log.
+pub(super) struct Proposal {
+    pub payload: Vec<u8>,
+    pub issued_at_ms: u64,
+    pub command: Command,
+    pub reply: oneshot::Sender<Result<Outcome>>,
+}
+
+/// An applied command and the writer waiting for it.
+pub(super) type Reply = (oneshot::Sender<Result<Outcome>>, Outcome);
+
+pub(super) struct LogWriter {
+    pub wal: Wal,
+    fsync: FsyncPolicy,
+    /// Appended records not yet synced (interval and never policies).
+    pub unsynced: bool,
+    pub last_sync: Instant,
+    pub log_bytes_since_snapshot: u64,
+}
+
+impl LogWriter {
+    pub fn new(wal: Wal, fsync: FsyncPolicy, log_bytes_since_snapshot: u64) -> LogWriter {
+        LogWriter {
+            wal,
+            fsync,
+            unsynced: false,
+            last_sync: Instant::now(),
+            log_bytes_since_snapshot,
+        }
+    }
+
+    /// Commits `batch` (which it empties): appends it with one write, syncs as
+    /// the policy says, applies it, and pushes each writer's outcome onto
+    /// `replies`. On failure the log is failed for good and every writer of the
+    /// batch gets the error.
+    pub fn commit(&mut self, shared: &Shared, batch: &mut Vec<Proposal>, replies: &mut Vec<Reply>) {
+        let record_bytes: usize = batch
+            .iter()
+            .map(|proposal| Wal::record_bytes(proposal.payload.len()))
+            .sum();
+        let appended = self
+            .wal
+            .append(batch.iter().map(|proposal| proposal.payload.as_slice()));
+        let result = appended.and_then(|first_seq| {
+            self.unsynced = true;
+            let due = match self.fsync {
+                FsyncPolicy::Always => true,
+                FsyncPolicy::Interval(interval) => self.last_sync.elapsed() >= interval,
+                FsyncPolicy::Never => false,
+            };
+            if due {
+                self.sync(shared)?;
+            }
+            Ok(first_seq)
+        });
+        let first_seq = match result {
+            Ok(first_seq) => first_seq,
+            Err(error) => {
+                let reason = error.to_string();
+                shared.set_failed(reason.clone());
+                for proposal in batch.drain(..) {
+                    let _ = proposal.reply.send(Err(Error::Failed {
+                        reason: reason.clone(),
+                    }));
+                }
+                return;
+            }
+        };
+        let stats = &shared.stats;
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        stats.batch_size.observe(batch.len() as f64);
+        stats
+            .batched_records
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        stats
+            .log_bytes
+            .fetch_add(record_bytes as u64, Ordering::Relaxed);
+        stats
+            .segments
+            .store(self.wal.segment_count() as u64, Ordering::Relaxed);
+        self.log_bytes_since_snapshot += record_bytes as u64;
+        let mut state = shared.state.write();
+        for (offset, proposal) in batch.drain(..).enumerate() {
+            let seq = first_seq + offset as u64;
+            let outcome = state.apply(seq, proposal.issued_at_ms, proposal.command);
+            replies.push((proposal.reply, outcome));
+        }
+    }
+
+    /// Syncs what was appended since the last sync. A failure fails the store.
+    pub fn sync(&mut self, shared: &Shared) -> Result<()> {
+        if !self.unsynced {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let result = self.wal.sync();
+        let elapsed = started.elapsed();
+        let stats = &shared.stats;
+        stats.syncs.fetch_add(1, Ordering::Relaxed);
+        stats
+            .sync_nanos
+            .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+        stats.sync_latency.observe(elapsed.as_secs_f64());
+        self.last_sync = Instant::now();
+        match result {
+            Ok(()) => {
+                self.unsynced = false;
+                Ok(())
+            }
+            Err(error) => {
+                shared.set_failed(error.to_string());
+                Err(error)
+            }
+        }
+    }
+}
+
+/// Sends each writer its outcome.
+pub(super) fn deliver(replies: impl IntoIterator<Item = Reply>) {
+    for (reply, outcome) in replies {
+        let _ = reply.send(Ok(outcome));
+    }
+}
