@@ -336,23 +336,23 @@ impl DurableStore {
     /// Commits `proposal` on the calling thread when no other write is queued
     /// or being committed and the last batches were single writes: a lone writer then pays its sync and nothing else,
     /// instead of two thread hand-offs (each a futex wake that costs tens of
-    /// microseconds on a virtual machine). Under concurrency the proposal comes
-    /// back, to be batched by the commit thread.
+    /// microseconds on a virtual machine). Under concurrency the proposal is
+    /// handed back, to be batched by the commit thread.
     ///
     /// From an async task this blocks the worker thread for one sync; that only
     /// happens while the store is otherwise idle.
-    fn try_commit_inline(&self, proposal: Proposal) -> Result<(), Proposal> {
+    fn try_commit_inline(&self, proposal: Proposal) -> Option<Proposal> {
         let concurrent = self.shared.last_batch_len.load(Ordering::Relaxed) > 1
             || self.shared.writes_in_flight.load(Ordering::Acquire) != 0;
         if !self.commit_inline || concurrent {
-            return Err(proposal);
+            return Some(proposal);
         }
         let Some(mut log) = self.shared.log.try_lock() else {
-            return Err(proposal);
+            return Some(proposal);
         };
         // Checked again under the lock: a queued write must be committed first.
         if self.shared.writes_in_flight.load(Ordering::Acquire) != 0 {
-            return Err(proposal);
+            return Some(proposal);
         }
         let mut batch = vec![proposal];
         let mut replies = Vec::with_capacity(1);
@@ -368,7 +368,7 @@ impl DurableStore {
         {
             let _ = self.sender.send(Message::CheckSnapshot);
         }
-        Ok(())
+        None
     }
 }
 
@@ -410,11 +410,8 @@ impl KvStore for DurableStore {
             command,
             reply,
         };
-        let proposal = match self.try_commit_inline(proposal) {
-            Ok(()) => {
-                return Submission::ready(receiver.try_recv().unwrap_or(Err(Error::Closed)));
-            }
-            Err(proposal) => proposal,
+        let Some(proposal) = self.try_commit_inline(proposal) else {
+            return Submission::ready(receiver.try_recv().unwrap_or(Err(Error::Closed)));
         };
         self.shared.writes_in_flight.fetch_add(1, Ordering::AcqRel);
         match self.sender.send(Message::Propose(proposal)) {
