@@ -1,6 +1,7 @@
-//! `walrus serve`: opens the store, serves HTTP until SIGINT or SIGTERM, then
-//! shuts down in order — stop accepting, finish in-flight requests, sync the
-//! log, release the directory lock.
+//! `walrus serve`: opens the store, serves HTTP (and RESP, with
+//! `--resp-listen`) and sweeps expired keys until SIGINT or SIGTERM, then shuts
+//! down in order — stop accepting, finish in-flight requests, sync the log,
+//! release the directory lock.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,7 +11,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::error::Error;
+use crate::expiry::SweepConfig;
 use crate::http::{App, HttpConfig, load_tls_config, serve};
+use crate::resp::{RespConfig, serve_resp};
 use crate::store::{DurableStore, KvStore, MemStore, StoreOptions};
 
 #[derive(Debug, Clone)]
@@ -23,6 +26,10 @@ pub struct ServeOptions {
     pub http: HttpConfig,
     /// PEM certificate chain and private key, to serve HTTPS.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Address for the Redis protocol, if it is to be served.
+    pub resp_listen: Option<String>,
+    pub resp: RespConfig,
+    pub sweep: SweepConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,7 +108,8 @@ pub async fn bind(address: &str) -> Result<TcpListener, ServeError> {
         })
 }
 
-/// Serves `store` on `listener` until `shutdown` turns true.
+/// Serves `store` on `listener` (and on `--resp-listen`, if set) and sweeps
+/// expired keys, until `shutdown` turns true.
 pub async fn run(
     listener: TcpListener,
     store: Arc<dyn KvStore>,
@@ -112,12 +120,51 @@ pub async fn run(
         Some((cert, key)) => Some(load_tls_config(cert, key)?),
         None => None,
     };
+    let resp = match &options.resp_listen {
+        Some(address) => Some(bind(address).await?),
+        None => None,
+    };
+    let sweeper = tokio::spawn(crate::expiry::run(
+        store.clone(),
+        options.sweep,
+        shutdown.clone(),
+    ));
+    let resp = resp
+        .map(|listener| {
+            start_resp(
+                listener,
+                store.clone(),
+                options.resp.clone(),
+                shutdown.clone(),
+            )
+        })
+        .transpose()?;
     let address: SocketAddr = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(%address, "listening on {scheme}://{address}");
     let app = Arc::new(App::new(store, options.http.clone()));
-    serve(listener, app, tls, shutdown).await?;
+    let served = serve(listener, app, tls, shutdown).await;
+    if let Some(resp) = resp {
+        match resp.await {
+            Ok(result) => result?,
+            Err(error) => tracing::warn!(%error, "the RESP server task failed"),
+        }
+    }
+    let _ = sweeper.await;
+    served?;
     Ok(())
+}
+
+/// Starts the RESP server on its own task and logs its address.
+fn start_resp(
+    listener: TcpListener,
+    store: Arc<dyn KvStore>,
+    config: RespConfig,
+    shutdown: watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<std::io::Result<()>>, ServeError> {
+    let address = listener.local_addr()?;
+    tracing::info!(%address, "listening for RESP on redis://{address}");
+    Ok(tokio::spawn(serve_resp(listener, store, config, shutdown)))
 }
 
 /// Resolves when the process gets SIGINT or SIGTERM.

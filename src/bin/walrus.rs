@@ -77,6 +77,9 @@ struct ServeArgs {
     /// Address for the HTTP API.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: String,
+    /// Also serve the Redis protocol (RESP2) on this address, e.g. 127.0.0.1:6380.
+    #[arg(long)]
+    resp_listen: Option<String>,
     /// Where the log and snapshots live.
     #[arg(long, default_value = "walrus-data")]
     data_dir: PathBuf,
@@ -135,7 +138,8 @@ struct ServeArgs {
     /// How long shutdown waits for in-flight requests, in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     shutdown_grace_ms: u64,
-    /// File holding a bearer token required on every route but /health.
+    /// File holding a bearer token required on every route but /health, and
+    /// the password RESP clients must give with AUTH.
     #[arg(long)]
     auth_token_file: Option<PathBuf>,
     /// PEM certificate chain for HTTPS (with --tls-key).
@@ -165,8 +169,21 @@ impl ServeArgs {
             }
             None => None,
         };
+        let resp = walrus::resp::RespConfig {
+            limits: walrus::resp::Limits {
+                max_bulk_bytes: self.max_value_bytes,
+                ..walrus::resp::Limits::default()
+            },
+            max_key_bytes: self.max_key_bytes,
+            auth_token: auth_token.clone(),
+            max_connections: self.max_connections.max(1),
+            shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
+        };
         Ok(ServeOptions {
             listen: self.listen.clone(),
+            resp_listen: self.resp_listen.clone(),
+            resp,
+            sweep: walrus::expiry::SweepConfig::default(),
             data_dir: self.data_dir.clone(),
             in_memory: self.in_memory,
             store: StoreOptions {

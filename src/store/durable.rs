@@ -423,6 +423,17 @@ impl KvStore for DurableStore {
         }
     }
 
+    fn live_len(&self) -> usize {
+        self.shared.state.read().live_len(now_ms())
+    }
+
+    fn expired_keys(&self, after: Option<&[u8]>, scan_limit: usize) -> (Vec<Bytes>, Option<Bytes>) {
+        self.shared
+            .state
+            .read()
+            .expired_keys(after, scan_limit, now_ms())
+    }
+
     fn revision(&self) -> u64 {
         self.shared.state.read().revision()
     }

@@ -34,6 +34,14 @@ impl KvStore for MemStore {
         Submission::ready(Ok(state.apply(seq, now, command)))
     }
 
+    fn live_len(&self) -> usize {
+        self.state.read().live_len(now_ms())
+    }
+
+    fn expired_keys(&self, after: Option<&[u8]>, scan_limit: usize) -> (Vec<Bytes>, Option<Bytes>) {
+        self.state.read().expired_keys(after, scan_limit, now_ms())
+    }
+
     fn revision(&self) -> u64 {
         self.state.read().revision()
     }

@@ -74,6 +74,14 @@ pub trait KvStore: Send + Sync {
     /// Number of stored keys.
     fn len(&self) -> usize;
 
+    /// Number of live keys (stored keys minus those expired but not yet swept).
+    fn live_len(&self) -> usize;
+
+    /// Keys expired now among up to `scan_limit` stored keys after `after`, and
+    /// the cursor for the next call (`None` once the scan reached the end); see
+    /// [`State::expired_keys`]. The expiry sweeper's view.
+    fn expired_keys(&self, after: Option<&[u8]>, scan_limit: usize) -> (Vec<Bytes>, Option<Bytes>);
+
     /// Bytes of keys and values stored.
     fn data_bytes(&self) -> u64;
 

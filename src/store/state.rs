@@ -64,6 +64,8 @@ pub struct State {
     applied_seq: u64,
     /// Sum of key and value lengths of all entries.
     data_bytes: u64,
+    /// Entries with an expiry time; while zero, every entry is live.
+    expiring: u64,
     frozen: Option<Frozen>,
 }
 
@@ -79,11 +81,16 @@ impl State {
             .iter()
             .map(|(key, entry)| (key.len() + entry.value.len()) as u64)
             .sum();
+        let expiring = entries
+            .values()
+            .filter(|entry| entry.expires_at_ms != 0)
+            .count() as u64;
         State {
             entries,
             revision,
             applied_seq: seq,
             data_bytes,
+            expiring,
             frozen: None,
         }
     }
@@ -107,6 +114,45 @@ impl State {
 
     pub fn data_bytes(&self) -> u64 {
         self.data_bytes
+    }
+
+    /// Number of live entries at `now_ms`; counts only when some keys expire.
+    pub fn live_len(&self, now_ms: u64) -> usize {
+        if self.expiring == 0 {
+            return self.entries.len();
+        }
+        self.entries
+            .values()
+            .filter(|entry| entry.is_live(now_ms))
+            .count()
+    }
+
+    /// Looks at up to `scan_limit` stored entries after `after` (from the start
+    /// for `None`) and returns the keys of those expired at `now_ms`, with the
+    /// last key looked at, the cursor for the next call (`None` at the end).
+    pub fn expired_keys(
+        &self,
+        after: Option<&[u8]>,
+        scan_limit: usize,
+        now_ms: u64,
+    ) -> (Vec<Bytes>, Option<Bytes>) {
+        if self.expiring == 0 {
+            return (Vec::new(), None);
+        }
+        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut expired = Vec::new();
+        let mut last = None;
+        let entries = self.entries.range::<[u8], _>((lower, Bound::Unbounded));
+        for (scanned, (key, entry)) in entries.enumerate() {
+            if scanned == scan_limit {
+                return (expired, last);
+            }
+            if !entry.is_live(now_ms) {
+                expired.push(key.clone());
+            }
+            last = Some(key.clone());
+        }
+        (expired, None)
     }
 
     /// The live entry for `key` at `now_ms`.
@@ -284,6 +330,8 @@ impl State {
             frozen.preimages.insert(key.clone(), before);
         }
         let key_len = key.len() as u64;
+        let expiring = entry.as_ref().is_some_and(|entry| entry.expires_at_ms != 0);
+        self.expiring += u64::from(expiring);
         let previous = match entry {
             Some(entry) => {
                 self.data_bytes += key_len + entry.value.len() as u64;
@@ -293,6 +341,7 @@ impl State {
         };
         if let Some(previous) = &previous {
             self.data_bytes -= key_len + previous.value.len() as u64;
+            self.expiring -= u64::from(previous.expires_at_ms != 0);
         }
         previous
     }

@@ -1,0 +1,296 @@
+//! Commands: one request in, store commands and a reply out.
+//!
+//! [`SPECS`] lists every supported command with Redis's arity and key
+//! positions (also what `COMMAND` reports). [`execute`] checks authentication,
+//! arity and key lengths, then hands the request to its family: `server`
+//! (connection and server commands), `strings`, `keys`. Commands that write
+//! without reading are also offered to [`plan_blind_write`], so the connection
+//! can pipeline them into one group commit.
+//!
+//! Read-modify-write commands (INCR, APPEND, EXPIRE, RENAME…) are optimistic:
+//! read the entry, compute, write with a guard on the revision read, retry if
+//! another write got there first. Each write is one log record, so replicas
+//! replay ordinary puts and deletes.
+
+mod keys;
+mod server;
+mod strings;
+mod util;
+
+use bytes::Bytes;
+
+use super::Shared;
+use super::frame::Reply;
+use crate::error::Error;
+use crate::store::{Command, Outcome};
+
+pub use util::store_error;
+
+/// Per-connection state.
+#[derive(Debug)]
+pub struct Session {
+    pub id: u64,
+    pub name: Option<Bytes>,
+    pub authenticated: bool,
+    /// Set by QUIT: close after this reply.
+    pub quit: bool,
+    /// SCAN cursors handed out on this connection: cursor number → last key.
+    pub scan_cursors: Vec<(u64, Bytes)>,
+    pub next_cursor: u64,
+}
+
+impl Session {
+    pub fn new(id: u64, authenticated: bool) -> Session {
+        Session {
+            id,
+            name: None,
+            authenticated,
+            quit: false,
+            scan_cursors: Vec::new(),
+            next_cursor: 1,
+        }
+    }
+}
+
+/// How a blind write's [`Outcome`] becomes its reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    /// `+OK`.
+    Ok,
+    /// `+OK`, or a null when a guard (NX/XX) refused the write.
+    OkOrNull,
+    /// The key's value before the command, or a null.
+    Previous,
+    /// Number of keys changed (DEL).
+    Changed,
+    /// 1 if the write applied, 0 if a guard refused it (SETNX, MSETNX).
+    Applied,
+}
+
+impl Finish {
+    pub fn reply(self, outcome: Outcome) -> Reply {
+        match self {
+            Finish::Ok => Reply::ok(),
+            Finish::OkOrNull if outcome.succeeded => Reply::ok(),
+            Finish::OkOrNull => Reply::Null,
+            Finish::Previous => outcome
+                .previous
+                .map_or(Reply::Null, |entry| Reply::Bulk(entry.value)),
+            Finish::Changed => Reply::Integer(i64::from(outcome.changed)),
+            Finish::Applied => Reply::Integer(i64::from(outcome.succeeded)),
+        }
+    }
+}
+
+/// A blind write, ready to submit, or the reply that refuses it.
+pub type Planned = Result<(Command, Finish), Reply>;
+
+/// A supported command: Redis's arity (negative: at least that many words,
+/// the name included) and which arguments are keys (first, last, step; last
+/// -1 means the final argument).
+#[derive(Debug, Clone, Copy)]
+pub struct Spec {
+    pub name: &'static str,
+    pub arity: i32,
+    pub write: bool,
+    pub first_key: i32,
+    pub last_key: i32,
+    pub step: i32,
+}
+
+const fn spec(name: &'static str, arity: i32, write: bool, keys: (i32, i32, i32)) -> Spec {
+    Spec {
+        name,
+        arity,
+        write,
+        first_key: keys.0,
+        last_key: keys.1,
+        step: keys.2,
+    }
+}
+
+const NO_KEYS: (i32, i32, i32) = (0, 0, 0);
+const ONE_KEY: (i32, i32, i32) = (1, 1, 1);
+const TWO_KEYS: (i32, i32, i32) = (1, 2, 1);
+const ALL_KEYS: (i32, i32, i32) = (1, -1, 1);
+const PAIRS: (i32, i32, i32) = (1, -1, 2);
+
+pub const SPECS: &[Spec] = &[
+    // Connection and server.
+    spec("ping", -1, false, NO_KEYS),
+    spec("echo", 2, false, NO_KEYS),
+    spec("select", 2, false, NO_KEYS),
+    spec("quit", -1, false, NO_KEYS),
+    spec("auth", -2, false, NO_KEYS),
+    spec("hello", -1, false, NO_KEYS),
+    spec("client", -2, false, NO_KEYS),
+    spec("command", -1, false, NO_KEYS),
+    spec("config", -2, false, NO_KEYS),
+    spec("info", -1, false, NO_KEYS),
+    spec("dbsize", 1, false, NO_KEYS),
+    spec("flushdb", -1, true, NO_KEYS),
+    spec("flushall", -1, true, NO_KEYS),
+    spec("time", 1, false, NO_KEYS),
+    // Strings.
+    spec("get", 2, false, ONE_KEY),
+    spec("set", -3, true, ONE_KEY),
+    spec("setnx", 3, true, ONE_KEY),
+    spec("setex", 4, true, ONE_KEY),
+    spec("psetex", 4, true, ONE_KEY),
+    spec("getset", 3, true, ONE_KEY),
+    spec("getdel", 2, true, ONE_KEY),
+    spec("getex", -2, true, ONE_KEY),
+    spec("mget", -2, false, ALL_KEYS),
+    spec("mset", -3, true, PAIRS),
+    spec("msetnx", -3, true, PAIRS),
+    spec("append", 3, true, ONE_KEY),
+    spec("strlen", 2, false, ONE_KEY),
+    spec("getrange", 4, false, ONE_KEY),
+    spec("substr", 4, false, ONE_KEY),
+    spec("setrange", 4, true, ONE_KEY),
+    spec("incr", 2, true, ONE_KEY),
+    spec("incrby", 3, true, ONE_KEY),
+    spec("decr", 2, true, ONE_KEY),
+    spec("decrby", 3, true, ONE_KEY),
+    spec("incrbyfloat", 3, true, ONE_KEY),
+    spec("lcs", -3, false, TWO_KEYS),
+    // Keys.
+    spec("del", -2, true, ALL_KEYS),
+    spec("unlink", -2, true, ALL_KEYS),
+    spec("exists", -2, false, ALL_KEYS),
+    spec("touch", -2, false, ALL_KEYS),
+    spec("type", 2, false, ONE_KEY),
+    spec("rename", 3, true, TWO_KEYS),
+    spec("renamenx", 3, true, TWO_KEYS),
+    spec("copy", -3, true, TWO_KEYS),
+    spec("randomkey", 1, false, NO_KEYS),
+    spec("keys", 2, false, NO_KEYS),
+    spec("scan", -2, false, NO_KEYS),
+    spec("expire", -3, true, ONE_KEY),
+    spec("pexpire", -3, true, ONE_KEY),
+    spec("expireat", -3, true, ONE_KEY),
+    spec("pexpireat", -3, true, ONE_KEY),
+    spec("ttl", 2, false, ONE_KEY),
+    spec("pttl", 2, false, ONE_KEY),
+    spec("expiretime", 2, false, ONE_KEY),
+    spec("pexpiretime", 2, false, ONE_KEY),
+    spec("persist", 2, true, ONE_KEY),
+];
+
+pub fn find_spec(name: &str) -> Option<&'static Spec> {
+    SPECS.iter().find(|spec| spec.name == name)
+}
+
+/// Lowercased command name (names are ASCII; anything else is unknown).
+fn command_name(args: &[Bytes]) -> String {
+    String::from_utf8_lossy(&args[0]).to_ascii_lowercase()
+}
+
+/// Redis's reply to a command it does not have.
+fn unknown_command(args: &[Bytes]) -> Reply {
+    let mut words = String::new();
+    for arg in &args[1..] {
+        if words.len() >= 128 {
+            break;
+        }
+        let text = String::from_utf8_lossy(arg);
+        let room = 128 - words.len();
+        let clipped: String = text.chars().take(room).collect();
+        words.push_str(&format!("'{clipped}' "));
+    }
+    let name: String = String::from_utf8_lossy(&args[0])
+        .chars()
+        .take(128)
+        .collect();
+    Reply::err(format!(
+        "unknown command '{name}', with args beginning with: {words}"
+    ))
+}
+
+pub fn wrong_arity(name: &str) -> Reply {
+    Reply::err(format!("wrong number of arguments for '{name}' command"))
+}
+
+/// The checks every command passes before it runs: it exists, the client is
+/// authenticated (or the command may run before), arity, key lengths.
+fn check(session: &Session, shared: &Shared, args: &[Bytes]) -> Result<&'static Spec, Reply> {
+    let name = command_name(args);
+    let spec = find_spec(&name);
+    if !session.authenticated && !matches!(name.as_str(), "auth" | "hello" | "quit") {
+        return Err(Reply::Error("NOAUTH Authentication required.".into()));
+    }
+    let spec = spec.ok_or_else(|| unknown_command(args))?;
+    let count = args.len() as i32;
+    if (spec.arity > 0 && count != spec.arity) || (spec.arity < 0 && count < -spec.arity) {
+        return Err(wrong_arity(spec.name));
+    }
+    check_key_lengths(spec, shared, args)?;
+    Ok(spec)
+}
+
+fn check_key_lengths(spec: &Spec, shared: &Shared, args: &[Bytes]) -> Result<(), Reply> {
+    if spec.first_key == 0 {
+        return Ok(());
+    }
+    let last = if spec.last_key < 0 {
+        args.len() as i32 + spec.last_key
+    } else {
+        spec.last_key.min(args.len() as i32 - 1)
+    };
+    let limit = shared.config.max_key_bytes;
+    let mut index = spec.first_key;
+    while index <= last {
+        if args[index as usize].len() > limit {
+            return Err(Reply::err(format!(
+                "key is longer than {limit} bytes (--max-key-bytes)"
+            )));
+        }
+        index += spec.step;
+    }
+    Ok(())
+}
+
+/// The store command for a write that needs no read, if `args` is one; `None`
+/// sends the request to [`execute`].
+pub fn plan_blind_write(session: &Session, shared: &Shared, args: &[Bytes]) -> Option<Planned> {
+    let spec = match check(session, shared, args) {
+        Ok(spec) if spec.write => spec,
+        _ => return None,
+    };
+    match spec.name {
+        "del" | "unlink" => Some(Ok(keys::plan_delete(args))),
+        _ => strings::plan(spec.name, args),
+    }
+}
+
+/// Runs one request to its reply.
+pub async fn execute(session: &mut Session, shared: &Shared, args: &[Bytes]) -> Reply {
+    let spec = match check(session, shared, args) {
+        Ok(spec) => spec,
+        Err(reply) => return reply,
+    };
+    if let Some(planned) = plan_blind_write(session, shared, args) {
+        return match planned {
+            Ok((command, finish)) => match shared.store.submit(command).await {
+                Ok(outcome) => finish.reply(outcome),
+                Err(error) => store_error(&error),
+            },
+            Err(reply) => reply,
+        };
+    }
+    let result = match spec.name {
+        name if server::handles(name) => server::run(session, shared, name, args).await,
+        name if keys::handles(name) => keys::run(session, shared, name, args).await,
+        name => strings::run(shared, name, args).await,
+    };
+    result.unwrap_or_else(|reply| reply)
+}
+
+/// A command's result: its reply, or an error reply.
+pub type CommandResult = Result<Reply, Reply>;
+
+impl From<Error> for Reply {
+    fn from(error: Error) -> Reply {
+        store_error(&error)
+    }
+}

@@ -1,0 +1,360 @@
+//! Connection and server commands: PING, AUTH, HELLO, CLIENT, SELECT, and
+//! what tools ask at start (COMMAND, CONFIG GET, INFO), plus DBSIZE, FLUSHDB
+//! and TIME.
+
+use std::fmt::Write as _;
+use std::ops::Bound;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+
+use super::super::Shared;
+use super::super::frame::Reply;
+use super::util::{glob_match, integer_arg, is, syntax_error};
+use super::{CommandResult, SPECS, Session, Spec, find_spec, wrong_arity};
+use crate::store::{Command, Op};
+
+/// The Redis version walrus answers as: clients gate features on it.
+pub const REDIS_VERSION: &str = "7.0.0";
+
+pub fn handles(name: &str) -> bool {
+    SPECS[..14].iter().any(|spec| spec.name == name)
+}
+
+pub async fn run(
+    session: &mut Session,
+    shared: &Shared,
+    name: &str,
+    args: &[Bytes],
+) -> CommandResult {
+    match name {
+        "ping" => match args {
+            [_] => Ok(Reply::Simple("PONG")),
+            [_, message] => Ok(Reply::Bulk(message.clone())),
+            _ => Err(wrong_arity("ping")),
+        },
+        "echo" => Ok(Reply::Bulk(args[1].clone())),
+        "select" => match integer_arg(&args[1])? {
+            0 => Ok(Reply::ok()),
+            _ => Err(Reply::err("DB index is out of range")),
+        },
+        "quit" => {
+            session.quit = true;
+            Ok(Reply::ok())
+        }
+        "auth" => auth(session, shared, &args[1..]),
+        "hello" => hello(session, shared, args),
+        "client" => client(session, args),
+        "command" => command(args),
+        "config" => config(shared, args),
+        "info" => Ok(Reply::text(info(shared, args.get(1)))),
+        "dbsize" => Ok(Reply::Integer(shared.store.live_len() as i64)),
+        "flushdb" | "flushall" => flush(shared, args).await,
+        _ => Ok(time()),
+    }
+}
+
+/// AUTH [username] password: the username, if given, must be `default`.
+fn auth(session: &mut Session, shared: &Shared, args: &[Bytes]) -> CommandResult {
+    let Some(token) = &shared.config.auth_token else {
+        return Err(Reply::err(
+            "AUTH <password> called without any password configured for the default user. \
+             Are you sure your configuration is correct?",
+        ));
+    };
+    let (user, password) = match args {
+        [password] => (&b"default"[..], password),
+        [user, password] => (&user[..], password),
+        _ => return Err(syntax_error()),
+    };
+    if user == b"default" && password[..] == *token.as_bytes() {
+        session.authenticated = true;
+        Ok(Reply::ok())
+    } else {
+        Err(Reply::Error(
+            "WRONGPASS invalid username-password pair or user is disabled.".into(),
+        ))
+    }
+}
+
+/// HELLO [protover [AUTH user pass] [SETNAME name]]: RESP2 only.
+fn hello(session: &mut Session, shared: &Shared, args: &[Bytes]) -> CommandResult {
+    if let Some(version) = args.get(1) {
+        let version = super::util::parse_i64(version)
+            .ok_or_else(|| Reply::err("Protocol version is not an integer or out of range"))?;
+        if version != 2 {
+            return Err(Reply::Error("NOPROTO unsupported protocol version".into()));
+        }
+    }
+    let mut index = 2;
+    let mut name = None;
+    while index < args.len() {
+        let remaining = args.len() - index - 1;
+        if is(&args[index], "auth") && remaining >= 2 {
+            auth(session, shared, &args[index + 1..index + 3])?;
+            index += 3;
+        } else if is(&args[index], "setname") && remaining >= 1 {
+            name = Some(args[index + 1].clone());
+            index += 2;
+        } else {
+            return Err(Reply::err(format!(
+                "Syntax error in HELLO option '{}'",
+                String::from_utf8_lossy(&args[index])
+            )));
+        }
+    }
+    if !session.authenticated {
+        return Err(Reply::Error(
+            "NOAUTH HELLO must be called with the client already authenticated, otherwise the \
+             HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and \
+             select the RESP protocol version at the same time"
+                .into(),
+        ));
+    }
+    if let Some(name) = name {
+        set_name(session, name)?;
+    }
+    Ok(Reply::Array(vec![
+        Reply::text("server"),
+        Reply::text("redis"),
+        Reply::text("version"),
+        Reply::text(REDIS_VERSION),
+        Reply::text("proto"),
+        Reply::Integer(2),
+        Reply::text("id"),
+        Reply::Integer(session.id as i64),
+        Reply::text("mode"),
+        Reply::text("standalone"),
+        Reply::text("role"),
+        Reply::text("master"),
+        Reply::text("modules"),
+        Reply::Array(Vec::new()),
+    ]))
+}
+
+fn set_name(session: &mut Session, name: Bytes) -> Result<(), Reply> {
+    if name.iter().any(|&byte| !(b'!'..=b'~').contains(&byte)) {
+        return Err(Reply::err(
+            "Client names cannot contain spaces, newlines or special characters.",
+        ));
+    }
+    session.name = (!name.is_empty()).then_some(name);
+    Ok(())
+}
+
+fn client(session: &mut Session, args: &[Bytes]) -> CommandResult {
+    let sub = String::from_utf8_lossy(&args[1]).to_ascii_lowercase();
+    let arity = |count: usize| {
+        if args.len() == count {
+            Ok(())
+        } else {
+            Err(wrong_arity(&format!("client|{sub}")))
+        }
+    };
+    match sub.as_str() {
+        "id" => arity(2).map(|()| Reply::Integer(session.id as i64)),
+        "getname" => {
+            arity(2)?;
+            Ok(session.name.clone().map_or(Reply::Null, Reply::Bulk))
+        }
+        "setname" => {
+            arity(3)?;
+            set_name(session, args[2].clone()).map(|()| Reply::ok())
+        }
+        "setinfo" => arity(4).map(|()| Reply::ok()),
+        "info" => arity(2).map(|()| {
+            let name = session
+                .name
+                .as_ref()
+                .map(|name| String::from_utf8_lossy(name).into_owned())
+                .unwrap_or_default();
+            Reply::text(format!("id={} name={name} db=0 resp=2\n", session.id))
+        }),
+        "no-evict" | "no-touch" => arity(3).map(|()| Reply::ok()),
+        _ => Err(unknown_subcommand(&args[1], "CLIENT")),
+    }
+}
+
+fn unknown_subcommand(sub: &[u8], command: &str) -> Reply {
+    Reply::err(format!(
+        "unknown subcommand '{}'. Try {command} HELP.",
+        String::from_utf8_lossy(sub)
+    ))
+}
+
+/// One command's `COMMAND INFO` entry (Redis 7 layout, without ACL
+/// categories, tips, key specs or subcommands).
+fn command_info(spec: &Spec) -> Reply {
+    let flag = if spec.write { "write" } else { "readonly" };
+    Reply::Array(vec![
+        Reply::text(spec.name),
+        Reply::Integer(spec.arity.into()),
+        Reply::Array(vec![Reply::Simple(flag)]),
+        Reply::Integer(spec.first_key.into()),
+        Reply::Integer(spec.last_key.into()),
+        Reply::Integer(spec.step.into()),
+        Reply::Array(Vec::new()),
+        Reply::Array(Vec::new()),
+        Reply::Array(Vec::new()),
+        Reply::Array(Vec::new()),
+    ])
+}
+
+fn command(args: &[Bytes]) -> CommandResult {
+    let Some(sub) = args.get(1) else {
+        return Ok(Reply::Array(SPECS.iter().map(command_info).collect()));
+    };
+    let names = || {
+        args[2..]
+            .iter()
+            .map(|name| String::from_utf8_lossy(name).to_ascii_lowercase())
+    };
+    match sub.to_ascii_lowercase().as_slice() {
+        b"count" => Ok(Reply::Integer(SPECS.len() as i64)),
+        b"docs" => Ok(Reply::Array(Vec::new())),
+        b"list" => Ok(Reply::Array(
+            SPECS.iter().map(|spec| Reply::text(spec.name)).collect(),
+        )),
+        b"info" => Ok(Reply::Array(
+            names()
+                .map(|name| find_spec(&name).map_or(Reply::NullArray, command_info))
+                .collect(),
+        )),
+        _ => Err(unknown_subcommand(sub, "COMMAND")),
+    }
+}
+
+/// The configuration parameters tools ask about, with walrus's values.
+fn config_values(shared: &Shared) -> Vec<(&'static str, String)> {
+    let limits = &shared.config.limits;
+    vec![
+        ("appendonly", "yes".into()),
+        ("appendfsync", "always".into()),
+        ("save", String::new()),
+        ("databases", "1".into()),
+        ("maxmemory", "0".into()),
+        ("maxclients", shared.config.max_connections.to_string()),
+        ("proto-max-bulk-len", limits.max_bulk_bytes.to_string()),
+        ("timeout", "0".into()),
+        ("port", shared.stats.port.to_string()),
+    ]
+}
+
+fn config(shared: &Shared, args: &[Bytes]) -> CommandResult {
+    match args[1].to_ascii_lowercase().as_slice() {
+        b"get" if args.len() > 2 => {
+            let mut pairs = Vec::new();
+            for (name, value) in config_values(shared) {
+                if args[2..]
+                    .iter()
+                    .any(|pattern| glob_match(&pattern.to_ascii_lowercase(), name.as_bytes()))
+                {
+                    pairs.push(Reply::text(name));
+                    pairs.push(Reply::text(value));
+                }
+            }
+            Ok(Reply::Array(pairs))
+        }
+        b"get" => Err(wrong_arity("config|get")),
+        b"resetstat" => Ok(Reply::ok()),
+        b"set" => Err(Reply::err(format!(
+            "Unknown option or number of arguments for CONFIG SET - '{}'",
+            args.get(2)
+                .map(|name| String::from_utf8_lossy(name).into_owned())
+                .unwrap_or_default()
+        ))),
+        _ => Err(unknown_subcommand(&args[1], "CONFIG")),
+    }
+}
+
+fn info(shared: &Shared, section: Option<&Bytes>) -> String {
+    let wanted = |name: &str| {
+        section.is_none_or(|section| {
+            is(section, name)
+                || is(section, "all")
+                || is(section, "everything")
+                || is(section, "default")
+        })
+    };
+    let stats = &shared.stats;
+    let mut text = String::new();
+    if wanted("server") {
+        let _ = write!(
+            text,
+            "# Server\r\nredis_version:{REDIS_VERSION}\r\nwalrus_version:{}\r\nredis_mode:standalone\r\n\
+             os:{}\r\narch_bits:64\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\n\r\n",
+            env!("CARGO_PKG_VERSION"),
+            std::env::consts::OS,
+            std::process::id(),
+            stats.port,
+            stats.started.elapsed().as_secs()
+        );
+    }
+    if wanted("clients") {
+        let _ = write!(
+            text,
+            "# Clients\r\nconnected_clients:{}\r\n\r\n",
+            stats.connected_clients.load(Ordering::Relaxed)
+        );
+    }
+    if wanted("persistence") {
+        let failed = u8::from(shared.store.failure().is_some());
+        let _ = write!(
+            text,
+            "# Persistence\r\nloading:0\r\naof_enabled:1\r\nwalrus_fsync:always\r\nwalrus_log_failed:{failed}\r\n\r\n"
+        );
+    }
+    if wanted("stats") {
+        let _ = write!(
+            text,
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\r\n",
+            stats.total_connections.load(Ordering::Relaxed),
+            stats.total_commands.load(Ordering::Relaxed)
+        );
+    }
+    if wanted("keyspace") {
+        let keys = shared.store.live_len();
+        text.push_str("# Keyspace\r\n");
+        if keys > 0 {
+            let _ = write!(text, "db0:keys={keys},expires=0,avg_ttl=0\r\n");
+        }
+    }
+    text
+}
+
+/// FLUSHDB/FLUSHALL [ASYNC|SYNC]: deletes every key, a page per record (so
+/// not atomically: writes racing a flush may survive it).
+async fn flush(shared: &Shared, args: &[Bytes]) -> CommandResult {
+    match &args[1..] {
+        [] => {}
+        [mode] if is(mode, "async") || is(mode, "sync") => {}
+        _ => return Err(syntax_error()),
+    }
+    loop {
+        let page = shared.store.range(Bound::Unbounded, b"", 1000);
+        if page.is_empty() {
+            return Ok(Reply::ok());
+        }
+        let ops = page
+            .into_iter()
+            .map(|(key, _)| Op::Delete { key })
+            .collect();
+        shared
+            .store
+            .submit(Command::Txn {
+                guards: Vec::new(),
+                ops,
+            })
+            .await?;
+    }
+}
+
+fn time() -> Reply {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Reply::Array(vec![
+        Reply::text(now.as_secs().to_string()),
+        Reply::text(now.subsec_micros().to_string()),
+    ])
+}

@@ -1,0 +1,292 @@
+//! What several command families share: Redis's number parsing and error
+//! texts, the optimistic read-modify-write loop, and glob patterns.
+
+use bytes::Bytes;
+
+use super::super::Shared;
+use super::super::frame::Reply;
+use crate::error::Error;
+use crate::store::{Command, Entry, Guard};
+
+pub const NOT_AN_INTEGER: &str = "value is not an integer or out of range";
+pub const SYNTAX_ERROR: &str = "syntax error";
+
+/// A store failure as a reply. The client cannot fix these, so they carry no
+/// Redis error code of their own.
+pub fn store_error(error: &Error) -> Reply {
+    Reply::err(error)
+}
+
+pub fn not_an_integer() -> Reply {
+    Reply::err(NOT_AN_INTEGER)
+}
+
+pub fn syntax_error() -> Reply {
+    Reply::err(SYNTAX_ERROR)
+}
+
+/// An integer as Redis's `string2ll` reads it: optional `-`, no `+`, no
+/// spaces, no leading zeros, within `i64`.
+pub fn parse_i64(bytes: &[u8]) -> Option<i64> {
+    let digits = bytes.strip_prefix(b"-").unwrap_or(bytes);
+    let plain = !digits.is_empty()
+        && digits.len() <= 20
+        && digits.iter().all(u8::is_ascii_digit)
+        && (digits[0] != b'0' || bytes == b"0");
+    if !plain {
+        return None;
+    }
+    std::str::from_utf8(bytes).ok()?.parse().ok()
+}
+
+/// An integer argument, or Redis's reply for one that is not.
+pub fn integer_arg(bytes: &[u8]) -> Result<i64, Reply> {
+    parse_i64(bytes).ok_or_else(not_an_integer)
+}
+
+/// A float as `strtold` reads it, refusing NaN and infinities and spaces.
+pub fn parse_f64(bytes: &[u8]) -> Option<f64> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    if text.is_empty() || text.trim() != text {
+        return None;
+    }
+    let lower = text.to_ascii_lowercase();
+    if lower.contains("nan") || lower.contains("inf") {
+        return None;
+    }
+    text.parse::<f64>().ok().filter(|value| value.is_finite())
+}
+
+/// Formats a float as INCRBYFLOAT replies it: shortest round-trip decimal,
+/// no exponent, no trailing `.0`.
+pub fn format_f64(value: f64) -> String {
+    let text = format!("{value}");
+    match text.strip_suffix(".0") {
+        Some(integer) => integer.to_string(),
+        None => text,
+    }
+}
+
+/// How an expiry argument is given: seconds or milliseconds, relative to now
+/// or as a Unix time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeArg {
+    pub unit_ms: u64,
+    pub absolute: bool,
+}
+
+impl TimeArg {
+    /// `EX`, `PX`, `EXAT`, `PXAT` (any case); `None` for another word.
+    pub fn from_option(word: &[u8]) -> Option<TimeArg> {
+        let (unit_ms, absolute) = match word.to_ascii_lowercase().as_slice() {
+            b"ex" => (1000, false),
+            b"px" => (1, false),
+            b"exat" => (1000, true),
+            b"pxat" => (1, true),
+            _ => return None,
+        };
+        Some(TimeArg { unit_ms, absolute })
+    }
+
+    /// The Unix time in milliseconds `value` names, for SET/GETEX/SETEX, which
+    /// refuse zero and negative times.
+    pub fn deadline_ms(self, value: &[u8], command: &str) -> Result<u64, Reply> {
+        let value = integer_arg(value)?;
+        let invalid = || Reply::err(format!("invalid expire time in '{command}' command"));
+        if value <= 0 {
+            return Err(invalid());
+        }
+        let base = if self.absolute {
+            0
+        } else {
+            crate::store::now_ms()
+        };
+        (value as u64)
+            .checked_mul(self.unit_ms)
+            .and_then(|ms| ms.checked_add(base))
+            .filter(|&ms| ms <= i64::MAX as u64)
+            .ok_or_else(invalid)
+    }
+}
+
+/// Whether `text` equals `word`, ignoring ASCII case.
+pub fn is(text: &[u8], word: &str) -> bool {
+    text.eq_ignore_ascii_case(word.as_bytes())
+}
+
+/// What a read-modify-write decides after looking at the current entry.
+pub enum Change<T> {
+    /// Write this value with this expiry (0: none), then answer `T`.
+    Put(Bytes, u64, T),
+    /// Remove the key, then answer `T`.
+    Delete(T),
+    /// Write nothing and answer `T`.
+    Keep(T),
+}
+
+/// The optimistic loop: read `key`, let `decide` choose a change, write it
+/// guarded on the revision read (or on absence), retry if another write got in
+/// between. `decide` runs once per attempt and must not have side effects.
+pub async fn update<T>(
+    shared: &Shared,
+    key: &Bytes,
+    mut decide: impl FnMut(Option<&Entry>) -> Result<Change<T>, Reply>,
+) -> Result<T, Reply> {
+    loop {
+        let current = shared.store.get_entry(key);
+        let guard = current.as_ref().map_or(Guard::Absent, |entry| {
+            Guard::ModRevision(entry.mod_revision)
+        });
+        let (command, answer) = match decide(current.as_ref())? {
+            Change::Keep(answer) => return Ok(answer),
+            Change::Put(value, expires_at_ms, answer) => (
+                Command::Put {
+                    key: key.clone(),
+                    value,
+                    expires_at_ms,
+                    guard,
+                },
+                answer,
+            ),
+            Change::Delete(answer) => (
+                Command::Delete {
+                    key: key.clone(),
+                    guard,
+                },
+                answer,
+            ),
+        };
+        let outcome = shared.store.submit(command).await?;
+        if outcome.succeeded {
+            return Ok(answer);
+        }
+    }
+}
+
+/// Redis's glob match (`stringmatchlen`): `*`, `?`, `[abc]`, `[^a-z]`, `\x`.
+/// Backtracks only to the last `*`, so the time is at most pattern × text
+/// (a recursive matcher is exponential on patterns like `*a*a*a*b`).
+pub fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if pattern.get(p) == Some(&b'*') {
+            star = Some((p + 1, t));
+            p += 1;
+            continue;
+        }
+        if let Some(next) = match_one(pattern, p, text[t]) {
+            p = next;
+            t += 1;
+            continue;
+        }
+        match star {
+            Some((after_star, start)) => {
+                p = after_star;
+                t = start + 1;
+                star = Some((after_star, start + 1));
+            }
+            None => return false,
+        }
+    }
+    pattern[p..].iter().all(|&byte| byte == b'*')
+}
+
+/// Matches the pattern token at `p` (not a `*`) against one byte; the index of
+/// the next token if it matches.
+fn match_one(pattern: &[u8], p: usize, byte: u8) -> Option<usize> {
+    match pattern.get(p)? {
+        b'?' => Some(p + 1),
+        b'[' => {
+            let class = &pattern[p + 1..];
+            let (matched, after) = class_match(class, byte)?;
+            matched.then_some(pattern.len() - after.len())
+        }
+        b'\\' if p + 1 < pattern.len() => (pattern[p + 1] == byte).then_some(p + 2),
+        &literal => (literal == byte).then_some(p + 1),
+    }
+}
+
+/// Matches `byte` against a `[...]` class whose body starts `class`; returns
+/// whether it matched and the pattern after the closing `]`.
+fn class_match(class: &[u8], byte: u8) -> Option<(bool, &[u8])> {
+    let (negate, mut rest) = match class.split_first() {
+        Some((b'^', rest)) => (true, rest),
+        _ => (false, class),
+    };
+    let mut matched = false;
+    loop {
+        match rest {
+            [] => return Some((matched != negate, rest)),
+            [b']', after @ ..] => return Some((matched != negate, after)),
+            [b'\\', escaped, after @ ..] => {
+                matched |= *escaped == byte;
+                rest = after;
+            }
+            [low, b'-', high, after @ ..] if *high != b']' => {
+                let (low, high) = if low <= high {
+                    (*low, *high)
+                } else {
+                    (*high, *low)
+                };
+                matched |= (low..=high).contains(&byte);
+                rest = after;
+            }
+            [single, after @ ..] => {
+                matched |= *single == byte;
+                rest = after;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers_parse_like_redis() {
+        assert_eq!(parse_i64(b"0"), Some(0));
+        assert_eq!(parse_i64(b"-12"), Some(-12));
+        assert_eq!(parse_i64(b"9223372036854775807"), Some(i64::MAX));
+        assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
+        for bad in [
+            &b"+1"[..],
+            b" 1",
+            b"01",
+            b"1.0",
+            b"",
+            b"-",
+            b"9223372036854775808",
+            b"-0",
+        ] {
+            assert_eq!(parse_i64(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn globs_match_like_redis() {
+        assert!(glob_match(b"*", b""));
+        assert!(glob_match(b"h?llo", b"hello"));
+        assert!(glob_match(b"h*llo", b"heeeello"));
+        assert!(glob_match(b"h[ae]llo", b"hallo"));
+        assert!(!glob_match(b"h[^e]llo", b"hello"));
+        assert!(glob_match(b"h[a-b]llo", b"hbllo"));
+        assert!(glob_match(b"h\\*llo", b"h*llo"));
+        assert!(!glob_match(b"h\\*llo", b"hello"));
+        assert!(glob_match(b"user:*:name", b"user:42:name"));
+        assert!(!glob_match(b"a*b", b"ac"));
+        assert!(glob_match(b"a*b*c", b"axxbyyc"));
+        let long = vec![b'a'; 4000];
+        assert!(!glob_match(b"*a*a*a*a*a*a*a*a*b", &long));
+    }
+
+    #[test]
+    fn floats_format_without_trailing_zero() {
+        assert_eq!(format_f64(3.0), "3");
+        assert_eq!(format_f64(10.5), "10.5");
+        assert_eq!(parse_f64(b"nan"), None);
+        assert_eq!(parse_f64(b" 1"), None);
+        assert_eq!(parse_f64(b"5.0e3"), Some(5000.0));
+    }
+}

@@ -1,0 +1,415 @@
+//! RESP2 requests in, replies out.
+//!
+//! A request is either a multibulk (`*<n>\r\n` then n bulk strings
+//! `$<len>\r\n<bytes>\r\n`) or an inline command (one line of words, as telnet
+//! sends). Like Redis, a request may not nest: an array element that is not a
+//! bulk string is a protocol error, which bounds nesting depth at one.
+//!
+//! [`parse_request`] first checks that a whole request is buffered and only then
+//! slices it out; a partial request is [`Parsed::Incomplete`], a normal state.
+//! Every length is checked against [`Limits`] before anything is allocated, so
+//! a client cannot make the server reserve memory it never sends.
+
+use std::ops::Range;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// Caps on what one request may hold. A request beyond them is a protocol
+/// error: the client gets `-ERR Protocol error: …` and is disconnected.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Longest bulk string (the value limit).
+    pub max_bulk_bytes: usize,
+    /// Most elements in one multibulk.
+    pub max_array_len: usize,
+    /// Longest inline command, and longest `*`/`$` header line.
+    pub max_inline_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_bulk_bytes: 1 << 20,
+            max_array_len: 1 << 20,
+            max_inline_bytes: 64 << 10,
+        }
+    }
+}
+
+/// A request the client got wrong; the text follows `-ERR Protocol error: `.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("Protocol error: {0}")]
+pub struct ProtocolError(pub String);
+
+fn protocol_error(message: impl Into<String>) -> ProtocolError {
+    ProtocolError(message.into())
+}
+
+/// The result of looking at the front of the read buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parsed {
+    /// A whole request of `consumed` bytes whose arguments are these ranges.
+    /// An empty list is an empty inline line or `*0`, which Redis ignores.
+    Request {
+        args: Vec<Range<usize>>,
+        consumed: usize,
+    },
+    /// More bytes are needed.
+    Incomplete,
+}
+
+/// Looks for one whole request at the start of `buffer`.
+pub fn parse_request(buffer: &[u8], limits: &Limits) -> Result<Parsed, ProtocolError> {
+    match buffer.first() {
+        None => Ok(Parsed::Incomplete),
+        Some(b'*') => parse_multibulk(buffer, limits),
+        Some(_) => parse_inline(buffer, limits),
+    }
+}
+
+/// Takes the first whole request off `buffer`, as argument byte strings.
+pub fn take_request(
+    buffer: &mut BytesMut,
+    limits: &Limits,
+) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+    match parse_request(buffer, limits)? {
+        Parsed::Incomplete => Ok(None),
+        Parsed::Request { args, consumed } => {
+            let frame = buffer.split_to(consumed).freeze();
+            Ok(Some(
+                args.into_iter().map(|range| frame.slice(range)).collect(),
+            ))
+        }
+    }
+}
+
+/// The end of the line starting at `start` (the index of its `\r`), if the
+/// whole line is buffered; an error if it is longer than `max` without ending.
+fn find_line_end(
+    buffer: &[u8],
+    start: usize,
+    max: usize,
+    what: &str,
+) -> Result<Option<usize>, ProtocolError> {
+    let window = &buffer[start..buffer.len().min(start.saturating_add(max + 2))];
+    match window.windows(2).position(|pair| pair == b"\r\n") {
+        Some(offset) => Ok(Some(start + offset)),
+        None if window.len() > max => Err(protocol_error(format!("too big {what}"))),
+        None => Ok(None),
+    }
+}
+
+/// A decimal length as Redis reads them: optional `-`, digits only.
+fn parse_length(digits: &[u8]) -> Option<i64> {
+    let text = std::str::from_utf8(digits).ok()?;
+    let unsigned = text.strip_prefix('-').unwrap_or(text);
+    if unsigned.is_empty() || !unsigned.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+fn parse_multibulk(buffer: &[u8], limits: &Limits) -> Result<Parsed, ProtocolError> {
+    let max_header = 32;
+    let Some(end) = find_line_end(buffer, 1, max_header, "mbulk count string")? else {
+        return Ok(Parsed::Incomplete);
+    };
+    let count = parse_length(&buffer[1..end])
+        .filter(|&count| count <= limits.max_array_len as i64)
+        .ok_or_else(|| protocol_error("invalid multibulk length"))?;
+    let mut position = end + 2;
+    let mut args = Vec::with_capacity(count.clamp(0, 64) as usize);
+    for _ in 0..count.max(0) {
+        match parse_bulk(buffer, position, limits)? {
+            Some(range) => {
+                position = range.end + 2;
+                args.push(range);
+            }
+            None => return Ok(Parsed::Incomplete),
+        }
+    }
+    Ok(Parsed::Request {
+        args,
+        consumed: position,
+    })
+}
+
+/// One `$<len>\r\n<bytes>\r\n` at `start`: the range of its bytes.
+fn parse_bulk(
+    buffer: &[u8],
+    start: usize,
+    limits: &Limits,
+) -> Result<Option<Range<usize>>, ProtocolError> {
+    let Some(&marker) = buffer.get(start) else {
+        return Ok(None);
+    };
+    if marker != b'$' {
+        return Err(protocol_error(format!(
+            "expected '$', got '{}'",
+            char::from(marker).escape_default()
+        )));
+    }
+    let Some(end) = find_line_end(buffer, start + 1, 32, "bulk count string")? else {
+        return Ok(None);
+    };
+    let length = parse_length(&buffer[start + 1..end])
+        .filter(|&length| (0..=limits.max_bulk_bytes as i64).contains(&length))
+        .ok_or_else(|| protocol_error("invalid bulk length"))? as usize;
+    let data = end + 2;
+    if buffer.len() < data + length + 2 {
+        return Ok(None);
+    }
+    if &buffer[data + length..data + length + 2] != b"\r\n" {
+        return Err(protocol_error("bulk string is not terminated by CRLF"));
+    }
+    Ok(Some(data..data + length))
+}
+
+fn parse_inline(buffer: &[u8], limits: &Limits) -> Result<Parsed, ProtocolError> {
+    let window = &buffer[..buffer.len().min(limits.max_inline_bytes + 1)];
+    let Some(newline) = window.iter().position(|&byte| byte == b'\n') else {
+        return if window.len() > limits.max_inline_bytes {
+            Err(protocol_error("too big inline request"))
+        } else {
+            Ok(Parsed::Incomplete)
+        };
+    };
+    let line_end = if newline > 0 && buffer[newline - 1] == b'\r' {
+        newline - 1
+    } else {
+        newline
+    };
+    let args = split_inline(&buffer[..line_end])?;
+    Ok(Parsed::Request {
+        args,
+        consumed: newline + 1,
+    })
+}
+
+/// Splits an inline line on whitespace. Quoted words are not unescaped (that
+/// would need owned bytes); a quote inside a line is refused rather than
+/// misread, except a plain `"word"` or `'word'`, which loses its quotes.
+fn split_inline(line: &[u8]) -> Result<Vec<Range<usize>>, ProtocolError> {
+    let mut args = Vec::new();
+    let mut position = 0;
+    while position < line.len() {
+        if line[position].is_ascii_whitespace() {
+            position += 1;
+            continue;
+        }
+        let start = position;
+        while position < line.len() && !line[position].is_ascii_whitespace() {
+            position += 1;
+        }
+        args.push(unquote(line, start..position)?);
+    }
+    Ok(args)
+}
+
+fn unquote(line: &[u8], word: Range<usize>) -> Result<Range<usize>, ProtocolError> {
+    let bytes = &line[word.clone()];
+    let quoted =
+        |quote: u8| bytes.len() >= 2 && bytes[0] == quote && bytes[bytes.len() - 1] == quote;
+    if quoted(b'"') || quoted(b'\'') {
+        let inner = &bytes[1..bytes.len() - 1];
+        if inner
+            .iter()
+            .any(|&byte| byte == b'"' || byte == b'\'' || byte == b'\\')
+        {
+            return Err(protocol_error("unbalanced quotes in request"));
+        }
+        return Ok(word.start + 1..word.end - 1);
+    }
+    if bytes.iter().any(|&byte| byte == b'"' || byte == b'\'') {
+        return Err(protocol_error("unbalanced quotes in request"));
+    }
+    Ok(word)
+}
+
+/// A RESP2 reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// `+OK`-style status line.
+    Simple(&'static str),
+    /// `-ERR …`: the whole text after `-`, including its code.
+    Error(String),
+    Integer(i64),
+    Bulk(Bytes),
+    /// `$-1`, the missing value.
+    Null,
+    Array(Vec<Reply>),
+    /// `*-1`, the missing array.
+    NullArray,
+}
+
+impl Reply {
+    pub fn ok() -> Reply {
+        Reply::Simple("OK")
+    }
+
+    /// `-ERR <message>`.
+    pub fn err(message: impl std::fmt::Display) -> Reply {
+        Reply::Error(format!("ERR {message}"))
+    }
+
+    pub fn bulk(bytes: impl Into<Bytes>) -> Reply {
+        Reply::Bulk(bytes.into())
+    }
+
+    pub fn text(text: impl Into<String>) -> Reply {
+        Reply::Bulk(Bytes::from(text.into()))
+    }
+
+    pub fn is_error(&self) -> bool {
+        matches!(self, Reply::Error(_))
+    }
+
+    /// Appends the wire form to `out`.
+    pub fn encode(&self, out: &mut BytesMut) {
+        match self {
+            Reply::Simple(text) => line(out, b'+', text.as_bytes()),
+            Reply::Error(text) => {
+                // A newline would end the reply early; Redis replaces them too.
+                let clean: Vec<u8> = text
+                    .bytes()
+                    .map(|byte| {
+                        if byte == b'\r' || byte == b'\n' {
+                            b' '
+                        } else {
+                            byte
+                        }
+                    })
+                    .collect();
+                line(out, b'-', &clean);
+            }
+            Reply::Integer(value) => line(out, b':', value.to_string().as_bytes()),
+            Reply::Bulk(bytes) => {
+                line(out, b'$', bytes.len().to_string().as_bytes());
+                out.put_slice(bytes);
+                out.put_slice(b"\r\n");
+            }
+            Reply::Null => out.put_slice(b"$-1\r\n"),
+            Reply::NullArray => out.put_slice(b"*-1\r\n"),
+            Reply::Array(items) => {
+                line(out, b'*', items.len().to_string().as_bytes());
+                for item in items {
+                    item.encode(out);
+                }
+            }
+        }
+    }
+}
+
+fn line(out: &mut BytesMut, marker: u8, text: &[u8]) {
+    out.reserve(text.len() + 3);
+    out.put_u8(marker);
+    out.put_slice(text);
+    out.put_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_all(input: &[u8]) -> Result<Option<Vec<Vec<u8>>>, ProtocolError> {
+        let mut buffer = BytesMut::from(input);
+        Ok(take_request(&mut buffer, &Limits::default())?
+            .map(|args| args.iter().map(|arg| arg.to_vec()).collect()))
+    }
+
+    #[test]
+    fn multibulk_parses_and_every_prefix_is_incomplete() {
+        let frame = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$0\r\n\r\n";
+        assert_eq!(
+            parse_all(frame).unwrap(),
+            Some(vec![b"SET".to_vec(), b"k".to_vec(), Vec::new()])
+        );
+        for cut in 0..frame.len() {
+            assert_eq!(parse_all(&frame[..cut]).unwrap(), None, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn inline_commands_split_on_whitespace() {
+        assert_eq!(
+            parse_all(b"SET  k \"v\"\r\n").unwrap(),
+            Some(vec![b"SET".to_vec(), b"k".to_vec(), b"v".to_vec()])
+        );
+        assert_eq!(parse_all(b"PING\n").unwrap(), Some(vec![b"PING".to_vec()]));
+        assert_eq!(parse_all(b"\r\n").unwrap(), Some(Vec::new()));
+        assert_eq!(parse_all(b"PIN").unwrap(), None);
+        assert!(parse_all(b"SET \"a b\"\r\n").is_err());
+    }
+
+    #[test]
+    fn bad_lengths_are_protocol_errors() {
+        let error = |input: &[u8]| parse_all(input).unwrap_err().0;
+        assert_eq!(error(b"*x\r\n"), "invalid multibulk length");
+        assert_eq!(error(b"*99999999999\r\n"), "invalid multibulk length");
+        assert_eq!(error(b"*1\r\n$-1\r\n"), "invalid bulk length");
+        assert_eq!(error(b"*1\r\n$2000000\r\n"), "invalid bulk length");
+        assert_eq!(error(b"*1\r\n*1\r\n"), "expected '$', got '*'");
+        assert_eq!(
+            error(b"*1\r\n$1\r\nab\r\n"),
+            "bulk string is not terminated by CRLF"
+        );
+        assert_eq!(error(&[b'*'; 100]), "too big mbulk count string");
+        assert_eq!(error(&vec![b'a'; 70_000]), "too big inline request");
+    }
+
+    #[test]
+    fn negative_or_empty_multibulk_is_an_empty_request() {
+        assert_eq!(parse_all(b"*0\r\n").unwrap(), Some(Vec::new()));
+        assert_eq!(parse_all(b"*-1\r\n").unwrap(), Some(Vec::new()));
+        assert_eq!(parse_all(b"*-2\r\n").unwrap(), Some(Vec::new()));
+    }
+
+    #[test]
+    fn replies_encode() {
+        let mut out = BytesMut::new();
+        Reply::Array(vec![
+            Reply::ok(),
+            Reply::err("x\r\ny"),
+            Reply::Integer(-3),
+            Reply::bulk(&b"ab"[..]),
+            Reply::Null,
+            Reply::NullArray,
+        ])
+        .encode(&mut out);
+        assert_eq!(
+            &out[..],
+            b"*6\r\n+OK\r\n-ERR x  y\r\n:-3\r\n$2\r\nab\r\n$-1\r\n*-1\r\n"
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..256)) {
+            let limits = Limits { max_bulk_bytes: 64, max_array_len: 16, max_inline_bytes: 64 };
+            let mut buffer = BytesMut::from(&bytes[..]);
+            while let Ok(Some(_)) = take_request(&mut buffer, &limits) {
+                if buffer.is_empty() { break; }
+            }
+        }
+
+        #[test]
+        fn requests_survive_any_split(args in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..20), 1..5), cut in 0usize..200) {
+            let mut frame = format!("*{}\r\n", args.len()).into_bytes();
+            for arg in &args {
+                frame.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+                frame.extend_from_slice(arg);
+                frame.extend_from_slice(b"\r\n");
+            }
+            let cut = cut.min(frame.len());
+            let limits = Limits::default();
+            let mut buffer = BytesMut::from(&frame[..cut]);
+            if cut < frame.len() {
+                proptest::prop_assert_eq!(take_request(&mut buffer, &limits).unwrap(), None);
+            }
+            buffer.extend_from_slice(&frame[cut..]);
+            let parsed = take_request(&mut buffer, &limits).unwrap().unwrap();
+            let parsed: Vec<Vec<u8>> = parsed.iter().map(|arg| arg.to_vec()).collect();
+            proptest::prop_assert_eq!(parsed, args);
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! The Redis protocol (RESP2) front end: `walrus serve --resp-listen ADDR`.
+//!
+//! Layers, each calling only the one below: [`serve_resp`] accepts connections;
+//! `connection` reads requests, pipelines them and writes replies in order;
+//! `cmd` turns one request into store commands and a reply (one file per
+//! command family); `frame` parses requests and encodes replies.
+//!
+//! Durability is the store's: a reply to a write leaves only after the write is
+//! durable. Pipelined writes are submitted together, so they share a sync.
+
+mod cmd;
+mod connection;
+pub mod frame;
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+use crate::store::KvStore;
+pub use frame::{Limits, ProtocolError, Reply, parse_request, take_request};
+
+/// Limits of the RESP server; each comes from a `walrus serve` flag.
+#[derive(Debug, Clone)]
+pub struct RespConfig {
+    /// Request caps; `max_bulk_bytes` is the value limit (`--max-value-bytes`).
+    pub limits: Limits,
+    /// Longest key, in bytes (`--max-key-bytes`).
+    pub max_key_bytes: usize,
+    /// Password `AUTH` must give before anything else works, if set.
+    pub auth_token: Option<Arc<str>>,
+    /// Connections served at once; more wait in the listen queue.
+    pub max_connections: usize,
+    /// How long shutdown waits for connections to finish their requests.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for RespConfig {
+    fn default() -> Self {
+        RespConfig {
+            limits: Limits::default(),
+            max_key_bytes: 4096,
+            auth_token: None,
+            max_connections: 4096,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Counters `INFO` reports.
+#[derive(Debug)]
+pub struct ServerStats {
+    pub started: Instant,
+    pub connected_clients: AtomicU64,
+    pub total_connections: AtomicU64,
+    pub total_commands: AtomicU64,
+    pub port: u16,
+}
+
+/// What every connection shares.
+pub struct Shared {
+    pub store: Arc<dyn KvStore>,
+    pub config: RespConfig,
+    pub stats: ServerStats,
+}
+
+/// Serves RESP on `listener` until `shutdown` turns true, then stops accepting
+/// and gives open connections the grace period to finish what they read.
+pub async fn serve_resp(
+    listener: TcpListener,
+    store: Arc<dyn KvStore>,
+    config: RespConfig,
+    mut shutdown: watch::Receiver<bool>,
+) -> io::Result<()> {
+    let shared = Arc::new(Shared {
+        store,
+        stats: ServerStats {
+            started: Instant::now(),
+            connected_clients: AtomicU64::new(0),
+            total_connections: AtomicU64::new(0),
+            total_commands: AtomicU64::new(0),
+            port: listener.local_addr()?.port(),
+        },
+        config,
+    });
+    let limit = Arc::new(Semaphore::new(shared.config.max_connections.max(1)));
+    let mut connections = JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            permit = limit.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            _ = shutdown.wait_for(|&stop| stop) => break,
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.wait_for(|&stop| stop) => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _peer)) => stream,
+            Err(error) => {
+                // Out of file descriptors and the like: back off, keep serving.
+                tracing::warn!(%error, "RESP accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let id = shared
+            .stats
+            .total_connections
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
+        let shared = shared.clone();
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            shared
+                .stats
+                .connected_clients
+                .fetch_add(1, Ordering::Relaxed);
+            connection::run(stream, id, &shared, shutdown).await;
+            shared
+                .stats
+                .connected_clients
+                .fetch_sub(1, Ordering::Relaxed);
+            drop(permit);
+        });
+        while connections.try_join_next().is_some() {}
+    }
+    drop(listener);
+    let grace = shared.config.shutdown_grace + Duration::from_secs(1);
+    let drained = tokio::time::timeout(grace, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        connections.shutdown().await;
+    }
+    Ok(())
+}
