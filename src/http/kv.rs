@@ -2,6 +2,8 @@
 //!
 //! The key is the percent-decoded rest of the path, as bytes. Writes go through
 //! the store's commit thread; the response leaves after the write is durable.
+//! `PUT ?ttl=30s` gives the key an expiry (`ms`, `s`, `m`, `h`); `GET` reports
+//! the time left in [`TTL_HEADER`].
 
 use std::ops::Bound;
 
@@ -19,6 +21,8 @@ use super::router::{App, method_not_allowed};
 use crate::store::{Command, Guard};
 
 pub const PREFIX: &str = "/kv/";
+/// Milliseconds until the key expires, on GET of a key that has an expiry.
+pub const TTL_HEADER: &str = "x-walrus-ttl-ms";
 const ALLOW: &str = "GET, HEAD, PUT, DELETE";
 
 pub async fn handle(
@@ -73,13 +77,62 @@ fn get(app: &App, key: &[u8], headers: &HeaderMap) -> HttpResponse {
             tags.split(',')
                 .any(|tag| tag_matches(tag.trim(), entry.mod_revision))
         });
-    if not_modified {
-        return with_etag(empty(StatusCode::NOT_MODIFIED), entry.mod_revision);
+    let response = if not_modified {
+        with_etag(empty(StatusCode::NOT_MODIFIED), entry.mod_revision)
+    } else {
+        with_etag(
+            body(StatusCode::OK, "application/octet-stream", entry.value),
+            entry.mod_revision,
+        )
+    };
+    with_ttl(response, entry.expires_at_ms)
+}
+
+fn with_ttl(mut response: HttpResponse, expires_at_ms: u64) -> HttpResponse {
+    if expires_at_ms != 0 {
+        let remaining = expires_at_ms.saturating_sub(crate::store::now_ms());
+        response
+            .headers_mut()
+            .insert(TTL_HEADER, http::HeaderValue::from(remaining));
     }
-    with_etag(
-        body(StatusCode::OK, "application/octet-stream", entry.value),
-        entry.mod_revision,
-    )
+    response
+}
+
+/// A `ttl` query value: a positive whole number with a unit, `ms`, `s`, `m` or
+/// `h`. Returns milliseconds.
+pub fn parse_ttl(text: &[u8]) -> Result<u64, String> {
+    let text = std::str::from_utf8(text).unwrap_or("");
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let scale = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => 0,
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .filter(|&count| count > 0 && scale > 0)
+        .and_then(|count| count.checked_mul(scale))
+        .filter(|&ms| ms < 1 << 50)
+        .ok_or_else(|| {
+            format!(
+                "ttl must be a positive number with a unit (ms, s, m, h), like 30s; got {text:?}"
+            )
+        })
+}
+
+/// The expiry time a PUT's query asks for (0: none).
+fn expiry_from_query(query: &str) -> Result<u64, String> {
+    let params = parse_query(query).map_err(|error| format!("query has {error}"))?;
+    match params.get("ttl") {
+        None => Ok(0),
+        Some(ttl) => Ok(crate::store::now_ms() + parse_ttl(ttl)?),
+    }
 }
 
 /// Whether an entity tag from a request names `revision` (weak comparison,
@@ -130,6 +183,10 @@ async fn put(app: &App, key: Bytes, request: Request<Incoming>) -> HttpResponse 
         Ok(guard) => guard,
         Err(message) => return text(StatusCode::BAD_REQUEST, message),
     };
+    let expires_at_ms = match expiry_from_query(request.uri().query().unwrap_or("")) {
+        Ok(expires_at_ms) => expires_at_ms,
+        Err(message) => return text(StatusCode::BAD_REQUEST, message),
+    };
     let limit = app.config.max_value_bytes;
     let declared = request
         .headers()
@@ -169,7 +226,7 @@ async fn put(app: &App, key: Bytes, request: Request<Incoming>) -> HttpResponse 
     let command = Command::Put {
         key,
         value,
-        expires_at_ms: 0,
+        expires_at_ms,
         guard,
     };
     match app.store.submit(command).await {
@@ -209,6 +266,30 @@ async fn delete(app: &App, key: Bytes, headers: &HeaderMap) -> HttpResponse {
         Ok(outcome) if outcome.succeeded => with_etag(empty(StatusCode::OK), outcome.revision),
         Ok(outcome) => precondition_failed(outcome.previous.map(|entry| entry.mod_revision)),
         Err(error) => store_error(&error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_ttl;
+
+    #[test]
+    fn ttls_need_a_unit() {
+        assert_eq!(parse_ttl(b"250ms"), Ok(250));
+        assert_eq!(parse_ttl(b"30s"), Ok(30_000));
+        assert_eq!(parse_ttl(b"2m"), Ok(120_000));
+        assert_eq!(parse_ttl(b"1h"), Ok(3_600_000));
+        for bad in [
+            &b"30"[..],
+            b"0s",
+            b"-1s",
+            b"1d",
+            b"s",
+            b"",
+            b"99999999999999999999h",
+        ] {
+            assert!(parse_ttl(bad).is_err());
+        }
     }
 }
 

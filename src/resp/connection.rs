@@ -89,6 +89,7 @@ async fn serve_buffered(
             Ok(Some(args)) => args,
             Ok(None) => break,
             Err(error) => {
+                tracing::debug!(client = session.id, %error, "closing a RESP connection");
                 pipeline.finish(output).await;
                 Reply::err(error).encode(output);
                 return false;

@@ -377,6 +377,14 @@ impl KvStore for DurableStore {
         self.shared.state.read().get(key, now_ms()).cloned()
     }
 
+    fn get_entries(&self, keys: &[Bytes]) -> Vec<Option<Entry>> {
+        let now = now_ms();
+        let state = self.shared.state.read();
+        keys.iter()
+            .map(|key| state.get(key, now).cloned())
+            .collect()
+    }
+
     fn range(&self, start: Bound<&[u8]>, prefix: &[u8], limit: usize) -> Vec<(Bytes, Entry)> {
         self.shared
             .state

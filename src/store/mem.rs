@@ -23,6 +23,14 @@ impl KvStore for MemStore {
         self.state.read().get(key, now_ms()).cloned()
     }
 
+    fn get_entries(&self, keys: &[Bytes]) -> Vec<Option<Entry>> {
+        let now = now_ms();
+        let state = self.state.read();
+        keys.iter()
+            .map(|key| state.get(key, now).cloned())
+            .collect()
+    }
+
     fn range(&self, start: Bound<&[u8]>, prefix: &[u8], limit: usize) -> Vec<(Bytes, Entry)> {
         self.state.read().range(start, prefix, limit, now_ms())
     }

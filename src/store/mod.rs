@@ -41,6 +41,10 @@ pub trait KvStore: Send + Sync {
     /// The live entry of `key`, with its revision and expiry.
     fn get_entry(&self, key: &[u8]) -> Option<Entry>;
 
+    /// The live entries of several keys, all read at one instant (one revision),
+    /// so a reader never sees half of a transaction.
+    fn get_entries(&self, keys: &[Bytes]) -> Vec<Option<Entry>>;
+
     /// Up to `limit` live entries whose keys start with `prefix`, from `start`.
     fn range(&self, start: Bound<&[u8]>, prefix: &[u8], limit: usize) -> Vec<(Bytes, Entry)>;
 

@@ -1,6 +1,6 @@
 //! walrus's integration tests, in one test binary (it links faster than many).
 //!
-//! HTTP tests start the real binary on a free loopback port (`server.rs`).
+//! HTTP and RESP tests start the real binary on a free loopback port (`server.rs`).
 //! Storage tests run the real store on `testing::SimFs`, a disk that forgets
 //! unsynced writes on a simulated power loss.
 
@@ -14,4 +14,8 @@ mod http_crash;
 mod http_security;
 mod model;
 mod recovery;
+mod resp_api;
+mod resp_client;
+mod resp_durability;
+mod resp_raw;
 mod server;

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 pub struct Server {
     pub address: SocketAddr,
+    /// The RESP address, when started with `--resp-listen`.
+    pub resp: Option<SocketAddr>,
     pub dir: PathBuf,
     child: Child,
     /// Keeps the log pipe drained (a full pipe would block the server).
@@ -50,10 +52,16 @@ impl Server {
                 }
             }
         });
+        let mut resp = None;
         let address = loop {
             let line = log
                 .recv_timeout(Duration::from_secs(20))
                 .expect("walrus did not report its address");
+            if let Some(rest) = line.split("listening for RESP on redis://").nth(1) {
+                let address = rest.split_whitespace().next().expect("RESP address");
+                resp = Some(address.parse().expect("RESP socket address"));
+                continue;
+            }
             if let Some(rest) = line.split("listening on ").nth(1) {
                 let address = rest
                     .split_whitespace()
@@ -65,6 +73,7 @@ impl Server {
         };
         Server {
             address,
+            resp,
             dir: data,
             child,
             _log: log,
@@ -85,6 +94,18 @@ impl Server {
             .arg(self.child.id().to_string())
             .status();
         self.child.wait().expect("wait for walrus")
+    }
+
+    /// Starts a server that also serves RESP on a free port.
+    pub fn start_resp(args: &[&str]) -> (Server, tempfile::TempDir) {
+        let mut all = vec!["--resp-listen", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        Server::start(&all)
+    }
+
+    /// The RESP address; panics if the server was started without one.
+    pub fn resp_address(&self) -> SocketAddr {
+        self.resp.expect("started with --resp-listen")
     }
 
     /// Starts a new process on the same data directory and flags.

@@ -162,9 +162,11 @@ pub async fn run(shared: &Shared, name: &str, args: &[Bytes]) -> CommandResult {
     match name {
         "get" => Ok(value(&args[1]).map_or(Reply::Null, Reply::Bulk)),
         "mget" => Ok(Reply::Array(
-            args[1..]
-                .iter()
-                .map(|key| value(key).map_or(Reply::Null, Reply::Bulk))
+            shared
+                .store
+                .get_entries(&args[1..])
+                .into_iter()
+                .map(|entry| entry.map_or(Reply::Null, |entry| Reply::Bulk(entry.value)))
                 .collect(),
         )),
         "strlen" => Ok(Reply::Integer(

@@ -1,0 +1,381 @@
+//! The RESP front end driven by the `redis` crate and by exact-reply checks:
+//! every command family, pipelines, AUTH, and atomicity under concurrency.
+
+use std::thread;
+
+use redis::Commands;
+
+use crate::resp_client::{RawResp, err};
+use crate::server::Server;
+
+fn client(server: &Server) -> redis::Connection {
+    let url = format!("redis://{}/", server.resp_address());
+    redis::Client::open(url)
+        .expect("client")
+        .get_connection()
+        .expect("connection")
+}
+
+#[test]
+fn resp_connection_and_server_commands() {
+    let (server, _dir) = Server::start_resp(&[]);
+    let mut raw = RawResp::connect(server.resp_address());
+    assert_eq!(raw.call(&["PING"]), "+PONG\r\n");
+    assert_eq!(raw.call(&["ping", "hi"]), "$2\r\nhi\r\n");
+    assert_eq!(raw.call(&["ECHO", "x"]), "$1\r\nx\r\n");
+    assert_eq!(raw.call(&["SELECT", "0"]), "+OK\r\n");
+    assert_eq!(raw.call(&["SELECT", "1"]), err("DB index is out of range"));
+    assert_eq!(
+        raw.call(&["SELECT", "x"]),
+        err("value is not an integer or out of range")
+    );
+    assert_eq!(raw.call(&["CLIENT", "SETNAME", "me"]), "+OK\r\n");
+    assert_eq!(raw.call(&["CLIENT", "GETNAME"]), "$2\r\nme\r\n");
+    assert_eq!(raw.call(&["CLIENT", "SETINFO", "LIB-NAME", "x"]), "+OK\r\n");
+    assert!(raw.call(&["CLIENT", "ID"]).starts_with(':'));
+    assert!(raw.call(&["HELLO", "2"]).contains("proto\r\n:2\r\n"));
+    assert_eq!(
+        raw.call(&["HELLO", "3"]),
+        "-NOPROTO unsupported protocol version\r\n"
+    );
+    assert!(raw.call(&["COMMAND", "COUNT"]).starts_with(':'));
+    assert!(raw.call(&["COMMAND"]).starts_with('*'));
+    assert_eq!(raw.call(&["COMMAND", "DOCS"]), "*0\r\n");
+    assert!(raw.call(&["CONFIG", "GET", "appendonly"]).contains("yes"));
+    assert!(raw.call(&["INFO"]).contains("redis_version:"));
+    assert!(raw.call(&["TIME"]).starts_with("*2\r\n"));
+    assert_eq!(raw.call(&["SET", "k", "v"]), "+OK\r\n");
+    assert_eq!(raw.call(&["DBSIZE"]), ":1\r\n");
+    assert!(raw.call(&["INFO", "keyspace"]).contains("db0:keys=1"));
+    assert_eq!(raw.call(&["FLUSHDB"]), "+OK\r\n");
+    assert_eq!(raw.call(&["DBSIZE"]), ":0\r\n");
+    assert_eq!(
+        raw.call(&["LPUSH", "a", "b"]),
+        err("unknown command 'LPUSH', with args beginning with: 'a' 'b' ")
+    );
+    assert_eq!(
+        raw.call(&["GET"]),
+        err("wrong number of arguments for 'get' command")
+    );
+    assert_eq!(
+        raw.call(&["PING"]),
+        "+PONG\r\n",
+        "still usable after errors"
+    );
+    assert_eq!(raw.call(&["QUIT"]), "+OK\r\n");
+    assert!(raw.is_closed());
+}
+
+#[test]
+fn resp_auth_is_required_first() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cret\n").expect("token file");
+    let token = token.to_string_lossy().into_owned();
+    let (server, _data) = Server::start_resp(&["--auth-token-file", &token]);
+    let mut raw = RawResp::connect(server.resp_address());
+    assert_eq!(
+        raw.call(&["GET", "k"]),
+        "-NOAUTH Authentication required.\r\n"
+    );
+    assert_eq!(
+        raw.call(&["SET", "k", "v"]),
+        "-NOAUTH Authentication required.\r\n"
+    );
+    assert_eq!(
+        raw.call(&["AUTH", "wrong"]),
+        "-WRONGPASS invalid username-password pair or user is disabled.\r\n"
+    );
+    assert!(raw.call(&["HELLO", "2"]).starts_with("-NOAUTH"));
+    assert!(
+        raw.call(&["HELLO", "2", "AUTH", "default", "s3cret"])
+            .starts_with("*14")
+    );
+    assert_eq!(raw.call(&["SET", "k", "v"]), "+OK\r\n");
+    let mut other = RawResp::connect(server.resp_address());
+    assert_eq!(other.call(&["AUTH", "s3cret"]), "+OK\r\n");
+    assert_eq!(other.call(&["GET", "k"]), "$1\r\nv\r\n");
+    let url = format!("redis://:s3cret@{}/", server.resp_address());
+    let mut connection = redis::Client::open(url).unwrap().get_connection().unwrap();
+    let value: String = connection.get("k").unwrap();
+    assert_eq!(value, "v");
+}
+
+#[test]
+fn resp_string_commands() {
+    let (server, _dir) = Server::start_resp(&[]);
+    let mut raw = RawResp::connect(server.resp_address());
+    let mut call = |args: &[&str]| raw.call(args);
+    assert_eq!(call(&["GET", "s"]), "$-1\r\n");
+    assert_eq!(call(&["SET", "s", "v1", "NX"]), "+OK\r\n");
+    assert_eq!(call(&["SET", "s", "v2", "NX"]), "$-1\r\n");
+    assert_eq!(call(&["SET", "s", "v2", "XX", "GET"]), "$2\r\nv1\r\n");
+    assert_eq!(call(&["SET", "none", "v", "XX"]), "$-1\r\n");
+    assert_eq!(call(&["SET", "s", "v", "NX", "XX"]), err("syntax error"));
+    assert_eq!(
+        call(&["SET", "s", "v", "EX", "0"]),
+        err("invalid expire time in 'set' command")
+    );
+    assert_eq!(
+        call(&["SET", "s", "v", "EX", "x"]),
+        err("value is not an integer or out of range")
+    );
+    assert_eq!(
+        call(&["SET", "s", "v", "EX", "100", "KEEPTTL"]),
+        err("syntax error")
+    );
+    assert_eq!(call(&["SET", "s", "v3", "EX", "100"]), "+OK\r\n");
+    assert_eq!(call(&["SET", "s", "v4", "KEEPTTL"]), "+OK\r\n");
+    assert_eq!(call(&["TTL", "s"]), ":100\r\n");
+    assert_eq!(call(&["SET", "s", "v5"]), "+OK\r\n");
+    assert_eq!(call(&["TTL", "s"]), ":-1\r\n");
+    assert_eq!(call(&["SETNX", "s", "x"]), ":0\r\n");
+    assert_eq!(call(&["SETNX", "n", "x"]), ":1\r\n");
+    assert_eq!(call(&["SETEX", "e", "100", "x"]), "+OK\r\n");
+    assert_eq!(
+        call(&["SETEX", "e", "-1", "x"]),
+        err("invalid expire time in 'setex' command")
+    );
+    assert_eq!(call(&["PSETEX", "e", "100000", "y"]), "+OK\r\n");
+    assert_eq!(call(&["GETSET", "e", "z"]), "$1\r\ny\r\n");
+    assert_eq!(call(&["GETDEL", "e"]), "$1\r\nz\r\n");
+    assert_eq!(call(&["GETDEL", "e"]), "$-1\r\n");
+    assert_eq!(call(&["GETEX", "s", "PX", "50000"]), "$2\r\nv5\r\n");
+    let pttl: i64 = call(&["PTTL", "s"])[1..].trim_end().parse().unwrap();
+    assert!((49_000..=50_000).contains(&pttl), "{pttl}");
+    assert_eq!(call(&["GETEX", "s", "PERSIST"]), "$2\r\nv5\r\n");
+    assert_eq!(call(&["TTL", "s"]), ":-1\r\n");
+    assert_eq!(call(&["MSET", "a", "1", "b", "2"]), "+OK\r\n");
+    assert_eq!(
+        call(&["MSET", "a", "1", "b"]),
+        err("wrong number of arguments for 'mset' command")
+    );
+    assert_eq!(
+        call(&["MGET", "a", "b", "zz"]),
+        "*3\r\n$1\r\n1\r\n$1\r\n2\r\n$-1\r\n"
+    );
+    assert_eq!(call(&["MSETNX", "a", "9", "c", "3"]), ":0\r\n");
+    assert_eq!(call(&["GET", "c"]), "$-1\r\n", "MSETNX is all or nothing");
+    assert_eq!(call(&["MSETNX", "c", "3", "d", "4"]), ":1\r\n");
+    assert_eq!(call(&["APPEND", "ap", "Hello"]), ":5\r\n");
+    assert_eq!(call(&["APPEND", "ap", " World"]), ":11\r\n");
+    assert_eq!(call(&["STRLEN", "ap"]), ":11\r\n");
+    assert_eq!(call(&["GETRANGE", "ap", "0", "3"]), "$4\r\nHell\r\n");
+    assert_eq!(call(&["GETRANGE", "ap", "-3", "-1"]), "$3\r\nrld\r\n");
+    assert_eq!(call(&["GETRANGE", "ap", "10", "100"]), "$1\r\nd\r\n");
+    assert_eq!(call(&["SUBSTR", "ap", "5", "1"]), "$0\r\n\r\n");
+    assert_eq!(call(&["SETRANGE", "ap", "6", "Redis"]), ":11\r\n");
+    assert_eq!(call(&["GET", "ap"]), "$11\r\nHello Redis\r\n");
+    assert_eq!(call(&["SETRANGE", "pad", "3", "x"]), ":4\r\n");
+    assert_eq!(call(&["GET", "pad"]), "$4\r\n\0\0\0x\r\n");
+    assert_eq!(
+        call(&["SETRANGE", "pad", "-1", "x"]),
+        err("offset is out of range")
+    );
+    assert_eq!(call(&["INCR", "counter"]), ":1\r\n");
+    assert_eq!(call(&["INCRBY", "counter", "10"]), ":11\r\n");
+    assert_eq!(call(&["DECR", "counter"]), ":10\r\n");
+    assert_eq!(call(&["DECRBY", "counter", "20"]), ":-10\r\n");
+    assert_eq!(
+        call(&["INCR", "ap"]),
+        err("value is not an integer or out of range")
+    );
+    assert_eq!(
+        call(&["INCRBY", "counter", "1.5"]),
+        err("value is not an integer or out of range")
+    );
+    assert_eq!(call(&["SET", "big", "9223372036854775807"]), "+OK\r\n");
+    assert_eq!(
+        call(&["INCR", "big"]),
+        err("increment or decrement would overflow")
+    );
+    assert_eq!(call(&["SET", "f", "10.5"]), "+OK\r\n");
+    assert_eq!(call(&["INCRBYFLOAT", "f", "0.1"]), "$4\r\n10.6\r\n");
+    assert_eq!(call(&["INCRBYFLOAT", "f", "-0.6"]), "$2\r\n10\r\n");
+    assert_eq!(
+        call(&["INCRBYFLOAT", "ap", "1"]),
+        err("value is not a valid float")
+    );
+    assert_eq!(
+        call(&["MSET", "l1", "ohmytext", "l2", "mynewtext"]),
+        "+OK\r\n"
+    );
+    assert_eq!(call(&["LCS", "l1", "l2"]), "$6\r\nmytext\r\n");
+    assert_eq!(call(&["LCS", "l1", "l2", "LEN"]), ":6\r\n");
+    assert_eq!(
+        call(&["LCS", "l1", "l2", "IDX", "MINMATCHLEN", "4", "WITHMATCHLEN"]),
+        "*4\r\n$7\r\nmatches\r\n*1\r\n*3\r\n*2\r\n:4\r\n:7\r\n*2\r\n:5\r\n:8\r\n:4\r\n$3\r\nlen\r\n:6\r\n"
+    );
+}
+
+#[test]
+fn resp_key_commands() {
+    let (server, _dir) = Server::start_resp(&[]);
+    let mut raw = RawResp::connect(server.resp_address());
+    let mut call = |args: &[&str]| raw.call(args);
+    assert_eq!(
+        call(&["MSET", "k1", "a", "k2", "b", "other", "c"]),
+        "+OK\r\n"
+    );
+    assert_eq!(call(&["EXISTS", "k1", "k2", "nope", "k1"]), ":3\r\n");
+    assert_eq!(call(&["TOUCH", "k1", "nope"]), ":1\r\n");
+    assert_eq!(call(&["TYPE", "k1"]), "+string\r\n");
+    assert_eq!(call(&["TYPE", "nope"]), "+none\r\n");
+    assert_eq!(call(&["KEYS", "k*"]), "*2\r\n$2\r\nk1\r\n$2\r\nk2\r\n");
+    assert_eq!(call(&["KEYS", "?th[e]r"]), "*1\r\n$5\r\nother\r\n");
+    assert_eq!(call(&["RENAME", "k1", "k3"]), "+OK\r\n");
+    assert_eq!(call(&["RENAME", "k1", "k3"]), err("no such key"));
+    assert_eq!(call(&["RENAMENX", "k3", "k2"]), ":0\r\n");
+    assert_eq!(call(&["RENAMENX", "k3", "k1"]), ":1\r\n");
+    assert_eq!(call(&["COPY", "k1", "k2"]), ":0\r\n");
+    assert_eq!(call(&["COPY", "k1", "k2", "REPLACE"]), ":1\r\n");
+    assert_eq!(call(&["GET", "k2"]), "$1\r\na\r\n");
+    assert_eq!(
+        call(&["COPY", "k1", "k9", "DB", "1"]),
+        err("DB index is out of range")
+    );
+    assert!(call(&["RANDOMKEY"]).starts_with('$'));
+    assert_eq!(call(&["EXPIRE", "k1", "100"]), ":1\r\n");
+    assert_eq!(call(&["TTL", "k1"]), ":100\r\n");
+    assert_eq!(call(&["EXPIRE", "k1", "50", "GT"]), ":0\r\n");
+    assert_eq!(call(&["EXPIRE", "k1", "50", "LT"]), ":1\r\n");
+    assert_eq!(call(&["EXPIRE", "k1", "60", "NX"]), ":0\r\n");
+    assert_eq!(call(&["EXPIRE", "k2", "60", "XX"]), ":0\r\n");
+    assert_eq!(
+        call(&["EXPIRE", "k1", "60", "NX", "XX"]),
+        err("NX and XX, GT or LT options at the same time are not compatible")
+    );
+    assert_eq!(
+        call(&["EXPIRE", "k1", "60", "FOO"]),
+        err("Unsupported option FOO")
+    );
+    assert_eq!(call(&["PEXPIRE", "k1", "123456"]), ":1\r\n");
+    assert!(call(&["PTTL", "k1"]).starts_with(":12"));
+    assert_eq!(call(&["EXPIREAT", "k1", "4102444800"]), ":1\r\n");
+    assert_eq!(call(&["EXPIRETIME", "k1"]), ":4102444800\r\n");
+    assert_eq!(call(&["PEXPIRETIME", "k1"]), ":4102444800000\r\n");
+    assert_eq!(call(&["PEXPIREAT", "k1", "4102444800001"]), ":1\r\n");
+    assert_eq!(call(&["PERSIST", "k1"]), ":1\r\n");
+    assert_eq!(call(&["PERSIST", "k1"]), ":0\r\n");
+    assert_eq!(call(&["EXPIRETIME", "k1"]), ":-1\r\n");
+    assert_eq!(call(&["TTL", "nope"]), ":-2\r\n");
+    assert_eq!(call(&["EXPIRE", "k1", "-1"]), ":1\r\n");
+    assert_eq!(call(&["EXISTS", "k1"]), ":0\r\n", "a past expiry deletes");
+    assert_eq!(call(&["DEL", "k2", "k3", "nope"]), ":1\r\n");
+    assert_eq!(call(&["UNLINK", "other"]), ":1\r\n");
+    assert_eq!(call(&["DBSIZE"]), ":0\r\n");
+}
+
+#[test]
+fn resp_scan_walks_every_key_once() {
+    let (server, _dir) = Server::start_resp(&[]);
+    let mut connection = client(&server);
+    let mut pipe = redis::pipe();
+    for index in 0..250 {
+        pipe.set(format!("user:{index:03}"), index).ignore();
+    }
+    pipe.set("other", 1).ignore();
+    pipe.query::<()>(&mut connection).unwrap();
+    let mut seen: Vec<String> = connection.scan_match("user:*").unwrap().collect();
+    seen.sort();
+    assert_eq!(seen.len(), 250);
+    seen.dedup();
+    assert_eq!(seen.len(), 250);
+    let (cursor, page): (u64, Vec<String>) = redis::cmd("SCAN")
+        .arg(0)
+        .arg("COUNT")
+        .arg(100)
+        .query(&mut connection)
+        .unwrap();
+    assert_ne!(cursor, 0);
+    assert_eq!(page.len(), 100);
+    let (_, none): (u64, Vec<String>) = redis::cmd("SCAN")
+        .arg(0)
+        .arg("TYPE")
+        .arg("hash")
+        .query(&mut connection)
+        .unwrap();
+    assert!(none.is_empty());
+}
+
+#[test]
+fn resp_pipelines_keep_order_and_see_their_own_writes() {
+    let (server, _dir) = Server::start_resp(&[]);
+    let mut connection = client(&server);
+    let (a, b, c, d): (String, i64, i64, Option<String>) = redis::pipe()
+        .set("p", "1")
+        .ignore()
+        .get("p")
+        .incr("p", 5)
+        .incr("p", 1)
+        .del("p")
+        .ignore()
+        .get("p")
+        .query(&mut connection)
+        .unwrap();
+    assert_eq!((a.as_str(), b, c, d), ("1", 6, 7, None));
+    let mut pipe = redis::pipe();
+    for index in 0..1000 {
+        pipe.set(format!("k{index}"), index).ignore();
+    }
+    pipe.query::<()>(&mut connection).unwrap();
+    let keys: Vec<String> = (0..1000).map(|index| format!("k{index}")).collect();
+    let values: Vec<i64> = connection.mget(&keys).unwrap();
+    assert_eq!(values, (0..1000).collect::<Vec<i64>>());
+}
+
+#[test]
+fn resp_incr_loses_no_increment_under_concurrency() {
+    let (server, _dir) = Server::start_resp(&[]);
+    let threads = 8;
+    let per_thread = 200;
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            let mut connection = client(&server);
+            thread::spawn(move || {
+                for _ in 0..per_thread {
+                    let _: i64 = connection.incr("counter", 1).unwrap();
+                    let _: i64 = connection.append("log", "x").unwrap();
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    let mut connection = client(&server);
+    let total: i64 = connection.get("counter").unwrap();
+    assert_eq!(total, threads * per_thread);
+    let length: i64 = connection.strlen("log").unwrap();
+    assert_eq!(length, threads * per_thread);
+}
+
+#[test]
+fn resp_mset_is_never_half_applied() {
+    let (server, _dir) = Server::start_resp(&[]);
+    let writers: Vec<_> = (0..4)
+        .map(|writer| {
+            let mut connection = client(&server);
+            thread::spawn(move || {
+                for round in 0..200 {
+                    let value = format!("{writer}-{round}");
+                    let pairs: Vec<(String, String)> = (0..5)
+                        .map(|key| (format!("m{key}"), value.clone()))
+                        .collect();
+                    let () = connection.mset(&pairs).unwrap();
+                }
+            })
+        })
+        .collect();
+    let mut reader = client(&server);
+    let keys: Vec<String> = (0..5).map(|key| format!("m{key}")).collect();
+    while !writers.iter().all(|writer| writer.is_finished()) {
+        let values: Vec<Option<String>> = reader.mget(&keys).unwrap();
+        if values[0].is_some() {
+            assert!(values.iter().all(|value| value == &values[0]), "{values:?}");
+        }
+    }
+    for writer in writers {
+        writer.join().unwrap();
+    }
+}

@@ -1,0 +1,88 @@
+//! A tiny blocking RESP client for tests that need the exact bytes: it sends
+//! commands or raw bytes and reads replies back as their wire text.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+pub struct RawResp {
+    reader: BufReader<TcpStream>,
+}
+
+impl RawResp {
+    pub fn connect(address: SocketAddr) -> RawResp {
+        let stream = TcpStream::connect(address).expect("connect to RESP");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("read timeout");
+        RawResp {
+            reader: BufReader::new(stream),
+        }
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.reader.get_mut().write_all(bytes).expect("send");
+    }
+
+    /// Sends one command as a multibulk.
+    pub fn send(&mut self, args: &[&[u8]]) {
+        self.send_raw(&encode(args));
+    }
+
+    /// Sends a command and returns its reply as wire text.
+    pub fn call(&mut self, args: &[&str]) -> String {
+        let args: Vec<&[u8]> = args.iter().map(|arg| arg.as_bytes()).collect();
+        self.send(&args);
+        self.reply().expect("a reply")
+    }
+
+    /// Reads one whole reply (nested arrays included) as wire text; `None` if
+    /// the server closed the connection.
+    pub fn reply(&mut self) -> Option<String> {
+        let mut line = String::new();
+        if self.reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let mut text = line.clone();
+        let body = line.trim_end();
+        match body.as_bytes().first()? {
+            b'$' => {
+                let length: i64 = body[1..].parse().ok()?;
+                if length >= 0 {
+                    let mut data = vec![0; length as usize + 2];
+                    self.reader.read_exact(&mut data).ok()?;
+                    text.push_str(&String::from_utf8_lossy(&data));
+                }
+            }
+            b'*' => {
+                let count: i64 = body[1..].parse().ok()?;
+                for _ in 0..count.max(0) {
+                    text.push_str(&self.reply()?);
+                }
+            }
+            _ => {}
+        }
+        Some(text)
+    }
+
+    /// Whether the server has closed the connection (after any replies).
+    pub fn is_closed(&mut self) -> bool {
+        let mut rest = Vec::new();
+        self.reader.read_to_end(&mut rest).is_ok() && rest.is_empty()
+    }
+}
+
+pub fn encode(args: &[&[u8]]) -> Vec<u8> {
+    let mut bytes = format!("*{}\r\n", args.len()).into_bytes();
+    for arg in args {
+        bytes.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        bytes.extend_from_slice(arg);
+        bytes.extend_from_slice(b"\r\n");
+    }
+    bytes
+}
+
+/// A `-ERR …` reply's wire text.
+pub fn err(message: &str) -> String {
+    format!("-ERR {message}\r\n")
+}
