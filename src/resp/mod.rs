@@ -22,7 +22,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::store::KvStore;
-pub use frame::{Limits, ProtocolError, Reply, parse_request, take_request};
+pub use frame::{Limits, Parsed, ProtocolError, Reply, parse_request, take_request};
 
 /// Limits of the RESP server; each comes from a `walrus serve` flag.
 #[derive(Debug, Clone)]
