@@ -7,6 +7,7 @@
 # end; data lives under $BENCH_DIR (default: this checkout, a real disk; /tmp
 # may be tmpfs, where fsync is free). Usage:
 #   bench/redis.sh [rounds, default 3] [request scale, default 1]
+# (WALRUS=path/to/walrus to use a given binary instead of building one.)
 # Prints a Markdown table of medians over the rounds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,8 +19,10 @@ if ! need redis-server || ! need redis-benchmark; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null
 fi
-cargo build --release -q --bin walrus
-WALRUS=${CARGO_TARGET_DIR:-$PWD/target}/release/walrus
+if [ -z "${WALRUS:-}" ]; then  # WALRUS=path/to/walrus skips the build
+    cargo build --release -q --bin walrus
+    WALRUS=${CARGO_TARGET_DIR:-$PWD/target}/release/walrus
+fi
 
 WORK=$(mktemp -d -p "${BENCH_DIR:-$PWD}" redis-bench.XXXXXX)
 PIDS=()

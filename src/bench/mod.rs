@@ -5,5 +5,6 @@ pub mod baseline;
 pub mod http;
 pub mod plot;
 pub mod report;
+pub mod resp;
 pub mod store;
 pub mod timeline;

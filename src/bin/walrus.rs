@@ -224,6 +224,39 @@ enum BenchCommand {
     Store(StoreBenchArgs),
     /// Load against a running HTTP server (walrus, etcd's JSON gateway, or a static file).
     Http(HttpBenchArgs),
+    /// Redis-protocol SET then GET load against a running server (walrus --resp-listen, or Redis).
+    Resp(RespBenchArgs),
+}
+
+#[derive(Args)]
+struct RespBenchArgs {
+    /// Server address.
+    #[arg(long, default_value = "127.0.0.1:6380")]
+    address: std::net::SocketAddr,
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Commands in flight per connection.
+    #[arg(long, default_value_t = 1)]
+    pipeline: usize,
+    /// Measured seconds per operation.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds of load before measuring.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Bytes per SET value.
+    #[arg(long, default_value_t = 100)]
+    value_size: usize,
+    /// Distinct keys.
+    #[arg(long, default_value_t = 100_000)]
+    keys: u64,
+    /// File holding the password to send with AUTH.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -368,6 +401,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Bench(BenchCommand::Store(args)) => bench_store(args),
         Command::Bench(BenchCommand::Http(args)) => bench_http(args),
+        Command::Bench(BenchCommand::Resp(args)) => bench_resp(args),
         Command::Get { key, client } => client_command(&client, ClientCall::Get(key)),
         Command::Put { key, value, client } => client_command(&client, ClientCall::Put(key, value)),
         Command::Delete { key, client } => client_command(&client, ClientCall::Delete(key)),
@@ -500,6 +534,31 @@ fn bench_http(args: HttpBenchArgs) -> Result<ExitCode> {
         walrus::bench::plot::write_svg(path, &title, &report.timeline)
             .with_context(|| format!("writing {}", path.display()))?;
     }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{}", report.render());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench_resp(args: RespBenchArgs) -> Result<ExitCode> {
+    let config = walrus::bench::resp::RespBenchConfig {
+        address: args.address,
+        connections: args.connections,
+        pipeline: args.pipeline,
+        duration: Duration::from_secs_f64(args.duration.max(0.1)),
+        warmup: Duration::from_secs_f64(args.warmup.max(0.0)),
+        value_size: args.value_size,
+        key_space: args.keys,
+        password: read_token(args.token_file.as_deref())?,
+    };
+    config.validate()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let report = runtime.block_on(walrus::bench::resp::run(&config))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -1,9 +1,9 @@
 //! One client connection: read requests, run them in order, write replies.
 //!
-//! Everything already buffered is served as one batch. Writes that need no
-//! read ("blind" writes: SET, MSET, DEL…) are submitted to the store one after
-//! another without waiting, so a pipeline of them shares one group commit; a
-//! command that reads first waits for the writes before it (a pipeline sees
+//! Everything already buffered is served as one batch. Consecutive writes that
+//! need no read ("blind" writes: SET, MSET, DEL…) are collected and submitted
+//! together ([`KvStore::submit_all`]), so a pipeline of them shares one sync;
+//! a command that reads first waits for the writes before it (a pipeline sees
 //! its own writes). Replies are encoded in request order and sent once the
 //! batch is done, so a write's reply leaves only after its sync.
 
@@ -15,27 +15,56 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::Shared;
-use super::cmd::{self, Finish, Session};
+use super::cmd::{self, Finish, Plan, Session};
 use super::frame::{Reply, take_request};
-use crate::store::Submission;
+use crate::store::{Command, KvStore, Submission};
 
-/// Replies not yet encoded, in request order.
+/// Replies not yet encoded, in request order, and writes not yet submitted.
 #[derive(Default)]
 struct Pipeline {
     replies: VecDeque<Pending>,
+    unsubmitted: Vec<Command>,
 }
 
 enum Pending {
     Ready(Reply),
+    /// A write in `unsubmitted`.
+    Queued(Finish),
     Write(Submission, Finish),
 }
 
 impl Pipeline {
-    /// Waits for every submitted write and encodes all replies into `output`.
-    async fn finish(&mut self, output: &mut BytesMut) {
+    fn push_write(&mut self, command: Command, finish: Finish) {
+        self.unsubmitted.push(command);
+        self.replies.push_back(Pending::Queued(finish));
+    }
+
+    /// Submits the collected writes as one batch.
+    fn submit(&mut self, store: &dyn KvStore) {
+        if self.unsubmitted.is_empty() {
+            return;
+        }
+        let mut submissions = store
+            .submit_all(std::mem::take(&mut self.unsubmitted))
+            .into_iter();
+        for pending in self.replies.iter_mut() {
+            if let Pending::Queued(finish) = *pending {
+                *pending = match submissions.next() {
+                    Some(submission) => Pending::Write(submission, finish),
+                    None => Pending::Ready(cmd::store_error(&crate::Error::Closed)),
+                };
+            }
+        }
+    }
+
+    /// Submits what is collected, waits for every write, and encodes all
+    /// replies into `output`.
+    async fn finish(&mut self, store: &dyn KvStore, output: &mut BytesMut) {
+        self.submit(store);
         while let Some(pending) = self.replies.pop_front() {
             let reply = match pending {
                 Pending::Ready(reply) => reply,
+                Pending::Queued(_) => cmd::store_error(&crate::Error::Closed),
                 Pending::Write(submission, finish) => match submission.await {
                     Ok(outcome) => finish.reply(outcome),
                     Err(error) => cmd::store_error(&error),
@@ -56,6 +85,9 @@ pub async fn run(
     let mut input = BytesMut::with_capacity(16 << 10);
     let mut output = BytesMut::with_capacity(16 << 10);
     loop {
+        if input.capacity() - input.len() < 4096 {
+            input.reserve(16 << 10);
+        }
         let read = tokio::select! {
             read = stream.read_buf(&mut input) => read,
             _ = shutdown.wait_for(|&stop| stop) => break,
@@ -63,7 +95,8 @@ pub async fn run(
         if !matches!(read, Ok(count) if count > 0) {
             break;
         }
-        let keep_open = serve_buffered(&mut session, shared, &mut input, &mut output).await;
+        let served = serve_buffered(&mut stream, &mut session, shared, &mut input, &mut output);
+        let keep_open = served.await;
         if stream.write_all(&output).await.is_err() || !keep_open {
             break;
         }
@@ -75,9 +108,15 @@ pub async fn run(
     let _ = stream.shutdown().await;
 }
 
+/// Replies buffered beyond this are sent before the batch ends (only between
+/// commands, after every write before them is durable), so a pipeline of
+/// large reads cannot make the server hold all their replies at once.
+const MAX_BUFFERED_REPLY_BYTES: usize = 1 << 20;
+
 /// Serves every whole request in `input`; false when the connection must close
-/// (QUIT, or a protocol error).
+/// (QUIT, a protocol error, or a failed send).
 async fn serve_buffered(
+    stream: &mut TcpStream,
     session: &mut Session,
     shared: &Shared,
     input: &mut BytesMut,
@@ -90,7 +129,7 @@ async fn serve_buffered(
             Ok(None) => break,
             Err(error) => {
                 tracing::debug!(client = session.id, %error, "closing a RESP connection");
-                pipeline.finish(output).await;
+                pipeline.finish(shared.store.as_ref(), output).await;
                 Reply::err(error).encode(output);
                 return false;
             }
@@ -102,22 +141,26 @@ async fn serve_buffered(
             .stats
             .total_commands
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        match cmd::plan_blind_write(session, shared, &args) {
-            Some(Ok((command, finish))) => pipeline
-                .replies
-                .push_back(Pending::Write(shared.store.submit(command), finish)),
-            Some(Err(reply)) => pipeline.replies.push_back(Pending::Ready(reply)),
-            None => {
-                pipeline.finish(output).await;
-                let reply = cmd::execute(session, shared, &args).await;
+        match cmd::plan(session, shared, &args) {
+            Plan::Write(command, finish) => pipeline.push_write(command, finish),
+            Plan::Reply(reply) => pipeline.replies.push_back(Pending::Ready(reply)),
+            Plan::Execute(spec) => {
+                pipeline.finish(shared.store.as_ref(), output).await;
+                let reply = cmd::execute(session, shared, spec, &args).await;
                 reply.encode(output);
                 if session.quit {
                     return false;
                 }
+                if output.len() > MAX_BUFFERED_REPLY_BYTES {
+                    if stream.write_all(output).await.is_err() {
+                        return false;
+                    }
+                    output.clear();
+                }
             }
         }
     }
-    pipeline.finish(output).await;
+    pipeline.finish(shared.store.as_ref(), output).await;
     if input.capacity() > 4 << 20 && input.is_empty() {
         *input = BytesMut::with_capacity(16 << 10);
     }

@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 use super::command::{MAX_COMMAND_FIELD_BYTES, decode_payload, encode_payload};
 use super::commit::{Committer, Message};
 use super::log_writer::{LogWriter, Proposal, deliver};
-use super::{Command, Entry, KvStore, State, Submission, now_ms};
+use super::{Command, Entry, KvStore, Outcome, State, Submission, now_ms};
 use crate::error::{Error, Result};
 use crate::metrics::{BATCH_BUCKETS, Histogram, LATENCY_BUCKETS};
 use crate::storage::data_dir::DataDir;
@@ -341,6 +341,93 @@ impl DurableStore {
     ///
     /// From an async task this blocks the worker thread for one sync; that only
     /// happens while the store is otherwise idle.
+    /// Checks and encodes a command for the log; a refusal is a finished
+    /// submission.
+    fn propose(
+        &self,
+        command: Command,
+    ) -> Result<(Proposal, oneshot::Receiver<Result<Outcome>>), Submission> {
+        if let Some(reason) = self.shared.failure() {
+            return Err(Submission::ready(Err(Error::Failed { reason })));
+        }
+        let size = command.data_bytes();
+        if size > MAX_COMMAND_FIELD_BYTES {
+            return Err(Submission::ready(Err(Error::InvalidArgument(format!(
+                "command carries {size} bytes; the limit is {MAX_COMMAND_FIELD_BYTES}"
+            )))));
+        }
+        let issued_at_ms = now_ms();
+        let mut payload = Vec::with_capacity(size + 48);
+        encode_payload(&mut payload, issued_at_ms, &command);
+        if payload.len() > MAX_RECORD_PAYLOAD {
+            return Err(Submission::ready(Err(Error::InvalidArgument(format!(
+                "command encodes to {} bytes; a log record holds at most {MAX_RECORD_PAYLOAD}",
+                payload.len()
+            )))));
+        }
+        let (reply, receiver) = oneshot::channel();
+        let proposal = Proposal {
+            payload,
+            issued_at_ms,
+            command,
+            reply,
+        };
+        Ok((proposal, receiver))
+    }
+
+    /// Hands a proposal to the commit thread.
+    fn enqueue(
+        &self,
+        proposal: Proposal,
+        receiver: oneshot::Receiver<Result<Outcome>>,
+    ) -> Submission {
+        self.shared.writes_in_flight.fetch_add(1, Ordering::AcqRel);
+        match self.sender.send(Message::Propose(proposal)) {
+            Ok(()) => Submission::pending(receiver),
+            Err(_) => {
+                self.shared.writes_in_flight.fetch_sub(1, Ordering::AcqRel);
+                Submission::ready(Err(Error::Closed))
+            }
+        }
+    }
+
+    /// [`Self::try_commit_inline`] for a whole pipeline: commits `batch` with
+    /// one sync on this thread if the store is otherwise idle, and returns
+    /// what is left to enqueue (all of it, or nothing).
+    fn try_commit_batch_inline(&self, mut batch: Vec<Proposal>) -> Vec<Proposal> {
+        let concurrent = self.shared.last_batch_len.load(Ordering::Relaxed) > 1
+            || self.shared.writes_in_flight.load(Ordering::Acquire) != 0;
+        if !self.commit_inline || concurrent || batch.is_empty() {
+            return batch;
+        }
+        let Some(mut log) = self.shared.log.try_lock() else {
+            return batch;
+        };
+        if self.shared.writes_in_flight.load(Ordering::Acquire) != 0 {
+            return batch;
+        }
+        let mut replies = Vec::with_capacity(batch.len());
+        log.commit(&self.shared, &mut batch, &mut replies);
+        let bytes_since_snapshot = log.log_bytes_since_snapshot;
+        drop(log);
+        deliver(replies);
+        self.after_inline_commit(bytes_since_snapshot);
+        batch
+    }
+
+    /// Asks the commit thread to consider a snapshot once enough log has
+    /// been written by inline commits (which it does not see).
+    fn after_inline_commit(&self, bytes_since_snapshot: u64) {
+        if bytes_since_snapshot >= self.snapshot_check_bytes
+            && !self
+                .shared
+                .snapshot_check_pending
+                .swap(true, Ordering::AcqRel)
+        {
+            let _ = self.sender.send(Message::CheckSnapshot);
+        }
+    }
+
     fn try_commit_inline(&self, proposal: Proposal) -> Option<Proposal> {
         let concurrent = self.shared.last_batch_len.load(Ordering::Relaxed) > 1
             || self.shared.writes_in_flight.load(Ordering::Acquire) != 0;
@@ -360,14 +447,7 @@ impl DurableStore {
         let bytes_since_snapshot = log.log_bytes_since_snapshot;
         drop(log);
         deliver(replies);
-        if bytes_since_snapshot >= self.snapshot_check_bytes
-            && !self
-                .shared
-                .snapshot_check_pending
-                .swap(true, Ordering::AcqRel)
-        {
-            let _ = self.sender.send(Message::CheckSnapshot);
-        }
+        self.after_inline_commit(bytes_since_snapshot);
         None
     }
 }
@@ -393,42 +473,56 @@ impl KvStore for DurableStore {
     }
 
     fn submit(&self, command: Command) -> Submission {
-        if let Some(reason) = self.shared.failure() {
-            return Submission::ready(Err(Error::Failed { reason }));
-        }
-        let size = command.data_bytes();
-        if size > MAX_COMMAND_FIELD_BYTES {
-            return Submission::ready(Err(Error::InvalidArgument(format!(
-                "command carries {size} bytes; the limit is {MAX_COMMAND_FIELD_BYTES}"
-            ))));
-        }
-        let issued_at_ms = now_ms();
-        let mut payload = Vec::with_capacity(size + 48);
-        encode_payload(&mut payload, issued_at_ms, &command);
-        if payload.len() > MAX_RECORD_PAYLOAD {
-            return Submission::ready(Err(Error::InvalidArgument(format!(
-                "command encodes to {} bytes; a log record holds at most {MAX_RECORD_PAYLOAD}",
-                payload.len()
-            ))));
-        }
-        let (reply, mut receiver) = oneshot::channel();
-        let proposal = Proposal {
-            payload,
-            issued_at_ms,
-            command,
-            reply,
+        let (proposal, mut receiver) = match self.propose(command) {
+            Ok(proposed) => proposed,
+            Err(refused) => return refused,
         };
         let Some(proposal) = self.try_commit_inline(proposal) else {
             return Submission::ready(receiver.try_recv().unwrap_or(Err(Error::Closed)));
         };
-        self.shared.writes_in_flight.fetch_add(1, Ordering::AcqRel);
-        match self.sender.send(Message::Propose(proposal)) {
-            Ok(()) => Submission::pending(receiver),
-            Err(_) => {
-                self.shared.writes_in_flight.fetch_sub(1, Ordering::AcqRel);
-                Submission::ready(Err(Error::Closed))
+        self.enqueue(proposal, receiver)
+    }
+
+    /// Several commands in order: a lone writer's pipeline commits them in one
+    /// batch (one sync) on the calling thread; otherwise the commit thread gets
+    /// them together and batches them.
+    fn submit_all(&self, commands: Vec<Command>) -> Vec<Submission> {
+        if commands.len() == 1 {
+            return commands
+                .into_iter()
+                .map(|command| self.submit(command))
+                .collect();
+        }
+        let mut submissions = Vec::with_capacity(commands.len());
+        let mut batch = Vec::with_capacity(commands.len());
+        let mut receivers = Vec::with_capacity(commands.len());
+        for command in commands {
+            match self.propose(command) {
+                Ok((proposal, receiver)) => {
+                    batch.push(proposal);
+                    receivers.push(Some(receiver));
+                    submissions.push(None);
+                }
+                Err(refused) => submissions.push(Some(refused)),
             }
         }
+        let mut batch = self.try_commit_batch_inline(batch);
+        let mut receivers = receivers.into_iter();
+        let mut queued = batch.drain(..);
+        submissions
+            .into_iter()
+            .map(|submission| match submission {
+                Some(refused) => refused,
+                None => {
+                    let receiver = receivers.next().flatten();
+                    match (receiver, queued.next()) {
+                        (Some(receiver), Some(proposal)) => self.enqueue(proposal, receiver),
+                        (Some(receiver), None) => Submission::pending(receiver),
+                        (None, _) => Submission::ready(Err(Error::Closed)),
+                    }
+                }
+            })
+            .collect()
     }
 
     fn live_len(&self) -> usize {

@@ -52,6 +52,15 @@ pub trait KvStore: Send + Sync {
     /// durable store) and applied.
     fn submit(&self, command: Command) -> Submission;
 
+    /// Starts several commands, in order, as one batch where the store can:
+    /// a pipelined client's writes then share one sync.
+    fn submit_all(&self, commands: Vec<Command>) -> Vec<Submission> {
+        commands
+            .into_iter()
+            .map(|command| self.submit(command))
+            .collect()
+    }
+
     /// Runs a command to completion.
     fn execute(&self, command: Command) -> Result<Outcome> {
         self.submit(command).wait()

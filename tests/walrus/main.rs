@@ -19,3 +19,4 @@ mod resp_client;
 mod resp_durability;
 mod resp_raw;
 mod server;
+mod submit_all;

@@ -1,11 +1,11 @@
 //! Commands: one request in, store commands and a reply out.
 //!
 //! [`SPECS`] lists every supported command with Redis's arity and key
-//! positions (also what `COMMAND` reports). [`execute`] checks authentication,
-//! arity and key lengths, then hands the request to its family: `server`
-//! (connection and server commands), `strings`, `keys`. Commands that write
-//! without reading are also offered to [`plan_blind_write`], so the connection
-//! can pipeline them into one group commit.
+//! positions (also what `COMMAND` reports). [`plan`] checks authentication,
+//! arity and key lengths; a write that needs no read becomes a store command
+//! the connection submits without waiting (so pipelined writes share a group
+//! commit); anything else goes to [`execute`], which hands it to its family:
+//! `server` (connection and server commands), `strings`, `keys`.
 //!
 //! Read-modify-write commands (INCR, APPEND, EXPIRE, RENAME…) are optimistic:
 //! read the entry, compute, write with a guard on the revision read, retry if
@@ -250,34 +250,42 @@ fn check_key_lengths(spec: &Spec, shared: &Shared, args: &[Bytes]) -> Result<(),
     Ok(())
 }
 
-/// The store command for a write that needs no read, if `args` is one; `None`
-/// sends the request to [`execute`].
-pub fn plan_blind_write(session: &Session, shared: &Shared, args: &[Bytes]) -> Option<Planned> {
+/// What the connection should do with one request.
+pub enum Plan {
+    /// Submit this write now, without waiting; finish its reply from the outcome.
+    Write(Command, Finish),
+    /// Answer this at once (a refusal: arity, auth, unknown command…).
+    Reply(Reply),
+    /// Wait for earlier writes, then [`execute`] it.
+    Execute(&'static Spec),
+}
+
+/// Decides how to run a request: blind writes (SET, MSET, DEL…) become a
+/// store command the connection can pipeline into one group commit.
+pub fn plan(session: &Session, shared: &Shared, args: &[Bytes]) -> Plan {
     let spec = match check(session, shared, args) {
-        Ok(spec) if spec.write => spec,
-        _ => return None,
+        Ok(spec) => spec,
+        Err(reply) => return Plan::Reply(reply),
     };
-    match spec.name {
+    let blind = match spec.name {
         "del" | "unlink" => Some(Ok(keys::plan_delete(args))),
-        _ => strings::plan(spec.name, args),
+        name if spec.write => strings::plan(name, args),
+        _ => None,
+    };
+    match blind {
+        Some(Ok((command, finish))) => Plan::Write(command, finish),
+        Some(Err(reply)) => Plan::Reply(reply),
+        None => Plan::Execute(spec),
     }
 }
 
-/// Runs one request to its reply.
-pub async fn execute(session: &mut Session, shared: &Shared, args: &[Bytes]) -> Reply {
-    let spec = match check(session, shared, args) {
-        Ok(spec) => spec,
-        Err(reply) => return reply,
-    };
-    if let Some(planned) = plan_blind_write(session, shared, args) {
-        return match planned {
-            Ok((command, finish)) => match shared.store.submit(command).await {
-                Ok(outcome) => finish.reply(outcome),
-                Err(error) => store_error(&error),
-            },
-            Err(reply) => reply,
-        };
-    }
+/// Runs a request [`plan`] sent here to its reply.
+pub async fn execute(
+    session: &mut Session,
+    shared: &Shared,
+    spec: &'static Spec,
+    args: &[Bytes],
+) -> Reply {
     let result = match spec.name {
         name if server::handles(name) => server::run(session, shared, name, args).await,
         name if keys::handles(name) => keys::run(session, shared, name, args).await,
