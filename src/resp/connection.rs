@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use super::Shared;
 use super::cmd::{self, Finish, Plan, Session};
-use super::frame::{Reply, take_request};
+use super::frame::{Limits, Reply, RequestParser};
 use crate::store::{Command, KvStore, Submission};
 
 /// Replies not yet encoded, in request order, and writes not yet submitted.
@@ -82,6 +82,7 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut session = Session::new(id, shared.config.auth_token.is_none());
+    let mut parser = RequestParser::new(limits_for(&session, shared));
     let mut input = BytesMut::with_capacity(16 << 10);
     let mut output = BytesMut::with_capacity(16 << 10);
     loop {
@@ -95,7 +96,13 @@ pub async fn run(
         if !matches!(read, Ok(count) if count > 0) {
             break;
         }
-        let served = serve_buffered(&mut stream, &mut session, shared, &mut input, &mut output);
+        let connection = Connection {
+            stream: &mut stream,
+            session: &mut session,
+            parser: &mut parser,
+            shared,
+        };
+        let served = connection.serve_buffered(&mut input, &mut output);
         let keep_open = served.await;
         if stream.write_all(&output).await.is_err() || !keep_open {
             break;
@@ -113,56 +120,88 @@ pub async fn run(
 /// large reads cannot make the server hold all their replies at once.
 const MAX_BUFFERED_REPLY_BYTES: usize = 1 << 20;
 
-/// Serves every whole request in `input`; false when the connection must close
-/// (QUIT, a protocol error, or a failed send).
-async fn serve_buffered(
-    stream: &mut TcpStream,
-    session: &mut Session,
-    shared: &Shared,
-    input: &mut BytesMut,
-    output: &mut BytesMut,
-) -> bool {
-    let mut pipeline = Pipeline::default();
-    loop {
-        let args = match take_request(input, &shared.config.limits) {
-            Ok(Some(args)) => args,
-            Ok(None) => break,
-            Err(error) => {
-                tracing::debug!(client = session.id, %error, "closing a RESP connection");
-                pipeline.finish(shared.store.as_ref(), output).await;
-                Reply::err(error).encode(output);
-                return false;
-            }
-        };
-        if args.is_empty() {
-            continue;
-        }
-        shared
-            .stats
-            .total_commands
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        match cmd::plan(session, shared, &args) {
-            Plan::Write(command, finish) => pipeline.push_write(command, finish),
-            Plan::Reply(reply) => pipeline.replies.push_back(Pending::Ready(reply)),
-            Plan::Execute(spec) => {
-                pipeline.finish(shared.store.as_ref(), output).await;
-                let reply = cmd::execute(session, shared, spec, &args).await;
-                reply.encode(output);
-                if session.quit {
+/// Limits while the client has not authenticated: as in Redis, tight enough
+/// that a client without the password cannot make the server buffer much.
+const UNAUTHENTICATED_LIMITS: Limits = Limits {
+    max_bulk_bytes: 16 << 10,
+    max_array_len: 10,
+    max_inline_bytes: 16 << 10,
+};
+
+fn limits_for(session: &Session, shared: &Shared) -> Limits {
+    if session.authenticated {
+        shared.config.limits
+    } else {
+        UNAUTHENTICATED_LIMITS
+    }
+}
+
+/// One connection's state while it serves a batch.
+struct Connection<'a> {
+    stream: &'a mut TcpStream,
+    session: &'a mut Session,
+    parser: &'a mut RequestParser,
+    shared: &'a Shared,
+}
+
+impl Connection<'_> {
+    /// Serves every whole request in `input`; false when the connection must
+    /// close (QUIT, a protocol error, or a failed send).
+    async fn serve_buffered(self, input: &mut BytesMut, output: &mut BytesMut) -> bool {
+        let Connection {
+            stream,
+            session,
+            parser,
+            shared,
+        } = self;
+        let store = shared.store.as_ref();
+        let mut pipeline = Pipeline::default();
+        loop {
+            let args = match parser.take(input) {
+                Ok(Some(args)) => args,
+                Ok(None) => break,
+                Err(error) => {
+                    tracing::debug!(client = session.id, %error, "closing a RESP connection");
+                    pipeline.finish(store, output).await;
+                    Reply::err(error).encode(output);
                     return false;
                 }
-                if output.len() > MAX_BUFFERED_REPLY_BYTES {
-                    if stream.write_all(output).await.is_err() {
+            };
+            if args.is_empty() {
+                continue;
+            }
+            shared
+                .stats
+                .total_commands
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            match cmd::plan(session, shared, &args) {
+                Plan::Write(command, finish) => pipeline.push_write(command, finish),
+                Plan::Reply(reply) => pipeline.replies.push_back(Pending::Ready(reply)),
+                Plan::Execute(spec) => {
+                    pipeline.finish(store, output).await;
+                    let was_authenticated = session.authenticated;
+                    cmd::execute(session, shared, spec, &args)
+                        .await
+                        .encode(output);
+                    if session.authenticated != was_authenticated {
+                        parser.set_limits(limits_for(session, shared));
+                    }
+                    if session.quit {
                         return false;
                     }
-                    output.clear();
+                    if output.len() > MAX_BUFFERED_REPLY_BYTES {
+                        if stream.write_all(output).await.is_err() {
+                            return false;
+                        }
+                        output.clear();
+                    }
                 }
             }
         }
+        pipeline.finish(store, output).await;
+        if input.capacity() > 4 << 20 && input.is_empty() {
+            *input = BytesMut::with_capacity(16 << 10);
+        }
+        true
     }
-    pipeline.finish(shared.store.as_ref(), output).await;
-    if input.capacity() > 4 << 20 && input.is_empty() {
-        *input = BytesMut::with_capacity(16 << 10);
-    }
-    true
 }

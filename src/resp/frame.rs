@@ -60,11 +60,7 @@ pub enum Parsed {
 
 /// Looks for one whole request at the start of `buffer`.
 pub fn parse_request(buffer: &[u8], limits: &Limits) -> Result<Parsed, ProtocolError> {
-    match buffer.first() {
-        None => Ok(Parsed::Incomplete),
-        Some(b'*') => parse_multibulk(buffer, limits),
-        Some(_) => parse_inline(buffer, limits),
-    }
+    RequestParser::new(*limits).parse(buffer)
 }
 
 /// Takes the first whole request off `buffer`, as argument byte strings.
@@ -72,14 +68,89 @@ pub fn take_request(
     buffer: &mut BytesMut,
     limits: &Limits,
 ) -> Result<Option<Vec<Bytes>>, ProtocolError> {
-    match parse_request(buffer, limits)? {
-        Parsed::Incomplete => Ok(None),
-        Parsed::Request { args, consumed } => {
-            let frame = buffer.split_to(consumed).freeze();
-            Ok(Some(
-                args.into_iter().map(|range| frame.slice(range)).collect(),
-            ))
+    RequestParser::new(*limits).take(buffer)
+}
+
+/// A request parser that remembers how far it got into a partial multibulk,
+/// so a large request arriving in many reads is parsed once, not once per
+/// read. The buffer's front must not change between calls until a request is
+/// taken.
+#[derive(Debug)]
+pub struct RequestParser {
+    limits: Limits,
+    partial: Option<Partial>,
+}
+
+/// The arguments of a multibulk found so far.
+#[derive(Debug)]
+struct Partial {
+    count: usize,
+    args: Vec<Range<usize>>,
+    /// Where the next bulk string starts.
+    position: usize,
+}
+
+impl RequestParser {
+    pub fn new(limits: Limits) -> RequestParser {
+        RequestParser {
+            limits,
+            partial: None,
         }
+    }
+
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
+    /// Takes the first whole request off `buffer`, as argument byte strings.
+    pub fn take(&mut self, buffer: &mut BytesMut) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+        match self.parse(buffer)? {
+            Parsed::Incomplete => Ok(None),
+            Parsed::Request { args, consumed } => {
+                let frame = buffer.split_to(consumed).freeze();
+                Ok(Some(
+                    args.into_iter().map(|range| frame.slice(range)).collect(),
+                ))
+            }
+        }
+    }
+
+    /// Looks for one whole request at the start of `buffer`.
+    pub fn parse(&mut self, buffer: &[u8]) -> Result<Parsed, ProtocolError> {
+        if let Some(partial) = self.partial.take() {
+            return self.continue_multibulk(buffer, partial);
+        }
+        match buffer.first() {
+            None => Ok(Parsed::Incomplete),
+            Some(b'*') => match parse_multibulk_header(buffer, &self.limits)? {
+                Some(partial) => self.continue_multibulk(buffer, partial),
+                None => Ok(Parsed::Incomplete),
+            },
+            Some(_) => parse_inline(buffer, &self.limits),
+        }
+    }
+
+    fn continue_multibulk(
+        &mut self,
+        buffer: &[u8],
+        mut partial: Partial,
+    ) -> Result<Parsed, ProtocolError> {
+        while partial.args.len() < partial.count {
+            match parse_bulk(buffer, partial.position, &self.limits)? {
+                Some(range) => {
+                    partial.position = range.end + 2;
+                    partial.args.push(range);
+                }
+                None => {
+                    self.partial = Some(partial);
+                    return Ok(Parsed::Incomplete);
+                }
+            }
+        }
+        Ok(Parsed::Request {
+            args: partial.args,
+            consumed: partial.position,
+        })
     }
 }
 
@@ -109,29 +180,24 @@ fn parse_length(digits: &[u8]) -> Option<i64> {
     text.parse().ok()
 }
 
-fn parse_multibulk(buffer: &[u8], limits: &Limits) -> Result<Parsed, ProtocolError> {
-    let max_header = 32;
-    let Some(end) = find_line_end(buffer, 1, max_header, "mbulk count string")? else {
-        return Ok(Parsed::Incomplete);
+/// The `*<count>` line: the request's argument count and where its first
+/// bulk string starts, if the line is all there.
+fn parse_multibulk_header(
+    buffer: &[u8],
+    limits: &Limits,
+) -> Result<Option<Partial>, ProtocolError> {
+    let Some(end) = find_line_end(buffer, 1, 32, "mbulk count string")? else {
+        return Ok(None);
     };
     let count = parse_length(&buffer[1..end])
         .filter(|&count| count <= limits.max_array_len as i64)
         .ok_or_else(|| protocol_error("invalid multibulk length"))?;
-    let mut position = end + 2;
-    let mut args = Vec::with_capacity(count.clamp(0, 64) as usize);
-    for _ in 0..count.max(0) {
-        match parse_bulk(buffer, position, limits)? {
-            Some(range) => {
-                position = range.end + 2;
-                args.push(range);
-            }
-            None => return Ok(Parsed::Incomplete),
-        }
-    }
-    Ok(Parsed::Request {
-        args,
-        consumed: position,
-    })
+    let count = count.max(0) as usize;
+    Ok(Some(Partial {
+        count,
+        args: Vec::with_capacity(count.min(64)),
+        position: end + 2,
+    }))
 }
 
 /// One `$<len>\r\n<bytes>\r\n` at `start`: the range of its bytes.
@@ -380,6 +446,29 @@ mod tests {
             &out[..],
             b"*6\r\n+OK\r\n-ERR x  y\r\n:-3\r\n$2\r\nab\r\n$-1\r\n*-1\r\n"
         );
+    }
+
+    #[test]
+    fn a_resumed_parse_matches_a_fresh_one() {
+        let mut frame = b"*3\r\n".to_vec();
+        for arg in [&b"SET"[..], b"key", b"a longer value"] {
+            frame.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+            frame.extend_from_slice(arg);
+            frame.extend_from_slice(b"\r\n");
+        }
+        frame.extend_from_slice(b"PING\r\n");
+        let mut parser = RequestParser::new(Limits::default());
+        let mut buffer = BytesMut::new();
+        let mut requests = Vec::new();
+        for &byte in &frame {
+            buffer.extend_from_slice(&[byte]);
+            while let Some(args) = parser.take(&mut buffer).unwrap() {
+                requests.push(args);
+            }
+        }
+        assert_eq!(requests.len(), 2);
+        assert_eq!(requests[0][2], Bytes::from_static(b"a longer value"));
+        assert_eq!(requests[1], vec![Bytes::from_static(b"PING")]);
     }
 
     proptest::proptest! {

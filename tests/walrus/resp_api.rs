@@ -99,6 +99,23 @@ fn resp_auth_is_required_first() {
     let mut connection = redis::Client::open(url).unwrap().get_connection().unwrap();
     let value: String = connection.get("k").unwrap();
     assert_eq!(value, "v");
+    let mut stranger = RawResp::connect(server.resp_address());
+    stranger.send_raw(b"*11\r\n");
+    assert_eq!(
+        stranger.reply().as_deref(),
+        Some(err("Protocol error: invalid multibulk length").as_str()),
+        "before AUTH, requests are capped tight"
+    );
+}
+
+#[test]
+fn resp_sigterm_stops_cleanly_with_clients_connected() {
+    let (mut server, _dir) = Server::start_resp(&[]);
+    let mut idle = RawResp::connect(server.resp_address());
+    assert_eq!(idle.call(&["SET", "k", "v"]), "+OK\r\n");
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}");
+    assert!(idle.is_closed());
 }
 
 #[test]
