@@ -10,6 +10,9 @@
 //!   through.
 //! - [`encoding`]: little-endian integers, CRC32C and a bounds-checked reader.
 //! - [`http`] and [`server`]: `walrus serve`, the HTTP API on top of a store.
+//! - [`resp`]: the Redis protocol (RESP2) front end, `walrus serve --resp-listen`:
+//!   frame codec, pipelined connections, one file per command family.
+//! - [`expiry`]: the sweeper that removes expired keys with ordinary logged deletes.
 //! - [`client`]: the HTTP client the CLI and `bench http` share.
 //! - [`bench`]: `walrus bench`, including the original design reproduced as a
 //!   baseline.

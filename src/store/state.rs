@@ -474,6 +474,41 @@ mod tests {
     }
 
     #[test]
+    fn expired_keys_scan_is_bounded_and_live_len_follows_the_clock() {
+        let mut state = State::default();
+        let mut seq = 0;
+        let mut put_until = |state: &mut State, key: &str, expires_at_ms: u64| {
+            seq += 1;
+            let command = Command::Put {
+                key: Bytes::copy_from_slice(key.as_bytes()),
+                value: Bytes::from_static(b"v"),
+                expires_at_ms,
+                guard: Guard::None,
+            };
+            state.apply(seq, 1000, command);
+        };
+        put_until(&mut state, "a", 2000);
+        put_until(&mut state, "b", 0);
+        put_until(&mut state, "c", 3000);
+        put_until(&mut state, "d", 2000);
+        assert_eq!(state.live_len(1500), 4);
+        assert_eq!(state.live_len(2000), 2);
+        assert_eq!(state.live_len(3000), 1);
+        let (expired, cursor) = state.expired_keys(None, 2, 2500);
+        assert_eq!(expired, vec![Bytes::from_static(b"a")]);
+        assert_eq!(cursor.as_deref(), Some(&b"b"[..]));
+        let (expired, cursor) = state.expired_keys(cursor.as_deref(), 2, 2500);
+        assert_eq!(expired, vec![Bytes::from_static(b"d")]);
+        assert!(cursor.is_none(), "the scan reached the end");
+        // Overwriting with no expiry stops the count of expiring keys.
+        put_until(&mut state, "a", 0);
+        put_until(&mut state, "c", 0);
+        put_until(&mut state, "d", 0);
+        assert_eq!(state.expired_keys(None, 10, 9999), (Vec::new(), None));
+        assert_eq!(state.live_len(9999), 4);
+    }
+
+    #[test]
     fn frozen_view_ignores_later_writes() {
         let mut state = State::default();
         for key in ["a", "b", "c", "d"] {
