@@ -341,6 +341,35 @@ fn resp_pipelines_keep_order_and_see_their_own_writes() {
     assert_eq!(values, (0..1000).collect::<Vec<i64>>());
 }
 
+/// The log's sync count, from `/metrics`.
+fn syncs(server: &Server) -> u64 {
+    crate::server::get(server.address, "/metrics")
+        .text()
+        .lines()
+        .find_map(|line| line.strip_prefix("walrus_wal_fsync_duration_seconds_count "))
+        .and_then(|count| count.trim().parse().ok())
+        .expect("fsync count in /metrics")
+}
+
+#[test]
+fn resp_a_pipeline_of_writes_shares_one_sync() {
+    let (server, _dir) = Server::start_resp(&[]);
+    let mut raw = RawResp::connect(server.resp_address());
+    assert_eq!(raw.call(&["PING"]), "+PONG\r\n");
+    let before = syncs(&server);
+    let mut pipeline = Vec::new();
+    for index in 0..100 {
+        let key = format!("p{index}");
+        pipeline.extend_from_slice(&crate::resp_client::encode(&[b"SET", key.as_bytes(), b"v"]));
+    }
+    raw.send_raw(&pipeline);
+    for _ in 0..100 {
+        assert_eq!(raw.reply().as_deref(), Some("+OK\r\n"));
+    }
+    let used = syncs(&server) - before;
+    assert!(used <= 5, "100 pipelined SETs took {used} syncs");
+}
+
 #[test]
 fn resp_incr_loses_no_increment_under_concurrency() {
     let (server, _dir) = Server::start_resp(&[]);
