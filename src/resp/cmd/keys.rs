@@ -90,7 +90,8 @@ pub async fn run(
             Ok(time_to_live(store.get_entry(&args[1]), name))
         }
         "persist" => persist(shared, &args[1]).await,
-        _ => expire(shared, name, args).await,
+        "expire" | "pexpire" | "expireat" | "pexpireat" => expire(shared, name, args).await,
+        _ => Err(Reply::err(format!("command '{name}' is not implemented"))),
     }
 }
 

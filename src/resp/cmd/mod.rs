@@ -302,3 +302,27 @@ impl From<Error> for Reply {
         store_error(&error)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_command_has_one_family_and_a_unique_name() {
+        for (index, spec) in SPECS.iter().enumerate() {
+            assert!(
+                !(server::handles(spec.name) && keys::handles(spec.name)),
+                "{} in two families",
+                spec.name
+            );
+            assert!(
+                SPECS[index + 1..]
+                    .iter()
+                    .all(|other| other.name != spec.name),
+                "{} listed twice",
+                spec.name
+            );
+            assert_eq!(spec.name, spec.name.to_ascii_lowercase());
+        }
+    }
+}

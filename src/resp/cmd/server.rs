@@ -18,7 +18,23 @@ use crate::store::{Command, Op};
 pub const REDIS_VERSION: &str = "7.0.0";
 
 pub fn handles(name: &str) -> bool {
-    SPECS[..14].iter().any(|spec| spec.name == name)
+    matches!(
+        name,
+        "ping"
+            | "echo"
+            | "select"
+            | "quit"
+            | "auth"
+            | "hello"
+            | "client"
+            | "command"
+            | "config"
+            | "info"
+            | "dbsize"
+            | "flushdb"
+            | "flushall"
+            | "time"
+    )
 }
 
 pub async fn run(
@@ -50,7 +66,8 @@ pub async fn run(
         "info" => Ok(Reply::text(info(shared, args.get(1)))),
         "dbsize" => Ok(Reply::Integer(shared.store.live_len() as i64)),
         "flushdb" | "flushall" => flush(shared, args).await,
-        _ => Ok(time()),
+        "time" => Ok(time()),
+        _ => Err(Reply::err(format!("command '{name}' is not implemented"))),
     }
 }
 
