@@ -76,6 +76,18 @@ pub struct SnapshotPolicy {
     pub live_data_ratio: u64,
 }
 
+impl SnapshotPolicy {
+    /// Log bytes since the last snapshot that call for the next one, given the
+    /// bytes of live data.
+    pub fn threshold(&self, live_bytes: u64) -> u64 {
+        if !self.automatic {
+            return u64::MAX;
+        }
+        self.min_log_bytes
+            .max(live_bytes.saturating_mul(self.live_data_ratio))
+    }
+}
+
 impl Default for SnapshotPolicy {
     fn default() -> Self {
         SnapshotPolicy {
@@ -205,9 +217,8 @@ pub struct DurableStore {
     sender: Sender<Message>,
     /// Whether an uncontended writer commits on its own thread.
     commit_inline: bool,
-    /// Log bytes after which an inline commit asks the commit thread to
-    /// consider a snapshot (the policy's floor; the thread applies the rest).
-    snapshot_check_bytes: u64,
+    /// When an inline commit should ask the commit thread for a snapshot.
+    snapshot_policy: SnapshotPolicy,
     committer: Option<JoinHandle<()>>,
     report: RecoveryReport,
     _data_dir: DataDir,
@@ -276,11 +287,7 @@ impl DurableStore {
             shared,
             sender,
             commit_inline: options.fsync == FsyncPolicy::Always,
-            snapshot_check_bytes: if options.snapshots.automatic {
-                options.snapshots.min_log_bytes
-            } else {
-                u64::MAX
-            },
+            snapshot_policy: options.snapshots,
             committer: Some(handle),
             report,
             _data_dir: data_dir,
@@ -360,7 +367,10 @@ impl DurableStore {
         let bytes_since_snapshot = log.log_bytes_since_snapshot;
         drop(log);
         deliver(replies);
-        if bytes_since_snapshot >= self.snapshot_check_bytes
+        let threshold = self
+            .snapshot_policy
+            .threshold(self.shared.state.read().data_bytes());
+        if bytes_since_snapshot >= threshold
             && !self
                 .shared
                 .snapshot_check_pending
