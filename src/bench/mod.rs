@@ -2,6 +2,7 @@
 //! table / JSON / SVG reports.
 
 pub mod baseline;
+pub mod original_server;
 pub mod http;
 pub mod plot;
 pub mod report;
