@@ -33,7 +33,10 @@ impl OriginalMemory {
     }
 
     pub fn delete(&self, key: &str) {
-        let mut map = self.map.write().unwrap_or_else(|poison| poison.into_inner());
+        let mut map = self
+            .map
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner());
         map.remove(key);
     }
 }

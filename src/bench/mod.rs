@@ -2,8 +2,8 @@
 //! table / JSON / SVG reports.
 
 pub mod baseline;
-pub mod original_server;
 pub mod http;
+pub mod original_server;
 pub mod plot;
 pub mod report;
 pub mod store;

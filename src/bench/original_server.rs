@@ -25,7 +25,10 @@ fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     response
 }
 
-async fn handle(store: Arc<OriginalDurable>, request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    store: Arc<OriginalDurable>,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let Some(raw_key) = request.uri().path().strip_prefix("/kv/") else {
         return Ok(reply(StatusCode::NOT_FOUND, "404 page not found\n"));
     };
