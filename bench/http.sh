@@ -69,7 +69,7 @@ wait_port "$NGINX_PORT"; wait_port "$ETCD_PORT"; wait_port "$WALRUS_PORT"; wait_
 
 run() { # name connections style mix url [extra]
     local name=$1 conns=$2 style=$3 mix=$4 url=$5; shift 5
-    "$WALRUS" bench http --json --endpoints "$url" --connections "$conns" --duration "$DURATION" \
+    "$WALRUS" bench http --json --endpoints "$url" --connections "$conns" --duration "${RUN_SECONDS:-$DURATION}" \
         --warmup 1 --style "$style" --mix "$mix" --value-size 100 "$@" \
         > "$WORK/result-$name-$conns-$round.json"
 }
@@ -87,7 +87,7 @@ done
 # (10,000 keys of 100 bytes).
 RSS_SECONDS=${RSS_SECONDS:-60}
 round=rss
-run walrus-RSS 64 walrus 1:1 "http://127.0.0.1:$WALRUS_PORT" --pid "$WALRUS_PID" --duration "$RSS_SECONDS"
+RUN_SECONDS=$RSS_SECONDS run walrus-RSS 64 walrus 1:1 "http://127.0.0.1:$WALRUS_PORT" --pid "$WALRUS_PID"
 
 python3 - "$WORK" "$ROUNDS" <<'PY'
 import glob, json, statistics, sys
