@@ -30,7 +30,12 @@ pub fn segment_file_name(first_seq: u64) -> String {
 
 /// The first sequence number encoded in a segment file name, if it is one.
 pub fn parse_segment_file_name(name: &str) -> Option<u64> {
-    let digits = name.strip_suffix(SEGMENT_SUFFIX)?;
+    parse_numbered_name(name, SEGMENT_SUFFIX)
+}
+
+/// The number in a `<20 digits><suffix>` file name, if `name` is one.
+pub fn parse_numbered_name(name: &str, suffix: &str) -> Option<u64> {
+    let digits = name.strip_suffix(suffix)?;
     if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
