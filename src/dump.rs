@@ -84,7 +84,7 @@ fn dump_segment(data: &[u8], name: &str, name_seq: u64, out: &mut dyn Write) -> 
             if synced_after {
                 " (synced records follow: not a torn write)"
             } else {
-                " (nothing synced after it: a torn write)"
+                " (no synced record after it: a torn write, if this is the last segment)"
             }
         ),
     }

@@ -31,6 +31,14 @@ impl OriginalMemory {
         let map = self.map.read().unwrap_or_else(|poison| poison.into_inner());
         map.get(key).cloned()
     }
+
+    pub fn delete(&self, key: &str) {
+        let mut map = self
+            .map
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner());
+        map.remove(key);
+    }
 }
 
 pub struct OriginalDurable {
@@ -55,19 +63,27 @@ impl OriginalDurable {
     }
 
     pub fn set(&self, key: &str, value: &str) -> io::Result<()> {
-        let mut line = serde_json::to_vec(&LogLine {
-            op: "set",
-            key,
-            value,
-        })
-        .map_err(io::Error::other)?;
-        line.push(b'\n');
-        {
-            let mut log = self.log.lock().unwrap_or_else(|poison| poison.into_inner());
-            log.write_all(&line)?;
-            log.sync_all()?;
-        }
+        self.log_line("set", key, value)?;
         self.memory.set(key, value);
         Ok(())
+    }
+
+    pub fn delete(&self, key: &str) -> io::Result<()> {
+        self.log_line("delete", key, "")?;
+        self.memory.delete(key);
+        Ok(())
+    }
+
+    pub fn get(&self, key: &str) -> Option<String> {
+        self.memory.get(key)
+    }
+
+    /// Appends one JSON line and fsyncs it, one writer at a time.
+    fn log_line(&self, op: &str, key: &str, value: &str) -> io::Result<()> {
+        let mut line = serde_json::to_vec(&LogLine { op, key, value }).map_err(io::Error::other)?;
+        line.push(b'\n');
+        let mut log = self.log.lock().unwrap_or_else(|poison| poison.into_inner());
+        log.write_all(&line)?;
+        log.sync_all()
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod baseline;
 pub mod http;
+pub mod original_server;
 pub mod plot;
 pub mod report;
 pub mod resp;

@@ -226,6 +226,14 @@ enum BenchCommand {
     Http(HttpBenchArgs),
     /// Redis-protocol SET then GET load against a running server (walrus --resp-listen, or Redis).
     Resp(RespBenchArgs),
+    /// Serve the original design (a map and a JSON-lines log, an fsync per write)
+    /// over HTTP, as a baseline for `bench http`.
+    OriginalServer {
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        listen: String,
+        #[arg(long, default_value = "walrus-original-data")]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -402,6 +410,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Bench(BenchCommand::Store(args)) => bench_store(args),
         Command::Bench(BenchCommand::Http(args)) => bench_http(args),
         Command::Bench(BenchCommand::Resp(args)) => bench_resp(args),
+        Command::Bench(BenchCommand::OriginalServer { listen, data_dir }) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            runtime.block_on(walrus::bench::original_server::serve(&listen, &data_dir))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Get { key, client } => client_command(&client, ClientCall::Get(key)),
         Command::Put { key, value, client } => client_command(&client, ClientCall::Put(key, value)),
         Command::Delete { key, client } => client_command(&client, ClientCall::Delete(key)),

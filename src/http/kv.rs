@@ -1,7 +1,7 @@
 //! `/kv/…`: get, put, delete and list, with entity tags and compare-and-swap.
 //!
-//! The key is the percent-decoded rest of the path, as bytes. Writes go through
-//! the store's commit thread; the response leaves after the write is durable.
+//! The key is the percent-decoded rest of the path, as bytes. Writes are
+//! submitted to the store; the response leaves after the write is durable.
 //! `PUT ?ttl=30s` gives the key an expiry (`ms`, `s`, `m`, `h`); `GET` reports
 //! the time left in [`TTL_HEADER`].
 

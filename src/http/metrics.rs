@@ -174,7 +174,7 @@ fn render_store(out: &mut String, store: &dyn KvStore) {
         out,
         "walrus_wal_fsync_duration_seconds",
         "histogram",
-        "Time per log sync (fdatasync).",
+        "Time to make a group commit durable: write and fdatasync, or one O_DIRECT|O_DSYNC write.",
     );
     stats
         .sync_latency

@@ -30,7 +30,12 @@ pub fn segment_file_name(first_seq: u64) -> String {
 
 /// The first sequence number encoded in a segment file name, if it is one.
 pub fn parse_segment_file_name(name: &str) -> Option<u64> {
-    let digits = name.strip_suffix(SEGMENT_SUFFIX)?;
+    parse_numbered_name(name, SEGMENT_SUFFIX)
+}
+
+/// The number in a `<20 digits><suffix>` file name, if `name` is one.
+pub fn parse_numbered_name(name: &str, suffix: &str) -> Option<u64> {
+    let digits = name.strip_suffix(suffix)?;
     if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -180,10 +185,22 @@ pub fn scan_records<'a>(
 fn has_later_synced_record(data: &[u8], min_seq: u64) -> bool {
     let max_seq = min_seq + (data.len() / super::record::encoded_len(0)) as u64;
     (0..data.len()).any(|start| {
-        matches!(
-            decode_record(&data[start..]),
-            Ok(record) if record.synced_before && (min_seq..=max_seq).contains(&record.seq)
-        )
+        // Cheap field checks first, so that the checksum (over up to a whole
+        // record) is computed only at offsets that could start such a record.
+        let Some(header) = data.get(start..start + 16) else {
+            return false;
+        };
+        let length = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+        let mut seq = [0u8; 8];
+        seq.copy_from_slice(&header[8..16]);
+        let plausible = length & (1 << 31) != 0
+            && (min_seq..=max_seq).contains(&u64::from_le_bytes(seq))
+            && ((length & !(1 << 31)) as usize) <= data.len() - start;
+        plausible
+            && matches!(
+                decode_record(&data[start..]),
+                Ok(record) if record.synced_before && (min_seq..=max_seq).contains(&record.seq)
+            )
     })
 }
 

@@ -43,11 +43,7 @@ pub fn snapshot_file_name(last_seq: u64) -> String {
 }
 
 pub fn parse_snapshot_file_name(name: &str) -> Option<u64> {
-    let digits = name.strip_suffix(SNAPSHOT_SUFFIX)?;
-    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
+    super::segment::parse_numbered_name(name, SNAPSHOT_SUFFIX)
 }
 
 /// Where a snapshot sits in history.

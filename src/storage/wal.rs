@@ -198,15 +198,14 @@ impl Wal {
         if let Err(err) = wal.active.file.sync_all() {
             return Err(Error::io(&wal.active.path, err));
         }
-        let tail = {
+        if wal.options.direct_io && wal.options.preallocate {
             let data = wal
                 .fs
                 .read(&wal.active.path)
                 .map_err(|err| Error::io(&wal.active.path, err))?;
             let end = (wal.active.write_offset as usize).min(data.len());
-            data[end - end % DIRECT_IO_ALIGNMENT..end].to_vec()
-        };
-        wal.attach_direct(tail);
+            wal.attach_direct(data[end - end % DIRECT_IO_ALIGNMENT..end].to_vec());
+        }
         Ok((wal, report))
     }
 

@@ -76,6 +76,18 @@ pub struct SnapshotPolicy {
     pub live_data_ratio: u64,
 }
 
+impl SnapshotPolicy {
+    /// Log bytes since the last snapshot that call for the next one, given the
+    /// bytes of live data.
+    pub fn threshold(&self, live_bytes: u64) -> u64 {
+        if !self.automatic {
+            return u64::MAX;
+        }
+        self.min_log_bytes
+            .max(live_bytes.saturating_mul(self.live_data_ratio))
+    }
+}
+
 impl Default for SnapshotPolicy {
     fn default() -> Self {
         SnapshotPolicy {
@@ -205,9 +217,8 @@ pub struct DurableStore {
     sender: Sender<Message>,
     /// Whether an uncontended writer commits on its own thread.
     commit_inline: bool,
-    /// Log bytes after which an inline commit asks the commit thread to
-    /// consider a snapshot (the policy's floor; the thread applies the rest).
-    snapshot_check_bytes: u64,
+    /// When an inline commit should ask the commit thread for a snapshot.
+    snapshot_policy: SnapshotPolicy,
     committer: Option<JoinHandle<()>>,
     report: RecoveryReport,
     _data_dir: DataDir,
@@ -229,19 +240,8 @@ impl DurableStore {
         let mut options = options;
         // Direct synchronous appends only pay off when every write is synced.
         options.wal.direct_io &= options.fsync == FsyncPolicy::Always;
-        let (mut state, mut report) = load_newest_snapshot(&*fs, &data_dir, &options)?;
-        let (wal, wal_report) = Wal::open(
-            fs.clone(),
-            dir,
-            options.wal.clone(),
-            state.applied_seq() + 1,
-            |seq, payload| {
-                let (issued_at_ms, command) =
-                    decode_payload(payload).map_err(|err| err.to_string())?;
-                state.apply(seq, issued_at_ms, command);
-                Ok(())
-            },
-        )?;
+        let (state, mut report) = load_newest_snapshot(&*fs, &data_dir, &options)?;
+        let (wal, wal_report, state) = replay(&fs, dir, &options, state)?;
         report.segments_read = wal_report.segments_read;
         report.records_replayed = wal_report.records_replayed;
         report.bytes_replayed = wal_report.bytes_replayed;
@@ -276,11 +276,7 @@ impl DurableStore {
             shared,
             sender,
             commit_inline: options.fsync == FsyncPolicy::Always,
-            snapshot_check_bytes: if options.snapshots.automatic {
-                options.snapshots.min_log_bytes
-            } else {
-                u64::MAX
-            },
+            snapshot_policy: options.snapshots,
             committer: Some(handle),
             report,
             _data_dir: data_dir,
@@ -418,7 +414,10 @@ impl DurableStore {
     /// Asks the commit thread to consider a snapshot once enough log has
     /// been written by inline commits (which it does not see).
     fn after_inline_commit(&self, bytes_since_snapshot: u64) {
-        if bytes_since_snapshot >= self.snapshot_check_bytes
+        let threshold = self
+            .snapshot_policy
+            .threshold(self.shared.state.read().data_bytes());
+        if bytes_since_snapshot >= threshold
             && !self
                 .shared
                 .snapshot_check_pending
@@ -555,6 +554,60 @@ impl KvStore for DurableStore {
     fn stats(&self) -> Option<&StoreStats> {
         Some(&self.shared.stats)
     }
+}
+
+/// Decoded commands handed from the log reader to the applier, in log order.
+type ReplayBatch = Vec<(u64, u64, Command)>;
+
+/// Opens the log and replays it onto `state` with two threads: this one reads,
+/// checks and decodes records while another applies them, so recovery runs at
+/// the speed of the slower half rather than of both together.
+fn replay(
+    fs: &Arc<dyn FileSystem>,
+    dir: &Path,
+    options: &StoreOptions,
+    mut state: State,
+) -> Result<(Wal, RecoveryReport, State)> {
+    const BATCH: usize = 4096;
+    let replay_from = state.applied_seq() + 1;
+    let (sender, receiver) = std::sync::mpsc::sync_channel::<ReplayBatch>(4);
+    std::thread::scope(|scope| {
+        let applier = scope.spawn(move || {
+            for batch in receiver {
+                for (seq, issued_at_ms, command) in batch {
+                    state.apply(seq, issued_at_ms, command);
+                }
+            }
+            state
+        });
+        let mut batch = Vec::with_capacity(BATCH);
+        let opened = Wal::open(
+            fs.clone(),
+            dir,
+            options.wal.clone(),
+            replay_from,
+            |seq, payload| {
+                let (issued_at_ms, command) =
+                    decode_payload(payload).map_err(|err| err.to_string())?;
+                batch.push((seq, issued_at_ms, command));
+                if batch.len() == BATCH {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                    sender
+                        .send(full)
+                        .map_err(|_| "the replay applier stopped".to_string())?;
+                }
+                Ok(())
+            },
+        );
+        let last = std::mem::take(&mut batch);
+        let _ = sender.send(last);
+        drop(sender);
+        let state = applier
+            .join()
+            .map_err(|_| Error::corrupt(dir, 0, "applying the log panicked"))?;
+        let (wal, report) = opened?;
+        Ok((wal, report, state))
+    })
 }
 
 /// Loads the newest snapshot that decodes; damaged ones are skipped with a note

@@ -59,6 +59,7 @@ impl LogWriter {
             .iter()
             .map(|proposal| Wal::record_bytes(proposal.payload.len()))
             .sum();
+        let started = Instant::now();
         let appended = self
             .wal
             .append(batch.iter().map(|proposal| proposal.payload.as_slice()));
@@ -70,7 +71,7 @@ impl LogWriter {
                 FsyncPolicy::Never => false,
             };
             if due {
-                self.sync(shared)?;
+                self.sync(shared, started)?;
             }
             Ok(first_seq)
         });
@@ -109,11 +110,12 @@ impl LogWriter {
     }
 
     /// Syncs what was appended since the last sync. A failure fails the store.
-    pub fn sync(&mut self, shared: &Shared) -> Result<()> {
+    /// The time recorded runs from `started`: for a commit, from before its
+    /// write, since with direct I/O the write itself is the sync.
+    pub fn sync(&mut self, shared: &Shared, started: Instant) -> Result<()> {
         if !self.unsynced {
             return Ok(());
         }
-        let started = Instant::now();
         let result = self.wal.sync();
         let elapsed = started.elapsed();
         let stats = &shared.stats;

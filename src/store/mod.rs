@@ -8,6 +8,7 @@
 mod command;
 mod commit;
 mod durable;
+mod key;
 mod log_writer;
 mod mem;
 mod state;

@@ -14,6 +14,7 @@ use std::ops::Bound;
 use bytes::Bytes;
 
 use super::command::{Command, Guard, Op};
+use super::key::Key;
 
 /// A stored value with its metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,12 +55,12 @@ pub struct SnapshotPoint {
 
 struct Frozen {
     point: SnapshotPoint,
-    preimages: BTreeMap<Bytes, Option<Entry>>,
+    preimages: BTreeMap<Key, Option<Entry>>,
 }
 
 #[derive(Default)]
 pub struct State {
-    entries: BTreeMap<Bytes, Entry>,
+    entries: BTreeMap<Key, Entry>,
     revision: u64,
     applied_seq: u64,
     /// Sum of key and value lengths of all entries.
@@ -76,7 +77,10 @@ impl State {
         revision: u64,
         entries: impl IntoIterator<Item = (Bytes, Entry)>,
     ) -> State {
-        let entries: BTreeMap<Bytes, Entry> = entries.into_iter().collect();
+        let entries: BTreeMap<Key, Entry> = entries
+            .into_iter()
+            .map(|(key, entry)| (Key::new(&key), entry))
+            .collect();
         let data_bytes = entries
             .iter()
             .map(|(key, entry)| (key.len() + entry.value.len()) as u64)
@@ -148,9 +152,9 @@ impl State {
                 return (expired, last);
             }
             if !entry.is_live(now_ms) {
-                expired.push(key.clone());
+                expired.push(key.to_bytes());
             }
-            last = Some(key.clone());
+            last = Some(key.to_bytes());
         }
         (expired, None)
     }
@@ -179,7 +183,7 @@ impl State {
             .take_while(|(key, _)| key.starts_with(prefix))
             .filter(|(_, entry)| entry.is_live(now_ms))
             .take(limit)
-            .map(|(key, entry)| (key.clone(), entry.clone()))
+            .map(|(key, entry)| (key.to_bytes(), entry.clone()))
             .collect()
     }
 
@@ -197,8 +201,10 @@ impl State {
                 value,
                 expires_at_ms,
                 guard,
-            } => self.apply_put(key, value, expires_at_ms, guard, issued_at_ms),
-            Command::Delete { key, guard } => self.apply_delete(key, guard, issued_at_ms),
+            } => self.apply_put(Key::new(&key), value, expires_at_ms, guard, issued_at_ms),
+            Command::Delete { key, guard } => {
+                self.apply_delete(Key::new(&key), guard, issued_at_ms)
+            }
             Command::Txn { guards, ops } => self.apply_txn(guards, ops, issued_at_ms),
         }
     }
@@ -214,7 +220,7 @@ impl State {
 
     fn apply_put(
         &mut self,
-        key: Bytes,
+        key: Key,
         value: Bytes,
         expires_at_ms: u64,
         guard: Guard,
@@ -247,7 +253,7 @@ impl State {
         }
     }
 
-    fn apply_delete(&mut self, key: Bytes, guard: Guard, now_ms: u64) -> Outcome {
+    fn apply_delete(&mut self, key: Key, guard: Guard, now_ms: u64) -> Outcome {
         let current = self.get(&key, now_ms);
         if !guard.holds(current) {
             return self.refused(current.cloned());
@@ -288,7 +294,7 @@ impl State {
                     value,
                     expires_at_ms,
                 } => (
-                    key,
+                    Key::new(&key),
                     Some(Entry {
                         value,
                         mod_revision: revision,
@@ -296,10 +302,10 @@ impl State {
                     }),
                 ),
                 Op::Delete { key } => {
-                    if !self.entries.contains_key(&key) {
+                    if !self.entries.contains_key(key.as_ref()) {
                         continue;
                     }
-                    (key, None)
+                    (Key::new(&key), None)
                 }
             };
             let is_put = entry.is_some();
@@ -322,7 +328,7 @@ impl State {
 
     /// Sets (`Some`) or removes (`None`) an entry, keeping the byte count and the
     /// snapshot preimages right. Returns the previous entry, expired or not.
-    fn write(&mut self, key: Bytes, entry: Option<Entry>) -> Option<Entry> {
+    fn write(&mut self, key: Key, entry: Option<Entry>) -> Option<Entry> {
         if let Some(frozen) = &mut self.frozen
             && !frozen.preimages.contains_key(&key)
         {
@@ -398,7 +404,7 @@ impl State {
                 older.next()
             };
             if let Some((key, entry)) = next {
-                chunk.push((key.clone(), entry.clone()));
+                chunk.push((key.to_bytes(), entry.clone()));
             }
         }
         chunk

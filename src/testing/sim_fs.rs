@@ -201,6 +201,23 @@ impl SimFs {
         Ok(())
     }
 
+    fn open_existing(
+        &self,
+        path: &Path,
+        durable_writes: bool,
+    ) -> io::Result<Box<dyn WritableFile>> {
+        let state = self.state.lock();
+        if state.dead {
+            return Err(dead_error());
+        }
+        let inode = state.lookup(path)?;
+        Ok(Box::new(SimFile {
+            state: self.state.clone(),
+            inode,
+            durable_writes,
+        }))
+    }
+
     /// Writes a whole file and makes it durable, as a tool outside walrus might.
     pub fn put_file(&self, path: &Path, data: &[u8]) -> io::Result<()> {
         let mut file = self.create(path)?;
@@ -350,29 +367,11 @@ impl FileSystem for SimFs {
     }
 
     fn open_write(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
-        let state = self.state.lock();
-        if state.dead {
-            return Err(dead_error());
-        }
-        let id = state.lookup(path)?;
-        Ok(Box::new(SimFile {
-            state: self.state.clone(),
-            inode: id,
-            durable_writes: false,
-        }))
+        self.open_existing(path, false)
     }
 
     fn open_direct_sync(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
-        let state = self.state.lock();
-        if state.dead {
-            return Err(dead_error());
-        }
-        let id = state.lookup(path)?;
-        Ok(Box::new(SimFile {
-            state: self.state.clone(),
-            inode: id,
-            durable_writes: true,
-        }))
+        self.open_existing(path, true)
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
