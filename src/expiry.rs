@@ -113,4 +113,24 @@ mod tests {
         assert_eq!(store.len(), 2);
         assert!(store.get(b"kept").is_some() && store.get(b"later").is_some());
     }
+
+    #[tokio::test]
+    async fn a_key_set_again_after_the_scan_survives_its_sweep() {
+        let store = MemStore::new();
+        put(&store, "k", 1);
+        let (expired, _) = store.expired_keys(None, 10);
+        assert_eq!(expired, vec![Bytes::from_static(b"k")]);
+        put(&store, "k", 0);
+        for key in expired {
+            let outcome = store
+                .submit(Command::Delete {
+                    key,
+                    guard: Guard::Absent,
+                })
+                .await
+                .unwrap();
+            assert!(!outcome.succeeded);
+        }
+        assert!(store.get(b"k").is_some());
+    }
 }
