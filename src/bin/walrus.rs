@@ -129,8 +129,10 @@ struct ServeArgs {
     /// Time a client has to send a request body, in milliseconds.
     #[arg(long, default_value_t = 30_000)]
     body_timeout_ms: u64,
-    /// Close keep-alive connections idle this long, in milliseconds.
-    #[arg(long, default_value_t = 60_000)]
+    /// Close connections with no traffic this long, in milliseconds. Between
+    /// requests the header timeout also applies, so an idle keep-alive
+    /// connection is closed after the shorter of the two.
+    #[arg(long, default_value_t = 10_000)]
     idle_timeout_ms: u64,
     /// Connections served at once.
     #[arg(long, default_value_t = 4096)]

@@ -36,7 +36,10 @@ pub struct HttpConfig {
     pub header_timeout: Duration,
     /// Time a client has to send a request's body (default 30 s).
     pub body_timeout: Duration,
-    /// A keep-alive connection with no traffic for this long is closed (default 60 s).
+    /// A connection with no traffic for this long is closed (default 10 s).
+    /// Between requests hyper's header timeout runs too (it starts when the
+    /// connection goes idle), so idle keep-alive connections close after the
+    /// shorter of the two.
     pub idle_timeout: Duration,
     /// Connections served at once; more wait in the listen queue (default 4096).
     pub max_connections: usize,
@@ -57,7 +60,7 @@ impl Default for HttpConfig {
             max_value_bytes: 1 << 20,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
-            idle_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(10),
             max_connections: 4096,
             shutdown_grace: Duration::from_secs(10),
             auth_token: None,
