@@ -32,6 +32,7 @@ pub mod error;
 pub mod expiry;
 pub mod http;
 pub mod metrics;
+pub mod net;
 pub mod resp;
 pub mod server;
 pub mod storage;

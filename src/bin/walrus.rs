@@ -413,10 +413,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Bench(BenchCommand::Http(args)) => bench_http(args),
         Command::Bench(BenchCommand::Resp(args)) => bench_resp(args),
         Command::Bench(BenchCommand::OriginalServer { listen, data_dir }) => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?;
+            let runtime = runtime()?;
             runtime.block_on(walrus::bench::original_server::serve(&listen, &data_dir))?;
             Ok(ExitCode::SUCCESS)
         }
@@ -539,10 +536,7 @@ fn bench_http(args: HttpBenchArgs) -> Result<ExitCode> {
         ..walrus::bench::http::HttpBenchConfig::default()
     };
     config.validate()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = runtime()?;
     let report = runtime.block_on(walrus::bench::http::run(&config))?;
     if let Some(path) = &args.plot {
         let title = format!(
@@ -572,10 +566,7 @@ fn bench_resp(args: RespBenchArgs) -> Result<ExitCode> {
         password: read_token(args.token_file.as_deref())?,
     };
     config.validate()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = runtime()?;
     let report = runtime.block_on(walrus::bench::resp::run(&config))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -588,10 +579,7 @@ fn bench_resp(args: RespBenchArgs) -> Result<ExitCode> {
 fn serve(args: &ServeArgs) -> Result<ExitCode> {
     let options = args.options()?;
     let store = OpenStore::open(&options)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = runtime()?;
     let served = runtime.block_on(async {
         let listener = bind(&options.listen).await?;
         let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -630,4 +618,12 @@ fn bench_store(args: StoreBenchArgs) -> Result<ExitCode> {
         println!("{}", report.render());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The multi-threaded runtime the server and the load generators run on.
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }

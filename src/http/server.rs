@@ -17,8 +17,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
-use tokio::task::JoinSet;
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use super::router::App;
@@ -30,51 +29,20 @@ pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
     tls: Option<Arc<rustls::ServerConfig>>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> io::Result<()> {
-    let limit = Arc::new(Semaphore::new(app.config.max_connections));
     let acceptor = tls.map(TlsAcceptor::from);
-    let mut connections = JoinSet::new();
-    loop {
-        let permit = tokio::select! {
-            permit = limit.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-            _ = shutdown.wait_for(|&stop| stop) => break,
-        };
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
-                Err(error) => {
-                    // Out of file descriptors and the like: back off, keep serving.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.wait_for(|&stop| stop) => break,
-        };
-        let _ = stream.set_nodelay(true);
-        connections.spawn(connection(
+    let (max_connections, grace) = (app.config.max_connections, app.config.shutdown_grace);
+    let connection_shutdown = shutdown.clone();
+    crate::net::accept_until_shutdown(listener, max_connections, grace, shutdown, move |stream| {
+        connection(
             stream,
             acceptor.clone(),
             app.clone(),
-            shutdown.clone(),
-            permit,
-        ));
-        while connections.try_join_next().is_some() {}
-    }
-    drop(listener);
-    let grace = app.config.shutdown_grace + Duration::from_secs(1);
-    let drained = tokio::time::timeout(grace, async {
-        while connections.join_next().await.is_some() {}
+            connection_shutdown.clone(),
+        )
     })
     .await;
-    if drained.is_err() {
-        tracing::warn!("connections still open after the shutdown grace period; closing them");
-        connections.shutdown().await;
-    }
     Ok(())
 }
 
@@ -83,7 +51,6 @@ async fn connection(
     acceptor: Option<TlsAcceptor>,
     app: Arc<App>,
     shutdown: watch::Receiver<bool>,
-    _permit: OwnedSemaphorePermit,
 ) {
     match acceptor {
         None => serve_connection(stream, app, shutdown).await,

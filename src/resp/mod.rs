@@ -18,8 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
-use tokio::task::JoinSet;
+use tokio::sync::watch;
 
 use crate::store::KvStore;
 pub use frame::{Limits, Parsed, ProtocolError, Reply, parse_request, take_request};
@@ -74,7 +73,7 @@ pub async fn serve_resp(
     listener: TcpListener,
     store: Arc<dyn KvStore>,
     config: RespConfig,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> io::Result<()> {
     let shared = Arc::new(Shared {
         store,
@@ -87,38 +86,17 @@ pub async fn serve_resp(
         },
         config,
     });
-    let limit = Arc::new(Semaphore::new(shared.config.max_connections.max(1)));
-    let mut connections = JoinSet::new();
-    loop {
-        let permit = tokio::select! {
-            permit = limit.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-            _ = shutdown.wait_for(|&stop| stop) => break,
-        };
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = shutdown.wait_for(|&stop| stop) => break,
-        };
-        let stream = match accepted {
-            Ok((stream, _peer)) => stream,
-            Err(error) => {
-                // Out of file descriptors and the like: back off, keep serving.
-                tracing::warn!(%error, "RESP accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
+    let (max_connections, grace) = (shared.config.max_connections, shared.config.shutdown_grace);
+    let connection_shutdown = shutdown.clone();
+    crate::net::accept_until_shutdown(listener, max_connections, grace, shutdown, move |stream| {
         let id = shared
             .stats
             .total_connections
             .fetch_add(1, Ordering::Relaxed)
             + 1;
         let shared = shared.clone();
-        let shutdown = shutdown.clone();
-        connections.spawn(async move {
+        let shutdown = connection_shutdown.clone();
+        async move {
             shared
                 .stats
                 .connected_clients
@@ -128,18 +106,8 @@ pub async fn serve_resp(
                 .stats
                 .connected_clients
                 .fetch_sub(1, Ordering::Relaxed);
-            drop(permit);
-        });
-        while connections.try_join_next().is_some() {}
-    }
-    drop(listener);
-    let grace = shared.config.shutdown_grace + Duration::from_secs(1);
-    let drained = tokio::time::timeout(grace, async {
-        while connections.join_next().await.is_some() {}
+        }
     })
     .await;
-    if drained.is_err() {
-        connections.shutdown().await;
-    }
     Ok(())
 }
