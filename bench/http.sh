@@ -4,7 +4,8 @@
 #   HTTP ceiling), etcd 3.4 single node through its v3 JSON gateway, and the
 #   original design (map + JSON-lines log, fsync per write) reproduced by
 #   `walrus bench original-server`.
-# Everything listens on 127.0.0.1 and stops at the end. Usage:
+# Everything listens on 127.0.0.1 and stops at the end; data lives under
+# $BENCH_DIR (default: this checkout, a real disk). Usage:
 #   bench/http.sh [seconds per run, default 10] [rounds, default 3]
 # Prints a Markdown table of medians over the rounds (runs alternate servers).
 set -euo pipefail
@@ -12,25 +13,13 @@ cd "$(dirname "$0")/.."
 DURATION=${1:-10}
 ROUNDS=${2:-3}
 
-need() { command -v "$1" >/dev/null 2>&1; }
+. bench/common.sh
 if ! need nginx || ! need etcd; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light etcd-server >/dev/null
 fi
-cargo build --release -q
-WALRUS=$PWD/target/release/walrus
-
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    [ -n "${KEEP:-}" ] && echo "kept $WORK" >&2 || rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+walrus_binary  # WALRUS=path/to/walrus skips the build
+work_dir http-bench
 
 NGINX_PORT=$(free_port); ETCD_PORT=$(free_port); ETCD_PEER=$(free_port); WALRUS_PORT=$(free_port)
 ORIGINAL_PORT=$(free_port)

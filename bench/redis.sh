@@ -13,28 +13,20 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
 SCALE=${2:-1}
+case $SCALE in
+    ''|*[!0-9]*|0) echo "request scale must be a whole number ≥ 1, got '$SCALE'" >&2; exit 2 ;;
+esac
 
-need() { command -v "$1" >/dev/null 2>&1; }
+. bench/common.sh
 if ! need redis-server || ! need redis-benchmark; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null
 fi
-if [ -z "${WALRUS:-}" ]; then  # WALRUS=path/to/walrus skips the build
-    cargo build --release -q --bin walrus
-    WALRUS=${CARGO_TARGET_DIR:-$PWD/target}/release/walrus
-fi
+walrus_binary  # WALRUS=path/to/walrus skips the build
+work_dir redis-bench
 
-WORK=$(mktemp -d -p "${BENCH_DIR:-$PWD}" redis-bench.XXXXXX)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    [ -n "${KEEP:-}" ] && echo "kept $WORK" >&2 || rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do redis-cli -p "$1" ping >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "port $1 never answered" >&2; exit 1; }
+# Ready means answering PING, not only accepting connections.
+wait_redis() { for _ in $(seq 100); do redis-cli -p "$1" ping >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "port $1 never answered" >&2; exit 1; }
 
 WALRUS_PORT=$(free_port); ALWAYS_PORT=$(free_port); EVERYSEC_PORT=$(free_port)
 "$WALRUS" serve --listen 127.0.0.1:0 --resp-listen "127.0.0.1:$WALRUS_PORT" \
@@ -45,7 +37,7 @@ for mode in always everysec; do
     redis-server --port "$port" --bind 127.0.0.1 --dir "$WORK/redis-$mode" --save "" \
         --appendonly yes --appendfsync "$mode" --daemonize no --logfile "$WORK/redis-$mode.log" & PIDS+=($!)
 done
-wait_port "$WALRUS_PORT"; wait_port "$ALWAYS_PORT"; wait_port "$EVERYSEC_PORT"
+wait_redis "$WALRUS_PORT"; wait_redis "$ALWAYS_PORT"; wait_redis "$EVERYSEC_PORT"
 echo "redis: $(redis-server --version)" >&2
 
 requests() { # clients pipeline -> request count (each run takes a few seconds)

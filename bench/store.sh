@@ -6,11 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-3}
 shift || true
-cargo build --release -q
-WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
+. bench/common.sh
+walrus_binary  # WALRUS=path/to/walrus skips the build
+work_dir store-bench  # on a real disk: /tmp may be tmpfs, where fsync is free
 for run in $(seq "$RUNS"); do
-    ./target/release/walrus bench store --json --dir "$WORK/data" "$@" > "$WORK/run-$run.json" 2>/dev/null
+    "$WALRUS" bench store --json --dir "$WORK/data" "$@" > "$WORK/run-$run.json" 2>/dev/null
 done
 python3 - "$WORK" "$RUNS" <<'PY'
 import glob, json, statistics, sys
