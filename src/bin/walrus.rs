@@ -238,6 +238,30 @@ enum BenchCommand {
     },
 }
 
+/// Flags every network load generator takes.
+#[derive(Args)]
+struct LoadArgs {
+    /// Measured seconds (per operation, for `bench resp`).
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds of load before measuring.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Bytes per written value.
+    #[arg(long, default_value_t = 100)]
+    value_size: usize,
+}
+
+impl LoadArgs {
+    fn duration(&self) -> Duration {
+        Duration::from_secs_f64(self.duration.max(0.1))
+    }
+
+    fn warmup(&self) -> Duration {
+        Duration::from_secs_f64(self.warmup.max(0.0))
+    }
+}
+
 #[derive(Args)]
 struct RespBenchArgs {
     /// Server address.
@@ -249,15 +273,8 @@ struct RespBenchArgs {
     /// Commands in flight per connection.
     #[arg(long, default_value_t = 1)]
     pipeline: usize,
-    /// Measured seconds per operation.
-    #[arg(long, default_value_t = 10.0)]
-    duration: f64,
-    /// Seconds of load before measuring.
-    #[arg(long, default_value_t = 1.0)]
-    warmup: f64,
-    /// Bytes per SET value.
-    #[arg(long, default_value_t = 100)]
-    value_size: usize,
+    #[command(flatten)]
+    load: LoadArgs,
     /// Distinct keys.
     #[arg(long, default_value_t = 100_000)]
     keys: u64,
@@ -314,15 +331,8 @@ struct HttpBenchArgs {
     /// Concurrent connections, each with one request in flight.
     #[arg(long, default_value_t = 64)]
     connections: usize,
-    /// Measured seconds.
-    #[arg(long, default_value_t = 10.0)]
-    duration: f64,
-    /// Seconds of load before measuring.
-    #[arg(long, default_value_t = 1.0)]
-    warmup: f64,
-    /// Bytes per PUT value.
-    #[arg(long, default_value_t = 100)]
-    value_size: usize,
+    #[command(flatten)]
+    load: LoadArgs,
     /// PUT:GET weights, e.g. 1:0 (writes only), 0:1, 1:9.
     #[arg(long, default_value = "1:1")]
     mix: walrus::bench::http::Mix,
@@ -523,9 +533,9 @@ fn bench_http(args: HttpBenchArgs) -> Result<ExitCode> {
     let config = walrus::bench::http::HttpBenchConfig {
         endpoints: args.endpoints,
         connections: args.connections,
-        duration: Duration::from_secs_f64(args.duration.max(0.1)),
-        warmup: Duration::from_secs_f64(args.warmup.max(0.0)),
-        value_size: args.value_size,
+        duration: args.load.duration(),
+        warmup: args.load.warmup(),
+        value_size: args.load.value_size,
         mix: args.mix,
         key_space: args.keys,
         style: args.style,
@@ -559,9 +569,9 @@ fn bench_resp(args: RespBenchArgs) -> Result<ExitCode> {
         address: args.address,
         connections: args.connections,
         pipeline: args.pipeline,
-        duration: Duration::from_secs_f64(args.duration.max(0.1)),
-        warmup: Duration::from_secs_f64(args.warmup.max(0.0)),
-        value_size: args.value_size,
+        duration: args.load.duration(),
+        warmup: args.load.warmup(),
+        value_size: args.load.value_size,
         key_space: args.keys,
         password: read_token(args.token_file.as_deref())?,
     };
