@@ -57,6 +57,13 @@ pub enum Error {
     #[error("the store is closed")]
     Closed,
 
+    /// The cluster cannot serve the request now: no leader is known, no quorum
+    /// answered in time, or the leader could not be reached. Nothing was
+    /// applied by this request unless it is reported as applied later; retrying
+    /// after an election is the remedy.
+    #[error("the cluster is unavailable: {reason}")]
+    Unavailable { reason: String },
+
     /// Writing a snapshot failed; the log is intact and nothing was lost.
     #[error("snapshot failed: {0}")]
     SnapshotFailed(String),
@@ -80,9 +87,10 @@ impl Error {
 
     /// Whether the same request can succeed later without operator action.
     ///
-    /// Only a closed store (a restart in progress) qualifies; a failed log needs a
+    /// A closed store (a restart in progress) and an unavailable cluster (an
+    /// election in progress) qualify; a failed log needs a
     /// restart, corruption needs an operator, and bad arguments stay bad.
     pub fn is_retriable(&self) -> bool {
-        matches!(self, Error::Closed)
+        matches!(self, Error::Closed | Error::Unavailable { .. })
     }
 }

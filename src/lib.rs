@@ -26,6 +26,7 @@
 
 pub mod bench;
 pub mod client;
+pub mod dev_cluster;
 pub mod dump;
 pub mod encoding;
 pub mod error;
@@ -33,6 +34,8 @@ pub mod expiry;
 pub mod http;
 pub mod metrics;
 pub mod net;
+pub mod node;
+pub mod raft;
 pub mod resp;
 pub mod server;
 pub mod storage;

@@ -13,6 +13,8 @@ use tokio::sync::watch;
 use crate::error::Error;
 use crate::expiry::SweepConfig;
 use crate::http::{App, HttpConfig, load_tls_config, serve};
+use crate::node::Node;
+use crate::raft::{ClusterNode, ClusterOptions};
 use crate::resp::{RespConfig, serve_resp};
 use crate::store::{DurableStore, KvStore, MemStore, StoreOptions};
 
@@ -30,6 +32,8 @@ pub struct ServeOptions {
     pub resp_listen: Option<String>,
     pub resp: RespConfig,
     pub sweep: SweepConfig,
+    /// Serve a replica of a Raft cluster instead of a single store.
+    pub cluster: Option<ClusterOptions>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,9 +55,27 @@ pub enum ServeError {
 pub enum OpenStore {
     Durable(Arc<DurableStore>),
     Memory(Arc<MemStore>),
+    Replica(Arc<ClusterNode>),
 }
 
 impl OpenStore {
+    /// Opens what `options` asks for; a replica starts Raft, so this runs on
+    /// the async runtime.
+    pub async fn open_any(options: &ServeOptions) -> Result<OpenStore, Error> {
+        match &options.cluster {
+            Some(cluster) => {
+                let node = ClusterNode::start(&options.data_dir, cluster.clone()).await?;
+                tracing::info!(
+                    node_id = cluster.node_id,
+                    data_dir = %options.data_dir.display(),
+                    "serving a cluster replica"
+                );
+                Ok(OpenStore::Replica(node))
+            }
+            None => OpenStore::open(options),
+        }
+    }
+
     pub fn open(options: &ServeOptions) -> Result<OpenStore, Error> {
         if options.in_memory {
             tracing::info!("serving an in-memory store: nothing is persisted");
@@ -77,10 +99,19 @@ impl OpenStore {
         Ok(OpenStore::Durable(Arc::new(store)))
     }
 
-    pub fn as_kv(&self) -> Arc<dyn KvStore> {
+    /// The node the front ends serve.
+    pub fn node(&self) -> Node {
         match self {
-            OpenStore::Durable(store) => store.clone(),
-            OpenStore::Memory(store) => store.clone(),
+            OpenStore::Durable(store) => Node::local(store.clone()),
+            OpenStore::Memory(store) => Node::local(store.clone()),
+            OpenStore::Replica(cluster) => Node::replicated(cluster.clone()),
+        }
+    }
+
+    /// Stops Raft on a replica (its log writer syncs and stops).
+    pub async fn stop_replication(&self) {
+        if let OpenStore::Replica(cluster) = self {
+            cluster.shutdown().await;
         }
     }
 
@@ -93,7 +124,7 @@ impl OpenStore {
                 // last handle closes it.
                 Err(_) => Ok(()),
             },
-            OpenStore::Memory(_) => Ok(()),
+            OpenStore::Memory(_) | OpenStore::Replica(_) => Ok(()),
         }
     }
 }
@@ -112,7 +143,7 @@ pub async fn bind(address: &str) -> Result<TcpListener, ServeError> {
 /// expired keys, until `shutdown` turns true.
 pub async fn run(
     listener: TcpListener,
-    store: Arc<dyn KvStore>,
+    node: Node,
     options: &ServeOptions,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), ServeError> {
@@ -125,7 +156,7 @@ pub async fn run(
         None => None,
     };
     let sweeper = tokio::spawn(crate::expiry::run(
-        store.clone(),
+        node.store().clone(),
         options.sweep,
         shutdown.clone(),
     ));
@@ -133,7 +164,7 @@ pub async fn run(
         .map(|listener| {
             start_resp(
                 listener,
-                store.clone(),
+                node.clone(),
                 options.resp.clone(),
                 shutdown.clone(),
             )
@@ -142,7 +173,7 @@ pub async fn run(
     let address: SocketAddr = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(%address, "listening on {scheme}://{address}");
-    let app = Arc::new(App::new(store, options.http.clone()));
+    let app = Arc::new(App::new(node, options.http.clone()));
     let served = serve(listener, app, tls, shutdown).await;
     if let Some(resp) = resp {
         match resp.await {
@@ -158,13 +189,13 @@ pub async fn run(
 /// Starts the RESP server on its own task and logs its address.
 fn start_resp(
     listener: TcpListener,
-    store: Arc<dyn KvStore>,
+    node: Node,
     config: RespConfig,
     shutdown: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<std::io::Result<()>>, ServeError> {
     let address = listener.local_addr()?;
     tracing::info!(%address, "listening for RESP on redis://{address}");
-    Ok(tokio::spawn(serve_resp(listener, store, config, shutdown)))
+    Ok(tokio::spawn(serve_resp(listener, node, config, shutdown)))
 }
 
 /// Resolves when the process gets SIGINT or SIGTERM.

@@ -70,6 +70,48 @@ enum Command {
     /// Measure walrus.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Look at and change a cluster's membership.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Start a local cluster on loopback for trying it out; Ctrl-C stops it.
+    DevCluster {
+        /// Number of nodes.
+        #[arg(long, default_value_t = 3)]
+        nodes: u64,
+        /// Where the nodes keep their data (one folder each).
+        #[arg(long, default_value = "walrus-dev-cluster")]
+        data_dir: PathBuf,
+        /// First HTTP port; node N listens on BASE+N-1 and RESP on BASE+100+N-1.
+        #[arg(long, default_value_t = 8081)]
+        base_port: u16,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Show each node's role, term, leader and log positions.
+    Status {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Add a node as a learner (it receives the log, does not vote): ID=HOST:PORT.
+    AddLearner {
+        node: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Make a learner a voting member.
+    Promote {
+        id: u64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Remove a node from the cluster.
+    Remove {
+        id: u64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 #[derive(Args)]
@@ -150,6 +192,27 @@ struct ServeArgs {
     /// PEM private key for HTTPS (with --tls-cert).
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Run as node ID of a Raft cluster. Without --peers the node waits to be
+    /// added to an existing cluster (`walrus cluster add-learner`).
+    #[arg(long)]
+    node_id: Option<u64>,
+    /// The initial members, ID=HOST:PORT,... (their --listen addresses), the
+    /// same on every node; bootstraps the cluster on first start.
+    #[arg(long, requires = "node_id")]
+    peers: Option<String>,
+    /// The address other nodes reach this one at (default: --listen).
+    #[arg(long)]
+    advertise: Option<String>,
+    /// How long a cluster request waits for a leader and a quorum before 503,
+    /// in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    request_timeout_ms: u64,
+    /// Raft leader heartbeat interval in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    heartbeat_ms: u64,
+    /// Raft election timeout in milliseconds (randomized up to twice this).
+    #[arg(long, default_value_t = 500)]
+    election_timeout_ms: u64,
 }
 
 impl ServeArgs {
@@ -216,7 +279,49 @@ impl ServeArgs {
                 ..HttpConfig::default()
             },
             tls: self.tls_cert.clone().zip(self.tls_key.clone()),
+            cluster: self.cluster_options()?,
         })
+    }
+
+    fn cluster_options(&self) -> Result<Option<walrus::raft::ClusterOptions>> {
+        let Some(node_id) = self.node_id else {
+            return Ok(None);
+        };
+        anyhow::ensure!(
+            !self.in_memory,
+            "a cluster node needs a data directory, not --in-memory"
+        );
+        let advertise = self
+            .advertise
+            .clone()
+            .unwrap_or_else(|| self.listen.clone());
+        let mut options = walrus::raft::ClusterOptions::new(node_id, advertise);
+        if let Some(peers) = &self.peers {
+            options.peers = walrus::raft::parse_peers(peers)
+                .map_err(|reason| anyhow::anyhow!("--peers: {reason}"))?;
+        }
+        options.fsync = self.fsync;
+        options.wal = WalOptions {
+            segment_bytes: self.segment_bytes.max(4096),
+            preallocate: !self.no_preallocate,
+            recovery_mode: if self.repair {
+                RecoveryMode::Repair
+            } else if self.strict_recovery {
+                RecoveryMode::Strict
+            } else {
+                RecoveryMode::TolerateTornTail
+            },
+            direct_io: !self.no_direct_io,
+        };
+        options.token = match &self.auth_token_file {
+            Some(path) => Some(std::fs::read_to_string(path)?.trim().to_string()),
+            None => None,
+        };
+        options.request_timeout = Duration::from_millis(self.request_timeout_ms.max(1));
+        options.heartbeat_ms = self.heartbeat_ms.max(1);
+        let election = self.election_timeout_ms.max(3 * options.heartbeat_ms);
+        options.election_timeout_ms = (election, election * 2);
+        Ok(Some(options))
     }
 }
 
@@ -427,6 +532,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
             runtime.block_on(walrus::bench::original_server::serve(&listen, &data_dir))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Cluster(command) => cluster_command(command),
+        Command::DevCluster {
+            nodes,
+            data_dir,
+            base_port,
+        } => {
+            let options = walrus::dev_cluster::DevClusterOptions {
+                nodes,
+                data_dir,
+                base_port,
+            };
+            walrus::dev_cluster::run(&options)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Get { key, client } => client_command(&client, ClientCall::Get(key)),
         Command::Put { key, value, client } => client_command(&client, ClientCall::Put(key, value)),
         Command::Delete { key, client } => client_command(&client, ClientCall::Delete(key)),
@@ -588,8 +707,8 @@ fn bench_resp(args: RespBenchArgs) -> Result<ExitCode> {
 
 fn serve(args: &ServeArgs) -> Result<ExitCode> {
     let options = args.options()?;
-    let store = OpenStore::open(&options)?;
     let runtime = runtime()?;
+    let store = runtime.block_on(OpenStore::open_any(&options))?;
     let served = runtime.block_on(async {
         let listener = bind(&options.listen).await?;
         let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -598,7 +717,9 @@ fn serve(args: &ServeArgs) -> Result<ExitCode> {
             tracing::info!("shutting down: finishing in-flight requests");
             let _ = stop.send(true);
         });
-        run_server(listener, store.as_kv(), &options, stopped).await
+        let served = run_server(listener, store.node(), &options, stopped).await;
+        store.stop_replication().await;
+        served
     });
     runtime.shutdown_timeout(Duration::from_secs(1));
     let closed = store.close();
@@ -606,6 +727,111 @@ fn serve(args: &ServeArgs) -> Result<ExitCode> {
     closed?;
     tracing::info!("stopped cleanly; the data directory is unlocked");
     Ok(ExitCode::SUCCESS)
+}
+
+/// `walrus cluster …`: membership changes go to whichever endpoint leads
+/// (the others answer 503 and the client tries the next).
+fn cluster_command(command: ClusterCommand) -> Result<ExitCode> {
+    let (client, path) = match &command {
+        ClusterCommand::Status { client } => (client, "/cluster/status".to_string()),
+        ClusterCommand::AddLearner { node, client } => {
+            let (id, address) = node
+                .split_once('=')
+                .context("expected ID=HOST:PORT, e.g. 4=127.0.0.1:8084")?;
+            let id: u64 = id.parse().context("the node id must be a number")?;
+            let address = walrus::client::key_path(address.as_bytes());
+            (
+                client,
+                format!("/cluster/add-learner?id={id}&addr={}", &address[4..]),
+            )
+        }
+        ClusterCommand::Promote { id, client } => (client, format!("/cluster/promote?id={id}")),
+        ClusterCommand::Remove { id, client } => (client, format!("/cluster/remove?id={id}")),
+    };
+    let method = match command {
+        ClusterCommand::Status { .. } => http::Method::GET,
+        _ => http::Method::POST,
+    };
+    if method == http::Method::GET {
+        return cluster_status(client);
+    }
+    let client = client.client()?;
+    let runtime = runtime()?;
+    let response = runtime.block_on(client.request(
+        method,
+        &path,
+        http::HeaderMap::new(),
+        bytes::Bytes::new(),
+    ))?;
+    let body = String::from_utf8_lossy(&response.body).into_owned();
+    if response.status.is_success() {
+        println!("{}", body.trim());
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("error: {} {}", response.status, body.trim());
+        Ok(ExitCode::from(2))
+    }
+}
+
+/// Prints every endpoint's view of the cluster as a table.
+fn cluster_status(args: &ClientArgs) -> Result<ExitCode> {
+    let runtime = runtime()?;
+    let token = read_token(args.token_file.as_deref())?;
+    println!(
+        "{:<28} {:>4} {:<10} {:>6} {:>7} {:>10} {:>10} {:>10}",
+        "ENDPOINT", "ID", "ROLE", "TERM", "LEADER", "LAST LOG", "COMMIT", "APPLIED"
+    );
+    let mut failures = 0;
+    for endpoint in &args.endpoints {
+        let client = walrus::client::Client::with_options(
+            vec![endpoint.clone()],
+            token.clone(),
+            walrus::client::ClientOptions {
+                ca_file: args.cacert.clone(),
+                ..walrus::client::ClientOptions::default()
+            },
+        )?;
+        let answer = runtime.block_on(client.request(
+            http::Method::GET,
+            "/cluster/status",
+            http::HeaderMap::new(),
+            bytes::Bytes::new(),
+        ));
+        let status = answer.map_err(anyhow::Error::from).and_then(|response| {
+            anyhow::ensure!(
+                response.status.is_success(),
+                "{}",
+                String::from_utf8_lossy(&response.body).trim()
+            );
+            Ok(serde_json::from_slice::<walrus::raft::ClusterStatus>(
+                &response.body,
+            )?)
+        });
+        match status {
+            Ok(status) => println!(
+                "{:<28} {:>4} {:<10} {:>6} {:>7} {:>10} {:>10} {:>10}",
+                endpoint,
+                status.node_id,
+                status.role,
+                status.term,
+                status
+                    .leader_id
+                    .map_or("-".to_string(), |id| id.to_string()),
+                status.last_log_index,
+                status.commit_index,
+                status.applied_index
+            ),
+            Err(error) => {
+                failures += 1;
+                println!("{endpoint:<28} unreachable: {error:#}");
+            }
+        }
+    }
+    Ok(if failures == args.endpoints.len() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn bench_store(args: StoreBenchArgs) -> Result<ExitCode> {

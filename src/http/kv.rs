@@ -18,6 +18,7 @@ use super::metrics::Route;
 use super::path::{parse_query, percent_decode, percent_encode};
 use super::response::{HttpResponse, body, empty, store_error, text, with_etag};
 use super::router::{App, method_not_allowed};
+use crate::node::Consistency;
 use crate::store::{Command, Guard};
 
 pub const PREFIX: &str = "/kv/";
@@ -44,6 +45,15 @@ pub async fn handle(
                 app.config.max_key_bytes
             ),
         );
+    }
+    let consistency = match consistency_from_query(request.uri().query().unwrap_or("")) {
+        Ok(consistency) => consistency,
+        Err(message) => return text(StatusCode::BAD_REQUEST, message),
+    };
+    let reads = route == Route::KvList
+        || (!key.is_empty() && matches!(*request.method(), Method::GET | Method::HEAD));
+    if reads && let Err(error) = app.node.read_barrier(consistency).await {
+        return store_error(&error);
     }
     if route == Route::KvList {
         return list(app, request.uri().query().unwrap_or(""));
@@ -124,6 +134,20 @@ pub fn parse_ttl(text: &[u8]) -> Result<u64, String> {
                 "ttl must be a positive number with a unit (ms, s, m, h), like 30s; got {text:?}"
             )
         })
+}
+
+/// The read consistency a query asks for: `consistency=stale` reads this
+/// node's applied state without asking the leader.
+fn consistency_from_query(query: &str) -> Result<Consistency, String> {
+    let params = parse_query(query).map_err(|error| format!("query has {error}"))?;
+    match params.get("consistency").map(|value| value.as_slice()) {
+        None | Some(b"linearizable") => Ok(Consistency::Linearizable),
+        Some(b"stale") => Ok(Consistency::Stale),
+        Some(other) => Err(format!(
+            "consistency must be linearizable or stale, got {:?}",
+            String::from_utf8_lossy(other)
+        )),
+    }
 }
 
 /// The expiry time a PUT's query asks for (0: none).

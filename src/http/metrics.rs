@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::metrics::{Histogram, LATENCY_BUCKETS, family, sample};
+use crate::node::Node;
+use crate::raft::ClusterNode;
 use crate::store::KvStore;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,7 +97,8 @@ impl HttpMetrics {
     }
 
     /// The whole `/metrics` page: requests, store and log figures.
-    pub fn render(&self, store: &dyn KvStore) -> String {
+    pub fn render(&self, node: &Node) -> String {
+        let store = &**node.store();
         let mut out = String::with_capacity(16 * 1024);
         family(
             &mut out,
@@ -128,8 +131,78 @@ impl HttpMetrics {
             }
         }
         render_store(&mut out, store);
+        if let Some(cluster) = node.cluster() {
+            render_cluster(&mut out, cluster);
+        }
         out
     }
+}
+
+fn render_cluster(out: &mut String, cluster: &ClusterNode) {
+    let status = cluster.status();
+    let gauges: [(&str, &str, u64); 6] = [
+        ("walrus_raft_term", "The current Raft term.", status.term),
+        (
+            "walrus_raft_leader_id",
+            "The node id of the leader this node knows (0: none).",
+            status.leader_id.unwrap_or(0),
+        ),
+        (
+            "walrus_raft_is_leader",
+            "1 on the leader.",
+            u64::from(status.role == "leader"),
+        ),
+        (
+            "walrus_raft_commit_index",
+            "The last log index known committed.",
+            status.commit_index,
+        ),
+        (
+            "walrus_raft_applied_index",
+            "The last log index applied to the state.",
+            status.applied_index,
+        ),
+        (
+            "walrus_raft_snapshot_index",
+            "The last log index the newest snapshot covers.",
+            status.snapshot_index,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        family(out, name, "gauge", help);
+        sample(out, name, "", value);
+    }
+    family(
+        out,
+        "walrus_raft_follower_lag_entries",
+        "gauge",
+        "On the leader: entries each follower is behind the leader's log.",
+    );
+    for (id, matched) in &status.replication {
+        let labels = format!("follower=\"{id}\"");
+        let lag = status.last_log_index.saturating_sub(*matched);
+        sample(out, "walrus_raft_follower_lag_entries", &labels, lag);
+    }
+    let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+    family(
+        out,
+        "walrus_raft_forwarded_total",
+        "counter",
+        "Requests this node forwarded to the leader, by kind.",
+    );
+    let counters = &cluster.counters;
+    sample(
+        out,
+        "walrus_raft_forwarded_total",
+        "kind=\"write\"",
+        load(&counters.forwarded_writes),
+    );
+    sample(
+        out,
+        "walrus_raft_forwarded_total",
+        "kind=\"read_index\"",
+        load(&counters.forwarded_reads),
+    );
 }
 
 fn render_store(out: &mut String, store: &dyn KvStore) {

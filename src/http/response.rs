@@ -73,6 +73,16 @@ pub fn store_error(error: &Error) -> HttpResponse {
             response
         }
         Error::InvalidArgument(message) => text(StatusCode::BAD_REQUEST, message.clone()),
+        Error::Unavailable { reason } => {
+            let mut response = text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{reason}; nothing was applied, retry shortly"),
+            );
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+        }
         other => {
             tracing::error!(error = %other, "storage error while serving a request");
             text(

@@ -9,22 +9,27 @@ use http::{Method, Request, StatusCode};
 use hyper::body::Incoming;
 
 use super::HttpConfig;
+use super::cluster;
 use super::kv;
 use super::metrics::{HttpMetrics, Route};
 use super::response::{HttpResponse, body, text};
+use crate::node::Node;
 use crate::store::KvStore;
 
 /// Everything a request handler needs; shared by all connections.
 pub struct App {
+    pub node: Node,
+    /// The node's store (`node.store()`), for local reads and writes.
     pub store: Arc<dyn KvStore>,
     pub config: HttpConfig,
     pub(super) metrics: HttpMetrics,
 }
 
 impl App {
-    pub fn new(store: Arc<dyn KvStore>, config: HttpConfig) -> App {
+    pub fn new(node: Node, config: HttpConfig) -> App {
         App {
-            store,
+            store: node.store().clone(),
+            node,
             config,
             metrics: HttpMetrics::default(),
         }
@@ -57,28 +62,36 @@ impl App {
             let raw_key = raw_key.to_string();
             return kv::handle(self, route, &raw_key, request).await;
         }
+        if let Some(message) = path.strip_prefix(cluster::RAFT_PREFIX) {
+            let message = message.to_string();
+            return cluster::raft(self, &message, request).await;
+        }
+        if let Some(action) = path.strip_prefix(cluster::CLUSTER_PREFIX) {
+            let action = action.to_string();
+            return cluster::cluster(self, &action, request).await;
+        }
         match (path, request.method()) {
             ("/health", &Method::GET | &Method::HEAD) => text(StatusCode::OK, "ok"),
             ("/ready", &Method::GET | &Method::HEAD) => self.ready(),
             ("/metrics", &Method::GET | &Method::HEAD) => body(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
-                self.metrics.render(&*self.store).into(),
+                self.metrics.render(&self.node).into(),
             ),
             ("/health" | "/ready" | "/metrics", _) => method_not_allowed("GET, HEAD"),
             _ => text(
                 StatusCode::NOT_FOUND,
-                "no such route; the API is /kv/{key}, /health, /ready and /metrics",
+                "no such route; the API is /kv/{key}, /health, /ready, /metrics and /cluster/status",
             ),
         }
     }
 
     fn ready(&self) -> HttpResponse {
-        match self.store.failure() {
+        match self.node.not_ready() {
             None => text(StatusCode::OK, "ready"),
             Some(reason) => text(
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!("not ready: storage has failed: {reason}"),
+                format!("not ready: {reason}"),
             ),
         }
     }

@@ -115,6 +115,27 @@ pub async fn run(
     let _ = stream.shutdown().await;
 }
 
+/// Answers every whole request in `input` with `error` (a cluster that could
+/// not confirm a read index): nothing of the batch runs.
+fn fail_batch(
+    parser: &mut RequestParser,
+    input: &mut BytesMut,
+    output: &mut BytesMut,
+    error: &crate::Error,
+) -> bool {
+    loop {
+        match parser.take(input) {
+            Ok(Some(args)) if args.is_empty() => continue,
+            Ok(Some(_)) => cmd::store_error(error).encode(output),
+            Ok(None) => return true,
+            Err(protocol) => {
+                Reply::err(protocol).encode(output);
+                return false;
+            }
+        }
+    }
+}
+
 /// Replies buffered beyond this are sent before the batch ends (only between
 /// commands, after every write before them is durable), so a pipeline of
 /// large reads cannot make the server hold all their replies at once.
@@ -156,6 +177,13 @@ impl Connection<'_> {
         } = self;
         let store = shared.store.as_ref();
         let mut pipeline = Pipeline::default();
+        // One read barrier covers every command already received: each of
+        // them arrived before it, so their reads are linearizable after it.
+        if shared.node.cluster().is_some()
+            && let Err(error) = shared.node.read_barrier(session.consistency).await
+        {
+            return fail_batch(parser, input, output, &error);
+        }
         loop {
             let args = match parser.take(input) {
                 Ok(Some(args)) => args,

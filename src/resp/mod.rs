@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::node::Node;
 use crate::store::KvStore;
 pub use frame::{Limits, Parsed, ProtocolError, Reply, parse_request, take_request};
 
@@ -62,6 +63,8 @@ pub struct ServerStats {
 
 /// What every connection shares.
 pub struct Shared {
+    pub node: Node,
+    /// The node's store (`node.store()`).
     pub store: Arc<dyn KvStore>,
     pub config: RespConfig,
     pub stats: ServerStats,
@@ -71,12 +74,13 @@ pub struct Shared {
 /// and gives open connections the grace period to finish what they read.
 pub async fn serve_resp(
     listener: TcpListener,
-    store: Arc<dyn KvStore>,
+    node: Node,
     config: RespConfig,
     shutdown: watch::Receiver<bool>,
 ) -> io::Result<()> {
     let shared = Arc::new(Shared {
-        store,
+        store: node.store().clone(),
+        node,
         stats: ServerStats {
             started: Instant::now(),
             connected_clients: AtomicU64::new(0),

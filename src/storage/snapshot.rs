@@ -10,11 +10,15 @@
 //! 32  8  entry_count    u64 LE
 //! 40  4  header_crc     u32 LE: CRC32C of bytes 0..40
 //! 44  4  reserved       zero (checked)
+//! extra (version 2 on): extra_len u32 | extra bytes: metadata of the layer above
+//!     (a Raft replica's last log id and membership; empty for a single node)
 //! entries, strictly increasing by key bytes, each:
 //!     key_len u32 | value_len u32 | mod_revision u64 | expires_at_ms u64 | key | value
 //! footer (16 bytes)
-//!     entries_crc u32 (CRC32C of all entry bytes) | reserved u32 (zero, checked) | b"WALRUSND"
+//!     entries_crc u32 (CRC32C of the extra block and all entry bytes) | reserved u32 (zero, checked) | b"WALRUSND"
 //! ```
+//!
+//! Version 1 files (no extra block) are still read.
 //!
 //! A snapshot is written to `<last_seq>.snap.tmp`, synced, renamed to
 //! `<last_seq>.snap`, and the directory synced: a `.snap` file is always complete.
@@ -30,7 +34,9 @@ use crate::error::{Error, Result};
 
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"WALRUSSN";
 pub const SNAPSHOT_END_MAGIC: &[u8; 8] = b"WALRUSND";
-pub const SNAPSHOT_VERSION: u32 = 1;
+pub const SNAPSHOT_VERSION: u32 = 2;
+/// Largest extra block a decoder accepts.
+const MAX_EXTRA_BYTES: usize = 16 << 20;
 pub const SNAPSHOT_HEADER_BYTES: usize = 48;
 const FOOTER_BYTES: usize = 16;
 const SNAPSHOT_SUFFIX: &str = ".snap";
@@ -127,6 +133,13 @@ impl SnapshotError {
 
 /// Decodes a whole snapshot file, checking every checksum and the key order.
 pub fn decode_snapshot(data: &[u8]) -> Result<(SnapshotMeta, Vec<SnapshotRecord>), SnapshotError> {
+    decode_snapshot_with_extra(data).map(|(meta, _, records)| (meta, records))
+}
+
+/// [`decode_snapshot`], also returning the extra block (empty in version 1).
+pub fn decode_snapshot_with_extra(
+    data: &[u8],
+) -> Result<(SnapshotMeta, Vec<u8>, Vec<SnapshotRecord>), SnapshotError> {
     let mut reader = Reader::new(data);
     let header = reader.take(SNAPSHOT_HEADER_BYTES)?;
     if &header[..8] != SNAPSHOT_MAGIC {
@@ -147,7 +160,7 @@ pub fn decode_snapshot(data: &[u8]) -> Result<(SnapshotMeta, Vec<SnapshotRecord>
     if crc32c(&header[..40]) != fields.u32()? || fields.u32()? != 0 {
         return Err(SnapshotError::HeaderChecksum);
     }
-    if version != SNAPSHOT_VERSION {
+    if version == 0 {
         return Err(SnapshotError::HeaderChecksum);
     }
     if data.len() < SNAPSHOT_HEADER_BYTES + FOOTER_BYTES {
@@ -173,6 +186,15 @@ pub fn decode_snapshot(data: &[u8]) -> Result<(SnapshotMeta, Vec<SnapshotRecord>
     let mut records: Vec<SnapshotRecord> = Vec::with_capacity(meta.entry_count as usize);
     let mut entries = Reader::new(&data[..entries_end]);
     entries.take(SNAPSHOT_HEADER_BYTES)?;
+    let extra = if version >= 2 {
+        let len = entries.u32()? as usize;
+        if len > MAX_EXTRA_BYTES {
+            return Err(entries.invalid("extra block above the limit").into());
+        }
+        entries.take(len)?.to_vec()
+    } else {
+        Vec::new()
+    };
     while !entries.is_empty() {
         let at = entries.offset();
         let key_len = entries.u32()? as usize;
@@ -202,7 +224,7 @@ pub fn decode_snapshot(data: &[u8]) -> Result<(SnapshotMeta, Vec<SnapshotRecord>
             found: records.len() as u64,
         });
     }
-    Ok((meta, records))
+    Ok((meta, extra, records))
 }
 
 /// Reads and decodes the snapshot at `path`.
@@ -236,6 +258,16 @@ pub struct SnapshotWriter<'a> {
 
 impl<'a> SnapshotWriter<'a> {
     pub fn create(fs: &'a dyn FileSystem, dir: &Path, meta: SnapshotMeta) -> Result<Self> {
+        SnapshotWriter::create_with_extra(fs, dir, meta, &[])
+    }
+
+    /// [`SnapshotWriter::create`] with an extra block of the caller's metadata.
+    pub fn create_with_extra(
+        fs: &'a dyn FileSystem,
+        dir: &Path,
+        meta: SnapshotMeta,
+        extra: &[u8],
+    ) -> Result<Self> {
         let temp_path = dir.join(format!(
             "{}{TEMP_SUFFIX}",
             snapshot_file_name(meta.last_seq)
@@ -257,7 +289,12 @@ impl<'a> SnapshotWriter<'a> {
             offset: header.len() as u64,
             crc: 0,
             written: 0,
-            buffer: Vec::with_capacity(1 << 20),
+            buffer: {
+                let mut buffer = Vec::with_capacity(1 << 20);
+                put_u32(&mut buffer, extra.len() as u32);
+                buffer.extend_from_slice(extra);
+                buffer
+            },
         })
     }
 

@@ -244,6 +244,16 @@ impl Wal {
             .map_or(self.active.first_seq, |segment| segment.first_seq)
     }
 
+    /// The first sequence number of every segment, oldest first; the last is
+    /// the active segment, the one the next append goes to.
+    pub fn segment_first_seqs(&self) -> Vec<u64> {
+        self.closed
+            .iter()
+            .map(|segment| segment.first_seq)
+            .chain(std::iter::once(self.active.first_seq))
+            .collect()
+    }
+
     pub fn segment_count(&self) -> usize {
         self.closed.len() + 1
     }

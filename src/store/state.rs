@@ -17,7 +17,7 @@ use super::command::{Command, Guard, Op};
 use super::key::Key;
 
 /// A stored value with its metadata.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Entry {
     pub value: Bytes,
     /// The store revision of the write that last set this key.
@@ -33,7 +33,7 @@ impl Entry {
 }
 
 /// What applying a command did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Outcome {
     /// The store revision after the command.
     pub revision: u64,
@@ -67,6 +67,10 @@ pub struct State {
     data_bytes: u64,
     /// Entries with an expiry time; while zero, every entry is live.
     expiring: u64,
+    /// When set, a change's revision is the sequence number (the Raft log
+    /// index) it was applied at, so every replica gives the same write the same
+    /// revision; otherwise revisions count changes.
+    revision_is_seq: bool,
     frozen: Option<Frozen>,
 }
 
@@ -95,8 +99,36 @@ impl State {
             applied_seq: seq,
             data_bytes,
             expiring,
+            revision_is_seq: false,
             frozen: None,
         }
+    }
+
+    /// A state whose revisions are log indexes (a Raft replica's).
+    pub fn with_revision_is_seq(mut self) -> State {
+        self.revision_is_seq = true;
+        self
+    }
+
+    /// The revision the next change gets; only grows, since `applied_seq` is
+    /// always at least `revision`.
+    fn next_revision(&self) -> u64 {
+        if self.revision_is_seq {
+            self.applied_seq.max(self.revision + 1)
+        } else {
+            self.revision + 1
+        }
+    }
+
+    /// Advances the applied position past an entry that changes no key (a Raft
+    /// blank or membership entry).
+    pub fn skip(&mut self, seq: u64) {
+        assert!(
+            seq > self.applied_seq,
+            "entries apply in log order: {seq} after {}",
+            self.applied_seq
+        );
+        self.applied_seq = seq;
     }
 
     pub fn revision(&self) -> u64 {
@@ -234,7 +266,7 @@ impl State {
                 return self.refused(current.cloned());
             }
         }
-        self.revision += 1;
+        self.revision = self.next_revision();
         let previous = self
             .write(
                 key,
@@ -267,7 +299,7 @@ impl State {
             };
         }
         // Removing an expired entry is still a change of the stored state.
-        self.revision += 1;
+        self.revision = self.next_revision();
         let previous = self.write(key, None).filter(|entry| entry.is_live(now_ms));
         Outcome {
             revision: self.revision,
@@ -284,7 +316,7 @@ impl State {
         {
             return self.refused(self.get(key, now_ms).cloned());
         }
-        let revision = self.revision + 1;
+        let revision = self.next_revision();
         let mut changed = 0;
         let mut touched = false;
         for op in ops {

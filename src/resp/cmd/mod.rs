@@ -37,6 +37,8 @@ pub struct Session {
     /// SCAN cursors handed out on this connection: cursor number → last key.
     pub scan_cursors: Vec<(u64, Bytes)>,
     pub next_cursor: u64,
+    /// Reads on a cluster replica: linearizable unless READONLY was sent.
+    pub consistency: crate::node::Consistency,
 }
 
 impl Session {
@@ -48,6 +50,7 @@ impl Session {
             quit: false,
             scan_cursors: Vec::new(),
             next_cursor: 1,
+            consistency: crate::node::Consistency::Linearizable,
         }
     }
 }
@@ -121,6 +124,8 @@ pub const SPECS: &[Spec] = &[
     spec("echo", 2, false, NO_KEYS),
     spec("select", 2, false, NO_KEYS),
     spec("quit", -1, false, NO_KEYS),
+    spec("readonly", 1, false, NO_KEYS),
+    spec("readwrite", 1, false, NO_KEYS),
     spec("auth", -2, false, NO_KEYS),
     spec("hello", -1, false, NO_KEYS),
     spec("client", -2, false, NO_KEYS),

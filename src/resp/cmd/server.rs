@@ -2,6 +2,7 @@
 //! what tools ask at start (COMMAND, CONFIG GET, INFO), plus DBSIZE, FLUSHDB
 //! and TIME.
 
+use crate::node::Consistency;
 use std::fmt::Write as _;
 use std::ops::Bound;
 use std::sync::atomic::Ordering;
@@ -24,6 +25,8 @@ pub fn handles(name: &str) -> bool {
             | "echo"
             | "select"
             | "quit"
+            | "readonly"
+            | "readwrite"
             | "auth"
             | "hello"
             | "client"
@@ -56,6 +59,16 @@ pub async fn run(
         },
         "quit" => {
             session.quit = true;
+            Ok(Reply::ok())
+        }
+        // As on a Redis Cluster replica: READONLY lets this connection read the
+        // node's applied state without asking the leader (stale reads).
+        "readonly" => {
+            session.consistency = Consistency::Stale;
+            Ok(Reply::ok())
+        }
+        "readwrite" => {
+            session.consistency = Consistency::Linearizable;
             Ok(Reply::ok())
         }
         "auth" => auth(session, shared, &args[1..]),

@@ -13,8 +13,13 @@ pub const SYNTAX_ERROR: &str = "syntax error";
 
 /// A store failure as a reply. The client cannot fix these, so they carry no
 /// Redis error code of their own.
+/// The one place store errors become RESP errors: a cluster without a leader
+/// or quorum answers `-CLUSTERDOWN`, as Redis Cluster does.
 pub fn store_error(error: &Error) -> Reply {
-    Reply::err(error)
+    match error {
+        Error::Unavailable { reason } => Reply::Error(format!("CLUSTERDOWN {reason}")),
+        other => Reply::err(other),
+    }
 }
 
 pub fn not_an_integer() -> Reply {

@@ -1,0 +1,185 @@
+//! `/raft/…` (peer messages) and `/cluster/…` (status and membership) on a
+//! replicated node.
+//!
+//! Peer messages are postcard bodies up to [`MAX_PEER_BODY_BYTES`], accepted
+//! only from nodes in the membership (by `X-Walrus-Node-Id`; the bearer token
+//! is checked before this, as for every route). Membership changes answer
+//! `200` once the change is committed; on a node that is not the leader they
+//! get `503` naming the leader's address.
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::path::parse_query;
+use super::response::{HttpResponse, body, store_error, text};
+use super::router::{App, method_not_allowed};
+use crate::raft::network::{MAX_PEER_BODY_BYTES, NODE_ID_HEADER, POSTCARD};
+use crate::raft::{ClusterNode, NodeId, Proposal};
+
+pub const RAFT_PREFIX: &str = "/raft/";
+pub const CLUSTER_PREFIX: &str = "/cluster/";
+
+fn no_cluster() -> HttpResponse {
+    text(
+        StatusCode::NOT_FOUND,
+        "this node is not part of a cluster (start it with --node-id and --peers)",
+    )
+}
+
+fn postcard_reply<T: Serialize>(value: &T) -> HttpResponse {
+    match postcard::to_stdvec(value) {
+        Ok(bytes) => body(StatusCode::OK, POSTCARD, Bytes::from(bytes)),
+        Err(error) => text(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
+    }
+}
+
+async fn read_body<T: DeserializeOwned>(request: Request<Incoming>) -> Result<T, HttpResponse> {
+    let collected = Limited::new(request.into_body(), MAX_PEER_BODY_BYTES)
+        .collect()
+        .await
+        .map_err(|error| {
+            text(
+                StatusCode::BAD_REQUEST,
+                format!("peer message body: {error}"),
+            )
+        })?;
+    postcard::from_bytes(&collected.to_bytes()).map_err(|error| {
+        text(
+            StatusCode::BAD_REQUEST,
+            format!("peer message does not decode: {error}"),
+        )
+    })
+}
+
+/// Serves `/raft/{message}`.
+pub async fn raft(app: &App, message: &str, request: Request<Incoming>) -> HttpResponse {
+    let Some(cluster) = app.node.cluster() else {
+        return no_cluster();
+    };
+    if request.method() != Method::POST {
+        return method_not_allowed("POST");
+    }
+    let sender = request
+        .headers()
+        .get(NODE_ID_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<NodeId>().ok());
+    if !cluster.accepts_peer(sender) {
+        return text(
+            StatusCode::FORBIDDEN,
+            "peer messages are accepted only from members of this cluster",
+        );
+    }
+    match serve_message(cluster, message, request).await {
+        Ok(response) | Err(response) => response,
+    }
+}
+
+async fn serve_message(
+    cluster: &ClusterNode,
+    message: &str,
+    request: Request<Incoming>,
+) -> Result<HttpResponse, HttpResponse> {
+    let raft = cluster.raft();
+    let raft_error =
+        |error: &dyn std::fmt::Display| text(StatusCode::SERVICE_UNAVAILABLE, error.to_string());
+    Ok(match message {
+        "append" => {
+            let rpc = read_body(request).await?;
+            match raft.append_entries(rpc).await {
+                Ok(answer) => postcard_reply(&answer),
+                Err(error) => raft_error(&error),
+            }
+        }
+        "vote" => {
+            let rpc = read_body(request).await?;
+            match raft.vote(rpc).await {
+                Ok(answer) => postcard_reply(&answer),
+                Err(error) => raft_error(&error),
+            }
+        }
+        "snapshot" => {
+            let (vote, meta, data): (crate::raft::Vote, crate::raft::SnapshotMeta, Vec<u8>) =
+                read_body(request).await?;
+            let snapshot = openraft::type_config::alias::SnapshotOf::<
+                crate::raft::TypeConfig,
+                crate::raft::state_machine::SnapshotData,
+            > {
+                meta,
+                snapshot: std::io::Cursor::new(data),
+            };
+            match raft.install_full_snapshot(vote, snapshot).await {
+                Ok(answer) => postcard_reply(&answer),
+                Err(error) => raft_error(&error),
+            }
+        }
+        "forward" => {
+            let proposal: Proposal = read_body(request).await?;
+            postcard_reply(&cluster.serve_forward(proposal).await)
+        }
+        "read-index" => postcard_reply(&cluster.serve_read_index().await),
+        _ => text(StatusCode::NOT_FOUND, "no such peer message"),
+    })
+}
+
+/// Serves `/cluster/{status,add-learner,promote,remove}`.
+pub async fn cluster(app: &App, action: &str, request: Request<Incoming>) -> HttpResponse {
+    let Some(cluster) = app.node.cluster() else {
+        return no_cluster();
+    };
+    let method = request.method().clone();
+    let query = request.uri().query().unwrap_or("").to_string();
+    let params = match parse_query(&query) {
+        Ok(params) => params,
+        Err(error) => return text(StatusCode::BAD_REQUEST, format!("query has {error}")),
+    };
+    let param = |name: &str| {
+        params
+            .get(name)
+            .map(|value| String::from_utf8_lossy(value).into_owned())
+    };
+    let id = || param("id").and_then(|id| id.parse::<NodeId>().ok());
+    let missing_id = || text(StatusCode::BAD_REQUEST, "id=NODE_ID (a number) is required");
+    let result = match (action, method) {
+        ("status", Method::GET | Method::HEAD) => {
+            return match serde_json::to_vec_pretty(&cluster.status()) {
+                Ok(json) => body(StatusCode::OK, "application/json", Bytes::from(json)),
+                Err(error) => text(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
+            };
+        }
+        ("status", _) => return method_not_allowed("GET, HEAD"),
+        ("add-learner", Method::POST) => {
+            let Some(id) = id() else {
+                return missing_id();
+            };
+            let Some(address) = param("addr") else {
+                return text(StatusCode::BAD_REQUEST, "addr=HOST:PORT is required");
+            };
+            cluster.add_learner(id, address).await
+        }
+        ("promote", Method::POST) => match id() {
+            Some(id) => cluster.promote(id).await,
+            None => return missing_id(),
+        },
+        ("remove", Method::POST) => match id() {
+            Some(id) => cluster.remove(id).await,
+            None => return missing_id(),
+        },
+        ("add-learner" | "promote" | "remove", _) => return method_not_allowed("POST"),
+        _ => {
+            return text(
+                StatusCode::NOT_FOUND,
+                "cluster routes: /cluster/status, /cluster/add-learner?id=&addr=, \
+                 /cluster/promote?id=, /cluster/remove?id=",
+            );
+        }
+    };
+    match result {
+        Ok(()) => text(StatusCode::OK, "ok"),
+        Err(error) => store_error(&error),
+    }
+}

@@ -1,0 +1,114 @@
+//! [`ReplicatedStore`]: the [`KvStore`] calls on a Raft replica.
+//!
+//! Reads come from the replica's applied state (the caller takes a read
+//! barrier first for a linearizable read). A write is encoded as the log
+//! carries it and proposed through the cluster on the async runtime; its
+//! [`Submission`] resolves once it is committed and applied. Only the leader
+//! reports expired keys, so only the leader's sweeper proposes their deletes.
+
+use std::ops::Bound;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
+
+use crate::error::Error;
+use crate::raft::{ClusterNode, Proposal};
+use crate::storage::record::MAX_RECORD_PAYLOAD;
+use crate::store::{
+    Command, Entry, KvStore, MAX_COMMAND_FIELD_BYTES, Submission, encode_payload, now_ms,
+};
+
+pub struct ReplicatedStore {
+    cluster: Arc<ClusterNode>,
+    runtime: Handle,
+}
+
+impl ReplicatedStore {
+    /// Must be called on the async runtime that will run the writes.
+    pub fn new(cluster: Arc<ClusterNode>) -> ReplicatedStore {
+        ReplicatedStore {
+            cluster,
+            runtime: Handle::current(),
+        }
+    }
+
+    fn encode(command: &Command) -> Result<Proposal, Error> {
+        let size = command.data_bytes();
+        if size > MAX_COMMAND_FIELD_BYTES {
+            return Err(Error::InvalidArgument(format!(
+                "command carries {size} bytes; the limit is {MAX_COMMAND_FIELD_BYTES}"
+            )));
+        }
+        let mut payload = Vec::with_capacity(size + 48);
+        encode_payload(&mut payload, now_ms(), command);
+        if payload.len() > MAX_RECORD_PAYLOAD {
+            return Err(Error::InvalidArgument(format!(
+                "command encodes to {} bytes; a log record holds at most {MAX_RECORD_PAYLOAD}",
+                payload.len()
+            )));
+        }
+        Ok(Proposal { payload })
+    }
+}
+
+impl KvStore for ReplicatedStore {
+    fn get_entry(&self, key: &[u8]) -> Option<Entry> {
+        self.cluster.state().read().get(key, now_ms()).cloned()
+    }
+
+    fn get_entries(&self, keys: &[Bytes]) -> Vec<Option<Entry>> {
+        let now = now_ms();
+        let state = self.cluster.state().read();
+        keys.iter()
+            .map(|key| state.get(key, now).cloned())
+            .collect()
+    }
+
+    fn range(&self, start: Bound<&[u8]>, prefix: &[u8], limit: usize) -> Vec<(Bytes, Entry)> {
+        self.cluster
+            .state()
+            .read()
+            .range(start, prefix, limit, now_ms())
+    }
+
+    fn submit(&self, command: Command) -> Submission {
+        let proposal = match ReplicatedStore::encode(&command) {
+            Ok(proposal) => proposal,
+            Err(error) => return Submission::ready(Err(error)),
+        };
+        let (reply, receiver) = oneshot::channel();
+        let cluster = self.cluster.clone();
+        self.runtime.spawn(async move {
+            let _ = reply.send(cluster.write(proposal).await);
+        });
+        Submission::pending(receiver)
+    }
+
+    fn revision(&self) -> u64 {
+        self.cluster.state().read().revision()
+    }
+
+    fn len(&self) -> usize {
+        self.cluster.state().read().len()
+    }
+
+    fn live_len(&self) -> usize {
+        self.cluster.state().read().live_len(now_ms())
+    }
+
+    fn expired_keys(&self, after: Option<&[u8]>, scan_limit: usize) -> (Vec<Bytes>, Option<Bytes>) {
+        if !self.cluster.is_leader() {
+            return (Vec::new(), None);
+        }
+        self.cluster
+            .state()
+            .read()
+            .expired_keys(after, scan_limit, now_ms())
+    }
+
+    fn data_bytes(&self) -> u64 {
+        self.cluster.state().read().data_bytes()
+    }
+}

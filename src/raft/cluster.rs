@@ -1,0 +1,577 @@
+//! One replicated node: its Raft instance, its state machine, and the calls the
+//! node layer makes of it.
+//!
+//! - Writes go to the leader: on the leader through `client_write`; on a
+//!   follower forwarded over the peer port (`/raft/forward`). A forward that
+//!   provably sent nothing (connection refused) is retried against the next
+//!   leader; one that may have arrived is not, and reports an unknown outcome.
+//! - Linearizable reads use the read index: the leader confirms its leadership
+//!   with a quorum and names its commit index; this node waits until it has
+//!   applied that far, then reads locally. No lease, so a paused old leader
+//!   cannot serve a stale read when it wakes.
+//! - Every wait is bounded by the request timeout, after which the caller gets
+//!   [`Error::Unavailable`].
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, InitializeError, LinearizableReadError, RaftError};
+use openraft::{BasicNode, ChangeMembers, Config, ReadPolicy, ServerState};
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use super::log_store::LogStore;
+use super::network::{Peer, PeerError, PeerNetworkFactory};
+use super::state_machine::StateMachine;
+use super::{NodeId, Proposal, Raft, TypeConfig};
+use crate::error::{Error, Result};
+use crate::storage::data_dir::DataDir;
+use crate::storage::{FileSystem, StdFs, WalOptions};
+use crate::store::{FsyncPolicy, Outcome, State};
+
+/// How a replicated node runs. Each field is a `walrus serve` flag.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    pub node_id: NodeId,
+    /// The address peers and forwarded requests reach this node at (its HTTP
+    /// `--listen` address).
+    pub advertise: String,
+    /// The initial members, `id → address`; empty for a node that waits to be
+    /// added to an existing cluster.
+    pub peers: BTreeMap<NodeId, String>,
+    pub fsync: FsyncPolicy,
+    pub wal: WalOptions,
+    /// Bearer token peers send and check (the client token).
+    pub token: Option<String>,
+    /// How long a request waits for a leader and a quorum (default 5 s).
+    pub request_timeout: Duration,
+    /// Leader heartbeat (default 100 ms) and election timeout range (default
+    /// 500–1000 ms): on loopback or a LAN, a dead leader is replaced within
+    /// about a second.
+    pub heartbeat_ms: u64,
+    pub election_timeout_ms: (u64, u64),
+    /// Entries applied between automatic snapshots (default 50,000).
+    pub snapshot_every: u64,
+}
+
+impl ClusterOptions {
+    pub fn new(node_id: NodeId, advertise: String) -> ClusterOptions {
+        ClusterOptions {
+            node_id,
+            advertise,
+            peers: BTreeMap::new(),
+            fsync: FsyncPolicy::Always,
+            wal: WalOptions::default(),
+            token: None,
+            request_timeout: Duration::from_secs(5),
+            heartbeat_ms: 100,
+            election_timeout_ms: (500, 1000),
+            snapshot_every: 50_000,
+        }
+    }
+}
+
+/// Parses `1=127.0.0.1:8081,2=127.0.0.1:8082`.
+pub fn parse_peers(text: &str) -> std::result::Result<BTreeMap<NodeId, String>, String> {
+    let mut peers = BTreeMap::new();
+    for item in text
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+    {
+        let (id, address) = item
+            .split_once('=')
+            .ok_or_else(|| format!("{item:?}: expected ID=HOST:PORT"))?;
+        let id: NodeId = id
+            .trim()
+            .parse()
+            .map_err(|_| format!("{item:?}: the node id must be a number"))?;
+        if address.trim().is_empty() {
+            return Err(format!("{item:?}: the address is empty"));
+        }
+        if peers.insert(id, address.trim().to_string()).is_some() {
+            return Err(format!("node id {id} appears twice"));
+        }
+    }
+    Ok(peers)
+}
+
+/// What a forwarded write comes back with.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ForwardAnswer {
+    Applied(Outcome),
+    /// The receiver is not the leader (any more); nothing was proposed.
+    NotLeader,
+    /// The leader proposed it and could not finish: the outcome is unknown.
+    Failed(String),
+}
+
+/// A node's view of the cluster, for `/cluster/status` and `/metrics`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub node_id: NodeId,
+    pub role: String,
+    pub term: u64,
+    pub leader_id: Option<NodeId>,
+    pub leader_address: Option<String>,
+    pub last_log_index: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub snapshot_index: u64,
+    pub voters: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
+    pub nodes: BTreeMap<NodeId, String>,
+    /// On the leader: each follower's matched index.
+    pub replication: BTreeMap<NodeId, u64>,
+}
+
+/// Counters the node publishes in `/metrics`.
+#[derive(Debug, Default)]
+pub struct ClusterCounters {
+    pub forwarded_writes: std::sync::atomic::AtomicU64,
+    pub forwarded_reads: std::sync::atomic::AtomicU64,
+}
+
+pub struct ClusterNode {
+    id: NodeId,
+    raft: Raft,
+    machine: StateMachine,
+    options: ClusterOptions,
+    peers: Mutex<HashMap<NodeId, Arc<Peer>>>,
+    /// One membership change at a time.
+    membership_lock: tokio::sync::Mutex<()>,
+    pub counters: ClusterCounters,
+    /// The highest commit index this node has heard of, for `/ready`.
+    heard_commit: RwLock<u64>,
+    _data_dir: DataDir,
+}
+
+fn unavailable(reason: impl Into<String>) -> Error {
+    Error::Unavailable {
+        reason: reason.into(),
+    }
+}
+
+impl ClusterNode {
+    /// Opens the data directory, recovers the log and the state machine, starts
+    /// Raft, and bootstraps the cluster from `peers` if it has never run.
+    pub async fn start(dir: &Path, options: ClusterOptions) -> Result<Arc<ClusterNode>> {
+        let fs: Arc<dyn FileSystem> = Arc::new(StdFs);
+        let data_dir = DataDir::open(&*fs, dir)?;
+        let log = LogStore::open(fs.clone(), dir, options.wal.clone(), options.fsync)?;
+        let machine = StateMachine::open(fs, dir)?;
+        let config = Config {
+            cluster_name: "walrus".into(),
+            heartbeat_interval: options.heartbeat_ms,
+            election_timeout_min: options.election_timeout_ms.0,
+            election_timeout_max: options.election_timeout_ms.1,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(options.snapshot_every),
+            max_in_snapshot_log_to_keep: 1000,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|error| Error::InvalidArgument(format!("Raft settings: {error}")))?;
+        let network = PeerNetworkFactory {
+            own_id: options.node_id,
+            token: options.token.clone(),
+        };
+        let raft = Raft::new(
+            options.node_id,
+            Arc::new(config),
+            network,
+            log,
+            machine.clone(),
+        )
+        .await
+        .map_err(|error| unavailable(format!("starting Raft: {error}")))?;
+        let node = Arc::new(ClusterNode {
+            id: options.node_id,
+            raft,
+            machine,
+            options,
+            peers: Mutex::new(HashMap::new()),
+            membership_lock: tokio::sync::Mutex::new(()),
+            counters: ClusterCounters::default(),
+            heard_commit: RwLock::new(0),
+            _data_dir: data_dir,
+        });
+        node.bootstrap().await?;
+        Ok(node)
+    }
+
+    /// Initializes a fresh cluster with the `--peers` members. Every node
+    /// started with the same `--peers` does this; openraft accepts the same
+    /// initial membership from each, and a node that has state already skips.
+    async fn bootstrap(&self) -> Result<()> {
+        if self.options.peers.is_empty() {
+            return Ok(());
+        }
+        if !self.options.peers.contains_key(&self.id) {
+            return Err(Error::InvalidArgument(format!(
+                "--peers does not name this node (--node-id {})",
+                self.id
+            )));
+        }
+        let initialized = self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|error| unavailable(error.to_string()))?;
+        if initialized {
+            return Ok(());
+        }
+        let members: BTreeMap<NodeId, BasicNode> = self
+            .options
+            .peers
+            .iter()
+            .map(|(&id, address)| (id, BasicNode::new(address)))
+            .collect();
+        match self.raft.initialize(members).await {
+            Ok(()) => {
+                tracing::info!(members = ?self.options.peers, "initialized a new cluster");
+                Ok(())
+            }
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+            Err(error) => Err(unavailable(format!("initializing the cluster: {error}"))),
+        }
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// The replicated state reads are served from.
+    pub fn state(&self) -> &Arc<RwLock<State>> {
+        self.machine.state()
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        self.options.request_timeout
+    }
+
+    /// A copy of openraft's current metrics.
+    fn metrics(&self) -> openraft::RaftMetrics<TypeConfig> {
+        use openraft::async_runtime::watch::WatchReceiver;
+        self.raft.metrics().borrow_watched().clone()
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.is_leader()
+    }
+
+    /// Whether peer messages from `sender` are accepted: from members, or from
+    /// anyone while this node has no membership yet (before it is added).
+    pub fn accepts_peer(&self, sender: Option<NodeId>) -> bool {
+        let membership = self.machine.membership();
+        let metrics = self.metrics();
+        let config = &metrics.membership_config;
+        let known = config.nodes().next().is_some() || membership.nodes().next().is_some();
+        match sender {
+            Some(id) => {
+                !known || config.get_node(&id).is_some() || membership.get_node(&id).is_some()
+            }
+            None => false,
+        }
+    }
+
+    fn peer(&self, id: NodeId) -> Option<Arc<Peer>> {
+        if let Some(peer) = self.peers.lock().get(&id) {
+            return Some(peer.clone());
+        }
+        let address = {
+            let metrics = self.metrics();
+            metrics.membership_config.get_node(&id)?.addr.clone()
+        };
+        let peer = Arc::new(Peer::new(&address, self.id, self.options.token.as_deref()).ok()?);
+        self.peers.lock().insert(id, peer.clone());
+        Some(peer)
+    }
+
+    /// Proposes `proposal` and returns what applying it did, once it is
+    /// committed by a majority and applied here or on the leader.
+    pub async fn write(&self, proposal: Proposal) -> Result<Outcome> {
+        let deadline = Instant::now() + self.options.request_timeout;
+        match tokio::time::timeout_at(deadline, self.write_until(proposal, deadline)).await {
+            Ok(result) => result,
+            Err(_) => Err(unavailable(format!(
+                "no leader with a quorum answered within {} ms",
+                self.options.request_timeout.as_millis()
+            ))),
+        }
+    }
+
+    async fn write_until(&self, proposal: Proposal, deadline: Instant) -> Result<Outcome> {
+        loop {
+            let forward = match self.raft.client_write(proposal.clone()).await {
+                Ok(response) => {
+                    return response
+                        .data
+                        .outcome
+                        .ok_or_else(|| unavailable("the entry applied without an outcome"));
+                }
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => forward,
+                Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_))) => {
+                    return Err(unavailable(
+                        "leadership changed while the write was in flight; its outcome is unknown",
+                    ));
+                }
+                Err(RaftError::APIError(error)) => return Err(unavailable(error.to_string())),
+                Err(RaftError::Fatal(fatal)) => {
+                    return Err(Error::Failed {
+                        reason: fatal.to_string(),
+                    });
+                }
+            };
+            let Some(peer) = forward.leader_id.and_then(|leader| self.peer(leader)) else {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            };
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            self.counters
+                .forwarded_writes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            match peer
+                .call::<_, ForwardAnswer>("forward", &proposal, remaining)
+                .await
+            {
+                Ok(ForwardAnswer::Applied(outcome)) => return Ok(outcome),
+                Ok(ForwardAnswer::NotLeader) | Err(PeerError::Unreachable { .. }) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Ok(ForwardAnswer::Failed(reason)) => return Err(unavailable(reason)),
+                Err(error @ PeerError::Failed { .. }) => {
+                    return Err(unavailable(format!(
+                        "forwarding to the leader failed, the write's outcome is unknown: {error}"
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Serves a write forwarded by a follower: proposes it here if this node
+    /// leads, and never forwards it again.
+    pub async fn serve_forward(&self, proposal: Proposal) -> ForwardAnswer {
+        let timeout = self.options.request_timeout;
+        match tokio::time::timeout(timeout, self.raft.client_write(proposal)).await {
+            Ok(Ok(response)) => match response.data.outcome {
+                Some(outcome) => ForwardAnswer::Applied(outcome),
+                None => ForwardAnswer::Failed("the entry applied without an outcome".into()),
+            },
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                ForwardAnswer::NotLeader
+            }
+            Ok(Err(error)) => ForwardAnswer::Failed(error.to_string()),
+            Err(_) => ForwardAnswer::Failed(format!(
+                "the leader could not commit within {} ms",
+                timeout.as_millis()
+            )),
+        }
+    }
+
+    /// The read index, if this node is the leader and a quorum confirms it.
+    pub async fn serve_read_index(&self) -> Option<u64> {
+        let timeout = self.options.request_timeout;
+        let read = self.raft.get_read_log_id(ReadPolicy::ReadIndex);
+        match tokio::time::timeout(timeout, read).await {
+            Ok(Ok((read_log_id, _))) => Some(read_log_id.index()),
+            _ => None,
+        }
+    }
+
+    /// Returns once every write acknowledged before the call is applied on
+    /// this node, so a local read that follows is linearizable.
+    pub async fn read_barrier(&self) -> Result<()> {
+        let deadline = Instant::now() + self.options.request_timeout;
+        match tokio::time::timeout_at(deadline, self.read_index_until(deadline)).await {
+            Ok(Ok(index)) => self.wait_applied(index, deadline).await,
+            Ok(Err(error)) => Err(error),
+            Err(_) => Err(unavailable(format!(
+                "no leader confirmed a read index within {} ms",
+                self.options.request_timeout.as_millis()
+            ))),
+        }
+    }
+
+    async fn read_index_until(&self, deadline: Instant) -> Result<u64> {
+        loop {
+            let forward = match self.raft.get_read_log_id(ReadPolicy::ReadIndex).await {
+                Ok((read_log_id, _)) => return Ok(read_log_id.index()),
+                Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(forward))) => {
+                    forward
+                }
+                Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(_))) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+                Err(RaftError::Fatal(fatal)) => {
+                    return Err(Error::Failed {
+                        reason: fatal.to_string(),
+                    });
+                }
+            };
+            let Some(peer) = forward.leader_id.and_then(|leader| self.peer(leader)) else {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            };
+            self.counters
+                .forwarded_reads
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            // Asking for a read index changes nothing: safe to retry.
+            match peer
+                .call::<_, Option<u64>>("read-index", &(), remaining)
+                .await
+            {
+                Ok(Some(index)) => return Ok(index),
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+
+    async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<()> {
+        {
+            let mut heard = self.heard_commit.write();
+            *heard = (*heard).max(index);
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        self.raft
+            .wait(Some(remaining))
+            .applied_index_at_least(Some(index), "linearizable read")
+            .await
+            .map(|_| ())
+            .map_err(|error| {
+                unavailable(format!(
+                    "this node did not apply up to the read index {index} in time: {error}"
+                ))
+            })
+    }
+
+    /// Whether the node can serve: a leader is known and this node has
+    /// applied everything it knows to be committed.
+    pub fn ready(&self) -> std::result::Result<(), String> {
+        let metrics = self.metrics();
+        if metrics.current_leader.is_none() {
+            return Err("no leader is known".into());
+        }
+        let applied = metrics.last_applied.map_or(0, |id| id.index);
+        let committed = metrics
+            .local_committed
+            .map_or(0, |id| id.index)
+            .max(*self.heard_commit.read());
+        if applied < committed {
+            return Err(format!(
+                "applied up to {applied}, committed is {committed}: catching up"
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn status(&self) -> ClusterStatus {
+        let metrics = self.metrics();
+        let membership = metrics.membership_config.membership();
+        let nodes: BTreeMap<NodeId, String> = membership
+            .nodes()
+            .map(|(&id, node)| (id, node.addr.clone()))
+            .collect();
+        let role = match metrics.state {
+            ServerState::Leader => "leader",
+            ServerState::Follower => "follower",
+            ServerState::Candidate => "candidate",
+            ServerState::Learner => "learner",
+            ServerState::Shutdown => "shutdown",
+        };
+        ClusterStatus {
+            node_id: self.id,
+            role: role.into(),
+            term: metrics.current_term,
+            leader_id: metrics.current_leader,
+            leader_address: metrics
+                .current_leader
+                .and_then(|id| nodes.get(&id).cloned()),
+            last_log_index: metrics.last_log_index.unwrap_or(0),
+            commit_index: metrics.local_committed.map_or(0, |id| id.index),
+            applied_index: metrics.last_applied.map_or(0, |id| id.index),
+            snapshot_index: metrics.snapshot.map_or(0, |id| id.index),
+            voters: membership.voter_ids().collect(),
+            learners: membership.learner_ids().collect(),
+            nodes,
+            replication: metrics
+                .replication
+                .as_ref()
+                .map(|replication| {
+                    replication
+                        .iter()
+                        .map(|(&id, matched)| (id, matched.map_or(0, |log_id| log_id.index)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Adds a node that receives the log but does not vote; returns once it
+    /// has caught up.
+    pub async fn add_learner(&self, id: NodeId, address: String) -> Result<()> {
+        let _one_at_a_time = self.membership_lock.lock().await;
+        self.raft
+            .add_learner(id, BasicNode::new(address), true)
+            .await
+            .map(|_| ())
+            .map_err(membership_error)
+    }
+
+    /// Makes a learner a voter.
+    pub async fn promote(&self, id: NodeId) -> Result<()> {
+        let _one_at_a_time = self.membership_lock.lock().await;
+        self.raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+            .await
+            .map(|_| ())
+            .map_err(membership_error)
+    }
+
+    /// Removes a node (voter or learner) from the cluster.
+    pub async fn remove(&self, id: NodeId) -> Result<()> {
+        let _one_at_a_time = self.membership_lock.lock().await;
+        let is_voter = self.status().voters.contains(&id);
+        let change = if is_voter {
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        };
+        self.raft
+            .change_membership(change, false)
+            .await
+            .map(|_| ())
+            .map_err(membership_error)
+    }
+
+    /// Stops Raft; the log writer syncs what it holds and stops.
+    pub async fn shutdown(&self) {
+        if let Err(error) = self.raft.shutdown().await {
+            tracing::warn!(%error, "stopping Raft");
+        }
+    }
+}
+
+fn membership_error(error: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> Error {
+    match error {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => unavailable(format!(
+            "this node is not the leader; send membership changes to {}",
+            forward.leader_node.map_or_else(
+                || "the leader (none known yet)".to_string(),
+                |node| node.addr
+            )
+        )),
+        RaftError::APIError(error) => Error::InvalidArgument(error.to_string()),
+        RaftError::Fatal(fatal) => Error::Failed {
+            reason: fatal.to_string(),
+        },
+    }
+}

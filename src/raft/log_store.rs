@@ -1,0 +1,547 @@
+//! The Raft log in walrus's WAL.
+//!
+//! Every change to the Raft log's durable state is one WAL record, so the
+//! vote, appends, truncations and purges reach the disk in exactly the order
+//! openraft submitted them (its `io_ordering` rule) and recovery, which always
+//! yields a prefix of the records, can never see a later change without the
+//! earlier ones. Record payloads:
+//!
+//! ```text
+//! kind u8 | body (postcard)
+//! kind 1 entry:      the openraft entry: log id (term, leader, index) and payload
+//!                    (blank, membership, or a Proposal: walrus's command encoding)
+//! kind 2 vote:       the vote
+//! kind 3 truncate:   Option<LogId>: every entry after it, appended before this
+//!                    record, is gone
+//! kind 4 purge:      LogId: every entry up to it is covered by a snapshot
+//! kind 5 committed:  Option<LogId>: the last committed entry known (a hint for
+//!                    a faster restart; never needs a sync of its own)
+//! ```
+//!
+//! The WAL's own sequence numbers only order records; Raft indexes live in the
+//! entries. Replaying the records in order rebuilds the log exactly.
+//!
+//! Invariants:
+//! - an `IOFlushed` callback fires only after the sync that covers its entries
+//!   (with `--fsync always`; the other policies promise what they say);
+//! - `save_vote` returns only once the vote record is durable;
+//! - entries are readable from memory as soon as `append` returns;
+//! - a segment is deleted only when every entry in it is purged and a later,
+//!   synced record holds the current vote, so deleting it loses nothing.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::io;
+use std::ops::RangeBounds;
+use std::path::Path;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender};
+use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
+use openraft::{OptionalSend, RaftLogReader};
+use parking_lot::RwLock;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{LogEntry, LogId, TypeConfig, Vote, io_error};
+use crate::error::{Error, Result};
+use crate::storage::segment::parse_segment_file_name;
+use crate::storage::{FileSystem, Wal, WalOptions};
+use crate::store::FsyncPolicy;
+
+const KIND_ENTRY: u8 = 1;
+const KIND_VOTE: u8 = 2;
+const KIND_TRUNCATE: u8 = 3;
+const KIND_PURGE: u8 = 4;
+const KIND_COMMITTED: u8 = 5;
+
+/// Most jobs one write takes from the queue.
+const MAX_JOBS_PER_WRITE: usize = 4096;
+
+/// The log as the last submitted change left it, shared by the store, its
+/// readers and the writer thread.
+#[derive(Default)]
+struct LogState_ {
+    /// Entries after `last_purged`, by index.
+    entries: BTreeMap<u64, LogEntry>,
+    vote: Option<Vote>,
+    last_purged: Option<LogId>,
+    committed: Option<LogId>,
+}
+
+type Shared = Arc<RwLock<LogState_>>;
+
+/// Work for the writer thread.
+enum Job {
+    /// Records to append; `done` is told once they are durable.
+    Write {
+        records: Vec<Vec<u8>>,
+        max_index: Option<u64>,
+        done: Done,
+    },
+    /// Delete the segments that only hold entries up to this index.
+    Compact {
+        purged_index: u64,
+    },
+    Shutdown,
+}
+
+enum Done {
+    Nothing,
+    Flushed(IOFlushed<TypeConfig>),
+    Reply(tokio::sync::oneshot::Sender<io::Result<()>>),
+}
+
+impl Done {
+    fn complete(self, result: &io::Result<()>) {
+        let copy = || match result {
+            Ok(()) => Ok(()),
+            Err(error) => Err(io::Error::new(error.kind(), error.to_string())),
+        };
+        match self {
+            Done::Nothing => {}
+            Done::Flushed(callback) => callback.io_completed(copy()),
+            Done::Reply(sender) => {
+                let _ = sender.send(copy());
+            }
+        }
+    }
+}
+
+/// The Raft log storage: the handle openraft appends through.
+pub struct LogStore {
+    shared: Shared,
+    jobs: Sender<Job>,
+    writer: Option<JoinHandle<()>>,
+}
+
+/// Reads entries and the vote from memory.
+#[derive(Clone)]
+pub struct LogReader {
+    shared: Shared,
+}
+
+fn encode<T: Serialize>(kind: u8, value: &T) -> io::Result<Vec<u8>> {
+    let record = vec![kind];
+    postcard::to_extend(value, record).map_err(io_error)
+}
+
+fn decode<T: DeserializeOwned>(body: &[u8]) -> std::result::Result<T, String> {
+    postcard::from_bytes(body).map_err(|error| error.to_string())
+}
+
+impl LogStore {
+    /// Opens the log in `dir` (creating it when empty) and replays it.
+    pub fn open(
+        fs: Arc<dyn FileSystem>,
+        dir: &Path,
+        options: WalOptions,
+        fsync: FsyncPolicy,
+    ) -> Result<LogStore> {
+        let first_seq = first_segment_seq(&*fs, dir)?;
+        let mut state = LogState_::default();
+        let mut entry_positions: Vec<(u64, u64)> = Vec::new();
+        let mut options = options;
+        options.direct_io &= fsync == FsyncPolicy::Always;
+        let (wal, report) = Wal::open(fs, dir, options, first_seq, |seq, payload| {
+            replay_record(&mut state, &mut entry_positions, seq, payload)
+        })?;
+        for repair in &report.repairs {
+            tracing::warn!(repair = %repair, "recovery repaired the Raft log");
+        }
+        tracing::info!(
+            entries = state.entries.len(),
+            last_purged = ?state.last_purged.as_ref().map(|id| id.index),
+            vote = ?state.vote.as_ref().map(ToString::to_string),
+            "recovered the Raft log"
+        );
+        let segment_max_index = segment_max_indexes(&wal, &entry_positions);
+        let shared: Shared = Arc::new(RwLock::new(state));
+        let (jobs, receiver) = crossbeam_channel::unbounded();
+        let writer = Writer {
+            wal,
+            fsync,
+            shared: shared.clone(),
+            segment_max_index,
+            written_committed: None,
+        };
+        let handle = std::thread::Builder::new()
+            .name("walrus-raft-log".into())
+            .spawn(move || writer.run(receiver))
+            .map_err(|err| Error::io(dir, err))?;
+        Ok(LogStore {
+            shared,
+            jobs,
+            writer: Some(handle),
+        })
+    }
+
+    fn send(&self, job: Job) -> io::Result<()> {
+        self.jobs
+            .send(job)
+            .map_err(|_| io_error("the Raft log writer has stopped"))
+    }
+
+    /// Stops the writer thread after it has written everything queued.
+    pub fn close(&mut self) {
+        let _ = self.jobs.send(Job::Shutdown);
+        if let Some(handle) = self.writer.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for LogStore {
+    fn drop(&mut self) {
+        // The writer drains what is queued and stops; joining here would block
+        // an async runtime thread, so it is left to finish on its own.
+        let _ = self.jobs.send(Job::Shutdown);
+    }
+}
+
+/// The first sequence number on disk, so replay starts where the log does
+/// (older segments were deleted after a purge).
+fn first_segment_seq(fs: &dyn FileSystem, dir: &Path) -> Result<u64> {
+    let names = match fs.list(dir) {
+        Ok(names) => names,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(1),
+        Err(err) => return Err(Error::io(dir, err)),
+    };
+    Ok(names
+        .iter()
+        .filter_map(|name| parse_segment_file_name(name))
+        .min()
+        .unwrap_or(1))
+}
+
+fn replay_record(
+    state: &mut LogState_,
+    positions: &mut Vec<(u64, u64)>,
+    seq: u64,
+    payload: &[u8],
+) -> std::result::Result<(), String> {
+    let Some((&kind, body)) = payload.split_first() else {
+        return Err("empty Raft log record".into());
+    };
+    match kind {
+        KIND_ENTRY => {
+            let entry: LogEntry = decode(body)?;
+            let index = entry.log_id.index;
+            positions.push((seq, index));
+            state.entries.insert(index, entry);
+        }
+        KIND_VOTE => state.vote = Some(decode(body)?),
+        KIND_TRUNCATE => {
+            let after: Option<LogId> = decode(body)?;
+            let first_gone = after.map_or(0, |id| id.index + 1);
+            state.entries.split_off(&first_gone);
+        }
+        KIND_PURGE => {
+            let upto: LogId = decode(body)?;
+            state.entries = state.entries.split_off(&(upto.index + 1));
+            state.last_purged = Some(upto);
+        }
+        KIND_COMMITTED => state.committed = decode(body)?,
+        other => {
+            return Err(format!(
+                "unknown Raft log record kind {other}: is this the data directory of a \
+                 single-node walrus (started without --peers)?"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The highest entry index each segment holds, from the replayed positions.
+fn segment_max_indexes(wal: &Wal, positions: &[(u64, u64)]) -> BTreeMap<u64, u64> {
+    let firsts = wal.segment_first_seqs();
+    let mut max_index = BTreeMap::new();
+    for &(seq, index) in positions {
+        let segment = firsts
+            .iter()
+            .rev()
+            .find(|&&first| first <= seq)
+            .copied()
+            .unwrap_or(0);
+        let slot = max_index.entry(segment).or_insert(0);
+        *slot = (*slot).max(index);
+    }
+    max_index
+}
+
+/// The thread that owns the WAL: takes every queued job, writes their records
+/// with one append and one sync, then completes them in order.
+struct Writer {
+    wal: Wal,
+    fsync: FsyncPolicy,
+    shared: Shared,
+    /// Per segment (by first sequence number), the highest entry index in it.
+    segment_max_index: BTreeMap<u64, u64>,
+    written_committed: Option<LogId>,
+}
+
+impl Writer {
+    fn run(mut self, receiver: Receiver<Job>) {
+        let interval = match self.fsync {
+            FsyncPolicy::Interval(interval) => Some(interval),
+            _ => None,
+        };
+        loop {
+            let first = match interval {
+                Some(interval) => match receiver.recv_timeout(interval) {
+                    Ok(job) => job,
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                        let _ = self.wal.sync();
+                        continue;
+                    }
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+                },
+                None => match receiver.recv() {
+                    Ok(job) => job,
+                    Err(_) => break,
+                },
+            };
+            let mut jobs = vec![first];
+            while jobs.len() < MAX_JOBS_PER_WRITE {
+                match receiver.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+            if !self.write(jobs) {
+                break;
+            }
+        }
+        let _ = self.wal.sync();
+    }
+
+    /// Writes one batch of jobs; false once a shutdown was among them.
+    fn write(&mut self, jobs: Vec<Job>) -> bool {
+        let mut records: Vec<Vec<u8>> = Vec::new();
+        let mut dones = Vec::with_capacity(jobs.len());
+        let mut max_index: Option<u64> = None;
+        let mut compact = None;
+        let mut keep_running = true;
+        for job in jobs {
+            match job {
+                Job::Write {
+                    records: job_records,
+                    max_index: job_max,
+                    done,
+                } => {
+                    records.extend(job_records);
+                    max_index = max_index.max(job_max);
+                    dones.push(done);
+                }
+                Job::Compact { purged_index } => {
+                    compact = Some(purged_index);
+                    // The current vote again, so deleting older segments
+                    // cannot lose it.
+                    let vote = self.shared.read().vote;
+                    if let Some(vote) = vote
+                        && let Ok(record) = encode(KIND_VOTE, &vote)
+                    {
+                        records.push(record);
+                    }
+                }
+                Job::Shutdown => keep_running = false,
+            }
+        }
+        let committed = self.shared.read().committed;
+        if !records.is_empty()
+            && committed != self.written_committed
+            && let Ok(record) = encode(KIND_COMMITTED, &committed)
+        {
+            records.push(record);
+            self.written_committed = committed;
+        }
+        let result = self.append(&records, max_index);
+        for done in dones {
+            done.complete(&result);
+        }
+        if let (Some(purged_index), Ok(())) = (compact, &result) {
+            self.remove_purged_segments(purged_index);
+        }
+        keep_running
+    }
+
+    fn append(&mut self, records: &[Vec<u8>], max_index: Option<u64>) -> io::Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.wal
+            .append(records.iter().map(Vec::as_slice))
+            .map_err(io_error)?;
+        if self.fsync == FsyncPolicy::Always {
+            self.wal.sync().map_err(io_error)?;
+        }
+        if let (Some(index), Some(&active)) = (max_index, self.wal.segment_first_seqs().last()) {
+            let slot = self.segment_max_index.entry(active).or_insert(0);
+            *slot = (*slot).max(index);
+        }
+        Ok(())
+    }
+
+    /// Deletes the oldest closed segments whose entries are all purged.
+    fn remove_purged_segments(&mut self, purged_index: u64) {
+        if self.fsync != FsyncPolicy::Always && self.wal.sync().is_err() {
+            return;
+        }
+        let firsts = self.wal.segment_first_seqs();
+        let mut remove_through = None;
+        for pair in firsts.windows(2) {
+            let max_index = self.segment_max_index.get(&pair[0]).copied().unwrap_or(0);
+            if max_index > purged_index {
+                break;
+            }
+            remove_through = Some(pair[1] - 1);
+        }
+        let Some(through) = remove_through else {
+            return;
+        };
+        match self.wal.remove_through(through) {
+            Ok(removed) => {
+                self.segment_max_index = self.segment_max_index.split_off(&(through + 1));
+                tracing::debug!(removed, "removed Raft log segments a snapshot covers");
+            }
+            Err(error) => tracing::warn!(%error, "removing purged Raft log segments"),
+        }
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogReader {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> io::Result<Vec<LogEntry>> {
+        let state = self.shared.read();
+        Ok(state
+            .entries
+            .range(range)
+            .map(|(_, entry)| entry.clone())
+            .collect())
+    }
+
+    async fn read_vote(&mut self) -> io::Result<Option<Vote>> {
+        Ok(self.shared.read().vote)
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> io::Result<Vec<LogEntry>> {
+        self.get_log_reader().await.try_get_log_entries(range).await
+    }
+
+    async fn read_vote(&mut self) -> io::Result<Option<Vote>> {
+        Ok(self.shared.read().vote)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogReader;
+
+    async fn get_log_state(&mut self) -> io::Result<LogState<TypeConfig>> {
+        let state = self.shared.read();
+        let last_purged_log_id = state.last_purged;
+        let last_log_id = state
+            .entries
+            .last_key_value()
+            .map(|(_, entry)| entry.log_id)
+            .or(last_purged_log_id);
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> LogReader {
+        LogReader {
+            shared: self.shared.clone(),
+        }
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> io::Result<()> {
+        let record = encode(KIND_VOTE, vote)?;
+        self.shared.write().vote = Some(*vote);
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        self.send(Job::Write {
+            records: vec![record],
+            max_index: None,
+            done: Done::Reply(sender),
+        })?;
+        receiver
+            .await
+            .map_err(|_| io_error("the Raft log writer has stopped"))?
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> io::Result<()> {
+        // Written with the next batch of records: a lost hint only means
+        // replaying a little less at start-up.
+        self.shared.write().committed = committed;
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> io::Result<Option<LogId>> {
+        Ok(self.shared.read().committed)
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> io::Result<()>
+    where
+        I: IntoIterator<Item = LogEntry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut records = Vec::new();
+        let mut max_index = None;
+        {
+            let mut state = self.shared.write();
+            for entry in entries {
+                records.push(encode(KIND_ENTRY, &entry)?);
+                max_index = Some(entry.log_id.index);
+                state.entries.insert(entry.log_id.index, entry);
+            }
+        }
+        self.send(Job::Write {
+            records,
+            max_index,
+            done: Done::Flushed(callback),
+        })
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> io::Result<()> {
+        let record = encode(KIND_TRUNCATE, &last_log_id)?;
+        {
+            let mut state = self.shared.write();
+            let first_gone = last_log_id.map_or(0, |id| id.index + 1);
+            state.entries.split_off(&first_gone);
+        }
+        // Ordered before every later append by the queue, and the WAL only
+        // ever recovers a prefix: the truncated entries cannot come back once
+        // a later record is durable.
+        self.send(Job::Write {
+            records: vec![record],
+            max_index: None,
+            done: Done::Nothing,
+        })
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> io::Result<()> {
+        let record = encode(KIND_PURGE, &log_id)?;
+        {
+            let mut state = self.shared.write();
+            state.entries = state.entries.split_off(&(log_id.index + 1));
+            state.last_purged = Some(log_id);
+        }
+        self.send(Job::Write {
+            records: vec![record],
+            max_index: None,
+            done: Done::Nothing,
+        })?;
+        self.send(Job::Compact {
+            purged_index: log_id.index,
+        })
+    }
+}

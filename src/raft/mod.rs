@@ -1,0 +1,78 @@
+//! Replication: walrus's state replicated with Raft (openraft 0.10).
+//!
+//! - `log_store`: the Raft log, the vote and the committed position, kept in
+//!   walrus's own WAL (the same segments, records and checksums) by one writer
+//!   thread that batches appends into one write and one sync.
+//! - `state_machine`: applies committed entries to the in-memory [`State`]
+//!   (revision = log index) and builds and installs snapshots in the usual
+//!   snapshot files.
+//! - `network`: the peer transport, HTTP on the node's own port under `/raft/`,
+//!   bodies in postcard.
+//! - `cluster`: one replicated node: starting it, writes (forwarded to the
+//!   leader from a follower), linearizable reads (read index), membership and
+//!   status.
+//!
+//! [`State`]: crate::store::State
+
+pub mod cluster;
+pub mod log_store;
+pub mod network;
+pub mod state_machine;
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::Outcome;
+
+pub use cluster::{ClusterNode, ClusterOptions, ClusterStatus, parse_peers};
+
+/// A client write as the Raft log carries it: the command in walrus's log
+/// encoding (issue time and command; see `store::command`), so the entry's body
+/// is exactly what a single node's WAL record holds.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    pub payload: Vec<u8>,
+}
+
+impl fmt::Debug for Proposal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Proposal({} bytes)", self.payload.len())
+    }
+}
+
+impl fmt::Display for Proposal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// What applying a proposal did, sent back to the writer (and across the peer
+/// port to a follower that forwarded the write).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    pub outcome: Option<Outcome>,
+}
+
+openraft::declare_raft_types!(
+    /// walrus's Raft types: node ids are numbers, a node is known by its HTTP
+    /// address, entries carry [`Proposal`]s.
+    pub TypeConfig:
+        D = Proposal,
+        R = Applied,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+);
+
+pub type NodeId = u64;
+pub type Raft = openraft::Raft<TypeConfig, state_machine::StateMachine>;
+pub type LogId = openraft::type_config::alias::LogIdOf<TypeConfig>;
+pub type Vote = openraft::type_config::alias::VoteOf<TypeConfig>;
+pub type LogEntry = openraft::type_config::alias::EntryOf<TypeConfig>;
+pub type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<TypeConfig>;
+pub type StoredMembership = openraft::type_config::alias::StoredMembershipOf<TypeConfig>;
+
+/// Wraps an error as the `io::Error` openraft's storage traits return.
+pub(crate) fn io_error(error: impl fmt::Display) -> std::io::Error {
+    std::io::Error::other(error.to_string())
+}

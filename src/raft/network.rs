@@ -1,0 +1,227 @@
+//! The peer transport: Raft messages as HTTP requests on the node's own port.
+//!
+//! `POST /raft/{append,vote,snapshot,forward,read-index}` with a postcard body;
+//! the answer is `200` with a postcard body, or an error status with a text
+//! body. Every request carries the sender's node id (`X-Walrus-Node-Id`) and the
+//! cluster's bearer token, and rides on one keep-alive connection per peer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
+use http::{Method, StatusCode};
+use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, OptionalSend, RaftNetworkV2};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::Mutex;
+
+use super::state_machine::SnapshotData;
+use super::{NodeId, TypeConfig, Vote};
+use crate::client::ClientError;
+use crate::client::connection::Connection;
+use crate::client::endpoint::Endpoint;
+
+/// The header that names the sending node.
+pub const NODE_ID_HEADER: &str = "x-walrus-node-id";
+pub const POSTCARD: &str = "application/x-walrus-postcard";
+/// Largest peer message body a node reads (a snapshot is one message).
+pub const MAX_PEER_BODY_BYTES: usize = 1 << 30;
+
+type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, SnapshotData>;
+
+/// Why a peer request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// Nothing reached the peer.
+    #[error("cannot reach node at {address}: {reason}")]
+    Unreachable { address: String, reason: String },
+    /// The exchange broke or the peer refused; the request may have arrived.
+    #[error("node at {address}: {reason}")]
+    Failed { address: String, reason: String },
+}
+
+/// One peer: its address and a connection reused between requests.
+pub struct Peer {
+    endpoint: Arc<Endpoint>,
+    connection: Mutex<Option<Connection>>,
+    headers: HeaderMap,
+}
+
+impl Peer {
+    pub fn new(address: &str, own_id: NodeId, token: Option<&str>) -> Result<Peer, PeerError> {
+        let unreachable = |reason: String| PeerError::Unreachable {
+            address: address.to_string(),
+            reason,
+        };
+        let endpoint = Endpoint::parse(&format!("http://{address}"))
+            .map_err(|error| unreachable(error.to_string()))?;
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(POSTCARD));
+        headers.insert(NODE_ID_HEADER, HeaderValue::from(own_id));
+        if let Some(token) = token {
+            let value = HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|error| unreachable(error.to_string()))?;
+            headers.insert(AUTHORIZATION, value);
+        }
+        Ok(Peer {
+            endpoint: Arc::new(endpoint),
+            connection: Mutex::new(None),
+            headers,
+        })
+    }
+
+    pub fn address(&self) -> &str {
+        self.endpoint.url()
+    }
+
+    /// Sends `request` to `/raft/{path}` and decodes the answer.
+    pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        path: &str,
+        request: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, PeerError> {
+        let body = postcard::to_stdvec(request).map_err(|error| self.failed(error))?;
+        let exchange = self.exchange(path, Bytes::from(body));
+        let (status, body) = match tokio::time::timeout(timeout, exchange).await {
+            Ok(result) => result?,
+            Err(_) => {
+                // The connection may have a late answer in it: never reuse it.
+                *self.connection.lock().await = None;
+                return Err(self.failed(format!("no answer within {} ms", timeout.as_millis())));
+            }
+        };
+        if status != StatusCode::OK {
+            let text = String::from_utf8_lossy(&body).into_owned();
+            return Err(self.failed(format!("answered {status}: {text}")));
+        }
+        postcard::from_bytes(&body).map_err(|error| self.failed(error))
+    }
+
+    async fn exchange(&self, path: &str, body: Bytes) -> Result<(StatusCode, Bytes), PeerError> {
+        let mut slot = self.connection.lock().await;
+        let mut connection = match slot.take() {
+            Some(connection) if connection.is_open() => connection,
+            _ => Connection::open(self.endpoint.clone(), None)
+                .await
+                .map_err(|error| PeerError::Unreachable {
+                    address: self.address().to_string(),
+                    reason: error.to_string(),
+                })?,
+        };
+        let target = self.endpoint.target(&format!("/raft/{path}"));
+        match connection
+            .send(Method::POST, &target, &self.headers, body)
+            .await
+        {
+            Ok(response) => {
+                *slot = Some(connection);
+                Ok((response.status, response.body))
+            }
+            Err(error @ ClientError::Connect { .. }) => Err(PeerError::Unreachable {
+                address: self.address().to_string(),
+                reason: error.to_string(),
+            }),
+            Err(error) => Err(self.failed(error)),
+        }
+    }
+
+    fn failed(&self, reason: impl std::fmt::Display) -> PeerError {
+        PeerError::Failed {
+            address: self.address().to_string(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+impl PeerError {
+    fn into_rpc(self) -> RPCError<TypeConfig> {
+        match self {
+            PeerError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&self)),
+            PeerError::Failed { .. } => RPCError::Network(NetworkError::new(&self)),
+        }
+    }
+}
+
+/// Makes a [`PeerNetwork`] for each peer openraft replicates to.
+pub struct PeerNetworkFactory {
+    pub own_id: NodeId,
+    pub token: Option<String>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
+    type Network = PeerNetwork;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerNetwork {
+        let peer = Peer::new(&node.addr, self.own_id, self.token.as_deref());
+        if let Err(error) = &peer {
+            tracing::warn!(target, %error, "bad peer address");
+        }
+        PeerNetwork { peer: peer.ok() }
+    }
+}
+
+/// openraft's view of one peer.
+pub struct PeerNetwork {
+    peer: Option<Peer>,
+}
+
+impl PeerNetwork {
+    async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        path: &str,
+        request: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, RPCError<TypeConfig>> {
+        let Some(peer) = &self.peer else {
+            let error = PeerError::Unreachable {
+                address: "?".into(),
+                reason: "the peer's address does not parse".into(),
+            };
+            return Err(error.into_rpc());
+        };
+        peer.call(path, request, timeout)
+            .await
+            .map_err(PeerError::into_rpc)
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerNetwork {
+    type SnapshotData = SnapshotData;
+
+    async fn append_entries(
+        &mut self,
+        request: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call("append", &request, option.soft_ttl()).await
+    }
+
+    async fn vote(
+        &mut self,
+        request: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call("vote", &request, option.soft_ttl()).await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let request = (vote, snapshot.meta, snapshot.snapshot.into_inner());
+        tokio::select! {
+            closed = cancel => Err(StreamingError::Closed(closed)),
+            answer = self.call("snapshot", &request, option.hard_ttl()) => Ok(answer?),
+        }
+    }
+}
