@@ -115,27 +115,6 @@ pub async fn run(
     let _ = stream.shutdown().await;
 }
 
-/// Answers every whole request in `input` with `error` (a cluster that could
-/// not confirm a read index): nothing of the batch runs.
-fn fail_batch(
-    parser: &mut RequestParser,
-    input: &mut BytesMut,
-    output: &mut BytesMut,
-    error: &crate::Error,
-) -> bool {
-    loop {
-        match parser.take(input) {
-            Ok(Some(args)) if args.is_empty() => continue,
-            Ok(Some(_)) => cmd::store_error(error).encode(output),
-            Ok(None) => return true,
-            Err(protocol) => {
-                Reply::err(protocol).encode(output);
-                return false;
-            }
-        }
-    }
-}
-
 /// Replies buffered beyond this are sent before the batch ends (only between
 /// commands, after every write before them is durable), so a pipeline of
 /// large reads cannot make the server hold all their replies at once.
@@ -177,13 +156,11 @@ impl Connection<'_> {
         } = self;
         let store = shared.store.as_ref();
         let mut pipeline = Pipeline::default();
-        // One read barrier covers every command already received: each of
-        // them arrived before it, so their reads are linearizable after it.
-        if shared.node.cluster().is_some()
-            && let Err(error) = shared.node.read_barrier(session.consistency).await
-        {
-            return fail_batch(parser, input, output, &error);
-        }
+        // On a replica, one read barrier covers every command already
+        // received (each arrived before it, so its read is linearizable after
+        // it), taken before the first command that reads keys.
+        let mut barrier: Option<Result<(), crate::Error>> =
+            shared.node.cluster().is_none().then_some(Ok(()));
         loop {
             let args = match parser.take(input) {
                 Ok(Some(args)) => args,
@@ -207,6 +184,15 @@ impl Connection<'_> {
                 Plan::Reply(reply) => pipeline.replies.push_back(Pending::Ready(reply)),
                 Plan::Execute(spec) => {
                     pipeline.finish(store, output).await;
+                    if cmd::reads_keys(spec) {
+                        if barrier.is_none() {
+                            barrier = Some(shared.node.read_barrier(session.consistency).await);
+                        }
+                        if let Some(Err(error)) = &barrier {
+                            cmd::store_error(error).encode(output);
+                            continue;
+                        }
+                    }
                     let was_authenticated = session.authenticated;
                     cmd::execute(session, shared, spec, &args)
                         .await

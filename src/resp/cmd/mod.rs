@@ -284,6 +284,13 @@ pub fn plan(session: &Session, shared: &Shared, args: &[Bytes]) -> Plan {
     }
 }
 
+/// Whether a command reads the keyspace (and so needs a read barrier on a
+/// cluster replica): everything but the connection and server commands, and
+/// DBSIZE.
+pub fn reads_keys(spec: &Spec) -> bool {
+    !server::handles(spec.name) || spec.name == "dbsize"
+}
+
 /// Runs a request [`plan`] sent here to its reply.
 pub async fn execute(
     session: &mut Session,

@@ -1,0 +1,419 @@
+//! A 3-node cluster of real `walrus` processes on 127.0.0.1: replication,
+//! forwarding from followers, one consistent store over HTTP and RESP, a
+//! leader killed under load, a restart of every node, and a learner added
+//! and promoted.
+//!
+//! Ports are picked by binding port 0 and releasing it (the peers must know
+//! each other's addresses before they start). A `kill -9` keeps the page
+//! cache, so these tests prove "acknowledged after replication to a
+//! majority", not fsync durability (the simulated-disk tests cover that).
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::server::{Reply, raw};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free port")
+}
+
+struct Node {
+    id: u64,
+    http: SocketAddr,
+    resp: SocketAddr,
+    dir: PathBuf,
+    peers: String,
+    child: Option<Child>,
+}
+
+impl Node {
+    fn start(&mut self) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_walrus"))
+            .args(["serve", "--node-id", &self.id.to_string()])
+            .args(["--listen", &self.http.to_string()])
+            .args(["--resp-listen", &self.resp.to_string()])
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .args(["--request-timeout-ms", "3000"])
+            .args(if self.peers.is_empty() {
+                vec![]
+            } else {
+                vec!["--peers".to_string(), self.peers.clone()]
+            })
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start walrus");
+        let stderr = child.stderr.take().expect("stderr");
+        let id = self.id;
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("panicked") {
+                    eprintln!("[node {id}] {line}");
+                }
+            }
+        });
+        self.child = Some(child);
+        wait_until(Duration::from_secs(20), || {
+            raw(
+                self.http,
+                b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            )
+            .is_some_and(|reply| reply.status == 200)
+        });
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+struct Cluster {
+    nodes: Vec<Node>,
+    _temp: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn start(size: u64) -> Cluster {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let addresses: Vec<(SocketAddr, SocketAddr)> = (0..size)
+            .map(|_| {
+                let http = format!("127.0.0.1:{}", free_port())
+                    .parse()
+                    .expect("address");
+                let resp = format!("127.0.0.1:{}", free_port())
+                    .parse()
+                    .expect("address");
+                (http, resp)
+            })
+            .collect();
+        let peers = addresses
+            .iter()
+            .enumerate()
+            .map(|(index, (http, _))| format!("{}={http}", index + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut nodes: Vec<Node> = addresses
+            .into_iter()
+            .enumerate()
+            .map(|(index, (http, resp))| Node {
+                id: index as u64 + 1,
+                http,
+                resp,
+                dir: temp.path().join(format!("node-{}", index + 1)),
+                peers: peers.clone(),
+                child: None,
+            })
+            .collect();
+        for node in &mut nodes {
+            node.start();
+        }
+        let cluster = Cluster { nodes, _temp: temp };
+        cluster.wait_for_leader(Duration::from_secs(20));
+        cluster
+    }
+
+    fn dir(&self) -> &Path {
+        self._temp.path()
+    }
+
+    /// The id of the leader every live node agrees on.
+    fn wait_for_leader(&self, within: Duration) -> u64 {
+        let mut leader = 0;
+        wait_until(within, || {
+            let views: Vec<Option<u64>> = self
+                .nodes
+                .iter()
+                .filter(|node| node.child.is_some())
+                .map(|node| status(node.http).and_then(|status| status["leader_id"].as_u64()))
+                .collect();
+            match views.first() {
+                Some(Some(first)) if views.iter().all(|view| *view == Some(*first)) => {
+                    leader = *first;
+                    true
+                }
+                _ => false,
+            }
+        });
+        leader
+    }
+
+    fn node(&self, id: u64) -> &Node {
+        &self.nodes[id as usize - 1]
+    }
+
+    fn node_mut(&mut self, id: u64) -> &mut Node {
+        &mut self.nodes[id as usize - 1]
+    }
+}
+
+fn status(address: SocketAddr) -> Option<serde_json::Value> {
+    let reply = raw(
+        address,
+        b"GET /cluster/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )?;
+    (reply.status == 200)
+        .then(|| serde_json::from_slice(&reply.body).ok())
+        .flatten()
+}
+
+fn wait_until(within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "condition not met within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn http(address: SocketAddr, method: &str, path: &str, body: &[u8]) -> Option<Reply> {
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    raw(address, &request)
+}
+
+#[test]
+fn writes_through_any_node_are_read_alike_from_every_node() {
+    let cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader(Duration::from_secs(10));
+    let follower = if leader == 1 { 2 } else { 1 };
+    let written =
+        http(cluster.node(follower).http, "PUT", "/kv/greeting", b"hello").expect("answer");
+    assert_eq!(written.status, 200, "{}", written.text());
+    let etag = written.header("etag").expect("etag").to_string();
+    for node in &cluster.nodes {
+        let read = http(node.http, "GET", "/kv/greeting", b"").expect("answer");
+        assert_eq!((read.status, read.text()), (200, "hello".to_string()));
+        assert_eq!(
+            read.header("etag"),
+            Some(etag.as_str()),
+            "same revision everywhere"
+        );
+    }
+    // Compare-and-swap through a follower sees the leader's revision.
+    let stale = format!(
+        "PUT /kv/greeting HTTP/1.1\r\nHost: x\r\nConnection: close\r\nIf-Match: \"1\"\r\nContent-Length: 1\r\n\r\nx"
+    );
+    let refused = raw(cluster.node(follower).http, stale.as_bytes()).expect("answer");
+    assert_eq!(refused.status, 412);
+
+    // RESP through each node: one store.
+    let clients: Vec<redis::Client> = cluster
+        .nodes
+        .iter()
+        .map(|node| redis::Client::open(format!("redis://{}", node.resp)).expect("client"))
+        .collect();
+    let mut first = clients[0].get_connection().expect("connect");
+    let _: () = redis::cmd("SET")
+        .arg("counter")
+        .arg(10)
+        .query(&mut first)
+        .expect("set");
+    for client in &clients {
+        let mut connection = client.get_connection().expect("connect");
+        let value: i64 = redis::cmd("INCR")
+            .arg("counter")
+            .query(&mut connection)
+            .expect("incr");
+        assert!(value > 10);
+    }
+    for client in &clients {
+        let mut connection = client.get_connection().expect("connect");
+        let value: i64 = redis::cmd("GET")
+            .arg("counter")
+            .query(&mut connection)
+            .expect("get");
+        assert_eq!(
+            value, 13,
+            "a linearizable read on every node sees all three increments"
+        );
+    }
+    let http_view = http(cluster.node(3).http, "GET", "/kv/counter", b"").expect("answer");
+    assert_eq!(http_view.text(), "13");
+}
+
+#[test]
+fn killing_the_leader_process_under_load_loses_no_acknowledged_write() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader(Duration::from_secs(10));
+    let addresses: Vec<SocketAddr> = cluster.nodes.iter().map(|node| node.http).collect();
+    let acknowledged = Arc::new(Mutex::new(Vec::<(String, String)>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|writer| {
+            let acknowledged = acknowledged.clone();
+            let stop = stop.clone();
+            let addresses = addresses.clone();
+            std::thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(20);
+                let mut sequence = 0;
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline && sequence < 2000
+                {
+                    sequence += 1;
+                    let key = format!("w{writer}-{sequence}");
+                    let value = format!("v{sequence}");
+                    let target = addresses[sequence % addresses.len()];
+                    let path = format!("/kv/{key}");
+                    if let Some(reply) = http(target, "PUT", &path, value.as_bytes())
+                        && reply.status == 200
+                    {
+                        acknowledged.lock().expect("lock").push((key, value));
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    let killed_at = Instant::now();
+    cluster.node_mut(leader).kill();
+    let acknowledged_at_kill = acknowledged.lock().expect("lock").len();
+    let survivor = cluster
+        .nodes
+        .iter()
+        .find(|node| node.id != leader)
+        .expect("survivor")
+        .http;
+    wait_until(Duration::from_secs(15), || {
+        http(survivor, "PUT", "/kv/after-kill", b"1").is_some_and(|reply| reply.status == 200)
+    });
+    let failover = killed_at.elapsed();
+    std::thread::sleep(Duration::from_millis(1000));
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        writer.join().expect("writer");
+    }
+    eprintln!("first acknowledged write {failover:?} after killing the leader");
+    cluster.node_mut(leader).start();
+    let acknowledged = acknowledged.lock().expect("lock").clone();
+    assert!(
+        acknowledged.len() > acknowledged_at_kill,
+        "writes went on after the kill"
+    );
+    for node in &cluster.nodes {
+        for (key, value) in &acknowledged {
+            let read = http(node.http, "GET", &format!("/kv/{key}"), b"").expect("answer");
+            assert_eq!(
+                (read.status, read.text()),
+                (200, value.clone()),
+                "node {} lost acknowledged {key}",
+                node.id
+            );
+        }
+    }
+}
+
+#[test]
+fn a_cluster_restarted_whole_keeps_its_data_and_a_learner_catches_up() {
+    let mut cluster = Cluster::start(3);
+    for index in 0..50 {
+        let reply =
+            http(cluster.node(1).http, "PUT", &format!("/kv/k{index}"), b"v").expect("answer");
+        assert_eq!(reply.status, 200);
+    }
+    for id in 1..=3 {
+        cluster.node_mut(id).kill();
+    }
+    for id in 1..=3 {
+        cluster.node_mut(id).start();
+    }
+    cluster.wait_for_leader(Duration::from_secs(20));
+    for node in &cluster.nodes {
+        let read = http(node.http, "GET", "/kv/k49", b"").expect("answer");
+        assert_eq!(read.status, 200, "node {} after a full restart", node.id);
+    }
+
+    // A fourth node joins as a learner, catches up, and is promoted.
+    let mut learner = Node {
+        id: 4,
+        http: format!("127.0.0.1:{}", free_port())
+            .parse()
+            .expect("address"),
+        resp: format!("127.0.0.1:{}", free_port())
+            .parse()
+            .expect("address"),
+        dir: cluster.dir().join("node-4"),
+        peers: String::new(),
+        child: None,
+    };
+    learner.start();
+    let add = format!("/cluster/add-learner?id=4&addr={}", learner.http);
+    let leader = cluster.wait_for_leader(Duration::from_secs(10));
+    let added = http(cluster.node(leader).http, "POST", &add, b"").expect("answer");
+    assert_eq!(added.status, 200, "{}", added.text());
+    let promoted = http(
+        cluster.node(leader).http,
+        "POST",
+        "/cluster/promote?id=4",
+        b"",
+    )
+    .expect("answer");
+    assert_eq!(promoted.status, 200, "{}", promoted.text());
+    let read = http(learner.http, "GET", "/kv/k49", b"").expect("answer");
+    assert_eq!(read.status, 200);
+    let voters = status(learner.http).expect("status")["voters"].clone();
+    assert_eq!(voters, serde_json::json!([1, 2, 3, 4]));
+    // And leaves again.
+    let removed = http(
+        cluster.node(leader).http,
+        "POST",
+        "/cluster/remove?id=4",
+        b"",
+    )
+    .expect("answer");
+    assert_eq!(removed.status, 200, "{}", removed.text());
+    let voters = status(cluster.node(leader).http).expect("status")["voters"].clone();
+    assert_eq!(voters, serde_json::json!([1, 2, 3]));
+}
+
+#[test]
+fn without_a_quorum_a_write_gets_503_and_a_redis_client_clusterdown() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader(Duration::from_secs(10));
+    let others: Vec<u64> = (1..=3).filter(|&id| id != leader).collect();
+    for &id in &others {
+        cluster.node_mut(id).kill();
+    }
+    let started = Instant::now();
+    let reply = http(cluster.node(leader).http, "PUT", "/kv/lonely", b"x").expect("answer");
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    assert_eq!(reply.header("retry-after"), Some("1"));
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "waited for the timeout"
+    );
+    let read = http(cluster.node(leader).http, "GET", "/kv/lonely", b"").expect("answer");
+    assert_eq!(read.status, 503, "no linearizable read without a quorum");
+    let client =
+        redis::Client::open(format!("redis://{}", cluster.node(leader).resp)).expect("client");
+    let mut connection = client.get_connection().expect("connect");
+    let error = redis::cmd("SET")
+        .arg("lonely")
+        .arg("x")
+        .query::<()>(&mut connection)
+        .expect_err("no quorum");
+    assert_eq!(error.kind(), redis::ErrorKind::ClusterDown, "{error}");
+}
