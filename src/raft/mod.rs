@@ -76,3 +76,69 @@ pub type StoredMembership = openraft::type_config::alias::StoredMembershipOf<Typ
 pub(crate) fn io_error(error: impl fmt::Display) -> std::io::Error {
     std::io::Error::other(error.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    //! openraft's own storage conformance suite against walrus's log store and
+    //! state machine, on a real directory and on the simulated disk.
+
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use openraft::StorageError;
+    use openraft::testing::log::{StoreBuilder, Suite};
+
+    use super::TypeConfig;
+    use super::log_store::LogStore;
+    use super::state_machine::StateMachine;
+    use crate::storage::{FileSystem, StdFs, WalOptions};
+    use crate::store::FsyncPolicy;
+    use crate::testing::SimFs;
+
+    fn small_wal() -> WalOptions {
+        WalOptions {
+            segment_bytes: 64 << 10,
+            ..WalOptions::default()
+        }
+    }
+
+    struct RealDir;
+
+    impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for RealDir {
+        async fn build(
+            &self,
+        ) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
+            let temp = tempfile::tempdir().expect("temp dir");
+            let fs: Arc<dyn FileSystem> = Arc::new(StdFs);
+            let log = LogStore::open(fs.clone(), temp.path(), small_wal(), FsyncPolicy::Always)
+                .expect("open the log");
+            let machine = StateMachine::open(fs, temp.path()).expect("open the state machine");
+            Ok((temp, log, machine))
+        }
+    }
+
+    struct SimDisk;
+
+    impl StoreBuilder<TypeConfig, LogStore, StateMachine, ()> for SimDisk {
+        async fn build(&self) -> Result<((), LogStore, StateMachine), StorageError<TypeConfig>> {
+            let fs = Arc::new(SimFs::new(7));
+            let dir = Path::new("/replica");
+            fs.create_dir_all(dir).expect("dir");
+            let fs: Arc<dyn FileSystem> = fs;
+            let log = LogStore::open(fs.clone(), dir, small_wal(), FsyncPolicy::Always)
+                .expect("open the log");
+            let machine = StateMachine::open(fs, dir).expect("open the state machine");
+            Ok(((), log, machine))
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn openraft_storage_suite_on_a_real_directory() {
+        Suite::test_all(RealDir).await.expect("suite");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn openraft_storage_suite_on_the_simulated_disk() {
+        Suite::test_all(SimDisk).await.expect("suite");
+    }
+}
