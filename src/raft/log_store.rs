@@ -545,3 +545,145 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Crashes of the simulated disk between appends and their `IOFlushed`
+    //! callbacks, on both write paths.
+
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    use openraft::type_config::TypeConfigExt;
+    use openraft::{Entry, EntryPayload};
+
+    use super::*;
+    use crate::raft::Proposal;
+    use crate::testing::SimFs;
+
+    fn log_id(term: u64, index: u64) -> LogId {
+        openraft::testing::log_id::<TypeConfig>(term, 1, index)
+    }
+
+    fn entry(term: u64, index: u64) -> LogEntry {
+        Entry {
+            log_id: log_id(term, index),
+            payload: EntryPayload::Normal(Proposal {
+                payload: format!("t{term}i{index}").into_bytes(),
+            }),
+        }
+    }
+
+    fn open(fs: &Arc<SimFs>, direct_io: bool) -> LogStore {
+        let options = WalOptions {
+            segment_bytes: 4096,
+            direct_io,
+            ..WalOptions::default()
+        };
+        let fs: Arc<dyn FileSystem> = fs.clone();
+        LogStore::open(fs, Path::new("/log"), options, FsyncPolicy::Always).expect("open")
+    }
+
+    /// Appends `entries` and returns the receiver of their flush callback.
+    async fn append(
+        log: &mut LogStore,
+        entries: Vec<LogEntry>,
+    ) -> openraft::type_config::alias::OneshotReceiverOf<TypeConfig, io::Result<()>> {
+        let (sender, receiver) = TypeConfig::oneshot();
+        log.append(entries, IOFlushed::signal(sender))
+            .await
+            .expect("append");
+        receiver
+    }
+
+    async fn crash_run(seed: u64, direct_io: bool) {
+        let fs = Arc::new(SimFs::new(seed));
+        fs.create_dir_all(Path::new("/log")).expect("dir");
+        let mut log = open(&fs, direct_io);
+        log.save_vote(&Vote::new(1, 1)).await.expect("vote");
+        // Term 1 writes 1..=20, then a new leader's entries replace 11..
+        let flushed = append(&mut log, (1..=20).map(|i| entry(1, i)).collect()).await;
+        flushed.await.expect("callback").expect("flushed");
+        log.save_vote(&Vote::new(2, 1)).await.expect("vote");
+        log.truncate_after(Some(log_id(1, 10))).await.expect("truncate");
+        let flushed = append(&mut log, (11..=15).map(|i| entry(2, i)).collect()).await;
+        flushed.await.expect("callback").expect("flushed");
+        // More batches in flight when the power goes.
+        let mut pending = Vec::new();
+        for first in (16..=60).step_by(5) {
+            let batch = (first..first + 5).map(|i| entry(2, i)).collect();
+            pending.push((first + 4, append(&mut log, batch).await));
+            if first == 16 + 5 * (seed % 8) {
+                fs.crash(true);
+            }
+        }
+        let mut acknowledged = 15;
+        for (last, receiver) in pending {
+            if let Ok(Ok(())) = receiver.await {
+                acknowledged = last;
+            }
+        }
+        drop(log);
+        fs.restart();
+        let mut log = open(&fs, direct_io);
+        assert_eq!(log.read_vote().await.expect("vote"), Some(Vote::new(2, 1)), "seed {seed}");
+        let entries = log.try_get_log_entries(1..).await.expect("read");
+        let ids: Vec<(u64, u64)> = entries
+            .iter()
+            .map(|entry| (entry.log_id.leader_id.term, entry.log_id.index))
+            .collect();
+        assert!(entries.len() as u64 >= acknowledged, "seed {seed}: lost flushed entries");
+        for (position, entry) in entries.iter().enumerate() {
+            let index = position as u64 + 1;
+            let term = if index <= 10 { 1 } else { 2 };
+            assert_eq!(
+                (entry.log_id.leader_id.term, entry.log_id.index),
+                (term, index),
+                "seed {seed}: a truncated entry came back or the log has a gap: {ids:?}"
+            );
+            let EntryPayload::Normal(proposal) = &entry.payload else {
+                panic!("seed {seed}: payload changed");
+            };
+            assert_eq!(proposal.payload, format!("t{term}i{index}").into_bytes());
+        }
+        let distinct: BTreeSet<u64> = entries.iter().map(|entry| entry.log_id.index).collect();
+        assert_eq!(distinct.len(), entries.len());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn flushed_entries_and_the_vote_survive_a_crash_and_truncated_entries_never_return() {
+        for seed in 0..24 {
+            crash_run(seed, false).await;
+            crash_run(seed, true).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn purged_segments_go_and_the_vote_and_the_rest_survive_reopening() {
+        let fs = Arc::new(SimFs::new(3));
+        fs.create_dir_all(Path::new("/log")).expect("dir");
+        let mut log = open(&fs, false);
+        log.save_vote(&Vote::new(5, 1)).await.expect("vote");
+        for first in (1..=400).step_by(20) {
+            let flushed = append(&mut log, (first..first + 20).map(|i| entry(5, i)).collect()).await;
+            flushed.await.expect("callback").expect("flushed");
+        }
+        let segments_before = fs.list(Path::new("/log")).expect("list").len();
+        log.purge(log_id(5, 300)).await.expect("purge");
+        // A flushed append after the purge orders it before reopening.
+        let flushed = append(&mut log, vec![entry(5, 401)]).await;
+        flushed.await.expect("callback").expect("flushed");
+        // Closing waits for the writer, which removes segments after a purge.
+        log.close();
+        drop(log);
+        let segments_after = fs.list(Path::new("/log")).expect("list").len();
+        assert!(segments_after < segments_before, "{segments_before} -> {segments_after}");
+        let mut log = open(&fs, false);
+        let state = log.get_log_state().await.expect("state");
+        assert_eq!(state.last_purged_log_id, Some(log_id(5, 300)));
+        assert_eq!(state.last_log_id, Some(log_id(5, 401)));
+        assert_eq!(log.read_vote().await.expect("vote"), Some(Vote::new(5, 1)));
+        let entries = log.try_get_log_entries(301..=401).await.expect("read");
+        assert_eq!(entries.len(), 101);
+    }
+}
