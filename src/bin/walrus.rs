@@ -213,6 +213,10 @@ struct ServeArgs {
     /// Raft election timeout in milliseconds (randomized up to twice this).
     #[arg(long, default_value_t = 500)]
     election_timeout_ms: u64,
+    /// A cluster node snapshots its state after this many applied entries
+    /// (and then keeps at most 1,000 older entries for lagging followers).
+    #[arg(long, default_value_t = 50_000)]
+    snapshot_every_entries: u64,
 }
 
 impl ServeArgs {
@@ -321,6 +325,7 @@ impl ServeArgs {
         options.heartbeat_ms = self.heartbeat_ms.max(1);
         let election = self.election_timeout_ms.max(3 * options.heartbeat_ms);
         options.election_timeout_ms = (election, election * 2);
+        options.snapshot_every = self.snapshot_every_entries.max(1);
         Ok(Some(options))
     }
 }

@@ -169,7 +169,9 @@ impl ClusterNode {
             election_timeout_min: options.election_timeout_ms.0,
             election_timeout_max: options.election_timeout_ms.1,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(options.snapshot_every),
-            max_in_snapshot_log_to_keep: 1000,
+            // Entries kept behind a snapshot for followers that are only a
+            // little behind; further back they get the snapshot.
+            max_in_snapshot_log_to_keep: options.snapshot_every.min(1000),
             ..Default::default()
         }
         .validate()

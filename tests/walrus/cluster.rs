@@ -31,6 +31,7 @@ struct Node {
     resp: SocketAddr,
     dir: PathBuf,
     peers: String,
+    extra: Vec<String>,
     child: Option<Child>,
 }
 
@@ -43,6 +44,7 @@ impl Node {
             .arg("--data-dir")
             .arg(&self.dir)
             .args(["--request-timeout-ms", "3000"])
+            .args(&self.extra)
             .args(if self.peers.is_empty() {
                 vec![]
             } else {
@@ -72,6 +74,15 @@ impl Node {
         });
     }
 
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("running");
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
     fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -93,6 +104,10 @@ struct Cluster {
 
 impl Cluster {
     fn start(size: u64) -> Cluster {
+        Cluster::start_with(size, &[])
+    }
+
+    fn start_with(size: u64, extra: &[&str]) -> Cluster {
         let temp = tempfile::tempdir().expect("temp dir");
         let addresses: Vec<(SocketAddr, SocketAddr)> = (0..size)
             .map(|_| {
@@ -120,6 +135,7 @@ impl Cluster {
                 resp,
                 dir: temp.path().join(format!("node-{}", index + 1)),
                 peers: peers.clone(),
+                extra: extra.iter().map(|arg| arg.to_string()).collect(),
                 child: None,
             })
             .collect();
@@ -357,6 +373,7 @@ fn a_cluster_restarted_whole_keeps_its_data_and_a_learner_catches_up() {
             .expect("address"),
         dir: cluster.dir().join("node-4"),
         peers: String::new(),
+        extra: Vec::new(),
         child: None,
     };
     learner.start();
@@ -416,4 +433,76 @@ fn without_a_quorum_a_write_gets_503_and_a_redis_client_clusterdown() {
         .query::<()>(&mut connection)
         .expect_err("no quorum");
     assert_eq!(error.kind(), redis::ErrorKind::ClusterDown, "{error}");
+}
+
+#[test]
+fn a_paused_old_leader_never_serves_a_stale_read_when_it_wakes() {
+    let mut cluster = Cluster::start(3);
+    let old = cluster.wait_for_leader(Duration::from_secs(10));
+    let written = http(cluster.node(old).http, "PUT", "/kv/fact", b"old").expect("answer");
+    assert_eq!(written.status, 200);
+    cluster.node(old).signal("-STOP");
+    let others: Vec<u64> = (1..=3).filter(|&id| id != old).collect();
+    let survivor = cluster.node(others[0]).http;
+    // The other two elect a new leader and take a write the old one never saw.
+    wait_until(Duration::from_secs(15), || {
+        http(survivor, "PUT", "/kv/fact", b"new").is_some_and(|reply| reply.status == 200)
+    });
+    cluster.node(old).signal("-CONT");
+    let read = http(cluster.node(old).http, "GET", "/kv/fact", b"").expect("answer");
+    assert!(
+        read.status == 503 || (read.status == 200 && read.text() == "new"),
+        "the woken old leader answered {} {:?}",
+        read.status,
+        read.text()
+    );
+    let stale = http(cluster.node(old).http, "GET", "/kv/fact?consistency=stale", b"");
+    assert!(stale.is_some(), "stale reads are still served");
+    cluster.node_mut(old).kill();
+}
+
+#[test]
+fn a_wiped_node_rejoins_under_a_new_id_from_a_snapshot() {
+    let mut cluster = Cluster::start_with(3, &["--snapshot-every-entries", "50"]);
+    for index in 0..300 {
+        let reply = http(cluster.node(1).http, "PUT", &format!("/kv/k{index:03}"), b"v")
+            .expect("answer");
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    // Node 3's disk is lost; it is replaced by a node 4 with an empty one.
+    cluster.node_mut(3).kill();
+    std::fs::remove_dir_all(&cluster.node(3).dir).expect("wipe");
+    let leader = cluster.wait_for_leader(Duration::from_secs(10));
+    let removed = http(cluster.node(leader).http, "POST", "/cluster/remove?id=3", b"")
+        .expect("answer");
+    assert_eq!(removed.status, 200, "{}", removed.text());
+    let mut replacement = Node {
+        id: 4,
+        http: format!("127.0.0.1:{}", free_port()).parse().expect("address"),
+        resp: format!("127.0.0.1:{}", free_port()).parse().expect("address"),
+        dir: cluster.dir().join("node-4"),
+        peers: String::new(),
+        extra: vec!["--snapshot-every-entries".into(), "50".into()],
+        child: None,
+    };
+    replacement.start();
+    let add = format!("/cluster/add-learner?id=4&addr={}", replacement.http);
+    let leader = cluster.wait_for_leader(Duration::from_secs(10));
+    let added = http(cluster.node(leader).http, "POST", &add, b"").expect("answer");
+    assert_eq!(added.status, 200, "{}", added.text());
+    let promoted =
+        http(cluster.node(leader).http, "POST", "/cluster/promote?id=4", b"").expect("answer");
+    assert_eq!(promoted.status, 200, "{}", promoted.text());
+    // Linearizable reads on the new node wait until it has applied the read
+    // index, so they see every key even while the snapshot is installing.
+    for index in [0, 150, 299] {
+        let path = format!("/kv/k{index:03}");
+        let read = http(replacement.http, "GET", &path, b"").expect("answer");
+        assert_eq!(read.status, 200, "k{index:03} on the new node");
+    }
+    let status = status(replacement.http).expect("status");
+    assert!(
+        status["snapshot_index"].as_u64().unwrap_or(0) > 0,
+        "the new node started from a snapshot: {status}"
+    );
 }
