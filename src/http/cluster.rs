@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use super::path::parse_query;
 use super::response::{HttpResponse, body, store_error, text};
 use super::router::{App, method_not_allowed};
-use crate::raft::network::{MAX_PEER_BODY_BYTES, NODE_ID_HEADER, POSTCARD};
+use crate::raft::network::{MAX_PEER_BODY_BYTES, NODE_ID_HEADER, POSTCARD, SnapshotChunk};
 use crate::raft::{ClusterNode, NodeId, Proposal};
 
 pub const RAFT_PREFIX: &str = "/raft/";
@@ -103,18 +103,10 @@ async fn serve_message(
             }
         }
         "snapshot" => {
-            let (vote, meta, data): (crate::raft::Vote, crate::raft::SnapshotMeta, Vec<u8>) =
-                read_body(request).await?;
-            let snapshot = openraft::type_config::alias::SnapshotOf::<
-                crate::raft::TypeConfig,
-                crate::raft::state_machine::SnapshotData,
-            > {
-                meta,
-                snapshot: std::io::Cursor::new(data),
-            };
-            match raft.install_full_snapshot(vote, snapshot).await {
+            let chunk: SnapshotChunk = read_body(request).await?;
+            match cluster.receive_snapshot_chunk(chunk).await {
                 Ok(answer) => postcard_reply(&answer),
-                Err(error) => raft_error(&error),
+                Err(error) => text(StatusCode::CONFLICT, error),
             }
         }
         "forward" => {

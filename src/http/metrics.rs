@@ -203,6 +203,18 @@ fn render_cluster(out: &mut String, cluster: &ClusterNode) {
         "kind=\"read_index\"",
         load(&counters.forwarded_reads),
     );
+    family(
+        out,
+        "walrus_raft_snapshots_installed_total",
+        "counter",
+        "Snapshots received from the leader and installed.",
+    );
+    sample(
+        out,
+        "walrus_raft_snapshots_installed_total",
+        "",
+        load(&counters.snapshots_received),
+    );
 }
 
 fn render_store(out: &mut String, store: &dyn KvStore) {

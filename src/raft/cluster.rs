@@ -24,9 +24,9 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::log_store::LogStore;
-use super::network::{Peer, PeerError, PeerNetworkFactory};
-use super::state_machine::StateMachine;
-use super::{NodeId, Proposal, Raft, TypeConfig};
+use super::network::{ChunkAnswer, Peer, PeerError, PeerNetworkFactory, SnapshotChunk};
+use super::state_machine::{SnapshotData, StateMachine};
+use super::{LogId, NodeId, Proposal, Raft, TypeConfig, Vote};
 use crate::error::{Error, Result};
 use crate::storage::data_dir::DataDir;
 use crate::storage::{FileSystem, StdFs, WalOptions};
@@ -133,7 +133,12 @@ pub struct ClusterStatus {
 pub struct ClusterCounters {
     pub forwarded_writes: std::sync::atomic::AtomicU64,
     pub forwarded_reads: std::sync::atomic::AtomicU64,
+    pub snapshots_received: std::sync::atomic::AtomicU64,
 }
+
+/// A snapshot being received: from which leader vote, up to which entry, and
+/// the bytes so far.
+type IncomingSnapshot = (Vote, Option<LogId>, Vec<u8>);
 
 pub struct ClusterNode {
     id: NodeId,
@@ -146,6 +151,9 @@ pub struct ClusterNode {
     pub counters: ClusterCounters,
     /// The highest commit index this node has heard of, for `/ready`.
     heard_commit: RwLock<u64>,
+    /// A snapshot arriving in chunks: which one (vote, last log index) and
+    /// the bytes so far.
+    incoming_snapshot: tokio::sync::Mutex<Option<IncomingSnapshot>>,
     _data_dir: DataDir,
 }
 
@@ -169,6 +177,7 @@ impl ClusterNode {
             election_timeout_min: options.election_timeout_ms.0,
             election_timeout_max: options.election_timeout_ms.1,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(options.snapshot_every),
+            max_payload_entries: super::network::MAX_ENTRIES_PER_APPEND,
             // Entries kept behind a snapshot for followers that are only a
             // little behind; further back they get the snapshot.
             max_in_snapshot_log_to_keep: options.snapshot_every.min(1000),
@@ -198,6 +207,7 @@ impl ClusterNode {
             membership_lock: tokio::sync::Mutex::new(()),
             counters: ClusterCounters::default(),
             heard_commit: RwLock::new(0),
+            incoming_snapshot: tokio::sync::Mutex::new(None),
             _data_dir: data_dir,
         });
         node.bootstrap().await?;
@@ -385,6 +395,46 @@ impl ClusterNode {
             Ok(Ok((read_log_id, _))) => Some(read_log_id.index()),
             _ => None,
         }
+    }
+
+    /// Takes one chunk of a snapshot the leader streams; installs the whole
+    /// snapshot (its checksums checked) when the last chunk arrives.
+    pub async fn receive_snapshot_chunk(
+        &self,
+        chunk: SnapshotChunk,
+    ) -> std::result::Result<ChunkAnswer, String> {
+        let mut incoming = self.incoming_snapshot.lock().await;
+        let key = (chunk.vote, chunk.meta.last_log_id);
+        if chunk.offset == 0 {
+            *incoming = Some((key.0, key.1, Vec::new()));
+        }
+        let Some((vote, last_log_id, data)) = incoming.as_mut() else {
+            return Err("no snapshot transfer in progress; start again from offset 0".into());
+        };
+        if (*vote, *last_log_id) != key || data.len() as u64 != chunk.offset {
+            *incoming = None;
+            return Err("snapshot chunk out of order; start again from offset 0".into());
+        }
+        data.extend_from_slice(&chunk.data);
+        if !chunk.done {
+            return Ok(ChunkAnswer::Continue);
+        }
+        let Some((vote, _, data)) = incoming.take() else {
+            return Err("no snapshot transfer in progress".into());
+        };
+        drop(incoming);
+        self.counters
+            .snapshots_received
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let snapshot = openraft::type_config::alias::SnapshotOf::<TypeConfig, SnapshotData> {
+            meta: chunk.meta,
+            snapshot: std::io::Cursor::new(data),
+        };
+        self.raft
+            .install_full_snapshot(vote, snapshot)
+            .await
+            .map(ChunkAnswer::Installed)
+            .map_err(|error| error.to_string())
     }
 
     /// Returns once every write acknowledged before the call is applied on

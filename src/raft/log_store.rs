@@ -605,7 +605,9 @@ mod tests {
         let flushed = append(&mut log, (1..=20).map(|i| entry(1, i)).collect()).await;
         flushed.await.expect("callback").expect("flushed");
         log.save_vote(&Vote::new(2, 1)).await.expect("vote");
-        log.truncate_after(Some(log_id(1, 10))).await.expect("truncate");
+        log.truncate_after(Some(log_id(1, 10)))
+            .await
+            .expect("truncate");
         let flushed = append(&mut log, (11..=15).map(|i| entry(2, i)).collect()).await;
         flushed.await.expect("callback").expect("flushed");
         // More batches in flight when the power goes.
@@ -626,13 +628,20 @@ mod tests {
         drop(log);
         fs.restart();
         let mut log = open(&fs, direct_io);
-        assert_eq!(log.read_vote().await.expect("vote"), Some(Vote::new(2, 1)), "seed {seed}");
+        assert_eq!(
+            log.read_vote().await.expect("vote"),
+            Some(Vote::new(2, 1)),
+            "seed {seed}"
+        );
         let entries = log.try_get_log_entries(1..).await.expect("read");
         let ids: Vec<(u64, u64)> = entries
             .iter()
             .map(|entry| (entry.log_id.leader_id.term, entry.log_id.index))
             .collect();
-        assert!(entries.len() as u64 >= acknowledged, "seed {seed}: lost flushed entries");
+        assert!(
+            entries.len() as u64 >= acknowledged,
+            "seed {seed}: lost flushed entries"
+        );
         for (position, entry) in entries.iter().enumerate() {
             let index = position as u64 + 1;
             let term = if index <= 10 { 1 } else { 2 };
@@ -665,7 +674,8 @@ mod tests {
         let mut log = open(&fs, false);
         log.save_vote(&Vote::new(5, 1)).await.expect("vote");
         for first in (1..=400).step_by(20) {
-            let flushed = append(&mut log, (first..first + 20).map(|i| entry(5, i)).collect()).await;
+            let flushed =
+                append(&mut log, (first..first + 20).map(|i| entry(5, i)).collect()).await;
             flushed.await.expect("callback").expect("flushed");
         }
         let segments_before = fs.list(Path::new("/log")).expect("list").len();
@@ -677,7 +687,10 @@ mod tests {
         log.close();
         drop(log);
         let segments_after = fs.list(Path::new("/log")).expect("list").len();
-        assert!(segments_after < segments_before, "{segments_before} -> {segments_after}");
+        assert!(
+            segments_after < segments_before,
+            "{segments_before} -> {segments_after}"
+        );
         let mut log = open(&fs, false);
         let state = log.get_log_state().await.expect("state");
         assert_eq!(state.last_purged_log_id, Some(log_id(5, 300)));

@@ -30,8 +30,33 @@ use crate::client::endpoint::Endpoint;
 /// The header that names the sending node.
 pub const NODE_ID_HEADER: &str = "x-walrus-node-id";
 pub const POSTCARD: &str = "application/x-walrus-postcard";
-/// Largest peer message body a node reads (a snapshot is one message).
-pub const MAX_PEER_BODY_BYTES: usize = 1 << 30;
+/// Largest peer message body a node reads: an append of
+/// [`MAX_ENTRIES_PER_APPEND`] entries of the largest default value (1 MiB)
+/// fits, with room to spare.
+pub const MAX_PEER_BODY_BYTES: usize = 256 << 20;
+/// Most entries one append message carries.
+pub const MAX_ENTRIES_PER_APPEND: u64 = 128;
+/// Bytes of snapshot per `/raft/snapshot` message.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+
+/// One piece of a snapshot on its way to a follower. The pieces of one
+/// snapshot go in order; the last one (`done`) makes the receiver check the
+/// whole file's checksums and install it.
+#[derive(Serialize, serde::Deserialize)]
+pub struct SnapshotChunk {
+    pub vote: Vote,
+    pub meta: super::SnapshotMeta,
+    pub offset: u64,
+    pub data: Vec<u8>,
+    pub done: bool,
+}
+
+/// What a follower answers to a chunk: the final answer after the last one.
+#[derive(Serialize, serde::Deserialize)]
+pub enum ChunkAnswer {
+    Continue,
+    Installed(SnapshotResponse<TypeConfig>),
+}
 
 type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, SnapshotData>;
 
@@ -218,10 +243,35 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        let request = (vote, snapshot.meta, snapshot.snapshot.into_inner());
+        let data = snapshot.snapshot.into_inner();
+        let meta = snapshot.meta;
+        let send = async {
+            let mut offset = 0;
+            loop {
+                let end = (offset + SNAPSHOT_CHUNK_BYTES).min(data.len());
+                let chunk = SnapshotChunk {
+                    vote,
+                    meta: meta.clone(),
+                    offset: offset as u64,
+                    data: data[offset..end].to_vec(),
+                    done: end == data.len(),
+                };
+                match self.call("snapshot", &chunk, option.soft_ttl()).await? {
+                    ChunkAnswer::Installed(response) => return Ok(response),
+                    ChunkAnswer::Continue if !chunk.done => offset = end,
+                    ChunkAnswer::Continue => {
+                        let error = PeerError::Failed {
+                            address: "?".into(),
+                            reason: "the follower did not install the last chunk".into(),
+                        };
+                        return Err(error.into_rpc());
+                    }
+                }
+            }
+        };
         tokio::select! {
             closed = cancel => Err(StreamingError::Closed(closed)),
-            answer = self.call("snapshot", &request, option.hard_ttl()) => Ok(answer?),
+            answer = send => Ok(answer?),
         }
     }
 }

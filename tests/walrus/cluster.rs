@@ -456,7 +456,12 @@ fn a_paused_old_leader_never_serves_a_stale_read_when_it_wakes() {
         read.status,
         read.text()
     );
-    let stale = http(cluster.node(old).http, "GET", "/kv/fact?consistency=stale", b"");
+    let stale = http(
+        cluster.node(old).http,
+        "GET",
+        "/kv/fact?consistency=stale",
+        b"",
+    );
     assert!(stale.is_some(), "stale reads are still served");
     cluster.node_mut(old).kill();
 }
@@ -464,22 +469,38 @@ fn a_paused_old_leader_never_serves_a_stale_read_when_it_wakes() {
 #[test]
 fn a_wiped_node_rejoins_under_a_new_id_from_a_snapshot() {
     let mut cluster = Cluster::start_with(3, &["--snapshot-every-entries", "50"]);
+    // 300 values of 8 KiB: the snapshot travels in several 1 MiB chunks.
+    let value = vec![b'v'; 8192];
     for index in 0..300 {
-        let reply = http(cluster.node(1).http, "PUT", &format!("/kv/k{index:03}"), b"v")
-            .expect("answer");
+        let reply = http(
+            cluster.node(1).http,
+            "PUT",
+            &format!("/kv/k{index:03}"),
+            &value,
+        )
+        .expect("answer");
         assert_eq!(reply.status, 200, "{}", reply.text());
     }
     // Node 3's disk is lost; it is replaced by a node 4 with an empty one.
     cluster.node_mut(3).kill();
     std::fs::remove_dir_all(&cluster.node(3).dir).expect("wipe");
     let leader = cluster.wait_for_leader(Duration::from_secs(10));
-    let removed = http(cluster.node(leader).http, "POST", "/cluster/remove?id=3", b"")
-        .expect("answer");
+    let removed = http(
+        cluster.node(leader).http,
+        "POST",
+        "/cluster/remove?id=3",
+        b"",
+    )
+    .expect("answer");
     assert_eq!(removed.status, 200, "{}", removed.text());
     let mut replacement = Node {
         id: 4,
-        http: format!("127.0.0.1:{}", free_port()).parse().expect("address"),
-        resp: format!("127.0.0.1:{}", free_port()).parse().expect("address"),
+        http: format!("127.0.0.1:{}", free_port())
+            .parse()
+            .expect("address"),
+        resp: format!("127.0.0.1:{}", free_port())
+            .parse()
+            .expect("address"),
         dir: cluster.dir().join("node-4"),
         peers: String::new(),
         extra: vec!["--snapshot-every-entries".into(), "50".into()],
@@ -490,8 +511,13 @@ fn a_wiped_node_rejoins_under_a_new_id_from_a_snapshot() {
     let leader = cluster.wait_for_leader(Duration::from_secs(10));
     let added = http(cluster.node(leader).http, "POST", &add, b"").expect("answer");
     assert_eq!(added.status, 200, "{}", added.text());
-    let promoted =
-        http(cluster.node(leader).http, "POST", "/cluster/promote?id=4", b"").expect("answer");
+    let promoted = http(
+        cluster.node(leader).http,
+        "POST",
+        "/cluster/promote?id=4",
+        b"",
+    )
+    .expect("answer");
     assert_eq!(promoted.status, 200, "{}", promoted.text());
     // Linearizable reads on the new node wait until it has applied the read
     // index, so they see every key even while the snapshot is installing.
@@ -499,6 +525,7 @@ fn a_wiped_node_rejoins_under_a_new_id_from_a_snapshot() {
         let path = format!("/kv/k{index:03}");
         let read = http(replacement.http, "GET", &path, b"").expect("answer");
         assert_eq!(read.status, 200, "k{index:03} on the new node");
+        assert_eq!(read.body, value);
     }
     let status = status(replacement.http).expect("status");
     assert!(
