@@ -231,10 +231,8 @@ fn writes_through_any_node_are_read_alike_from_every_node() {
         );
     }
     // Compare-and-swap through a follower sees the leader's revision.
-    let stale = format!(
-        "PUT /kv/greeting HTTP/1.1\r\nHost: x\r\nConnection: close\r\nIf-Match: \"1\"\r\nContent-Length: 1\r\n\r\nx"
-    );
-    let refused = raw(cluster.node(follower).http, stale.as_bytes()).expect("answer");
+    let stale: &[u8] = b"PUT /kv/greeting HTTP/1.1\r\nHost: x\r\nConnection: close\r\nIf-Match: \"1\"\r\nContent-Length: 1\r\n\r\nx";
+    let refused = raw(cluster.node(follower).http, stale).expect("answer");
     assert_eq!(refused.status, 412);
 
     // RESP through each node: one store.
