@@ -136,6 +136,13 @@ pub struct ClusterCounters {
     pub snapshots_received: std::sync::atomic::AtomicU64,
 }
 
+/// Read barriers waiting for the next read-index request.
+#[derive(Default)]
+struct ReadBatch {
+    running: bool,
+    waiting: Vec<tokio::sync::oneshot::Sender<std::result::Result<u64, String>>>,
+}
+
 /// A snapshot being received: from which leader vote, up to which entry, and
 /// the bytes so far.
 type IncomingSnapshot = (Vote, Option<LogId>, Vec<u8>);
@@ -154,6 +161,7 @@ pub struct ClusterNode {
     /// A snapshot arriving in chunks: which one (vote, last log index) and
     /// the bytes so far.
     incoming_snapshot: tokio::sync::Mutex<Option<IncomingSnapshot>>,
+    read_batch: Mutex<ReadBatch>,
     _data_dir: DataDir,
 }
 
@@ -178,6 +186,9 @@ impl ClusterNode {
             election_timeout_max: options.election_timeout_ms.1,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(options.snapshot_every),
             max_payload_entries: super::network::MAX_ENTRIES_PER_APPEND,
+            // Replicate entries as soon as they are handed to the log writer:
+            // the followers' syncs then overlap the leader's.
+            broadcast_submitted_on_append: Some(true),
             // Entries kept behind a snapshot for followers that are only a
             // little behind; further back they get the snapshot.
             max_in_snapshot_log_to_keep: options.snapshot_every.min(1000),
@@ -208,6 +219,7 @@ impl ClusterNode {
             counters: ClusterCounters::default(),
             heard_commit: RwLock::new(0),
             incoming_snapshot: tokio::sync::Mutex::new(None),
+            read_batch: Mutex::new(ReadBatch::default()),
             _data_dir: data_dir,
         });
         node.bootstrap().await?;
@@ -439,15 +451,62 @@ impl ClusterNode {
 
     /// Returns once every write acknowledged before the call is applied on
     /// this node, so a local read that follows is linearizable.
-    pub async fn read_barrier(&self) -> Result<()> {
+    ///
+    /// Concurrent callers share read-index requests: a caller joins the next
+    /// request that starts after it arrived (never one already in flight,
+    /// which might predate a write it must see), so under load one round
+    /// trip to the leader serves a whole batch of reads.
+    pub async fn read_barrier(self: &Arc<Self>) -> Result<()> {
         let deadline = Instant::now() + self.options.request_timeout;
-        match tokio::time::timeout_at(deadline, self.read_index_until(deadline)).await {
-            Ok(Ok(index)) => self.wait_applied(index, deadline).await,
-            Ok(Err(error)) => Err(error),
-            Err(_) => Err(unavailable(format!(
-                "no leader confirmed a read index within {} ms",
-                self.options.request_timeout.as_millis()
-            ))),
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let start = {
+            let mut batch = self.read_batch.lock();
+            batch.waiting.push(sender);
+            !std::mem::replace(&mut batch.running, true)
+        };
+        if start {
+            let node = self.clone();
+            tokio::spawn(async move { node.run_read_batches().await });
+        }
+        let index = match tokio::time::timeout_at(deadline, receiver).await {
+            Ok(Ok(Ok(index))) => index,
+            Ok(Ok(Err(reason))) => return Err(unavailable(reason)),
+            Ok(Err(_)) => return Err(unavailable("the read index request was dropped")),
+            Err(_) => {
+                return Err(unavailable(format!(
+                    "no leader confirmed a read index within {} ms",
+                    self.options.request_timeout.as_millis()
+                )));
+            }
+        };
+        self.wait_applied(index, deadline).await
+    }
+
+    /// Fetches read indexes for whoever is waiting, one request per batch,
+    /// until nobody is.
+    async fn run_read_batches(&self) {
+        loop {
+            let waiting = {
+                let mut batch = self.read_batch.lock();
+                if batch.waiting.is_empty() {
+                    batch.running = false;
+                    return;
+                }
+                std::mem::take(&mut batch.waiting)
+            };
+            let deadline = Instant::now() + self.options.request_timeout;
+            let result =
+                match tokio::time::timeout_at(deadline, self.read_index_until(deadline)).await {
+                    Ok(Ok(index)) => Ok(index),
+                    Ok(Err(error)) => Err(error.to_string()),
+                    Err(_) => Err(format!(
+                        "no leader confirmed a read index within {} ms",
+                        self.options.request_timeout.as_millis()
+                    )),
+                };
+            for waiter in waiting {
+                let _ = waiter.send(result.clone());
+            }
         }
     }
 

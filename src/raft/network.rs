@@ -3,7 +3,8 @@
 //! `POST /raft/{append,vote,snapshot,forward,read-index}` with a postcard body;
 //! the answer is `200` with a postcard body, or an error status with a text
 //! body. Every request carries the sender's node id (`X-Walrus-Node-Id`) and the
-//! cluster's bearer token, and rides on one keep-alive connection per peer.
+//! cluster's bearer token, on keep-alive connections pooled per peer (one per
+//! request in flight, so forwarded writes to the leader run concurrently).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +20,6 @@ use openraft::raft::{
 use openraft::{BasicNode, OptionalSend, RaftNetworkV2};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::Mutex;
 
 use super::state_machine::SnapshotData;
 use super::{NodeId, TypeConfig, Vote};
@@ -71,10 +71,13 @@ pub enum PeerError {
     Failed { address: String, reason: String },
 }
 
-/// One peer: its address and a connection reused between requests.
+/// Idle connections kept per peer.
+const MAX_IDLE_CONNECTIONS: usize = 128;
+
+/// One peer: its address and idle connections reused between requests.
 pub struct Peer {
     endpoint: Arc<Endpoint>,
-    connection: Mutex<Option<Connection>>,
+    idle: parking_lot::Mutex<Vec<Connection>>,
     headers: HeaderMap,
 }
 
@@ -96,7 +99,7 @@ impl Peer {
         }
         Ok(Peer {
             endpoint: Arc::new(endpoint),
-            connection: Mutex::new(None),
+            idle: parking_lot::Mutex::new(Vec::new()),
             headers,
         })
     }
@@ -117,8 +120,8 @@ impl Peer {
         let (status, body) = match tokio::time::timeout(timeout, exchange).await {
             Ok(result) => result?,
             Err(_) => {
-                // The connection may have a late answer in it: never reuse it.
-                *self.connection.lock().await = None;
+                // The connection (dropped with the exchange) may have had a
+                // late answer in it: it is never reused.
                 return Err(self.failed(format!("no answer within {} ms", timeout.as_millis())));
             }
         };
@@ -130,10 +133,13 @@ impl Peer {
     }
 
     async fn exchange(&self, path: &str, body: Bytes) -> Result<(StatusCode, Bytes), PeerError> {
-        let mut slot = self.connection.lock().await;
-        let mut connection = match slot.take() {
-            Some(connection) if connection.is_open() => connection,
-            _ => Connection::open(self.endpoint.clone(), None)
+        let reused = {
+            let mut idle = self.idle.lock();
+            std::iter::from_fn(|| idle.pop()).find(Connection::is_open)
+        };
+        let mut connection = match reused {
+            Some(connection) => connection,
+            None => Connection::open(self.endpoint.clone(), None)
                 .await
                 .map_err(|error| PeerError::Unreachable {
                     address: self.address().to_string(),
@@ -146,7 +152,10 @@ impl Peer {
             .await
         {
             Ok(response) => {
-                *slot = Some(connection);
+                let mut idle = self.idle.lock();
+                if idle.len() < MAX_IDLE_CONNECTIONS {
+                    idle.push(connection);
+                }
                 Ok((response.status, response.body))
             }
             Err(error @ ClientError::Connect { .. }) => Err(PeerError::Unreachable {
