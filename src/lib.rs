@@ -41,6 +41,7 @@ pub mod server;
 pub mod storage;
 pub mod store;
 pub mod testing;
+pub mod verify;
 
 pub use error::{Error, Result};
 pub use store::{

@@ -70,6 +70,9 @@ enum Command {
     /// Measure walrus.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Check walrus's promises: drive a workload (optionally with faults), record
+    /// every operation, check the history for linearizability and agreement.
+    Verify(Box<VerifyArgs>),
     /// Look at and change a cluster's membership.
     #[command(subcommand)]
     Cluster(ClusterCommand),
@@ -85,6 +88,60 @@ enum Command {
         #[arg(long, default_value_t = 8081)]
         base_port: u16,
     },
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    /// Servers to drive, comma-separated (ignored with --dev-cluster).
+    #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:8080")]
+    endpoints: Vec<String>,
+    /// Start a local cluster of N nodes (1: a single node) and drive it instead.
+    #[arg(long)]
+    dev_cluster: Option<u64>,
+    /// Faults to inject into the --dev-cluster, comma-separated: kill, pause, restart-all.
+    #[arg(long, value_delimiter = ',')]
+    nemesis: Vec<walrus::verify::nemesis::Fault>,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 8)]
+    clients: u64,
+    /// Distinct keys (`verify-0` …); fewer keys, more contention.
+    #[arg(long, default_value_t = 20)]
+    keys: u64,
+    /// Seconds of workload.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Operation weights GET:PUT:DELETE:CAS.
+    #[arg(long, default_value = "4:3:1:2")]
+    mix: walrus::verify::workload::Mix,
+    /// Bytes per written value.
+    #[arg(long, default_value_t = 16)]
+    value_size: usize,
+    /// Seed for keys, operations and faults.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// A request unanswered this long (ms) has an unknown outcome.
+    #[arg(long, default_value_t = 3000)]
+    request_timeout_ms: u64,
+    /// Most operations in all.
+    #[arg(long, default_value_t = 200_000)]
+    max_operations: u64,
+    /// Milliseconds between faults, and how long each lasts.
+    #[arg(long, default_value_t = 3000)]
+    fault_interval_ms: u64,
+    #[arg(long, default_value_t = 1500)]
+    fault_hold_ms: u64,
+    /// Search steps per key before a key's verdict is "undecided".
+    #[arg(long, default_value_t = 2_000_000)]
+    budget: u64,
+    /// File holding the bearer token.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Print JSON instead of the summary.
+    #[arg(long)]
+    json: bool,
+    /// Write the history, the report and a timeline of a failing key here.
+    #[arg(long)]
+    report: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -538,6 +595,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Cluster(command) => cluster_command(command),
+        Command::Verify(args) => verify(&args),
         Command::DevCluster {
             nodes,
             data_dir,
@@ -732,6 +790,44 @@ fn serve(args: &ServeArgs) -> Result<ExitCode> {
     closed?;
     tracing::info!("stopped cleanly; the data directory is unlocked");
     Ok(ExitCode::SUCCESS)
+}
+
+/// `walrus verify`: exit 0 only when every check passes, 1 when one fails.
+fn verify(args: &VerifyArgs) -> Result<ExitCode> {
+    let options = walrus::verify::VerifyOptions {
+        workload: walrus::verify::workload::WorkloadOptions {
+            endpoints: args.endpoints.clone(),
+            token: read_token(args.token_file.as_deref())?,
+            clients: args.clients.max(1),
+            keys: args.keys.max(1),
+            duration: Duration::from_secs(args.duration),
+            mix: args.mix,
+            value_bytes: args.value_size,
+            seed: args.seed,
+            request_timeout: Duration::from_millis(args.request_timeout_ms.max(1)),
+            max_operations: args.max_operations,
+        },
+        dev_cluster: args.dev_cluster,
+        faults: args.nemesis.clone(),
+        fault_interval: Duration::from_millis(args.fault_interval_ms),
+        fault_hold: Duration::from_millis(args.fault_hold_ms),
+        budget_per_key: args.budget,
+        progress: !args.json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        report_dir: args.report.clone(),
+    };
+    let report = runtime()?
+        .block_on(walrus::verify::run(options))
+        .map_err(|reason| anyhow::anyhow!(reason))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(if report.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// `walrus cluster …`: membership changes go to whichever endpoint leads

@@ -21,3 +21,4 @@ mod resp_durability;
 mod resp_raw;
 mod server;
 mod submit_all;
+mod verify;

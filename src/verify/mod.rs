@@ -1,0 +1,290 @@
+//! `walrus verify`: drive a workload against a node or a cluster (or one it
+//! starts and injects faults into), record every operation, and check the
+//! history.
+//!
+//! - `workload`: HTTP clients doing get, put, delete and compare-and-swap,
+//!   each operation timed; unknown outcomes recorded as such.
+//! - `nemesis`: a local cluster of this binary and the faults (kill, pause,
+//!   restart-all) injected into it.
+//! - `checker`: per-key linearizability (Wing & Gong with memoization),
+//!   bounded, with an explicit "undecided".
+//! - `report`: the one-screen summary, JSON, and a timeline of the smallest
+//!   failing key.
+//!
+//! The checks: every key's history is linearizable; after healing, every node
+//! returns the same value for every key; a write acknowledged before another
+//! began has the smaller revision.
+
+pub mod checker;
+pub mod nemesis;
+pub mod report;
+pub mod workload;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use serde::Serialize;
+
+use checker::{Action, KeyVerdict, Operation};
+use nemesis::{Fault, FaultEvent, LocalCluster};
+use workload::{Recorder, WorkloadOptions};
+
+#[derive(Debug, Clone)]
+pub struct VerifyOptions {
+    pub workload: WorkloadOptions,
+    /// Start a local cluster of this many nodes instead of using `endpoints`.
+    pub dev_cluster: Option<u64>,
+    pub faults: Vec<Fault>,
+    /// Time between the start of one fault and the next.
+    pub fault_interval: Duration,
+    /// How long a fault lasts before it is healed.
+    pub fault_hold: Duration,
+    /// Search steps per key before the verdict is "undecided".
+    pub budget_per_key: u64,
+    pub progress: bool,
+    pub report_dir: Option<PathBuf>,
+}
+
+/// The outcome of one check.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub passed: bool,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    pub seed: u64,
+    pub endpoints: Vec<String>,
+    pub operations: usize,
+    pub unknown_outcomes: u64,
+    pub keys: usize,
+    pub faults: Vec<FaultEvent>,
+    pub checks: Vec<Check>,
+    pub failing_keys: Vec<String>,
+    pub undecided_keys: Vec<String>,
+    pub check_millis: u128,
+    pub passed: bool,
+    #[serde(skip)]
+    pub history: Vec<Operation>,
+}
+
+/// Runs the whole verification; errors are setup failures, not verdicts.
+pub async fn run(options: VerifyOptions) -> Result<VerifyReport, String> {
+    let mut options = options;
+    let mut cluster = match options.dev_cluster {
+        Some(count) => {
+            let cluster = LocalCluster::start(count, None).map_err(|error| error.to_string())?;
+            options.workload.endpoints = cluster.endpoints();
+            wait_until_writable(&options.workload).await?;
+            Some(cluster)
+        }
+        None => None,
+    };
+    if !options.faults.is_empty() && cluster.is_none() {
+        return Err("faults need --dev-cluster N (a cluster walrus verify starts itself)".into());
+    }
+    let recorder = Arc::new(Recorder::new());
+    let workload = tokio::spawn({
+        let workload = options.workload.clone();
+        let recorder = recorder.clone();
+        async move { workload::run(&workload, recorder).await }
+    });
+    let progress = options
+        .progress
+        .then(|| report::progress_bar(options.workload.duration));
+    let mut faults = Vec::new();
+    let mut rng = StdRng::seed_from_u64(options.workload.seed ^ 0x5eed);
+    let started = Instant::now();
+    let mut next_fault = started + options.fault_interval;
+    while !workload.is_finished() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Some(bar) = &progress {
+            report::update_progress(bar, started, &recorder);
+        }
+        if let Some(cluster) = cluster.as_mut()
+            && !options.faults.is_empty()
+            && Instant::now() >= next_fault
+            && started.elapsed() + options.fault_hold < options.workload.duration
+        {
+            let fault = options.faults[faults.len() % options.faults.len()];
+            let at_ms = started.elapsed().as_millis() as u64;
+            let node = cluster
+                .inject(fault, &mut rng, options.fault_hold)
+                .await
+                .map_err(|error| error.to_string())?;
+            faults.push(FaultEvent {
+                fault,
+                node,
+                at_ms,
+                healed_at_ms: started.elapsed().as_millis() as u64,
+            });
+            next_fault = Instant::now() + options.fault_interval;
+        }
+    }
+    if let Some(bar) = &progress {
+        bar.finish_and_clear();
+    }
+    let mut history = workload.await.map_err(|error| error.to_string())??;
+    if let Some(cluster) = cluster.as_mut() {
+        cluster.heal().map_err(|error| error.to_string())?;
+        wait_until_writable(&options.workload).await?;
+    }
+    let finals = workload::final_reads(&options.workload, &recorder).await?;
+    history.extend(finals.iter().cloned());
+    let checked = Instant::now();
+    let verdicts = checker::check_all(&history, options.budget_per_key);
+    let failing_keys: Vec<String> = verdicts
+        .iter()
+        .filter(|(_, verdict)| **verdict == KeyVerdict::NotLinearizable)
+        .map(|(key, _)| key.clone())
+        .collect();
+    let undecided_keys: Vec<String> = verdicts
+        .iter()
+        .filter(|(_, verdict)| **verdict == KeyVerdict::Undecided)
+        .map(|(key, _)| key.clone())
+        .collect();
+    let check_millis = checked.elapsed().as_millis();
+    let checks = vec![
+        Check {
+            name: "linearizable",
+            passed: failing_keys.is_empty() && undecided_keys.is_empty(),
+            detail: format!(
+                "{} keys linearizable, {} not, {} undecided",
+                verdicts.len() - failing_keys.len() - undecided_keys.len(),
+                failing_keys.len(),
+                undecided_keys.len()
+            ),
+        },
+        agreement(&finals, options.workload.endpoints.len()),
+        revisions_grow(&history),
+    ];
+    let passed = checks.iter().all(|check| check.passed);
+    let report = VerifyReport {
+        seed: options.workload.seed,
+        endpoints: options.workload.endpoints.clone(),
+        operations: history.len(),
+        unknown_outcomes: recorder.unknown.load(Ordering::Relaxed),
+        keys: verdicts.len(),
+        faults,
+        checks,
+        failing_keys,
+        undecided_keys,
+        check_millis,
+        passed,
+        history,
+    };
+    if let Some(dir) = &options.report_dir {
+        report::write_report_dir(&report, dir).map_err(|error| error.to_string())?;
+    }
+    Ok(report)
+}
+
+/// Waits until some endpoint acknowledges a write (a cluster has a leader).
+async fn wait_until_writable(options: &WorkloadOptions) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let probe = WorkloadOptions {
+        request_timeout: Duration::from_secs(2),
+        ..options.clone()
+    };
+    let mut client = workload::Client::new(u64::MAX, &probe)?;
+    let recorder = Recorder::new();
+    let mut rng = StdRng::seed_from_u64(0);
+    let put_only = workload::Mix {
+        get: 0,
+        put: 1,
+        delete: 0,
+        cas: 0,
+    };
+    while Instant::now() < deadline {
+        let done = client
+            .run_one(&recorder, &mut rng, put_only, "verify-probe")
+            .await;
+        if done.iter().all(|op| op.completed_ns.is_some()) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err("no endpoint acknowledged a write within 30 s".into())
+}
+
+/// After healing, every endpoint must have returned the same value per key.
+fn agreement(finals: &[Operation], endpoints: usize) -> Check {
+    let mut by_key: BTreeMap<&str, Vec<Option<&Option<String>>>> = BTreeMap::new();
+    for op in finals {
+        let value = match (&op.action, op.completed_ns) {
+            (Action::Get { value }, Some(_)) => Some(value),
+            _ => None,
+        };
+        by_key.entry(op.key.as_str()).or_default().push(value);
+    }
+    let unanswered = finals.iter().filter(|op| op.completed_ns.is_none()).count();
+    let disagreeing: Vec<&str> = by_key
+        .iter()
+        .filter(|(_, values)| {
+            let answered: Vec<_> = values.iter().flatten().collect();
+            answered.windows(2).any(|pair| pair[0] != pair[1])
+        })
+        .map(|(key, _)| *key)
+        .collect();
+    Check {
+        name: "nodes agree after healing",
+        passed: disagreeing.is_empty() && unanswered == 0,
+        detail: format!(
+            "{} keys read from {endpoints} endpoint(s); {} disagree{}; {unanswered} final reads unanswered",
+            by_key.len(),
+            disagreeing.len(),
+            disagreeing
+                .first()
+                .map_or(String::new(), |key| format!(" (first: {key})"))
+        ),
+    }
+}
+
+/// A write acknowledged before another write to the same key began must have
+/// the smaller revision.
+fn revisions_grow(history: &[Operation]) -> Check {
+    let mut writes: BTreeMap<&str, Vec<(u64, u64, u64)>> = BTreeMap::new();
+    for op in history {
+        let is_write = match &op.action {
+            Action::Put { .. } => true,
+            Action::Cas { succeeded, .. } => *succeeded,
+            _ => false,
+        };
+        if let (true, Some(completed), Some(revision)) = (is_write, op.completed_ns, op.revision) {
+            writes
+                .entry(op.key.as_str())
+                .or_default()
+                .push((op.invoked_ns, completed, revision));
+        }
+    }
+    let mut backwards = 0;
+    for list in writes.values_mut() {
+        list.sort_unstable();
+        // Highest revision among writes completed before each invocation.
+        let mut completed: Vec<(u64, u64)> = list.iter().map(|w| (w.1, w.2)).collect();
+        completed.sort_unstable();
+        let mut best = 0;
+        let mut cursor = 0;
+        for &(invoked, _, revision) in list.iter() {
+            while cursor < completed.len() && completed[cursor].0 < invoked {
+                best = best.max(completed[cursor].1);
+                cursor += 1;
+            }
+            if revision <= best {
+                backwards += 1;
+            }
+        }
+    }
+    Check {
+        name: "revisions only grow",
+        passed: backwards == 0,
+        detail: format!("{backwards} acknowledged writes got a revision not above an earlier one"),
+    }
+}

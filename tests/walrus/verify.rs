@@ -1,0 +1,187 @@
+//! `walrus verify` end to end: it passes on a healthy node and on a 3-node
+//! cluster under kill and pause faults, and it fails against a deliberately
+//! broken server (one that acknowledges writes before it makes them).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use parking_lot::Mutex;
+
+fn verify(args: &[&str]) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_walrus"))
+        .arg("verify")
+        .args(args)
+        .output()
+        .expect("run walrus verify");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), text)
+}
+
+#[test]
+fn verify_passes_on_a_single_node_killed_and_paused() {
+    let (passed, text) = verify(&[
+        "--dev-cluster",
+        "1",
+        "--nemesis",
+        "kill,pause",
+        "--duration",
+        "5",
+        "--fault-interval-ms",
+        "1500",
+        "--fault-hold-ms",
+        "700",
+    ]);
+    assert!(passed, "{text}");
+    assert!(text.contains("verdict: PASS"), "{text}");
+}
+
+#[test]
+fn verify_passes_on_a_three_node_cluster_under_kill_pause_and_restart_all() {
+    let report = tempfile::tempdir().expect("temp dir");
+    let report_dir = report.path().join("report");
+    let (passed, text) = verify(&[
+        "--dev-cluster",
+        "3",
+        "--nemesis",
+        "kill,pause,restart-all",
+        "--duration",
+        "10",
+        "--fault-interval-ms",
+        "2500",
+        "--fault-hold-ms",
+        "1200",
+        "--json",
+        "--report",
+        report_dir.to_str().expect("utf-8 path"),
+    ]);
+    assert!(passed, "{text}");
+    let json: serde_json::Value = serde_json::from_str(&text).expect("JSON report");
+    assert_eq!(json["passed"], true);
+    assert!(
+        json["faults"].as_array().expect("faults").len() >= 2,
+        "{text}"
+    );
+    assert!(report_dir.join("history.jsonl").exists());
+}
+
+#[test]
+fn verify_refuses_partitions_it_cannot_make() {
+    let (passed, text) = verify(&["--dev-cluster", "3", "--nemesis", "partition"]);
+    assert!(!passed);
+    assert!(text.contains("partition"), "{text}");
+}
+
+/// A key-value server that answers a PUT at once but applies it 150 ms later:
+/// an acknowledged write that a following read does not see.
+async fn broken_server() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    let map: Arc<Mutex<HashMap<String, (Bytes, u64)>>> = Arc::default();
+    let revision = Arc::new(Mutex::new(0u64));
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let map = map.clone();
+            let revision = revision.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                    let map = map.clone();
+                    let revision = revision.clone();
+                    async move {
+                        let key = request.uri().path().to_string();
+                        let method = request.method().clone();
+                        let body = request
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        let response = match method {
+                            hyper::Method::GET => match map.lock().get(&key) {
+                                Some((value, rev)) => Response::builder()
+                                    .header("etag", format!("\"{rev}\""))
+                                    .body(Full::new(value.clone())),
+                                None => Response::builder()
+                                    .status(StatusCode::NOT_FOUND)
+                                    .body(Full::new(Bytes::new())),
+                            },
+                            _ => {
+                                let rev = {
+                                    let mut revision = revision.lock();
+                                    *revision += 1;
+                                    *revision
+                                };
+                                let is_put = method == hyper::Method::PUT;
+                                tokio::spawn(async move {
+                                    tokio::time::sleep(Duration::from_millis(150)).await;
+                                    let mut map = map.lock();
+                                    if is_put {
+                                        map.insert(key, (body, rev));
+                                    } else {
+                                        map.remove(&key);
+                                    }
+                                });
+                                Response::builder()
+                                    .header("etag", format!("\"{rev}\""))
+                                    .body(Full::new(Bytes::new()))
+                            }
+                        };
+                        Ok::<_, Infallible>(response.expect("response"))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    address
+}
+
+#[test]
+fn verify_fails_against_a_server_that_acknowledges_before_it_writes() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let address = runtime.block_on(broken_server());
+    let report = tempfile::tempdir().expect("temp dir");
+    let report_dir = report.path().join("report");
+    let endpoint = format!("http://{address}");
+    let output = std::thread::spawn(move || {
+        verify(&[
+            "--endpoints",
+            &endpoint,
+            "--duration",
+            "3",
+            "--keys",
+            "3",
+            "--clients",
+            "4",
+            "--mix",
+            "1:1:0:0",
+            "--report",
+            report_dir.to_str().expect("utf-8 path"),
+        ])
+    })
+    .join()
+    .expect("verify thread");
+    let (passed, text) = output;
+    assert!(!passed, "verify must fail: {text}");
+    assert!(text.contains("FAIL  linearizable"), "{text}");
+    assert!(
+        report.path().join("report/timeline.html").exists(),
+        "a timeline of the failing key"
+    );
+    drop(runtime);
+}
