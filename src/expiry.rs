@@ -61,15 +61,19 @@ pub async fn sweep_once(
     keys_per_pass: usize,
 ) -> Option<Bytes> {
     let (expired, next) = store.expired_keys(after, keys_per_pass);
-    let submissions: Vec<_> = expired
+    if expired.is_empty() {
+        return next;
+    }
+    // One batch: the pass costs one sync (one Raft append on a cluster's
+    // leader), not one per key.
+    let deletes = expired
         .into_iter()
-        .map(|key| {
-            store.submit(Command::Delete {
-                key,
-                guard: Guard::Absent,
-            })
+        .map(|key| Command::Delete {
+            key,
+            guard: Guard::Absent,
         })
         .collect();
+    let submissions = store.submit_all(deletes);
     for submission in submissions {
         if let Err(error) = submission.await {
             tracing::debug!(%error, "expiry sweep delete failed");

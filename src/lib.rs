@@ -6,8 +6,14 @@
 //!   (no persistence) and [`DurableStore`] (WAL + snapshots). Both apply the same
 //!   deterministic [`Command`]s to the same ordered in-memory [`store::State`].
 //! - [`storage`]: the durability machinery: the generic segmented write-ahead log,
-//!   group commit, snapshots, recovery and the one file-system trait all I/O goes
-//!   through.
+//!   snapshots, recovery and the one file-system trait all I/O goes through
+//!   (group commit sits above it, in `store/commit.rs`).
+//! - [`raft`]: replication with openraft: the Raft log in the WAL, the state
+//!   machine, the peer transport, one replicated node.
+//! - [`node`]: the one path HTTP, RESP and the sweeper take to the data, for a
+//!   single store or a replica; reads at a consistency level.
+//! - [`verify`]: `walrus verify`, the workload, fault injection and
+//!   linearizability checker.
 //! - [`encoding`]: little-endian integers, CRC32C and a bounds-checked reader.
 //! - [`http`] and [`server`]: `walrus serve`, the HTTP API on top of a store.
 //! - [`resp`]: the Redis protocol (RESP2) front end, `walrus serve --resp-listen`:

@@ -2,8 +2,9 @@
 //! files.
 //!
 //! The log is generic: a payload is opaque bytes, so key-value commands and (later)
-//! Raft entries share it. [`Wal`] is single-threaded; `group_commit` puts one
-//! thread in front of it that batches many writers into one append and one sync.
+//! Raft entries share it. [`Wal`] is single-threaded: a single store's commit
+//! thread (`store/commit.rs`) and a replica's log writer (`raft/log_store.rs`)
+//! each own one and batch many writers into one append and one sync.
 //!
 //! Invariants:
 //! - sequence numbers are dense: the record after `n` is `n + 1`, across segments;

@@ -221,7 +221,8 @@ pub struct DurableStore {
     snapshot_policy: SnapshotPolicy,
     committer: Option<JoinHandle<()>>,
     report: RecoveryReport,
-    _data_dir: DataDir,
+    /// Held until the commit thread has stopped (see `Drop`).
+    data_dir: Option<DataDir>,
 }
 
 impl DurableStore {
@@ -279,7 +280,7 @@ impl DurableStore {
             snapshot_policy: options.snapshots,
             committer: Some(handle),
             report,
-            _data_dir: data_dir,
+            data_dir: Some(data_dir),
         })
     }
 
@@ -321,9 +322,33 @@ impl DurableStore {
 }
 
 impl Drop for DurableStore {
+    /// On a plain thread, closes the store and waits. On an async runtime
+    /// thread it must not block: it asks the commit thread to stop, and a
+    /// helper thread waits for it and only then releases the directory lock.
     fn drop(&mut self) {
-        if let Err(error) = self.shutdown() {
-            tracing::warn!(%error, "closing the store");
+        if tokio::runtime::Handle::try_current().is_err() {
+            if let Err(error) = self.shutdown() {
+                tracing::warn!(%error, "closing the store");
+            }
+            return;
+        }
+        let Some(handle) = self.committer.take() else {
+            return;
+        };
+        let (reply, receiver) = oneshot::channel();
+        let _ = self.sender.send(Message::Shutdown(reply));
+        let data_dir = self.data_dir.take();
+        let spawned = std::thread::Builder::new()
+            .name("walrus-close".into())
+            .spawn(move || {
+                if let Ok(Err(error)) = receiver.blocking_recv() {
+                    tracing::warn!(%error, "closing the store");
+                }
+                let _ = handle.join();
+                drop(data_dir);
+            });
+        if let Err(error) = spawned {
+            tracing::warn!(%error, "closing the store in the background");
         }
     }
 }
@@ -663,4 +688,34 @@ fn skip_snapshot(error: Error, options: &StoreOptions, report: &mut RecoveryRepo
         .repairs
         .push(format!("skipped damaged snapshot: {error}"));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dropping_on_an_async_runtime_does_not_block_it_and_releases_the_lock() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = DurableStore::open(dir.path(), StoreOptions::default()).expect("open");
+        store.set(b"k", b"v").expect("write");
+        // Dropped on a runtime thread: must neither panic nor block.
+        drop(store);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let reopened = loop {
+            match DurableStore::open(dir.path(), StoreOptions::default()) {
+                Ok(store) => break store,
+                Err(Error::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(error) => panic!("reopen: {error}"),
+            }
+        };
+        assert_eq!(reopened.get(b"k").as_deref(), Some(&b"v"[..]));
+        // Closed from a plain thread, the usual way.
+        tokio::task::spawn_blocking(move || reopened.close())
+            .await
+            .expect("join")
+            .expect("close");
+    }
 }
