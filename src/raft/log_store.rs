@@ -215,6 +215,13 @@ fn first_segment_seq(fs: &dyn FileSystem, dir: &Path) -> Result<u64> {
         .unwrap_or(1))
 }
 
+/// Decodes one Raft log record on its own (what recovery does with each),
+/// for fuzzing: any bytes are either a record or an error, never a panic.
+pub fn decode_record(payload: &[u8]) -> std::result::Result<(), String> {
+    let mut state = LogState_::default();
+    replay_record(&mut state, &mut Vec::new(), 1, payload)
+}
+
 fn replay_record(
     state: &mut LogState_,
     positions: &mut Vec<(u64, u64)>,

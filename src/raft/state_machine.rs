@@ -276,6 +276,12 @@ fn newest_snapshot(fs: &dyn FileSystem, dir: &Path) -> Result<Option<(PathBuf, V
     Ok(None)
 }
 
+/// Checks a replica's snapshot file as a follower does before installing it;
+/// for fuzzing.
+pub fn check_snapshot_file(data: &[u8]) -> std::result::Result<usize, String> {
+    decode_replica_snapshot(data).map(|(state, _)| state.len())
+}
+
 /// Decodes a snapshot file into a state and its Raft metadata.
 fn decode_replica_snapshot(data: &[u8]) -> std::result::Result<(State, RaftSnapshotMeta), String> {
     let (meta, extra, records) =
