@@ -113,6 +113,10 @@ async fn serve_message(
             let proposal: Proposal = read_body(request).await?;
             postcard_reply(&cluster.serve_forward(proposal).await)
         }
+        "forward-batch" => {
+            let proposals: Vec<Proposal> = read_body(request).await?;
+            postcard_reply(&cluster.serve_forward_batch(proposals).await)
+        }
         "read-index" => postcard_reply(&cluster.serve_read_index().await),
         _ => text(StatusCode::NOT_FOUND, "no such peer message"),
     })

@@ -86,6 +86,39 @@ impl KvStore for ReplicatedStore {
         Submission::pending(receiver)
     }
 
+    /// A pipeline's writes go to the leader together (one forwarded request
+    /// from a follower; one append on the leader).
+    fn submit_all(&self, commands: Vec<Command>) -> Vec<Submission> {
+        if commands.len() <= 1 {
+            return commands
+                .into_iter()
+                .map(|command| self.submit(command))
+                .collect();
+        }
+        let mut submissions = Vec::with_capacity(commands.len());
+        let mut proposals = Vec::new();
+        let mut replies = Vec::new();
+        for command in &commands {
+            match ReplicatedStore::encode(command) {
+                Ok(proposal) => {
+                    let (reply, receiver) = oneshot::channel();
+                    proposals.push(proposal);
+                    replies.push(reply);
+                    submissions.push(Submission::pending(receiver));
+                }
+                Err(error) => submissions.push(Submission::ready(Err(error))),
+            }
+        }
+        let cluster = self.cluster.clone();
+        self.runtime.spawn(async move {
+            let results = cluster.write_batch(proposals).await;
+            for (reply, result) in replies.into_iter().zip(results) {
+                let _ = reply.send(result);
+            }
+        });
+        submissions
+    }
+
     fn revision(&self) -> u64 {
         self.cluster.state().read().revision()
     }

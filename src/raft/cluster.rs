@@ -379,6 +379,85 @@ impl ClusterNode {
         }
     }
 
+    /// Proposes several writes at once (a pipelined client's): on the leader
+    /// concurrently, so openraft batches them into one append; on a follower
+    /// forwarded to the leader in one request. Results come back in order.
+    pub async fn write_batch(&self, proposals: Vec<Proposal>) -> Vec<Result<Outcome>> {
+        let deadline = Instant::now() + self.options.request_timeout;
+        let mut results: Vec<Option<Result<Outcome>>> = proposals.iter().map(|_| None).collect();
+        let mut pending: Vec<usize> = (0..proposals.len()).collect();
+        while !pending.is_empty() {
+            if Instant::now() >= deadline {
+                break;
+            }
+            if self.raft.is_leader() {
+                let writes = pending
+                    .iter()
+                    .map(|&index| self.write(proposals[index].clone()));
+                for (index, result) in pending.iter().zip(futures::future::join_all(writes).await) {
+                    results[*index] = Some(result);
+                }
+                break;
+            }
+            let leader = self.raft.current_leader().await;
+            let Some(peer) = leader.and_then(|leader| self.peer(leader)) else {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            };
+            let batch: Vec<&Proposal> = pending.iter().map(|&index| &proposals[index]).collect();
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            self.counters
+                .forwarded_writes
+                .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            match peer
+                .call::<_, Vec<ForwardAnswer>>("forward-batch", &batch, remaining)
+                .await
+            {
+                Ok(answers) if answers.len() == pending.len() => {
+                    let mut retry = Vec::new();
+                    for (index, answer) in pending.iter().zip(answers) {
+                        match answer {
+                            ForwardAnswer::Applied(outcome) => results[*index] = Some(Ok(outcome)),
+                            ForwardAnswer::NotLeader => retry.push(*index),
+                            ForwardAnswer::Failed(reason) => {
+                                results[*index] = Some(Err(unavailable(reason)))
+                            }
+                        }
+                    }
+                    pending = retry;
+                    if !pending.is_empty() {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+                Err(PeerError::Unreachable { .. }) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Ok(_) | Err(PeerError::Failed { .. }) => {
+                    let reason = "forwarding to the leader failed, the writes' outcome is unknown";
+                    for index in pending.drain(..) {
+                        results[index] = Some(Err(unavailable(reason)));
+                    }
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|result| {
+                result.unwrap_or_else(|| {
+                    Err(unavailable(format!(
+                        "no leader with a quorum answered within {} ms",
+                        self.options.request_timeout.as_millis()
+                    )))
+                })
+            })
+            .collect()
+    }
+
+    /// Serves a batch of writes forwarded by a follower, concurrently.
+    pub async fn serve_forward_batch(&self, proposals: Vec<Proposal>) -> Vec<ForwardAnswer> {
+        futures::future::join_all(proposals.into_iter().map(|p| self.serve_forward(p))).await
+    }
+
     /// Serves a write forwarded by a follower: proposes it here if this node
     /// leads, and never forwards it again.
     pub async fn serve_forward(&self, proposal: Proposal) -> ForwardAnswer {

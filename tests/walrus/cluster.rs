@@ -268,6 +268,19 @@ fn writes_through_any_node_are_read_alike_from_every_node() {
     }
     let http_view = http(cluster.node(3).http, "GET", "/kv/counter", b"").expect("answer");
     assert_eq!(http_view.text(), "13");
+
+    // A pipeline through a follower is forwarded as one batch and applied in
+    // order: the last SET wins.
+    let mut follower_connection = clients[follower as usize - 1]
+        .get_connection()
+        .expect("connect");
+    let mut pipeline = redis::pipe();
+    for index in 0..100 {
+        pipeline.cmd("SET").arg("ordered").arg(index).ignore();
+    }
+    pipeline.cmd("GET").arg("ordered");
+    let (last,): (i64,) = pipeline.query(&mut follower_connection).expect("pipeline");
+    assert_eq!(last, 99);
 }
 
 #[test]
