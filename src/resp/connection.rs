@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use super::Shared;
 use super::cmd::{self, Finish, Plan, Session};
-use super::frame::{Limits, Reply, RequestParser};
+use super::frame::{Limits, Protocol, Reply, RequestParser};
 use crate::store::{Command, KvStore, Submission};
 
 /// Replies not yet encoded, in request order, and writes not yet submitted.
@@ -59,7 +59,7 @@ impl Pipeline {
 
     /// Submits what is collected, waits for every write, and encodes all
     /// replies into `output`.
-    async fn finish(&mut self, store: &dyn KvStore, output: &mut BytesMut) {
+    async fn finish(&mut self, store: &dyn KvStore, protocol: Protocol, output: &mut BytesMut) {
         self.submit(store);
         while let Some(pending) = self.replies.pop_front() {
             let reply = match pending {
@@ -70,7 +70,7 @@ impl Pipeline {
                     Err(error) => cmd::store_error(&error),
                 },
             };
-            reply.encode(output);
+            reply.encode_as(protocol, output);
         }
     }
 }
@@ -167,8 +167,8 @@ impl Connection<'_> {
                 Ok(None) => break,
                 Err(error) => {
                     tracing::debug!(client = session.id, %error, "closing a RESP connection");
-                    pipeline.finish(store, output).await;
-                    Reply::err(error).encode(output);
+                    pipeline.finish(store, session.protocol, output).await;
+                    Reply::err(error).encode_as(session.protocol, output);
                     return false;
                 }
             };
@@ -183,20 +183,19 @@ impl Connection<'_> {
                 Plan::Write(command, finish) => pipeline.push_write(command, finish),
                 Plan::Reply(reply) => pipeline.replies.push_back(Pending::Ready(reply)),
                 Plan::Execute(spec) => {
-                    pipeline.finish(store, output).await;
+                    pipeline.finish(store, session.protocol, output).await;
                     if cmd::reads_keys(spec) {
                         if barrier.is_none() {
                             barrier = Some(shared.node.read_barrier(session.consistency).await);
                         }
                         if let Some(Err(error)) = &barrier {
-                            cmd::store_error(error).encode(output);
+                            cmd::store_error(error).encode_as(session.protocol, output);
                             continue;
                         }
                     }
                     let was_authenticated = session.authenticated;
-                    cmd::execute(session, shared, spec, &args)
-                        .await
-                        .encode(output);
+                    let reply = cmd::execute(session, shared, spec, &args).await;
+                    reply.encode_as(session.protocol, output);
                     if session.authenticated != was_authenticated {
                         parser.set_limits(limits_for(session, shared));
                     }
@@ -212,7 +211,7 @@ impl Connection<'_> {
                 }
             }
         }
-        pipeline.finish(store, output).await;
+        pipeline.finish(store, session.protocol, output).await;
         if input.capacity() > 4 << 20 && input.is_empty() {
             *input = BytesMut::with_capacity(16 << 10);
         }

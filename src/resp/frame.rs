@@ -293,7 +293,7 @@ fn unquote(line: &[u8], word: Range<usize>) -> Result<Range<usize>, ProtocolErro
 }
 
 /// A RESP2 reply.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Reply {
     /// `+OK`-style status line.
     Simple(&'static str),
@@ -306,6 +306,22 @@ pub enum Reply {
     Array(Vec<Reply>),
     /// `*-1`, the missing array.
     NullArray,
+    /// RESP3 `%`: a map; a flat array of keys and values in RESP2.
+    Map(Vec<(Reply, Reply)>),
+    /// RESP3 `=`: text with a format (`txt`); a bulk string in RESP2.
+    Verbatim(String),
+    /// RESP3 `,`: a double; a bulk string in RESP2.
+    Double(f64),
+    /// RESP3 `#t`/`#f`; an integer 1/0 in RESP2.
+    Boolean(bool),
+}
+
+/// The protocol a connection speaks: 2 by default, 3 after `HELLO 3`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    #[default]
+    Resp2,
+    Resp3,
 }
 
 impl Reply {
@@ -330,9 +346,45 @@ impl Reply {
         matches!(self, Reply::Error(_))
     }
 
-    /// Appends the wire form to `out`.
+    /// Appends the RESP2 wire form to `out`.
     pub fn encode(&self, out: &mut BytesMut) {
+        self.encode_as(Protocol::Resp2, out);
+    }
+
+    /// Appends the wire form in `protocol` to `out`.
+    pub fn encode_as(&self, protocol: Protocol, out: &mut BytesMut) {
+        let resp3 = protocol == Protocol::Resp3;
         match self {
+            Reply::Null | Reply::NullArray if resp3 => out.put_slice(b"_\r\n"),
+            Reply::Map(pairs) if resp3 => {
+                line(out, b'%', pairs.len().to_string().as_bytes());
+                for (key, value) in pairs {
+                    key.encode_as(protocol, out);
+                    value.encode_as(protocol, out);
+                }
+            }
+            Reply::Map(pairs) => {
+                line(out, b'*', (pairs.len() * 2).to_string().as_bytes());
+                for (key, value) in pairs {
+                    key.encode_as(protocol, out);
+                    value.encode_as(protocol, out);
+                }
+            }
+            Reply::Verbatim(text) if resp3 => {
+                line(out, b'=', (text.len() + 4).to_string().as_bytes());
+                out.put_slice(b"txt:");
+                out.put_slice(text.as_bytes());
+                out.put_slice(b"\r\n");
+            }
+            Reply::Verbatim(text) => {
+                Reply::Bulk(Bytes::copy_from_slice(text.as_bytes())).encode_as(protocol, out)
+            }
+            Reply::Double(value) if resp3 => line(out, b',', format_double(*value).as_bytes()),
+            Reply::Double(value) => {
+                Reply::Bulk(Bytes::from(format_double(*value))).encode_as(protocol, out)
+            }
+            Reply::Boolean(value) if resp3 => line(out, b'#', if *value { b"t" } else { b"f" }),
+            Reply::Boolean(value) => Reply::Integer(i64::from(*value)).encode_as(protocol, out),
             Reply::Simple(text) => line(out, b'+', text.as_bytes()),
             Reply::Error(text) => {
                 // A newline would end the reply early; Redis replaces them too.
@@ -359,10 +411,26 @@ impl Reply {
             Reply::Array(items) => {
                 line(out, b'*', items.len().to_string().as_bytes());
                 for item in items {
-                    item.encode(out);
+                    item.encode_as(protocol, out);
                 }
             }
         }
+    }
+}
+
+/// A double as Redis prints one: `inf`, `-inf`, `nan`, or the shortest form
+/// that reads back the same.
+fn format_double(value: f64) -> String {
+    if value.is_nan() {
+        "nan".into()
+    } else if value.is_infinite() {
+        if value > 0.0 {
+            "inf".into()
+        } else {
+            "-inf".into()
+        }
+    } else {
+        format!("{value}")
     }
 }
 

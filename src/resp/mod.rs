@@ -22,7 +22,7 @@ use tokio::sync::watch;
 
 use crate::node::Node;
 use crate::store::KvStore;
-pub use frame::{Limits, Parsed, ProtocolError, Reply, parse_request, take_request};
+pub use frame::{Limits, Parsed, Protocol, ProtocolError, Reply, parse_request, take_request};
 
 /// Limits of the RESP server; each comes from a `walrus serve` flag.
 #[derive(Debug, Clone)]

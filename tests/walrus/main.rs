@@ -15,6 +15,7 @@ mod http_crash;
 mod http_security;
 mod model;
 mod recovery;
+mod resp3;
 mod resp_api;
 mod resp_client;
 mod resp_durability;

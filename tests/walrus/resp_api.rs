@@ -35,7 +35,7 @@ fn resp_connection_and_server_commands() {
     assert!(raw.call(&["CLIENT", "ID"]).starts_with(':'));
     assert!(raw.call(&["HELLO", "2"]).contains("proto\r\n:2\r\n"));
     assert_eq!(
-        raw.call(&["HELLO", "3"]),
+        raw.call(&["HELLO", "4"]),
         "-NOPROTO unsupported protocol version\r\n"
     );
     assert!(raw.call(&["COMMAND", "COUNT"]).starts_with(':'));

@@ -46,7 +46,7 @@ impl RawResp {
         let mut text = line.clone();
         let body = line.trim_end();
         match body.as_bytes().first()? {
-            b'$' => {
+            b'$' | b'=' => {
                 let length: i64 = body[1..].parse().ok()?;
                 if length >= 0 {
                     let mut data = vec![0; length as usize + 2];
@@ -54,9 +54,15 @@ impl RawResp {
                     text.push_str(&String::from_utf8_lossy(&data));
                 }
             }
-            b'*' => {
+            b'*' | b'~' => {
                 let count: i64 = body[1..].parse().ok()?;
                 for _ in 0..count.max(0) {
+                    text.push_str(&self.reply()?);
+                }
+            }
+            b'%' => {
+                let count: i64 = body[1..].parse().ok()?;
+                for _ in 0..count.max(0) * 2 {
                     text.push_str(&self.reply()?);
                 }
             }

@@ -39,6 +39,8 @@ pub struct Session {
     pub next_cursor: u64,
     /// Reads on a cluster replica: linearizable unless READONLY was sent.
     pub consistency: crate::node::Consistency,
+    /// RESP2 until `HELLO 3`.
+    pub protocol: crate::resp::Protocol,
 }
 
 impl Session {
@@ -51,6 +53,7 @@ impl Session {
             scan_cursors: Vec::new(),
             next_cursor: 1,
             consistency: crate::node::Consistency::Linearizable,
+            protocol: crate::resp::Protocol::Resp2,
         }
     }
 }

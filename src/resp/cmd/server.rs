@@ -3,6 +3,7 @@
 //! and TIME.
 
 use crate::node::Consistency;
+use crate::resp::Protocol;
 use std::fmt::Write as _;
 use std::ops::Bound;
 use std::sync::atomic::Ordering;
@@ -76,7 +77,7 @@ pub async fn run(
         "client" => client(session, args),
         "command" => command(args),
         "config" => config(shared, args),
-        "info" => Ok(Reply::text(info(shared, args.get(1)))),
+        "info" => Ok(Reply::Verbatim(info(shared, args.get(1)))),
         "dbsize" => Ok(Reply::Integer(shared.store.live_len() as i64)),
         "flushdb" | "flushall" => flush(shared, args).await,
         "time" => Ok(time()),
@@ -112,7 +113,7 @@ fn hello(session: &mut Session, shared: &Shared, args: &[Bytes]) -> CommandResul
     if let Some(version) = args.get(1) {
         let version = super::util::parse_i64(version)
             .ok_or_else(|| Reply::err("Protocol version is not an integer or out of range"))?;
-        if version != 2 {
+        if version != 2 && version != 3 {
             return Err(Reply::Error("NOPROTO unsupported protocol version".into()));
         }
     }
@@ -144,21 +145,27 @@ fn hello(session: &mut Session, shared: &Shared, args: &[Bytes]) -> CommandResul
     if let Some(name) = name {
         set_name(session, name)?;
     }
-    Ok(Reply::Array(vec![
-        Reply::text("server"),
-        Reply::text("redis"),
-        Reply::text("version"),
-        Reply::text(REDIS_VERSION),
-        Reply::text("proto"),
-        Reply::Integer(2),
-        Reply::text("id"),
-        Reply::Integer(session.id as i64),
-        Reply::text("mode"),
-        Reply::text("standalone"),
-        Reply::text("role"),
-        Reply::text("master"),
-        Reply::text("modules"),
-        Reply::Array(Vec::new()),
+    // The switch applies from this reply on, as in Redis.
+    match args
+        .get(1)
+        .and_then(|version| super::util::parse_i64(version))
+    {
+        Some(3) => session.protocol = Protocol::Resp3,
+        Some(2) => session.protocol = Protocol::Resp2,
+        _ => {}
+    }
+    let proto = match session.protocol {
+        Protocol::Resp2 => 2,
+        Protocol::Resp3 => 3,
+    };
+    Ok(Reply::Map(vec![
+        (Reply::text("server"), Reply::text("redis")),
+        (Reply::text("version"), Reply::text(REDIS_VERSION)),
+        (Reply::text("proto"), Reply::Integer(proto)),
+        (Reply::text("id"), Reply::Integer(session.id as i64)),
+        (Reply::text("mode"), Reply::text("standalone")),
+        (Reply::text("role"), Reply::text("master")),
+        (Reply::text("modules"), Reply::Array(Vec::new())),
     ]))
 }
 
@@ -198,7 +205,11 @@ fn client(session: &mut Session, args: &[Bytes]) -> CommandResult {
                 .as_ref()
                 .map(|name| String::from_utf8_lossy(name).into_owned())
                 .unwrap_or_default();
-            Reply::text(format!("id={} name={name} db=0 resp=2\n", session.id))
+            let resp = match session.protocol {
+                Protocol::Resp2 => 2,
+                Protocol::Resp3 => 3,
+            };
+            Reply::Verbatim(format!("id={} name={name} db=0 resp={resp}\n", session.id))
         }),
         "no-evict" | "no-touch" => arity(3).map(|()| Reply::ok()),
         _ => Err(unknown_subcommand(&args[1], "CLIENT")),
@@ -279,11 +290,10 @@ fn config(shared: &Shared, args: &[Bytes]) -> CommandResult {
                     .iter()
                     .any(|pattern| glob_match(&pattern.to_ascii_lowercase(), name.as_bytes()))
                 {
-                    pairs.push(Reply::text(name));
-                    pairs.push(Reply::text(value));
+                    pairs.push((Reply::text(name), Reply::text(value)));
                 }
             }
-            Ok(Reply::Array(pairs))
+            Ok(Reply::Map(pairs))
         }
         b"get" => Err(wrong_arity("config|get")),
         b"resetstat" => Ok(Reply::ok()),

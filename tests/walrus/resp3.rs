@@ -1,0 +1,78 @@
+//! RESP3 after `HELLO 3`, as today's clients open connections: raw frames,
+//! and redis-py (8 or newer) with its default settings.
+
+use std::process::Command;
+
+use crate::resp_client::RawResp;
+use crate::server::Server;
+
+#[test]
+fn hello_3_switches_the_connection_to_resp3_and_hello_2_back() {
+    let (server, _dir) = Server::start_resp(&[]);
+    let mut raw = RawResp::connect(server.resp_address());
+    // RESP2 by default.
+    assert_eq!(raw.call(&["GET", "missing"]), "$-1\r\n");
+    let hello = raw.call(&["HELLO", "3"]);
+    assert!(hello.starts_with("%7\r\n"), "{hello:?}");
+    assert!(hello.contains("$5\r\nproto\r\n:3\r\n"), "{hello:?}");
+    assert_eq!(raw.call(&["GET", "missing"]), "_\r\n");
+    assert_eq!(raw.call(&["SET", "k", "v"]), "+OK\r\n");
+    assert_eq!(raw.call(&["GET", "k"]), "$1\r\nv\r\n");
+    assert_eq!(
+        raw.call(&["CONFIG", "GET", "maxclients"]),
+        "%1\r\n$10\r\nmaxclients\r\n$4\r\n4096\r\n"
+    );
+    assert!(raw.call(&["INFO", "server"]).starts_with('='));
+    let hello = raw.call(&["HELLO", "2"]);
+    assert!(hello.starts_with("*14\r\n"), "{hello:?}");
+    assert_eq!(raw.call(&["GET", "missing"]), "$-1\r\n");
+    assert_eq!(
+        raw.call(&["HELLO", "4"]),
+        "-NOPROTO unsupported protocol version\r\n"
+    );
+}
+
+/// redis-py from `WALRUS_TEST_PYTHON` (a virtual environment `.ci/run` makes);
+/// without it the test says it is skipped, and under CI it fails instead.
+#[test]
+fn redis_py_with_default_settings_speaks_resp3_to_walrus() {
+    let Ok(python) = std::env::var("WALRUS_TEST_PYTHON") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must provide redis-py through WALRUS_TEST_PYTHON"
+        );
+        eprintln!("SKIPPED: set WALRUS_TEST_PYTHON to a python with redis-py 8 installed");
+        return;
+    };
+    let (server, _dir) = Server::start_resp(&[]);
+    let script = format!(
+        r#"
+import redis
+assert int(redis.__version__.split('.')[0]) >= 8, redis.__version__
+r = redis.Redis(host='127.0.0.1', port={port})
+assert r.ping()
+assert r.set('k', 'v')
+assert r.get('k') == b'v'
+assert r.get('missing') is None
+assert r.config_get('maxclients') == {{'maxclients': '4096'}}
+pipe = r.pipeline(transaction=False)
+pipe.set('n', 1)
+pipe.incr('n')
+assert pipe.execute() == [True, 2]
+assert r.info('server')['redis_version']
+assert r.connection_pool.get_connection().protocol in (3, '3'), 'redis-py should default to RESP3'
+print('ok')
+"#,
+        port = server.resp_address().port()
+    );
+    let output = Command::new(python)
+        .args(["-c", &script])
+        .output()
+        .expect("run python");
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
