@@ -3,12 +3,13 @@
 //!
 //! A page is `{"items":[{"key":..,"value":..,"revision":N}],"next":C}`. A key or
 //! value that is not UTF-8 comes as `key_base64` / `value_base64` instead; values
-//! are absent with `keys_only`. `next` is the percent-encoded `start` of the
-//! following page, or `null` on the last one.
+//! are absent with `keys_only`. `next` is an opaque cursor (base64url of the
+//! following page's first key) to pass back as `cursor`, or `null` on the last
+//! page.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, percent_encode};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_encode};
 use serde::{Deserialize, Serialize};
 
 use super::ClientError;
@@ -32,8 +33,8 @@ pub struct ListItem {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ListPage {
     pub items: Vec<ListItem>,
-    /// Where the next page starts (already decoded: pass it back as `start`);
-    /// `None` on the last page.
+    /// Where the next page starts (the cursor decoded: pass it back as
+    /// `start`); `None` on the last page.
     pub next: Option<Vec<u8>>,
 }
 
@@ -64,7 +65,12 @@ impl ListPage {
             .collect::<Result<_, _>>()?;
         let next = wire
             .next
-            .map(|cursor| percent_decode_str(&cursor).collect::<Vec<u8>>());
+            .map(|cursor| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(cursor)
+                    .map_err(|error| ClientError::Decode(format!("listing: next: {error}")))
+            })
+            .transpose()?;
         Ok(ListPage { items, next })
     }
 }
@@ -131,7 +137,7 @@ mod tests {
         let body = br#"{"items":[
             {"key":"a/b","value":"hello","revision":3},
             {"key_base64":"/wA=","value_base64":"AAE=","revision":7}
-        ],"next":"c%2Fd%FF"}"#;
+        ],"next":"Yy9k_w"}"#;
         let page = ListPage::parse(body).unwrap();
         assert_eq!(page.items.len(), 2);
         assert_eq!(page.items[0].key, b"a/b");

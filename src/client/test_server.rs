@@ -202,9 +202,9 @@ fn list(state: &State, query: &str) -> Reply {
         .take(limit)
         .map(|(key, (value, revision))| item(key, (!keys_only).then_some(value), *revision))
         .collect();
-    let next = matching.next().map(|(key, _)| {
-        percent_encoding::percent_encode(key, percent_encoding::NON_ALPHANUMERIC).to_string()
-    });
+    let next = matching
+        .next()
+        .map(|(key, _)| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key));
     let page = serde_json::json!({ "items": items, "next": next });
     reply(StatusCode::OK, page.to_string())
 }

@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 use serde::Serialize;
 
 use super::metrics::Route;
-use super::path::{parse_query, percent_decode, percent_encode};
+use super::path::{parse_query, percent_decode};
 use super::response::{HttpResponse, body, empty, store_error, text, with_etag};
 use super::router::{App, method_not_allowed};
 use crate::node::Consistency;
@@ -333,8 +333,23 @@ struct ListItem {
 #[derive(Serialize)]
 struct ListPage {
     items: Vec<ListItem>,
-    /// Pass as `start` to get the next page; `null` on the last page.
+    /// An opaque, URL-safe cursor (base64url, no padding): pass it back as
+    /// `cursor` for the next page, encoded or not; `null` on the last page.
     next: Option<String>,
+}
+
+/// The cursor of a page that starts at `key`: base64url without padding, so
+/// it holds only `A–Z a–z 0–9 - _` and survives any query-string encoding.
+fn encode_cursor(key: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)
+}
+
+fn decode_cursor(token: &[u8]) -> Option<Vec<u8>> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()
 }
 
 /// A string when the bytes are UTF-8, otherwise base64 in the `_base64` field.
@@ -376,9 +391,27 @@ fn list(app: &App, query: &str) -> HttpResponse {
     let keys_only = params
         .get("keys_only")
         .is_some_and(|value| value.is_empty() || value == b"true" || value == b"1");
-    let start = params
-        .get("start")
-        .map_or(Bound::Unbounded, |start| Bound::Included(start.as_slice()));
+    let cursor = match params.get("cursor").map(|token| decode_cursor(token)) {
+        None => None,
+        Some(Some(key)) => Some(key),
+        Some(None) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "cursor is not one this server gave: pass a page's `next` back unchanged",
+            );
+        }
+    };
+    if cursor.is_some() && params.contains_key("start") {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "send start (a key) or cursor (a page's next), not both",
+        );
+    }
+    let start = match (&cursor, params.get("start")) {
+        (Some(key), _) => Bound::Included(key.as_slice()),
+        (None, Some(start)) => Bound::Included(start.as_slice()),
+        (None, None) => Bound::Unbounded,
+    };
     // One more than asked tells whether a next page exists.
     let mut entries = app.store.range(start, prefix, limit + 1);
     let next = (entries.len() > limit).then(|| {
@@ -388,7 +421,7 @@ fn list(app: &App, query: &str) -> HttpResponse {
             .map(|(key, _)| key.to_vec())
             .unwrap_or_default();
         after.push(0); // The smallest key greater than the last one returned.
-        percent_encode(&after)
+        encode_cursor(&after)
     });
     let items = entries
         .into_iter()

@@ -61,20 +61,6 @@ pub fn parse_query(query: &str) -> Result<HashMap<String, Vec<u8>>, BadEncoding>
     Ok(params)
 }
 
-/// Characters left as they are when encoding a key for a URL: the unreserved
-/// set of RFC 3986 and `/`.
-const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~')
-    .remove(b'/');
-
-/// Percent-encodes key bytes for use in a path or query.
-pub fn percent_encode(bytes: &[u8]) -> String {
-    percent_encoding::percent_encode(bytes, KEEP).to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,11 +86,5 @@ mod tests {
         assert_eq!(params["prefix"], b"a/");
         assert_eq!(params["limit"], b"10");
         assert_eq!(params["keys_only"], b"");
-    }
-
-    #[test]
-    fn encoding_round_trips() {
-        let key = b"dir/k\xffey with space%";
-        assert_eq!(percent_decode(&percent_encode(key), false).unwrap(), key);
     }
 }

@@ -189,7 +189,7 @@ fn listing_pages_through_keys_in_byte_order() {
             assert!(item["value"].is_string());
         }
         match page["next"].as_str() {
-            Some(next) => query = format!("prefix=list/&limit=10&start={next}"),
+            Some(next) => query = format!("prefix=list/&limit=10&cursor={next}"),
             None => break,
         }
     }
@@ -200,4 +200,65 @@ fn listing_pages_through_keys_in_byte_order() {
             .expect("json");
     assert!(keys_only["items"][0].get("value").is_none());
     assert_eq!(get(address, "/kv/?limit=0").status, 400);
+    assert_eq!(get(address, "/kv/?cursor=%25%25").status, 400);
+    assert_eq!(get(address, "/kv/?cursor=YQ&start=a").status, 400);
+}
+
+/// The paging bug of old: keys just after a page's last key (`x/a!`, `x/a#`)
+/// were skipped when a client encoded the cursor once more, as Python's
+/// `requests` does with `params={...}`. The cursor is now URL-safe, so
+/// encoding it again changes nothing.
+#[test]
+fn paging_sees_every_key_however_the_client_encodes_the_cursor() {
+    let (server, _dir) = Server::start(&[]);
+    let address = server.address;
+    for key in ["x/a", "x/a!", "x/a#", "x/b", "x/a\u{0}z"] {
+        let path = format!(
+            "/kv/{}",
+            key.replace('!', "%21")
+                .replace('#', "%23")
+                .replace('\0', "%00")
+        );
+        assert_eq!(put(address, &path, b"v").status, 200);
+    }
+    for encode_again in [false, true] {
+        let mut seen = Vec::new();
+        let mut query = "prefix=x%2F&limit=1".to_string();
+        for _ in 0..20 {
+            let reply = get(address, &format!("/kv/?{query}"));
+            assert_eq!(reply.status, 200, "{}", reply.text());
+            let page: serde_json::Value = serde_json::from_slice(&reply.body).expect("json");
+            for item in page["items"].as_array().expect("items") {
+                seen.push(item["key"].as_str().expect("key").to_string());
+            }
+            let Some(next) = page["next"].as_str() else {
+                break;
+            };
+            assert!(
+                next.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+                "cursor {next:?} is URL-safe"
+            );
+            let cursor = if encode_again {
+                // What a client library does to a value it is handed.
+                next.bytes()
+                    .map(|b| {
+                        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                            (b as char).to_string()
+                        } else {
+                            format!("%{b:02X}")
+                        }
+                    })
+                    .collect::<String>()
+            } else {
+                next.to_string()
+            };
+            query = format!("prefix=x%2F&limit=1&cursor={cursor}");
+        }
+        assert_eq!(
+            seen,
+            ["x/a", "x/a\u{0}z", "x/a!", "x/a#", "x/b"],
+            "encode again: {encode_again}"
+        );
+    }
 }
