@@ -222,6 +222,9 @@ struct ServeArgs {
     /// Largest value in bytes (larger gets 413).
     #[arg(long, default_value_t = 1 << 20)]
     max_value_bytes: usize,
+    /// Largest request line plus headers in bytes (larger gets 431; at least 8192).
+    #[arg(long, default_value_t = 16 << 10)]
+    max_header_bytes: usize,
     /// Time a client has to send request headers, in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     header_timeout_ms: u64,
@@ -331,6 +334,7 @@ impl ServeArgs {
             http: HttpConfig {
                 max_key_bytes: self.max_key_bytes,
                 max_value_bytes: self.max_value_bytes,
+                max_header_bytes: self.max_header_bytes,
                 header_timeout: Duration::from_millis(self.header_timeout_ms.max(1)),
                 body_timeout: Duration::from_millis(self.body_timeout_ms.max(1)),
                 idle_timeout: Duration::from_millis(self.idle_timeout_ms.max(1)),

@@ -33,6 +33,9 @@ pub struct HttpConfig {
     /// Largest value, in bytes (default 1 MiB): larger gets `413`, refused from
     /// `Content-Length` before the body is read.
     pub max_value_bytes: usize,
+    /// Largest request head (request line and headers) in bytes (default
+    /// 16 KiB, at least 8 KiB): larger gets `431`.
+    pub max_header_bytes: usize,
     /// Time a client has to send a request's headers (default 10 s).
     pub header_timeout: Duration,
     /// Time a client has to send a request's body (default 30 s).
@@ -59,6 +62,7 @@ impl Default for HttpConfig {
         HttpConfig {
             max_key_bytes: 4096,
             max_value_bytes: 1 << 20,
+            max_header_bytes: 16 << 10,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(10),

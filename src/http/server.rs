@@ -81,6 +81,8 @@ where
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(config.header_timeout)
+        // A head that does not fit the read buffer is refused with 431.
+        .max_buf_size(config.max_header_bytes.max(8192))
         .keep_alive(true)
         .serve_connection(io, service);
     tokio::pin!(connection);

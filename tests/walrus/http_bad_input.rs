@@ -18,10 +18,22 @@ fn malformed_and_oversized_requests_are_refused() {
     let address = server.address;
     put(address, "/kv/canary", b"alive");
 
-    let long_key = format!("/kv/{}", "k".repeat(64 * 1024));
-    assert_eq!(get(address, &long_key).status, 414, "64 KiB key");
+    let long_key = format!("/kv/{}", "k".repeat(8 * 1024));
+    assert_eq!(get(address, &long_key).status, 414, "8 KiB key");
     assert_eq!(put(address, &long_key, b"v").status, 414);
-    assert_healthy(&server, "a 64 KiB key");
+    assert_healthy(&server, "an 8 KiB key");
+    // Past the 16 KiB limit on the request head, before any handler: 431.
+    let huge_key = format!("/kv/{}", "k".repeat(64 * 1024));
+    assert_eq!(get(address, &huge_key).status, 431, "64 KiB request line");
+    let big_header = format!("X-Big: {}", "a".repeat(20_000));
+    let reply = raw(
+        address,
+        format!("GET /kv/canary HTTP/1.1\r\nHost: x\r\n{big_header}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .expect("an answer");
+    assert_eq!(reply.status, 431, "20 KB header");
+    assert_healthy(&server, "oversized heads");
 
     // 100 MiB declared: refused from the headers, before any body is sent.
     let reply = raw(
