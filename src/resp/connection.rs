@@ -175,6 +175,14 @@ impl Connection<'_> {
             if args.is_empty() {
                 continue;
             }
+            if cmd::looks_like_http(&args) {
+                tracing::warn!(
+                    client = session.id,
+                    "possible security attack: an HTTP request on the RESP port; closing"
+                );
+                pipeline.finish(store, session.protocol, output).await;
+                return false;
+            }
             shared
                 .stats
                 .total_commands

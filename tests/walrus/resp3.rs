@@ -76,3 +76,32 @@ print('ok')
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[test]
+fn redis_replies_for_getrange_expire_scripting_and_http_lines() {
+    let (server, _dir) = Server::start_resp(&[]);
+    let mut raw = RawResp::connect(server.resp_address());
+    assert_eq!(raw.call(&["SET", "short", "abc"]), "+OK\r\n");
+    assert_eq!(raw.call(&["GETRANGE", "short", "0", "-100"]), "$0\r\n\r\n");
+    assert_eq!(raw.call(&["GETRANGE", "short", "0", "-1"]), "$3\r\nabc\r\n");
+    assert_eq!(
+        raw.call(&["EXPIRE", "short", "-9223372036854776"]),
+        "-ERR invalid expire time in 'expire' command\r\n"
+    );
+    assert_eq!(raw.call(&["TTL", "short"]), ":-1\r\n", "nothing changed");
+    assert_eq!(raw.call(&["FUNCTION", "FLUSH"]), "+OK\r\n");
+    assert_eq!(raw.call(&["FUNCTION", "LIST"]), "*0\r\n");
+    assert!(
+        raw.call(&["EVALSHA", "abc", "0"])
+            .starts_with("-ERR scripting is not supported")
+    );
+    assert!(
+        raw.call(&["FUNCTION", "LOAD", "x"])
+            .starts_with("-ERR scripting is not supported")
+    );
+    // A browser's cross-protocol request: the connection closes, nothing runs.
+    let mut attacker = RawResp::connect(server.resp_address());
+    attacker.send_raw(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nSET pwned 1\r\n");
+    assert!(attacker.is_closed());
+    assert_eq!(raw.call(&["EXISTS", "pwned"]), ":0\r\n");
+}

@@ -381,15 +381,18 @@ fn expire_allowed(flags: ExpireFlags, current_ms: u64, new_ms: i64) -> bool {
 async fn expire(shared: &Shared, name: &str, args: &[Bytes]) -> CommandResult {
     let value = integer_arg(&args[2])?;
     let flags = parse_expire_flags(&args[3..])?;
-    let unit_ms: i128 = if name.starts_with('p') { 1 } else { 1000 };
-    let base: i128 = if name.ends_with("at") {
+    let unit_ms: i64 = if name.starts_with('p') { 1 } else { 1000 };
+    let base: i64 = if name.ends_with("at") {
         0
     } else {
-        now_ms() as i128
+        now_ms() as i64
     };
-    let at = i128::from(value) * unit_ms + base;
-    let at = i64::try_from(at)
-        .map_err(|_| Reply::err(format!("invalid expire time in '{name}' command")))?;
+    // As Redis: the time in milliseconds, and then the absolute time, must
+    // each fit in 64 bits.
+    let at = value
+        .checked_mul(unit_ms)
+        .and_then(|ms| ms.checked_add(base))
+        .ok_or_else(|| Reply::err(format!("invalid expire time in '{name}' command")))?;
     update(shared, &args[1], |current| {
         let Some(entry) = current else {
             return Ok(Change::Keep(Reply::Integer(0)));

@@ -128,6 +128,14 @@ pub const SPECS: &[Spec] = &[
     spec("select", 2, false, NO_KEYS),
     spec("quit", -1, false, NO_KEYS),
     spec("readonly", 1, false, NO_KEYS),
+    spec("function", -2, false, NO_KEYS),
+    spec("eval", -3, false, NO_KEYS),
+    spec("evalsha", -3, false, NO_KEYS),
+    spec("eval_ro", -3, false, NO_KEYS),
+    spec("evalsha_ro", -3, false, NO_KEYS),
+    spec("fcall", -3, false, NO_KEYS),
+    spec("fcall_ro", -3, false, NO_KEYS),
+    spec("script", -2, false, NO_KEYS),
     spec("readwrite", 1, false, NO_KEYS),
     spec("auth", -2, false, NO_KEYS),
     spec("hello", -1, false, NO_KEYS),
@@ -285,6 +293,15 @@ pub fn plan(session: &Session, shared: &Shared, args: &[Bytes]) -> Plan {
         Some(Err(reply)) => Plan::Reply(reply),
         None => Plan::Execute(spec),
     }
+}
+
+/// Whether a request is really the first line of an HTTP request (`POST /
+/// HTTP/1.1`, `Host: …`): a cross-protocol attack from a browser, answered by
+/// closing the connection, as Redis does.
+pub fn looks_like_http(args: &[Bytes]) -> bool {
+    args.first().is_some_and(|name| {
+        name.eq_ignore_ascii_case(b"post") || name.eq_ignore_ascii_case(b"host:")
+    })
 }
 
 /// Whether a command reads the keyspace (and so needs a read barrier on a

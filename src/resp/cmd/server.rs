@@ -28,6 +28,14 @@ pub fn handles(name: &str) -> bool {
             | "quit"
             | "readonly"
             | "readwrite"
+            | "function"
+            | "eval"
+            | "evalsha"
+            | "eval_ro"
+            | "evalsha_ro"
+            | "fcall"
+            | "fcall_ro"
+            | "script"
             | "auth"
             | "hello"
             | "client"
@@ -67,6 +75,10 @@ pub async fn run(
         "readonly" => {
             session.consistency = Consistency::Stale;
             Ok(Reply::ok())
+        }
+        "function" => function(args),
+        "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro" | "script" => {
+            Err(Reply::err(NO_SCRIPTING))
         }
         "readwrite" => {
             session.consistency = Consistency::Linearizable;
@@ -167,6 +179,37 @@ fn hello(session: &mut Session, shared: &Shared, args: &[Bytes]) -> CommandResul
         (Reply::text("role"), Reply::text("master")),
         (Reply::text("modules"), Reply::Array(Vec::new())),
     ]))
+}
+
+/// What scripting commands answer: walrus runs no scripts.
+const NO_SCRIPTING: &str = "scripting is not supported by walrus (no EVAL, EVALSHA, \
+     FCALL or FUNCTION LOAD); use MSET/MSETNX or optimistic updates instead";
+
+/// FUNCTION as on a server with no functions loaded.
+fn function(args: &[Bytes]) -> CommandResult {
+    match args[1].to_ascii_lowercase().as_slice() {
+        b"list" => Ok(Reply::Array(Vec::new())),
+        b"flush" => match args.get(2).map(|mode| mode.to_ascii_lowercase()) {
+            None => Ok(Reply::ok()),
+            Some(mode) if mode == b"sync" || mode == b"async" => Ok(Reply::ok()),
+            Some(_) => Err(Reply::err("FUNCTION FLUSH only supports SYNC|ASYNC option")),
+        },
+        b"stats" => Ok(Reply::Map(vec![
+            (Reply::text("running_script"), Reply::Null),
+            (
+                Reply::text("engines"),
+                Reply::Map(vec![(
+                    Reply::text("LUA"),
+                    Reply::Map(vec![
+                        (Reply::text("libraries_count"), Reply::Integer(0)),
+                        (Reply::text("functions_count"), Reply::Integer(0)),
+                    ]),
+                )]),
+            ),
+        ])),
+        b"load" | b"delete" | b"dump" | b"restore" | b"kill" => Err(Reply::err(NO_SCRIPTING)),
+        _ => Err(unknown_subcommand(&args[1], "FUNCTION")),
+    }
 }
 
 fn set_name(session: &mut Session, name: Bytes) -> Result<(), Reply> {

@@ -348,9 +348,13 @@ fn getrange(value: Bytes, args: &[Bytes]) -> CommandResult {
     }
     if end < 0 {
         end += length;
+        // An end before the first byte selects nothing (Redis 7.2 on).
+        if end < 0 {
+            return Ok(Reply::bulk(Bytes::new()));
+        }
     }
     start = start.max(0);
-    end = end.max(0).min(length - 1);
+    end = end.min(length - 1);
     if start > end {
         return Ok(Reply::bulk(Bytes::new()));
     }
