@@ -81,17 +81,22 @@ impl OpenStore {
             tracing::info!("serving an in-memory store: nothing is persisted");
             return Ok(OpenStore::Memory(Arc::new(MemStore::new())));
         }
+        let started = std::time::Instant::now();
         let store = DurableStore::open(&options.data_dir, options.store.clone())?;
         let report = store.recovery_report();
+        let snapshot = match (report.snapshot_seq, report.snapshot_keys) {
+            (Some(seq), Some(keys)) => format!("a snapshot at record {seq} with {keys} keys"),
+            _ => "no snapshot".to_string(),
+        };
         tracing::info!(
-            data_dir = %options.data_dir.display(),
-            snapshot_seq = ?report.snapshot_seq,
-            snapshot_keys = ?report.snapshot_keys,
-            segments = report.segments_read,
-            records_replayed = report.records_replayed,
-            keys = store.len(),
-            revision = store.revision(),
-            "recovered"
+            "recovered {} in {} ms: {snapshot}, then {} records from {} log segments; \
+             {} keys at revision {}",
+            options.data_dir.display(),
+            started.elapsed().as_millis(),
+            report.records_replayed,
+            report.segments_read,
+            store.len(),
+            store.revision()
         );
         for note in &report.notes {
             tracing::info!(note = %note, "recovery");
@@ -141,18 +146,35 @@ pub async fn bind(address: &str) -> Result<TcpListener, ServeError> {
 
 /// Serves `store` on `listener` (and on `--resp-listen`, if set) and sweeps
 /// expired keys, until `shutdown` turns true.
+/// The bound sockets of a server: HTTP, and RESP when `--resp-listen` is set.
+pub struct Listeners {
+    pub http: TcpListener,
+    pub resp: Option<TcpListener>,
+}
+
+/// Binds every port `options` names; done before the data directory is
+/// opened, so a port in use fails fast and touches nothing on disk.
+pub async fn bind_all(options: &ServeOptions) -> Result<Listeners, ServeError> {
+    let http = bind(&options.listen).await?;
+    let resp = match &options.resp_listen {
+        Some(address) => Some(bind(address).await?),
+        None => None,
+    };
+    Ok(Listeners { http, resp })
+}
+
 pub async fn run(
-    listener: TcpListener,
+    listeners: Listeners,
     node: Node,
     options: &ServeOptions,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), ServeError> {
+    let Listeners {
+        http: listener,
+        resp,
+    } = listeners;
     let tls = match &options.tls {
         Some((cert, key)) => Some(load_tls_config(cert, key)?),
-        None => None,
-    };
-    let resp = match &options.resp_listen {
-        Some(address) => Some(bind(address).await?),
         None => None,
     };
     let sweeper = tokio::spawn(crate::expiry::run(

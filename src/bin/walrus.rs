@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use walrus::bench::store::{StoreBenchConfig, run as run_store_bench};
 use walrus::http::HttpConfig;
-use walrus::server::{OpenStore, ServeOptions, bind, run as run_server, termination_signal};
+use walrus::server::{OpenStore, ServeOptions, bind_all, run as run_server, termination_signal};
 use walrus::storage::{RecoveryMode, WalOptions};
 use walrus::store::{FsyncPolicy, SnapshotPolicy, StoreOptions};
 
@@ -775,16 +775,33 @@ fn bench_resp(args: RespBenchArgs) -> Result<ExitCode> {
 fn serve(args: &ServeArgs) -> Result<ExitCode> {
     let options = args.options()?;
     let runtime = runtime()?;
+    // Ports first: a port in use fails before the data directory is touched.
+    let listeners = runtime.block_on(bind_all(&options))?;
+    tracing::info!(
+        "walrus {} starting: data in {}, fsync {:?}, auth {}, TLS {}{}",
+        env!("CARGO_PKG_VERSION"),
+        options.data_dir.display(),
+        options.store.fsync,
+        if options.http.auth_token.is_some() {
+            "on"
+        } else {
+            "off"
+        },
+        if options.tls.is_some() { "on" } else { "off" },
+        match &options.cluster {
+            Some(cluster) => format!(", cluster node {}", cluster.node_id),
+            None => String::new(),
+        }
+    );
     let store = runtime.block_on(OpenStore::open_any(&options))?;
     let served = runtime.block_on(async {
-        let listener = bind(&options.listen).await?;
         let (stop, stopped) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             termination_signal().await;
             tracing::info!("shutting down: finishing in-flight requests");
             let _ = stop.send(true);
         });
-        let served = run_server(listener, store.node(), &options, stopped).await;
+        let served = run_server(listeners, store.node(), &options, stopped).await;
         store.stop_replication().await;
         served
     });

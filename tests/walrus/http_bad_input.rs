@@ -174,3 +174,20 @@ fn idle_connections_are_closed() {
         "closed after idling"
     );
 }
+
+#[test]
+fn a_port_in_use_fails_before_the_data_directory_is_touched() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = taken.local_addr().expect("address").to_string();
+    let temp = tempfile::tempdir().expect("temp dir");
+    let data = temp.path().join("data");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_walrus"))
+        .args(["serve", "--listen", &address, "--data-dir"])
+        .arg(&data)
+        .output()
+        .expect("run walrus");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot listen on"), "{stderr}");
+    assert!(!data.exists(), "the data directory was created");
+}
