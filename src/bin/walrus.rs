@@ -246,6 +246,13 @@ struct ServeArgs {
     /// the password RESP clients must give with AUTH.
     #[arg(long)]
     auth_token_file: Option<PathBuf>,
+    /// Let /ready answer without the token (for load-balancer probes).
+    #[arg(long)]
+    ready_without_auth: bool,
+    /// Let /metrics answer without the token (for Prometheus scrapes); off by
+    /// default, since metrics name routes, sizes and the cluster's shape.
+    #[arg(long)]
+    metrics_without_auth: bool,
     /// PEM certificate chain for HTTPS (with --tls-key).
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -341,6 +348,8 @@ impl ServeArgs {
                 max_connections: self.max_connections.max(1),
                 shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
                 auth_token,
+                ready_without_auth: self.ready_without_auth,
+                metrics_without_auth: self.metrics_without_auth,
                 ..HttpConfig::default()
             },
             tls: self.tls_cert.clone().zip(self.tls_key.clone()),

@@ -51,6 +51,10 @@ pub struct HttpConfig {
     pub shutdown_grace: Duration,
     /// Bearer token required on every route but `/health`, if set.
     pub auth_token: Option<Arc<str>>,
+    /// `/ready` and `/metrics` answer without the token (for load-balancer
+    /// probes and Prometheus scrapes); both off by default.
+    pub ready_without_auth: bool,
+    pub metrics_without_auth: bool,
     /// Keys per list page when `limit` is not given (default 1000), and the most
     /// a client may ask for (default 10,000).
     pub list_default_limit: usize,
@@ -69,6 +73,8 @@ impl Default for HttpConfig {
             max_connections: 4096,
             shutdown_grace: Duration::from_secs(10),
             auth_token: None,
+            ready_without_auth: false,
+            metrics_without_auth: false,
             list_default_limit: 1000,
             list_max_limit: 10_000,
         }

@@ -46,7 +46,7 @@ impl App {
             request.uri().path(),
             request.uri().query(),
         );
-        let response = if route != Route::Health && !self.authorized(&request) {
+        let response = if self.needs_auth(route) && !self.authorized(&request) {
             unauthorized()
         } else {
             self.dispatch(route, request).await
@@ -93,6 +93,17 @@ impl App {
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("not ready: {reason}"),
             ),
+        }
+    }
+
+    /// Every route needs the token but `/health`, and `/ready` and `/metrics`
+    /// when their flags open them.
+    fn needs_auth(&self, route: Route) -> bool {
+        match route {
+            Route::Health => false,
+            Route::Ready => !self.config.ready_without_auth,
+            Route::Metrics => !self.config.metrics_without_auth,
+            _ => true,
         }
     }
 

@@ -31,6 +31,23 @@ fn bearer_token_guards_every_route_but_health() {
     let auth = [("Authorization", "Bearer s3cret-token")];
     assert_eq!(request(address, "PUT", "/kv/a", &auth, b"v").status, 200);
     assert_eq!(request(address, "GET", "/kv/a", &auth, b"").body, b"v");
+    drop(server);
+
+    // With the probe flags, /ready and /metrics answer without the token;
+    // the data still needs it.
+    let open = tempfile::tempdir().expect("dir");
+    let server = Server::start_in(
+        open.path(),
+        &[
+            "--auth-token-file",
+            &token,
+            "--ready-without-auth",
+            "--metrics-without-auth",
+        ],
+    );
+    assert_eq!(get(server.address, "/ready").status, 200);
+    assert_eq!(get(server.address, "/metrics").status, 200);
+    assert_eq!(get(server.address, "/kv/a").status, 401);
 }
 
 #[test]
