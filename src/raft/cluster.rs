@@ -165,6 +165,13 @@ pub struct ClusterNode {
     _data_dir: DataDir,
 }
 
+/// Raft has stopped for good (a storage failure): nothing more is served.
+fn failed(fatal: impl std::fmt::Display) -> Error {
+    Error::Failed {
+        reason: fatal.to_string(),
+    }
+}
+
 fn unavailable(reason: impl Into<String>) -> Error {
     Error::Unavailable {
         reason: reason.into(),
@@ -293,16 +300,15 @@ impl ClusterNode {
     /// Whether peer messages from `sender` are accepted: from members, or from
     /// anyone while this node has no membership yet (before it is added).
     pub fn accepts_peer(&self, sender: Option<NodeId>) -> bool {
-        let membership = self.machine.membership();
-        let metrics = self.metrics();
+        use openraft::async_runtime::watch::WatchReceiver;
+        let Some(id) = sender else {
+            return false;
+        };
+        // Borrowed, not cloned: this runs for every append and heartbeat.
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow_watched();
         let config = &metrics.membership_config;
-        let known = config.nodes().next().is_some() || membership.nodes().next().is_some();
-        match sender {
-            Some(id) => {
-                !known || config.get_node(&id).is_some() || membership.get_node(&id).is_some()
-            }
-            None => false,
-        }
+        config.nodes().next().is_none() || config.get_node(&id).is_some()
     }
 
     fn peer(&self, id: NodeId) -> Option<Arc<Peer>> {
@@ -316,6 +322,16 @@ impl ClusterNode {
         let peer = Arc::new(Peer::new(&address, self.id, self.options.token.as_deref()).ok()?);
         self.peers.lock().insert(id, peer.clone());
         Some(peer)
+    }
+
+    /// The connection to `leader`; with no leader known (an election is
+    /// running), pauses briefly and returns `None` so the caller retries.
+    async fn leader_peer_or_pause(&self, leader: Option<NodeId>) -> Option<Arc<Peer>> {
+        let peer = leader.and_then(|leader| self.peer(leader));
+        if peer.is_none() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        peer
     }
 
     /// Proposes `proposal` and returns what applying it did, once it is
@@ -347,14 +363,9 @@ impl ClusterNode {
                     ));
                 }
                 Err(RaftError::APIError(error)) => return Err(unavailable(error.to_string())),
-                Err(RaftError::Fatal(fatal)) => {
-                    return Err(Error::Failed {
-                        reason: fatal.to_string(),
-                    });
-                }
+                Err(RaftError::Fatal(fatal)) => return Err(failed(fatal)),
             };
-            let Some(peer) = forward.leader_id.and_then(|leader| self.peer(leader)) else {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+            let Some(peer) = self.leader_peer_or_pause(forward.leader_id).await else {
                 continue;
             };
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -400,8 +411,7 @@ impl ClusterNode {
                 break;
             }
             let leader = self.raft.current_leader().await;
-            let Some(peer) = leader.and_then(|leader| self.peer(leader)) else {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+            let Some(peer) = self.leader_peer_or_pause(leader).await else {
                 continue;
             };
             let batch: Vec<&Proposal> = pending.iter().map(|&index| &proposals[index]).collect();
@@ -600,14 +610,9 @@ impl ClusterNode {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     continue;
                 }
-                Err(RaftError::Fatal(fatal)) => {
-                    return Err(Error::Failed {
-                        reason: fatal.to_string(),
-                    });
-                }
+                Err(RaftError::Fatal(fatal)) => return Err(failed(fatal)),
             };
-            let Some(peer) = forward.leader_id.and_then(|leader| self.peer(leader)) else {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+            let Some(peer) = self.leader_peer_or_pause(forward.leader_id).await else {
                 continue;
             };
             self.counters
@@ -760,8 +765,6 @@ fn membership_error(error: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) 
             )
         )),
         RaftError::APIError(error) => Error::InvalidArgument(error.to_string()),
-        RaftError::Fatal(fatal) => Error::Failed {
-            reason: fatal.to_string(),
-        },
+        RaftError::Fatal(fatal) => failed(fatal),
     }
 }

@@ -383,7 +383,8 @@ impl Writer {
         if self.fsync == FsyncPolicy::Always {
             self.wal.sync().map_err(io_error)?;
         }
-        if let (Some(index), Some(&active)) = (max_index, self.wal.segment_first_seqs().last()) {
+        if let Some(index) = max_index {
+            let active = self.wal.active_first_seq();
             let slot = self.segment_max_index.entry(active).or_insert(0);
             *slot = (*slot).max(index);
         }

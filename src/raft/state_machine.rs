@@ -27,7 +27,7 @@ use crate::storage::snapshot::{
     SnapshotMeta as FileMeta, SnapshotWriter, TEMP_SUFFIX, decode_snapshot_with_extra,
     parse_snapshot_file_name, snapshot_file_name,
 };
-use crate::store::{Entry, State, decode_payload};
+use crate::store::{State, decode_payload};
 
 pub type SnapshotData = Cursor<Vec<u8>>;
 type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, SnapshotData>;
@@ -90,10 +90,6 @@ impl StateMachine {
     /// The state reads are served from.
     pub fn state(&self) -> &Arc<RwLock<State>> {
         &self.inner.state
-    }
-
-    pub fn membership(&self) -> StoredMembership {
-        self.inner.applied.lock().1.clone()
     }
 
     fn build(&self) -> io::Result<Snapshot> {
@@ -288,17 +284,7 @@ fn decode_replica_snapshot(data: &[u8]) -> std::result::Result<(State, RaftSnaps
         decode_snapshot_with_extra(data).map_err(|error| error.to_string())?;
     let raft_meta: RaftSnapshotMeta = postcard::from_bytes(&extra)
         .map_err(|error| format!("not a replica's snapshot (no Raft metadata: {error})"))?;
-    let entries = records.into_iter().map(|record| {
-        (
-            record.key,
-            Entry {
-                value: record.value,
-                mod_revision: record.mod_revision,
-                expires_at_ms: record.expires_at_ms,
-            },
-        )
-    });
-    let state = State::from_snapshot(meta.last_seq, meta.revision, entries).with_revision_is_seq();
+    let state = State::from_snapshot(meta.last_seq, meta.revision, records).with_revision_is_seq();
     Ok((state, raft_meta))
 }
 

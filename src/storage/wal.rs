@@ -255,6 +255,11 @@ impl Wal {
             .collect()
     }
 
+    /// The first sequence number of the active segment.
+    pub fn active_first_seq(&self) -> u64 {
+        self.active.first_seq
+    }
+
     pub fn segment_count(&self) -> usize {
         self.closed.len() + 1
     }

@@ -649,17 +649,7 @@ fn load_newest_snapshot(
             Ok((meta, records)) if meta.last_seq == seq => {
                 report.snapshot_seq = Some(seq);
                 report.snapshot_keys = Some(meta.entry_count);
-                let entries = records.into_iter().map(|record| {
-                    (
-                        record.key,
-                        Entry {
-                            value: record.value,
-                            mod_revision: record.mod_revision,
-                            expires_at_ms: record.expires_at_ms,
-                        },
-                    )
-                });
-                return Ok((State::from_snapshot(seq, meta.revision, entries), report));
+                return Ok((State::from_snapshot(seq, meta.revision, records), report));
             }
             Ok((meta, _)) => {
                 let error = Error::corrupt(

@@ -15,6 +15,7 @@ use bytes::Bytes;
 
 use super::command::{Command, Guard, Op};
 use super::key::Key;
+use crate::storage::snapshot::SnapshotRecord;
 
 /// A stored value with its metadata.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -75,15 +76,22 @@ pub struct State {
 }
 
 impl State {
-    /// Rebuilds a state from a snapshot's entries, which must be in key order.
+    /// Rebuilds a state from a snapshot's records, which must be in key order.
     pub fn from_snapshot(
         seq: u64,
         revision: u64,
-        entries: impl IntoIterator<Item = (Bytes, Entry)>,
+        records: impl IntoIterator<Item = SnapshotRecord>,
     ) -> State {
-        let entries: BTreeMap<Key, Entry> = entries
+        let entries: BTreeMap<Key, Entry> = records
             .into_iter()
-            .map(|(key, entry)| (Key::new(&key), entry))
+            .map(|record| {
+                let entry = Entry {
+                    value: record.value,
+                    mod_revision: record.mod_revision,
+                    expires_at_ms: record.expires_at_ms,
+                };
+                (Key::new(&record.key), entry)
+            })
             .collect();
         let data_bytes = entries
             .iter()

@@ -221,30 +221,19 @@ impl Client {
         let mut recorded = Vec::new();
         if pick < mix.get {
             recorded.extend(self.get(recorder, key, &path).await.map(|(read, _)| read));
-        } else if pick < mix.get + mix.put {
-            let value = self.next_value();
-            let invoked = recorder.now_ns();
-            let answer = self
-                .exchange(Method::PUT, &path, Bytes::from(value.clone()), None)
-                .await;
-            if let Ok(answer) = answer {
-                let action = Action::Put { value };
-                recorded.push(self.finish(
-                    recorder,
-                    key,
-                    action,
-                    invoked,
-                    answer,
-                    &[StatusCode::OK],
-                ));
-            }
         } else if pick < mix.get + mix.put + mix.delete {
+            let (method, body, action) = if pick < mix.get + mix.put {
+                let value = self.next_value();
+                (
+                    Method::PUT,
+                    Bytes::from(value.clone()),
+                    Action::Put { value },
+                )
+            } else {
+                (Method::DELETE, Bytes::new(), Action::Delete)
+            };
             let invoked = recorder.now_ns();
-            let answer = self
-                .exchange(Method::DELETE, &path, Bytes::new(), None)
-                .await;
-            if let Ok(answer) = answer {
-                let action = Action::Delete;
+            if let Ok(answer) = self.exchange(method, &path, body, None).await {
                 recorded.push(self.finish(
                     recorder,
                     key,

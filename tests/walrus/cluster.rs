@@ -181,6 +181,33 @@ impl Cluster {
     }
 }
 
+/// Starts node 4 with an empty data directory, adds it as a learner through
+/// the leader (which returns once it has caught up) and promotes it.
+fn join_as_node_4(cluster: &Cluster, extra: &[&str]) -> Node {
+    let mut node = Node {
+        id: 4,
+        http: format!("127.0.0.1:{}", free_port())
+            .parse()
+            .expect("address"),
+        resp: format!("127.0.0.1:{}", free_port())
+            .parse()
+            .expect("address"),
+        dir: cluster.dir().join("node-4"),
+        peers: String::new(),
+        extra: extra.iter().map(|arg| arg.to_string()).collect(),
+        child: None,
+    };
+    node.start();
+    let add = format!("/cluster/add-learner?id=4&addr={}", node.http);
+    let leader = cluster.wait_for_leader(Duration::from_secs(10));
+    let added = http(cluster.node(leader).http, "POST", &add, b"").expect("answer");
+    assert_eq!(added.status, 200, "{}", added.text());
+    let promote = "/cluster/promote?id=4";
+    let promoted = http(cluster.node(leader).http, "POST", promote, b"").expect("answer");
+    assert_eq!(promoted.status, 200, "{}", promoted.text());
+    node
+}
+
 fn status(address: SocketAddr) -> Option<serde_json::Value> {
     let reply = raw(
         address,
@@ -374,32 +401,8 @@ fn a_cluster_restarted_whole_keeps_its_data_and_a_learner_catches_up() {
     }
 
     // A fourth node joins as a learner, catches up, and is promoted.
-    let mut learner = Node {
-        id: 4,
-        http: format!("127.0.0.1:{}", free_port())
-            .parse()
-            .expect("address"),
-        resp: format!("127.0.0.1:{}", free_port())
-            .parse()
-            .expect("address"),
-        dir: cluster.dir().join("node-4"),
-        peers: String::new(),
-        extra: Vec::new(),
-        child: None,
-    };
-    learner.start();
-    let add = format!("/cluster/add-learner?id=4&addr={}", learner.http);
+    let learner = join_as_node_4(&cluster, &[]);
     let leader = cluster.wait_for_leader(Duration::from_secs(10));
-    let added = http(cluster.node(leader).http, "POST", &add, b"").expect("answer");
-    assert_eq!(added.status, 200, "{}", added.text());
-    let promoted = http(
-        cluster.node(leader).http,
-        "POST",
-        "/cluster/promote?id=4",
-        b"",
-    )
-    .expect("answer");
-    assert_eq!(promoted.status, 200, "{}", promoted.text());
     let read = http(learner.http, "GET", "/kv/k49", b"").expect("answer");
     assert_eq!(read.status, 200);
     let voters = status(learner.http).expect("status")["voters"].clone();
@@ -504,32 +507,7 @@ fn a_wiped_node_rejoins_under_a_new_id_from_a_snapshot() {
     )
     .expect("answer");
     assert_eq!(removed.status, 200, "{}", removed.text());
-    let mut replacement = Node {
-        id: 4,
-        http: format!("127.0.0.1:{}", free_port())
-            .parse()
-            .expect("address"),
-        resp: format!("127.0.0.1:{}", free_port())
-            .parse()
-            .expect("address"),
-        dir: cluster.dir().join("node-4"),
-        peers: String::new(),
-        extra: vec!["--snapshot-every-entries".into(), "50".into()],
-        child: None,
-    };
-    replacement.start();
-    let add = format!("/cluster/add-learner?id=4&addr={}", replacement.http);
-    let leader = cluster.wait_for_leader(Duration::from_secs(10));
-    let added = http(cluster.node(leader).http, "POST", &add, b"").expect("answer");
-    assert_eq!(added.status, 200, "{}", added.text());
-    let promoted = http(
-        cluster.node(leader).http,
-        "POST",
-        "/cluster/promote?id=4",
-        b"",
-    )
-    .expect("answer");
-    assert_eq!(promoted.status, 200, "{}", promoted.text());
+    let replacement = join_as_node_4(&cluster, &["--snapshot-every-entries", "50"]);
     // Linearizable reads on the new node wait until it has applied the read
     // index, so they see every key even while the snapshot is installing.
     for index in [0, 150, 299] {
