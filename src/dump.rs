@@ -146,6 +146,15 @@ fn describe_payload(payload: &[u8]) -> String {
                 ops.len() - puts
             )
         }
+        Command::Redis(redis) => {
+            let names: Vec<&str> = redis.ops.iter().map(|op| op.name()).collect();
+            format!(
+                "REDIS db {}, {} watched, ops: {}",
+                redis.db,
+                redis.guards.len(),
+                names.join(" ")
+            )
+        }
     };
     format!("{body} @{issued_at_ms}")
 }

@@ -6,7 +6,6 @@
 //! [`Submission`] resolves once it is committed and applied. Only the leader
 //! reports expired keys, so only the leader's sweeper proposes their deletes.
 
-use std::ops::Bound;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -14,10 +13,12 @@ use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
 use crate::error::Error;
+use parking_lot::RwLock;
+
 use crate::raft::{ClusterNode, Proposal};
 use crate::storage::record::MAX_RECORD_PAYLOAD;
 use crate::store::{
-    Command, Entry, KvStore, MAX_COMMAND_FIELD_BYTES, Submission, encode_payload, now_ms,
+    Command, KvStore, MAX_COMMAND_FIELD_BYTES, State, Submission, encode_payload, now_ms,
 };
 
 pub struct ReplicatedStore {
@@ -54,25 +55,9 @@ impl ReplicatedStore {
 }
 
 impl KvStore for ReplicatedStore {
-    fn get_entry(&self, key: &[u8]) -> Option<Entry> {
-        self.cluster.state().read().get(key, now_ms()).cloned()
+    fn state(&self) -> &RwLock<State> {
+        self.cluster.state()
     }
-
-    fn get_entries(&self, keys: &[Bytes]) -> Vec<Option<Entry>> {
-        let now = now_ms();
-        let state = self.cluster.state().read();
-        keys.iter()
-            .map(|key| state.get(key, now).cloned())
-            .collect()
-    }
-
-    fn range(&self, start: Bound<&[u8]>, prefix: &[u8], limit: usize) -> Vec<(Bytes, Entry)> {
-        self.cluster
-            .state()
-            .read()
-            .range(start, prefix, limit, now_ms())
-    }
-
     fn submit(&self, command: Command) -> Submission {
         let proposal = match ReplicatedStore::encode(&command) {
             Ok(proposal) => proposal,
@@ -119,29 +104,12 @@ impl KvStore for ReplicatedStore {
         submissions
     }
 
-    fn revision(&self) -> u64 {
-        self.cluster.state().read().revision()
-    }
-
-    fn len(&self) -> usize {
-        self.cluster.state().read().len()
-    }
-
-    fn live_len(&self) -> usize {
-        self.cluster.state().read().live_len(now_ms())
-    }
-
     fn expired_keys(&self, after: Option<&[u8]>, scan_limit: usize) -> (Vec<Bytes>, Option<Bytes>) {
         if !self.cluster.is_leader() {
             return (Vec::new(), None);
         }
-        self.cluster
-            .state()
+        self.state()
             .read()
             .expired_keys(after, scan_limit, now_ms())
-    }
-
-    fn data_bytes(&self) -> u64 {
-        self.cluster.state().read().data_bytes()
     }
 }

@@ -190,6 +190,17 @@ impl Connection<'_> {
             match cmd::plan(session, shared, &args) {
                 Plan::Write(command, finish) => pipeline.push_write(command, finish),
                 Plan::Reply(reply) => pipeline.replies.push_back(Pending::Ready(reply)),
+                Plan::Read(op) => {
+                    pipeline.finish(store, session.protocol, output).await;
+                    if barrier.is_none() {
+                        barrier = Some(shared.node.read_barrier(session.consistency).await);
+                    }
+                    let reply = match &barrier {
+                        Some(Err(error)) => cmd::store_error(error),
+                        _ => cmd::read(shared, op),
+                    };
+                    reply.encode_as(session.protocol, output);
+                }
                 Plan::Execute(spec) => {
                     pipeline.finish(store, session.protocol, output).await;
                     if cmd::reads_keys(spec) {

@@ -15,12 +15,18 @@
 //! tag 3 Txn:    guard_count u32 | (key bytes | guard)* | op_count u32 | op*
 //!     op:       1 | key bytes | value bytes | expires_at_ms u64   (put)
 //!               2 | key bytes                                      (delete)
+//! tag 4 Redis:  postcard(RedisCommand)   (format 2: Redis commands as state-machine ops)
 //! guard:        0 none | 1 absent | 2 present | 3 mod_revision u64
 //! bytes:        len u32 | raw
 //! ```
+//!
+//! Tags 1–3 are the first format; a log written before tag 4 existed reads
+//! unchanged. A binary that predates tag 4 refuses such a record by name
+//! ("unknown command tag") rather than misreading it.
 
 use bytes::Bytes;
 
+use super::redis_op::RedisCommand;
 use super::state::Entry;
 use crate::encoding::{DecodeError, Reader, put_bytes, put_u8, put_u32, put_u64};
 
@@ -29,7 +35,7 @@ use crate::encoding::{DecodeError, Reader, put_bytes, put_u8, put_u32, put_u64};
 pub const MAX_COMMAND_FIELD_BYTES: usize = 32 << 20;
 
 /// A condition on one key that must hold for a command to apply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum Guard {
     #[default]
     None,
@@ -67,7 +73,7 @@ pub enum Op {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     /// Sets `key`; `expires_at_ms` is a Unix time in milliseconds, 0 for never.
     Put {
@@ -85,6 +91,8 @@ pub enum Command {
         guards: Vec<(Bytes, Guard)>,
         ops: Vec<Op>,
     },
+    /// Redis commands the state machine runs (read-modify-write, MULTI/EXEC).
+    Redis(RedisCommand),
 }
 
 impl Command {
@@ -117,6 +125,10 @@ impl Command {
                 guards.iter().map(|(key, _)| key.len()).sum::<usize>()
                     + ops.iter().map(op_bytes).sum::<usize>()
             }
+            Command::Redis(redis) => {
+                redis.guards.iter().map(|(key, _)| key.len()).sum::<usize>()
+                    + redis.ops.iter().map(|op| op.data_bytes()).sum::<usize>()
+            }
         }
     }
 }
@@ -124,6 +136,7 @@ impl Command {
 const TAG_PUT: u8 = 1;
 const TAG_DELETE: u8 = 2;
 const TAG_TXN: u8 = 3;
+const TAG_REDIS: u8 = 4;
 
 fn encode_guard(buf: &mut Vec<u8>, guard: Guard) {
     match guard {
@@ -195,6 +208,13 @@ pub fn encode_payload(buf: &mut Vec<u8>, issued_at_ms: u64, command: &Command) {
                 }
             }
         }
+        Command::Redis(redis) => {
+            put_u8(buf, TAG_REDIS);
+            // Serialising plain data into a Vec cannot fail.
+            if let Ok(encoded) = postcard::to_extend(redis, std::mem::take(buf)) {
+                *buf = encoded;
+            }
+        }
     }
 }
 
@@ -247,6 +267,14 @@ pub fn decode_payload(payload: &[u8]) -> Result<(u64, Command), DecodeError> {
             }
             Command::Txn { guards, ops }
         }
+        TAG_REDIS => {
+            let rest = reader.take(reader.remaining())?;
+            match postcard::take_from_bytes::<RedisCommand>(rest) {
+                Ok((redis, [])) => Command::Redis(redis),
+                Ok(_) => return Err(reader.invalid("trailing bytes after command")),
+                Err(_) => return Err(reader.invalid("undecodable Redis command")),
+            }
+        }
         _ => return Err(reader.invalid("unknown command tag")),
     };
     if !reader.is_empty() {
@@ -294,5 +322,34 @@ mod tests {
                 },
             ],
         });
+    }
+
+    #[test]
+    fn redis_commands_round_trip() {
+        use crate::store::redis_op::{RedisOp, SetExpiry};
+        let command = Command::Redis(RedisCommand {
+            db: 0,
+            guards: vec![(Bytes::from_static(b"w"), Guard::ModRevision(9))],
+            ops: vec![
+                RedisOp::IncrBy {
+                    key: Bytes::from_static(b"n"),
+                    delta: -3,
+                },
+                RedisOp::Set {
+                    key: Bytes::from_static(b"k"),
+                    value: Bytes::from_static(b"v"),
+                    expiry: SetExpiry::Keep,
+                    condition: Guard::Present,
+                    get: true,
+                },
+            ],
+        });
+        let mut buf = Vec::new();
+        encode_payload(&mut buf, 77, &command);
+        assert_eq!(decode_payload(&buf).unwrap(), (77, command));
+        // A cut record never decodes as a shorter command.
+        for cut in 9..buf.len() {
+            assert!(decode_payload(&buf[..cut]).is_err(), "cut at {cut}");
+        }
     }
 }

@@ -4,14 +4,12 @@
 //! commit thread (`commit.rs`), which owns the log from then on. Reads take the
 //! state's read lock and never touch the disk.
 
-use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use bytes::Bytes;
 use crossbeam_channel::Sender;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::oneshot;
@@ -19,7 +17,7 @@ use tokio::sync::oneshot;
 use super::command::{MAX_COMMAND_FIELD_BYTES, decode_payload, encode_payload};
 use super::commit::{Committer, Message};
 use super::log_writer::{LogWriter, Proposal, deliver};
-use super::{Command, Entry, KvStore, Outcome, State, Submission, now_ms};
+use super::{Command, KvStore, Outcome, State, Submission, now_ms};
 use crate::error::{Error, Result};
 use crate::metrics::{BATCH_BUCKETS, Histogram, LATENCY_BUCKETS};
 use crate::storage::data_dir::DataDir;
@@ -477,25 +475,9 @@ impl DurableStore {
 }
 
 impl KvStore for DurableStore {
-    fn get_entry(&self, key: &[u8]) -> Option<Entry> {
-        self.shared.state.read().get(key, now_ms()).cloned()
+    fn state(&self) -> &RwLock<State> {
+        &self.shared.state
     }
-
-    fn get_entries(&self, keys: &[Bytes]) -> Vec<Option<Entry>> {
-        let now = now_ms();
-        let state = self.shared.state.read();
-        keys.iter()
-            .map(|key| state.get(key, now).cloned())
-            .collect()
-    }
-
-    fn range(&self, start: Bound<&[u8]>, prefix: &[u8], limit: usize) -> Vec<(Bytes, Entry)> {
-        self.shared
-            .state
-            .read()
-            .range(start, prefix, limit, now_ms())
-    }
-
     fn submit(&self, command: Command) -> Submission {
         let (proposal, mut receiver) = match self.propose(command) {
             Ok(proposed) => proposed,
@@ -547,29 +529,6 @@ impl KvStore for DurableStore {
                 }
             })
             .collect()
-    }
-
-    fn live_len(&self) -> usize {
-        self.shared.state.read().live_len(now_ms())
-    }
-
-    fn expired_keys(&self, after: Option<&[u8]>, scan_limit: usize) -> (Vec<Bytes>, Option<Bytes>) {
-        self.shared
-            .state
-            .read()
-            .expired_keys(after, scan_limit, now_ms())
-    }
-
-    fn revision(&self) -> u64 {
-        self.shared.state.read().revision()
-    }
-
-    fn len(&self) -> usize {
-        self.shared.state.read().len()
-    }
-
-    fn data_bytes(&self) -> u64 {
-        self.shared.state.read().data_bytes()
     }
 
     fn failure(&self) -> Option<String> {

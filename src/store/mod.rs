@@ -11,6 +11,8 @@ mod durable;
 mod key;
 mod log_writer;
 mod mem;
+pub mod number;
+pub mod redis_op;
 mod state;
 
 use std::future::Future;
@@ -20,6 +22,7 @@ use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use parking_lot::RwLock;
 use tokio::sync::oneshot;
 
 pub use command::{Command, Guard, MAX_COMMAND_FIELD_BYTES, Op, decode_payload, encode_payload};
@@ -33,21 +36,41 @@ use crate::error::{Error, Result};
 
 /// The store interface both front ends use. Every method is blocking-safe from
 /// plain threads; async callers use [`KvStore::submit`] and await the result.
+/// Reads take the state's read lock for one call each; writes go through
+/// [`KvStore::submit`], which each store implements its own way.
 pub trait KvStore: Send + Sync {
+    /// The applied state reads look at.
+    fn state(&self) -> &RwLock<State>;
+
     /// The live value of `key`.
     fn get(&self, key: &[u8]) -> Option<Bytes> {
         self.get_entry(key).map(|entry| entry.value)
     }
 
     /// The live entry of `key`, with its revision and expiry.
-    fn get_entry(&self, key: &[u8]) -> Option<Entry>;
+    fn get_entry(&self, key: &[u8]) -> Option<Entry> {
+        self.state().read().get(key, now_ms()).cloned()
+    }
 
     /// The live entries of several keys, all read at one instant (one revision),
     /// so a reader never sees half of a transaction.
-    fn get_entries(&self, keys: &[Bytes]) -> Vec<Option<Entry>>;
+    fn get_entries(&self, keys: &[Bytes]) -> Vec<Option<Entry>> {
+        let now = now_ms();
+        let state = self.state().read();
+        keys.iter()
+            .map(|key| state.get(key, now).cloned())
+            .collect()
+    }
 
     /// Up to `limit` live entries whose keys start with `prefix`, from `start`.
-    fn range(&self, start: Bound<&[u8]>, prefix: &[u8], limit: usize) -> Vec<(Bytes, Entry)>;
+    fn range(&self, start: Bound<&[u8]>, prefix: &[u8], limit: usize) -> Vec<(Bytes, Entry)> {
+        self.state().read().range(start, prefix, limit, now_ms())
+    }
+
+    /// One step of a stateless scan in hash order; see [`State::scan`].
+    fn scan(&self, cursor: u64, count: usize, wanted: &dyn Fn(&[u8]) -> bool) -> (Vec<Bytes>, u64) {
+        self.state().read().scan(cursor, count, now_ms(), wanted)
+    }
 
     /// Starts a command; the [`Submission`] resolves once it is durable (for a
     /// durable store) and applied.
@@ -83,21 +106,33 @@ pub trait KvStore: Send + Sync {
     }
 
     /// The store-wide revision counter.
-    fn revision(&self) -> u64;
+    fn revision(&self) -> u64 {
+        self.state().read().revision()
+    }
 
     /// Number of stored keys.
-    fn len(&self) -> usize;
+    fn len(&self) -> usize {
+        self.state().read().len()
+    }
 
     /// Number of live keys (stored keys minus those expired but not yet swept).
-    fn live_len(&self) -> usize;
+    fn live_len(&self) -> usize {
+        self.state().read().live_len(now_ms())
+    }
 
     /// Keys expired now among up to `scan_limit` stored keys after `after`, and
     /// the cursor for the next call (`None` once the scan reached the end); see
     /// [`State::expired_keys`]. The expiry sweeper's view.
-    fn expired_keys(&self, after: Option<&[u8]>, scan_limit: usize) -> (Vec<Bytes>, Option<Bytes>);
+    fn expired_keys(&self, after: Option<&[u8]>, scan_limit: usize) -> (Vec<Bytes>, Option<Bytes>) {
+        self.state()
+            .read()
+            .expired_keys(after, scan_limit, now_ms())
+    }
 
     /// Bytes of keys and values stored.
-    fn data_bytes(&self) -> u64;
+    fn data_bytes(&self) -> u64 {
+        self.state().read().data_bytes()
+    }
 
     /// Why writes are refused, once the log has failed; `None` while healthy.
     fn failure(&self) -> Option<String> {

@@ -4,17 +4,21 @@
 //! commands to. Invariants:
 //! - `revision` only grows; every entry's `mod_revision` is at most `revision`;
 //! - `applied_seq` only grows: commands are applied in log order, once each;
+//! - `by_hash` holds exactly the keys of `entries`, each with [`scan_hash`]
+//!   of it: the order SCAN walks, which no insert or delete changes for the
+//!   keys already there;
 //! - while frozen for a snapshot, `preimages` holds, for every key changed since
 //!   the freeze, its entry as it was at the freeze (`None`: absent then), so the
 //!   snapshot can be read in chunks while writes continue.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
 use bytes::Bytes;
 
 use super::command::{Command, Guard, Op};
 use super::key::Key;
+use super::redis_op::{self, Answer, Keyspace, RedisCommand};
 use crate::storage::snapshot::SnapshotRecord;
 
 /// A stored value with its metadata.
@@ -44,6 +48,9 @@ pub struct Outcome {
     pub previous: Option<Entry>,
     /// Number of live keys written or removed.
     pub changed: u32,
+    /// For a Redis command: each op's answer, in order.
+    #[serde(default)]
+    pub answers: Vec<Answer>,
 }
 
 /// The log position and revision a snapshot captures.
@@ -62,12 +69,17 @@ struct Frozen {
 #[derive(Default)]
 pub struct State {
     entries: BTreeMap<Key, Entry>,
+    /// Every key with its [`scan_hash`], in that order: SCAN's cursor is a
+    /// position here, so it survives other keys coming and going, another
+    /// connection and a restart.
+    by_hash: BTreeSet<(u64, Key)>,
     revision: u64,
     applied_seq: u64,
     /// Sum of key and value lengths of all entries.
     data_bytes: u64,
-    /// Entries with an expiry time; while zero, every entry is live.
-    expiring: u64,
+    /// The keys that have an expiry, by expiry time: counting the expired
+    /// ones (not yet swept) is a short range, so DBSIZE needs no scan.
+    by_expiry: BTreeSet<(u64, Key)>,
     /// When set, a change's revision is the sequence number (the Raft log
     /// index) it was applied at, so every replica gives the same write the same
     /// revision; otherwise revisions count changes.
@@ -97,16 +109,22 @@ impl State {
             .iter()
             .map(|(key, entry)| (key.len() + entry.value.len()) as u64)
             .sum();
-        let expiring = entries
-            .values()
-            .filter(|entry| entry.expires_at_ms != 0)
-            .count() as u64;
+        let by_expiry = entries
+            .iter()
+            .filter(|(_, entry)| entry.expires_at_ms != 0)
+            .map(|(key, entry)| (entry.expires_at_ms, key.clone()))
+            .collect();
+        let by_hash = entries
+            .keys()
+            .map(|key| (scan_hash(key), key.clone()))
+            .collect();
         State {
             entries,
+            by_hash,
             revision,
             applied_seq: seq,
             data_bytes,
-            expiring,
+            by_expiry,
             revision_is_seq: false,
             frozen: None,
         }
@@ -160,15 +178,14 @@ impl State {
         self.data_bytes
     }
 
-    /// Number of live entries at `now_ms`; counts only when some keys expire.
+    /// Number of live entries at `now_ms`: the stored ones minus those expired
+    /// and not yet swept (a count over those alone).
     pub fn live_len(&self, now_ms: u64) -> usize {
-        if self.expiring == 0 {
-            return self.entries.len();
-        }
-        self.entries
-            .values()
-            .filter(|entry| entry.is_live(now_ms))
-            .count()
+        let expired = self
+            .by_expiry
+            .range(..(now_ms.saturating_add(1), Key::new(b"")))
+            .count();
+        self.entries.len() - expired
     }
 
     /// Looks at up to `scan_limit` stored entries after `after` (from the start
@@ -180,7 +197,7 @@ impl State {
         scan_limit: usize,
         now_ms: u64,
     ) -> (Vec<Bytes>, Option<Bytes>) {
-        if self.expiring == 0 {
+        if self.by_expiry.is_empty() {
             return (Vec::new(), None);
         }
         let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
@@ -197,6 +214,34 @@ impl State {
             last = Some(key.to_bytes());
         }
         (expired, None)
+    }
+
+    /// One step of SCAN: from position `cursor` in hash order (0: the start),
+    /// looks at about `count` keys and returns the live ones `wanted` accepts,
+    /// with the cursor to continue from (0: the scan is complete). Keys with
+    /// the same hash are never split across steps, so a key present for the
+    /// whole scan is returned at least once.
+    pub fn scan(
+        &self,
+        cursor: u64,
+        count: usize,
+        now_ms: u64,
+        wanted: &dyn Fn(&[u8]) -> bool,
+    ) -> (Vec<Bytes>, u64) {
+        let mut keys = Vec::new();
+        let mut last_hash = None;
+        let start = (cursor, Key::new(b""));
+        for (looked, (hash, key)) in self.by_hash.range(start..).enumerate() {
+            if looked >= count && last_hash != Some(*hash) {
+                return (keys, *hash);
+            }
+            last_hash = Some(*hash);
+            let live = self.entries.get(key).is_some_and(|e| e.is_live(now_ms));
+            if live && wanted(key) {
+                keys.push(key.to_bytes());
+            }
+        }
+        (keys, 0)
     }
 
     /// The live entry for `key` at `now_ms`.
@@ -246,6 +291,7 @@ impl State {
                 self.apply_delete(Key::new(&key), guard, issued_at_ms)
             }
             Command::Txn { guards, ops } => self.apply_txn(guards, ops, issued_at_ms),
+            Command::Redis(redis) => self.apply_redis(redis, issued_at_ms),
         }
     }
 
@@ -255,6 +301,43 @@ impl State {
             succeeded: false,
             previous: current,
             changed: 0,
+            answers: Vec::new(),
+        }
+    }
+
+    /// Runs a Redis command's ops in order at one revision, if every WATCH
+    /// guard holds; otherwise nothing runs and the outcome is refused.
+    fn apply_redis(&mut self, redis: RedisCommand, now_ms: u64) -> Outcome {
+        if let Some((key, _)) = redis
+            .guards
+            .iter()
+            .find(|(key, guard)| !guard.holds(self.get(key, now_ms)))
+        {
+            return self.refused(self.get(key, now_ms).cloned());
+        }
+        let revision = self.next_revision();
+        let mut view = RedisView {
+            state: self,
+            revision,
+            now_ms,
+            touched: false,
+            changed: 0,
+        };
+        let answers = redis
+            .ops
+            .into_iter()
+            .map(|op| redis_op::run(&mut view, op, now_ms))
+            .collect();
+        let (touched, changed) = (view.touched, view.changed);
+        if touched {
+            self.revision = revision;
+        }
+        Outcome {
+            revision: self.revision,
+            succeeded: true,
+            previous: None,
+            changed,
+            answers,
         }
     }
 
@@ -290,6 +373,7 @@ impl State {
             succeeded: true,
             previous,
             changed: 1,
+            answers: Vec::new(),
         }
     }
 
@@ -304,6 +388,7 @@ impl State {
                 succeeded: true,
                 previous: None,
                 changed: 0,
+                answers: Vec::new(),
             };
         }
         // Removing an expired entry is still a change of the stored state.
@@ -314,6 +399,7 @@ impl State {
             succeeded: true,
             changed: u32::from(previous.is_some()),
             previous,
+            answers: Vec::new(),
         }
     }
 
@@ -363,6 +449,7 @@ impl State {
             succeeded: true,
             previous: None,
             changed,
+            answers: Vec::new(),
         }
     }
 
@@ -376,18 +463,32 @@ impl State {
             frozen.preimages.insert(key.clone(), before);
         }
         let key_len = key.len() as u64;
-        let expiring = entry.as_ref().is_some_and(|entry| entry.expires_at_ms != 0);
-        self.expiring += u64::from(expiring);
+        let new_expiry = entry.as_ref().map_or(0, |entry| entry.expires_at_ms);
+        if new_expiry != 0 {
+            self.by_expiry.insert((new_expiry, key.clone()));
+        }
         let previous = match entry {
             Some(entry) => {
                 self.data_bytes += key_len + entry.value.len() as u64;
-                self.entries.insert(key, entry)
+                let previous = self.entries.insert(key.clone(), entry);
+                if previous.is_none() {
+                    self.by_hash.insert((scan_hash(&key), key.clone()));
+                }
+                previous
             }
-            None => self.entries.remove(&key),
+            None => {
+                let previous = self.entries.remove(&key);
+                if previous.is_some() {
+                    self.by_hash.remove(&(scan_hash(&key), key.clone()));
+                }
+                previous
+            }
         };
         if let Some(previous) = &previous {
             self.data_bytes -= key_len + previous.value.len() as u64;
-            self.expiring -= u64::from(previous.expires_at_ms != 0);
+            if previous.expires_at_ms != 0 && previous.expires_at_ms != new_expiry {
+                self.by_expiry.remove(&(previous.expires_at_ms, key));
+            }
         }
         previous
     }
@@ -453,6 +554,66 @@ impl State {
     /// The point the current freeze captured, if a snapshot is in progress.
     pub fn frozen_point(&self) -> Option<SnapshotPoint> {
         self.frozen.as_ref().map(|frozen| frozen.point)
+    }
+}
+
+/// Where a key sits in SCAN order: FNV-1a, fixed forever (a cursor must mean
+/// the same after an upgrade), never 0 (cursor 0 means start and end).
+pub fn scan_hash(key: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &byte in key {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash.max(1)
+}
+
+/// The state as one Redis command's ops see it: reads at the command's time,
+/// writes at its revision.
+struct RedisView<'a> {
+    state: &'a mut State,
+    revision: u64,
+    now_ms: u64,
+    touched: bool,
+    changed: u32,
+}
+
+impl Keyspace for RedisView<'_> {
+    fn live(&self, key: &[u8]) -> Option<&Entry> {
+        self.state.get(key, self.now_ms)
+    }
+
+    fn put(&mut self, key: &[u8], value: Bytes, expires_at_ms: u64) {
+        let entry = Entry {
+            value,
+            mod_revision: self.revision,
+            expires_at_ms,
+        };
+        self.state.write(Key::new(key), Some(entry));
+        self.touched = true;
+        self.changed += 1;
+    }
+
+    fn remove(&mut self, key: &[u8]) -> bool {
+        if !self.state.entries.contains_key(key) {
+            return false;
+        }
+        let previous = self.state.write(Key::new(key), None);
+        self.touched = true;
+        let live = previous.is_some_and(|entry| entry.is_live(self.now_ms));
+        self.changed += u32::from(live);
+        live
+    }
+
+    fn clear(&mut self) {
+        let keys: Vec<Key> = self.state.entries.keys().cloned().collect();
+        for key in keys {
+            self.remove(&key);
+        }
+    }
+
+    fn key_count(&self) -> usize {
+        self.state.live_len(self.now_ms)
     }
 }
 
@@ -573,6 +734,35 @@ mod tests {
         assert!(first.iter().chain(&rest).all(|(_, e)| e.value == "old"));
         state.thaw();
         assert_eq!(state.get(b"b", 0).unwrap().value, "new");
+    }
+
+    #[test]
+    fn scan_returns_every_key_that_stays_despite_churn() {
+        let mut state = State::default();
+        for index in 0..500 {
+            put(&mut state, &format!("key:{index}"), "v");
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        let mut cursor = 0;
+        let mut steps = 0;
+        loop {
+            let (keys, next) = state.scan(cursor, 7, 0, &|_| true);
+            seen.extend(keys);
+            // Churn between steps: new keys come, some others go.
+            put(&mut state, &format!("new:{steps}"), "v");
+            let seq = state.applied_seq() + 1;
+            state.apply(seq, 0, Command::delete(format!("key:{}", 499 - steps)));
+            steps += 1;
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        for index in 0..(500 - steps) {
+            let key = Bytes::from(format!("key:{index}"));
+            assert!(seen.contains(&key), "{key:?} missed");
+        }
+        assert!(steps < 200, "COUNT bounds each step");
     }
 
     #[test]

@@ -308,6 +308,15 @@ fn writes_through_any_node_are_read_alike_from_every_node() {
     pipeline.cmd("GET").arg("ordered");
     let (last,): (i64,) = pipeline.query(&mut follower_connection).expect("pipeline");
     assert_eq!(last, 99);
+
+    // MULTI/EXEC through a follower is one log entry whose answers come back.
+    let (count, text): (i64, String) = redis::pipe()
+        .atomic()
+        .incr("in-txn", 5)
+        .get("in-txn")
+        .query(&mut follower_connection)
+        .expect("transaction");
+    assert_eq!((count, text.as_str()), (5, "5"));
 }
 
 #[test]

@@ -20,6 +20,7 @@ mod resp_api;
 mod resp_client;
 mod resp_durability;
 mod resp_raw;
+mod resp_txn;
 mod server;
 mod submit_all;
 mod verify;

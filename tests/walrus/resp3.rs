@@ -59,6 +59,29 @@ pipe = r.pipeline(transaction=False)
 pipe.set('n', 1)
 pipe.incr('n')
 assert pipe.execute() == [True, 2]
+# redis-py's default pipeline is a MULTI/EXEC transaction.
+pipe = r.pipeline()
+pipe.set('t', 1)
+pipe.incr('t')
+pipe.get('t')
+assert pipe.execute() == [True, 2, b'2']
+# A failed WATCH raises WatchError and applies nothing.
+with r.pipeline() as pipe:
+    pipe.watch('w')
+    r.set('w', 'changed')
+    pipe.multi()
+    pipe.set('w', 'mine')
+    try:
+        pipe.execute()
+        raise AssertionError('EXEC after a changed WATCH must fail')
+    except redis.WatchError:
+        pass
+assert r.get('w') == b'changed'
+# scan_iter across a pool of connections sees every key.
+for i in range(250):
+    r.set(f'scan:{{i}}', i)
+assert len(set(r.scan_iter(match='scan:*', count=17))) == 250
+r.select(0)
 assert r.info('server')['redis_version']
 assert r.connection_pool.get_connection().protocol in (3, '3'), 'redis-py should default to RESP3'
 print('ok')

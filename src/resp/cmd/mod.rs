@@ -7,14 +7,18 @@
 //! commit); anything else goes to [`execute`], which hands it to its family:
 //! `server` (connection and server commands), `strings`, `keys`.
 //!
-//! Read-modify-write commands (INCR, APPEND, EXPIRE, RENAME…) are optimistic:
-//! read the entry, compute, write with a guard on the revision read, retry if
-//! another write got there first. Each write is one log record, so replicas
-//! replay ordinary puts and deletes.
+//! Key commands are parsed by `ops` into ops of the state machine: a write
+//! (SET, INCR, APPEND, EXPIRE, RENAME…) is logged as that op and computed
+//! when applied, so it needs no read first and pipelines with the others; a
+//! read runs the same op on entries read at one instant. `txn` queues
+//! MULTI/EXEC; `server`, `keys` (KEYS, SCAN, RANDOMKEY) and `strings` (LCS)
+//! handle what is not an op.
 
 mod keys;
+mod ops;
 mod server;
 mod strings;
+mod txn;
 mod util;
 
 use bytes::Bytes;
@@ -22,7 +26,8 @@ use bytes::Bytes;
 use super::Shared;
 use super::frame::Reply;
 use crate::error::Error;
-use crate::store::{Command, Outcome};
+use crate::store::redis_op::{self, Keyspace, RedisCommand, RedisOp, SetExpiry};
+use crate::store::{Command, Entry, Guard, Op, Outcome};
 
 pub use util::store_error;
 
@@ -34,9 +39,10 @@ pub struct Session {
     pub authenticated: bool,
     /// Set by QUIT: close after this reply.
     pub quit: bool,
-    /// SCAN cursors handed out on this connection: cursor number → last key.
-    pub scan_cursors: Vec<(u64, Bytes)>,
-    pub next_cursor: u64,
+    /// Commands queued since MULTI, until EXEC or DISCARD.
+    pub transaction: Option<txn::Transaction>,
+    /// WATCHed keys and the revision (or absence) each had when watched.
+    pub watched: Vec<(Bytes, Guard)>,
     /// Reads on a cluster replica: linearizable unless READONLY was sent.
     pub consistency: crate::node::Consistency,
     /// RESP2 until `HELLO 3`.
@@ -50,8 +56,8 @@ impl Session {
             name: None,
             authenticated,
             quit: false,
-            scan_cursors: Vec::new(),
-            next_cursor: 1,
+            transaction: None,
+            watched: Vec::new(),
             consistency: crate::node::Consistency::Linearizable,
             protocol: crate::resp::Protocol::Resp2,
         }
@@ -71,6 +77,8 @@ pub enum Finish {
     Changed,
     /// 1 if the write applied, 0 if a guard refused it (SETNX, MSETNX).
     Applied,
+    /// The answer of the Redis command's only op.
+    Answer,
 }
 
 impl Finish {
@@ -84,12 +92,14 @@ impl Finish {
                 .map_or(Reply::Null, |entry| Reply::Bulk(entry.value)),
             Finish::Changed => Reply::Integer(i64::from(outcome.changed)),
             Finish::Applied => Reply::Integer(i64::from(outcome.succeeded)),
+            Finish::Answer => outcome
+                .answers
+                .into_iter()
+                .next()
+                .map_or(Reply::Null, util::answer_reply),
         }
     }
 }
-
-/// A blind write, ready to submit, or the reply that refuses it.
-pub type Planned = Result<(Command, Finish), Reply>;
 
 /// A supported command: Redis's arity (negative: at least that many words,
 /// the name included) and which arguments are keys (first, last, step; last
@@ -147,6 +157,12 @@ pub const SPECS: &[Spec] = &[
     spec("flushdb", -1, true, NO_KEYS),
     spec("flushall", -1, true, NO_KEYS),
     spec("time", 1, false, NO_KEYS),
+    // Transactions.
+    spec("multi", 1, false, NO_KEYS),
+    spec("exec", 1, false, NO_KEYS),
+    spec("discard", 1, false, NO_KEYS),
+    spec("watch", -2, false, ALL_KEYS),
+    spec("unwatch", 1, false, NO_KEYS),
     // Strings.
     spec("get", 2, false, ONE_KEY),
     spec("set", -3, true, ONE_KEY),
@@ -170,6 +186,11 @@ pub const SPECS: &[Spec] = &[
     spec("decrby", 3, true, ONE_KEY),
     spec("incrbyfloat", 3, true, ONE_KEY),
     spec("lcs", -3, false, TWO_KEYS),
+    spec("setbit", 4, true, ONE_KEY),
+    spec("getbit", 3, false, ONE_KEY),
+    spec("bitcount", -2, false, ONE_KEY),
+    spec("bitpos", -3, false, ONE_KEY),
+    spec("bitop", -4, true, (2, -1, 1)),
     // Keys.
     spec("del", -2, true, ALL_KEYS),
     spec("unlink", -2, true, ALL_KEYS),
@@ -198,7 +219,7 @@ pub fn find_spec(name: &str) -> Option<&'static Spec> {
 }
 
 /// Lowercased command name (names are ASCII; anything else is unknown).
-fn command_name(args: &[Bytes]) -> String {
+pub(super) fn command_name(args: &[Bytes]) -> String {
     String::from_utf8_lossy(&args[0]).to_ascii_lowercase()
 }
 
@@ -229,7 +250,11 @@ pub fn wrong_arity(name: &str) -> Reply {
 
 /// The checks every command passes before it runs: it exists, the client is
 /// authenticated (or the command may run before), arity, key lengths.
-fn check(session: &Session, shared: &Shared, args: &[Bytes]) -> Result<&'static Spec, Reply> {
+pub(super) fn check(
+    session: &Session,
+    shared: &Shared,
+    args: &[Bytes],
+) -> Result<&'static Spec, Reply> {
     let name = command_name(args);
     let spec = find_spec(&name);
     if !session.authenticated && !matches!(name.as_str(), "auth" | "hello" | "quit") {
@@ -272,26 +297,163 @@ pub enum Plan {
     Write(Command, Finish),
     /// Answer this at once (a refusal: arity, auth, unknown command…).
     Reply(Reply),
+    /// Wait for earlier writes, then run this read op ([`read`]).
+    Read(RedisOp),
     /// Wait for earlier writes, then [`execute`] it.
     Execute(&'static Spec),
 }
 
-/// Decides how to run a request: blind writes (SET, MSET, DEL…) become a
-/// store command the connection can pipeline into one group commit.
-pub fn plan(session: &Session, shared: &Shared, args: &[Bytes]) -> Plan {
+/// The limits op parsing checks, from the server's configuration.
+pub(super) fn op_limits(shared: &Shared) -> ops::OpLimits {
+    ops::OpLimits {
+        max_value_bytes: shared.config.limits.max_bulk_bytes as u64,
+    }
+}
+
+/// Decides how to run a request: a write becomes a store command the
+/// connection can pipeline into one group commit, a read an op to run on the
+/// current entries; inside MULTI the request is queued instead.
+pub fn plan(session: &mut Session, shared: &Shared, args: &[Bytes]) -> Plan {
+    if session.transaction.is_some() {
+        return txn::queue(session, shared, args);
+    }
     let spec = match check(session, shared, args) {
         Ok(spec) => spec,
         Err(reply) => return Plan::Reply(reply),
     };
-    let blind = match spec.name {
-        "del" | "unlink" => Some(Ok(keys::plan_delete(args))),
-        name if spec.write => strings::plan(name, args),
-        _ => None,
-    };
-    match blind {
-        Some(Ok((command, finish))) => Plan::Write(command, finish),
+    match ops::parse(spec.name, args, op_limits(shared)) {
         Some(Err(reply)) => Plan::Reply(reply),
+        Some(Ok(op)) if op.writes() => {
+            let (command, finish) = write_command(op);
+            Plan::Write(command, finish)
+        }
+        Some(Ok(op)) => Plan::Read(op),
         None => Plan::Execute(spec),
+    }
+}
+
+/// The store command for a write op. The commonest writes (SET, DEL, MSET,
+/// GETDEL) keep the plain put/delete records, which are smaller and need no
+/// op to run; everything else is logged as its op.
+fn write_command(op: RedisOp) -> (Command, Finish) {
+    match op {
+        RedisOp::Set {
+            key,
+            value,
+            expiry: expiry @ (SetExpiry::Clear | SetExpiry::At(_)),
+            condition,
+            get,
+        } => {
+            let finish = match (get, condition) {
+                (true, _) => Finish::Previous,
+                (false, Guard::None) => Finish::Ok,
+                (false, _) => Finish::OkOrNull,
+            };
+            let expires_at_ms = match expiry {
+                SetExpiry::At(at) => at,
+                _ => 0,
+            };
+            let command = Command::Put {
+                key,
+                value,
+                expires_at_ms,
+                guard: condition,
+            };
+            (command, finish)
+        }
+        RedisOp::Del { mut keys } if keys.len() == 1 => {
+            let key = keys.remove(0);
+            (Command::delete(key), Finish::Changed)
+        }
+        RedisOp::Del { keys } => {
+            let ops = keys.into_iter().map(|key| Op::Delete { key }).collect();
+            let command = Command::Txn {
+                guards: Vec::new(),
+                ops,
+            };
+            (command, Finish::Changed)
+        }
+        RedisOp::GetDel { key } => (Command::delete(key), Finish::Previous),
+        RedisOp::MSet {
+            pairs,
+            only_if_none_exist,
+        } => {
+            let guards = match only_if_none_exist {
+                true => pairs
+                    .iter()
+                    .map(|(key, _)| (key.clone(), Guard::Absent))
+                    .collect(),
+                false => Vec::new(),
+            };
+            let ops = pairs
+                .into_iter()
+                .map(|(key, value)| Op::Put {
+                    key,
+                    value,
+                    expires_at_ms: 0,
+                })
+                .collect();
+            let finish = match only_if_none_exist {
+                true => Finish::Applied,
+                false => Finish::Ok,
+            };
+            (Command::Txn { guards, ops }, finish)
+        }
+        op => {
+            let command = Command::Redis(RedisCommand {
+                db: 0,
+                guards: Vec::new(),
+                ops: vec![op],
+            });
+            (command, Finish::Answer)
+        }
+    }
+}
+
+/// Runs a read op on its keys' entries, all read at one instant.
+pub fn read(shared: &Shared, op: RedisOp) -> Reply {
+    let keys: Vec<Bytes> = op.keys().into_iter().cloned().collect();
+    let entries = shared.store.get_entries(&keys);
+    let mut view = ReadView {
+        entries: keys.into_iter().zip(entries).collect(),
+        len: match op {
+            RedisOp::DbSize => shared.store.live_len(),
+            _ => 0,
+        },
+    };
+    util::answer_reply(redis_op::run(&mut view, op, crate::store::now_ms()))
+}
+
+/// The entries a read op looks at, fetched before it runs.
+struct ReadView {
+    entries: Vec<(Bytes, Option<Entry>)>,
+    len: usize,
+}
+
+impl Keyspace for ReadView {
+    fn live(&self, key: &[u8]) -> Option<&Entry> {
+        self.entries
+            .iter()
+            .find(|(fetched, _)| fetched == key)
+            .and_then(|(_, entry)| entry.as_ref())
+    }
+
+    // A read op never writes; these exist only to satisfy the trait.
+    fn put(&mut self, _: &[u8], _: Bytes, _: u64) {
+        debug_assert!(false, "a read op wrote");
+    }
+
+    fn remove(&mut self, _: &[u8]) -> bool {
+        debug_assert!(false, "a read op wrote");
+        false
+    }
+
+    fn clear(&mut self) {
+        debug_assert!(false, "a read op wrote");
+    }
+
+    fn key_count(&self) -> usize {
+        self.len
     }
 }
 
@@ -305,10 +467,9 @@ pub fn looks_like_http(args: &[Bytes]) -> bool {
 }
 
 /// Whether a command reads the keyspace (and so needs a read barrier on a
-/// cluster replica): everything but the connection and server commands, and
-/// DBSIZE.
+/// cluster replica): everything but the connection and server commands.
 pub fn reads_keys(spec: &Spec) -> bool {
-    !server::handles(spec.name) || spec.name == "dbsize"
+    !server::handles(spec.name)
 }
 
 /// Runs a request [`plan`] sent here to its reply.
@@ -320,7 +481,8 @@ pub async fn execute(
 ) -> Reply {
     let result = match spec.name {
         name if server::handles(name) => server::run(session, shared, name, args).await,
-        name if keys::handles(name) => keys::run(session, shared, name, args).await,
+        name if txn::handles(name) => txn::run(session, shared, name, args).await,
+        name if keys::handles(name) => keys::run(shared, name, args).await,
         name => strings::run(shared, name, args).await,
     };
     result.unwrap_or_else(|reply| reply)

@@ -5,7 +5,6 @@
 use crate::node::Consistency;
 use crate::resp::Protocol;
 use std::fmt::Write as _;
-use std::ops::Bound;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
@@ -14,7 +13,6 @@ use super::super::Shared;
 use super::super::frame::Reply;
 use super::util::{glob_match, integer_arg, is, syntax_error};
 use super::{CommandResult, SPECS, Session, Spec, find_spec, wrong_arity};
-use crate::store::{Command, Op};
 
 /// The Redis version walrus answers as: clients gate features on it.
 pub const REDIS_VERSION: &str = "7.0.0";
@@ -42,9 +40,6 @@ pub fn handles(name: &str) -> bool {
             | "command"
             | "config"
             | "info"
-            | "dbsize"
-            | "flushdb"
-            | "flushall"
             | "time"
     )
 }
@@ -90,8 +85,6 @@ pub async fn run(
         "command" => command(args),
         "config" => config(shared, args),
         "info" => Ok(Reply::Verbatim(info(shared, args.get(1)))),
-        "dbsize" => Ok(Reply::Integer(shared.store.live_len() as i64)),
-        "flushdb" | "flushall" => flush(shared, args).await,
         "time" => Ok(time()),
         _ => Err(Reply::err(format!("command '{name}' is not implemented"))),
     }
@@ -123,7 +116,7 @@ fn auth(session: &mut Session, shared: &Shared, args: &[Bytes]) -> CommandResult
 /// HELLO [protover [AUTH user pass] [SETNAME name]]: RESP2 only.
 fn hello(session: &mut Session, shared: &Shared, args: &[Bytes]) -> CommandResult {
     if let Some(version) = args.get(1) {
-        let version = super::util::parse_i64(version)
+        let version = crate::store::number::parse_i64(version)
             .ok_or_else(|| Reply::err("Protocol version is not an integer or out of range"))?;
         if version != 2 && version != 3 {
             return Err(Reply::Error("NOPROTO unsupported protocol version".into()));
@@ -160,7 +153,7 @@ fn hello(session: &mut Session, shared: &Shared, args: &[Bytes]) -> CommandResul
     // The switch applies from this reply on, as in Redis.
     match args
         .get(1)
-        .and_then(|version| super::util::parse_i64(version))
+        .and_then(|version| crate::store::number::parse_i64(version))
     {
         Some(3) => session.protocol = Protocol::Resp3,
         Some(2) => session.protocol = Protocol::Resp2,
@@ -403,33 +396,6 @@ fn info(shared: &Shared, section: Option<&Bytes>) -> String {
         }
     }
     text
-}
-
-/// FLUSHDB/FLUSHALL [ASYNC|SYNC]: deletes every key, a page per record (so
-/// not atomically: writes racing a flush may survive it).
-async fn flush(shared: &Shared, args: &[Bytes]) -> CommandResult {
-    match &args[1..] {
-        [] => {}
-        [mode] if is(mode, "async") || is(mode, "sync") => {}
-        _ => return Err(syntax_error()),
-    }
-    loop {
-        let page = shared.store.range(Bound::Unbounded, b"", 1000);
-        if page.is_empty() {
-            return Ok(Reply::ok());
-        }
-        let ops = page
-            .into_iter()
-            .map(|(key, _)| Op::Delete { key })
-            .collect();
-        shared
-            .store
-            .submit(Command::Txn {
-                guards: Vec::new(),
-                ops,
-            })
-            .await?;
-    }
 }
 
 fn time() -> Reply {

@@ -1,15 +1,26 @@
 //! What several command families share: Redis's number parsing and error
-//! texts, the optimistic read-modify-write loop, and glob patterns.
+//! texts, op answers as replies, and glob patterns.
 
-use bytes::Bytes;
-
-use super::super::Shared;
 use super::super::frame::Reply;
 use crate::error::Error;
-use crate::store::{Command, Entry, Guard};
+use crate::store::number::parse_i64;
+use crate::store::redis_op::{Answer, NOT_AN_INTEGER};
 
-pub const NOT_AN_INTEGER: &str = "value is not an integer or out of range";
 pub const SYNTAX_ERROR: &str = "syntax error";
+
+/// An op's answer as the reply Redis gives.
+pub fn answer_reply(answer: Answer) -> Reply {
+    match answer {
+        Answer::Ok => Reply::ok(),
+        Answer::Null => Reply::Null,
+        Answer::Integer(number) => Reply::Integer(number),
+        Answer::Bulk(bytes) => Reply::Bulk(bytes),
+        Answer::Type { exists: true } => Reply::Simple("string"),
+        Answer::Type { exists: false } => Reply::Simple("none"),
+        Answer::Array(items) => Reply::Array(items.into_iter().map(answer_reply).collect()),
+        Answer::Error(text) => Reply::err(text),
+    }
+}
 
 /// A store failure as a reply. The client cannot fix these, so they carry no
 /// Redis error code of their own.
@@ -30,46 +41,9 @@ pub fn syntax_error() -> Reply {
     Reply::err(SYNTAX_ERROR)
 }
 
-/// An integer as Redis's `string2ll` reads it: optional `-`, no `+`, no
-/// spaces, no leading zeros, within `i64`.
-pub fn parse_i64(bytes: &[u8]) -> Option<i64> {
-    let digits = bytes.strip_prefix(b"-").unwrap_or(bytes);
-    let plain = !digits.is_empty()
-        && digits.len() <= 20
-        && digits.iter().all(u8::is_ascii_digit)
-        && (digits[0] != b'0' || bytes == b"0");
-    if !plain {
-        return None;
-    }
-    std::str::from_utf8(bytes).ok()?.parse().ok()
-}
-
 /// An integer argument, or Redis's reply for one that is not.
 pub fn integer_arg(bytes: &[u8]) -> Result<i64, Reply> {
     parse_i64(bytes).ok_or_else(not_an_integer)
-}
-
-/// A float as `strtold` reads it, refusing NaN and infinities and spaces.
-pub fn parse_f64(bytes: &[u8]) -> Option<f64> {
-    let text = std::str::from_utf8(bytes).ok()?;
-    if text.is_empty() || text.trim() != text {
-        return None;
-    }
-    let lower = text.to_ascii_lowercase();
-    if lower.contains("nan") || lower.contains("inf") {
-        return None;
-    }
-    text.parse::<f64>().ok().filter(|value| value.is_finite())
-}
-
-/// Formats a float as INCRBYFLOAT replies it: shortest round-trip decimal,
-/// no exponent, no trailing `.0`.
-pub fn format_f64(value: f64) -> String {
-    let text = format!("{value}");
-    match text.strip_suffix(".0") {
-        Some(integer) => integer.to_string(),
-        None => text,
-    }
 }
 
 /// How an expiry argument is given: seconds or milliseconds, relative to now
@@ -117,55 +91,6 @@ impl TimeArg {
 /// Whether `text` equals `word`, ignoring ASCII case.
 pub fn is(text: &[u8], word: &str) -> bool {
     text.eq_ignore_ascii_case(word.as_bytes())
-}
-
-/// What a read-modify-write decides after looking at the current entry.
-pub enum Change<T> {
-    /// Write this value with this expiry (0: none), then answer `T`.
-    Put(Bytes, u64, T),
-    /// Remove the key, then answer `T`.
-    Delete(T),
-    /// Write nothing and answer `T`.
-    Keep(T),
-}
-
-/// The optimistic loop: read `key`, let `decide` choose a change, write it
-/// guarded on the revision read (or on absence), retry if another write got in
-/// between. `decide` runs once per attempt and must not have side effects.
-pub async fn update<T>(
-    shared: &Shared,
-    key: &Bytes,
-    mut decide: impl FnMut(Option<&Entry>) -> Result<Change<T>, Reply>,
-) -> Result<T, Reply> {
-    loop {
-        let current = shared.store.get_entry(key);
-        let guard = current.as_ref().map_or(Guard::Absent, |entry| {
-            Guard::ModRevision(entry.mod_revision)
-        });
-        let (command, answer) = match decide(current.as_ref())? {
-            Change::Keep(answer) => return Ok(answer),
-            Change::Put(value, expires_at_ms, answer) => (
-                Command::Put {
-                    key: key.clone(),
-                    value,
-                    expires_at_ms,
-                    guard,
-                },
-                answer,
-            ),
-            Change::Delete(answer) => (
-                Command::Delete {
-                    key: key.clone(),
-                    guard,
-                },
-                answer,
-            ),
-        };
-        let outcome = shared.store.submit(command).await?;
-        if outcome.succeeded {
-            return Ok(answer);
-        }
-    }
 }
 
 /// Redis's glob match (`stringmatchlen`): `*`, `?`, `[abc]`, `[^a-z]`, `\x`.
@@ -250,26 +175,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn integers_parse_like_redis() {
-        assert_eq!(parse_i64(b"0"), Some(0));
-        assert_eq!(parse_i64(b"-12"), Some(-12));
-        assert_eq!(parse_i64(b"9223372036854775807"), Some(i64::MAX));
-        assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
-        for bad in [
-            &b"+1"[..],
-            b" 1",
-            b"01",
-            b"1.0",
-            b"",
-            b"-",
-            b"9223372036854775808",
-            b"-0",
-        ] {
-            assert_eq!(parse_i64(bad), None, "{:?}", String::from_utf8_lossy(bad));
-        }
-    }
-
-    #[test]
     fn globs_match_like_redis() {
         assert!(glob_match(b"*", b""));
         assert!(glob_match(b"h?llo", b"hello"));
@@ -284,14 +189,5 @@ mod tests {
         assert!(glob_match(b"a*b*c", b"axxbyyc"));
         let long = vec![b'a'; 4000];
         assert!(!glob_match(b"*a*a*a*a*a*a*a*a*b", &long));
-    }
-
-    #[test]
-    fn floats_format_without_trailing_zero() {
-        assert_eq!(format_f64(3.0), "3");
-        assert_eq!(format_f64(10.5), "10.5");
-        assert_eq!(parse_f64(b"nan"), None);
-        assert_eq!(parse_f64(b" 1"), None);
-        assert_eq!(parse_f64(b"5.0e3"), Some(5000.0));
     }
 }

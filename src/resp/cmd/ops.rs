@@ -1,0 +1,409 @@
+//! Commands the state machine runs: a request's arguments parsed into a
+//! [`RedisOp`] (see `store::redis_op`).
+//!
+//! Parsing checks everything that does not depend on the keyspace (numbers,
+//! options, limits), so a bad request is refused here without a log record;
+//! what depends on the keyspace (a value that is not an integer, a missing
+//! key for RENAME) is the op's answer. Times given relative to now become
+//! absolute here, so every replica applies the same expiry.
+
+use bytes::Bytes;
+
+use super::super::frame::Reply;
+use super::util::{TimeArg, integer_arg, is, syntax_error};
+use super::wrong_arity;
+use crate::store::Guard;
+use crate::store::number::parse_f64;
+use crate::store::redis_op::{
+    BitOperation, BitRange, ExpireFlags, GetExAction, RedisOp, SetExpiry, TtlKind,
+};
+
+/// The limits parsing checks against.
+#[derive(Debug, Clone, Copy)]
+pub struct OpLimits {
+    /// Longest value a command may build (`--max-value-bytes`).
+    pub max_value_bytes: u64,
+}
+
+/// The op for a command the state machine runs, `None` for one it does not
+/// (connection and server commands, KEYS, SCAN, RANDOMKEY, LCS), or the
+/// reply refusing bad arguments.
+pub fn parse(name: &str, args: &[Bytes], limits: OpLimits) -> Option<Result<RedisOp, Reply>> {
+    let key = || args[1].clone();
+    let keys = || args[1..].to_vec();
+    let max_len = limits.max_value_bytes;
+    Some(Ok(match name {
+        "get" => RedisOp::Get { key: key() },
+        "mget" => RedisOp::MGet { keys: keys() },
+        "strlen" => RedisOp::Strlen { key: key() },
+        "exists" | "touch" => RedisOp::Exists { keys: keys() },
+        "type" => RedisOp::Type { key: key() },
+        "ttl" | "pttl" | "expiretime" | "pexpiretime" => RedisOp::Ttl {
+            key: key(),
+            kind: match name {
+                "ttl" => TtlKind::Seconds,
+                "pttl" => TtlKind::Milliseconds,
+                "expiretime" => TtlKind::ExpireTimeSeconds,
+                _ => TtlKind::ExpireTimeMilliseconds,
+            },
+        },
+        "getrange" | "substr" => return Some(get_range(args)),
+        "dbsize" => RedisOp::DbSize,
+        "set" => return Some(set(args)),
+        // SETNX answers 1 or 0, as MSETNX does for one key.
+        "setnx" => RedisOp::MSet {
+            pairs: vec![(key(), args[2].clone())],
+            only_if_none_exist: true,
+        },
+        "getset" => RedisOp::Set {
+            key: key(),
+            value: args[2].clone(),
+            expiry: SetExpiry::Clear,
+            condition: Guard::None,
+            get: true,
+        },
+        "setex" | "psetex" => return Some(set_ex(name, args)),
+        "mset" | "msetnx" => return Some(mset(name, args)),
+        "del" | "unlink" => RedisOp::Del { keys: keys() },
+        "getdel" => RedisOp::GetDel { key: key() },
+        "getex" => return Some(get_ex(args)),
+        "incr" | "decr" => RedisOp::IncrBy {
+            key: key(),
+            delta: if name == "incr" { 1 } else { -1 },
+        },
+        "incrby" | "decrby" => return Some(increment_by(name, args)),
+        "incrbyfloat" => match parse_f64(&args[2]) {
+            Some(delta) => RedisOp::IncrByFloat { key: key(), delta },
+            None => return Some(Err(Reply::err("value is not a valid float"))),
+        },
+        "append" => RedisOp::Append {
+            key: key(),
+            value: args[2].clone(),
+            max_len,
+        },
+        "setrange" => return Some(set_range(args, max_len)),
+        "expire" | "pexpire" | "expireat" | "pexpireat" => return Some(expire(name, args)),
+        "persist" => RedisOp::Persist { key: key() },
+        "rename" | "renamenx" => RedisOp::Rename {
+            from: key(),
+            to: args[2].clone(),
+            only_if_absent: name == "renamenx",
+        },
+        "copy" => return Some(copy(args)),
+        "setbit" => return Some(set_bit(args, max_len)),
+        "getbit" => match bit_offset(&args[2], max_len) {
+            Ok(offset) => RedisOp::GetBit { key: key(), offset },
+            Err(reply) => return Some(Err(reply)),
+        },
+        "bitcount" => return Some(bit_count(args)),
+        "bitpos" => return Some(bit_pos(args)),
+        "bitop" => return Some(bit_op(args)),
+        "flushdb" | "flushall" => return Some(flush(name, args)),
+        _ => return None,
+    }))
+}
+
+fn get_range(args: &[Bytes]) -> Result<RedisOp, Reply> {
+    Ok(RedisOp::GetRange {
+        key: args[1].clone(),
+        start: integer_arg(&args[2])?,
+        end: integer_arg(&args[3])?,
+    })
+}
+
+fn set(args: &[Bytes]) -> Result<RedisOp, Reply> {
+    let mut condition = Guard::None;
+    let mut get = false;
+    let mut expiry = SetExpiry::Clear;
+    let mut timed = false;
+    let mut index = 3;
+    while index < args.len() {
+        let word = &args[index];
+        if is(word, "nx") && condition != Guard::Present {
+            condition = Guard::Absent;
+        } else if is(word, "xx") && condition != Guard::Absent {
+            condition = Guard::Present;
+        } else if is(word, "get") {
+            get = true;
+        } else if is(word, "keepttl") && !timed {
+            expiry = SetExpiry::Keep;
+        } else if let Some(time) = TimeArg::from_option(word) {
+            match args.get(index + 1) {
+                Some(value) if !timed && expiry != SetExpiry::Keep => {
+                    expiry = SetExpiry::At(time.deadline_ms(value, "set")?);
+                    timed = true;
+                }
+                _ => return Err(syntax_error()),
+            }
+            index += 1;
+        } else {
+            return Err(syntax_error());
+        }
+        index += 1;
+    }
+    Ok(RedisOp::Set {
+        key: args[1].clone(),
+        value: args[2].clone(),
+        expiry,
+        condition,
+        get,
+    })
+}
+
+fn set_ex(name: &str, args: &[Bytes]) -> Result<RedisOp, Reply> {
+    let time = TimeArg {
+        unit_ms: if name == "setex" { 1000 } else { 1 },
+        absolute: false,
+    };
+    Ok(RedisOp::Set {
+        key: args[1].clone(),
+        value: args[3].clone(),
+        expiry: SetExpiry::At(time.deadline_ms(&args[2], name)?),
+        condition: Guard::None,
+        get: false,
+    })
+}
+
+fn mset(name: &str, args: &[Bytes]) -> Result<RedisOp, Reply> {
+    if args.len().is_multiple_of(2) {
+        return Err(wrong_arity(name));
+    }
+    let pairs = args[1..]
+        .chunks_exact(2)
+        .map(|pair| (pair[0].clone(), pair[1].clone()))
+        .collect();
+    Ok(RedisOp::MSet {
+        pairs,
+        only_if_none_exist: name == "msetnx",
+    })
+}
+
+fn get_ex(args: &[Bytes]) -> Result<RedisOp, Reply> {
+    let action = match &args[2..] {
+        [] => GetExAction::Keep,
+        [word] if is(word, "persist") => GetExAction::Persist,
+        [word, value] => match TimeArg::from_option(word) {
+            Some(time) => GetExAction::At(time.deadline_ms(value, "getex")?),
+            None => return Err(syntax_error()),
+        },
+        _ => return Err(syntax_error()),
+    };
+    Ok(RedisOp::GetEx {
+        key: args[1].clone(),
+        action,
+    })
+}
+
+fn increment_by(name: &str, args: &[Bytes]) -> Result<RedisOp, Reply> {
+    let delta = integer_arg(&args[2])?;
+    let delta = if name == "decrby" {
+        delta
+            .checked_neg()
+            .ok_or_else(|| Reply::err("decrement would overflow"))?
+    } else {
+        delta
+    };
+    Ok(RedisOp::IncrBy {
+        key: args[1].clone(),
+        delta,
+    })
+}
+
+fn set_range(args: &[Bytes], max_len: u64) -> Result<RedisOp, Reply> {
+    let offset = integer_arg(&args[2])?;
+    if offset < 0 {
+        return Err(Reply::err("offset is out of range"));
+    }
+    Ok(RedisOp::SetRange {
+        key: args[1].clone(),
+        offset: offset as u64,
+        value: args[3].clone(),
+        max_len,
+    })
+}
+
+fn parse_expire_flags(words: &[Bytes]) -> Result<ExpireFlags, Reply> {
+    let mut flags = ExpireFlags::default();
+    for word in words {
+        match word.to_ascii_lowercase().as_slice() {
+            b"nx" => flags.nx = true,
+            b"xx" => flags.xx = true,
+            b"gt" => flags.gt = true,
+            b"lt" => flags.lt = true,
+            _ => {
+                return Err(Reply::err(format!(
+                    "Unsupported option {}",
+                    String::from_utf8_lossy(word)
+                )));
+            }
+        }
+    }
+    if flags.nx && (flags.xx || flags.gt || flags.lt) {
+        return Err(Reply::err(
+            "NX and XX, GT or LT options at the same time are not compatible",
+        ));
+    }
+    if flags.gt && flags.lt {
+        return Err(Reply::err(
+            "GT and LT options at the same time are not compatible",
+        ));
+    }
+    Ok(flags)
+}
+
+fn expire(name: &str, args: &[Bytes]) -> Result<RedisOp, Reply> {
+    let value = integer_arg(&args[2])?;
+    let flags = parse_expire_flags(&args[3..])?;
+    let unit_ms: i64 = if name.starts_with('p') { 1 } else { 1000 };
+    let base: i64 = if name.ends_with("at") {
+        0
+    } else {
+        crate::store::now_ms() as i64
+    };
+    // As Redis: the time in milliseconds, and then the absolute time, must
+    // each fit in 64 bits.
+    let at_ms = value
+        .checked_mul(unit_ms)
+        .and_then(|ms| ms.checked_add(base))
+        .ok_or_else(|| Reply::err(format!("invalid expire time in '{name}' command")))?;
+    Ok(RedisOp::Expire {
+        key: args[1].clone(),
+        at_ms,
+        flags,
+    })
+}
+
+fn copy(args: &[Bytes]) -> Result<RedisOp, Reply> {
+    let mut replace = false;
+    let mut index = 3;
+    while index < args.len() {
+        if is(&args[index], "replace") {
+            replace = true;
+        } else if is(&args[index], "db") && index + 1 < args.len() {
+            if integer_arg(&args[index + 1])? != 0 {
+                return Err(Reply::err("DB index is out of range"));
+            }
+            index += 1;
+        } else {
+            return Err(syntax_error());
+        }
+        index += 1;
+    }
+    if args[1] == args[2] {
+        return Err(Reply::err("source and destination objects are the same"));
+    }
+    Ok(RedisOp::Copy {
+        from: args[1].clone(),
+        to: args[2].clone(),
+        replace,
+    })
+}
+
+/// A bit offset as SETBIT and GETBIT take it: below 2^32, and inside the
+/// longest value allowed.
+fn bit_offset(arg: &[u8], max_len: u64) -> Result<u64, Reply> {
+    let invalid = || Reply::err("bit offset is not an integer or out of range");
+    let offset = integer_arg(arg).map_err(|_| invalid())?;
+    if offset < 0 || (offset as u64) >> 3 >= max_len || offset as u64 >= 1 << 32 {
+        return Err(invalid());
+    }
+    Ok(offset as u64)
+}
+
+fn set_bit(args: &[Bytes], max_len: u64) -> Result<RedisOp, Reply> {
+    let offset = bit_offset(&args[2], max_len)?;
+    let bit = match args[3].as_ref() {
+        b"0" => false,
+        b"1" => true,
+        _ => return Err(Reply::err("bit is not an integer or out of range")),
+    };
+    Ok(RedisOp::SetBit {
+        key: args[1].clone(),
+        offset,
+        bit,
+    })
+}
+
+/// `[start [end [BYTE|BIT]]]` from `words`; `end_required` for BITCOUNT,
+/// where a start alone is a syntax error.
+fn bit_range(words: &[Bytes], end_required: bool) -> Result<Option<BitRange>, Reply> {
+    let unit = |word: &Bytes| {
+        if is(word, "bit") {
+            Ok(true)
+        } else if is(word, "byte") {
+            Ok(false)
+        } else {
+            Err(syntax_error())
+        }
+    };
+    Ok(match words {
+        [] => None,
+        [_] if end_required => return Err(syntax_error()),
+        [start] => Some(BitRange {
+            start: integer_arg(start)?,
+            end: None,
+            bits: false,
+        }),
+        [start, end] => Some(BitRange {
+            start: integer_arg(start)?,
+            end: Some(integer_arg(end)?),
+            bits: false,
+        }),
+        [start, end, kind] => Some(BitRange {
+            start: integer_arg(start)?,
+            end: Some(integer_arg(end)?),
+            bits: unit(kind)?,
+        }),
+        _ => return Err(syntax_error()),
+    })
+}
+
+fn bit_count(args: &[Bytes]) -> Result<RedisOp, Reply> {
+    Ok(RedisOp::BitCount {
+        key: args[1].clone(),
+        range: bit_range(&args[2..], true)?,
+    })
+}
+
+fn bit_pos(args: &[Bytes]) -> Result<RedisOp, Reply> {
+    let bit = match args[2].as_ref() {
+        b"0" => false,
+        b"1" => true,
+        _ => return Err(Reply::err("The bit argument must be 1 or 0.")),
+    };
+    Ok(RedisOp::BitPos {
+        key: args[1].clone(),
+        bit,
+        range: bit_range(&args[3..], false)?,
+    })
+}
+
+fn bit_op(args: &[Bytes]) -> Result<RedisOp, Reply> {
+    let operation = match args[1].to_ascii_lowercase().as_slice() {
+        b"and" => BitOperation::And,
+        b"or" => BitOperation::Or,
+        b"xor" => BitOperation::Xor,
+        b"not" => BitOperation::Not,
+        _ => return Err(syntax_error()),
+    };
+    let keys = args[3..].to_vec();
+    if operation == BitOperation::Not && keys.len() != 1 {
+        return Err(Reply::err(
+            "BITOP NOT must be called with a single source key.",
+        ));
+    }
+    Ok(RedisOp::BitOp {
+        operation,
+        destination: args[2].clone(),
+        keys,
+    })
+}
+
+fn flush(name: &str, args: &[Bytes]) -> Result<RedisOp, Reply> {
+    match &args[1..] {
+        [] => Ok(RedisOp::Flush),
+        [mode] if is(mode, "async") || is(mode, "sync") => Ok(RedisOp::Flush),
+        _ if args.len() > 2 => Err(wrong_arity(name)),
+        _ => Err(syntax_error()),
+    }
+}

@@ -1,0 +1,170 @@
+//! MULTI / EXEC / DISCARD / WATCH / UNWATCH, with Redis's semantics.
+//!
+//! After MULTI, every command is checked (name, arity, authentication) and
+//! queued; an error there marks the transaction failed, and its EXEC answers
+//! `EXECABORT` having run nothing. EXEC logs the queued ops as one
+//! [`RedisCommand`]: one record, one sync, all at one revision, reads among
+//! them seeing the writes before them. The WATCHed keys travel in the record
+//! as guards on the revision each had when watched, so the state machine
+//! itself refuses the whole command if any changed, expired or was deleted
+//! in between, and EXEC answers a null array.
+//!
+//! Commands that are not ops of the state machine (PING, TIME, KEYS, SCAN,
+//! server commands) are run by the front end after the record is applied, in
+//! their place among the replies; they see the transaction's writes but are
+//! not atomic with it.
+
+use bytes::Bytes;
+
+use super::super::Shared;
+use super::super::frame::Reply;
+use super::util::answer_reply;
+use super::{CommandResult, Plan, Session, Spec, check, command_name, ops};
+use crate::store::Guard;
+use crate::store::redis_op::RedisCommand;
+
+/// A command queued after MULTI.
+#[derive(Debug)]
+pub enum Queued {
+    /// An op of the state machine: its answer comes from the record.
+    Op(crate::store::redis_op::RedisOp),
+    /// Arguments the op parser refused: this is EXEC's reply in its place.
+    Refused(Reply),
+    /// Run by the front end once the record is applied.
+    Local(&'static Spec, Vec<Bytes>),
+}
+
+/// A transaction being queued.
+#[derive(Debug, Default)]
+pub struct Transaction {
+    pub queued: Vec<Queued>,
+    /// A command was refused while queuing: EXEC will abort.
+    pub failed: bool,
+}
+
+pub fn handles(name: &str) -> bool {
+    matches!(name, "multi" | "exec" | "discard" | "watch" | "unwatch")
+}
+
+/// Plans a request that arrives inside MULTI: queued, or refused.
+pub fn queue(session: &mut Session, shared: &Shared, args: &[Bytes]) -> Plan {
+    let name = command_name(args);
+    let refusal = match name.as_str() {
+        "multi" => Some("MULTI calls can not be nested"),
+        "watch" => Some("WATCH inside MULTI is not allowed"),
+        _ => None,
+    };
+    if let Some(text) = refusal {
+        return Plan::Reply(Reply::err(text));
+    }
+    let spec = match check(session, shared, args) {
+        Ok(spec) => spec,
+        Err(reply) => {
+            if let Some(transaction) = &mut session.transaction {
+                transaction.failed = true;
+            }
+            return Plan::Reply(reply);
+        }
+    };
+    if matches!(spec.name, "exec" | "discard") {
+        return Plan::Execute(spec);
+    }
+    let queued = match ops::parse(spec.name, args, super::op_limits(shared)) {
+        Some(Ok(op)) => Queued::Op(op),
+        Some(Err(reply)) => Queued::Refused(reply),
+        None => Queued::Local(spec, args.to_vec()),
+    };
+    if let Some(transaction) = &mut session.transaction {
+        transaction.queued.push(queued);
+    }
+    Plan::Reply(Reply::Simple("QUEUED"))
+}
+
+pub async fn run(
+    session: &mut Session,
+    shared: &Shared,
+    name: &str,
+    args: &[Bytes],
+) -> CommandResult {
+    match name {
+        "multi" => {
+            session.transaction = Some(Transaction::default());
+            Ok(Reply::ok())
+        }
+        "discard" => match session.transaction.take() {
+            Some(_) => {
+                session.watched.clear();
+                Ok(Reply::ok())
+            }
+            None => Err(Reply::err("DISCARD without MULTI")),
+        },
+        "watch" => {
+            watch(session, shared, &args[1..]);
+            Ok(Reply::ok())
+        }
+        "unwatch" => {
+            session.watched.clear();
+            Ok(Reply::ok())
+        }
+        _ => exec(session, shared).await,
+    }
+}
+
+/// Remembers each key's revision (or absence) the first time it is watched.
+fn watch(session: &mut Session, shared: &Shared, keys: &[Bytes]) {
+    let entries = shared.store.get_entries(keys);
+    for (key, entry) in keys.iter().zip(entries) {
+        if session.watched.iter().any(|(watched, _)| watched == key) {
+            continue;
+        }
+        let guard = entry.map_or(Guard::Absent, |entry| {
+            Guard::ModRevision(entry.mod_revision)
+        });
+        session.watched.push((key.clone(), guard));
+    }
+}
+
+async fn exec(session: &mut Session, shared: &Shared) -> CommandResult {
+    let Some(transaction) = session.transaction.take() else {
+        return Err(Reply::err("EXEC without MULTI"));
+    };
+    let guards = std::mem::take(&mut session.watched);
+    if transaction.failed {
+        return Err(Reply::Error(
+            "EXECABORT Transaction discarded because of previous errors.".into(),
+        ));
+    }
+    // Cloning an op copies only reference-counted handles to its bytes.
+    let ops: Vec<_> = transaction
+        .queued
+        .iter()
+        .filter_map(|item| match item {
+            Queued::Op(op) => Some(op.clone()),
+            _ => None,
+        })
+        .collect();
+    let mut answers = Vec::new().into_iter();
+    if !ops.is_empty() || !guards.is_empty() {
+        let command = RedisCommand { db: 0, guards, ops };
+        let outcome = shared
+            .store
+            .submit(crate::store::Command::Redis(command))
+            .await?;
+        if !outcome.succeeded {
+            return Ok(Reply::NullArray);
+        }
+        answers = outcome.answers.into_iter();
+    }
+    let mut replies = Vec::with_capacity(transaction.queued.len());
+    for item in transaction.queued {
+        let reply = match item {
+            Queued::Op(_) => answers.next().map_or(Reply::Null, answer_reply),
+            Queued::Refused(reply) => reply,
+            Queued::Local(spec, args) => {
+                Box::pin(super::execute(session, shared, spec, &args)).await
+            }
+        };
+        replies.push(reply);
+    }
+    Ok(Reply::Array(replies))
+}

@@ -1,0 +1,944 @@
+//! Redis commands as operations of the state machine.
+//!
+//! A read-modify-write command (INCR, APPEND, SETRANGE, EXPIRE, RENAME, the
+//! bit commands…) is logged as what it is, not as the value a front end
+//! computed from a read: the state machine reads, computes and writes in one
+//! step when it applies the record. So a hot-key INCR costs one append and no
+//! retry, many of them batch into one sync, and in a cluster it replicates as
+//! one entry. A MULTI/EXEC transaction is one [`RedisCommand`]: its guards are
+//! the WATCHed keys as they were, its ops run in order at one revision, and
+//! reads among them see the writes before them.
+//!
+//! Invariant: running an op depends only on the keyspace, the op and the
+//! command's issue time (`now_ms`). Anything else a result depends on (a size
+//! limit, an absolute expiry computed from a relative one) is in the op, so
+//! every replica computes the same answer.
+
+use bytes::{Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+
+use super::command::Guard;
+use super::number::{format_f64, parse_f64, parse_i64};
+use super::state::Entry;
+
+pub const NOT_AN_INTEGER: &str = "value is not an integer or out of range";
+pub const TOO_BIG: &str = "string exceeds maximum allowed size (proto-max-bulk-len)";
+
+/// One logged Redis command: a single command, or a whole MULTI/EXEC.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RedisCommand {
+    /// The database (`SELECT`) the ops address.
+    pub db: u8,
+    /// WATCHed keys as they were when watched; if any changed, nothing runs.
+    pub guards: Vec<(Bytes, Guard)>,
+    pub ops: Vec<RedisOp>,
+}
+
+/// How SET treats the key's time to live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SetExpiry {
+    /// No expiry (plain SET clears it).
+    Clear,
+    /// Expire at this Unix time in milliseconds.
+    At(u64),
+    /// KEEPTTL.
+    Keep,
+}
+
+/// What GETEX does besides returning the value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GetExAction {
+    Keep,
+    Persist,
+    At(u64),
+}
+
+/// EXPIRE's NX/XX/GT/LT flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ExpireFlags {
+    pub nx: bool,
+    pub xx: bool,
+    pub gt: bool,
+    pub lt: bool,
+}
+
+impl ExpireFlags {
+    /// Whether the flags let an expiry at `new_ms` replace `current_ms` (0:
+    /// none); a key without a TTL counts as an infinite one for GT and LT.
+    fn allow(self, current_ms: u64, new_ms: i64) -> bool {
+        let has_ttl = current_ms != 0;
+        let current = current_ms as i64;
+        !((self.nx && has_ttl)
+            || (self.xx && !has_ttl)
+            || (self.gt && (!has_ttl || new_ms <= current))
+            || (self.lt && has_ttl && new_ms >= current))
+    }
+}
+
+/// Which time TTL-family reads report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TtlKind {
+    Seconds,
+    Milliseconds,
+    ExpireTimeSeconds,
+    ExpireTimeMilliseconds,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BitOperation {
+    And,
+    Or,
+    Xor,
+    Not,
+}
+
+/// A range for BITCOUNT and BITPOS: Redis's inclusive indexes, negative from
+/// the end, in bytes or (BIT) in bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BitRange {
+    pub start: i64,
+    pub end: Option<i64>,
+    pub bits: bool,
+}
+
+/// One command's effect on the keyspace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum RedisOp {
+    Set {
+        key: Bytes,
+        value: Bytes,
+        expiry: SetExpiry,
+        /// `Guard::Absent` for NX, `Guard::Present` for XX.
+        condition: Guard,
+        /// SET … GET: answer the old value.
+        get: bool,
+    },
+    MSet {
+        pairs: Vec<(Bytes, Bytes)>,
+        /// MSETNX: set nothing if any key exists.
+        only_if_none_exist: bool,
+    },
+    Del {
+        keys: Vec<Bytes>,
+    },
+    IncrBy {
+        key: Bytes,
+        delta: i64,
+    },
+    IncrByFloat {
+        key: Bytes,
+        delta: f64,
+    },
+    Append {
+        key: Bytes,
+        value: Bytes,
+        max_len: u64,
+    },
+    SetRange {
+        key: Bytes,
+        offset: u64,
+        value: Bytes,
+        max_len: u64,
+    },
+    GetDel {
+        key: Bytes,
+    },
+    GetEx {
+        key: Bytes,
+        action: GetExAction,
+    },
+    /// EXPIRE and friends, at an absolute time (which may be in the past).
+    Expire {
+        key: Bytes,
+        at_ms: i64,
+        flags: ExpireFlags,
+    },
+    Persist {
+        key: Bytes,
+    },
+    Rename {
+        from: Bytes,
+        to: Bytes,
+        only_if_absent: bool,
+    },
+    Copy {
+        from: Bytes,
+        to: Bytes,
+        replace: bool,
+    },
+    SetBit {
+        key: Bytes,
+        offset: u64,
+        bit: bool,
+    },
+    BitOp {
+        operation: BitOperation,
+        destination: Bytes,
+        keys: Vec<Bytes>,
+    },
+    /// FLUSHDB / FLUSHALL.
+    Flush,
+    Get {
+        key: Bytes,
+    },
+    MGet {
+        keys: Vec<Bytes>,
+    },
+    Strlen {
+        key: Bytes,
+    },
+    Exists {
+        keys: Vec<Bytes>,
+    },
+    Type {
+        key: Bytes,
+    },
+    Ttl {
+        key: Bytes,
+        kind: TtlKind,
+    },
+    GetRange {
+        key: Bytes,
+        start: i64,
+        end: i64,
+    },
+    GetBit {
+        key: Bytes,
+        offset: u64,
+    },
+    BitCount {
+        key: Bytes,
+        range: Option<BitRange>,
+    },
+    BitPos {
+        key: Bytes,
+        bit: bool,
+        range: Option<BitRange>,
+    },
+    DbSize,
+}
+
+impl RedisOp {
+    /// The op's name, for logs and dumps.
+    pub fn name(&self) -> &'static str {
+        match self {
+            RedisOp::Set { .. } => "SET",
+            RedisOp::MSet { .. } => "MSET",
+            RedisOp::Del { .. } => "DEL",
+            RedisOp::IncrBy { .. } => "INCRBY",
+            RedisOp::IncrByFloat { .. } => "INCRBYFLOAT",
+            RedisOp::Append { .. } => "APPEND",
+            RedisOp::SetRange { .. } => "SETRANGE",
+            RedisOp::GetDel { .. } => "GETDEL",
+            RedisOp::GetEx { .. } => "GETEX",
+            RedisOp::Expire { .. } => "EXPIRE",
+            RedisOp::Persist { .. } => "PERSIST",
+            RedisOp::Rename { .. } => "RENAME",
+            RedisOp::Copy { .. } => "COPY",
+            RedisOp::SetBit { .. } => "SETBIT",
+            RedisOp::BitOp { .. } => "BITOP",
+            RedisOp::Flush => "FLUSH",
+            RedisOp::Get { .. } => "GET",
+            RedisOp::MGet { .. } => "MGET",
+            RedisOp::Strlen { .. } => "STRLEN",
+            RedisOp::Exists { .. } => "EXISTS",
+            RedisOp::Type { .. } => "TYPE",
+            RedisOp::Ttl { .. } => "TTL",
+            RedisOp::GetRange { .. } => "GETRANGE",
+            RedisOp::GetBit { .. } => "GETBIT",
+            RedisOp::BitCount { .. } => "BITCOUNT",
+            RedisOp::BitPos { .. } => "BITPOS",
+            RedisOp::DbSize => "DBSIZE",
+        }
+    }
+
+    /// Bytes of keys and values carried, for record limits.
+    pub fn data_bytes(&self) -> usize {
+        let values = match self {
+            RedisOp::Set { value, .. }
+            | RedisOp::Append { value, .. }
+            | RedisOp::SetRange { value, .. } => value.len(),
+            RedisOp::MSet { pairs, .. } => pairs.iter().map(|(_, value)| value.len()).sum(),
+            _ => 0,
+        };
+        values + self.keys().iter().map(|key| key.len()).sum::<usize>()
+    }
+
+    /// The keys the op reads or writes.
+    pub fn keys(&self) -> Vec<&Bytes> {
+        match self {
+            RedisOp::MSet { pairs, .. } => pairs.iter().map(|(key, _)| key).collect(),
+            RedisOp::Del { keys } | RedisOp::MGet { keys } | RedisOp::Exists { keys } => {
+                keys.iter().collect()
+            }
+            RedisOp::Rename { from, to, .. } | RedisOp::Copy { from, to, .. } => vec![from, to],
+            RedisOp::BitOp {
+                destination, keys, ..
+            } => std::iter::once(destination).chain(keys).collect(),
+            RedisOp::Flush | RedisOp::DbSize => Vec::new(),
+            RedisOp::Set { key, .. }
+            | RedisOp::Append { key, .. }
+            | RedisOp::SetRange { key, .. }
+            | RedisOp::IncrBy { key, .. }
+            | RedisOp::IncrByFloat { key, .. }
+            | RedisOp::GetDel { key }
+            | RedisOp::GetEx { key, .. }
+            | RedisOp::Expire { key, .. }
+            | RedisOp::Persist { key }
+            | RedisOp::SetBit { key, .. }
+            | RedisOp::Get { key }
+            | RedisOp::Strlen { key }
+            | RedisOp::Type { key }
+            | RedisOp::Ttl { key, .. }
+            | RedisOp::GetRange { key, .. }
+            | RedisOp::GetBit { key, .. }
+            | RedisOp::BitCount { key, .. }
+            | RedisOp::BitPos { key, .. } => vec![key],
+        }
+    }
+
+    /// Whether the op can change the keyspace (a transaction of reads only
+    /// still goes through the log, to be ordered with writes).
+    pub fn writes(&self) -> bool {
+        !matches!(
+            self,
+            RedisOp::Get { .. }
+                | RedisOp::MGet { .. }
+                | RedisOp::Strlen { .. }
+                | RedisOp::Exists { .. }
+                | RedisOp::Type { .. }
+                | RedisOp::Ttl { .. }
+                | RedisOp::GetRange { .. }
+                | RedisOp::GetBit { .. }
+                | RedisOp::BitCount { .. }
+                | RedisOp::BitPos { .. }
+                | RedisOp::DbSize
+        )
+    }
+}
+
+/// An op's result, as the front end turns it into a reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Answer {
+    Ok,
+    Null,
+    Integer(i64),
+    Bulk(Bytes),
+    /// TYPE's answer: `string` when the key exists, `none` otherwise.
+    Type {
+        exists: bool,
+    },
+    Array(Vec<Answer>),
+    /// A runtime error (the text after `ERR `); the op changed nothing.
+    Error(String),
+}
+
+/// The keyspace as an op sees it: live entries at the command's time, and
+/// writes that take the command's revision.
+pub trait Keyspace {
+    fn live(&self, key: &[u8]) -> Option<&Entry>;
+    /// Sets `key`; its revision is the command's.
+    fn put(&mut self, key: &[u8], value: Bytes, expires_at_ms: u64);
+    /// Removes `key` (live or expired); true if it was live.
+    fn remove(&mut self, key: &[u8]) -> bool;
+    /// Removes every key.
+    fn clear(&mut self);
+    /// Live keys (DBSIZE).
+    fn key_count(&self) -> usize;
+}
+
+fn expiry_of(entry: Option<&Entry>) -> u64 {
+    entry.map_or(0, |entry| entry.expires_at_ms)
+}
+
+fn value_of(keyspace: &dyn Keyspace, key: &[u8]) -> Bytes {
+    keyspace
+        .live(key)
+        .map(|entry| entry.value.clone())
+        .unwrap_or_default()
+}
+
+fn bulk_or_null(entry: Option<&Entry>) -> Answer {
+    entry.map_or(Answer::Null, |entry| Answer::Bulk(entry.value.clone()))
+}
+
+fn error(text: &str) -> Answer {
+    Answer::Error(text.to_string())
+}
+
+/// Runs one op against the keyspace at time `now_ms`.
+pub fn run(keyspace: &mut dyn Keyspace, op: RedisOp, now_ms: u64) -> Answer {
+    match op {
+        RedisOp::Set {
+            key,
+            value,
+            expiry,
+            condition,
+            get,
+        } => {
+            let current = keyspace.live(&key);
+            let old = bulk_or_null(current);
+            let expires_at_ms = match expiry {
+                SetExpiry::Clear => 0,
+                SetExpiry::At(at) => at,
+                SetExpiry::Keep => expiry_of(current),
+            };
+            let applies = condition.holds(current);
+            if applies {
+                keyspace.put(&key, value, expires_at_ms);
+            }
+            match (get, applies) {
+                (true, _) => old,
+                (false, true) => Answer::Ok,
+                (false, false) => Answer::Null,
+            }
+        }
+        RedisOp::MSet {
+            pairs,
+            only_if_none_exist,
+        } => {
+            if only_if_none_exist && pairs.iter().any(|(key, _)| keyspace.live(key).is_some()) {
+                return Answer::Integer(0);
+            }
+            for (key, value) in pairs {
+                keyspace.put(&key, value, 0);
+            }
+            match only_if_none_exist {
+                true => Answer::Integer(1),
+                false => Answer::Ok,
+            }
+        }
+        RedisOp::Del { keys } => {
+            let removed = keys.iter().filter(|key| keyspace.remove(key)).count();
+            Answer::Integer(removed as i64)
+        }
+        RedisOp::IncrBy { key, delta } => {
+            let current = keyspace.live(&key);
+            let old = match current {
+                None => 0,
+                Some(entry) => match parse_i64(&entry.value) {
+                    Some(number) => number,
+                    None => return error(NOT_AN_INTEGER),
+                },
+            };
+            let Some(new) = old.checked_add(delta) else {
+                return error("increment or decrement would overflow");
+            };
+            let expires_at_ms = expiry_of(current);
+            keyspace.put(&key, Bytes::from(new.to_string()), expires_at_ms);
+            Answer::Integer(new)
+        }
+        RedisOp::IncrByFloat { key, delta } => {
+            let current = keyspace.live(&key);
+            let old = match current {
+                None => 0.0,
+                Some(entry) => match parse_f64(&entry.value) {
+                    Some(number) => number,
+                    None => return error("value is not a valid float"),
+                },
+            };
+            let new = old + delta;
+            if !new.is_finite() {
+                return error("increment would produce NaN or Infinity");
+            }
+            let text = Bytes::from(format_f64(new));
+            let expires_at_ms = expiry_of(current);
+            keyspace.put(&key, text.clone(), expires_at_ms);
+            Answer::Bulk(text)
+        }
+        RedisOp::Append {
+            key,
+            value,
+            max_len,
+        } => {
+            let current = keyspace.live(&key);
+            let old = current.map_or(&[][..], |entry| &entry.value[..]);
+            let length = old.len() + value.len();
+            if length as u64 > max_len {
+                return error(TOO_BIG);
+            }
+            let mut joined = BytesMut::with_capacity(length);
+            joined.extend_from_slice(old);
+            joined.extend_from_slice(&value);
+            let expires_at_ms = expiry_of(current);
+            keyspace.put(&key, joined.freeze(), expires_at_ms);
+            Answer::Integer(length as i64)
+        }
+        RedisOp::SetRange {
+            key,
+            offset,
+            value,
+            max_len,
+        } => {
+            let current = keyspace.live(&key);
+            let old = current.map_or(&[][..], |entry| &entry.value[..]);
+            if value.is_empty() {
+                return Answer::Integer(old.len() as i64);
+            }
+            let end = offset.saturating_add(value.len() as u64);
+            if end > max_len {
+                return error(TOO_BIG);
+            }
+            let (offset, end) = (offset as usize, end as usize);
+            let mut patched = old.to_vec();
+            if patched.len() < end {
+                patched.resize(end, 0);
+            }
+            patched[offset..end].copy_from_slice(&value);
+            let length = patched.len() as i64;
+            let expires_at_ms = expiry_of(current);
+            keyspace.put(&key, patched.into(), expires_at_ms);
+            Answer::Integer(length)
+        }
+        RedisOp::GetDel { key } => {
+            let old = bulk_or_null(keyspace.live(&key));
+            keyspace.remove(&key);
+            old
+        }
+        RedisOp::GetEx { key, action } => {
+            let Some(entry) = keyspace.live(&key).cloned() else {
+                return Answer::Null;
+            };
+            match action {
+                GetExAction::Keep => {}
+                GetExAction::Persist if entry.expires_at_ms == 0 => {}
+                GetExAction::Persist => keyspace.put(&key, entry.value.clone(), 0),
+                GetExAction::At(at) if at <= now_ms => {
+                    keyspace.remove(&key);
+                }
+                GetExAction::At(at) => keyspace.put(&key, entry.value.clone(), at),
+            }
+            Answer::Bulk(entry.value)
+        }
+        RedisOp::Expire { key, at_ms, flags } => {
+            let Some(entry) = keyspace.live(&key).cloned() else {
+                return Answer::Integer(0);
+            };
+            if !flags.allow(entry.expires_at_ms, at_ms) {
+                return Answer::Integer(0);
+            }
+            if at_ms <= now_ms as i64 {
+                keyspace.remove(&key);
+            } else {
+                keyspace.put(&key, entry.value, at_ms as u64);
+            }
+            Answer::Integer(1)
+        }
+        RedisOp::Persist { key } => match keyspace.live(&key).cloned() {
+            Some(entry) if entry.expires_at_ms != 0 => {
+                keyspace.put(&key, entry.value, 0);
+                Answer::Integer(1)
+            }
+            _ => Answer::Integer(0),
+        },
+        RedisOp::Rename {
+            from,
+            to,
+            only_if_absent,
+        } => {
+            let Some(entry) = keyspace.live(&from).cloned() else {
+                return error("no such key");
+            };
+            let done = |applied: bool| match only_if_absent {
+                true => Answer::Integer(i64::from(applied)),
+                false => Answer::Ok,
+            };
+            if from == to || (only_if_absent && keyspace.live(&to).is_some()) {
+                return done(false);
+            }
+            keyspace.remove(&from);
+            keyspace.put(&to, entry.value, entry.expires_at_ms);
+            done(true)
+        }
+        RedisOp::Copy { from, to, replace } => {
+            let Some(entry) = keyspace.live(&from).cloned() else {
+                return Answer::Integer(0);
+            };
+            if keyspace.live(&to).is_some() && !replace {
+                return Answer::Integer(0);
+            }
+            keyspace.put(&to, entry.value, entry.expires_at_ms);
+            Answer::Integer(1)
+        }
+        RedisOp::SetBit { key, offset, bit } => {
+            let current = keyspace.live(&key);
+            let mut value = current.map_or_else(Vec::new, |entry| entry.value.to_vec());
+            let expires_at_ms = expiry_of(current);
+            let byte = (offset / 8) as usize;
+            let mask = 0x80u8 >> (offset % 8);
+            if value.len() <= byte {
+                value.resize(byte + 1, 0);
+            }
+            let old = value[byte] & mask != 0;
+            if bit {
+                value[byte] |= mask;
+            } else {
+                value[byte] &= !mask;
+            }
+            keyspace.put(&key, value.into(), expires_at_ms);
+            Answer::Integer(i64::from(old))
+        }
+        RedisOp::BitOp {
+            operation,
+            destination,
+            keys,
+        } => {
+            let sources: Vec<Bytes> = keys.iter().map(|key| value_of(keyspace, key)).collect();
+            let result = bit_op(operation, &sources);
+            let length = result.len() as i64;
+            if result.is_empty() {
+                keyspace.remove(&destination);
+            } else {
+                keyspace.put(&destination, result.into(), 0);
+            }
+            Answer::Integer(length)
+        }
+        RedisOp::Flush => {
+            keyspace.clear();
+            Answer::Ok
+        }
+        RedisOp::Get { key } => bulk_or_null(keyspace.live(&key)),
+        RedisOp::MGet { keys } => Answer::Array(
+            keys.iter()
+                .map(|key| bulk_or_null(keyspace.live(key)))
+                .collect(),
+        ),
+        RedisOp::Strlen { key } => Answer::Integer(
+            keyspace
+                .live(&key)
+                .map_or(0, |entry| entry.value.len() as i64),
+        ),
+        RedisOp::Exists { keys } => Answer::Integer(
+            keys.iter()
+                .filter(|key| keyspace.live(key).is_some())
+                .count() as i64,
+        ),
+        RedisOp::Type { key } => Answer::Type {
+            exists: keyspace.live(&key).is_some(),
+        },
+        RedisOp::Ttl { key, kind } => {
+            Answer::Integer(time_to_live(keyspace.live(&key), kind, now_ms))
+        }
+        RedisOp::GetRange { key, start, end } => {
+            Answer::Bulk(get_range(value_of(keyspace, &key), start, end))
+        }
+        RedisOp::GetBit { key, offset } => {
+            let value = value_of(keyspace, &key);
+            let bit = value
+                .get((offset / 8) as usize)
+                .is_some_and(|byte| byte & (0x80 >> (offset % 8)) != 0);
+            Answer::Integer(i64::from(bit))
+        }
+        RedisOp::BitCount { key, range } => {
+            Answer::Integer(bit_count(&value_of(keyspace, &key), range))
+        }
+        RedisOp::BitPos { key, bit, range } => {
+            Answer::Integer(bit_position(&value_of(keyspace, &key), bit, range))
+        }
+        RedisOp::DbSize => Answer::Integer(keyspace.key_count() as i64),
+    }
+}
+
+/// TTL, PTTL, EXPIRETIME, PEXPIRETIME: -2 for a missing key, -1 for one
+/// without an expiry.
+pub fn time_to_live(entry: Option<&Entry>, kind: TtlKind, now_ms: u64) -> i64 {
+    let Some(entry) = entry else {
+        return -2;
+    };
+    if entry.expires_at_ms == 0 {
+        return -1;
+    }
+    let at = entry.expires_at_ms as i64;
+    let remaining = (at - now_ms as i64).max(0);
+    match kind {
+        TtlKind::Seconds => (remaining + 500) / 1000,
+        TtlKind::Milliseconds => remaining,
+        TtlKind::ExpireTimeSeconds => at / 1000,
+        TtlKind::ExpireTimeMilliseconds => at,
+    }
+}
+
+/// GETRANGE's index arithmetic, exactly as Redis 7 does it.
+pub fn get_range(value: Bytes, mut start: i64, mut end: i64) -> Bytes {
+    let length = value.len() as i64;
+    if (start < 0 && end < 0 && start > end) || length == 0 {
+        return Bytes::new();
+    }
+    if start < 0 {
+        start += length;
+    }
+    if end < 0 {
+        end += length;
+        // An end before the first byte selects nothing (Redis 7.2 on).
+        if end < 0 {
+            return Bytes::new();
+        }
+    }
+    start = start.max(0);
+    end = end.min(length - 1);
+    if start > end {
+        return Bytes::new();
+    }
+    value.slice(start as usize..=end as usize)
+}
+
+fn bit_op(operation: BitOperation, sources: &[Bytes]) -> Vec<u8> {
+    let length = sources.iter().map(Bytes::len).max().unwrap_or(0);
+    let byte = |source: &Bytes, index: usize| source.get(index).copied().unwrap_or(0);
+    (0..length)
+        .map(|index| {
+            let mut bytes = sources.iter().map(|source| byte(source, index));
+            let first = bytes.next().unwrap_or(0);
+            match operation {
+                BitOperation::Not => !first,
+                BitOperation::And => bytes.fold(first, |acc, b| acc & b),
+                BitOperation::Or => bytes.fold(first, |acc, b| acc | b),
+                BitOperation::Xor => bytes.fold(first, |acc, b| acc ^ b),
+            }
+        })
+        .collect()
+}
+
+/// Redis's index normalisation for BITCOUNT/BITPOS over `total` units (bytes
+/// or bits): the inclusive range, or `None` when it selects nothing.
+fn normalise(start: i64, end: i64, total: i64) -> Option<(i64, i64)> {
+    let fix = |index: i64| {
+        if index < 0 {
+            (index + total).max(0)
+        } else {
+            index
+        }
+    };
+    let (start, end) = (fix(start), fix(end).min(total - 1));
+    (total > 0 && start <= end).then_some((start, end))
+}
+
+/// The inclusive bit range a [`BitRange`] selects in a value of `length` bytes.
+fn bit_span(range: Option<BitRange>, length: usize) -> Option<(u64, u64)> {
+    let length = length as i64;
+    let Some(range) = range else {
+        return (length > 0).then(|| (0, (length * 8 - 1) as u64));
+    };
+    if range.bits {
+        let end = range.end.unwrap_or(-1);
+        normalise(range.start, end, length * 8).map(|(s, e)| (s as u64, e as u64))
+    } else {
+        let end = range.end.unwrap_or(-1);
+        normalise(range.start, end, length).map(|(s, e)| (s as u64 * 8, e as u64 * 8 + 7))
+    }
+}
+
+fn bit_at(value: &[u8], index: u64) -> bool {
+    value[(index / 8) as usize] & (0x80 >> (index % 8)) != 0
+}
+
+fn bit_count(value: &[u8], range: Option<BitRange>) -> i64 {
+    let Some((first, last)) = bit_span(range, value.len()) else {
+        return 0;
+    };
+    let mut count = 0u64;
+    let mut index = first;
+    while index <= last {
+        if index % 8 == 0 && index + 7 <= last {
+            count += u64::from(value[(index / 8) as usize].count_ones());
+            index += 8;
+        } else {
+            count += u64::from(bit_at(value, index));
+            index += 1;
+        }
+    }
+    count as i64
+}
+
+fn bit_position(value: &[u8], bit: bool, range: Option<BitRange>) -> i64 {
+    if value.is_empty() {
+        return if bit { -1 } else { 0 };
+    }
+    let Some((first, last)) = bit_span(range, value.len()) else {
+        return -1;
+    };
+    let skip = if bit { 0x00 } else { 0xff };
+    let mut index = first;
+    while index <= last {
+        if index % 8 == 0 && index + 7 <= last && value[(index / 8) as usize] == skip {
+            index += 8;
+            continue;
+        }
+        if bit_at(value, index) == bit {
+            return index as i64;
+        }
+        index += 1;
+    }
+    // Looking for a clear bit with no end given: the bits past the value are
+    // clear, so the answer is the first one after it (Redis's rule).
+    let end_given = range.is_some_and(|range| range.end.is_some());
+    if !bit && !end_given {
+        return value.len() as i64 * 8;
+    }
+    -1
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    /// A plain map keyspace: what every op must do, without the state's
+    /// revisions and snapshots.
+    #[derive(Default)]
+    struct MapKeyspace(BTreeMap<Bytes, Entry>);
+
+    impl Keyspace for MapKeyspace {
+        fn live(&self, key: &[u8]) -> Option<&Entry> {
+            self.0.get(key).filter(|entry| entry.is_live(100))
+        }
+        fn put(&mut self, key: &[u8], value: Bytes, expires_at_ms: u64) {
+            let entry = Entry {
+                value,
+                mod_revision: 1,
+                expires_at_ms,
+            };
+            self.0.insert(Bytes::copy_from_slice(key), entry);
+        }
+        fn remove(&mut self, key: &[u8]) -> bool {
+            self.0.remove(key).is_some_and(|entry| entry.is_live(100))
+        }
+        fn clear(&mut self) {
+            self.0.clear();
+        }
+        fn key_count(&self) -> usize {
+            self.0.len()
+        }
+    }
+
+    fn key(text: &str) -> Bytes {
+        Bytes::copy_from_slice(text.as_bytes())
+    }
+
+    fn run_at(keyspace: &mut MapKeyspace, op: RedisOp) -> Answer {
+        run(keyspace, op, 100)
+    }
+
+    #[test]
+    fn counters_keep_the_ttl_and_refuse_what_is_not_a_number() {
+        let mut keyspace = MapKeyspace::default();
+        keyspace.put(b"n", key("41"), 500);
+        let op = RedisOp::IncrBy {
+            key: key("n"),
+            delta: 1,
+        };
+        assert_eq!(run_at(&mut keyspace, op.clone()), Answer::Integer(42));
+        assert_eq!(keyspace.live(b"n").unwrap().expires_at_ms, 500);
+        keyspace.put(b"n", key("x"), 0);
+        assert_eq!(
+            run_at(&mut keyspace, op),
+            Answer::Error(NOT_AN_INTEGER.into())
+        );
+        keyspace.put(b"n", Bytes::from(i64::MAX.to_string()), 0);
+        let overflow = RedisOp::IncrBy {
+            key: key("n"),
+            delta: 1,
+        };
+        assert!(matches!(run_at(&mut keyspace, overflow), Answer::Error(_)));
+        let float = RedisOp::IncrByFloat {
+            key: key("f"),
+            delta: 10.5,
+        };
+        assert_eq!(run_at(&mut keyspace, float), Answer::Bulk(key("10.5")));
+    }
+
+    #[test]
+    fn expired_keys_are_absent_to_every_op() {
+        let mut keyspace = MapKeyspace::default();
+        keyspace.put(b"old", key("v"), 50);
+        let set_nx = RedisOp::Set {
+            key: key("old"),
+            value: key("new"),
+            expiry: SetExpiry::Keep,
+            condition: Guard::Absent,
+            get: true,
+        };
+        assert_eq!(run_at(&mut keyspace, set_nx), Answer::Null);
+        assert_eq!(keyspace.live(b"old").unwrap().expires_at_ms, 0);
+        let rename = RedisOp::Rename {
+            from: key("gone"),
+            to: key("x"),
+            only_if_absent: false,
+        };
+        assert_eq!(
+            run_at(&mut keyspace, rename),
+            Answer::Error("no such key".into())
+        );
+    }
+
+    #[test]
+    fn bit_commands_match_redis() {
+        let mut keyspace = MapKeyspace::default();
+        let set = |offset| RedisOp::SetBit {
+            key: key("b"),
+            offset,
+            bit: true,
+        };
+        assert_eq!(run_at(&mut keyspace, set(7)), Answer::Integer(0));
+        assert_eq!(run_at(&mut keyspace, set(7)), Answer::Integer(1));
+        run_at(&mut keyspace, set(17));
+        assert_eq!(keyspace.live(b"b").unwrap().value, &[0x01, 0x00, 0x40][..]);
+        let count = |range| RedisOp::BitCount {
+            key: key("b"),
+            range,
+        };
+        assert_eq!(run_at(&mut keyspace, count(None)), Answer::Integer(2));
+        let bytes = BitRange {
+            start: 1,
+            end: Some(-1),
+            bits: false,
+        };
+        assert_eq!(
+            run_at(&mut keyspace, count(Some(bytes))),
+            Answer::Integer(1)
+        );
+        let bits = BitRange {
+            start: 0,
+            end: Some(7),
+            bits: true,
+        };
+        assert_eq!(run_at(&mut keyspace, count(Some(bits))), Answer::Integer(1));
+        let position = |bit, range| RedisOp::BitPos {
+            key: key("b"),
+            bit,
+            range,
+        };
+        assert_eq!(
+            run_at(&mut keyspace, position(true, None)),
+            Answer::Integer(7)
+        );
+        assert_eq!(
+            run_at(&mut keyspace, position(false, None)),
+            Answer::Integer(0)
+        );
+        keyspace.put(b"ones", Bytes::from_static(&[0xff, 0xff]), 0);
+        let all_ones = RedisOp::BitPos {
+            key: key("ones"),
+            bit: false,
+            range: None,
+        };
+        assert_eq!(run_at(&mut keyspace, all_ones), Answer::Integer(16));
+        let op = RedisOp::BitOp {
+            operation: BitOperation::And,
+            destination: key("d"),
+            keys: vec![key("b"), key("ones")],
+        };
+        assert_eq!(run_at(&mut keyspace, op), Answer::Integer(3));
+        assert_eq!(keyspace.live(b"d").unwrap().value, &[0x01, 0x00, 0x00][..]);
+    }
+
+    #[test]
+    fn getrange_follows_redis_7() {
+        let value = key("hello");
+        assert_eq!(get_range(value.clone(), 0, -100), "");
+        assert_eq!(get_range(value.clone(), -3, -1), "llo");
+        assert_eq!(get_range(value.clone(), 1, 100), "ello");
+        assert_eq!(get_range(value, -1, -3), "");
+    }
+}

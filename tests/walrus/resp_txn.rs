@@ -1,0 +1,292 @@
+//! MULTI/EXEC/WATCH, read-modify-write commands as state-machine ops,
+//! stateless SCAN and the bit commands, against the real binary.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Barrier};
+use std::thread;
+
+use redis::Commands;
+
+use crate::resp_client::{RawResp, err};
+use crate::server::Server;
+
+fn client(server: &Server) -> redis::Connection {
+    let url = format!("redis://{}/", server.resp_address());
+    redis::Client::open(url)
+        .expect("client")
+        .get_connection()
+        .expect("connection")
+}
+
+#[test]
+fn exec_runs_the_queue_in_order_and_reads_see_earlier_writes() {
+    let (server, _dir) = Server::start_resp(&[]);
+    let mut raw = RawResp::connect(server.resp_address());
+    assert_eq!(raw.call(&["MULTI"]), "+OK\r\n");
+    assert_eq!(raw.call(&["SET", "a", "1"]), "+QUEUED\r\n");
+    assert_eq!(raw.call(&["INCRBY", "a", "41"]), "+QUEUED\r\n");
+    assert_eq!(raw.call(&["GET", "a"]), "+QUEUED\r\n");
+    assert_eq!(raw.call(&["PING"]), "+QUEUED\r\n");
+    assert_eq!(raw.call(&["APPEND", "a", "!"]), "+QUEUED\r\n");
+    assert_eq!(
+        raw.call(&["EXEC"]),
+        "*5\r\n+OK\r\n:42\r\n$2\r\n42\r\n+PONG\r\n:3\r\n"
+    );
+    assert_eq!(raw.call(&["GET", "a"]), "$3\r\n42!\r\n");
+    // A runtime error is that command's reply; the others still apply.
+    raw.call(&["MULTI"]);
+    raw.call(&["INCR", "a"]);
+    raw.call(&["SET", "b", "x"]);
+    assert_eq!(
+        raw.call(&["EXEC"]),
+        format!(
+            "*2\r\n{}+OK\r\n",
+            err("value is not an integer or out of range")
+        )
+    );
+    assert_eq!(raw.call(&["GET", "b"]), "$1\r\nx\r\n");
+    assert_eq!(raw.call(&["EXEC"]), err("EXEC without MULTI"));
+    assert_eq!(raw.call(&["DISCARD"]), err("DISCARD without MULTI"));
+}
+
+#[test]
+fn a_queuing_error_or_discard_leaves_no_trace() {
+    let (server, _dir) = Server::start_resp(&[]);
+    let mut raw = RawResp::connect(server.resp_address());
+    raw.call(&["MULTI"]);
+    assert_eq!(raw.call(&["SET", "queued", "1"]), "+QUEUED\r\n");
+    assert_eq!(
+        raw.call(&["SET", "only-a-key"]),
+        err("wrong number of arguments for 'set' command")
+    );
+    assert!(
+        raw.call(&["NOSUCHCOMMAND"])
+            .starts_with("-ERR unknown command")
+    );
+    assert_eq!(raw.call(&["MULTI"]), err("MULTI calls can not be nested"));
+    assert_eq!(
+        raw.call(&["WATCH", "x"]),
+        err("WATCH inside MULTI is not allowed")
+    );
+    assert_eq!(
+        raw.call(&["EXEC"]),
+        "-EXECABORT Transaction discarded because of previous errors.\r\n"
+    );
+    assert_eq!(raw.call(&["EXISTS", "queued"]), ":0\r\n");
+    raw.call(&["MULTI"]);
+    raw.call(&["SET", "discarded", "1"]);
+    assert_eq!(raw.call(&["DISCARD"]), "+OK\r\n");
+    assert_eq!(raw.call(&["EXISTS", "discarded"]), ":0\r\n");
+    // A connection that drops mid-transaction applies nothing either.
+    let mut dropped = RawResp::connect(server.resp_address());
+    dropped.call(&["MULTI"]);
+    dropped.call(&["SET", "dropped", "1"]);
+    drop(dropped);
+    assert_eq!(raw.call(&["EXISTS", "dropped"]), ":0\r\n");
+}
+
+#[test]
+fn watch_fails_exec_when_a_key_changed_expired_or_was_deleted() {
+    let (server, _dir) = Server::start_resp(&[]);
+    let mut raw = RawResp::connect(server.resp_address());
+    let mut other = RawResp::connect(server.resp_address());
+    for change in [
+        &["SET", "w", "theirs"][..],
+        &["DEL", "w"][..],
+        &["PEXPIRE", "w", "1"][..],
+    ] {
+        raw.call(&["SET", "w", "start"]);
+        assert_eq!(raw.call(&["WATCH", "w"]), "+OK\r\n");
+        other.call(change);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        raw.call(&["MULTI"]);
+        raw.call(&["SET", "w", "mine"]);
+        assert_eq!(raw.call(&["EXEC"]), "*-1\r\n", "after {change:?}");
+        assert_ne!(raw.call(&["GET", "w"]), "$4\r\nmine\r\n");
+    }
+    // Untouched, or unwatched, the transaction applies.
+    raw.call(&["WATCH", "w"]);
+    raw.call(&["MULTI"]);
+    raw.call(&["SET", "w", "mine"]);
+    assert_eq!(raw.call(&["EXEC"]), "*1\r\n+OK\r\n");
+    raw.call(&["WATCH", "w"]);
+    other.call(&["SET", "w", "theirs"]);
+    assert_eq!(raw.call(&["UNWATCH"]), "+OK\r\n");
+    raw.call(&["MULTI"]);
+    raw.call(&["SET", "w", "mine again"]);
+    assert_eq!(raw.call(&["EXEC"]), "*1\r\n+OK\r\n");
+}
+
+/// Many clients increment one counter with WATCH/GET/MULTI/SET/EXEC: a
+/// round's readers all saw the same value, so exactly one of them may win,
+/// and the final count is exactly the number of successful EXECs.
+#[test]
+fn a_watch_race_has_one_winner_per_round() {
+    let (server, _dir) = Server::start_resp(&[]);
+    let clients = 12;
+    let rounds = 15;
+    let barrier = Arc::new(Barrier::new(clients));
+    let workers: Vec<_> = (0..clients)
+        .map(|_| {
+            let mut connection = client(&server);
+            let barrier = barrier.clone();
+            thread::spawn(move || {
+                let mut wins = Vec::new();
+                for round in 0..rounds {
+                    barrier.wait();
+                    let () = redis::cmd("WATCH")
+                        .arg("race")
+                        .query(&mut connection)
+                        .unwrap();
+                    let seen: Option<i64> = connection.get("race").unwrap();
+                    let seen = seen.unwrap_or(0);
+                    barrier.wait();
+                    let result: Option<(String,)> = redis::pipe()
+                        .atomic()
+                        .set("race", seen + 1)
+                        .query(&mut connection)
+                        .unwrap();
+                    if result.is_some() {
+                        wins.push(round);
+                    }
+                }
+                wins
+            })
+        })
+        .collect();
+    let mut winners_per_round = vec![0; rounds];
+    for worker in workers {
+        for round in worker.join().unwrap() {
+            winners_per_round[round] += 1;
+        }
+    }
+    assert!(
+        winners_per_round.iter().all(|&winners| winners == 1),
+        "{winners_per_round:?}"
+    );
+    let mut connection = client(&server);
+    let total: i64 = connection.get("race").unwrap();
+    assert_eq!(total, rounds as i64);
+}
+
+#[test]
+fn incr_from_64_clients_on_one_key_loses_nothing() {
+    let (server, _dir) = Server::start_resp(&[]);
+    let clients = 64;
+    let each = 40;
+    let workers: Vec<_> = (0..clients)
+        .map(|_| {
+            let mut connection = client(&server);
+            thread::spawn(move || {
+                for _ in 0..each {
+                    let _: i64 = connection.incr("hot", 1).unwrap();
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    let mut connection = client(&server);
+    let total: i64 = connection.get("hot").unwrap();
+    assert_eq!(total, clients * each);
+}
+
+#[test]
+fn scan_cursors_work_across_connections_and_a_restart() {
+    let (mut server, _dir) = Server::start_resp(&[]);
+    let mut connection = client(&server);
+    let expected: BTreeSet<String> = (0..300).map(|index| format!("key:{index}")).collect();
+    for key in &expected {
+        let () = connection.set(key, "v").unwrap();
+    }
+    let () = connection.set("other", "v").unwrap();
+    let mut seen = BTreeSet::new();
+    let mut cursor: u64 = 0;
+    let mut steps = 0;
+    loop {
+        // A new connection for every step, and a restart half way.
+        if steps == 5 {
+            server.restart();
+        }
+        let mut connection = client(&server);
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg("key:*")
+            .arg("COUNT")
+            .arg(25)
+            .query(&mut connection)
+            .unwrap();
+        seen.extend(keys);
+        steps += 1;
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+        assert!(steps < 100, "the scan must end");
+    }
+    assert!(steps > 5, "the restart happened mid-scan");
+    assert_eq!(seen, expected);
+    let mut raw = RawResp::connect(server.resp_address());
+    assert_eq!(
+        raw.call(&["SCAN", "0", "TYPE", "hash", "COUNT", "1000"]),
+        "*2\r\n$1\r\n0\r\n*0\r\n"
+    );
+}
+
+#[test]
+fn bit_commands_answer_as_redis() {
+    let (server, _dir) = Server::start_resp(&[]);
+    let mut raw = RawResp::connect(server.resp_address());
+    assert_eq!(raw.call(&["SETBIT", "b", "7", "1"]), ":0\r\n");
+    assert_eq!(raw.call(&["SETBIT", "b", "7", "1"]), ":1\r\n");
+    assert_eq!(raw.call(&["GETBIT", "b", "7"]), ":1\r\n");
+    assert_eq!(raw.call(&["GETBIT", "b", "100"]), ":0\r\n");
+    assert_eq!(raw.call(&["SET", "s", "foobar"]), "+OK\r\n");
+    assert_eq!(raw.call(&["BITCOUNT", "s"]), ":26\r\n");
+    assert_eq!(raw.call(&["BITCOUNT", "s", "0", "0"]), ":4\r\n");
+    assert_eq!(raw.call(&["BITCOUNT", "s", "1", "1"]), ":6\r\n");
+    assert_eq!(raw.call(&["BITCOUNT", "s", "5", "30", "BIT"]), ":17\r\n");
+    assert_eq!(raw.call(&["BITCOUNT", "s", "1"]), err("syntax error"));
+    raw.call(&["SETBIT", "pos", "12", "1"]);
+    assert_eq!(raw.call(&["BITPOS", "pos", "1"]), ":12\r\n");
+    assert_eq!(raw.call(&["BITPOS", "pos", "0"]), ":0\r\n");
+    assert_eq!(raw.call(&["BITPOS", "missing", "1"]), ":-1\r\n");
+    assert_eq!(raw.call(&["BITPOS", "missing", "0"]), ":0\r\n");
+    assert_eq!(
+        raw.call(&["BITPOS", "pos", "2"]),
+        err("The bit argument must be 1 or 0.")
+    );
+    raw.call(&["SET", "x", "abc"]);
+    raw.call(&["SET", "y", "ab"]);
+    assert_eq!(raw.call(&["BITOP", "AND", "dest", "x", "y"]), ":3\r\n");
+    assert_eq!(raw.call(&["GET", "dest"]), "$3\r\nab\u{0}\r\n");
+    assert_eq!(
+        raw.call(&["BITOP", "NOT", "dest", "x", "y"]),
+        err("BITOP NOT must be called with a single source key.")
+    );
+    assert_eq!(
+        raw.call(&["SETBIT", "b", "-1", "1"]),
+        err("bit offset is not an integer or out of range")
+    );
+    assert_eq!(
+        raw.call(&["SETBIT", "b", "1", "2"]),
+        err("bit is not an integer or out of range")
+    );
+}
+
+#[test]
+fn flushall_is_atomic_and_dbsize_counts_live_keys() {
+    let (server, _dir) = Server::start_resp(&[]);
+    let mut raw = RawResp::connect(server.resp_address());
+    for index in 0..50 {
+        raw.call(&["SET", &format!("k{index}"), "v"]);
+    }
+    raw.call(&["SET", "short", "v", "PX", "1"]);
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    assert_eq!(raw.call(&["DBSIZE"]), ":50\r\n");
+    assert_eq!(raw.call(&["FLUSHALL", "ASYNC"]), "+OK\r\n");
+    assert_eq!(raw.call(&["DBSIZE"]), ":0\r\n");
+    assert_eq!(raw.call(&["FLUSHDB", "NOW"]), err("syntax error"));
+}
