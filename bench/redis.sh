@@ -65,6 +65,23 @@ for round in $(seq "$ROUNDS"); do
             done
         done
     done
+    # Read-modify-write on one hot key (redis-benchmark's INCR uses a single
+    # key unless -r is given) and MULTI/EXEC of five SETs (redis-benchmark has
+    # no transaction test: walrus's own RESP load generator sends it).
+    for server in walrus redis-always redis-everysec; do
+        case $server in
+            walrus) port=$WALRUS_PORT ;;
+            redis-always) port=$ALWAYS_PORT ;;
+            redis-everysec) port=$EVERYSEC_PORT ;;
+        esac
+        echo "round $round: $server INCR one key, MULTI/EXEC -c 64" >&2
+        redis-benchmark -h 127.0.0.1 -p "$port" -t incr -n $((40000 * SCALE)) -c 64 --csv \
+            | tail -n +2 | tr -d '"' | sed "s/^/$server,$round,64,1,/" >> "$WORK/results.csv"
+        "$WALRUS" bench resp --address "127.0.0.1:$port" --connections 64 --tests multi \
+            --duration $((5 * SCALE)) --warmup 1 --json \
+            | python3 -c "import json, sys; r = json.load(sys.stdin)['rows'][0]; print('MULTI/EXEC 5 SET,%s,0,0,0,0,%s,0' % (r['ops_per_sec'], r['latency']['p99_us'] / 1000))" \
+            | sed "s/^/$server,$round,64,1,/" >> "$WORK/results.csv"
+    done
 done
 
 python3 - "$WORK/results.csv" <<'PY'
@@ -85,4 +102,11 @@ for test in ("SET", "GET"):
             wp = median("walrus", test, clients, pipeline, "p99_ms")
             ap = median("redis-always", test, clients, pipeline, "p99_ms")
             print(f"| {test} | {clients} | {pipeline} | {w:,.0f} | {a:,.0f} | {w / a:.2f}x | {e:,.0f} | {wp:.3f} | {ap:.3f} |")
+for test in ("INCR", "MULTI/EXEC 5 SET"):
+    w = median("walrus", test, "64", "1", "rps")
+    a = median("redis-always", test, "64", "1", "rps")
+    e = median("redis-everysec", test, "64", "1", "rps")
+    wp = median("walrus", test, "64", "1", "p99_ms")
+    ap = median("redis-always", test, "64", "1", "p99_ms")
+    print(f"| {test} | 64 | 1 | {w:,.0f} | {a:,.0f} | {w / a:.2f}x | {e:,.0f} | {wp:.3f} | {ap:.3f} |")
 PY

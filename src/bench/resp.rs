@@ -1,11 +1,13 @@
 //! `walrus bench resp`: closed-loop Redis-protocol load against a running
 //! server (walrus with `--resp-listen`, or Redis itself, for comparison).
 //!
-//! Each of C connections sends P pipelined commands (SET or GET of a 100-byte
-//! value on keys drawn uniformly from the key space, like `redis-benchmark -r`),
-//! waits for all P replies, and repeats; a command's latency is its batch's
-//! round trip. A run per operation: SETs first (so GETs find values), then
-//! GETs, each warmed up and then measured for a fixed time.
+//! Each of C connections sends P pipelined requests, waits for all P replies,
+//! and repeats; a request's latency is its batch's round trip. The requests
+//! (`--tests`): SET or GET of a 100-byte value on keys drawn uniformly from
+//! the key space (like `redis-benchmark -r`); INCR of one hot key (what
+//! `redis-benchmark -t incr` does); and a MULTI/EXEC transaction of five
+//! SETs, counted as one operation. A run per test, in the order given, each
+//! warmed up and then measured for a fixed time.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -39,6 +41,39 @@ pub struct RespBenchConfig {
     pub key_space: u64,
     /// Sent with AUTH on every connection, if set.
     pub password: Option<String>,
+    /// What to run, in order. Default SET then GET.
+    pub tests: Vec<RespTest>,
+}
+
+/// One kind of request the bench sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RespTest {
+    Set,
+    Get,
+    /// INCR of one key shared by every connection.
+    Incr,
+    /// MULTI, five SETs, EXEC.
+    Multi,
+}
+
+impl RespTest {
+    fn name(self) -> &'static str {
+        match self {
+            RespTest::Set => "SET",
+            RespTest::Get => "GET",
+            RespTest::Incr => "INCR",
+            RespTest::Multi => "MULTI/EXEC 5 SET",
+        }
+    }
+
+    /// Replies one request gets: a transaction's MULTI, its five QUEUED and
+    /// EXEC's array.
+    fn replies(self) -> usize {
+        match self {
+            RespTest::Multi => 7,
+            _ => 1,
+        }
+    }
 }
 
 impl Default for RespBenchConfig {
@@ -52,6 +87,7 @@ impl Default for RespBenchConfig {
             value_size: 100,
             key_space: 100_000,
             password: None,
+            tests: vec![RespTest::Set, RespTest::Get],
         }
     }
 }
@@ -95,17 +131,11 @@ impl RespBenchReport {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Op {
-    Set,
-    Get,
-}
-
 pub async fn run(config: &RespBenchConfig) -> Result<RespBenchReport> {
     config.validate()?;
     let mut rows = Vec::new();
-    for (op, name) in [(Op::Set, "SET"), (Op::Get, "GET")] {
-        rows.push(run_op(config, op, name).await?);
+    for &test in &config.tests {
+        rows.push(run_op(config, test).await?);
     }
     Ok(RespBenchReport {
         address: config.address.to_string(),
@@ -115,7 +145,7 @@ pub async fn run(config: &RespBenchConfig) -> Result<RespBenchReport> {
     })
 }
 
-async fn run_op(config: &RespBenchConfig, op: Op, name: &str) -> Result<Row> {
+async fn run_op(config: &RespBenchConfig, test: RespTest) -> Result<Row> {
     let start = Instant::now();
     let measure_from = start + config.warmup;
     let end = measure_from + config.duration;
@@ -123,7 +153,14 @@ async fn run_op(config: &RespBenchConfig, op: Op, name: &str) -> Result<Row> {
     for index in 0..config.connections {
         let stream = connect(config).await?;
         let config = config.clone();
-        workers.spawn(worker(stream, config, op, index as u64, measure_from, end));
+        workers.spawn(worker(
+            stream,
+            config,
+            test,
+            index as u64,
+            measure_from,
+            end,
+        ));
     }
     let mut histogram = new_histogram();
     let mut operations = 0;
@@ -133,7 +170,7 @@ async fn run_op(config: &RespBenchConfig, op: Op, name: &str) -> Result<Row> {
         operations += count;
     }
     Ok(Row::new(
-        name,
+        test.name(),
         config.connections,
         operations,
         config.duration,
@@ -160,7 +197,7 @@ async fn connect(config: &RespBenchConfig) -> Result<TcpStream> {
 async fn worker(
     mut stream: TcpStream,
     config: RespBenchConfig,
-    op: Op,
+    test: RespTest,
     seed: u64,
     measure_from: Instant,
     end: Instant,
@@ -174,15 +211,24 @@ async fn worker(
     while Instant::now() < end {
         request.clear();
         for _ in 0..config.pipeline {
-            let key = format!("key:{:012}", rng.random_range(0..config.key_space));
-            request.extend_from_slice(&match op {
-                Op::Set => encode(&[b"SET", key.as_bytes(), &value]),
-                Op::Get => encode(&[b"GET", key.as_bytes()]),
-            });
+            let mut key = || format!("key:{:012}", rng.random_range(0..config.key_space));
+            match test {
+                RespTest::Set => request.extend(encode(&[b"SET", key().as_bytes(), &value])),
+                RespTest::Get => request.extend(encode(&[b"GET", key().as_bytes()])),
+                RespTest::Incr => request.extend(encode(&[b"INCR", b"counter"])),
+                RespTest::Multi => {
+                    request.extend(encode(&[b"MULTI"]));
+                    for _ in 0..5 {
+                        request.extend(encode(&[b"SET", key().as_bytes(), &value]));
+                    }
+                    request.extend(encode(&[b"EXEC"]));
+                }
+            }
         }
         let sent = Instant::now();
         stream.write_all(&request).await?;
-        read_replies(&mut stream, &mut buffer, config.pipeline).await?;
+        let replies = config.pipeline * test.replies();
+        read_replies(&mut stream, &mut buffer, replies).await?;
         if sent >= measure_from {
             let nanos = sent.elapsed().as_nanos().max(1) as u64;
             histogram.record_n(nanos, config.pipeline as u64)?;
@@ -220,26 +266,44 @@ async fn read_replies(stream: &mut TcpStream, buffer: &mut BytesMut, count: usiz
 }
 
 fn take_reply(buffer: &mut BytesMut) -> Result<Option<()>> {
-    let Some(line_end) = buffer.windows(2).position(|pair| pair == b"\r\n") else {
+    let Some(total) = reply_length(buffer)? else {
         return Ok(None);
     };
-    let line = &buffer[..line_end];
+    buffer.advance(total);
+    Ok(Some(()))
+}
+
+/// The length of the whole reply at the start of `data` (arrays included),
+/// or `None` if it has not all arrived.
+fn reply_length(data: &[u8]) -> Result<Option<usize>> {
+    let Some(line_end) = data.windows(2).position(|pair| pair == b"\r\n") else {
+        return Ok(None);
+    };
+    let line = &data[..line_end];
+    let header = line_end + 2;
     let total = match line.first() {
-        Some(b'+' | b':') => line_end + 2,
+        Some(b'+' | b':') => header,
         Some(b'-') => bail!("server error: {}", String::from_utf8_lossy(line)),
         Some(b'$') => {
             let length: i64 = std::str::from_utf8(&line[1..])?.parse()?;
             if length < 0 {
-                line_end + 2
+                header
             } else {
-                line_end + 2 + length as usize + 2
+                header + length as usize + 2
             }
+        }
+        Some(b'*') => {
+            let count: i64 = std::str::from_utf8(&line[1..])?.parse()?;
+            let mut total = header;
+            for _ in 0..count.max(0) {
+                match reply_length(&data[total.min(data.len())..])? {
+                    Some(length) => total += length,
+                    None => return Ok(None),
+                }
+            }
+            total
         }
         _ => bail!("unexpected reply: {}", String::from_utf8_lossy(line)),
     };
-    if buffer.len() < total {
-        return Ok(None);
-    }
-    buffer.advance(total);
-    Ok(Some(()))
+    Ok((data.len() >= total).then_some(total))
 }

@@ -98,7 +98,8 @@ struct VerifyArgs {
     /// Start a local cluster of N nodes (1: a single node) and drive it instead.
     #[arg(long)]
     dev_cluster: Option<u64>,
-    /// Faults to inject into the --dev-cluster, comma-separated: kill, pause, restart-all.
+    /// Faults to inject into the --dev-cluster, comma-separated: kill, pause, restart-all,
+    /// partition (one node cut off from the others; needs 2+ nodes).
     #[arg(long, value_delimiter = ',')]
     nemesis: Vec<walrus::verify::nemesis::Fault>,
     /// Concurrent clients.
@@ -219,8 +220,8 @@ struct ServeArgs {
     /// Longest key in bytes (longer gets 414).
     #[arg(long, default_value_t = 4096)]
     max_key_bytes: usize,
-    /// Largest value in bytes (larger gets 413).
-    #[arg(long, default_value_t = 1 << 20)]
+    /// Largest value in bytes (larger gets 413 on HTTP, a protocol error on RESP).
+    #[arg(long, default_value_t = 16 << 20)]
     max_value_bytes: usize,
     /// Largest request line plus headers in bytes (larger gets 431; at least 8192).
     #[arg(long, default_value_t = 16 << 10)]
@@ -284,6 +285,11 @@ struct ServeArgs {
     /// (and then keeps at most 1,000 older entries for lagging followers).
     #[arg(long, default_value_t = 50_000)]
     snapshot_every_entries: u64,
+    /// FOR TESTS ONLY: expose `/fault/partition` and `/fault/heal`, a switch
+    /// that cuts this cluster node off from chosen peers (`walrus verify
+    /// --nemesis partition` uses it). Off by default; never in production.
+    #[arg(long)]
+    enable_fault_injection: bool,
 }
 
 impl ServeArgs {
@@ -359,6 +365,10 @@ impl ServeArgs {
 
     fn cluster_options(&self) -> Result<Option<walrus::raft::ClusterOptions>> {
         let Some(node_id) = self.node_id else {
+            anyhow::ensure!(
+                !self.enable_fault_injection,
+                "--enable-fault-injection partitions cluster peers; it needs --node-id"
+            );
             return Ok(None);
         };
         anyhow::ensure!(
@@ -396,6 +406,7 @@ impl ServeArgs {
         let election = self.election_timeout_ms.max(3 * options.heartbeat_ms);
         options.election_timeout_ms = (election, election * 2);
         options.snapshot_every = self.snapshot_every_entries.max(1);
+        options.fault_injection = self.enable_fault_injection;
         Ok(Some(options))
     }
 }
@@ -406,7 +417,7 @@ enum BenchCommand {
     Store(StoreBenchArgs),
     /// Load against a running HTTP server (walrus, etcd's JSON gateway, or a static file).
     Http(HttpBenchArgs),
-    /// Redis-protocol SET then GET load against a running server (walrus --resp-listen, or Redis).
+    /// Redis-protocol load (SET, GET, hot-key INCR, MULTI/EXEC) against a running server (walrus --resp-listen, or Redis).
     Resp(RespBenchArgs),
     /// Serve the original design (a map and a JSON-lines log, an fsync per write)
     /// over HTTP, as a baseline for `bench http`.
@@ -461,6 +472,10 @@ struct RespBenchArgs {
     /// File holding the password to send with AUTH.
     #[arg(long)]
     token_file: Option<PathBuf>,
+    /// What to run, in order: set, get, incr (one hot key), multi (MULTI,
+    /// five SETs, EXEC).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "set,get")]
+    tests: Vec<walrus::bench::resp::RespTest>,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -769,6 +784,7 @@ fn bench_resp(args: RespBenchArgs) -> Result<ExitCode> {
         value_size: args.load.value_size,
         key_space: args.keys,
         password: read_token(args.token_file.as_deref())?,
+        tests: args.tests,
     };
     config.validate()?;
     let runtime = runtime()?;

@@ -22,6 +22,7 @@ use crate::raft::{ClusterNode, NodeId, Proposal};
 
 pub const RAFT_PREFIX: &str = "/raft/";
 pub const CLUSTER_PREFIX: &str = "/cluster/";
+pub const FAULT_PREFIX: &str = "/fault/";
 
 fn no_cluster() -> HttpResponse {
     text(
@@ -72,6 +73,12 @@ pub async fn raft(app: &App, message: &str, request: Request<Incoming>) -> HttpR
         return text(
             StatusCode::FORBIDDEN,
             "peer messages are accepted only from members of this cluster",
+        );
+    }
+    if cluster.partitioned_from(sender) {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "cut off from the sender by fault injection",
         );
     }
     match serve_message(cluster, message, request).await {
@@ -177,5 +184,58 @@ pub async fn cluster(app: &App, action: &str, request: Request<Incoming>) -> Htt
     match result {
         Ok(()) => text(StatusCode::OK, "ok"),
         Err(error) => store_error(&error),
+    }
+}
+
+/// Serves `/fault/{partition,heal,status}`, only on a node started with
+/// `--enable-fault-injection`: `POST /fault/partition?isolate=2,3` cuts this
+/// node off from those peers (both directions), `POST /fault/heal` restores
+/// every link, `GET /fault/status` lists the peers cut.
+pub async fn fault(app: &App, action: &str, request: Request<Incoming>) -> HttpResponse {
+    let Some(faults) = app.node.cluster().and_then(|cluster| cluster.faults()) else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "fault injection is off: it exists only on a cluster node started with \
+             --enable-fault-injection (for tests, never in production)",
+        );
+    };
+    let method = request.method().clone();
+    match (action, method) {
+        ("partition", Method::POST) => {
+            let query = request.uri().query().unwrap_or("");
+            let isolate = parse_query(query)
+                .ok()
+                .and_then(|params| params.get("isolate").cloned())
+                .and_then(|value| {
+                    String::from_utf8_lossy(&value)
+                        .split(',')
+                        .map(|id| id.trim().parse::<NodeId>().ok())
+                        .collect::<Option<Vec<_>>>()
+                });
+            match isolate {
+                Some(peers) => {
+                    faults.isolate(peers);
+                    text(StatusCode::OK, "ok")
+                }
+                None => text(
+                    StatusCode::BAD_REQUEST,
+                    "isolate=ID[,ID…] (node ids) is required",
+                ),
+            }
+        }
+        ("heal", Method::POST) => {
+            faults.heal();
+            text(StatusCode::OK, "ok")
+        }
+        ("status", Method::GET | Method::HEAD) => {
+            let cut: Vec<String> = faults.cut().iter().map(u64::to_string).collect();
+            text(StatusCode::OK, format!("cut: {}", cut.join(",")))
+        }
+        ("partition" | "heal", _) => method_not_allowed("POST"),
+        ("status", _) => method_not_allowed("GET, HEAD"),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "fault routes: POST /fault/partition?isolate=ID,…, POST /fault/heal, GET /fault/status",
+        ),
     }
 }

@@ -65,7 +65,7 @@ impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             max_key_bytes: 4096,
-            max_value_bytes: 1 << 20,
+            max_value_bytes: 16 << 20,
             max_header_bytes: 16 << 10,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),

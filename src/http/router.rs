@@ -70,6 +70,10 @@ impl App {
             let action = action.to_string();
             return cluster::cluster(self, &action, request).await;
         }
+        if let Some(action) = path.strip_prefix(cluster::FAULT_PREFIX) {
+            let action = action.to_string();
+            return cluster::fault(self, &action, request).await;
+        }
         match (path, request.method()) {
             ("/health", &Method::GET | &Method::HEAD) => text(StatusCode::OK, "ok"),
             ("/ready", &Method::GET | &Method::HEAD) => self.ready(),

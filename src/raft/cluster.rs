@@ -23,8 +23,11 @@ use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use super::fault::FaultSwitch;
 use super::log_store::LogStore;
-use super::network::{ChunkAnswer, Peer, PeerError, PeerNetworkFactory, SnapshotChunk};
+use super::network::{
+    ChunkAnswer, Peer, PeerError, PeerIdentity, PeerNetworkFactory, SnapshotChunk,
+};
 use super::state_machine::{SnapshotData, StateMachine};
 use super::{LogId, NodeId, Proposal, Raft, TypeConfig, Vote};
 use crate::error::{Error, Result};
@@ -55,6 +58,8 @@ pub struct ClusterOptions {
     pub election_timeout_ms: (u64, u64),
     /// Entries applied between automatic snapshots (default 50,000).
     pub snapshot_every: u64,
+    /// Whether the partition switch (`/fault/…`) exists: tests only.
+    pub fault_injection: bool,
 }
 
 impl ClusterOptions {
@@ -70,6 +75,7 @@ impl ClusterOptions {
             heartbeat_ms: 100,
             election_timeout_ms: (500, 1000),
             snapshot_every: 50_000,
+            fault_injection: false,
         }
     }
 }
@@ -162,6 +168,8 @@ pub struct ClusterNode {
     /// the bytes so far.
     incoming_snapshot: tokio::sync::Mutex<Option<IncomingSnapshot>>,
     read_batch: Mutex<ReadBatch>,
+    /// How this node identifies itself to peers, with the partition switch.
+    identity: PeerIdentity,
     _data_dir: DataDir,
 }
 
@@ -203,9 +211,15 @@ impl ClusterNode {
         }
         .validate()
         .map_err(|error| Error::InvalidArgument(format!("Raft settings: {error}")))?;
-        let network = PeerNetworkFactory {
+        let identity = PeerIdentity {
             own_id: options.node_id,
             token: options.token.clone(),
+            faults: options
+                .fault_injection
+                .then(|| Arc::new(FaultSwitch::default())),
+        };
+        let network = PeerNetworkFactory {
+            identity: identity.clone(),
         };
         let raft = Raft::new(
             options.node_id,
@@ -227,6 +241,7 @@ impl ClusterNode {
             heard_commit: RwLock::new(0),
             incoming_snapshot: tokio::sync::Mutex::new(None),
             read_batch: Mutex::new(ReadBatch::default()),
+            identity,
             _data_dir: data_dir,
         });
         node.bootstrap().await?;
@@ -311,6 +326,19 @@ impl ClusterNode {
         config.nodes().next().is_none() || config.get_node(&id).is_some()
     }
 
+    /// The partition switch, on a node started with fault injection.
+    pub fn faults(&self) -> Option<&FaultSwitch> {
+        self.identity.faults.as_deref()
+    }
+
+    /// Whether a message from `sender` is dropped by the partition switch.
+    pub fn partitioned_from(&self, sender: Option<NodeId>) -> bool {
+        match (self.faults(), sender) {
+            (Some(faults), Some(sender)) => faults.blocks(sender),
+            _ => false,
+        }
+    }
+
     fn peer(&self, id: NodeId) -> Option<Arc<Peer>> {
         if let Some(peer) = self.peers.lock().get(&id) {
             return Some(peer.clone());
@@ -319,7 +347,7 @@ impl ClusterNode {
             let metrics = self.metrics();
             metrics.membership_config.get_node(&id)?.addr.clone()
         };
-        let peer = Arc::new(Peer::new(&address, self.id, self.options.token.as_deref()).ok()?);
+        let peer = Arc::new(Peer::new(&address, id, &self.identity).ok()?);
         self.peers.lock().insert(id, peer.clone());
         Some(peer)
     }

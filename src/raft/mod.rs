@@ -15,6 +15,7 @@
 //! [`State`]: crate::store::State
 
 pub mod cluster;
+pub mod fault;
 pub mod log_store;
 pub mod network;
 pub mod state_machine;

@@ -22,6 +22,7 @@ use openraft::{BasicNode, OptionalSend, RaftNetworkV2};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::fault::FaultSwitch;
 use super::state_machine::SnapshotData;
 use super::{NodeId, TypeConfig, Vote};
 use crate::client::ClientError;
@@ -31,12 +32,16 @@ use crate::client::endpoint::Endpoint;
 /// The header that names the sending node.
 pub const NODE_ID_HEADER: &str = "x-walrus-node-id";
 pub const POSTCARD: &str = "application/x-walrus-postcard";
-/// Largest peer message body a node reads: an append of
-/// [`MAX_ENTRIES_PER_APPEND`] entries of the largest default value (1 MiB)
+/// Largest peer message body a node reads: an append of up to
+/// [`MAX_APPEND_PAYLOAD_BYTES`] plus one more entry of the largest command
 /// fits, with room to spare.
 pub const MAX_PEER_BODY_BYTES: usize = 256 << 20;
 /// Most entries one append message carries.
 pub const MAX_ENTRIES_PER_APPEND: u64 = 128;
+/// Command bytes one append message carries at most (beyond its first
+/// entry): openraft bounds an append by entries only, so with 16 MiB values
+/// 128 entries could be 2 GiB. The rest goes in the next message.
+pub const MAX_APPEND_PAYLOAD_BYTES: usize = 64 << 20;
 /// Bytes of snapshot per `/raft/snapshot` message.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 
@@ -75,15 +80,27 @@ pub enum PeerError {
 /// Idle connections kept per peer.
 const MAX_IDLE_CONNECTIONS: usize = 128;
 
+/// Who this node is to its peers: its id and token, and (only with
+/// `--enable-fault-injection`) the partition switch its messages obey.
+#[derive(Debug, Clone)]
+pub struct PeerIdentity {
+    pub own_id: NodeId,
+    pub token: Option<String>,
+    pub faults: Option<Arc<FaultSwitch>>,
+}
+
 /// One peer: its address and idle connections reused between requests.
 pub struct Peer {
+    target: NodeId,
     endpoint: Arc<Endpoint>,
     idle: parking_lot::Mutex<Vec<Connection>>,
     headers: HeaderMap,
+    faults: Option<Arc<FaultSwitch>>,
 }
 
 impl Peer {
-    pub fn new(address: &str, own_id: NodeId, token: Option<&str>) -> Result<Peer, PeerError> {
+    pub fn new(address: &str, target: NodeId, identity: &PeerIdentity) -> Result<Peer, PeerError> {
+        let (own_id, token) = (identity.own_id, identity.token.as_deref());
         let unreachable = |reason: String| PeerError::Unreachable {
             address: address.to_string(),
             reason,
@@ -99,9 +116,11 @@ impl Peer {
             headers.insert(AUTHORIZATION, value);
         }
         Ok(Peer {
+            target,
             endpoint: Arc::new(endpoint),
             idle: parking_lot::Mutex::new(Vec::new()),
             headers,
+            faults: identity.faults.clone(),
         })
     }
 
@@ -116,6 +135,16 @@ impl Peer {
         request: &Req,
         timeout: Duration,
     ) -> Result<Resp, PeerError> {
+        if self
+            .faults
+            .as_ref()
+            .is_some_and(|faults| faults.blocks(self.target))
+        {
+            return Err(PeerError::Unreachable {
+                address: self.address().to_string(),
+                reason: "cut off by fault injection".into(),
+            });
+        }
         let body = postcard::to_stdvec(request).map_err(|error| self.failed(error))?;
         let exchange = self.exchange(path, Bytes::from(body));
         let (status, body) = match tokio::time::timeout(timeout, exchange).await {
@@ -186,15 +215,14 @@ impl PeerError {
 
 /// Makes a [`PeerNetwork`] for each peer openraft replicates to.
 pub struct PeerNetworkFactory {
-    pub own_id: NodeId,
-    pub token: Option<String>,
+    pub identity: PeerIdentity,
 }
 
 impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
     type Network = PeerNetwork;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerNetwork {
-        let peer = Peer::new(&node.addr, self.own_id, self.token.as_deref());
+        let peer = Peer::new(&node.addr, target, &self.identity);
         if let Err(error) = &peer {
             tracing::warn!(target, %error, "bad peer address");
         }
@@ -227,6 +255,23 @@ impl PeerNetwork {
     }
 }
 
+/// How many of `entries`, from the first, fit in `budget` command bytes;
+/// always at least one, so a single large entry still travels.
+fn entries_within(entries: &[super::LogEntry], budget: usize) -> usize {
+    let mut total = 0;
+    for (index, entry) in entries.iter().enumerate() {
+        let size = match &entry.payload {
+            openraft::EntryPayload::Normal(proposal) => proposal.payload.len(),
+            _ => 0,
+        };
+        total += size;
+        if total > budget && index > 0 {
+            return index;
+        }
+    }
+    entries.len()
+}
+
 impl RaftNetworkV2<TypeConfig> for PeerNetwork {
     type SnapshotData = SnapshotData;
 
@@ -235,7 +280,19 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         request: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call("append", &request, option.soft_ttl()).await
+        let mut request = request;
+        let sent = entries_within(&request.entries, MAX_APPEND_PAYLOAD_BYTES);
+        if sent == request.entries.len() {
+            return self.call("append", &request, option.soft_ttl()).await;
+        }
+        request.entries.truncate(sent);
+        let last_sent = request.entries.last().map(|entry| entry.log_id);
+        let response = self.call("append", &request, option.soft_ttl()).await?;
+        // A prefix went through: tell openraft how far, and it sends the rest.
+        Ok(match response {
+            AppendEntriesResponse::Success => AppendEntriesResponse::PartialSuccess(last_sent),
+            other => other,
+        })
     }
 
     async fn vote(

@@ -29,7 +29,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_bulk_bytes: 1 << 20,
+            max_bulk_bytes: 16 << 20,
             max_array_len: 1 << 20,
             max_inline_bytes: 64 << 10,
         }
@@ -481,7 +481,7 @@ mod tests {
         assert_eq!(error(b"*x\r\n"), "invalid multibulk length");
         assert_eq!(error(b"*99999999999\r\n"), "invalid multibulk length");
         assert_eq!(error(b"*1\r\n$-1\r\n"), "invalid bulk length");
-        assert_eq!(error(b"*1\r\n$2000000\r\n"), "invalid bulk length");
+        assert_eq!(error(b"*1\r\n$20000000\r\n"), "invalid bulk length");
         assert_eq!(error(b"*1\r\n*1\r\n"), "expected '$', got '*'");
         assert_eq!(
             error(b"*1\r\n$1\r\nab\r\n"),

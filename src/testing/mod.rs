@@ -3,4 +3,4 @@
 
 mod sim_fs;
 
-pub use sim_fs::{Faults, SimFs};
+pub use sim_fs::{Faults, PlannedFault, SECTOR_BYTES, SimFs};

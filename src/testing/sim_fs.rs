@@ -7,7 +7,12 @@
 //! unsynced writes with the last one torn at a random byte, as a real disk may.
 //!
 //! Faults can be injected: failing writes, and failing syncs that (as on Linux
-//! after an `fsync` error) also drop the dirty data they were meant to persist.
+//! after an `fsync` error) also drop the dirty data they were meant to persist;
+//! or, reproducibly, at exactly the Nth I/O operation ([`SimFs::fault_at`]):
+//! that one operation fails with `EIO`, or the power goes while it runs. A
+//! direct (`O_DIRECT|O_DSYNC`) write cut by the power is torn at sector
+//! granularity: each 512-byte sector of it is either wholly on the disk or
+//! not, in any combination, as a real device may leave it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -26,6 +31,22 @@ pub struct Faults {
     pub fail_writes: bool,
     pub fail_syncs: bool,
 }
+
+/// What happens at the planned operation ([`SimFs::fault_at`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlannedFault {
+    /// That operation fails with `EIO` (and, for a sync, drops the dirty
+    /// data, as Linux does); later ones work.
+    Fail,
+    /// The power goes during that operation: it does not complete (a direct
+    /// write is torn by sector), unsynced data is lost (`torn`: an in-order
+    /// prefix may survive, the last write cut), and the disk is gone until
+    /// [`SimFs::restart`].
+    Crash { torn: bool },
+}
+
+/// The size of a device sector: the unit a direct write lands in whole.
+pub const SECTOR_BYTES: usize = 512;
 
 #[derive(Default)]
 struct Inode {
@@ -68,6 +89,11 @@ struct State {
     syncs: u64,
     /// Set by a crash: the process is gone, so every call fails until restart.
     dead: bool,
+    /// Operations that change the disk (writes, syncs, creations, renames,
+    /// removals), counted from 1.
+    operations: u64,
+    /// The operation number at which a planned fault strikes.
+    planned: Option<(u64, PlannedFault)>,
 }
 
 /// See the module documentation. Cloning shares the same disk.
@@ -110,6 +136,79 @@ impl State {
     fn dir_mut(&mut self, dir: &Path) -> io::Result<&mut Directory> {
         self.dirs.get_mut(dir).ok_or_else(|| not_found(dir))
     }
+
+    /// Counts a disk-changing operation and applies the planned fault if it
+    /// is this one: `Ok(())` to go on, or the error the caller returns. A
+    /// crash here happens before the operation takes effect; the caller of
+    /// a direct write tears it first ([`State::begin_direct_write`]).
+    fn begin(&mut self) -> io::Result<()> {
+        if self.dead {
+            return Err(dead_error());
+        }
+        self.operations += 1;
+        match self.planned {
+            Some((at, fault)) if at == self.operations => {
+                self.planned = None;
+                match fault {
+                    PlannedFault::Fail => Err(eio()),
+                    PlannedFault::Crash { torn } => {
+                        self.crash(torn);
+                        Err(dead_error())
+                    }
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Like [`State::begin`] for a direct write of `data` at `offset` to
+    /// `inode`: if the power goes during it, a random subset of its sectors
+    /// reaches the disk.
+    fn begin_direct_write(&mut self, inode: u64, offset: u64, data: &[u8]) -> io::Result<()> {
+        let crashes_now = !self.dead
+            && matches!(self.planned, Some((at, PlannedFault::Crash { .. })) if at == self.operations + 1);
+        if crashes_now && let Some(file) = self.inodes.get_mut(&inode) {
+            for (index, sector) in data.chunks(SECTOR_BYTES).enumerate() {
+                if self.rng.random_bool(0.5) {
+                    let at = offset + (index * SECTOR_BYTES) as u64;
+                    Inode::apply(&mut file.durable, at, sector);
+                }
+            }
+        }
+        self.begin()
+    }
+
+    /// See [`SimFs::crash`].
+    fn crash(&mut self, torn: bool) {
+        for directory in self.dirs.values_mut() {
+            directory.entries = directory.durable_entries.clone();
+        }
+        let live: std::collections::HashSet<u64> = self
+            .dirs
+            .values()
+            .flat_map(|directory| directory.entries.values().copied())
+            .collect();
+        self.inodes.retain(|id, _| live.contains(id));
+        for inode in self.inodes.values_mut() {
+            let pending = std::mem::take(&mut inode.pending);
+            if torn && !pending.is_empty() {
+                let kept = self.rng.random_range(0..=pending.len());
+                for (index, (offset, bytes)) in pending.iter().enumerate().take(kept + 1) {
+                    if index < kept {
+                        Inode::apply(&mut inode.durable, *offset, bytes);
+                    } else if index < pending.len() {
+                        let cut = self.rng.random_range(0..=bytes.len());
+                        Inode::apply(&mut inode.durable, *offset, &bytes[..cut]);
+                    }
+                }
+            }
+            inode.data = inode.durable.clone();
+        }
+        self.locks.clear();
+        self.generation += 1;
+        self.faults = Faults::default();
+        self.dead = true;
+    }
 }
 
 impl SimFs {
@@ -125,12 +224,28 @@ impl SimFs {
                 faults: Faults::default(),
                 syncs: 0,
                 dead: false,
+                operations: 0,
+                planned: None,
             })),
         }
     }
 
     pub fn set_faults(&self, faults: Faults) {
         self.state.lock().faults = faults;
+    }
+
+    /// Plans `fault` for the `operation`th disk-changing operation from now
+    /// (1 is the next one). A test runs a workload once to count its
+    /// operations ([`SimFs::operation_count`]), then once per N with a fault
+    /// at N: every crash point of the workload, each reproducible.
+    pub fn fault_at(&self, operation: u64, fault: PlannedFault) {
+        let mut state = self.state.lock();
+        state.planned = Some((state.operations + operation, fault));
+    }
+
+    /// Disk-changing operations so far.
+    pub fn operation_count(&self) -> u64 {
+        self.state.lock().operations
     }
 
     /// Number of successful file syncs so far.
@@ -144,36 +259,7 @@ impl SimFs {
     /// and every call fails until [`SimFs::restart`], as the process that was
     /// using the disk is gone.
     pub fn crash(&self, torn: bool) {
-        let mut state = self.state.lock();
-        let state = &mut *state;
-        for directory in state.dirs.values_mut() {
-            directory.entries = directory.durable_entries.clone();
-        }
-        let live: std::collections::HashSet<u64> = state
-            .dirs
-            .values()
-            .flat_map(|directory| directory.entries.values().copied())
-            .collect();
-        state.inodes.retain(|id, _| live.contains(id));
-        for inode in state.inodes.values_mut() {
-            let pending = std::mem::take(&mut inode.pending);
-            if torn && !pending.is_empty() {
-                let kept = state.rng.random_range(0..=pending.len());
-                for (index, (offset, bytes)) in pending.iter().enumerate().take(kept + 1) {
-                    if index < kept {
-                        Inode::apply(&mut inode.durable, *offset, bytes);
-                    } else if index < pending.len() {
-                        let cut = state.rng.random_range(0..=bytes.len());
-                        Inode::apply(&mut inode.durable, *offset, &bytes[..cut]);
-                    }
-                }
-            }
-            inode.data = inode.durable.clone();
-        }
-        state.locks.clear();
-        state.generation += 1;
-        state.faults = Faults::default();
-        state.dead = true;
+        self.state.lock().crash(torn);
     }
 
     /// Lets calls through again after a crash: a new process may use the disk.
@@ -237,8 +323,10 @@ struct SimFile {
 impl WritableFile for SimFile {
     fn write_all_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
         let mut state = self.state.lock();
-        if state.dead {
-            return Err(dead_error());
+        if self.durable_writes {
+            state.begin_direct_write(self.inode, offset, data)?;
+        } else {
+            state.begin()?;
         }
         if state.faults.fail_writes {
             return Err(eio());
@@ -263,9 +351,12 @@ impl WritableFile for SimFile {
 
     fn sync_data(&mut self) -> io::Result<()> {
         let mut state = self.state.lock();
-        if state.dead {
-            return Err(dead_error());
+        let planned = state.begin();
+        if planned.is_err() && !state.dead {
+            // A planned failure: like Linux, the dirty pages are gone too.
+            state.inodes.entry(self.inode).or_default().pending.clear();
         }
+        planned?;
         let fail = state.faults.fail_syncs;
         let inode = state.inodes.entry(self.inode).or_default();
         if fail {
@@ -344,9 +435,7 @@ impl FileSystem for SimFs {
 
     fn create(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
         let mut state = self.state.lock();
-        if state.dead {
-            return Err(dead_error());
-        }
+        state.begin()?;
         if state.faults.fail_writes {
             return Err(eio());
         }
@@ -376,9 +465,7 @@ impl FileSystem for SimFs {
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut state = self.state.lock();
-        if state.dead {
-            return Err(dead_error());
-        }
+        state.begin()?;
         let id = state.lookup(from)?;
         let (from_dir, from_name) = split(from)?;
         let (to_dir, to_name) = split(to)?;
@@ -389,9 +476,7 @@ impl FileSystem for SimFs {
 
     fn remove(&self, path: &Path) -> io::Result<()> {
         let mut state = self.state.lock();
-        if state.dead {
-            return Err(dead_error());
-        }
+        state.begin()?;
         let (dir, name) = split(path)?;
         state
             .dir_mut(&dir)?
@@ -403,9 +488,7 @@ impl FileSystem for SimFs {
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let mut state = self.state.lock();
-        if state.dead {
-            return Err(dead_error());
-        }
+        state.begin()?;
         if state.faults.fail_syncs {
             return Err(eio());
         }
@@ -457,6 +540,56 @@ mod tests {
         fs.restart();
         assert_eq!(fs.read(&dir.join("a")).unwrap(), b"kept");
         assert!(fs.read(&dir.join("b")).is_err(), "entry never synced");
+    }
+
+    #[test]
+    fn a_crash_during_a_direct_write_tears_it_by_whole_sectors() {
+        let dir = Path::new("/d");
+        let mut seen_partial = false;
+        for seed in 0..20 {
+            let fs = SimFs::new(seed);
+            fs.create_dir_all(dir).unwrap();
+            fs.create(&dir.join("a")).unwrap();
+            fs.sync_dir(dir).unwrap();
+            let mut file = fs.open_direct_sync(&dir.join("a")).unwrap();
+            let data = vec![0xAB; 8 * SECTOR_BYTES];
+            file.write_all_at(0, &data[..4096]).unwrap();
+            fs.fault_at(1, PlannedFault::Crash { torn: false });
+            let second = vec![0xCD; 4096];
+            assert!(file.write_all_at(4096, &second).is_err());
+            fs.restart();
+            let on_disk = fs.read(&dir.join("a")).unwrap();
+            assert_eq!(&on_disk[..4096], &data[..4096], "the finished write stays");
+            let landed: Vec<bool> = (0..8)
+                .map(|sector| {
+                    let start = 4096 + sector * SECTOR_BYTES;
+                    let bytes = on_disk.get(start..start + SECTOR_BYTES);
+                    match bytes {
+                        Some(bytes) if bytes.iter().all(|&b| b == 0xCD) => true,
+                        Some(bytes) => {
+                            assert!(bytes.iter().all(|&b| b == 0), "a sector is whole or absent");
+                            false
+                        }
+                        None => false,
+                    }
+                })
+                .collect();
+            seen_partial |= landed.iter().any(|&l| l) && !landed.iter().all(|&l| l);
+        }
+        assert!(seen_partial, "some seed lands part of the write");
+    }
+
+    #[test]
+    fn a_planned_failure_hits_exactly_the_nth_operation() {
+        let fs = SimFs::new(1);
+        let dir = Path::new("/d");
+        fs.create_dir_all(dir).unwrap();
+        let mut file = fs.create(&dir.join("a")).unwrap();
+        fs.fault_at(2, PlannedFault::Fail);
+        file.write_all_at(0, b"one").unwrap();
+        assert!(file.write_all_at(3, b"two").is_err());
+        file.write_all_at(3, b"three").unwrap();
+        assert_eq!(fs.operation_count(), 4);
     }
 
     #[test]

@@ -80,7 +80,12 @@ pub async fn run(options: VerifyOptions) -> Result<VerifyReport, String> {
     let mut options = options;
     let mut cluster = match options.dev_cluster {
         Some(count) => {
-            let cluster = LocalCluster::start(count, None).map_err(|error| error.to_string())?;
+            if count == 1 && options.faults.contains(&nemesis::Fault::Partition) {
+                return Err("a partition needs at least two nodes: --dev-cluster 3".into());
+            }
+            let partitions = options.faults.contains(&nemesis::Fault::Partition);
+            let cluster =
+                LocalCluster::start(count, None, partitions).map_err(|error| error.to_string())?;
             options.workload.endpoints = cluster.endpoints();
             wait_until_writable(&options.workload).await?;
             Some(cluster)
@@ -133,7 +138,7 @@ pub async fn run(options: VerifyOptions) -> Result<VerifyReport, String> {
     }
     let mut history = workload.await.map_err(|error| error.to_string())??;
     if let Some(cluster) = cluster.as_mut() {
-        cluster.heal().map_err(|error| error.to_string())?;
+        cluster.heal().await.map_err(|error| error.to_string())?;
         wait_until_writable(&options.workload).await?;
     }
     let finals = workload::final_reads(&options.workload, &recorder).await?;

@@ -1,8 +1,10 @@
 //! A local cluster that `walrus verify --dev-cluster N` starts, and the faults
 //! it injects while the workload runs: kill -9 and restart a node, pause a
 //! node (SIGSTOP) past the election timeout and resume it, restart every node
-//! at once. Each fault is healed before the next, and all are healed before
-//! the final reads.
+//! at once, and cut one node off from the others (a partition, through the
+//! peer transport's fault switch: the nodes are then started with
+//! `--enable-fault-injection`). Each fault is healed before the next, and all
+//! are healed before the final reads.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -19,6 +21,9 @@ pub enum Fault {
     Kill,
     Pause,
     RestartAll,
+    /// One node cut off from every other node, both directions; clients
+    /// still reach it (so it must refuse what it cannot do with a quorum).
+    Partition,
 }
 
 impl std::str::FromStr for Fault {
@@ -29,13 +34,9 @@ impl std::str::FromStr for Fault {
             "kill" => Ok(Fault::Kill),
             "pause" => Ok(Fault::Pause),
             "restart-all" => Ok(Fault::RestartAll),
-            "partition" => Err(
-                "partition needs a fault switch in the peer transport, which this build does not \
-                 have yet; use kill, pause or restart-all"
-                    .into(),
-            ),
+            "partition" => Ok(Fault::Partition),
             other => Err(format!(
-                "unknown fault {other:?}: expected kill, pause or restart-all"
+                "unknown fault {other:?}: expected kill, pause, restart-all or partition"
             )),
         }
     }
@@ -72,8 +73,13 @@ fn free_port() -> std::io::Result<u16> {
 
 impl LocalCluster {
     /// Starts `count` nodes with data under `dir` (a new temporary directory
-    /// when `None`). One node is a plain single-node store.
-    pub fn start(count: u64, dir: Option<&Path>) -> std::io::Result<LocalCluster> {
+    /// when `None`). One node is a plain single-node store. With
+    /// `fault_injection`, nodes expose the partition switch.
+    pub fn start(
+        count: u64,
+        dir: Option<&Path>,
+        fault_injection: bool,
+    ) -> std::io::Result<LocalCluster> {
         let (base, temp) = match dir {
             Some(dir) => (dir.to_path_buf(), None),
             None => {
@@ -109,6 +115,9 @@ impl LocalCluster {
                     "--request-timeout-ms".into(),
                     "2000".into(),
                 ]);
+                if fault_injection {
+                    args.push("--enable-fault-injection".into());
+                }
             }
             nodes.push(LocalNode {
                 id,
@@ -188,6 +197,23 @@ impl LocalCluster {
                 self.signal(index, "-CONT");
                 Ok(self.nodes[index].id)
             }
+            Fault::Partition => {
+                let isolated = self.nodes[index].id;
+                let others: Vec<String> = self
+                    .nodes
+                    .iter()
+                    .filter(|node| node.id != isolated)
+                    .map(|node| node.id.to_string())
+                    .collect();
+                let cut = format!("/fault/partition?isolate={}", others.join(","));
+                post(&self.nodes[index].http, &cut).await?;
+                for node in self.nodes.iter().filter(|node| node.id != isolated) {
+                    post(&node.http, &format!("/fault/partition?isolate={isolated}")).await?;
+                }
+                tokio::time::sleep(hold).await;
+                self.heal_partitions().await?;
+                Ok(isolated)
+            }
             Fault::RestartAll => {
                 for index in 0..self.nodes.len() {
                     self.kill(index);
@@ -201,14 +227,28 @@ impl LocalCluster {
         }
     }
 
-    /// Resumes paused nodes and restarts stopped ones.
-    pub fn heal(&mut self) -> std::io::Result<()> {
+    /// Resumes paused nodes, restarts stopped ones, and restores every link.
+    pub async fn heal(&mut self) -> std::io::Result<()> {
         for index in 0..self.nodes.len() {
             if self.nodes[index].child.is_none() {
                 self.start_node(index)?;
             } else {
                 self.signal(index, "-CONT");
             }
+        }
+        if self.nodes.iter().any(|node| {
+            node.args
+                .iter()
+                .any(|arg| arg == "--enable-fault-injection")
+        }) {
+            self.heal_partitions().await?;
+        }
+        Ok(())
+    }
+
+    async fn heal_partitions(&self) -> std::io::Result<()> {
+        for node in &self.nodes {
+            post(&node.http, "/fault/heal").await?;
         }
         Ok(())
     }
@@ -221,6 +261,31 @@ impl Drop for LocalCluster {
             self.kill(index);
         }
     }
+}
+
+/// `POST path` to a node's HTTP port; an answer other than 200 is an error.
+async fn post(address: &str, path: &str) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(address).await?;
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await?;
+        Ok::<_, std::io::Error>(answer)
+    };
+    let answer = tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .map_err(|_| std::io::Error::other(format!("{address} did not answer POST {path}")))??;
+    if answer.starts_with(b"HTTP/1.1 200") {
+        return Ok(());
+    }
+    let status = String::from_utf8_lossy(&answer[..answer.len().min(200)]).into_owned();
+    Err(std::io::Error::other(format!(
+        "POST {path} to {address}: {status}"
+    )))
 }
 
 fn wait_for_port(address: &str, within: Duration) -> std::io::Result<()> {

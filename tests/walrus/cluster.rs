@@ -317,6 +317,16 @@ fn writes_through_any_node_are_read_alike_from_every_node() {
         .query(&mut follower_connection)
         .expect("transaction");
     assert_eq!((count, text.as_str()), (5, "5"));
+
+    // Without --enable-fault-injection there is no partition switch.
+    let refused = http(
+        cluster.node(1).http,
+        "POST",
+        "/fault/partition?isolate=2",
+        b"",
+    )
+    .expect("answer");
+    assert_eq!(refused.status, 404);
 }
 
 #[test]

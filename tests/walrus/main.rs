@@ -7,6 +7,7 @@
 mod cluster;
 mod common;
 mod crash;
+mod crash_points;
 mod decoders;
 mod faults;
 mod http_api;

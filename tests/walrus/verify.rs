@@ -73,11 +73,35 @@ fn verify_passes_on_a_three_node_cluster_under_kill_pause_and_restart_all() {
     assert!(report_dir.join("history.jsonl").exists());
 }
 
+/// One node at a time cut off from the other two through the peer
+/// transport's fault switch, while clients keep talking to every node.
 #[test]
-fn verify_refuses_partitions_it_cannot_make() {
-    let (passed, text) = verify(&["--dev-cluster", "3", "--nemesis", "partition"]);
+fn verify_passes_on_a_three_node_cluster_with_a_node_partitioned_away() {
+    let (passed, text) = verify(&[
+        "--dev-cluster",
+        "3",
+        "--nemesis",
+        "partition",
+        "--duration",
+        "9",
+        "--fault-interval-ms",
+        "2000",
+        "--fault-hold-ms",
+        "1800",
+        "--json",
+    ]);
+    assert!(passed, "{text}");
+    let json: serde_json::Value = serde_json::from_str(&text).expect("JSON report");
+    let faults = json["faults"].as_array().expect("faults");
+    assert!(faults.len() >= 2, "{text}");
+    assert!(faults.iter().all(|fault| fault["fault"] == "partition"));
+}
+
+#[test]
+fn verify_refuses_a_partition_of_a_single_node() {
+    let (passed, text) = verify(&["--dev-cluster", "1", "--nemesis", "partition"]);
     assert!(!passed);
-    assert!(text.contains("partition"), "{text}");
+    assert!(text.contains("at least two nodes"), "{text}");
 }
 
 /// A key-value server that answers a PUT at once but applies it 150 ms later:
