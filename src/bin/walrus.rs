@@ -92,9 +92,17 @@ enum Command {
 
 #[derive(Args)]
 struct VerifyArgs {
-    /// Servers to drive, comma-separated (ignored with --dev-cluster).
-    #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:8080")]
+    /// Servers to drive over HTTP, comma-separated (ignored with --dev-cluster;
+    /// default http://127.0.0.1:8080 unless --resp is given).
+    #[arg(long, value_delimiter = ',')]
     endpoints: Vec<String>,
+    /// Redis-protocol addresses (HOST:PORT) to drive, comma-separated; with
+    /// --endpoints as well, clients alternate between the two.
+    #[arg(long, value_delimiter = ',')]
+    resp: Vec<String>,
+    /// With --dev-cluster: the protocol the clients speak (http, resp or both).
+    #[arg(long, value_enum, default_value = "both")]
+    protocol: walrus::verify::Protocol,
     /// Start a local cluster of N nodes (1: a single node) and drive it instead.
     #[arg(long)]
     dev_cluster: Option<u64>,
@@ -839,10 +847,19 @@ fn serve(args: &ServeArgs) -> Result<ExitCode> {
 }
 
 /// `walrus verify`: exit 0 only when every check passes, 1 when one fails.
+/// The endpoints `--endpoints` and `--resp` name, or the local default.
+fn verify_endpoints(args: &VerifyArgs) -> Vec<String> {
+    if args.endpoints.is_empty() && args.resp.is_empty() {
+        return vec!["http://127.0.0.1:8080".into()];
+    }
+    let resp = args.resp.iter().map(|address| format!("redis://{address}"));
+    args.endpoints.iter().cloned().chain(resp).collect()
+}
+
 fn verify(args: &VerifyArgs) -> Result<ExitCode> {
     let options = walrus::verify::VerifyOptions {
         workload: walrus::verify::workload::WorkloadOptions {
-            endpoints: args.endpoints.clone(),
+            endpoints: verify_endpoints(args),
             token: read_token(args.token_file.as_deref())?,
             clients: args.clients.max(1),
             keys: args.keys.max(1),
@@ -854,6 +871,7 @@ fn verify(args: &VerifyArgs) -> Result<ExitCode> {
             max_operations: args.max_operations,
         },
         dev_cluster: args.dev_cluster,
+        protocol: args.protocol,
         faults: args.nemesis.clone(),
         fault_interval: Duration::from_millis(args.fault_interval_ms),
         fault_hold: Duration::from_millis(args.fault_hold_ms),

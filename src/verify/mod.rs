@@ -18,6 +18,7 @@
 pub mod checker;
 pub mod nemesis;
 pub mod report;
+pub mod resp;
 pub mod workload;
 
 use std::collections::BTreeMap;
@@ -34,11 +35,21 @@ use checker::{Action, KeyVerdict, Operation};
 use nemesis::{Fault, FaultEvent, LocalCluster};
 use workload::{Recorder, WorkloadOptions};
 
+/// Which protocol the clients of a `--dev-cluster` run speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Protocol {
+    Http,
+    Resp,
+    /// Half the clients over each.
+    Both,
+}
+
 #[derive(Debug, Clone)]
 pub struct VerifyOptions {
     pub workload: WorkloadOptions,
     /// Start a local cluster of this many nodes instead of using `endpoints`.
     pub dev_cluster: Option<u64>,
+    pub protocol: Protocol,
     pub faults: Vec<Fault>,
     /// Time between the start of one fault and the next.
     pub fault_interval: Duration,
@@ -86,7 +97,15 @@ pub async fn run(options: VerifyOptions) -> Result<VerifyReport, String> {
             let partitions = options.faults.contains(&nemesis::Fault::Partition);
             let cluster =
                 LocalCluster::start(count, None, partitions).map_err(|error| error.to_string())?;
-            options.workload.endpoints = cluster.endpoints();
+            options.workload.endpoints = match options.protocol {
+                Protocol::Http => cluster.endpoints(),
+                Protocol::Resp => cluster.resp_endpoints(),
+                Protocol::Both => {
+                    let mut endpoints = cluster.endpoints();
+                    endpoints.extend(cluster.resp_endpoints());
+                    endpoints
+                }
+            };
             wait_until_writable(&options.workload).await?;
             Some(cluster)
         }

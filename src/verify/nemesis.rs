@@ -55,6 +55,7 @@ pub struct FaultEvent {
 struct LocalNode {
     id: u64,
     http: String,
+    resp: String,
     args: Vec<String>,
     child: Option<Child>,
 }
@@ -88,6 +89,7 @@ impl LocalCluster {
             }
         };
         let ports: Vec<u16> = (0..count).map(|_| free_port()).collect::<Result<_, _>>()?;
+        let resp_ports: Vec<u16> = (0..count).map(|_| free_port()).collect::<Result<_, _>>()?;
         let peers = ports
             .iter()
             .enumerate()
@@ -98,11 +100,14 @@ impl LocalCluster {
         for (index, port) in ports.iter().enumerate() {
             let id = index as u64 + 1;
             let http = format!("127.0.0.1:{port}");
+            let resp = format!("127.0.0.1:{}", resp_ports[index]);
             let data: PathBuf = base.join(format!("node-{id}"));
             let mut args = vec![
                 "serve".to_string(),
                 "--listen".into(),
                 http.clone(),
+                "--resp-listen".into(),
+                resp.clone(),
                 "--data-dir".into(),
                 data.display().to_string(),
             ];
@@ -122,6 +127,7 @@ impl LocalCluster {
             nodes.push(LocalNode {
                 id,
                 http,
+                resp,
                 args,
                 child: None,
             });
@@ -150,6 +156,14 @@ impl LocalCluster {
         self.nodes
             .iter()
             .map(|node| format!("http://{}", node.http))
+            .collect()
+    }
+
+    /// The nodes' RESP addresses as `redis://` endpoints.
+    pub fn resp_endpoints(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|node| format!("redis://{}", node.resp))
             .collect()
     }
 

@@ -1,6 +1,9 @@
 //! The workload: clients issuing gets, puts, deletes and compare-and-swaps
-//! over HTTP against a node or a cluster, each operation recorded with the
-//! times it was sent and answered.
+//! over HTTP and RESP (`redis://` endpoints) against a node or a cluster,
+//! each operation recorded with the times it was sent and answered.
+//!
+//! Over HTTP a compare-and-swap is a PUT with `If-Match` on the revision
+//! read; over RESP it is WATCH, GET, MULTI, SET, EXEC.
 //!
 //! Every written value is unique (`c<client>-<n>`), so a revision read names
 //! exactly one value and a compare-and-swap on a revision (`If-Match`) is a
@@ -17,6 +20,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::checker::{Action, Operation};
+use super::resp::{RespConnection, RespValue};
 use crate::client::connection::Connection;
 use crate::client::endpoint::Endpoint;
 
@@ -102,53 +106,131 @@ impl Default for Recorder {
 /// One HTTP exchange's result: status, body, revision; `None` when unknown.
 type Answer = Option<(StatusCode, Bytes, Option<u64>)>;
 
+/// What a read found: the value (`None`: absent) and, over HTTP, its
+/// revision; `None` when the outcome is unknown.
+type ReadResult = Option<(Option<String>, Option<u64>)>;
+
+/// How a compare-and-swap ended.
+enum CasOutcome {
+    Applied(Option<u64>),
+    /// Refused because the register no longer held the value read.
+    Refused,
+    /// Refused, but not provably because of the value read: over RESP a
+    /// WATCHed key may change between WATCH and the GET, so a failed EXEC
+    /// says nothing a checker can use. It changed nothing; it is not recorded.
+    RefusedUnrecorded,
+    Unknown,
+    /// Not sent: over HTTP an absent key has no revision to match.
+    NotAttempted,
+}
+
 /// The request never left: the connection could not be opened. The
 /// operation certainly did not happen and is not recorded.
 struct NotSent;
 
-/// One client: its own connection to one endpoint (reopened after failures).
+/// How a client reaches the store.
+enum Transport {
+    Http {
+        endpoints: Vec<Arc<Endpoint>>,
+        connection: Option<Connection>,
+        headers: HeaderMap,
+    },
+    Resp {
+        addresses: Vec<String>,
+        connection: Option<RespConnection>,
+        password: Option<String>,
+    },
+}
+
+/// The address a `redis://HOST:PORT` endpoint names, if it is one.
+pub fn resp_address(url: &str) -> Option<&str> {
+    url.strip_prefix("redis://")
+        .map(|rest| rest.trim_end_matches('/'))
+}
+
+/// One client: its own connection to one endpoint (reopened after failures,
+/// moving to the next endpoint of the same protocol).
 pub struct Client {
     id: u64,
-    endpoints: Vec<Arc<Endpoint>>,
+    transport: Transport,
     current: usize,
-    connection: Option<Connection>,
-    headers: HeaderMap,
     timeout: Duration,
     written: u64,
     value_bytes: usize,
 }
 
 impl Client {
+    /// A client over HTTP or RESP: with endpoints of both kinds, even client
+    /// ids take HTTP and odd ones RESP.
     pub fn new(id: u64, options: &WorkloadOptions) -> Result<Client, String> {
-        let endpoints = options
+        let (resp, http): (Vec<&String>, Vec<&String>) = options
             .endpoints
             .iter()
-            .map(|url| {
-                Endpoint::parse(url)
-                    .map(Arc::new)
-                    .map_err(|e| e.to_string())
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut headers = HeaderMap::new();
-        if let Some(token) = &options.token {
-            let value = HeaderValue::from_str(&format!("Bearer {token}"))
-                .map_err(|_| "the token cannot be sent in a header".to_string())?;
-            headers.insert(http::header::AUTHORIZATION, value);
-        }
+            .partition(|url| resp_address(url).is_some());
+        let use_resp = !resp.is_empty() && (http.is_empty() || id % 2 == 1);
+        let transport = if use_resp {
+            Transport::Resp {
+                addresses: resp
+                    .iter()
+                    .filter_map(|url| resp_address(url).map(str::to_string))
+                    .collect(),
+                connection: None,
+                password: options.token.clone(),
+            }
+        } else {
+            let endpoints = http
+                .iter()
+                .map(|url| {
+                    Endpoint::parse(url)
+                        .map(Arc::new)
+                        .map_err(|e| e.to_string())
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if endpoints.is_empty() {
+                return Err("no endpoints to drive".into());
+            }
+            let mut headers = HeaderMap::new();
+            if let Some(token) = &options.token {
+                let value = HeaderValue::from_str(&format!("Bearer {token}"))
+                    .map_err(|_| "the token cannot be sent in a header".to_string())?;
+                headers.insert(http::header::AUTHORIZATION, value);
+            }
+            Transport::Http {
+                endpoints,
+                connection: None,
+                headers,
+            }
+        };
+        let count = match &transport {
+            Transport::Http { endpoints, .. } => endpoints.len(),
+            Transport::Resp { addresses, .. } => addresses.len(),
+        };
         Ok(Client {
             id,
-            current: id as usize % endpoints.len().max(1),
-            endpoints,
-            connection: None,
-            headers,
+            current: id as usize % count.max(1),
+            transport,
             timeout: options.request_timeout,
             written: 0,
             value_bytes: options.value_bytes,
         })
     }
 
-    pub fn endpoint(&self) -> &str {
-        self.endpoints[self.current].url()
+    pub fn endpoint(&self) -> String {
+        match &self.transport {
+            Transport::Http { endpoints, .. } => endpoints[self.current].url().to_string(),
+            Transport::Resp { addresses, .. } => format!("redis://{}", addresses[self.current]),
+        }
+    }
+
+    /// Moves to the next endpoint after a failure, pausing so as not to
+    /// spin against a node that is down.
+    async fn rotate(&mut self) {
+        let count = match &self.transport {
+            Transport::Http { endpoints, .. } => endpoints.len(),
+            Transport::Resp { addresses, .. } => addresses.len(),
+        };
+        self.current = (self.current + 1) % count.max(1);
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
     async fn exchange(
@@ -158,22 +240,28 @@ impl Client {
         body: Bytes,
         if_match: Option<u64>,
     ) -> Result<Answer, NotSent> {
-        let endpoint = self.endpoints[self.current].clone();
-        let mut connection = match self.connection.take() {
+        let Transport::Http {
+            endpoints,
+            connection,
+            headers,
+        } = &mut self.transport
+        else {
+            return Err(NotSent);
+        };
+        let endpoint = endpoints[self.current].clone();
+        let mut open = match connection.take() {
             Some(connection) if connection.is_open() => connection,
             _ => match tokio::time::timeout(self.timeout, Connection::open(endpoint.clone(), None))
                 .await
             {
                 Ok(Ok(connection)) => connection,
                 _ => {
-                    self.current = (self.current + 1) % self.endpoints.len();
-                    // Do not spin against a node that is down.
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    self.rotate().await;
                     return Err(NotSent);
                 }
             },
         };
-        let mut headers = self.headers.clone();
+        let mut headers = headers.clone();
         if let Some(revision) = if_match {
             headers.insert(
                 http::header::IF_MATCH,
@@ -181,20 +269,165 @@ impl Client {
             );
         }
         let target = endpoint.target(path);
-        let sent = connection.send(method, &target, &headers, body);
+        let sent = open.send(method, &target, &headers, body);
         match tokio::time::timeout(self.timeout, sent).await {
             Ok(Ok(response)) if !response.status.is_server_error() => {
                 let revision = response.revision();
-                self.connection = Some(connection);
+                *connection = Some(open);
                 Ok(Some((response.status, response.body, revision)))
             }
             _ => {
                 // Another node may be reachable; this one failed or timed out.
-                self.current = (self.current + 1) % self.endpoints.len();
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                self.rotate().await;
                 Ok(None)
             }
         }
+    }
+
+    /// Sends RESP commands pipelined; `Ok(None)` when the outcome is unknown.
+    async fn resp_call(
+        &mut self,
+        commands: &[&[&[u8]]],
+    ) -> Result<Option<Vec<RespValue>>, NotSent> {
+        let Transport::Resp {
+            addresses,
+            connection,
+            password,
+        } = &mut self.transport
+        else {
+            return Err(NotSent);
+        };
+        let mut open = match connection.take() {
+            Some(open) => open,
+            None => {
+                let address = addresses[self.current].clone();
+                let connect = RespConnection::connect(&address, password.as_deref());
+                match tokio::time::timeout(self.timeout, connect).await {
+                    Ok(Ok(open)) => open,
+                    _ => {
+                        self.rotate().await;
+                        return Err(NotSent);
+                    }
+                }
+            }
+        };
+        match open.call_within(self.timeout, commands).await {
+            Ok(replies) if !replies.iter().any(has_error) => {
+                *connection = Some(open);
+                Ok(Some(replies))
+            }
+            _ => {
+                self.rotate().await;
+                Ok(None)
+            }
+        }
+    }
+
+    async fn read(&mut self, key: &str) -> Result<ReadResult, NotSent> {
+        if matches!(self.transport, Transport::Resp { .. }) {
+            let replies = self.resp_call(&[&[b"GET", key.as_bytes()]]).await?;
+            return Ok(match replies.as_deref() {
+                Some([RespValue::Bulk(Some(value))]) => {
+                    Some((Some(String::from_utf8_lossy(value).into_owned()), None))
+                }
+                Some([RespValue::Bulk(None)]) => Some((None, None)),
+                _ => None,
+            });
+        }
+        let answer = self
+            .exchange(Method::GET, &format!("/kv/{key}"), Bytes::new(), None)
+            .await?;
+        Ok(match answer {
+            Some((StatusCode::OK, body, revision)) => {
+                Some((Some(String::from_utf8_lossy(&body).into_owned()), revision))
+            }
+            Some((StatusCode::NOT_FOUND, _, _)) => Some((None, None)),
+            _ => None,
+        })
+    }
+
+    /// Puts `value` (deletes for `None`); `Some(revision)` once acknowledged.
+    async fn write(
+        &mut self,
+        key: &str,
+        value: Option<&str>,
+    ) -> Result<Option<Option<u64>>, NotSent> {
+        if matches!(self.transport, Transport::Resp { .. }) {
+            let replies = match value {
+                Some(value) => {
+                    self.resp_call(&[&[b"SET", key.as_bytes(), value.as_bytes()]])
+                        .await?
+                }
+                None => self.resp_call(&[&[b"DEL", key.as_bytes()]]).await?,
+            };
+            let known = matches!(
+                replies.as_deref(),
+                Some([RespValue::Simple(_)] | [RespValue::Integer(_)])
+            );
+            return Ok(known.then_some(None));
+        }
+        let path = format!("/kv/{key}");
+        let answer = match value {
+            Some(value) => {
+                let body = Bytes::copy_from_slice(value.as_bytes());
+                self.exchange(Method::PUT, &path, body, None).await?
+            }
+            None => {
+                self.exchange(Method::DELETE, &path, Bytes::new(), None)
+                    .await?
+            }
+        };
+        Ok(match answer {
+            Some((StatusCode::OK, _, revision)) => Some(revision),
+            _ => None,
+        })
+    }
+
+    /// Over RESP, WATCHes the key before the read a compare-and-swap is
+    /// based on; false when that failed.
+    async fn prepare_cas(&mut self, key: &str) -> Result<bool, NotSent> {
+        if matches!(self.transport, Transport::Http { .. }) {
+            return Ok(true);
+        }
+        let replies = self.resp_call(&[&[b"WATCH", key.as_bytes()]]).await?;
+        Ok(matches!(replies.as_deref(), Some([RespValue::Simple(_)])))
+    }
+
+    async fn cas(
+        &mut self,
+        key: &str,
+        revision: Option<u64>,
+        value: &str,
+    ) -> Result<CasOutcome, NotSent> {
+        if matches!(self.transport, Transport::Resp { .. }) {
+            let replies = self
+                .resp_call(&[
+                    &[b"MULTI"],
+                    &[b"SET", key.as_bytes(), value.as_bytes()],
+                    &[b"EXEC"],
+                ])
+                .await?;
+            return Ok(match replies.as_deref() {
+                Some([_, _, RespValue::Array(Some(_))]) => CasOutcome::Applied(None),
+                Some([_, _, RespValue::Array(None)]) => CasOutcome::RefusedUnrecorded,
+                _ => CasOutcome::Unknown,
+            });
+        }
+        let Some(revision) = revision else {
+            return Ok(CasOutcome::NotAttempted);
+        };
+        let body = Bytes::copy_from_slice(value.as_bytes());
+        let path = format!("/kv/{key}");
+        Ok(
+            match self
+                .exchange(Method::PUT, &path, body, Some(revision))
+                .await?
+            {
+                Some((StatusCode::OK, _, revision)) => CasOutcome::Applied(revision),
+                Some((StatusCode::PRECONDITION_FAILED, _, _)) => CasOutcome::Refused,
+                _ => CasOutcome::Unknown,
+            },
+        )
     }
 
     fn next_value(&mut self) -> String {
@@ -215,36 +448,26 @@ impl Client {
         mix: Mix,
         key: &str,
     ) -> Vec<Operation> {
-        let path = format!("/kv/{key}");
         let total = mix.get + mix.put + mix.delete + mix.cas;
         let pick = rng.random_range(0..total);
         let mut recorded = Vec::new();
         if pick < mix.get {
-            recorded.extend(self.get(recorder, key, &path).await.map(|(read, _)| read));
+            recorded.extend(self.get(recorder, key).await.map(|(read, _)| read));
         } else if pick < mix.get + mix.put + mix.delete {
-            let (method, body, action) = if pick < mix.get + mix.put {
-                let value = self.next_value();
-                (
-                    Method::PUT,
-                    Bytes::from(value.clone()),
-                    Action::Put { value },
-                )
-            } else {
-                (Method::DELETE, Bytes::new(), Action::Delete)
-            };
+            let value = (pick < mix.get + mix.put).then(|| self.next_value());
             let invoked = recorder.now_ns();
-            if let Ok(answer) = self.exchange(method, &path, body, None).await {
-                recorded.push(self.finish(
-                    recorder,
-                    key,
-                    action,
-                    invoked,
-                    answer,
-                    &[StatusCode::OK],
-                ));
+            if let Ok(answer) = self.write(key, value.as_deref()).await {
+                let action = match value {
+                    Some(value) => Action::Put { value },
+                    None => Action::Delete,
+                };
+                recorded.push(self.record(recorder, key, action, invoked, answer));
             }
         } else {
-            let Some((read, revision)) = self.get(recorder, key, &path).await else {
+            if !matches!(self.prepare_cas(key).await, Ok(true)) {
+                return recorded;
+            }
+            let Some((read, revision)) = self.get(recorder, key).await else {
                 return recorded;
             };
             let expected = match &read.action {
@@ -255,63 +478,33 @@ impl Client {
                 }
             };
             recorded.push(read);
-            // A CAS needs a revision to match; an absent key has none over
-            // HTTP, so that read stands alone.
-            let Some(revision) = revision else {
-                return recorded;
-            };
             let value = self.next_value();
             let invoked = recorder.now_ns();
-            let Ok(answer) = self
-                .exchange(
-                    Method::PUT,
-                    &path,
-                    Bytes::from(value.clone()),
-                    Some(revision),
-                )
-                .await
-            else {
+            let Ok(outcome) = self.cas(key, revision, &value).await else {
                 return recorded;
             };
-            let succeeded = matches!(answer, Some((StatusCode::OK, _, _)));
+            let (succeeded, answer) = match outcome {
+                CasOutcome::Applied(revision) => (true, Some(revision)),
+                CasOutcome::Refused => (false, Some(None)),
+                CasOutcome::Unknown => (false, None),
+                CasOutcome::RefusedUnrecorded | CasOutcome::NotAttempted => return recorded,
+            };
             let action = Action::Cas {
                 expected,
                 value,
                 succeeded,
             };
-            recorded.push(self.finish(
-                recorder,
-                key,
-                action,
-                invoked,
-                answer,
-                &[StatusCode::OK, StatusCode::PRECONDITION_FAILED],
-            ));
+            recorded.push(self.record(recorder, key, action, invoked, answer));
         }
         recorded
     }
 
-    async fn get(
-        &mut self,
-        recorder: &Recorder,
-        key: &str,
-        path: &str,
-    ) -> Option<(Operation, Option<u64>)> {
+    async fn get(&mut self, recorder: &Recorder, key: &str) -> Option<(Operation, Option<u64>)> {
         let invoked = recorder.now_ns();
-        let answer = self
-            .exchange(Method::GET, path, Bytes::new(), None)
-            .await
-            .ok()?;
+        let answer = self.read(key).await.ok()?;
         let completed = recorder.now_ns();
-        let (value, revision, known) = match &answer {
-            Some((StatusCode::OK, body, revision)) => (
-                Some(String::from_utf8_lossy(body).into_owned()),
-                *revision,
-                true,
-            ),
-            Some((StatusCode::NOT_FOUND, _, _)) => (None, None, true),
-            _ => (None, None, false),
-        };
+        let known = answer.is_some();
+        let (value, revision) = answer.unwrap_or((None, None));
         if !known {
             recorder.unknown.fetch_add(1, Ordering::Relaxed);
         }
@@ -323,26 +516,23 @@ impl Client {
             invoked_ns: invoked,
             completed_ns: known.then_some(completed),
             revision,
-            endpoint: self.endpoint().to_string(),
+            endpoint: self.endpoint(),
         };
         Some((operation, revision))
     }
 
-    fn finish(
+    /// Records a write whose answer was `Some(revision)` when known.
+    fn record(
         &self,
         recorder: &Recorder,
         key: &str,
         action: Action,
         invoked: u64,
-        answer: Answer,
-        expected: &[StatusCode],
+        answer: Option<Option<u64>>,
     ) -> Operation {
         let completed = recorder.now_ns();
         recorder.done.fetch_add(1, Ordering::Relaxed);
-        let known = answer
-            .as_ref()
-            .is_some_and(|(status, _, _)| expected.contains(status));
-        if !known {
+        if answer.is_none() {
             recorder.unknown.fetch_add(1, Ordering::Relaxed);
         }
         Operation {
@@ -350,10 +540,20 @@ impl Client {
             key: key.to_string(),
             action,
             invoked_ns: invoked,
-            completed_ns: known.then_some(completed),
-            revision: answer.and_then(|(_, _, revision)| revision),
-            endpoint: self.endpoint().to_string(),
+            completed_ns: answer.is_some().then_some(completed),
+            revision: answer.flatten(),
+            endpoint: self.endpoint(),
         }
+    }
+}
+
+/// Whether a reply carries an error (`-CLUSTERDOWN` without a quorum, a
+/// store failure): like an HTTP 5xx, the command's outcome is unknown.
+fn has_error(reply: &RespValue) -> bool {
+    match reply {
+        RespValue::Error(_) => true,
+        RespValue::Array(Some(items)) => items.iter().any(has_error),
+        _ => false,
     }
 }
 
@@ -405,8 +605,7 @@ pub async fn final_reads(
         let mut client = Client::new(1_000_000 + index as u64, &single)?;
         for key in 0..options.keys {
             let key = format!("verify-{key}");
-            let path = format!("/kv/{key}");
-            let read = match client.get(recorder, &key, &path).await {
+            let read = match client.get(recorder, &key).await {
                 Some((read, _)) => read,
                 // The node is down: an unanswered final read.
                 None => Operation {

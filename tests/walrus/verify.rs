@@ -209,3 +209,125 @@ fn verify_fails_against_a_server_that_acknowledges_before_it_writes() {
     );
     drop(runtime);
 }
+
+/// A Redis-protocol server that answers SET at once but applies it 150 ms
+/// later, and reads from what it has applied: a stale read over RESP.
+async fn broken_resp_server() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    let map: Arc<Mutex<HashMap<Vec<u8>, Vec<u8>>>> = Arc::default();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let map = map.clone();
+            tokio::spawn(async move {
+                let mut buffer = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Ok(read) = stream.read(&mut chunk).await else {
+                        return;
+                    };
+                    if read == 0 {
+                        return;
+                    }
+                    buffer.extend_from_slice(&chunk[..read]);
+                    while let Ok(walrus::resp::Parsed::Request { args, consumed }) =
+                        walrus::resp::parse_request(&buffer, &walrus::resp::Limits::default())
+                    {
+                        let args: Vec<Vec<u8>> = args
+                            .into_iter()
+                            .map(|range| buffer[range].to_vec())
+                            .collect();
+                        buffer.drain(..consumed);
+                        if args.is_empty() {
+                            continue;
+                        }
+                        let name = String::from_utf8_lossy(&args[0]).to_ascii_uppercase();
+                        let reply: Vec<u8> = match name.as_str() {
+                            "GET" => match map.lock().get(&args[1]) {
+                                Some(value) => {
+                                    let mut reply = format!("${}\r\n", value.len()).into_bytes();
+                                    reply.extend_from_slice(value);
+                                    reply.extend_from_slice(b"\r\n");
+                                    reply
+                                }
+                                None => b"$-1\r\n".to_vec(),
+                            },
+                            "SET" => {
+                                let map = map.clone();
+                                let (key, value) = (args[1].clone(), args[2].clone());
+                                tokio::spawn(async move {
+                                    tokio::time::sleep(Duration::from_millis(150)).await;
+                                    map.lock().insert(key, value);
+                                });
+                                b"+OK\r\n".to_vec()
+                            }
+                            "DEL" => {
+                                map.lock().remove(&args[1]);
+                                b":1\r\n".to_vec()
+                            }
+                            _ => b"-ERR unknown command\r\n".to_vec(),
+                        };
+                        if stream.write_all(&reply).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    address
+}
+
+#[test]
+fn verify_over_resp_fails_against_a_server_that_acknowledges_before_it_writes() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let address = runtime.block_on(broken_resp_server()).to_string();
+    let (passed, text) = std::thread::spawn(move || {
+        verify(&[
+            "--resp",
+            &address,
+            "--duration",
+            "3",
+            "--keys",
+            "3",
+            "--clients",
+            "4",
+            "--mix",
+            "1:1:0:0",
+        ])
+    })
+    .join()
+    .expect("verify thread");
+    assert!(!passed, "verify must fail: {text}");
+    assert!(text.contains("FAIL  linearizable"), "{text}");
+    drop(runtime);
+}
+
+#[test]
+fn verify_drives_a_running_node_over_http_and_resp_at_once() {
+    let (server, _dir) = crate::server::Server::start_resp(&[]);
+    let http = format!("http://{}", server.address);
+    let resp = server.resp_address().to_string();
+    let (passed, text) = verify(&[
+        "--endpoints",
+        &http,
+        "--resp",
+        &resp,
+        "--duration",
+        "3",
+        "--json",
+    ]);
+    assert!(passed, "{text}");
+    let json: serde_json::Value = serde_json::from_str(&text).expect("JSON report");
+    let endpoints = json["endpoints"].to_string();
+    assert!(
+        endpoints.contains("redis://") && endpoints.contains("http://"),
+        "{endpoints}"
+    );
+}
