@@ -268,6 +268,11 @@ struct ServeArgs {
     /// PEM private key for HTTPS (with --tls-cert).
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// With TLS on a cluster node: the CA file (PEM) that signed the other
+    /// nodes' certificates; peers then talk over https. Default: --tls-cert
+    /// itself (every node sharing one certificate, or a self-signed one).
+    #[arg(long, requires = "tls_cert")]
+    peer_cacert: Option<PathBuf>,
     /// Run as node ID of a Raft cluster. Without --peers the node waits to be
     /// added to an existing cluster (`walrus cluster add-learner`).
     #[arg(long)]
@@ -415,6 +420,12 @@ impl ServeArgs {
         options.election_timeout_ms = (election, election * 2);
         options.snapshot_every = self.snapshot_every_entries.max(1);
         options.fault_injection = self.enable_fault_injection;
+        if let Some(cert) = &self.tls_cert {
+            let ca_file = self.peer_cacert.as_ref().unwrap_or(cert);
+            let connector = walrus::client::tls::connector(ca_file)
+                .with_context(|| format!("--peer-cacert {}", ca_file.display()))?;
+            options.peer_tls = Some(walrus::raft::network::PeerTls(connector));
+        }
         Ok(Some(options))
     }
 }

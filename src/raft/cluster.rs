@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use super::fault::FaultSwitch;
 use super::log_store::LogStore;
 use super::network::{
-    ChunkAnswer, Peer, PeerError, PeerIdentity, PeerNetworkFactory, SnapshotChunk,
+    ChunkAnswer, Peer, PeerError, PeerIdentity, PeerNetworkFactory, PeerTls, SnapshotChunk,
 };
 use super::state_machine::{SnapshotData, StateMachine};
 use super::{LogId, NodeId, Proposal, Raft, TypeConfig, Vote};
@@ -60,6 +60,9 @@ pub struct ClusterOptions {
     pub snapshot_every: u64,
     /// Whether the partition switch (`/fault/…`) exists: tests only.
     pub fault_injection: bool,
+    /// Set when the node serves TLS: peers are reached over https, trusting
+    /// this connector's CA.
+    pub peer_tls: Option<PeerTls>,
 }
 
 impl ClusterOptions {
@@ -76,6 +79,7 @@ impl ClusterOptions {
             election_timeout_ms: (500, 1000),
             snapshot_every: 50_000,
             fault_injection: false,
+            peer_tls: None,
         }
     }
 }
@@ -217,6 +221,7 @@ impl ClusterNode {
             faults: options
                 .fault_injection
                 .then(|| Arc::new(FaultSwitch::default())),
+            tls: options.peer_tls.clone(),
         };
         let network = PeerNetworkFactory {
             identity: identity.clone(),

@@ -22,6 +22,8 @@ use openraft::{BasicNode, OptionalSend, RaftNetworkV2};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use tokio_rustls::TlsConnector;
+
 use super::fault::FaultSwitch;
 use super::state_machine::SnapshotData;
 use super::{NodeId, TypeConfig, Vote};
@@ -80,13 +82,26 @@ pub enum PeerError {
 /// Idle connections kept per peer.
 const MAX_IDLE_CONNECTIONS: usize = 128;
 
-/// Who this node is to its peers: its id and token, and (only with
-/// `--enable-fault-injection`) the partition switch its messages obey.
+/// Who this node is to its peers: its id and token, the TLS its peers speak
+/// (when nodes serve https), and (only with `--enable-fault-injection`) the
+/// partition switch its messages obey.
 #[derive(Debug, Clone)]
 pub struct PeerIdentity {
     pub own_id: NodeId,
     pub token: Option<String>,
     pub faults: Option<Arc<FaultSwitch>>,
+    pub tls: Option<PeerTls>,
+}
+
+/// The TLS connector for peers, trusting the CA that signed their
+/// certificates.
+#[derive(Clone)]
+pub struct PeerTls(pub TlsConnector);
+
+impl std::fmt::Debug for PeerTls {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("PeerTls")
+    }
 }
 
 /// One peer: its address and idle connections reused between requests.
@@ -96,6 +111,7 @@ pub struct Peer {
     idle: parking_lot::Mutex<Vec<Connection>>,
     headers: HeaderMap,
     faults: Option<Arc<FaultSwitch>>,
+    tls: Option<PeerTls>,
 }
 
 impl Peer {
@@ -105,7 +121,12 @@ impl Peer {
             address: address.to_string(),
             reason,
         };
-        let endpoint = Endpoint::parse(&format!("http://{address}"))
+        let scheme = if identity.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let endpoint = Endpoint::parse(&format!("{scheme}://{address}"))
             .map_err(|error| unreachable(error.to_string()))?;
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(POSTCARD));
@@ -121,6 +142,7 @@ impl Peer {
             idle: parking_lot::Mutex::new(Vec::new()),
             headers,
             faults: identity.faults.clone(),
+            tls: identity.tls.clone(),
         })
     }
 
@@ -169,7 +191,7 @@ impl Peer {
         };
         let mut connection = match reused {
             Some(connection) => connection,
-            None => Connection::open(self.endpoint.clone(), None)
+            None => Connection::open(self.endpoint.clone(), self.tls.as_ref().map(|tls| &tls.0))
                 .await
                 .map_err(|error| PeerError::Unreachable {
                     address: self.address().to_string(),

@@ -65,7 +65,12 @@ impl Node {
             }
         });
         self.child = Some(child);
+        // A node serving https is up once its (plain) RESP port answers.
+        let https = self.extra.iter().any(|arg| arg == "--tls-cert");
         wait_until(Duration::from_secs(20), || {
+            if https {
+                return std::net::TcpStream::connect(self.resp).is_ok();
+            }
             raw(
                 self.http,
                 b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
@@ -143,7 +148,9 @@ impl Cluster {
             node.start();
         }
         let cluster = Cluster { nodes, _temp: temp };
-        cluster.wait_for_leader(Duration::from_secs(20));
+        if !extra.contains(&"--tls-cert") {
+            cluster.wait_for_leader(Duration::from_secs(20));
+        }
         cluster
     }
 
@@ -539,5 +546,51 @@ fn a_wiped_node_rejoins_under_a_new_id_from_a_snapshot() {
     assert!(
         status["snapshot_index"].as_u64().unwrap_or(0) > 0,
         "the new node started from a snapshot: {status}"
+    );
+}
+
+/// With --tls-cert the peers talk over https, trusting the node certificate
+/// (or --peer-cacert); replication works, and clients over RESP see one store.
+#[test]
+fn peers_speak_tls_when_the_nodes_serve_https() {
+    let certs = tempfile::tempdir().expect("temp dir");
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .expect("certificate");
+    let cert = certs.path().join("cert.pem");
+    let key = certs.path().join("key.pem");
+    std::fs::write(&cert, certified.cert.pem()).expect("cert file");
+    std::fs::write(&key, certified.key_pair.serialize_pem()).expect("key file");
+    let (cert, key) = (cert.to_string_lossy(), key.to_string_lossy());
+    let cluster = Cluster::start_with(3, &["--tls-cert", &cert, "--tls-key", &key]);
+    let connect = |node: &Node| {
+        redis::Client::open(format!("redis://{}", node.resp))
+            .expect("client")
+            .get_connection()
+            .expect("connect")
+    };
+    // Any node takes the write once the nodes have elected a leader over TLS.
+    let mut written = false;
+    wait_until(Duration::from_secs(20), || {
+        let mut connection = connect(&cluster.nodes[0]);
+        written = redis::cmd("SET")
+            .arg("over-tls")
+            .arg("yes")
+            .query::<()>(&mut connection)
+            .is_ok();
+        written
+    });
+    assert!(written);
+    for node in &cluster.nodes {
+        let value: Option<String> = redis::cmd("GET")
+            .arg("over-tls")
+            .query(&mut connect(node))
+            .expect("linearizable read");
+        assert_eq!(value.as_deref(), Some("yes"), "node {}", node.id);
+    }
+    // Plain HTTP to a TLS node is not served as a peer message.
+    assert!(
+        http(cluster.nodes[1].http, "GET", "/cluster/status", b"")
+            .is_none_or(|reply| reply.status != 200)
     );
 }
