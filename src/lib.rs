@@ -30,6 +30,7 @@
 //! recovery; `docs/format.md` gives the byte layout of every file.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod backup;
 pub mod bench;
 pub mod client;
 pub mod dev_cluster;

@@ -59,6 +59,24 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Save a consistent snapshot of a running node to FILE (checked before it is named).
+    Backup {
+        file: PathBuf,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Make a new data directory from a backup FILE (offline; refuses a non-empty directory).
+    Restore {
+        file: PathBuf,
+        /// The data directory to create.
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+    /// Snapshot a running node now and remove the log the snapshot covers.
+    Compact {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Print the segments, records and snapshots of a data directory (read-only).
     Dump {
         /// The data directory.
@@ -642,6 +660,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Cluster(command) => cluster_command(command),
+        Command::Backup { file, client } => backup(&file, &client),
+        Command::Restore { file, data_dir } => {
+            let info = walrus::backup::restore(&file, &data_dir)?;
+            println!(
+                "restored {} keys at revision {} into {}",
+                info.keys,
+                info.revision,
+                data_dir.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Compact { client } => admin_post(&client, "/admin/compact"),
         Command::Verify(args) => verify(&args),
         Command::DevCluster {
             nodes,
@@ -936,6 +966,50 @@ fn cluster_command(command: ClusterCommand) -> Result<ExitCode> {
     let response = runtime.block_on(client.request(
         method,
         &path,
+        http::HeaderMap::new(),
+        bytes::Bytes::new(),
+    ))?;
+    let body = String::from_utf8_lossy(&response.body).into_owned();
+    if response.status.is_success() {
+        println!("{}", body.trim());
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("error: {} {}", response.status, body.trim());
+        Ok(ExitCode::from(2))
+    }
+}
+
+/// `walrus backup FILE`: fetches `/admin/snapshot` and saves it, checked.
+fn backup(file: &std::path::Path, args: &ClientArgs) -> Result<ExitCode> {
+    let client = args.client()?;
+    let response = runtime()?.block_on(client.request(
+        http::Method::GET,
+        "/admin/snapshot",
+        http::HeaderMap::new(),
+        bytes::Bytes::new(),
+    ))?;
+    if !response.status.is_success() {
+        let body = String::from_utf8_lossy(&response.body).into_owned();
+        eprintln!("error: {} {}", response.status, body.trim());
+        return Ok(ExitCode::from(2));
+    }
+    let info = walrus::backup::save(&response.body, file)?;
+    println!(
+        "saved {} keys at revision {} ({} bytes) to {}",
+        info.keys,
+        info.revision,
+        info.bytes,
+        file.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// POSTs to an admin route and prints the answer.
+fn admin_post(args: &ClientArgs, path: &str) -> Result<ExitCode> {
+    let client = args.client()?;
+    let response = runtime()?.block_on(client.request(
+        http::Method::POST,
+        path,
         http::HeaderMap::new(),
         bytes::Bytes::new(),
     ))?;

@@ -9,6 +9,7 @@
 //! only a lone write on an idle store is committed on the worker thread itself
 //! (one sync, cheaper than the two thread hand-offs it saves).
 
+mod admin;
 mod cluster;
 mod kv;
 mod metrics;

@@ -9,6 +9,7 @@ use http::{Method, Request, StatusCode};
 use hyper::body::Incoming;
 
 use super::HttpConfig;
+use super::admin;
 use super::cluster;
 use super::kv;
 use super::metrics::{HttpMetrics, Route};
@@ -69,6 +70,10 @@ impl App {
         if let Some(action) = path.strip_prefix(cluster::CLUSTER_PREFIX) {
             let action = action.to_string();
             return cluster::cluster(self, &action, request).await;
+        }
+        if let Some(action) = path.strip_prefix(admin::PREFIX) {
+            let action = action.to_string();
+            return admin::handle(self, &action, request).await;
         }
         if let Some(action) = path.strip_prefix(cluster::FAULT_PREFIX) {
             let action = action.to_string();

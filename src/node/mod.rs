@@ -11,6 +11,7 @@
 
 mod replicated;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::error::Result;
@@ -51,6 +52,20 @@ impl Node {
             store: Arc::new(ReplicatedStore::new(cluster.clone())),
             cluster: Some(cluster),
         }
+    }
+
+    /// Takes a snapshot of everything this node has applied, compacting the
+    /// log behind it, and returns the snapshot file (which stays readable
+    /// through an open handle even if a later snapshot replaces it).
+    pub async fn snapshot_now(&self) -> Result<PathBuf> {
+        if let Some(cluster) = &self.cluster {
+            return cluster.snapshot_now().await;
+        }
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.snapshot_now())
+            .await
+            .map_err(|_| crate::Error::Closed)?
+            .map(|info| info.path)
     }
 
     /// Writes and local reads.

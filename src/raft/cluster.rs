@@ -13,7 +13,7 @@
 //!   [`Error::Unavailable`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -292,6 +292,32 @@ impl ClusterNode {
 
     pub fn id(&self) -> NodeId {
         self.id
+    }
+
+    /// Snapshots this node's state machine now (covering everything it has
+    /// applied) and returns the snapshot file; openraft then purges the log
+    /// behind it. Waits at most a minute.
+    pub async fn snapshot_now(&self) -> Result<PathBuf> {
+        let target = self.metrics().last_applied.map_or(0, |id| id.index);
+        self.raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|error| unavailable(format!("starting a snapshot: {error}")))?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let snapshot = self.metrics().snapshot.map_or(0, |id| id.index);
+            if snapshot >= target {
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(unavailable("the snapshot did not finish within 60 s"));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.machine
+            .newest_snapshot_path()?
+            .ok_or_else(|| unavailable("no snapshot file after the snapshot finished"))
     }
 
     pub fn raft(&self) -> &Raft {

@@ -88,6 +88,11 @@ impl StateMachine {
     }
 
     /// The state reads are served from.
+    /// The newest valid snapshot file in the data directory, if any.
+    pub fn newest_snapshot_path(&self) -> Result<Option<PathBuf>> {
+        Ok(newest_snapshot(&*self.inner.fs, &self.inner.dir)?.map(|(path, _)| path))
+    }
+
     pub fn state(&self) -> &Arc<RwLock<State>> {
         &self.inner.state
     }

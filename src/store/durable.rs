@@ -538,6 +538,10 @@ impl KvStore for DurableStore {
     fn stats(&self) -> Option<&StoreStats> {
         Some(&self.shared.stats)
     }
+
+    fn snapshot_now(&self) -> Result<SnapshotInfo> {
+        self.snapshot()
+    }
 }
 
 /// Decoded commands handed from the log reader to the applier, in log order.

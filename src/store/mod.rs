@@ -144,6 +144,14 @@ pub trait KvStore: Send + Sync {
         None
     }
 
+    /// Takes a snapshot now and removes the log it covers (blocking: call it
+    /// off the async runtime). Only a store with a log has one.
+    fn snapshot_now(&self) -> Result<SnapshotInfo> {
+        Err(Error::InvalidArgument(
+            "this store keeps nothing on disk (--in-memory): there is nothing to snapshot".into(),
+        ))
+    }
+
     fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -113,8 +113,9 @@ type ReadResult = Option<(Option<String>, Option<u64>)>;
 /// How a compare-and-swap ended.
 enum CasOutcome {
     Applied(Option<u64>),
-    /// Refused because the register no longer held the value read.
-    Refused,
+    /// Refused because the register no longer held the value read; the
+    /// revision the server said the key is at, if it said.
+    Refused(Option<u64>),
     /// Refused, but not provably because of the value read: over RESP a
     /// WATCHed key may change between WATCH and the GET, so a failed EXEC
     /// says nothing a checker can use. It changed nothing; it is not recorded.
@@ -424,7 +425,7 @@ impl Client {
                 .await?
             {
                 Some((StatusCode::OK, _, revision)) => CasOutcome::Applied(revision),
-                Some((StatusCode::PRECONDITION_FAILED, _, _)) => CasOutcome::Refused,
+                Some((StatusCode::PRECONDITION_FAILED, _, current)) => CasOutcome::Refused(current),
                 _ => CasOutcome::Unknown,
             },
         )
@@ -464,6 +465,29 @@ impl Client {
                 recorded.push(self.record(recorder, key, action, invoked, answer));
             }
         } else {
+            // Over RESP the value is read before and after WATCH: walrus's
+            // WATCH of an absent key guards "absent at EXEC" (a key created
+            // and deleted again in between does not fail EXEC, unlike Redis),
+            // so a value read after WATCH alone may not be what EXEC's guard
+            // checked. Values are unique per write, so two equal reads mean
+            // the key held that value throughout, WATCH included.
+            let resp = matches!(self.transport, Transport::Resp { .. });
+            let before_watch = if resp {
+                let Some((read, _)) = self.get(recorder, key).await else {
+                    return recorded;
+                };
+                let value = match &read.action {
+                    Action::Get { value } if read.completed_ns.is_some() => value.clone(),
+                    _ => {
+                        recorded.push(read);
+                        return recorded;
+                    }
+                };
+                recorded.push(read);
+                Some(value)
+            } else {
+                None
+            };
             if !matches!(self.prepare_cas(key).await, Ok(true)) {
                 return recorded;
             }
@@ -478,6 +502,10 @@ impl Client {
                 }
             };
             recorded.push(read);
+            if before_watch.is_some_and(|before| before != expected) {
+                let _ = self.resp_call(&[&[b"UNWATCH"]]).await;
+                return recorded;
+            }
             let value = self.next_value();
             let invoked = recorder.now_ns();
             let Ok(outcome) = self.cas(key, revision, &value).await else {
@@ -485,7 +513,7 @@ impl Client {
             };
             let (succeeded, answer) = match outcome {
                 CasOutcome::Applied(revision) => (true, Some(revision)),
-                CasOutcome::Refused => (false, Some(None)),
+                CasOutcome::Refused(current) => (false, Some(current)),
                 CasOutcome::Unknown => (false, None),
                 CasOutcome::RefusedUnrecorded | CasOutcome::NotAttempted => return recorded,
             };

@@ -325,6 +325,14 @@ fn writes_through_any_node_are_read_alike_from_every_node() {
         .expect("transaction");
     assert_eq!((count, text.as_str()), (5, "5"));
 
+    // A backup from a follower: its snapshot of everything applied, checked.
+    let snapshot =
+        http(cluster.node(follower).http, "GET", "/admin/snapshot", b"").expect("answer");
+    assert_eq!(snapshot.status, 200, "{}", snapshot.text());
+    let info = walrus::backup::check(&snapshot.body, std::path::Path::new("backup"))
+        .expect("a whole snapshot");
+    assert!(info.keys >= 4, "{info:?}");
+
     // Without --enable-fault-injection there is no partition switch.
     let refused = http(
         cluster.node(1).http,
@@ -473,6 +481,20 @@ fn without_a_quorum_a_write_gets_503_and_a_redis_client_clusterdown() {
         .query::<()>(&mut connection)
         .expect_err("no quorum");
     assert_eq!(error.kind(), redis::ErrorKind::ClusterDown, "{error}");
+
+    // A pipelined transaction without a quorum: MULTI still opens it (it
+    // reads nothing), the SET is queued, and only EXEC fails. Were MULTI
+    // refused, the SET after it would run on its own, outside any
+    // transaction, and apply once a quorum returned (walrus verify found
+    // this under partitions).
+    let mut raw = crate::resp_client::RawResp::connect(cluster.node(leader).resp);
+    raw.send_raw(
+        b"*1\r\n$5\r\nMULTI\r\n*3\r\n$3\r\nSET\r\n$6\r\nqueued\r\n$1\r\nx\r\n*1\r\n$4\r\nEXEC\r\n",
+    );
+    assert_eq!(raw.reply().as_deref(), Some("+OK\r\n"));
+    assert_eq!(raw.reply().as_deref(), Some("+QUEUED\r\n"));
+    let exec = raw.reply().expect("EXEC's reply");
+    assert!(exec.starts_with("-CLUSTERDOWN"), "{exec}");
 }
 
 #[test]

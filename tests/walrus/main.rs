@@ -4,6 +4,7 @@
 //! Storage tests run the real store on `testing::SimFs`, a disk that forgets
 //! unsynced writes on a simulated power loss.
 
+mod backup;
 mod cluster;
 mod common;
 mod crash;

@@ -30,7 +30,12 @@ impl Server {
 
     /// Starts a server whose data directory is `dir/data`.
     pub fn start_in(dir: &Path, args: &[&str]) -> Server {
-        let data = dir.join("data");
+        Server::start_in_data(&dir.join("data"), args)
+    }
+
+    /// Starts a server on the data directory `data`.
+    pub fn start_in_data(data: &Path, args: &[&str]) -> Server {
+        let data = data.to_path_buf();
         let mut child = Command::new(env!("CARGO_BIN_EXE_walrus"))
             .arg("serve")
             .arg("--listen")

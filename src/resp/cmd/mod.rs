@@ -467,9 +467,13 @@ pub fn looks_like_http(args: &[Bytes]) -> bool {
 }
 
 /// Whether a command reads the keyspace (and so needs a read barrier on a
-/// cluster replica): everything but the connection and server commands.
+/// cluster replica): everything but the connection and server commands and
+/// the transaction commands. MULTI must never fail for want of a quorum: a
+/// failed MULTI would let the commands pipelined after it run at once,
+/// outside any transaction. EXEC's record is linearizable by itself, and it
+/// takes the barrier for the commands it runs locally ([`txn`]).
 pub fn reads_keys(spec: &Spec) -> bool {
-    !server::handles(spec.name)
+    !server::handles(spec.name) && !matches!(spec.name, "multi" | "exec" | "discard" | "unwatch")
 }
 
 /// Runs a request [`plan`] sent here to its reply.

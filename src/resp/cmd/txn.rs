@@ -155,11 +155,25 @@ async fn exec(session: &mut Session, shared: &Shared) -> CommandResult {
         }
         answers = outcome.answers.into_iter();
     }
+    // Commands run locally that read keys see this node's state: on a
+    // replica, only after a read barrier, as outside a transaction.
+    let local_reads = transaction
+        .queued
+        .iter()
+        .any(|item| matches!(item, Queued::Local(spec, _) if super::reads_keys(spec)));
+    let barrier = match local_reads {
+        true => shared.node.read_barrier(session.consistency).await,
+        false => Ok(()),
+    };
     let mut replies = Vec::with_capacity(transaction.queued.len());
     for item in transaction.queued {
         let reply = match item {
             Queued::Op(_) => answers.next().map_or(Reply::Null, answer_reply),
             Queued::Refused(reply) => reply,
+            Queued::Local(spec, _) if super::reads_keys(spec) && barrier.is_err() => barrier
+                .as_ref()
+                .err()
+                .map_or(Reply::Null, super::store_error),
             Queued::Local(spec, args) => {
                 Box::pin(super::execute(session, shared, spec, &args)).await
             }
