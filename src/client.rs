@@ -45,6 +45,22 @@ const KEY_PATH: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'~')
     .remove(b'/');
 
+/// An I/O error in a few plain words, without the OS's error number.
+fn describe_io(error: &std::io::Error) -> String {
+    match error.kind() {
+        std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
+        std::io::ErrorKind::TimedOut => "timed out".into(),
+        std::io::ErrorKind::ConnectionReset => "connection reset".into(),
+        _ => {
+            let text = error.to_string();
+            match text.find(" (os error") {
+                Some(end) => text[..end].to_lowercase(),
+                None => text,
+            }
+        }
+    }
+}
+
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -59,10 +75,13 @@ pub enum ClientError {
     #[error("TLS: {0}")]
     Tls(String),
     /// Nothing was sent: the endpoint is down, unreachable or refused TLS.
-    #[error("cannot connect to {endpoint}: {source}")]
+    #[error(
+        "cannot reach {endpoint} ({}): is walrus serve running there? pass --endpoints",
+        describe_io(cause)
+    )]
     Connect {
         endpoint: String,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The request may have reached the server.
     #[error("{endpoint} did not answer within {timeout_ms} ms")]
@@ -356,7 +375,7 @@ impl Client {
             .await
             .map_err(|_| ClientError::Connect {
                 endpoint: url,
-                source: std::io::Error::new(
+                cause: std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
                     format!("no connection within {} ms", timeout.as_millis()),
                 ),

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use bytes::Bytes;
 use clap::{Args, Parser, Subcommand};
 use walrus::bench::store::{StoreBenchConfig, run as run_store_bench};
 use walrus::http::HttpConfig;
@@ -26,9 +27,13 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve(Box<ServeArgs>),
-    /// Print a key's value (exit 1 if it does not exist).
+    /// Print a key's value (exit 1 if it does not exist). The raw bytes when
+    /// piped; on a terminal, a newline is added if the value lacks one.
     Get {
         key: String,
+        /// Print {"key", "value" (or "value_base64"), "revision"} as JSON.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -36,12 +41,27 @@ enum Command {
     Put {
         key: String,
         value: String,
+        /// Expire the key after this long: 30s, 5m, 2h, 250ms.
+        #[arg(long)]
+        ttl: Option<String>,
+        /// Write only if the key is at this revision (compare-and-swap); exit 3 if not.
+        #[arg(long)]
+        if_revision: Option<u64>,
+        /// Print {"key", "revision"} as JSON.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Remove a key.
+    /// Remove a key (exit 0 whether or not it existed, unless --require-existing).
     Delete {
         key: String,
+        /// Delete only if the key is at this revision; exit 3 if not.
+        #[arg(long)]
+        if_revision: Option<u64>,
+        /// Exit 1 if the key did not exist.
+        #[arg(long)]
+        require_existing: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -521,10 +541,15 @@ struct RespBenchArgs {
 #[derive(Args)]
 struct ClientArgs {
     /// Servers to try in turn, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        env = "WALRUS_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:8080"
+    )]
     endpoints: Vec<String>,
     /// File holding the bearer token.
-    #[arg(long)]
+    #[arg(long, env = "WALRUS_TOKEN_FILE")]
     token_file: Option<PathBuf>,
     /// CA certificate (PEM) for https:// endpoints.
     #[arg(long)]
@@ -633,6 +658,16 @@ fn main() -> ExitCode {
         .init();
     match run(Cli::parse()) {
         Ok(code) => code,
+        // `walrus list | head`: the reader left; nothing more to say.
+        Err(error)
+            if error.chain().any(|cause| {
+                cause
+                    .downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::from(2)
@@ -686,9 +721,39 @@ fn run(cli: Cli) -> Result<ExitCode> {
             walrus::dev_cluster::run(&options)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Get { key, client } => client_command(&client, ClientCall::Get(key)),
-        Command::Put { key, value, client } => client_command(&client, ClientCall::Put(key, value)),
-        Command::Delete { key, client } => client_command(&client, ClientCall::Delete(key)),
+        Command::Get { key, json, client } => {
+            client_command(&client, ClientCall::Get { key, json })
+        }
+        Command::Put {
+            key,
+            value,
+            ttl,
+            if_revision,
+            json,
+            client,
+        } => client_command(
+            &client,
+            ClientCall::Put {
+                key,
+                value,
+                ttl,
+                if_revision,
+                json,
+            },
+        ),
+        Command::Delete {
+            key,
+            if_revision,
+            require_existing,
+            client,
+        } => client_command(
+            &client,
+            ClientCall::Delete {
+                key,
+                if_revision,
+                require_existing,
+            },
+        ),
         Command::List {
             prefix,
             keys_only,
@@ -706,9 +771,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 enum ClientCall {
-    Get(String),
-    Put(String, String),
-    Delete(String),
+    Get {
+        key: String,
+        json: bool,
+    },
+    Put {
+        key: String,
+        value: String,
+        ttl: Option<String>,
+        if_revision: Option<u64>,
+        json: bool,
+    },
+    Delete {
+        key: String,
+        if_revision: Option<u64>,
+        require_existing: bool,
+    },
     List {
         prefix: String,
         keys_only: bool,
@@ -716,7 +794,61 @@ enum ClientCall {
     },
 }
 
-/// Runs one client command: exit 0 on success, 1 for a missing key, 2 on error.
+/// A key as line output shows it: tab, newline, carriage return and
+/// backslash escaped (`\t`, `\n`, `\r`, `\\`), other bytes as they are
+/// (invalid UTF-8 as `\xNN`), so one key is always one field of one line.
+fn escape_key(key: &[u8]) -> String {
+    let mut text = String::with_capacity(key.len());
+    for chunk in key.utf8_chunks() {
+        for character in chunk.valid().chars() {
+            match character {
+                '\t' => text.push_str("\\t"),
+                '\n' => text.push_str("\\n"),
+                '\r' => text.push_str("\\r"),
+                '\\' => text.push_str("\\\\"),
+                other => text.push(other),
+            }
+        }
+        for byte in chunk.invalid() {
+            text.push_str(&format!("\\x{byte:02x}"));
+        }
+    }
+    text
+}
+
+fn base64_url(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// `If-Match` headers for a conditional write.
+fn if_match(condition: Option<String>) -> Result<http::HeaderMap> {
+    let mut headers = http::HeaderMap::new();
+    if let Some(condition) = condition {
+        headers.insert(
+            http::header::IF_MATCH,
+            http::HeaderValue::from_str(&condition)?,
+        );
+    }
+    Ok(headers)
+}
+
+/// Says why a conditional write was refused.
+fn refused(key: &str, wanted: Option<u64>, current: Option<u64>) {
+    let key = escape_key(key.as_bytes());
+    match (wanted, current) {
+        (Some(wanted), Some(current)) => {
+            eprintln!("{key}: not at revision {wanted} (it is at {current}); nothing written")
+        }
+        (Some(wanted), None) => {
+            eprintln!("{key}: not at revision {wanted} (it does not exist); nothing written")
+        }
+        (None, _) => eprintln!("{key}: the condition did not hold; nothing written"),
+    }
+}
+
+/// Runs one client command: exit 0 on success, 1 for a missing key, 2 on
+/// error, 3 when a conditional write (`--if-revision`) was refused.
 fn client_command(args: &ClientArgs, call: ClientCall) -> Result<ExitCode> {
     let client = args.client()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -726,17 +858,52 @@ fn client_command(args: &ClientArgs, call: ClientCall) -> Result<ExitCode> {
     runtime.block_on(async move {
         let mut stdout = std::io::stdout().lock();
         match call {
-            ClientCall::Get(key) => match client.get(key.as_bytes()).await? {
-                Some(value) => {
-                    stdout.write_all(&value)?;
-                    Ok(ExitCode::SUCCESS)
+            ClientCall::Get { key, json } => {
+                let path = walrus::client::key_path(key.as_bytes());
+                let response = client
+                    .request(
+                        http::Method::GET,
+                        &path,
+                        http::HeaderMap::new(),
+                        Bytes::new(),
+                    )
+                    .await?;
+                match response.status {
+                    http::StatusCode::OK if json => {
+                        let mut object = serde_json::json!({
+                            "key": key,
+                            "revision": response.revision(),
+                        });
+                        match std::str::from_utf8(&response.body) {
+                            Ok(text) => object["value"] = text.into(),
+                            Err(_) => object["value_base64"] = base64_url(&response.body).into(),
+                        }
+                        writeln!(stdout, "{object}")?;
+                        Ok(ExitCode::SUCCESS)
+                    }
+                    http::StatusCode::OK => {
+                        stdout.write_all(&response.body)?;
+                        if std::io::IsTerminal::is_terminal(&std::io::stdout())
+                            && !response.body.ends_with(b"\n")
+                        {
+                            stdout.write_all(b"\n")?;
+                        }
+                        Ok(ExitCode::SUCCESS)
+                    }
+                    http::StatusCode::NOT_FOUND => {
+                        eprintln!("{}: not found", escape_key(key.as_bytes()));
+                        Ok(ExitCode::from(1))
+                    }
+                    _ => Err(response.into_error().into()),
                 }
-                None => {
-                    eprintln!("{key}: not found");
-                    Ok(ExitCode::from(1))
-                }
-            },
-            ClientCall::Put(key, value) => {
+            }
+            ClientCall::Put {
+                key,
+                value,
+                ttl,
+                if_revision,
+                json,
+            } => {
                 let value = if value == "-" {
                     let mut input = Vec::new();
                     std::io::stdin().read_to_end(&mut input)?;
@@ -744,12 +911,68 @@ fn client_command(args: &ClientArgs, call: ClientCall) -> Result<ExitCode> {
                 } else {
                     value.into_bytes()
                 };
-                client.put(key.as_bytes(), value).await?;
-                Ok(ExitCode::SUCCESS)
+                let mut path = walrus::client::key_path(key.as_bytes());
+                if let Some(ttl) = &ttl {
+                    path.push_str("?ttl=");
+                    path.extend(percent_encoding::utf8_percent_encode(
+                        ttl,
+                        percent_encoding::NON_ALPHANUMERIC,
+                    ));
+                }
+                let headers = if_match(if_revision.map(|revision| format!("\"{revision}\"")))?;
+                let response = client
+                    .request(http::Method::PUT, &path, headers, Bytes::from(value))
+                    .await?;
+                match response.status {
+                    http::StatusCode::OK => {
+                        if json {
+                            let object = serde_json::json!({
+                                "key": key,
+                                "revision": response.revision(),
+                                "ttl": ttl,
+                            });
+                            writeln!(stdout, "{object}")?;
+                        }
+                        Ok(ExitCode::SUCCESS)
+                    }
+                    http::StatusCode::PRECONDITION_FAILED => {
+                        refused(&key, if_revision, response.revision());
+                        Ok(ExitCode::from(3))
+                    }
+                    _ => Err(response.into_error().into()),
+                }
             }
-            ClientCall::Delete(key) => {
-                client.delete(key.as_bytes()).await?;
-                Ok(ExitCode::SUCCESS)
+            ClientCall::Delete {
+                key,
+                if_revision,
+                require_existing,
+            } => {
+                let path = walrus::client::key_path(key.as_bytes());
+                let condition = match (if_revision, require_existing) {
+                    (Some(revision), _) => Some(format!("\"{revision}\"")),
+                    (None, true) => Some("*".to_string()),
+                    (None, false) => None,
+                };
+                let response = client
+                    .request(
+                        http::Method::DELETE,
+                        &path,
+                        if_match(condition)?,
+                        Bytes::new(),
+                    )
+                    .await?;
+                match response.status {
+                    http::StatusCode::OK => Ok(ExitCode::SUCCESS),
+                    http::StatusCode::PRECONDITION_FAILED if if_revision.is_none() => {
+                        eprintln!("{}: not found", escape_key(key.as_bytes()));
+                        Ok(ExitCode::from(1))
+                    }
+                    http::StatusCode::PRECONDITION_FAILED => {
+                        refused(&key, if_revision, response.revision());
+                        Ok(ExitCode::from(3))
+                    }
+                    _ => Err(response.into_error().into()),
+                }
             }
             ClientCall::List {
                 prefix,
@@ -769,7 +992,7 @@ fn client_command(args: &ClientArgs, call: ClientCall) -> Result<ExitCode> {
                         )
                         .await?;
                     for item in &page.items {
-                        stdout.write_all(&item.key)?;
+                        stdout.write_all(escape_key(&item.key).as_bytes())?;
                         if let Some(value) = &item.value {
                             stdout.write_all(b"\t")?;
                             stdout.write_all(value)?;

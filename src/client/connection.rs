@@ -35,9 +35,9 @@ impl Connection {
         endpoint: Arc<Endpoint>,
         tls: Option<&TlsConnector>,
     ) -> Result<Connection, ClientError> {
-        let connect_error = |source| ClientError::Connect {
+        let connect_error = |cause| ClientError::Connect {
             endpoint: endpoint.url().to_string(),
-            source,
+            cause,
         };
         let stream = TcpStream::connect((endpoint.host(), endpoint.port()))
             .await

@@ -65,8 +65,8 @@ pub async fn handshake(
     connector
         .connect(name, stream)
         .await
-        .map_err(|source| ClientError::Connect {
+        .map_err(|cause| ClientError::Connect {
             endpoint: endpoint.url().to_string(),
-            source,
+            cause,
         })
 }

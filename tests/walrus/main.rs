@@ -5,6 +5,7 @@
 //! unsynced writes on a simulated power loss.
 
 mod backup;
+mod cli;
 mod cluster;
 mod common;
 mod crash;

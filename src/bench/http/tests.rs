@@ -131,7 +131,7 @@ async fn an_unreachable_endpoint_fails_the_run_at_once() {
     let error = run(&config(url, Style::Walrus, "1:0", 10))
         .await
         .unwrap_err();
-    assert!(format!("{error:#}").contains("cannot connect"), "{error:#}");
+    assert!(format!("{error:#}").contains("cannot reach"), "{error:#}");
 }
 
 #[tokio::test]

@@ -45,7 +45,7 @@ impl Traffic {
             .unwrap_or_else(|_| {
                 Err(ClientError::Connect {
                     endpoint: endpoint.url().to_string(),
-                    source: std::io::ErrorKind::TimedOut.into(),
+                    cause: std::io::ErrorKind::TimedOut.into(),
                 })
             })
     }

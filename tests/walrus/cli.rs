@@ -1,0 +1,121 @@
+//! The client commands of the binary: exit codes, conditional writes, JSON,
+//! escaping, the environment, error messages and a closed pipe.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+
+use crate::server::Server;
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn walrus(endpoint: &str, args: &[&str]) -> Run {
+    let output = Command::new(env!("CARGO_BIN_EXE_walrus"))
+        .args(args)
+        .env("WALRUS_ENDPOINTS", endpoint)
+        .output()
+        .expect("run walrus");
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn conditional_writes_json_and_exit_codes() {
+    let (server, _dir) = Server::start(&[]);
+    let endpoint = format!("http://{}", server.address);
+    let put = walrus(&endpoint, &["put", "k", "v1", "--json"]);
+    assert_eq!(put.code, 0, "{}", put.stderr);
+    let revision =
+        serde_json::from_str::<serde_json::Value>(&put.stdout).expect("JSON")["revision"]
+            .as_u64()
+            .expect("revision");
+    // Compare-and-swap: the right revision writes, a stale one exits 3.
+    let swapped = walrus(
+        &endpoint,
+        &["put", "k", "v2", "--if-revision", &revision.to_string()],
+    );
+    assert_eq!(swapped.code, 0, "{}", swapped.stderr);
+    let stale = walrus(
+        &endpoint,
+        &["put", "k", "v3", "--if-revision", &revision.to_string()],
+    );
+    assert_eq!(stale.code, 3);
+    assert!(stale.stderr.contains("not at revision"), "{}", stale.stderr);
+    let got = walrus(&endpoint, &["get", "k", "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&got.stdout).expect("JSON");
+    assert_eq!(json["value"], "v2");
+    // Piped, the value comes back raw: no newline added.
+    assert_eq!(walrus(&endpoint, &["get", "k"]).stdout, "v2");
+    assert_eq!(walrus(&endpoint, &["get", "missing"]).code, 1);
+    // Deleting a missing key succeeds unless it must exist.
+    assert_eq!(walrus(&endpoint, &["delete", "missing"]).code, 0);
+    assert_eq!(
+        walrus(&endpoint, &["delete", "missing", "--require-existing"]).code,
+        1
+    );
+    assert_eq!(
+        walrus(&endpoint, &["delete", "k", "--require-existing"]).code,
+        0
+    );
+    // A TTL is sent along.
+    let expiring = walrus(&endpoint, &["put", "t", "v", "--ttl", "1h"]);
+    assert_eq!(expiring.code, 0, "{}", expiring.stderr);
+}
+
+#[test]
+fn list_escapes_keys_and_a_closed_pipe_ends_quietly() {
+    let (server, _dir) = Server::start(&[]);
+    let endpoint = format!("http://{}", server.address);
+    assert_eq!(walrus(&endpoint, &["put", "tab\there", "v"]).code, 0);
+    assert_eq!(walrus(&endpoint, &["put", "line\nbreak", "v"]).code, 0);
+    let listed = walrus(&endpoint, &["list", "--keys-only"]);
+    assert_eq!(listed.stdout, "line\\nbreak\ntab\\there\n");
+    // Far more than a pipe buffers (64 KiB), so the writes after the reader
+    // leaves meet a closed pipe.
+    let value = vec![b'x'; 200];
+    for index in 0..3000 {
+        crate::server::put(server.address, &format!("/kv/many-{index:05}"), &value);
+    }
+    // The reader takes one line and leaves; walrus must not complain.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_walrus"))
+        .args(["list", "many-"])
+        .env("WALRUS_ENDPOINTS", &endpoint)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run walrus");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut first = [0u8; 16];
+    stdout.read_exact(&mut first).expect("a line");
+    drop(stdout);
+    let status = child.wait().expect("exit");
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("stderr");
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+}
+
+#[test]
+fn an_unreachable_endpoint_is_named_once_with_what_to_do() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("address")
+        .port();
+    let run = walrus(&format!("http://127.0.0.1:{port}"), &["get", "k"]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("connection refused"), "{}", run.stderr);
+    assert!(run.stderr.contains("pass --endpoints"), "{}", run.stderr);
+    assert!(!run.stderr.contains("os error"), "{}", run.stderr);
+}
