@@ -40,6 +40,14 @@ done
 wait_redis "$WALRUS_PORT"; wait_redis "$ALWAYS_PORT"; wait_redis "$EVERYSEC_PORT"
 echo "redis: $(redis-server --version)" >&2
 
+port_of() { # server name -> its port
+    case $1 in
+        walrus) echo "$WALRUS_PORT" ;;
+        redis-always) echo "$ALWAYS_PORT" ;;
+        redis-everysec) echo "$EVERYSEC_PORT" ;;
+    esac
+}
+
 requests() { # clients pipeline -> request count (each run takes a few seconds)
     local n=20000
     [ "$1" -gt 1 ] && n=$((n * 5))
@@ -52,11 +60,7 @@ for round in $(seq "$ROUNDS"); do
     for clients in 1 64; do
         for pipeline in 1 16; do
             for server in walrus redis-always redis-everysec; do
-                case $server in
-                    walrus) port=$WALRUS_PORT ;;
-                    redis-always) port=$ALWAYS_PORT ;;
-                    redis-everysec) port=$EVERYSEC_PORT ;;
-                esac
+                port=$(port_of "$server")
                 echo "round $round: $server -c $clients -P $pipeline" >&2
                 redis-benchmark -h 127.0.0.1 -p "$port" -t set,get -d 100 -r 100000 \
                     -n "$(requests "$clients" "$pipeline")" -c "$clients" -P "$pipeline" --csv \
@@ -69,11 +73,7 @@ for round in $(seq "$ROUNDS"); do
     # key unless -r is given) and MULTI/EXEC of five SETs (redis-benchmark has
     # no transaction test: walrus's own RESP load generator sends it).
     for server in walrus redis-always redis-everysec; do
-        case $server in
-            walrus) port=$WALRUS_PORT ;;
-            redis-always) port=$ALWAYS_PORT ;;
-            redis-everysec) port=$EVERYSEC_PORT ;;
-        esac
+        port=$(port_of "$server")
         echo "round $round: $server INCR one key, MULTI/EXEC -c 64" >&2
         redis-benchmark -h 127.0.0.1 -p "$port" -t incr -n $((40000 * SCALE)) -c 64 --csv \
             | tail -n +2 | tr -d '"' | sed "s/^/$server,$round,64,1,/" >> "$WORK/results.csv"

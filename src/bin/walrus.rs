@@ -1177,29 +1177,10 @@ fn cluster_command(command: ClusterCommand) -> Result<ExitCode> {
         ClusterCommand::Promote { id, client } => (client, format!("/cluster/promote?id={id}")),
         ClusterCommand::Remove { id, client } => (client, format!("/cluster/remove?id={id}")),
     };
-    let method = match command {
-        ClusterCommand::Status { .. } => http::Method::GET,
-        _ => http::Method::POST,
-    };
-    if method == http::Method::GET {
+    if matches!(command, ClusterCommand::Status { .. }) {
         return cluster_status(client);
     }
-    let client = client.client()?;
-    let runtime = runtime()?;
-    let response = runtime.block_on(client.request(
-        method,
-        &path,
-        http::HeaderMap::new(),
-        bytes::Bytes::new(),
-    ))?;
-    let body = String::from_utf8_lossy(&response.body).into_owned();
-    if response.status.is_success() {
-        println!("{}", body.trim());
-        Ok(ExitCode::SUCCESS)
-    } else {
-        eprintln!("error: {} {}", response.status, body.trim());
-        Ok(ExitCode::from(2))
-    }
+    admin_post(client, &path)
 }
 
 /// `walrus backup FILE`: fetches `/admin/snapshot` and saves it, checked.
@@ -1227,7 +1208,7 @@ fn backup(file: &std::path::Path, args: &ClientArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// POSTs to an admin route and prints the answer.
+/// POSTs to an admin or membership route and prints the answer.
 fn admin_post(args: &ClientArgs, path: &str) -> Result<ExitCode> {
     let client = args.client()?;
     let response = runtime()?.block_on(client.request(

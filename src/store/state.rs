@@ -305,15 +305,20 @@ impl State {
         }
     }
 
+    /// The refusal for the first guard that does not hold, if any: a
+    /// transaction applies only when all of them do.
+    fn check_guards(&self, guards: &[(Bytes, Guard)], now_ms: u64) -> Option<Outcome> {
+        let (key, _) = guards
+            .iter()
+            .find(|(key, guard)| !guard.holds(self.get(key, now_ms)))?;
+        Some(self.refused(self.get(key, now_ms).cloned()))
+    }
+
     /// Runs a Redis command's ops in order at one revision, if every WATCH
     /// guard holds; otherwise nothing runs and the outcome is refused.
     fn apply_redis(&mut self, redis: RedisCommand, now_ms: u64) -> Outcome {
-        if let Some((key, _)) = redis
-            .guards
-            .iter()
-            .find(|(key, guard)| !guard.holds(self.get(key, now_ms)))
-        {
-            return self.refused(self.get(key, now_ms).cloned());
+        if let Some(refused) = self.check_guards(&redis.guards, now_ms) {
+            return refused;
         }
         let revision = self.next_revision();
         let mut view = RedisView {
@@ -404,11 +409,8 @@ impl State {
     }
 
     fn apply_txn(&mut self, guards: Vec<(Bytes, Guard)>, ops: Vec<Op>, now_ms: u64) -> Outcome {
-        if let Some((key, _)) = guards
-            .iter()
-            .find(|(key, guard)| !guard.holds(self.get(key, now_ms)))
-        {
-            return self.refused(self.get(key, now_ms).cloned());
+        if let Some(refused) = self.check_guards(&guards, now_ms) {
+            return refused;
         }
         let revision = self.next_revision();
         let mut changed = 0;

@@ -8,14 +8,6 @@ use redis::Commands;
 use crate::resp_client::{RawResp, err};
 use crate::server::Server;
 
-fn client(server: &Server) -> redis::Connection {
-    let url = format!("redis://{}/", server.resp_address());
-    redis::Client::open(url)
-        .expect("client")
-        .get_connection()
-        .expect("connection")
-}
-
 #[test]
 fn resp_connection_and_server_commands() {
     let (server, _dir) = Server::start_resp(&[]);
@@ -286,7 +278,7 @@ fn resp_key_commands() {
 #[test]
 fn resp_scan_walks_every_key_once() {
     let (server, _dir) = Server::start_resp(&[]);
-    let mut connection = client(&server);
+    let mut connection = server.redis_connection();
     let mut pipe = redis::pipe();
     for index in 0..250 {
         pipe.set(format!("user:{index:03}"), index).ignore();
@@ -318,7 +310,7 @@ fn resp_scan_walks_every_key_once() {
 #[test]
 fn resp_pipelines_keep_order_and_see_their_own_writes() {
     let (server, _dir) = Server::start_resp(&[]);
-    let mut connection = client(&server);
+    let mut connection = server.redis_connection();
     let (a, b, c, d): (String, i64, i64, Option<String>) = redis::pipe()
         .set("p", "1")
         .ignore()
@@ -377,7 +369,7 @@ fn resp_incr_loses_no_increment_under_concurrency() {
     let per_thread = 200;
     let workers: Vec<_> = (0..threads)
         .map(|_| {
-            let mut connection = client(&server);
+            let mut connection = server.redis_connection();
             thread::spawn(move || {
                 for _ in 0..per_thread {
                     let _: i64 = connection.incr("counter", 1).unwrap();
@@ -389,7 +381,7 @@ fn resp_incr_loses_no_increment_under_concurrency() {
     for worker in workers {
         worker.join().unwrap();
     }
-    let mut connection = client(&server);
+    let mut connection = server.redis_connection();
     let total: i64 = connection.get("counter").unwrap();
     assert_eq!(total, threads * per_thread);
     let length: i64 = connection.strlen("log").unwrap();
@@ -401,7 +393,7 @@ fn resp_mset_is_never_half_applied() {
     let (server, _dir) = Server::start_resp(&[]);
     let writers: Vec<_> = (0..4)
         .map(|writer| {
-            let mut connection = client(&server);
+            let mut connection = server.redis_connection();
             thread::spawn(move || {
                 for round in 0..200 {
                     let value = format!("{writer}-{round}");
@@ -413,7 +405,7 @@ fn resp_mset_is_never_half_applied() {
             })
         })
         .collect();
-    let mut reader = client(&server);
+    let mut reader = server.redis_connection();
     let keys: Vec<String> = (0..5).map(|key| format!("m{key}")).collect();
     while !writers.iter().all(|writer| writer.is_finished()) {
         let values: Vec<Option<String>> = reader.mget(&keys).unwrap();

@@ -13,13 +13,6 @@ use redis::Commands;
 use crate::resp_client::RawResp;
 use crate::server::{self, Server};
 
-fn client(server: &Server) -> redis::Connection {
-    redis::Client::open(format!("redis://{}/", server.resp_address()))
-        .expect("client")
-        .get_connection()
-        .expect("connection")
-}
-
 #[test]
 fn resp_acknowledged_sets_survive_kill_9() {
     let (mut server, _dir) = Server::start_resp(&[]);
@@ -27,7 +20,7 @@ fn resp_acknowledged_sets_survive_kill_9() {
     let stop = Arc::new(AtomicBool::new(false));
     let writers: Vec<_> = (0..4)
         .map(|writer| {
-            let mut connection = client(&server);
+            let mut connection = server.redis_connection();
             let acknowledged = acknowledged.clone();
             let stop = stop.clone();
             thread::spawn(move || {
@@ -60,7 +53,7 @@ fn resp_acknowledged_sets_survive_kill_9() {
         "only {} batches acknowledged",
         acknowledged.len()
     );
-    let mut connection = client(&server);
+    let mut connection = server.redis_connection();
     for (writer, batch) in acknowledged {
         let keys: Vec<String> = (0..32)
             .map(|index| format!("w{writer}:{batch}:{index}"))
@@ -76,7 +69,7 @@ fn resp_acknowledged_sets_survive_kill_9() {
 #[test]
 fn resp_keys_expire_on_time_and_stay_expired_after_restart() {
     let (mut server, _dir) = Server::start_resp(&[]);
-    let mut connection = client(&server);
+    let mut connection = server.redis_connection();
     let () = connection.set_ex("short", "v", 1).unwrap();
     let () = redis::cmd("SET")
         .arg("tiny")
@@ -109,7 +102,7 @@ fn resp_keys_expire_on_time_and_stay_expired_after_restart() {
     server.kill();
     thread::sleep(Duration::from_millis(1100));
     server.restart();
-    let mut connection = client(&server);
+    let mut connection = server.redis_connection();
     assert_eq!(
         connection.get::<_, Option<String>>("while-down").unwrap(),
         None
@@ -123,7 +116,7 @@ fn resp_keys_expire_on_time_and_stay_expired_after_restart() {
 #[test]
 fn resp_sweeper_removes_expired_keys_through_the_log() {
     let (mut server, _dir) = Server::start_resp(&[]);
-    let mut connection = client(&server);
+    let mut connection = server.redis_connection();
     let mut pipe = redis::pipe();
     for index in 0..500 {
         pipe.cmd("SET")

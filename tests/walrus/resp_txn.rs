@@ -10,14 +10,6 @@ use redis::Commands;
 use crate::resp_client::{RawResp, err};
 use crate::server::Server;
 
-fn client(server: &Server) -> redis::Connection {
-    let url = format!("redis://{}/", server.resp_address());
-    redis::Client::open(url)
-        .expect("client")
-        .get_connection()
-        .expect("connection")
-}
-
 #[test]
 fn exec_runs_the_queue_in_order_and_reads_see_earlier_writes() {
     let (server, _dir) = Server::start_resp(&[]);
@@ -128,7 +120,7 @@ fn a_watch_race_has_one_winner_per_round() {
     let barrier = Arc::new(Barrier::new(clients));
     let workers: Vec<_> = (0..clients)
         .map(|_| {
-            let mut connection = client(&server);
+            let mut connection = server.redis_connection();
             let barrier = barrier.clone();
             thread::spawn(move || {
                 let mut wins = Vec::new();
@@ -164,7 +156,7 @@ fn a_watch_race_has_one_winner_per_round() {
         winners_per_round.iter().all(|&winners| winners == 1),
         "{winners_per_round:?}"
     );
-    let mut connection = client(&server);
+    let mut connection = server.redis_connection();
     let total: i64 = connection.get("race").unwrap();
     assert_eq!(total, rounds as i64);
 }
@@ -176,7 +168,7 @@ fn incr_from_64_clients_on_one_key_loses_nothing() {
     let each = 40;
     let workers: Vec<_> = (0..clients)
         .map(|_| {
-            let mut connection = client(&server);
+            let mut connection = server.redis_connection();
             thread::spawn(move || {
                 for _ in 0..each {
                     let _: i64 = connection.incr("hot", 1).unwrap();
@@ -187,7 +179,7 @@ fn incr_from_64_clients_on_one_key_loses_nothing() {
     for worker in workers {
         worker.join().unwrap();
     }
-    let mut connection = client(&server);
+    let mut connection = server.redis_connection();
     let total: i64 = connection.get("hot").unwrap();
     assert_eq!(total, clients * each);
 }
@@ -195,7 +187,7 @@ fn incr_from_64_clients_on_one_key_loses_nothing() {
 #[test]
 fn scan_cursors_work_across_connections_and_a_restart() {
     let (mut server, _dir) = Server::start_resp(&[]);
-    let mut connection = client(&server);
+    let mut connection = server.redis_connection();
     let expected: BTreeSet<String> = (0..300).map(|index| format!("key:{index}")).collect();
     for key in &expected {
         let () = connection.set(key, "v").unwrap();
@@ -209,7 +201,7 @@ fn scan_cursors_work_across_connections_and_a_restart() {
         if steps == 5 {
             server.restart();
         }
-        let mut connection = client(&server);
+        let mut connection = server.redis_connection();
         let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
             .arg(cursor)
             .arg("MATCH")

@@ -113,6 +113,14 @@ impl Server {
         self.resp.expect("started with --resp-listen")
     }
 
+    /// A `redis` crate connection to the RESP port.
+    pub fn redis_connection(&self) -> redis::Connection {
+        redis::Client::open(format!("redis://{}/", self.resp_address()))
+            .expect("client")
+            .get_connection()
+            .expect("connection")
+    }
+
     /// Starts a new process on the same data directory and flags.
     pub fn restart(&mut self) {
         self.kill();
