@@ -241,12 +241,15 @@ fn replay_record(
         KIND_VOTE => state.vote = Some(decode(body)?),
         KIND_TRUNCATE => {
             let after: Option<LogId> = decode(body)?;
-            let first_gone = after.map_or(0, |id| id.index + 1);
+            let first_gone = match after {
+                None => 0,
+                Some(id) => next_index(id)?,
+            };
             state.entries.split_off(&first_gone);
         }
         KIND_PURGE => {
             let upto: LogId = decode(body)?;
-            state.entries = state.entries.split_off(&(upto.index + 1));
+            state.entries = state.entries.split_off(&next_index(upto)?);
             state.last_purged = Some(upto);
         }
         KIND_COMMITTED => state.committed = decode(body)?,
@@ -258,6 +261,17 @@ fn replay_record(
         }
     }
     Ok(())
+}
+
+/// The index after `id`; a record naming the last possible index is damage,
+/// not a log any node could have written.
+fn next_index(id: LogId) -> std::result::Result<u64, String> {
+    id.index.checked_add(1).ok_or_else(|| {
+        format!(
+            "Raft log record names index {}, past any real log",
+            id.index
+        )
+    })
 }
 
 /// The highest entry index each segment holds, from the replayed positions.
@@ -602,6 +616,20 @@ mod tests {
             .await
             .expect("append");
         receiver
+    }
+
+    #[test]
+    fn a_record_naming_the_last_possible_index_is_refused_not_a_panic() {
+        // Found by the raft_log_record fuzz target: index + 1 overflowed.
+        for kind in [KIND_PURGE, KIND_TRUNCATE] {
+            let record = match kind {
+                KIND_PURGE => encode(kind, &log_id(1, u64::MAX)),
+                _ => encode(kind, &Some(log_id(1, u64::MAX))),
+            }
+            .expect("encode");
+            let refusal = decode_record(&record).expect_err("refused");
+            assert!(refusal.contains("past any real log"), "{refusal}");
+        }
     }
 
     async fn crash_run(seed: u64, direct_io: bool) {
