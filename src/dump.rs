@@ -177,9 +177,14 @@ fn dump_snapshot(
             )?;
             if options.snapshot_entries {
                 for record in records {
+                    // Database 0 (the HTTP API's) is named only by the key.
+                    let db = match record.db {
+                        0 => String::new(),
+                        db => format!("db{db} "),
+                    };
                     writeln!(
                         out,
-                        "  {} = {} bytes, revision {}",
+                        "  {db}{} = {} bytes, revision {}",
                         printable(&record.key),
                         record.value.len(),
                         record.mod_revision

@@ -4,17 +4,18 @@
 //! makes the removal an ordinary, logged delete (so a replica replaying the
 //! log sees plain deletes, never a clock). Each pass looks at a bounded number
 //! of stored keys from a cursor that wraps around, so its cost per pass is
-//! bounded however many keys there are. A delete is guarded by
-//! [`Guard::Absent`] — "no live value" — so a key set again after it expired
-//! survives its old entry's sweep.
+//! bounded however many keys there are; it walks every database in turn. A
+//! delete is guarded by [`Guard::Absent`] — "no live value" — so a key set
+//! again after it expired survives its old entry's sweep. Database 0's deletes
+//! are plain delete records; another database's are Redis commands naming it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::sync::watch;
 
-use crate::store::{Command, Guard, KvStore};
+use crate::store::redis_op::{RedisCommand, RedisOp};
+use crate::store::{Command, DbKey, Guard, KvStore};
 
 /// How often and how much the sweeper works.
 #[derive(Debug, Clone, Copy)]
@@ -40,7 +41,7 @@ pub async fn run(
     config: SweepConfig,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut cursor: Option<Bytes> = None;
+    let mut cursor: Option<DbKey> = None;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(config.interval) => {}
@@ -49,7 +50,8 @@ pub async fn run(
         if store.failure().is_some() {
             continue;
         }
-        cursor = sweep_once(store.as_ref(), cursor.as_deref(), config.keys_per_pass).await;
+        let after = cursor.as_ref().map(|(db, key)| (*db, &key[..]));
+        cursor = sweep_once(store.as_ref(), after, config.keys_per_pass).await;
     }
 }
 
@@ -57,22 +59,16 @@ pub async fn run(
 /// `after`, all in one group commit; returns the cursor for the next pass.
 pub async fn sweep_once(
     store: &dyn KvStore,
-    after: Option<&[u8]>,
+    after: Option<(u8, &[u8])>,
     keys_per_pass: usize,
-) -> Option<Bytes> {
+) -> Option<DbKey> {
     let (expired, next) = store.expired_keys(after, keys_per_pass);
     if expired.is_empty() {
         return next;
     }
     // One batch: the pass costs one sync (one Raft append on a cluster's
     // leader), not one per key.
-    let deletes = expired
-        .into_iter()
-        .map(|key| Command::Delete {
-            key,
-            guard: Guard::Absent,
-        })
-        .collect();
+    let deletes = expired.into_iter().map(expiry_delete).collect();
     let submissions = store.submit_all(deletes);
     for submission in submissions {
         if let Err(error) = submission.await {
@@ -82,8 +78,26 @@ pub async fn sweep_once(
     next
 }
 
+/// The logged delete of one expired key, guarded so that a key written again
+/// since survives.
+fn expiry_delete((db, key): DbKey) -> Command {
+    if db == 0 {
+        return Command::Delete {
+            key,
+            guard: Guard::Absent,
+        };
+    }
+    Command::Redis(RedisCommand {
+        db,
+        guards: vec![(key.clone(), Guard::Absent)],
+        ops: vec![RedisOp::Del { keys: vec![key] }],
+    })
+}
+
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
     use crate::store::{MemStore, now_ms};
 
@@ -107,12 +121,12 @@ mod tests {
         put(&store, "kept", 0);
         put(&store, "later", now_ms() + 60_000);
         assert_eq!(store.len(), 12);
-        assert_eq!(store.live_len(), 2);
+        assert_eq!(store.live_len(0), 2);
         let mut cursor = sweep_once(&store, None, 4).await;
         assert!(cursor.is_some());
         assert_eq!(store.len(), 8);
-        while cursor.is_some() {
-            cursor = sweep_once(&store, cursor.as_deref(), 4).await;
+        while let Some((db, key)) = &cursor {
+            cursor = sweep_once(&store, Some((*db, &key[..])), 4).await;
         }
         assert_eq!(store.len(), 2);
         assert!(store.get(b"kept").is_some() && store.get(b"later").is_some());
@@ -123,18 +137,43 @@ mod tests {
         let store = MemStore::new();
         put(&store, "k", 1);
         let (expired, _) = store.expired_keys(None, 10);
-        assert_eq!(expired, vec![Bytes::from_static(b"k")]);
+        assert_eq!(expired, vec![(0, Bytes::from_static(b"k"))]);
         put(&store, "k", 0);
         for key in expired {
-            let outcome = store
-                .submit(Command::Delete {
-                    key,
-                    guard: Guard::Absent,
-                })
-                .await
-                .unwrap();
+            let outcome = store.submit(expiry_delete(key)).await.unwrap();
             assert!(!outcome.succeeded);
         }
         assert!(store.get(b"k").is_some());
+    }
+
+    #[tokio::test]
+    async fn every_database_is_swept_with_deletes_naming_it() {
+        let store = MemStore::new();
+        for db in [0u8, 3, 15] {
+            let set = |key: &str, expires_at_ms| RedisOp::Set {
+                key: Bytes::copy_from_slice(key.as_bytes()),
+                value: Bytes::from_static(b"v"),
+                expiry: crate::store::redis_op::SetExpiry::At(expires_at_ms),
+                condition: Guard::None,
+                get: false,
+            };
+            let command = Command::Redis(RedisCommand {
+                db,
+                guards: Vec::new(),
+                ops: vec![set("gone", 1), set("kept", now_ms() + 60_000)],
+            });
+            store.execute(command).unwrap();
+        }
+        assert_eq!(store.len(), 6);
+        let mut cursor = sweep_once(&store, None, 2).await;
+        while let Some((db, key)) = &cursor {
+            cursor = sweep_once(&store, Some((*db, &key[..])), 2).await;
+        }
+        assert_eq!(store.len(), 3, "one expired key swept from each database");
+        for db in [0u8, 3, 15] {
+            assert_eq!(store.live_len(db), 1);
+            let kept = store.get_entries(db, &[Bytes::from_static(b"kept")]);
+            assert!(kept[0].is_some(), "database {db} kept its live key");
+        }
     }
 }

@@ -413,7 +413,8 @@ fn list(app: &App, query: &str) -> HttpResponse {
         (None, None) => Bound::Unbounded,
     };
     // One more than asked tells whether a next page exists.
-    let mut entries = app.store.range(start, prefix, limit + 1);
+    // The HTTP API serves database 0; the others are reached with SELECT.
+    let mut entries = app.store.range(0, start, prefix, limit + 1);
     let next = (entries.len() > limit).then(|| {
         entries.truncate(limit);
         let mut after = entries

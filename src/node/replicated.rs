@@ -8,7 +8,6 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
@@ -18,7 +17,7 @@ use parking_lot::RwLock;
 use crate::raft::{ClusterNode, Proposal};
 use crate::storage::record::MAX_RECORD_PAYLOAD;
 use crate::store::{
-    Command, KvStore, MAX_COMMAND_FIELD_BYTES, State, Submission, encode_payload, now_ms,
+    Command, DbKey, KvStore, MAX_COMMAND_FIELD_BYTES, State, Submission, encode_payload, now_ms,
 };
 
 pub struct ReplicatedStore {
@@ -104,7 +103,11 @@ impl KvStore for ReplicatedStore {
         submissions
     }
 
-    fn expired_keys(&self, after: Option<&[u8]>, scan_limit: usize) -> (Vec<Bytes>, Option<Bytes>) {
+    fn expired_keys(
+        &self,
+        after: Option<(u8, &[u8])>,
+        scan_limit: usize,
+    ) -> (Vec<DbKey>, Option<DbKey>) {
         if !self.cluster.is_leader() {
             return (Vec::new(), None);
         }

@@ -27,7 +27,7 @@ use crate::storage::snapshot::{
     SnapshotMeta as FileMeta, SnapshotWriter, TEMP_SUFFIX, decode_snapshot_with_extra,
     parse_snapshot_file_name, snapshot_file_name,
 };
-use crate::store::{State, decode_payload};
+use crate::store::{State, decode_payload, write_frozen};
 
 pub type SnapshotData = Cursor<Vec<u8>>;
 type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, SnapshotData>;
@@ -140,20 +140,9 @@ impl StateMachine {
         };
         let fs = &*self.inner.fs;
         let mut writer = SnapshotWriter::create_with_extra(fs, &self.inner.dir, meta, extra)?;
-        let mut after: Option<bytes::Bytes> = None;
-        loop {
-            let chunk = self
-                .inner
-                .state
-                .read()
-                .frozen_chunk(after.as_deref(), SNAPSHOT_CHUNK);
-            let Some((last, _)) = chunk.last() else {
-                break;
-            };
-            after = Some(last.clone());
-            for (key, entry) in &chunk {
-                writer.push(key, &entry.value, entry.mod_revision, entry.expires_at_ms)?;
-            }
+        if let Err(error) = write_frozen(&self.inner.state, &mut writer, SNAPSHOT_CHUNK) {
+            writer.abandon();
+            return Err(error);
         }
         writer.finish()
     }

@@ -197,7 +197,7 @@ impl Connection<'_> {
                     }
                     let reply = match &barrier {
                         Some(Err(error)) => cmd::store_error(error),
-                        _ => cmd::read(shared, op),
+                        _ => cmd::read(shared, session.db, op),
                     };
                     reply.encode_as(session.protocol, output);
                 }

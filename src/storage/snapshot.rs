@@ -12,13 +12,15 @@
 //! 44  4  reserved       zero (checked)
 //! extra (version 2 on): extra_len u32 | extra bytes: metadata of the layer above
 //!     (a Raft replica's last log id and membership; empty for a single node)
-//! entries, strictly increasing by key bytes, each:
-//!     key_len u32 | value_len u32 | mod_revision u64 | expires_at_ms u64 | key | value
+//! entries, strictly increasing by (database, key bytes), each:
+//!     db u8 (version 3 on) | key_len u32 | value_len u32 | mod_revision u64
+//!     | expires_at_ms u64 | key | value
 //! footer (16 bytes)
 //!     entries_crc u32 (CRC32C of the extra block and all entry bytes) | reserved u32 (zero, checked) | b"WALRUSND"
 //! ```
 //!
-//! Version 1 files (no extra block) are still read.
+//! Version 1 files (no extra block) and version 2 files (no database byte:
+//! every entry in database 0) are still read.
 //!
 //! A snapshot is written to `<last_seq>.snap.tmp`, synced, renamed to
 //! `<last_seq>.snap`, and the directory synced: a `.snap` file is always complete.
@@ -34,7 +36,9 @@ use crate::error::{Error, Result};
 
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"WALRUSSN";
 pub const SNAPSHOT_END_MAGIC: &[u8; 8] = b"WALRUSND";
-pub const SNAPSHOT_VERSION: u32 = 2;
+pub const SNAPSHOT_VERSION: u32 = 3;
+/// How many databases (Redis's `SELECT 0` to `SELECT 15`) a store holds.
+pub const DATABASES: u8 = 16;
 /// Largest extra block a decoder accepts.
 const MAX_EXTRA_BYTES: usize = 16 << 20;
 pub const SNAPSHOT_HEADER_BYTES: usize = 48;
@@ -63,6 +67,8 @@ pub struct SnapshotMeta {
 /// One key with its value and metadata, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotRecord {
+    /// The database the key is in, below [`DATABASES`].
+    pub db: u8,
     pub key: Bytes,
     pub value: Bytes,
     pub mod_revision: u64,
@@ -85,11 +91,13 @@ fn encode_header(meta: &SnapshotMeta) -> Vec<u8> {
 
 pub fn encode_entry(
     buf: &mut Vec<u8>,
+    db: u8,
     key: &[u8],
     value: &[u8],
     mod_revision: u64,
     expires_at_ms: u64,
 ) {
+    buf.push(db);
     put_u32(buf, key.len() as u32);
     put_u32(buf, value.len() as u32);
     put_u64(buf, mod_revision);
@@ -197,6 +205,10 @@ pub fn decode_snapshot_with_extra(
     };
     while !entries.is_empty() {
         let at = entries.offset();
+        let db = if version >= 3 { entries.u8()? } else { 0 };
+        if db >= DATABASES {
+            return Err(entries.invalid("database number out of range").into());
+        }
         let key_len = entries.u32()? as usize;
         let value_len = entries.u32()? as usize;
         if key_len > MAX_FIELD_BYTES || value_len > MAX_FIELD_BYTES {
@@ -207,11 +219,12 @@ pub fn decode_snapshot_with_extra(
         let key = entries.take(key_len)?;
         let value = entries.take(value_len)?;
         if let Some(previous) = records.last()
-            && previous.key.as_ref() >= key
+            && (previous.db, previous.key.as_ref()) >= (db, key)
         {
             return Err(SnapshotError::Unordered(at));
         }
         records.push(SnapshotRecord {
+            db,
             key: Bytes::copy_from_slice(key),
             value: Bytes::copy_from_slice(value),
             mod_revision,
@@ -298,15 +311,23 @@ impl<'a> SnapshotWriter<'a> {
         })
     }
 
-    /// Adds one entry; entries must come in increasing key order.
+    /// Adds one entry; entries must come in increasing (database, key) order.
     pub fn push(
         &mut self,
+        db: u8,
         key: &[u8],
         value: &[u8],
         mod_revision: u64,
         expires_at_ms: u64,
     ) -> Result<()> {
-        encode_entry(&mut self.buffer, key, value, mod_revision, expires_at_ms);
+        encode_entry(
+            &mut self.buffer,
+            db,
+            key,
+            value,
+            mod_revision,
+            expires_at_ms,
+        );
         self.written += 1;
         if self.buffer.len() >= 1 << 20 {
             self.flush()?;
@@ -371,7 +392,7 @@ mod tests {
         let mut writer = SnapshotWriter::create(fs, dir, meta).unwrap();
         for (index, key) in keys.iter().enumerate() {
             writer
-                .push(key.as_bytes(), b"value", index as u64 + 1, 0)
+                .push(0, key.as_bytes(), b"value", index as u64 + 1, 0)
                 .unwrap();
         }
         writer.finish().unwrap()
@@ -405,5 +426,70 @@ mod tests {
         for cut in 0..data.len() {
             assert!(decode_snapshot(&data[..cut]).is_err(), "cut at {cut}");
         }
+    }
+
+    /// A snapshot file as version 2 wrote it: no database byte per entry.
+    fn version_2_file(keys: &[&str]) -> Vec<u8> {
+        let meta = SnapshotMeta {
+            last_seq: 4,
+            revision: 4,
+            entry_count: keys.len() as u64,
+        };
+        let mut data = encode_header(&meta);
+        data[8..12].copy_from_slice(&2u32.to_le_bytes());
+        let crc = crc32c(&data[..40]);
+        data[40..44].copy_from_slice(&crc.to_le_bytes());
+        let mut body = Vec::new();
+        put_u32(&mut body, 0);
+        for key in keys {
+            put_u32(&mut body, key.len() as u32);
+            put_u32(&mut body, 1);
+            put_u64(&mut body, 1);
+            put_u64(&mut body, 0);
+            body.extend_from_slice(key.as_bytes());
+            body.push(b'v');
+        }
+        data.extend_from_slice(&body);
+        put_u32(&mut data, crc32c(&body));
+        put_u32(&mut data, 0);
+        data.extend_from_slice(SNAPSHOT_END_MAGIC);
+        data
+    }
+
+    #[test]
+    fn a_version_2_file_reads_as_database_0() {
+        let (meta, records) = decode_snapshot(&version_2_file(&["a", "b"])).unwrap();
+        assert_eq!(meta.entry_count, 2);
+        assert!(records.iter().all(|record| record.db == 0));
+        assert_eq!(records[1].key, Bytes::from_static(b"b"));
+    }
+
+    #[test]
+    fn entries_are_ordered_by_database_then_key() {
+        let fs = SimFs::new(1);
+        let dir = Path::new("/data");
+        fs.create_dir_all(dir).unwrap();
+        let meta = SnapshotMeta {
+            last_seq: 9,
+            revision: 9,
+            entry_count: 3,
+        };
+        let mut writer = SnapshotWriter::create(&fs, dir, meta).unwrap();
+        writer.push(0, b"z", b"1", 1, 0).unwrap();
+        writer.push(3, b"a", b"2", 2, 0).unwrap();
+        writer.push(15, b"a", b"3", 3, 0).unwrap();
+        let path = writer.finish().unwrap();
+        let (_, records) = read_snapshot(&fs, &path).unwrap();
+        let dbs: Vec<u8> = records.iter().map(|record| record.db).collect();
+        assert_eq!(dbs, [0, 3, 15]);
+        // A database past the last one, with the checksum made to match.
+        let mut data = fs.read(&path).unwrap();
+        let last_entry = data.len() - FOOTER_BYTES - (1 + 4 + 4 + 8 + 8 + 1 + 1);
+        data[last_entry] = DATABASES;
+        let end = data.len() - FOOTER_BYTES;
+        let crc = crc32c(&data[SNAPSHOT_HEADER_BYTES..end]);
+        data[end..end + 4].copy_from_slice(&crc.to_le_bytes());
+        let refused = decode_snapshot(&data).unwrap_err();
+        assert!(refused.to_string().contains("database"), "{refused}");
     }
 }

@@ -25,7 +25,7 @@ use tokio::sync::oneshot;
 
 use super::durable::{FsyncPolicy, Shared, SnapshotInfo, SnapshotPolicy, StoreOptions};
 use super::log_writer::{Proposal, Reply, deliver};
-use super::state::SnapshotPoint;
+use super::state::{SnapshotPoint, write_frozen};
 use crate::error::{Error, Result};
 use crate::storage::snapshot::{SnapshotMeta, SnapshotWriter, parse_snapshot_file_name};
 
@@ -406,24 +406,9 @@ fn write_snapshot(shared: &Shared, point: SnapshotPoint) -> Result<std::path::Pa
         entry_count: point.entry_count,
     };
     let mut writer = SnapshotWriter::create(&*shared.fs, &shared.dir, meta)?;
-    let mut after: Option<bytes::Bytes> = None;
-    loop {
-        let chunk = shared
-            .state
-            .read()
-            .frozen_chunk(after.as_deref(), CHUNK_ENTRIES);
-        let Some((last_key, _)) = chunk.last() else {
-            break;
-        };
-        after = Some(last_key.clone());
-        for (key, entry) in &chunk {
-            if let Err(error) =
-                writer.push(key, &entry.value, entry.mod_revision, entry.expires_at_ms)
-            {
-                writer.abandon();
-                return Err(error);
-            }
-        }
+    if let Err(error) = write_frozen(&shared.state, &mut writer, CHUNK_ENTRIES) {
+        writer.abandon();
+        return Err(error);
     }
     writer.finish()
 }

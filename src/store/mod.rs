@@ -30,7 +30,7 @@ pub use durable::{
     DurableStore, FsyncPolicy, SnapshotInfo, SnapshotPolicy, StoreOptions, StoreStats,
 };
 pub use mem::MemStore;
-pub use state::{Entry, Outcome, SnapshotPoint, State};
+pub use state::{DbKey, Entry, Outcome, SnapshotPoint, State, write_frozen};
 
 use crate::error::{Error, Result};
 
@@ -42,34 +42,52 @@ pub trait KvStore: Send + Sync {
     /// The applied state reads look at.
     fn state(&self) -> &RwLock<State>;
 
-    /// The live value of `key`.
+    /// The live value of `key` in database 0.
     fn get(&self, key: &[u8]) -> Option<Bytes> {
         self.get_entry(key).map(|entry| entry.value)
     }
 
-    /// The live entry of `key`, with its revision and expiry.
+    /// The live entry of `key` in database 0, with its revision and expiry.
     fn get_entry(&self, key: &[u8]) -> Option<Entry> {
-        self.state().read().get(key, now_ms()).cloned()
+        self.state().read().get(0, key, now_ms()).cloned()
     }
 
-    /// The live entries of several keys, all read at one instant (one revision),
-    /// so a reader never sees half of a transaction.
-    fn get_entries(&self, keys: &[Bytes]) -> Vec<Option<Entry>> {
+    /// The live entries of several keys of database `db`, all read at one
+    /// instant (one revision), so a reader never sees half of a transaction.
+    fn get_entries(&self, db: u8, keys: &[Bytes]) -> Vec<Option<Entry>> {
         let now = now_ms();
         let state = self.state().read();
         keys.iter()
-            .map(|key| state.get(key, now).cloned())
+            .map(|key| state.get(db, key, now).cloned())
             .collect()
     }
 
-    /// Up to `limit` live entries whose keys start with `prefix`, from `start`.
-    fn range(&self, start: Bound<&[u8]>, prefix: &[u8], limit: usize) -> Vec<(Bytes, Entry)> {
-        self.state().read().range(start, prefix, limit, now_ms())
+    /// Up to `limit` live entries of database `db` whose keys start with
+    /// `prefix`, from `start`.
+    fn range(
+        &self,
+        db: u8,
+        start: Bound<&[u8]>,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Vec<(Bytes, Entry)> {
+        self.state()
+            .read()
+            .range(db, start, prefix, limit, now_ms())
     }
 
-    /// One step of a stateless scan in hash order; see [`State::scan`].
-    fn scan(&self, cursor: u64, count: usize, wanted: &dyn Fn(&[u8]) -> bool) -> (Vec<Bytes>, u64) {
-        self.state().read().scan(cursor, count, now_ms(), wanted)
+    /// One step of a stateless scan of database `db` in hash order; see
+    /// [`State::scan`].
+    fn scan(
+        &self,
+        db: u8,
+        cursor: u64,
+        count: usize,
+        wanted: &dyn Fn(&[u8]) -> bool,
+    ) -> (Vec<Bytes>, u64) {
+        self.state()
+            .read()
+            .scan(db, cursor, count, now_ms(), wanted)
     }
 
     /// Starts a command; the [`Submission`] resolves once it is durable (for a
@@ -115,15 +133,26 @@ pub trait KvStore: Send + Sync {
         self.state().read().len()
     }
 
-    /// Number of live keys (stored keys minus those expired but not yet swept).
-    fn live_len(&self) -> usize {
-        self.state().read().live_len(now_ms())
+    /// Number of live keys in database `db` (stored keys minus those expired
+    /// but not yet swept).
+    fn live_len(&self, db: u8) -> usize {
+        self.state().read().live_len(db, now_ms())
+    }
+
+    /// Per database with live keys: its number, live keys, and how many of
+    /// those have an expiry (INFO's keyspace section).
+    fn key_counts(&self) -> Vec<(u8, usize, usize)> {
+        self.state().read().key_counts(now_ms())
     }
 
     /// Keys expired now among up to `scan_limit` stored keys after `after`, and
     /// the cursor for the next call (`None` once the scan reached the end); see
     /// [`State::expired_keys`]. The expiry sweeper's view.
-    fn expired_keys(&self, after: Option<&[u8]>, scan_limit: usize) -> (Vec<Bytes>, Option<Bytes>) {
+    fn expired_keys(
+        &self,
+        after: Option<(u8, &[u8])>,
+        scan_limit: usize,
+    ) -> (Vec<DbKey>, Option<DbKey>) {
         self.state()
             .read()
             .expired_keys(after, scan_limit, now_ms())

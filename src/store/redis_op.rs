@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::command::Guard;
 use super::number::{format_f64, parse_f64, parse_i64};
 use super::state::Entry;
+use crate::storage::snapshot::DATABASES;
 
 pub const NOT_AN_INTEGER: &str = "value is not an integer or out of range";
 pub const TOO_BIG: &str = "string exceeds maximum allowed size (proto-max-bulk-len)";
@@ -176,7 +177,8 @@ pub enum RedisOp {
         destination: Bytes,
         keys: Vec<Bytes>,
     },
-    /// FLUSHDB / FLUSHALL.
+    /// FLUSHALL: every database. (Logs written before databases existed
+    /// had only database 0, so this reads them right.)
     Flush,
     Get {
         key: Bytes,
@@ -216,6 +218,25 @@ pub enum RedisOp {
         range: Option<BitRange>,
     },
     DbSize,
+    // New variants go last: the log stores an op by its variant's position.
+    /// FLUSHDB: the command's database only.
+    FlushDb,
+    /// MOVE: the key into another database, unless it exists there.
+    Move {
+        key: Bytes,
+        to_db: u8,
+    },
+    /// COPY … DB n.
+    CopyToDb {
+        from: Bytes,
+        to: Bytes,
+        to_db: u8,
+        replace: bool,
+    },
+    SwapDb {
+        a: u8,
+        b: u8,
+    },
 }
 
 impl RedisOp {
@@ -249,6 +270,10 @@ impl RedisOp {
             RedisOp::BitCount { .. } => "BITCOUNT",
             RedisOp::BitPos { .. } => "BITPOS",
             RedisOp::DbSize => "DBSIZE",
+            RedisOp::FlushDb => "FLUSHDB",
+            RedisOp::Move { .. } => "MOVE",
+            RedisOp::CopyToDb { .. } => "COPY",
+            RedisOp::SwapDb { .. } => "SWAPDB",
         }
     }
 
@@ -271,11 +296,15 @@ impl RedisOp {
             RedisOp::Del { keys } | RedisOp::MGet { keys } | RedisOp::Exists { keys } => {
                 keys.iter().collect()
             }
-            RedisOp::Rename { from, to, .. } | RedisOp::Copy { from, to, .. } => vec![from, to],
+            RedisOp::Rename { from, to, .. }
+            | RedisOp::Copy { from, to, .. }
+            | RedisOp::CopyToDb { from, to, .. } => vec![from, to],
             RedisOp::BitOp {
                 destination, keys, ..
             } => std::iter::once(destination).chain(keys).collect(),
-            RedisOp::Flush | RedisOp::DbSize => Vec::new(),
+            RedisOp::Flush | RedisOp::FlushDb | RedisOp::SwapDb { .. } | RedisOp::DbSize => {
+                Vec::new()
+            }
             RedisOp::Set { key, .. }
             | RedisOp::Append { key, .. }
             | RedisOp::SetRange { key, .. }
@@ -285,6 +314,7 @@ impl RedisOp {
             | RedisOp::GetEx { key, .. }
             | RedisOp::Expire { key, .. }
             | RedisOp::Persist { key }
+            | RedisOp::Move { key, .. }
             | RedisOp::SetBit { key, .. }
             | RedisOp::Get { key }
             | RedisOp::Strlen { key }
@@ -294,6 +324,15 @@ impl RedisOp {
             | RedisOp::GetBit { key, .. }
             | RedisOp::BitCount { key, .. }
             | RedisOp::BitPos { key, .. } => vec![key],
+        }
+    }
+
+    /// Whether every database the op names is below `databases`.
+    pub fn databases_below(&self, databases: u8) -> bool {
+        match self {
+            RedisOp::Move { to_db, .. } | RedisOp::CopyToDb { to_db, .. } => *to_db < databases,
+            RedisOp::SwapDb { a, b } => *a < databases && *b < databases,
+            _ => true,
         }
     }
 
@@ -335,25 +374,28 @@ pub enum Answer {
 
 /// The keyspace as an op sees it: live entries at the command's time, and
 /// writes that take the command's revision.
+/// Every method names the database (below [`DATABASES`]) it addresses.
 pub trait Keyspace {
-    fn live(&self, key: &[u8]) -> Option<&Entry>;
+    fn live(&self, db: u8, key: &[u8]) -> Option<&Entry>;
     /// Sets `key`; its revision is the command's.
-    fn put(&mut self, key: &[u8], value: Bytes, expires_at_ms: u64);
+    fn put(&mut self, db: u8, key: &[u8], value: Bytes, expires_at_ms: u64);
     /// Removes `key` (live or expired); true if it was live.
-    fn remove(&mut self, key: &[u8]) -> bool;
-    /// Removes every key.
-    fn clear(&mut self);
+    fn remove(&mut self, db: u8, key: &[u8]) -> bool;
+    /// Removes every key of one database.
+    fn clear(&mut self, db: u8);
     /// Live keys (DBSIZE).
-    fn key_count(&self) -> usize;
+    fn key_count(&self, db: u8) -> usize;
+    /// Exchanges the contents of two databases (SWAPDB).
+    fn swap(&mut self, a: u8, b: u8);
 }
 
 fn expiry_of(entry: Option<&Entry>) -> u64 {
     entry.map_or(0, |entry| entry.expires_at_ms)
 }
 
-fn value_of(keyspace: &dyn Keyspace, key: &[u8]) -> Bytes {
+fn value_of(keyspace: &dyn Keyspace, db: u8, key: &[u8]) -> Bytes {
     keyspace
-        .live(key)
+        .live(db, key)
         .map(|entry| entry.value.clone())
         .unwrap_or_default()
 }
@@ -367,7 +409,7 @@ fn error(text: &str) -> Answer {
 }
 
 /// Runs one op against the keyspace at time `now_ms`.
-pub fn run(keyspace: &mut dyn Keyspace, op: RedisOp, now_ms: u64) -> Answer {
+pub fn run(keyspace: &mut dyn Keyspace, db: u8, op: RedisOp, now_ms: u64) -> Answer {
     match op {
         RedisOp::Set {
             key,
@@ -376,7 +418,7 @@ pub fn run(keyspace: &mut dyn Keyspace, op: RedisOp, now_ms: u64) -> Answer {
             condition,
             get,
         } => {
-            let current = keyspace.live(&key);
+            let current = keyspace.live(db, &key);
             let old = bulk_or_null(current);
             let expires_at_ms = match expiry {
                 SetExpiry::Clear => 0,
@@ -385,7 +427,7 @@ pub fn run(keyspace: &mut dyn Keyspace, op: RedisOp, now_ms: u64) -> Answer {
             };
             let applies = condition.holds(current);
             if applies {
-                keyspace.put(&key, value, expires_at_ms);
+                keyspace.put(db, &key, value, expires_at_ms);
             }
             match (get, applies) {
                 (true, _) => old,
@@ -397,11 +439,15 @@ pub fn run(keyspace: &mut dyn Keyspace, op: RedisOp, now_ms: u64) -> Answer {
             pairs,
             only_if_none_exist,
         } => {
-            if only_if_none_exist && pairs.iter().any(|(key, _)| keyspace.live(key).is_some()) {
+            if only_if_none_exist
+                && pairs
+                    .iter()
+                    .any(|(key, _)| keyspace.live(db, key).is_some())
+            {
                 return Answer::Integer(0);
             }
             for (key, value) in pairs {
-                keyspace.put(&key, value, 0);
+                keyspace.put(db, &key, value, 0);
             }
             match only_if_none_exist {
                 true => Answer::Integer(1),
@@ -409,11 +455,11 @@ pub fn run(keyspace: &mut dyn Keyspace, op: RedisOp, now_ms: u64) -> Answer {
             }
         }
         RedisOp::Del { keys } => {
-            let removed = keys.iter().filter(|key| keyspace.remove(key)).count();
+            let removed = keys.iter().filter(|key| keyspace.remove(db, key)).count();
             Answer::Integer(removed as i64)
         }
         RedisOp::IncrBy { key, delta } => {
-            let current = keyspace.live(&key);
+            let current = keyspace.live(db, &key);
             let old = match current {
                 None => 0,
                 Some(entry) => match parse_i64(&entry.value) {
@@ -425,11 +471,11 @@ pub fn run(keyspace: &mut dyn Keyspace, op: RedisOp, now_ms: u64) -> Answer {
                 return error("increment or decrement would overflow");
             };
             let expires_at_ms = expiry_of(current);
-            keyspace.put(&key, Bytes::from(new.to_string()), expires_at_ms);
+            keyspace.put(db, &key, Bytes::from(new.to_string()), expires_at_ms);
             Answer::Integer(new)
         }
         RedisOp::IncrByFloat { key, delta } => {
-            let current = keyspace.live(&key);
+            let current = keyspace.live(db, &key);
             let old = match current {
                 None => 0.0,
                 Some(entry) => match parse_f64(&entry.value) {
@@ -443,7 +489,7 @@ pub fn run(keyspace: &mut dyn Keyspace, op: RedisOp, now_ms: u64) -> Answer {
             }
             let text = Bytes::from(format_f64(new));
             let expires_at_ms = expiry_of(current);
-            keyspace.put(&key, text.clone(), expires_at_ms);
+            keyspace.put(db, &key, text.clone(), expires_at_ms);
             Answer::Bulk(text)
         }
         RedisOp::Append {
@@ -451,7 +497,7 @@ pub fn run(keyspace: &mut dyn Keyspace, op: RedisOp, now_ms: u64) -> Answer {
             value,
             max_len,
         } => {
-            let current = keyspace.live(&key);
+            let current = keyspace.live(db, &key);
             let old = current.map_or(&[][..], |entry| &entry.value[..]);
             let length = old.len() + value.len();
             if length as u64 > max_len {
@@ -461,7 +507,7 @@ pub fn run(keyspace: &mut dyn Keyspace, op: RedisOp, now_ms: u64) -> Answer {
             joined.extend_from_slice(old);
             joined.extend_from_slice(&value);
             let expires_at_ms = expiry_of(current);
-            keyspace.put(&key, joined.freeze(), expires_at_ms);
+            keyspace.put(db, &key, joined.freeze(), expires_at_ms);
             Answer::Integer(length as i64)
         }
         RedisOp::SetRange {
@@ -470,7 +516,7 @@ pub fn run(keyspace: &mut dyn Keyspace, op: RedisOp, now_ms: u64) -> Answer {
             value,
             max_len,
         } => {
-            let current = keyspace.live(&key);
+            let current = keyspace.live(db, &key);
             let old = current.map_or(&[][..], |entry| &entry.value[..]);
             if value.is_empty() {
                 return Answer::Integer(old.len() as i64);
@@ -487,46 +533,46 @@ pub fn run(keyspace: &mut dyn Keyspace, op: RedisOp, now_ms: u64) -> Answer {
             patched[offset..end].copy_from_slice(&value);
             let length = patched.len() as i64;
             let expires_at_ms = expiry_of(current);
-            keyspace.put(&key, patched.into(), expires_at_ms);
+            keyspace.put(db, &key, patched.into(), expires_at_ms);
             Answer::Integer(length)
         }
         RedisOp::GetDel { key } => {
-            let old = bulk_or_null(keyspace.live(&key));
-            keyspace.remove(&key);
+            let old = bulk_or_null(keyspace.live(db, &key));
+            keyspace.remove(db, &key);
             old
         }
         RedisOp::GetEx { key, action } => {
-            let Some(entry) = keyspace.live(&key).cloned() else {
+            let Some(entry) = keyspace.live(db, &key).cloned() else {
                 return Answer::Null;
             };
             match action {
                 GetExAction::Keep => {}
                 GetExAction::Persist if entry.expires_at_ms == 0 => {}
-                GetExAction::Persist => keyspace.put(&key, entry.value.clone(), 0),
+                GetExAction::Persist => keyspace.put(db, &key, entry.value.clone(), 0),
                 GetExAction::At(at) if at <= now_ms => {
-                    keyspace.remove(&key);
+                    keyspace.remove(db, &key);
                 }
-                GetExAction::At(at) => keyspace.put(&key, entry.value.clone(), at),
+                GetExAction::At(at) => keyspace.put(db, &key, entry.value.clone(), at),
             }
             Answer::Bulk(entry.value)
         }
         RedisOp::Expire { key, at_ms, flags } => {
-            let Some(entry) = keyspace.live(&key).cloned() else {
+            let Some(entry) = keyspace.live(db, &key).cloned() else {
                 return Answer::Integer(0);
             };
             if !flags.allow(entry.expires_at_ms, at_ms) {
                 return Answer::Integer(0);
             }
             if at_ms <= now_ms as i64 {
-                keyspace.remove(&key);
+                keyspace.remove(db, &key);
             } else {
-                keyspace.put(&key, entry.value, at_ms as u64);
+                keyspace.put(db, &key, entry.value, at_ms as u64);
             }
             Answer::Integer(1)
         }
-        RedisOp::Persist { key } => match keyspace.live(&key).cloned() {
+        RedisOp::Persist { key } => match keyspace.live(db, &key).cloned() {
             Some(entry) if entry.expires_at_ms != 0 => {
-                keyspace.put(&key, entry.value, 0);
+                keyspace.put(db, &key, entry.value, 0);
                 Answer::Integer(1)
             }
             _ => Answer::Integer(0),
@@ -536,32 +582,32 @@ pub fn run(keyspace: &mut dyn Keyspace, op: RedisOp, now_ms: u64) -> Answer {
             to,
             only_if_absent,
         } => {
-            let Some(entry) = keyspace.live(&from).cloned() else {
+            let Some(entry) = keyspace.live(db, &from).cloned() else {
                 return error("no such key");
             };
             let done = |applied: bool| match only_if_absent {
                 true => Answer::Integer(i64::from(applied)),
                 false => Answer::Ok,
             };
-            if from == to || (only_if_absent && keyspace.live(&to).is_some()) {
+            if from == to || (only_if_absent && keyspace.live(db, &to).is_some()) {
                 return done(false);
             }
-            keyspace.remove(&from);
-            keyspace.put(&to, entry.value, entry.expires_at_ms);
+            keyspace.remove(db, &from);
+            keyspace.put(db, &to, entry.value, entry.expires_at_ms);
             done(true)
         }
         RedisOp::Copy { from, to, replace } => {
-            let Some(entry) = keyspace.live(&from).cloned() else {
+            let Some(entry) = keyspace.live(db, &from).cloned() else {
                 return Answer::Integer(0);
             };
-            if keyspace.live(&to).is_some() && !replace {
+            if keyspace.live(db, &to).is_some() && !replace {
                 return Answer::Integer(0);
             }
-            keyspace.put(&to, entry.value, entry.expires_at_ms);
+            keyspace.put(db, &to, entry.value, entry.expires_at_ms);
             Answer::Integer(1)
         }
         RedisOp::SetBit { key, offset, bit } => {
-            let current = keyspace.live(&key);
+            let current = keyspace.live(db, &key);
             let mut value = current.map_or_else(Vec::new, |entry| entry.value.to_vec());
             let expires_at_ms = expiry_of(current);
             let byte = (offset / 8) as usize;
@@ -575,7 +621,7 @@ pub fn run(keyspace: &mut dyn Keyspace, op: RedisOp, now_ms: u64) -> Answer {
             } else {
                 value[byte] &= !mask;
             }
-            keyspace.put(&key, value.into(), expires_at_ms);
+            keyspace.put(db, &key, value.into(), expires_at_ms);
             Answer::Integer(i64::from(old))
         }
         RedisOp::BitOp {
@@ -583,59 +629,95 @@ pub fn run(keyspace: &mut dyn Keyspace, op: RedisOp, now_ms: u64) -> Answer {
             destination,
             keys,
         } => {
-            let sources: Vec<Bytes> = keys.iter().map(|key| value_of(keyspace, key)).collect();
+            let sources: Vec<Bytes> = keys.iter().map(|key| value_of(keyspace, db, key)).collect();
             let result = bit_op(operation, &sources);
             let length = result.len() as i64;
             if result.is_empty() {
-                keyspace.remove(&destination);
+                keyspace.remove(db, &destination);
             } else {
-                keyspace.put(&destination, result.into(), 0);
+                keyspace.put(db, &destination, result.into(), 0);
             }
             Answer::Integer(length)
         }
         RedisOp::Flush => {
-            keyspace.clear();
+            for db in 0..DATABASES {
+                keyspace.clear(db);
+            }
             Answer::Ok
         }
-        RedisOp::Get { key } => bulk_or_null(keyspace.live(&key)),
+        RedisOp::FlushDb => {
+            keyspace.clear(db);
+            Answer::Ok
+        }
+        RedisOp::Move { key, to_db } => {
+            let Some(entry) = keyspace.live(db, &key).cloned() else {
+                return Answer::Integer(0);
+            };
+            if to_db == db || keyspace.live(to_db, &key).is_some() {
+                return Answer::Integer(0);
+            }
+            keyspace.remove(db, &key);
+            keyspace.put(to_db, &key, entry.value, entry.expires_at_ms);
+            Answer::Integer(1)
+        }
+        RedisOp::CopyToDb {
+            from,
+            to,
+            to_db,
+            replace,
+        } => {
+            let Some(entry) = keyspace.live(db, &from).cloned() else {
+                return Answer::Integer(0);
+            };
+            if (to_db == db && from == to) || (keyspace.live(to_db, &to).is_some() && !replace) {
+                return Answer::Integer(0);
+            }
+            keyspace.put(to_db, &to, entry.value, entry.expires_at_ms);
+            Answer::Integer(1)
+        }
+        RedisOp::SwapDb { a, b } => {
+            keyspace.swap(a, b);
+            Answer::Ok
+        }
+        RedisOp::Get { key } => bulk_or_null(keyspace.live(db, &key)),
         RedisOp::MGet { keys } => Answer::Array(
             keys.iter()
-                .map(|key| bulk_or_null(keyspace.live(key)))
+                .map(|key| bulk_or_null(keyspace.live(db, key)))
                 .collect(),
         ),
         RedisOp::Strlen { key } => Answer::Integer(
             keyspace
-                .live(&key)
+                .live(db, &key)
                 .map_or(0, |entry| entry.value.len() as i64),
         ),
         RedisOp::Exists { keys } => Answer::Integer(
             keys.iter()
-                .filter(|key| keyspace.live(key).is_some())
+                .filter(|key| keyspace.live(db, key).is_some())
                 .count() as i64,
         ),
         RedisOp::Type { key } => Answer::Type {
-            exists: keyspace.live(&key).is_some(),
+            exists: keyspace.live(db, &key).is_some(),
         },
         RedisOp::Ttl { key, kind } => {
-            Answer::Integer(time_to_live(keyspace.live(&key), kind, now_ms))
+            Answer::Integer(time_to_live(keyspace.live(db, &key), kind, now_ms))
         }
         RedisOp::GetRange { key, start, end } => {
-            Answer::Bulk(get_range(value_of(keyspace, &key), start, end))
+            Answer::Bulk(get_range(value_of(keyspace, db, &key), start, end))
         }
         RedisOp::GetBit { key, offset } => {
-            let value = value_of(keyspace, &key);
+            let value = value_of(keyspace, db, &key);
             let bit = value
                 .get((offset / 8) as usize)
                 .is_some_and(|byte| byte & (0x80 >> (offset % 8)) != 0);
             Answer::Integer(i64::from(bit))
         }
         RedisOp::BitCount { key, range } => {
-            Answer::Integer(bit_count(&value_of(keyspace, &key), range))
+            Answer::Integer(bit_count(&value_of(keyspace, db, &key), range))
         }
         RedisOp::BitPos { key, bit, range } => {
-            Answer::Integer(bit_position(&value_of(keyspace, &key), bit, range))
+            Answer::Integer(bit_position(&value_of(keyspace, db, &key), bit, range))
         }
-        RedisOp::DbSize => Answer::Integer(keyspace.key_count() as i64),
+        RedisOp::DbSize => Answer::Integer(keyspace.key_count(db) as i64),
     }
 }
 
@@ -787,28 +869,42 @@ mod tests {
     /// A plain map keyspace: what every op must do, without the state's
     /// revisions and snapshots.
     #[derive(Default)]
-    struct MapKeyspace(BTreeMap<Bytes, Entry>);
+    struct MapKeyspace(BTreeMap<(u8, Bytes), Entry>);
 
     impl Keyspace for MapKeyspace {
-        fn live(&self, key: &[u8]) -> Option<&Entry> {
-            self.0.get(key).filter(|entry| entry.is_live(100))
+        fn live(&self, db: u8, key: &[u8]) -> Option<&Entry> {
+            let key = (db, Bytes::copy_from_slice(key));
+            self.0.get(&key).filter(|entry| entry.is_live(100))
         }
-        fn put(&mut self, key: &[u8], value: Bytes, expires_at_ms: u64) {
+        fn put(&mut self, db: u8, key: &[u8], value: Bytes, expires_at_ms: u64) {
             let entry = Entry {
                 value,
                 mod_revision: 1,
                 expires_at_ms,
             };
-            self.0.insert(Bytes::copy_from_slice(key), entry);
+            self.0.insert((db, Bytes::copy_from_slice(key)), entry);
         }
-        fn remove(&mut self, key: &[u8]) -> bool {
-            self.0.remove(key).is_some_and(|entry| entry.is_live(100))
+        fn remove(&mut self, db: u8, key: &[u8]) -> bool {
+            let key = (db, Bytes::copy_from_slice(key));
+            self.0.remove(&key).is_some_and(|entry| entry.is_live(100))
         }
-        fn clear(&mut self) {
-            self.0.clear();
+        fn clear(&mut self, db: u8) {
+            self.0.retain(|(in_db, _), _| *in_db != db);
         }
-        fn key_count(&self) -> usize {
-            self.0.len()
+        fn key_count(&self, db: u8) -> usize {
+            self.0.keys().filter(|(in_db, _)| *in_db == db).count()
+        }
+        fn swap(&mut self, a: u8, b: u8) {
+            let swap = |db: u8| match db {
+                db if db == a => b,
+                db if db == b => a,
+                db => db,
+            };
+            let entries = std::mem::take(&mut self.0);
+            self.0 = entries
+                .into_iter()
+                .map(|((db, key), entry)| ((swap(db), key), entry))
+                .collect();
         }
     }
 
@@ -817,25 +913,25 @@ mod tests {
     }
 
     fn run_at(keyspace: &mut MapKeyspace, op: RedisOp) -> Answer {
-        run(keyspace, op, 100)
+        run(keyspace, 0, op, 100)
     }
 
     #[test]
     fn counters_keep_the_ttl_and_refuse_what_is_not_a_number() {
         let mut keyspace = MapKeyspace::default();
-        keyspace.put(b"n", key("41"), 500);
+        keyspace.put(0, b"n", key("41"), 500);
         let op = RedisOp::IncrBy {
             key: key("n"),
             delta: 1,
         };
         assert_eq!(run_at(&mut keyspace, op.clone()), Answer::Integer(42));
-        assert_eq!(keyspace.live(b"n").unwrap().expires_at_ms, 500);
-        keyspace.put(b"n", key("x"), 0);
+        assert_eq!(keyspace.live(0, b"n").unwrap().expires_at_ms, 500);
+        keyspace.put(0, b"n", key("x"), 0);
         assert_eq!(
             run_at(&mut keyspace, op),
             Answer::Error(NOT_AN_INTEGER.into())
         );
-        keyspace.put(b"n", Bytes::from(i64::MAX.to_string()), 0);
+        keyspace.put(0, b"n", Bytes::from(i64::MAX.to_string()), 0);
         let overflow = RedisOp::IncrBy {
             key: key("n"),
             delta: 1,
@@ -851,7 +947,7 @@ mod tests {
     #[test]
     fn expired_keys_are_absent_to_every_op() {
         let mut keyspace = MapKeyspace::default();
-        keyspace.put(b"old", key("v"), 50);
+        keyspace.put(0, b"old", key("v"), 50);
         let set_nx = RedisOp::Set {
             key: key("old"),
             value: key("new"),
@@ -860,7 +956,7 @@ mod tests {
             get: true,
         };
         assert_eq!(run_at(&mut keyspace, set_nx), Answer::Null);
-        assert_eq!(keyspace.live(b"old").unwrap().expires_at_ms, 0);
+        assert_eq!(keyspace.live(0, b"old").unwrap().expires_at_ms, 0);
         let rename = RedisOp::Rename {
             from: key("gone"),
             to: key("x"),
@@ -883,7 +979,10 @@ mod tests {
         assert_eq!(run_at(&mut keyspace, set(7)), Answer::Integer(0));
         assert_eq!(run_at(&mut keyspace, set(7)), Answer::Integer(1));
         run_at(&mut keyspace, set(17));
-        assert_eq!(keyspace.live(b"b").unwrap().value, &[0x01, 0x00, 0x40][..]);
+        assert_eq!(
+            keyspace.live(0, b"b").unwrap().value,
+            &[0x01, 0x00, 0x40][..]
+        );
         let count = |range| RedisOp::BitCount {
             key: key("b"),
             range,
@@ -917,7 +1016,7 @@ mod tests {
             run_at(&mut keyspace, position(false, None)),
             Answer::Integer(0)
         );
-        keyspace.put(b"ones", Bytes::from_static(&[0xff, 0xff]), 0);
+        keyspace.put(0, b"ones", Bytes::from_static(&[0xff, 0xff]), 0);
         let all_ones = RedisOp::BitPos {
             key: key("ones"),
             bit: false,
@@ -930,7 +1029,10 @@ mod tests {
             keys: vec![key("b"), key("ones")],
         };
         assert_eq!(run_at(&mut keyspace, op), Answer::Integer(3));
-        assert_eq!(keyspace.live(b"d").unwrap().value, &[0x01, 0x00, 0x00][..]);
+        assert_eq!(
+            keyspace.live(0, b"d").unwrap().value,
+            &[0x01, 0x00, 0x00][..]
+        );
     }
 
     #[test]

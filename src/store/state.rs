@@ -1,13 +1,16 @@
-//! The in-memory state: keys in byte order with their values and revisions.
+//! The in-memory state: sixteen databases (Redis's `SELECT 0`–`15`), each
+//! its keys in byte order with their values and revisions. HTTP and the plain
+//! put/delete/txn records address database 0; a Redis command names its own.
 //!
-//! `State` is the state machine both stores (and later every Raft replica) apply
+//! `State` is the state machine both stores and every Raft replica apply
 //! commands to. Invariants:
 //! - `revision` only grows; every entry's `mod_revision` is at most `revision`;
 //! - `applied_seq` only grows: commands are applied in log order, once each;
-//! - `by_hash` holds exactly the keys of `entries`, each with [`scan_hash`]
+//! - one revision counter for all databases: revisions are unique store-wide;
+//! - in each database, `by_hash` holds exactly the keys of `entries`, each with [`scan_hash`]
 //!   of it: the order SCAN walks, which no insert or delete changes for the
 //!   keys already there;
-//! - while frozen for a snapshot, `preimages` holds, for every key changed since
+//! - while frozen for a snapshot, `preimages` holds, for every (database, key) changed since
 //!   the freeze, its entry as it was at the freeze (`None`: absent then), so the
 //!   snapshot can be read in chunks while writes continue.
 
@@ -19,7 +22,9 @@ use bytes::Bytes;
 use super::command::{Command, Guard, Op};
 use super::key::Key;
 use super::redis_op::{self, Answer, Keyspace, RedisCommand};
-use crate::storage::snapshot::SnapshotRecord;
+use parking_lot::RwLock;
+
+use crate::storage::snapshot::{DATABASES, SnapshotRecord, SnapshotWriter};
 
 /// A stored value with its metadata.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -63,48 +68,27 @@ pub struct SnapshotPoint {
 
 struct Frozen {
     point: SnapshotPoint,
-    preimages: BTreeMap<Key, Option<Entry>>,
+    preimages: BTreeMap<(u8, Key), Option<Entry>>,
 }
 
+/// One database (`SELECT n`): its keys with the indexes kept beside them.
 #[derive(Default)]
-pub struct State {
+struct Database {
     entries: BTreeMap<Key, Entry>,
     /// Every key with its [`scan_hash`], in that order: SCAN's cursor is a
     /// position here, so it survives other keys coming and going, another
     /// connection and a restart.
     by_hash: BTreeSet<(u64, Key)>,
-    revision: u64,
-    applied_seq: u64,
-    /// Sum of key and value lengths of all entries.
-    data_bytes: u64,
     /// The keys that have an expiry, by expiry time: counting the expired
     /// ones (not yet swept) is a short range, so DBSIZE needs no scan.
     by_expiry: BTreeSet<(u64, Key)>,
-    /// When set, a change's revision is the sequence number (the Raft log
-    /// index) it was applied at, so every replica gives the same write the same
-    /// revision; otherwise revisions count changes.
-    revision_is_seq: bool,
-    frozen: Option<Frozen>,
+    /// Sum of key and value lengths of all entries.
+    data_bytes: u64,
 }
 
-impl State {
-    /// Rebuilds a state from a snapshot's records, which must be in key order.
-    pub fn from_snapshot(
-        seq: u64,
-        revision: u64,
-        records: impl IntoIterator<Item = SnapshotRecord>,
-    ) -> State {
-        let entries: BTreeMap<Key, Entry> = records
-            .into_iter()
-            .map(|record| {
-                let entry = Entry {
-                    value: record.value,
-                    mod_revision: record.mod_revision,
-                    expires_at_ms: record.expires_at_ms,
-                };
-                (Key::new(&record.key), entry)
-            })
-            .collect();
+impl Database {
+    fn from_sorted(entries: Vec<(Key, Entry)>) -> Database {
+        let entries: BTreeMap<Key, Entry> = entries.into_iter().collect();
         let data_bytes = entries
             .iter()
             .map(|(key, entry)| (key.len() + entry.value.len()) as u64)
@@ -118,15 +102,114 @@ impl State {
             .keys()
             .map(|key| (scan_hash(key), key.clone()))
             .collect();
-        State {
+        Database {
             entries,
             by_hash,
-            revision,
-            applied_seq: seq,
-            data_bytes,
             by_expiry,
+            data_bytes,
+        }
+    }
+
+    fn get(&self, key: &[u8], now_ms: u64) -> Option<&Entry> {
+        self.entries.get(key).filter(|entry| entry.is_live(now_ms))
+    }
+
+    fn live_len(&self, now_ms: u64) -> usize {
+        let expired = self
+            .by_expiry
+            .range(..(now_ms.saturating_add(1), Key::new(b"")))
+            .count();
+        self.entries.len() - expired
+    }
+
+    /// Sets (`Some`) or removes (`None`) an entry and keeps the indexes and
+    /// the byte count right. Returns the previous entry, expired or not.
+    fn write(&mut self, key: Key, entry: Option<Entry>) -> Option<Entry> {
+        let key_len = key.len() as u64;
+        let new_expiry = entry.as_ref().map_or(0, |entry| entry.expires_at_ms);
+        if new_expiry != 0 {
+            self.by_expiry.insert((new_expiry, key.clone()));
+        }
+        let previous = match entry {
+            Some(entry) => {
+                self.data_bytes += key_len + entry.value.len() as u64;
+                let previous = self.entries.insert(key.clone(), entry);
+                if previous.is_none() {
+                    self.by_hash.insert((scan_hash(&key), key.clone()));
+                }
+                previous
+            }
+            None => {
+                let previous = self.entries.remove(&key);
+                if previous.is_some() {
+                    self.by_hash.remove(&(scan_hash(&key), key.clone()));
+                }
+                previous
+            }
+        };
+        if let Some(previous) = &previous {
+            self.data_bytes -= key_len + previous.value.len() as u64;
+            if previous.expires_at_ms != 0 && previous.expires_at_ms != new_expiry {
+                self.by_expiry.remove(&(previous.expires_at_ms, key));
+            }
+        }
+        previous
+    }
+}
+
+pub struct State {
+    /// [`DATABASES`] of them; HTTP and the plain put/delete/txn records
+    /// address database 0.
+    dbs: Vec<Database>,
+    revision: u64,
+    applied_seq: u64,
+    /// When set, a change's revision is the sequence number (the Raft log
+    /// index) it was applied at, so every replica gives the same write the same
+    /// revision; otherwise revisions count changes.
+    revision_is_seq: bool,
+    frozen: Option<Frozen>,
+}
+
+impl Default for State {
+    fn default() -> State {
+        State {
+            dbs: (0..DATABASES).map(|_| Database::default()).collect(),
+            revision: 0,
+            applied_seq: 0,
             revision_is_seq: false,
             frozen: None,
+        }
+    }
+}
+
+/// A cursor over every database's keys in (database, key) order: the last
+/// key looked at.
+pub type DbKey = (u8, Bytes);
+
+impl State {
+    /// Rebuilds a state from a snapshot's records, which must be in
+    /// (database, key) order (as the snapshot decoder checks).
+    pub fn from_snapshot(
+        seq: u64,
+        revision: u64,
+        records: impl IntoIterator<Item = SnapshotRecord>,
+    ) -> State {
+        let mut by_db: Vec<Vec<(Key, Entry)>> = (0..DATABASES).map(|_| Vec::new()).collect();
+        for record in records {
+            let entry = Entry {
+                value: record.value,
+                mod_revision: record.mod_revision,
+                expires_at_ms: record.expires_at_ms,
+            };
+            if let Some(db) = by_db.get_mut(usize::from(record.db)) {
+                db.push((Key::new(&record.key), entry));
+            }
+        }
+        State {
+            dbs: by_db.into_iter().map(Database::from_sorted).collect(),
+            revision,
+            applied_seq: seq,
+            ..State::default()
         }
     }
 
@@ -165,78 +248,107 @@ impl State {
         self.applied_seq
     }
 
-    /// Number of stored entries, expired ones not yet removed included.
+    fn db(&self, db: u8) -> &Database {
+        &self.dbs[usize::from(db)]
+    }
+
+    /// Number of stored entries in every database, expired ones not yet
+    /// removed included.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.dbs.iter().map(|db| db.entries.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.dbs.iter().all(|db| db.entries.is_empty())
     }
 
+    /// Bytes of keys and values in every database.
     pub fn data_bytes(&self) -> u64 {
-        self.data_bytes
+        self.dbs.iter().map(|db| db.data_bytes).sum()
     }
 
-    /// Number of live entries at `now_ms`: the stored ones minus those expired
-    /// and not yet swept (a count over those alone).
-    pub fn live_len(&self, now_ms: u64) -> usize {
-        let expired = self
-            .by_expiry
-            .range(..(now_ms.saturating_add(1), Key::new(b"")))
-            .count();
-        self.entries.len() - expired
+    /// Number of live entries of database `db` at `now_ms`: the stored ones
+    /// minus those expired and not yet swept (a count over those alone).
+    pub fn live_len(&self, db: u8, now_ms: u64) -> usize {
+        self.db(db).live_len(now_ms)
+    }
+
+    /// Live and expiring key counts per database that has keys (INFO's
+    /// keyspace section).
+    pub fn key_counts(&self, now_ms: u64) -> Vec<(u8, usize, usize)> {
+        (0..DATABASES)
+            .zip(&self.dbs)
+            .filter(|(_, db)| !db.entries.is_empty())
+            .map(|(index, db)| {
+                let expiring = db
+                    .by_expiry
+                    .range((now_ms.saturating_add(1), Key::new(b""))..);
+                (index, db.live_len(now_ms), expiring.count())
+            })
+            .filter(|&(_, live, _)| live > 0)
+            .collect()
     }
 
     /// Looks at up to `scan_limit` stored entries after `after` (from the start
-    /// for `None`) and returns the keys of those expired at `now_ms`, with the
-    /// last key looked at, the cursor for the next call (`None` at the end).
+    /// for `None`), database by database, and returns those expired at
+    /// `now_ms`, with the last one looked at, the cursor for the next call
+    /// (`None` at the end).
     pub fn expired_keys(
         &self,
-        after: Option<&[u8]>,
+        after: Option<(u8, &[u8])>,
         scan_limit: usize,
         now_ms: u64,
-    ) -> (Vec<Bytes>, Option<Bytes>) {
-        if self.by_expiry.is_empty() {
-            return (Vec::new(), None);
-        }
-        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+    ) -> (Vec<DbKey>, Option<DbKey>) {
         let mut expired = Vec::new();
         let mut last = None;
-        let entries = self.entries.range::<[u8], _>((lower, Bound::Unbounded));
-        for (scanned, (key, entry)) in entries.enumerate() {
-            if scanned == scan_limit {
-                return (expired, last);
+        let mut scanned = 0;
+        let first_db = after.map_or(0, |(db, _)| db);
+        for index in first_db..DATABASES {
+            let db = self.db(index);
+            if db.by_expiry.is_empty() {
+                continue;
             }
-            if !entry.is_live(now_ms) {
-                expired.push(key.to_bytes());
+            let lower = match after {
+                Some((after_db, key)) if after_db == index => Bound::Excluded(key),
+                _ => Bound::Unbounded,
+            };
+            for (key, entry) in db.entries.range::<[u8], _>((lower, Bound::Unbounded)) {
+                if scanned == scan_limit {
+                    return (expired, last);
+                }
+                scanned += 1;
+                if !entry.is_live(now_ms) {
+                    expired.push((index, key.to_bytes()));
+                }
+                last = Some((index, key.to_bytes()));
             }
-            last = Some(key.to_bytes());
         }
         (expired, None)
     }
 
-    /// One step of SCAN: from position `cursor` in hash order (0: the start),
-    /// looks at about `count` keys and returns the live ones `wanted` accepts,
-    /// with the cursor to continue from (0: the scan is complete). Keys with
-    /// the same hash are never split across steps, so a key present for the
-    /// whole scan is returned at least once.
+    /// One step of SCAN in database `db`: from position `cursor` in hash order
+    /// (0: the start), looks at about `count` keys and returns the live ones
+    /// `wanted` accepts, with the cursor to continue from (0: the scan is
+    /// complete). Keys with the same hash are never split across steps, so a
+    /// key present for the whole scan is returned at least once.
     pub fn scan(
         &self,
+        db: u8,
         cursor: u64,
         count: usize,
         now_ms: u64,
         wanted: &dyn Fn(&[u8]) -> bool,
     ) -> (Vec<Bytes>, u64) {
+        let db = self.db(db);
         let mut keys = Vec::new();
         let mut last_hash = None;
         let start = (cursor, Key::new(b""));
-        for (looked, (hash, key)) in self.by_hash.range(start..).enumerate() {
+        for (looked, (hash, key)) in db.by_hash.range(start..).enumerate() {
             if looked >= count && last_hash != Some(*hash) {
                 return (keys, *hash);
             }
             last_hash = Some(*hash);
-            let live = self.entries.get(key).is_some_and(|e| e.is_live(now_ms));
+            let live = db.entries.get(key).is_some_and(|e| e.is_live(now_ms));
             if live && wanted(key) {
                 keys.push(key.to_bytes());
             }
@@ -244,15 +356,16 @@ impl State {
         (keys, 0)
     }
 
-    /// The live entry for `key` at `now_ms`.
-    pub fn get(&self, key: &[u8], now_ms: u64) -> Option<&Entry> {
-        self.entries.get(key).filter(|entry| entry.is_live(now_ms))
+    /// The live entry for `key` in database `db` at `now_ms`.
+    pub fn get(&self, db: u8, key: &[u8], now_ms: u64) -> Option<&Entry> {
+        self.db(db).get(key, now_ms)
     }
 
-    /// Up to `limit` live entries with keys starting with `prefix`, beginning at
-    /// `start`, in key order.
+    /// Up to `limit` live entries of database `db` with keys starting with
+    /// `prefix`, beginning at `start`, in key order.
     pub fn range(
         &self,
+        db: u8,
         start: Bound<&[u8]>,
         prefix: &[u8],
         limit: usize,
@@ -263,7 +376,8 @@ impl State {
             Bound::Unbounded => Bound::Included(prefix),
             other => other,
         };
-        self.entries
+        self.db(db)
+            .entries
             .range::<[u8], _>((lower, Bound::Unbounded))
             .take_while(|(key, _)| key.starts_with(prefix))
             .filter(|(_, entry)| entry.is_live(now_ms))
@@ -305,19 +419,24 @@ impl State {
         }
     }
 
-    /// The refusal for the first guard that does not hold, if any: a
-    /// transaction applies only when all of them do.
-    fn check_guards(&self, guards: &[(Bytes, Guard)], now_ms: u64) -> Option<Outcome> {
+    /// The refusal for the first guard in database `db` that does not hold,
+    /// if any: a transaction applies only when all of them do.
+    fn check_guards(&self, db: u8, guards: &[(Bytes, Guard)], now_ms: u64) -> Option<Outcome> {
         let (key, _) = guards
             .iter()
-            .find(|(key, guard)| !guard.holds(self.get(key, now_ms)))?;
-        Some(self.refused(self.get(key, now_ms).cloned()))
+            .find(|(key, guard)| !guard.holds(self.get(db, key, now_ms)))?;
+        Some(self.refused(self.get(db, key, now_ms).cloned()))
     }
 
     /// Runs a Redis command's ops in order at one revision, if every WATCH
-    /// guard holds; otherwise nothing runs and the outcome is refused.
+    /// guard holds; otherwise nothing runs and the outcome is refused. A
+    /// command naming a database that does not exist (only a damaged or
+    /// foreign record can) changes nothing.
     fn apply_redis(&mut self, redis: RedisCommand, now_ms: u64) -> Outcome {
-        if let Some(refused) = self.check_guards(&redis.guards, now_ms) {
+        if redis.db >= DATABASES || !redis.ops.iter().all(|op| op.databases_below(DATABASES)) {
+            return self.refused(None);
+        }
+        if let Some(refused) = self.check_guards(redis.db, &redis.guards, now_ms) {
             return refused;
         }
         let revision = self.next_revision();
@@ -331,7 +450,7 @@ impl State {
         let answers = redis
             .ops
             .into_iter()
-            .map(|op| redis_op::run(&mut view, op, now_ms))
+            .map(|op| redis_op::run(&mut view, redis.db, op, now_ms))
             .collect();
         let (touched, changed) = (view.touched, view.changed);
         if touched {
@@ -357,7 +476,7 @@ impl State {
         // Unguarded puts (the common case) skip the lookup: the insert below
         // returns the previous entry anyway.
         if guard != Guard::None {
-            let current = self.get(&key, now_ms);
+            let current = self.get(0, &key, now_ms);
             if !guard.holds(current) {
                 return self.refused(current.cloned());
             }
@@ -365,6 +484,7 @@ impl State {
         self.revision = self.next_revision();
         let previous = self
             .write(
+                0,
                 key,
                 Some(Entry {
                     value,
@@ -383,11 +503,11 @@ impl State {
     }
 
     fn apply_delete(&mut self, key: Key, guard: Guard, now_ms: u64) -> Outcome {
-        let current = self.get(&key, now_ms);
+        let current = self.get(0, &key, now_ms);
         if !guard.holds(current) {
             return self.refused(current.cloned());
         }
-        if !self.entries.contains_key(&key) {
+        if !self.db(0).entries.contains_key(&key) {
             return Outcome {
                 revision: self.revision,
                 succeeded: true,
@@ -398,7 +518,9 @@ impl State {
         }
         // Removing an expired entry is still a change of the stored state.
         self.revision = self.next_revision();
-        let previous = self.write(key, None).filter(|entry| entry.is_live(now_ms));
+        let previous = self
+            .write(0, key, None)
+            .filter(|entry| entry.is_live(now_ms));
         Outcome {
             revision: self.revision,
             succeeded: true,
@@ -409,7 +531,7 @@ impl State {
     }
 
     fn apply_txn(&mut self, guards: Vec<(Bytes, Guard)>, ops: Vec<Op>, now_ms: u64) -> Outcome {
-        if let Some(refused) = self.check_guards(&guards, now_ms) {
+        if let Some(refused) = self.check_guards(0, &guards, now_ms) {
             return refused;
         }
         let revision = self.next_revision();
@@ -430,14 +552,14 @@ impl State {
                     }),
                 ),
                 Op::Delete { key } => {
-                    if !self.entries.contains_key(key.as_ref()) {
+                    if !self.db(0).entries.contains_key(key.as_ref()) {
                         continue;
                     }
                     (Key::new(&key), None)
                 }
             };
             let is_put = entry.is_some();
-            let previous = self.write(key, entry);
+            let previous = self.write(0, key, entry);
             touched = true;
             if is_put || previous.is_some_and(|entry| entry.is_live(now_ms)) {
                 changed += 1;
@@ -455,44 +577,53 @@ impl State {
         }
     }
 
-    /// Sets (`Some`) or removes (`None`) an entry, keeping the byte count and the
-    /// snapshot preimages right. Returns the previous entry, expired or not.
-    fn write(&mut self, key: Key, entry: Option<Entry>) -> Option<Entry> {
-        if let Some(frozen) = &mut self.frozen
-            && !frozen.preimages.contains_key(&key)
-        {
-            let before = self.entries.get(&key).cloned();
-            frozen.preimages.insert(key.clone(), before);
-        }
-        let key_len = key.len() as u64;
-        let new_expiry = entry.as_ref().map_or(0, |entry| entry.expires_at_ms);
-        if new_expiry != 0 {
-            self.by_expiry.insert((new_expiry, key.clone()));
-        }
-        let previous = match entry {
-            Some(entry) => {
-                self.data_bytes += key_len + entry.value.len() as u64;
-                let previous = self.entries.insert(key.clone(), entry);
-                if previous.is_none() {
-                    self.by_hash.insert((scan_hash(&key), key.clone()));
-                }
-                previous
-            }
-            None => {
-                let previous = self.entries.remove(&key);
-                if previous.is_some() {
-                    self.by_hash.remove(&(scan_hash(&key), key.clone()));
-                }
-                previous
-            }
+    /// Sets (`Some`) or removes (`None`) an entry of database `db`, keeping
+    /// the snapshot preimages right. Returns the previous entry, expired or
+    /// not.
+    fn write(&mut self, db: u8, key: Key, entry: Option<Entry>) -> Option<Entry> {
+        self.keep_preimage(db, &key);
+        self.dbs[usize::from(db)].write(key, entry)
+    }
+
+    /// While frozen, remembers the entry `key` had at the freeze, the first
+    /// time it changes.
+    fn keep_preimage(&mut self, db: u8, key: &Key) {
+        let Some(frozen) = &mut self.frozen else {
+            return;
         };
-        if let Some(previous) = &previous {
-            self.data_bytes -= key_len + previous.value.len() as u64;
-            if previous.expires_at_ms != 0 && previous.expires_at_ms != new_expiry {
-                self.by_expiry.remove(&(previous.expires_at_ms, key));
+        if let std::collections::btree_map::Entry::Vacant(slot) =
+            frozen.preimages.entry((db, key.clone()))
+        {
+            slot.insert(self.dbs[usize::from(db)].entries.get(key).cloned());
+        }
+    }
+
+    /// Exchanges two databases' contents (SWAPDB). Every entry in both takes
+    /// `revision`, so a key's revision never goes backwards for a reader of
+    /// either database. Returns how many entries moved.
+    fn swap(&mut self, a: u8, b: u8, revision: u64) -> u32 {
+        if a == b {
+            return 0;
+        }
+        if self.frozen.is_some() {
+            let keys: BTreeSet<Key> = [a, b]
+                .iter()
+                .flat_map(|&db| self.db(db).entries.keys().cloned())
+                .collect();
+            for key in &keys {
+                self.keep_preimage(a, key);
+                self.keep_preimage(b, key);
             }
         }
-        previous
+        self.dbs.swap(usize::from(a), usize::from(b));
+        let mut moved = 0u32;
+        for db in [a, b] {
+            for entry in self.dbs[usize::from(db)].entries.values_mut() {
+                entry.mod_revision = revision;
+                moved = moved.saturating_add(1);
+            }
+        }
+        moved
     }
 
     /// Fixes the current contents as the content of a snapshot, which is then read
@@ -502,7 +633,7 @@ impl State {
         let point = SnapshotPoint {
             seq: self.applied_seq,
             revision: self.revision,
-            entry_count: self.entries.len() as u64,
+            entry_count: self.len() as u64,
         };
         self.frozen = Some(Frozen {
             point,
@@ -516,38 +647,59 @@ impl State {
         self.frozen = None;
     }
 
-    /// Up to `max` entries of the frozen contents with keys after `after`, in key
-    /// order. An empty result means the snapshot has been read whole.
-    pub fn frozen_chunk(&self, after: Option<&[u8]>, max: usize) -> Vec<(Bytes, Entry)> {
+    /// Up to `max` entries of the frozen contents after `after`, in
+    /// (database, key) order. An empty result means the snapshot has been
+    /// read whole.
+    pub fn frozen_chunk(&self, after: Option<(u8, &[u8])>, max: usize) -> Vec<FrozenEntry> {
         let Some(frozen) = &self.frozen else {
             panic!("frozen_chunk called without freeze");
         };
-        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
-        let preimages = &frozen.preimages;
-        let mut current = self
-            .entries
-            .range::<[u8], _>((lower, Bound::Unbounded))
-            .filter(|(key, _)| !preimages.contains_key(*key))
-            .peekable();
-        let mut older = preimages
-            .range::<[u8], _>((lower, Bound::Unbounded))
-            .filter_map(|(key, entry)| entry.as_ref().map(|entry| (key, entry)))
-            .peekable();
         let mut chunk = Vec::with_capacity(max);
-        while chunk.len() < max {
-            let take_current = match (current.peek(), older.peek()) {
-                (Some((a, _)), Some((b, _))) => a < b,
-                (Some(_), None) => true,
-                (None, Some(_)) => false,
-                (None, None) => break,
+        let first_db = after.map_or(0, |(db, _)| db);
+        for index in first_db..DATABASES {
+            let lower = match after {
+                Some((after_db, key)) if after_db == index => Bound::Excluded(key),
+                _ => Bound::Unbounded,
             };
-            let next = if take_current {
-                current.next()
-            } else {
-                older.next()
+            let preimage_lower = match lower {
+                Bound::Excluded(key) => Bound::Excluded((index, Key::new(key))),
+                _ => Bound::Included((index, Key::new(b""))),
             };
-            if let Some((key, entry)) = next {
-                chunk.push((key.to_bytes(), entry.clone()));
+            let preimage_upper = match index.checked_add(1) {
+                Some(next) if next < DATABASES => Bound::Excluded((next, Key::new(b""))),
+                _ => Bound::Unbounded,
+            };
+            let preimages = &frozen.preimages;
+            let mut current = self
+                .db(index)
+                .entries
+                .range::<[u8], _>((lower, Bound::Unbounded))
+                .filter(|(key, _)| {
+                    preimages.is_empty() || !preimages.contains_key(&(index, (*key).clone()))
+                })
+                .peekable();
+            let mut older = preimages
+                .range((preimage_lower, preimage_upper))
+                .filter_map(|((_, key), entry)| entry.as_ref().map(|entry| (key, entry)))
+                .peekable();
+            while chunk.len() < max {
+                let take_current = match (current.peek(), older.peek()) {
+                    (Some((a, _)), Some((b, _))) => a < b,
+                    (Some(_), None) => true,
+                    (None, Some(_)) => false,
+                    (None, None) => break,
+                };
+                let next = if take_current {
+                    current.next()
+                } else {
+                    older.next()
+                };
+                if let Some((key, entry)) = next {
+                    chunk.push((index, key.to_bytes(), entry.clone()));
+                }
+            }
+            if chunk.len() == max {
+                break;
             }
         }
         chunk
@@ -556,6 +708,37 @@ impl State {
     /// The point the current freeze captured, if a snapshot is in progress.
     pub fn frozen_point(&self) -> Option<SnapshotPoint> {
         self.frozen.as_ref().map(|frozen| frozen.point)
+    }
+}
+
+/// One entry of a frozen snapshot: database, key, entry.
+pub type FrozenEntry = (u8, Bytes, Entry);
+
+/// Streams the frozen contents of `state` into `writer`, `chunk` entries per
+/// read lock so writers are never held up for long.
+pub fn write_frozen(
+    state: &RwLock<State>,
+    writer: &mut SnapshotWriter<'_>,
+    chunk: usize,
+) -> crate::error::Result<()> {
+    let mut after: Option<(u8, Bytes)> = None;
+    loop {
+        let entries = state
+            .read()
+            .frozen_chunk(after.as_ref().map(|(db, key)| (*db, &key[..])), chunk);
+        let Some((db, key, _)) = entries.last() else {
+            return Ok(());
+        };
+        after = Some((*db, key.clone()));
+        for (db, key, entry) in &entries {
+            writer.push(
+                *db,
+                key,
+                &entry.value,
+                entry.mod_revision,
+                entry.expires_at_ms,
+            )?;
+        }
     }
 }
 
@@ -581,47 +764,54 @@ struct RedisView<'a> {
 }
 
 impl Keyspace for RedisView<'_> {
-    fn live(&self, key: &[u8]) -> Option<&Entry> {
-        self.state.get(key, self.now_ms)
+    fn live(&self, db: u8, key: &[u8]) -> Option<&Entry> {
+        self.state.get(db, key, self.now_ms)
     }
 
-    fn put(&mut self, key: &[u8], value: Bytes, expires_at_ms: u64) {
+    fn put(&mut self, db: u8, key: &[u8], value: Bytes, expires_at_ms: u64) {
         let entry = Entry {
             value,
             mod_revision: self.revision,
             expires_at_ms,
         };
-        self.state.write(Key::new(key), Some(entry));
+        self.state.write(db, Key::new(key), Some(entry));
         self.touched = true;
         self.changed += 1;
     }
 
-    fn remove(&mut self, key: &[u8]) -> bool {
-        if !self.state.entries.contains_key(key) {
+    fn remove(&mut self, db: u8, key: &[u8]) -> bool {
+        if !self.state.db(db).entries.contains_key(key) {
             return false;
         }
-        let previous = self.state.write(Key::new(key), None);
+        let previous = self.state.write(db, Key::new(key), None);
         self.touched = true;
         let live = previous.is_some_and(|entry| entry.is_live(self.now_ms));
         self.changed += u32::from(live);
         live
     }
 
-    fn clear(&mut self) {
-        let keys: Vec<Key> = self.state.entries.keys().cloned().collect();
+    fn clear(&mut self, db: u8) {
+        let keys: Vec<Key> = self.state.db(db).entries.keys().cloned().collect();
         for key in keys {
-            self.remove(&key);
+            self.remove(db, &key);
         }
     }
 
-    fn key_count(&self) -> usize {
-        self.state.live_len(self.now_ms)
+    fn key_count(&self, db: u8) -> usize {
+        self.state.live_len(db, self.now_ms)
+    }
+
+    fn swap(&mut self, a: u8, b: u8) {
+        let moved = self.state.swap(a, b, self.revision);
+        self.touched |= moved > 0;
+        self.changed = self.changed.saturating_add(moved);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::redis_op::RedisOp;
 
     fn put(state: &mut State, key: &str, value: &str) -> Outcome {
         let seq = state.applied_seq() + 1;
@@ -666,8 +856,8 @@ mod tests {
                 guard: Guard::None,
             },
         );
-        assert!(state.get(b"t", 99).is_some());
-        assert!(state.get(b"t", 100).is_none());
+        assert!(state.get(0, b"t", 99).is_some());
+        assert!(state.get(0, b"t", 100).is_none());
         let create = state.apply(
             2,
             150,
@@ -700,21 +890,22 @@ mod tests {
         put_until(&mut state, "b", 0);
         put_until(&mut state, "c", 3000);
         put_until(&mut state, "d", 2000);
-        assert_eq!(state.live_len(1500), 4);
-        assert_eq!(state.live_len(2000), 2);
-        assert_eq!(state.live_len(3000), 1);
+        assert_eq!(state.live_len(0, 1500), 4);
+        assert_eq!(state.live_len(0, 2000), 2);
+        assert_eq!(state.live_len(0, 3000), 1);
         let (expired, cursor) = state.expired_keys(None, 2, 2500);
-        assert_eq!(expired, vec![Bytes::from_static(b"a")]);
-        assert_eq!(cursor.as_deref(), Some(&b"b"[..]));
-        let (expired, cursor) = state.expired_keys(cursor.as_deref(), 2, 2500);
-        assert_eq!(expired, vec![Bytes::from_static(b"d")]);
+        assert_eq!(expired, vec![(0, Bytes::from_static(b"a"))]);
+        assert_eq!(cursor, Some((0, Bytes::from_static(b"b"))));
+        let after = cursor.as_ref().map(|(db, key)| (*db, &key[..]));
+        let (expired, cursor) = state.expired_keys(after, 2, 2500);
+        assert_eq!(expired, vec![(0, Bytes::from_static(b"d"))]);
         assert!(cursor.is_none(), "the scan reached the end");
         // Overwriting with no expiry stops the count of expiring keys.
         put_until(&mut state, "a", 0);
         put_until(&mut state, "c", 0);
         put_until(&mut state, "d", 0);
         assert_eq!(state.expired_keys(None, 10, 9999), (Vec::new(), None));
-        assert_eq!(state.live_len(9999), 4);
+        assert_eq!(state.live_len(0, 9999), 4);
     }
 
     #[test]
@@ -730,12 +921,16 @@ mod tests {
         let seq = state.applied_seq() + 1;
         state.apply(seq, 0, Command::delete(&b"c"[..]));
         let first = state.frozen_chunk(None, 3);
-        let rest = state.frozen_chunk(Some(&first[2].0), 3);
-        let keys: Vec<_> = first.iter().chain(&rest).map(|(k, _)| k.clone()).collect();
+        let rest = state.frozen_chunk(Some((0, &first[2].1)), 3);
+        let keys: Vec<_> = first
+            .iter()
+            .chain(&rest)
+            .map(|(_, k, _)| k.clone())
+            .collect();
         assert_eq!(keys, ["a", "b", "c", "d"]);
-        assert!(first.iter().chain(&rest).all(|(_, e)| e.value == "old"));
+        assert!(first.iter().chain(&rest).all(|(_, _, e)| e.value == "old"));
         state.thaw();
-        assert_eq!(state.get(b"b", 0).unwrap().value, "new");
+        assert_eq!(state.get(0, b"b", 0).unwrap().value, "new");
     }
 
     #[test]
@@ -748,7 +943,7 @@ mod tests {
         let mut cursor = 0;
         let mut steps = 0;
         loop {
-            let (keys, next) = state.scan(cursor, 7, 0, &|_| true);
+            let (keys, next) = state.scan(0, cursor, 7, 0, &|_| true);
             seen.extend(keys);
             // Churn between steps: new keys come, some others go.
             put(&mut state, &format!("new:{steps}"), "v");
@@ -773,10 +968,136 @@ mod tests {
         for key in ["a/1", "a/2", "a/3", "b/1"] {
             put(&mut state, key, "v");
         }
-        let page = state.range(Bound::Unbounded, b"a/", 2, 0);
+        let page = state.range(0, Bound::Unbounded, b"a/", 2, 0);
         assert_eq!(page.len(), 2);
-        let next = state.range(Bound::Excluded(&page[1].0), b"a/", 2, 0);
+        let next = state.range(0, Bound::Excluded(&page[1].0), b"a/", 2, 0);
         assert_eq!(next.len(), 1);
         assert_eq!(next[0].0, "a/3");
+    }
+
+    fn redis(state: &mut State, db: u8, ops: Vec<RedisOp>) -> Outcome {
+        let seq = state.applied_seq() + 1;
+        let command = RedisCommand {
+            db,
+            guards: Vec::new(),
+            ops,
+        };
+        state.apply(seq, 0, Command::Redis(command))
+    }
+
+    fn set(key: &str, value: &str) -> RedisOp {
+        RedisOp::Set {
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            value: Bytes::copy_from_slice(value.as_bytes()),
+            expiry: redis_op::SetExpiry::Clear,
+            condition: Guard::None,
+            get: false,
+        }
+    }
+
+    fn value(state: &State, db: u8, key: &str) -> Option<Bytes> {
+        state.get(db, key.as_bytes(), 0).map(|e| e.value.clone())
+    }
+
+    #[test]
+    fn databases_are_separate_keyspaces_and_flushdb_empties_only_its_own() {
+        let mut state = State::default();
+        put(&mut state, "k", "zero");
+        redis(&mut state, 7, vec![set("k", "seven"), set("only7", "x")]);
+        assert_eq!(value(&state, 0, "k").as_deref(), Some(&b"zero"[..]));
+        assert_eq!(value(&state, 7, "k").as_deref(), Some(&b"seven"[..]));
+        assert_eq!(value(&state, 0, "only7"), None);
+        assert_eq!(
+            (state.live_len(0, 0), state.live_len(7, 0), state.len()),
+            (1, 2, 3)
+        );
+        assert_eq!(state.key_counts(0), vec![(0, 1, 0), (7, 2, 0)]);
+        redis(&mut state, 7, vec![RedisOp::FlushDb]);
+        assert_eq!((state.live_len(0, 0), state.live_len(7, 0)), (1, 0));
+        redis(&mut state, 3, vec![set("a", "1")]);
+        redis(&mut state, 3, vec![RedisOp::Flush]);
+        assert!(state.is_empty(), "FLUSHALL empties every database");
+        assert_eq!(state.data_bytes(), 0);
+    }
+
+    #[test]
+    fn a_command_naming_a_database_past_the_last_changes_nothing() {
+        let mut state = State::default();
+        assert!(!redis(&mut state, DATABASES, vec![set("k", "v")]).succeeded);
+        let moved = RedisOp::Move {
+            key: Bytes::from_static(b"k"),
+            to_db: DATABASES,
+        };
+        put(&mut state, "k", "v");
+        assert!(!redis(&mut state, 0, vec![moved]).succeeded);
+        assert_eq!(value(&state, 0, "k").as_deref(), Some(&b"v"[..]));
+    }
+
+    #[test]
+    fn move_and_swapdb_carry_values_and_never_lower_a_revision() {
+        let mut state = State::default();
+        put(&mut state, "m", "moving");
+        put(&mut state, "s", "stays");
+        let move_op = |to_db| RedisOp::Move {
+            key: Bytes::from_static(b"m"),
+            to_db,
+        };
+        assert_eq!(
+            redis(&mut state, 0, vec![move_op(2)]).answers,
+            [Answer::Integer(1)]
+        );
+        assert_eq!(value(&state, 0, "m"), None);
+        assert_eq!(value(&state, 2, "m").as_deref(), Some(&b"moving"[..]));
+        // The key is gone from database 0, so a second MOVE moves nothing.
+        assert_eq!(
+            redis(&mut state, 0, vec![move_op(2)]).answers,
+            [Answer::Integer(0)]
+        );
+        let before = state.revision();
+        let swapped = redis(&mut state, 0, vec![RedisOp::SwapDb { a: 0, b: 2 }]);
+        assert_eq!(swapped.revision, before + 1);
+        assert_eq!(value(&state, 0, "m").as_deref(), Some(&b"moving"[..]));
+        assert_eq!(value(&state, 2, "s").as_deref(), Some(&b"stays"[..]));
+        for (db, key) in [(0, "m"), (2, "s")] {
+            let entry = state.get(db, key.as_bytes(), 0).unwrap();
+            assert_eq!(entry.mod_revision, swapped.revision);
+        }
+    }
+
+    #[test]
+    fn a_frozen_snapshot_spans_databases_and_ignores_a_later_swap() {
+        let mut state = State::default();
+        put(&mut state, "a", "db0");
+        redis(&mut state, 1, vec![set("a", "db1"), set("b", "db1")]);
+        redis(&mut state, 15, vec![set("z", "db15")]);
+        let point = state.freeze();
+        assert_eq!(point.entry_count, 4);
+        redis(&mut state, 0, vec![RedisOp::SwapDb { a: 0, b: 1 }]);
+        redis(&mut state, 15, vec![RedisOp::FlushDb]);
+        redis(&mut state, 4, vec![set("new", "later")]);
+        let mut read = Vec::new();
+        let mut after: Option<(u8, Bytes)> = None;
+        loop {
+            let chunk = state.frozen_chunk(after.as_ref().map(|(db, k)| (*db, &k[..])), 1);
+            let Some((db, key, _)) = chunk.last() else {
+                break;
+            };
+            after = Some((*db, key.clone()));
+            read.extend(
+                chunk
+                    .into_iter()
+                    .map(|(db, key, entry)| (db, key, entry.value)),
+            );
+        }
+        let expected: Vec<(u8, Bytes, Bytes)> = [
+            (0, "a", "db0"),
+            (1, "a", "db1"),
+            (1, "b", "db1"),
+            (15, "z", "db15"),
+        ]
+        .into_iter()
+        .map(|(db, key, value)| (db, Bytes::from(key), Bytes::from(value)))
+        .collect();
+        assert_eq!(read, expected);
     }
 }

@@ -316,6 +316,26 @@ fn writes_through_any_node_are_read_alike_from_every_node() {
     let (last,): (i64,) = pipeline.query(&mut follower_connection).expect("pipeline");
     assert_eq!(last, 99);
 
+    // A database other than 0, written through a follower, read on every node.
+    let _: () = redis::cmd("SELECT")
+        .arg(2)
+        .query(&mut follower_connection)
+        .expect("select");
+    let _: () = redis::cmd("SET")
+        .arg("counter")
+        .arg("in db 2")
+        .query(&mut follower_connection)
+        .expect("set in db 2");
+    for node in &cluster.nodes {
+        let mut raw = crate::resp_client::RawResp::connect(node.resp);
+        raw.call(&["SELECT", "2"]);
+        assert_eq!(raw.call(&["GET", "counter"]), "$7\r\nin db 2\r\n");
+    }
+    let _: () = redis::cmd("SELECT")
+        .arg(0)
+        .query(&mut follower_connection)
+        .expect("select");
+
     // MULTI/EXEC through a follower is one log entry whose answers come back.
     let (count, text): (i64, String) = redis::pipe()
         .atomic()
@@ -531,6 +551,10 @@ fn a_paused_old_leader_never_serves_a_stale_read_when_it_wakes() {
 #[test]
 fn a_wiped_node_rejoins_under_a_new_id_from_a_snapshot() {
     let mut cluster = Cluster::start_with(3, &["--snapshot-every-entries", "50"]);
+    // A key in database 6 first, so the snapshot must carry it.
+    let mut six = crate::resp_client::RawResp::connect(cluster.node(1).resp);
+    assert_eq!(six.call(&["SELECT", "6"]), "+OK\r\n");
+    assert_eq!(six.call(&["SET", "in-six", "yes"]), "+OK\r\n");
     // 300 values of 8 KiB: the snapshot travels in several 1 MiB chunks.
     let value = vec![b'v'; 8192];
     for index in 0..300 {
@@ -569,6 +593,10 @@ fn a_wiped_node_rejoins_under_a_new_id_from_a_snapshot() {
         status["snapshot_index"].as_u64().unwrap_or(0) > 0,
         "the new node started from a snapshot: {status}"
     );
+    let mut six = crate::resp_client::RawResp::connect(replacement.resp);
+    six.call(&["SELECT", "6"]);
+    assert_eq!(six.call(&["GET", "in-six"]), "$3\r\nyes\r\n");
+    assert_eq!(six.call(&["DBSIZE"]), ":1\r\n");
 }
 
 /// With --tls-cert the peers talk over https, trusting the node certificate

@@ -58,7 +58,7 @@ pub fn open(fs: &SimFs, options: StoreOptions) -> walrus::Result<DurableStore> {
 /// Every live key and value, in key order.
 pub fn contents(store: &DurableStore) -> Vec<(Vec<u8>, Vec<u8>)> {
     store
-        .range(std::ops::Bound::Unbounded, b"", usize::MAX)
+        .range(0, std::ops::Bound::Unbounded, b"", usize::MAX)
         .into_iter()
         .map(|(key, entry)| (key.to_vec(), entry.value.to_vec()))
         .collect()

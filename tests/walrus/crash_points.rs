@@ -135,7 +135,7 @@ fn run(store: &DurableStore) -> (Model, Model) {
 
 fn contents(store: &DurableStore) -> Model {
     store
-        .range(std::ops::Bound::Unbounded, b"", usize::MAX)
+        .range(0, std::ops::Bound::Unbounded, b"", usize::MAX)
         .into_iter()
         .map(|(key, entry)| (key, entry.value))
         .collect()

@@ -21,6 +21,7 @@ mod recovery;
 mod resp3;
 mod resp_api;
 mod resp_client;
+mod resp_databases;
 mod resp_durability;
 mod resp_raw;
 mod resp_txn;

@@ -81,6 +81,14 @@ assert r.get('w') == b'changed'
 for i in range(250):
     r.set(f'scan:{{i}}', i)
 assert len(set(r.scan_iter(match='scan:*', count=17))) == 250
+# A database in the URL: redis-py SELECTs it on every pooled connection.
+r9 = redis.Redis.from_url('redis://127.0.0.1:{port}/9')
+assert r9.set('k', 'nine')
+assert r9.get('k') == b'nine' and r.get('k') == b'v'
+assert r9.dbsize() == 1
+assert r.info('keyspace')['db9']['keys'] == 1
+assert r9.flushdb()
+assert r.get('k') == b'v'
 r.select(0)
 assert r.info('server')['redis_version']
 assert r.connection_pool.get_connection().protocol in (3, '3'), 'redis-py should default to RESP3'

@@ -16,7 +16,8 @@ fn resp_connection_and_server_commands() {
     assert_eq!(raw.call(&["ping", "hi"]), "$2\r\nhi\r\n");
     assert_eq!(raw.call(&["ECHO", "x"]), "$1\r\nx\r\n");
     assert_eq!(raw.call(&["SELECT", "0"]), "+OK\r\n");
-    assert_eq!(raw.call(&["SELECT", "1"]), err("DB index is out of range"));
+    assert_eq!(raw.call(&["SELECT", "16"]), err("DB index is out of range"));
+    assert_eq!(raw.call(&["SELECT", "-1"]), err("DB index is out of range"));
     assert_eq!(
         raw.call(&["SELECT", "x"]),
         err("value is not an integer or out of range")
@@ -240,7 +241,7 @@ fn resp_key_commands() {
     assert_eq!(call(&["COPY", "k1", "k2", "REPLACE"]), ":1\r\n");
     assert_eq!(call(&["GET", "k2"]), "$1\r\na\r\n");
     assert_eq!(
-        call(&["COPY", "k1", "k9", "DB", "1"]),
+        call(&["COPY", "k1", "k9", "DB", "16"]),
         err("DB index is out of range")
     );
     assert!(call(&["RANDOMKEY"]).starts_with('$'));

@@ -17,29 +17,29 @@ pub fn handles(name: &str) -> bool {
     matches!(name, "randomkey" | "keys" | "scan")
 }
 
-pub async fn run(shared: &Shared, name: &str, args: &[Bytes]) -> CommandResult {
+pub async fn run(shared: &Shared, db: u8, name: &str, args: &[Bytes]) -> CommandResult {
     match name {
-        "randomkey" => Ok(random_key(shared)),
+        "randomkey" => Ok(random_key(shared, db)),
         "keys" => Ok(Reply::Array(
-            matching_keys(shared, &args[1], Bound::Unbounded, usize::MAX)
+            matching_keys(shared, db, &args[1], Bound::Unbounded, usize::MAX)
                 .0
                 .into_iter()
                 .map(Reply::Bulk)
                 .collect(),
         )),
-        "scan" => scan(shared, args),
+        "scan" => scan(shared, db, args),
         _ => Err(Reply::err(format!("command '{name}' is not implemented"))),
     }
 }
 
-fn random_key(shared: &Shared) -> Reply {
+fn random_key(shared: &Shared, db: u8) -> Reply {
     let start: [u8; 8] = rand::random();
     let after = shared
         .store
-        .range(Bound::Included(&start[..]), b"", 1)
+        .range(db, Bound::Included(&start[..]), b"", 1)
         .into_iter()
         .next();
-    let found = after.or_else(|| shared.store.range(Bound::Unbounded, b"", 1).pop());
+    let found = after.or_else(|| shared.store.range(db, Bound::Unbounded, b"", 1).pop());
     found.map_or(Reply::Null, |(key, _)| Reply::Bulk(key))
 }
 
@@ -56,6 +56,7 @@ fn literal_prefix(pattern: &[u8]) -> &[u8] {
 /// `budget` keys; also the last key looked at, if the budget ran out first.
 fn matching_keys(
     shared: &Shared,
+    db: u8,
     pattern: &[u8],
     start: Bound<&[u8]>,
     budget: usize,
@@ -67,7 +68,7 @@ fn matching_keys(
     loop {
         let lower = after.as_deref().map_or(start, Bound::Excluded);
         let page_size = PAGE.min(budget - looked);
-        let page = shared.store.range(lower, prefix, page_size);
+        let page = shared.store.range(db, lower, prefix, page_size);
         let done = page.len() < page_size;
         looked += page.len();
         for (key, _) in page {
@@ -88,7 +89,7 @@ fn matching_keys(
 /// SCAN: the cursor is a position in the store's hash order (see
 /// `State::scan`), so it needs no memory here and works on any connection
 /// and after a restart.
-fn scan(shared: &Shared, args: &[Bytes]) -> CommandResult {
+fn scan(shared: &Shared, db: u8, args: &[Bytes]) -> CommandResult {
     let cursor = std::str::from_utf8(&args[1])
         .ok()
         .and_then(|text| text.parse::<u64>().ok())
@@ -117,7 +118,7 @@ fn scan(shared: &Shared, args: &[Bytes]) -> CommandResult {
     if index != args.len() {
         return Err(syntax_error());
     }
-    let (keys, next) = shared.store.scan(cursor, count, &|key| {
+    let (keys, next) = shared.store.scan(db, cursor, count, &|key| {
         strings_only && glob_match(pattern, key)
     });
     Ok(scan_reply(next, keys))

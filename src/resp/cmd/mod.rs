@@ -43,6 +43,11 @@ pub struct Session {
     pub transaction: Option<txn::Transaction>,
     /// WATCHed keys and the revision (or absence) each had when watched.
     pub watched: Vec<(Bytes, Guard)>,
+    /// The database the WATCHed keys are in (WATCH in one and EXEC in
+    /// another is refused).
+    pub watched_db: u8,
+    /// The database SELECT chose; 0 at first.
+    pub db: u8,
     /// Reads on a cluster replica: linearizable unless READONLY was sent.
     pub consistency: crate::node::Consistency,
     /// RESP2 until `HELLO 3`.
@@ -58,6 +63,8 @@ impl Session {
             quit: false,
             transaction: None,
             watched: Vec::new(),
+            watched_db: 0,
+            db: 0,
             consistency: crate::node::Consistency::Linearizable,
             protocol: crate::resp::Protocol::Resp2,
         }
@@ -156,6 +163,7 @@ pub const SPECS: &[Spec] = &[
     spec("dbsize", 1, false, NO_KEYS),
     spec("flushdb", -1, true, NO_KEYS),
     spec("flushall", -1, true, NO_KEYS),
+    spec("swapdb", 3, true, NO_KEYS),
     spec("time", 1, false, NO_KEYS),
     // Transactions.
     spec("multi", 1, false, NO_KEYS),
@@ -200,6 +208,7 @@ pub const SPECS: &[Spec] = &[
     spec("rename", 3, true, TWO_KEYS),
     spec("renamenx", 3, true, TWO_KEYS),
     spec("copy", -3, true, TWO_KEYS),
+    spec("move", 3, true, ONE_KEY),
     spec("randomkey", 1, false, NO_KEYS),
     spec("keys", 2, false, NO_KEYS),
     spec("scan", -2, false, NO_KEYS),
@@ -321,10 +330,10 @@ pub fn plan(session: &mut Session, shared: &Shared, args: &[Bytes]) -> Plan {
         Ok(spec) => spec,
         Err(reply) => return Plan::Reply(reply),
     };
-    match ops::parse(spec.name, args, op_limits(shared)) {
+    match ops::parse(spec.name, args, session.db, op_limits(shared)) {
         Some(Err(reply)) => Plan::Reply(reply),
         Some(Ok(op)) if op.writes() => {
-            let (command, finish) = write_command(op);
+            let (command, finish) = write_command(session.db, op);
             Plan::Write(command, finish)
         }
         Some(Ok(op)) => Plan::Read(op),
@@ -332,10 +341,14 @@ pub fn plan(session: &mut Session, shared: &Shared, args: &[Bytes]) -> Plan {
     }
 }
 
-/// The store command for a write op. The commonest writes (SET, DEL, MSET,
-/// GETDEL) keep the plain put/delete records, which are smaller and need no
-/// op to run; everything else is logged as its op.
-fn write_command(op: RedisOp) -> (Command, Finish) {
+/// The store command for a write op in database `db`. The commonest writes
+/// (SET, DEL, MSET, GETDEL) to database 0 keep the plain put/delete records,
+/// which are smaller and need no op to run; everything else is logged as its
+/// op.
+fn write_command(db: u8, op: RedisOp) -> (Command, Finish) {
+    if db != 0 {
+        return logged_op(db, op);
+    }
     match op {
         RedisOp::Set {
             key,
@@ -399,39 +412,44 @@ fn write_command(op: RedisOp) -> (Command, Finish) {
             };
             (Command::Txn { guards, ops }, finish)
         }
-        op => {
-            let command = Command::Redis(RedisCommand {
-                db: 0,
-                guards: Vec::new(),
-                ops: vec![op],
-            });
-            (command, Finish::Answer)
-        }
+        op => logged_op(db, op),
     }
 }
 
-/// Runs a read op on its keys' entries, all read at one instant.
-pub fn read(shared: &Shared, op: RedisOp) -> Reply {
+/// A write op logged as itself, answered by its answer.
+fn logged_op(db: u8, op: RedisOp) -> (Command, Finish) {
+    let command = Command::Redis(RedisCommand {
+        db,
+        guards: Vec::new(),
+        ops: vec![op],
+    });
+    (command, Finish::Answer)
+}
+
+/// Runs a read op in database `db` on its keys' entries, all read at one
+/// instant.
+pub fn read(shared: &Shared, db: u8, op: RedisOp) -> Reply {
     let keys: Vec<Bytes> = op.keys().into_iter().cloned().collect();
-    let entries = shared.store.get_entries(&keys);
+    let entries = shared.store.get_entries(db, &keys);
     let mut view = ReadView {
         entries: keys.into_iter().zip(entries).collect(),
         len: match op {
-            RedisOp::DbSize => shared.store.live_len(),
+            RedisOp::DbSize => shared.store.live_len(db),
             _ => 0,
         },
     };
-    util::answer_reply(redis_op::run(&mut view, op, crate::store::now_ms()))
+    util::answer_reply(redis_op::run(&mut view, db, op, crate::store::now_ms()))
 }
 
-/// The entries a read op looks at, fetched before it runs.
+/// The entries a read op looks at, fetched from its database before it runs
+/// (a read op addresses only that one).
 struct ReadView {
     entries: Vec<(Bytes, Option<Entry>)>,
     len: usize,
 }
 
 impl Keyspace for ReadView {
-    fn live(&self, key: &[u8]) -> Option<&Entry> {
+    fn live(&self, _: u8, key: &[u8]) -> Option<&Entry> {
         self.entries
             .iter()
             .find(|(fetched, _)| fetched == key)
@@ -439,21 +457,25 @@ impl Keyspace for ReadView {
     }
 
     // A read op never writes; these exist only to satisfy the trait.
-    fn put(&mut self, _: &[u8], _: Bytes, _: u64) {
+    fn put(&mut self, _: u8, _: &[u8], _: Bytes, _: u64) {
         debug_assert!(false, "a read op wrote");
     }
 
-    fn remove(&mut self, _: &[u8]) -> bool {
+    fn remove(&mut self, _: u8, _: &[u8]) -> bool {
         debug_assert!(false, "a read op wrote");
         false
     }
 
-    fn clear(&mut self) {
+    fn clear(&mut self, _: u8) {
         debug_assert!(false, "a read op wrote");
     }
 
-    fn key_count(&self) -> usize {
+    fn key_count(&self, _: u8) -> usize {
         self.len
+    }
+
+    fn swap(&mut self, _: u8, _: u8) {
+        debug_assert!(false, "a read op wrote");
     }
 }
 
@@ -486,7 +508,7 @@ pub async fn execute(
     let result = match spec.name {
         name if server::handles(name) => server::run(session, shared, name, args).await,
         name if txn::handles(name) => txn::run(session, shared, name, args).await,
-        name if keys::handles(name) => keys::run(shared, name, args).await,
+        name if keys::handles(name) => keys::run(shared, session.db, name, args).await,
         name => strings::run(shared, name, args).await,
     };
     result.unwrap_or_else(|reply| reply)

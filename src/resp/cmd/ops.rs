@@ -12,6 +12,7 @@ use bytes::Bytes;
 use super::super::frame::Reply;
 use super::util::{TimeArg, integer_arg, is, syntax_error};
 use super::wrong_arity;
+use crate::storage::snapshot::DATABASES;
 use crate::store::Guard;
 use crate::store::number::parse_f64;
 use crate::store::redis_op::{
@@ -28,7 +29,12 @@ pub struct OpLimits {
 /// The op for a command the state machine runs, `None` for one it does not
 /// (connection and server commands, KEYS, SCAN, RANDOMKEY, LCS), or the
 /// reply refusing bad arguments.
-pub fn parse(name: &str, args: &[Bytes], limits: OpLimits) -> Option<Result<RedisOp, Reply>> {
+pub fn parse(
+    name: &str,
+    args: &[Bytes],
+    db: u8,
+    limits: OpLimits,
+) -> Option<Result<RedisOp, Reply>> {
     let key = || args[1].clone();
     let keys = || args[1..].to_vec();
     let max_len = limits.max_value_bytes;
@@ -89,7 +95,9 @@ pub fn parse(name: &str, args: &[Bytes], limits: OpLimits) -> Option<Result<Redi
             to: args[2].clone(),
             only_if_absent: name == "renamenx",
         },
-        "copy" => return Some(copy(args)),
+        "copy" => return Some(copy(args, db)),
+        "move" => return Some(move_to(args, db)),
+        "swapdb" => return Some(swap_db(args)),
         "setbit" => return Some(set_bit(args, max_len)),
         "getbit" => match bit_offset(&args[2], max_len) {
             Ok(offset) => RedisOp::GetBit { key: key(), offset },
@@ -273,29 +281,72 @@ fn expire(name: &str, args: &[Bytes]) -> Result<RedisOp, Reply> {
     })
 }
 
-fn copy(args: &[Bytes]) -> Result<RedisOp, Reply> {
+fn copy(args: &[Bytes], db: u8) -> Result<RedisOp, Reply> {
     let mut replace = false;
+    let mut to_db = db;
     let mut index = 3;
     while index < args.len() {
         if is(&args[index], "replace") {
             replace = true;
         } else if is(&args[index], "db") && index + 1 < args.len() {
-            if integer_arg(&args[index + 1])? != 0 {
-                return Err(Reply::err("DB index is out of range"));
-            }
+            to_db = database_arg(&args[index + 1])?;
             index += 1;
         } else {
             return Err(syntax_error());
         }
         index += 1;
     }
-    if args[1] == args[2] {
-        return Err(Reply::err("source and destination objects are the same"));
+    if args[1] == args[2] && to_db == db {
+        return Err(Reply::err(SAME_OBJECT));
     }
-    Ok(RedisOp::Copy {
+    // Within one database COPY keeps its original op, which logs written
+    // before databases existed hold.
+    if to_db == db {
+        return Ok(RedisOp::Copy {
+            from: args[1].clone(),
+            to: args[2].clone(),
+            replace,
+        });
+    }
+    Ok(RedisOp::CopyToDb {
         from: args[1].clone(),
         to: args[2].clone(),
+        to_db,
         replace,
+    })
+}
+
+const SAME_OBJECT: &str = "source and destination objects are the same";
+
+/// A database number as SELECT, MOVE and COPY … DB take it: 0 to 15.
+pub fn database_arg(arg: &[u8]) -> Result<u8, Reply> {
+    let index = integer_arg(arg)?;
+    u8::try_from(index)
+        .ok()
+        .filter(|&db| db < DATABASES)
+        .ok_or_else(|| Reply::err("DB index is out of range"))
+}
+
+fn move_to(args: &[Bytes], db: u8) -> Result<RedisOp, Reply> {
+    let to_db = database_arg(&args[2])?;
+    if to_db == db {
+        return Err(Reply::err(SAME_OBJECT));
+    }
+    Ok(RedisOp::Move {
+        key: args[1].clone(),
+        to_db,
+    })
+}
+
+fn swap_db(args: &[Bytes]) -> Result<RedisOp, Reply> {
+    let index = |arg: &[u8], which: &str| {
+        crate::store::number::parse_i64(arg)
+            .ok_or_else(|| Reply::err(format!("invalid {which} DB index")))
+            .and_then(|_| database_arg(arg))
+    };
+    Ok(RedisOp::SwapDb {
+        a: index(&args[1], "first")?,
+        b: index(&args[2], "second")?,
     })
 }
 
@@ -400,9 +451,13 @@ fn bit_op(args: &[Bytes]) -> Result<RedisOp, Reply> {
 }
 
 fn flush(name: &str, args: &[Bytes]) -> Result<RedisOp, Reply> {
+    let op = match name {
+        "flushall" => RedisOp::Flush,
+        _ => RedisOp::FlushDb,
+    };
     match &args[1..] {
-        [] => Ok(RedisOp::Flush),
-        [mode] if is(mode, "async") || is(mode, "sync") => Ok(RedisOp::Flush),
+        [] => Ok(op),
+        [mode] if is(mode, "async") || is(mode, "sync") => Ok(op),
         _ if args.len() > 2 => Err(wrong_arity(name)),
         _ => Err(syntax_error()),
     }

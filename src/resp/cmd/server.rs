@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use super::super::Shared;
 use super::super::frame::Reply;
-use super::util::{glob_match, integer_arg, is, syntax_error};
+use super::util::{glob_match, is, syntax_error};
 use super::{CommandResult, SPECS, Session, Spec, find_spec, wrong_arity};
 
 /// The Redis version walrus answers as: clients gate features on it.
@@ -57,10 +57,10 @@ pub async fn run(
             _ => Err(wrong_arity("ping")),
         },
         "echo" => Ok(Reply::Bulk(args[1].clone())),
-        "select" => match integer_arg(&args[1])? {
-            0 => Ok(Reply::ok()),
-            _ => Err(Reply::err("DB index is out of range")),
-        },
+        "select" => {
+            session.db = super::ops::database_arg(&args[1])?;
+            Ok(Reply::ok())
+        }
         "quit" => {
             session.quit = true;
             Ok(Reply::ok())
@@ -245,7 +245,10 @@ fn client(session: &mut Session, args: &[Bytes]) -> CommandResult {
                 Protocol::Resp2 => 2,
                 Protocol::Resp3 => 3,
             };
-            Reply::Verbatim(format!("id={} name={name} db=0 resp={resp}\n", session.id))
+            Reply::Verbatim(format!(
+                "id={} name={name} db={} resp={resp}\n",
+                session.id, session.db
+            ))
         }),
         "no-evict" | "no-touch" => arity(3).map(|()| Reply::ok()),
         _ => Err(unknown_subcommand(&args[1], "CLIENT")),
@@ -389,10 +392,9 @@ fn info(shared: &Shared, section: Option<&Bytes>) -> String {
         );
     }
     if wanted("keyspace") {
-        let keys = shared.store.live_len();
         text.push_str("# Keyspace\r\n");
-        if keys > 0 {
-            let _ = write!(text, "db0:keys={keys},expires=0,avg_ttl=0\r\n");
+        for (db, keys, expiring) in shared.store.key_counts() {
+            let _ = write!(text, "db{db}:keys={keys},expires={expiring},avg_ttl=0\r\n");
         }
     }
     text

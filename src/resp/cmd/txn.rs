@@ -57,6 +57,17 @@ pub fn queue(session: &mut Session, shared: &Shared, args: &[Bytes]) -> Plan {
     if let Some(text) = refusal {
         return Plan::Reply(Reply::err(text));
     }
+    // A transaction is one record in one database: a SELECT among its
+    // commands would need another, so it aborts the transaction rather than
+    // apply the commands after it in the wrong database.
+    if name == "select" {
+        if let Some(transaction) = &mut session.transaction {
+            transaction.failed = true;
+        }
+        return Plan::Reply(Reply::err(
+            "SELECT inside MULTI is not supported by walrus: SELECT before MULTI",
+        ));
+    }
     let spec = match check(session, shared, args) {
         Ok(spec) => spec,
         Err(reply) => {
@@ -69,7 +80,7 @@ pub fn queue(session: &mut Session, shared: &Shared, args: &[Bytes]) -> Plan {
     if matches!(spec.name, "exec" | "discard") {
         return Plan::Execute(spec);
     }
-    let queued = match ops::parse(spec.name, args, super::op_limits(shared)) {
+    let queued = match ops::parse(spec.name, args, session.db, super::op_limits(shared)) {
         Some(Ok(op)) => Queued::Op(op),
         Some(Err(reply)) => Queued::Refused(reply),
         None => Queued::Local(spec, args.to_vec()),
@@ -98,10 +109,7 @@ pub async fn run(
             }
             None => Err(Reply::err("DISCARD without MULTI")),
         },
-        "watch" => {
-            watch(session, shared, &args[1..]);
-            Ok(Reply::ok())
-        }
+        "watch" => watch(session, shared, &args[1..]),
         "unwatch" => {
             session.watched.clear();
             Ok(Reply::ok())
@@ -111,8 +119,12 @@ pub async fn run(
 }
 
 /// Remembers each key's revision (or absence) the first time it is watched.
-fn watch(session: &mut Session, shared: &Shared, keys: &[Bytes]) {
-    let entries = shared.store.get_entries(keys);
+fn watch(session: &mut Session, shared: &Shared, keys: &[Bytes]) -> CommandResult {
+    if !session.watched.is_empty() && session.watched_db != session.db {
+        return Err(Reply::err(WATCH_ACROSS_DATABASES));
+    }
+    session.watched_db = session.db;
+    let entries = shared.store.get_entries(session.db, keys);
     for (key, entry) in keys.iter().zip(entries) {
         if session.watched.iter().any(|(watched, _)| watched == key) {
             continue;
@@ -122,7 +134,11 @@ fn watch(session: &mut Session, shared: &Shared, keys: &[Bytes]) {
         });
         session.watched.push((key.clone(), guard));
     }
+    Ok(Reply::ok())
 }
+
+const WATCH_ACROSS_DATABASES: &str = "walrus watches keys of one database per \
+    transaction: WATCH and EXEC in the database SELECTed for both";
 
 async fn exec(session: &mut Session, shared: &Shared) -> CommandResult {
     let Some(transaction) = session.transaction.take() else {
@@ -133,6 +149,9 @@ async fn exec(session: &mut Session, shared: &Shared) -> CommandResult {
         return Err(Reply::Error(
             "EXECABORT Transaction discarded because of previous errors.".into(),
         ));
+    }
+    if !guards.is_empty() && session.watched_db != session.db {
+        return Err(Reply::err(WATCH_ACROSS_DATABASES));
     }
     // Cloning an op copies only reference-counted handles to its bytes.
     let ops: Vec<_> = transaction
@@ -145,7 +164,11 @@ async fn exec(session: &mut Session, shared: &Shared) -> CommandResult {
         .collect();
     let mut answers = Vec::new().into_iter();
     if !ops.is_empty() || !guards.is_empty() {
-        let command = RedisCommand { db: 0, guards, ops };
+        let command = RedisCommand {
+            db: session.db,
+            guards,
+            ops,
+        };
         let outcome = shared
             .store
             .submit(crate::store::Command::Redis(command))
