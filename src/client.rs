@@ -17,6 +17,7 @@ pub mod list;
 #[cfg(test)]
 pub(crate) mod test_server;
 pub mod tls;
+pub mod watch;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -366,7 +367,15 @@ impl Client {
         Ok(response)
     }
 
-    async fn connect(&self, index: usize) -> Result<Connection, ClientError> {
+    pub(crate) fn endpoint_count(&self) -> usize {
+        self.inner.endpoints.len()
+    }
+
+    pub(crate) fn authorization(&self) -> Option<&HeaderValue> {
+        self.inner.authorization.as_ref()
+    }
+
+    pub(crate) async fn connect(&self, index: usize) -> Result<Connection, ClientError> {
         let endpoint = self.inner.endpoints[index].clone();
         let timeout = self.inner.options.connect_timeout;
         let url = endpoint.url().to_string();

@@ -79,6 +79,25 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Follow changes to keys starting with PREFIX (or to one key with --key),
+    /// one line per change: revision, put/delete/expire, key, and a put's value.
+    Watch {
+        /// Only keys starting with this.
+        #[arg(default_value = "")]
+        prefix: String,
+        /// Follow exactly this key instead of a prefix.
+        #[arg(long, conflicts_with = "prefix")]
+        key: Option<String>,
+        /// Start after this revision (replaying the changes since, while the
+        /// server's history reaches back that far); from now without it.
+        #[arg(long)]
+        since: Option<u64>,
+        /// One JSON object per line (the event's fields plus "type" and "id").
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Save a consistent snapshot of a running node to FILE (checked before it is named).
     Backup {
         file: PathBuf,
@@ -707,6 +726,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Compact { client } => admin_post(&client, "/admin/compact"),
+        Command::Watch {
+            prefix,
+            key,
+            since,
+            json,
+            client,
+        } => watch(&client, &prefix, key.as_deref(), since, json),
         Command::Verify(args) => verify(&args),
         Command::DevCluster {
             nodes,
@@ -845,6 +871,81 @@ fn refused(key: &str, wanted: Option<u64>, current: Option<u64>) {
         }
         (None, _) => eprintln!("{key}: the condition did not hold; nothing written"),
     }
+}
+
+/// `walrus watch`: prints each change as it comes until interrupted (or the
+/// reader of stdout goes away).
+fn watch(
+    args: &ClientArgs,
+    prefix: &str,
+    key: Option<&str>,
+    since: Option<u64>,
+    json: bool,
+) -> Result<ExitCode> {
+    use walrus::client::watch::WatchTarget;
+    let client = args.client()?;
+    let runtime = runtime()?;
+    let target = match key {
+        Some(key) => WatchTarget::Key(key.as_bytes()),
+        None => WatchTarget::Prefix(prefix.as_bytes()),
+    };
+    let mut failure: Option<std::io::Error> = None;
+    let mut stdout = std::io::stdout();
+    let followed = runtime.block_on(client.watch(target, since, |event| {
+        let line = match watch_line(event, json) {
+            Ok(line) => line,
+            Err(error) => {
+                failure = Some(std::io::Error::other(error));
+                return false;
+            }
+        };
+        // Each change is flushed at once: a pipe reader sees it as it happens.
+        let written = stdout
+            .write_all(line.as_bytes())
+            .and_then(|()| stdout.flush());
+        match written {
+            Ok(()) => true,
+            Err(error) => {
+                failure = Some(error);
+                false
+            }
+        }
+    }));
+    if let Some(error) = failure {
+        return Err(error.into());
+    }
+    followed?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn watch_line(event: &walrus::client::watch::WatchEvent, json: bool) -> Result<String> {
+    let mut data: serde_json::Value =
+        serde_json::from_str(&event.data).context("a watch event that is not JSON")?;
+    if json {
+        data["type"] = event.kind.clone().into();
+        data["id"] = event.id.clone().into();
+        return Ok(format!("{data}\n"));
+    }
+    let field = |name: &str| -> Option<Vec<u8>> {
+        use base64::Engine;
+        match (&data[name], &data[&format!("{name}_base64")]) {
+            (serde_json::Value::String(text), _) => Some(text.as_bytes().to_vec()),
+            (_, serde_json::Value::String(encoded)) => base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .ok(),
+            _ => None,
+        }
+    };
+    let key = escape_key(&field("key").unwrap_or_default());
+    let revision = data["revision"].as_u64().unwrap_or(0);
+    Ok(match field("value") {
+        Some(value) => format!(
+            "{revision}\t{}\t{key}\t{}\n",
+            event.kind,
+            escape_key(&value)
+        ),
+        None => format!("{revision}\t{}\t{key}\n", event.kind),
+    })
 }
 
 /// Runs one client command: exit 0 on success, 1 for a missing key, 2 on

@@ -96,6 +96,27 @@ impl Connection {
         })
     }
 
+    /// Sends one request and returns the status, headers and the body still
+    /// to be read, for a response that streams (a watch).
+    pub async fn send_streaming(
+        &mut self,
+        method: Method,
+        target: &str,
+        headers: &HeaderMap,
+    ) -> Result<(http::response::Parts, hyper::body::Incoming), ClientError> {
+        let request = self.build(method, target, headers, Bytes::new())?;
+        self.sender
+            .ready()
+            .await
+            .map_err(|error| self.protocol_error(error))?;
+        let response = self
+            .sender
+            .send_request(request)
+            .await
+            .map_err(|error| self.protocol_error(error))?;
+        Ok(response.into_parts())
+    }
+
     fn build(
         &self,
         method: Method,
@@ -115,7 +136,7 @@ impl Connection {
         Ok(request)
     }
 
-    fn protocol_error(
+    pub(super) fn protocol_error(
         &self,
         source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
     ) -> ClientError {

@@ -14,10 +14,13 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::Serialize;
 
+use std::time::Duration;
+
 use super::metrics::Route;
 use super::path::{parse_query, percent_decode};
 use super::response::{HttpResponse, body, empty, store_error, text, with_etag};
 use super::router::{App, method_not_allowed};
+use super::watch::{Filter, WatchRequest, start_position};
 use crate::node::Consistency;
 use crate::store::{Command, Guard};
 
@@ -45,6 +48,9 @@ pub async fn handle(
                 app.config.max_key_bytes
             ),
         );
+    }
+    if route == Route::KvWatch {
+        return watch(app, key, &request);
     }
     let consistency = match consistency_from_query(request.uri().query().unwrap_or("")) {
         Ok(consistency) => consistency,
@@ -352,8 +358,49 @@ fn decode_cursor(token: &[u8]) -> Option<Vec<u8>> {
         .ok()
 }
 
+/// Whether a request asks to watch (`watch`, `watch=true` or `watch=1`).
+pub fn wants_watch(query: &str) -> bool {
+    query.split('&').any(|pair| {
+        matches!(
+            pair.split_once('=').unwrap_or((pair, "")),
+            ("watch", "" | "true" | "1")
+        )
+    })
+}
+
+/// `?watch=true`: a key (`/kv/{key}`) or a prefix (`/kv/?prefix=P`) as a
+/// stream of changes; see `watch`.
+fn watch(app: &App, key: Vec<u8>, request: &Request<Incoming>) -> HttpResponse {
+    if request.method() != Method::GET {
+        return method_not_allowed("GET");
+    }
+    let params = match parse_query(request.uri().query().unwrap_or("")) {
+        Ok(params) => params,
+        Err(error) => return text(StatusCode::BAD_REQUEST, format!("query has {error}")),
+    };
+    let filter = match key.is_empty() {
+        true => Filter::Prefix(params.get("prefix").cloned().unwrap_or_default()),
+        false => Filter::Key(key),
+    };
+    let after = match start_position(request.headers(), params.get("since").map(Vec::as_slice)) {
+        Ok(after) => after,
+        Err(message) => return text(StatusCode::BAD_REQUEST, message),
+    };
+    let keys_only = params
+        .get("keys_only")
+        .is_some_and(|value| value.is_empty() || value == b"true" || value == b"1");
+    let watch_request = WatchRequest {
+        filter,
+        after,
+        keys_only,
+        keepalive: (app.config.idle_timeout / 3)
+            .clamp(Duration::from_millis(100), Duration::from_secs(15)),
+    };
+    super::watch::respond(app.store.changes(), app.store.revision(), watch_request)
+}
+
 /// A string when the bytes are UTF-8, otherwise base64 in the `_base64` field.
-fn text_or_base64(bytes: &[u8]) -> (Option<String>, Option<String>) {
+pub(super) fn text_or_base64(bytes: &[u8]) -> (Option<String>, Option<String>) {
     use base64::Engine;
     match std::str::from_utf8(bytes) {
         Ok(text) => (Some(text.to_string()), None),

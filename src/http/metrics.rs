@@ -17,6 +17,7 @@ pub enum Route {
     KvPut,
     KvDelete,
     KvList,
+    KvWatch,
     Health,
     Ready,
     Metrics,
@@ -24,11 +25,12 @@ pub enum Route {
 }
 
 impl Route {
-    const ALL: [Route; 8] = [
+    const ALL: [Route; 9] = [
         Route::KvGet,
         Route::KvPut,
         Route::KvDelete,
         Route::KvList,
+        Route::KvWatch,
         Route::Health,
         Route::Ready,
         Route::Metrics,
@@ -41,6 +43,7 @@ impl Route {
             Route::KvPut => "kv_put",
             Route::KvDelete => "kv_delete",
             Route::KvList => "kv_list",
+            Route::KvWatch => "kv_watch",
             Route::Health => "health",
             Route::Ready => "ready",
             Route::Metrics => "metrics",
@@ -239,6 +242,23 @@ fn render_store(out: &mut String, store: &dyn KvStore) {
         "The store-wide revision counter.",
     );
     sample(out, "walrus_revision", "", store.revision());
+    if let Some(feed) = store.changes() {
+        family(
+            out,
+            "walrus_watchers",
+            "gauge",
+            "Watch streams open now (?watch=true).",
+        );
+        sample(out, "walrus_watchers", "", feed.watchers());
+        let (oldest, _) = feed.bounds();
+        family(
+            out,
+            "walrus_watch_oldest_revision",
+            "gauge",
+            "The oldest revision a watch can start after (older is 410 Gone).",
+        );
+        sample(out, "walrus_watch_oldest_revision", "", oldest);
+    }
     family(
         out,
         "walrus_storage_failed",

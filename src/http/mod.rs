@@ -18,6 +18,7 @@ mod response;
 mod router;
 mod server;
 mod tls;
+mod watch;
 
 use std::sync::Arc;
 use std::time::Duration;

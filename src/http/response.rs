@@ -4,14 +4,23 @@
 //! newline like the original Go server's `http.Error`; nothing internal (paths,
 //! stack traces) leaks to clients beyond the store's own message.
 
+use std::convert::Infallible;
+
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, ETAG, HeaderValue, RETRY_AFTER};
 use http::{Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
 
 use crate::error::Error;
 
-pub type HttpResponse = Response<Full<Bytes>>;
+/// Every response: a whole body, or (a watch) one streamed as it happens.
+pub type HttpResponse = Response<BoxBody<Bytes, Infallible>>;
+
+/// A body of bytes known in full.
+pub fn full(bytes: Bytes) -> BoxBody<Bytes, Infallible> {
+    Full::new(bytes).boxed()
+}
 
 const TEXT: &str = "text/plain; charset=utf-8";
 
@@ -19,7 +28,7 @@ const TEXT: &str = "text/plain; charset=utf-8";
 pub fn text(status: StatusCode, message: impl Into<String>) -> HttpResponse {
     let mut body = message.into();
     body.push('\n');
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+    let mut response = Response::new(full(Bytes::from(body)));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(TEXT));
@@ -31,13 +40,13 @@ pub fn text(status: StatusCode, message: impl Into<String>) -> HttpResponse {
 }
 
 pub fn empty(status: StatusCode) -> HttpResponse {
-    let mut response = Response::new(Full::new(Bytes::new()));
+    let mut response = Response::new(full(Bytes::new()));
     *response.status_mut() = status;
     response
 }
 
 pub fn body(status: StatusCode, content_type: &'static str, body: Bytes) -> HttpResponse {
-    let mut response = Response::new(Full::new(body));
+    let mut response = Response::new(full(body));
     *response.status_mut() = status;
     response
         .headers_mut()

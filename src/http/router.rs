@@ -169,6 +169,7 @@ fn route_of(method: &Method, path: &str, query: Option<&str>) -> Route {
         return Route::Other;
     };
     match *method {
+        Method::GET if query.is_some_and(kv::wants_watch) => Route::KvWatch,
         Method::GET | Method::HEAD if key.is_empty() && query.is_some() => Route::KvList,
         Method::GET | Method::HEAD => Route::KvGet,
         Method::PUT => Route::KvPut,

@@ -27,6 +27,7 @@ use crate::storage::snapshot::{
     SnapshotMeta as FileMeta, SnapshotWriter, TEMP_SUFFIX, decode_snapshot_with_extra,
     parse_snapshot_file_name, snapshot_file_name,
 };
+use crate::store::changes::{ChangeFeed, FeedLimits};
 use crate::store::{State, decode_payload, write_frozen};
 
 pub type SnapshotData = Cursor<Vec<u8>>;
@@ -76,6 +77,8 @@ impl StateMachine {
                 (None, StoredMembership::default()),
             ),
         };
+        let mut state = state;
+        state.attach_feed(ChangeFeed::new(state.revision(), FeedLimits::default()));
         Ok(StateMachine {
             inner: Arc::new(Inner {
                 fs,
@@ -169,7 +172,16 @@ impl StateMachine {
         }
         let index = meta.last_log_id.map_or(0, |id| id.index);
         self.write_file(index, &data).map_err(io_error)?;
-        *self.inner.state.write() = state;
+        let mut state = state;
+        let mut current = self.inner.state.write();
+        // Watchers stay attached; what the snapshot skipped over is unknown to
+        // them, so the feed's history restarts at its revision.
+        if let Some(feed) = current.feed() {
+            feed.restart_at(state.revision());
+            state.attach_feed(feed.clone());
+        }
+        *current = state;
+        drop(current);
         *self.inner.applied.lock() = (meta.last_log_id, meta.last_membership.clone());
         self.remove_snapshots_before(index);
         tracing::info!(index, "installed a snapshot from the leader");

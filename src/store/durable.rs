@@ -4,6 +4,7 @@
 //! commit thread (`commit.rs`), which owns the log from then on. Reads take the
 //! state's read lock and never touch the disk.
 
+use super::changes::{ChangeFeed, FeedLimits};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -253,6 +254,8 @@ impl DurableStore {
         stats
             .segments
             .store(wal.segment_count() as u64, Ordering::Relaxed);
+        let mut state = state;
+        state.attach_feed(ChangeFeed::new(state.revision(), FeedLimits::default()));
         let shared = Arc::new(Shared {
             state: RwLock::new(state),
             log: Mutex::new(LogWriter::new(wal, options.fsync, report.bytes_replayed)),

@@ -2,11 +2,21 @@
 
 use parking_lot::RwLock;
 
+use super::changes::{ChangeFeed, FeedLimits};
 use super::{Command, KvStore, State, Submission, now_ms};
 
-#[derive(Default)]
 pub struct MemStore {
     state: RwLock<State>,
+}
+
+impl Default for MemStore {
+    fn default() -> MemStore {
+        let mut state = State::default();
+        state.attach_feed(ChangeFeed::new(0, FeedLimits::default()));
+        MemStore {
+            state: RwLock::new(state),
+        }
+    }
 }
 
 impl MemStore {

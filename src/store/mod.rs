@@ -5,6 +5,7 @@
 //! each only after the sync that covers it, so a write is visible exactly when it
 //! is durable and acknowledged.
 
+pub mod changes;
 mod command;
 mod commit;
 mod durable;
@@ -18,6 +19,7 @@ mod state;
 use std::future::Future;
 use std::ops::Bound;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -137,6 +139,11 @@ pub trait KvStore: Send + Sync {
     /// but not yet swept).
     fn live_len(&self, db: u8) -> usize {
         self.state().read().live_len(db, now_ms())
+    }
+
+    /// Database 0's change feed, for watchers.
+    fn changes(&self) -> Option<Arc<changes::ChangeFeed>> {
+        self.state().read().feed().cloned()
     }
 
     /// Per database with live keys: its number, live keys, and how many of

@@ -19,6 +19,9 @@ use std::ops::Bound;
 
 use bytes::Bytes;
 
+use std::sync::Arc;
+
+use super::changes::{Change, ChangeFeed, ChangeKind};
 use super::command::{Command, Guard, Op};
 use super::key::Key;
 use super::redis_op::{self, Answer, Keyspace, RedisCommand};
@@ -168,6 +171,12 @@ pub struct State {
     /// revision; otherwise revisions count changes.
     revision_is_seq: bool,
     frozen: Option<Frozen>,
+    /// Where database 0's changes are published for watchers, once attached.
+    feed: Option<Arc<ChangeFeed>>,
+    /// The changes of the command being applied, published when it is done.
+    pending: Vec<Change>,
+    /// The issue time of the command being applied.
+    applying_at_ms: u64,
 }
 
 impl Default for State {
@@ -178,6 +187,9 @@ impl Default for State {
             applied_seq: 0,
             revision_is_seq: false,
             frozen: None,
+            feed: None,
+            pending: Vec::new(),
+            applying_at_ms: 0,
         }
     }
 }
@@ -211,6 +223,16 @@ impl State {
             applied_seq: seq,
             ..State::default()
         }
+    }
+
+    /// Publishes database 0's changes to `feed` from now on.
+    pub fn attach_feed(&mut self, feed: Arc<ChangeFeed>) {
+        self.feed = Some(feed);
+    }
+
+    /// The feed this state publishes to, if any.
+    pub fn feed(&self) -> Option<&Arc<ChangeFeed>> {
+        self.feed.as_ref()
     }
 
     /// A state whose revisions are log indexes (a Raft replica's).
@@ -394,7 +416,8 @@ impl State {
             self.applied_seq
         );
         self.applied_seq = seq;
-        match command {
+        self.applying_at_ms = issued_at_ms;
+        let outcome = match command {
             Command::Put {
                 key,
                 value,
@@ -406,7 +429,48 @@ impl State {
             }
             Command::Txn { guards, ops } => self.apply_txn(guards, ops, issued_at_ms),
             Command::Redis(redis) => self.apply_redis(redis, issued_at_ms),
+        };
+        self.publish_changes();
+        outcome
+    }
+
+    /// Hands the applied command's changes to the feed, numbered within
+    /// their revision.
+    fn publish_changes(&mut self) {
+        let Some(feed) = &self.feed else {
+            return;
+        };
+        if self.pending.is_empty() {
+            return;
         }
+        let mut changes = std::mem::take(&mut self.pending);
+        let count = u32::try_from(changes.len()).unwrap_or(u32::MAX);
+        for (index, change) in (1..).zip(changes.iter_mut()) {
+            change.revision = self.revision;
+            change.index = index;
+            change.count = count;
+        }
+        feed.publish(self.revision, changes);
+    }
+
+    /// Notes a change of database 0 for the feed (the revision and numbering
+    /// are filled in when the command is done).
+    fn note_change(&mut self, key: &Key, entry: Option<&Entry>, previous: Option<&Entry>) {
+        let kind = match (entry, previous) {
+            (Some(_), _) => ChangeKind::Put,
+            (None, Some(previous)) if previous.is_live(self.applying_at_ms) => ChangeKind::Delete,
+            (None, Some(_)) => ChangeKind::Expire,
+            (None, None) => return,
+        };
+        self.pending.push(Change {
+            revision: 0,
+            index: 0,
+            count: 0,
+            kind,
+            key: key.to_bytes(),
+            value: entry.map(|entry| entry.value.clone()).unwrap_or_default(),
+            expires_at_ms: entry.map_or(0, |entry| entry.expires_at_ms),
+        });
     }
 
     fn refused(&self, current: Option<Entry>) -> Outcome {
@@ -582,6 +646,12 @@ impl State {
     /// not.
     fn write(&mut self, db: u8, key: Key, entry: Option<Entry>) -> Option<Entry> {
         self.keep_preimage(db, &key);
+        if db == 0 && self.feed.is_some() {
+            let change = (key.clone(), entry.clone());
+            let previous = self.dbs[0].write(key, entry);
+            self.note_change(&change.0, change.1.as_ref(), previous.as_ref());
+            return previous;
+        }
         self.dbs[usize::from(db)].write(key, entry)
     }
 
@@ -616,6 +686,9 @@ impl State {
             }
         }
         self.dbs.swap(usize::from(a), usize::from(b));
+        if self.feed.is_some() && (a == 0 || b == 0) {
+            self.note_swap_of_database_0(if a == 0 { b } else { a }, revision);
+        }
         let mut moved = 0u32;
         for db in [a, b] {
             for entry in self.dbs[usize::from(db)].entries.values_mut() {
@@ -624,6 +697,35 @@ impl State {
             }
         }
         moved
+    }
+
+    /// For the feed: database 0 was swapped with `other`, so every key that
+    /// left is deleted and every key now there is put (at `revision`).
+    fn note_swap_of_database_0(&mut self, other: u8, revision: u64) {
+        let gone: Vec<(Key, Entry)> = self
+            .db(other)
+            .entries
+            .iter()
+            .filter(|(key, _)| !self.dbs[0].entries.contains_key(*key))
+            .map(|(key, entry)| (key.clone(), entry.clone()))
+            .collect();
+        for (key, entry) in gone {
+            self.note_change(&key, None, Some(&entry));
+        }
+        let present: Vec<(Key, Entry)> = self.dbs[0]
+            .entries
+            .iter()
+            .map(|(key, entry)| {
+                let entry = Entry {
+                    mod_revision: revision,
+                    ..entry.clone()
+                };
+                (key.clone(), entry)
+            })
+            .collect();
+        for (key, entry) in present {
+            self.note_change(&key, Some(&entry), None);
+        }
     }
 
     /// Fixes the current contents as the content of a snapshot, which is then read

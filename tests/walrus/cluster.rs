@@ -251,10 +251,26 @@ fn writes_through_any_node_are_read_alike_from_every_node() {
     let cluster = Cluster::start(3);
     let leader = cluster.wait_for_leader(Duration::from_secs(10));
     let follower = if leader == 1 { 2 } else { 1 };
+    // Any node serves watches, from the changes it applies.
+    let watched = (1..=3)
+        .find(|&id| id != leader && id != follower)
+        .expect("a third node");
+    let mut watching =
+        crate::watch::WatchStream::open(cluster.node(watched).http, "/kv/greeting?watch", None);
     let written =
         http(cluster.node(follower).http, "PUT", "/kv/greeting", b"hello").expect("answer");
     assert_eq!(written.status, 200, "{}", written.text());
     let etag = written.header("etag").expect("etag").to_string();
+    let event = &watching.take(1)[0];
+    assert_eq!(
+        (event.kind.as_str(), event.data["value"].as_str()),
+        ("put", Some("hello"))
+    );
+    assert_eq!(
+        format!("\"{}\"", event.id),
+        etag,
+        "the watch event has the write's revision"
+    );
     for node in &cluster.nodes {
         let read = http(node.http, "GET", "/kv/greeting", b"").expect("answer");
         assert_eq!((read.status, read.text()), (200, "hello".to_string()));

@@ -28,3 +28,4 @@ mod resp_txn;
 mod server;
 mod submit_all;
 mod verify;
+mod watch;

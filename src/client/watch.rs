@@ -1,0 +1,247 @@
+//! Following a watch (`GET /kv/?watch=true`): the server's Server-Sent Events
+//! read as they arrive, with the resume the protocol allows.
+//!
+//! Each event's id is where the reader stands after it. When the stream ends
+//! (the server cut a watcher that fell behind, or the connection broke) the
+//! watch reconnects, to the next endpoint if that one is gone, sending the last
+//! id as `Last-Event-ID`, so no change is missed or repeated. A history that no
+//! longer reaches back that far (`410`, or a `compacted` event) ends it with
+//! an error: the caller must read the current state again.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::header::AUTHORIZATION;
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use http_body_util::BodyExt;
+
+use super::{Client, ClientError, Response, key_path};
+
+/// One event of a watch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchEvent {
+    /// `put`, `delete` or `expire`.
+    pub kind: String,
+    /// Where the stream stands after it (`REV` or `REV-N`).
+    pub id: String,
+    /// The event's JSON: key, value (for a put), revision.
+    pub data: String,
+}
+
+/// What to follow.
+pub enum WatchTarget<'a> {
+    Key(&'a [u8]),
+    Prefix(&'a [u8]),
+}
+
+/// Reconnects in a row without an event in between before giving up.
+const MAX_RECONNECTS: usize = 5;
+
+impl Client {
+    /// Follows changes to `target` after revision `since` (from now when
+    /// `None`), calling `on_event` for each until it returns false.
+    pub async fn watch(
+        &self,
+        target: WatchTarget<'_>,
+        since: Option<u64>,
+        mut on_event: impl FnMut(&WatchEvent) -> bool,
+    ) -> Result<(), ClientError> {
+        let path = match target {
+            WatchTarget::Key(key) => format!("{}?watch=true", key_path(key)),
+            WatchTarget::Prefix(prefix) => {
+                let encoded: String = url_encode(prefix);
+                format!("/kv/?watch=true&prefix={encoded}")
+            }
+        };
+        let mut last_id = since.map(|revision| revision.to_string());
+        let mut failures = 0;
+        let mut endpoint = 0;
+        loop {
+            let mut headers = HeaderMap::new();
+            if let Some(authorization) = self.authorization() {
+                headers.insert(AUTHORIZATION, authorization.clone());
+            }
+            if let Some(id) = &last_id
+                && let Ok(value) = HeaderValue::from_str(id)
+            {
+                headers.insert("last-event-id", value);
+            }
+            let outcome = self
+                .follow(endpoint, &path, &headers, &mut last_id, &mut on_event)
+                .await;
+            match outcome {
+                Ok(Followed::Stopped) => return Ok(()),
+                Ok(Followed::Ended { delivered }) | Ok(Followed::Broke { delivered, .. })
+                    if delivered =>
+                {
+                    failures = 0;
+                }
+                Ok(Followed::Ended { .. }) => failures += 1,
+                Ok(Followed::Broke { error, .. }) | Err(error @ ClientError::Connect { .. }) => {
+                    failures += 1;
+                    endpoint = (endpoint + 1) % self.endpoint_count();
+                    if failures > MAX_RECONNECTS {
+                        return Err(error);
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(error) => return Err(error),
+            }
+            if failures > MAX_RECONNECTS {
+                return Err(ClientError::Decode(
+                    "the watch stream keeps ending without an event".into(),
+                ));
+            }
+        }
+    }
+
+    /// One connection's worth of a watch.
+    async fn follow(
+        &self,
+        endpoint: usize,
+        path: &str,
+        headers: &HeaderMap,
+        last_id: &mut Option<String>,
+        on_event: &mut impl FnMut(&WatchEvent) -> bool,
+    ) -> Result<Followed, ClientError> {
+        let mut connection = self.connect(endpoint).await?;
+        let target = connection.endpoint().target(path);
+        let (parts, mut body) = connection
+            .send_streaming(Method::GET, &target, headers)
+            .await?;
+        if parts.status != StatusCode::OK {
+            let body = body
+                .collect()
+                .await
+                .map(|collected| collected.to_bytes())
+                .unwrap_or_default();
+            let response = Response {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            };
+            return Err(response.into_error());
+        }
+        let mut parser = EventParser::default();
+        let mut delivered = false;
+        loop {
+            let frame = match body.frame().await {
+                None => return Ok(Followed::Ended { delivered }),
+                Some(Err(error)) => {
+                    let error = connection.protocol_error(error);
+                    return Ok(Followed::Broke { delivered, error });
+                }
+                Some(Ok(frame)) => frame,
+            };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            for event in parser.push(&data) {
+                match event.kind.as_str() {
+                    "lagged" => return Ok(Followed::Ended { delivered: true }),
+                    "compacted" => {
+                        return Err(ClientError::Http {
+                            status: StatusCode::GONE,
+                            body: format!(
+                                "the server's change history moved past this watch: {}",
+                                event.data
+                            ),
+                        });
+                    }
+                    _ => {}
+                }
+                if !event.id.is_empty() {
+                    *last_id = Some(event.id.clone());
+                }
+                delivered = true;
+                if !on_event(&event) {
+                    return Ok(Followed::Stopped);
+                }
+            }
+        }
+    }
+}
+
+enum Followed {
+    /// The caller asked to stop.
+    Stopped,
+    /// The server ended the stream.
+    Ended { delivered: bool },
+    /// The connection broke.
+    Broke { delivered: bool, error: ClientError },
+}
+
+/// Splits a byte stream into Server-Sent Events (fields `id`, `event`, `data`;
+/// comments and other fields ignored).
+#[derive(Default)]
+struct EventParser {
+    buffer: BytesMut,
+    kind: String,
+    id: String,
+    data: String,
+}
+
+impl EventParser {
+    fn push(&mut self, bytes: &Bytes) -> Vec<WatchEvent> {
+        self.buffer.extend_from_slice(bytes);
+        let mut events = Vec::new();
+        while let Some(end) = self.buffer.iter().position(|&byte| byte == b'\n') {
+            let line = self.buffer.split_to(end + 1);
+            let line = String::from_utf8_lossy(&line[..end]);
+            let line = line.strip_suffix('\r').unwrap_or(&line);
+            if line.is_empty() {
+                if !self.data.is_empty() || !self.kind.is_empty() {
+                    events.push(WatchEvent {
+                        kind: std::mem::take(&mut self.kind),
+                        id: std::mem::take(&mut self.id),
+                        data: std::mem::take(&mut self.data),
+                    });
+                }
+                continue;
+            }
+            let (field, value) = line.split_once(':').unwrap_or((line, ""));
+            let value = value.strip_prefix(' ').unwrap_or(value);
+            match field {
+                "event" => self.kind = value.to_string(),
+                "id" => self.id = value.to_string(),
+                "data" => {
+                    if !self.data.is_empty() {
+                        self.data.push('\n');
+                    }
+                    self.data.push_str(value);
+                }
+                _ => {}
+            }
+        }
+        events
+    }
+}
+
+fn url_encode(bytes: &[u8]) -> String {
+    percent_encoding::percent_encode(bytes, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_split_across_chunks_come_out_whole() {
+        let mut parser = EventParser::default();
+        let stream = "retry: 1000\n: comment\n\nid: 7\nevent: put\ndata: {\"key\":\"a\"}\n\nid: 8-1\nevent: delete\ndata: {}\n\n";
+        let mut events = Vec::new();
+        for chunk in stream.as_bytes().chunks(5) {
+            events.extend(parser.push(&Bytes::copy_from_slice(chunk)));
+        }
+        assert_eq!(events.len(), 2);
+        assert_eq!(
+            (events[0].kind.as_str(), events[0].id.as_str()),
+            ("put", "7")
+        );
+        assert_eq!(events[0].data, "{\"key\":\"a\"}");
+        assert_eq!(
+            (events[1].kind.as_str(), events[1].id.as_str()),
+            ("delete", "8-1")
+        );
+    }
+}

@@ -1,0 +1,282 @@
+//! Watches (`?watch=true`) against the real binary: resume after a dropped
+//! connection with no gap and no repeat, `410 Gone` for a revision older than
+//! the history, a watcher that never reads cut off while writes go on, and
+//! `walrus watch` in the CLI.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::resp_client::RawResp;
+use crate::server::{Server, delete, put, request};
+
+/// One Server-Sent Event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub kind: String,
+    pub id: String,
+    pub data: serde_json::Value,
+}
+
+/// A raw watch connection: the request, the response head, then the chunked
+/// body decoded and split into events as it is read.
+pub struct WatchStream {
+    reader: BufReader<TcpStream>,
+    pending: String,
+}
+
+impl WatchStream {
+    pub fn open(address: SocketAddr, target: &str, last_event_id: Option<&str>) -> WatchStream {
+        let stream = TcpStream::connect(address).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut request = format!("GET {target} HTTP/1.1\r\nHost: {address}\r\n");
+        if let Some(id) = last_event_id {
+            request.push_str(&format!("Last-Event-ID: {id}\r\n"));
+        }
+        request.push_str("\r\n");
+        (&stream).write_all(request.as_bytes()).expect("send");
+        let mut reader = BufReader::new(stream);
+        let mut status = String::new();
+        reader.read_line(&mut status).expect("status line");
+        assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).expect("header");
+            if line == "\r\n" {
+                break;
+            }
+        }
+        WatchStream {
+            reader,
+            pending: String::new(),
+        }
+    }
+
+    /// The next chunk of the body, or `None` at its end.
+    fn chunk(&mut self) -> Option<String> {
+        let mut size = String::new();
+        if self.reader.read_line(&mut size).ok()? == 0 {
+            return None;
+        }
+        let size = usize::from_str_radix(size.trim(), 16).expect("chunk size");
+        if size == 0 {
+            return None;
+        }
+        let mut data = vec![0; size + 2];
+        self.reader.read_exact(&mut data).ok()?;
+        data.truncate(size);
+        Some(String::from_utf8(data).expect("utf-8 events"))
+    }
+
+    /// The next event (comments skipped), or `None` when the stream ended.
+    fn next(&mut self) -> Option<Event> {
+        loop {
+            if let Some(end) = self.pending.find("\n\n") {
+                let block: String = self.pending.drain(..end + 2).collect();
+                let mut event = Event {
+                    kind: String::new(),
+                    id: String::new(),
+                    data: serde_json::Value::Null,
+                };
+                for line in block.lines() {
+                    if let Some(kind) = line.strip_prefix("event: ") {
+                        event.kind = kind.to_string();
+                    } else if let Some(id) = line.strip_prefix("id: ") {
+                        event.id = id.to_string();
+                    } else if let Some(data) = line.strip_prefix("data: ") {
+                        event.data = serde_json::from_str(data).expect("json data");
+                    }
+                }
+                if !event.kind.is_empty() {
+                    return Some(event);
+                }
+                continue;
+            }
+            let chunk = self.chunk()?;
+            self.pending.push_str(&chunk);
+        }
+    }
+
+    pub fn take(&mut self, count: usize) -> Vec<Event> {
+        (0..count)
+            .map(|_| self.next().expect("an event before the stream ended"))
+            .collect()
+    }
+}
+
+fn key_of(event: &Event) -> &str {
+    event.data["key"].as_str().unwrap_or("")
+}
+
+#[test]
+fn a_watch_resumes_after_a_dropped_connection_with_no_gap_and_no_repeat() {
+    let (server, _dir) = Server::start_resp(&[]);
+    let mut first = WatchStream::open(server.address, "/kv/?watch=true&prefix=w/&since=0", None);
+    // One revision with three changes (ids 1-1, 1-2, 1), then single ones.
+    let mut raw = RawResp::connect(server.resp_address());
+    assert_eq!(
+        raw.call(&["MSET", "w/a", "1", "w/b", "2", "w/c", "3"]),
+        "+OK\r\n"
+    );
+    let got = first.take(1);
+    assert_eq!((got[0].id.as_str(), key_of(&got[0])), ("1-1", "w/a"));
+    // The connection drops inside revision 1; more changes happen meanwhile.
+    drop(first);
+    assert_eq!(put(server.address, "/kv/w/d", b"4").status, 200);
+    assert_eq!(put(server.address, "/kv/elsewhere", b"x").status, 200);
+    assert_eq!(delete(server.address, "/kv/w/a").status, 200);
+    let mut resumed = WatchStream::open(server.address, "/kv/?watch=true&prefix=w/", Some("1-1"));
+    let rest = resumed.take(4);
+    let seen: Vec<(String, String, String)> = got
+        .iter()
+        .chain(&rest)
+        .map(|event| {
+            (
+                event.id.clone(),
+                event.kind.clone(),
+                key_of(event).to_string(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, String, String)> = [
+        ("1-1", "put", "w/a"),
+        ("1-2", "put", "w/b"),
+        ("1", "put", "w/c"),
+        ("2", "put", "w/d"),
+        ("4", "delete", "w/a"),
+    ]
+    .into_iter()
+    .map(|(id, kind, key)| (id.to_string(), kind.to_string(), key.to_string()))
+    .collect();
+    assert_eq!(seen, expected);
+    assert_eq!(rest[2].data["value"], "4");
+    // A single key's watch sees only that key, and expiry as its own kind.
+    let mut one = WatchStream::open(server.address, "/kv/w/t?watch=true", None);
+    assert_eq!(put(server.address, "/kv/w/other", b"x").status, 200);
+    assert_eq!(
+        put(server.address, "/kv/w/t?ttl=100ms", b"short").status,
+        200
+    );
+    let events = one.take(2);
+    assert_eq!(
+        (events[0].kind.as_str(), key_of(&events[0])),
+        ("put", "w/t")
+    );
+    assert!(events[0].data["expires_at_ms"].as_u64().is_some());
+    assert_eq!(
+        (events[1].kind.as_str(), key_of(&events[1])),
+        ("expire", "w/t")
+    );
+}
+
+#[test]
+fn a_revision_older_than_the_history_is_410_gone() {
+    let (mut server, _dir) = Server::start(&[]);
+    for index in 0..5 {
+        assert_eq!(
+            put(server.address, &format!("/kv/k{index}"), b"v").status,
+            200
+        );
+    }
+    // After a restart the history starts at the recovered revision.
+    server.restart();
+    let gone = request(server.address, "GET", "/kv/?watch=true&since=2", &[], b"");
+    assert_eq!(gone.status, 410, "{}", gone.text());
+    let body: serde_json::Value = serde_json::from_slice(&gone.body).expect("json");
+    assert_eq!(body["oldest_revision"], 5);
+    assert_eq!(gone.header("x-walrus-oldest-revision"), Some("5"));
+    // From the oldest revision on, the watch is served.
+    let mut watch = WatchStream::open(server.address, "/kv/?watch=true&since=5", None);
+    assert_eq!(put(server.address, "/kv/k9", b"v").status, 200);
+    assert_eq!(watch.take(1)[0].id, "6");
+    let bad = request(server.address, "GET", "/kv/?watch=true&since=x", &[], b"");
+    assert_eq!(bad.status, 400);
+}
+
+#[test]
+fn a_watcher_that_never_reads_is_cut_off_and_writes_go_on() {
+    let (server, _dir) = Server::start_resp(&[]);
+    // Opened, then not read while 30,000 changes of 1 KiB happen: far more
+    // than the socket buffers hold, so the watcher falls behind.
+    let mut slow = WatchStream::open(server.address, "/kv/?watch=true", None);
+    let value = "v".repeat(1024);
+    let mut raw = RawResp::connect(server.resp_address());
+    for batch in 0..30 {
+        let mut pipeline = Vec::new();
+        for index in 0..1000 {
+            let key = format!("k{batch}-{index}");
+            pipeline.extend(crate::resp_client::encode(&[
+                b"SET",
+                key.as_bytes(),
+                value.as_bytes(),
+            ]));
+        }
+        raw.send_raw(&pipeline);
+        for _ in 0..1000 {
+            assert_eq!(raw.reply().as_deref(), Some("+OK\r\n"));
+        }
+    }
+    let mut received = 0;
+    let last = loop {
+        let event = slow.next().expect("a final event before the end");
+        if event.kind != "put" {
+            break event;
+        }
+        received += 1;
+    };
+    assert_eq!(last.kind, "lagged", "{last:?}");
+    assert!(received < 30_000, "cut off before the end");
+    let resume = last.data["resume_after"].as_str().expect("where to resume");
+    assert!(
+        slow.next().is_none(),
+        "the stream ends after its final event"
+    );
+    // Resuming from where it was cut delivers the rest.
+    let mut resumed = WatchStream::open(server.address, "/kv/?watch=true", Some(resume));
+    let first = resumed.next().expect("the next change");
+    assert_eq!(first.data["revision"].as_u64(), Some(received as u64 + 1));
+}
+
+#[test]
+fn walrus_watch_prints_one_line_per_change() {
+    let (server, _dir) = Server::start(&[]);
+    let endpoint = format!("http://{}", server.address);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_walrus"))
+        .args(["watch", "app/", "--endpoints", &endpoint])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start walrus watch");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    // The watch starts from now: wait until it is connected.
+    let mut connected = false;
+    for _ in 0..100 {
+        let metrics = request(server.address, "GET", "/metrics", &[], b"").text();
+        if metrics.contains("walrus_watchers 1") {
+            connected = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(connected, "walrus watch connected");
+    assert_eq!(put(server.address, "/kv/app/a", b"one").status, 200);
+    assert_eq!(put(server.address, "/kv/other", b"x").status, 200);
+    assert_eq!(put(server.address, "/kv/app/b", b"tw\no").status, 200);
+    assert_eq!(delete(server.address, "/kv/app/a").status, 200);
+    let printed: Vec<String> = (0..3)
+        .map(|_| lines.next().expect("a line").expect("utf-8"))
+        .collect();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        printed,
+        [
+            "1\tput\tapp/a\tone",
+            "3\tput\tapp/b\ttw\\no",
+            "4\tdelete\tapp/a"
+        ]
+    );
+}
