@@ -20,8 +20,9 @@ use super::metrics::Route;
 use super::path::{parse_query, percent_decode};
 use super::response::{HttpResponse, body, empty, store_error, text, with_etag};
 use super::router::{App, method_not_allowed};
-use super::watch::{Filter, WatchRequest, start_position};
+use super::watch::{WatchRequest, start_position};
 use crate::node::Consistency;
+use crate::store::changes::WatchFilter;
 use crate::store::{Command, Guard};
 
 pub const PREFIX: &str = "/kv/";
@@ -379,8 +380,10 @@ fn watch(app: &App, key: Vec<u8>, request: &Request<Incoming>) -> HttpResponse {
         Err(error) => return text(StatusCode::BAD_REQUEST, format!("query has {error}")),
     };
     let filter = match key.is_empty() {
-        true => Filter::Prefix(params.get("prefix").cloned().unwrap_or_default()),
-        false => Filter::Key(key),
+        true => WatchFilter::Prefix(Bytes::from(
+            params.get("prefix").cloned().unwrap_or_default(),
+        )),
+        false => WatchFilter::Key(Bytes::from(key)),
     };
     let after = match start_position(request.headers(), params.get("since").map(Vec::as_slice)) {
         Ok(after) => after,

@@ -25,35 +25,19 @@ use http::{Response, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use serde::Serialize;
-use tokio::sync::watch;
 
 use super::kv::text_or_base64;
 use super::response::{HttpResponse, body, text};
-use crate::store::changes::{Change, ChangeFeed, Position, Read};
+use crate::store::changes::{Change, ChangeFeed, Position, Read, Subscription, WatchFilter};
 
 /// Changes a watcher may fall behind the newest before it is cut off.
 pub const MAX_LAG: usize = 10_000;
 /// Changes read from the feed per step.
 const BATCH: usize = 256;
 
-/// What a watch follows.
-pub enum Filter {
-    Key(Vec<u8>),
-    Prefix(Vec<u8>),
-}
-
-impl Filter {
-    fn accepts(&self, key: &[u8]) -> bool {
-        match self {
-            Filter::Key(wanted) => key == wanted.as_slice(),
-            Filter::Prefix(prefix) => key.starts_with(prefix),
-        }
-    }
-}
-
 /// A watch request, parsed.
 pub struct WatchRequest {
-    pub filter: Filter,
+    pub filter: WatchFilter,
     /// Where to start; `None` for "from now".
     pub after: Option<Position>,
     pub keys_only: bool,
@@ -106,21 +90,18 @@ pub fn respond(
         .unwrap_or(Position::after_revision(current_revision));
     // Subscribe before the first read, so nothing published in between is
     // missed.
-    let wakeups = feed.subscribe();
-    let feed_for_count = feed.clone();
+    let subscription = feed.subscribe(request.filter);
     if let Read::Compacted { floor } = feed.read(from, 0) {
         return compacted(from.revision, floor);
     }
     let watcher = Watcher {
         feed,
-        wakeups,
+        subscription,
         position: from,
-        filter: request.filter,
         keys_only: request.keys_only,
         keepalive: request.keepalive,
         caught_up: false,
         finished: false,
-        _counted: WatcherCount::new(&feed_for_count),
     };
     let opening = format!(
         "retry: 1000\n: watching after revision {}\n\n",
@@ -163,32 +144,14 @@ fn compacted(asked: u64, floor: u64) -> HttpResponse {
 
 struct Watcher {
     feed: Arc<ChangeFeed>,
-    wakeups: watch::Receiver<u64>,
+    subscription: Subscription,
     position: Position,
-    filter: Filter,
     keys_only: bool,
     keepalive: Duration,
     /// Set once a read reached the newest change: from then on, falling far
     /// behind means the client stopped reading.
     caught_up: bool,
     finished: bool,
-    _counted: WatcherCount,
-}
-
-/// Counts a watcher in its feed's gauge for as long as it lives.
-struct WatcherCount(Arc<ChangeFeed>);
-
-impl WatcherCount {
-    fn new(feed: &Arc<ChangeFeed>) -> WatcherCount {
-        feed.watcher_started();
-        WatcherCount(feed.clone())
-    }
-}
-
-impl Drop for WatcherCount {
-    fn drop(&mut self) {
-        self.0.watcher_ended();
-    }
 }
 
 type Chunk = Result<Frame<Bytes>, Infallible>;
@@ -201,17 +164,14 @@ impl Watcher {
             return None;
         }
         loop {
-            self.wakeups.borrow_and_update();
             let changes = match self.feed.read(self.position, BATCH) {
                 Read::Compacted { floor } => return Some(self.finish("compacted", floor)),
                 Read::Changes(changes) => changes,
             };
             if changes.is_empty() {
                 self.caught_up = true;
-                match tokio::time::timeout(self.keepalive, self.wakeups.changed()).await {
-                    Ok(Ok(())) => continue,
-                    // The store is gone (shutting down).
-                    Ok(Err(_)) => return None,
+                match tokio::time::timeout(self.keepalive, self.subscription.changed()).await {
+                    Ok(()) => continue,
                     Err(_) => return Some((data(": keepalive\n\n".into()), self)),
                 }
             }
@@ -223,7 +183,7 @@ impl Watcher {
             }
             let mut out = String::new();
             for change in &changes {
-                if self.filter.accepts(&change.key) {
+                if self.subscription.filter().accepts(&change.key) {
                     write_event(&mut out, change, self.keys_only);
                 }
             }

@@ -4,21 +4,24 @@
 //! The state publishes each applied command's changes at once, under one lock,
 //! so a reader never sees part of a revision. Watchers hold only a position
 //! (the last change they sent) and read forward from the shared history; a
-//! writer never waits for a watcher and no watcher has a buffer of its own, so
-//! a thousand idle watchers cost a thousand positions. Invariants:
+//! writer never waits for a watcher and no watcher has a buffer of its own.
+//! A publish wakes only the watchers whose key or prefix a change matches,
+//! found by looking up the changed key's prefixes of the lengths watched, so
+//! its cost does not grow with the number of watchers: a thousand idle
+//! watchers cost a thousand registrations. Invariants:
 //! - `history` is in (revision, order-within-revision) order, and holds every
 //!   change with a revision above `floor`;
 //! - `floor` only grows: it rises as old changes are evicted to keep the
 //!   history within its byte and count bounds, and to the new revision when a
 //!   snapshot replaces the state (the changes it stood for are unknown here).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 /// What happened to a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,10 +120,107 @@ pub enum Read {
 pub struct ChangeFeed {
     inner: Mutex<Inner>,
     limits: FeedLimits,
-    /// The revision of the latest publish, for watchers to wait on.
-    head: watch::Sender<u64>,
+    registry: Mutex<Registry>,
     /// Watch streams open now (a gauge for `/metrics`).
     watchers: AtomicUsize,
+}
+
+/// What a watcher follows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchFilter {
+    Key(Bytes),
+    Prefix(Bytes),
+}
+
+impl WatchFilter {
+    pub fn accepts(&self, key: &[u8]) -> bool {
+        match self {
+            WatchFilter::Key(wanted) => key == wanted.as_ref(),
+            WatchFilter::Prefix(prefix) => key.starts_with(prefix),
+        }
+    }
+}
+
+/// The registered watchers, by exact key and by prefix.
+#[derive(Default)]
+struct Registry {
+    next_id: u64,
+    keys: HashMap<Bytes, Vec<(u64, Arc<Notify>)>>,
+    prefixes: HashMap<Bytes, Vec<(u64, Arc<Notify>)>>,
+    /// How many registered prefixes have each length: a changed key is looked
+    /// up only at these lengths.
+    prefix_lengths: BTreeMap<usize, usize>,
+}
+
+impl Registry {
+    fn wake_matching(&self, key: &[u8]) {
+        let wake = |slots: Option<&Vec<(u64, Arc<Notify>)>>| {
+            for (_, notify) in slots.into_iter().flatten() {
+                notify.notify_one();
+            }
+        };
+        wake(self.keys.get(key));
+        for &length in self.prefix_lengths.keys() {
+            if length > key.len() {
+                break;
+            }
+            wake(self.prefixes.get(&key[..length]));
+        }
+    }
+
+    fn wake_all(&self) {
+        for slots in self.keys.values().chain(self.prefixes.values()) {
+            for (_, notify) in slots {
+                notify.notify_one();
+            }
+        }
+    }
+}
+
+/// A watcher's registration: wakes on a matching change; removed on drop.
+pub struct Subscription {
+    feed: Arc<ChangeFeed>,
+    filter: WatchFilter,
+    id: u64,
+    notify: Arc<Notify>,
+}
+
+impl Subscription {
+    /// Returns once a matching change (or a restart of the history) was
+    /// published since the last call; a publish before the call counts.
+    pub async fn changed(&self) {
+        self.notify.notified().await;
+    }
+
+    pub fn filter(&self) -> &WatchFilter {
+        &self.filter
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.feed.watchers.fetch_sub(1, Ordering::Relaxed);
+        let mut registry = self.feed.registry.lock();
+        let registry = &mut *registry;
+        let (map, key) = match &self.filter {
+            WatchFilter::Key(key) => (&mut registry.keys, key),
+            WatchFilter::Prefix(prefix) => (&mut registry.prefixes, prefix),
+        };
+        if let Some(slots) = map.get_mut(key) {
+            slots.retain(|(id, _)| *id != self.id);
+            if slots.is_empty() {
+                map.remove(key);
+            }
+        }
+        if let WatchFilter::Prefix(prefix) = &self.filter
+            && let Some(count) = registry.prefix_lengths.get_mut(&prefix.len())
+        {
+            *count -= 1;
+            if *count == 0 {
+                registry.prefix_lengths.remove(&prefix.len());
+            }
+        }
+    }
 }
 
 struct Inner {
@@ -140,17 +240,24 @@ impl ChangeFeed {
                 floor: revision,
             }),
             limits,
-            head: watch::Sender::new(revision),
+            registry: Mutex::new(Registry::default()),
             watchers: AtomicUsize::new(0),
         })
     }
 
-    /// Adds one command's changes, all at `revision`, and wakes the watchers.
-    pub fn publish(&self, revision: u64, changes: Vec<Change>) {
+    /// Adds one command's changes (all at one revision) and wakes the
+    /// watchers they match.
+    pub fn publish(&self, changes: Vec<Change>) {
         if changes.is_empty() {
             return;
         }
         let mut inner = self.inner.lock();
+        {
+            let registry = self.registry.lock();
+            for change in &changes {
+                registry.wake_matching(&change.key);
+            }
+        }
         for change in changes {
             inner.bytes += change.bytes();
             inner.history.push_back(Arc::new(change));
@@ -173,8 +280,6 @@ impl ChangeFeed {
                 }
             }
         }
-        drop(inner);
-        self.head.send_replace(revision);
     }
 
     /// The state was replaced by a snapshot at `revision`: what happened
@@ -185,7 +290,7 @@ impl ChangeFeed {
         inner.bytes = 0;
         inner.floor = inner.floor.max(revision);
         drop(inner);
-        self.head.send_replace(revision);
+        self.registry.lock().wake_all();
     }
 
     /// Up to `max` changes after `from`; or that the history has moved past it.
@@ -217,22 +322,37 @@ impl ChangeFeed {
         (inner.history.len() - start).min(limit)
     }
 
-    pub fn watcher_started(&self) {
+    /// Registers a watcher of `filter`.
+    pub fn subscribe(self: &Arc<Self>, filter: WatchFilter) -> Subscription {
+        let notify = Arc::new(Notify::new());
+        let mut registry = self.registry.lock();
+        registry.next_id += 1;
+        let id = registry.next_id;
+        let slot = (id, notify.clone());
+        match &filter {
+            WatchFilter::Key(key) => registry.keys.entry(key.clone()).or_default().push(slot),
+            WatchFilter::Prefix(prefix) => {
+                registry
+                    .prefixes
+                    .entry(prefix.clone())
+                    .or_default()
+                    .push(slot);
+                *registry.prefix_lengths.entry(prefix.len()).or_default() += 1;
+            }
+        }
+        drop(registry);
         self.watchers.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn watcher_ended(&self) {
-        self.watchers.fetch_sub(1, Ordering::Relaxed);
+        Subscription {
+            feed: self.clone(),
+            filter,
+            id,
+            notify,
+        }
     }
 
     /// Watch streams open now.
     pub fn watchers(&self) -> usize {
         self.watchers.load(Ordering::Relaxed)
-    }
-
-    /// A receiver that wakes when something is published.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.head.subscribe()
     }
 }
 
@@ -265,8 +385,8 @@ mod tests {
     #[test]
     fn readers_resume_exactly_inside_a_revision() {
         let feed = ChangeFeed::new(10, FeedLimits::default());
-        feed.publish(11, vec![change(11, 1, 1, "a")]);
-        feed.publish(12, vec![change(12, 1, 2, "b"), change(12, 2, 2, "c")]);
+        feed.publish(vec![change(11, 1, 1, "a")]);
+        feed.publish(vec![change(12, 1, 2, "b"), change(12, 2, 2, "c")]);
         let all = keys(feed.read(Position::after_revision(10), 100));
         assert_eq!(all, ["a", "b", "c"]);
         let mid = Position {
@@ -288,9 +408,9 @@ mod tests {
             max_bytes: usize::MAX,
         };
         let feed = ChangeFeed::new(0, limits);
-        feed.publish(1, vec![change(1, 1, 1, "a")]);
-        feed.publish(2, vec![change(2, 1, 2, "b"), change(2, 2, 2, "c")]);
-        feed.publish(3, vec![change(3, 1, 2, "d"), change(3, 2, 2, "e")]);
+        feed.publish(vec![change(1, 1, 1, "a")]);
+        feed.publish(vec![change(2, 1, 2, "b"), change(2, 2, 2, "c")]);
+        feed.publish(vec![change(3, 1, 2, "d"), change(3, 2, 2, "e")]);
         // Revision 1 and then all of revision 2 went, not half of it.
         assert_eq!(feed.bounds(), (2, 3));
         assert!(matches!(
@@ -300,5 +420,24 @@ mod tests {
         assert_eq!(keys(feed.read(Position::after_revision(2), 10)), ["d", "e"]);
         feed.restart_at(50);
         assert_eq!(feed.bounds(), (50, 50));
+    }
+
+    #[test]
+    fn a_publish_wakes_only_the_watchers_it_matches() {
+        use futures::FutureExt;
+        let feed = ChangeFeed::new(0, FeedLimits::default());
+        let prefix = feed.subscribe(WatchFilter::Prefix(Bytes::from_static(b"a/")));
+        let key = feed.subscribe(WatchFilter::Key(Bytes::from_static(b"b")));
+        assert_eq!(feed.watchers(), 2);
+        feed.publish(vec![change(1, 1, 1, "c")]);
+        assert!(prefix.changed().now_or_never().is_none());
+        assert!(key.changed().now_or_never().is_none());
+        feed.publish(vec![change(2, 1, 2, "a/x"), change(2, 2, 2, "b")]);
+        assert!(prefix.changed().now_or_never().is_some());
+        assert!(key.changed().now_or_never().is_some());
+        drop(prefix);
+        assert_eq!(feed.watchers(), 1);
+        feed.publish(vec![change(3, 1, 1, "a/y")]);
+        assert!(key.changed().now_or_never().is_none());
     }
 }

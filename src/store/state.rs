@@ -450,7 +450,7 @@ impl State {
             change.index = index;
             change.count = count;
         }
-        feed.publish(self.revision, changes);
+        feed.publish(changes);
     }
 
     /// Notes a change of database 0 for the feed (the revision and numbering
