@@ -181,17 +181,24 @@ impl Watcher {
             if changes.len() < BATCH {
                 self.caught_up = true;
             }
-            let mut out = String::new();
+            let mut out = Vec::new();
             for change in &changes {
-                if self.subscription.filter().accepts(&change.key) {
-                    write_event(&mut out, change, self.keys_only);
+                if !self.subscription.filter().accepts(&change.key) {
+                    continue;
+                }
+                match self.keys_only {
+                    false => {
+                        let event = change.rendered.get_or_init(|| render(change, false));
+                        out.extend_from_slice(event);
+                    }
+                    true => out.extend_from_slice(&render(change, true)),
                 }
             }
             if let Some(last) = changes.last() {
                 self.position = last.position();
             }
             if !out.is_empty() {
-                return Some((data(out), self));
+                return Some((Ok(Frame::data(Bytes::from(out))), self));
             }
         }
     }
@@ -250,7 +257,8 @@ struct EventData {
     expires_at_ms: Option<u64>,
 }
 
-fn write_event(out: &mut String, change: &Change, keys_only: bool) {
+/// One change as an event: id, kind, and its JSON.
+fn render(change: &Change, keys_only: bool) -> Bytes {
     let (key, key_base64) = text_or_base64(&change.key);
     let is_put = change.kind == crate::store::changes::ChangeKind::Put;
     let (value, value_base64) = match is_put && !keys_only {
@@ -266,11 +274,11 @@ fn write_event(out: &mut String, change: &Change, keys_only: bool) {
         expires_at_ms: (is_put && change.expires_at_ms != 0).then_some(change.expires_at_ms),
     };
     let json = serde_json::to_string(&event).unwrap_or_default();
-    out.push_str(&format!(
+    Bytes::from(format!(
         "id: {}\nevent: {}\ndata: {json}\n\n",
         change_id(change),
         change.kind.name()
-    ));
+    ))
 }
 
 #[cfg(test)]

@@ -16,8 +16,8 @@
 //!   snapshot replaces the state (the changes it stood for are unknown here).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -57,6 +57,9 @@ pub struct Change {
     pub value: Bytes,
     /// The put's expiry (Unix ms, 0 for none).
     pub expires_at_ms: u64,
+    /// The change as the HTTP layer sends it, made by the first watcher that
+    /// sends it and shared by the rest.
+    pub rendered: OnceLock<Bytes>,
 }
 
 impl Change {
@@ -69,8 +72,10 @@ impl Change {
     }
 
     fn bytes(&self) -> usize {
-        // The struct itself plus what its handles keep alive.
-        std::mem::size_of::<Change>() + self.key.len() + self.value.len()
+        // The struct, what its handles keep alive, and room for the rendered
+        // event (key and value again, plus framing), counted up front since
+        // it is made later.
+        std::mem::size_of::<Change>() + 2 * (self.key.len() + self.value.len()) + 96
     }
 }
 
@@ -369,6 +374,7 @@ mod tests {
             key: Bytes::copy_from_slice(key.as_bytes()),
             value: Bytes::from_static(b"v"),
             expires_at_ms: 0,
+            rendered: OnceLock::new(),
         }
     }
 

@@ -470,6 +470,7 @@ impl State {
             key: key.to_bytes(),
             value: entry.map(|entry| entry.value.clone()).unwrap_or_default(),
             expires_at_ms: entry.map_or(0, |entry| entry.expires_at_ms),
+            rendered: std::sync::OnceLock::new(),
         });
     }
 
