@@ -182,15 +182,16 @@ pub async fn run(
         options.sweep,
         shutdown.clone(),
     ));
+    let mut resp_config = options.resp.clone();
+    if let Some(tls) = &tls {
+        // The RESP port speaks TLS too, with the same certificate, and
+        // without HTTP's ALPN.
+        let mut config = (**tls).clone();
+        config.alpn_protocols.clear();
+        resp_config.tls = Some(Arc::new(config));
+    }
     let resp = resp
-        .map(|listener| {
-            start_resp(
-                listener,
-                node.clone(),
-                options.resp.clone(),
-                shutdown.clone(),
-            )
-        })
+        .map(|listener| start_resp(listener, node.clone(), resp_config, shutdown.clone()))
         .transpose()?;
     let address: SocketAddr = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -216,7 +217,12 @@ fn start_resp(
     shutdown: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<std::io::Result<()>>, ServeError> {
     let address = listener.local_addr()?;
-    tracing::info!(%address, "listening for RESP on redis://{address}");
+    let scheme = if config.tls.is_some() {
+        "rediss"
+    } else {
+        "redis"
+    };
+    tracing::info!(%address, "listening for RESP on {scheme}://{address}");
     Ok(tokio::spawn(serve_resp(listener, node, config, shutdown)))
 }
 

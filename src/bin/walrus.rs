@@ -242,7 +242,8 @@ struct ServeArgs {
     /// Address for the HTTP API.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: String,
-    /// Also serve the Redis protocol (RESP2) on this address, e.g. 127.0.0.1:6380.
+    /// Also serve the Redis protocol (RESP2/RESP3) on this address, e.g.
+    /// 127.0.0.1:6380; with --tls-cert it speaks TLS (`redis-cli --tls`).
     #[arg(long)]
     resp_listen: Option<String>,
     /// Where the log and snapshots live.
@@ -319,7 +320,7 @@ struct ServeArgs {
     /// default, since metrics name routes, sizes and the cluster's shape.
     #[arg(long)]
     metrics_without_auth: bool,
-    /// PEM certificate chain for HTTPS (with --tls-key).
+    /// PEM certificate chain for HTTPS and RESP over TLS (with --tls-key).
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
     /// PEM private key for HTTPS (with --tls-cert).
@@ -390,6 +391,8 @@ impl ServeArgs {
             auth_token: auth_token.clone(),
             max_connections: self.max_connections.max(1),
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
+            // Set from --tls-cert when the server starts.
+            tls: None,
         };
         Ok(ServeOptions {
             listen: self.listen.clone(),

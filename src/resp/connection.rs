@@ -10,8 +10,7 @@
 use std::collections::VecDeque;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use super::Shared;
@@ -75,8 +74,8 @@ impl Pipeline {
     }
 }
 
-pub async fn run(
-    mut stream: TcpStream,
+pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
     id: u64,
     shared: &Shared,
     mut shutdown: watch::Receiver<bool>,
@@ -137,14 +136,14 @@ fn limits_for(session: &Session, shared: &Shared) -> Limits {
 }
 
 /// One connection's state while it serves a batch.
-struct Connection<'a> {
-    stream: &'a mut TcpStream,
+struct Connection<'a, S> {
+    stream: &'a mut S,
     session: &'a mut Session,
     parser: &'a mut RequestParser,
     shared: &'a Shared,
 }
 
-impl Connection<'_> {
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
     /// Serves every whole request in `input`; false when the connection must
     /// close (QUIT, a protocol error, or a failed send).
     async fn serve_buffered(self, input: &mut BytesMut, output: &mut BytesMut) -> bool {

@@ -37,6 +37,9 @@ pub struct RespConfig {
     pub max_connections: usize,
     /// How long shutdown waits for connections to finish their requests.
     pub shutdown_grace: Duration,
+    /// TLS for every connection (the node's `--tls-cert`), so `AUTH` never
+    /// travels in the clear; `None` serves plain TCP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for RespConfig {
@@ -47,9 +50,13 @@ impl Default for RespConfig {
             auth_token: None,
             max_connections: 4096,
             shutdown_grace: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
+
+/// How long a client has to finish the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Counters `INFO` reports.
 #[derive(Debug)]
@@ -105,7 +112,20 @@ pub async fn serve_resp(
                 .stats
                 .connected_clients
                 .fetch_add(1, Ordering::Relaxed);
-            connection::run(stream, id, &shared, shutdown).await;
+            match &shared.config.tls {
+                None => connection::run(stream, id, &shared, shutdown).await,
+                Some(tls) => {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                    {
+                        Ok(Ok(stream)) => connection::run(stream, id, &shared, shutdown).await,
+                        Ok(Err(error)) => {
+                            tracing::debug!(%error, client = id, "RESP TLS handshake failed")
+                        }
+                        Err(_) => tracing::debug!(client = id, "RESP TLS handshake timed out"),
+                    }
+                }
+            }
             shared
                 .stats
                 .connected_clients

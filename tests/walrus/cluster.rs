@@ -629,30 +629,19 @@ fn peers_speak_tls_when_the_nodes_serve_https() {
     std::fs::write(&key, certified.key_pair.serialize_pem()).expect("key file");
     let (cert, key) = (cert.to_string_lossy(), key.to_string_lossy());
     let cluster = Cluster::start_with(3, &["--tls-cert", &cert, "--tls-key", &key]);
-    let connect = |node: &Node| {
-        redis::Client::open(format!("redis://{}", node.resp))
-            .expect("client")
-            .get_connection()
-            .expect("connect")
-    };
+    // The RESP ports speak TLS too, with the same certificate.
+    let connect =
+        |node: &Node| crate::resp_client::RawResp::connect_tls(node.resp, certified.cert.der());
     // Any node takes the write once the nodes have elected a leader over TLS.
     let mut written = false;
     wait_until(Duration::from_secs(20), || {
-        let mut connection = connect(&cluster.nodes[0]);
-        written = redis::cmd("SET")
-            .arg("over-tls")
-            .arg("yes")
-            .query::<()>(&mut connection)
-            .is_ok();
+        written = connect(&cluster.nodes[0]).call(&["SET", "over-tls", "yes"]) == "+OK\r\n";
         written
     });
     assert!(written);
     for node in &cluster.nodes {
-        let value: Option<String> = redis::cmd("GET")
-            .arg("over-tls")
-            .query(&mut connect(node))
-            .expect("linearizable read");
-        assert_eq!(value.as_deref(), Some("yes"), "node {}", node.id);
+        let value = connect(node).call(&["GET", "over-tls"]);
+        assert_eq!(value, "$3\r\nyes\r\n", "node {}", node.id);
     }
     // Plain HTTP to a TLS node is not served as a peer message.
     assert!(

@@ -95,3 +95,68 @@ fn https_with_a_generated_certificate() {
             .is_none_or(|reply| reply.status >= 400)
     );
 }
+
+/// With --tls-cert the RESP port speaks TLS with the same certificate:
+/// AUTH never travels in the clear, and `redis-cli --tls --cacert` works.
+#[test]
+fn resp_speaks_tls_with_the_node_certificate() {
+    let dir = tempfile::tempdir().expect("dir");
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .expect("cert");
+    let cert_path = dir.path().join("cert.pem");
+    let key_path = dir.path().join("key.pem");
+    let token_path = dir.path().join("token");
+    std::fs::write(&cert_path, certified.cert.pem()).expect("cert file");
+    std::fs::write(&key_path, certified.key_pair.serialize_pem()).expect("key file");
+    std::fs::write(&token_path, "s3cret\n").expect("token file");
+    let (cert, key, token) = (
+        cert_path.to_string_lossy().into_owned(),
+        key_path.to_string_lossy().into_owned(),
+        token_path.to_string_lossy().into_owned(),
+    );
+    let server = Server::start_in(
+        dir.path(),
+        &[
+            "--resp-listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--auth-token-file",
+            &token,
+        ],
+    );
+    let mut tls =
+        crate::resp_client::RawResp::connect_tls(server.resp_address(), certified.cert.der());
+    assert_eq!(tls.call(&["AUTH", "s3cret"]), "+OK\r\n");
+    assert_eq!(tls.call(&["SET", "k", "over tls"]), "+OK\r\n");
+    assert_eq!(tls.call(&["GET", "k"]), "$8\r\nover tls\r\n");
+    // Plain RESP on the TLS port is not served: a TLS alert at most, then
+    // the connection closes.
+    let mut plain = crate::resp_client::RawResp::connect(server.resp_address());
+    plain.send_raw(b"PING\r\n");
+    let answer = plain.reply();
+    assert!(
+        answer.as_deref().is_none_or(|text| !text.starts_with('+')),
+        "{answer:?}"
+    );
+    assert!(plain.is_closed());
+
+    let Ok(output) = std::process::Command::new("redis-cli")
+        .args(["--tls", "--cacert", &cert, "-h", "127.0.0.1"])
+        .args(["-p", &server.resp_address().port().to_string()])
+        .args(["--no-auth-warning", "-a", "s3cret", "GET", "k"])
+        .output()
+    else {
+        eprintln!("SKIPPED (the redis-cli part): redis-cli is not installed");
+        return;
+    };
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "over tls");
+}

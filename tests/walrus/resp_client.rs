@@ -5,8 +5,12 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
+/// A byte stream a test client talks over: plain TCP or TLS.
+pub trait Stream: Read + Write + Send {}
+impl<T: Read + Write + Send> Stream for T {}
+
 pub struct RawResp {
-    reader: BufReader<TcpStream>,
+    reader: BufReader<Box<dyn Stream>>,
 }
 
 impl RawResp {
@@ -16,7 +20,32 @@ impl RawResp {
             .set_read_timeout(Some(Duration::from_secs(20)))
             .expect("read timeout");
         RawResp {
-            reader: BufReader::new(stream),
+            reader: BufReader::new(Box::new(stream)),
+        }
+    }
+
+    /// Connects over TLS, trusting the certificate `ca` (DER) for `localhost`.
+    pub fn connect_tls(
+        address: SocketAddr,
+        ca: &rustls::pki_types::CertificateDer<'static>,
+    ) -> RawResp {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.clone()).expect("root");
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let connection =
+            rustls::ClientConnection::new(std::sync::Arc::new(config), name).expect("client");
+        let socket = TcpStream::connect(address).expect("connect to RESP");
+        socket
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("read timeout");
+        RawResp {
+            reader: BufReader::new(Box::new(rustls::StreamOwned::new(connection, socket))),
         }
     }
 

@@ -62,7 +62,11 @@ impl Server {
             let line = log
                 .recv_timeout(Duration::from_secs(20))
                 .expect("walrus did not report its address");
-            if let Some(rest) = line.split("listening for RESP on redis://").nth(1) {
+            if let Some(rest) = line
+                .split("listening for RESP on redis://")
+                .nth(1)
+                .or_else(|| line.split("listening for RESP on rediss://").nth(1))
+            {
                 let address = rest.split_whitespace().next().expect("RESP address");
                 resp = Some(address.parse().expect("RESP socket address"));
                 continue;
