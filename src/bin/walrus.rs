@@ -393,6 +393,8 @@ impl ServeArgs {
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
             // Set from --tls-cert when the server starts.
             tls: None,
+            fsync: self.fsync,
+            persistent: !self.in_memory,
         };
         Ok(ServeOptions {
             listen: self.listen.clone(),
@@ -1179,7 +1181,7 @@ fn serve(args: &ServeArgs) -> Result<ExitCode> {
     // Ports first: a port in use fails before the data directory is touched.
     let listeners = runtime.block_on(bind_all(&options))?;
     tracing::info!(
-        "walrus {} starting: data in {}, fsync {:?}, auth {}, TLS {}{}",
+        "walrus {} starting: data in {}, fsync {}, auth {}, TLS {}{}",
         env!("CARGO_PKG_VERSION"),
         options.data_dir.display(),
         options.store.fsync,

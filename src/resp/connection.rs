@@ -13,9 +13,12 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
+use std::time::Instant;
+
 use super::Shared;
 use super::cmd::{self, Finish, Plan, Session};
 use super::frame::{Limits, Protocol, Reply, RequestParser};
+use super::stats::Ran;
 use crate::store::{Command, KvStore, Submission};
 
 /// Replies not yet encoded, in request order, and writes not yet submitted.
@@ -26,16 +29,34 @@ struct Pipeline {
 }
 
 enum Pending {
-    Ready(Reply),
+    Ready(Reply, Counted),
     /// A write in `unsubmitted`.
-    Queued(Finish),
-    Write(Submission, Finish),
+    Queued(Finish, Counted),
+    Write(Submission, Finish, Counted),
+}
+
+/// What a reply is counted as in the command stats.
+#[derive(Clone, Copy)]
+struct Counted {
+    command: Option<usize>,
+    ran: Ran,
+    arrived: Instant,
+}
+
+impl Counted {
+    fn record(self, shared: &Shared, reply: &Reply) {
+        let elapsed = self.arrived.elapsed();
+        shared
+            .stats
+            .commands
+            .record(self.command, self.ran, elapsed, reply);
+    }
 }
 
 impl Pipeline {
-    fn push_write(&mut self, command: Command, finish: Finish) {
+    fn push_write(&mut self, command: Command, finish: Finish, counted: Counted) {
         self.unsubmitted.push(command);
-        self.replies.push_back(Pending::Queued(finish));
+        self.replies.push_back(Pending::Queued(finish, counted));
     }
 
     /// Submits the collected writes as one batch.
@@ -47,10 +68,10 @@ impl Pipeline {
             .submit_all(std::mem::take(&mut self.unsubmitted))
             .into_iter();
         for pending in self.replies.iter_mut() {
-            if let Pending::Queued(finish) = *pending {
+            if let Pending::Queued(finish, counted) = *pending {
                 *pending = match submissions.next() {
-                    Some(submission) => Pending::Write(submission, finish),
-                    None => Pending::Ready(cmd::store_error(&crate::Error::Closed)),
+                    Some(submission) => Pending::Write(submission, finish, counted),
+                    None => Pending::Ready(cmd::store_error(&crate::Error::Closed), counted),
                 };
             }
         }
@@ -58,17 +79,18 @@ impl Pipeline {
 
     /// Submits what is collected, waits for every write, and encodes all
     /// replies into `output`.
-    async fn finish(&mut self, store: &dyn KvStore, protocol: Protocol, output: &mut BytesMut) {
-        self.submit(store);
+    async fn finish(&mut self, shared: &Shared, protocol: Protocol, output: &mut BytesMut) {
+        self.submit(shared.store.as_ref());
         while let Some(pending) = self.replies.pop_front() {
-            let reply = match pending {
-                Pending::Ready(reply) => reply,
-                Pending::Queued(_) => cmd::store_error(&crate::Error::Closed),
-                Pending::Write(submission, finish) => match submission.await {
-                    Ok(outcome) => finish.reply(outcome),
-                    Err(error) => cmd::store_error(&error),
+            let (reply, counted) = match pending {
+                Pending::Ready(reply, counted) => (reply, counted),
+                Pending::Queued(_, counted) => (cmd::store_error(&crate::Error::Closed), counted),
+                Pending::Write(submission, finish, counted) => match submission.await {
+                    Ok(outcome) => (finish.reply(outcome), counted),
+                    Err(error) => (cmd::store_error(&error), counted),
                 },
             };
+            counted.record(shared, &reply);
             reply.encode_as(protocol, output);
         }
     }
@@ -153,7 +175,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
             parser,
             shared,
         } = self;
-        let store = shared.store.as_ref();
         let mut pipeline = Pipeline::default();
         // On a replica, one read barrier covers every command already
         // received (each arrived before it, so its read is linearizable after
@@ -166,7 +187,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                 Ok(None) => break,
                 Err(error) => {
                     tracing::debug!(client = session.id, %error, "closing a RESP connection");
-                    pipeline.finish(store, session.protocol, output).await;
+                    pipeline.finish(shared, session.protocol, output).await;
                     Reply::err(error).encode_as(session.protocol, output);
                     return false;
                 }
@@ -179,18 +200,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                     client = session.id,
                     "possible security attack: an HTTP request on the RESP port; closing"
                 );
-                pipeline.finish(store, session.protocol, output).await;
+                pipeline.finish(shared, session.protocol, output).await;
                 return false;
             }
             shared
                 .stats
                 .total_commands
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let counted = Counted {
+                command: cmd::spec_index(&args),
+                ran: Ran::Yes,
+                arrived: Instant::now(),
+            };
             match cmd::plan(session, shared, &args) {
-                Plan::Write(command, finish) => pipeline.push_write(command, finish),
-                Plan::Reply(reply) => pipeline.replies.push_back(Pending::Ready(reply)),
+                Plan::Write(command, finish) => pipeline.push_write(command, finish, counted),
+                Plan::Reply(reply) => pipeline.replies.push_back(Pending::Ready(reply, counted)),
+                Plan::Refused(reply) => {
+                    let counted = Counted {
+                        ran: Ran::Rejected,
+                        ..counted
+                    };
+                    pipeline.replies.push_back(Pending::Ready(reply, counted));
+                }
                 Plan::Read(op) => {
-                    pipeline.finish(store, session.protocol, output).await;
+                    pipeline.finish(shared, session.protocol, output).await;
                     if barrier.is_none() {
                         barrier = Some(shared.node.read_barrier(session.consistency).await);
                     }
@@ -198,21 +231,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                         Some(Err(error)) => cmd::store_error(error),
                         _ => cmd::read(shared, session.db, op),
                     };
+                    counted.record(shared, &reply);
                     reply.encode_as(session.protocol, output);
                 }
                 Plan::Execute(spec) => {
-                    pipeline.finish(store, session.protocol, output).await;
+                    pipeline.finish(shared, session.protocol, output).await;
                     if cmd::reads_keys(spec) {
                         if barrier.is_none() {
                             barrier = Some(shared.node.read_barrier(session.consistency).await);
                         }
                         if let Some(Err(error)) = &barrier {
-                            cmd::store_error(error).encode_as(session.protocol, output);
+                            let reply = cmd::store_error(error);
+                            counted.record(shared, &reply);
+                            reply.encode_as(session.protocol, output);
                             continue;
                         }
                     }
                     let was_authenticated = session.authenticated;
                     let reply = cmd::execute(session, shared, spec, &args).await;
+                    counted.record(shared, &reply);
                     reply.encode_as(session.protocol, output);
                     if session.authenticated != was_authenticated {
                         parser.set_limits(limits_for(session, shared));
@@ -229,7 +266,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                 }
             }
         }
-        pipeline.finish(store, session.protocol, output).await;
+        pipeline.finish(shared, session.protocol, output).await;
         if input.capacity() > 4 << 20 && input.is_empty() {
             *input = BytesMut::with_capacity(16 << 10);
         }

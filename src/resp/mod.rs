@@ -11,6 +11,7 @@
 mod cmd;
 mod connection;
 pub mod frame;
+mod stats;
 
 use std::io;
 use std::sync::Arc;
@@ -40,6 +41,10 @@ pub struct RespConfig {
     /// TLS for every connection (the node's `--tls-cert`), so `AUTH` never
     /// travels in the clear; `None` serves plain TCP.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The store's fsync policy (CONFIG GET appendfsync, INFO persistence).
+    pub fsync: crate::store::FsyncPolicy,
+    /// False for `--in-memory` (appendonly no).
+    pub persistent: bool,
 }
 
 impl Default for RespConfig {
@@ -51,6 +56,8 @@ impl Default for RespConfig {
             max_connections: 4096,
             shutdown_grace: Duration::from_secs(10),
             tls: None,
+            fsync: crate::store::FsyncPolicy::Always,
+            persistent: true,
         }
     }
 }
@@ -66,6 +73,8 @@ pub struct ServerStats {
     pub total_connections: AtomicU64,
     pub total_commands: AtomicU64,
     pub port: u16,
+    /// Per-command and per-error counts (INFO commandstats, errorstats).
+    pub commands: stats::CommandStats,
 }
 
 /// What every connection shares.
@@ -94,6 +103,7 @@ pub async fn serve_resp(
             total_connections: AtomicU64::new(0),
             total_commands: AtomicU64::new(0),
             port: listener.local_addr()?.port(),
+            commands: stats::CommandStats::default(),
         },
         config,
     });

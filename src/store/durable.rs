@@ -40,6 +40,28 @@ pub enum FsyncPolicy {
     Never,
 }
 
+impl std::fmt::Display for FsyncPolicy {
+    /// As the flag spells it: `always`, `interval=MS`, `never`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FsyncPolicy::Always => f.write_str("always"),
+            FsyncPolicy::Interval(interval) => write!(f, "interval={}", interval.as_millis()),
+            FsyncPolicy::Never => f.write_str("never"),
+        }
+    }
+}
+
+impl FsyncPolicy {
+    /// Redis's nearest `appendfsync` setting.
+    pub fn redis_name(&self) -> &'static str {
+        match self {
+            FsyncPolicy::Always => "always",
+            FsyncPolicy::Interval(_) => "everysec",
+            FsyncPolicy::Never => "no",
+        }
+    }
+}
+
 impl std::str::FromStr for FsyncPolicy {
     type Err = String;
 

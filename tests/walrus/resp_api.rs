@@ -418,3 +418,74 @@ fn resp_mset_is_never_half_applied() {
         writer.join().unwrap();
     }
 }
+
+#[test]
+fn info_and_config_report_what_the_server_really_has() {
+    let (server, _dir) = Server::start_resp(&["--fsync", "interval=5"]);
+    let mut raw = RawResp::connect(server.resp_address());
+    raw.call(&["SET", "counter", "1"]);
+    raw.call(&["INCR", "counter"]);
+    raw.call(&["INCR"]);
+    raw.call(&["SET", "text", "x"]);
+    raw.call(&["INCR", "text"]);
+    let info = raw.call(&["INFO"]);
+    for section in [
+        "# Server",
+        "# Clients",
+        "# Memory",
+        "# Persistence",
+        "# Stats",
+        "# Replication",
+        "# CPU",
+        "# Errorstats",
+        "# Keyspace",
+    ] {
+        assert!(info.contains(section), "INFO lacks {section}: {info}");
+    }
+    assert!(!info.contains("# Commandstats"), "only INFO all has it");
+    assert!(info.contains("walrus_fsync:interval=5"), "{info}");
+    assert!(info.contains("role:master"), "{info}");
+    assert!(info.contains("errorstat_ERR:count=2"), "{info}");
+    assert!(info.contains("db0:keys=2,expires=0"), "{info}");
+    let used = info
+        .lines()
+        .find_map(|line| line.strip_prefix("used_memory:"))
+        .and_then(|value| value.trim().parse::<u64>().ok())
+        .expect("used_memory");
+    assert!(used > 1 << 20, "resident memory is real: {used}");
+    let commands = raw.call(&["INFO", "commandstats"]);
+    assert!(
+        commands.contains("cmdstat_incr:calls=2,")
+            && commands.contains("rejected_calls=1,failed_calls=1"),
+        "{commands}"
+    );
+    assert!(commands.contains("cmdstat_set:calls=2,"), "{commands}");
+    assert_eq!(raw.call(&["CONFIG", "RESETSTAT"]), "+OK\r\n");
+    let commands = raw.call(&["INFO", "commandstats"]);
+    assert!(!commands.contains("cmdstat_set"), "{commands}");
+
+    let config = raw.call(&["CONFIG", "GET", "*"]);
+    for (name, value) in [
+        ("databases", "16"),
+        ("appendfsync", "everysec"),
+        ("appendonly", "yes"),
+    ] {
+        assert!(
+            config.contains(&format!(
+                "${}\r\n{name}\r\n${}\r\n{value}\r\n",
+                name.len(),
+                value.len()
+            )),
+            "{name}={value} in {config}"
+        );
+    }
+    assert!(raw
+        .call(&["CONFIG", "SET", "maxclients", "10"])
+        .starts_with("-ERR CONFIG SET failed (possibly related to argument 'maxclients') - can't set immutable config"));
+    assert!(
+        raw.call(&["CONFIG", "SET", "no-such-thing", "1"])
+            .starts_with(
+                "-ERR Unknown option or number of arguments for CONFIG SET - 'no-such-thing'"
+            )
+    );
+}

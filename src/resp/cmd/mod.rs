@@ -227,6 +227,26 @@ pub fn find_spec(name: &str) -> Option<&'static Spec> {
     SPECS.iter().find(|spec| spec.name == name)
 }
 
+/// The position in [`SPECS`] of the command `args` names, if supported.
+pub fn spec_index(args: &[Bytes]) -> Option<usize> {
+    static INDEX: std::sync::OnceLock<std::collections::HashMap<&'static str, usize>> =
+        std::sync::OnceLock::new();
+    let index = INDEX.get_or_init(|| {
+        SPECS
+            .iter()
+            .enumerate()
+            .map(|(position, spec)| (spec.name, position))
+            .collect()
+    });
+    let name = args.first()?;
+    let mut lower = [0u8; 32];
+    let lower = lower.get_mut(..name.len())?;
+    for (to, from) in lower.iter_mut().zip(name.iter()) {
+        *to = from.to_ascii_lowercase();
+    }
+    index.get(std::str::from_utf8(lower).ok()?).copied()
+}
+
 /// Lowercased command name (names are ASCII; anything else is unknown).
 pub(super) fn command_name(args: &[Bytes]) -> String {
     String::from_utf8_lossy(&args[0]).to_ascii_lowercase()
@@ -304,8 +324,11 @@ fn check_key_lengths(spec: &Spec, shared: &Shared, args: &[Bytes]) -> Result<(),
 pub enum Plan {
     /// Submit this write now, without waiting; finish its reply from the outcome.
     Write(Command, Finish),
-    /// Answer this at once (a refusal: arity, auth, unknown command…).
+    /// Answer this at once (a bad argument, `+QUEUED`…).
     Reply(Reply),
+    /// Answer this refusal at once: the command did not run (unknown, wrong
+    /// arity, not authenticated).
+    Refused(Reply),
     /// Wait for earlier writes, then run this read op ([`read`]).
     Read(RedisOp),
     /// Wait for earlier writes, then [`execute`] it.
@@ -328,7 +351,7 @@ pub fn plan(session: &mut Session, shared: &Shared, args: &[Bytes]) -> Plan {
     }
     let spec = match check(session, shared, args) {
         Ok(spec) => spec,
-        Err(reply) => return Plan::Reply(reply),
+        Err(reply) => return Plan::Refused(reply),
     };
     match ops::parse(spec.name, args, session.db, op_limits(shared)) {
         Some(Err(reply)) => Plan::Reply(reply),

@@ -4,6 +4,7 @@
 
 use crate::node::Consistency;
 use crate::resp::Protocol;
+use crate::storage::snapshot::DATABASES;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
@@ -307,17 +308,54 @@ fn command(args: &[Bytes]) -> CommandResult {
 /// The configuration parameters tools ask about, with walrus's values.
 fn config_values(shared: &Shared) -> Vec<(&'static str, String)> {
     let limits = &shared.config.limits;
+    let yes_no = |on: bool| if on { "yes" } else { "no" }.to_string();
     vec![
-        ("appendonly", "yes".into()),
-        ("appendfsync", "always".into()),
+        ("appendonly", yes_no(shared.config.persistent)),
+        ("appendfsync", shared.config.fsync.redis_name().into()),
+        // Never the password itself: that a password is set is enough.
+        (
+            "requirepass",
+            shared
+                .config
+                .auth_token
+                .as_ref()
+                .map_or(String::new(), |_| "(set; not shown)".into()),
+        ),
         ("save", String::new()),
-        ("databases", "1".into()),
+        ("databases", DATABASES.to_string()),
         ("maxmemory", "0".into()),
         ("maxclients", shared.config.max_connections.to_string()),
         ("proto-max-bulk-len", limits.max_bulk_bytes.to_string()),
         ("timeout", "0".into()),
         ("port", shared.stats.port.to_string()),
     ]
+}
+
+/// CONFIG SET: every setting walrus reports is fixed at start (a flag of
+/// `walrus serve`), so each gets Redis's refusal for an immutable one; a name
+/// walrus does not know gets Redis's unknown-option error.
+fn config_set(shared: &Shared, args: &[Bytes]) -> CommandResult {
+    let name = args
+        .first()
+        .map(|name| String::from_utf8_lossy(name).to_ascii_lowercase())
+        .unwrap_or_default();
+    if args.len() < 2 || !args.len().is_multiple_of(2) {
+        return Err(Reply::err(format!(
+            "Unknown option or number of arguments for CONFIG SET - '{name}'"
+        )));
+    }
+    if config_values(shared)
+        .iter()
+        .any(|(known, _)| *known == name)
+    {
+        return Err(Reply::err(format!(
+            "CONFIG SET failed (possibly related to argument '{name}') - can't set immutable \
+             config: walrus takes it as a flag of walrus serve"
+        )));
+    }
+    Err(Reply::err(format!(
+        "Unknown option or number of arguments for CONFIG SET - '{name}'"
+    )))
 }
 
 fn config(shared: &Shared, args: &[Bytes]) -> CommandResult {
@@ -335,25 +373,25 @@ fn config(shared: &Shared, args: &[Bytes]) -> CommandResult {
             Ok(Reply::Map(pairs))
         }
         b"get" => Err(wrong_arity("config|get")),
-        b"resetstat" => Ok(Reply::ok()),
-        b"set" => Err(Reply::err(format!(
-            "Unknown option or number of arguments for CONFIG SET - '{}'",
-            args.get(2)
-                .map(|name| String::from_utf8_lossy(name).into_owned())
-                .unwrap_or_default()
-        ))),
+        b"resetstat" => {
+            shared.stats.commands.reset();
+            Ok(Reply::ok())
+        }
+        b"set" => config_set(shared, &args[2..]),
         _ => Err(unknown_subcommand(&args[1], "CONFIG")),
     }
 }
 
 fn info(shared: &Shared, section: Option<&Bytes>) -> String {
+    // As in Redis: no argument or `default` is every section but
+    // commandstats; `all` and `everything` add it.
     let wanted = |name: &str| {
         section.is_none_or(|section| {
             is(section, name)
                 || is(section, "all")
                 || is(section, "everything")
-                || is(section, "default")
-        })
+                || (is(section, "default") && name != "commandstats")
+        }) && (section.is_some() || name != "commandstats")
     };
     let stats = &shared.stats;
     let mut text = String::new();
@@ -361,35 +399,79 @@ fn info(shared: &Shared, section: Option<&Bytes>) -> String {
         let _ = write!(
             text,
             "# Server\r\nredis_version:{REDIS_VERSION}\r\nwalrus_version:{}\r\nredis_mode:standalone\r\n\
-             os:{}\r\narch_bits:64\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\n\r\n",
+             os:{}\r\narch_bits:64\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\n\
+             uptime_in_days:{}\r\nhz:10\r\n\r\n",
             env!("CARGO_PKG_VERSION"),
             std::env::consts::OS,
             std::process::id(),
             stats.port,
-            stats.started.elapsed().as_secs()
+            stats.started.elapsed().as_secs(),
+            stats.started.elapsed().as_secs() / 86_400
         );
     }
     if wanted("clients") {
         let _ = write!(
             text,
-            "# Clients\r\nconnected_clients:{}\r\n\r\n",
-            stats.connected_clients.load(Ordering::Relaxed)
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\n\r\n",
+            stats.connected_clients.load(Ordering::Relaxed),
+            shared.config.max_connections
+        );
+    }
+    if wanted("memory") {
+        let rss = resident_bytes();
+        let _ = write!(
+            text,
+            "# Memory\r\nused_memory:{rss}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\n\
+             walrus_data_bytes:{}\r\nmaxmemory:0\r\nmaxmemory_policy:noeviction\r\n\r\n",
+            human_bytes(rss),
+            shared.store.data_bytes()
         );
     }
     if wanted("persistence") {
-        let failed = u8::from(shared.store.failure().is_some());
+        let failed = shared.store.failure().is_some();
         let _ = write!(
             text,
-            "# Persistence\r\nloading:0\r\naof_enabled:1\r\nwalrus_fsync:always\r\nwalrus_log_failed:{failed}\r\n\r\n"
+            "# Persistence\r\nloading:0\r\naof_enabled:{}\r\nwalrus_fsync:{}\r\n\
+             aof_last_write_status:{}\r\nwalrus_log_failed:{}\r\n\r\n",
+            u8::from(shared.config.persistent),
+            shared.config.fsync,
+            if failed { "err" } else { "ok" },
+            u8::from(failed)
         );
     }
     if wanted("stats") {
         let _ = write!(
             text,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
+             total_error_replies:{}\r\nrejected_connections:0\r\nexpired_keys:0\r\nevicted_keys:0\r\n\r\n",
             stats.total_connections.load(Ordering::Relaxed),
-            stats.total_commands.load(Ordering::Relaxed)
+            stats.total_commands.load(Ordering::Relaxed),
+            stats.commands.total_errors()
         );
+    }
+    if wanted("replication") {
+        // A cluster's leader is its master; the other members replicate it.
+        let role = match shared.node.cluster() {
+            Some(cluster) if !cluster.is_leader() => "slave",
+            _ => "master",
+        };
+        let _ = write!(
+            text,
+            "# Replication\r\nrole:{role}\r\nconnected_slaves:0\r\n\r\n"
+        );
+    }
+    if wanted("cpu") {
+        let (user, system) = cpu_seconds();
+        let _ = write!(
+            text,
+            "# CPU\r\nused_cpu_sys:{system:.6}\r\nused_cpu_user:{user:.6}\r\n\r\n"
+        );
+    }
+    if wanted("commandstats") {
+        stats.commands.write_commandstats(&mut text);
+    }
+    if wanted("errorstats") {
+        stats.commands.write_errorstats(&mut text);
     }
     if wanted("keyspace") {
         text.push_str("# Keyspace\r\n");
@@ -398,6 +480,47 @@ fn info(shared: &Shared, section: Option<&Bytes>) -> String {
         }
     }
     text
+}
+
+/// The process's resident memory in bytes (0 where /proc is not there).
+fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
+fn human_bytes(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 30 => format!("{:.2}G", b as f64 / f64::from(1u32 << 30)),
+        b if b >= 1 << 20 => format!("{:.2}M", b as f64 / f64::from(1u32 << 20)),
+        b if b >= 1 << 10 => format!("{:.2}K", b as f64 / 1024.0),
+        b => format!("{b}B"),
+    }
+}
+
+/// CPU time the process has used: (user, system) seconds, from /proc (in
+/// the kernel's USER_HZ ticks, 100 a second on Linux); zeros elsewhere.
+fn cpu_seconds() -> (f64, f64) {
+    const TICKS_PER_SECOND: f64 = 100.0;
+    let ticks = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| {
+            // Fields after the command name, which is in parentheses and may hold spaces.
+            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            let user = fields.get(11)?.parse::<u64>().ok()?;
+            let system = fields.get(12)?.parse::<u64>().ok()?;
+            Some((user, system))
+        });
+    ticks.map_or((0.0, 0.0), |(user, system)| {
+        (
+            user as f64 / TICKS_PER_SECOND,
+            system as f64 / TICKS_PER_SECOND,
+        )
+    })
 }
 
 fn time() -> Reply {

@@ -74,7 +74,7 @@ pub fn queue(session: &mut Session, shared: &Shared, args: &[Bytes]) -> Plan {
             if let Some(transaction) = &mut session.transaction {
                 transaction.failed = true;
             }
-            return Plan::Reply(reply);
+            return Plan::Refused(reply);
         }
     };
     if matches!(spec.name, "exec" | "discard") {

@@ -1,0 +1,193 @@
+//! Per-command and per-error counters: what `INFO commandstats` and `INFO
+//! errorstats` report, as Redis counts them, and what `CONFIG RESETSTAT`
+//! clears.
+//!
+//! A command is counted once its reply is known: `calls` and the time from
+//! its arrival to its reply (for a pipelined write, until its sync), and
+//! `rejected_calls` when it was refused before running (unknown command,
+//! wrong arity, no authentication) or `failed_calls` when it ran and answered
+//! an error. Errors are also counted by their code (`ERR`, `WRONGPASS`,
+//! `EXECABORT`…).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use super::cmd::SPECS;
+use super::frame::Reply;
+
+#[derive(Default)]
+struct Counters {
+    calls: AtomicU64,
+    usec: AtomicU64,
+    rejected: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// How a command ended, for its counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ran {
+    /// It ran; its reply says whether it failed.
+    Yes,
+    /// It was refused before running.
+    Rejected,
+}
+
+/// The counters; `Debug` shows only their size.
+pub struct CommandStats {
+    /// One per entry of [`SPECS`], same order.
+    commands: Vec<Counters>,
+    errors: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Default for CommandStats {
+    fn default() -> Self {
+        CommandStats {
+            commands: SPECS.iter().map(|_| Counters::default()).collect(),
+            errors: Mutex::new(BTreeMap::new()),
+        }
+    }
+}
+
+impl std::fmt::Debug for CommandStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommandStats")
+            .field("commands", &self.commands.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl CommandStats {
+    /// Counts one command (by its index in [`SPECS`], if it has one) and its
+    /// reply.
+    pub fn record(&self, command: Option<usize>, ran: Ran, elapsed: Duration, reply: &Reply) {
+        let error_code = match reply {
+            Reply::Error(text) => Some(text.split(' ').next().unwrap_or("ERR")),
+            _ => None,
+        };
+        if let Some(code) = error_code {
+            *self.errors.lock().entry(code.to_string()).or_insert(0) += 1;
+        }
+        let Some(counters) = command.and_then(|index| self.commands.get(index)) else {
+            return;
+        };
+        match (ran, error_code) {
+            (Ran::Rejected, _) => {
+                counters.rejected.fetch_add(1, Ordering::Relaxed);
+            }
+            (Ran::Yes, failed) => {
+                counters.calls.fetch_add(1, Ordering::Relaxed);
+                let usec = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+                counters.usec.fetch_add(usec, Ordering::Relaxed);
+                if failed.is_some() {
+                    counters.failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// `CONFIG RESETSTAT`.
+    pub fn reset(&self) {
+        for counters in &self.commands {
+            for counter in [
+                &counters.calls,
+                &counters.usec,
+                &counters.rejected,
+                &counters.failed,
+            ] {
+                counter.store(0, Ordering::Relaxed);
+            }
+        }
+        self.errors.lock().clear();
+    }
+
+    /// Errors answered since the start or the last reset.
+    pub fn total_errors(&self) -> u64 {
+        self.errors.lock().values().sum()
+    }
+
+    /// The `# Commandstats` section: one line per command used.
+    pub fn write_commandstats(&self, out: &mut String) {
+        out.push_str("# Commandstats\r\n");
+        for (spec, counters) in SPECS.iter().zip(&self.commands) {
+            let calls = counters.calls.load(Ordering::Relaxed);
+            let rejected = counters.rejected.load(Ordering::Relaxed);
+            if calls == 0 && rejected == 0 {
+                continue;
+            }
+            let usec = counters.usec.load(Ordering::Relaxed);
+            let per_call = if calls == 0 {
+                0.0
+            } else {
+                usec as f64 / calls as f64
+            };
+            let _ = write!(
+                out,
+                "cmdstat_{}:calls={calls},usec={usec},usec_per_call={per_call:.2},\
+                 rejected_calls={rejected},failed_calls={}\r\n",
+                spec.name,
+                counters.failed.load(Ordering::Relaxed)
+            );
+        }
+        out.push_str("\r\n");
+    }
+
+    /// The `# Errorstats` section: one line per error code answered.
+    pub fn write_errorstats(&self, out: &mut String) {
+        out.push_str("# Errorstats\r\n");
+        for (code, count) in self.errors.lock().iter() {
+            let _ = write!(out, "errorstat_{code}:count={count}\r\n");
+        }
+        out.push_str("\r\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index(name: &str) -> Option<usize> {
+        SPECS.iter().position(|spec| spec.name == name)
+    }
+
+    #[test]
+    fn calls_failures_rejections_and_error_codes_are_counted_and_reset() {
+        let stats = CommandStats::default();
+        let micros = Duration::from_micros(30);
+        stats.record(index("get"), Ran::Yes, micros, &Reply::Null);
+        stats.record(index("get"), Ran::Yes, micros, &Reply::Null);
+        stats.record(
+            index("incr"),
+            Ran::Yes,
+            micros,
+            &Reply::err("not an integer"),
+        );
+        stats.record(
+            index("get"),
+            Ran::Rejected,
+            micros,
+            &Reply::err("wrong arity"),
+        );
+        stats.record(None, Ran::Rejected, micros, &Reply::err("unknown command"));
+        let mut text = String::new();
+        stats.write_commandstats(&mut text);
+        assert!(text.contains(
+            "cmdstat_get:calls=2,usec=60,usec_per_call=30.00,rejected_calls=1,failed_calls=0"
+        ));
+        assert!(text.contains(
+            "cmdstat_incr:calls=1,usec=30,usec_per_call=30.00,rejected_calls=0,failed_calls=1"
+        ));
+        let mut errors = String::new();
+        stats.write_errorstats(&mut errors);
+        assert!(errors.contains("errorstat_ERR:count=3"), "{errors}");
+        assert_eq!(stats.total_errors(), 3);
+        stats.reset();
+        let mut text = String::new();
+        stats.write_commandstats(&mut text);
+        assert_eq!(text, "# Commandstats\r\n\r\n");
+        assert_eq!(stats.total_errors(), 0);
+    }
+}
