@@ -4,13 +4,16 @@
 //! - `GET /admin/snapshot`: a consistent snapshot of everything the node has
 //!   applied, taken now while writes continue, in the snapshot file format
 //!   (checksummed; `walrus backup` saves it and `walrus restore` makes a
-//!   data directory of it). Taking it also compacts the log behind it.
+//!   data directory of it), streamed from the file. Taking it also compacts
+//!   the log behind it.
 //! - `POST /admin/compact`: takes a snapshot now and removes the log it
 //!   covers; answers where it went.
 
 use bytes::Bytes;
-use http::{Method, Request, StatusCode};
-use hyper::body::Incoming;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
 
 use super::response::{HttpResponse, body, store_error, text};
 use super::router::{App, method_not_allowed};
@@ -36,21 +39,59 @@ async fn snapshot(app: &App) -> HttpResponse {
         Ok(path) => path,
         Err(error) => return store_error(&error),
     };
-    // The file is complete and never rewritten; a newer snapshot may remove
-    // it, which the read below would then report.
-    let read = tokio::task::spawn_blocking(move || std::fs::read(&path)).await;
-    match read.unwrap_or_else(|_| Err(std::io::Error::other("the reader stopped"))) {
-        Ok(data) => body(
-            StatusCode::OK,
-            "application/octet-stream",
-            Bytes::from(data),
-        ),
-        Err(error) => text(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("reading the snapshot: {error}; try again"),
-        ),
-    }
+    // Opened before answering: the file is complete and never rewritten, and
+    // once open it stays readable even if a newer snapshot removes it.
+    let opened = tokio::task::spawn_blocking(move || {
+        let file = std::fs::File::open(&path)?;
+        let length = file.metadata()?.len();
+        Ok::<_, std::io::Error>((file, length))
+    })
+    .await;
+    let (file, length) =
+        match opened.unwrap_or_else(|_| Err(std::io::Error::other("the reader stopped"))) {
+            Ok(opened) => opened,
+            Err(error) => {
+                return text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("reading the snapshot: {error}; try again"),
+                );
+            }
+        };
+    // Streamed from the file a chunk at a time: a large store is never held
+    // in memory. A read error ends the body short of its Content-Length, so
+    // the client sees a broken transfer, never a shorter snapshot.
+    let chunks = futures::stream::unfold(Some(file), |file| async move {
+        let mut file = file?;
+        let read = tokio::task::spawn_blocking(move || {
+            let mut chunk = vec![0; SNAPSHOT_CHUNK_BYTES];
+            let count = std::io::Read::read(&mut file, &mut chunk)?;
+            chunk.truncate(count);
+            Ok::<_, std::io::Error>((file, chunk))
+        })
+        .await;
+        match read {
+            Ok(Ok((file, chunk))) if !chunk.is_empty() => {
+                Some((Ok(Frame::data(Bytes::from(chunk))), Some(file)))
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "reading a snapshot for /admin/snapshot failed");
+                None
+            }
+            _ => None,
+        }
+    });
+    let mut response = Response::new(BodyExt::boxed(StreamBody::new(chunks)));
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(length));
+    response
 }
+
+/// How much of a snapshot file is read per chunk of the response.
+const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 
 async fn compact(app: &App) -> HttpResponse {
     match app.node.snapshot_now().await {
