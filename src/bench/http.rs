@@ -39,6 +39,9 @@ const MAX_CONNECTIONS: usize = 4096;
 const MAX_DURATION: Duration = Duration::from_secs(3600);
 const MAX_KEY_SPACE: u64 = 10_000_000;
 const MAX_VALUE_BYTES: usize = 64 << 20;
+/// The prefix of every key a benchmark touches, unless told otherwise.
+pub const DEFAULT_KEY_PREFIX: &str = "walrus-bench:";
+
 /// Connections that write the key space before a run that reads it.
 const MAX_PREPOPULATE_WRITERS: usize = 32;
 
@@ -56,8 +59,11 @@ pub struct HttpBenchConfig {
     pub value_size: usize,
     /// PUT:GET weights. Default 1:1.
     pub mix: Mix,
-    /// Keys `bench-0` … `bench-(N-1)`, drawn uniformly. Default 10,000.
+    /// Keys `<prefix>0` … `<prefix>(N-1)`, drawn uniformly. Default 10,000.
     pub key_space: u64,
+    /// Every key written or read starts with this, so a benchmark against a
+    /// live server touches only its own keys. Default `walrus-bench:`.
+    pub key_prefix: String,
     pub style: Style,
     /// Sent as `Authorization: Bearer`.
     pub token: Option<String>,
@@ -88,6 +94,7 @@ impl Default for HttpBenchConfig {
             value_size: 100,
             mix: Mix { put: 1, get: 1 },
             key_space: 10_000,
+            key_prefix: DEFAULT_KEY_PREFIX.to_string(),
             style: Style::Walrus,
             token: None,
             ca_file: None,
@@ -269,6 +276,7 @@ fn traffic(config: &HttpBenchConfig, endpoints: &[Arc<Endpoint>]) -> Result<Traf
         config.style,
         config.mix,
         config.key_space,
+        &config.key_prefix,
         config.value_size,
     );
     Ok(Traffic {

@@ -37,8 +37,11 @@ pub struct RespBenchConfig {
     pub warmup: Duration,
     /// Bytes per SET value. Default 100.
     pub value_size: usize,
-    /// Keys `key:0` … `key:(N-1)`. Default 100,000.
+    /// Keys `<prefix>000000000000` … (N-1, twelve digits). Default 100,000.
     pub key_space: u64,
+    /// Every key the bench touches starts with this (the INCR key too).
+    /// Default `walrus-bench:`.
+    pub key_prefix: String,
     /// Sent with AUTH on every connection, if set.
     pub password: Option<String>,
     /// What to run, in order. Default SET then GET.
@@ -86,6 +89,7 @@ impl Default for RespBenchConfig {
             warmup: Duration::from_secs(1),
             value_size: 100,
             key_space: 100_000,
+            key_prefix: super::http::DEFAULT_KEY_PREFIX.to_string(),
             password: None,
             tests: vec![RespTest::Set, RespTest::Get],
         }
@@ -204,6 +208,7 @@ async fn worker(
 ) -> Result<(Histogram<u64>, u64)> {
     let mut rng = SmallRng::seed_from_u64(seed);
     let value = vec![b'x'; config.value_size];
+    let counter = format!("{}counter", config.key_prefix);
     let mut histogram = new_histogram();
     let mut operations = 0;
     let mut request = Vec::new();
@@ -211,11 +216,14 @@ async fn worker(
     while Instant::now() < end {
         request.clear();
         for _ in 0..config.pipeline {
-            let mut key = || format!("key:{:012}", rng.random_range(0..config.key_space));
+            let mut key = || {
+                let index = rng.random_range(0..config.key_space);
+                format!("{}{index:012}", config.key_prefix)
+            };
             match test {
                 RespTest::Set => request.extend(encode(&[b"SET", key().as_bytes(), &value])),
                 RespTest::Get => request.extend(encode(&[b"GET", key().as_bytes()])),
-                RespTest::Incr => request.extend(encode(&[b"INCR", b"counter"])),
+                RespTest::Incr => request.extend(encode(&[b"INCR", counter.as_bytes()])),
                 RespTest::Multi => {
                     request.extend(encode(&[b"MULTI"]));
                     for _ in 0..5 {

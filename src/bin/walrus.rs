@@ -550,6 +550,10 @@ struct RespBenchArgs {
     /// Distinct keys.
     #[arg(long, default_value_t = 100_000)]
     keys: u64,
+    /// Every key the bench writes or reads starts with this (it never touches
+    /// other keys of a live server).
+    #[arg(long, default_value = walrus::bench::http::DEFAULT_KEY_PREFIX)]
+    key_prefix: String,
     /// File holding the password to send with AUTH.
     #[arg(long)]
     token_file: Option<PathBuf>,
@@ -620,6 +624,10 @@ struct HttpBenchArgs {
     /// Distinct keys.
     #[arg(long, default_value_t = 10_000)]
     keys: u64,
+    /// Every key the bench writes or reads starts with this (it never touches
+    /// other keys of a live server).
+    #[arg(long, default_value = walrus::bench::http::DEFAULT_KEY_PREFIX)]
+    key_prefix: String,
     /// Request style: walrus (/kv/), etcd (v3 JSON gateway), static (GET the URL).
     #[arg(long, default_value = "walrus")]
     style: walrus::bench::http::Style,
@@ -1126,6 +1134,7 @@ fn bench_http(args: HttpBenchArgs) -> Result<ExitCode> {
         value_size: args.load.value_size,
         mix: args.mix,
         key_space: args.keys,
+        key_prefix: args.key_prefix,
         style: args.style,
         token: read_token(args.token_file.as_deref())?,
         ca_file: args.cacert,
@@ -1161,6 +1170,7 @@ fn bench_resp(args: RespBenchArgs) -> Result<ExitCode> {
         warmup: args.load.warmup(),
         value_size: args.load.value_size,
         key_space: args.keys,
+        key_prefix: args.key_prefix,
         password: read_token(args.token_file.as_deref())?,
         tests: args.tests,
     };

@@ -67,7 +67,11 @@ async fn etcd_style_speaks_the_json_gateway() {
     let report = run(&config(server.url(), Style::Etcd, "1:1", 100))
         .await
         .unwrap();
-    assert!(server.state.data.lock().contains_key(&b"bench-0"[..]));
+    // Every key is under the bench's own prefix.
+    let data = server.state.data.lock();
+    assert!(data.contains_key(&b"walrus-bench:0"[..]));
+    assert!(data.keys().all(|key| key.starts_with(b"walrus-bench:")));
+    drop(data);
     let total: u64 = report.ops.iter().map(|op| op.row.operations).sum();
     assert_eq!(total, 100);
     assert!(report.ops.iter().all(|op| op.errors == 0));

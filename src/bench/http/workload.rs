@@ -19,7 +19,7 @@ use crate::client::{Endpoint, bearer, key_path};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Style {
-    /// `PUT` / `GET /kv/bench-<n>`.
+    /// `PUT` / `GET /kv/<prefix><n>`.
     Walrus,
     /// The etcd v3 JSON gateway: `POST /v3/kv/put` and `POST /v3/kv/range` with
     /// base64 keys and values.
@@ -118,18 +118,21 @@ pub struct Workload {
     style: Style,
     mix: Mix,
     key_space: u64,
+    /// Every key the run touches starts with this.
+    key_prefix: String,
     value: Bytes,
     value_base64: String,
 }
 
-/// The name of benchmark key `index`.
-pub fn bench_key(index: u64) -> String {
-    format!("bench-{index}")
-}
-
 impl Workload {
     /// `mix` must have a non-zero weight and `key_space` must not be 0.
-    pub fn new(style: Style, mix: Mix, key_space: u64, value_size: usize) -> Workload {
+    pub fn new(
+        style: Style,
+        mix: Mix,
+        key_space: u64,
+        key_prefix: &str,
+        value_size: usize,
+    ) -> Workload {
         assert!(mix.total() > 0 && key_space > 0, "validated by the config");
         // Letters, so the value is also valid text for servers that care.
         let value: Bytes = (0..value_size)
@@ -140,9 +143,15 @@ impl Workload {
             style,
             mix,
             key_space,
+            key_prefix: key_prefix.to_string(),
             value,
             value_base64,
         }
+    }
+
+    /// The name of benchmark key `index`.
+    pub fn key(&self, index: u64) -> String {
+        format!("{}{index}", self.key_prefix)
     }
 
     pub fn style(&self) -> Style {
@@ -205,12 +214,12 @@ impl Workload {
             }
             (Style::Walrus, Op::Put) => (
                 Method::PUT,
-                key_path(bench_key(key).as_bytes()),
+                key_path(self.key(key).as_bytes()),
                 self.value.clone(),
             ),
             (Style::Walrus, Op::Get) => (
                 Method::GET,
-                key_path(bench_key(key).as_bytes()),
+                key_path(self.key(key).as_bytes()),
                 Bytes::new(),
             ),
             (Style::Etcd, Op::Put) => (Method::POST, "/v3/kv/put".to_string(), self.etcd_put(key)),
@@ -228,12 +237,12 @@ impl Workload {
     }
 
     fn etcd_put(&self, key: u64) -> Bytes {
-        let key = BASE64.encode(bench_key(key));
+        let key = BASE64.encode(self.key(key));
         format!(r#"{{"key":"{key}","value":"{}"}}"#, self.value_base64).into()
     }
 
     fn etcd_range(&self, key: u64) -> Bytes {
-        format!(r#"{{"key":"{}"}}"#, BASE64.encode(bench_key(key))).into()
+        format!(r#"{{"key":"{}"}}"#, BASE64.encode(self.key(key))).into()
     }
 }
 
@@ -259,7 +268,7 @@ mod tests {
 
     #[test]
     fn draws_ops_by_weight() {
-        let workload = Workload::new(Style::Walrus, Mix { put: 1, get: 3 }, 10, 4);
+        let workload = Workload::new(Style::Walrus, Mix { put: 1, get: 3 }, 10, "bench-", 4);
         let mut rng = SmallRng::seed_from_u64(7);
         let draws: Vec<_> = (0..4000).map(|_| workload.next(&mut rng)).collect();
         let puts = draws.iter().filter(|(op, _)| *op == Op::Put).count();
@@ -271,7 +280,7 @@ mod tests {
     #[test]
     fn builds_requests_per_style() {
         let endpoint = Endpoint::parse("http://127.0.0.1:1/base/index.html?v=1").unwrap();
-        let walrus = Workload::new(Style::Walrus, Mix { put: 1, get: 0 }, 10, 3);
+        let walrus = Workload::new(Style::Walrus, Mix { put: 1, get: 0 }, 10, "bench-", 3);
         let put = walrus.request(Op::Put, 7, &endpoint);
         assert_eq!(
             (put.method, put.target.as_str()),
@@ -281,7 +290,7 @@ mod tests {
         assert_eq!(walrus.ops(), [Op::Put]);
         assert!(!walrus.reads_keys());
 
-        let etcd = Workload::new(Style::Etcd, Mix { put: 1, get: 1 }, 10, 3);
+        let etcd = Workload::new(Style::Etcd, Mix { put: 1, get: 1 }, 10, "bench-", 3);
         let put = etcd.request(Op::Put, 7, &endpoint);
         assert_eq!(put.method, Method::POST);
         assert_eq!(put.body, r#"{"key":"YmVuY2gtNw==","value":"YWJj"}"#);
@@ -289,7 +298,7 @@ mod tests {
         assert_eq!(range.target, "/base/index.html/v3/kv/range");
         assert_eq!(range.body, r#"{"key":"YmVuY2gtNw=="}"#);
 
-        let file = Workload::new(Style::Static, Mix { put: 1, get: 0 }, 10, 3);
+        let file = Workload::new(Style::Static, Mix { put: 1, get: 0 }, 10, "bench-", 3);
         let get = file.request(Op::Put, 7, &endpoint);
         assert_eq!(
             (get.method, get.target.as_str()),
