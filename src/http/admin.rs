@@ -15,8 +15,9 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 
+use super::app::App;
+use super::response::method_not_allowed;
 use super::response::{HttpResponse, body, store_error, text};
-use super::router::{App, method_not_allowed};
 
 pub const PREFIX: &str = "/admin/";
 

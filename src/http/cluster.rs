@@ -14,9 +14,10 @@ use hyper::body::Incoming;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::app::App;
 use super::path::parse_query;
+use super::response::method_not_allowed;
 use super::response::{HttpResponse, body, store_error, text};
-use super::router::{App, method_not_allowed};
 use crate::raft::network::{MAX_PEER_BODY_BYTES, NODE_ID_HEADER, POSTCARD, SnapshotChunk};
 use crate::raft::{ClusterNode, NodeId, Proposal};
 

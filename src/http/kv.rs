@@ -16,10 +16,11 @@ use serde::Serialize;
 
 use std::time::Duration;
 
+use super::app::App;
 use super::metrics::Route;
 use super::path::{parse_query, percent_decode};
-use super::response::{HttpResponse, body, empty, store_error, text, with_etag};
-use super::router::{App, method_not_allowed};
+use super::response::method_not_allowed;
+use super::response::{HttpResponse, body, empty, store_error, text, text_or_base64, with_etag};
 use super::watch::{WatchRequest, start_position};
 use crate::node::Consistency;
 use crate::store::changes::WatchFilter;
@@ -400,18 +401,6 @@ fn watch(app: &App, key: Vec<u8>, request: &Request<Incoming>) -> HttpResponse {
             .clamp(Duration::from_millis(100), Duration::from_secs(15)),
     };
     super::watch::respond(app.store.changes(), app.store.revision(), watch_request)
-}
-
-/// A string when the bytes are UTF-8, otherwise base64 in the `_base64` field.
-pub(super) fn text_or_base64(bytes: &[u8]) -> (Option<String>, Option<String>) {
-    use base64::Engine;
-    match std::str::from_utf8(bytes) {
-        Ok(text) => (Some(text.to_string()), None),
-        Err(_) => (
-            None,
-            Some(base64::engine::general_purpose::STANDARD.encode(bytes)),
-        ),
-    }
 }
 
 fn list(app: &App, query: &str) -> HttpResponse {

@@ -10,6 +10,7 @@
 //! (one sync, cheaper than the two thread hand-offs it saves).
 
 mod admin;
+mod app;
 mod cluster;
 mod kv;
 mod metrics;
@@ -23,7 +24,7 @@ mod watch;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use router::App;
+pub use app::App;
 pub use server::serve;
 pub use tls::{TlsError, load_tls_config};
 

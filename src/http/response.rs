@@ -7,7 +7,7 @@
 use std::convert::Infallible;
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, ETAG, HeaderValue, RETRY_AFTER};
+use http::header::{ALLOW, CONTENT_TYPE, ETAG, HeaderValue, RETRY_AFTER};
 use http::{Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
@@ -61,6 +61,27 @@ pub fn etag_value(revision: u64) -> HeaderValue {
 
 pub fn with_etag(mut response: HttpResponse, revision: u64) -> HttpResponse {
     response.headers_mut().insert(ETAG, etag_value(revision));
+    response
+}
+
+/// A string when the bytes are UTF-8, otherwise base64 in the `_base64` field.
+pub fn text_or_base64(bytes: &[u8]) -> (Option<String>, Option<String>) {
+    use base64::Engine;
+    match std::str::from_utf8(bytes) {
+        Ok(text) => (Some(text.to_string()), None),
+        Err(_) => (
+            None,
+            Some(base64::engine::general_purpose::STANDARD.encode(bytes)),
+        ),
+    }
+}
+
+/// `405` naming the methods the route takes.
+pub fn method_not_allowed(allow: &'static str) -> HttpResponse {
+    let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
+    response
+        .headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allow));
     response
 }
 

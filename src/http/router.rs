@@ -4,38 +4,18 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::header::{ALLOW, AUTHORIZATION, HeaderValue, WWW_AUTHENTICATE};
+use http::header::{AUTHORIZATION, HeaderValue, WWW_AUTHENTICATE};
 use http::{Method, Request, StatusCode};
 use hyper::body::Incoming;
 
-use super::HttpConfig;
 use super::admin;
+use super::app::App;
 use super::cluster;
 use super::kv;
-use super::metrics::{HttpMetrics, Route};
-use super::response::{HttpResponse, body, text};
-use crate::node::Node;
-use crate::store::KvStore;
-
-/// Everything a request handler needs; shared by all connections.
-pub struct App {
-    pub node: Node,
-    /// The node's store (`node.store()`), for local reads and writes.
-    pub store: Arc<dyn KvStore>,
-    pub config: HttpConfig,
-    pub(super) metrics: HttpMetrics,
-}
+use super::metrics::Route;
+use super::response::{HttpResponse, body, method_not_allowed, text};
 
 impl App {
-    pub fn new(node: Node, config: HttpConfig) -> App {
-        App {
-            store: node.store().clone(),
-            node,
-            config,
-            metrics: HttpMetrics::default(),
-        }
-    }
-
     /// Serves one request. Never fails: every problem becomes a response.
     pub async fn handle(
         self: Arc<Self>,
@@ -147,14 +127,6 @@ fn unauthorized() -> HttpResponse {
     response
         .headers_mut()
         .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    response
-}
-
-pub(super) fn method_not_allowed(allow: &'static str) -> HttpResponse {
-    let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
-    response
-        .headers_mut()
-        .insert(ALLOW, HeaderValue::from_static(allow));
     response
 }
 

@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use super::router::App;
+use super::app::App;
 
 /// Serves HTTP on `listener` until `shutdown` becomes true, then stops
 /// accepting, lets in-flight requests finish (up to the grace period) and

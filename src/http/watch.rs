@@ -26,8 +26,7 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use serde::Serialize;
 
-use super::kv::text_or_base64;
-use super::response::{HttpResponse, body, text};
+use super::response::{HttpResponse, body, text, text_or_base64};
 use crate::store::changes::{Change, ChangeFeed, Position, Read, Subscription, WatchFilter};
 
 /// Changes a watcher may fall behind the newest before it is cut off.

@@ -26,39 +26,13 @@
 
 use bytes::Bytes;
 
+pub use super::entry::Guard;
 use super::redis_op::RedisCommand;
-use super::state::Entry;
 use crate::encoding::{DecodeError, Reader, put_bytes, put_u8, put_u32, put_u64};
 
 /// Upper bound for a key or value inside a command; callers (HTTP, RESP) enforce
 /// much smaller limits, this one only keeps a corrupt length from allocating.
 pub const MAX_COMMAND_FIELD_BYTES: usize = 32 << 20;
-
-/// A condition on one key that must hold for a command to apply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-pub enum Guard {
-    #[default]
-    None,
-    /// The key does not exist (or has expired).
-    Absent,
-    /// The key exists.
-    Present,
-    /// The key exists and was last modified at this revision.
-    ModRevision(u64),
-}
-
-impl Guard {
-    pub fn holds(self, current: Option<&Entry>) -> bool {
-        match self {
-            Guard::None => true,
-            Guard::Absent => current.is_none(),
-            Guard::Present => current.is_some(),
-            Guard::ModRevision(revision) => {
-                current.is_some_and(|entry| entry.mod_revision == revision)
-            }
-        }
-    }
-}
 
 /// One write inside a transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,6 +9,7 @@ pub mod changes;
 mod command;
 mod commit;
 mod durable;
+mod entry;
 mod key;
 mod log_writer;
 mod mem;

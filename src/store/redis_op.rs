@@ -17,9 +17,8 @@
 use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
-use super::command::Guard;
+use super::entry::{Entry, Guard};
 use super::number::{format_f64, parse_f64, parse_i64};
-use super::state::Entry;
 use crate::storage::snapshot::DATABASES;
 
 pub const NOT_AN_INTEGER: &str = "value is not an integer or out of range";

@@ -22,28 +22,13 @@ use bytes::Bytes;
 use std::sync::Arc;
 
 use super::changes::{Change, ChangeFeed, ChangeKind};
-use super::command::{Command, Guard, Op};
+use super::command::{Command, Op};
+pub use super::entry::{Entry, Guard};
 use super::key::Key;
 use super::redis_op::{self, Answer, Keyspace, RedisCommand};
 use parking_lot::RwLock;
 
 use crate::storage::snapshot::{DATABASES, SnapshotRecord, SnapshotWriter};
-
-/// A stored value with its metadata.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Entry {
-    pub value: Bytes,
-    /// The store revision of the write that last set this key.
-    pub mod_revision: u64,
-    /// Unix time in milliseconds after which the key is gone; 0 for never.
-    pub expires_at_ms: u64,
-}
-
-impl Entry {
-    pub fn is_live(&self, now_ms: u64) -> bool {
-        self.expires_at_ms == 0 || now_ms < self.expires_at_ms
-    }
-}
 
 /// What applying a command did.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -1,0 +1,31 @@
+//! `App`: what every request handler shares (the node, its store, the
+//! configuration and the request metrics). The router (`router.rs`) adds the
+//! dispatch that hands a request to its handler; handlers depend on this, not
+//! on the router, so the two never import each other.
+
+use std::sync::Arc;
+
+use super::HttpConfig;
+use super::metrics::HttpMetrics;
+use crate::node::Node;
+use crate::store::KvStore;
+
+/// Everything a request handler needs; shared by all connections.
+pub struct App {
+    pub node: Node,
+    /// The node's store (`node.store()`), for local reads and writes.
+    pub store: Arc<dyn KvStore>,
+    pub config: HttpConfig,
+    pub(super) metrics: HttpMetrics,
+}
+
+impl App {
+    pub fn new(node: Node, config: HttpConfig) -> App {
+        App {
+            store: node.store().clone(),
+            node,
+            config,
+            metrics: HttpMetrics::default(),
+        }
+    }
+}
