@@ -196,7 +196,7 @@ pub async fn run(
     let address: SocketAddr = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(%address, "listening on {scheme}://{address}");
-    let app = Arc::new(App::new(node, options.http.clone()));
+    let app = Arc::new(App::new(node, options.http.clone()).with_shutdown(shutdown.clone()));
     let served = serve(listener, app, tls, shutdown).await;
     if let Some(resp) = resp {
         match resp.await {

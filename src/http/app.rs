@@ -5,6 +5,8 @@
 
 use std::sync::Arc;
 
+use tokio::sync::watch;
+
 use super::HttpConfig;
 use super::metrics::HttpMetrics;
 use crate::node::Node;
@@ -17,6 +19,9 @@ pub struct App {
     pub store: Arc<dyn KvStore>,
     pub config: HttpConfig,
     pub(super) metrics: HttpMetrics,
+    /// Turns true when the server is stopping: long-lived responses (watch
+    /// streams) end then, so shutdown does not wait out its grace period.
+    pub(super) shutdown: Option<watch::Receiver<bool>>,
 }
 
 impl App {
@@ -26,6 +31,13 @@ impl App {
             node,
             config,
             metrics: HttpMetrics::default(),
+            shutdown: None,
         }
+    }
+
+    /// Ends watch streams when `shutdown` turns true.
+    pub fn with_shutdown(mut self, shutdown: watch::Receiver<bool>) -> App {
+        self.shutdown = Some(shutdown);
+        self
     }
 }

@@ -399,6 +399,7 @@ fn watch(app: &App, key: Vec<u8>, request: &Request<Incoming>) -> HttpResponse {
         keys_only,
         keepalive: (app.config.idle_timeout / 3)
             .clamp(Duration::from_millis(100), Duration::from_secs(15)),
+        shutdown: app.shutdown.clone(),
     };
     super::watch::respond(app.store.changes(), app.store.revision(), watch_request)
 }

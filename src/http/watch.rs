@@ -25,6 +25,7 @@ use http::{Response, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use serde::Serialize;
+use tokio::sync::watch;
 
 use super::response::{HttpResponse, body, text, text_or_base64};
 use crate::store::changes::{Change, ChangeFeed, Position, Read, Subscription, WatchFilter};
@@ -43,6 +44,8 @@ pub struct WatchRequest {
     /// How often an idle stream sends a comment, so it is not idle to the
     /// connection's own timeout or a proxy's.
     pub keepalive: Duration,
+    /// The server stopping: the stream ends.
+    pub shutdown: Option<watch::Receiver<bool>>,
 }
 
 /// Parses an event id (or `since`): `REV` or `REV-N`.
@@ -99,6 +102,7 @@ pub fn respond(
         position: from,
         keys_only: request.keys_only,
         keepalive: request.keepalive,
+        shutdown: request.shutdown,
         caught_up: false,
         finished: false,
     };
@@ -147,6 +151,7 @@ struct Watcher {
     position: Position,
     keys_only: bool,
     keepalive: Duration,
+    shutdown: Option<watch::Receiver<bool>>,
     /// Set once a read reached the newest change: from then on, falling far
     /// behind means the client stopped reading.
     caught_up: bool,
@@ -169,9 +174,21 @@ impl Watcher {
             };
             if changes.is_empty() {
                 self.caught_up = true;
-                match tokio::time::timeout(self.keepalive, self.subscription.changed()).await {
-                    Ok(()) => continue,
-                    Err(_) => return Some((data(": keepalive\n\n".into()), self)),
+                let stopping = async {
+                    match &mut self.shutdown {
+                        Some(shutdown) => {
+                            let _ = shutdown.wait_for(|&stop| stop).await;
+                        }
+                        None => std::future::pending().await,
+                    }
+                };
+                let changed = tokio::time::timeout(self.keepalive, self.subscription.changed());
+                tokio::select! {
+                    woken = changed => match woken {
+                        Ok(()) => continue,
+                        Err(_) => return Some((data(": keepalive\n\n".into()), self)),
+                    },
+                    () = stopping => return None,
                 }
             }
             if self.caught_up && self.feed.behind(self.position, MAX_LAG + 1) > MAX_LAG {

@@ -280,3 +280,20 @@ fn walrus_watch_prints_one_line_per_change() {
         ]
     );
 }
+
+#[test]
+fn open_watch_streams_end_when_the_server_stops() {
+    // With a minute of grace, shutdown would wait on a stream that never
+    // ends; watch streams end at once instead.
+    let (mut server, _dir) = Server::start(&["--shutdown-grace-ms", "60000"]);
+    let mut watch = WatchStream::open(server.address, "/kv/?watch=true", None);
+    let started = std::time::Instant::now();
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "shutdown waited for the watch stream: {:?}",
+        started.elapsed()
+    );
+    assert!(watch.next().is_none(), "the stream ended");
+}
