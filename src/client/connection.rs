@@ -73,17 +73,7 @@ impl Connection {
         headers: &HeaderMap,
         body: Bytes,
     ) -> Result<Response, ClientError> {
-        let request = self.build(method, target, headers, body)?;
-        self.sender
-            .ready()
-            .await
-            .map_err(|error| self.protocol_error(error))?;
-        let response = self
-            .sender
-            .send_request(request)
-            .await
-            .map_err(|error| self.protocol_error(error))?;
-        let (parts, body) = response.into_parts();
+        let (parts, body) = self.send_streaming(method, target, headers, body).await?;
         let body = Limited::new(body, MAX_RESPONSE_BYTES)
             .collect()
             .await
@@ -97,14 +87,16 @@ impl Connection {
     }
 
     /// Sends one request and returns the status, headers and the body still
-    /// to be read, for a response that streams (a watch).
+    /// to be read ([`Connection::send`] reads it whole; a watch reads it as
+    /// it streams).
     pub async fn send_streaming(
         &mut self,
         method: Method,
         target: &str,
         headers: &HeaderMap,
+        body: Bytes,
     ) -> Result<(http::response::Parts, hyper::body::Incoming), ClientError> {
-        let request = self.build(method, target, headers, Bytes::new())?;
+        let request = self.build(method, target, headers, body)?;
         self.sender
             .ready()
             .await

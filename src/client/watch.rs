@@ -107,7 +107,7 @@ impl Client {
         let mut connection = self.connect(endpoint).await?;
         let target = connection.endpoint().target(path);
         let (parts, mut body) = connection
-            .send_streaming(Method::GET, &target, headers)
+            .send_streaming(Method::GET, &target, headers, Bytes::new())
             .await?;
         if parts.status != StatusCode::OK {
             let body = body

@@ -20,7 +20,7 @@ use super::app::App;
 use super::metrics::Route;
 use super::path::{parse_query, percent_decode};
 use super::response::method_not_allowed;
-use super::response::{HttpResponse, body, empty, store_error, text, text_or_base64, with_etag};
+use super::response::{HttpResponse, KeyValueJson, body, empty, store_error, text, with_etag};
 use super::watch::{WatchRequest, start_position};
 use crate::node::Consistency;
 use crate::store::changes::WatchFilter;
@@ -326,21 +326,8 @@ mod tests {
 }
 
 #[derive(Serialize)]
-struct ListItem {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    key: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    key_base64: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    value: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    value_base64: Option<String>,
-    revision: u64,
-}
-
-#[derive(Serialize)]
 struct ListPage {
-    items: Vec<ListItem>,
+    items: Vec<KeyValueJson>,
     /// An opaque, URL-safe cursor (base64url, no padding): pass it back as
     /// `cursor` for the next page, encoded or not; `null` on the last page.
     next: Option<String>,
@@ -467,19 +454,8 @@ fn list(app: &App, query: &str) -> HttpResponse {
     let items = entries
         .into_iter()
         .map(|(key, entry)| {
-            let (key, key_base64) = text_or_base64(&key);
-            let (value, value_base64) = if keys_only {
-                (None, None)
-            } else {
-                text_or_base64(&entry.value)
-            };
-            ListItem {
-                key,
-                key_base64,
-                value,
-                value_base64,
-                revision: entry.mod_revision,
-            }
+            let value = (!keys_only).then_some(&entry.value[..]);
+            KeyValueJson::new(&key, value, entry.mod_revision, None)
         })
         .collect();
     match serde_json::to_vec(&ListPage { items, next }) {

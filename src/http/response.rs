@@ -64,8 +64,45 @@ pub fn with_etag(mut response: HttpResponse, revision: u64) -> HttpResponse {
     response
 }
 
+/// A key with its value (if any) and revision as JSON, in a listing and in a
+/// watch event: text where the bytes are UTF-8, otherwise the `_base64` field.
+#[derive(serde::Serialize)]
+pub struct KeyValueJson {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_base64: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value_base64: Option<String>,
+    revision: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at_ms: Option<u64>,
+}
+
+impl KeyValueJson {
+    pub fn new(
+        key: &[u8],
+        value: Option<&[u8]>,
+        revision: u64,
+        expires_at_ms: Option<u64>,
+    ) -> KeyValueJson {
+        let (key, key_base64) = text_or_base64(key);
+        let (value, value_base64) = value.map_or((None, None), text_or_base64);
+        KeyValueJson {
+            key,
+            key_base64,
+            value,
+            value_base64,
+            revision,
+            expires_at_ms,
+        }
+    }
+}
+
 /// A string when the bytes are UTF-8, otherwise base64 in the `_base64` field.
-pub fn text_or_base64(bytes: &[u8]) -> (Option<String>, Option<String>) {
+fn text_or_base64(bytes: &[u8]) -> (Option<String>, Option<String>) {
     use base64::Engine;
     match std::str::from_utf8(bytes) {
         Ok(text) => (Some(text.to_string()), None),

@@ -27,7 +27,7 @@ use hyper::body::Frame;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use super::response::{HttpResponse, body, text, text_or_base64};
+use super::response::{HttpResponse, KeyValueJson, body, text};
 use crate::store::changes::{Change, ChangeFeed, Position, Read, Subscription, WatchFilter};
 
 /// Changes a watcher may fall behind the newest before it is cut off.
@@ -258,37 +258,12 @@ fn change_id(change: &Change) -> String {
     }
 }
 
-#[derive(Serialize)]
-struct EventData {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    key: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    key_base64: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    value: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    value_base64: Option<String>,
-    revision: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    expires_at_ms: Option<u64>,
-}
-
 /// One change as an event: id, kind, and its JSON.
 fn render(change: &Change, keys_only: bool) -> Bytes {
-    let (key, key_base64) = text_or_base64(&change.key);
     let is_put = change.kind == crate::store::changes::ChangeKind::Put;
-    let (value, value_base64) = match is_put && !keys_only {
-        true => text_or_base64(&change.value),
-        false => (None, None),
-    };
-    let event = EventData {
-        key,
-        key_base64,
-        value,
-        value_base64,
-        revision: change.revision,
-        expires_at_ms: (is_put && change.expires_at_ms != 0).then_some(change.expires_at_ms),
-    };
+    let value = (is_put && !keys_only).then_some(&change.value[..]);
+    let expires_at_ms = (is_put && change.expires_at_ms != 0).then_some(change.expires_at_ms);
+    let event = KeyValueJson::new(&change.key, value, change.revision, expires_at_ms);
     let json = serde_json::to_string(&event).unwrap_or_default();
     Bytes::from(format!(
         "id: {}\nevent: {}\ndata: {json}\n\n",

@@ -1,8 +1,6 @@
 //! Bearer-token auth and TLS, with a certificate made in the test.
 
 use std::io::{BufReader, Write};
-use std::net::TcpStream;
-use std::sync::Arc;
 
 use crate::server::{Server, get, read_reply, request};
 
@@ -65,18 +63,7 @@ fn https_with_a_generated_certificate() {
     );
     let server = Server::start_in(dir.path(), &["--tls-cert", &cert, "--tls-key", &key]);
 
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(certified.cert.der().clone()).expect("root");
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
-    let connection = rustls::ClientConnection::new(Arc::new(config), name).expect("client");
-    let socket = TcpStream::connect(server.address).expect("connect");
-    let mut tls = rustls::StreamOwned::new(connection, socket);
+    let mut tls = crate::server::tls_to_localhost(server.address, certified.cert.der());
     tls.write_all(b"PUT /kv/secure HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\nok")
         .expect("write");
     let mut reader = BufReader::new(tls);

@@ -29,23 +29,8 @@ impl RawResp {
         address: SocketAddr,
         ca: &rustls::pki_types::CertificateDer<'static>,
     ) -> RawResp {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(ca.clone()).expect("root");
-        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
-        let connection =
-            rustls::ClientConnection::new(std::sync::Arc::new(config), name).expect("client");
-        let socket = TcpStream::connect(address).expect("connect to RESP");
-        socket
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .expect("read timeout");
         RawResp {
-            reader: BufReader::new(Box::new(rustls::StreamOwned::new(connection, socket))),
+            reader: BufReader::new(Box::new(crate::server::tls_to_localhost(address, ca))),
         }
     }
 

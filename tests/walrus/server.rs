@@ -239,3 +239,27 @@ pub fn put(address: SocketAddr, path: &str, body: &[u8]) -> Reply {
 pub fn delete(address: SocketAddr, path: &str) -> Reply {
     request(address, "DELETE", path, &[], b"")
 }
+
+/// A TLS connection to `address` that trusts the certificate `ca` (DER) for
+/// the name `localhost`, with the harness's read timeout.
+pub fn tls_to_localhost(
+    address: SocketAddr,
+    ca: &rustls::pki_types::CertificateDer<'static>,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.clone()).expect("root");
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let connection =
+        rustls::ClientConnection::new(std::sync::Arc::new(config), name).expect("client");
+    let socket = TcpStream::connect(address).expect("connect");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("read timeout");
+    rustls::StreamOwned::new(connection, socket)
+}
