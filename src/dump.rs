@@ -11,7 +11,7 @@ use crate::storage::segment::{
     ScanEnd, decode_segment_header, parse_segment_file_name, scan_records,
 };
 use crate::storage::snapshot::{decode_snapshot, parse_snapshot_file_name};
-use crate::store::{Command, Guard, Op, decode_payload};
+use crate::store::describe::{describe_payload, printable};
 
 /// Options for [`dump`].
 #[derive(Debug, Clone, Copy, Default)]
@@ -88,75 +88,6 @@ fn dump_segment(data: &[u8], name: &str, name_seq: u64, out: &mut dyn Write) -> 
             }
         ),
     }
-}
-
-fn printable(bytes: &[u8]) -> String {
-    let shown: String = bytes
-        .iter()
-        .take(48)
-        .flat_map(|&byte| std::ascii::escape_default(byte))
-        .map(char::from)
-        .collect();
-    if bytes.len() > 48 {
-        format!("{shown}…")
-    } else {
-        shown
-    }
-}
-
-fn guard_text(guard: &Guard) -> String {
-    match guard {
-        Guard::None => String::new(),
-        Guard::Absent => " if absent".into(),
-        Guard::Present => " if present".into(),
-        Guard::ModRevision(revision) => format!(" if revision {revision}"),
-    }
-}
-
-fn describe_payload(payload: &[u8]) -> String {
-    let (issued_at_ms, command) = match decode_payload(payload) {
-        Ok(decoded) => decoded,
-        Err(error) => return format!("undecodable payload: {error}"),
-    };
-    let body = match command {
-        Command::Put {
-            key,
-            value,
-            expires_at_ms,
-            guard,
-        } => format!(
-            "PUT {} ({} value bytes){}{}",
-            printable(&key),
-            value.len(),
-            if expires_at_ms > 0 {
-                format!(" expires {expires_at_ms}")
-            } else {
-                String::new()
-            },
-            guard_text(&guard)
-        ),
-        Command::Delete { key, guard } => {
-            format!("DELETE {}{}", printable(&key), guard_text(&guard))
-        }
-        Command::Txn { guards, ops } => {
-            let puts = ops.iter().filter(|op| matches!(op, Op::Put { .. })).count();
-            format!(
-                "TXN {} guards, {puts} puts, {} deletes",
-                guards.len(),
-                ops.len() - puts
-            )
-        }
-        Command::Redis(redis) => {
-            let names: Vec<&str> = redis.ops.iter().map(|op| op.name()).collect();
-            format!(
-                "REDIS db {}, {} watched, ops: {}",
-                redis.db,
-                redis.guards.len(),
-                names.join(" ")
-            )
-        }
-    };
-    format!("{body} @{issued_at_ms}")
 }
 
 fn dump_snapshot(

@@ -64,6 +64,17 @@ pub enum Error {
     #[error("the cluster is unavailable: {reason}")]
     Unavailable { reason: String },
 
+    /// The file system holding the log is full. Nothing of the request was
+    /// written, and the store is not failed: writes succeed again once space is
+    /// freed. Deletes may still use a reserve kept back for them, so keys can be
+    /// deleted and the log compacted to give space back.
+    #[error(
+        "no space left on the device holding {}: nothing was written; free space \
+         (delete keys and compact, or remove other files) and retry",
+        path.display()
+    )]
+    NoSpace { path: PathBuf },
+
     /// Writing a snapshot failed; the log is intact and nothing was lost.
     #[error("snapshot failed: {0}")]
     SnapshotFailed(String),
@@ -74,6 +85,15 @@ impl Error {
         Error::Io {
             path: path.into(),
             source,
+        }
+    }
+
+    /// An I/O error on `path`, as [`Error::NoSpace`] when the device is full.
+    pub fn io_or_no_space(path: impl Into<PathBuf>, source: io::Error) -> Self {
+        if is_no_space(&source) {
+            Error::NoSpace { path: path.into() }
+        } else {
+            Error::io(path, source)
         }
     }
 
@@ -93,4 +113,12 @@ impl Error {
     pub fn is_retriable(&self) -> bool {
         matches!(self, Error::Closed | Error::Unavailable { .. })
     }
+}
+
+/// Whether an I/O error says the device (or the user's quota) is full.
+pub fn is_no_space(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
 }

@@ -261,7 +261,9 @@ struct ServeArgs {
     /// Refuse to start on any log damage, even a torn last write.
     #[arg(long)]
     strict_recovery: bool,
-    /// Log segment size in bytes.
+    /// Largest log segment in bytes. New segments are smaller when the
+    /// snapshot threshold is, and never take more than a quarter of the free
+    /// disk space.
     #[arg(long, default_value_t = 64 << 20)]
     segment_bytes: u64,
     /// Do not zero-fill new segments ahead of use.
@@ -270,8 +272,10 @@ struct ServeArgs {
     /// Append with write + fdatasync instead of O_DIRECT|O_DSYNC block writes.
     #[arg(long)]
     no_direct_io: bool,
-    /// Log bytes since the last snapshot before an automatic one is considered.
-    #[arg(long, default_value_t = 64 << 20)]
+    /// Log bytes since the last snapshot before an automatic one is considered
+    /// (new log segments are sized to the snapshot threshold, within
+    /// --segment-bytes).
+    #[arg(long, default_value_t = 4 << 20)]
     snapshot_min_log_bytes: u64,
     /// Snapshot once the log since the last one is this many times the live data.
     #[arg(long, default_value_t = 2)]
@@ -702,9 +706,28 @@ fn main() -> ExitCode {
         }
         Err(error) => {
             eprintln!("error: {error:#}");
+            if error.chain().any(is_no_space) {
+                eprintln!(
+                    "hint: the disk holding the data directory is full. Free space, or start \
+                     with a smaller --segment-bytes or --no-preallocate: a new log segment \
+                     needs {} KiB, and {} KiB more are kept free for deletes.",
+                    walrus::storage::wal::MIN_SEGMENT_BYTES >> 10,
+                    walrus::storage::wal::SPACE_RESERVE_BYTES >> 10
+                );
+            }
             ExitCode::from(2)
         }
     }
+}
+
+/// Whether an error (or one of its causes) is the disk being full.
+fn is_no_space(cause: &(dyn std::error::Error + 'static)) -> bool {
+    matches!(
+        cause.downcast_ref::<walrus::Error>(),
+        Some(walrus::Error::NoSpace { .. })
+    ) || cause
+        .downcast_ref::<std::io::Error>()
+        .is_some_and(walrus::error::is_no_space)
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {

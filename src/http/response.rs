@@ -140,6 +140,7 @@ pub fn store_error(error: &Error) -> HttpResponse {
             response
         }
         Error::InvalidArgument(message) => text(StatusCode::BAD_REQUEST, message.clone()),
+        Error::NoSpace { .. } => text(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
         Error::Unavailable { reason } => {
             let mut response = text(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -147,9 +147,7 @@ impl LogStore {
         let (wal, report) = Wal::open(fs, dir, options, first_seq, |seq, payload| {
             replay_record(&mut state, &mut entry_positions, seq, payload)
         })?;
-        for repair in &report.repairs {
-            tracing::warn!(repair = %repair, "recovery repaired the Raft log");
-        }
+        crate::store::describe::warn_about_repairs(&report, "Raft log", describe_record);
         tracing::info!(
             entries = state.entries.len(),
             last_purged = ?state.last_purged.as_ref().map(|id| id.index),
@@ -261,6 +259,33 @@ fn replay_record(
         }
     }
     Ok(())
+}
+
+/// A Raft log record in words, for the report of what a repair dropped;
+/// `None` when it does not decode.
+fn describe_record(payload: &[u8]) -> Option<String> {
+    let (&kind, body) = payload.split_first()?;
+    Some(match kind {
+        KIND_ENTRY => {
+            let entry: LogEntry = decode(body).ok()?;
+            match &entry.payload {
+                openraft::EntryPayload::Normal(proposal) => format!(
+                    "entry {}: {}",
+                    entry.log_id,
+                    crate::store::describe::describe_payload(&proposal.payload)
+                ),
+                openraft::EntryPayload::Blank => format!("entry {}: blank", entry.log_id),
+                openraft::EntryPayload::Membership(membership) => {
+                    format!("entry {}: membership {membership}", entry.log_id)
+                }
+            }
+        }
+        KIND_VOTE => "vote".into(),
+        KIND_TRUNCATE => "truncation".into(),
+        KIND_PURGE => "purge".into(),
+        KIND_COMMITTED => "commit index".into(),
+        _ => return None,
+    })
 }
 
 /// The index after `id`; a record naming the last possible index is damage,

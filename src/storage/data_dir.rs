@@ -1,8 +1,9 @@
 //! The data directory: what may live in it, and the lock that keeps it to one
 //! process.
 //!
-//! A data directory holds only `LOCK`, segments (`*.wal`), snapshots (`*.snap`)
-//! and leftovers of interrupted snapshots (`*.snap.tmp`). Anything else means the
+//! A data directory holds only `LOCK`, segments (`*.wal`), snapshots (`*.snap`),
+//! leftovers of interrupted snapshots (`*.snap.tmp`) and what a repair cut
+//! (`*.wal.broken`, kept for the operator). Anything else means the
 //! directory is not ours (a typo in `--data-dir` pointing at a home directory,
 //! say), and opening refuses before writing a byte.
 
@@ -44,7 +45,7 @@ fn classify(name: &str) -> FileKind {
         .is_some()
     {
         FileKind::Temporary
-    } else if name == "lost+found" {
+    } else if name == "lost+found" || super::recovery::is_broken_file_name(name) {
         FileKind::Ignored
     } else {
         FileKind::Foreign

@@ -54,6 +54,12 @@ pub trait FileSystem: Send + Sync + 'static {
     fn remove(&self, path: &Path) -> io::Result<()>;
     /// Makes the directory's entries (creations, renames, removals) durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Bytes free for new data on the file system holding `dir` (what an
+    /// unprivileged process may use). `u64::MAX` where that is not known, which
+    /// is also the simulated disk's answer: it never fills.
+    fn available_space(&self, _dir: &Path) -> io::Result<u64> {
+        Ok(u64::MAX)
+    }
     /// Takes an exclusive, advisory lock on `dir`, failing at once with
     /// `io::ErrorKind::WouldBlock` if someone else holds it.
     fn lock_dir(&self, dir: &Path) -> io::Result<Box<dyn DirLock>>;
@@ -96,6 +102,10 @@ impl DirLock for StdDirLock {}
 pub const LOCK_FILE: &str = "LOCK";
 
 impl FileSystem for StdFs {
+    fn available_space(&self, dir: &Path) -> io::Result<u64> {
+        let stats = rustix::fs::statvfs(dir).map_err(io::Error::from)?;
+        Ok(stats.f_bavail.saturating_mul(stats.f_frsize))
+    }
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         fs::create_dir_all(dir)
     }

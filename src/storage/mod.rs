@@ -22,5 +22,5 @@ pub mod snapshot;
 pub mod wal;
 
 pub use fs::{FileSystem, StdFs};
-pub use recovery::{RecoveryMode, RecoveryReport};
-pub use wal::{Wal, WalOptions};
+pub use recovery::{LostRecord, RecoveryMode, RecoveryReport};
+pub use wal::{SpaceUse, Wal, WalOptions};

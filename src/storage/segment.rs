@@ -180,28 +180,64 @@ pub fn scan_records<'a>(
 /// whose sequence number could follow `min_seq` in this much data.
 ///
 /// Only runs after damage was found, to tell a torn write (everything after the
-/// damage was unsynced) from damage to synced data. Bounding the sequence number
-/// keeps stray byte patterns inside stored values from being taken for records.
+/// damage was unsynced) from damage to synced data.
 fn has_later_synced_record(data: &[u8], min_seq: u64) -> bool {
-    let max_seq = min_seq + (data.len() / super::record::encoded_len(0)) as u64;
+    let max_seq = plausible_max_seq(data, min_seq);
     (0..data.len()).any(|start| {
-        // Cheap field checks first, so that the checksum (over up to a whole
-        // record) is computed only at offsets that could start such a record.
-        let Some(header) = data.get(start..start + 16) else {
-            return false;
-        };
-        let length = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
-        let mut seq = [0u8; 8];
-        seq.copy_from_slice(&header[8..16]);
-        let plausible = length & (1 << 31) != 0
-            && (min_seq..=max_seq).contains(&u64::from_le_bytes(seq))
-            && ((length & !(1 << 31)) as usize) <= data.len() - start;
-        plausible
-            && matches!(
-                decode_record(&data[start..]),
-                Ok(record) if record.synced_before && (min_seq..=max_seq).contains(&record.seq)
-            )
+        // The flag is bit 31 of the little-endian length: checked before the
+        // checksum, which is computed only where such a record could start.
+        data.get(start + 3).is_some_and(|&byte| byte & 0x80 != 0)
+            && record_at(data, start, min_seq, max_seq).is_some_and(|record| record.synced_before)
     })
+}
+
+/// Every valid record that can be found in `data` by trying each offset, in
+/// order, with sequence numbers rising from `min_seq`: what remains readable in
+/// bytes a repair cuts (after damage, or in a segment it drops), so that it can
+/// say exactly which records it lost. Returns each record with its offset in
+/// `data`.
+pub fn salvage_records(data: &[u8], min_seq: u64) -> Vec<(u64, DecodedRecord<'_>)> {
+    let max_seq = plausible_max_seq(data, min_seq);
+    let mut found = Vec::new();
+    let mut next_min = min_seq;
+    let mut start = 0;
+    while start < data.len() {
+        match record_at(data, start, next_min, max_seq) {
+            Some(record) => {
+                found.push((start as u64, record));
+                start += record.encoded_len;
+                next_min = record.seq.saturating_add(1);
+            }
+            None => start += 1,
+        }
+    }
+    found
+}
+
+/// The highest sequence number a record in `data` could have if the first had
+/// `min_seq`: bounding it keeps stray byte patterns inside stored values from
+/// being taken for records.
+fn plausible_max_seq(data: &[u8], min_seq: u64) -> u64 {
+    min_seq.saturating_add((data.len() / super::record::encoded_len(0)) as u64)
+}
+
+/// The valid record starting at `start`, if there is one numbered in
+/// `min_seq..=max_seq`. Cheap field checks come first, so the checksum (over up
+/// to a whole record) is computed only where such a record could start.
+fn record_at(data: &[u8], start: usize, min_seq: u64, max_seq: u64) -> Option<DecodedRecord<'_>> {
+    let header = data.get(start..start + 16)?;
+    let length = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+    let mut seq = [0u8; 8];
+    seq.copy_from_slice(&header[8..16]);
+    let seq_range = min_seq..=max_seq;
+    let plausible = seq_range.contains(&u64::from_le_bytes(seq))
+        && ((length & !(1 << 31)) as usize) <= data.len() - start;
+    if !plausible {
+        return None;
+    }
+    decode_record(&data[start..])
+        .ok()
+        .filter(|record| seq_range.contains(&record.seq))
 }
 
 /// The path of a segment in `dir`.
@@ -300,5 +336,32 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn salvage_finds_the_records_after_damage_and_skips_garbage() {
+        let mut data = encode_segment_header(1);
+        for seq in 1..=5u64 {
+            encode_record(
+                &mut data,
+                seq,
+                seq == 1,
+                format!("payload-{seq}").as_bytes(),
+            );
+        }
+        let record_len = crate::storage::record::encoded_len("payload-1".len());
+        let second = SEGMENT_HEADER_BYTES + record_len;
+        data[second + 20] ^= 0xff;
+        data.extend_from_slice(&[7u8; 9]);
+        let found = salvage_records(&data[second..], 2);
+        let seqs: Vec<u64> = found.iter().map(|(_, record)| record.seq).collect();
+        assert_eq!(
+            seqs,
+            vec![3, 4, 5],
+            "the damaged record 2 is not among them"
+        );
+        assert_eq!(found[0].0, record_len as u64);
+        assert_eq!(found[2].1.payload, b"payload-5");
+        assert!(salvage_records(&[0u8; 4096], 1).is_empty());
     }
 }

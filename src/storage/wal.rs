@@ -12,7 +12,17 @@
 //!   everything after it is zeros (preallocation) or absent;
 //! - once a write or sync fails the log is failed for good ([`Error::Failed`]): a
 //!   failed `fdatasync` may have dropped dirty pages, so retrying it could report
-//!   success for data that is gone.
+//!   success for data that is gone. The one exception is a new segment that
+//!   cannot be created for want of space: no record was written, the partial
+//!   file is removed, and the append fails with [`Error::NoSpace`] alone.
+//!
+//! Segment sizes adapt to the disk. A new segment gets the configured size, or
+//! less: the size the store asks for ([`Wal::set_segment_target`], so a small
+//! store keeps a small log), and at most a quarter of the free space, so that a
+//! store starts on a small volume and the log shrinks its steps as the disk
+//! fills. [`SPACE_RESERVE_BYTES`] of free space are kept back from ordinary
+//! appends for appends that free space ([`SpaceUse::Freeing`]: deletes), so
+//! that a full store can still be emptied and compacted.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -52,6 +62,23 @@ impl Default for WalOptions {
     }
 }
 
+/// The smallest segment created when space is short (or the configured size,
+/// if that is smaller).
+pub const MIN_SEGMENT_BYTES: u64 = 64 << 10;
+
+/// Free space ordinary appends leave for appends that free space.
+pub const SPACE_RESERVE_BYTES: u64 = 1 << 20;
+
+/// Whether an append may use the space kept back for deletes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpaceUse {
+    /// Leaves [`SPACE_RESERVE_BYTES`] free.
+    Ordinary,
+    /// Only removes data (deletes): may use the reserve, since it is what
+    /// gives space back once compacted.
+    Freeing,
+}
+
 /// A closed segment: immutable, fully synced.
 #[derive(Debug, Clone)]
 struct ClosedSegment {
@@ -66,6 +93,9 @@ struct ActiveSegment {
     write_offset: u64,
     /// Bytes the file is known to hold; writing past it changes the file size.
     allocated: u64,
+    /// Bytes of records (header included) before the log rotates to a new
+    /// segment; chosen when the segment was created.
+    capacity: u64,
     /// Set when appends go through direct, synchronous writes.
     direct: Option<DirectAppender>,
 }
@@ -125,6 +155,8 @@ pub struct Wal {
     synced_since_append: bool,
     failed: Option<String>,
     encode_buffer: Vec<u8>,
+    /// The size the store asks new segments to have (see the module notes).
+    segment_target: u64,
 }
 
 impl Wal {
@@ -158,6 +190,13 @@ impl Wal {
                     .open_write(&tail.path)
                     .map_err(|err| Error::io(&tail.path, err))?;
                 let allocated = file.len().map_err(|err| Error::io(&tail.path, err))?;
+                // A preallocated segment's size is the capacity chosen when it
+                // was created.
+                let capacity = if options.preallocate {
+                    allocated.max(SEGMENT_HEADER_BYTES as u64)
+                } else {
+                    options.segment_bytes
+                };
                 let mut closed = closed;
                 closed.pop();
                 Wal::assemble(
@@ -171,6 +210,7 @@ impl Wal {
                         first_seq: tail.first_seq,
                         write_offset: tail.write_offset,
                         allocated,
+                        capacity,
                         direct: None,
                     },
                     tail.next_seq,
@@ -188,7 +228,14 @@ impl Wal {
                         segment.path.display()
                     ));
                 }
-                let active = create_segment(&*fs, dir, replay_from, &options)?;
+                let size = segment_size(
+                    &*fs,
+                    dir,
+                    &options,
+                    options.segment_bytes,
+                    SpaceUse::Ordinary,
+                )?;
+                let active = create_segment(&*fs, dir, replay_from, &options, size)?;
                 Wal::assemble(fs, dir, options, Vec::new(), active, replay_from)
             }
         };
@@ -225,6 +272,7 @@ impl Wal {
             closed,
             active,
             next_seq,
+            segment_target: u64::MAX,
             dirty: false,
             extended: false,
             synced_since_append: true,
@@ -287,6 +335,15 @@ impl Wal {
     /// Appends the payloads as consecutive records with one write, returning the
     /// sequence number of the first. Nothing is durable until [`Wal::sync`].
     pub fn append<'a>(&mut self, payloads: impl IntoIterator<Item = &'a [u8]>) -> Result<u64> {
+        self.append_as(SpaceUse::Ordinary, payloads)
+    }
+
+    /// [`Wal::append`], saying whether the records only free space.
+    pub fn append_as<'a>(
+        &mut self,
+        space: SpaceUse,
+        payloads: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<u64> {
         self.check_failed()?;
         let mut buffer = std::mem::take(&mut self.encode_buffer);
         buffer.clear();
@@ -297,18 +354,31 @@ impl Wal {
             encode_record(&mut buffer, seq, synced_before, payload);
             seq += 1;
         }
-        let result = self.write_batch(&buffer, first_seq, seq);
+        let result = self.write_batch(&buffer, first_seq, seq, space);
         self.encode_buffer = buffer;
         result.map(|()| first_seq)
     }
 
-    fn write_batch(&mut self, buffer: &[u8], first_seq: u64, end_seq: u64) -> Result<()> {
+    /// Asks for new segments of about `bytes` (never more than the configured
+    /// size): the store passes the log size at which it snapshots, so the
+    /// segments a snapshot covers can go soon after it.
+    pub fn set_segment_target(&mut self, bytes: u64) {
+        self.segment_target = bytes;
+    }
+
+    fn write_batch(
+        &mut self,
+        buffer: &[u8],
+        first_seq: u64,
+        end_seq: u64,
+        space: SpaceUse,
+    ) -> Result<()> {
         if buffer.is_empty() {
             return Ok(());
         }
-        let fits = self.active.write_offset + buffer.len() as u64 <= self.options.segment_bytes;
+        let fits = self.active.write_offset + buffer.len() as u64 <= self.active.capacity;
         if !fits && self.active.write_offset > SEGMENT_HEADER_BYTES as u64 {
-            self.rotate(first_seq)?;
+            self.rotate(first_seq, space)?;
         }
         let offset = self.active.write_offset;
         let written = match &mut self.active.direct {
@@ -357,10 +427,17 @@ impl Wal {
     }
 
     /// Closes the active segment (synced) and starts a new one at `first_seq`.
-    fn rotate(&mut self, first_seq: u64) -> Result<()> {
+    ///
+    /// Without the space for a new segment the log stays as it was and the
+    /// append fails with [`Error::NoSpace`]; nothing is failed for good, since
+    /// no record was written.
+    fn rotate(&mut self, first_seq: u64, space: SpaceUse) -> Result<()> {
         self.sync()?;
-        let next = match create_segment(&*self.fs, &self.dir, first_seq, &self.options) {
+        let target = self.segment_target;
+        let size = segment_size(&*self.fs, &self.dir, &self.options, target, space)?;
+        let next = match create_segment(&*self.fs, &self.dir, first_seq, &self.options, size) {
             Ok(segment) => segment,
+            Err(error @ Error::NoSpace { .. }) => return Err(error),
             Err(error) => {
                 self.failed = Some(error.to_string());
                 return Err(error);
@@ -435,28 +512,89 @@ impl Wal {
     }
 }
 
-/// Creates, fills and syncs a new segment, and makes its directory entry durable.
+/// The size of the next segment: `target` within the configured size, at most
+/// a quarter of the free space `space` may use, at least [`MIN_SEGMENT_BYTES`];
+/// [`Error::NoSpace`] when even that does not fit.
+fn segment_size(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    options: &WalOptions,
+    target: u64,
+    space: SpaceUse,
+) -> Result<u64> {
+    let floor = MIN_SEGMENT_BYTES.min(options.segment_bytes);
+    let wanted = target.clamp(floor, options.segment_bytes.max(floor));
+    // Unknown free space (an error asking) is no reason to refuse a write.
+    let free = fs.available_space(dir).unwrap_or(u64::MAX);
+    let usable = match space {
+        SpaceUse::Ordinary => free.saturating_sub(SPACE_RESERVE_BYTES),
+        SpaceUse::Freeing => free,
+    };
+    if usable < floor {
+        return Err(Error::NoSpace {
+            path: dir.to_path_buf(),
+        });
+    }
+    let size = wanted.min(usable / 4).max(floor);
+    // Whole pages, for direct I/O; the floor is a whole number of pages unless
+    // the configured size is smaller, and then it is used as it is.
+    let aligned = size - size % DIRECT_IO_ALIGNMENT as u64;
+    Ok(if aligned >= floor { aligned } else { size })
+}
+
+/// Creates, fills and syncs a new segment of `size` bytes, and makes its
+/// directory entry durable. Out of space, it removes what it created and
+/// answers [`Error::NoSpace`].
 fn create_segment(
     fs: &dyn FileSystem,
     dir: &Path,
     first_seq: u64,
     options: &WalOptions,
+    size: u64,
 ) -> Result<ActiveSegment> {
     let path = segment_path(dir, first_seq);
+    match fill_segment(fs, dir, &path, first_seq, options, size) {
+        Err(Error::Io { source, .. }) if crate::error::is_no_space(&source) => {
+            // Nothing refers to the partial file yet; leaving it would also
+            // hold the space. Creation writes the header last, so recovery
+            // would remove it as an interrupted creation in any case.
+            match fs.remove(&path).and_then(|()| fs.sync_dir(dir)) {
+                Ok(()) => Err(Error::NoSpace {
+                    path: dir.to_path_buf(),
+                }),
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => Err(Error::NoSpace {
+                    path: dir.to_path_buf(),
+                }),
+                Err(err) => Err(Error::io(&path, err)),
+            }
+        }
+        other => other,
+    }
+}
+
+fn fill_segment(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    path: &Path,
+    first_seq: u64,
+    options: &WalOptions,
+    size: u64,
+) -> Result<ActiveSegment> {
+    let path = path.to_path_buf();
     let io_error = |err| Error::io(&path, err);
     let mut file = fs.create(&path).map_err(io_error)?;
     let header = encode_segment_header(first_seq);
     let mut allocated = header.len() as u64;
-    if options.preallocate && options.segment_bytes > allocated {
+    if options.preallocate && size > allocated {
         const CHUNK: usize = 1 << 20;
         let zeros = vec![0u8; CHUNK];
         let mut offset = allocated;
-        while offset < options.segment_bytes {
-            let len = CHUNK.min((options.segment_bytes - offset) as usize);
+        while offset < size {
+            let len = CHUNK.min((size - offset) as usize);
             file.write_all_at(offset, &zeros[..len]).map_err(io_error)?;
             offset += len as u64;
         }
-        allocated = options.segment_bytes;
+        allocated = size;
     }
     file.write_all_at(0, &header).map_err(io_error)?;
     file.sync_all().map_err(io_error)?;
@@ -467,6 +605,7 @@ fn create_segment(
         first_seq,
         write_offset: SEGMENT_HEADER_BYTES as u64,
         allocated,
+        capacity: size,
         direct: None,
     })
 }

@@ -86,6 +86,26 @@ impl Command {
         }
     }
 
+    /// Whether the command only removes data (deletes, flushes): such a
+    /// command may use the log space kept back for freeing a full disk.
+    pub fn frees_space(&self) -> bool {
+        use super::redis_op::RedisOp;
+        match self {
+            Command::Delete { .. } => true,
+            Command::Put { .. } => false,
+            Command::Txn { ops, .. } => ops.iter().all(|op| matches!(op, Op::Delete { .. })),
+            Command::Redis(redis) => redis.ops.iter().all(|op| {
+                matches!(
+                    op,
+                    RedisOp::Del { .. }
+                        | RedisOp::GetDel { .. }
+                        | RedisOp::Flush
+                        | RedisOp::FlushDb
+                )
+            }),
+        }
+    }
+
     /// Bytes of keys and values carried, to check against record limits.
     pub fn data_bytes(&self) -> usize {
         let op_bytes = |op: &Op| match op {

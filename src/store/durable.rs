@@ -89,7 +89,10 @@ pub struct SnapshotPolicy {
     /// Take snapshots without being asked (default on).
     pub automatic: bool,
     /// Log bytes written since the last snapshot before one is considered
-    /// (default 64 MiB): small logs replay fast anyway.
+    /// (default 4 MiB): a floor so that a tiny store does not snapshot on
+    /// every few writes, small enough that a store of 1 MiB keeps a log of a
+    /// few MiB, not of whole 64 MiB segments. New segments are sized to the
+    /// threshold too, so the segments a snapshot covers can be deleted soon.
     pub min_log_bytes: u64,
     /// A snapshot starts once the log since the last one is this many times the
     /// live data (default 2): start-up then reads at most about three times the
@@ -113,7 +116,7 @@ impl Default for SnapshotPolicy {
     fn default() -> Self {
         SnapshotPolicy {
             automatic: true,
-            min_log_bytes: 64 << 20,
+            min_log_bytes: 4 << 20,
             live_data_ratio: 2,
         }
     }
@@ -268,10 +271,10 @@ impl DurableStore {
         report.records_replayed = wal_report.records_replayed;
         report.bytes_replayed = wal_report.bytes_replayed;
         report.repairs.extend(wal_report.repairs);
+        report.lost.extend(wal_report.lost);
+        report.broken_files.extend(wal_report.broken_files);
         report.notes.extend(wal_report.notes);
-        for repair in &report.repairs {
-            tracing::warn!(repair = %repair, "recovery repaired the log");
-        }
+        super::describe::warn_about_repairs(&report, "log", super::describe::try_describe_payload);
         let stats = StoreStats::default();
         stats
             .segments
@@ -280,7 +283,12 @@ impl DurableStore {
         state.attach_feed(ChangeFeed::new(state.revision(), FeedLimits::default()));
         let shared = Arc::new(Shared {
             state: RwLock::new(state),
-            log: Mutex::new(LogWriter::new(wal, options.fsync, report.bytes_replayed)),
+            log: Mutex::new(LogWriter::new(
+                wal,
+                options.fsync,
+                report.bytes_replayed,
+                options.snapshots,
+            )),
             writes_in_flight: AtomicUsize::new(0),
             snapshot_check_pending: AtomicBool::new(false),
             last_batch_len: AtomicUsize::new(1),

@@ -14,10 +14,10 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 
 use super::Command;
-use super::durable::{FsyncPolicy, Shared};
+use super::durable::{FsyncPolicy, Shared, SnapshotPolicy};
 use super::state::Outcome;
 use crate::error::{Error, Result};
-use crate::storage::Wal;
+use crate::storage::{SpaceUse, Wal};
 
 /// A command on its way into the log.
 pub(super) struct Proposal {
@@ -37,16 +37,24 @@ pub(super) struct LogWriter {
     pub unsynced: bool,
     pub last_sync: Instant,
     pub log_bytes_since_snapshot: u64,
+    /// Sizes new segments to the log a snapshot covers.
+    snapshot_policy: SnapshotPolicy,
 }
 
 impl LogWriter {
-    pub fn new(wal: Wal, fsync: FsyncPolicy, log_bytes_since_snapshot: u64) -> LogWriter {
+    pub fn new(
+        wal: Wal,
+        fsync: FsyncPolicy,
+        log_bytes_since_snapshot: u64,
+        snapshot_policy: SnapshotPolicy,
+    ) -> LogWriter {
         LogWriter {
             wal,
             fsync,
             unsynced: false,
             last_sync: Instant::now(),
             log_bytes_since_snapshot,
+            snapshot_policy,
         }
     }
 
@@ -54,15 +62,40 @@ impl LogWriter {
     /// the policy says, applies it, and pushes each writer's outcome onto
     /// `replies`. On failure the log is failed for good and every writer of the
     /// batch gets the error.
+    ///
+    /// Out of space ([`Error::NoSpace`]) nothing is failed: the writers that
+    /// would add data get that error, and the deletes among them are appended
+    /// again into the space kept back for them.
     pub fn commit(&mut self, shared: &Shared, batch: &mut Vec<Proposal>, replies: &mut Vec<Reply>) {
+        let started = Instant::now();
+        let appended = match self
+            .wal
+            .append(batch.iter().map(|proposal| proposal.payload.as_slice()))
+        {
+            Err(Error::NoSpace { path }) => {
+                let (freeing, adding): (Vec<Proposal>, Vec<Proposal>) = batch
+                    .drain(..)
+                    .partition(|proposal| proposal.command.frees_space());
+                for proposal in adding {
+                    let _ = proposal
+                        .reply
+                        .send(Err(Error::NoSpace { path: path.clone() }));
+                }
+                *batch = freeing;
+                if batch.is_empty() {
+                    return;
+                }
+                self.wal.append_as(
+                    SpaceUse::Freeing,
+                    batch.iter().map(|proposal| proposal.payload.as_slice()),
+                )
+            }
+            other => other,
+        };
         let record_bytes: usize = batch
             .iter()
             .map(|proposal| Wal::record_bytes(proposal.payload.len()))
             .sum();
-        let started = Instant::now();
-        let appended = self
-            .wal
-            .append(batch.iter().map(|proposal| proposal.payload.as_slice()));
         let result = appended.and_then(|first_seq| {
             self.unsynced = true;
             let due = match self.fsync {
@@ -77,6 +110,14 @@ impl LogWriter {
         });
         let first_seq = match result {
             Ok(first_seq) => first_seq,
+            Err(Error::NoSpace { path }) => {
+                for proposal in batch.drain(..) {
+                    let _ = proposal
+                        .reply
+                        .send(Err(Error::NoSpace { path: path.clone() }));
+                }
+                return;
+            }
             Err(error) => {
                 let reason = error.to_string();
                 shared.set_failed(reason.clone());
@@ -107,6 +148,8 @@ impl LogWriter {
             let outcome = state.apply(seq, proposal.issued_at_ms, proposal.command);
             replies.push((proposal.reply, outcome));
         }
+        let target = self.snapshot_policy.threshold(state.data_bytes());
+        self.wal.set_segment_target(target);
     }
 
     /// Syncs what was appended since the last sync. A failure fails the store.

@@ -8,6 +8,7 @@
 pub mod changes;
 mod command;
 mod commit;
+pub mod describe;
 mod durable;
 mod entry;
 mod key;

@@ -11,6 +11,7 @@ mod common;
 mod crash;
 mod crash_points;
 mod decoders;
+mod disk_full;
 mod faults;
 mod http_api;
 mod http_bad_input;

@@ -289,3 +289,149 @@ fn snapshots_compact_the_log_and_recovery_starts_from_them() {
         );
     }
 }
+
+#[test]
+fn repair_names_every_lost_record_and_keeps_the_cut_bytes() {
+    let (fs, ends) = written_log();
+    let segment = only_segment(&fs);
+    let original = fs.read(&segment).expect("read");
+    // A flipped byte inside record 2 (of RECORDS), whose value is at its end.
+    let damaged_at = ends[0];
+    fs.corrupt(&segment, ends[1] - 2, b"\xee").expect("flip");
+
+    let store = open(&fs, single_segment_options(RecoveryMode::Repair)).expect("repair");
+    assert_eq!(contents(&store), prefix(1));
+    let report = store.recovery_report().clone();
+    drop(store);
+
+    let lost = &report.lost;
+    assert_eq!(lost.len(), RECORDS - 1, "{lost:?}");
+    assert!(lost[0].damaged);
+    assert_eq!(
+        lost[0].seq,
+        Some(2),
+        "the damaged record is numbered by its neighbours"
+    );
+    assert_eq!(lost[0].offset, damaged_at);
+    let damaged_line = walrus::store::describe::lost_record_line(
+        &lost[0],
+        walrus::store::describe::try_describe_payload,
+    );
+    assert!(
+        damaged_line.contains("damaged") && damaged_line.contains("key-01"),
+        "the damaged record's key as it reads: {damaged_line}"
+    );
+    for (index, record) in lost.iter().enumerate().skip(1) {
+        assert!(!record.damaged);
+        // lost[index] is record index + 2, which set key(index + 1).
+        assert_eq!(record.seq, Some(index as u64 + 2));
+        assert_eq!(record.offset, ends[index]);
+        let line = walrus::store::describe::lost_record_line(
+            record,
+            walrus::store::describe::try_describe_payload,
+        );
+        assert!(
+            line.contains(&format!("PUT key-{:02}", index + 1)),
+            "{line}"
+        );
+        assert!(line.contains(&file_name(&segment)), "{line}");
+    }
+    assert_eq!(report.repairs.len(), 1, "{:?}", report.repairs);
+    let repair = &report.repairs[0];
+    assert!(
+        repair.contains(&format!("offset {damaged_at}"))
+            && repair.contains(&format!("{} records numbered 2 to {RECORDS}", RECORDS - 1)),
+        "{repair}"
+    );
+
+    // The cut bytes are kept beside the segment, exactly as they were.
+    assert_eq!(report.broken_files.len(), 1);
+    let broken = &report.broken_files[0];
+    assert_eq!(file_name(broken), format!("{}.broken", file_name(&segment)));
+    assert!(repair.contains(&file_name(broken)), "{repair}");
+    let mut expected = original[damaged_at as usize..].to_vec();
+    expected[(ends[1] - 2 - damaged_at) as usize] = 0xee;
+    assert_eq!(fs.read(broken).expect("broken file"), expected);
+
+    // The directory, .broken file and all, opens again normally; a second
+    // repair of new damage does not overwrite the first file.
+    let store = open(&fs, single_segment_options(RecoveryMode::TolerateTornTail)).expect("reopen");
+    assert_eq!(contents(&store), prefix(1));
+    store.set(b"after", b"repair").expect("write after repair");
+    store.set(b"and", b"more").expect("write after repair");
+    store.close().expect("close");
+    let now = fs.read(&segment).expect("read");
+    let second_record = decode_at(&now, damaged_at as usize);
+    fs.corrupt(&segment, damaged_at + 17, b"\x01")
+        .expect("flip");
+    let store = open(&fs, single_segment_options(RecoveryMode::Repair)).expect("repair again");
+    let report = store.recovery_report();
+    assert_eq!(
+        report.broken_files,
+        vec![data_dir().join(format!("{}.broken.1", file_name(&segment)))]
+    );
+    assert_eq!(report.lost.len(), 2, "{:?}", report.lost);
+    assert_eq!(report.lost[1].seq, Some(second_record + 1));
+}
+
+fn decode_at(data: &[u8], offset: usize) -> u64 {
+    walrus::storage::record::decode_record(&data[offset..])
+        .expect("a record")
+        .seq
+}
+
+#[test]
+fn repair_keeps_dropped_segments_as_broken_files_and_names_their_records() {
+    let fs = SimFs::new(9);
+    let mut options = crate::common::small_options();
+    options.snapshots.automatic = false;
+    let store = open(&fs, options.clone()).expect("open");
+    for index in 0..60 {
+        store
+            .set(format!("k{index:03}").as_bytes(), &[b'v'; 200])
+            .expect("set");
+    }
+    store.close().expect("close");
+    let mut segments: Vec<String> = fs
+        .list(&data_dir())
+        .expect("list")
+        .into_iter()
+        .filter(|name| name.ends_with(".wal"))
+        .collect();
+    segments.sort();
+    assert!(segments.len() >= 3, "{segments:?}");
+    // Damage the first record of the second segment.
+    let second = data_dir().join(&segments[1]);
+    fs.corrupt(&second, SEGMENT_HEADER_BYTES as u64 + 20, b"\xff\xff")
+        .expect("flip");
+
+    options.wal.recovery_mode = RecoveryMode::Repair;
+    let store = open(&fs, options).expect("repair");
+    let report = store.recovery_report().clone();
+    let kept = contents(&store).len();
+    drop(store);
+    let later: Vec<&String> = segments[2..].iter().collect();
+    for name in &later {
+        let broken = data_dir().join(format!("{name}.broken"));
+        assert!(
+            report.broken_files.contains(&broken),
+            "{:?}",
+            report.broken_files
+        );
+        assert!(fs.read(&broken).is_ok(), "{name} kept as .broken");
+        assert!(
+            fs.read(&data_dir().join(name)).is_err(),
+            "{name} out of the log"
+        );
+    }
+    // Every record after the last kept one is named, damaged one first.
+    let seqs: Vec<Option<u64>> = report.lost.iter().map(|lost| lost.seq).collect();
+    let expected: Vec<Option<u64>> = (kept as u64 + 1..=60).map(Some).collect();
+    assert_eq!(seqs, expected, "{:?}", report.repairs);
+    assert!(report.lost[0].damaged);
+    assert!(
+        report.lost[1..]
+            .iter()
+            .all(|lost| !lost.damaged && lost.payload.is_some())
+    );
+}

@@ -29,6 +29,8 @@ pub fn answer_reply(answer: Answer) -> Reply {
 pub fn store_error(error: &Error) -> Reply {
     match error {
         Error::Unavailable { reason } => Reply::Error(format!("CLUSTERDOWN {reason}")),
+        // Redis answers MISCONF when it cannot persist a write.
+        Error::NoSpace { .. } => Reply::Error(format!("MISCONF {error}")),
         other => Reply::err(other),
     }
 }

@@ -1,0 +1,160 @@
+//! A disk that fills, on a real small file system: a 16 MiB tmpfs mounted by
+//! the test (root only; elsewhere the test says it is skipped and why).
+//!
+//! walrus must start on it (segments sized to the free space), answer a full
+//! disk with an error that changes nothing and does not fail the store, still
+//! take deletes, keep every acknowledged write across a restart, and accept
+//! writes again once keys are deleted and the log compacted.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::server::{Server, delete, get, put, request};
+
+/// A tmpfs mounted for one test, unmounted (lazily) when dropped.
+struct SmallDisk {
+    mount_point: PathBuf,
+}
+
+impl SmallDisk {
+    /// Mounts a tmpfs of `size` (mount's syntax, e.g. `16m`) at `dir`, or
+    /// says why it cannot.
+    fn mount(dir: &Path, size: &str) -> Result<SmallDisk, String> {
+        std::fs::create_dir_all(dir).map_err(|err| err.to_string())?;
+        let output = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .map_err(|err| format!("cannot run mount: {err}"))?;
+        if !output.status.success() {
+            return Err(String::from_utf8_lossy(&output.stderr).trim().to_string());
+        }
+        Ok(SmallDisk {
+            mount_point: dir.to_path_buf(),
+        })
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(&self.mount_point)
+            .status();
+    }
+}
+
+fn value(index: usize) -> Vec<u8> {
+    let mut value = format!("value-{index}-").into_bytes();
+    value.resize(32 << 10, b'a' + (index % 26) as u8);
+    value
+}
+
+#[test]
+fn a_full_disk_refuses_writes_keeps_every_acknowledged_one_and_recovers_after_deletes() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let mount_point = temp.path().join("small");
+    let _disk = match SmallDisk::mount(&mount_point, "16m") {
+        Ok(disk) => disk,
+        Err(reason) => {
+            eprintln!(
+                "SKIPPED: cannot mount a 16 MiB tmpfs here ({reason}); this test needs root \
+                 (CAP_SYS_ADMIN)"
+            );
+            return;
+        }
+    };
+    let data = mount_point.join("data");
+
+    // Default flags: 64 MiB segments would not fit; the log adapts.
+    let mut server = Server::start_in_data(&data, &[]);
+    let address = server.address;
+    let mut acknowledged = Vec::new();
+    let mut refusal = None;
+    for index in 0..1_000 {
+        let reply = put(address, &format!("/kv/k{index:04}"), &value(index));
+        match reply.status {
+            200 => acknowledged.push(index),
+            503 => {
+                refusal = Some(reply.text());
+                break;
+            }
+            other => panic!("PUT {index}: {other} {}", reply.text()),
+        }
+    }
+    let refusal = refusal.expect("16 MiB filled up within 1,000 writes of 32 KiB");
+    assert!(refusal.contains("no space left"), "{refusal}");
+    assert!(
+        acknowledged.len() >= 100,
+        "only {} writes of 32 KiB fit on 16 MiB",
+        acknowledged.len()
+    );
+
+    // Full, not failed: reads work, and a delete uses the space kept for it.
+    let first = acknowledged[0];
+    assert_eq!(get(address, &format!("/kv/k{first:04}")).status, 200);
+    let reply = delete(address, &format!("/kv/k{first:04}"));
+    assert_eq!(
+        reply.status,
+        200,
+        "a delete on a full disk: {}",
+        reply.text()
+    );
+    acknowledged.remove(0);
+
+    // Every acknowledged write survives a restart on the full disk.
+    server.terminate();
+    let mut server = Server::start_in_data(&data, &[]);
+    let address = server.address;
+    for &index in &acknowledged {
+        let reply = get(address, &format!("/kv/k{index:04}"));
+        assert_eq!(reply.status, 200, "k{index:04} lost");
+        assert_eq!(reply.body, value(index), "k{index:04} changed");
+    }
+    assert_eq!(get(address, &format!("/kv/k{first:04}")).status, 404);
+
+    // Deleting the keys and compacting gives the space back.
+    for &index in &acknowledged {
+        let reply = delete(address, &format!("/kv/k{index:04}"));
+        assert_eq!(reply.status, 200, "delete k{index:04}: {}", reply.text());
+    }
+    let reply = request(address, "POST", "/admin/compact", &[], b"");
+    assert_eq!(reply.status, 200, "compact: {}", reply.text());
+    for index in 0..100 {
+        let reply = put(address, &format!("/kv/again{index}"), &value(index));
+        assert_eq!(
+            reply.status,
+            200,
+            "write {index} after compaction: {}",
+            reply.text()
+        );
+    }
+    server.terminate();
+    let server = Server::start_in_data(&data, &[]);
+    assert_eq!(get(server.address, "/kv/again99").body, value(99));
+}
+
+#[test]
+fn start_up_on_a_disk_too_small_for_a_segment_names_the_flag_that_helps() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let mount_point = temp.path().join("tiny");
+    let _disk = match SmallDisk::mount(&mount_point, "1m") {
+        Ok(disk) => disk,
+        Err(reason) => {
+            eprintln!(
+                "SKIPPED: cannot mount a 1 MiB tmpfs here ({reason}); this test needs root \
+                 (CAP_SYS_ADMIN)"
+            );
+            return;
+        }
+    };
+    let output = Command::new(env!("CARGO_BIN_EXE_walrus"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(mount_point.join("data"))
+        .output()
+        .expect("run walrus");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no space left"), "{stderr}");
+    assert!(stderr.contains("--segment-bytes"), "{stderr}");
+}
