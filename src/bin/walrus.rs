@@ -283,6 +283,13 @@ struct ServeArgs {
     /// Never snapshot automatically.
     #[arg(long)]
     no_auto_snapshot: bool,
+    /// Changes kept for watchers to resume from (`since`, `Last-Event-ID`);
+    /// older revisions answer 410 Gone.
+    #[arg(long, default_value_t = 100_000)]
+    watch_history_changes: usize,
+    /// Bytes of change history kept for watchers, at most.
+    #[arg(long, default_value_t = 64 << 20)]
+    watch_history_bytes: usize,
     /// Longest wait, in microseconds, for the previous batch's writers to join
     /// the next group commit (only under concurrent load).
     #[arg(long, default_value_t = 100)]
@@ -368,6 +375,13 @@ struct ServeArgs {
 }
 
 impl ServeArgs {
+    fn watch_history(&self) -> walrus::store::changes::FeedLimits {
+        walrus::store::changes::FeedLimits {
+            max_changes: self.watch_history_changes.max(1),
+            max_bytes: self.watch_history_bytes.max(1),
+        }
+    }
+
     fn options(&self) -> Result<ServeOptions> {
         let recovery_mode = if self.repair {
             RecoveryMode::Repair
@@ -422,6 +436,7 @@ impl ServeArgs {
                 },
                 max_batch: 0,
                 commit_delay: Duration::from_micros(self.commit_delay_us),
+                watch_history: self.watch_history(),
             },
             http: HttpConfig {
                 max_key_bytes: self.max_key_bytes,
@@ -464,6 +479,7 @@ impl ServeArgs {
                 .map_err(|reason| anyhow::anyhow!("--peers: {reason}"))?;
         }
         options.fsync = self.fsync;
+        options.watch_history = self.watch_history();
         options.wal = WalOptions {
             segment_bytes: self.segment_bytes.max(4096),
             preallocate: !self.no_preallocate,

@@ -63,6 +63,8 @@ pub struct ClusterOptions {
     /// Set when the node serves TLS: peers are reached over https, trusting
     /// this connector's CA.
     pub peer_tls: Option<PeerTls>,
+    /// How much change history watchers can resume from.
+    pub watch_history: crate::store::changes::FeedLimits,
 }
 
 impl ClusterOptions {
@@ -80,6 +82,7 @@ impl ClusterOptions {
             snapshot_every: 50_000,
             fault_injection: false,
             peer_tls: None,
+            watch_history: Default::default(),
         }
     }
 }
@@ -197,7 +200,7 @@ impl ClusterNode {
         let fs: Arc<dyn FileSystem> = Arc::new(StdFs);
         let data_dir = DataDir::open(&*fs, dir)?;
         let log = LogStore::open(fs.clone(), dir, options.wal.clone(), options.fsync)?;
-        let machine = StateMachine::open(fs, dir)?;
+        let machine = StateMachine::open(fs, dir, options.watch_history)?;
         let config = Config {
             cluster_name: "walrus".into(),
             heartbeat_interval: options.heartbeat_ms,

@@ -113,7 +113,8 @@ mod tests {
             let fs: Arc<dyn FileSystem> = Arc::new(StdFs);
             let log = LogStore::open(fs.clone(), temp.path(), small_wal(), FsyncPolicy::Always)
                 .expect("open the log");
-            let machine = StateMachine::open(fs, temp.path()).expect("open the state machine");
+            let machine = StateMachine::open(fs, temp.path(), Default::default())
+                .expect("open the state machine");
             Ok((temp, log, machine))
         }
     }
@@ -128,7 +129,8 @@ mod tests {
             let fs: Arc<dyn FileSystem> = fs;
             let log = LogStore::open(fs.clone(), dir, small_wal(), FsyncPolicy::Always)
                 .expect("open the log");
-            let machine = StateMachine::open(fs, dir).expect("open the state machine");
+            let machine =
+                StateMachine::open(fs, dir, Default::default()).expect("open the state machine");
             Ok(((), log, machine))
         }
     }

@@ -59,8 +59,13 @@ pub struct StateMachine {
 }
 
 impl StateMachine {
-    /// Loads the newest valid snapshot in `dir`, or starts empty.
-    pub fn open(fs: Arc<dyn FileSystem>, dir: &Path) -> Result<StateMachine> {
+    /// Loads the newest valid snapshot in `dir`, or starts empty; watchers can
+    /// resume from `watch_history` of changes.
+    pub fn open(
+        fs: Arc<dyn FileSystem>,
+        dir: &Path,
+        watch_history: FeedLimits,
+    ) -> Result<StateMachine> {
         let (state, applied) = match newest_snapshot(&*fs, dir)? {
             Some((path, data)) => {
                 let (state, meta) = decode_replica_snapshot(&data)
@@ -78,7 +83,7 @@ impl StateMachine {
             ),
         };
         let mut state = state;
-        state.attach_feed(ChangeFeed::new(state.revision(), FeedLimits::default()));
+        state.attach_feed(ChangeFeed::new(state.revision(), watch_history));
         Ok(StateMachine {
             inner: Arc::new(Inner {
                 fs,

@@ -23,6 +23,8 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+use super::key::Key;
+
 /// What happened to a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChangeKind {
@@ -52,7 +54,9 @@ pub struct Change {
     /// How many changes its revision made.
     pub count: u32,
     pub kind: ChangeKind,
-    pub key: Bytes,
+    /// Stored inline when short, as in the state's map: noting a change then
+    /// costs no allocation for the key.
+    pub key: Key,
     /// The new value of a put; empty otherwise.
     pub value: Bytes,
     /// The put's expiry (Unix ms, 0 for none).
@@ -126,7 +130,9 @@ pub struct ChangeFeed {
     inner: Mutex<Inner>,
     limits: FeedLimits,
     registry: Mutex<Registry>,
-    /// Watch streams open now (a gauge for `/metrics`).
+    /// Watch streams open now (a gauge for `/metrics`). Raised under the
+    /// registry lock before a watcher first reads, so a publish that sees zero
+    /// (and skips the registry) comes before that read, which then finds it.
     watchers: AtomicUsize,
 }
 
@@ -250,20 +256,22 @@ impl ChangeFeed {
         })
     }
 
-    /// Adds one command's changes (all at one revision) and wakes the
-    /// watchers they match.
-    pub fn publish(&self, changes: Vec<Change>) {
+    /// Adds one command's changes (all at one revision), taking them out of
+    /// `changes` (whose allocation the caller keeps for the next command), and
+    /// wakes the watchers they match.
+    pub fn publish(&self, changes: &mut Vec<Change>) {
         if changes.is_empty() {
             return;
         }
         let mut inner = self.inner.lock();
-        {
+        // With nobody watching, the registry (and its lock) is skipped.
+        if self.watchers.load(Ordering::SeqCst) > 0 {
             let registry = self.registry.lock();
-            for change in &changes {
+            for change in changes.iter() {
                 registry.wake_matching(&change.key);
             }
         }
-        for change in changes {
+        for change in changes.drain(..) {
             inner.bytes += change.bytes();
             inner.history.push_back(Arc::new(change));
         }
@@ -345,8 +353,8 @@ impl ChangeFeed {
                 *registry.prefix_lengths.entry(prefix.len()).or_default() += 1;
             }
         }
+        self.watchers.fetch_add(1, Ordering::SeqCst);
         drop(registry);
-        self.watchers.fetch_add(1, Ordering::Relaxed);
         Subscription {
             feed: self.clone(),
             filter,
@@ -371,7 +379,7 @@ mod tests {
             index,
             count,
             kind: ChangeKind::Put,
-            key: Bytes::copy_from_slice(key.as_bytes()),
+            key: Key::new(key.as_bytes()),
             value: Bytes::from_static(b"v"),
             expires_at_ms: 0,
             rendered: OnceLock::new(),
@@ -391,8 +399,8 @@ mod tests {
     #[test]
     fn readers_resume_exactly_inside_a_revision() {
         let feed = ChangeFeed::new(10, FeedLimits::default());
-        feed.publish(vec![change(11, 1, 1, "a")]);
-        feed.publish(vec![change(12, 1, 2, "b"), change(12, 2, 2, "c")]);
+        feed.publish(&mut vec![change(11, 1, 1, "a")]);
+        feed.publish(&mut vec![change(12, 1, 2, "b"), change(12, 2, 2, "c")]);
         let all = keys(feed.read(Position::after_revision(10), 100));
         assert_eq!(all, ["a", "b", "c"]);
         let mid = Position {
@@ -414,9 +422,9 @@ mod tests {
             max_bytes: usize::MAX,
         };
         let feed = ChangeFeed::new(0, limits);
-        feed.publish(vec![change(1, 1, 1, "a")]);
-        feed.publish(vec![change(2, 1, 2, "b"), change(2, 2, 2, "c")]);
-        feed.publish(vec![change(3, 1, 2, "d"), change(3, 2, 2, "e")]);
+        feed.publish(&mut vec![change(1, 1, 1, "a")]);
+        feed.publish(&mut vec![change(2, 1, 2, "b"), change(2, 2, 2, "c")]);
+        feed.publish(&mut vec![change(3, 1, 2, "d"), change(3, 2, 2, "e")]);
         // Revision 1 and then all of revision 2 went, not half of it.
         assert_eq!(feed.bounds(), (2, 3));
         assert!(matches!(
@@ -435,15 +443,15 @@ mod tests {
         let prefix = feed.subscribe(WatchFilter::Prefix(Bytes::from_static(b"a/")));
         let key = feed.subscribe(WatchFilter::Key(Bytes::from_static(b"b")));
         assert_eq!(feed.watchers(), 2);
-        feed.publish(vec![change(1, 1, 1, "c")]);
+        feed.publish(&mut vec![change(1, 1, 1, "c")]);
         assert!(prefix.changed().now_or_never().is_none());
         assert!(key.changed().now_or_never().is_none());
-        feed.publish(vec![change(2, 1, 2, "a/x"), change(2, 2, 2, "b")]);
+        feed.publish(&mut vec![change(2, 1, 2, "a/x"), change(2, 2, 2, "b")]);
         assert!(prefix.changed().now_or_never().is_some());
         assert!(key.changed().now_or_never().is_some());
         drop(prefix);
         assert_eq!(feed.watchers(), 1);
-        feed.publish(vec![change(3, 1, 1, "a/y")]);
+        feed.publish(&mut vec![change(3, 1, 1, "a/y")]);
         assert!(key.changed().now_or_never().is_none());
     }
 }

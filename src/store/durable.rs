@@ -133,6 +133,8 @@ pub struct StoreOptions {
     /// to come back before it writes (default 100 µs). Only when the previous
     /// batch had more than one writer: a lone writer never waits.
     pub commit_delay: Duration,
+    /// How much change history watchers can resume from.
+    pub watch_history: FeedLimits,
 }
 
 impl Default for StoreOptions {
@@ -143,6 +145,7 @@ impl Default for StoreOptions {
             snapshots: SnapshotPolicy::default(),
             max_batch: 0,
             commit_delay: Duration::from_micros(100),
+            watch_history: FeedLimits::default(),
         }
     }
 }
@@ -280,7 +283,7 @@ impl DurableStore {
             .segments
             .store(wal.segment_count() as u64, Ordering::Relaxed);
         let mut state = state;
-        state.attach_feed(ChangeFeed::new(state.revision(), FeedLimits::default()));
+        state.attach_feed(ChangeFeed::new(state.revision(), options.watch_history));
         let shared = Arc::new(Shared {
             state: RwLock::new(state),
             log: Mutex::new(LogWriter::new(

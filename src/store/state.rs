@@ -428,14 +428,13 @@ impl State {
         if self.pending.is_empty() {
             return;
         }
-        let mut changes = std::mem::take(&mut self.pending);
-        let count = u32::try_from(changes.len()).unwrap_or(u32::MAX);
-        for (index, change) in (1..).zip(changes.iter_mut()) {
+        let count = u32::try_from(self.pending.len()).unwrap_or(u32::MAX);
+        for (index, change) in (1..).zip(self.pending.iter_mut()) {
             change.revision = self.revision;
             change.index = index;
             change.count = count;
         }
-        feed.publish(changes);
+        feed.publish(&mut self.pending);
     }
 
     /// Notes a change of database 0 for the feed (the revision and numbering
@@ -452,7 +451,7 @@ impl State {
             index: 0,
             count: 0,
             kind,
-            key: key.to_bytes(),
+            key: key.clone(),
             value: entry.map(|entry| entry.value.clone()).unwrap_or_default(),
             expires_at_ms: entry.map_or(0, |entry| entry.expires_at_ms),
             rendered: std::sync::OnceLock::new(),

@@ -197,6 +197,25 @@ fn a_revision_older_than_the_history_is_410_gone() {
 }
 
 #[test]
+fn the_watch_history_is_as_long_as_the_flag_says() {
+    let (server, _dir) = Server::start(&["--watch-history-changes", "10"]);
+    for index in 0..30 {
+        assert_eq!(
+            put(server.address, &format!("/kv/k{index}"), b"v").status,
+            200
+        );
+    }
+    // Ten changes kept: revisions 21..=30, so a reader can start after 20.
+    let gone = request(server.address, "GET", "/kv/?watch=true&since=19", &[], b"");
+    assert_eq!(gone.status, 410, "{}", gone.text());
+    assert_eq!(gone.header("x-walrus-oldest-revision"), Some("20"));
+    let mut watch = WatchStream::open(server.address, "/kv/?watch=true&since=20", None);
+    let events = watch.take(10);
+    assert_eq!(events[0].id, "21");
+    assert_eq!(events[9].id, "30");
+}
+
+#[test]
 fn a_watcher_that_never_reads_is_cut_off_and_writes_go_on() {
     let (server, _dir) = Server::start_resp(&[]);
     // Opened, then not read while 30,000 changes of 1 KiB happen: far more
