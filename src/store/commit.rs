@@ -23,8 +23,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use tokio::sync::oneshot;
 
-use super::durable::{FsyncPolicy, Shared, SnapshotInfo, SnapshotPolicy, StoreOptions};
 use super::log_writer::{Proposal, Reply, deliver};
+use super::options::{FsyncPolicy, SnapshotInfo, SnapshotPolicy, StoreOptions};
+use super::shared::Shared;
 use super::state::{SnapshotPoint, write_frozen};
 use crate::error::{Error, Result};
 use crate::storage::snapshot::{SnapshotMeta, SnapshotWriter, parse_snapshot_file_name};
@@ -123,7 +124,7 @@ impl Committer {
         loop {
             let Some(first) = self.next_message() else {
                 // Every sender is gone: nobody can wait for anything any more.
-                let _ = self.shared.log.lock().sync(&self.shared, Instant::now());
+                let _ = self.shared.log.lock().sync(&*self.shared, Instant::now());
                 return;
             };
             let mut shutdown = self.dispatch(first);
@@ -182,7 +183,7 @@ impl Committer {
             match self.receiver.recv_timeout(wait) {
                 Ok(message) => return Some(message),
                 Err(RecvTimeoutError::Timeout) => {
-                    let _ = self.shared.log.lock().sync(&self.shared, Instant::now());
+                    let _ = self.shared.log.lock().sync(&*self.shared, Instant::now());
                 }
                 Err(RecvTimeoutError::Disconnected) => return None,
             }
@@ -229,7 +230,7 @@ impl Committer {
         self.shared
             .log
             .lock()
-            .commit(&self.shared, &mut self.batch, &mut self.replies);
+            .commit(&*self.shared, &mut self.batch, &mut self.replies);
         if self.replies.len() <= INLINE_REPLIES {
             deliver(self.replies.drain(..));
         } else {
@@ -390,7 +391,7 @@ impl Committer {
         if let Some(reason) = self.shared.failure() {
             return Err(Error::Failed { reason });
         }
-        self.shared.log.lock().sync(&self.shared, Instant::now())
+        self.shared.log.lock().sync(&*self.shared, Instant::now())
     }
 }
 

@@ -4,240 +4,28 @@
 //! commit thread (`commit.rs`), which owns the log from then on. Reads take the
 //! state's read lock and never touch the disk.
 
-use super::changes::{ChangeFeed, FeedLimits};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use crossbeam_channel::Sender;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 use tokio::sync::oneshot;
 
+use super::changes::ChangeFeed;
 use super::command::{MAX_COMMAND_FIELD_BYTES, decode_payload, encode_payload};
 use super::commit::{Committer, Message};
 use super::log_writer::{LogWriter, Proposal, deliver};
+use super::options::{FsyncPolicy, SnapshotInfo, SnapshotPolicy, StoreOptions};
+use super::shared::Shared;
+use super::stats::StoreStats;
 use super::{Command, KvStore, Outcome, State, Submission, now_ms};
 use crate::error::{Error, Result};
-use crate::metrics::{BATCH_BUCKETS, Histogram, LATENCY_BUCKETS};
 use crate::storage::data_dir::DataDir;
 use crate::storage::record::MAX_RECORD_PAYLOAD;
 use crate::storage::snapshot::{read_snapshot, snapshot_file_name};
-use crate::storage::{FileSystem, RecoveryMode, RecoveryReport, StdFs, Wal, WalOptions};
-
-/// When appended records are made durable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum FsyncPolicy {
-    /// Every write is acknowledged after the `fdatasync` that covers it.
-    #[default]
-    Always,
-    /// Acknowledged after `write`; synced at least this often. A process crash
-    /// loses nothing, a power loss at most the interval.
-    Interval(Duration),
-    /// Appends are not synced; the OS writes them back when it likes. (New
-    /// segments, snapshots and shutdown are still synced.)
-    Never,
-}
-
-impl std::fmt::Display for FsyncPolicy {
-    /// As the flag spells it: `always`, `interval=MS`, `never`.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            FsyncPolicy::Always => f.write_str("always"),
-            FsyncPolicy::Interval(interval) => write!(f, "interval={}", interval.as_millis()),
-            FsyncPolicy::Never => f.write_str("never"),
-        }
-    }
-}
-
-impl FsyncPolicy {
-    /// Redis's nearest `appendfsync` setting.
-    pub fn redis_name(&self) -> &'static str {
-        match self {
-            FsyncPolicy::Always => "always",
-            FsyncPolicy::Interval(_) => "everysec",
-            FsyncPolicy::Never => "no",
-        }
-    }
-}
-
-impl std::str::FromStr for FsyncPolicy {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, String> {
-        match text {
-            "always" => Ok(FsyncPolicy::Always),
-            "never" => Ok(FsyncPolicy::Never),
-            _ => {
-                let millis = text
-                    .strip_prefix("interval=")
-                    .and_then(|ms| ms.parse::<u64>().ok())
-                    .filter(|&ms| ms > 0)
-                    .ok_or_else(|| {
-                        format!("{text:?}: expected always, never or interval=MS (MS > 0)")
-                    })?;
-                Ok(FsyncPolicy::Interval(Duration::from_millis(millis)))
-            }
-        }
-    }
-}
-
-/// When snapshots are taken automatically.
-#[derive(Debug, Clone, Copy)]
-pub struct SnapshotPolicy {
-    /// Take snapshots without being asked (default on).
-    pub automatic: bool,
-    /// Log bytes written since the last snapshot before one is considered
-    /// (default 4 MiB): a floor so that a tiny store does not snapshot on
-    /// every few writes, small enough that a store of 1 MiB keeps a log of a
-    /// few MiB, not of whole 64 MiB segments. New segments are sized to the
-    /// threshold too, so the segments a snapshot covers can be deleted soon.
-    pub min_log_bytes: u64,
-    /// A snapshot starts once the log since the last one is this many times the
-    /// live data (default 2): start-up then reads at most about three times the
-    /// live data, however long the history.
-    pub live_data_ratio: u64,
-}
-
-impl SnapshotPolicy {
-    /// Log bytes since the last snapshot that call for the next one, given the
-    /// bytes of live data.
-    pub fn threshold(&self, live_bytes: u64) -> u64 {
-        if !self.automatic {
-            return u64::MAX;
-        }
-        self.min_log_bytes
-            .max(live_bytes.saturating_mul(self.live_data_ratio))
-    }
-}
-
-impl Default for SnapshotPolicy {
-    fn default() -> Self {
-        SnapshotPolicy {
-            automatic: true,
-            min_log_bytes: 4 << 20,
-            live_data_ratio: 2,
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct StoreOptions {
-    pub fsync: FsyncPolicy,
-    pub wal: WalOptions,
-    pub snapshots: SnapshotPolicy,
-    /// Most records one group commit writes (default 4096 when 0).
-    pub max_batch: usize,
-    /// How long a group commit may wait for the writers of the previous batch
-    /// to come back before it writes (default 100 µs). Only when the previous
-    /// batch had more than one writer: a lone writer never waits.
-    pub commit_delay: Duration,
-    /// How much change history watchers can resume from.
-    pub watch_history: FeedLimits,
-}
-
-impl Default for StoreOptions {
-    fn default() -> Self {
-        StoreOptions {
-            fsync: FsyncPolicy::default(),
-            wal: WalOptions::default(),
-            snapshots: SnapshotPolicy::default(),
-            max_batch: 0,
-            commit_delay: Duration::from_micros(100),
-            watch_history: FeedLimits::default(),
-        }
-    }
-}
-
-impl StoreOptions {
-    pub fn with_recovery_mode(mut self, mode: RecoveryMode) -> Self {
-        self.wal.recovery_mode = mode;
-        self
-    }
-}
-
-/// A finished snapshot.
-#[derive(Debug, Clone)]
-pub struct SnapshotInfo {
-    pub seq: u64,
-    pub revision: u64,
-    pub entries: u64,
-    pub path: PathBuf,
-    pub duration: Duration,
-}
-
-/// Counters the commit thread and snapshots publish, read by `/metrics`.
-#[derive(Debug)]
-pub struct StoreStats {
-    /// Seconds per log sync.
-    pub sync_latency: Histogram,
-    /// Records per group commit.
-    pub batch_size: Histogram,
-    pub syncs: AtomicU64,
-    pub sync_nanos: AtomicU64,
-    pub batches: AtomicU64,
-    pub batched_records: AtomicU64,
-    pub log_bytes: AtomicU64,
-    pub snapshots: AtomicU64,
-    pub snapshot_nanos: AtomicU64,
-    pub segments: AtomicU64,
-}
-
-impl Default for StoreStats {
-    fn default() -> Self {
-        StoreStats {
-            sync_latency: Histogram::new(LATENCY_BUCKETS),
-            batch_size: Histogram::new(BATCH_BUCKETS),
-            syncs: AtomicU64::new(0),
-            sync_nanos: AtomicU64::new(0),
-            batches: AtomicU64::new(0),
-            batched_records: AtomicU64::new(0),
-            log_bytes: AtomicU64::new(0),
-            snapshots: AtomicU64::new(0),
-            snapshot_nanos: AtomicU64::new(0),
-            segments: AtomicU64::new(0),
-        }
-    }
-}
-
-/// State shared by the store handle, the commit thread and snapshot threads.
-pub(super) struct Shared {
-    pub state: RwLock<State>,
-    /// The log; held by whoever is committing (see `log_writer.rs`).
-    pub log: Mutex<LogWriter>,
-    /// Writes handed to the commit thread and not yet answered. While it is
-    /// zero, a writer may commit on its own.
-    pub writes_in_flight: AtomicUsize,
-    /// Records in the commit thread's last batch: above one, writers are
-    /// running concurrently and belong in its batches, not on their own.
-    pub last_batch_len: AtomicUsize,
-    /// A `CheckSnapshot` message is on its way to the commit thread.
-    pub snapshot_check_pending: AtomicBool,
-    pub fs: Arc<dyn FileSystem>,
-    pub dir: PathBuf,
-    pub stats: StoreStats,
-    failed: AtomicBool,
-    failure: Mutex<Option<String>>,
-}
-
-impl Shared {
-    pub fn failure(&self) -> Option<String> {
-        if !self.failed.load(Ordering::Acquire) {
-            return None;
-        }
-        self.failure.lock().clone()
-    }
-
-    pub fn set_failed(&self, reason: String) {
-        let mut failure = self.failure.lock();
-        if failure.is_none() {
-            tracing::error!(%reason, "storage failed; refusing writes until restart");
-            *failure = Some(reason);
-        }
-        self.failed.store(true, Ordering::Release);
-    }
-}
+use crate::storage::{FileSystem, RecoveryMode, RecoveryReport, StdFs, Wal};
 
 pub struct DurableStore {
     shared: Arc<Shared>,
@@ -284,23 +72,8 @@ impl DurableStore {
             .store(wal.segment_count() as u64, Ordering::Relaxed);
         let mut state = state;
         state.attach_feed(ChangeFeed::new(state.revision(), options.watch_history));
-        let shared = Arc::new(Shared {
-            state: RwLock::new(state),
-            log: Mutex::new(LogWriter::new(
-                wal,
-                options.fsync,
-                report.bytes_replayed,
-                options.snapshots,
-            )),
-            writes_in_flight: AtomicUsize::new(0),
-            snapshot_check_pending: AtomicBool::new(false),
-            last_batch_len: AtomicUsize::new(1),
-            fs,
-            dir: dir.to_path_buf(),
-            stats,
-            failed: AtomicBool::new(false),
-            failure: Mutex::new(None),
-        });
+        let log = LogWriter::new(wal, options.fsync, report.bytes_replayed, options.snapshots);
+        let shared = Arc::new(Shared::new(state, log, fs, dir.to_path_buf(), stats));
         let (sender, receiver) = crossbeam_channel::unbounded();
         let committer = Committer::new(shared.clone(), receiver, sender.clone(), &options);
         let handle = std::thread::Builder::new()
@@ -462,7 +235,7 @@ impl DurableStore {
             return batch;
         }
         let mut replies = Vec::with_capacity(batch.len());
-        log.commit(&self.shared, &mut batch, &mut replies);
+        log.commit(&*self.shared, &mut batch, &mut replies);
         let bytes_since_snapshot = log.log_bytes_since_snapshot;
         drop(log);
         deliver(replies);
@@ -501,7 +274,7 @@ impl DurableStore {
         }
         let mut batch = vec![proposal];
         let mut replies = Vec::with_capacity(1);
-        log.commit(&self.shared, &mut batch, &mut replies);
+        log.commit(&*self.shared, &mut batch, &mut replies);
         let bytes_since_snapshot = log.log_bytes_since_snapshot;
         drop(log);
         deliver(replies);
@@ -690,12 +463,12 @@ mod tests {
         store.set(b"k", b"v").expect("write");
         // Dropped on a runtime thread: must neither panic nor block.
         drop(store);
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let reopened = loop {
             match DurableStore::open(dir.path(), StoreOptions::default()) {
                 Ok(store) => break store,
                 Err(Error::Locked { .. }) if std::time::Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                 }
                 Err(error) => panic!("reopen: {error}"),
             }

@@ -13,11 +13,24 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
+use parking_lot::RwLock;
+
 use super::Command;
-use super::durable::{FsyncPolicy, Shared, SnapshotPolicy};
-use super::state::Outcome;
+use super::options::{FsyncPolicy, SnapshotPolicy};
+use super::state::{Outcome, State};
+use super::stats::StoreStats;
 use crate::error::{Error, Result};
 use crate::storage::{SpaceUse, Wal};
+
+/// What a commit writes into besides the log: the state it applies to, the
+/// counters it updates, and where a failure of the log is recorded. The
+/// store's shared state implements it; the log writer needs no more of it.
+pub(super) trait CommitTarget {
+    fn state(&self) -> &RwLock<State>;
+    fn stats(&self) -> &StoreStats;
+    /// Fails the store for good (a write or sync error).
+    fn set_failed(&self, reason: String);
+}
 
 /// A command on its way into the log.
 pub(super) struct Proposal {
@@ -66,7 +79,12 @@ impl LogWriter {
     /// Out of space ([`Error::NoSpace`]) nothing is failed: the writers that
     /// would add data get that error, and the deletes among them are appended
     /// again into the space kept back for them.
-    pub fn commit(&mut self, shared: &Shared, batch: &mut Vec<Proposal>, replies: &mut Vec<Reply>) {
+    pub fn commit(
+        &mut self,
+        shared: &impl CommitTarget,
+        batch: &mut Vec<Proposal>,
+        replies: &mut Vec<Reply>,
+    ) {
         let started = Instant::now();
         let appended = match self
             .wal
@@ -129,7 +147,7 @@ impl LogWriter {
                 return;
             }
         };
-        let stats = &shared.stats;
+        let stats = shared.stats();
         stats.batches.fetch_add(1, Ordering::Relaxed);
         stats.batch_size.observe(batch.len() as f64);
         stats
@@ -142,7 +160,7 @@ impl LogWriter {
             .segments
             .store(self.wal.segment_count() as u64, Ordering::Relaxed);
         self.log_bytes_since_snapshot += record_bytes as u64;
-        let mut state = shared.state.write();
+        let mut state = shared.state().write();
         for (offset, proposal) in batch.drain(..).enumerate() {
             let seq = first_seq + offset as u64;
             let outcome = state.apply(seq, proposal.issued_at_ms, proposal.command);
@@ -155,13 +173,13 @@ impl LogWriter {
     /// Syncs what was appended since the last sync. A failure fails the store.
     /// The time recorded runs from `started`: for a commit, from before its
     /// write, since with direct I/O the write itself is the sync.
-    pub fn sync(&mut self, shared: &Shared, started: Instant) -> Result<()> {
+    pub fn sync(&mut self, shared: &impl CommitTarget, started: Instant) -> Result<()> {
         if !self.unsynced {
             return Ok(());
         }
         let result = self.wal.sync();
         let elapsed = started.elapsed();
-        let stats = &shared.stats;
+        let stats = shared.stats();
         stats.syncs.fetch_add(1, Ordering::Relaxed);
         stats
             .sync_nanos

@@ -15,8 +15,11 @@ mod key;
 mod log_writer;
 mod mem;
 pub mod number;
+mod options;
 pub mod redis_op;
+mod shared;
 mod state;
+mod stats;
 
 use std::future::Future;
 use std::ops::Bound;
@@ -30,11 +33,11 @@ use parking_lot::RwLock;
 use tokio::sync::oneshot;
 
 pub use command::{Command, Guard, MAX_COMMAND_FIELD_BYTES, Op, decode_payload, encode_payload};
-pub use durable::{
-    DurableStore, FsyncPolicy, SnapshotInfo, SnapshotPolicy, StoreOptions, StoreStats,
-};
+pub use durable::DurableStore;
 pub use mem::MemStore;
+pub use options::{FsyncPolicy, SnapshotInfo, SnapshotPolicy, StoreOptions};
 pub use state::{DbKey, Entry, Outcome, SnapshotPoint, State, write_frozen};
+pub use stats::StoreStats;
 
 use crate::error::{Error, Result};
 
