@@ -147,3 +147,60 @@ fn resp_speaks_tls_with_the_node_certificate() {
     );
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "over tls");
 }
+
+/// The certificate `openssl req -x509` makes is self-signed and marked as a CA,
+/// which WebPKI refuses as a server's own. Given with `--cacert`, the CLI
+/// trusts exactly that certificate; another one is refused with a message that
+/// says what `--cacert` must hold, and `--cacert` with an http endpoint says it
+/// needs https.
+#[test]
+fn the_cli_trusts_a_self_signed_ca_certificate_given_with_cacert() {
+    let dir = tempfile::tempdir().expect("dir");
+    let write_ca_cert = |name: &str| {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params =
+            rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let cert = params.self_signed(&key).expect("cert");
+        let cert_path = dir.path().join(format!("{name}.pem"));
+        let key_path = dir.path().join(format!("{name}.key"));
+        std::fs::write(&cert_path, cert.pem()).expect("cert file");
+        std::fs::write(&key_path, key.serialize_pem()).expect("key file");
+        (
+            cert_path.to_string_lossy().into_owned(),
+            key_path.to_string_lossy().into_owned(),
+        )
+    };
+    let (cert, key) = write_ca_cert("server");
+    let (other, _) = write_ca_cert("other");
+    let server = Server::start_in(dir.path(), &["--tls-cert", &cert, "--tls-key", &key]);
+    let walrus = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_walrus"))
+            .args(args)
+            .output()
+            .expect("run walrus");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned()
+                + &String::from_utf8_lossy(&output.stderr),
+        )
+    };
+    // By IP, which the certificate does not name: the exact certificate is pinned.
+    let https = format!("https://127.0.0.1:{}", server.address.port());
+    let (ok, text) = walrus(&["put", "k", "v", "--cacert", &cert, "--endpoints", &https]);
+    assert!(ok, "{text}");
+    let (ok, text) = walrus(&["get", "k", "--cacert", &cert, "--endpoints", &https]);
+    assert!(ok && text.starts_with('v'), "{text}");
+
+    let (ok, text) = walrus(&["get", "k", "--cacert", &other, "--endpoints", &https]);
+    assert!(!ok);
+    assert!(
+        text.contains("does not trust") && text.contains("--tls-cert"),
+        "{text}"
+    );
+
+    let http = format!("http://127.0.0.1:{}", server.address.port());
+    let (ok, text) = walrus(&["get", "k", "--cacert", &cert, "--endpoints", &http]);
+    assert!(!ok);
+    assert!(text.contains("is for https:// endpoints"), "{text}");
+}
