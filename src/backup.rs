@@ -3,16 +3,17 @@
 //!
 //! A backup is a snapshot file exactly as a data directory holds it (magic,
 //! version, header and entry checksums; a cluster node's carries its Raft
-//! position in the extra block, which a single node ignores). Saving checks
-//! every checksum before the file is named, and restoring checks it again,
+//! position in the extra block, which a single node ignores). Saving streams
+//! the download to disk and checks every checksum, entry and the key order as
+//! the bytes pass, in constant memory, before the file is named; restoring checks it again,
 //! writes it into a new data directory as that directory's only snapshot,
 //! and opens the store once to prove it recovers with every key.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::storage::snapshot::{decode_snapshot, snapshot_file_name};
+use crate::storage::snapshot::{SnapshotStreamCheck, decode_snapshot, snapshot_file_name};
 use crate::store::{DurableStore, KvStore, StoreOptions};
 
 /// What a backup holds.
@@ -37,34 +38,103 @@ pub fn check(data: &[u8], name: &Path) -> Result<BackupInfo> {
     })
 }
 
-/// Writes `data` to `path` durably: a temporary file beside it, synced,
-/// renamed, and the directory synced, so `path` is whole or absent.
-fn write_durably(path: &Path, data: &[u8]) -> Result<()> {
-    let io = |error| Error::io(path, error);
-    let parent = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    };
+/// `.NAME.partial` beside `path`: where a file is written before it is named.
+fn temp_path(path: &Path) -> PathBuf {
     let name = path.file_name().map_or_else(
         || "backup".to_string(),
         |name| name.to_string_lossy().into_owned(),
     );
-    let temp = parent.join(format!(".{name}.partial"));
+    parent_dir(path).join(format!(".{name}.partial"))
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    }
+}
+
+/// Makes `path`'s directory entry durable.
+fn sync_parent(path: &Path) -> Result<()> {
+    std::fs::File::open(parent_dir(path))
+        .and_then(|dir| dir.sync_all())
+        .map_err(|error| Error::io(path, error))
+}
+
+/// Writes `data` to `path` durably: a temporary file beside it, synced,
+/// renamed, and the directory synced, so `path` is whole or absent.
+fn write_durably(path: &Path, data: &[u8]) -> Result<()> {
+    let io = |error| Error::io(path, error);
+    let temp = temp_path(path);
     let mut file = std::fs::File::create(&temp).map_err(io)?;
     file.write_all(data).map_err(io)?;
     file.sync_all().map_err(io)?;
     std::fs::rename(&temp, path).map_err(io)?;
-    std::fs::File::open(parent)
-        .and_then(|dir| dir.sync_all())
-        .map_err(io)?;
-    Ok(())
+    sync_parent(path)
 }
 
-/// Saves a snapshot fetched from a node to `path`, after checking it.
-pub fn save(data: &[u8], path: &Path) -> Result<BackupInfo> {
-    let info = check(data, Path::new("the snapshot received"))?;
-    write_durably(path, data)?;
-    Ok(info)
+/// A backup being written as it is downloaded: the bytes go to a temporary
+/// file beside `path` and through a [`SnapshotStreamCheck`], so a snapshot of
+/// any size is saved in constant memory. [`BackupFile::finish`] names the file
+/// only once every check passed and the data is synced; dropped unfinished,
+/// the temporary file is removed.
+pub struct BackupFile {
+    path: PathBuf,
+    temp: PathBuf,
+    file: std::fs::File,
+    check: SnapshotStreamCheck,
+    finished: bool,
+}
+
+impl BackupFile {
+    pub fn create(path: &Path) -> Result<BackupFile> {
+        let temp = temp_path(path);
+        let file = std::fs::File::create(&temp).map_err(|error| Error::io(&temp, error))?;
+        Ok(BackupFile {
+            path: path.to_path_buf(),
+            temp,
+            file,
+            check: SnapshotStreamCheck::new(),
+            finished: false,
+        })
+    }
+
+    /// The next bytes of the snapshot.
+    pub fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.check.push(data).map_err(received_corrupt)?;
+        self.file
+            .write_all(data)
+            .map_err(|error| Error::io(&self.temp, error))
+    }
+
+    /// Checks the end of the snapshot, syncs the file and gives it its name.
+    pub fn finish(mut self) -> Result<BackupInfo> {
+        let check = std::mem::take(&mut self.check);
+        let (meta, bytes) = check.finish().map_err(received_corrupt)?;
+        let io = |error| Error::io(&self.path, error);
+        self.file.sync_all().map_err(io)?;
+        std::fs::rename(&self.temp, &self.path).map_err(io)?;
+        sync_parent(&self.path)?;
+        self.finished = true;
+        Ok(BackupInfo {
+            last_seq: meta.last_seq,
+            revision: meta.revision,
+            keys: meta.entry_count,
+            bytes,
+        })
+    }
+}
+
+impl Drop for BackupFile {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = std::fs::remove_file(&self.temp);
+        }
+    }
+}
+
+fn received_corrupt(error: crate::storage::snapshot::SnapshotError) -> Error {
+    Error::corrupt("the snapshot received", error.offset(), error.to_string())
 }
 
 /// Makes `data_dir` (absent or empty) a data directory holding the backup at
@@ -95,4 +165,67 @@ pub fn restore(file: &Path, data_dir: &Path) -> Result<BackupInfo> {
         )));
     }
     Ok(info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{KvStore, StoreOptions};
+
+    /// A real snapshot file's bytes, from a store with a few keys.
+    fn snapshot_bytes(dir: &Path) -> Vec<u8> {
+        let store = DurableStore::open(dir, StoreOptions::default()).expect("open");
+        for index in 0..50 {
+            store
+                .set(format!("key-{index}").as_bytes(), b"value")
+                .expect("set");
+        }
+        let info = store.snapshot().expect("snapshot");
+        store.close().expect("close");
+        std::fs::read(info.path).expect("read snapshot")
+    }
+
+    #[test]
+    fn a_streamed_backup_is_named_only_when_whole_and_checked() {
+        let dir = tempfile::tempdir().expect("dir");
+        let data = snapshot_bytes(&dir.path().join("store"));
+        let target = dir.path().join("backup.snap");
+
+        let mut backup = BackupFile::create(&target).expect("create");
+        for chunk in data.chunks(100) {
+            backup.write(chunk).expect("write");
+        }
+        let info = backup.finish().expect("finish");
+        assert_eq!((info.keys, info.bytes), (50, data.len() as u64));
+        assert_eq!(std::fs::read(&target).expect("saved"), data);
+
+        // A transfer cut short, and one with a flipped byte: no file, no leftovers.
+        let cut_target = dir.path().join("cut.snap");
+        let mut cut = BackupFile::create(&cut_target).expect("create");
+        cut.write(&data[..data.len() - 3]).expect("write");
+        assert!(cut.finish().is_err());
+        let mut damaged = data.clone();
+        damaged[data.len() / 2] ^= 0x10;
+        let mut flipped = BackupFile::create(&cut_target).expect("create");
+        let outcome = match flipped.write(&damaged) {
+            Ok(()) => flipped.finish().map(|_| ()),
+            Err(error) => Err(error),
+        };
+        assert!(outcome.is_err());
+        assert!(!cut_target.exists());
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .map(|entry| {
+                entry
+                    .expect("entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        assert!(
+            !names.iter().any(|name| name.ends_with(".partial")),
+            "{names:?}"
+        );
+    }
 }

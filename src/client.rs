@@ -12,6 +12,7 @@
 //! [`list`] the listing's query and JSON, [`tls`] the rustls set-up.
 
 pub mod connection;
+pub mod download;
 pub mod endpoint;
 pub mod list;
 #[cfg(test)]

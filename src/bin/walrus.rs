@@ -1338,21 +1338,33 @@ fn cluster_command(command: ClusterCommand) -> Result<ExitCode> {
     admin_post(client, &path)
 }
 
-/// `walrus backup FILE`: fetches `/admin/snapshot` and saves it, checked.
+/// `walrus backup FILE`: streams `/admin/snapshot` to FILE, checked as it
+/// arrives, in constant memory.
 fn backup(file: &std::path::Path, args: &ClientArgs) -> Result<ExitCode> {
     let client = args.client()?;
-    let response = runtime()?.block_on(client.request(
-        http::Method::GET,
-        "/admin/snapshot",
-        http::HeaderMap::new(),
-        bytes::Bytes::new(),
-    ))?;
-    if !response.status.is_success() {
-        let body = String::from_utf8_lossy(&response.body).into_owned();
-        eprintln!("error: {} {}", response.status, body.trim());
-        return Ok(ExitCode::from(2));
+    let mut backup = walrus::backup::BackupFile::create(file)?;
+    let mut failure = None;
+    let downloaded =
+        runtime()?.block_on(
+            client.download("/admin/snapshot", |data| match backup.write(data) {
+                Ok(()) => true,
+                Err(error) => {
+                    failure = Some(error);
+                    false
+                }
+            }),
+        );
+    if let Err(error) = downloaded {
+        if let walrus::client::ClientError::Http { status, body } = &error {
+            eprintln!("error: {status} {}", body.trim());
+            return Ok(ExitCode::from(2));
+        }
+        return Err(error.into());
     }
-    let info = walrus::backup::save(&response.body, file)?;
+    if let Some(error) = failure {
+        return Err(error.into());
+    }
+    let info = backup.finish()?;
     println!(
         "saved {} keys at revision {} ({} bytes) to {}",
         info.keys,

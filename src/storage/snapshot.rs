@@ -139,18 +139,9 @@ impl SnapshotError {
     }
 }
 
-/// Decodes a whole snapshot file, checking every checksum and the key order.
-pub fn decode_snapshot(data: &[u8]) -> Result<(SnapshotMeta, Vec<SnapshotRecord>), SnapshotError> {
-    decode_snapshot_with_extra(data).map(|(meta, _, records)| (meta, records))
-}
-
-/// [`decode_snapshot`], also returning the extra block (empty in version 1).
-pub fn decode_snapshot_with_extra(
-    data: &[u8],
-) -> Result<(SnapshotMeta, Vec<u8>, Vec<SnapshotRecord>), SnapshotError> {
-    let mut reader = Reader::new(data);
-    let header = reader.take(SNAPSHOT_HEADER_BYTES)?;
-    if &header[..8] != SNAPSHOT_MAGIC {
+/// The format version and position a 48-byte header holds, checked.
+fn decode_header(header: &[u8]) -> Result<(u32, SnapshotMeta), SnapshotError> {
+    if header.get(..8) != Some(&SNAPSHOT_MAGIC[..]) {
         return Err(SnapshotError::BadMagic);
     }
     let mut fields = Reader::new(&header[8..]);
@@ -165,12 +156,175 @@ pub fn decode_snapshot_with_extra(
         revision: fields.u64()?,
         entry_count: fields.u64()?,
     };
-    if crc32c(&header[..40]) != fields.u32()? || fields.u32()? != 0 {
+    if crc32c(&header[..40]) != fields.u32()? || fields.u32()? != 0 || version == 0 {
         return Err(SnapshotError::HeaderChecksum);
     }
-    if version == 0 {
-        return Err(SnapshotError::HeaderChecksum);
+    Ok((version, meta))
+}
+
+/// Checks a snapshot as its bytes arrive, holding one entry at a time: the
+/// same checks as [`decode_snapshot`] (header, every entry's framing and key
+/// order, the count, the entries checksum, the footer) for a snapshot too
+/// large to hold in memory, such as a backup being downloaded.
+///
+/// The last [`FOOTER_BYTES`] seen are held back, since only the end of the
+/// stream says they are the footer rather than entry bytes.
+#[derive(Debug, Default)]
+pub struct SnapshotStreamCheck {
+    /// Bytes received and not yet parsed; `start` of them are parsed.
+    pending: Vec<u8>,
+    start: usize,
+    /// Bytes parsed before `pending`'s first byte.
+    parsed: u64,
+    header: Option<(u32, SnapshotMeta)>,
+    /// Whether the extra block (version 2 on) is behind us.
+    extra_done: bool,
+    entries_crc: u32,
+    entries: u64,
+    previous: Option<(u8, Vec<u8>)>,
+}
+
+impl SnapshotStreamCheck {
+    pub fn new() -> SnapshotStreamCheck {
+        SnapshotStreamCheck::default()
     }
+
+    /// Takes the next bytes of the stream.
+    pub fn push(&mut self, data: &[u8]) -> Result<(), SnapshotError> {
+        self.pending.extend_from_slice(data);
+        while self.parse_one()? {}
+        // Forget parsed bytes once they are the larger part of the buffer.
+        if self.start > self.pending.len() / 2 {
+            self.pending.drain(..self.start);
+            self.start = 0;
+        }
+        Ok(())
+    }
+
+    /// Parses one item (header, extra block, entry) if all of it has arrived
+    /// before the held-back tail; whether it did.
+    fn parse_one(&mut self) -> Result<bool, SnapshotError> {
+        let available = &self.pending[self.start..];
+        let Some((version, _)) = self.header else {
+            let Some(header) = available.get(..SNAPSHOT_HEADER_BYTES) else {
+                return Ok(false);
+            };
+            self.header = Some(decode_header(header)?);
+            self.consume(SNAPSHOT_HEADER_BYTES, false);
+            return Ok(true);
+        };
+        let parseable = available.len().saturating_sub(FOOTER_BYTES);
+        let available = &available[..parseable];
+        if !self.extra_done {
+            if version < 2 {
+                self.extra_done = true;
+                return Ok(true);
+            }
+            let Some(len) = available.get(..4) else {
+                return Ok(false);
+            };
+            let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+            if len > MAX_EXTRA_BYTES {
+                return Err(self.invalid("extra block above the limit"));
+            }
+            if available.len() < 4 + len {
+                return Ok(false);
+            }
+            self.extra_done = true;
+            self.consume(4 + len, true);
+            return Ok(true);
+        }
+        let fixed = if version >= 3 { 25 } else { 24 };
+        let Some(head) = available.get(..fixed) else {
+            return Ok(false);
+        };
+        let mut fields = Reader::new(head);
+        let db = if version >= 3 { fields.u8()? } else { 0 };
+        if db >= DATABASES {
+            return Err(self.invalid("database number out of range"));
+        }
+        let key_len = fields.u32()? as usize;
+        let value_len = fields.u32()? as usize;
+        if key_len > MAX_FIELD_BYTES || value_len > MAX_FIELD_BYTES {
+            return Err(self.invalid("field length above the limit"));
+        }
+        let total = fixed + key_len + value_len;
+        let Some(key) = available.get(fixed..fixed + key_len) else {
+            return Ok(false);
+        };
+        if available.len() < total {
+            return Ok(false);
+        }
+        if let Some((previous_db, previous_key)) = &self.previous
+            && (*previous_db, previous_key.as_slice()) >= (db, key)
+        {
+            return Err(SnapshotError::Unordered(self.offset() as usize));
+        }
+        self.previous = Some((db, key.to_vec()));
+        self.entries += 1;
+        self.consume(total, true);
+        Ok(true)
+    }
+
+    fn consume(&mut self, len: usize, checksummed: bool) {
+        if checksummed {
+            let bytes = &self.pending[self.start..self.start + len];
+            self.entries_crc = crc32c_append(self.entries_crc, bytes);
+        }
+        self.start += len;
+        self.parsed += len as u64;
+    }
+
+    fn offset(&self) -> u64 {
+        self.parsed
+    }
+
+    fn invalid(&self, reason: &'static str) -> SnapshotError {
+        SnapshotError::Decode(DecodeError::Invalid {
+            offset: self.offset() as usize,
+            reason,
+        })
+    }
+
+    /// The stream ended: checks what only the end can tell, and returns the
+    /// snapshot's position and its size in bytes.
+    pub fn finish(self) -> Result<(SnapshotMeta, u64), SnapshotError> {
+        let Some((_, meta)) = self.header else {
+            return Err(SnapshotError::Footer);
+        };
+        let footer = &self.pending[self.start..];
+        if footer.len() != FOOTER_BYTES {
+            // Bytes left that are neither whole entries nor the footer.
+            return Err(SnapshotError::Footer);
+        }
+        if &footer[8..] != SNAPSHOT_END_MAGIC || footer[4..8] != [0; 4] {
+            return Err(SnapshotError::Footer);
+        }
+        let stored_crc = u32::from_le_bytes([footer[0], footer[1], footer[2], footer[3]]);
+        if self.entries_crc != stored_crc {
+            return Err(SnapshotError::EntriesChecksum);
+        }
+        if self.entries != meta.entry_count {
+            return Err(SnapshotError::Count {
+                expected: meta.entry_count,
+                found: self.entries,
+            });
+        }
+        Ok((meta, self.parsed + FOOTER_BYTES as u64))
+    }
+}
+
+/// Decodes a whole snapshot file, checking every checksum and the key order.
+pub fn decode_snapshot(data: &[u8]) -> Result<(SnapshotMeta, Vec<SnapshotRecord>), SnapshotError> {
+    decode_snapshot_with_extra(data).map(|(meta, _, records)| (meta, records))
+}
+
+/// [`decode_snapshot`], also returning the extra block (empty in version 1).
+pub fn decode_snapshot_with_extra(
+    data: &[u8],
+) -> Result<(SnapshotMeta, Vec<u8>, Vec<SnapshotRecord>), SnapshotError> {
+    let mut reader = Reader::new(data);
+    let (version, meta) = decode_header(reader.take(SNAPSHOT_HEADER_BYTES)?)?;
     if data.len() < SNAPSHOT_HEADER_BYTES + FOOTER_BYTES {
         return Err(SnapshotError::Footer);
     }
@@ -426,6 +580,41 @@ mod tests {
         for cut in 0..data.len() {
             assert!(decode_snapshot(&data[..cut]).is_err(), "cut at {cut}");
         }
+    }
+
+    /// Checks `data` with the stream checker, fed in pieces of `piece` bytes.
+    fn stream_check(data: &[u8], piece: usize) -> Result<(SnapshotMeta, u64), SnapshotError> {
+        let mut check = SnapshotStreamCheck::new();
+        for chunk in data.chunks(piece.max(1)) {
+            check.push(chunk)?;
+        }
+        check.finish()
+    }
+
+    #[test]
+    fn the_stream_check_agrees_with_the_decoder_on_every_flip_and_cut() {
+        let fs = SimFs::new(1);
+        let dir = Path::new("/data");
+        fs.create_dir_all(dir).unwrap();
+        let path = write(&fs, dir, &["alpha", "beta", "gamma"]);
+        let data = fs.read(&path).unwrap();
+        for piece in [1, 7, 16, 4096] {
+            let (meta, bytes) = stream_check(&data, piece).unwrap();
+            assert_eq!(
+                (meta.last_seq, meta.entry_count, bytes),
+                (9, 3, data.len() as u64)
+            );
+        }
+        for index in 0..data.len() {
+            let mut damaged = data.clone();
+            damaged[index] ^= 0x01;
+            assert!(stream_check(&damaged, 5).is_err(), "flip at {index}");
+        }
+        for cut in 0..data.len() {
+            assert!(stream_check(&data[..cut], 5).is_err(), "cut at {cut}");
+        }
+        let version_2 = version_2_file(&["a", "b"]);
+        assert_eq!(stream_check(&version_2, 3).unwrap().0.entry_count, 2);
     }
 
     /// A snapshot file as version 2 wrote it: no database byte per entry.
