@@ -80,6 +80,21 @@ impl Histogram {
     }
 }
 
+/// A part of the `/metrics` page that another layer keeps (the RESP server's
+/// counters), rendered after the HTTP server's own. It lets the HTTP layer
+/// show them without depending on that layer.
+pub trait MetricsSource: Send + Sync {
+    fn render_metrics(&self, out: &mut String);
+}
+
+/// `value` escaped for a label (backslash, quote, newline).
+pub fn label_value(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 /// Writes the `# HELP` and `# TYPE` lines of a metric family.
 pub fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");

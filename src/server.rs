@@ -15,7 +15,7 @@ use crate::expiry::SweepConfig;
 use crate::http::{App, HttpConfig, load_tls_config, serve};
 use crate::node::Node;
 use crate::raft::{ClusterNode, ClusterOptions};
-use crate::resp::{RespConfig, serve_resp};
+use crate::resp::{RespConfig, ServerStats, serve_resp};
 use crate::store::{DurableStore, KvStore, MemStore, StoreOptions};
 
 #[derive(Debug, Clone)]
@@ -190,13 +190,25 @@ pub async fn run(
         config.alpn_protocols.clear();
         resp_config.tls = Some(Arc::new(config));
     }
-    let resp = resp
-        .map(|listener| start_resp(listener, node.clone(), resp_config, shutdown.clone()))
-        .transpose()?;
+    let mut app = App::new(node.clone(), options.http.clone()).with_shutdown(shutdown.clone());
+    let resp = match resp {
+        Some(listener) => {
+            let stats = Arc::new(ServerStats::new(listener.local_addr()?.port()));
+            app = app.with_metrics_source(stats.clone());
+            Some(start_resp(
+                listener,
+                node.clone(),
+                resp_config,
+                stats,
+                shutdown.clone(),
+            )?)
+        }
+        None => None,
+    };
     let address: SocketAddr = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(%address, "listening on {scheme}://{address}");
-    let app = Arc::new(App::new(node, options.http.clone()).with_shutdown(shutdown.clone()));
+    let app = Arc::new(app);
     let served = serve(listener, app, tls, shutdown).await;
     if let Some(resp) = resp {
         match resp.await {
@@ -214,6 +226,7 @@ fn start_resp(
     listener: TcpListener,
     node: Node,
     config: RespConfig,
+    stats: Arc<ServerStats>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<std::io::Result<()>>, ServeError> {
     let address = listener.local_addr()?;
@@ -223,7 +236,9 @@ fn start_resp(
         "redis"
     };
     tracing::info!(%address, "listening for RESP on {scheme}://{address}");
-    Ok(tokio::spawn(serve_resp(listener, node, config, shutdown)))
+    Ok(tokio::spawn(serve_resp(
+        listener, node, config, stats, shutdown,
+    )))
 }
 
 /// Resolves when the process gets SIGINT or SIGTERM.

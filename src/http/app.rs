@@ -22,6 +22,8 @@ pub struct App {
     /// Turns true when the server is stopping: long-lived responses (watch
     /// streams) end then, so shutdown does not wait out its grace period.
     pub(super) shutdown: Option<watch::Receiver<bool>>,
+    /// Other layers' parts of `/metrics` (the RESP server's counters).
+    pub(super) metrics_sources: Vec<Arc<dyn crate::metrics::MetricsSource>>,
 }
 
 impl App {
@@ -32,7 +34,14 @@ impl App {
             config,
             metrics: HttpMetrics::default(),
             shutdown: None,
+            metrics_sources: Vec::new(),
         }
+    }
+
+    /// Adds `source`'s series to `/metrics`.
+    pub fn with_metrics_source(mut self, source: Arc<dyn crate::metrics::MetricsSource>) -> App {
+        self.metrics_sources.push(source);
+        self
     }
 
     /// Ends watch streams when `shutdown` turns true.

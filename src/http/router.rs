@@ -65,7 +65,13 @@ impl App {
             ("/metrics", &Method::GET | &Method::HEAD) => body(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
-                self.metrics.render(&self.node).into(),
+                {
+                    let mut page = self.metrics.render(&self.node);
+                    for source in &self.metrics_sources {
+                        source.render_metrics(&mut page);
+                    }
+                    page.into()
+                },
             ),
             ("/health" | "/ready" | "/metrics", _) => method_not_allowed("GET, HEAD"),
             _ => text(

@@ -187,6 +187,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                 Ok(None) => break,
                 Err(error) => {
                     tracing::debug!(client = session.id, %error, "closing a RESP connection");
+                    shared
+                        .stats
+                        .protocol_errors
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     pipeline.finish(shared, session.protocol, output).await;
                     Reply::err(error).encode_as(session.protocol, output);
                     return false;

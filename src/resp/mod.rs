@@ -75,6 +75,55 @@ pub struct ServerStats {
     pub port: u16,
     /// Per-command and per-error counts (INFO commandstats, errorstats).
     pub commands: stats::CommandStats,
+    /// Connections closed for a request that is not valid RESP.
+    pub protocol_errors: AtomicU64,
+}
+
+impl ServerStats {
+    /// Counters for a server on `port`, starting now.
+    pub fn new(port: u16) -> ServerStats {
+        ServerStats {
+            started: Instant::now(),
+            connected_clients: AtomicU64::new(0),
+            total_connections: AtomicU64::new(0),
+            total_commands: AtomicU64::new(0),
+            port,
+            commands: stats::CommandStats::default(),
+            protocol_errors: AtomicU64::new(0),
+        }
+    }
+}
+
+impl crate::metrics::MetricsSource for ServerStats {
+    fn render_metrics(&self, out: &mut String) {
+        use crate::metrics::{family, sample};
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let series = [
+            (
+                "walrus_resp_connections",
+                "gauge",
+                "RESP connections open now.",
+                load(&self.connected_clients),
+            ),
+            (
+                "walrus_resp_connections_total",
+                "counter",
+                "RESP connections accepted since the start.",
+                load(&self.total_connections),
+            ),
+            (
+                "walrus_resp_protocol_errors_total",
+                "counter",
+                "RESP connections closed for a request that is not valid RESP.",
+                load(&self.protocol_errors),
+            ),
+        ];
+        for (name, kind, help, value) in series {
+            family(out, name, kind, help);
+            sample(out, name, "", value);
+        }
+        self.commands.render_metrics(out);
+    }
 }
 
 /// What every connection shares.
@@ -83,28 +132,23 @@ pub struct Shared {
     /// The node's store (`node.store()`).
     pub store: Arc<dyn KvStore>,
     pub config: RespConfig,
-    pub stats: ServerStats,
+    pub stats: Arc<ServerStats>,
 }
 
 /// Serves RESP on `listener` until `shutdown` turns true, then stops accepting
 /// and gives open connections the grace period to finish what they read.
+/// `stats` are the server's counters (shared with `/metrics`).
 pub async fn serve_resp(
     listener: TcpListener,
     node: Node,
     config: RespConfig,
+    stats: Arc<ServerStats>,
     shutdown: watch::Receiver<bool>,
 ) -> io::Result<()> {
     let shared = Arc::new(Shared {
         store: node.store().clone(),
         node,
-        stats: ServerStats {
-            started: Instant::now(),
-            connected_clients: AtomicU64::new(0),
-            total_connections: AtomicU64::new(0),
-            total_commands: AtomicU64::new(0),
-            port: listener.local_addr()?.port(),
-            commands: stats::CommandStats::default(),
-        },
+        stats,
         config,
     });
     let (max_connections, grace) = (shared.config.max_connections, shared.config.shutdown_grace);

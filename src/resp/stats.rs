@@ -18,13 +18,28 @@ use parking_lot::Mutex;
 
 use super::cmd::SPECS;
 use super::frame::Reply;
+use crate::metrics::{Histogram, LATENCY_BUCKETS, family, label_value, sample};
 
-#[derive(Default)]
 struct Counters {
     calls: AtomicU64,
     usec: AtomicU64,
     rejected: AtomicU64,
     failed: AtomicU64,
+    /// Seconds from arrival to reply, for `/metrics` (not reset by
+    /// `CONFIG RESETSTAT`, which is Redis's and clears only the counters).
+    latency: Histogram,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            calls: AtomicU64::new(0),
+            usec: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            latency: Histogram::new(LATENCY_BUCKETS),
+        }
+    }
 }
 
 /// How a command ended, for its counters.
@@ -82,6 +97,7 @@ impl CommandStats {
                 counters.calls.fetch_add(1, Ordering::Relaxed);
                 let usec = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
                 counters.usec.fetch_add(usec, Ordering::Relaxed);
+                counters.latency.observe(elapsed.as_secs_f64());
                 if failed.is_some() {
                     counters.failed.fetch_add(1, Ordering::Relaxed);
                 }
@@ -107,6 +123,62 @@ impl CommandStats {
     /// Errors answered since the start or the last reset.
     pub fn total_errors(&self) -> u64 {
         self.errors.lock().values().sum()
+    }
+
+    /// The `walrus_resp_commands_total`, `walrus_resp_command_duration_seconds`
+    /// and `walrus_resp_errors_total` families, for the commands used.
+    pub fn render_metrics(&self, out: &mut String) {
+        family(
+            out,
+            "walrus_resp_commands_total",
+            "counter",
+            "RESP commands by name and outcome: ok, failed (ran and answered an error), \
+             rejected (refused before running). CONFIG RESETSTAT resets them.",
+        );
+        let used = || {
+            SPECS.iter().zip(&self.commands).filter(|(_, counters)| {
+                counters.calls.load(Ordering::Relaxed) > 0
+                    || counters.rejected.load(Ordering::Relaxed) > 0
+            })
+        };
+        for (spec, counters) in used() {
+            let calls = counters.calls.load(Ordering::Relaxed);
+            let failed = counters.failed.load(Ordering::Relaxed);
+            let rejected = counters.rejected.load(Ordering::Relaxed);
+            for (outcome, count) in [
+                ("ok", calls.saturating_sub(failed)),
+                ("failed", failed),
+                ("rejected", rejected),
+            ] {
+                let labels = format!("command=\"{}\",outcome=\"{outcome}\"", spec.name);
+                sample(out, "walrus_resp_commands_total", &labels, count);
+            }
+        }
+        family(
+            out,
+            "walrus_resp_command_duration_seconds",
+            "histogram",
+            "RESP command latency by name, from arrival to reply (a pipelined write: until \
+             its sync).",
+        );
+        for (spec, counters) in used() {
+            if counters.latency.count() > 0 {
+                let labels = format!("command=\"{}\"", spec.name);
+                counters
+                    .latency
+                    .render(out, "walrus_resp_command_duration_seconds", &labels);
+            }
+        }
+        family(
+            out,
+            "walrus_resp_errors_total",
+            "counter",
+            "RESP error replies by error code (ERR, WRONGTYPE, EXECABORT, ...).",
+        );
+        for (code, count) in self.errors.lock().iter() {
+            let labels = format!("code=\"{}\"", label_value(code));
+            sample(out, "walrus_resp_errors_total", &labels, *count);
+        }
     }
 
     /// The `# Commandstats` section: one line per command used.

@@ -489,3 +489,37 @@ fn info_and_config_report_what_the_server_really_has() {
             )
     );
 }
+
+/// `/metrics` carries the RESP server's counters: commands by name and
+/// outcome, their latency, error codes, connections and protocol errors.
+#[test]
+fn resp_counters_are_on_the_metrics_page() {
+    let (server, _dir) = Server::start_resp(&[]);
+    let mut raw = RawResp::connect(server.resp_address());
+    raw.call(&["SET", "counter", "1"]);
+    raw.call(&["INCR", "counter"]);
+    raw.call(&["INCR"]);
+    raw.call(&["SET", "text", "x"]);
+    raw.call(&["INCR", "text"]);
+    // A request that is not RESP closes its connection.
+    let mut broken = std::net::TcpStream::connect(server.resp_address()).expect("connect");
+    std::io::Write::write_all(&mut broken, b"*1\r\n$x\r\n").expect("send");
+    let mut rest = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut broken, &mut rest);
+
+    let page = crate::server::get(server.address, "/metrics").text();
+    for line in [
+        "walrus_resp_commands_total{command=\"set\",outcome=\"ok\"} 2",
+        "walrus_resp_commands_total{command=\"incr\",outcome=\"ok\"} 1",
+        "walrus_resp_commands_total{command=\"incr\",outcome=\"failed\"} 1",
+        "walrus_resp_commands_total{command=\"incr\",outcome=\"rejected\"} 1",
+        "walrus_resp_command_duration_seconds_count{command=\"set\"} 2",
+        "walrus_resp_errors_total{code=\"ERR\"} 2",
+        "walrus_resp_connections 1",
+        "walrus_resp_connections_total 2",
+        "walrus_resp_protocol_errors_total 1",
+        "# TYPE walrus_resp_command_duration_seconds histogram",
+    ] {
+        assert!(page.contains(line), "{line:?} missing from:\n{page}");
+    }
+}
