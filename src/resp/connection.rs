@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use std::time::Instant;
 
 use super::Shared;
+use super::clients::ClientHandle;
 use super::cmd::{self, Finish, Plan, Session};
 use super::frame::{Limits, Protocol, Reply, RequestParser};
 use super::stats::Ran;
@@ -100,6 +101,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     id: u64,
     shared: &Shared,
+    client: &ClientHandle,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut session = Session::new(id, shared.config.auth_token.is_none());
@@ -113,6 +115,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         let read = tokio::select! {
             read = stream.read_buf(&mut input) => read,
             _ = shutdown.wait_for(|&stop| stop) => break,
+            () = client.killed() => break,
         };
         if !matches!(read, Ok(count) if count > 0) {
             break;
@@ -125,7 +128,17 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         };
         let served = connection.serve_buffered(&mut input, &mut output);
         let keep_open = served.await;
-        if stream.write_all(&output).await.is_err() || !keep_open {
+        let resp = match session.protocol {
+            Protocol::Resp2 => 2,
+            Protocol::Resp3 => 3,
+        };
+        client.update(
+            session.name.as_ref(),
+            session.db,
+            resp,
+            session.last_command,
+        );
+        if stream.write_all(&output).await.is_err() || !keep_open || client.is_killed() {
             break;
         }
         output.clear();

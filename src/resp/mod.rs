@@ -8,6 +8,7 @@
 //! Durability is the store's: a reply to a write leaves only after the write is
 //! durable. Pipelined writes are submitted together, so they share a sync.
 
+pub(crate) mod clients;
 mod cmd;
 mod connection;
 pub mod frame;
@@ -133,6 +134,8 @@ pub struct Shared {
     pub store: Arc<dyn KvStore>,
     pub config: RespConfig,
     pub stats: Arc<ServerStats>,
+    /// The open connections (CLIENT LIST, CLIENT KILL).
+    pub clients: Arc<clients::Clients>,
 }
 
 /// Serves RESP on `listener` until `shutdown` turns true, then stops accepting
@@ -150,6 +153,7 @@ pub async fn serve_resp(
         node,
         stats,
         config,
+        clients: Arc::default(),
     });
     let (max_connections, grace) = (shared.config.max_connections, shared.config.shutdown_grace);
     let connection_shutdown = shutdown.clone();
@@ -166,13 +170,26 @@ pub async fn serve_resp(
                 .stats
                 .connected_clients
                 .fetch_add(1, Ordering::Relaxed);
+            let address = |address: io::Result<std::net::SocketAddr>| {
+                address
+                    .map(|address| address.to_string())
+                    .unwrap_or_default()
+            };
+            let registration = shared.clients.register(
+                id,
+                address(stream.peer_addr()),
+                address(stream.local_addr()),
+            );
+            let client = &registration.handle;
             match &shared.config.tls {
-                None => connection::run(stream, id, &shared, shutdown).await,
+                None => connection::run(stream, id, &shared, client, shutdown).await,
                 Some(tls) => {
                     let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
                     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
                     {
-                        Ok(Ok(stream)) => connection::run(stream, id, &shared, shutdown).await,
+                        Ok(Ok(stream)) => {
+                            connection::run(stream, id, &shared, client, shutdown).await
+                        }
                         Ok(Err(error)) => {
                             tracing::debug!(%error, client = id, "RESP TLS handshake failed")
                         }

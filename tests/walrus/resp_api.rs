@@ -523,3 +523,74 @@ fn resp_counters_are_on_the_metrics_page() {
         assert!(page.contains(line), "{line:?} missing from:\n{page}");
     }
 }
+
+/// CLIENT LIST shows every open connection with its name and database;
+/// CLIENT KILL closes the ones its filters name and spares the sender.
+#[test]
+fn client_list_and_kill_see_every_connection() {
+    let (server, _dir) = Server::start_resp(&[]);
+    let mut admin = RawResp::connect(server.resp_address());
+    let mut other = RawResp::connect(server.resp_address());
+    assert_eq!(admin.call(&["CLIENT", "SETNAME", "admin"]), "+OK\r\n");
+    assert_eq!(other.call(&["SELECT", "3"]), "+OK\r\n");
+    assert_eq!(other.call(&["PING"]), "+PONG\r\n");
+    let other_id: String = other
+        .call(&["CLIENT", "ID"])
+        .trim_start_matches(':')
+        .trim()
+        .to_string();
+
+    let list = admin.call(&["CLIENT", "LIST"]);
+    let lines: Vec<&str> = list
+        .lines()
+        .filter(|line| line.starts_with("id="))
+        .collect();
+    assert_eq!(lines.len(), 2, "{list}");
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.contains(" name=admin ") && line.contains(" cmd=client ")),
+        "{list}"
+    );
+    let other_line = lines
+        .iter()
+        .find(|line| line.starts_with(&format!("id={other_id} ")))
+        .expect("the other connection is listed");
+    assert!(
+        other_line.contains(" db=3 ") && other_line.contains(" cmd=client "),
+        "{other_line}"
+    );
+    let addr = other_line
+        .split(' ')
+        .find_map(|field| field.strip_prefix("addr="))
+        .expect("addr field")
+        .to_string();
+    let only = admin.call(&["CLIENT", "LIST", "ID", &other_id]);
+    assert_eq!(
+        only.lines().filter(|line| line.starts_with("id=")).count(),
+        1
+    );
+
+    assert_eq!(
+        admin.call(&["CLIENT", "KILL", "127.0.0.1:1"]),
+        "-ERR No such client\r\n"
+    );
+    assert_eq!(
+        admin.call(&["CLIENT", "KILL", "ADDR", "127.0.0.1:1"]),
+        ":0\r\n"
+    );
+    // SKIPME yes (the default) spares the sender, even when the filter names it.
+    let admin_addr = format!("127.0.0.1:{}", server.resp_address().port());
+    assert_eq!(
+        admin.call(&["CLIENT", "KILL", "LADDR", &admin_addr, "ID", &other_id]),
+        ":1\r\n"
+    );
+    assert!(other.is_closed(), "the killed connection is closed");
+    assert_eq!(admin.call(&["PING"]), "+PONG\r\n");
+    let list = admin.call(&["CLIENT", "LIST"]);
+    assert!(!list.contains(&format!("addr={addr} ")), "{list}");
+    assert_eq!(
+        admin.call(&["CLIENT", "KILL", "ID", "0"]),
+        "-ERR client-id should be greater than 0\r\n"
+    );
+}

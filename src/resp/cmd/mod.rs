@@ -52,6 +52,8 @@ pub struct Session {
     pub consistency: crate::node::Consistency,
     /// RESP2 until `HELLO 3`.
     pub protocol: crate::resp::Protocol,
+    /// The last command run (for CLIENT LIST's `cmd`); empty before the first.
+    pub last_command: &'static str,
 }
 
 impl Session {
@@ -67,6 +69,7 @@ impl Session {
             db: 0,
             consistency: crate::node::Consistency::Linearizable,
             protocol: crate::resp::Protocol::Resp2,
+            last_command: "",
         }
     }
 }
@@ -353,6 +356,7 @@ pub fn plan(session: &mut Session, shared: &Shared, args: &[Bytes]) -> Plan {
         Ok(spec) => spec,
         Err(reply) => return Plan::Refused(reply),
     };
+    session.last_command = spec.name;
     match ops::parse(spec.name, args, session.db, op_limits(shared)) {
         Some(Err(reply)) => Plan::Reply(reply),
         Some(Ok(op)) if op.writes() => {

@@ -14,6 +14,7 @@ use super::super::Shared;
 use super::super::frame::Reply;
 use super::util::{glob_match, is, syntax_error};
 use super::{CommandResult, SPECS, Session, Spec, find_spec, wrong_arity};
+use crate::store::number::parse_i64;
 
 /// The Redis version walrus answers as: clients gate features on it.
 pub const REDIS_VERSION: &str = "7.0.0";
@@ -82,7 +83,7 @@ pub async fn run(
         }
         "auth" => auth(session, shared, &args[1..]),
         "hello" => hello(session, shared, args),
-        "client" => client(session, args),
+        "client" => client(session, shared, args),
         "command" => command(args),
         "config" => config(shared, args),
         "info" => Ok(Reply::Verbatim(info(shared, args.get(1)))),
@@ -216,7 +217,7 @@ fn set_name(session: &mut Session, name: Bytes) -> Result<(), Reply> {
     Ok(())
 }
 
-fn client(session: &mut Session, args: &[Bytes]) -> CommandResult {
+fn client(session: &mut Session, shared: &Shared, args: &[Bytes]) -> CommandResult {
     let sub = String::from_utf8_lossy(&args[1]).to_ascii_lowercase();
     let arity = |count: usize| {
         if args.len() == count {
@@ -252,8 +253,107 @@ fn client(session: &mut Session, args: &[Bytes]) -> CommandResult {
             ))
         }),
         "no-evict" | "no-touch" => arity(3).map(|()| Reply::ok()),
+        "list" => client_list(shared, &args[2..]),
+        "kill" => client_kill(session, shared, &args[2..]),
         _ => Err(unknown_subcommand(&args[1], "CLIENT")),
     }
+}
+
+/// CLIENT LIST [TYPE normal] [ID id ...]: one line per open connection.
+fn client_list(shared: &Shared, args: &[Bytes]) -> CommandResult {
+    let mut ids: Option<Vec<u64>> = None;
+    let mut index = 0;
+    while index < args.len() {
+        match args[index].to_ascii_lowercase().as_slice() {
+            b"type" => {
+                let kind = args.get(index + 1).ok_or_else(syntax_error)?;
+                match kind.to_ascii_lowercase().as_slice() {
+                    // Every walrus connection is a normal client.
+                    b"normal" => {}
+                    b"master" | b"replica" | b"slave" | b"pubsub" => ids = Some(Vec::new()),
+                    _ => {
+                        return Err(Reply::err(format!(
+                            "Unknown client type '{}'",
+                            String::from_utf8_lossy(kind)
+                        )));
+                    }
+                }
+                index += 2;
+            }
+            b"id" => {
+                let rest = &args[index + 1..];
+                if rest.is_empty() {
+                    return Err(syntax_error());
+                }
+                let mut wanted = Vec::new();
+                for id in rest {
+                    match parse_i64(id) {
+                        Some(id) if id > 0 => wanted.push(id as u64),
+                        _ => return Err(Reply::err("Invalid client ID")),
+                    }
+                }
+                ids = Some(wanted);
+                index = args.len();
+            }
+            _ => return Err(syntax_error()),
+        }
+    }
+    let mut text = String::new();
+    for client in shared.clients.list(ids.as_deref()) {
+        text.push_str(&client.list_line());
+        text.push('\n');
+    }
+    Ok(Reply::Verbatim(text))
+}
+
+/// CLIENT KILL ip:port (the old form: `+OK` or an error), or CLIENT KILL with
+/// filters (ID, ADDR, LADDR, SKIPME, MAXAGE, USER): how many were killed.
+fn client_kill(session: &Session, shared: &Shared, args: &[Bytes]) -> CommandResult {
+    use crate::resp::clients::KillFilter;
+    if let [addr] = args {
+        let filter = KillFilter {
+            addr: Some(String::from_utf8_lossy(addr).into_owned()),
+            ..KillFilter::default()
+        };
+        return match shared.clients.kill(&filter) {
+            0 => Err(Reply::err("No such client")),
+            _ => Ok(Reply::ok()),
+        };
+    }
+    if args.is_empty() || !args.len().is_multiple_of(2) {
+        return Err(syntax_error());
+    }
+    let mut filter = KillFilter {
+        skip: Some(session.id),
+        ..KillFilter::default()
+    };
+    for pair in args.chunks(2) {
+        let value = String::from_utf8_lossy(&pair[1]).into_owned();
+        match pair[0].to_ascii_lowercase().as_slice() {
+            b"id" => match parse_i64(&pair[1]) {
+                Some(id) if id > 0 => filter.id = Some(id as u64),
+                _ => return Err(Reply::err("client-id should be greater than 0")),
+            },
+            b"addr" => filter.addr = Some(value),
+            b"laddr" => filter.laddr = Some(value),
+            b"skipme" => match value.to_ascii_lowercase().as_str() {
+                "yes" => filter.skip = Some(session.id),
+                "no" => filter.skip = None,
+                _ => return Err(syntax_error()),
+            },
+            b"maxage" => match parse_i64(&pair[1]) {
+                Some(age) if age >= 0 => filter.max_age = Some(age as u64),
+                _ => return Err(syntax_error()),
+            },
+            // One user, `default`: another name matches nobody.
+            b"user" if value == "default" => {}
+            b"user" => return Err(Reply::err(format!("No such user '{value}'"))),
+            b"type" if value.eq_ignore_ascii_case("normal") => {}
+            b"type" => return Ok(Reply::Integer(0)),
+            _ => return Err(syntax_error()),
+        }
+    }
+    Ok(Reply::Integer(shared.clients.kill(&filter) as i64))
 }
 
 fn unknown_subcommand(sub: &[u8], command: &str) -> Reply {

@@ -1,0 +1,226 @@
+//! The open RESP connections, for `CLIENT LIST` and `CLIENT KILL`.
+//!
+//! Each connection registers a [`ClientHandle`] for as long as it is open
+//! ([`Registration`] removes it on drop). The connection updates the handle's
+//! fields after each batch of commands (relaxed atomics, and the name under a
+//! small lock only when it changed), so listing never waits for a connection.
+//! A kill sets a flag and wakes the connection, which closes once it is back
+//! between requests.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+/// One open connection as `CLIENT LIST` shows it.
+#[derive(Debug)]
+pub struct ClientHandle {
+    pub id: u64,
+    /// The client's address (`ip:port`), and the server's end of it.
+    pub addr: String,
+    pub laddr: String,
+    connected: Instant,
+    name: Mutex<Option<Bytes>>,
+    db: AtomicU8,
+    /// Protocol version the client negotiated (2 or 3).
+    resp: AtomicU8,
+    /// Milliseconds after `connected` of the last command.
+    last_active_ms: AtomicU64,
+    /// The last command's name (`&'static` from the command table), if any.
+    last_command: Mutex<&'static str>,
+    killed: AtomicBool,
+    wake: Notify,
+}
+
+impl ClientHandle {
+    /// Records what the connection's session now is, after a batch.
+    pub fn update(&self, name: Option<&Bytes>, db: u8, resp: u8, last_command: &'static str) {
+        self.db.store(db, Ordering::Relaxed);
+        self.resp.store(resp, Ordering::Relaxed);
+        let elapsed = u64::try_from(self.connected.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_active_ms.store(elapsed, Ordering::Relaxed);
+        let mut stored = self.name.lock();
+        if stored.as_ref() != name {
+            *stored = name.cloned();
+        }
+        drop(stored);
+        *self.last_command.lock() = last_command;
+    }
+
+    /// Resolves once the connection was killed.
+    pub async fn killed(&self) {
+        loop {
+            if self.killed.load(Ordering::Acquire) {
+                return;
+            }
+            self.wake.notified().await;
+        }
+    }
+
+    pub fn is_killed(&self) -> bool {
+        self.killed.load(Ordering::Acquire)
+    }
+
+    fn kill(&self) {
+        self.killed.store(true, Ordering::Release);
+        // A stored permit wakes the connection even if it is busy now.
+        self.wake.notify_one();
+    }
+
+    /// The connection's `CLIENT LIST` line (Redis's fields walrus has; the
+    /// rest as an idle normal client has them).
+    pub fn list_line(&self) -> String {
+        let age = self.connected.elapsed().as_secs();
+        let idle_ms = u64::try_from(self.connected.elapsed().as_millis())
+            .unwrap_or(u64::MAX)
+            .saturating_sub(self.last_active_ms.load(Ordering::Relaxed));
+        let name = self
+            .name
+            .lock()
+            .as_ref()
+            .map(|name| String::from_utf8_lossy(name).into_owned())
+            .unwrap_or_default();
+        let command = *self.last_command.lock();
+        format!(
+            "id={} addr={} laddr={} fd=-1 name={name} age={age} idle={} flags=N db={} sub=0 \
+             psub=0 ssub=0 multi=-1 watch=0 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 \
+             rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default \
+             redir=-1 resp={} lib-name= lib-ver=",
+            self.id,
+            self.addr,
+            self.laddr,
+            idle_ms / 1000,
+            self.db.load(Ordering::Relaxed),
+            if command.is_empty() { "NULL" } else { command },
+            self.resp.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Which connections a `CLIENT KILL` names; every given field must match.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct KillFilter {
+    pub id: Option<u64>,
+    pub addr: Option<String>,
+    pub laddr: Option<String>,
+    /// The connection sending the kill, spared unless `SKIPME no`.
+    pub skip: Option<u64>,
+    /// Only connections open at least this many seconds.
+    pub max_age: Option<u64>,
+}
+
+impl KillFilter {
+    fn matches(&self, client: &ClientHandle) -> bool {
+        self.id.is_none_or(|id| id == client.id)
+            && self.addr.as_ref().is_none_or(|addr| *addr == client.addr)
+            && self
+                .laddr
+                .as_ref()
+                .is_none_or(|laddr| *laddr == client.laddr)
+            && self.skip != Some(client.id)
+            && self
+                .max_age
+                .is_none_or(|age| client.connected.elapsed().as_secs() >= age)
+    }
+}
+
+/// The registry of open connections.
+#[derive(Debug, Default)]
+pub struct Clients {
+    open: Mutex<BTreeMap<u64, Arc<ClientHandle>>>,
+}
+
+impl Clients {
+    /// Registers connection `id`; it stays listed until the registration drops.
+    pub fn register(self: &Arc<Self>, id: u64, addr: String, laddr: String) -> Registration {
+        let handle = Arc::new(ClientHandle {
+            id,
+            addr,
+            laddr,
+            connected: Instant::now(),
+            name: Mutex::new(None),
+            db: AtomicU8::new(0),
+            resp: AtomicU8::new(2),
+            last_active_ms: AtomicU64::new(0),
+            last_command: Mutex::new(""),
+            killed: AtomicBool::new(false),
+            wake: Notify::new(),
+        });
+        self.open.lock().insert(id, handle.clone());
+        Registration {
+            clients: self.clone(),
+            handle,
+        }
+    }
+
+    /// The open connections in id order, optionally only those in `ids`.
+    pub fn list(&self, ids: Option<&[u64]>) -> Vec<Arc<ClientHandle>> {
+        self.open
+            .lock()
+            .values()
+            .filter(|client| ids.is_none_or(|ids| ids.contains(&client.id)))
+            .cloned()
+            .collect()
+    }
+
+    /// Kills every connection `filter` matches; how many.
+    pub fn kill(&self, filter: &KillFilter) -> usize {
+        let open = self.open.lock();
+        let mut killed = 0;
+        for client in open.values().filter(|client| filter.matches(client)) {
+            client.kill();
+            killed += 1;
+        }
+        killed
+    }
+}
+
+/// A connection's place in the registry, removed when dropped.
+pub struct Registration {
+    clients: Arc<Clients>,
+    pub handle: Arc<ClientHandle>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.clients.open.lock().remove(&self.handle.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kill_filters_match_every_field_and_spare_the_sender() {
+        let clients = Arc::new(Clients::default());
+        let one = clients.register(1, "127.0.0.1:5000".into(), "127.0.0.1:6379".into());
+        let two = clients.register(2, "127.0.0.1:5001".into(), "127.0.0.1:6379".into());
+        assert_eq!(clients.list(None).len(), 2);
+        assert_eq!(clients.list(Some(&[2])).len(), 1);
+        let by_addr = KillFilter {
+            addr: Some("127.0.0.1:5001".into()),
+            ..KillFilter::default()
+        };
+        assert_eq!(clients.kill(&by_addr), 1);
+        assert!(two.handle.is_killed() && !one.handle.is_killed());
+        let everyone_but_me = KillFilter {
+            laddr: Some("127.0.0.1:6379".into()),
+            skip: Some(1),
+            ..KillFilter::default()
+        };
+        assert_eq!(clients.kill(&everyone_but_me), 1, "only client 2 again");
+        assert!(!one.handle.is_killed());
+        drop(two);
+        assert_eq!(clients.list(None).len(), 1);
+        assert!(
+            one.handle
+                .list_line()
+                .starts_with("id=1 addr=127.0.0.1:5000 ")
+        );
+    }
+}
