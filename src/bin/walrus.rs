@@ -23,21 +23,46 @@ struct Cli {
     command: Command,
 }
 
+/// How a client command prints its result: `--json`, or etcdctl's
+/// `-w/--write-out json|simple`.
+#[derive(clap::Args, Debug, Clone, Copy)]
+struct OutputArgs {
+    /// Print JSON (the same as -w json).
+    #[arg(long)]
+    json: bool,
+    /// Output format, as etcdctl spells it.
+    #[arg(short = 'w', long = "write-out", value_enum, default_value_t = WriteOut::Simple)]
+    write_out: WriteOut,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum WriteOut {
+    Simple,
+    Json,
+}
+
+impl OutputArgs {
+    fn json(&self) -> bool {
+        self.json || self.write_out == WriteOut::Json
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the server.
     Serve(Box<ServeArgs>),
     /// Print a key's value (exit 1 if it does not exist). The raw bytes when
-    /// piped; on a terminal, a newline is added if the value lacks one.
+    /// piped; on a terminal, a newline is added if the value lacks one. With
+    /// --json (or -w json): {"key", "value" (or "value_base64"), "revision"}.
     Get {
         key: String,
-        /// Print {"key", "value" (or "value_base64"), "revision"} as JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        output: OutputArgs,
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Set a key; the value is the argument, or standard input with `-`.
+    /// Set a key; the value is the argument, or standard input with `-`. With
+    /// --json (or -w json): {"key", "revision"}.
     Put {
         key: String,
         value: String,
@@ -47,9 +72,8 @@ enum Command {
         /// Write only if the key is at this revision (compare-and-swap); exit 3 if not.
         #[arg(long)]
         if_revision: Option<u64>,
-        /// Print {"key", "revision"} as JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        output: OutputArgs,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -81,6 +105,8 @@ enum Command {
     },
     /// Follow changes to keys starting with PREFIX (or to one key with --key),
     /// one line per change: revision, put/delete/expire, key, and a put's value.
+    /// With --json (or -w json): one JSON object per line (the event's fields
+    /// plus "type" and "id").
     Watch {
         /// Only keys starting with this.
         #[arg(default_value = "")]
@@ -92,9 +118,8 @@ enum Command {
         /// server's history reaches back that far); from now without it.
         #[arg(long)]
         since: Option<u64>,
-        /// One JSON object per line (the event's fields plus "type" and "id").
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        output: OutputArgs,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -782,9 +807,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             prefix,
             key,
             since,
-            json,
+            output,
             client,
-        } => watch(&client, &prefix, key.as_deref(), since, json),
+        } => watch(&client, &prefix, key.as_deref(), since, output.json()),
         Command::Verify(args) => verify(&args),
         Command::DevCluster {
             nodes,
@@ -799,15 +824,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
             walrus::dev_cluster::run(&options)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Get { key, json, client } => {
-            client_command(&client, ClientCall::Get { key, json })
-        }
+        Command::Get {
+            key,
+            output,
+            client,
+        } => client_command(
+            &client,
+            ClientCall::Get {
+                key,
+                json: output.json(),
+            },
+        ),
         Command::Put {
             key,
             value,
             ttl,
             if_revision,
-            json,
+            output,
             client,
         } => client_command(
             &client,
@@ -816,7 +849,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 value,
                 ttl,
                 if_revision,
-                json,
+                json: output.json(),
             },
         ),
         Command::Delete {

@@ -50,6 +50,15 @@ fn conditional_writes_json_and_exit_codes() {
     let got = walrus(&endpoint, &["get", "k", "--json"]);
     let json: serde_json::Value = serde_json::from_str(&got.stdout).expect("JSON");
     assert_eq!(json["value"], "v2");
+    // etcdctl's spelling gives the same JSON.
+    assert_eq!(
+        walrus(&endpoint, &["get", "k", "-w", "json"]).stdout,
+        got.stdout
+    );
+    assert_eq!(
+        walrus(&endpoint, &["get", "k", "--write-out", "simple"]).stdout,
+        "v2"
+    );
     // Piped, the value comes back raw: no newline added.
     assert_eq!(walrus(&endpoint, &["get", "k"]).stdout, "v2");
     assert_eq!(walrus(&endpoint, &["get", "missing"]).code, 1);
