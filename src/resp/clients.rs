@@ -157,11 +157,14 @@ impl Clients {
         }
     }
 
-    /// The open connections in id order, optionally only those in `ids`.
+    /// The open connections in id order, optionally only those in `ids`. A
+    /// killed connection is gone from the list at once, though its task may
+    /// still be closing it.
     pub fn list(&self, ids: Option<&[u64]>) -> Vec<Arc<ClientHandle>> {
         self.open
             .lock()
             .values()
+            .filter(|client| !client.is_killed())
             .filter(|client| ids.is_none_or(|ids| ids.contains(&client.id)))
             .cloned()
             .collect()
@@ -215,6 +218,7 @@ mod tests {
         };
         assert_eq!(clients.kill(&everyone_but_me), 1, "only client 2 again");
         assert!(!one.handle.is_killed());
+        assert_eq!(clients.list(None).len(), 1, "a killed client is not listed");
         drop(two);
         assert_eq!(clients.list(None).len(), 1);
         assert!(

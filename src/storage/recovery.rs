@@ -311,13 +311,6 @@ fn zero_from(fs: &dyn FileSystem, path: &Path, offset: u64, len: u64) -> Result<
     file.sync_all().map_err(io_error)
 }
 
-/// One past the last non-zero byte: where preallocated space begins.
-fn nonzero_end(data: &[u8]) -> usize {
-    data.iter()
-        .rposition(|&byte| byte != 0)
-        .map_or(0, |last| last + 1)
-}
-
 /// Adds to the report what `cut` (bytes of `file` from `offset` on) held: the
 /// records still readable in it, and damaged bytes where the first record
 /// should have been. `damage` is what stopped the scan there, if anything did.
@@ -332,11 +325,11 @@ fn note_lost(
     expected_seq: u64,
     damage: Option<DamageKind>,
 ) -> usize {
-    let salvaged = salvage_records(cut, expected_seq);
+    let (salvaged, used_len) = salvage_records(cut, expected_seq);
     let used = salvaged
         .last()
         .map_or(0, |(at, record)| *at as usize + record.encoded_len)
-        .max(nonzero_end(cut));
+        .max(used_len);
     let first_readable = salvaged.first().map(|(at, record)| (*at, record.seq));
     let damaged_first = match damage {
         Some(DamageKind::SequenceGap { .. }) => false,

@@ -182,8 +182,9 @@ pub fn scan_records<'a>(
 /// Only runs after damage was found, to tell a torn write (everything after the
 /// damage was unsynced) from damage to synced data.
 fn has_later_synced_record(data: &[u8], min_seq: u64) -> bool {
-    let max_seq = plausible_max_seq(data, min_seq);
-    (0..data.len()).any(|start| {
+    let used = used_len(data);
+    let max_seq = plausible_max_seq(&data[..used], min_seq);
+    (0..used).any(|start| {
         // The flag is bit 31 of the little-endian length: checked before the
         // checksum, which is computed only where such a record could start.
         data.get(start + 3).is_some_and(|&byte| byte & 0x80 != 0)
@@ -195,13 +196,14 @@ fn has_later_synced_record(data: &[u8], min_seq: u64) -> bool {
 /// order, with sequence numbers rising from `min_seq`: what remains readable in
 /// bytes a repair cuts (after damage, or in a segment it drops), so that it can
 /// say exactly which records it lost. Returns each record with its offset in
-/// `data`.
-pub fn salvage_records(data: &[u8], min_seq: u64) -> Vec<(u64, DecodedRecord<'_>)> {
-    let max_seq = plausible_max_seq(data, min_seq);
+/// `data`, and how much of `data` is not trailing zeros ([`used_len`]).
+pub fn salvage_records(data: &[u8], min_seq: u64) -> (Vec<(u64, DecodedRecord<'_>)>, usize) {
+    let used = used_len(data);
+    let max_seq = plausible_max_seq(&data[..used], min_seq);
     let mut found = Vec::new();
     let mut next_min = min_seq;
     let mut start = 0;
-    while start < data.len() {
+    while start < used {
         match record_at(data, start, next_min, max_seq) {
             Some(record) => {
                 found.push((start as u64, record));
@@ -211,7 +213,25 @@ pub fn salvage_records(data: &[u8], min_seq: u64) -> Vec<(u64, DecodedRecord<'_>
             None => start += 1,
         }
     }
-    found
+    (found, used)
+}
+
+/// One past the last non-zero byte. A record's length field is never zero, so
+/// every record starts before it: the preallocated zeros after it (most of a
+/// fresh 64 MiB segment) need no offset-by-offset search.
+pub fn used_len(data: &[u8]) -> usize {
+    // Whole zero blocks first, compared as slices (a vectorised compare),
+    // then byte by byte within the last block that is not all zeros.
+    const BLOCK: usize = 4096;
+    static ZEROS: [u8; BLOCK] = [0; BLOCK];
+    let mut end = data.len();
+    while end >= BLOCK && data[end - BLOCK..end] == ZEROS {
+        end -= BLOCK;
+    }
+    data[..end]
+        .iter()
+        .rposition(|&byte| byte != 0)
+        .map_or(0, |last| last + 1)
 }
 
 /// The highest sequence number a record in `data` could have if the first had
@@ -353,7 +373,7 @@ mod tests {
         let second = SEGMENT_HEADER_BYTES + record_len;
         data[second + 20] ^= 0xff;
         data.extend_from_slice(&[7u8; 9]);
-        let found = salvage_records(&data[second..], 2);
+        let (found, _) = salvage_records(&data[second..], 2);
         let seqs: Vec<u64> = found.iter().map(|(_, record)| record.seq).collect();
         assert_eq!(
             seqs,
@@ -362,6 +382,19 @@ mod tests {
         );
         assert_eq!(found[0].0, record_len as u64);
         assert_eq!(found[2].1.payload, b"payload-5");
-        assert!(salvage_records(&[0u8; 4096], 1).is_empty());
+        assert!(salvage_records(&[0u8; 4096], 1).0.is_empty());
+    }
+
+    #[test]
+    fn used_len_finds_the_last_non_zero_byte() {
+        let mut data = vec![0u8; 3 * 4096 + 17];
+        assert_eq!(used_len(&data), 0);
+        data[5] = 1;
+        assert_eq!(used_len(&data), 6);
+        data[4096 * 2 + 3] = 9;
+        assert_eq!(used_len(&data), 4096 * 2 + 4);
+        let last = data.len() - 1;
+        data[last] = 1;
+        assert_eq!(used_len(&data), data.len());
     }
 }

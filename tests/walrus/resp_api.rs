@@ -507,7 +507,16 @@ fn resp_counters_are_on_the_metrics_page() {
     let mut rest = Vec::new();
     let _ = std::io::Read::read_to_end(&mut broken, &mut rest);
 
-    let page = crate::server::get(server.address, "/metrics").text();
+    // The broken connection's task may still be finishing: wait (bounded)
+    // until the gauge has seen it go.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let page = loop {
+        let page = crate::server::get(server.address, "/metrics").text();
+        if page.contains("walrus_resp_connections 1\n") || std::time::Instant::now() > deadline {
+            break page;
+        }
+        thread::sleep(std::time::Duration::from_millis(20));
+    };
     for line in [
         "walrus_resp_commands_total{command=\"set\",outcome=\"ok\"} 2",
         "walrus_resp_commands_total{command=\"incr\",outcome=\"ok\"} 1",
