@@ -88,15 +88,6 @@ impl Error {
         }
     }
 
-    /// An I/O error on `path`, as [`Error::NoSpace`] when the device is full.
-    pub fn io_or_no_space(path: impl Into<PathBuf>, source: io::Error) -> Self {
-        if is_no_space(&source) {
-            Error::NoSpace { path: path.into() }
-        } else {
-            Error::io(path, source)
-        }
-    }
-
     pub fn corrupt(path: impl Into<PathBuf>, offset: u64, reason: impl Into<String>) -> Self {
         Error::Corrupt {
             path: path.into(),

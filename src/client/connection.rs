@@ -86,6 +86,25 @@ impl Connection {
         })
     }
 
+    /// The rest of a streamed response read whole, for one whose status says
+    /// its body is not the stream the caller wanted (an error message). A
+    /// body that breaks off reads as empty: the status is the answer.
+    pub async fn rest_of_response(
+        parts: http::response::Parts,
+        body: hyper::body::Incoming,
+    ) -> Response {
+        let body = Limited::new(body, MAX_RESPONSE_BYTES)
+            .collect()
+            .await
+            .map(|collected| collected.to_bytes())
+            .unwrap_or_default();
+        Response {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    }
+
     /// Sends one request and returns the status, headers and the body still
     /// to be read ([`Connection::send`] reads it whole; a watch reads it as
     /// it streams).

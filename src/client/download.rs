@@ -10,7 +10,8 @@ use http::header::AUTHORIZATION;
 use http::{HeaderMap, Method, StatusCode};
 use http_body_util::BodyExt;
 
-use super::{Client, ClientError, Response};
+use super::connection::Connection;
+use super::{Client, ClientError};
 
 impl Client {
     /// GETs `path_and_query` and hands the body to `sink` chunk by chunk, until
@@ -39,16 +40,7 @@ impl Client {
                 .send_streaming(Method::GET, &target, &headers, Bytes::new())
                 .await?;
             if parts.status != StatusCode::OK {
-                let body = body
-                    .collect()
-                    .await
-                    .map(|collected| collected.to_bytes())
-                    .unwrap_or_default();
-                let response = Response {
-                    status: parts.status,
-                    headers: parts.headers,
-                    body,
-                };
+                let response = Connection::rest_of_response(parts, body).await;
                 if response.status == StatusCode::SERVICE_UNAVAILABLE {
                     last_error = response.into_error();
                     continue;

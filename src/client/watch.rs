@@ -15,7 +15,8 @@ use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use http_body_util::BodyExt;
 
-use super::{Client, ClientError, Response, key_path};
+use super::connection::Connection;
+use super::{Client, ClientError, key_path};
 
 /// One event of a watch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,17 +111,7 @@ impl Client {
             .send_streaming(Method::GET, &target, headers, Bytes::new())
             .await?;
         if parts.status != StatusCode::OK {
-            let body = body
-                .collect()
-                .await
-                .map(|collected| collected.to_bytes())
-                .unwrap_or_default();
-            let response = Response {
-                status: parts.status,
-                headers: parts.headers,
-                body,
-            };
-            return Err(response.into_error());
+            return Err(Connection::rest_of_response(parts, body).await.into_error());
         }
         let mut parser = EventParser::default();
         let mut delivered = false;

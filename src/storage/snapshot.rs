@@ -258,7 +258,7 @@ impl SnapshotStreamCheck {
         if let Some((previous_db, previous_key)) = &self.previous
             && (*previous_db, previous_key.as_slice()) >= (db, key)
         {
-            return Err(SnapshotError::Unordered(self.offset() as usize));
+            return Err(SnapshotError::Unordered(self.parsed as usize));
         }
         self.previous = Some((db, key.to_vec()));
         self.entries += 1;
@@ -275,13 +275,9 @@ impl SnapshotStreamCheck {
         self.parsed += len as u64;
     }
 
-    fn offset(&self) -> u64 {
-        self.parsed
-    }
-
     fn invalid(&self, reason: &'static str) -> SnapshotError {
         SnapshotError::Decode(DecodeError::Invalid {
-            offset: self.offset() as usize,
+            offset: self.parsed as usize,
             reason,
         })
     }

@@ -559,13 +559,12 @@ fn create_segment(
             // hold the space. Creation writes the header last, so recovery
             // would remove it as an interrupted creation in any case.
             match fs.remove(&path).and_then(|()| fs.sync_dir(dir)) {
-                Ok(()) => Err(Error::NoSpace {
+                Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                    Err(Error::io(&path, err))
+                }
+                _ => Err(Error::NoSpace {
                     path: dir.to_path_buf(),
                 }),
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => Err(Error::NoSpace {
-                    path: dir.to_path_buf(),
-                }),
-                Err(err) => Err(Error::io(&path, err)),
             }
         }
         other => other,

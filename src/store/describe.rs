@@ -130,20 +130,18 @@ const LOST_LINES: usize = 1_000;
 /// decode).
 pub fn lost_record_line(lost: &LostRecord, describe: impl Fn(&[u8]) -> Option<String>) -> String {
     let place = format!("{} offset {}", lost.file.display(), lost.offset);
-    match (lost.damaged, lost.seq, &lost.payload) {
-        (true, seq, Some(payload)) if describe(payload).is_some() => format!(
-            "{} at {place}: damaged; as it reads (unverified): {}",
+    let described = lost.payload.as_deref().map(describe);
+    match (lost.damaged, lost.seq, described) {
+        (true, seq, Some(Some(text))) => format!(
+            "{} at {place}: damaged; as it reads (unverified): {text}",
             seq.map_or("a record".to_string(), |seq| format!("record {seq}")),
-            describe(payload).unwrap_or_default()
         ),
         (true, Some(seq), _) => format!("record {seq} at {place}: damaged, its content unreadable"),
         (true, None, _) => format!("damaged bytes at {place}: no readable record"),
-        (false, Some(seq), Some(payload)) => {
-            format!(
-                "record {seq} at {place}: {}",
-                describe(payload).unwrap_or_else(|| "a payload that does not decode".into())
-            )
-        }
+        (false, Some(seq), Some(text)) => format!(
+            "record {seq} at {place}: {}",
+            text.unwrap_or_else(|| "a payload that does not decode".into())
+        ),
         (false, seq, _) => format!(
             "record {} at {place} (past the report's memory budget, not described)",
             seq.map_or("?".to_string(), |seq| seq.to_string())

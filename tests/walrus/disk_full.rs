@@ -35,6 +35,22 @@ impl SmallDisk {
     }
 }
 
+impl SmallDisk {
+    /// [`SmallDisk::mount`], or `None` after saying the test is skipped and why.
+    fn mount_or_skip(dir: &Path, size: &str) -> Option<SmallDisk> {
+        match SmallDisk::mount(dir, size) {
+            Ok(disk) => Some(disk),
+            Err(reason) => {
+                eprintln!(
+                    "SKIPPED: cannot mount a {size} tmpfs here ({reason}); this test needs \
+                     root (CAP_SYS_ADMIN)"
+                );
+                None
+            }
+        }
+    }
+}
+
 impl Drop for SmallDisk {
     fn drop(&mut self) {
         let _ = Command::new("umount")
@@ -54,15 +70,8 @@ fn value(index: usize) -> Vec<u8> {
 fn a_full_disk_refuses_writes_keeps_every_acknowledged_one_and_recovers_after_deletes() {
     let temp = tempfile::tempdir().expect("temp dir");
     let mount_point = temp.path().join("small");
-    let _disk = match SmallDisk::mount(&mount_point, "16m") {
-        Ok(disk) => disk,
-        Err(reason) => {
-            eprintln!(
-                "SKIPPED: cannot mount a 16 MiB tmpfs here ({reason}); this test needs root \
-                 (CAP_SYS_ADMIN)"
-            );
-            return;
-        }
+    let Some(_disk) = SmallDisk::mount_or_skip(&mount_point, "16m") else {
+        return;
     };
     let data = mount_point.join("data");
 
@@ -138,15 +147,8 @@ fn a_full_disk_refuses_writes_keeps_every_acknowledged_one_and_recovers_after_de
 fn start_up_on_a_disk_too_small_for_a_segment_names_the_flag_that_helps() {
     let temp = tempfile::tempdir().expect("temp dir");
     let mount_point = temp.path().join("tiny");
-    let _disk = match SmallDisk::mount(&mount_point, "1m") {
-        Ok(disk) => disk,
-        Err(reason) => {
-            eprintln!(
-                "SKIPPED: cannot mount a 1 MiB tmpfs here ({reason}); this test needs root \
-                 (CAP_SYS_ADMIN)"
-            );
-            return;
-        }
+    let Some(_disk) = SmallDisk::mount_or_skip(&mount_point, "1m") else {
+        return;
     };
     let output = Command::new(env!("CARGO_BIN_EXE_walrus"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])

@@ -419,15 +419,21 @@ fn resp_mset_is_never_half_applied() {
     }
 }
 
-#[test]
-fn info_and_config_report_what_the_server_really_has() {
-    let (server, _dir) = Server::start_resp(&["--fsync", "interval=5"]);
-    let mut raw = RawResp::connect(server.resp_address());
+/// Commands whose counts the stats tests check: SET twice, INCR once each
+/// succeeded, failed (not an integer) and rejected (arity), two `ERR` replies.
+fn run_counted_commands(raw: &mut RawResp) {
     raw.call(&["SET", "counter", "1"]);
     raw.call(&["INCR", "counter"]);
     raw.call(&["INCR"]);
     raw.call(&["SET", "text", "x"]);
     raw.call(&["INCR", "text"]);
+}
+
+#[test]
+fn info_and_config_report_what_the_server_really_has() {
+    let (server, _dir) = Server::start_resp(&["--fsync", "interval=5"]);
+    let mut raw = RawResp::connect(server.resp_address());
+    run_counted_commands(&mut raw);
     let info = raw.call(&["INFO"]);
     for section in [
         "# Server",
@@ -496,11 +502,7 @@ fn info_and_config_report_what_the_server_really_has() {
 fn resp_counters_are_on_the_metrics_page() {
     let (server, _dir) = Server::start_resp(&[]);
     let mut raw = RawResp::connect(server.resp_address());
-    raw.call(&["SET", "counter", "1"]);
-    raw.call(&["INCR", "counter"]);
-    raw.call(&["INCR"]);
-    raw.call(&["SET", "text", "x"]);
-    raw.call(&["INCR", "text"]);
+    run_counted_commands(&mut raw);
     // A request that is not RESP closes its connection.
     let mut broken = std::net::TcpStream::connect(server.resp_address()).expect("connect");
     std::io::Write::write_all(&mut broken, b"*1\r\n$x\r\n").expect("send");
