@@ -5,11 +5,12 @@
 //! version, header and entry checksums; a cluster node's carries its Raft
 //! position in the extra block, which a single node ignores). Saving streams
 //! the download to disk and checks every checksum, entry and the key order as
-//! the bytes pass, in constant memory, before the file is named; restoring checks it again,
-//! writes it into a new data directory as that directory's only snapshot,
-//! and opens the store once to prove it recovers with every key.
+//! the bytes pass, in constant memory, before the file is named. Restoring
+//! copies the file the same way into a new data directory as that
+//! directory's only snapshot, then opens the store once to prove it recovers
+//! with every key.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -26,7 +27,7 @@ pub struct BackupInfo {
     pub bytes: u64,
 }
 
-/// Checks a backup's checksums and key order; what it holds.
+/// Checks a backup held in memory (checksums and key order); what it holds.
 pub fn check(data: &[u8], name: &Path) -> Result<BackupInfo> {
     let (meta, _) = decode_snapshot(data)
         .map_err(|error| Error::corrupt(name, error.offset(), error.to_string()))?;
@@ -61,18 +62,6 @@ fn sync_parent(path: &Path) -> Result<()> {
         .map_err(|error| Error::io(path, error))
 }
 
-/// Writes `data` to `path` durably: a temporary file beside it, synced,
-/// renamed, and the directory synced, so `path` is whole or absent.
-fn write_durably(path: &Path, data: &[u8]) -> Result<()> {
-    let io = |error| Error::io(path, error);
-    let temp = temp_path(path);
-    let mut file = std::fs::File::create(&temp).map_err(io)?;
-    file.write_all(data).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    std::fs::rename(&temp, path).map_err(io)?;
-    sync_parent(path)
-}
-
 /// A backup being written as it is downloaded: the bytes go to a temporary
 /// file beside `path` and through a [`SnapshotStreamCheck`], so a snapshot of
 /// any size is saved in constant memory. [`BackupFile::finish`] names the file
@@ -83,6 +72,8 @@ pub struct BackupFile {
     temp: PathBuf,
     file: std::fs::File,
     check: SnapshotStreamCheck,
+    /// What damage is reported against: the download, or the file read.
+    source: PathBuf,
     finished: bool,
 }
 
@@ -95,33 +86,60 @@ impl BackupFile {
             temp,
             file,
             check: SnapshotStreamCheck::new(),
+            source: PathBuf::from("the snapshot received"),
             finished: false,
         })
     }
 
     /// The next bytes of the snapshot.
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
-        self.check.push(data).map_err(received_corrupt)?;
+        if let Err(error) = self.check.push(data) {
+            return Err(Error::corrupt(
+                &self.source,
+                error.offset(),
+                error.to_string(),
+            ));
+        }
         self.file
             .write_all(data)
             .map_err(|error| Error::io(&self.temp, error))
     }
 
     /// Checks the end of the snapshot, syncs the file and gives it its name.
-    pub fn finish(mut self) -> Result<BackupInfo> {
+    pub fn finish(self) -> Result<BackupInfo> {
+        self.finish_named(|path, _| path.to_path_buf())
+    }
+
+    /// [`Self::finish`], naming the file `name(path given, what it holds)`:
+    /// a path in the same directory, so the rename is atomic.
+    fn finish_named(
+        mut self,
+        name: impl FnOnce(&Path, &BackupInfo) -> PathBuf,
+    ) -> Result<BackupInfo> {
         let check = std::mem::take(&mut self.check);
-        let (meta, bytes) = check.finish().map_err(received_corrupt)?;
-        let io = |error| Error::io(&self.path, error);
-        self.file.sync_all().map_err(io)?;
-        std::fs::rename(&self.temp, &self.path).map_err(io)?;
-        sync_parent(&self.path)?;
-        self.finished = true;
-        Ok(BackupInfo {
+        let (meta, bytes) = match check.finish() {
+            Ok(finished) => finished,
+            Err(error) => {
+                return Err(Error::corrupt(
+                    &self.source,
+                    error.offset(),
+                    error.to_string(),
+                ));
+            }
+        };
+        let info = BackupInfo {
             last_seq: meta.last_seq,
             revision: meta.revision,
             keys: meta.entry_count,
             bytes,
-        })
+        };
+        let path = name(&self.path, &info);
+        let io = |error| Error::io(&path, error);
+        self.file.sync_all().map_err(io)?;
+        std::fs::rename(&self.temp, &path).map_err(io)?;
+        sync_parent(&path)?;
+        self.finished = true;
+        Ok(info)
     }
 }
 
@@ -133,15 +151,10 @@ impl Drop for BackupFile {
     }
 }
 
-fn received_corrupt(error: crate::storage::snapshot::SnapshotError) -> Error {
-    Error::corrupt("the snapshot received", error.offset(), error.to_string())
-}
-
 /// Makes `data_dir` (absent or empty) a data directory holding the backup at
 /// `file`, then opens it once to check that every key comes back.
 pub fn restore(file: &Path, data_dir: &Path) -> Result<BackupInfo> {
-    let data = std::fs::read(file).map_err(|error| Error::io(file, error))?;
-    let info = check(&data, file)?;
+    let mut source = std::fs::File::open(file).map_err(|error| Error::io(file, error))?;
     let occupied = match std::fs::read_dir(data_dir) {
         Ok(mut entries) => entries.next().is_some(),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => false,
@@ -153,8 +166,19 @@ pub fn restore(file: &Path, data_dir: &Path) -> Result<BackupInfo> {
             data_dir.display()
         )));
     }
+    let created = !data_dir.exists();
     std::fs::create_dir_all(data_dir).map_err(|error| Error::io(data_dir, error))?;
-    write_durably(&data_dir.join(snapshot_file_name(info.last_seq)), &data)?;
+    let copied = copy_checked(&mut source, file, data_dir);
+    let info = match copied {
+        Ok(info) => info,
+        Err(error) => {
+            if created {
+                // Nothing was named in it: leave no empty directory behind.
+                let _ = std::fs::remove_dir(data_dir);
+            }
+            return Err(error);
+        }
+    };
     let store = DurableStore::open(data_dir, StoreOptions::default())?;
     let restored = store.len() as u64;
     store.close()?;
@@ -165,6 +189,26 @@ pub fn restore(file: &Path, data_dir: &Path) -> Result<BackupInfo> {
         )));
     }
     Ok(info)
+}
+
+/// Copies the backup `source` (read from `file`) into `data_dir` as its
+/// snapshot, a chunk at a time, checking every checksum on the way; named
+/// only once whole and synced.
+fn copy_checked(source: &mut std::fs::File, file: &Path, data_dir: &Path) -> Result<BackupInfo> {
+    const CHUNK_BYTES: usize = 1 << 20;
+    let mut target = BackupFile::create(&data_dir.join("restore.snap"))?;
+    target.source = file.to_path_buf();
+    let mut chunk = vec![0; CHUNK_BYTES];
+    loop {
+        let read = match source.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(read) => read,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(Error::io(file, error)),
+        };
+        target.write(&chunk[..read])?;
+    }
+    target.finish_named(|_, info| data_dir.join(snapshot_file_name(info.last_seq)))
 }
 
 #[cfg(test)]

@@ -34,6 +34,8 @@ pub struct StoreBenchConfig {
     pub progress: bool,
     /// Skip the durable stores and the extended measurements.
     pub memory_only: bool,
+    /// Run only the durable store: no baselines, no in-memory stores.
+    pub durable_only: bool,
     /// Let the WAL append with direct, synchronous writes.
     pub direct_io: bool,
 }
@@ -190,6 +192,11 @@ pub fn run(config: &StoreBenchConfig) -> Result<StoreBenchReport> {
     let keys: Vec<String> = (0..config.writes).map(key).collect();
     let mut rows = Vec::new();
     for &writers in &config.writer_counts {
+        if config.durable_only {
+            let row = durable_run(config, writers, &keys, &value)?;
+            rows.push(row);
+            continue;
+        }
         let original = OriginalMemory::default();
         let baseline = timed_writes(
             "original in-memory",
@@ -224,32 +231,12 @@ pub fn run(config: &StoreBenchConfig) -> Result<StoreBenchReport> {
                 Ok(())
             },
         )?;
-        let dir = fresh_dir(&config.dir, "durable")?;
-        let store = DurableStore::open(&dir, durable_options(config))?;
-        let ours = timed_writes(
-            "DurableStore",
-            writers,
-            config.writes,
-            config.progress,
-            &|i| {
-                store.set(keys[i as usize].as_bytes(), value.as_bytes())?;
-                Ok(())
-            },
-        )?;
-        let mut ours = ours.compared_to(&baseline);
-        ours.writes_per_sync = store.stats().map(|stats| {
-            let batches = stats.batches.load(std::sync::atomic::Ordering::Relaxed);
-            stats
-                .batched_records
-                .load(std::sync::atomic::Ordering::Relaxed) as f64
-                / batches.max(1) as f64
-        });
-        store.close()?;
+        let ours = durable_run(config, writers, &keys, &value)?;
         rows.push(baseline.clone());
-        rows.push(ours);
+        rows.push(ours.compared_to(&baseline));
         std::fs::remove_file(&log_path).ok();
     }
-    let extended = if config.large_records > 0 && !config.memory_only {
+    let extended = if config.large_records > 0 && !config.memory_only && !config.durable_only {
         Some(extended(config, &value)?)
     } else {
         None
@@ -257,6 +244,37 @@ pub fn run(config: &StoreBenchConfig) -> Result<StoreBenchReport> {
     std::fs::remove_dir_all(config.dir.join("durable")).ok();
     std::fs::remove_dir_all(config.dir.join("large")).ok();
     Ok(StoreBenchReport { rows, extended })
+}
+
+/// DurableStore taking `config.writes` writes from `writers` threads, with
+/// how many writes each sync covered on average.
+fn durable_run(
+    config: &StoreBenchConfig,
+    writers: usize,
+    keys: &[String],
+    value: &str,
+) -> Result<Row> {
+    let dir = fresh_dir(&config.dir, "durable")?;
+    let store = DurableStore::open(&dir, durable_options(config))?;
+    let mut row = timed_writes(
+        "DurableStore",
+        writers,
+        config.writes,
+        config.progress,
+        &|i| {
+            store.set(keys[i as usize].as_bytes(), value.as_bytes())?;
+            Ok(())
+        },
+    )?;
+    row.writes_per_sync = store.stats().map(|stats| {
+        let batches = stats.batches.load(std::sync::atomic::Ordering::Relaxed);
+        stats
+            .batched_records
+            .load(std::sync::atomic::Ordering::Relaxed) as f64
+            / batches.max(1) as f64
+    });
+    store.close()?;
+    Ok(row)
 }
 
 fn resident_bytes() -> u64 {

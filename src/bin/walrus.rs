@@ -78,6 +78,8 @@ enum Command {
         client: ClientArgs,
     },
     /// Remove a key (exit 0 whether or not it existed, unless --require-existing).
+    /// With --json (or -w json): {"key", "revision"}, the store's revision
+    /// after the delete.
     Delete {
         key: String,
         /// Delete only if the key is at this revision; exit 3 if not.
@@ -87,9 +89,13 @@ enum Command {
         #[arg(long)]
         require_existing: bool,
         #[command(flatten)]
+        output: OutputArgs,
+        #[command(flatten)]
         client: ClientArgs,
     },
     /// List keys (and values) in byte order, one per line: key, a tab, value.
+    /// With --json (or -w json): one object per line, {"key", "value" (or
+    /// "value_base64"; absent with --keys-only), "revision"}.
     List {
         /// Only keys starting with this.
         #[arg(default_value = "")]
@@ -100,6 +106,8 @@ enum Command {
         /// Stop after this many keys.
         #[arg(long)]
         limit: Option<usize>,
+        #[command(flatten)]
+        output: OutputArgs,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -717,8 +725,12 @@ struct StoreBenchArgs {
     #[arg(long)]
     json: bool,
     /// Run only the in-memory stores (no disk), e.g. for profiling.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "durable_only")]
     memory_only: bool,
+    /// Run only DurableStore (no baselines, no in-memory stores), e.g. for
+    /// profiling the commit path.
+    #[arg(long)]
+    durable_only: bool,
     /// Append with write + fdatasync instead of O_DIRECT|O_DSYNC block writes.
     #[arg(long)]
     no_direct_io: bool,
@@ -856,6 +868,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             key,
             if_revision,
             require_existing,
+            output,
             client,
         } => client_command(
             &client,
@@ -863,12 +876,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 key,
                 if_revision,
                 require_existing,
+                json: output.json(),
             },
         ),
         Command::List {
             prefix,
             keys_only,
             limit,
+            output,
             client,
         } => client_command(
             &client,
@@ -876,6 +891,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 prefix,
                 keys_only,
                 limit,
+                json: output.json(),
             },
         ),
     }
@@ -897,11 +913,13 @@ enum ClientCall {
         key: String,
         if_revision: Option<u64>,
         require_existing: bool,
+        json: bool,
     },
     List {
         prefix: String,
         keys_only: bool,
         limit: Option<usize>,
+        json: bool,
     },
 }
 
@@ -930,6 +948,21 @@ fn escape_key(key: &[u8]) -> String {
 fn base64_url(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// A listed key as one JSON object: text as text, other bytes as base64
+/// (`key_base64`, `value_base64`).
+fn list_item_json(item: &walrus::client::list::ListItem) -> serde_json::Value {
+    let mut object = serde_json::json!({ "revision": item.revision });
+    let mut field = |name: &str, bytes: &[u8]| match std::str::from_utf8(bytes) {
+        Ok(text) => object[name] = text.into(),
+        Err(_) => object[format!("{name}_base64")] = base64_url(bytes).into(),
+    };
+    field("key", &item.key);
+    if let Some(value) = &item.value {
+        field("value", value);
+    }
+    object
 }
 
 /// `If-Match` headers for a conditional write.
@@ -1132,6 +1165,7 @@ fn client_command(args: &ClientArgs, call: ClientCall) -> Result<ExitCode> {
                 key,
                 if_revision,
                 require_existing,
+                json,
             } => {
                 let path = walrus::client::key_path(key.as_bytes());
                 let condition = match (if_revision, require_existing) {
@@ -1148,7 +1182,16 @@ fn client_command(args: &ClientArgs, call: ClientCall) -> Result<ExitCode> {
                     )
                     .await?;
                 match response.status {
-                    http::StatusCode::OK => Ok(ExitCode::SUCCESS),
+                    http::StatusCode::OK => {
+                        if json {
+                            let object = serde_json::json!({
+                                "key": key,
+                                "revision": response.revision(),
+                            });
+                            writeln!(stdout, "{object}")?;
+                        }
+                        Ok(ExitCode::SUCCESS)
+                    }
                     http::StatusCode::PRECONDITION_FAILED if if_revision.is_none() => {
                         eprintln!("{}: not found", escape_key(key.as_bytes()));
                         Ok(ExitCode::from(1))
@@ -1164,6 +1207,7 @@ fn client_command(args: &ClientArgs, call: ClientCall) -> Result<ExitCode> {
                 prefix,
                 keys_only,
                 limit,
+                json,
             } => {
                 let mut start: Option<Vec<u8>> = None;
                 let mut remaining = limit.unwrap_or(usize::MAX);
@@ -1178,6 +1222,10 @@ fn client_command(args: &ClientArgs, call: ClientCall) -> Result<ExitCode> {
                         )
                         .await?;
                     for item in &page.items {
+                        if json {
+                            writeln!(stdout, "{}", list_item_json(item))?;
+                            continue;
+                        }
                         stdout.write_all(escape_key(&item.key).as_bytes())?;
                         if let Some(value) = &item.value {
                             stdout.write_all(b"\t")?;
@@ -1498,6 +1546,7 @@ fn bench_store(args: StoreBenchArgs) -> Result<ExitCode> {
         fsync: args.fsync,
         progress: !args.json,
         memory_only: args.memory_only,
+        durable_only: args.durable_only,
         direct_io: !args.no_direct_io,
     };
     let report = run_store_bench(&config)?;

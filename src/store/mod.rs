@@ -5,6 +5,7 @@
 //! each only after the sync that covers it, so a write is visible exactly when it
 //! is durable and acknowledged.
 
+pub mod bitfield;
 pub mod changes;
 mod command;
 mod commit;

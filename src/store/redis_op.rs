@@ -17,6 +17,7 @@
 use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
+use super::bitfield::BitFieldOp;
 use super::entry::{Entry, Guard};
 use super::number::{format_f64, parse_f64, parse_i64};
 use crate::storage::snapshot::DATABASES;
@@ -236,6 +237,11 @@ pub enum RedisOp {
         a: u8,
         b: u8,
     },
+    /// BITFIELD (and BITFIELD_RO, whose ops are all GETs).
+    BitField {
+        key: Bytes,
+        ops: Vec<BitFieldOp>,
+    },
 }
 
 impl RedisOp {
@@ -273,6 +279,7 @@ impl RedisOp {
             RedisOp::Move { .. } => "MOVE",
             RedisOp::CopyToDb { .. } => "COPY",
             RedisOp::SwapDb { .. } => "SWAPDB",
+            RedisOp::BitField { .. } => "BITFIELD",
         }
     }
 
@@ -315,6 +322,7 @@ impl RedisOp {
             | RedisOp::Persist { key }
             | RedisOp::Move { key, .. }
             | RedisOp::SetBit { key, .. }
+            | RedisOp::BitField { key, .. }
             | RedisOp::Get { key }
             | RedisOp::Strlen { key }
             | RedisOp::Type { key }
@@ -338,6 +346,9 @@ impl RedisOp {
     /// Whether the op can change the keyspace (a transaction of reads only
     /// still goes through the log, to be ordered with writes).
     pub fn writes(&self) -> bool {
+        if let RedisOp::BitField { ops, .. } = self {
+            return ops.iter().any(|op| op.write_end_byte().is_some());
+        }
         !matches!(
             self,
             RedisOp::Get { .. }
@@ -677,6 +688,26 @@ pub fn run(keyspace: &mut dyn Keyspace, db: u8, op: RedisOp, now_ms: u64) -> Ans
         RedisOp::SwapDb { a, b } => {
             keyspace.swap(a, b);
             Answer::Ok
+        }
+        RedisOp::BitField { key, ops } => {
+            let current = keyspace.live(db, &key);
+            let Some(end) = ops.iter().filter_map(BitFieldOp::write_end_byte).max() else {
+                // Only GETs: read in place, create nothing.
+                let value = current.map_or(&[][..], |entry| &entry.value[..]);
+                let answers = ops.iter().map(|op| op.get(value));
+                return Answer::Array(answers.map(Answer::Integer).collect());
+            };
+            let expires_at_ms = expiry_of(current);
+            let mut value = current.map_or_else(Vec::new, |entry| entry.value.to_vec());
+            // As Redis does, a write grows the value to its farthest field
+            // first, so the key exists even if every write then fails.
+            value.resize(value.len().max(end as usize), 0);
+            let answers = ops
+                .iter()
+                .map(|op| op.run(&mut value).map_or(Answer::Null, Answer::Integer))
+                .collect();
+            keyspace.put(db, &key, value.into(), expires_at_ms);
+            Answer::Array(answers)
         }
         RedisOp::Get { key } => bulk_or_null(keyspace.live(db, &key)),
         RedisOp::MGet { keys } => Answer::Array(

@@ -85,6 +85,37 @@ fn list_escapes_keys_and_a_closed_pipe_ends_quietly() {
     assert_eq!(walrus(&endpoint, &["put", "line\nbreak", "v"]).code, 0);
     let listed = walrus(&endpoint, &["list", "--keys-only"]);
     assert_eq!(listed.stdout, "line\\nbreak\ntab\\there\n");
+    // As JSON: one object per key, with its revision, and the value unless
+    // --keys-only; the key as it is, since JSON escapes it.
+    let listed = walrus(&endpoint, &["list", "-w", "json"]);
+    assert_eq!(listed.code, 0, "{}", listed.stderr);
+    let objects: Vec<serde_json::Value> = listed
+        .stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON line"))
+        .collect();
+    assert_eq!(objects.len(), 2, "{}", listed.stdout);
+    assert_eq!(objects[0]["key"], "line\nbreak");
+    assert_eq!(objects[1]["key"], "tab\there");
+    assert_eq!(objects[1]["value"], "v");
+    assert!(
+        objects[0]["revision"]
+            .as_u64()
+            .is_some_and(|revision| revision > 0)
+    );
+    let keys_only = walrus(&endpoint, &["list", "--keys-only", "--json"]);
+    let first: serde_json::Value =
+        serde_json::from_str(keys_only.stdout.lines().next().expect("a line")).expect("JSON");
+    assert!(first.get("value").is_none(), "{first}");
+    // A delete reports the revision it made.
+    let deleted = walrus(&endpoint, &["delete", "tab\there", "--json"]);
+    assert_eq!(deleted.code, 0, "{}", deleted.stderr);
+    let deleted: serde_json::Value = serde_json::from_str(&deleted.stdout).expect("JSON");
+    assert_eq!(deleted["key"], "tab\there");
+    assert!(
+        deleted["revision"].as_u64().expect("revision")
+            > objects[1]["revision"].as_u64().expect("revision")
+    );
     // Far more than a pipe buffers (64 KiB), so the writes after the reader
     // leaves meet a closed pipe.
     let value = vec![b'x'; 200];

@@ -268,6 +268,95 @@ fn bit_commands_answer_as_redis() {
     );
 }
 
+/// Every expected reply here is what Redis 7.0 answered to the same command.
+#[test]
+fn bitfield_answers_as_redis() {
+    let (server, _dir) = Server::start_resp(&[]);
+    let mut raw = RawResp::connect(server.resp_address());
+    let call = |raw: &mut RawResp, line: &str| raw.call(&line.split(' ').collect::<Vec<_>>());
+    assert_eq!(
+        call(&mut raw, "BITFIELD bf SET i8 0 100 GET u4 0 GET i8 #0"),
+        "*3\r\n:0\r\n:6\r\n:100\r\n"
+    );
+    assert_eq!(
+        call(&mut raw, "BITFIELD_RO bf GET u8 0 GET i4 #1"),
+        "*2\r\n:100\r\n:4\r\n"
+    );
+    assert_eq!(
+        call(
+            &mut raw,
+            "BITFIELD c INCRBY u2 0 1 INCRBY u2 0 1 INCRBY u2 0 1 INCRBY u2 0 1"
+        ),
+        "*4\r\n:1\r\n:2\r\n:3\r\n:0\r\n"
+    );
+    // A write that fails on overflow answers null, yet the key is made.
+    assert_eq!(
+        call(&mut raw, "BITFIELD f OVERFLOW FAIL INCRBY i8 0 200"),
+        "*1\r\n$-1\r\n"
+    );
+    assert_eq!(call(&mut raw, "GET f"), "$1\r\n\u{0}\r\n");
+    assert_eq!(
+        call(
+            &mut raw,
+            "BITFIELD u SET u8 0 -1 OVERFLOW SAT SET u8 8 -1 OVERFLOW FAIL SET u8 16 -1 GET u8 0 GET u8 8"
+        ),
+        "*5\r\n:0\r\n:0\r\n$-1\r\n:255\r\n:255\r\n"
+    );
+    assert_eq!(
+        call(
+            &mut raw,
+            "BITFIELD big SET i64 0 9223372036854775807 INCRBY i64 0 1 OVERFLOW SAT INCRBY i64 0 -1"
+        ),
+        "*3\r\n:0\r\n:-9223372036854775808\r\n:-9223372036854775808\r\n"
+    );
+    assert_eq!(
+        call(
+            &mut raw,
+            "BITFIELD s SET i5 6 -3 GET i5 6 GET u5 6 GET i64 100"
+        ),
+        "*4\r\n:0\r\n:-3\r\n:29\r\n:0\r\n"
+    );
+    // Only GETs on a missing key: zeros, and no key.
+    assert_eq!(call(&mut raw, "BITFIELD none GET u8 0"), "*1\r\n:0\r\n");
+    assert_eq!(call(&mut raw, "BITFIELD none"), "*0\r\n");
+    assert_eq!(call(&mut raw, "EXISTS none"), ":0\r\n");
+    // A write keeps the key's time to live.
+    call(&mut raw, "SET t abc EX 100");
+    assert_eq!(call(&mut raw, "BITFIELD t SET u8 0 65"), "*1\r\n:97\r\n");
+    assert_eq!(call(&mut raw, "GET t"), "$3\r\nAbc\r\n");
+    assert_eq!(call(&mut raw, "TTL t"), ":100\r\n");
+    let bad_type = "Invalid bitfield type. Use something like i16 u8. \
+                    Note that u64 is not supported but i64 is.";
+    for line in [
+        "BITFIELD e GET u64 0",
+        "BITFIELD e GET i65 0",
+        "BITFIELD e GET I8 0",
+    ] {
+        assert_eq!(call(&mut raw, line), err(bad_type), "{line}");
+    }
+    let bad_offset = err("bit offset is not an integer or out of range");
+    assert_eq!(call(&mut raw, "BITFIELD e GET u8 -1"), bad_offset);
+    assert_eq!(call(&mut raw, "BITFIELD e GET u8 #-1"), bad_offset);
+    assert_eq!(call(&mut raw, "BITFIELD e SET u8 4294967296 1"), bad_offset);
+    assert_eq!(call(&mut raw, "BITFIELD e SET u8 0"), err("syntax error"));
+    assert_eq!(call(&mut raw, "BITFIELD e OVERFLOW"), err("syntax error"));
+    assert_eq!(
+        call(&mut raw, "BITFIELD e SET u8 0 x"),
+        err("value is not an integer or out of range")
+    );
+    assert_eq!(
+        call(&mut raw, "BITFIELD e OVERFLOW BOGUS GET u8 0"),
+        err("Invalid OVERFLOW type specified")
+    );
+    assert_eq!(
+        call(&mut raw, "BITFIELD_RO bf INCRBY u8 0 1"),
+        err("BITFIELD_RO only supports the GET subcommand")
+    );
+    // Past the value limit (walrus's proto-max-bulk-len, 16 MiB by default).
+    assert_eq!(call(&mut raw, "BITFIELD e SET u8 #16777216 1"), bad_offset);
+    assert_eq!(call(&mut raw, "EXISTS e"), ":0\r\n");
+}
+
 #[test]
 fn flushall_is_atomic_and_dbsize_counts_live_keys() {
     let (server, _dir) = Server::start_resp(&[]);

@@ -202,6 +202,8 @@ pub const SPECS: &[Spec] = &[
     spec("bitcount", -2, false, ONE_KEY),
     spec("bitpos", -3, false, ONE_KEY),
     spec("bitop", -4, true, (2, -1, 1)),
+    spec("bitfield", -2, true, ONE_KEY),
+    spec("bitfield_ro", -2, false, ONE_KEY),
     // Keys.
     spec("del", -2, true, ALL_KEYS),
     spec("unlink", -2, true, ALL_KEYS),

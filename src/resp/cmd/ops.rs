@@ -14,9 +14,10 @@ use super::util::{TimeArg, integer_arg, is, syntax_error};
 use super::wrong_arity;
 use crate::storage::snapshot::DATABASES;
 use crate::store::Guard;
+use crate::store::bitfield::{BitFieldOp, FieldType, Overflow};
 use crate::store::number::parse_f64;
 use crate::store::redis_op::{
-    BitOperation, BitRange, ExpireFlags, GetExAction, RedisOp, SetExpiry, TtlKind,
+    BitOperation, BitRange, ExpireFlags, GetExAction, RedisOp, SetExpiry, TOO_BIG, TtlKind,
 };
 
 /// The limits parsing checks against.
@@ -106,6 +107,7 @@ pub fn parse(
         "bitcount" => return Some(bit_count(args)),
         "bitpos" => return Some(bit_pos(args)),
         "bitop" => return Some(bit_op(args)),
+        "bitfield" | "bitfield_ro" => return Some(bit_field(args, max_len, name == "bitfield_ro")),
         "flushdb" | "flushall" => return Some(flush(name, args)),
         _ => return None,
     }))
@@ -448,6 +450,111 @@ fn bit_op(args: &[Bytes]) -> Result<RedisOp, Reply> {
         destination: args[2].clone(),
         keys,
     })
+}
+
+/// BITFIELD's subcommands, checked as Redis checks them: in order, every
+/// argument before anything runs; BITFIELD_RO refuses a write after that.
+fn bit_field(args: &[Bytes], max_len: u64, read_only: bool) -> Result<RedisOp, Reply> {
+    let mut ops = Vec::new();
+    let mut overflow = Overflow::default();
+    let mut index = 2;
+    while index < args.len() {
+        let word = &args[index];
+        let remaining = args.len() - index - 1;
+        if is(word, "overflow") && remaining >= 1 {
+            let mode = &args[index + 1];
+            overflow = if is(mode, "wrap") {
+                Overflow::Wrap
+            } else if is(mode, "sat") {
+                Overflow::Saturate
+            } else if is(mode, "fail") {
+                Overflow::Fail
+            } else {
+                return Err(Reply::err("Invalid OVERFLOW type specified"));
+            };
+            index += 2;
+            continue;
+        }
+        let writes = (is(word, "set") || is(word, "incrby")) && remaining >= 3;
+        let reads = is(word, "get") && remaining >= 2;
+        if !(writes || reads) {
+            return Err(syntax_error());
+        }
+        let field = field_type(&args[index + 1])?;
+        let offset = field_offset(&args[index + 2], field, max_len)?;
+        if !writes {
+            ops.push(BitFieldOp::Get { field, offset });
+            index += 3;
+            continue;
+        }
+        let number = integer_arg(&args[index + 3])?;
+        ops.push(if is(word, "set") {
+            BitFieldOp::Set {
+                field,
+                offset,
+                value: number,
+                overflow,
+            }
+        } else {
+            BitFieldOp::IncrBy {
+                field,
+                offset,
+                increment: number,
+                overflow,
+            }
+        });
+        index += 4;
+    }
+    let end = ops.iter().filter_map(BitFieldOp::write_end_byte).max();
+    if read_only && end.is_some() {
+        return Err(Reply::err("BITFIELD_RO only supports the GET subcommand"));
+    }
+    if end.is_some_and(|end| end > max_len) {
+        return Err(Reply::err(TOO_BIG));
+    }
+    Ok(RedisOp::BitField {
+        key: args[1].clone(),
+        ops,
+    })
+}
+
+/// `i1`…`i64` or `u1`…`u63` (lower case, as Redis takes them).
+fn field_type(arg: &[u8]) -> Result<FieldType, Reply> {
+    let invalid = || {
+        Reply::err(
+            "Invalid bitfield type. Use something like i16 u8. \
+             Note that u64 is not supported but i64 is.",
+        )
+    };
+    let (signed, widest) = match arg.first() {
+        Some(b'i') => (true, 64),
+        Some(b'u') => (false, 63),
+        _ => return Err(invalid()),
+    };
+    match crate::store::number::parse_i64(&arg[1..]) {
+        Some(bits) if (1..=widest).contains(&bits) => Ok(FieldType {
+            signed,
+            bits: bits as u8,
+        }),
+        _ => Err(invalid()),
+    }
+}
+
+/// A field's bit offset: a number, or `#N` for the Nth field of its width;
+/// inside the longest value allowed.
+fn field_offset(arg: &[u8], field: FieldType, max_len: u64) -> Result<u64, Reply> {
+    let invalid = || Reply::err("bit offset is not an integer or out of range");
+    let (digits, scale) = match arg.strip_prefix(b"#") {
+        Some(rest) => (rest, i64::from(field.bits)),
+        None => (arg, 1),
+    };
+    let offset = crate::store::number::parse_i64(digits)
+        .and_then(|number| number.checked_mul(scale))
+        .ok_or_else(invalid)?;
+    if offset < 0 || (offset as u64) >> 3 >= max_len {
+        return Err(invalid());
+    }
+    Ok(offset as u64)
 }
 
 fn flush(name: &str, args: &[Bytes]) -> Result<RedisOp, Reply> {
