@@ -268,6 +268,23 @@ enum ClusterCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Make a stopped single-node store the first member of a new cluster, in
+    /// place: its keys, revisions and TTLs become the cluster's first
+    /// snapshot and the log goes on from its revision. Its own files are kept
+    /// in DATA_DIR/pre-cluster/. Then start it with `serve --node-id ID
+    /// --listen ADVERTISE` and grow the cluster with add-learner and promote.
+    Adopt {
+        /// The single-node store's data directory (the server must be stopped).
+        #[arg(long, default_value = "walrus-data")]
+        data_dir: PathBuf,
+        /// This node's id in the cluster.
+        #[arg(long)]
+        node_id: u64,
+        /// The address the node will serve on (its --listen, or --advertise),
+        /// which the other nodes will reach it at.
+        #[arg(long)]
+        advertise: String,
+    },
 }
 
 #[derive(Args)]
@@ -1398,6 +1415,28 @@ fn verify(args: &VerifyArgs) -> Result<ExitCode> {
 /// (the others answer 503 and the client tries the next).
 fn cluster_command(command: ClusterCommand) -> Result<ExitCode> {
     let (client, path) = match &command {
+        ClusterCommand::Adopt {
+            data_dir,
+            node_id,
+            advertise,
+        } => {
+            let adopted = walrus::raft::adopt::adopt(data_dir, *node_id, advertise)?;
+            println!(
+                "{} is now node {} of a one-node cluster at {}: {} keys, the log goes on after \
+                 index {}; the single-node files are kept in {}.\n\
+                 start it with: walrus serve --data-dir {} --node-id {} --listen {}",
+                data_dir.display(),
+                adopted.node_id,
+                adopted.advertise,
+                adopted.keys,
+                adopted.index,
+                adopted.kept_in.display(),
+                data_dir.display(),
+                adopted.node_id,
+                adopted.advertise,
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
         ClusterCommand::Status { client } => (client, "/cluster/status".to_string()),
         ClusterCommand::AddLearner { node, client } => {
             let (id, address) = node

@@ -199,6 +199,7 @@ impl ClusterNode {
     pub async fn start(dir: &Path, options: ClusterOptions) -> Result<Arc<ClusterNode>> {
         let fs: Arc<dyn FileSystem> = Arc::new(StdFs);
         let data_dir = DataDir::open(&*fs, dir)?;
+        super::adopt::finish_interrupted(dir)?;
         let log = LogStore::open(fs.clone(), dir, options.wal.clone(), options.fsync)?;
         let machine = StateMachine::open(fs, dir, options.watch_history)?;
         let config = Config {

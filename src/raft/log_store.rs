@@ -254,7 +254,9 @@ fn replay_record(
         other => {
             return Err(format!(
                 "unknown Raft log record kind {other}: is this the data directory of a \
-                 single-node walrus (started without --peers)?"
+                 single-node walrus (started without --peers)? To make it a cluster's \
+                 first node, stop it and run `walrus cluster adopt --data-dir DIR \
+                 --node-id ID --advertise HOST:PORT`"
             ));
         }
     }

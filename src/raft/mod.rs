@@ -14,6 +14,7 @@
 //!
 //! [`State`]: crate::store::State
 
+pub mod adopt;
 pub mod cluster;
 pub mod fault;
 pub mod log_store;
@@ -68,6 +69,7 @@ openraft::declare_raft_types!(
 pub type NodeId = u64;
 pub type Raft = openraft::Raft<TypeConfig, state_machine::StateMachine>;
 pub type LogId = openraft::type_config::alias::LogIdOf<TypeConfig>;
+pub type LeaderIdOf = openraft::type_config::alias::LeaderIdOf<TypeConfig>;
 pub type Vote = openraft::type_config::alias::VoteOf<TypeConfig>;
 pub type LogEntry = openraft::type_config::alias::EntryOf<TypeConfig>;
 pub type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<TypeConfig>;

@@ -114,11 +114,7 @@ impl StateMachine {
             let (last_log_id, last_membership) = self.inner.applied.lock().clone();
             (state.freeze(), last_log_id, last_membership)
         };
-        let extra = postcard::to_stdvec(&RaftSnapshotMeta {
-            last_log_id,
-            last_membership: last_membership.clone(),
-        })
-        .map_err(io_error)?;
+        let extra = replica_snapshot_extra(last_log_id, &last_membership).map_err(io_error)?;
         let index = last_log_id.map_or(0, |id| id.index);
         let written = self.write_frozen(index, point, &extra);
         self.inner.state.write().thaw();
@@ -281,6 +277,20 @@ fn newest_snapshot(fs: &dyn FileSystem, dir: &Path) -> Result<Option<(PathBuf, V
         }
     }
     Ok(None)
+}
+
+/// The extra block of a replica's snapshot: its Raft position and membership.
+pub(super) fn replica_snapshot_extra(
+    last_log_id: Option<LogId>,
+    last_membership: &StoredMembership,
+) -> Result<Vec<u8>> {
+    postcard::to_stdvec(&RaftSnapshotMeta {
+        last_log_id,
+        last_membership: last_membership.clone(),
+    })
+    .map_err(|error| {
+        Error::InvalidArgument(format!("encoding the snapshot's Raft metadata: {error}"))
+    })
 }
 
 /// Checks a replica's snapshot file as a follower does before installing it;

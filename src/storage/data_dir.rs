@@ -2,8 +2,9 @@
 //! process.
 //!
 //! A data directory holds only `LOCK`, segments (`*.wal`), snapshots (`*.snap`),
-//! leftovers of interrupted snapshots (`*.snap.tmp`) and what a repair cut
-//! (`*.wal.broken`, kept for the operator). Anything else means the
+//! leftovers of interrupted snapshots (`*.snap.tmp`), what a repair cut
+//! (`*.wal.broken`, kept for the operator), and the directories of a
+//! single-node store adopted into a cluster (`adopt/`, `pre-cluster/`). Anything else means the
 //! directory is not ours (a typo in `--data-dir` pointing at a home directory,
 //! say), and opening refuses before writing a byte.
 
@@ -14,6 +15,12 @@ use super::fs::{DirLock, FileSystem, LOCK_FILE};
 use super::segment::parse_segment_file_name;
 use super::snapshot::{TEMP_SUFFIX, parse_snapshot_file_name};
 use crate::error::{Error, Result};
+
+/// Where a single-node store being adopted into a cluster stages the
+/// cluster's first snapshot (see `raft::adopt`).
+pub const ADOPT_STAGING_DIR: &str = "adopt";
+/// Where an adopted single-node store's own files are kept.
+pub const PRE_CLUSTER_DIR: &str = "pre-cluster";
 
 /// An open, locked data directory. Dropping it releases the lock.
 pub struct DataDir {
@@ -45,7 +52,11 @@ fn classify(name: &str) -> FileKind {
         .is_some()
     {
         FileKind::Temporary
-    } else if name == "lost+found" || super::recovery::is_broken_file_name(name) {
+    } else if name == "lost+found"
+        || super::recovery::is_broken_file_name(name)
+        || name == ADOPT_STAGING_DIR
+        || name == PRE_CLUSTER_DIR
+    {
         FileKind::Ignored
     } else {
         FileKind::Foreign

@@ -435,7 +435,7 @@ fn free_broken_path(fs: &dyn FileSystem, segment: &Path) -> Result<PathBuf> {
 }
 
 /// Whether `name` is a file a repair left: `<segment>.broken[.N]`.
-pub(super) fn is_broken_file_name(name: &str) -> bool {
+pub(crate) fn is_broken_file_name(name: &str) -> bool {
     let Some((segment, rest)) = name.split_once(BROKEN_SUFFIX) else {
         return false;
     };

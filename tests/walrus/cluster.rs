@@ -649,3 +649,137 @@ fn peers_speak_tls_when_the_nodes_serve_https() {
             .is_none_or(|reply| reply.status != 200)
     );
 }
+
+/// A single-node store (no --node-id) is stopped, adopted in place as node 1
+/// of a new cluster, and grown to two nodes: every key keeps its value, ETag,
+/// TTL and database; new writes get higher revisions; the single-node files
+/// are kept aside; a second adoption is refused.
+#[test]
+fn a_single_node_store_is_adopted_in_place_and_grows_into_a_cluster() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let dir = temp.path().join("node-1");
+    let mut single = crate::server::Server::start_in_data(&dir, &["--resp-listen", "127.0.0.1:0"]);
+    let mut etags = Vec::new();
+    for index in 0..40 {
+        let reply = crate::server::put(single.address, &format!("/kv/k{index:02}"), b"value");
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        etags.push(reply.header("etag").expect("etag").to_string());
+    }
+    crate::server::put(single.address, "/kv/expiring?ttl=1h", b"soon");
+    let mut three = crate::resp_client::RawResp::connect(single.resp_address());
+    three.call(&["SELECT", "3"]);
+    assert_eq!(three.call(&["SET", "in-three", "yes"]), "+OK\r\n");
+    drop(three);
+    single.terminate();
+
+    let address: SocketAddr = format!("127.0.0.1:{}", free_port())
+        .parse()
+        .expect("address");
+    let adopt = |dir: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_walrus"))
+            .args(["cluster", "adopt", "--node-id", "1", "--advertise"])
+            .arg(address.to_string())
+            .arg("--data-dir")
+            .arg(dir)
+            .output()
+            .expect("run walrus cluster adopt")
+    };
+    let adopted = adopt(&dir);
+    let said = String::from_utf8_lossy(&adopted.stdout).into_owned();
+    assert!(
+        adopted.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&adopted.stderr)
+    );
+    assert!(said.contains("42 keys"), "{said}");
+    assert!(
+        dir.join("pre-cluster").is_dir(),
+        "the single-node files are kept"
+    );
+    let again = adopt(&dir);
+    assert!(!again.status.success(), "a second adoption is refused");
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already adopted"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+
+    let mut first = Node {
+        id: 1,
+        http: address,
+        resp: format!("127.0.0.1:{}", free_port())
+            .parse()
+            .expect("address"),
+        dir: dir.clone(),
+        peers: String::new(),
+        extra: Vec::new(),
+        child: None,
+    };
+    first.start();
+    wait_until(Duration::from_secs(20), || {
+        status(first.http).is_some_and(|status| status["leader_id"].as_u64() == Some(1))
+    });
+    for (index, etag) in etags.iter().enumerate() {
+        let read = http_get(first.http, &format!("/kv/k{index:02}"));
+        assert_eq!(read.status, 200);
+        assert_eq!(read.header("etag"), Some(etag.as_str()), "k{index:02}");
+    }
+    let newer = http(first.http, "PUT", "/kv/after", b"x").expect("answer");
+    assert_eq!(newer.status, 200, "{}", newer.text());
+    let revision = |reply: &Reply| -> u64 {
+        reply
+            .header("etag")
+            .and_then(|etag| etag.trim_matches('"').parse().ok())
+            .expect("numeric etag")
+    };
+    assert!(revision(&newer) > 42, "revisions go on growing");
+
+    // Grow: node 2 joins empty, catches up, and is promoted.
+    let cluster = Cluster {
+        nodes: vec![first],
+        _temp: temp,
+    };
+    let mut second = Node {
+        id: 2,
+        http: format!("127.0.0.1:{}", free_port())
+            .parse()
+            .expect("address"),
+        resp: format!("127.0.0.1:{}", free_port())
+            .parse()
+            .expect("address"),
+        dir: cluster.dir().join("node-2"),
+        peers: String::new(),
+        extra: Vec::new(),
+        child: None,
+    };
+    second.start();
+    let add = format!("/cluster/add-learner?id=2&addr={}", second.http);
+    let added = http(cluster.node(1).http, "POST", &add, b"").expect("answer");
+    assert_eq!(added.status, 200, "{}", added.text());
+    let promoted =
+        http(cluster.node(1).http, "POST", "/cluster/promote?id=2", b"").expect("answer");
+    assert_eq!(promoted.status, 200, "{}", promoted.text());
+    let read = http_get(second.http, "/kv/k07");
+    assert_eq!(read.header("etag"), Some(etags[7].as_str()));
+    let expiring = http_get(second.http, "/kv/expiring");
+    assert_eq!(expiring.body, b"soon");
+    let mut three = crate::resp_client::RawResp::connect(second.resp);
+    three.call(&["SELECT", "3"]);
+    assert_eq!(three.call(&["GET", "in-three"]), "$3\r\nyes\r\n");
+    let ttl = three.call(&["SELECT", "0"]);
+    assert_eq!(ttl, "+OK\r\n");
+    let seconds: i64 = three
+        .call(&["TTL", "expiring"])
+        .trim_start_matches(':')
+        .trim()
+        .parse()
+        .expect("TTL");
+    assert!(
+        (3500..=3600).contains(&seconds),
+        "the TTL survived: {seconds}"
+    );
+}
+
+fn http_get(address: SocketAddr, path: &str) -> Reply {
+    http(address, "GET", path, b"").expect("answer")
+}
