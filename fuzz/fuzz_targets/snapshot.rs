@@ -1,7 +1,9 @@
 //! The snapshot decoder must reject or decode any bytes; what it accepts is in
 //! strictly increasing (database, key) order and matches its header's count.
-//! The streaming checker that `walrus backup` uses must agree with it on every
-//! input, fed in two pieces split where the input's first byte says.
+//! The streaming checker that `walrus backup` uses, and the collecting one
+//! that start-up reads snapshot files with, must agree with it on every input
+//! (verdict and entries), fed in two pieces split where the input's first
+//! byte says.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -28,5 +30,15 @@ fuzz_target!(|data: &[u8]| {
         }
         (Err(_), Err(_)) => {}
         _ => panic!("decoder {:?} vs stream check {:?}", decoded.map(|d| d.0), streamed),
+    }
+    let mut collecting = SnapshotStreamCheck::collecting();
+    let collected = collecting
+        .push(&data[..split])
+        .and_then(|()| collecting.push(&data[split..]))
+        .and_then(|()| collecting.finish_with_records());
+    match (&decoded, &collected) {
+        (Ok(decoded), Ok(collected)) => assert_eq!(decoded, collected),
+        (Err(_), Err(_)) => {}
+        _ => panic!("decoder and collecting stream disagree"),
     }
 });

@@ -41,6 +41,11 @@ pub trait FileSystem: Send + Sync + 'static {
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
     /// The whole content of a file.
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// Opens a file to read it front to back in pieces (a large snapshot,
+    /// without holding all of it). By default the whole file, read at once.
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn io::Read + Send>> {
+        Ok(Box::new(io::Cursor::new(self.read(path)?)))
+    }
     /// Creates a new, empty file; fails if it exists.
     fn create(&self, path: &Path) -> io::Result<Box<dyn WritableFile>>;
     /// Opens an existing file for writing without truncating it.
@@ -116,6 +121,10 @@ impl FileSystem for StdFs {
             names.push(entry?.file_name().to_string_lossy().into_owned());
         }
         Ok(names)
+    }
+
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn io::Read + Send>> {
+        Ok(Box::new(File::open(path)?))
     }
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {

@@ -26,6 +26,7 @@
 //! `<last_seq>.snap`, and the directory synced: a `.snap` file is always complete.
 //! Leftover `.tmp` files are from interrupted snapshots and are deleted at open.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -182,11 +183,23 @@ pub struct SnapshotStreamCheck {
     entries_crc: u32,
     entries: u64,
     previous: Option<(u8, Vec<u8>)>,
+    /// The entries themselves, when the caller wants them
+    /// ([`SnapshotStreamCheck::collecting`]).
+    records: Option<Vec<SnapshotRecord>>,
 }
 
 impl SnapshotStreamCheck {
     pub fn new() -> SnapshotStreamCheck {
         SnapshotStreamCheck::default()
+    }
+
+    /// A check that also keeps every entry, for reading a snapshot file in
+    /// pieces ([`SnapshotStreamCheck::finish_with_records`]).
+    pub fn collecting() -> SnapshotStreamCheck {
+        SnapshotStreamCheck {
+            records: Some(Vec::new()),
+            ..SnapshotStreamCheck::default()
+        }
     }
 
     /// Takes the next bytes of the stream.
@@ -248,6 +261,8 @@ impl SnapshotStreamCheck {
         if key_len > MAX_FIELD_BYTES || value_len > MAX_FIELD_BYTES {
             return Err(self.invalid("field length above the limit"));
         }
+        let mod_revision = fields.u64()?;
+        let expires_at_ms = fields.u64()?;
         let total = fixed + key_len + value_len;
         let Some(key) = available.get(fixed..fixed + key_len) else {
             return Ok(false);
@@ -259,6 +274,23 @@ impl SnapshotStreamCheck {
             && (*previous_db, previous_key.as_slice()) >= (db, key)
         {
             return Err(SnapshotError::Unordered(self.parsed as usize));
+        }
+        if let Some(records) = &mut self.records {
+            if records.is_empty()
+                && let Some((_, meta)) = self.header
+            {
+                // Each entry takes at least 24 bytes of what has arrived so
+                // far, which bounds a forged count's allocation.
+                let plausible = (self.pending.len() / 24) as u64;
+                records.reserve(meta.entry_count.min(plausible) as usize);
+            }
+            records.push(SnapshotRecord {
+                db,
+                key: Bytes::copy_from_slice(key),
+                value: Bytes::copy_from_slice(&available[fixed + key_len..total]),
+                mod_revision,
+                expires_at_ms,
+            });
         }
         self.previous = Some((db, key.to_vec()));
         self.entries += 1;
@@ -280,6 +312,15 @@ impl SnapshotStreamCheck {
             offset: self.parsed as usize,
             reason,
         })
+    }
+
+    /// [`Self::finish`] for a [`Self::collecting`] check: the snapshot's
+    /// position and its entries.
+    pub fn finish_with_records(
+        mut self,
+    ) -> Result<(SnapshotMeta, Vec<SnapshotRecord>), SnapshotError> {
+        let records = self.records.take().unwrap_or_default();
+        self.finish().map(|(meta, _)| (meta, records))
     }
 
     /// The stream ended: checks what only the end can tell, and returns the
@@ -390,13 +431,28 @@ pub fn decode_snapshot_with_extra(
     Ok((meta, extra, records))
 }
 
-/// Reads and decodes the snapshot at `path`.
+/// Reads and decodes the snapshot at `path`, a piece at a time: the file is
+/// never held whole, only the entries it decodes to.
 pub fn read_snapshot(
     fs: &dyn FileSystem,
     path: &Path,
 ) -> Result<(SnapshotMeta, Vec<SnapshotRecord>)> {
-    let data = fs.read(path).map_err(|err| Error::io(path, err))?;
-    decode_snapshot(&data).map_err(|err| match err {
+    const PIECE_BYTES: usize = 1 << 20;
+    let mut file = fs.open_read(path).map_err(|err| Error::io(path, err))?;
+    let mut check = SnapshotStreamCheck::collecting();
+    let mut piece = vec![0; PIECE_BYTES];
+    let decoded = loop {
+        let read = match file.read(&mut piece) {
+            Ok(0) => break check.finish_with_records(),
+            Ok(read) => read,
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(Error::io(path, err)),
+        };
+        if let Err(error) = check.push(&piece[..read]) {
+            break Err(error);
+        }
+    };
+    decoded.map_err(|err| match err {
         SnapshotError::Version(found) => Error::UnsupportedVersion {
             path: path.to_path_buf(),
             found,
@@ -559,6 +615,48 @@ mod tests {
         assert_eq!((meta.last_seq, meta.revision, meta.entry_count), (9, 12, 3));
         assert_eq!(records[2].key, Bytes::from_static(b"c"));
         assert_eq!(records[2].mod_revision, 3);
+    }
+
+    /// A snapshot of several MiB read from a real file in 1 MiB pieces gives
+    /// exactly what decoding the whole file gives, and a damaged one is refused.
+    #[test]
+    fn a_snapshot_read_in_pieces_decodes_as_the_whole_file_does() {
+        let temp = tempfile::tempdir().unwrap();
+        let fs = crate::storage::StdFs;
+        let count = 3000;
+        let meta = SnapshotMeta {
+            last_seq: 5,
+            revision: 7,
+            entry_count: count,
+        };
+        let mut writer = SnapshotWriter::create(&fs, temp.path(), meta).unwrap();
+        for index in 0..count {
+            let key = format!("key-{index:05}");
+            let value = vec![(index % 251) as u8; 1000 + index as usize % 7];
+            writer
+                .push(
+                    (index / 1000) as u8,
+                    key.as_bytes(),
+                    &value,
+                    index,
+                    index * 3,
+                )
+                .unwrap();
+        }
+        let path = writer.finish().unwrap();
+        let data = fs.read(&path).unwrap();
+        assert!(data.len() > 2 << 20);
+        assert_eq!(
+            read_snapshot(&fs, &path).unwrap(),
+            decode_snapshot(&data).unwrap()
+        );
+        let mut damaged = data.clone();
+        damaged[2 << 20] ^= 0x04;
+        std::fs::write(&path, &damaged).unwrap();
+        assert!(matches!(
+            read_snapshot(&fs, &path),
+            Err(Error::Corrupt { .. })
+        ));
     }
 
     #[test]

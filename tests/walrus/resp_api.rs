@@ -33,7 +33,23 @@ fn resp_connection_and_server_commands() {
     );
     assert!(raw.call(&["COMMAND", "COUNT"]).starts_with(':'));
     assert!(raw.call(&["COMMAND"]).starts_with('*'));
-    assert_eq!(raw.call(&["COMMAND", "DOCS"]), "*0\r\n");
+    // COMMAND DOCS: one entry per command (a flat name, map list in RESP2);
+    // an unknown name is left out.
+    let count: usize = raw.call(&["COMMAND", "COUNT"])[1..]
+        .trim()
+        .parse()
+        .expect("count");
+    assert!(
+        raw.call(&["COMMAND", "DOCS"])
+            .starts_with(&format!("*{}\r\n", count * 2)),
+        "every command documented"
+    );
+    assert_eq!(
+        raw.call(&["COMMAND", "DOCS", "incr", "nosuch"]),
+        "*2\r\n$4\r\nincr\r\n*8\r\n$7\r\nsummary\r\n$34\r\nAdds one to a key's integer value.\r\n\
+         $5\r\nsince\r\n$5\r\n1.0.0\r\n$5\r\ngroup\r\n$6\r\nstring\r\n\
+         $10\r\ncomplexity\r\n$4\r\nO(1)\r\n"
+    );
     assert!(raw.call(&["CONFIG", "GET", "appendonly"]).contains("yes"));
     assert!(raw.call(&["INFO"]).contains("redis_version:"));
     assert!(raw.call(&["TIME"]).starts_with("*2\r\n"));

@@ -15,6 +15,40 @@ fn bulk(value: &str) -> String {
     format!("${}\r\n{value}\r\n", value.len())
 }
 
+/// The commands the front end runs itself (LCS, MEMORY USAGE) read the
+/// connection's database too, not database 0.
+#[test]
+fn lcs_and_memory_usage_read_the_selected_database() {
+    let (server, _dir) = Server::start_resp(&[]);
+    let mut zero = selected(&server, 0);
+    let mut five = selected(&server, 5);
+    zero.call(&["MSET", "a", "zzzz", "b", "yyyy"]);
+    five.call(&["MSET", "a", "ohmytext", "b", "mynewtext"]);
+    assert_eq!(five.call(&["LCS", "a", "b"]), bulk("mytext"));
+    assert_eq!(five.call(&["LCS", "a", "b", "LEN"]), ":6\r\n");
+    assert_eq!(zero.call(&["LCS", "a", "b"]), bulk(""));
+    // An estimate: the key and value bytes plus a fixed per-entry overhead.
+    let usage = |raw: &mut RawResp, key: &str| -> i64 {
+        raw.call(&["MEMORY", "USAGE", key])[1..]
+            .trim()
+            .parse()
+            .expect("an integer")
+    };
+    let (in_five, in_zero) = (usage(&mut five, "b"), usage(&mut zero, "b"));
+    assert_eq!(in_five - in_zero, 5, "9 value bytes against 4");
+    assert!(in_zero > 5);
+    assert_eq!(five.call(&["MEMORY", "USAGE", "missing"]), "$-1\r\n");
+    assert!(
+        five.call(&["MEMORY", "USAGE", "a", "SAMPLES", "5"])
+            .starts_with(':')
+    );
+    assert_eq!(
+        five.call(&["MEMORY", "USAGE", "a", "SAMPLES"]),
+        err("syntax error")
+    );
+    assert!(five.call(&["MEMORY", "HELP"]).starts_with('*'));
+}
+
 #[test]
 fn each_database_is_its_own_keyspace() {
     let (server, _dir) = Server::start_resp(&[]);

@@ -1,5 +1,5 @@
 //! The key commands that are not ops of the state machine: KEYS, SCAN and
-//! RANDOMKEY, which walk the keyspace at the front end.
+//! RANDOMKEY, which walk the keyspace at the front end, and MEMORY USAGE.
 
 use std::ops::Bound;
 
@@ -14,7 +14,7 @@ use super::util::{glob_match, integer_arg, is, syntax_error};
 const PAGE: usize = 1000;
 
 pub fn handles(name: &str) -> bool {
-    matches!(name, "randomkey" | "keys" | "scan")
+    matches!(name, "randomkey" | "keys" | "scan" | "memory")
 }
 
 pub async fn run(shared: &Shared, db: u8, name: &str, args: &[Bytes]) -> CommandResult {
@@ -28,8 +28,54 @@ pub async fn run(shared: &Shared, db: u8, name: &str, args: &[Bytes]) -> Command
                 .collect(),
         )),
         "scan" => scan(shared, db, args),
+        "memory" => memory(shared, db, args),
         _ => Err(Reply::err(format!("command '{name}' is not implemented"))),
     }
+}
+
+/// MEMORY USAGE key [SAMPLES n]: an estimate of the key's RAM in bytes
+/// (null for a missing key); SAMPLES is accepted and has nothing to sample.
+fn memory(shared: &Shared, db: u8, args: &[Bytes]) -> CommandResult {
+    if is(&args[1], "help") && args.len() == 2 {
+        return Ok(Reply::Array(
+            [
+                "MEMORY <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "USAGE <key> [SAMPLES <count>]",
+                "    Return memory in bytes used by <key> and its value (an estimate).",
+                "HELP",
+                "    Print this help.",
+            ]
+            .into_iter()
+            .map(Reply::Simple)
+            .collect(),
+        ));
+    }
+    if !is(&args[1], "usage") {
+        return Err(Reply::err(format!(
+            "unknown subcommand or wrong number of arguments for '{}'. Try MEMORY HELP.",
+            String::from_utf8_lossy(&args[1])
+        )));
+    }
+    let Some(key) = args.get(2) else {
+        return Err(super::wrong_arity("memory|usage"));
+    };
+    match &args[3..] {
+        [] => {}
+        [word, count] if is(word, "samples") => {
+            if integer_arg(count)? < 0 {
+                return Err(syntax_error());
+            }
+        }
+        _ => return Err(syntax_error()),
+    }
+    let entry = shared
+        .store
+        .get_entries(db, std::slice::from_ref(key))
+        .pop()
+        .flatten();
+    Ok(entry.map_or(Reply::Null, |entry| {
+        Reply::Integer(entry.memory_usage(key.len()) as i64)
+    }))
 }
 
 fn random_key(shared: &Shared, db: u8) -> Reply {

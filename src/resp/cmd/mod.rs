@@ -14,6 +14,7 @@
 //! MULTI/EXEC; `server`, `keys` (KEYS, SCAN, RANDOMKEY) and `strings` (LCS)
 //! handle what is not an op.
 
+mod docs;
 mod keys;
 mod ops;
 mod server;
@@ -215,6 +216,7 @@ pub const SPECS: &[Spec] = &[
     spec("copy", -3, true, TWO_KEYS),
     spec("move", 3, true, ONE_KEY),
     spec("randomkey", 1, false, NO_KEYS),
+    spec("memory", -2, false, (2, 2, 1)),
     spec("keys", 2, false, NO_KEYS),
     spec("scan", -2, false, NO_KEYS),
     spec("expire", -3, true, ONE_KEY),
@@ -538,7 +540,7 @@ pub async fn execute(
         name if server::handles(name) => server::run(session, shared, name, args).await,
         name if txn::handles(name) => txn::run(session, shared, name, args).await,
         name if keys::handles(name) => keys::run(shared, session.db, name, args).await,
-        name => strings::run(shared, name, args).await,
+        name => strings::run(shared, session.db, name, args).await,
     };
     result.unwrap_or_else(|reply| reply)
 }

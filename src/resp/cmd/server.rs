@@ -392,7 +392,7 @@ fn command(args: &[Bytes]) -> CommandResult {
     };
     match sub.to_ascii_lowercase().as_slice() {
         b"count" => Ok(Reply::Integer(SPECS.len() as i64)),
-        b"docs" => Ok(Reply::Array(Vec::new())),
+        b"docs" => Ok(super::docs::command_docs(&names().collect::<Vec<_>>())),
         b"list" => Ok(Reply::Array(
             SPECS.iter().map(|spec| Reply::text(spec.name)).collect(),
         )),

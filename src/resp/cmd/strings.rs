@@ -9,9 +9,9 @@ use super::CommandResult;
 use super::util::{integer_arg, is, syntax_error};
 
 /// The string commands the front end runs itself.
-pub async fn run(shared: &Shared, name: &str, args: &[Bytes]) -> CommandResult {
+pub async fn run(shared: &Shared, db: u8, name: &str, args: &[Bytes]) -> CommandResult {
     match name {
-        "lcs" => lcs(shared, args),
+        "lcs" => lcs(shared, db, args),
         _ => Err(Reply::err(format!("command '{name}' is not implemented"))),
     }
 }
@@ -52,10 +52,16 @@ fn parse_lcs_options(args: &[Bytes]) -> Result<LcsOptions, Reply> {
     Ok(options)
 }
 
-fn lcs(shared: &Shared, args: &[Bytes]) -> CommandResult {
+fn lcs(shared: &Shared, db: u8, args: &[Bytes]) -> CommandResult {
     let options = parse_lcs_options(args)?;
-    let a = shared.store.get(&args[1]).unwrap_or_default();
-    let b = shared.store.get(&args[2]).unwrap_or_default();
+    // Both read at one revision, in the connection's database.
+    let mut values = shared
+        .store
+        .get_entries(db, &args[1..3])
+        .into_iter()
+        .map(|entry| entry.map(|entry| entry.value).unwrap_or_default());
+    let a = values.next().unwrap_or_default();
+    let b = values.next().unwrap_or_default();
     let cells = (a.len() as u64 + 1) * (b.len() as u64 + 1);
     if cells > (shared.config.limits.max_bulk_bytes as u64 / 4).max(1 << 20) {
         return Err(Reply::err(
