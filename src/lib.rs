@@ -33,6 +33,7 @@
 pub mod backup;
 pub mod bench;
 pub mod client;
+pub mod clock;
 pub mod dev_cluster;
 pub mod dump;
 pub mod encoding;

@@ -417,9 +417,10 @@ struct ServeArgs {
     /// (and then keeps at most 1,000 older entries for lagging followers).
     #[arg(long, default_value_t = 50_000)]
     snapshot_every_entries: u64,
-    /// FOR TESTS ONLY: expose `/fault/partition` and `/fault/heal`, a switch
-    /// that cuts this cluster node off from chosen peers (`walrus verify
-    /// --nemesis partition` uses it). Off by default; never in production.
+    /// FOR TESTS ONLY: expose `/fault/clock` (moves the expiry clock forward)
+    /// and, on a cluster node, `/fault/partition` and `/fault/heal`, a switch
+    /// that cuts it off from chosen peers (`walrus verify --nemesis
+    /// partition` uses it). Off by default; never in production.
     #[arg(long)]
     enable_fault_injection: bool,
 }
@@ -500,6 +501,7 @@ impl ServeArgs {
                 auth_token,
                 ready_without_auth: self.ready_without_auth,
                 metrics_without_auth: self.metrics_without_auth,
+                fault_injection: self.enable_fault_injection,
                 ..HttpConfig::default()
             },
             tls: self.tls_cert.clone().zip(self.tls_key.clone()),
@@ -509,10 +511,6 @@ impl ServeArgs {
 
     fn cluster_options(&self) -> Result<Option<walrus::raft::ClusterOptions>> {
         let Some(node_id) = self.node_id else {
-            anyhow::ensure!(
-                !self.enable_fault_injection,
-                "--enable-fault-injection partitions cluster peers; it needs --node-id"
-            );
             return Ok(None);
         };
         anyhow::ensure!(

@@ -188,16 +188,27 @@ pub async fn cluster(app: &App, action: &str, request: Request<Incoming>) -> Htt
     }
 }
 
-/// Serves `/fault/{partition,heal,status}`, only on a node started with
-/// `--enable-fault-injection`: `POST /fault/partition?isolate=2,3` cuts this
-/// node off from those peers (both directions), `POST /fault/heal` restores
-/// every link, `GET /fault/status` lists the peers cut.
+/// Serves `/fault/…`, only on a node started with `--enable-fault-injection`:
+/// `POST /fault/clock?advance_ms=N` moves the expiry clock forward (`GET`
+/// tells the offset), on any node; on a cluster node `POST
+/// /fault/partition?isolate=2,3` cuts this node off from those peers (both
+/// directions), `POST /fault/heal` restores every link, `GET /fault/status`
+/// lists the peers cut.
 pub async fn fault(app: &App, action: &str, request: Request<Incoming>) -> HttpResponse {
+    if !app.config.fault_injection {
+        return text(
+            StatusCode::NOT_FOUND,
+            "fault injection is off: it exists only on a node started with \
+             --enable-fault-injection (for tests, never in production)",
+        );
+    }
+    if action == "clock" {
+        return fault_clock(&request);
+    }
     let Some(faults) = app.node.cluster().and_then(|cluster| cluster.faults()) else {
         return text(
             StatusCode::NOT_FOUND,
-            "fault injection is off: it exists only on a cluster node started with \
-             --enable-fault-injection (for tests, never in production)",
+            "the partition switch exists only on a cluster node (--node-id)",
         );
     };
     let method = request.method().clone();
@@ -236,7 +247,35 @@ pub async fn fault(app: &App, action: &str, request: Request<Incoming>) -> HttpR
         ("status", _) => method_not_allowed("GET, HEAD"),
         _ => text(
             StatusCode::NOT_FOUND,
-            "fault routes: POST /fault/partition?isolate=ID,…, POST /fault/heal, GET /fault/status",
+            "fault routes: POST /fault/clock?advance_ms=N, POST /fault/partition?isolate=ID,…, \
+             POST /fault/heal, GET /fault/status",
         ),
+    }
+}
+
+/// `/fault/clock`: moves the expiry clock forward, or tells how far it was.
+fn fault_clock(request: &Request<Incoming>) -> HttpResponse {
+    match request.method() {
+        &Method::POST => {
+            let advance = parse_query(request.uri().query().unwrap_or(""))
+                .ok()
+                .and_then(|params| params.get("advance_ms").cloned())
+                .and_then(|value| String::from_utf8_lossy(&value).parse::<u64>().ok());
+            match advance {
+                Some(ms) => text(
+                    StatusCode::OK,
+                    format!("offset_ms: {}", crate::clock::advance(ms)),
+                ),
+                None => text(
+                    StatusCode::BAD_REQUEST,
+                    "advance_ms=N (milliseconds, the clock only moves forward) is required",
+                ),
+            }
+        }
+        &Method::GET | &Method::HEAD => text(
+            StatusCode::OK,
+            format!("offset_ms: {}", crate::clock::offset_ms()),
+        ),
+        _ => method_not_allowed("POST, GET, HEAD"),
     }
 }

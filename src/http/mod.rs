@@ -62,6 +62,9 @@ pub struct HttpConfig {
     /// a client may ask for (default 10,000).
     pub list_default_limit: usize,
     pub list_max_limit: usize,
+    /// FOR TESTS: the `/fault/…` routes exist (the clock on any node, the
+    /// partition switch on a cluster node). Off by default.
+    pub fault_injection: bool,
 }
 
 impl Default for HttpConfig {
@@ -80,6 +83,7 @@ impl Default for HttpConfig {
             metrics_without_auth: false,
             list_default_limit: 1000,
             list_max_limit: 10_000,
+            fault_injection: false,
         }
     }
 }

@@ -27,7 +27,6 @@ use std::ops::Bound;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use parking_lot::RwLock;
@@ -243,9 +242,8 @@ impl Future for Submission {
     }
 }
 
-/// Milliseconds since the Unix epoch, the clock expiry times use.
+/// Milliseconds since the Unix epoch, the clock expiry times use (see
+/// [`crate::clock`]).
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as u64)
+    crate::clock::now_ms()
 }

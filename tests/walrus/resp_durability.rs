@@ -66,9 +66,11 @@ fn resp_acknowledged_sets_survive_kill_9() {
     }
 }
 
+/// Time moves by the server's test clock (`/fault/clock`), not by sleeping,
+/// so every expiry happens exactly when the test says.
 #[test]
 fn resp_keys_expire_on_time_and_stay_expired_after_restart() {
-    let (mut server, _dir) = Server::start_resp(&[]);
+    let (mut server, _dir) = Server::start_resp(&["--enable-fault-injection"]);
     let mut connection = server.redis_connection();
     let () = connection.set_ex("short", "v", 1).unwrap();
     let () = redis::cmd("SET")
@@ -84,7 +86,7 @@ fn resp_keys_expire_on_time_and_stay_expired_after_restart() {
     let _: bool = connection.pexpire("reset", 300).unwrap();
     let () = connection.set("reset", "new").unwrap();
     assert_eq!(connection.exists::<_, i64>("tiny").unwrap(), 1);
-    thread::sleep(Duration::from_millis(400));
+    server::advance_clock(server.address, 400);
     assert_eq!(connection.get::<_, Option<String>>("tiny").unwrap(), None);
     assert_eq!(
         connection
@@ -94,14 +96,17 @@ fn resp_keys_expire_on_time_and_stay_expired_after_restart() {
         Some("new")
     );
     assert_eq!(connection.exists::<_, i64>("short").unwrap(), 1);
-    thread::sleep(Duration::from_millis(800));
+    server::advance_clock(server.address, 800);
     assert_eq!(connection.exists::<_, i64>("short").unwrap(), 0);
     let keys: Vec<String> = connection.keys("*").unwrap();
     assert_eq!(keys.len(), 2, "{keys:?}");
+    // A key whose time runs out while the server is down is gone after the
+    // restart. The restarted server's clock starts from the real one again,
+    // 1.2 s behind the moved one, so it is moved on past the key's expiry.
     let () = connection.set_ex("while-down", "v", 1).unwrap();
     server.kill();
-    thread::sleep(Duration::from_millis(1100));
     server.restart();
+    server::advance_clock(server.address, 2500);
     let mut connection = server.redis_connection();
     assert_eq!(
         connection.get::<_, Option<String>>("while-down").unwrap(),
@@ -115,7 +120,7 @@ fn resp_keys_expire_on_time_and_stay_expired_after_restart() {
 
 #[test]
 fn resp_sweeper_removes_expired_keys_through_the_log() {
-    let (mut server, _dir) = Server::start_resp(&[]);
+    let (mut server, _dir) = Server::start_resp(&["--enable-fault-injection"]);
     let mut connection = server.redis_connection();
     let mut pipe = redis::pipe();
     for index in 0..500 {
@@ -128,21 +133,37 @@ fn resp_sweeper_removes_expired_keys_through_the_log() {
     }
     pipe.set("kept", "v").ignore();
     pipe.query::<()>(&mut connection).unwrap();
-    thread::sleep(Duration::from_millis(1500));
+    server::advance_clock(server.address, 200);
+    // The sweeper runs on its own schedule: wait (bounded) until it has
+    // deleted the expired keys, which `walrus_keys` (every stored key, live
+    // or not) shows.
+    let keys_line = |server: &Server| {
+        server::get(server.address, "/metrics")
+            .text()
+            .lines()
+            .find(|line| line.starts_with("walrus_keys "))
+            .expect("walrus_keys in /metrics")
+            .to_string()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while keys_line(&server) != "walrus_keys 1" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            keys_line(&server)
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
     // The sweep deleted them durably: after a restart the log replays the
-    // deletes, which `walrus dump` would show; here the store simply has one key.
+    // deletes (the restarted server's clock is the real one again, so keys
+    // not deleted would still be there).
     server.restart();
-    let metrics = server::get(server.address, "/metrics").text();
-    let keys_line = metrics
-        .lines()
-        .find(|line| line.starts_with("walrus_keys "))
-        .expect("walrus_keys in /metrics");
-    assert_eq!(keys_line, "walrus_keys 1");
+    assert_eq!(keys_line(&server), "walrus_keys 1");
 }
 
 #[test]
 fn resp_and_http_share_expiry() {
-    let (server, _dir) = Server::start_resp(&[]);
+    let (server, _dir) = Server::start_resp(&["--enable-fault-injection"]);
     let put = server::put(server.address, "/kv/h?ttl=30s", b"v");
     assert_eq!(put.status, 200);
     let got = server::get(server.address, "/kv/h");
@@ -158,7 +179,7 @@ fn resp_and_http_share_expiry() {
     );
     let mut raw = RawResp::connect(server.resp_address());
     assert_eq!(raw.call(&["TTL", "h"]), ":30\r\n");
-    thread::sleep(Duration::from_millis(300));
+    server::advance_clock(server.address, 300);
     assert_eq!(server::get(server.address, "/kv/h2").status, 404);
     assert_eq!(raw.call(&["EXISTS", "h2"]), ":0\r\n");
     assert_eq!(raw.call(&["SET", "r", "v", "EX", "5"]), "+OK\r\n");

@@ -79,7 +79,7 @@ fn a_queuing_error_or_discard_leaves_no_trace() {
 
 #[test]
 fn watch_fails_exec_when_a_key_changed_expired_or_was_deleted() {
-    let (server, _dir) = Server::start_resp(&[]);
+    let (server, _dir) = Server::start_resp(&["--enable-fault-injection"]);
     let mut raw = RawResp::connect(server.resp_address());
     let mut other = RawResp::connect(server.resp_address());
     for change in [
@@ -90,7 +90,7 @@ fn watch_fails_exec_when_a_key_changed_expired_or_was_deleted() {
         raw.call(&["SET", "w", "start"]);
         assert_eq!(raw.call(&["WATCH", "w"]), "+OK\r\n");
         other.call(change);
-        std::thread::sleep(std::time::Duration::from_millis(5));
+        crate::server::advance_clock(server.address, 5);
         raw.call(&["MULTI"]);
         raw.call(&["SET", "w", "mine"]);
         assert_eq!(raw.call(&["EXEC"]), "*-1\r\n", "after {change:?}");
@@ -359,13 +359,13 @@ fn bitfield_answers_as_redis() {
 
 #[test]
 fn flushall_is_atomic_and_dbsize_counts_live_keys() {
-    let (server, _dir) = Server::start_resp(&[]);
+    let (server, _dir) = Server::start_resp(&["--enable-fault-injection"]);
     let mut raw = RawResp::connect(server.resp_address());
     for index in 0..50 {
         raw.call(&["SET", &format!("k{index}"), "v"]);
     }
     raw.call(&["SET", "short", "v", "PX", "1"]);
-    std::thread::sleep(std::time::Duration::from_millis(5));
+    crate::server::advance_clock(server.address, 5);
     assert_eq!(raw.call(&["DBSIZE"]), ":50\r\n");
     assert_eq!(raw.call(&["FLUSHALL", "ASYNC"]), "+OK\r\n");
     assert_eq!(raw.call(&["DBSIZE"]), ":0\r\n");

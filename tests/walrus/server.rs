@@ -228,6 +228,19 @@ pub fn request(
     raw(address, &bytes).unwrap_or_else(|| panic!("no reply to {method} {path}"))
 }
 
+/// Moves the expiry clock of a server started with
+/// `--enable-fault-injection` forward by `ms`, instead of sleeping.
+pub fn advance_clock(address: SocketAddr, ms: u64) {
+    let reply = request(
+        address,
+        "POST",
+        &format!("/fault/clock?advance_ms={ms}"),
+        &[],
+        &[],
+    );
+    assert_eq!(reply.status, 200, "{}", reply.text());
+}
+
 pub fn get(address: SocketAddr, path: &str) -> Reply {
     request(address, "GET", path, &[], b"")
 }

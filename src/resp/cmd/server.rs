@@ -623,10 +623,13 @@ fn cpu_seconds() -> (f64, f64) {
     })
 }
 
+/// TIME: the clock expiry is judged by (moved forward only under fault
+/// injection), so TTL and EXPIRETIME answers agree with it.
 fn time() -> Reply {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+        .unwrap_or_default()
+        + std::time::Duration::from_millis(crate::clock::offset_ms());
     Reply::Array(vec![
         Reply::text(now.as_secs().to_string()),
         Reply::text(now.subsec_micros().to_string()),
