@@ -185,9 +185,30 @@ fn durable_options(config: &StoreBenchConfig) -> StoreOptions {
     options
 }
 
+/// Runs every measurement in a fresh `store-bench.*` directory made inside
+/// `config.dir`, removed afterwards with everything in it; `config.dir`
+/// itself is removed only if this run created it (and it is then empty).
+/// Nothing else in `config.dir` is touched.
 pub fn run(config: &StoreBenchConfig) -> Result<StoreBenchReport> {
+    let created = !config.dir.exists();
     std::fs::create_dir_all(&config.dir)
         .with_context(|| format!("creating {}", config.dir.display()))?;
+    let work = tempfile::Builder::new()
+        .prefix("store-bench.")
+        .tempdir_in(&config.dir)
+        .with_context(|| format!("creating a directory in {}", config.dir.display()))?;
+    let report = run_in(&StoreBenchConfig {
+        dir: work.path().to_path_buf(),
+        ..config.clone()
+    });
+    drop(work);
+    if created {
+        let _ = std::fs::remove_dir(&config.dir);
+    }
+    report
+}
+
+fn run_in(config: &StoreBenchConfig) -> Result<StoreBenchReport> {
     let value = "v".repeat(config.value_size);
     let keys: Vec<String> = (0..config.writes).map(key).collect();
     let mut rows = Vec::new();
@@ -241,8 +262,6 @@ pub fn run(config: &StoreBenchConfig) -> Result<StoreBenchReport> {
     } else {
         None
     };
-    std::fs::remove_dir_all(config.dir.join("durable")).ok();
-    std::fs::remove_dir_all(config.dir.join("large")).ok();
     Ok(StoreBenchReport { rows, extended })
 }
 
@@ -431,4 +450,54 @@ fn timed_window(
         "no snapshot"
     };
     Ok(Row::new(label, writers, count, elapsed, &merged))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small(dir: &Path) -> StoreBenchConfig {
+        StoreBenchConfig {
+            writes: 64,
+            value_size: 10,
+            writer_counts: vec![2],
+            dir: dir.to_path_buf(),
+            large_records: 0,
+            fsync: FsyncPolicy::Never,
+            progress: false,
+            memory_only: false,
+            durable_only: true,
+            direct_io: false,
+        }
+    }
+
+    #[test]
+    fn a_run_removes_only_what_it_created() {
+        let temp = tempfile::tempdir().expect("dir");
+        // A directory the user already had, with files of their own in it
+        // (named as the run's own files are named, too).
+        let theirs = temp.path().join("theirs");
+        std::fs::create_dir_all(theirs.join("durable")).expect("dir");
+        std::fs::write(theirs.join("keep.txt"), b"mine").expect("write");
+        std::fs::write(theirs.join("durable").join("x"), b"mine").expect("write");
+        let report = run(&small(&theirs)).expect("run");
+        assert_eq!(report.rows.len(), 1);
+        let mut left: Vec<String> = std::fs::read_dir(&theirs)
+            .expect("list")
+            .map(|entry| {
+                entry
+                    .expect("entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        left.sort();
+        assert_eq!(left, ["durable", "keep.txt"]);
+        assert!(theirs.join("durable").join("x").exists());
+        // A directory the run made is gone afterwards.
+        let made = temp.path().join("made");
+        run(&small(&made)).expect("run");
+        assert!(!made.exists());
+    }
 }

@@ -727,7 +727,9 @@ struct StoreBenchArgs {
     /// Concurrent writer counts to run, comma-separated.
     #[arg(long, value_delimiter = ',', default_values_t = vec![1, 8, 64])]
     writers: Vec<usize>,
-    /// Directory for the durable stores' files (on the disk to measure).
+    /// Directory on the disk to measure: the run works in a fresh
+    /// store-bench.* directory inside it and removes only that (and DIR if
+    /// the run created it).
     #[arg(long, default_value = "walrus-bench-data")]
     dir: PathBuf,
     /// Records for the replay, snapshot and RAM measurements (0 skips them).
@@ -1587,7 +1589,6 @@ fn bench_store(args: StoreBenchArgs) -> Result<ExitCode> {
         direct_io: !args.no_direct_io,
     };
     let report = run_store_bench(&config)?;
-    std::fs::remove_dir_all(&args.dir).ok();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

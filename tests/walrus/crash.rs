@@ -281,3 +281,37 @@ fn relaxed_fsync_policies_lose_only_a_suffix_and_nothing_before_a_snapshot() {
         }
     }
 }
+
+/// `--fsync interval=N` promises a write is durable within about N even if no
+/// other write follows it: the idle commit thread syncs when the interval
+/// passes. Each write here is the last before a long pause; a power loss
+/// after the pause must keep it. The pause is 15 intervals, so only a commit
+/// thread starved for that long could fail this.
+#[test]
+fn an_interval_policy_syncs_an_idle_store_within_its_interval() {
+    use std::time::{Duration, Instant};
+    use walrus::store::FsyncPolicy;
+
+    let interval = Duration::from_millis(20);
+    for seed in 0..4u64 {
+        let fs = SimFs::new(seed);
+        let mut options = small_options();
+        options.fsync = FsyncPolicy::Interval(interval);
+        let store = open(&fs, options.clone()).expect("open");
+        // A sync for the open's own records first, then the write under test.
+        std::thread::sleep(interval * 2);
+        let written = Instant::now();
+        store.set(b"last", b"written").expect("write");
+        std::thread::sleep(interval * 15);
+        fs.crash(seed.is_multiple_of(2));
+        drop(store);
+        fs.restart();
+        let store = open(&fs, options).expect("reopen after crash");
+        assert_eq!(
+            store.get(b"last").as_deref(),
+            Some(&b"written"[..]),
+            "seed {seed}: a write {:?} old, idle since, was lost",
+            written.elapsed()
+        );
+    }
+}
