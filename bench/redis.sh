@@ -69,6 +69,16 @@ for round in $(seq "$ROUNDS"); do
             done
         done
     done
+    # The same SET and GET over RESP3 (HELLO 3 first), as clients that
+    # default to it connect.
+    for server in walrus redis-always redis-everysec; do
+        port=$(port_of "$server")
+        echo "round $round: $server RESP3 -c 64" >&2
+        redis-benchmark -3 -h 127.0.0.1 -p "$port" -t set,get -d 100 -r 100000 \
+            -n $((100000 * SCALE)) -c 64 --csv \
+            | tail -n +2 | tr -d '"' | sed -E 's/^(SET|GET),/\1 RESP3,/' \
+            | sed "s/^/$server,$round,64,1,/" >> "$WORK/results.csv"
+    done
     # Read-modify-write on one hot key (redis-benchmark's INCR uses a single
     # key unless -r is given) and MULTI/EXEC of five SETs (redis-benchmark has
     # no transaction test: walrus's own RESP load generator sends it).
@@ -102,7 +112,7 @@ for test in ("SET", "GET"):
             wp = median("walrus", test, clients, pipeline, "p99_ms")
             ap = median("redis-always", test, clients, pipeline, "p99_ms")
             print(f"| {test} | {clients} | {pipeline} | {w:,.0f} | {a:,.0f} | {w / a:.2f}x | {e:,.0f} | {wp:.3f} | {ap:.3f} |")
-for test in ("INCR", "MULTI/EXEC 5 SET"):
+for test in ("SET RESP3", "GET RESP3", "INCR", "MULTI/EXEC 5 SET"):
     w = median("walrus", test, "64", "1", "rps")
     a = median("redis-always", test, "64", "1", "rps")
     e = median("redis-everysec", test, "64", "1", "rps")

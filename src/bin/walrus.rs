@@ -464,6 +464,7 @@ impl ServeArgs {
             tls: None,
             fsync: self.fsync,
             persistent: !self.in_memory,
+            data_dir: (!self.in_memory).then(|| self.data_dir.clone()),
         };
         Ok(ServeOptions {
             listen: self.listen.clone(),

@@ -46,6 +46,9 @@ pub struct RespConfig {
     pub fsync: crate::store::FsyncPolicy,
     /// False for `--in-memory` (appendonly no).
     pub persistent: bool,
+    /// The data directory, whose newest snapshot `LASTSAVE` reports; `None`
+    /// in memory.
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for RespConfig {
@@ -59,6 +62,7 @@ impl Default for RespConfig {
             tls: None,
             fsync: crate::store::FsyncPolicy::Always,
             persistent: true,
+            data_dir: None,
         }
     }
 }

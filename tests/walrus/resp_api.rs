@@ -53,6 +53,19 @@ fn resp_connection_and_server_commands() {
     assert!(raw.call(&["CONFIG", "GET", "appendonly"]).contains("yes"));
     assert!(raw.call(&["INFO"]).contains("redis_version:"));
     assert!(raw.call(&["TIME"]).starts_with("*2\r\n"));
+    // No snapshot yet: LASTSAVE is the start time, within this test's run.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    let last_save: i64 = raw.call(&["LASTSAVE"])[1..]
+        .trim()
+        .parse()
+        .expect("integer");
+    assert!(
+        (now - 120..=now).contains(&last_save),
+        "{last_save} vs {now}"
+    );
     assert_eq!(raw.call(&["SET", "k", "v"]), "+OK\r\n");
     assert_eq!(raw.call(&["DBSIZE"]), ":1\r\n");
     assert!(raw.call(&["INFO", "keyspace"]).contains("db0:keys=1"));

@@ -210,6 +210,13 @@ const DOCS: &[Doc] = &[
         "server",
         O1,
     ),
+    doc(
+        "lastsave",
+        "Answers when the newest snapshot was written (Unix seconds).",
+        "1.0.0",
+        "server",
+        O1,
+    ),
     // Transactions.
     doc(
         "multi",

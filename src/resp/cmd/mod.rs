@@ -169,6 +169,7 @@ pub const SPECS: &[Spec] = &[
     spec("flushall", -1, true, NO_KEYS),
     spec("swapdb", 3, true, NO_KEYS),
     spec("time", 1, false, NO_KEYS),
+    spec("lastsave", 1, false, NO_KEYS),
     // Transactions.
     spec("multi", 1, false, NO_KEYS),
     spec("exec", 1, false, NO_KEYS),

@@ -43,6 +43,7 @@ pub fn handles(name: &str) -> bool {
             | "config"
             | "info"
             | "time"
+            | "lastsave"
     )
 }
 
@@ -88,6 +89,7 @@ pub async fn run(
         "config" => config(shared, args),
         "info" => Ok(Reply::Verbatim(info(shared, args.get(1)))),
         "time" => Ok(time()),
+        "lastsave" => Ok(Reply::Integer(last_save(shared) as i64)),
         _ => Err(Reply::err(format!("command '{name}' is not implemented"))),
     }
 }
@@ -532,9 +534,10 @@ fn info(shared: &Shared, section: Option<&Bytes>) -> String {
         let _ = write!(
             text,
             "# Persistence\r\nloading:0\r\naof_enabled:{}\r\nwalrus_fsync:{}\r\n\
-             aof_last_write_status:{}\r\nwalrus_log_failed:{}\r\n\r\n",
+             rdb_last_save_time:{}\r\naof_last_write_status:{}\r\nwalrus_log_failed:{}\r\n\r\n",
             u8::from(shared.config.persistent),
             shared.config.fsync,
+            last_save(shared),
             if failed { "err" } else { "ok" },
             u8::from(failed)
         );
@@ -621,6 +624,37 @@ fn cpu_seconds() -> (f64, f64) {
             system as f64 / TICKS_PER_SECOND,
         )
     })
+}
+
+/// LASTSAVE: when the newest snapshot in the data directory was written
+/// (Unix seconds), or, with none (or in memory), when the server started, as
+/// Redis answers before its first save. With `--fsync always` every
+/// acknowledged write is already durable; this dates the newest compaction.
+fn last_save(shared: &Shared) -> u64 {
+    let unix = |time: std::time::SystemTime| {
+        time.duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs())
+    };
+    let newest_snapshot = shared.config.data_dir.as_ref().and_then(|dir| {
+        std::fs::read_dir(dir)
+            .ok()?
+            .filter_map(|entry| entry.ok())
+            .filter(|entry| {
+                crate::storage::snapshot::parse_snapshot_file_name(
+                    &entry.file_name().to_string_lossy(),
+                )
+                .is_some()
+            })
+            .filter_map(|entry| entry.metadata().ok()?.modified().ok())
+            .max()
+    });
+    newest_snapshot.map_or_else(
+        || {
+            unix(std::time::SystemTime::now())
+                .saturating_sub(shared.stats.started.elapsed().as_secs())
+        },
+        unix,
+    )
 }
 
 /// TIME: the clock expiry is judged by (moved forward only under fault
