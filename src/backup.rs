@@ -10,11 +10,14 @@
 //! directory's only snapshot, then opens the store once to prove it recovers
 //! with every key.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::storage::snapshot::{SnapshotStreamCheck, decode_snapshot, snapshot_file_name};
+use crate::storage::fs::read_in_pieces;
+use crate::storage::snapshot::{
+    SnapshotError, SnapshotStreamCheck, decode_snapshot, snapshot_file_name,
+};
 use crate::store::{DurableStore, KvStore, StoreOptions};
 
 /// What a backup holds.
@@ -93,16 +96,15 @@ impl BackupFile {
 
     /// The next bytes of the snapshot.
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
-        if let Err(error) = self.check.push(data) {
-            return Err(Error::corrupt(
-                &self.source,
-                error.offset(),
-                error.to_string(),
-            ));
-        }
+        self.check.push(data).map_err(|error| self.corrupt(error))?;
         self.file
             .write_all(data)
             .map_err(|error| Error::io(&self.temp, error))
+    }
+
+    /// Damage found by the check, reported against what was read.
+    fn corrupt(&self, error: SnapshotError) -> Error {
+        Error::corrupt(&self.source, error.offset(), error.to_string())
     }
 
     /// Checks the end of the snapshot, syncs the file and gives it its name.
@@ -117,16 +119,7 @@ impl BackupFile {
         name: impl FnOnce(&Path, &BackupInfo) -> PathBuf,
     ) -> Result<BackupInfo> {
         let check = std::mem::take(&mut self.check);
-        let (meta, bytes) = match check.finish() {
-            Ok(finished) => finished,
-            Err(error) => {
-                return Err(Error::corrupt(
-                    &self.source,
-                    error.offset(),
-                    error.to_string(),
-                ));
-            }
-        };
+        let (meta, bytes) = check.finish().map_err(|error| self.corrupt(error))?;
         let info = BackupInfo {
             last_seq: meta.last_seq,
             revision: meta.revision,
@@ -192,22 +185,16 @@ pub fn restore(file: &Path, data_dir: &Path) -> Result<BackupInfo> {
 }
 
 /// Copies the backup `source` (read from `file`) into `data_dir` as its
-/// snapshot, a chunk at a time, checking every checksum on the way; named
+/// snapshot, a piece at a time, checking every checksum on the way; named
 /// only once whole and synced.
 fn copy_checked(source: &mut std::fs::File, file: &Path, data_dir: &Path) -> Result<BackupInfo> {
-    const CHUNK_BYTES: usize = 1 << 20;
     let mut target = BackupFile::create(&data_dir.join("restore.snap"))?;
     target.source = file.to_path_buf();
-    let mut chunk = vec![0; CHUNK_BYTES];
-    loop {
-        let read = match source.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(read) => read,
-            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(error) => return Err(Error::io(file, error)),
-        };
-        target.write(&chunk[..read])?;
-    }
+    read_in_pieces(
+        source,
+        |error| Error::io(file, error),
+        |piece| target.write(piece),
+    )?;
     target.finish_named(|_, info| data_dir.join(snapshot_file_name(info.last_seq)))
 }
 

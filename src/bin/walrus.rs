@@ -968,17 +968,22 @@ fn base64_url(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
+/// Sets `object[name]` to `bytes` as text, or `object[name_base64]` to their
+/// base64 when they are not UTF-8 (as the HTTP API's JSON does).
+fn set_text_or_base64(object: &mut serde_json::Value, name: &str, bytes: &[u8]) {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => object[name] = text.into(),
+        Err(_) => object[format!("{name}_base64")] = base64_url(bytes).into(),
+    }
+}
+
 /// A listed key as one JSON object: text as text, other bytes as base64
 /// (`key_base64`, `value_base64`).
 fn list_item_json(item: &walrus::client::list::ListItem) -> serde_json::Value {
     let mut object = serde_json::json!({ "revision": item.revision });
-    let mut field = |name: &str, bytes: &[u8]| match std::str::from_utf8(bytes) {
-        Ok(text) => object[name] = text.into(),
-        Err(_) => object[format!("{name}_base64")] = base64_url(bytes).into(),
-    };
-    field("key", &item.key);
+    set_text_or_base64(&mut object, "key", &item.key);
     if let Some(value) = &item.value {
-        field("value", value);
+        set_text_or_base64(&mut object, "value", value);
     }
     object
 }
@@ -1111,10 +1116,7 @@ fn client_command(args: &ClientArgs, call: ClientCall) -> Result<ExitCode> {
                             "key": key,
                             "revision": response.revision(),
                         });
-                        match std::str::from_utf8(&response.body) {
-                            Ok(text) => object["value"] = text.into(),
-                            Err(_) => object["value_base64"] = base64_url(&response.body).into(),
-                        }
+                        set_text_or_base64(&mut object, "value", &response.body);
                         writeln!(stdout, "{object}")?;
                         Ok(ExitCode::SUCCESS)
                     }

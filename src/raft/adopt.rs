@@ -31,12 +31,13 @@ use openraft::vote::RaftLeaderId;
 use super::state_machine::replica_snapshot_extra;
 use super::{LogId, NodeId, StoredMembership};
 use crate::error::{Error, Result};
-use crate::storage::data_dir::DataDir;
+use crate::storage::data_dir::{
+    ADOPT_STAGING_DIR as STAGING_DIR, DataDir, PRE_CLUSTER_DIR as BACKUP_DIR,
+};
 use crate::storage::snapshot::{SnapshotMeta, SnapshotWriter, parse_snapshot_file_name};
 use crate::storage::{FileSystem, StdFs};
 use crate::store::{DurableStore, KvStore, StoreOptions, write_frozen};
 
-use crate::storage::data_dir::{ADOPT_STAGING_DIR as STAGING_DIR, PRE_CLUSTER_DIR as BACKUP_DIR};
 const COMMIT_MARKER: &str = "COMMIT";
 
 /// What an adoption made.
@@ -64,7 +65,6 @@ pub fn adopt(dir: &Path, node_id: NodeId, advertise: &str) -> Result<Adopted> {
                 dir.display()
             )));
         }
-        remove_staging(dir)?;
     }
     let store = DurableStore::open(dir, StoreOptions::default()).map_err(|error| {
         Error::InvalidArgument(format!(

@@ -35,6 +35,28 @@ pub trait WritableFile: Send {
 /// A held directory lock; dropping it releases the lock.
 pub trait DirLock: Send + Sync {}
 
+/// Bytes handed to [`read_in_pieces`]'s consumer at a time, at most.
+pub const READ_PIECE_BYTES: usize = 1 << 20;
+
+/// Reads `reader` to its end, handing each piece (up to [`READ_PIECE_BYTES`])
+/// to `take`; stops at `take`'s first error. A read error becomes `on_io`'s.
+/// For files too large to hold whole: a snapshot, a backup.
+pub fn read_in_pieces<E>(
+    reader: &mut dyn io::Read,
+    on_io: impl Fn(io::Error) -> E,
+    mut take: impl FnMut(&[u8]) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut piece = vec![0; READ_PIECE_BYTES];
+    loop {
+        match reader.read(&mut piece) {
+            Ok(0) => return Ok(()),
+            Ok(read) => take(&piece[..read])?,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(on_io(error)),
+        }
+    }
+}
+
 pub trait FileSystem: Send + Sync + 'static {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
     /// Names of the entries in `dir`, in no particular order.

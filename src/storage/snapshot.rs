@@ -26,12 +26,11 @@
 //! `<last_seq>.snap`, and the directory synced: a `.snap` file is always complete.
 //! Leftover `.tmp` files are from interrupted snapshots and are deleted at open.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-use super::fs::{FileSystem, WritableFile};
+use super::fs::{FileSystem, WritableFile, read_in_pieces};
 use crate::encoding::{DecodeError, Reader, crc32c, crc32c_append, put_u32, put_u64};
 use crate::error::{Error, Result};
 
@@ -182,7 +181,9 @@ pub struct SnapshotStreamCheck {
     extra_done: bool,
     entries_crc: u32,
     entries: u64,
-    previous: Option<(u8, Vec<u8>)>,
+    /// The last entry's database and key (shared with its record when
+    /// collecting, so a key is copied once).
+    previous: Option<(u8, Bytes)>,
     /// The entries themselves, when the caller wants them
     /// ([`SnapshotStreamCheck::collecting`]).
     records: Option<Vec<SnapshotRecord>>,
@@ -271,28 +272,21 @@ impl SnapshotStreamCheck {
             return Ok(false);
         }
         if let Some((previous_db, previous_key)) = &self.previous
-            && (*previous_db, previous_key.as_slice()) >= (db, key)
+            && (*previous_db, &previous_key[..]) >= (db, key)
         {
             return Err(SnapshotError::Unordered(self.parsed as usize));
         }
+        let key = Bytes::copy_from_slice(key);
         if let Some(records) = &mut self.records {
-            if records.is_empty()
-                && let Some((_, meta)) = self.header
-            {
-                // Each entry takes at least 24 bytes of what has arrived so
-                // far, which bounds a forged count's allocation.
-                let plausible = (self.pending.len() / 24) as u64;
-                records.reserve(meta.entry_count.min(plausible) as usize);
-            }
             records.push(SnapshotRecord {
                 db,
-                key: Bytes::copy_from_slice(key),
+                key: key.clone(),
                 value: Bytes::copy_from_slice(&available[fixed + key_len..total]),
                 mod_revision,
                 expires_at_ms,
             });
         }
-        self.previous = Some((db, key.to_vec()));
+        self.previous = Some((db, key));
         self.entries += 1;
         self.consume(total, true);
         Ok(true)
@@ -437,29 +431,22 @@ pub fn read_snapshot(
     fs: &dyn FileSystem,
     path: &Path,
 ) -> Result<(SnapshotMeta, Vec<SnapshotRecord>)> {
-    const PIECE_BYTES: usize = 1 << 20;
-    let mut file = fs.open_read(path).map_err(|err| Error::io(path, err))?;
-    let mut check = SnapshotStreamCheck::collecting();
-    let mut piece = vec![0; PIECE_BYTES];
-    let decoded = loop {
-        let read = match file.read(&mut piece) {
-            Ok(0) => break check.finish_with_records(),
-            Ok(read) => read,
-            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(err) => return Err(Error::io(path, err)),
-        };
-        if let Err(error) = check.push(&piece[..read]) {
-            break Err(error);
-        }
-    };
-    decoded.map_err(|err| match err {
+    let corrupt = |err| match err {
         SnapshotError::Version(found) => Error::UnsupportedVersion {
             path: path.to_path_buf(),
             found,
             supported: SNAPSHOT_VERSION,
         },
         other => Error::corrupt(path, other.offset(), other.to_string()),
-    })
+    };
+    let mut file = fs.open_read(path).map_err(|err| Error::io(path, err))?;
+    let mut check = SnapshotStreamCheck::collecting();
+    read_in_pieces(
+        &mut *file,
+        |err| Error::io(path, err),
+        |piece| check.push(piece).map_err(corrupt),
+    )?;
+    check.finish_with_records().map_err(corrupt)
 }
 
 /// Streams entries into a temporary file and publishes it atomically.

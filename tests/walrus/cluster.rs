@@ -25,6 +25,10 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
+fn free_address() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
 struct Node {
     id: u64,
     http: SocketAddr,
@@ -36,6 +40,20 @@ struct Node {
 }
 
 impl Node {
+    /// A node not started yet, with no `--peers` (it waits to be added),
+    /// serving HTTP on `http` and RESP on a free port.
+    fn new(id: u64, http: SocketAddr, dir: PathBuf, extra: &[&str]) -> Node {
+        Node {
+            id,
+            http,
+            resp: free_address(),
+            dir,
+            peers: String::new(),
+            extra: extra.iter().map(|arg| arg.to_string()).collect(),
+            child: None,
+        }
+    }
+
     fn start(&mut self) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_walrus"))
             .args(["serve", "--node-id", &self.id.to_string()])
@@ -115,15 +133,7 @@ impl Cluster {
     fn start_with(size: u64, extra: &[&str]) -> Cluster {
         let temp = tempfile::tempdir().expect("temp dir");
         let addresses: Vec<(SocketAddr, SocketAddr)> = (0..size)
-            .map(|_| {
-                let http = format!("127.0.0.1:{}", free_port())
-                    .parse()
-                    .expect("address");
-                let resp = format!("127.0.0.1:{}", free_port())
-                    .parse()
-                    .expect("address");
-                (http, resp)
-            })
+            .map(|_| (free_address(), free_address()))
             .collect();
         let peers = addresses
             .iter()
@@ -188,29 +198,18 @@ impl Cluster {
     }
 }
 
-/// Starts node 4 with an empty data directory, adds it as a learner through
-/// the leader (which returns once it has caught up) and promotes it.
-fn join_as_node_4(cluster: &Cluster, extra: &[&str]) -> Node {
-    let mut node = Node {
-        id: 4,
-        http: format!("127.0.0.1:{}", free_port())
-            .parse()
-            .expect("address"),
-        resp: format!("127.0.0.1:{}", free_port())
-            .parse()
-            .expect("address"),
-        dir: cluster.dir().join("node-4"),
-        peers: String::new(),
-        extra: extra.iter().map(|arg| arg.to_string()).collect(),
-        child: None,
-    };
+/// Starts node `id` with an empty data directory, adds it as a learner
+/// through the leader (which returns once it has caught up) and promotes it.
+fn join(cluster: &Cluster, id: u64, extra: &[&str]) -> Node {
+    let dir = cluster.dir().join(format!("node-{id}"));
+    let mut node = Node::new(id, free_address(), dir, extra);
     node.start();
-    let add = format!("/cluster/add-learner?id=4&addr={}", node.http);
+    let add = format!("/cluster/add-learner?id={id}&addr={}", node.http);
     let leader = cluster.wait_for_leader(Duration::from_secs(10));
     let added = http(cluster.node(leader).http, "POST", &add, b"").expect("answer");
     assert_eq!(added.status, 200, "{}", added.text());
-    let promote = "/cluster/promote?id=4";
-    let promoted = http(cluster.node(leader).http, "POST", promote, b"").expect("answer");
+    let promote = format!("/cluster/promote?id={id}");
+    let promoted = http(cluster.node(leader).http, "POST", &promote, b"").expect("answer");
     assert_eq!(promoted.status, 200, "{}", promoted.text());
     node
 }
@@ -471,7 +470,7 @@ fn a_cluster_restarted_whole_keeps_its_data_and_a_learner_catches_up() {
     }
 
     // A fourth node joins as a learner, catches up, and is promoted.
-    let learner = join_as_node_4(&cluster, &[]);
+    let learner = join(&cluster, 4, &[]);
     let leader = cluster.wait_for_leader(Duration::from_secs(10));
     let read = http(learner.http, "GET", "/kv/k49", b"").expect("answer");
     assert_eq!(read.status, 200);
@@ -595,7 +594,7 @@ fn a_wiped_node_rejoins_under_a_new_id_from_a_snapshot() {
     )
     .expect("answer");
     assert_eq!(removed.status, 200, "{}", removed.text());
-    let replacement = join_as_node_4(&cluster, &["--snapshot-every-entries", "50"]);
+    let replacement = join(&cluster, 4, &["--snapshot-every-entries", "50"]);
     // Linearizable reads on the new node wait until it has applied the read
     // index, so they see every key even while the snapshot is installing.
     for index in [0, 150, 299] {
@@ -672,9 +671,7 @@ fn a_single_node_store_is_adopted_in_place_and_grows_into_a_cluster() {
     drop(three);
     single.terminate();
 
-    let address: SocketAddr = format!("127.0.0.1:{}", free_port())
-        .parse()
-        .expect("address");
+    let address = free_address();
     let adopt = |dir: &Path| {
         Command::new(env!("CARGO_BIN_EXE_walrus"))
             .args(["cluster", "adopt", "--node-id", "1", "--advertise"])
@@ -704,17 +701,7 @@ fn a_single_node_store_is_adopted_in_place_and_grows_into_a_cluster() {
         String::from_utf8_lossy(&again.stderr)
     );
 
-    let mut first = Node {
-        id: 1,
-        http: address,
-        resp: format!("127.0.0.1:{}", free_port())
-            .parse()
-            .expect("address"),
-        dir: dir.clone(),
-        peers: String::new(),
-        extra: Vec::new(),
-        child: None,
-    };
+    let mut first = Node::new(1, address, dir.clone(), &[]);
     first.start();
     wait_until(Duration::from_secs(20), || {
         status(first.http).is_some_and(|status| status["leader_id"].as_u64() == Some(1))
@@ -739,26 +726,7 @@ fn a_single_node_store_is_adopted_in_place_and_grows_into_a_cluster() {
         nodes: vec![first],
         _temp: temp,
     };
-    let mut second = Node {
-        id: 2,
-        http: format!("127.0.0.1:{}", free_port())
-            .parse()
-            .expect("address"),
-        resp: format!("127.0.0.1:{}", free_port())
-            .parse()
-            .expect("address"),
-        dir: cluster.dir().join("node-2"),
-        peers: String::new(),
-        extra: Vec::new(),
-        child: None,
-    };
-    second.start();
-    let add = format!("/cluster/add-learner?id=2&addr={}", second.http);
-    let added = http(cluster.node(1).http, "POST", &add, b"").expect("answer");
-    assert_eq!(added.status, 200, "{}", added.text());
-    let promoted =
-        http(cluster.node(1).http, "POST", "/cluster/promote?id=2", b"").expect("answer");
-    assert_eq!(promoted.status, 200, "{}", promoted.text());
+    let second = join(&cluster, 2, &[]);
     let read = http_get(second.http, "/kv/k07");
     assert_eq!(read.header("etag"), Some(etags[7].as_str()));
     let expiring = http_get(second.http, "/kv/expiring");
