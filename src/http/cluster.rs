@@ -11,15 +11,13 @@ use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 use super::app::App;
 use super::path::parse_query;
 use super::response::method_not_allowed;
 use super::response::{HttpResponse, body, store_error, text};
-use crate::raft::network::{MAX_PEER_BODY_BYTES, NODE_ID_HEADER, POSTCARD, SnapshotChunk};
-use crate::raft::{ClusterNode, NodeId, Proposal};
+use crate::raft::network::{MAX_PEER_BODY_BYTES, NODE_ID_HEADER, POSTCARD};
+use crate::raft::{NodeId, PeerRefusal};
 
 pub const RAFT_PREFIX: &str = "/raft/";
 pub const CLUSTER_PREFIX: &str = "/cluster/";
@@ -32,32 +30,8 @@ fn no_cluster() -> HttpResponse {
     )
 }
 
-fn postcard_reply<T: Serialize>(value: &T) -> HttpResponse {
-    match postcard::to_stdvec(value) {
-        Ok(bytes) => body(StatusCode::OK, POSTCARD, Bytes::from(bytes)),
-        Err(error) => text(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
-    }
-}
-
-async fn read_body<T: DeserializeOwned>(request: Request<Incoming>) -> Result<T, HttpResponse> {
-    let collected = Limited::new(request.into_body(), MAX_PEER_BODY_BYTES)
-        .collect()
-        .await
-        .map_err(|error| {
-            text(
-                StatusCode::BAD_REQUEST,
-                format!("peer message body: {error}"),
-            )
-        })?;
-    postcard::from_bytes(&collected.to_bytes()).map_err(|error| {
-        text(
-            StatusCode::BAD_REQUEST,
-            format!("peer message does not decode: {error}"),
-        )
-    })
-}
-
-/// Serves `/raft/{message}`.
+/// Serves `/raft/{message}`: the body is read (up to its bound) and handed to
+/// [`ClusterNode::serve_peer_message`], which also judges the sender.
 pub async fn raft(app: &App, message: &str, request: Request<Incoming>) -> HttpResponse {
     let Some(cluster) = app.node.cluster() else {
         return no_cluster();
@@ -70,64 +44,37 @@ pub async fn raft(app: &App, message: &str, request: Request<Incoming>) -> HttpR
         .get(NODE_ID_HEADER)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<NodeId>().ok());
+    // Refused senders are turned away before their body is read.
     if !cluster.accepts_peer(sender) {
-        return text(
-            StatusCode::FORBIDDEN,
-            "peer messages are accepted only from members of this cluster",
-        );
+        return refusal(PeerRefusal::NotMember);
     }
-    if cluster.partitioned_from(sender) {
-        return text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "cut off from the sender by fault injection",
-        );
-    }
-    match serve_message(cluster, message, request).await {
-        Ok(response) | Err(response) => response,
+    let body = match Limited::new(request.into_body(), MAX_PEER_BODY_BYTES)
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("peer message body: {error}"),
+            );
+        }
+    };
+    match cluster.serve_peer_message(sender, message, &body).await {
+        Ok(answer) => super::response::body(StatusCode::OK, POSTCARD, Bytes::from(answer)),
+        Err(refused) => refusal(refused),
     }
 }
 
-async fn serve_message(
-    cluster: &ClusterNode,
-    message: &str,
-    request: Request<Incoming>,
-) -> Result<HttpResponse, HttpResponse> {
-    let raft = cluster.raft();
-    let raft_error =
-        |error: &dyn std::fmt::Display| text(StatusCode::SERVICE_UNAVAILABLE, error.to_string());
-    Ok(match message {
-        "append" => {
-            let rpc = read_body(request).await?;
-            match raft.append_entries(rpc).await {
-                Ok(answer) => postcard_reply(&answer),
-                Err(error) => raft_error(&error),
-            }
-        }
-        "vote" => {
-            let rpc = read_body(request).await?;
-            match raft.vote(rpc).await {
-                Ok(answer) => postcard_reply(&answer),
-                Err(error) => raft_error(&error),
-            }
-        }
-        "snapshot" => {
-            let chunk: SnapshotChunk = read_body(request).await?;
-            match cluster.receive_snapshot_chunk(chunk).await {
-                Ok(answer) => postcard_reply(&answer),
-                Err(error) => text(StatusCode::CONFLICT, error),
-            }
-        }
-        "forward" => {
-            let proposal: Proposal = read_body(request).await?;
-            postcard_reply(&cluster.serve_forward(proposal).await)
-        }
-        "forward-batch" => {
-            let proposals: Vec<Proposal> = read_body(request).await?;
-            postcard_reply(&cluster.serve_forward_batch(proposals).await)
-        }
-        "read-index" => postcard_reply(&cluster.serve_read_index().await),
-        _ => text(StatusCode::NOT_FOUND, "no such peer message"),
-    })
+fn refusal(refused: PeerRefusal) -> HttpResponse {
+    let status = match refused {
+        PeerRefusal::NotMember => StatusCode::FORBIDDEN,
+        PeerRefusal::Partitioned | PeerRefusal::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        PeerRefusal::BadBody(_) => StatusCode::BAD_REQUEST,
+        PeerRefusal::SnapshotRejected(_) => StatusCode::CONFLICT,
+        PeerRefusal::UnknownMessage => StatusCode::NOT_FOUND,
+    };
+    text(status, refused.to_string())
 }
 
 /// Serves `/cluster/{status,add-learner,promote,remove}`.

@@ -26,7 +26,8 @@ use tokio::time::Instant;
 use super::fault::FaultSwitch;
 use super::log_store::LogStore;
 use super::network::{
-    ChunkAnswer, Peer, PeerError, PeerIdentity, PeerNetworkFactory, PeerTls, SnapshotChunk,
+    ChunkAnswer, Peer, PeerError, PeerIdentity, PeerNetworkFactory, PeerTls, PeerTransport,
+    SnapshotChunk,
 };
 use super::state_machine::{SnapshotData, StateMachine};
 use super::{LogId, NodeId, Proposal, Raft, TypeConfig, Vote};
@@ -122,6 +123,37 @@ pub enum ForwardAnswer {
     Failed(String),
 }
 
+/// Why a peer message was not served; the HTTP route maps each to a status.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerRefusal {
+    /// The sender is not a member of this cluster (403).
+    #[error("peer messages are accepted only from members of this cluster")]
+    NotMember,
+    /// The fault-injection switch cuts this node off from the sender (503).
+    #[error("cut off from the sender by fault injection")]
+    Partitioned,
+    /// The body does not decode as the message named (400).
+    #[error("peer message does not decode: {0}")]
+    BadBody(String),
+    /// Raft cannot take the message now, e.g. it is shutting down (503).
+    #[error("{0}")]
+    Unavailable(String),
+    /// A snapshot chunk out of order, or an install that failed (409).
+    #[error("{0}")]
+    SnapshotRejected(String),
+    /// No such message (404).
+    #[error("no such peer message")]
+    UnknownMessage,
+}
+
+fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> std::result::Result<T, PeerRefusal> {
+    postcard::from_bytes(body).map_err(|error| PeerRefusal::BadBody(error.to_string()))
+}
+
+fn encode<T: Serialize>(value: &T) -> std::result::Result<Vec<u8>, PeerRefusal> {
+    postcard::to_stdvec(value).map_err(|error| PeerRefusal::Unavailable(error.to_string()))
+}
+
 /// A node's view of the cluster, for `/cluster/status` and `/metrics`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClusterStatus {
@@ -199,7 +231,31 @@ impl ClusterNode {
     pub async fn start(dir: &Path, options: ClusterOptions) -> Result<Arc<ClusterNode>> {
         let fs: Arc<dyn FileSystem> = Arc::new(StdFs);
         let data_dir = DataDir::open(&*fs, dir)?;
+        // Under the directory's lock: an adoption cut short is finished first.
         super::adopt::finish_interrupted(dir)?;
+        ClusterNode::start_in(fs, data_dir, dir, options, None).await
+    }
+
+    /// [`ClusterNode::start`] on any file system, with peer messages carried
+    /// by `transport` instead of HTTP when it is given: the in-process cluster
+    /// tests run nodes on simulated disks over a simulated network this way.
+    pub async fn start_on(
+        fs: Arc<dyn FileSystem>,
+        dir: &Path,
+        options: ClusterOptions,
+        transport: Option<Arc<dyn PeerTransport>>,
+    ) -> Result<Arc<ClusterNode>> {
+        let data_dir = DataDir::open(&*fs, dir)?;
+        ClusterNode::start_in(fs, data_dir, dir, options, transport).await
+    }
+
+    async fn start_in(
+        fs: Arc<dyn FileSystem>,
+        data_dir: DataDir,
+        dir: &Path,
+        options: ClusterOptions,
+        transport: Option<Arc<dyn PeerTransport>>,
+    ) -> Result<Arc<ClusterNode>> {
         let log = LogStore::open(fs.clone(), dir, options.wal.clone(), options.fsync)?;
         let machine = StateMachine::open(fs, dir, options.watch_history)?;
         let config = Config {
@@ -226,6 +282,7 @@ impl ClusterNode {
                 .fault_injection
                 .then(|| Arc::new(FaultSwitch::default())),
             tls: options.peer_tls.clone(),
+            transport,
         };
         let network = PeerNetworkFactory {
             identity: identity.clone(),
@@ -524,6 +581,44 @@ impl ClusterNode {
                 })
             })
             .collect()
+    }
+
+    /// Serves one peer message, `/raft/{message}` with its postcard `body`
+    /// from node `sender`, and returns the answer's postcard body. Messages
+    /// from outside the membership, or cut off by fault injection, are
+    /// refused before the body is read.
+    pub async fn serve_peer_message(
+        &self,
+        sender: Option<NodeId>,
+        message: &str,
+        body: &[u8],
+    ) -> std::result::Result<Vec<u8>, PeerRefusal> {
+        if !self.accepts_peer(sender) {
+            return Err(PeerRefusal::NotMember);
+        }
+        if self.partitioned_from(sender) {
+            return Err(PeerRefusal::Partitioned);
+        }
+        let unavailable =
+            |error: &dyn std::fmt::Display| PeerRefusal::Unavailable(error.to_string());
+        match message {
+            "append" => match self.raft.append_entries(decode(body)?).await {
+                Ok(answer) => encode(&answer),
+                Err(error) => Err(unavailable(&error)),
+            },
+            "vote" => match self.raft.vote(decode(body)?).await {
+                Ok(answer) => encode(&answer),
+                Err(error) => Err(unavailable(&error)),
+            },
+            "snapshot" => match self.receive_snapshot_chunk(decode(body)?).await {
+                Ok(answer) => encode(&answer),
+                Err(reason) => Err(PeerRefusal::SnapshotRejected(reason)),
+            },
+            "forward" => encode(&self.serve_forward(decode(body)?).await),
+            "forward-batch" => encode(&self.serve_forward_batch(decode(body)?).await),
+            "read-index" => encode(&self.serve_read_index().await),
+            _ => Err(PeerRefusal::UnknownMessage),
+        }
     }
 
     /// Serves a batch of writes forwarded by a follower, concurrently.

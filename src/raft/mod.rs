@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::store::Outcome;
 
-pub use cluster::{ClusterNode, ClusterOptions, ClusterStatus, parse_peers};
+pub use cluster::{ClusterNode, ClusterOptions, ClusterStatus, PeerRefusal, parse_peers};
 
 /// A client write as the Raft log carries it: the command in walrus's log
 /// encoding (issue time and command; see `store::command`), so the entry's body

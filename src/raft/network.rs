@@ -6,6 +6,13 @@
 //! body. Every request carries the sender's node id (`X-Walrus-Node-Id`) and the
 //! cluster's bearer token, on keep-alive connections pooled per peer (one per
 //! request in flight, so forwarded writes to the leader run concurrently).
+//!
+//! A [`PeerTransport`] can stand in for HTTP: the simulated network of the
+//! in-process cluster tests (`testing::sim_cluster`) delivers the same
+//! postcard bodies to [`ClusterNode::serve_peer_message`], the function the
+//! HTTP route calls, so both paths run the same code past the wire.
+//!
+//! [`ClusterNode::serve_peer_message`]: super::ClusterNode::serve_peer_message
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,6 +86,19 @@ pub enum PeerError {
     Failed { address: String, reason: String },
 }
 
+/// Carries one peer message (its postcard body) from `from` to `to` and
+/// brings the answer's body back, instead of HTTP. The future stays
+/// cancel-safe: dropping it abandons the answer, not the receiver's work.
+pub trait PeerTransport: std::fmt::Debug + Send + Sync + 'static {
+    fn deliver(
+        &self,
+        from: NodeId,
+        to: NodeId,
+        message: &'static str,
+        body: Vec<u8>,
+    ) -> futures::future::BoxFuture<'static, Result<Vec<u8>, PeerError>>;
+}
+
 /// Idle connections kept per peer.
 const MAX_IDLE_CONNECTIONS: usize = 128;
 
@@ -91,6 +111,8 @@ pub struct PeerIdentity {
     pub token: Option<String>,
     pub faults: Option<Arc<FaultSwitch>>,
     pub tls: Option<PeerTls>,
+    /// Set in the in-process cluster tests: messages go through it, not HTTP.
+    pub transport: Option<Arc<dyn PeerTransport>>,
 }
 
 /// The TLS connector for peers, trusting the CA that signed their
@@ -106,12 +128,14 @@ impl std::fmt::Debug for PeerTls {
 
 /// One peer: its address and idle connections reused between requests.
 pub struct Peer {
+    own_id: NodeId,
     target: NodeId,
     endpoint: Arc<Endpoint>,
     idle: parking_lot::Mutex<Vec<Connection>>,
     headers: HeaderMap,
     faults: Option<Arc<FaultSwitch>>,
     tls: Option<PeerTls>,
+    transport: Option<Arc<dyn PeerTransport>>,
 }
 
 impl Peer {
@@ -137,12 +161,14 @@ impl Peer {
             headers.insert(AUTHORIZATION, value);
         }
         Ok(Peer {
+            own_id,
             target,
             endpoint: Arc::new(endpoint),
             idle: parking_lot::Mutex::new(Vec::new()),
             headers,
             faults: identity.faults.clone(),
             tls: identity.tls.clone(),
+            transport: identity.transport.clone(),
         })
     }
 
@@ -153,7 +179,7 @@ impl Peer {
     /// Sends `request` to `/raft/{path}` and decodes the answer.
     pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,
-        path: &str,
+        path: &'static str,
         request: &Req,
         timeout: Duration,
     ) -> Result<Resp, PeerError> {
@@ -168,6 +194,16 @@ impl Peer {
             });
         }
         let body = postcard::to_stdvec(request).map_err(|error| self.failed(error))?;
+        if let Some(transport) = &self.transport {
+            let delivery = transport.deliver(self.own_id, self.target, path, body);
+            let answer = match tokio::time::timeout(timeout, delivery).await {
+                Ok(answer) => answer?,
+                Err(_) => {
+                    return Err(self.failed(format!("no answer within {} ms", timeout.as_millis())));
+                }
+            };
+            return postcard::from_bytes(&answer).map_err(|error| self.failed(error));
+        }
         let exchange = self.exchange(path, Bytes::from(body));
         let (status, body) = match tokio::time::timeout(timeout, exchange).await {
             Ok(result) => result?,
@@ -260,7 +296,7 @@ pub struct PeerNetwork {
 impl PeerNetwork {
     async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,
-        path: &str,
+        path: &'static str,
         request: &Req,
         timeout: Duration,
     ) -> Result<Resp, RPCError<TypeConfig>> {

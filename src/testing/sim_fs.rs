@@ -300,6 +300,7 @@ impl SimFs {
         Ok(Box::new(SimFile {
             state: self.state.clone(),
             inode,
+            generation: state.generation,
             durable_writes,
         }))
     }
@@ -316,13 +317,27 @@ impl SimFs {
 struct SimFile {
     state: Arc<Mutex<State>>,
     inode: u64,
+    /// The disk's generation when the file was opened: a handle held across
+    /// a crash belongs to the process that died, and fails from then on.
+    generation: u64,
     /// Opened `O_DSYNC`: every write is durable when it returns.
     durable_writes: bool,
+}
+
+impl SimFile {
+    fn still_open(&self, state: &State) -> io::Result<()> {
+        if state.generation == self.generation {
+            Ok(())
+        } else {
+            Err(dead_error())
+        }
+    }
 }
 
 impl WritableFile for SimFile {
     fn write_all_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
         let mut state = self.state.lock();
+        self.still_open(&state)?;
         if self.durable_writes {
             state.begin_direct_write(self.inode, offset, data)?;
         } else {
@@ -351,6 +366,7 @@ impl WritableFile for SimFile {
 
     fn sync_data(&mut self) -> io::Result<()> {
         let mut state = self.state.lock();
+        self.still_open(&state)?;
         let planned = state.begin();
         if planned.is_err() && !state.dead {
             // A planned failure: like Linux, the dirty pages are gone too.
@@ -451,6 +467,7 @@ impl FileSystem for SimFs {
         Ok(Box::new(SimFile {
             state: self.state.clone(),
             inode: id,
+            generation: state.generation,
             durable_writes: false,
         }))
     }

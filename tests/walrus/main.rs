@@ -27,6 +27,7 @@ mod resp_durability;
 mod resp_raw;
 mod resp_txn;
 mod server;
+mod sim_cluster;
 mod submit_all;
 mod verify;
 mod watch;

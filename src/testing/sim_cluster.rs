@@ -1,0 +1,809 @@
+//! An in-process Raft cluster on simulated disks over a simulated network,
+//! with its faults drawn from one seed, and its history checked for
+//! linearizability.
+//!
+//! Each node is a real [`ClusterNode`] (the same log store, state machine,
+//! forwarding and read index as `walrus serve --node-id`) on its own
+//! [`SimFs`], reached through the node layer ([`Node`]) as HTTP and RESP reach
+//! it. Peer messages travel through [`SimNetwork`], which delays, reorders and
+//! loses them and honours partitions, one-way ones included; they arrive at
+//! [`ClusterNode::serve_peer_message`], the function the `/raft/` route calls.
+//!
+//! A run ([`run`]): clients issue gets, puts, deletes and compare-and-swaps
+//! against random nodes while a nemesis partitions, heals, changes the loss
+//! rate and power-cuts nodes (unsynced writes lost, the last one torn) and
+//! restarts them. Then every link heals, every node is power-cut at once and
+//! restarted, and each node reads every key. The whole history, final reads
+//! included, must be linearizable per key (so no acknowledged write was lost),
+//! and every node must hold the same entries at the same revision.
+//!
+//! Reproducing: the seed fixes every random choice (the workload, the fault
+//! schedule and its timing, each message's delay and loss, each torn write).
+//! The nodes run on a real-time runtime, so the interleaving of tasks and the
+//! log writer threads is not fixed by the seed: a rerun replays the same
+//! faults at the same moments, which in practice reproduces a failure, but
+//! not byte for byte.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::time::Instant;
+
+use super::SimFs;
+use crate::node::{Consistency, Node};
+use crate::raft::network::{PeerError, PeerTransport};
+use crate::raft::{ClusterNode, ClusterOptions, NodeId};
+use crate::storage::WalOptions;
+use crate::store::{Command, Entry, Guard};
+use crate::verify::checker::{Action, KeyVerdict, Operation, check_all};
+
+/// How a run is shaped; everything random in it comes from `seed`.
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    pub seed: u64,
+    pub nodes: u64,
+    pub clients: u64,
+    pub keys: usize,
+    /// How long clients and the nemesis run.
+    pub duration: Duration,
+    /// Most operations each client issues.
+    pub max_ops_per_client: u64,
+}
+
+impl SimOptions {
+    pub fn new(seed: u64) -> SimOptions {
+        SimOptions {
+            seed,
+            nodes: 3,
+            clients: 6,
+            keys: 6,
+            duration: Duration::from_secs(4),
+            max_ops_per_client: 250,
+        }
+    }
+}
+
+/// What a run saw and what the checks found.
+#[derive(Debug)]
+pub struct SimReport {
+    pub seed: u64,
+    pub history: Vec<Operation>,
+    pub verdicts: BTreeMap<String, KeyVerdict>,
+    /// The faults injected, in order, with the time since the start.
+    pub faults: Vec<String>,
+    /// Writes that a client saw acknowledged.
+    pub acknowledged_writes: usize,
+    /// Messages the network delivered and lost.
+    pub delivered: u64,
+    pub lost: u64,
+    /// Snapshots nodes received from a leader and installed.
+    pub snapshots_installed: u64,
+    /// Writes followers forwarded to the leader.
+    pub forwarded_writes: u64,
+    /// Why the nodes do not agree at the end, if they do not.
+    pub divergence: Option<String>,
+}
+
+impl SimReport {
+    /// Every key linearizable and every node in agreement.
+    pub fn passed(&self) -> bool {
+        self.divergence.is_none()
+            && self
+                .verdicts
+                .values()
+                .all(|verdict| *verdict == KeyVerdict::Linearizable)
+    }
+
+    /// The verdicts that are not `Linearizable`, and the divergence, for a
+    /// failure message.
+    pub fn problems(&self) -> String {
+        let mut out = String::new();
+        for (key, verdict) in &self.verdicts {
+            if *verdict != KeyVerdict::Linearizable {
+                out.push_str(&format!("key {key}: {verdict:?}\n"));
+            }
+        }
+        if let Some(divergence) = &self.divergence {
+            out.push_str(&format!("nodes disagree: {divergence}\n"));
+        }
+        out
+    }
+}
+
+/// Message loss and delay, changed by the nemesis during a run.
+#[derive(Debug, Clone, Copy)]
+struct LinkQuality {
+    /// Chance a request, and separately its answer, is lost.
+    loss: f64,
+    max_delay_ms: u64,
+}
+
+/// The simulated network: which nodes are up, which directed links are cut,
+/// and how lossy and slow the rest are.
+struct Links {
+    nodes: RwLock<HashMap<NodeId, Weak<ClusterNode>>>,
+    /// Directed `(from, to)` pairs that deliver nothing.
+    cut: RwLock<BTreeSet<(NodeId, NodeId)>>,
+    quality: RwLock<LinkQuality>,
+    rng: Mutex<StdRng>,
+    delivered: std::sync::atomic::AtomicU64,
+    lost: std::sync::atomic::AtomicU64,
+}
+
+/// The [`PeerTransport`] every node of a simulated cluster shares.
+#[derive(Clone)]
+pub struct SimNetwork {
+    links: Arc<Links>,
+}
+
+impl std::fmt::Debug for SimNetwork {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("SimNetwork")
+    }
+}
+
+/// The fate of one message, drawn when it is sent.
+struct Fate {
+    there: Duration,
+    back: Duration,
+    request_lost: bool,
+    answer_lost: bool,
+}
+
+impl Links {
+    fn fate(&self) -> Fate {
+        let quality = *self.quality.read();
+        let mut rng = self.rng.lock();
+        let mut delay = || Duration::from_millis(rng.random_range(0..=quality.max_delay_ms));
+        let (there, back) = (delay(), delay());
+        Fate {
+            there,
+            back,
+            request_lost: rng.random_bool(quality.loss),
+            answer_lost: rng.random_bool(quality.loss),
+        }
+    }
+
+    fn is_cut(&self, from: NodeId, to: NodeId) -> bool {
+        self.cut.read().contains(&(from, to))
+    }
+
+    fn node(&self, id: NodeId) -> Option<Arc<ClusterNode>> {
+        self.nodes.read().get(&id).and_then(Weak::upgrade)
+    }
+
+    fn count(&self, lost: bool) {
+        let counter = if lost { &self.lost } else { &self.delivered };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl SimNetwork {
+    fn new(seed: u64) -> SimNetwork {
+        SimNetwork {
+            links: Arc::new(Links {
+                nodes: RwLock::new(HashMap::new()),
+                cut: RwLock::new(BTreeSet::new()),
+                quality: RwLock::new(LinkQuality {
+                    loss: 0.0,
+                    max_delay_ms: 5,
+                }),
+                rng: Mutex::new(StdRng::seed_from_u64(seed)),
+                delivered: Default::default(),
+                lost: Default::default(),
+            }),
+        }
+    }
+
+    fn attach(&self, node: &Arc<ClusterNode>) {
+        self.links
+            .nodes
+            .write()
+            .insert(node.id(), Arc::downgrade(node));
+    }
+
+    fn detach(&self, id: NodeId) {
+        self.links.nodes.write().remove(&id);
+    }
+
+    /// Cuts `from → to` only: `to` still reaches `from`.
+    fn cut_one_way(&self, from: NodeId, to: NodeId) {
+        self.links.cut.write().insert((from, to));
+    }
+
+    /// Cuts `node` off from every other node, both ways, in place of any
+    /// earlier cuts (so partitions move rather than pile up).
+    fn isolate(&self, node: NodeId, all: &[NodeId]) {
+        let mut cut = self.links.cut.write();
+        cut.clear();
+        for &other in all.iter().filter(|&&other| other != node) {
+            cut.insert((node, other));
+            cut.insert((other, node));
+        }
+    }
+
+    fn heal(&self) {
+        self.links.cut.write().clear();
+    }
+
+    fn set_quality(&self, quality: LinkQuality) {
+        *self.links.quality.write() = quality;
+    }
+}
+
+impl PeerTransport for SimNetwork {
+    fn deliver(
+        &self,
+        from: NodeId,
+        to: NodeId,
+        message: &'static str,
+        body: Vec<u8>,
+    ) -> futures::future::BoxFuture<'static, Result<Vec<u8>, PeerError>> {
+        let links = self.links.clone();
+        Box::pin(async move {
+            let address = format!("simulated node {to}");
+            let lost = |reason: &str| PeerError::Failed {
+                address: address.clone(),
+                reason: reason.to_string(),
+            };
+            if links.is_cut(from, to) {
+                links.count(true);
+                return Err(PeerError::Unreachable {
+                    address: address.clone(),
+                    reason: "partitioned".into(),
+                });
+            }
+            let fate = links.fate();
+            tokio::time::sleep(fate.there).await;
+            // A request lost on the way, or caught by a partition that began
+            // while it travelled: the sender cannot tell it from a lost answer.
+            if fate.request_lost || links.is_cut(from, to) {
+                links.count(true);
+                return Err(lost("the request was lost"));
+            }
+            let Some(node) = links.node(to) else {
+                links.count(true);
+                return Err(PeerError::Unreachable {
+                    address: address.clone(),
+                    reason: "the node is down".into(),
+                });
+            };
+            // The receiver's work runs on its own, as an HTTP handler does:
+            // the sender giving up does not cancel it.
+            let handling =
+                tokio::spawn(
+                    async move { node.serve_peer_message(Some(from), message, &body).await },
+                );
+            let answer = handling
+                .await
+                .map_err(|_| lost("the receiver stopped while serving"))?;
+            tokio::time::sleep(fate.back).await;
+            if fate.answer_lost || links.is_cut(to, from) {
+                links.count(true);
+                return Err(lost("the answer was lost"));
+            }
+            links.count(false);
+            answer.map_err(|refusal| lost(&refusal.to_string()))
+        })
+    }
+}
+
+/// One node's disk and, while it runs, the node.
+struct Slot {
+    id: NodeId,
+    fs: SimFs,
+    dir: PathBuf,
+    running: Option<(Arc<ClusterNode>, Node)>,
+}
+
+/// The nodes of a run, shared by the clients and the nemesis.
+struct Cluster {
+    slots: Mutex<Vec<Slot>>,
+    network: SimNetwork,
+    options: SimOptions,
+    started: Instant,
+    faults: Mutex<Vec<String>>,
+    /// Counters of nodes that have stopped, summed.
+    snapshots_installed: std::sync::atomic::AtomicU64,
+    forwarded_writes: std::sync::atomic::AtomicU64,
+}
+
+fn cluster_options(id: NodeId, peers: &BTreeMap<NodeId, String>) -> ClusterOptions {
+    let mut options = ClusterOptions::new(id, peers[&id].clone());
+    options.peers = peers.clone();
+    options.heartbeat_ms = 50;
+    options.election_timeout_ms = (150, 300);
+    options.request_timeout = Duration::from_secs(1);
+    // Snapshots and log purges happen often, so a node that was down or cut
+    // off catches up by a snapshot install as well as by log entries.
+    options.snapshot_every = 40;
+    options.wal = WalOptions {
+        segment_bytes: 32 << 10,
+        ..WalOptions::default()
+    };
+    options
+}
+
+impl Cluster {
+    fn ids(&self) -> Vec<NodeId> {
+        (1..=self.options.nodes).collect()
+    }
+
+    fn note(&self, fault: String) {
+        let at = self.started.elapsed().as_millis();
+        self.faults.lock().push(format!("{at:>6} ms  {fault}"));
+    }
+
+    fn peers(&self) -> BTreeMap<NodeId, String> {
+        // Addresses are names only: the simulated network routes by id.
+        self.ids()
+            .into_iter()
+            .map(|id| (id, format!("sim-node-{id}.invalid:7000")))
+            .collect()
+    }
+
+    /// Starts node `id` on its disk (fresh or as a crash left it).
+    async fn start(&self, id: NodeId) -> Result<(), String> {
+        let (fs, dir) = {
+            let slots = self.slots.lock();
+            let slot = &slots[(id - 1) as usize];
+            (slot.fs.clone(), slot.dir.clone())
+        };
+        fs.restart();
+        let options = cluster_options(id, &self.peers());
+        let transport: Arc<dyn PeerTransport> = Arc::new(self.network.clone());
+        let node = ClusterNode::start_on(Arc::new(fs), &dir, options, Some(transport))
+            .await
+            .map_err(|error| format!("starting node {id}: {error}"))?;
+        self.network.attach(&node);
+        let front = Node::replicated(node.clone());
+        self.slots.lock()[(id - 1) as usize].running = Some((node, front));
+        Ok(())
+    }
+
+    /// Cuts node `id`'s power: what it had not synced is lost, its last
+    /// unsynced write may be torn, and nothing it still holds reaches the
+    /// disk again.
+    async fn power_cut(&self, id: NodeId, rng: &mut StdRng) {
+        let (fs, running) = {
+            let mut slots = self.slots.lock();
+            let slot = &mut slots[(id - 1) as usize];
+            (slot.fs.clone(), slot.running.take())
+        };
+        let Some((node, front)) = running else {
+            return;
+        };
+        fs.crash(rng.random_bool(0.5));
+        self.network.detach(id);
+        // The dead process's Raft stops on its failing disk; shut it down so
+        // its tasks end before a new process starts on the same disk.
+        let _ = tokio::time::timeout(Duration::from_secs(5), node.shutdown()).await;
+        self.keep_counters(&node);
+        drop(front);
+        let weak = Arc::downgrade(&node);
+        drop(node);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while weak.strong_count() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Adds a stopping node's counters to the run's.
+    fn keep_counters(&self, node: &ClusterNode) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let counters = &node.counters;
+        self.snapshots_installed
+            .fetch_add(counters.snapshots_received.load(Relaxed), Relaxed);
+        self.forwarded_writes
+            .fetch_add(counters.forwarded_writes.load(Relaxed), Relaxed);
+    }
+
+    fn running(&self) -> Vec<(NodeId, Arc<ClusterNode>, Node)> {
+        self.slots
+            .lock()
+            .iter()
+            .filter_map(|slot| {
+                let (node, front) = slot.running.as_ref()?;
+                Some((slot.id, node.clone(), front.clone()))
+            })
+            .collect()
+    }
+
+    fn down(&self) -> Vec<NodeId> {
+        self.slots
+            .lock()
+            .iter()
+            .filter(|slot| slot.running.is_none())
+            .map(|slot| slot.id)
+            .collect()
+    }
+
+    fn leader(&self) -> Option<NodeId> {
+        self.running()
+            .into_iter()
+            .find(|(_, node, _)| node.is_leader())
+            .map(|(id, _, _)| id)
+    }
+}
+
+/// One client: picks a node and an operation at random, records what it saw.
+async fn client(
+    cluster: Arc<Cluster>,
+    client_id: u64,
+    seed: u64,
+    deadline: Instant,
+) -> Vec<Operation> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut history = Vec::new();
+    let keys = cluster.options.keys;
+    for sequence in 0..cluster.options.max_ops_per_client {
+        if Instant::now() >= deadline {
+            break;
+        }
+        let running = cluster.running();
+        if running.is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
+        let (node_id, _, front) = running[rng.random_range(0..running.len())].clone();
+        let key = format!("k{}", rng.random_range(0..keys));
+        let value = format!("c{client_id}-{sequence}");
+        let invoked_ns = cluster.started.elapsed().as_nanos() as u64;
+        let roll = rng.random_range(0..100);
+        let (action, result) = if roll < 40 {
+            let read = tokio::time::timeout(Duration::from_secs(3), async {
+                front.read_barrier(Consistency::Linearizable).await?;
+                Ok::<_, crate::Error>(front.store().get_entry(key.as_bytes()))
+            })
+            .await;
+            match read {
+                Ok(Ok(entry)) => {
+                    let value = entry.map(|entry| text(&entry.value));
+                    (Action::Get { value }, Some(None))
+                }
+                _ => (Action::Get { value: None }, None),
+            }
+        } else if roll < 70 {
+            let command = Command::put(key.clone().into_bytes(), value.clone().into_bytes());
+            let result = submit(&front, command).await;
+            (
+                Action::Put { value },
+                result.map(|outcome| outcome.map(|o| o.revision)),
+            )
+        } else if roll < 80 {
+            let result = submit(&front, Command::delete(key.clone().into_bytes())).await;
+            (
+                Action::Delete,
+                result.map(|outcome| outcome.map(|o| o.revision)),
+            )
+        } else {
+            // Compare-and-swap on the revision of what a local (possibly
+            // stale) read found: the guard holds exactly when the key still
+            // holds that value, values being unique per write.
+            let seen: Option<Entry> = front.store().get_entry(key.as_bytes());
+            let guard = seen.as_ref().map_or(Guard::Absent, |entry| {
+                Guard::ModRevision(entry.mod_revision)
+            });
+            let command = Command::Put {
+                key: Bytes::from(key.clone().into_bytes()),
+                value: Bytes::from(value.clone().into_bytes()),
+                expires_at_ms: 0,
+                guard,
+            };
+            let result = submit(&front, command).await;
+            let expected = seen.map(|entry| text(&entry.value));
+            match result {
+                Some(Some(outcome)) => (
+                    Action::Cas {
+                        expected,
+                        value,
+                        succeeded: outcome.succeeded,
+                    },
+                    Some(Some(outcome.revision)),
+                ),
+                _ => (
+                    Action::Cas {
+                        expected,
+                        value,
+                        succeeded: false,
+                    },
+                    None,
+                ),
+            }
+        };
+        let completed_ns = result.map(|_| cluster.started.elapsed().as_nanos() as u64);
+        history.push(Operation {
+            client: client_id,
+            key,
+            action,
+            invoked_ns,
+            completed_ns,
+            revision: result.flatten(),
+            endpoint: format!("node {node_id}"),
+        });
+    }
+    history
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Submits a write: `Some(Some(outcome))` when acknowledged, `None` when its
+/// outcome is unknown (an error or a timeout: it may still apply).
+async fn submit(front: &Node, command: Command) -> Option<Option<crate::store::Outcome>> {
+    match tokio::time::timeout(Duration::from_secs(3), front.store().submit(command)).await {
+        Ok(Ok(outcome)) => Some(Some(outcome)),
+        _ => None,
+    }
+}
+
+/// Injects faults until `deadline`: partitions (a node isolated, the leader
+/// isolated, a one-way cut), heals, loss and delay changes, power cuts and
+/// restarts. At most one node is down at a time, so a majority can make
+/// progress between partitions.
+async fn nemesis(cluster: Arc<Cluster>, seed: u64, deadline: Instant) -> Result<(), String> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let ids = cluster.ids();
+    loop {
+        let pause = Duration::from_millis(rng.random_range(150..600));
+        if Instant::now() + pause >= deadline {
+            break;
+        }
+        tokio::time::sleep(pause).await;
+        match rng.random_range(0..8) {
+            0 => {
+                let node = ids[rng.random_range(0..ids.len())];
+                cluster.network.isolate(node, &ids);
+                cluster.note(format!("isolate node {node}"));
+            }
+            1 => {
+                if let Some(leader) = cluster.leader() {
+                    cluster.network.isolate(leader, &ids);
+                    cluster.note(format!("isolate the leader, node {leader}"));
+                }
+            }
+            2 => {
+                let from = ids[rng.random_range(0..ids.len())];
+                let to = ids[rng.random_range(0..ids.len())];
+                if from != to {
+                    cluster.network.cut_one_way(from, to);
+                    cluster.note(format!("cut node {from} -> node {to} (one way)"));
+                }
+            }
+            3 | 4 => {
+                cluster.network.heal();
+                cluster.note("heal every link".into());
+            }
+            5 => {
+                let quality = LinkQuality {
+                    loss: [0.0, 0.02, 0.1][rng.random_range(0..3)],
+                    max_delay_ms: [2, 10, 40][rng.random_range(0..3)],
+                };
+                cluster.network.set_quality(quality);
+                cluster.note(format!(
+                    "loss {:.0}%, delay up to {} ms",
+                    quality.loss * 100.0,
+                    quality.max_delay_ms
+                ));
+            }
+            _ => {
+                if let Some(&down) = cluster.down().first() {
+                    cluster.start(down).await?;
+                    cluster.note(format!("restart node {down}"));
+                } else {
+                    let node = ids[rng.random_range(0..ids.len())];
+                    cluster.power_cut(node, &mut rng).await;
+                    cluster.note(format!("power-cut node {node}"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Waits until a leader is known and every node has applied all the
+/// leader's log; then reads every key through every node.
+async fn settle_and_read(cluster: &Cluster, client_base: u64) -> Result<Vec<Operation>, String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let running = cluster.running();
+        let leader_last = running
+            .iter()
+            .find(|(_, node, _)| node.is_leader())
+            .map(|(_, node, _)| node.status().last_log_index);
+        if let Some(last) = leader_last
+            && running
+                .iter()
+                .all(|(_, node, _)| node.status().applied_index >= last)
+        {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let states: Vec<String> = running
+                .iter()
+                .map(|(id, node, _)| {
+                    let status = node.status();
+                    format!(
+                        "node {id}: {} term {} applied {} last {}",
+                        status.role, status.term, status.applied_index, status.last_log_index
+                    )
+                })
+                .collect();
+            return Err(format!(
+                "the cluster did not settle within 30 s: {}",
+                states.join("; ")
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut reads = Vec::new();
+    for (id, _, front) in cluster.running() {
+        for key in 0..cluster.options.keys {
+            let key = format!("k{key}");
+            let invoked_ns = cluster.started.elapsed().as_nanos() as u64;
+            front
+                .read_barrier(Consistency::Linearizable)
+                .await
+                .map_err(|error| format!("final read on node {id}: {error}"))?;
+            let value = front
+                .store()
+                .get_entry(key.as_bytes())
+                .map(|entry| text(&entry.value));
+            reads.push(Operation {
+                client: client_base + id,
+                key,
+                action: Action::Get { value },
+                invoked_ns,
+                completed_ns: Some(cluster.started.elapsed().as_nanos() as u64),
+                revision: None,
+                endpoint: format!("node {id} (final read)"),
+            });
+        }
+    }
+    Ok(reads)
+}
+
+/// One node's view at the end: its id, applied index and each key's entry
+/// (value and revision).
+type NodeView = (NodeId, u64, Vec<Option<(String, u64)>>);
+
+/// Every node's entries and applied revision must be the same.
+fn divergence(cluster: &Cluster) -> Option<String> {
+    let keys: Vec<String> = (0..cluster.options.keys)
+        .map(|key| format!("k{key}"))
+        .collect();
+    let views: Vec<NodeView> = cluster
+        .running()
+        .into_iter()
+        .map(|(id, node, front)| {
+            let entries = keys
+                .iter()
+                .map(|key| {
+                    front
+                        .store()
+                        .get_entry(key.as_bytes())
+                        .map(|entry| (text(&entry.value), entry.mod_revision))
+                })
+                .collect();
+            (id, node.status().applied_index, entries)
+        })
+        .collect();
+    let (first_id, first_applied, first_entries) = views.first()?;
+    for (id, applied, entries) in &views[1..] {
+        if applied != first_applied || entries != first_entries {
+            return Some(format!(
+                "node {first_id} (applied {first_applied}): {first_entries:?}; node {id} (applied {applied}): {entries:?}"
+            ));
+        }
+    }
+    None
+}
+
+/// Runs one seeded simulation; see the module documentation.
+pub async fn run(options: SimOptions) -> Result<SimReport, String> {
+    let seed = options.seed;
+    let network = SimNetwork::new(seed ^ 0x006e_6574_776f_726b);
+    let slots = (1..=options.nodes)
+        .map(|id| Slot {
+            id,
+            fs: SimFs::new(seed.wrapping_mul(31).wrapping_add(id)),
+            dir: PathBuf::from(format!("/sim/node-{id}")),
+            running: None,
+        })
+        .collect::<Vec<_>>();
+    for slot in &slots {
+        crate::storage::FileSystem::create_dir_all(&slot.fs, &slot.dir)
+            .map_err(|error| format!("simulated disk: {error}"))?;
+    }
+    let cluster = Arc::new(Cluster {
+        slots: Mutex::new(slots),
+        network: network.clone(),
+        options: options.clone(),
+        started: Instant::now(),
+        faults: Mutex::new(Vec::new()),
+        snapshots_installed: Default::default(),
+        forwarded_writes: Default::default(),
+    });
+    for id in cluster.ids() {
+        cluster.start(id).await?;
+    }
+    let deadline = Instant::now() + options.duration;
+    let clients: Vec<_> = (0..options.clients)
+        .map(|client_id| {
+            let seed = seed.wrapping_mul(1_000_003).wrapping_add(client_id);
+            tokio::spawn(client(cluster.clone(), client_id, seed, deadline))
+        })
+        .collect();
+    let nemesis_result = nemesis(cluster.clone(), seed.rotate_left(17), deadline).await;
+    let mut history = Vec::new();
+    for handle in clients {
+        history.extend(
+            handle
+                .await
+                .map_err(|error| format!("a client panicked: {error}"))?,
+        );
+    }
+    nemesis_result?;
+
+    // The end: every link heals, then every node loses power at once.
+    network.heal();
+    network.set_quality(LinkQuality {
+        loss: 0.0,
+        max_delay_ms: 2,
+    });
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x0070_6f77_6572);
+    for id in cluster.ids() {
+        cluster.power_cut(id, &mut rng).await;
+    }
+    cluster.note("power-cut every node at once".into());
+    for id in cluster.ids() {
+        cluster.start(id).await?;
+    }
+    cluster.note("restart every node".into());
+    let final_reads = settle_and_read(&cluster, options.clients + 1_000).await?;
+    history.extend(final_reads);
+    let divergence = divergence(&cluster);
+    for id in cluster.ids() {
+        let running = cluster.slots.lock()[(id - 1) as usize].running.take();
+        if let Some((node, _)) = running {
+            cluster.network.detach(id);
+            node.shutdown().await;
+            cluster.keep_counters(&node);
+        }
+    }
+    let acknowledged_writes = history
+        .iter()
+        .filter(|op| op.completed_ns.is_some() && !matches!(op.action, Action::Get { .. }))
+        .count();
+    let verdicts = check_all(&history, 2_000_000);
+    let faults = std::mem::take(&mut *cluster.faults.lock());
+    Ok(SimReport {
+        seed,
+        history,
+        verdicts,
+        faults,
+        acknowledged_writes,
+        delivered: network
+            .links
+            .delivered
+            .load(std::sync::atomic::Ordering::Relaxed),
+        lost: network
+            .links
+            .lost
+            .load(std::sync::atomic::Ordering::Relaxed),
+        snapshots_installed: cluster
+            .snapshots_installed
+            .load(std::sync::atomic::Ordering::Relaxed),
+        forwarded_writes: cluster
+            .forwarded_writes
+            .load(std::sync::atomic::Ordering::Relaxed),
+        divergence,
+    })
+}
