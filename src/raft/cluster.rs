@@ -33,6 +33,7 @@ use super::state_machine::{SnapshotData, StateMachine};
 use super::{LogId, NodeId, Proposal, Raft, TypeConfig, Vote};
 use crate::error::{Error, Result};
 use crate::storage::data_dir::DataDir;
+use crate::storage::fs::WritableFile;
 use crate::storage::{FileSystem, StdFs, WalOptions};
 use crate::store::{FsyncPolicy, Outcome, State};
 
@@ -188,9 +189,26 @@ struct ReadBatch {
     waiting: Vec<tokio::sync::oneshot::Sender<std::result::Result<u64, String>>>,
 }
 
-/// A snapshot being received: from which leader vote, up to which entry, and
-/// the bytes so far.
-type IncomingSnapshot = (Vote, Option<LogId>, Vec<u8>);
+/// A snapshot being received: from which leader vote, up to which entry, the
+/// file its bytes go to (absent only while a write is in flight) and how
+/// many bytes have arrived.
+struct IncomingSnapshot {
+    vote: Vote,
+    last_log_id: Option<LogId>,
+    path: PathBuf,
+    file: Option<Box<dyn WritableFile>>,
+    received: u64,
+}
+
+/// Runs disk work off the async runtime; an error becomes its message.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::result::Result<T, String> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| error.to_string())?
+        .map_err(|error| format!("writing the incoming snapshot: {error}"))
+}
 
 pub struct ClusterNode {
     id: NodeId,
@@ -656,8 +674,11 @@ impl ClusterNode {
         }
     }
 
-    /// Takes one chunk of a snapshot the leader streams; installs the whole
-    /// snapshot (its checksums checked) when the last chunk arrives.
+    /// Takes one chunk of a snapshot the leader streams, writing it to the
+    /// incoming file; when the last one arrives, syncs the file and installs
+    /// it (every checksum is checked as it is read back). The transfer's lock
+    /// is held through the install, so a new transfer cannot replace the file
+    /// while it is renamed into place.
     pub async fn receive_snapshot_chunk(
         &self,
         chunk: SnapshotChunk,
@@ -665,35 +686,73 @@ impl ClusterNode {
         let mut incoming = self.incoming_snapshot.lock().await;
         let key = (chunk.vote, chunk.meta.last_log_id);
         if chunk.offset == 0 {
-            *incoming = Some((key.0, key.1, Vec::new()));
+            let machine = self.machine.clone();
+            let (path, file) = blocking(move || machine.create_incoming()).await?;
+            *incoming = Some(IncomingSnapshot {
+                vote: key.0,
+                last_log_id: key.1,
+                path,
+                file: Some(file),
+                received: 0,
+            });
         }
-        let Some((vote, last_log_id, data)) = incoming.as_mut() else {
+        let Some(transfer) = incoming.as_mut() else {
             return Err("no snapshot transfer in progress; start again from offset 0".into());
         };
-        if (*vote, *last_log_id) != key || data.len() as u64 != chunk.offset {
+        if (transfer.vote, transfer.last_log_id) != key || transfer.received != chunk.offset {
             *incoming = None;
             return Err("snapshot chunk out of order; start again from offset 0".into());
         }
-        data.extend_from_slice(&chunk.data);
-        if !chunk.done {
+        let Some(mut file) = transfer.file.take() else {
+            *incoming = None;
+            return Err("the snapshot transfer failed earlier; start again from offset 0".into());
+        };
+        let (offset, data, done) = (chunk.offset, chunk.data, chunk.done);
+        let length = data.len() as u64;
+        let written = blocking(move || {
+            file.write_all_at(offset, &data)?;
+            if done {
+                file.sync_all()?;
+            }
+            Ok(file)
+        })
+        .await;
+        match written {
+            Ok(file) => {
+                transfer.file = Some(file);
+                transfer.received += length;
+            }
+            Err(error) => {
+                *incoming = None;
+                return Err(error);
+            }
+        }
+        if !done {
             return Ok(ChunkAnswer::Continue);
         }
-        let Some((vote, _, data)) = incoming.take() else {
+        let Some(transfer) = incoming.take() else {
             return Err("no snapshot transfer in progress".into());
         };
-        drop(incoming);
+        drop(transfer.file);
         self.counters
             .snapshots_received
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let data = self
+            .machine
+            .received(&transfer.path)
+            .map_err(|error| format!("reading the received snapshot: {error}"))?;
         let snapshot = openraft::type_config::alias::SnapshotOf::<TypeConfig, SnapshotData> {
             meta: chunk.meta,
-            snapshot: std::io::Cursor::new(data),
+            snapshot: data,
         };
-        self.raft
-            .install_full_snapshot(vote, snapshot)
+        let installed = self
+            .raft
+            .install_full_snapshot(transfer.vote, snapshot)
             .await
             .map(ChunkAnswer::Installed)
-            .map_err(|error| error.to_string())
+            .map_err(|error| error.to_string());
+        drop(incoming);
+        installed
     }
 
     /// Returns once every write acknowledged before the call is applied on

@@ -313,6 +313,30 @@ impl PeerNetwork {
     }
 }
 
+/// Reads the next chunk of a snapshot file off the async runtime. `data` is
+/// moved to the blocking thread and back; it is `None` only if that thread
+/// died, which ends the transfer.
+async fn next_piece(data: &mut Option<SnapshotData>) -> Result<Vec<u8>, RPCError<TypeConfig>> {
+    let failed = |reason: String| {
+        PeerError::Failed {
+            address: "?".into(),
+            reason: format!("reading the snapshot to send: {reason}"),
+        }
+        .into_rpc()
+    };
+    let mut taken = data
+        .take()
+        .ok_or_else(|| failed("the reader was lost".into()))?;
+    let (taken, piece) = tokio::task::spawn_blocking(move || {
+        let piece = taken.read_piece(SNAPSHOT_CHUNK_BYTES);
+        (taken, piece)
+    })
+    .await
+    .map_err(|error| failed(error.to_string()))?;
+    *data = Some(taken);
+    piece.map_err(|error| failed(error.to_string()))
+}
+
 /// How many of `entries`, from the first, fit in `budget` command bytes;
 /// always at least one, so a single large entry still travels.
 fn entries_within(entries: &[super::LogEntry], budget: usize) -> usize {
@@ -368,22 +392,28 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        let data = snapshot.snapshot.into_inner();
         let meta = snapshot.meta;
+        let mut data = Some(snapshot.snapshot);
         let send = async {
-            let mut offset = 0;
+            let mut offset = 0u64;
+            let mut current = next_piece(&mut data).await?;
             loop {
-                let end = (offset + SNAPSHOT_CHUNK_BYTES).min(data.len());
+                // One piece read ahead: the chunk before an empty one is the last.
+                let next = next_piece(&mut data).await?;
                 let chunk = SnapshotChunk {
                     vote,
                     meta: meta.clone(),
-                    offset: offset as u64,
-                    data: data[offset..end].to_vec(),
-                    done: end == data.len(),
+                    offset,
+                    done: next.is_empty(),
+                    data: current,
                 };
+                let sent = chunk.data.len() as u64;
                 match self.call("snapshot", &chunk, option.soft_ttl()).await? {
                     ChunkAnswer::Installed(response) => return Ok(response),
-                    ChunkAnswer::Continue if !chunk.done => offset = end,
+                    ChunkAnswer::Continue if !chunk.done => {
+                        offset += sent;
+                        current = next;
+                    }
                     ChunkAnswer::Continue => {
                         let error = PeerError::Failed {
                             address: "?".into(),

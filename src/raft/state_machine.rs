@@ -7,10 +7,14 @@
 //!
 //! Snapshots are the usual snapshot files (`storage::snapshot`), named by the
 //! last log index they cover, with the Raft last log id and membership in the
-//! extra block. A snapshot sent to a peer is the file's bytes; the receiver
-//! checks every checksum, writes it durably, and only then replaces its state.
+//! extra block. A snapshot travels as the file's bytes, never held whole:
+//! [`SnapshotData`] reads an open file a piece at a time, so the sender streams
+//! it from disk, and the receiver writes the pieces to [`INCOMING_SNAPSHOT`]
+//! as they arrive. Installing reads the file once, checking every checksum
+//! while it rebuilds the state, syncs it, renames it into place, and only
+//! then replaces the state.
 
-use std::io::{self, Cursor};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -22,15 +26,56 @@ use serde::{Deserialize, Serialize};
 
 use super::{Applied, LogId, SnapshotMeta, StoredMembership, TypeConfig, io_error};
 use crate::error::{Error, Result};
-use crate::storage::FileSystem;
+use crate::storage::fs::{WritableFile, read_in_pieces};
 use crate::storage::snapshot::{
-    SnapshotMeta as FileMeta, SnapshotWriter, TEMP_SUFFIX, decode_snapshot_with_extra,
-    parse_snapshot_file_name, snapshot_file_name,
+    SnapshotMeta as FileMeta, SnapshotRecord, SnapshotStreamCheck, SnapshotWriter, TEMP_SUFFIX,
+    parse_snapshot_file_name, read_snapshot_head, read_snapshot_with_extra, snapshot_file_name,
 };
+use crate::storage::{FileSystem, snapshot};
 use crate::store::changes::{ChangeFeed, FeedLimits};
 use crate::store::{State, decode_payload, write_frozen};
 
-pub type SnapshotData = Cursor<Vec<u8>>;
+/// Where a snapshot received from the leader is written as it arrives; one
+/// transfer at a time. A leftover is removed at start-up.
+pub use crate::storage::snapshot::INCOMING_SNAPSHOT_FILE as INCOMING_SNAPSHOT;
+
+/// A snapshot file's bytes, read front to back from an open handle (so a
+/// newer snapshot replacing the file does not cut a transfer short).
+pub struct SnapshotData {
+    reader: Box<dyn Read + Send>,
+    /// Set when the bytes are [`INCOMING_SNAPSHOT`] in this node's own
+    /// directory, received and synced: installing renames that file into
+    /// place instead of copying it.
+    received: Option<PathBuf>,
+}
+
+impl SnapshotData {
+    /// The bytes of the file at `path`.
+    pub fn open(fs: &dyn FileSystem, path: &Path) -> io::Result<SnapshotData> {
+        Ok(SnapshotData {
+            reader: fs.open_read(path)?,
+            received: None,
+        })
+    }
+
+    /// Bytes already in memory (tests, fuzzing).
+    pub fn from_bytes(data: Vec<u8>) -> SnapshotData {
+        SnapshotData {
+            reader: Box::new(io::Cursor::new(data)),
+            received: None,
+        }
+    }
+
+    /// The next piece, up to `max` bytes; empty at the end.
+    pub fn read_piece(&mut self, max: usize) -> io::Result<Vec<u8>> {
+        let mut piece = Vec::with_capacity(max.min(1 << 20));
+        (&mut self.reader)
+            .take(max as u64)
+            .read_to_end(&mut piece)?;
+        Ok(piece)
+    }
+}
+
 type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, SnapshotData>;
 
 /// Entries read per lock hold while a snapshot is written.
@@ -66,10 +111,8 @@ impl StateMachine {
         dir: &Path,
         watch_history: FeedLimits,
     ) -> Result<StateMachine> {
-        let (state, applied) = match newest_snapshot(&*fs, dir)? {
-            Some((path, data)) => {
-                let (state, meta) = decode_replica_snapshot(&data)
-                    .map_err(|reason| Error::corrupt(&path, 0, reason))?;
+        let (state, applied) = match load_newest_snapshot(&*fs, dir)? {
+            Some((path, state, meta)) => {
                 tracing::info!(
                     path = %path.display(),
                     keys = state.len(),
@@ -98,7 +141,28 @@ impl StateMachine {
     /// The state reads are served from.
     /// The newest valid snapshot file in the data directory, if any.
     pub fn newest_snapshot_path(&self) -> Result<Option<PathBuf>> {
-        Ok(newest_snapshot(&*self.inner.fs, &self.inner.dir)?.map(|(path, _)| path))
+        Ok(newest_snapshot_head(&*self.inner.fs, &self.inner.dir)?.map(|(path, _)| path))
+    }
+
+    /// Starts receiving a snapshot: an empty [`INCOMING_SNAPSHOT`] file in
+    /// place of any earlier, unfinished one.
+    pub fn create_incoming(&self) -> io::Result<(PathBuf, Box<dyn WritableFile>)> {
+        let path = self.inner.dir.join(INCOMING_SNAPSHOT);
+        match self.inner.fs.remove(&path) {
+            Ok(()) => {}
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => return Err(error),
+        }
+        let file = self.inner.fs.create(&path)?;
+        Ok((path, file))
+    }
+
+    /// A received snapshot, written and synced to `path` through
+    /// [`StateMachine::create_incoming`]'s file, to install.
+    pub fn received(&self, path: &Path) -> io::Result<SnapshotData> {
+        let mut data = SnapshotData::open(&*self.inner.fs, path)?;
+        data.received = Some(path.to_path_buf());
+        Ok(data)
     }
 
     pub fn state(&self) -> &Arc<RwLock<State>> {
@@ -120,14 +184,14 @@ impl StateMachine {
         self.inner.state.write().thaw();
         let path = written.map_err(io_error)?;
         self.remove_snapshots_before(index);
-        let data = self.inner.fs.read(&path).map_err(io_error)?;
+        let data = SnapshotData::open(&*self.inner.fs, &path)?;
         tracing::info!(index, keys = point.entry_count, "built a snapshot");
         Ok(Snapshot {
             meta: SnapshotMeta {
                 last_log_id,
                 last_membership,
             },
-            snapshot: Cursor::new(data),
+            snapshot: data,
         })
     }
 
@@ -163,16 +227,12 @@ impl StateMachine {
         let _ = self.inner.fs.sync_dir(&self.inner.dir);
     }
 
-    fn install(&self, meta: &SnapshotMeta, data: Vec<u8>) -> io::Result<()> {
+    fn install(&self, meta: &SnapshotMeta, data: SnapshotData) -> io::Result<()> {
         let _installing = self.inner.snapshot_lock.lock();
-        let (state, file_meta) = decode_replica_snapshot(&data).map_err(io_error)?;
-        if file_meta.last_log_id != meta.last_log_id {
-            return Err(io_error(
-                "the snapshot's contents do not match its metadata (last log id)",
-            ));
-        }
         let index = meta.last_log_id.map_or(0, |id| id.index);
-        self.write_file(index, &data).map_err(io_error)?;
+        let final_path = self.inner.dir.join(snapshot_file_name(index));
+        let (state, file_meta) = self.place(index, data, &final_path, meta.last_log_id)?;
+        debug_assert_eq!(file_meta.last_log_id, meta.last_log_id);
         let mut state = state;
         let mut current = self.inner.state.write();
         // Watchers stay attached; what the snapshot skipped over is unknown to
@@ -189,38 +249,84 @@ impl StateMachine {
         Ok(())
     }
 
-    /// Writes a received snapshot: temp file, sync, rename, sync the directory.
-    fn write_file(&self, index: u64, data: &[u8]) -> Result<()> {
+    /// Reads `data` once, checking every checksum while it rebuilds the
+    /// state, and makes it the durable file at `final_path`: a received file
+    /// (already synced) is renamed there; other bytes are copied to a temp
+    /// file as they are read, synced, and renamed. Nothing is renamed unless
+    /// every check passed, its Raft position included.
+    fn place(
+        &self,
+        index: u64,
+        mut data: SnapshotData,
+        final_path: &Path,
+        expected: Option<LogId>,
+    ) -> io::Result<(State, RaftSnapshotMeta)> {
         let fs = &*self.inner.fs;
-        let name = snapshot_file_name(index);
-        let final_path = self.inner.dir.join(&name);
-        let temp_path = self.inner.dir.join(format!("{name}{TEMP_SUFFIX}"));
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |err| Error::io(path, err)
+        let (source, mut copy) = match data.received.take() {
+            Some(received) => (received, None),
+            None => {
+                let name = snapshot_file_name(index);
+                let temp = self.inner.dir.join(format!("{name}{TEMP_SUFFIX}"));
+                let _ = fs.remove(&temp);
+                let file = fs.create(&temp)?;
+                (temp, Some(file))
+            }
         };
-        let mut file = fs.create(&temp_path).map_err(io(&temp_path))?;
-        file.write_all_at(0, data).map_err(io(&temp_path))?;
-        file.sync_all().map_err(io(&temp_path))?;
-        fs.rename(&temp_path, &final_path)
-            .map_err(io(&final_path))?;
-        fs.sync_dir(&self.inner.dir).map_err(io(&self.inner.dir))
+        let mut check = SnapshotStreamCheck::collecting();
+        let mut written = 0u64;
+        let read = read_in_pieces(
+            &mut *data.reader,
+            |error| error,
+            |piece| {
+                check.push(piece).map_err(io_error)?;
+                if let Some(file) = &mut copy {
+                    file.write_all_at(written, piece)?;
+                    written += piece.len() as u64;
+                }
+                Ok(())
+            },
+        );
+        let result = read
+            .and_then(|()| check.finish_with_extra().map_err(io_error))
+            .and_then(|(file_meta, extra, records)| {
+                replica_state(file_meta, &extra, records).map_err(io_error)
+            })
+            .and_then(|decoded| {
+                if decoded.1.last_log_id != expected {
+                    return Err(io_error(
+                        "the snapshot's contents do not match its metadata (last log id)",
+                    ));
+                }
+                if let Some(file) = &mut copy {
+                    file.sync_all()?;
+                }
+                Ok(decoded)
+            });
+        drop(copy);
+        let decoded = match result {
+            Ok(decoded) => decoded,
+            Err(error) => {
+                let _ = fs.remove(&source);
+                return Err(error);
+            }
+        };
+        fs.rename(&source, final_path)?;
+        fs.sync_dir(&self.inner.dir)?;
+        Ok(decoded)
     }
 
     fn current(&self) -> io::Result<Option<Snapshot>> {
-        let Some((path, data)) =
-            newest_snapshot(&*self.inner.fs, &self.inner.dir).map_err(io_error)?
+        let fs = &*self.inner.fs;
+        let Some((path, meta)) = newest_snapshot_head(fs, &self.inner.dir).map_err(io_error)?
         else {
             return Ok(None);
         };
-        let (_, meta) = decode_replica_snapshot(&data)
-            .map_err(|reason| io_error(format!("{}: {reason}", path.display())))?;
         Ok(Some(Snapshot {
             meta: SnapshotMeta {
                 last_log_id: meta.last_log_id,
                 last_membership: meta.last_membership,
             },
-            snapshot: Cursor::new(data),
+            snapshot: SnapshotData::open(fs, &path)?,
         }))
     }
 
@@ -254,11 +360,11 @@ impl StateMachine {
     }
 }
 
-/// The newest snapshot file in `dir` that decodes, with its bytes.
-fn newest_snapshot(fs: &dyn FileSystem, dir: &Path) -> Result<Option<(PathBuf, Vec<u8>)>> {
+/// The snapshot files in `dir`, newest first.
+fn snapshot_paths(fs: &dyn FileSystem, dir: &Path) -> Result<Vec<PathBuf>> {
     let names = match fs.list(dir) {
         Ok(names) => names,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(err) => return Err(Error::io(dir, err)),
     };
     let mut indexes: Vec<u64> = names
@@ -266,11 +372,45 @@ fn newest_snapshot(fs: &dyn FileSystem, dir: &Path) -> Result<Option<(PathBuf, V
         .filter_map(|name| parse_snapshot_file_name(name))
         .collect();
     indexes.sort_unstable_by(|a, b| b.cmp(a));
-    for index in indexes {
-        let path = dir.join(snapshot_file_name(index));
-        let data = fs.read(&path).map_err(|err| Error::io(&path, err))?;
-        match decode_replica_snapshot(&data) {
-            Ok(_) => return Ok(Some((path, data))),
+    Ok(indexes
+        .into_iter()
+        .map(|index| dir.join(snapshot_file_name(index)))
+        .collect())
+}
+
+/// The newest snapshot in `dir` that reads whole and checks out, as a state,
+/// read a piece at a time; damaged ones are skipped with a warning.
+fn load_newest_snapshot(
+    fs: &dyn FileSystem,
+    dir: &Path,
+) -> Result<Option<(PathBuf, State, RaftSnapshotMeta)>> {
+    for path in snapshot_paths(fs, dir)? {
+        let decoded = read_snapshot_with_extra(fs, &path)
+            .map_err(|error| error.to_string())
+            .and_then(|(meta, extra, records)| replica_state(meta, &extra, records));
+        match decoded {
+            Ok((state, meta)) => return Ok(Some((path, state, meta))),
+            Err(reason) => {
+                tracing::warn!(path = %path.display(), %reason, "skipping a damaged snapshot")
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The newest snapshot in `dir` whose header and Raft metadata read, without
+/// reading its entries: every file under a snapshot name was checked whole
+/// before it got the name (built here, or installed after its checksums).
+fn newest_snapshot_head(
+    fs: &dyn FileSystem,
+    dir: &Path,
+) -> Result<Option<(PathBuf, RaftSnapshotMeta)>> {
+    for path in snapshot_paths(fs, dir)? {
+        let meta = read_snapshot_head(fs, &path)
+            .map_err(|error| error.to_string())
+            .and_then(|(_, extra)| raft_meta(&extra));
+        match meta {
+            Ok(meta) => return Ok(Some((path, meta))),
             Err(reason) => {
                 tracing::warn!(path = %path.display(), %reason, "skipping a damaged snapshot")
             }
@@ -299,12 +439,26 @@ pub fn check_snapshot_file(data: &[u8]) -> std::result::Result<usize, String> {
     decode_replica_snapshot(data).map(|(state, _)| state.len())
 }
 
-/// Decodes a snapshot file into a state and its Raft metadata.
+/// Decodes a snapshot file held in memory into a state and its Raft
+/// metadata (the same checks as reading one in pieces).
 fn decode_replica_snapshot(data: &[u8]) -> std::result::Result<(State, RaftSnapshotMeta), String> {
     let (meta, extra, records) =
-        decode_snapshot_with_extra(data).map_err(|error| error.to_string())?;
-    let raft_meta: RaftSnapshotMeta = postcard::from_bytes(&extra)
-        .map_err(|error| format!("not a replica's snapshot (no Raft metadata: {error})"))?;
+        snapshot::decode_snapshot_with_extra(data).map_err(|error| error.to_string())?;
+    replica_state(meta, &extra, records)
+}
+
+fn raft_meta(extra: &[u8]) -> std::result::Result<RaftSnapshotMeta, String> {
+    postcard::from_bytes(extra)
+        .map_err(|error| format!("not a replica's snapshot (no Raft metadata: {error})"))
+}
+
+/// The state a replica's snapshot holds, with its Raft metadata.
+fn replica_state(
+    meta: FileMeta,
+    extra: &[u8],
+    records: Vec<SnapshotRecord>,
+) -> std::result::Result<(State, RaftSnapshotMeta), String> {
+    let raft_meta = raft_meta(extra)?;
     let state = State::from_snapshot(meta.last_seq, meta.revision, records).with_revision_is_seq();
     Ok((state, raft_meta))
 }
@@ -355,7 +509,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> io::Result<()> {
         let machine = self.clone();
         let meta = meta.clone();
-        tokio::task::spawn_blocking(move || machine.install(&meta, snapshot.into_inner()))
+        tokio::task::spawn_blocking(move || machine.install(&meta, snapshot))
             .await
             .map_err(io_error)?
     }
@@ -365,5 +519,154 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         tokio::task::spawn_blocking(move || machine.current())
             .await
             .map_err(io_error)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Snapshots built, sent and installed a piece at a time, and refused
+    //! whole when any piece is damaged.
+
+    use openraft::{Entry, RaftSnapshotBuilder};
+
+    use super::*;
+    use crate::raft::Proposal;
+    use crate::store::{Command, encode_payload};
+    use crate::testing::SimFs;
+
+    fn open(fs: &SimFs, dir: &str) -> StateMachine {
+        let fs: Arc<dyn FileSystem> = Arc::new(fs.clone());
+        fs.create_dir_all(Path::new(dir)).expect("dir");
+        StateMachine::open(fs, Path::new(dir), Default::default()).expect("open")
+    }
+
+    /// A machine with `keys` keys of 3 KiB values applied, so its snapshot
+    /// spans several read pieces.
+    async fn filled(fs: &SimFs, keys: u64) -> StateMachine {
+        let mut machine = open(fs, "/leader");
+        let entries: Vec<io::Result<EntryResponder<TypeConfig>>> = (1..=keys)
+            .map(|index| {
+                let mut payload = Vec::new();
+                let command = Command::put(format!("key-{index:05}"), vec![b'v'; 3000]);
+                encode_payload(&mut payload, 0, &command);
+                let entry = Entry {
+                    log_id: openraft::testing::log_id::<TypeConfig>(1, 1, index),
+                    payload: EntryPayload::Normal(Proposal { payload }),
+                };
+                Ok((entry, None))
+            })
+            .collect();
+        machine
+            .apply(futures::stream::iter(entries))
+            .await
+            .expect("apply");
+        machine
+    }
+
+    fn read_all(mut data: SnapshotData) -> Vec<u8> {
+        let mut all = Vec::new();
+        loop {
+            let piece = data.read_piece(64 << 10).expect("read");
+            if piece.is_empty() {
+                return all;
+            }
+            all.extend_from_slice(&piece);
+        }
+    }
+
+    fn names(fs: &SimFs, dir: &str) -> Vec<String> {
+        let mut names = fs.list(Path::new(dir)).expect("list");
+        names.sort();
+        names
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_streams_from_its_file_and_installs_on_another_node() {
+        let fs = SimFs::new(3);
+        let mut leader = filled(&fs, 800).await;
+        let built = leader.build_snapshot().await.expect("build");
+        let bytes = read_all(built.snapshot);
+        assert!(
+            bytes.len() > 2 << 20,
+            "several pieces: {} bytes",
+            bytes.len()
+        );
+
+        let mut follower = open(&fs, "/follower");
+        follower
+            .install_snapshot(&built.meta, SnapshotData::from_bytes(bytes.clone()))
+            .await
+            .expect("install");
+        assert_eq!(follower.state().read().len(), 800);
+        assert_eq!(
+            follower.applied_state().await.expect("applied").0,
+            built.meta.last_log_id
+        );
+        let current = follower.get_current_snapshot().await.expect("current");
+        let current = current.expect("a snapshot");
+        assert_eq!(current.meta, built.meta);
+        assert_eq!(
+            read_all(current.snapshot),
+            bytes,
+            "the same file, byte for byte"
+        );
+        assert_eq!(names(&fs, "/follower"), vec!["00000000000000000800.snap"]);
+        // And a restart loads it.
+        drop(follower);
+        let reopened = open(&fs, "/follower");
+        assert_eq!(reopened.state().read().len(), 800);
+    }
+
+    #[tokio::test]
+    async fn a_damaged_or_mislabelled_snapshot_is_refused_and_changes_nothing() {
+        let fs = SimFs::new(4);
+        let mut leader = filled(&fs, 300).await;
+        let built = leader.build_snapshot().await.expect("build");
+        let bytes = read_all(built.snapshot);
+        let mut follower = open(&fs, "/follower");
+
+        // One flipped byte in the middle of the entries.
+        let mut damaged = bytes.clone();
+        let middle = damaged.len() / 2;
+        damaged[middle] ^= 0x40;
+        let refused = follower
+            .install_snapshot(&built.meta, SnapshotData::from_bytes(damaged))
+            .await;
+        assert!(refused.is_err(), "a damaged snapshot is refused");
+
+        // Intact bytes, but metadata naming another position.
+        let mut mislabelled = built.meta.clone();
+        mislabelled.last_log_id = Some(openraft::testing::log_id::<TypeConfig>(1, 1, 299));
+        let refused = follower
+            .install_snapshot(&mislabelled, SnapshotData::from_bytes(bytes.clone()))
+            .await;
+        assert!(
+            refused.is_err(),
+            "a snapshot whose contents disagree is refused"
+        );
+
+        assert!(follower.state().read().is_empty(), "the state is untouched");
+        assert_eq!(follower.applied_state().await.expect("applied").0, None);
+        assert!(
+            follower
+                .get_current_snapshot()
+                .await
+                .expect("current")
+                .is_none()
+        );
+        assert!(names(&fs, "/follower").is_empty(), "no file left behind");
+
+        // A received file (the incoming path) installs by rename.
+        let (path, mut file) = follower.create_incoming().expect("incoming");
+        file.write_all_at(0, &bytes).expect("write");
+        file.sync_all().expect("sync");
+        drop(file);
+        let received = follower.received(&path).expect("received");
+        follower
+            .install_snapshot(&built.meta, received)
+            .await
+            .expect("install");
+        assert_eq!(follower.state().read().len(), 300);
+        assert_eq!(names(&fs, "/follower"), vec!["00000000000000000300.snap"]);
     }
 }

@@ -2,7 +2,7 @@
 //! process.
 //!
 //! A data directory holds only `LOCK`, segments (`*.wal`), snapshots (`*.snap`),
-//! leftovers of interrupted snapshots (`*.snap.tmp`), what a repair cut
+//! leftovers of interrupted snapshots and transfers (`*.snap.tmp`), what a repair cut
 //! (`*.wal.broken`, kept for the operator), and the directories of a
 //! single-node store adopted into a cluster (`adopt/`, `pre-cluster/`). Anything else means the
 //! directory is not ours (a typo in `--data-dir` pointing at a home directory,
@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use super::fs::{DirLock, FileSystem, LOCK_FILE};
 use super::segment::parse_segment_file_name;
-use super::snapshot::{TEMP_SUFFIX, parse_snapshot_file_name};
+use super::snapshot::{INCOMING_SNAPSHOT_FILE, TEMP_SUFFIX, parse_snapshot_file_name};
 use crate::error::{Error, Result};
 
 /// Where a single-node store being adopted into a cluster stages the
@@ -46,10 +46,11 @@ fn classify(name: &str) -> FileKind {
         FileKind::Segment
     } else if let Some(seq) = parse_snapshot_file_name(name) {
         FileKind::Snapshot(seq)
-    } else if name
-        .strip_suffix(TEMP_SUFFIX)
-        .and_then(parse_snapshot_file_name)
-        .is_some()
+    } else if name == INCOMING_SNAPSHOT_FILE
+        || name
+            .strip_suffix(TEMP_SUFFIX)
+            .and_then(parse_snapshot_file_name)
+            .is_some()
     {
         FileKind::Temporary
     } else if name == "lost+found"

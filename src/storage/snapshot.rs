@@ -45,6 +45,10 @@ pub const SNAPSHOT_HEADER_BYTES: usize = 48;
 const FOOTER_BYTES: usize = 16;
 const SNAPSHOT_SUFFIX: &str = ".snap";
 pub const TEMP_SUFFIX: &str = ".tmp";
+/// Where a cluster node writes a snapshot arriving from its leader, before
+/// it is checked and renamed to its index's name; a leftover is removed at
+/// open like any interrupted snapshot.
+pub const INCOMING_SNAPSHOT_FILE: &str = "incoming.snap.tmp";
 /// Decoding limit for one key or value; far above the store's own limits.
 const MAX_FIELD_BYTES: usize = 1 << 30;
 
@@ -177,8 +181,9 @@ pub struct SnapshotStreamCheck {
     /// Bytes parsed before `pending`'s first byte.
     parsed: u64,
     header: Option<(u32, SnapshotMeta)>,
-    /// Whether the extra block (version 2 on) is behind us.
+    /// Whether the extra block (version 2 on) is behind us, and its bytes.
     extra_done: bool,
+    extra: Vec<u8>,
     entries_crc: u32,
     entries: u64,
     /// The last entry's database and key (shared with its record when
@@ -245,6 +250,7 @@ impl SnapshotStreamCheck {
                 return Ok(false);
             }
             self.extra_done = true;
+            self.extra = available[4..4 + len].to_vec();
             self.consume(4 + len, true);
             return Ok(true);
         }
@@ -310,11 +316,26 @@ impl SnapshotStreamCheck {
 
     /// [`Self::finish`] for a [`Self::collecting`] check: the snapshot's
     /// position and its entries.
-    pub fn finish_with_records(
+    pub fn finish_with_records(self) -> Result<(SnapshotMeta, Vec<SnapshotRecord>), SnapshotError> {
+        self.finish_with_extra()
+            .map(|(meta, _, records)| (meta, records))
+    }
+
+    /// [`Self::finish_with_records`], with the extra block (empty before
+    /// version 2).
+    pub fn finish_with_extra(
         mut self,
-    ) -> Result<(SnapshotMeta, Vec<SnapshotRecord>), SnapshotError> {
+    ) -> Result<(SnapshotMeta, Vec<u8>, Vec<SnapshotRecord>), SnapshotError> {
         let records = self.records.take().unwrap_or_default();
-        self.finish().map(|(meta, _)| (meta, records))
+        let extra = std::mem::take(&mut self.extra);
+        self.finish().map(|(meta, _)| (meta, extra, records))
+    }
+
+    /// The header and the extra block, once both have arrived: what a reader
+    /// that wants only a snapshot's position needs, without its entries.
+    pub fn head(&self) -> Option<(SnapshotMeta, &[u8])> {
+        let (_, meta) = self.header?;
+        self.extra_done.then_some((meta, &self.extra[..]))
     }
 
     /// The stream ended: checks what only the end can tell, and returns the
@@ -431,22 +452,67 @@ pub fn read_snapshot(
     fs: &dyn FileSystem,
     path: &Path,
 ) -> Result<(SnapshotMeta, Vec<SnapshotRecord>)> {
-    let corrupt = |err| match err {
+    read_snapshot_with_extra(fs, path).map(|(meta, _, records)| (meta, records))
+}
+
+/// The error a damaged or unsupported snapshot file at `path` gets.
+fn snapshot_file_error(path: &Path, error: SnapshotError) -> Error {
+    match error {
         SnapshotError::Version(found) => Error::UnsupportedVersion {
             path: path.to_path_buf(),
             found,
             supported: SNAPSHOT_VERSION,
         },
         other => Error::corrupt(path, other.offset(), other.to_string()),
-    };
+    }
+}
+
+/// [`read_snapshot`], with the extra block.
+pub fn read_snapshot_with_extra(
+    fs: &dyn FileSystem,
+    path: &Path,
+) -> Result<(SnapshotMeta, Vec<u8>, Vec<SnapshotRecord>)> {
     let mut file = fs.open_read(path).map_err(|err| Error::io(path, err))?;
     let mut check = SnapshotStreamCheck::collecting();
     read_in_pieces(
         &mut *file,
         |err| Error::io(path, err),
-        |piece| check.push(piece).map_err(corrupt),
+        |piece| {
+            check
+                .push(piece)
+                .map_err(|error| snapshot_file_error(path, error))
+        },
     )?;
-    check.finish_with_records().map_err(corrupt)
+    check
+        .finish_with_extra()
+        .map_err(|error| snapshot_file_error(path, error))
+}
+
+/// Reads only as much of the snapshot at `path` as its header and extra block
+/// take (its entries are not read, so their checksum is not checked).
+pub fn read_snapshot_head(fs: &dyn FileSystem, path: &Path) -> Result<(SnapshotMeta, Vec<u8>)> {
+    use std::io::Read as _;
+    let mut file = fs.open_read(path).map_err(|err| Error::io(path, err))?;
+    let mut check = SnapshotStreamCheck::new();
+    let mut piece = vec![0; 64 << 10];
+    loop {
+        if let Some((meta, extra)) = check.head() {
+            return Ok((meta, extra.to_vec()));
+        }
+        let read = loop {
+            match file.read(&mut piece) {
+                Ok(read) => break read,
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(Error::io(path, err)),
+            }
+        };
+        if read == 0 {
+            return Err(snapshot_file_error(path, SnapshotError::Footer));
+        }
+        check
+            .push(&piece[..read])
+            .map_err(|error| snapshot_file_error(path, error))?;
+    }
 }
 
 /// Streams entries into a temporary file and publishes it atomically.
