@@ -87,6 +87,8 @@ pub fn adopt(dir: &Path, node_id: NodeId, advertise: &str) -> Result<Adopted> {
     let extra = replica_snapshot_extra(
         Some(log_id),
         &StoredMembership::new(Some(log_id), membership),
+        // No WATCH outlives the adoption (the store is stopped).
+        &crate::store::RemovalLog::default(),
     )?;
     let meta = SnapshotMeta {
         last_seq: index,

@@ -33,7 +33,7 @@ use crate::storage::snapshot::{
 };
 use crate::storage::{FileSystem, snapshot};
 use crate::store::changes::{ChangeFeed, FeedLimits};
-use crate::store::{State, decode_payload, write_frozen};
+use crate::store::{RemovalLog, State, decode_payload, write_frozen};
 
 /// Where a snapshot received from the leader is written as it arrives; one
 /// transfer at a time. A leftover is removed at start-up.
@@ -84,6 +84,16 @@ const SNAPSHOT_CHUNK: usize = 4096;
 /// What the extra block of a replica's snapshot holds.
 #[derive(Serialize, Deserialize)]
 struct RaftSnapshotMeta {
+    last_log_id: Option<LogId>,
+    last_membership: StoredMembership,
+    /// The state's removal log (`store::RemovalLog`), sparse: replicated
+    /// state that WATCH guards are judged by.
+    removals: Vec<(u8, u16, u64)>,
+}
+
+/// The extra block as snapshots written before the removal log had it.
+#[derive(Deserialize)]
+struct RaftSnapshotMetaV1 {
     last_log_id: Option<LogId>,
     last_membership: StoredMembership,
 }
@@ -173,12 +183,14 @@ impl StateMachine {
         let _building = self.inner.snapshot_lock.lock();
         // Frozen with `applied` read under the state lock, so the contents
         // match the log id.
-        let (point, last_log_id, last_membership) = {
+        let (point, removals, last_log_id, last_membership) = {
             let mut state = self.inner.state.write();
             let (last_log_id, last_membership) = self.inner.applied.lock().clone();
-            (state.freeze(), last_log_id, last_membership)
+            let removals = state.removals().clone();
+            (state.freeze(), removals, last_log_id, last_membership)
         };
-        let extra = replica_snapshot_extra(last_log_id, &last_membership).map_err(io_error)?;
+        let extra =
+            replica_snapshot_extra(last_log_id, &last_membership, &removals).map_err(io_error)?;
         let index = last_log_id.map_or(0, |id| id.index);
         let written = self.write_frozen(index, point, &extra);
         self.inner.state.write().thaw();
@@ -423,10 +435,12 @@ fn newest_snapshot_head(
 pub(super) fn replica_snapshot_extra(
     last_log_id: Option<LogId>,
     last_membership: &StoredMembership,
+    removals: &RemovalLog,
 ) -> Result<Vec<u8>> {
     postcard::to_stdvec(&RaftSnapshotMeta {
         last_log_id,
         last_membership: last_membership.clone(),
+        removals: removals.to_sparse(),
     })
     .map_err(|error| {
         Error::InvalidArgument(format!("encoding the snapshot's Raft metadata: {error}"))
@@ -439,6 +453,20 @@ pub fn check_snapshot_file(data: &[u8]) -> std::result::Result<usize, String> {
     decode_replica_snapshot(data).map(|(state, _)| state.len())
 }
 
+/// [`check_snapshot_file`] the way an install reads a snapshot: through the
+/// streaming check, `piece` bytes at a time; for fuzzing the two against
+/// each other.
+pub fn check_snapshot_stream(data: &[u8], piece: usize) -> std::result::Result<usize, String> {
+    let mut check = SnapshotStreamCheck::collecting();
+    for part in data.chunks(piece.max(1)) {
+        check.push(part).map_err(|error| error.to_string())?;
+    }
+    let (meta, extra, records) = check
+        .finish_with_extra()
+        .map_err(|error| error.to_string())?;
+    replica_state(meta, &extra, records).map(|(state, _)| state.len())
+}
+
 /// Decodes a snapshot file held in memory into a state and its Raft
 /// metadata (the same checks as reading one in pieces).
 fn decode_replica_snapshot(data: &[u8]) -> std::result::Result<(State, RaftSnapshotMeta), String> {
@@ -447,8 +475,18 @@ fn decode_replica_snapshot(data: &[u8]) -> std::result::Result<(State, RaftSnaps
     replica_state(meta, &extra, records)
 }
 
+/// Decodes the extra block; one written before it carried the removal log
+/// reads with an empty one.
 fn raft_meta(extra: &[u8]) -> std::result::Result<RaftSnapshotMeta, String> {
-    postcard::from_bytes(extra)
+    if let Ok(meta) = postcard::from_bytes::<RaftSnapshotMeta>(extra) {
+        return Ok(meta);
+    }
+    postcard::from_bytes::<RaftSnapshotMetaV1>(extra)
+        .map(|old| RaftSnapshotMeta {
+            last_log_id: old.last_log_id,
+            last_membership: old.last_membership,
+            removals: Vec::new(),
+        })
         .map_err(|error| format!("not a replica's snapshot (no Raft metadata: {error})"))
 }
 
@@ -459,7 +497,9 @@ fn replica_state(
     records: Vec<SnapshotRecord>,
 ) -> std::result::Result<(State, RaftSnapshotMeta), String> {
     let raft_meta = raft_meta(extra)?;
-    let state = State::from_snapshot(meta.last_seq, meta.revision, records).with_revision_is_seq();
+    let mut state =
+        State::from_snapshot(meta.last_seq, meta.revision, records).with_revision_is_seq();
+    state.set_removals(RemovalLog::from_sparse(&raft_meta.removals));
     Ok((state, raft_meta))
 }
 
@@ -668,5 +708,43 @@ mod tests {
             .expect("install");
         assert_eq!(follower.state().read().len(), 300);
         assert_eq!(names(&fs, "/follower"), vec!["00000000000000000300.snap"]);
+    }
+
+    #[tokio::test]
+    async fn the_removal_log_travels_in_the_snapshot_so_replicas_judge_watches_alike() {
+        let fs = SimFs::new(5);
+        let mut leader = filled(&fs, 20).await;
+        let deletes: Vec<io::Result<EntryResponder<TypeConfig>>> = (21..=25)
+            .map(|index| {
+                let mut payload = Vec::new();
+                let key = format!("key-{:05}", index - 20);
+                encode_payload(&mut payload, 0, &Command::delete(key));
+                let entry = Entry {
+                    log_id: openraft::testing::log_id::<TypeConfig>(1, 1, index),
+                    payload: EntryPayload::Normal(Proposal { payload }),
+                };
+                Ok((entry, None))
+            })
+            .collect();
+        leader
+            .apply(futures::stream::iter(deletes))
+            .await
+            .expect("apply");
+        let removals = leader.state().read().removals().clone();
+        assert!(!removals.to_sparse().is_empty());
+        let built = leader.build_snapshot().await.expect("build");
+
+        let mut follower = open(&fs, "/follower");
+        follower
+            .install_snapshot(&built.meta, built.snapshot)
+            .await
+            .expect("install");
+        assert_eq!(follower.state().read().removals(), &removals);
+        drop(follower);
+        assert_eq!(
+            open(&fs, "/follower").state().read().removals(),
+            &removals,
+            "after a restart too"
+        );
     }
 }

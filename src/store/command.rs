@@ -141,6 +141,10 @@ fn encode_guard(buf: &mut Vec<u8>, guard: Guard) {
             put_u8(buf, 3);
             put_u64(buf, revision);
         }
+        Guard::AbsentSince(revision) => {
+            put_u8(buf, 4);
+            put_u64(buf, revision);
+        }
     }
 }
 
@@ -150,6 +154,7 @@ fn decode_guard(reader: &mut Reader<'_>) -> Result<Guard, DecodeError> {
         1 => Ok(Guard::Absent),
         2 => Ok(Guard::Present),
         3 => Ok(Guard::ModRevision(reader.u64()?)),
+        4 => Ok(Guard::AbsentSince(reader.u64()?)),
         _ => Err(reader.invalid("unknown guard kind")),
     }
 }
@@ -346,7 +351,10 @@ mod tests {
         use crate::store::redis_op::{RedisOp, SetExpiry};
         let command = Command::Redis(RedisCommand {
             db: 0,
-            guards: vec![(Bytes::from_static(b"w"), Guard::ModRevision(9))],
+            guards: vec![
+                (Bytes::from_static(b"w"), Guard::ModRevision(9)),
+                (Bytes::from_static(b"z"), Guard::AbsentSince(11)),
+            ],
             ops: vec![
                 RedisOp::IncrBy {
                     key: Bytes::from_static(b"n"),

@@ -28,6 +28,7 @@ fn guard_text(guard: &Guard) -> String {
         Guard::Absent => " if absent".into(),
         Guard::Present => " if present".into(),
         Guard::ModRevision(revision) => format!(" if revision {revision}"),
+        Guard::AbsentSince(revision) => format!(" if absent since revision {revision}"),
     }
 }
 

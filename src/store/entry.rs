@@ -43,13 +43,18 @@ pub enum Guard {
     Present,
     /// The key exists and was last modified at this revision.
     ModRevision(u64),
+    /// The key does not exist, and none of its removals came after this
+    /// revision: so it was not created and removed again since (the WATCH of
+    /// an absent key). The state judges the second half
+    /// ([`crate::store::State`]'s removal log); [`Guard::holds`] only the first.
+    AbsentSince(u64),
 }
 
 impl Guard {
     pub fn holds(self, current: Option<&Entry>) -> bool {
         match self {
             Guard::None => true,
-            Guard::Absent => current.is_none(),
+            Guard::Absent | Guard::AbsentSince(_) => current.is_none(),
             Guard::Present => current.is_some(),
             Guard::ModRevision(revision) => {
                 current.is_some_and(|entry| entry.mod_revision == revision)

@@ -36,7 +36,7 @@ pub use command::{Command, Guard, MAX_COMMAND_FIELD_BYTES, Op, decode_payload, e
 pub use durable::DurableStore;
 pub use mem::MemStore;
 pub use options::{FsyncPolicy, SnapshotInfo, SnapshotPolicy, StoreOptions};
-pub use state::{DbKey, Entry, Outcome, SnapshotPoint, State, write_frozen};
+pub use state::{DbKey, Entry, Outcome, RemovalLog, SnapshotPoint, State, write_frozen};
 pub use stats::StoreStats;
 
 use crate::error::{Error, Result};
@@ -62,11 +62,18 @@ pub trait KvStore: Send + Sync {
     /// The live entries of several keys of database `db`, all read at one
     /// instant (one revision), so a reader never sees half of a transaction.
     fn get_entries(&self, db: u8, keys: &[Bytes]) -> Vec<Option<Entry>> {
+        self.get_entries_at_revision(db, keys).1
+    }
+
+    /// [`KvStore::get_entries`], with the revision they were read at.
+    fn get_entries_at_revision(&self, db: u8, keys: &[Bytes]) -> (u64, Vec<Option<Entry>>) {
         let now = now_ms();
         let state = self.state().read();
-        keys.iter()
+        let entries = keys
+            .iter()
             .map(|key| state.get(db, key, now).cloned())
-            .collect()
+            .collect();
+        (state.revision(), entries)
     }
 
     /// Up to `limit` live entries of database `db` whose keys start with

@@ -145,10 +145,94 @@ impl Database {
     }
 }
 
+/// Slots of the removal log, per database.
+const REMOVAL_SLOTS: usize = 256;
+
+/// For each database, the revision of the latest removal of any key hashing
+/// to each of [`REMOVAL_SLOTS`] slots. A WATCH of an absent key checks it at
+/// EXEC: a removal of the key (or of another key in its slot) after the
+/// WATCH means the key may have been created and removed again, and EXEC
+/// aborts, as Redis's does, where a plain "still absent" check would miss
+/// it. A slot shared with another key can only abort a transaction that
+/// could have run (a retry), never let one run that should not.
+///
+/// It is replicated state: every replica notes the same removals at the same
+/// revisions, and a replica's snapshot carries the log, so a replica started
+/// from a snapshot judges every guard as the others do. A single node starts
+/// with an empty log, which is exact there: no WATCH outlives a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemovalLog {
+    slots: Vec<u64>,
+}
+
+impl Default for RemovalLog {
+    fn default() -> RemovalLog {
+        RemovalLog {
+            slots: vec![0; usize::from(DATABASES) * REMOVAL_SLOTS],
+        }
+    }
+}
+
+impl RemovalLog {
+    fn slot(db: u8, key: &[u8]) -> usize {
+        usize::from(db) * REMOVAL_SLOTS + crate::encoding::crc32c(key) as usize % REMOVAL_SLOTS
+    }
+
+    fn note(&mut self, db: u8, key: &[u8], revision: u64) {
+        if let Some(slot) = self.slots.get_mut(RemovalLog::slot(db, key)) {
+            *slot = (*slot).max(revision);
+        }
+    }
+
+    fn note_all(&mut self, db: u8, revision: u64) {
+        let start = usize::from(db) * REMOVAL_SLOTS;
+        if let Some(slots) = self.slots.get_mut(start..start + REMOVAL_SLOTS) {
+            for slot in slots {
+                *slot = (*slot).max(revision);
+            }
+        }
+    }
+
+    /// The revision of the latest removal that may have been of `key`.
+    fn latest(&self, db: u8, key: &[u8]) -> u64 {
+        self.slots
+            .get(RemovalLog::slot(db, key))
+            .copied()
+            .unwrap_or(u64::MAX)
+    }
+
+    /// The slots that hold a removal, as `(database, slot, revision)`.
+    pub fn to_sparse(&self) -> Vec<(u8, u16, u64)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, revision)| **revision != 0)
+            .map(|(index, revision)| {
+                let db = (index / REMOVAL_SLOTS) as u8;
+                (db, (index % REMOVAL_SLOTS) as u16, *revision)
+            })
+            .collect()
+    }
+
+    /// The log [`RemovalLog::to_sparse`] listed; entries out of range (only a
+    /// damaged snapshot could hold them) are dropped.
+    pub fn from_sparse(sparse: &[(u8, u16, u64)]) -> RemovalLog {
+        let mut log = RemovalLog::default();
+        for &(db, slot, revision) in sparse {
+            if db < DATABASES && usize::from(slot) < REMOVAL_SLOTS {
+                log.slots[usize::from(db) * REMOVAL_SLOTS + usize::from(slot)] = revision;
+            }
+        }
+        log
+    }
+}
+
 pub struct State {
     /// [`DATABASES`] of them; HTTP and the plain put/delete/txn records
     /// address database 0.
     dbs: Vec<Database>,
+    /// When keys were last removed, for WATCHes of absent keys.
+    removals: RemovalLog,
     revision: u64,
     applied_seq: u64,
     /// When set, a change's revision is the sequence number (the Raft log
@@ -168,6 +252,7 @@ impl Default for State {
     fn default() -> State {
         State {
             dbs: (0..DATABASES).map(|_| Database::default()).collect(),
+            removals: RemovalLog::default(),
             revision: 0,
             applied_seq: 0,
             revision_is_seq: false,
@@ -473,7 +558,7 @@ impl State {
     fn check_guards(&self, db: u8, guards: &[(Bytes, Guard)], now_ms: u64) -> Option<Outcome> {
         let (key, _) = guards
             .iter()
-            .find(|(key, guard)| !guard.holds(self.get(db, key, now_ms)))?;
+            .find(|(key, guard)| !self.guard_holds(db, key, *guard, now_ms))?;
         Some(self.refused(self.get(db, key, now_ms).cloned()))
     }
 
@@ -524,23 +609,17 @@ impl State {
     ) -> Outcome {
         // Unguarded puts (the common case) skip the lookup: the insert below
         // returns the previous entry anyway.
-        if guard != Guard::None {
-            let current = self.get(0, &key, now_ms);
-            if !guard.holds(current) {
-                return self.refused(current.cloned());
-            }
+        if guard != Guard::None && !self.guard_holds(0, &key, guard, now_ms) {
+            return self.refused(self.get(0, &key, now_ms).cloned());
         }
         self.revision = self.next_revision();
+        let entry = Entry {
+            value,
+            mod_revision: self.revision,
+            expires_at_ms,
+        };
         let previous = self
-            .write(
-                0,
-                key,
-                Some(Entry {
-                    value,
-                    mod_revision: self.revision,
-                    expires_at_ms,
-                }),
-            )
+            .write(0, key, Some(entry), self.revision)
             .filter(|entry| entry.is_live(now_ms));
         Outcome {
             revision: self.revision,
@@ -552,9 +631,8 @@ impl State {
     }
 
     fn apply_delete(&mut self, key: Key, guard: Guard, now_ms: u64) -> Outcome {
-        let current = self.get(0, &key, now_ms);
-        if !guard.holds(current) {
-            return self.refused(current.cloned());
+        if !self.guard_holds(0, &key, guard, now_ms) {
+            return self.refused(self.get(0, &key, now_ms).cloned());
         }
         if !self.db(0).entries.contains_key(&key) {
             return Outcome {
@@ -568,7 +646,7 @@ impl State {
         // Removing an expired entry is still a change of the stored state.
         self.revision = self.next_revision();
         let previous = self
-            .write(0, key, None)
+            .write(0, key, None, self.revision)
             .filter(|entry| entry.is_live(now_ms));
         Outcome {
             revision: self.revision,
@@ -608,7 +686,7 @@ impl State {
                 }
             };
             let is_put = entry.is_some();
-            let previous = self.write(0, key, entry);
+            let previous = self.write(0, key, entry, revision);
             touched = true;
             if is_put || previous.is_some_and(|entry| entry.is_live(now_ms)) {
                 changed += 1;
@@ -629,8 +707,13 @@ impl State {
     /// Sets (`Some`) or removes (`None`) an entry of database `db`, keeping
     /// the snapshot preimages right. Returns the previous entry, expired or
     /// not.
-    fn write(&mut self, db: u8, key: Key, entry: Option<Entry>) -> Option<Entry> {
+    /// A removal is noted in the removal log at `revision`, the revision of
+    /// the command doing it.
+    fn write(&mut self, db: u8, key: Key, entry: Option<Entry>, revision: u64) -> Option<Entry> {
         self.keep_preimage(db, &key);
+        if entry.is_none() {
+            self.removals.note(db, &key, revision);
+        }
         if db == 0 && self.feed.is_some() {
             let change = (key.clone(), entry.clone());
             let previous = self.dbs[0].write(key, entry);
@@ -638,6 +721,28 @@ impl State {
             return previous;
         }
         self.dbs[usize::from(db)].write(key, entry)
+    }
+
+    /// Whether `guard` holds for `key` of database `db` now; see
+    /// [`Guard::AbsentSince`] for the one guard that needs more than the entry.
+    fn guard_holds(&self, db: u8, key: &[u8], guard: Guard, now_ms: u64) -> bool {
+        let current = self.get(db, key, now_ms);
+        match guard {
+            Guard::AbsentSince(revision) => {
+                current.is_none() && self.removals.latest(db, key) <= revision
+            }
+            other => other.holds(current),
+        }
+    }
+
+    /// The removal log, to carry in a replica's snapshot.
+    pub fn removals(&self) -> &RemovalLog {
+        &self.removals
+    }
+
+    /// Restores the removal log a replica's snapshot carried.
+    pub fn set_removals(&mut self, removals: RemovalLog) {
+        self.removals = removals;
     }
 
     /// While frozen, remembers the entry `key` had at the freeze, the first
@@ -671,6 +776,9 @@ impl State {
             }
         }
         self.dbs.swap(usize::from(a), usize::from(b));
+        // Any key of either database may have come and gone.
+        self.removals.note_all(a, revision);
+        self.removals.note_all(b, revision);
         if self.feed.is_some() && (a == 0 || b == 0) {
             self.note_swap_of_database_0(if a == 0 { b } else { a }, revision);
         }
@@ -861,7 +969,8 @@ impl Keyspace for RedisView<'_> {
             mod_revision: self.revision,
             expires_at_ms,
         };
-        self.state.write(db, Key::new(key), Some(entry));
+        self.state
+            .write(db, Key::new(key), Some(entry), self.revision);
         self.touched = true;
         self.changed += 1;
     }
@@ -870,7 +979,7 @@ impl Keyspace for RedisView<'_> {
         if !self.state.db(db).entries.contains_key(key) {
             return false;
         }
-        let previous = self.state.write(db, Key::new(key), None);
+        let previous = self.state.write(db, Key::new(key), None, self.revision);
         self.touched = true;
         let live = previous.is_some_and(|entry| entry.is_live(self.now_ms));
         self.changed += u32::from(live);
@@ -898,7 +1007,7 @@ impl Keyspace for RedisView<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::redis_op::RedisOp;
+    use crate::store::redis_op::{RedisCommand, RedisOp, SetExpiry};
 
     fn put(state: &mut State, key: &str, value: &str) -> Outcome {
         let seq = state.applied_seq() + 1;
@@ -1186,5 +1295,89 @@ mod tests {
         .map(|(db, key, value)| (db, Bytes::from(key), Bytes::from(value)))
         .collect();
         assert_eq!(read, expected);
+    }
+
+    /// Two keys of database 0 whose removals land in different slots.
+    fn keys_in_different_slots() -> (&'static [u8], &'static [u8]) {
+        let candidates: [&'static [u8]; 4] = [b"ghost", b"other", b"third", b"fourth"];
+        let first = candidates[0];
+        let second = candidates[1..]
+            .iter()
+            .find(|key| RemovalLog::slot(0, key) != RemovalLog::slot(0, first))
+            .expect("some key in another slot");
+        (first, second)
+    }
+
+    fn watched_set(state: &mut State, seq: u64, key: &[u8], guard: Guard) -> bool {
+        let command = Command::Redis(RedisCommand {
+            db: 0,
+            guards: vec![(Bytes::copy_from_slice(key), guard)],
+            ops: vec![RedisOp::Set {
+                key: Bytes::copy_from_slice(key),
+                value: Bytes::from_static(b"mine"),
+                expiry: SetExpiry::Keep,
+                condition: Guard::None,
+                get: false,
+            }],
+        });
+        state.apply(seq, 0, command).succeeded
+    }
+
+    #[test]
+    fn a_watched_absent_key_created_and_removed_again_fails_its_guard() {
+        let (ghost, other) = keys_in_different_slots();
+        let mut state = State::default();
+        let watched_at = state.revision();
+        state.apply(1, 0, Command::put(Bytes::from_static(ghost), "briefly"));
+        state.apply(2, 0, Command::delete(Bytes::from_static(ghost)));
+        assert!(!watched_set(
+            &mut state,
+            3,
+            ghost,
+            Guard::AbsentSince(watched_at)
+        ));
+        assert!(state.get(0, ghost, 0).is_none(), "nothing ran");
+
+        // Watched after that, with only another key removed meanwhile: it runs.
+        let watched_at = state.revision();
+        state.apply(4, 0, Command::put(Bytes::from_static(other), "x"));
+        state.apply(5, 0, Command::delete(Bytes::from_static(other)));
+        assert!(watched_set(
+            &mut state,
+            6,
+            ghost,
+            Guard::AbsentSince(watched_at)
+        ));
+    }
+
+    #[test]
+    fn swapdb_counts_as_a_removal_of_every_key_in_both_databases() {
+        let mut state = State::default();
+        let watched_at = state.revision();
+        let swap = Command::Redis(RedisCommand {
+            db: 0,
+            guards: Vec::new(),
+            ops: vec![RedisOp::SwapDb { a: 0, b: 3 }],
+        });
+        state.apply(1, 0, swap);
+        assert!(!watched_set(
+            &mut state,
+            2,
+            b"anything",
+            Guard::AbsentSince(watched_at)
+        ));
+    }
+
+    #[test]
+    fn the_removal_log_round_trips_through_its_sparse_form() {
+        let mut state = State::default();
+        state.apply(1, 0, Command::put(Bytes::from_static(b"a"), "1"));
+        state.apply(2, 0, Command::delete(Bytes::from_static(b"a")));
+        let sparse = state.removals().to_sparse();
+        assert_eq!(sparse.len(), 1);
+        assert_eq!(&RemovalLog::from_sparse(&sparse), state.removals());
+        // Out-of-range slots from a damaged snapshot are dropped, not a panic.
+        let log = RemovalLog::from_sparse(&[(200, 0, 9), (0, 9999, 9)]);
+        assert!(log.to_sparse().is_empty());
     }
 }

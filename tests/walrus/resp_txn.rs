@@ -109,6 +109,47 @@ fn watch_fails_exec_when_a_key_changed_expired_or_was_deleted() {
     assert_eq!(raw.call(&["EXEC"]), "*1\r\n+OK\r\n");
 }
 
+/// A key watched while absent that another client creates and deletes again
+/// before EXEC has changed (Redis aborts such a transaction): EXEC answers a
+/// null array. Left absent and untouched, or with only other keys deleted
+/// meanwhile, the transaction runs.
+#[test]
+fn watch_of_an_absent_key_fails_exec_when_it_was_created_and_deleted_again() {
+    let (server, _dir) = Server::start_resp(&[]);
+    let mut raw = RawResp::connect(server.resp_address());
+    let mut other = RawResp::connect(server.resp_address());
+    assert_eq!(raw.call(&["WATCH", "ghost"]), "+OK\r\n");
+    assert_eq!(other.call(&["SET", "ghost", "briefly"]), "+OK\r\n");
+    assert_eq!(other.call(&["DEL", "ghost"]), ":1\r\n");
+    raw.call(&["MULTI"]);
+    raw.call(&["SET", "ghost", "mine"]);
+    assert_eq!(
+        raw.call(&["EXEC"]),
+        "*-1\r\n",
+        "created and deleted meanwhile"
+    );
+    assert_eq!(raw.call(&["EXISTS", "ghost"]), ":0\r\n");
+
+    // The same through SET then an expiry that the sweeper or a GETDEL ends.
+    assert_eq!(raw.call(&["WATCH", "ghost"]), "+OK\r\n");
+    other.call(&["SET", "ghost", "x"]);
+    assert_eq!(other.call(&["GETDEL", "ghost"]), "$1\r\nx\r\n");
+    raw.call(&["MULTI"]);
+    raw.call(&["SET", "ghost", "mine"]);
+    assert_eq!(
+        raw.call(&["EXEC"]),
+        "*-1\r\n",
+        "created and removed by GETDEL"
+    );
+
+    // Untouched, the absent key's transaction runs.
+    assert_eq!(raw.call(&["WATCH", "ghost"]), "+OK\r\n");
+    raw.call(&["MULTI"]);
+    raw.call(&["SET", "ghost", "mine"]);
+    assert_eq!(raw.call(&["EXEC"]), "*1\r\n+OK\r\n");
+    assert_eq!(raw.call(&["GET", "ghost"]), "$4\r\nmine\r\n");
+}
+
 /// Many clients increment one counter with WATCH/GET/MULTI/SET/EXEC: a
 /// round's readers all saw the same value, so exactly one of them may win,
 /// and the final count is exactly the number of successful EXECs.

@@ -5,9 +5,10 @@
 //! `EXECABORT` having run nothing. EXEC logs the queued ops as one
 //! [`RedisCommand`]: one record, one sync, all at one revision, reads among
 //! them seeing the writes before them. The WATCHed keys travel in the record
-//! as guards on the revision each had when watched, so the state machine
-//! itself refuses the whole command if any changed, expired or was deleted
-//! in between, and EXEC answers a null array.
+//! as guards on the revision each had when watched (or, for a key that was
+//! absent, the revision it was seen absent at), so the state machine itself
+//! refuses the whole command if any changed, expired or was deleted in
+//! between, or was created and deleted again, and EXEC answers a null array.
 //!
 //! Commands that are not ops of the state machine (PING, TIME, KEYS, SCAN,
 //! server commands) are run by the front end after the record is applied, in
@@ -118,18 +119,21 @@ pub async fn run(
     }
 }
 
-/// Remembers each key's revision (or absence) the first time it is watched.
+/// Remembers each key's revision (or its absence, and when) the first time it
+/// is watched.
 fn watch(session: &mut Session, shared: &Shared, keys: &[Bytes]) -> CommandResult {
     if !session.watched.is_empty() && session.watched_db != session.db {
         return Err(Reply::err(WATCH_ACROSS_DATABASES));
     }
     session.watched_db = session.db;
-    let entries = shared.store.get_entries(session.db, keys);
+    let (revision, entries) = shared.store.get_entries_at_revision(session.db, keys);
     for (key, entry) in keys.iter().zip(entries) {
         if session.watched.iter().any(|(watched, _)| watched == key) {
             continue;
         }
-        let guard = entry.map_or(Guard::Absent, |entry| {
+        // An absent key is watched with the revision it was seen absent at,
+        // so creating and deleting it again before EXEC still aborts.
+        let guard = entry.map_or(Guard::AbsentSince(revision), |entry| {
             Guard::ModRevision(entry.mod_revision)
         });
         session.watched.push((key.clone(), guard));
