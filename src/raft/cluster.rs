@@ -29,11 +29,12 @@ use super::network::{
     ChunkAnswer, Peer, PeerError, PeerIdentity, PeerNetworkFactory, PeerTls, PeerTransport,
     SnapshotChunk,
 };
-use super::state_machine::{SnapshotData, StateMachine};
+use super::state_machine::{SnapshotData, StateMachine, snapshot_position};
 use super::{LogId, NodeId, Proposal, Raft, TypeConfig, Vote};
 use crate::error::{Error, Result};
 use crate::storage::data_dir::DataDir;
 use crate::storage::fs::WritableFile;
+use crate::storage::snapshot::SnapshotStreamCheck;
 use crate::storage::{FileSystem, StdFs, WalOptions};
 use crate::store::{FsyncPolicy, Outcome, State};
 
@@ -167,6 +168,10 @@ pub struct ClusterStatus {
     pub commit_index: u64,
     pub applied_index: u64,
     pub snapshot_index: u64,
+    /// The log is purged up to here (entries before it exist only in the
+    /// snapshot); a follower behind it catches up from a snapshot.
+    #[serde(default)]
+    pub purged_index: u64,
     pub voters: Vec<NodeId>,
     pub learners: Vec<NodeId>,
     pub nodes: BTreeMap<NodeId, String>,
@@ -198,6 +203,27 @@ struct IncomingSnapshot {
     path: PathBuf,
     file: Option<Box<dyn WritableFile>>,
     received: u64,
+    /// The bytes so far, checked as they arrive.
+    check: SnapshotStreamCheck,
+}
+
+impl IncomingSnapshot {
+    /// Whether the snapshot's own extra block names the position the leader
+    /// said it covers.
+    fn check_position(&self, meta: &super::SnapshotMeta) -> std::result::Result<(), String> {
+        let Some((_, extra)) = self.check.head() else {
+            return Err("the snapshot ended before its header".into());
+        };
+        let position = snapshot_position(extra)?;
+        if position == meta.last_log_id {
+            Ok(())
+        } else {
+            Err(format!(
+                "the snapshot covers {position:?}, not {:?} as its metadata says",
+                meta.last_log_id
+            ))
+        }
+    }
 }
 
 /// Runs disk work off the async runtime; an error becomes its message.
@@ -283,6 +309,10 @@ impl ClusterNode {
             election_timeout_max: options.election_timeout_ms.1,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(options.snapshot_every),
             max_payload_entries: super::network::MAX_ENTRIES_PER_APPEND,
+            // Each snapshot chunk (1 MiB, written without a sync) must arrive
+            // within this; the last one, which includes the install, gets
+            // `network::LAST_SNAPSHOT_CHUNK_TIMEOUT`.
+            install_snapshot_timeout: 2_000,
             // Replicate entries as soon as they are handed to the log writer:
             // the followers' syncs then overlap the leader's.
             broadcast_submitted_on_append: Some(true),
@@ -674,11 +704,14 @@ impl ClusterNode {
         }
     }
 
-    /// Takes one chunk of a snapshot the leader streams, writing it to the
-    /// incoming file; when the last one arrives, syncs the file and installs
-    /// it (every checksum is checked as it is read back). The transfer's lock
-    /// is held through the install, so a new transfer cannot replace the file
-    /// while it is renamed into place.
+    /// Takes one chunk of a snapshot the leader streams: checks it (framing,
+    /// key order, checksums, as far as the bytes so far allow) and writes it
+    /// to this transfer's own file. When the last one arrives and the whole
+    /// checks out (its Raft position included), syncs the file and installs
+    /// it. A damaged snapshot is refused here, before openraft sees it, so it
+    /// costs a retry, not the node. Each transfer writes its own file, so a
+    /// transfer that replaces an abandoned one never touches a file still
+    /// being installed.
     pub async fn receive_snapshot_chunk(
         &self,
         chunk: SnapshotChunk,
@@ -686,6 +719,9 @@ impl ClusterNode {
         let mut incoming = self.incoming_snapshot.lock().await;
         let key = (chunk.vote, chunk.meta.last_log_id);
         if chunk.offset == 0 {
+            if let Some(abandoned) = incoming.take() {
+                self.machine.discard_incoming(&abandoned.path);
+            }
             let machine = self.machine.clone();
             let (path, file) = blocking(move || machine.create_incoming()).await?;
             *incoming = Some(IncomingSnapshot {
@@ -694,26 +730,38 @@ impl ClusterNode {
                 path,
                 file: Some(file),
                 received: 0,
+                check: SnapshotStreamCheck::new(),
             });
         }
         let Some(transfer) = incoming.as_mut() else {
             return Err("no snapshot transfer in progress; start again from offset 0".into());
         };
-        if (transfer.vote, transfer.last_log_id) != key || transfer.received != chunk.offset {
-            *incoming = None;
-            return Err("snapshot chunk out of order; start again from offset 0".into());
-        }
-        let Some(mut file) = transfer.file.take() else {
-            *incoming = None;
-            return Err("the snapshot transfer failed earlier; start again from offset 0".into());
+        let refusal =
+            if (transfer.vote, transfer.last_log_id) != key || transfer.received != chunk.offset {
+                Some("snapshot chunk out of order; start again from offset 0".to_string())
+            } else {
+                transfer
+                    .check
+                    .push(&chunk.data)
+                    .err()
+                    .map(|error| format!("the snapshot is damaged: {error}"))
+            };
+        let file = match (refusal, transfer.file.take()) {
+            (None, Some(file)) => file,
+            (refusal, _) => {
+                if let Some(abandoned) = incoming.take() {
+                    self.machine.discard_incoming(&abandoned.path);
+                }
+                return Err(refusal.unwrap_or_else(|| {
+                    "the snapshot transfer failed earlier; start again from offset 0".into()
+                }));
+            }
         };
         let (offset, data, done) = (chunk.offset, chunk.data, chunk.done);
         let length = data.len() as u64;
+        let mut file = file;
         let written = blocking(move || {
             file.write_all_at(offset, &data)?;
-            if done {
-                file.sync_all()?;
-            }
             Ok(file)
         })
         .await;
@@ -723,20 +771,34 @@ impl ClusterNode {
                 transfer.received += length;
             }
             Err(error) => {
-                *incoming = None;
+                if let Some(abandoned) = incoming.take() {
+                    self.machine.discard_incoming(&abandoned.path);
+                }
                 return Err(error);
             }
         }
         if !done {
             return Ok(ChunkAnswer::Continue);
         }
-        let Some(transfer) = incoming.take() else {
+        let Some(mut transfer) = incoming.take() else {
             return Err("no snapshot transfer in progress".into());
         };
-        drop(transfer.file);
-        self.counters
-            .snapshots_received
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // The position first: finishing the check consumes it.
+        let finished = transfer.check_position(&chunk.meta).and_then(|()| {
+            std::mem::take(&mut transfer.check)
+                .finish()
+                .map(|_| ())
+                .map_err(|error| format!("the snapshot is damaged: {error}"))
+        });
+        let synced = match (finished, transfer.file.take()) {
+            (Ok(()), Some(mut file)) => blocking(move || file.sync_all()).await,
+            (Ok(()), None) => Err("the snapshot transfer lost its file".to_string()),
+            (Err(error), _) => Err(error),
+        };
+        if let Err(error) = synced {
+            self.machine.discard_incoming(&transfer.path);
+            return Err(error);
+        }
         let data = self
             .machine
             .received(&transfer.path)
@@ -751,6 +813,11 @@ impl ClusterNode {
             .await
             .map(ChunkAnswer::Installed)
             .map_err(|error| error.to_string());
+        if installed.is_ok() {
+            self.counters
+                .snapshots_received
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         drop(incoming);
         installed
     }
@@ -911,6 +978,7 @@ impl ClusterNode {
             commit_index: metrics.local_committed.map_or(0, |id| id.index),
             applied_index: metrics.last_applied.map_or(0, |id| id.index),
             snapshot_index: metrics.snapshot.map_or(0, |id| id.index),
+            purged_index: metrics.purged.map_or(0, |id| id.index),
             voters: membership.voter_ids().collect(),
             learners: membership.learner_ids().collect(),
             nodes,

@@ -53,6 +53,11 @@ pub const MAX_ENTRIES_PER_APPEND: u64 = 128;
 pub const MAX_APPEND_PAYLOAD_BYTES: usize = 64 << 20;
 /// Bytes of snapshot per `/raft/snapshot` message.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+/// How long the last chunk of a snapshot may take: the follower checks,
+/// syncs and installs the whole snapshot before it answers, which for a
+/// large one takes far longer than a chunk. Giving up sooner would make the
+/// leader start the transfer again while the follower is still installing.
+pub const LAST_SNAPSHOT_CHUNK_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// One piece of a snapshot on its way to a follower. The pieces of one
 /// snapshot go in order; the last one (`done`) makes the receiver check the
@@ -408,7 +413,12 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
                     data: current,
                 };
                 let sent = chunk.data.len() as u64;
-                match self.call("snapshot", &chunk, option.soft_ttl()).await? {
+                let timeout = if chunk.done {
+                    LAST_SNAPSHOT_CHUNK_TIMEOUT.max(option.soft_ttl())
+                } else {
+                    option.soft_ttl()
+                };
+                match self.call("snapshot", &chunk, timeout).await? {
                     ChunkAnswer::Installed(response) => return Ok(response),
                     ChunkAnswer::Continue if !chunk.done => {
                         offset += sent;

@@ -9,8 +9,8 @@
 //! last log index they cover, with the Raft last log id and membership in the
 //! extra block. A snapshot travels as the file's bytes, never held whole:
 //! [`SnapshotData`] reads an open file a piece at a time, so the sender streams
-//! it from disk, and the receiver writes the pieces to [`INCOMING_SNAPSHOT`]
-//! as they arrive. Installing reads the file once, checking every checksum
+//! it from disk, and the receiver writes the pieces to a file of its own per
+//! transfer (`incoming-N.snap.tmp`) as they arrive, checking them as they come. Installing reads the file once, checking every checksum
 //! while it rebuilds the state, syncs it, renames it into place, and only
 //! then replaces the state.
 
@@ -29,23 +29,19 @@ use crate::error::{Error, Result};
 use crate::storage::fs::{WritableFile, read_in_pieces};
 use crate::storage::snapshot::{
     SnapshotMeta as FileMeta, SnapshotRecord, SnapshotStreamCheck, SnapshotWriter, TEMP_SUFFIX,
-    parse_snapshot_file_name, read_snapshot_head, read_snapshot_with_extra, snapshot_file_name,
+    incoming_snapshot_name, parse_snapshot_file_name, read_snapshot_with_extra, snapshot_file_name,
 };
 use crate::storage::{FileSystem, snapshot};
 use crate::store::changes::{ChangeFeed, FeedLimits};
 use crate::store::{RemovalLog, State, decode_payload, write_frozen};
 
-/// Where a snapshot received from the leader is written as it arrives; one
-/// transfer at a time. A leftover is removed at start-up.
-pub use crate::storage::snapshot::INCOMING_SNAPSHOT_FILE as INCOMING_SNAPSHOT;
-
 /// A snapshot file's bytes, read front to back from an open handle (so a
 /// newer snapshot replacing the file does not cut a transfer short).
 pub struct SnapshotData {
     reader: Box<dyn Read + Send>,
-    /// Set when the bytes are [`INCOMING_SNAPSHOT`] in this node's own
-    /// directory, received and synced: installing renames that file into
-    /// place instead of copying it.
+    /// Set when the bytes are a file received from the leader in this
+    /// node's own directory, checked and synced: installing renames that
+    /// file into place instead of copying it.
     received: Option<PathBuf>,
 }
 
@@ -103,8 +99,13 @@ struct Inner {
     dir: PathBuf,
     state: Arc<RwLock<State>>,
     applied: Mutex<(Option<LogId>, StoredMembership)>,
-    /// Serializes snapshot builds and installs.
-    snapshot_lock: Mutex<()>,
+    /// Serializes snapshot builds and installs, and guards `current`: the
+    /// snapshot file this machine loaded, built or installed last, with its
+    /// Raft metadata (the one sent to followers). Only files checked whole
+    /// get here, never merely the newest name in the directory.
+    snapshot_lock: Mutex<Option<(PathBuf, RaftSnapshotMeta)>>,
+    /// Numbers the incoming snapshot files of this process.
+    transfers: std::sync::atomic::AtomicU64,
 }
 
 /// The state machine handle openraft applies through; cheap to clone.
@@ -121,18 +122,20 @@ impl StateMachine {
         dir: &Path,
         watch_history: FeedLimits,
     ) -> Result<StateMachine> {
-        let (state, applied) = match load_newest_snapshot(&*fs, dir)? {
+        let (state, applied, current) = match load_newest_snapshot(&*fs, dir)? {
             Some((path, state, meta)) => {
                 tracing::info!(
                     path = %path.display(),
                     keys = state.len(),
                     "loaded the newest snapshot"
                 );
-                (state, (meta.last_log_id, meta.last_membership))
+                let applied = (meta.last_log_id, meta.last_membership.clone());
+                (state, applied, Some((path, meta)))
             }
             None => (
                 State::default().with_revision_is_seq(),
                 (None, StoredMembership::default()),
+                None,
             ),
         };
         let mut state = state;
@@ -143,7 +146,8 @@ impl StateMachine {
                 dir: dir.to_path_buf(),
                 state: Arc::new(RwLock::new(state)),
                 applied: Mutex::new(applied),
-                snapshot_lock: Mutex::new(()),
+                snapshot_lock: Mutex::new(current),
+                transfers: Default::default(),
             }),
         })
     }
@@ -151,20 +155,28 @@ impl StateMachine {
     /// The state reads are served from.
     /// The newest valid snapshot file in the data directory, if any.
     pub fn newest_snapshot_path(&self) -> Result<Option<PathBuf>> {
-        Ok(newest_snapshot_head(&*self.inner.fs, &self.inner.dir)?.map(|(path, _)| path))
+        Ok(self
+            .inner
+            .snapshot_lock
+            .lock()
+            .as_ref()
+            .map(|(path, _)| path.clone()))
     }
 
-    /// Starts receiving a snapshot: an empty [`INCOMING_SNAPSHOT`] file in
-    /// place of any earlier, unfinished one.
+    /// Starts receiving a snapshot: a new, empty file of its own.
     pub fn create_incoming(&self) -> io::Result<(PathBuf, Box<dyn WritableFile>)> {
-        let path = self.inner.dir.join(INCOMING_SNAPSHOT);
-        match self.inner.fs.remove(&path) {
-            Ok(()) => {}
-            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-            Err(error) => return Err(error),
-        }
+        let number = self
+            .inner
+            .transfers
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = self.inner.dir.join(incoming_snapshot_name(number));
         let file = self.inner.fs.create(&path)?;
         Ok((path, file))
+    }
+
+    /// Removes an incoming file whose transfer was abandoned.
+    pub fn discard_incoming(&self, path: &Path) {
+        let _ = self.inner.fs.remove(path);
     }
 
     /// A received snapshot, written and synced to `path` through
@@ -180,7 +192,7 @@ impl StateMachine {
     }
 
     fn build(&self) -> io::Result<Snapshot> {
-        let _building = self.inner.snapshot_lock.lock();
+        let mut current = self.inner.snapshot_lock.lock();
         // Frozen with `applied` read under the state lock, so the contents
         // match the log id.
         let (point, removals, last_log_id, last_membership) = {
@@ -195,8 +207,16 @@ impl StateMachine {
         let written = self.write_frozen(index, point, &extra);
         self.inner.state.write().thaw();
         let path = written.map_err(io_error)?;
-        self.remove_snapshots_before(index);
         let data = SnapshotData::open(&*self.inner.fs, &path)?;
+        *current = Some((
+            path,
+            RaftSnapshotMeta {
+                last_log_id,
+                last_membership: last_membership.clone(),
+                removals: Vec::new(),
+            },
+        ));
+        self.remove_snapshots_before(index);
         tracing::info!(index, keys = point.entry_count, "built a snapshot");
         Ok(Snapshot {
             meta: SnapshotMeta {
@@ -240,11 +260,11 @@ impl StateMachine {
     }
 
     fn install(&self, meta: &SnapshotMeta, data: SnapshotData) -> io::Result<()> {
-        let _installing = self.inner.snapshot_lock.lock();
+        let mut current = self.inner.snapshot_lock.lock();
         let index = meta.last_log_id.map_or(0, |id| id.index);
         let final_path = self.inner.dir.join(snapshot_file_name(index));
         let (state, file_meta) = self.place(index, data, &final_path, meta.last_log_id)?;
-        debug_assert_eq!(file_meta.last_log_id, meta.last_log_id);
+        *current = Some((final_path, file_meta));
         let mut state = state;
         let mut current = self.inner.state.write();
         // Watchers stay attached; what the snapshot skipped over is unknown to
@@ -327,18 +347,20 @@ impl StateMachine {
         Ok(decoded)
     }
 
+    /// The snapshot this machine loaded, built or installed last, opened
+    /// under the snapshot lock, so no build or install removes the file
+    /// before the handle holds it.
     fn current(&self) -> io::Result<Option<Snapshot>> {
-        let fs = &*self.inner.fs;
-        let Some((path, meta)) = newest_snapshot_head(fs, &self.inner.dir).map_err(io_error)?
-        else {
+        let current = self.inner.snapshot_lock.lock();
+        let Some((path, meta)) = current.as_ref() else {
             return Ok(None);
         };
         Ok(Some(Snapshot {
             meta: SnapshotMeta {
                 last_log_id: meta.last_log_id,
-                last_membership: meta.last_membership,
+                last_membership: meta.last_membership.clone(),
             },
-            snapshot: SnapshotData::open(fs, &path)?,
+            snapshot: SnapshotData::open(&*self.inner.fs, path)?,
         }))
     }
 
@@ -410,27 +432,6 @@ fn load_newest_snapshot(
     Ok(None)
 }
 
-/// The newest snapshot in `dir` whose header and Raft metadata read, without
-/// reading its entries: every file under a snapshot name was checked whole
-/// before it got the name (built here, or installed after its checksums).
-fn newest_snapshot_head(
-    fs: &dyn FileSystem,
-    dir: &Path,
-) -> Result<Option<(PathBuf, RaftSnapshotMeta)>> {
-    for path in snapshot_paths(fs, dir)? {
-        let meta = read_snapshot_head(fs, &path)
-            .map_err(|error| error.to_string())
-            .and_then(|(_, extra)| raft_meta(&extra));
-        match meta {
-            Ok(meta) => return Ok(Some((path, meta))),
-            Err(reason) => {
-                tracing::warn!(path = %path.display(), %reason, "skipping a damaged snapshot")
-            }
-        }
-    }
-    Ok(None)
-}
-
 /// The extra block of a replica's snapshot: its Raft position and membership.
 pub(super) fn replica_snapshot_extra(
     last_log_id: Option<LogId>,
@@ -473,6 +474,12 @@ fn decode_replica_snapshot(data: &[u8]) -> std::result::Result<(State, RaftSnaps
     let (meta, extra, records) =
         snapshot::decode_snapshot_with_extra(data).map_err(|error| error.to_string())?;
     replica_state(meta, &extra, records)
+}
+
+/// The Raft position a replica snapshot's extra block names, for checking a
+/// snapshot as it arrives.
+pub fn snapshot_position(extra: &[u8]) -> std::result::Result<Option<LogId>, String> {
+    raft_meta(extra).map(|meta| meta.last_log_id)
 }
 
 /// Decodes the extra block; one written before it carried the removal log
@@ -696,8 +703,22 @@ mod tests {
         );
         assert!(names(&fs, "/follower").is_empty(), "no file left behind");
 
-        // A received file (the incoming path) installs by rename.
+        // A received file (the incoming path) installs by rename. Each
+        // transfer gets a file of its own, which a data directory accepts as
+        // a leftover to remove at start-up.
+        let (abandoned, _) = follower.create_incoming().expect("incoming");
         let (path, mut file) = follower.create_incoming().expect("incoming");
+        assert_ne!(abandoned, path);
+        let name = path
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        assert!(
+            crate::storage::snapshot::is_incoming_snapshot_name(&name),
+            "{name}"
+        );
+        follower.discard_incoming(&abandoned);
         file.write_all_at(0, &bytes).expect("write");
         file.sync_all().expect("sync");
         drop(file);

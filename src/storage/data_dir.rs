@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use super::fs::{DirLock, FileSystem, LOCK_FILE};
 use super::segment::parse_segment_file_name;
-use super::snapshot::{INCOMING_SNAPSHOT_FILE, TEMP_SUFFIX, parse_snapshot_file_name};
+use super::snapshot::{TEMP_SUFFIX, is_incoming_snapshot_name, parse_snapshot_file_name};
 use crate::error::{Error, Result};
 
 /// Where a single-node store being adopted into a cluster stages the
@@ -46,7 +46,7 @@ fn classify(name: &str) -> FileKind {
         FileKind::Segment
     } else if let Some(seq) = parse_snapshot_file_name(name) {
         FileKind::Snapshot(seq)
-    } else if name == INCOMING_SNAPSHOT_FILE
+    } else if is_incoming_snapshot_name(name)
         || name
             .strip_suffix(TEMP_SUFFIX)
             .and_then(parse_snapshot_file_name)

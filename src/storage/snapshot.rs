@@ -45,10 +45,20 @@ pub const SNAPSHOT_HEADER_BYTES: usize = 48;
 const FOOTER_BYTES: usize = 16;
 const SNAPSHOT_SUFFIX: &str = ".snap";
 pub const TEMP_SUFFIX: &str = ".tmp";
-/// Where a cluster node writes a snapshot arriving from its leader, before
-/// it is checked and renamed to its index's name; a leftover is removed at
-/// open like any interrupted snapshot.
-pub const INCOMING_SNAPSHOT_FILE: &str = "incoming.snap.tmp";
+/// The name a cluster node writes its `number`th snapshot transfer from its
+/// leader to, before it is checked and renamed to its index's name. Each
+/// transfer has its own file, so a new one never touches one still being
+/// installed; a leftover is removed at open like any interrupted snapshot.
+pub fn incoming_snapshot_name(number: u64) -> String {
+    format!("incoming-{number}.snap{TEMP_SUFFIX}")
+}
+
+/// Whether `name` is an [`incoming_snapshot_name`].
+pub fn is_incoming_snapshot_name(name: &str) -> bool {
+    name.strip_prefix("incoming-")
+        .and_then(|rest| rest.strip_suffix(".snap.tmp"))
+        .is_some_and(|number| !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit()))
+}
 /// Decoding limit for one key or value; far above the store's own limits.
 const MAX_FIELD_BYTES: usize = 1 << 30;
 

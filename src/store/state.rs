@@ -728,8 +728,17 @@ impl State {
     fn guard_holds(&self, db: u8, key: &[u8], guard: Guard, now_ms: u64) -> bool {
         let current = self.get(db, key, now_ms);
         match guard {
+            // Absent now, not removed since, and not written since either: a
+            // key set after the WATCH with a TTL that has run out (not yet
+            // swept) reads as absent but was touched.
             Guard::AbsentSince(revision) => {
-                current.is_none() && self.removals.latest(db, key) <= revision
+                current.is_none()
+                    && self.removals.latest(db, key) <= revision
+                    && self
+                        .db(db)
+                        .entries
+                        .get(key)
+                        .is_none_or(|entry| entry.mod_revision <= revision)
             }
             other => other.holds(current),
         }
@@ -775,10 +784,14 @@ impl State {
                 self.keep_preimage(b, key);
             }
         }
+        let empty = self.db(a).entries.is_empty() && self.db(b).entries.is_empty();
         self.dbs.swap(usize::from(a), usize::from(b));
-        // Any key of either database may have come and gone.
-        self.removals.note_all(a, revision);
-        self.removals.note_all(b, revision);
+        // Any key of either database may have come and gone; swapping two
+        // empty ones changes nothing (and does not advance the revision).
+        if !empty {
+            self.removals.note_all(a, revision);
+            self.removals.note_all(b, revision);
+        }
         if self.feed.is_some() && (a == 0 || b == 0) {
             self.note_swap_of_database_0(if a == 0 { b } else { a }, revision);
         }
@@ -1353,19 +1366,46 @@ mod tests {
     #[test]
     fn swapdb_counts_as_a_removal_of_every_key_in_both_databases() {
         let mut state = State::default();
+        put(&mut state, "in-zero", "x");
         let watched_at = state.revision();
-        let swap = Command::Redis(RedisCommand {
+        let swap = |a, b| {
+            Command::Redis(RedisCommand {
+                db: 0,
+                guards: Vec::new(),
+                ops: vec![RedisOp::SwapDb { a, b }],
+            })
+        };
+        state.apply(2, 0, swap(0, 3));
+        let anything = Guard::AbsentSince(watched_at);
+        assert!(!watched_set(&mut state, 3, b"anything", anything));
+
+        // Two empty databases swapped: nothing came or went.
+        let mut empty = State::default();
+        let watched_at = empty.revision();
+        empty.apply(1, 0, swap(1, 2));
+        let anything = Guard::AbsentSince(watched_at);
+        assert!(watched_set(&mut empty, 2, b"anything", anything));
+    }
+
+    #[test]
+    fn a_watched_absent_key_set_with_a_ttl_that_ran_out_fails_its_guard() {
+        let mut state = State::default();
+        let watched_at = state.revision();
+        let with_ttl = Command::Put {
+            key: Bytes::from_static(b"ghost"),
+            value: Bytes::from_static(b"briefly"),
+            expires_at_ms: 50,
+            guard: Guard::None,
+        };
+        state.apply(1, 0, with_ttl);
+        // At 100 ms the entry has expired but is not swept: absent to reads.
+        assert!(state.get(0, b"ghost", 100).is_none());
+        let command = Command::Redis(RedisCommand {
             db: 0,
-            guards: Vec::new(),
-            ops: vec![RedisOp::SwapDb { a: 0, b: 3 }],
+            guards: vec![(Bytes::from_static(b"ghost"), Guard::AbsentSince(watched_at))],
+            ops: Vec::new(),
         });
-        state.apply(1, 0, swap);
-        assert!(!watched_set(
-            &mut state,
-            2,
-            b"anything",
-            Guard::AbsentSince(watched_at)
-        ));
+        assert!(!state.apply(2, 100, command).succeeded);
     }
 
     #[test]

@@ -77,8 +77,11 @@ pub struct SimReport {
     pub verdicts: BTreeMap<String, KeyVerdict>,
     /// The faults injected, in order, with the time since the start.
     pub faults: Vec<String>,
-    /// Writes that a client saw acknowledged.
+    /// Writes the workload's clients saw take effect (puts, deletes and
+    /// compare-and-swaps that succeeded).
     pub acknowledged_writes: usize,
+    /// Reads the workload's clients saw answered (not the final reads).
+    pub acknowledged_reads: usize,
     /// Messages the network delivered and lost.
     pub delivered: u64,
     pub lost: u64,
@@ -358,7 +361,10 @@ impl Cluster {
         fs.restart();
         let options = cluster_options(id, &self.peers());
         let transport: Arc<dyn PeerTransport> = Arc::new(self.network.clone());
-        let node = ClusterNode::start_on(Arc::new(fs), &dir, options, Some(transport))
+        // The process's own handle: after a power cut, nothing it left
+        // running can touch the disk the next process uses.
+        let disk = Arc::new(fs.for_this_process());
+        let node = ClusterNode::start_on(disk, &dir, options, Some(transport))
             .await
             .map_err(|error| format!("starting node {id}: {error}"))?;
         self.network.attach(&node);
@@ -370,14 +376,14 @@ impl Cluster {
     /// Cuts node `id`'s power: what it had not synced is lost, its last
     /// unsynced write may be torn, and nothing it still holds reaches the
     /// disk again.
-    async fn power_cut(&self, id: NodeId, rng: &mut StdRng) {
+    async fn power_cut(&self, id: NodeId, rng: &mut StdRng) -> Result<(), String> {
         let (fs, running) = {
             let mut slots = self.slots.lock();
             let slot = &mut slots[(id - 1) as usize];
             (slot.fs.clone(), slot.running.take())
         };
         let Some((node, front)) = running else {
-            return;
+            return Ok(());
         };
         fs.crash(rng.random_bool(0.5));
         self.network.detach(id);
@@ -389,9 +395,13 @@ impl Cluster {
         let weak = Arc::downgrade(&node);
         drop(node);
         let deadline = Instant::now() + Duration::from_secs(5);
-        while weak.strong_count() > 0 && Instant::now() < deadline {
+        while weak.strong_count() > 0 {
+            if Instant::now() >= deadline {
+                return Err(format!("node {id} still ran 5 s after its power cut"));
+            }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        Ok(())
     }
 
     /// Adds a stopping node's counters to the run's.
@@ -599,13 +609,94 @@ async fn nemesis(cluster: Arc<Cluster>, seed: u64, deadline: Instant) -> Result<
                     cluster.note(format!("restart node {down}"));
                 } else {
                     let node = ids[rng.random_range(0..ids.len())];
-                    cluster.power_cut(node, &mut rng).await;
+                    cluster.power_cut(node, &mut rng).await?;
                     cluster.note(format!("power-cut node {node}"));
                 }
             }
         }
     }
     Ok(())
+}
+
+/// Cuts one follower off and writes until every other node has purged its
+/// log past where that follower stopped (at least 150 writes, at most 1,000),
+/// then heals: the follower must catch up from a snapshot streamed to it, so
+/// every run sends and installs one. The writes are in the history like any
+/// client's.
+async fn lag_one_node_past_the_log(
+    cluster: &Cluster,
+    client_id: u64,
+) -> Result<Vec<Operation>, String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let leader = loop {
+        if let Some(leader) = cluster.leader() {
+            break leader;
+        }
+        if Instant::now() >= deadline {
+            return Err("no leader after the faults healed".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let running = cluster.running();
+    let node = |wanted: NodeId| {
+        running
+            .iter()
+            .find(|(id, _, _)| *id == wanted)
+            .map(|(_, node, front)| (node.clone(), front.clone()))
+    };
+    let Some(lagging) = running
+        .iter()
+        .map(|(id, _, _)| *id)
+        .find(|&id| id != leader)
+    else {
+        return Ok(Vec::new());
+    };
+    let (leader_node, front) = node(leader).ok_or("the leader stopped")?;
+    let (lagging_node, _) = node(lagging).ok_or("the follower stopped")?;
+    cluster.network.isolate(lagging, &cluster.ids());
+    let stopped_at = lagging_node.status().last_log_index;
+    let mut history = Vec::new();
+    // Any other node may lead after the restarts that follow, so each must
+    // have purged past the lagging one.
+    let others: Vec<Arc<ClusterNode>> = running
+        .iter()
+        .filter(|(id, _, _)| *id != lagging)
+        .map(|(_, node, _)| node.clone())
+        .collect();
+    for sequence in 0..1_000 {
+        let purged = others
+            .iter()
+            .map(|node| node.status().purged_index)
+            .min()
+            .unwrap_or(0);
+        if (sequence >= 150 && purged > stopped_at) || Instant::now() >= deadline {
+            break;
+        }
+        let key = format!("k{}", sequence % cluster.options.keys);
+        let value = format!("lag-{sequence}");
+        let invoked_ns = cluster.started.elapsed().as_nanos() as u64;
+        let command = Command::put(key.clone().into_bytes(), value.clone().into_bytes());
+        let result = submit(&front, command).await;
+        history.push(Operation {
+            client: client_id,
+            key,
+            action: Action::Put { value },
+            invoked_ns,
+            completed_ns: result
+                .as_ref()
+                .map(|_| cluster.started.elapsed().as_nanos() as u64),
+            revision: result.flatten().map(|outcome| outcome.revision),
+            endpoint: format!("node {leader}"),
+        });
+    }
+    cluster.note(format!(
+        "isolated node {lagging} (at index {stopped_at}) while {} writes went in; the leader purged its log to {}",
+        history.len(),
+        leader_node.status().purged_index
+    ));
+    cluster.network.heal();
+    cluster.note("heal every link".into());
+    Ok(history)
 }
 
 /// Waits until a leader is known and every node has applied all the
@@ -758,9 +849,14 @@ pub async fn run(options: SimOptions) -> Result<SimReport, String> {
         loss: 0.0,
         max_delay_ms: 2,
     });
+    for down in cluster.down() {
+        cluster.start(down).await?;
+        cluster.note(format!("restart node {down}"));
+    }
+    history.extend(lag_one_node_past_the_log(&cluster, options.clients + 2_000).await?);
     let mut rng = StdRng::seed_from_u64(seed ^ 0x0070_6f77_6572);
     for id in cluster.ids() {
-        cluster.power_cut(id, &mut rng).await;
+        cluster.power_cut(id, &mut rng).await?;
     }
     cluster.note("power-cut every node at once".into());
     for id in cluster.ids() {
@@ -778,9 +874,20 @@ pub async fn run(options: SimOptions) -> Result<SimReport, String> {
             cluster.keep_counters(&node);
         }
     }
+    let acknowledged = |op: &&Operation| op.completed_ns.is_some() && op.client < options.clients;
     let acknowledged_writes = history
         .iter()
-        .filter(|op| op.completed_ns.is_some() && !matches!(op.action, Action::Get { .. }))
+        .filter(acknowledged)
+        .filter(|op| match op.action {
+            Action::Put { .. } | Action::Delete => true,
+            Action::Cas { succeeded, .. } => succeeded,
+            Action::Get { .. } => false,
+        })
+        .count();
+    let acknowledged_reads = history
+        .iter()
+        .filter(acknowledged)
+        .filter(|op| matches!(op.action, Action::Get { .. }))
         .count();
     let verdicts = check_all(&history, 2_000_000);
     let faults = std::mem::take(&mut *cluster.faults.lock());
@@ -790,6 +897,7 @@ pub async fn run(options: SimOptions) -> Result<SimReport, String> {
         verdicts,
         faults,
         acknowledged_writes,
+        acknowledged_reads,
         delivered: network
             .links
             .delivered

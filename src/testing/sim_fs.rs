@@ -100,6 +100,10 @@ struct State {
 #[derive(Clone)]
 pub struct SimFs {
     state: Arc<Mutex<State>>,
+    /// Set on a handle given to one simulated process
+    /// ([`SimFs::for_this_process`]): the disk's generation when it was made.
+    /// After a crash every call through it fails, as the process is gone.
+    pinned: Option<u64>,
 }
 
 fn not_found(path: &Path) -> io::Error {
@@ -214,6 +218,7 @@ impl State {
 impl SimFs {
     pub fn new(seed: u64) -> Self {
         SimFs {
+            pinned: None,
             state: Arc::new(Mutex::new(State {
                 rng: StdRng::seed_from_u64(seed),
                 inodes: HashMap::new(),
@@ -227,6 +232,26 @@ impl SimFs {
                 operations: 0,
                 planned: None,
             })),
+        }
+    }
+
+    /// A handle for one process started now: once the power is cut, every
+    /// call through it fails, even after [`SimFs::restart`] lets a new
+    /// process in; so a task the dead process left running cannot touch what
+    /// the new one sees.
+    pub fn for_this_process(&self) -> SimFs {
+        SimFs {
+            state: self.state.clone(),
+            pinned: Some(self.state.lock().generation),
+        }
+    }
+
+    /// The state, if this handle's process is still alive.
+    fn live(&self) -> io::Result<parking_lot::MutexGuard<'_, State>> {
+        let state = self.state.lock();
+        match self.pinned {
+            Some(generation) if generation != state.generation => Err(dead_error()),
+            _ => Ok(state),
         }
     }
 
@@ -292,7 +317,7 @@ impl SimFs {
         path: &Path,
         durable_writes: bool,
     ) -> io::Result<Box<dyn WritableFile>> {
-        let state = self.state.lock();
+        let state = self.live()?;
         if state.dead {
             return Err(dead_error());
         }
@@ -417,7 +442,7 @@ impl Drop for SimLock {
 
 impl FileSystem for SimFs {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        let mut state = self.state.lock();
+        let mut state = self.live()?;
         if state.dead {
             return Err(dead_error());
         }
@@ -428,7 +453,7 @@ impl FileSystem for SimFs {
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        let state = self.state.lock();
+        let state = self.live()?;
         if state.dead {
             return Err(dead_error());
         }
@@ -437,7 +462,7 @@ impl FileSystem for SimFs {
     }
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
-        let state = self.state.lock();
+        let state = self.live()?;
         if state.dead {
             return Err(dead_error());
         }
@@ -450,7 +475,7 @@ impl FileSystem for SimFs {
     }
 
     fn create(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
-        let mut state = self.state.lock();
+        let mut state = self.live()?;
         state.begin()?;
         if state.faults.fail_writes {
             return Err(eio());
@@ -481,7 +506,7 @@ impl FileSystem for SimFs {
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        let mut state = self.state.lock();
+        let mut state = self.live()?;
         state.begin()?;
         let id = state.lookup(from)?;
         let (from_dir, from_name) = split(from)?;
@@ -492,7 +517,7 @@ impl FileSystem for SimFs {
     }
 
     fn remove(&self, path: &Path) -> io::Result<()> {
-        let mut state = self.state.lock();
+        let mut state = self.live()?;
         state.begin()?;
         let (dir, name) = split(path)?;
         state
@@ -504,7 +529,7 @@ impl FileSystem for SimFs {
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        let mut state = self.state.lock();
+        let mut state = self.live()?;
         state.begin()?;
         if state.faults.fail_syncs {
             return Err(eio());
@@ -515,7 +540,7 @@ impl FileSystem for SimFs {
     }
 
     fn lock_dir(&self, dir: &Path) -> io::Result<Box<dyn DirLock>> {
-        let mut state = self.state.lock();
+        let mut state = self.live()?;
         if state.dead {
             return Err(dead_error());
         }
