@@ -143,7 +143,7 @@ impl HttpMetrics {
 
 fn render_cluster(out: &mut String, cluster: &ClusterNode) {
     let status = cluster.status();
-    let gauges: [(&str, &str, u64); 6] = [
+    let gauges: [(&str, &str, u64); 7] = [
         ("walrus_raft_term", "The current Raft term.", status.term),
         (
             "walrus_raft_leader_id",
@@ -169,6 +169,11 @@ fn render_cluster(out: &mut String, cluster: &ClusterNode) {
             "walrus_raft_snapshot_index",
             "The last log index the newest snapshot covers.",
             status.snapshot_index,
+        ),
+        (
+            "walrus_raft_purged_index",
+            "The log is purged up to this index; a follower behind it needs a snapshot.",
+            status.purged_index,
         ),
     ];
     for (name, help, value) in gauges {

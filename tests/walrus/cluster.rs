@@ -582,6 +582,31 @@ fn a_wiped_node_rejoins_under_a_new_id_from_a_snapshot() {
         .expect("answer");
         assert_eq!(reply.status, 200, "{}", reply.text());
     }
+    // The leader's /metrics shows its snapshot and how far its log is purged.
+    let leader = cluster.wait_for_leader(Duration::from_secs(10));
+    let metrics = http(cluster.node(leader).http, "GET", "/metrics", b"").expect("answer");
+    let metrics = metrics.text();
+    let gauge = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix(name)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{metrics}"))
+    };
+    assert_eq!(gauge("walrus_raft_is_leader"), 1);
+    assert_eq!(gauge("walrus_raft_leader_id"), leader);
+    assert!(gauge("walrus_raft_applied_index") >= 300);
+    assert!(gauge("walrus_raft_snapshot_index") > 0);
+    assert!(
+        gauge("walrus_raft_purged_index") > 0,
+        "the log behind the snapshot is purged"
+    );
+    assert!(metrics.contains("walrus_raft_follower_lag_entries{follower="));
     // Node 3's disk is lost; it is replaced by a node 4 with an empty one.
     cluster.node_mut(3).kill();
     std::fs::remove_dir_all(&cluster.node(3).dir).expect("wipe");
