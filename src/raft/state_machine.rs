@@ -54,7 +54,8 @@ impl SnapshotData {
         })
     }
 
-    /// Bytes already in memory (tests, fuzzing).
+    /// Bytes already in memory.
+    #[cfg(test)]
     pub fn from_bytes(data: Vec<u8>) -> SnapshotData {
         SnapshotData {
             reader: Box::new(io::Cursor::new(data)),
@@ -87,6 +88,15 @@ struct RaftSnapshotMeta {
     removals: Vec<(u8, u16, u64)>,
 }
 
+impl From<RaftSnapshotMeta> for SnapshotMeta {
+    fn from(meta: RaftSnapshotMeta) -> SnapshotMeta {
+        SnapshotMeta {
+            last_log_id: meta.last_log_id,
+            last_membership: meta.last_membership,
+        }
+    }
+}
+
 /// The extra block as snapshots written before the removal log had it.
 #[derive(Deserialize)]
 struct RaftSnapshotMetaV1 {
@@ -103,7 +113,7 @@ struct Inner {
     /// snapshot file this machine loaded, built or installed last, with its
     /// Raft metadata (the one sent to followers). Only files checked whole
     /// get here, never merely the newest name in the directory.
-    snapshot_lock: Mutex<Option<(PathBuf, RaftSnapshotMeta)>>,
+    snapshot_lock: Mutex<Option<(PathBuf, SnapshotMeta)>>,
     /// Numbers the incoming snapshot files of this process.
     transfers: std::sync::atomic::AtomicU64,
 }
@@ -130,7 +140,7 @@ impl StateMachine {
                     "loaded the newest snapshot"
                 );
                 let applied = (meta.last_log_id, meta.last_membership.clone());
-                (state, applied, Some((path, meta)))
+                (state, applied, Some((path, meta.into())))
             }
             None => (
                 State::default().with_revision_is_seq(),
@@ -208,21 +218,15 @@ impl StateMachine {
         self.inner.state.write().thaw();
         let path = written.map_err(io_error)?;
         let data = SnapshotData::open(&*self.inner.fs, &path)?;
-        *current = Some((
-            path,
-            RaftSnapshotMeta {
-                last_log_id,
-                last_membership: last_membership.clone(),
-                removals: Vec::new(),
-            },
-        ));
+        let meta = SnapshotMeta {
+            last_log_id,
+            last_membership,
+        };
+        *current = Some((path, meta.clone()));
         self.remove_snapshots_before(index);
         tracing::info!(index, keys = point.entry_count, "built a snapshot");
         Ok(Snapshot {
-            meta: SnapshotMeta {
-                last_log_id,
-                last_membership,
-            },
+            meta,
             snapshot: data,
         })
     }
@@ -263,8 +267,8 @@ impl StateMachine {
         let mut current = self.inner.snapshot_lock.lock();
         let index = meta.last_log_id.map_or(0, |id| id.index);
         let final_path = self.inner.dir.join(snapshot_file_name(index));
-        let (state, file_meta) = self.place(index, data, &final_path, meta.last_log_id)?;
-        *current = Some((final_path, file_meta));
+        let state = self.place(index, data, &final_path, meta.last_log_id)?;
+        *current = Some((final_path, meta.clone()));
         let mut state = state;
         let mut current = self.inner.state.write();
         // Watchers stay attached; what the snapshot skipped over is unknown to
@@ -292,7 +296,7 @@ impl StateMachine {
         mut data: SnapshotData,
         final_path: &Path,
         expected: Option<LogId>,
-    ) -> io::Result<(State, RaftSnapshotMeta)> {
+    ) -> io::Result<State> {
         let fs = &*self.inner.fs;
         let (source, mut copy) = match data.received.take() {
             Some(received) => (received, None),
@@ -344,7 +348,7 @@ impl StateMachine {
         };
         fs.rename(&source, final_path)?;
         fs.sync_dir(&self.inner.dir)?;
-        Ok(decoded)
+        Ok(decoded.0)
     }
 
     /// The snapshot this machine loaded, built or installed last, opened
@@ -356,10 +360,7 @@ impl StateMachine {
             return Ok(None);
         };
         Ok(Some(Snapshot {
-            meta: SnapshotMeta {
-                last_log_id: meta.last_log_id,
-                last_membership: meta.last_membership.clone(),
-            },
+            meta: meta.clone(),
             snapshot: SnapshotData::open(&*self.inner.fs, path)?,
         }))
     }
@@ -587,14 +588,12 @@ mod tests {
         StateMachine::open(fs, Path::new(dir), Default::default()).expect("open")
     }
 
-    /// A machine with `keys` keys of 3 KiB values applied, so its snapshot
-    /// spans several read pieces.
-    async fn filled(fs: &SimFs, keys: u64) -> StateMachine {
-        let mut machine = open(fs, "/leader");
-        let entries: Vec<io::Result<EntryResponder<TypeConfig>>> = (1..=keys)
-            .map(|index| {
+    /// Applies `commands` as the entries from index `first` on.
+    async fn apply(machine: &mut StateMachine, first: u64, commands: Vec<Command>) {
+        let entries: Vec<io::Result<EntryResponder<TypeConfig>>> = (first..)
+            .zip(commands)
+            .map(|(index, command)| {
                 let mut payload = Vec::new();
-                let command = Command::put(format!("key-{index:05}"), vec![b'v'; 3000]);
                 encode_payload(&mut payload, 0, &command);
                 let entry = Entry {
                     log_id: openraft::testing::log_id::<TypeConfig>(1, 1, index),
@@ -607,6 +606,16 @@ mod tests {
             .apply(futures::stream::iter(entries))
             .await
             .expect("apply");
+    }
+
+    /// A machine with `keys` keys of 3 KiB values applied, so its snapshot
+    /// spans several read pieces.
+    async fn filled(fs: &SimFs, keys: u64) -> StateMachine {
+        let mut machine = open(fs, "/leader");
+        let puts = (1..=keys)
+            .map(|index| Command::put(format!("key-{index:05}"), vec![b'v'; 3000]))
+            .collect();
+        apply(&mut machine, 1, puts).await;
         machine
     }
 
@@ -735,22 +744,10 @@ mod tests {
     async fn the_removal_log_travels_in_the_snapshot_so_replicas_judge_watches_alike() {
         let fs = SimFs::new(5);
         let mut leader = filled(&fs, 20).await;
-        let deletes: Vec<io::Result<EntryResponder<TypeConfig>>> = (21..=25)
-            .map(|index| {
-                let mut payload = Vec::new();
-                let key = format!("key-{:05}", index - 20);
-                encode_payload(&mut payload, 0, &Command::delete(key));
-                let entry = Entry {
-                    log_id: openraft::testing::log_id::<TypeConfig>(1, 1, index),
-                    payload: EntryPayload::Normal(Proposal { payload }),
-                };
-                Ok((entry, None))
-            })
+        let deletes = (1..=5)
+            .map(|index| Command::delete(format!("key-{index:05}")))
             .collect();
-        leader
-            .apply(futures::stream::iter(deletes))
-            .await
-            .expect("apply");
+        apply(&mut leader, 21, deletes).await;
         let removals = leader.state().read().removals().clone();
         assert!(!removals.to_sparse().is_empty());
         let built = leader.build_snapshot().await.expect("build");

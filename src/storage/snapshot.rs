@@ -498,33 +498,6 @@ pub fn read_snapshot_with_extra(
         .map_err(|error| snapshot_file_error(path, error))
 }
 
-/// Reads only as much of the snapshot at `path` as its header and extra block
-/// take (its entries are not read, so their checksum is not checked).
-pub fn read_snapshot_head(fs: &dyn FileSystem, path: &Path) -> Result<(SnapshotMeta, Vec<u8>)> {
-    use std::io::Read as _;
-    let mut file = fs.open_read(path).map_err(|err| Error::io(path, err))?;
-    let mut check = SnapshotStreamCheck::new();
-    let mut piece = vec![0; 64 << 10];
-    loop {
-        if let Some((meta, extra)) = check.head() {
-            return Ok((meta, extra.to_vec()));
-        }
-        let read = loop {
-            match file.read(&mut piece) {
-                Ok(read) => break read,
-                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(err) => return Err(Error::io(path, err)),
-            }
-        };
-        if read == 0 {
-            return Err(snapshot_file_error(path, SnapshotError::Footer));
-        }
-        check
-            .push(&piece[..read])
-            .map_err(|error| snapshot_file_error(path, error))?;
-    }
-}
-
 /// Streams entries into a temporary file and publishes it atomically.
 pub struct SnapshotWriter<'a> {
     fs: &'a dyn FileSystem,
