@@ -34,6 +34,10 @@ pub struct ServeOptions {
     pub sweep: SweepConfig,
     /// Serve a replica of a Raft cluster instead of a single store.
     pub cluster: Option<ClusterOptions>,
+    /// The cluster member a durable single store becomes when asked to add
+    /// a learner (`walrus cluster add-learner` sent to it); `None` keeps it
+    /// a single store.
+    pub growth: Option<ClusterOptions>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,87 +55,60 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
-/// The opened store, durable or not, so that shutdown can close it properly.
-pub enum OpenStore {
-    Durable(Arc<DurableStore>),
-    Memory(Arc<MemStore>),
-    Replica(Arc<ClusterNode>),
+/// Opens what `options` asks for and returns the node the front ends serve:
+/// a cluster replica (which starts Raft, so this runs on the async runtime),
+/// an in-memory store, or a durable single store that may later grow into a
+/// cluster. `http` is the bound HTTP address, which a single store that grows
+/// advertises to its peers unless `--advertise` names another.
+pub async fn open_node(options: &ServeOptions, http: SocketAddr) -> Result<Node, Error> {
+    if let Some(cluster) = &options.cluster {
+        let node = ClusterNode::start(&options.data_dir, cluster.clone()).await?;
+        tracing::info!(
+            node_id = cluster.node_id,
+            data_dir = %options.data_dir.display(),
+            "serving a cluster replica"
+        );
+        return Ok(Node::replicated(node));
+    }
+    if options.in_memory {
+        tracing::info!("serving an in-memory store: nothing is persisted");
+        return Ok(Node::local(Arc::new(MemStore::new())));
+    }
+    let store = open_durable(options)?;
+    Ok(match &options.growth {
+        Some(plan) => {
+            let mut plan = plan.clone();
+            if plan.advertise == options.listen {
+                plan.advertise = http.to_string();
+            }
+            Node::growable(store, plan)
+        }
+        None => Node::local(Arc::new(store)),
+    })
 }
 
-impl OpenStore {
-    /// Opens what `options` asks for; a replica starts Raft, so this runs on
-    /// the async runtime.
-    pub async fn open_any(options: &ServeOptions) -> Result<OpenStore, Error> {
-        match &options.cluster {
-            Some(cluster) => {
-                let node = ClusterNode::start(&options.data_dir, cluster.clone()).await?;
-                tracing::info!(
-                    node_id = cluster.node_id,
-                    data_dir = %options.data_dir.display(),
-                    "serving a cluster replica"
-                );
-                Ok(OpenStore::Replica(node))
-            }
-            None => OpenStore::open(options),
-        }
+fn open_durable(options: &ServeOptions) -> Result<DurableStore, Error> {
+    let started = std::time::Instant::now();
+    let store = DurableStore::open(&options.data_dir, options.store.clone())?;
+    let report = store.recovery_report();
+    let snapshot = match (report.snapshot_seq, report.snapshot_keys) {
+        (Some(seq), Some(keys)) => format!("a snapshot at record {seq} with {keys} keys"),
+        _ => "no snapshot".to_string(),
+    };
+    tracing::info!(
+        "recovered {} in {} ms: {snapshot}, then {} records from {} log segments; \
+         {} keys at revision {}",
+        options.data_dir.display(),
+        started.elapsed().as_millis(),
+        report.records_replayed,
+        report.segments_read,
+        store.len(),
+        store.revision()
+    );
+    for note in &report.notes {
+        tracing::info!(note = %note, "recovery");
     }
-
-    pub fn open(options: &ServeOptions) -> Result<OpenStore, Error> {
-        if options.in_memory {
-            tracing::info!("serving an in-memory store: nothing is persisted");
-            return Ok(OpenStore::Memory(Arc::new(MemStore::new())));
-        }
-        let started = std::time::Instant::now();
-        let store = DurableStore::open(&options.data_dir, options.store.clone())?;
-        let report = store.recovery_report();
-        let snapshot = match (report.snapshot_seq, report.snapshot_keys) {
-            (Some(seq), Some(keys)) => format!("a snapshot at record {seq} with {keys} keys"),
-            _ => "no snapshot".to_string(),
-        };
-        tracing::info!(
-            "recovered {} in {} ms: {snapshot}, then {} records from {} log segments; \
-             {} keys at revision {}",
-            options.data_dir.display(),
-            started.elapsed().as_millis(),
-            report.records_replayed,
-            report.segments_read,
-            store.len(),
-            store.revision()
-        );
-        for note in &report.notes {
-            tracing::info!(note = %note, "recovery");
-        }
-        Ok(OpenStore::Durable(Arc::new(store)))
-    }
-
-    /// The node the front ends serve.
-    pub fn node(&self) -> Node {
-        match self {
-            OpenStore::Durable(store) => Node::local(store.clone()),
-            OpenStore::Memory(store) => Node::local(store.clone()),
-            OpenStore::Replica(cluster) => Node::replicated(cluster.clone()),
-        }
-    }
-
-    /// Stops Raft on a replica (its log writer syncs and stops).
-    pub async fn stop_replication(&self) {
-        if let OpenStore::Replica(cluster) = self {
-            cluster.shutdown().await;
-        }
-    }
-
-    /// Syncs and releases the directory; call once every other handle is gone.
-    pub fn close(self) -> Result<(), Error> {
-        match self {
-            OpenStore::Durable(store) => match Arc::try_unwrap(store) {
-                Ok(store) => store.close(),
-                // Still shared (a task outlived the grace period): dropping the
-                // last handle closes it.
-                Err(_) => Ok(()),
-            },
-            OpenStore::Memory(_) | OpenStore::Replica(_) => Ok(()),
-        }
-    }
+    Ok(store)
 }
 
 /// Binds the listener; separate from [`run`] so callers can learn the port.

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use clap::{Args, Parser, Subcommand};
 use walrus::bench::store::{StoreBenchConfig, run as run_store_bench};
 use walrus::http::HttpConfig;
-use walrus::server::{OpenStore, ServeOptions, bind_all, run as run_server, termination_signal};
+use walrus::server::{ServeOptions, bind_all, open_node, run as run_server, termination_signal};
 use walrus::storage::{RecoveryMode, WalOptions};
 use walrus::store::{FsyncPolicy, SnapshotPolicy, StoreOptions};
 
@@ -251,6 +251,8 @@ enum ClusterCommand {
         client: ClientArgs,
     },
     /// Add a node as a learner (it receives the log, does not vote): ID=HOST:PORT.
+    /// Sent to a single node (started without --node-id), it first makes that
+    /// node node 1 of a new cluster, in place and while it serves.
     AddLearner {
         node: String,
         #[command(flatten)]
@@ -393,7 +395,9 @@ struct ServeArgs {
     #[arg(long, requires = "tls_cert")]
     peer_cacert: Option<PathBuf>,
     /// Run as node ID of a Raft cluster. Without --peers the node waits to be
-    /// added to an existing cluster (`walrus cluster add-learner`).
+    /// added to an existing cluster (`walrus cluster add-learner`). Without
+    /// --node-id, a directory with a MEMBER file is served as the node it
+    /// names, and any other is a single store.
     #[arg(long)]
     node_id: Option<u64>,
     /// The initial members, ID=HOST:PORT,... (their --listen addresses), the
@@ -466,6 +470,7 @@ impl ServeArgs {
             persistent: !self.in_memory,
             data_dir: (!self.in_memory).then(|| self.data_dir.clone()),
         };
+        let (cluster, growth) = self.cluster_and_growth()?;
         Ok(ServeOptions {
             listen: self.listen.clone(),
             resp_listen: self.resp_listen.clone(),
@@ -506,21 +511,63 @@ impl ServeArgs {
                 ..HttpConfig::default()
             },
             tls: self.tls_cert.clone().zip(self.tls_key.clone()),
-            cluster: self.cluster_options()?,
+            cluster,
+            growth,
         })
     }
 
-    fn cluster_options(&self) -> Result<Option<walrus::raft::ClusterOptions>> {
-        let Some(node_id) = self.node_id else {
-            return Ok(None);
-        };
-        anyhow::ensure!(
-            !self.in_memory,
-            "a cluster node needs a data directory, not --in-memory"
-        );
+    /// The cluster member to serve (`--node-id`, or the one the data
+    /// directory's MEMBER file names), else the member a durable single
+    /// store becomes if it is asked to add a learner.
+    #[allow(clippy::type_complexity)]
+    fn cluster_and_growth(
+        &self,
+    ) -> Result<(
+        Option<walrus::raft::ClusterOptions>,
+        Option<walrus::raft::ClusterOptions>,
+    )> {
+        if self.in_memory {
+            anyhow::ensure!(
+                self.node_id.is_none(),
+                "a cluster node needs a data directory, not --in-memory"
+            );
+            return Ok((None, None));
+        }
+        let member = walrus::raft::member::read(&walrus::storage::StdFs, &self.data_dir)?;
+        if let (Some(flag), Some(member)) = (self.node_id, &member) {
+            anyhow::ensure!(
+                flag == member.node_id,
+                "{} holds the data of cluster node {}, not --node-id {flag}",
+                self.data_dir.display(),
+                member.node_id
+            );
+        }
+        match (self.node_id, member) {
+            (Some(node_id), _) => Ok((Some(self.cluster_options(node_id, None)?), None)),
+            (None, Some(member)) => {
+                tracing::info!(
+                    "{} holds the data of cluster node {} (its MEMBER file): serving it as that node",
+                    self.data_dir.display(),
+                    member.node_id
+                );
+                let options = self.cluster_options(member.node_id, Some(member.advertise))?;
+                Ok((Some(options), None))
+            }
+            (None, None) => Ok((None, Some(self.cluster_options(1, None)?))),
+        }
+    }
+
+    /// The settings of cluster node `node_id`; it advertises --advertise,
+    /// else `recorded` (its MEMBER file's address), else --listen.
+    fn cluster_options(
+        &self,
+        node_id: u64,
+        recorded: Option<String>,
+    ) -> Result<walrus::raft::ClusterOptions> {
         let advertise = self
             .advertise
             .clone()
+            .or(recorded)
             .unwrap_or_else(|| self.listen.clone());
         let mut options = walrus::raft::ClusterOptions::new(node_id, advertise);
         if let Some(peers) = &self.peers {
@@ -557,7 +604,7 @@ impl ServeArgs {
                 .with_context(|| format!("--peer-cacert {}", ca_file.display()))?;
             options.peer_tls = Some(walrus::raft::network::PeerTls(connector));
         }
-        Ok(Some(options))
+        Ok(options)
     }
 }
 
@@ -1346,20 +1393,20 @@ fn serve(args: &ServeArgs) -> Result<ExitCode> {
             None => String::new(),
         }
     );
-    let store = runtime.block_on(OpenStore::open_any(&options))?;
-    let served = runtime.block_on(async {
+    let http_address = listeners.http.local_addr()?;
+    let node = runtime.block_on(open_node(&options, http_address))?;
+    let (served, closed) = runtime.block_on(async {
         let (stop, stopped) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             termination_signal().await;
             tracing::info!("shutting down: finishing in-flight requests");
             let _ = stop.send(true);
         });
-        let served = run_server(listeners, store.node(), &options, stopped).await;
-        store.stop_replication().await;
-        served
+        let served = run_server(listeners, node.clone(), &options, stopped).await;
+        let closed = node.stop().await;
+        (served, closed)
     });
     runtime.shutdown_timeout(Duration::from_secs(1));
-    let closed = store.close();
     served?;
     closed?;
     tracing::info!("stopped cleanly; the data directory is unlocked");

@@ -23,11 +23,15 @@ pub const RAFT_PREFIX: &str = "/raft/";
 pub const CLUSTER_PREFIX: &str = "/cluster/";
 pub const FAULT_PREFIX: &str = "/fault/";
 
+const NO_CLUSTER: &str = "this node is not part of a cluster (start it with --node-id and --peers, \
+     or grow a single store: `walrus cluster add-learner` sent to it)";
+
 fn no_cluster() -> HttpResponse {
-    text(
-        StatusCode::NOT_FOUND,
-        "this node is not part of a cluster (start it with --node-id and --peers)",
-    )
+    text(StatusCode::NOT_FOUND, NO_CLUSTER)
+}
+
+fn no_cluster_error() -> crate::Error {
+    crate::Error::InvalidArgument(NO_CLUSTER.into())
 }
 
 /// Serves `/raft/{message}`: the body is read (up to its bound) and handed to
@@ -77,11 +81,14 @@ fn refusal(refused: PeerRefusal) -> HttpResponse {
     text(status, refused.to_string())
 }
 
-/// Serves `/cluster/{status,add-learner,promote,remove}`.
+/// Serves `/cluster/{status,add-learner,promote,remove}`. On a single
+/// store, `add-learner` first makes it a cluster's only voter (see
+/// `node::Node::add_learner`); the rest need a cluster member.
 pub async fn cluster(app: &App, action: &str, request: Request<Incoming>) -> HttpResponse {
-    let Some(cluster) = app.node.cluster() else {
+    let cluster = app.node.cluster();
+    if cluster.is_none() && action != "add-learner" {
         return no_cluster();
-    };
+    }
     let method = request.method().clone();
     let query = request.uri().query().unwrap_or("").to_string();
     let params = match parse_query(&query) {
@@ -95,8 +102,12 @@ pub async fn cluster(app: &App, action: &str, request: Request<Incoming>) -> Htt
     };
     let id = || param("id").and_then(|id| id.parse::<NodeId>().ok());
     let missing_id = || text(StatusCode::BAD_REQUEST, "id=NODE_ID (a number) is required");
+    let member = || cluster.clone().ok_or_else(no_cluster_error);
     let result = match (action, method) {
         ("status", Method::GET | Method::HEAD) => {
+            let Some(cluster) = &cluster else {
+                return no_cluster();
+            };
             return match serde_json::to_vec_pretty(&cluster.status()) {
                 Ok(json) => body(StatusCode::OK, "application/json", Bytes::from(json)),
                 Err(error) => text(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
@@ -110,14 +121,20 @@ pub async fn cluster(app: &App, action: &str, request: Request<Incoming>) -> Htt
             let Some(address) = param("addr") else {
                 return text(StatusCode::BAD_REQUEST, "addr=HOST:PORT is required");
             };
-            cluster.add_learner(id, address).await
+            app.node.add_learner(id, address).await
         }
         ("promote", Method::POST) => match id() {
-            Some(id) => cluster.promote(id).await,
+            Some(id) => match member() {
+                Ok(cluster) => cluster.promote(id).await,
+                Err(error) => Err(error),
+            },
             None => return missing_id(),
         },
         ("remove", Method::POST) => match id() {
-            Some(id) => cluster.remove(id).await,
+            Some(id) => match member() {
+                Ok(cluster) => cluster.remove(id).await,
+                Err(error) => Err(error),
+            },
             None => return missing_id(),
         },
         ("add-learner" | "promote" | "remove", _) => return method_not_allowed("POST"),
@@ -152,7 +169,8 @@ pub async fn fault(app: &App, action: &str, request: Request<Incoming>) -> HttpR
     if action == "clock" {
         return fault_clock(&request);
     }
-    let Some(faults) = app.node.cluster().and_then(|cluster| cluster.faults()) else {
+    let cluster = app.node.cluster();
+    let Some(faults) = cluster.as_ref().and_then(|cluster| cluster.faults()) else {
         return text(
             StatusCode::NOT_FOUND,
             "the partition switch exists only on a cluster node (--node-id)",

@@ -135,7 +135,7 @@ impl HttpMetrics {
         }
         render_store(&mut out, store);
         if let Some(cluster) = node.cluster() {
-            render_cluster(&mut out, cluster);
+            render_cluster(&mut out, &cluster);
         }
         out
     }

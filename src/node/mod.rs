@@ -9,15 +9,19 @@
 //! reach a leader or a quorum are one error, [`crate::Error::Unavailable`],
 //! which HTTP maps to `503` and RESP to `-CLUSTERDOWN`.
 
+mod grow;
 mod replicated;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::error::Result;
-use crate::raft::ClusterNode;
-use crate::store::KvStore;
+use arc_swap::ArcSwapOption;
 
+use crate::error::{Error, Result};
+use crate::raft::{ClusterNode, ClusterOptions, NodeId};
+use crate::store::{DurableStore, KvStore};
+
+use grow::Growth;
 pub use replicated::ReplicatedStore;
 
 /// How fresh a read must be.
@@ -31,26 +35,56 @@ pub enum Consistency {
 }
 
 /// A single store or a cluster replica, behind the same calls.
+///
+/// A durable single store may become the first member of a cluster while it
+/// runs (see [`Node::add_learner`]); the front ends keep the same `Node` and
+/// the same [`Node::store`] across the change.
 #[derive(Clone)]
 pub struct Node {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     store: Arc<dyn KvStore>,
-    cluster: Option<Arc<ClusterNode>>,
+    /// Set from the start on a replica, or once a single store has grown.
+    cluster: ArcSwapOption<ClusterNode>,
+    /// How a durable single store becomes a cluster member, when it may.
+    growth: Option<Growth>,
 }
 
 impl Node {
-    /// A node serving one local store.
+    /// A node serving one local store that stays a single node (in memory).
     pub fn local(store: Arc<dyn KvStore>) -> Node {
-        Node {
-            store,
-            cluster: None,
-        }
+        Node::with(store, None, None)
+    }
+
+    /// A node serving a durable single store that becomes node
+    /// `plan.node_id` of a new cluster when asked to add a learner.
+    pub fn growable(store: DurableStore, plan: ClusterOptions) -> Node {
+        let (growth, store) = Growth::new(store, plan);
+        Node::with(store, None, Some(growth))
     }
 
     /// A node serving its replica of a Raft cluster.
     pub fn replicated(cluster: Arc<ClusterNode>) -> Node {
+        Node::with(
+            Arc::new(ReplicatedStore::new(cluster.clone())),
+            Some(cluster),
+            None,
+        )
+    }
+
+    fn with(
+        store: Arc<dyn KvStore>,
+        cluster: Option<Arc<ClusterNode>>,
+        growth: Option<Growth>,
+    ) -> Node {
         Node {
-            store: Arc::new(ReplicatedStore::new(cluster.clone())),
-            cluster: Some(cluster),
+            inner: Arc::new(Inner {
+                store,
+                cluster: ArcSwapOption::new(cluster),
+                growth,
+            }),
         }
     }
 
@@ -58,40 +92,83 @@ impl Node {
     /// log behind it, and returns the snapshot file (which stays readable
     /// through an open handle even if a later snapshot replaces it).
     pub async fn snapshot_now(&self) -> Result<PathBuf> {
-        if let Some(cluster) = &self.cluster {
+        if let Some(cluster) = self.cluster() {
             return cluster.snapshot_now().await;
         }
-        let store = self.store.clone();
+        let store = self.inner.store.clone();
         tokio::task::spawn_blocking(move || store.snapshot_now())
             .await
-            .map_err(|_| crate::Error::Closed)?
+            .map_err(|_| Error::Closed)?
             .map(|info| info.path)
     }
 
     /// Writes and local reads.
     pub fn store(&self) -> &Arc<dyn KvStore> {
-        &self.store
+        &self.inner.store
     }
 
-    pub fn cluster(&self) -> Option<&Arc<ClusterNode>> {
-        self.cluster.as_ref()
+    /// The Raft replica, on a cluster member.
+    pub fn cluster(&self) -> Option<Arc<ClusterNode>> {
+        self.inner.cluster.load_full()
+    }
+
+    /// Whether this node is a cluster member (reads then take a barrier).
+    pub fn is_replicated(&self) -> bool {
+        self.inner.cluster.load().is_some()
     }
 
     /// Returns once a read on [`Node::store`] may be served at `consistency`.
     pub async fn read_barrier(&self, consistency: Consistency) -> Result<()> {
-        match (&self.cluster, consistency) {
-            (Some(cluster), Consistency::Linearizable) => cluster.read_barrier().await,
-            _ => Ok(()),
+        if consistency == Consistency::Stale {
+            return Ok(());
+        }
+        match self.cluster() {
+            Some(cluster) => cluster.read_barrier().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Adds node `id` at `address` as a learner. A durable single store
+    /// first becomes the only voter of a new cluster, in place and with
+    /// every key, revision and TTL kept; writes get `Unavailable` (retry)
+    /// for the moment that takes.
+    pub async fn add_learner(&self, id: NodeId, address: String) -> Result<()> {
+        let cluster = match (self.cluster(), &self.inner.growth) {
+            (Some(cluster), _) => cluster,
+            (None, Some(growth)) => {
+                let cluster = growth.become_member(id).await?;
+                self.inner.cluster.store(Some(cluster.clone()));
+                cluster
+            }
+            (None, None) => {
+                return Err(Error::InvalidArgument(
+                    "this node keeps nothing on disk (--in-memory) and cannot join a cluster"
+                        .into(),
+                ));
+            }
+        };
+        cluster.add_learner(id, address).await
+    }
+
+    /// Stops serving: a replica stops Raft (its log writer syncs and stops);
+    /// a single store syncs its log and releases the data directory once
+    /// the last request holding it is done.
+    pub async fn stop(&self) -> Result<()> {
+        if let Some(cluster) = self.cluster() {
+            cluster.shutdown().await;
+            return Ok(());
+        }
+        match &self.inner.growth {
+            Some(growth) => growth.close().await,
+            None => Ok(()),
         }
     }
 
     /// Why the node cannot serve now, if it cannot (`/ready`).
     pub fn not_ready(&self) -> Option<String> {
-        if let Some(reason) = self.store.failure() {
+        if let Some(reason) = self.inner.store.failure() {
             return Some(format!("storage has failed: {reason}"));
         }
-        self.cluster
-            .as_ref()
-            .and_then(|cluster| cluster.ready().err())
+        self.cluster().and_then(|cluster| cluster.ready().err())
     }
 }

@@ -28,6 +28,7 @@ use std::sync::Arc;
 use openraft::BasicNode;
 use openraft::vote::RaftLeaderId;
 
+use super::member::Member;
 use super::state_machine::replica_snapshot_extra;
 use super::{LogId, NodeId, StoredMembership};
 use crate::error::{Error, Result};
@@ -55,9 +56,8 @@ pub struct Adopted {
 /// Makes the single-node store in `dir` (not running) the first member of a
 /// new cluster: node `node_id`, reached by its peers at `advertise`.
 pub fn adopt(dir: &Path, node_id: NodeId, advertise: &str) -> Result<Adopted> {
-    let fs: Arc<dyn FileSystem> = Arc::new(StdFs);
     {
-        let _locked = DataDir::open(&*fs, dir)?;
+        let _locked = DataDir::open(&StdFs, dir)?;
         finish_interrupted(dir)?;
         if dir.join(BACKUP_DIR).exists() {
             return Err(Error::InvalidArgument(format!(
@@ -72,7 +72,27 @@ pub fn adopt(dir: &Path, node_id: NodeId, advertise: &str) -> Result<Adopted> {
             dir.display()
         ))
     })?;
+    let staged = stage(&store, node_id, advertise)?;
+    commit(store, staged)
+}
+
+/// An adoption whose replica snapshot is written and synced in `adopt/`,
+/// not yet committed: until [`commit`], the single-node store is untouched
+/// and may go on serving.
+pub struct Staged {
+    adopted: Adopted,
+}
+
+/// Writes the replica snapshot of everything `store` holds into `adopt/`.
+/// The caller makes sure no write reaches `store` from here until
+/// [`commit`] (the snapshot must hold all of it).
+pub fn stage(store: &DurableStore, node_id: NodeId, advertise: &str) -> Result<Staged> {
+    let fs: Arc<dyn FileSystem> = Arc::new(StdFs);
+    let dir = store.dir().to_path_buf();
     let staging = dir.join(STAGING_DIR);
+    if staging.exists() {
+        remove_staging(&dir)?;
+    }
     fs.create_dir_all(&staging)
         .map_err(|error| Error::io(&staging, error))?;
     let point = store.state().write().freeze();
@@ -82,21 +102,24 @@ pub fn adopt(dir: &Path, node_id: NodeId, advertise: &str) -> Result<Adopted> {
         index,
     );
     let nodes = BTreeMap::from([(node_id, BasicNode::new(advertise))]);
-    let membership = openraft::Membership::new(vec![BTreeSet::from([node_id])], nodes)
-        .map_err(|error| Error::InvalidArgument(error.to_string()))?;
-    let extra = replica_snapshot_extra(
-        Some(log_id),
-        &StoredMembership::new(Some(log_id), membership),
-        // No WATCH outlives the adoption (the store is stopped).
-        &crate::store::RemovalLog::default(),
-    )?;
-    let meta = SnapshotMeta {
-        last_seq: index,
-        revision: index,
-        entry_count: point.entry_count,
-    };
-    let written =
-        SnapshotWriter::create_with_extra(&*fs, &staging, meta, &extra).and_then(|mut writer| {
+    let written = openraft::Membership::new(vec![BTreeSet::from([node_id])], nodes)
+        .map_err(|error| Error::InvalidArgument(error.to_string()))
+        .and_then(|membership| {
+            replica_snapshot_extra(
+                Some(log_id),
+                &StoredMembership::new(Some(log_id), membership),
+                // No WATCH outlives the adoption (the store stops taking
+                // commands, so every EXEC after it is judged by the cluster).
+                &crate::store::RemovalLog::default(),
+            )
+        })
+        .and_then(|extra| {
+            let meta = SnapshotMeta {
+                last_seq: index,
+                revision: index,
+                entry_count: point.entry_count,
+            };
+            let mut writer = SnapshotWriter::create_with_extra(&*fs, &staging, meta, &extra)?;
             match write_frozen(store.state(), &mut writer, 4096) {
                 Ok(()) => writer.finish(),
                 Err(error) => {
@@ -106,22 +129,46 @@ pub fn adopt(dir: &Path, node_id: NodeId, advertise: &str) -> Result<Adopted> {
             }
         });
     store.state().write().thaw();
+    if let Err(error) = written {
+        let _ = remove_staging(&dir);
+        return Err(error);
+    }
+    Ok(Staged {
+        adopted: Adopted {
+            node_id,
+            advertise: advertise.to_string(),
+            index,
+            keys: point.entry_count,
+            kept_in: dir.join(BACKUP_DIR),
+        },
+    })
+}
+
+/// Closes `store` and makes the staged adoption: from the commit marker on,
+/// the directory is the cluster member's, whatever happens next.
+pub fn commit(store: DurableStore, staged: Staged) -> Result<Adopted> {
+    let dir = store.dir().to_path_buf();
     store.close()?;
-    written?;
-    let _locked = DataDir::open(&*fs, dir)?;
+    let _locked = DataDir::open(&StdFs, &dir)?;
+    let staging = dir.join(STAGING_DIR);
     let marker = staging.join(COMMIT_MARKER);
+    let member = Member {
+        node_id: staged.adopted.node_id,
+        advertise: staged.adopted.advertise.clone(),
+    };
+    // The marker names the member, so an interrupted finish still writes
+    // the directory's MEMBER file.
+    let json =
+        serde_json::to_vec(&member).map_err(|error| Error::InvalidArgument(error.to_string()))?;
     std::fs::File::create(&marker)
-        .and_then(|file| file.sync_all())
+        .and_then(|mut file| {
+            std::io::Write::write_all(&mut file, &json)?;
+            file.sync_all()
+        })
         .map_err(|error| Error::io(&marker, error))?;
     sync_dir(&staging)?;
-    finish_interrupted(dir)?;
-    Ok(Adopted {
-        node_id,
-        advertise: advertise.to_string(),
-        index,
-        keys: point.entry_count,
-        kept_in: dir.join(BACKUP_DIR),
-    })
+    finish_interrupted(&dir)?;
+    Ok(staged.adopted)
 }
 
 /// Finishes an adoption that was committed but interrupted, and discards
@@ -157,6 +204,11 @@ pub fn finish_interrupted(dir: &Path) -> Result<()> {
             dir = %dir.display(),
             "adopted the single-node store as a cluster member; its files are kept in {BACKUP_DIR}/"
         );
+    }
+    let marker = std::fs::read(staging.join(COMMIT_MARKER))
+        .map_err(|error| Error::io(staging.join(COMMIT_MARKER), error))?;
+    if let Ok(member) = serde_json::from_slice::<Member>(&marker) {
+        super::member::write(&StdFs, dir, &member)?;
     }
     remove_staging(dir)
 }

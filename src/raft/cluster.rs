@@ -273,11 +273,22 @@ impl ClusterNode {
     /// Opens the data directory, recovers the log and the state machine, starts
     /// Raft, and bootstraps the cluster from `peers` if it has never run.
     pub async fn start(dir: &Path, options: ClusterOptions) -> Result<Arc<ClusterNode>> {
+        ClusterNode::start_serving_into(dir, options, None).await
+    }
+
+    /// [`ClusterNode::start`], applying into `shared`, the state lock a
+    /// single-node store served reads from until it became this member
+    /// (see [`StateMachine::open_into`]).
+    pub async fn start_serving_into(
+        dir: &Path,
+        options: ClusterOptions,
+        shared: Option<Arc<RwLock<State>>>,
+    ) -> Result<Arc<ClusterNode>> {
         let fs: Arc<dyn FileSystem> = Arc::new(StdFs);
         let data_dir = DataDir::open(&*fs, dir)?;
         // Under the directory's lock: an adoption cut short is finished first.
         super::adopt::finish_interrupted(dir)?;
-        ClusterNode::start_in(fs, data_dir, dir, options, None).await
+        ClusterNode::start_in(fs, data_dir, dir, options, None, shared).await
     }
 
     /// [`ClusterNode::start`] on any file system, with peer messages carried
@@ -290,7 +301,7 @@ impl ClusterNode {
         transport: Option<Arc<dyn PeerTransport>>,
     ) -> Result<Arc<ClusterNode>> {
         let data_dir = DataDir::open(&*fs, dir)?;
-        ClusterNode::start_in(fs, data_dir, dir, options, transport).await
+        ClusterNode::start_in(fs, data_dir, dir, options, transport, None).await
     }
 
     async fn start_in(
@@ -299,9 +310,11 @@ impl ClusterNode {
         dir: &Path,
         options: ClusterOptions,
         transport: Option<Arc<dyn PeerTransport>>,
+        shared: Option<Arc<RwLock<State>>>,
     ) -> Result<Arc<ClusterNode>> {
+        super::member::claim(&*fs, dir, options.node_id, &options.advertise)?;
         let log = LogStore::open(fs.clone(), dir, options.wal.clone(), options.fsync)?;
-        let machine = StateMachine::open(fs, dir, options.watch_history)?;
+        let machine = StateMachine::open_into(fs, dir, options.watch_history, shared)?;
         let config = Config {
             cluster_name: "walrus".into(),
             heartbeat_interval: options.heartbeat_ms,

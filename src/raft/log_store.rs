@@ -254,8 +254,9 @@ fn replay_record(
         other => {
             return Err(format!(
                 "unknown Raft log record kind {other}: is this the data directory of a \
-                 single-node walrus (started without --peers)? To make it a cluster's \
-                 first node, stop it and run `walrus cluster adopt --data-dir DIR \
+                 single-node walrus (started without --node-id)? To make it a cluster's \
+                 first node, serve it without --node-id and send it `walrus cluster \
+                 add-learner`, or stop it and run `walrus cluster adopt --data-dir DIR \
                  --node-id ID --advertise HOST:PORT`"
             ));
         }

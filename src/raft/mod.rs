@@ -18,6 +18,7 @@ pub mod adopt;
 pub mod cluster;
 pub mod fault;
 pub mod log_store;
+pub mod member;
 pub mod network;
 pub mod state_machine;
 

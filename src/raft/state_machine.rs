@@ -132,6 +132,20 @@ impl StateMachine {
         dir: &Path,
         watch_history: FeedLimits,
     ) -> Result<StateMachine> {
+        StateMachine::open_into(fs, dir, watch_history, None)
+    }
+
+    /// [`StateMachine::open`] into the state lock `shared` when given: the
+    /// lock a single-node store served reads from, so that reads go on
+    /// through the same lock once the store has become a cluster member. Its
+    /// change feed carries over (the log continues at the next revision), so
+    /// watchers see no gap.
+    pub fn open_into(
+        fs: Arc<dyn FileSystem>,
+        dir: &Path,
+        watch_history: FeedLimits,
+        shared: Option<Arc<RwLock<State>>>,
+    ) -> Result<StateMachine> {
         let (state, applied, current) = match load_newest_snapshot(&*fs, dir)? {
             Some((path, state, meta)) => {
                 tracing::info!(
@@ -149,12 +163,30 @@ impl StateMachine {
             ),
         };
         let mut state = state;
-        state.attach_feed(ChangeFeed::new(state.revision(), watch_history));
+        let state = match shared {
+            Some(shared) => {
+                let mut current_state = shared.write();
+                // The snapshot holds exactly what the lock held (the store
+                // was stopped with no write after it), so the history goes on.
+                let feed = current_state
+                    .feed()
+                    .cloned()
+                    .unwrap_or_else(|| ChangeFeed::new(state.revision(), watch_history));
+                state.attach_feed(feed);
+                *current_state = state;
+                drop(current_state);
+                shared
+            }
+            None => {
+                state.attach_feed(ChangeFeed::new(state.revision(), watch_history));
+                Arc::new(RwLock::new(state))
+            }
+        };
         Ok(StateMachine {
             inner: Arc::new(Inner {
                 fs,
                 dir: dir.to_path_buf(),
-                state: Arc::new(RwLock::new(state)),
+                state,
                 applied: Mutex::new(applied),
                 snapshot_lock: Mutex::new(current),
                 transfers: Default::default(),

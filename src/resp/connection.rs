@@ -193,7 +193,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
         // received (each arrived before it, so its read is linearizable after
         // it), taken before the first command that reads keys.
         let mut barrier: Option<Result<(), crate::Error>> =
-            shared.node.cluster().is_none().then_some(Ok(()));
+            (!shared.node.is_replicated()).then_some(Ok(()));
         loop {
             let args = match parser.take(input) {
                 Ok(Some(args)) => args,

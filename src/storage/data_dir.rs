@@ -3,7 +3,8 @@
 //!
 //! A data directory holds only `LOCK`, segments (`*.wal`), snapshots (`*.snap`),
 //! leftovers of interrupted snapshots and transfers (`*.snap.tmp`), what a repair cut
-//! (`*.wal.broken`, kept for the operator), and the directories of a
+//! (`*.wal.broken`, kept for the operator), the `MEMBER` file of a cluster
+//! node's directory, and the directories of a
 //! single-node store adopted into a cluster (`adopt/`, `pre-cluster/`). Anything else means the
 //! directory is not ours (a typo in `--data-dir` pointing at a home directory,
 //! say), and opening refuses before writing a byte.
@@ -21,12 +22,16 @@ use crate::error::{Error, Result};
 pub const ADOPT_STAGING_DIR: &str = "adopt";
 /// Where an adopted single-node store's own files are kept.
 pub const PRE_CLUSTER_DIR: &str = "pre-cluster";
+/// Names the cluster node whose data the directory holds (see `raft::member`).
+pub const MEMBER_FILE: &str = "MEMBER";
 
 /// An open, locked data directory. Dropping it releases the lock.
 pub struct DataDir {
     path: PathBuf,
     /// Sequence numbers of the complete snapshots found, newest first.
     snapshots: Vec<u64>,
+    /// Whether the directory holds a cluster node's data (`MEMBER` exists).
+    cluster_member: bool,
     _lock: Box<dyn DirLock>,
 }
 
@@ -47,6 +52,7 @@ fn classify(name: &str) -> FileKind {
     } else if let Some(seq) = parse_snapshot_file_name(name) {
         FileKind::Snapshot(seq)
     } else if is_incoming_snapshot_name(name)
+        || name == format!("{MEMBER_FILE}.tmp")
         || name
             .strip_suffix(TEMP_SUFFIX)
             .and_then(parse_snapshot_file_name)
@@ -57,6 +63,7 @@ fn classify(name: &str) -> FileKind {
         || super::recovery::is_broken_file_name(name)
         || name == ADOPT_STAGING_DIR
         || name == PRE_CLUSTER_DIR
+        || name == MEMBER_FILE
     {
         FileKind::Ignored
     } else {
@@ -113,12 +120,19 @@ impl DataDir {
         Ok(DataDir {
             path: path.to_path_buf(),
             snapshots,
+            cluster_member: names.iter().any(|name| name == MEMBER_FILE),
             _lock: lock,
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether the directory holds a cluster node's data rather than a
+    /// single-node store's.
+    pub fn is_cluster_member(&self) -> bool {
+        self.cluster_member
     }
 
     /// Complete snapshots at open time, newest first.

@@ -53,6 +53,15 @@ impl DurableStore {
         options: StoreOptions,
     ) -> Result<DurableStore> {
         let data_dir = DataDir::open(&*fs, dir)?;
+        if data_dir.is_cluster_member() {
+            // Its log carries Raft entries: read as a single store's, it
+            // would be misread or refused record by record.
+            return Err(Error::InvalidArgument(format!(
+                "{} holds a cluster node's data (see its MEMBER file): serve it \
+                 as that node (`walrus serve` reads the node id from the file)",
+                dir.display()
+            )));
+        }
         let mut options = options;
         // Direct synchronous appends only pay off when every write is synced.
         options.wal.direct_io &= options.fsync == FsyncPolicy::Always;
@@ -94,6 +103,12 @@ impl DurableStore {
     /// What recovery did when this store was opened.
     pub fn recovery_report(&self) -> &RecoveryReport {
         &self.report
+    }
+
+    /// The lock reads are served from, to share with a cluster member that
+    /// takes over this store's data (see `node`).
+    pub fn shared_state(&self) -> Arc<RwLock<State>> {
+        self.shared.state.clone()
     }
 
     pub fn dir(&self) -> &Path {
@@ -344,8 +359,8 @@ impl KvStore for DurableStore {
         self.shared.failure()
     }
 
-    fn stats(&self) -> Option<&StoreStats> {
-        Some(&self.shared.stats)
+    fn stats(&self) -> Option<Arc<StoreStats>> {
+        Some(self.shared.stats.clone())
     }
 
     fn snapshot_now(&self) -> Result<SnapshotInfo> {

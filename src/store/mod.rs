@@ -188,7 +188,7 @@ pub trait KvStore: Send + Sync {
     }
 
     /// Log and snapshot counters, for a store that has a log.
-    fn stats(&self) -> Option<&StoreStats> {
+    fn stats(&self) -> Option<Arc<StoreStats>> {
         None
     }
 

@@ -18,7 +18,9 @@ use crate::storage::FileSystem;
 
 /// State shared by the store handle, the commit thread and snapshot threads.
 pub(super) struct Shared {
-    pub state: RwLock<State>,
+    /// Shared with whoever serves reads (a node that may later become a
+    /// cluster member keeps reading through the same lock).
+    pub state: Arc<RwLock<State>>,
     /// The log; held by whoever is committing (see `log_writer.rs`).
     pub log: Mutex<LogWriter>,
     /// Writes handed to the commit thread and not yet answered. While it is
@@ -31,7 +33,7 @@ pub(super) struct Shared {
     pub snapshot_check_pending: AtomicBool,
     pub fs: Arc<dyn FileSystem>,
     pub dir: PathBuf,
-    pub stats: StoreStats,
+    pub stats: Arc<StoreStats>,
     failed: AtomicBool,
     failure: Mutex<Option<String>>,
 }
@@ -45,14 +47,14 @@ impl Shared {
         stats: StoreStats,
     ) -> Shared {
         Shared {
-            state: RwLock::new(state),
+            state: Arc::new(RwLock::new(state)),
             log: Mutex::new(log),
             writes_in_flight: AtomicUsize::new(0),
             last_batch_len: AtomicUsize::new(1),
             snapshot_check_pending: AtomicBool::new(false),
             fs,
             dir,
-            stats,
+            stats: Arc::new(stats),
             failed: AtomicBool::new(false),
             failure: Mutex::new(None),
         }

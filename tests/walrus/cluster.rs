@@ -36,6 +36,9 @@ struct Node {
     dir: PathBuf,
     peers: String,
     extra: Vec<String>,
+    /// Started without `--node-id`: a single store (or the member its
+    /// directory's MEMBER file names).
+    without_id: bool,
     child: Option<Child>,
 }
 
@@ -50,13 +53,20 @@ impl Node {
             dir,
             peers: String::new(),
             extra: extra.iter().map(|arg| arg.to_string()).collect(),
+            without_id: false,
             child: None,
         }
     }
 
     fn start(&mut self) {
+        let id_flag = if self.without_id {
+            vec![]
+        } else {
+            vec!["--node-id".to_string(), self.id.to_string()]
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_walrus"))
-            .args(["serve", "--node-id", &self.id.to_string()])
+            .arg("serve")
+            .args(id_flag)
             .args(["--listen", &self.http.to_string()])
             .args(["--resp-listen", &self.resp.to_string()])
             .arg("--data-dir")
@@ -151,6 +161,7 @@ impl Cluster {
                 dir: temp.path().join(format!("node-{}", index + 1)),
                 peers: peers.clone(),
                 extra: extra.iter().map(|arg| arg.to_string()).collect(),
+                without_id: false,
                 child: None,
             })
             .collect();
@@ -771,6 +782,131 @@ fn a_single_node_store_is_adopted_in_place_and_grows_into_a_cluster() {
         (3500..=3600).contains(&seconds),
         "the TTL survived: {seconds}"
     );
+}
+
+#[test]
+fn a_running_single_store_grows_into_a_cluster_under_writes_and_restarts_as_its_member() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let mut single = Node::new(1, free_address(), temp.path().join("single"), &[]);
+    single.without_id = true;
+    single.start();
+    let mut etags = Vec::new();
+    for index in 0..30 {
+        let reply =
+            http(single.http, "PUT", &format!("/kv/k{index:02}"), b"value").expect("answer");
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        etags.push(reply.header("etag").expect("etag").to_string());
+    }
+    assert_eq!(
+        http(single.http, "PUT", "/kv/expiring?ttl=1h", b"soon")
+            .expect("answer")
+            .status,
+        200
+    );
+    let mut three = crate::resp_client::RawResp::connect(single.resp);
+    three.call(&["SELECT", "3"]);
+    assert_eq!(three.call(&["SET", "in-three", "yes"]), "+OK\r\n");
+    drop(three);
+    assert!(
+        status(single.http).is_none(),
+        "a single store has no cluster status yet"
+    );
+
+    // A writer keeps going through the growth; a 503 (the moment of the
+    // change) is retried, as clients do during an election.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let address = single.http;
+        std::thread::spawn(move || {
+            let mut acknowledged = Vec::new();
+            let mut refused = 0;
+            let deadline = Instant::now() + Duration::from_secs(60);
+            for index in 0..5_000 {
+                if stop.load(std::sync::atomic::Ordering::SeqCst) || Instant::now() > deadline {
+                    break;
+                }
+                let key = format!("/kv/w{index:04}");
+                match http(address, "PUT", &key, key.as_bytes()) {
+                    Some(reply) if reply.status == 200 => acknowledged.push(key),
+                    Some(reply) if reply.status == 503 => refused += 1,
+                    Some(reply) => panic!("{key}: {} {}", reply.status, reply.text()),
+                    None => refused += 1,
+                }
+            }
+            (acknowledged, refused)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+
+    let mut second = Node::new(2, free_address(), temp.path().join("node-2"), &[]);
+    second.start();
+    let taken = http(
+        single.http,
+        "POST",
+        &format!("/cluster/add-learner?id=1&addr={}", second.http),
+        b"",
+    )
+    .expect("answer");
+    assert_eq!(
+        taken.status,
+        400,
+        "the learner may not take the grown node's id: {}",
+        taken.text()
+    );
+    let add = format!("/cluster/add-learner?id=2&addr={}", second.http);
+    let added = http(single.http, "POST", &add, b"").expect("answer");
+    assert_eq!(added.status, 200, "{}", added.text());
+    let promoted = http(single.http, "POST", "/cluster/promote?id=2", b"").expect("answer");
+    assert_eq!(promoted.status, 200, "{}", promoted.text());
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (acknowledged, refused) = writer.join().expect("writer");
+    assert!(
+        acknowledged.len() >= 20 && refused == 0,
+        "writes wait out the change instead of failing: {} acknowledged, {refused} refused",
+        acknowledged.len()
+    );
+
+    let view = status(single.http).expect("a cluster status now");
+    assert_eq!(view["node_id"].as_u64(), Some(1), "{view}");
+    assert_eq!(view["leader_id"].as_u64(), Some(1), "{view}");
+    assert!(
+        single.dir.join("MEMBER").is_file(),
+        "the directory names its member"
+    );
+
+    // Node 2 holds every key the single store had, at the same revision,
+    // and every write acknowledged before, during and after the change.
+    for (index, etag) in etags.iter().enumerate() {
+        let read = http_get(second.http, &format!("/kv/k{index:02}"));
+        assert_eq!(read.status, 200, "k{index:02}");
+        assert_eq!(read.header("etag"), Some(etag.as_str()), "k{index:02}");
+    }
+    for key in &acknowledged {
+        let read = http_get(second.http, key);
+        assert_eq!(read.status, 200, "{key} was acknowledged");
+        assert_eq!(read.body, key.as_bytes());
+    }
+    assert_eq!(http_get(second.http, "/kv/expiring").body, b"soon");
+    let mut three = crate::resp_client::RawResp::connect(second.resp);
+    three.call(&["SELECT", "3"]);
+    assert_eq!(three.call(&["GET", "in-three"]), "$3\r\nyes\r\n");
+
+    // The same command line serves the directory as node 1 after a restart.
+    single.kill();
+    single.start();
+    let cluster = Cluster {
+        nodes: vec![single, second],
+        _temp: temp,
+    };
+    cluster.wait_for_leader(Duration::from_secs(20));
+    let view = status(cluster.node(1).http).expect("status");
+    assert_eq!(view["node_id"].as_u64(), Some(1), "{view}");
+    let written = http(cluster.node(1).http, "PUT", "/kv/after-restart", b"x").expect("answer");
+    assert_eq!(written.status, 200, "{}", written.text());
+    let read = http_get(cluster.node(2).http, "/kv/after-restart");
+    assert_eq!(read.body, b"x");
 }
 
 fn http_get(address: SocketAddr, path: &str) -> Reply {
