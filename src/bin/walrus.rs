@@ -421,6 +421,10 @@ struct ServeArgs {
     /// (and then keeps at most 1,000 older entries for lagging followers).
     #[arg(long, default_value_t = 50_000)]
     snapshot_every_entries: u64,
+    /// A cluster node also snapshots once its Raft log's entries take this
+    /// many more bytes of memory than after the last snapshot.
+    #[arg(long, default_value_t = 64 << 20)]
+    snapshot_log_bytes: u64,
     /// FOR TESTS ONLY: expose `/fault/clock` (moves the expiry clock forward)
     /// and, on a cluster node, `/fault/partition` and `/fault/heal`, a switch
     /// that cuts it off from chosen peers (`walrus verify --nemesis
@@ -597,6 +601,7 @@ impl ServeArgs {
         let election = self.election_timeout_ms.max(3 * options.heartbeat_ms);
         options.election_timeout_ms = (election, election * 2);
         options.snapshot_every = self.snapshot_every_entries.max(1);
+        options.snapshot_log_bytes = self.snapshot_log_bytes.max(1 << 20);
         options.fault_injection = self.enable_fault_injection;
         if let Some(cert) = &self.tls_cert {
             let ca_file = self.peer_cacert.as_ref().unwrap_or(cert);

@@ -143,7 +143,7 @@ impl HttpMetrics {
 
 fn render_cluster(out: &mut String, cluster: &ClusterNode) {
     let status = cluster.status();
-    let gauges: [(&str, &str, u64); 7] = [
+    let gauges: [(&str, &str, u64); 8] = [
         ("walrus_raft_term", "The current Raft term.", status.term),
         (
             "walrus_raft_leader_id",
@@ -174,6 +174,11 @@ fn render_cluster(out: &mut String, cluster: &ClusterNode) {
             "walrus_raft_purged_index",
             "The log is purged up to this index; a follower behind it needs a snapshot.",
             status.purged_index,
+        ),
+        (
+            "walrus_raft_log_bytes_in_memory",
+            "Memory the Raft log's unpurged entries take, about.",
+            status.log_bytes_in_memory,
         ),
     ];
     for (name, help, value) in gauges {

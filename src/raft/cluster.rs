@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::fault::FaultSwitch;
-use super::log_store::LogStore;
+use super::log_store::{HeldBytes, LogStore};
 use super::network::{
     ChunkAnswer, Peer, PeerError, PeerIdentity, PeerNetworkFactory, PeerTls, PeerTransport,
     SnapshotChunk,
@@ -61,6 +61,10 @@ pub struct ClusterOptions {
     pub election_timeout_ms: (u64, u64),
     /// Entries applied between automatic snapshots (default 50,000).
     pub snapshot_every: u64,
+    /// Also snapshot once the log's entries in memory have grown by this
+    /// many bytes since the last snapshot (default 64 MiB), so large
+    /// values cannot fill memory before `snapshot_every` entries.
+    pub snapshot_log_bytes: u64,
     /// Whether the partition switch (`/fault/…`) exists: tests only.
     pub fault_injection: bool,
     /// Set when the node serves TLS: peers are reached over https, trusting
@@ -83,6 +87,7 @@ impl ClusterOptions {
             heartbeat_ms: 100,
             election_timeout_ms: (500, 1000),
             snapshot_every: 50_000,
+            snapshot_log_bytes: 64 << 20,
             fault_injection: false,
             peer_tls: None,
             watch_history: Default::default(),
@@ -172,6 +177,9 @@ pub struct ClusterStatus {
     /// snapshot); a follower behind it catches up from a snapshot.
     #[serde(default)]
     pub purged_index: u64,
+    /// Memory the log's unpurged entries take, about.
+    #[serde(default)]
+    pub log_bytes_in_memory: u64,
     pub voters: Vec<NodeId>,
     pub learners: Vec<NodeId>,
     pub nodes: BTreeMap<NodeId, String>,
@@ -253,6 +261,8 @@ pub struct ClusterNode {
     read_batch: Mutex<ReadBatch>,
     /// How this node identifies itself to peers, with the partition switch.
     identity: PeerIdentity,
+    /// Memory the log's entries take (the size-based snapshot trigger).
+    log_bytes: HeldBytes,
     _data_dir: DataDir,
 }
 
@@ -314,6 +324,7 @@ impl ClusterNode {
     ) -> Result<Arc<ClusterNode>> {
         super::member::claim(&*fs, dir, options.node_id, &options.advertise)?;
         let log = LogStore::open(fs.clone(), dir, options.wal.clone(), options.fsync)?;
+        let log_bytes = log.held_bytes();
         let machine = StateMachine::open_into(fs, dir, options.watch_history, shared)?;
         let config = Config {
             cluster_name: "walrus".into(),
@@ -369,9 +380,11 @@ impl ClusterNode {
             incoming_snapshot: tokio::sync::Mutex::new(None),
             read_batch: Mutex::new(ReadBatch::default()),
             identity,
+            log_bytes,
             _data_dir: data_dir,
         });
         node.bootstrap().await?;
+        tokio::spawn(snapshot_when_the_log_grows(Arc::downgrade(&node)));
         Ok(node)
     }
 
@@ -992,6 +1005,7 @@ impl ClusterNode {
             applied_index: metrics.last_applied.map_or(0, |id| id.index),
             snapshot_index: metrics.snapshot.map_or(0, |id| id.index),
             purged_index: metrics.purged.map_or(0, |id| id.index),
+            log_bytes_in_memory: self.log_bytes.get(),
             voters: membership.voter_ids().collect(),
             learners: membership.learner_ids().collect(),
             nodes,
@@ -1050,6 +1064,41 @@ impl ClusterNode {
         if let Err(error) = self.raft.shutdown().await {
             tracing::warn!(%error, "stopping Raft");
         }
+    }
+}
+
+/// Triggers a snapshot whenever the entries after the last snapshot take
+/// `snapshot_log_bytes` of memory, so memory stays bounded whatever the
+/// value size (to that, plus the entries a snapshot leaves for slow
+/// followers). Ends with the node.
+async fn snapshot_when_the_log_grows(node: std::sync::Weak<ClusterNode>) {
+    let mut ticks = tokio::time::interval(Duration::from_millis(200));
+    // The snapshot index when this task last asked, and when: it asks again
+    // once that snapshot is done, or after a while if it never came.
+    let mut asked: Option<(u64, Instant)> = None;
+    loop {
+        ticks.tick().await;
+        let Some(node) = node.upgrade() else {
+            return;
+        };
+        let snapshot_index = node.metrics().snapshot.map_or(0, |id| id.index);
+        if asked.is_some_and(|(index, when)| {
+            index == snapshot_index && when.elapsed() < Duration::from_secs(5)
+        }) {
+            continue;
+        }
+        let since = node.log_bytes.after(snapshot_index);
+        if since < node.options.snapshot_log_bytes {
+            continue;
+        }
+        tracing::info!(
+            "the Raft log holds {} MiB past the last snapshot: snapshotting",
+            since >> 20
+        );
+        if node.raft.trigger().snapshot().await.is_err() {
+            return;
+        }
+        asked = Some((snapshot_index, Instant::now()));
     }
 }
 

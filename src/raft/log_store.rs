@@ -65,9 +65,70 @@ const MAX_JOBS_PER_WRITE: usize = 4096;
 struct LogState_ {
     /// Entries after `last_purged`, by index.
     entries: BTreeMap<u64, LogEntry>,
+    /// What `entries` holds in memory, about (see [`held_bytes`]).
+    entry_bytes: u64,
     vote: Option<Vote>,
     last_purged: Option<LogId>,
     committed: Option<LogId>,
+}
+
+/// The memory an entry takes in the log, about: its command and the entry.
+fn held_bytes(entry: &LogEntry) -> u64 {
+    let command = match &entry.payload {
+        openraft::EntryPayload::Normal(proposal) => proposal.payload.len(),
+        _ => 0,
+    };
+    (command + std::mem::size_of::<LogEntry>()) as u64
+}
+
+impl LogState_ {
+    fn insert(&mut self, entry: LogEntry) {
+        self.entry_bytes += held_bytes(&entry);
+        if let Some(replaced) = self.entries.insert(entry.log_id.index, entry) {
+            self.entry_bytes -= held_bytes(&replaced);
+        }
+    }
+
+    /// Drops every entry from `first_gone` on (a truncation).
+    fn remove_from(&mut self, first_gone: u64) {
+        let gone = self.entries.split_off(&first_gone);
+        self.entry_bytes -= gone.values().map(held_bytes).sum::<u64>();
+    }
+
+    /// Drops every entry up to `last_gone` (a purge).
+    fn remove_upto(&mut self, last_gone: u64) {
+        let kept = match last_gone.checked_add(1) {
+            Some(first_kept) => self.entries.split_off(&first_kept),
+            None => BTreeMap::new(),
+        };
+        let gone = std::mem::replace(&mut self.entries, kept);
+        self.entry_bytes -= gone.values().map(held_bytes).sum::<u64>();
+    }
+}
+
+/// Reads how much memory the log's entries take, for the size-based
+/// snapshot trigger and `/metrics`.
+#[derive(Clone)]
+pub struct HeldBytes(Shared);
+
+impl HeldBytes {
+    pub fn get(&self) -> u64 {
+        self.0.read().entry_bytes
+    }
+
+    /// What the entries after `index` take (those a snapshot at `index`
+    /// does not cover yet).
+    pub fn after(&self, index: u64) -> u64 {
+        let state = self.0.read();
+        match index.checked_add(1) {
+            Some(first) => state
+                .entries
+                .range(first..)
+                .map(|(_, entry)| held_bytes(entry))
+                .sum(),
+            None => 0,
+        }
+    }
 }
 
 type Shared = Arc<RwLock<LogState_>>;
@@ -175,6 +236,12 @@ impl LogStore {
         })
     }
 
+    /// A reader of the memory the entries take, kept after openraft owns
+    /// the store.
+    pub fn held_bytes(&self) -> HeldBytes {
+        HeldBytes(self.shared.clone())
+    }
+
     fn send(&self, job: Job) -> io::Result<()> {
         self.jobs
             .send(job)
@@ -234,7 +301,7 @@ fn replay_record(
             let entry: LogEntry = decode(body)?;
             let index = entry.log_id.index;
             positions.push((seq, index));
-            state.entries.insert(index, entry);
+            state.insert(entry);
         }
         KIND_VOTE => state.vote = Some(decode(body)?),
         KIND_TRUNCATE => {
@@ -243,11 +310,12 @@ fn replay_record(
                 None => 0,
                 Some(id) => next_index(id)?,
             };
-            state.entries.split_off(&first_gone);
+            state.remove_from(first_gone);
         }
         KIND_PURGE => {
             let upto: LogId = decode(body)?;
-            state.entries = state.entries.split_off(&next_index(upto)?);
+            next_index(upto)?;
+            state.remove_upto(upto.index);
             state.last_purged = Some(upto);
         }
         KIND_COMMITTED => state.committed = decode(body)?,
@@ -551,7 +619,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             for entry in entries {
                 records.push(encode(KIND_ENTRY, &entry)?);
                 max_index = Some(entry.log_id.index);
-                state.entries.insert(entry.log_id.index, entry);
+                state.insert(entry);
             }
         }
         self.send(Job::Write {
@@ -566,7 +634,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         {
             let mut state = self.shared.write();
             let first_gone = last_log_id.map_or(0, |id| id.index + 1);
-            state.entries.split_off(&first_gone);
+            state.remove_from(first_gone);
         }
         // Ordered before every later append by the queue, and the WAL only
         // ever recovers a prefix: the truncated entries cannot come back once
@@ -582,7 +650,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let record = encode(KIND_PURGE, &log_id)?;
         {
             let mut state = self.shared.write();
-            state.entries = state.entries.split_off(&(log_id.index + 1));
+            state.remove_upto(log_id.index);
             state.last_purged = Some(log_id);
         }
         self.send(Job::Write {

@@ -909,6 +909,51 @@ fn a_running_single_store_grows_into_a_cluster_under_writes_and_restarts_as_its_
     assert_eq!(read.body, b"x");
 }
 
+#[test]
+fn large_values_trigger_snapshots_by_size_so_the_log_in_memory_stays_bounded() {
+    const MIB: u64 = 1 << 20;
+    let cluster = Cluster::start_with(1, &["--snapshot-log-bytes", "4194304"]);
+    let address = cluster.node(1).http;
+    // 2,400 values of 32 KiB: 75 MiB of log, far below the 50,000 entries
+    // of the count-based policy.
+    let writers: Vec<_> = (0..8)
+        .map(|writer| {
+            std::thread::spawn(move || {
+                let value = vec![b'v'; 32 << 10];
+                for index in 0..300 {
+                    let key = format!("/kv/big-{writer}-{index}");
+                    let reply = http(address, "PUT", &key, &value).expect("answer");
+                    assert_eq!(reply.status, 200, "{key}: {}", reply.text());
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.join().expect("writer");
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let view = loop {
+        let view = status(address).expect("status");
+        let purged = view["purged_index"].as_u64().unwrap_or(0);
+        let held = view["log_bytes_in_memory"].as_u64().unwrap_or(u64::MAX);
+        if purged > 0 && held < 42 * MIB {
+            break view;
+        }
+        assert!(Instant::now() < deadline, "the log was not bounded: {view}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // What is left: at most the 1,000 entries kept for slow followers
+    // (31 MiB here) and what came after the last snapshot.
+    let held = view["log_bytes_in_memory"].as_u64().expect("held bytes");
+    assert!(held > 0, "{view}");
+    let metrics = http_get(address, "/metrics").text();
+    assert!(
+        metrics.contains("\nwalrus_raft_log_bytes_in_memory "),
+        "{metrics}"
+    );
+    assert_eq!(http_get(address, "/kv/big-7-299").body.len(), 32 << 10);
+}
+
 fn http_get(address: SocketAddr, path: &str) -> Reply {
     http(address, "GET", path, b"").expect("answer")
 }
