@@ -2,7 +2,8 @@
 //! node layer makes of it.
 //!
 //! - Writes go to the leader: on the leader through `client_write`; on a
-//!   follower forwarded over the peer port (`/raft/forward`). A forward that
+//!   follower forwarded over the peer port, coalesced with the other writes
+//!   waiting into `/raft/forward-batch` requests (`forward.rs`). A forward that
 //!   provably sent nothing (connection refused) is retried against the next
 //!   leader; one that may have arrived is not, and reports an unknown outcome.
 //! - Linearizable reads use the read index: the leader confirms its leadership
@@ -24,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::fault::FaultSwitch;
+use super::forward::{ForwardQueue, Forwarded};
 use super::log_store::{HeldBytes, LogStore};
 use super::network::{
     ChunkAnswer, Peer, PeerError, PeerIdentity, PeerNetworkFactory, PeerTls, PeerTransport,
@@ -259,6 +261,8 @@ pub struct ClusterNode {
     /// the bytes so far.
     incoming_snapshot: tokio::sync::Mutex<Option<IncomingSnapshot>>,
     read_batch: Mutex<ReadBatch>,
+    /// Writes waiting to be forwarded to the leader, sent in batches.
+    forwarding: Arc<ForwardQueue>,
     /// How this node identifies itself to peers, with the partition switch.
     identity: PeerIdentity,
     /// Memory the log's entries take (the size-based snapshot trigger).
@@ -343,6 +347,9 @@ impl ClusterNode {
             // Entries kept behind a snapshot for followers that are only a
             // little behind; further back they get the snapshot.
             max_in_snapshot_log_to_keep: options.snapshot_every.min(1000),
+            // A node that was cut off asks a quorum whether it could win before
+            // it raises its term, so rejoining does not depose a healthy leader.
+            enable_pre_vote: Some(true),
             ..Default::default()
         }
         .validate()
@@ -379,6 +386,7 @@ impl ClusterNode {
             heard_commit: RwLock::new(0),
             incoming_snapshot: tokio::sync::Mutex::new(None),
             read_batch: Mutex::new(ReadBatch::default()),
+            forwarding: Arc::default(),
             identity,
             log_bytes,
             _data_dir: data_dir,
@@ -566,18 +574,21 @@ impl ClusterNode {
             self.counters
                 .forwarded_writes
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            match peer
-                .call::<_, ForwardAnswer>("forward", &proposal, remaining)
+            match self
+                .forwarding
+                .forward(peer, proposal.clone(), remaining)
                 .await
             {
-                Ok(ForwardAnswer::Applied(outcome)) => return Ok(outcome),
-                Ok(ForwardAnswer::NotLeader) | Err(PeerError::Unreachable { .. }) => {
+                Forwarded::Answer(ForwardAnswer::Applied(outcome)) => return Ok(outcome),
+                Forwarded::Answer(ForwardAnswer::NotLeader) | Forwarded::Unreachable => {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
-                Ok(ForwardAnswer::Failed(reason)) => return Err(unavailable(reason)),
-                Err(error @ PeerError::Failed { .. }) => {
+                Forwarded::Answer(ForwardAnswer::Failed(reason)) => {
+                    return Err(unavailable(reason));
+                }
+                Forwarded::Failed(reason) => {
                     return Err(unavailable(format!(
-                        "forwarding to the leader failed, the write's outcome is unknown: {error}"
+                        "forwarding to the leader failed, the write's outcome is unknown: {reason}"
                     )));
                 }
             }
@@ -681,6 +692,10 @@ impl ClusterNode {
                 Err(error) => Err(unavailable(&error)),
             },
             "vote" => match self.raft.vote(decode(body)?).await {
+                Ok(answer) => encode(&answer),
+                Err(error) => Err(unavailable(&error)),
+            },
+            "pre-vote" => match self.raft.pre_vote(decode(body)?).await {
                 Ok(answer) => encode(&answer),
                 Err(error) => Err(unavailable(&error)),
             },

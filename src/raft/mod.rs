@@ -17,6 +17,7 @@
 pub mod adopt;
 pub mod cluster;
 pub mod fault;
+pub mod forward;
 pub mod log_store;
 pub mod member;
 pub mod network;

@@ -1,6 +1,6 @@
 //! The peer transport: Raft messages as HTTP requests on the node's own port.
 //!
-//! `POST /raft/{append,vote,snapshot,forward,forward-batch,read-index}` with a
+//! `POST /raft/{append,vote,pre-vote,snapshot,forward,forward-batch,read-index}` with a
 //! postcard body;
 //! the answer is `200` with a postcard body, or an error status with a text
 //! body. Every request carries the sender's node id (`X-Walrus-Node-Id`) and the
@@ -388,6 +388,18 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         self.call("vote", &request, option.soft_ttl()).await
+    }
+
+    /// Asks whether the peer would grant a vote at the next term, changing
+    /// nothing there. A peer that cannot be reached (or predates pre-vote and
+    /// answers 404) does not count as a grant: such a node holds elections
+    /// without pre-vote, so the cluster still elects a leader.
+    async fn pre_vote(
+        &mut self,
+        request: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call("pre-vote", &request, option.soft_ttl()).await
     }
 
     async fn full_snapshot(

@@ -954,6 +954,63 @@ fn large_values_trigger_snapshots_by_size_so_the_log_in_memory_stays_bounded() {
     assert_eq!(http_get(address, "/kv/big-7-299").body.len(), 32 << 10);
 }
 
+#[test]
+fn a_follower_cut_off_and_back_keeps_its_term_and_leaves_the_leader_in_place() {
+    let cluster = Cluster::start_with(3, &["--enable-fault-injection"]);
+    let leader = cluster.wait_for_leader(Duration::from_secs(20));
+    let term = |id: u64| -> u64 {
+        status(cluster.node(id).http).expect("status")["term"]
+            .as_u64()
+            .expect("term")
+    };
+    let before = term(leader);
+    let cut = (1..=3).find(|id| *id != leader).expect("a follower");
+    let others: Vec<String> = (1..=3)
+        .filter(|id| *id != cut)
+        .map(|id| id.to_string())
+        .collect();
+    let post = |id: u64, path: &str| {
+        let reply = http(cluster.node(id).http, "POST", path, b"").expect("answer");
+        assert_eq!(reply.status, 200, "{path}: {}", reply.text());
+    };
+    post(
+        cut,
+        &format!("/fault/partition?isolate={}", others.join(",")),
+    );
+    for id in (1..=3).filter(|id| *id != cut) {
+        post(id, &format!("/fault/partition?isolate={cut}"));
+    }
+    // Several election timeouts (500-1000 ms) without a leader: without
+    // pre-vote the cut node would raise its term at each.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        term(cut),
+        before,
+        "the cut node held no election it could not win"
+    );
+    let written = http(cluster.node(leader).http, "PUT", "/kv/during", b"x").expect("answer");
+    assert_eq!(
+        written.status,
+        200,
+        "the majority side serves: {}",
+        written.text()
+    );
+    for id in 1..=3 {
+        post(id, "/fault/heal");
+    }
+    wait_until(Duration::from_secs(10), || {
+        http(
+            cluster.node(cut).http,
+            "GET",
+            "/kv/during?consistency=stale",
+            b"",
+        )
+        .is_some_and(|reply| reply.status == 200)
+    });
+    assert_eq!(cluster.wait_for_leader(Duration::from_secs(10)), leader);
+    assert_eq!(term(leader), before, "nobody deposed the leader");
+}
+
 fn http_get(address: SocketAddr, path: &str) -> Reply {
     http(address, "GET", path, b"").expect("answer")
 }
