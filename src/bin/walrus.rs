@@ -186,10 +186,15 @@ struct VerifyArgs {
     /// default http://127.0.0.1:8080 unless --resp is given).
     #[arg(long, value_delimiter = ',')]
     endpoints: Vec<String>,
-    /// Redis-protocol addresses (HOST:PORT) to drive, comma-separated; with
-    /// --endpoints as well, clients alternate between the two.
+    /// Redis-protocol addresses (HOST:PORT, or rediss://HOST:PORT for TLS) to
+    /// drive, comma-separated; with --endpoints as well, clients alternate
+    /// between the two.
     #[arg(long, value_delimiter = ',')]
     resp: Vec<String>,
+    /// The CA (PEM) for https:// and rediss:// endpoints: the certificate the
+    /// server was started with (--tls-cert), or the CA that signed it.
+    #[arg(long)]
+    cacert: Option<PathBuf>,
     /// With --dev-cluster: the protocol the clients speak (http, resp or both).
     #[arg(long, value_enum, default_value = "both")]
     protocol: walrus::verify::Protocol,
@@ -1424,7 +1429,13 @@ fn verify_endpoints(args: &VerifyArgs) -> Vec<String> {
     if args.endpoints.is_empty() && args.resp.is_empty() {
         return vec!["http://127.0.0.1:8080".into()];
     }
-    let resp = args.resp.iter().map(|address| format!("redis://{address}"));
+    let resp = args.resp.iter().map(|address| {
+        if address.starts_with("redis://") || address.starts_with("rediss://") {
+            address.clone()
+        } else {
+            format!("redis://{address}")
+        }
+    });
     args.endpoints.iter().cloned().chain(resp).collect()
 }
 
@@ -1441,6 +1452,7 @@ fn verify(args: &VerifyArgs) -> Result<ExitCode> {
             seed: args.seed,
             request_timeout: Duration::from_millis(args.request_timeout_ms.max(1)),
             max_operations: args.max_operations,
+            ca_file: args.cacert.clone(),
         },
         dev_cluster: args.dev_cluster,
         protocol: args.protocol,

@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
 /// A reply, as RESP2 sends it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,8 +20,12 @@ pub enum RespValue {
     Array(Option<Vec<RespValue>>),
 }
 
+/// A plain or TLS connection.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Stream for S {}
+
 pub struct RespConnection {
-    stream: TcpStream,
+    stream: Box<dyn Stream>,
     buffer: BytesMut,
 }
 
@@ -29,9 +34,28 @@ fn broken(reason: impl Into<String>) -> std::io::Error {
 }
 
 impl RespConnection {
-    pub async fn connect(address: &str, password: Option<&str>) -> std::io::Result<Self> {
-        let stream = TcpStream::connect(address).await?;
-        stream.set_nodelay(true)?;
+    /// Connects to `address` (HOST:PORT), over TLS when `tls` is given
+    /// (the certificate checked against HOST), and authenticates.
+    pub async fn connect(
+        address: &str,
+        password: Option<&str>,
+        tls: Option<&TlsConnector>,
+    ) -> std::io::Result<Self> {
+        let tcp = TcpStream::connect(address).await?;
+        tcp.set_nodelay(true)?;
+        let stream: Box<dyn Stream> = match tls {
+            None => Box::new(tcp),
+            Some(connector) => {
+                let host = address
+                    .rsplit_once(':')
+                    .map_or(address, |(host, _)| host)
+                    .trim_start_matches('[')
+                    .trim_end_matches(']');
+                let name = rustls::pki_types::ServerName::try_from(host.to_string())
+                    .map_err(|error| broken(format!("{address}: {error}")))?;
+                Box::new(connector.connect(name, tcp).await?)
+            }
+        };
         let mut connection = RespConnection {
             stream,
             buffer: BytesMut::with_capacity(4096),

@@ -18,6 +18,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use tokio_rustls::TlsConnector;
 
 use super::checker::{Action, Operation};
 use super::resp::{RespConnection, RespValue};
@@ -74,6 +75,9 @@ pub struct WorkloadOptions {
     pub request_timeout: Duration,
     /// Stop after this many operations in all (a bound on top of the time).
     pub max_operations: u64,
+    /// The CA (PEM) that `https://` and `rediss://` endpoints' certificates
+    /// are checked against.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// Shared by the clients: the clock origin and progress counters.
@@ -135,18 +139,39 @@ enum Transport {
         endpoints: Vec<Arc<Endpoint>>,
         connection: Option<Connection>,
         headers: HeaderMap,
+        tls: Option<TlsConnector>,
     },
     Resp {
         addresses: Vec<String>,
+        /// Set when the endpoints are `rediss://`.
+        tls: Option<TlsConnector>,
         connection: Option<RespConnection>,
         password: Option<String>,
     },
 }
 
-/// The address a `redis://HOST:PORT` endpoint names, if it is one.
+/// The address a `redis://HOST:PORT` (or `rediss://`, TLS) endpoint
+/// names, if it is one.
 pub fn resp_address(url: &str) -> Option<&str> {
     url.strip_prefix("redis://")
+        .or_else(|| url.strip_prefix("rediss://"))
         .map(|rest| rest.trim_end_matches('/'))
+}
+
+/// The connector for TLS endpoints, from `--cacert`; an error when one is
+/// TLS and there is no CA file.
+fn tls_for(secure: bool, options: &WorkloadOptions) -> Result<Option<TlsConnector>, String> {
+    match (secure, &options.ca_file) {
+        (false, _) => Ok(None),
+        (true, Some(ca_file)) => crate::client::tls::connector(ca_file)
+            .map(Some)
+            .map_err(|error| error.to_string()),
+        (true, None) => Err(
+            "https:// and rediss:// endpoints need --cacert (the CA that signed the \
+             server's certificate, or the certificate itself)"
+                .into(),
+        ),
+    }
 }
 
 /// One client: its own connection to one endpoint (reopened after failures,
@@ -170,11 +195,19 @@ impl Client {
             .partition(|url| resp_address(url).is_some());
         let use_resp = !resp.is_empty() && (http.is_empty() || id % 2 == 1);
         let transport = if use_resp {
+            let secure: Vec<bool> = resp
+                .iter()
+                .map(|url| url.starts_with("rediss://"))
+                .collect();
+            if secure.iter().any(|&tls| tls) && !secure.iter().all(|&tls| tls) {
+                return Err("RESP endpoints must be all redis:// or all rediss://".into());
+            }
             Transport::Resp {
                 addresses: resp
                     .iter()
                     .filter_map(|url| resp_address(url).map(str::to_string))
                     .collect(),
+                tls: tls_for(secure.iter().any(|&tls| tls), options)?,
                 connection: None,
                 password: options.token.clone(),
             }
@@ -196,10 +229,12 @@ impl Client {
                     .map_err(|_| "the token cannot be sent in a header".to_string())?;
                 headers.insert(http::header::AUTHORIZATION, value);
             }
+            let tls = tls_for(endpoints.iter().any(|endpoint| endpoint.is_tls()), options)?;
             Transport::Http {
                 endpoints,
                 connection: None,
                 headers,
+                tls,
             }
         };
         let count = match &transport {
@@ -219,7 +254,10 @@ impl Client {
     pub fn endpoint(&self) -> String {
         match &self.transport {
             Transport::Http { endpoints, .. } => endpoints[self.current].url().to_string(),
-            Transport::Resp { addresses, .. } => format!("redis://{}", addresses[self.current]),
+            Transport::Resp { addresses, tls, .. } => {
+                let scheme = if tls.is_some() { "rediss" } else { "redis" };
+                format!("{scheme}://{}", addresses[self.current])
+            }
         }
     }
 
@@ -245,6 +283,7 @@ impl Client {
             endpoints,
             connection,
             headers,
+            tls,
         } = &mut self.transport
         else {
             return Err(NotSent);
@@ -252,8 +291,11 @@ impl Client {
         let endpoint = endpoints[self.current].clone();
         let mut open = match connection.take() {
             Some(connection) if connection.is_open() => connection,
-            _ => match tokio::time::timeout(self.timeout, Connection::open(endpoint.clone(), None))
-                .await
+            _ => match tokio::time::timeout(
+                self.timeout,
+                Connection::open(endpoint.clone(), tls.as_ref()),
+            )
+            .await
             {
                 Ok(Ok(connection)) => connection,
                 _ => {
@@ -292,6 +334,7 @@ impl Client {
     ) -> Result<Option<Vec<RespValue>>, NotSent> {
         let Transport::Resp {
             addresses,
+            tls,
             connection,
             password,
         } = &mut self.transport
@@ -302,7 +345,7 @@ impl Client {
             Some(open) => open,
             None => {
                 let address = addresses[self.current].clone();
-                let connect = RespConnection::connect(&address, password.as_deref());
+                let connect = RespConnection::connect(&address, password.as_deref(), tls.as_ref());
                 match tokio::time::timeout(self.timeout, connect).await {
                     Ok(Ok(open)) => open,
                     _ => {

@@ -331,3 +331,45 @@ fn verify_drives_a_running_node_over_http_and_resp_at_once() {
         "{endpoints}"
     );
 }
+
+#[test]
+fn verify_drives_a_node_over_https_and_resp_over_tls() {
+    let certs = tempfile::tempdir().expect("temp dir");
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .expect("certificate");
+    let cert = certs.path().join("cert.pem");
+    let key = certs.path().join("key.pem");
+    std::fs::write(&cert, certified.cert.pem()).expect("cert file");
+    std::fs::write(&key, certified.key_pair.serialize_pem()).expect("key file");
+    let (cert, key) = (cert.to_string_lossy(), key.to_string_lossy());
+    let (server, _dir) =
+        crate::server::Server::start_resp(&["--tls-cert", &cert, "--tls-key", &key]);
+    let https = format!("https://{}", server.address);
+    let rediss = format!("rediss://{}", server.resp_address());
+
+    let (passed, text) = verify(&["--endpoints", &https, "--resp", &rediss, "--duration", "2"]);
+    assert!(!passed, "no CA file: refused, not run in the clear");
+    assert!(text.contains("--cacert"), "{text}");
+
+    let (passed, text) = verify(&[
+        "--endpoints",
+        &https,
+        "--resp",
+        &rediss,
+        "--cacert",
+        &cert,
+        "--duration",
+        "3",
+        "--json",
+    ]);
+    assert!(passed, "{text}");
+    let json: serde_json::Value = serde_json::from_str(&text).expect("JSON report");
+    let endpoints = json["endpoints"].to_string();
+    assert!(
+        endpoints.contains("rediss://") && endpoints.contains("https://"),
+        "{endpoints}"
+    );
+    let operations = json["operations"].as_u64().unwrap_or(0);
+    assert!(operations > 20, "the workload ran over TLS: {text}");
+}
