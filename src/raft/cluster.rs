@@ -392,7 +392,7 @@ impl ClusterNode {
             _data_dir: data_dir,
         });
         node.bootstrap().await?;
-        tokio::spawn(snapshot_when_the_log_grows(Arc::downgrade(&node)));
+        tokio::spawn(housekeeping(Arc::downgrade(&node)));
         Ok(node)
     }
 
@@ -474,6 +474,18 @@ impl ClusterNode {
 
     pub fn request_timeout(&self) -> Duration {
         self.options.request_timeout
+    }
+
+    /// The voters, once the membership in effect here is a single
+    /// configuration (no change half made) that this node has applied;
+    /// `None` while a change is under way.
+    pub fn settled_voters(&self) -> Option<Vec<NodeId>> {
+        let metrics = self.metrics();
+        let membership = &metrics.membership_config;
+        let applied = metrics.last_applied.map_or(0, |id| id.index);
+        let uniform = membership.get_joint_config().len() == 1;
+        let applied_here = membership.log_id().is_none_or(|id| id.index <= applied);
+        (uniform && applied_here).then(|| membership.voter_ids().collect())
     }
 
     /// A copy of openraft's current metrics.
@@ -1039,39 +1051,83 @@ impl ClusterNode {
 
     /// Adds a node that receives the log but does not vote; returns once it
     /// has caught up.
-    pub async fn add_learner(&self, id: NodeId, address: String) -> Result<()> {
-        let _one_at_a_time = self.membership_lock.lock().await;
-        self.raft
-            .add_learner(id, BasicNode::new(address), true)
-            .await
-            .map(|_| ())
-            .map_err(membership_error)
+    pub async fn add_learner(self: &Arc<Self>, id: NodeId, address: String) -> Result<()> {
+        self.change_membership_fully(move |raft, _| async move {
+            raft.add_learner(id, BasicNode::new(address), true)
+                .await
+                .map(|_| ())
+        })
+        .await
     }
 
     /// Makes a learner a voter.
-    pub async fn promote(&self, id: NodeId) -> Result<()> {
-        let _one_at_a_time = self.membership_lock.lock().await;
-        self.raft
-            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
-            .await
-            .map(|_| ())
-            .map_err(membership_error)
+    pub async fn promote(self: &Arc<Self>, id: NodeId) -> Result<()> {
+        self.change_membership_fully(move |raft, _| async move {
+            raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+                .await
+                .map(|_| ())
+        })
+        .await
     }
 
     /// Removes a node (voter or learner) from the cluster.
-    pub async fn remove(&self, id: NodeId) -> Result<()> {
-        let _one_at_a_time = self.membership_lock.lock().await;
-        let is_voter = self.status().voters.contains(&id);
-        let change = if is_voter {
-            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
-        } else {
-            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+    pub async fn remove(self: &Arc<Self>, id: NodeId) -> Result<()> {
+        self.change_membership_fully(move |raft, node| async move {
+            let change = if node.status().voters.contains(&id) {
+                ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+            } else {
+                ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+            };
+            raft.change_membership(change, false).await.map(|_| ())
+        })
+        .await
+    }
+
+    /// Runs one membership change to its end on a task of its own, one at a
+    /// time. A change of voters takes two entries (the joint configuration,
+    /// then the new one), and openraft proposes the second from the call
+    /// that proposed the first: a caller that gave up half way (a client
+    /// that disconnected, a timeout) must not leave the cluster in the joint
+    /// configuration.
+    async fn change_membership_fully<F, Fut>(self: &Arc<Self>, change: F) -> Result<()>
+    where
+        F: FnOnce(Raft, Arc<ClusterNode>) -> Fut + Send + 'static,
+        Fut: std::future::Future<
+                Output = std::result::Result<
+                    (),
+                    RaftError<TypeConfig, ClientWriteError<TypeConfig>>,
+                >,
+            > + Send,
+    {
+        let node = self.clone();
+        tokio::spawn(async move {
+            let _one_at_a_time = node.membership_lock.lock().await;
+            change(node.raft.clone(), node.clone())
+                .await
+                .map_err(membership_error)
+        })
+        .await
+        .map_err(|_| unavailable("the membership change stopped before it finished"))?
+    }
+
+    /// On the leader, completes a joint configuration nobody is completing
+    /// (its leader stopped between the two entries of a change): the
+    /// configuration the change was heading for takes effect.
+    async fn finish_half_made_membership_change(self: &Arc<Self>) {
+        if !self.is_leader() || self.metrics().membership_config.get_joint_config().len() < 2 {
+            return;
+        }
+        let Ok(_one_at_a_time) = self.membership_lock.try_lock() else {
+            return;
         };
-        self.raft
-            .change_membership(change, false)
-            .await
-            .map(|_| ())
-            .map_err(membership_error)
+        tracing::info!("completing a membership change its leader left half made");
+        // No new voter: from a joint configuration this commits its target.
+        let finish = self
+            .raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::new()), false);
+        if let Err(error) = finish.await {
+            tracing::warn!(%error, "completing a half-made membership change");
+        }
     }
 
     /// Stops Raft; the log writer syncs what it holds and stops.
@@ -1082,11 +1138,14 @@ impl ClusterNode {
     }
 }
 
-/// Triggers a snapshot whenever the entries after the last snapshot take
-/// `snapshot_log_bytes` of memory, so memory stays bounded whatever the
-/// value size (to that, plus the entries a snapshot leaves for slow
-/// followers). Ends with the node.
-async fn snapshot_when_the_log_grows(node: std::sync::Weak<ClusterNode>) {
+/// The node's periodic chores, until it stops:
+/// - triggers a snapshot whenever the entries after the last snapshot take
+///   `snapshot_log_bytes` of memory, so memory stays bounded whatever the
+///   value size (to that, plus the entries a snapshot leaves for slow
+///   followers);
+/// - on the leader, completes a membership change a previous leader left in
+///   its joint configuration.
+async fn housekeeping(node: std::sync::Weak<ClusterNode>) {
     let mut ticks = tokio::time::interval(Duration::from_millis(200));
     // The snapshot index when this task last asked, and when: it asks again
     // once that snapshot is done, or after a while if it never came.
@@ -1096,6 +1155,7 @@ async fn snapshot_when_the_log_grows(node: std::sync::Weak<ClusterNode>) {
         let Some(node) = node.upgrade() else {
             return;
         };
+        node.finish_half_made_membership_change().await;
         let snapshot_index = node.metrics().snapshot.map_or(0, |id| id.index);
         if asked.is_some_and(|(index, when)| {
             index == snapshot_index && when.elapsed() < Duration::from_secs(5)

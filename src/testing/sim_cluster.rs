@@ -11,8 +11,10 @@
 //!
 //! A run ([`run`]): clients issue gets, puts, deletes and compare-and-swaps
 //! against random nodes while a nemesis partitions, heals, changes the loss
-//! rate and power-cuts nodes (unsynced writes lost, the last one torn) and
-//! restarts them. Then every link heals, every node is power-cut at once and
+//! rate, power-cuts nodes (unsynced writes lost, the last one torn) and
+//! restarts them, and changes the membership (removes a voter, the leader
+//! too, and adds it back as a learner to promote). Then every link heals,
+//! every node is a voter again, every node is power-cut at once and
 //! restarted, and each node reads every key. The whole history, final reads
 //! included, must be linearizable per key (so no acknowledged write was lost),
 //! and every node must hold the same entries at the same revision.
@@ -89,6 +91,8 @@ pub struct SimReport {
     pub snapshots_installed: u64,
     /// Writes followers forwarded to the leader.
     pub forwarded_writes: u64,
+    /// Membership changes (removals, re-adds and promotions) committed.
+    pub membership_changes: u64,
     /// Why the nodes do not agree at the end, if they do not.
     pub divergence: Option<String>,
 }
@@ -315,6 +319,7 @@ struct Cluster {
     /// Counters of nodes that have stopped, summed.
     snapshots_installed: std::sync::atomic::AtomicU64,
     forwarded_writes: std::sync::atomic::AtomicU64,
+    membership_changes: std::sync::atomic::AtomicU64,
 }
 
 fn cluster_options(id: NodeId, peers: &BTreeMap<NodeId, String>) -> ClusterOptions {
@@ -435,10 +440,110 @@ impl Cluster {
     }
 
     fn leader(&self) -> Option<NodeId> {
+        self.leader_node().map(|(id, _)| id)
+    }
+
+    fn leader_node(&self) -> Option<(NodeId, Arc<ClusterNode>)> {
         self.running()
             .into_iter()
             .find(|(_, node, _)| node.is_leader())
-            .map(|(id, _, _)| id)
+            .map(|(id, node, _)| (id, node))
+    }
+
+    /// One membership change through the leader, one at a time: a node
+    /// that is not a voter is added back as a learner and promoted;
+    /// otherwise, while every node runs, a voter (the leader too) is
+    /// removed. A change that does not commit within 3 s (a partition) is
+    /// left to the next attempt.
+    async fn change_membership(&self, rng: &mut StdRng) -> Option<String> {
+        let (_, leader) = self.leader_node()?;
+        let voters = leader.status().voters;
+        let address = |id: NodeId| self.peers()[&id].clone();
+        let limit = Duration::from_secs(3);
+        if let Some(&missing) = self.ids().iter().find(|id| !voters.contains(id)) {
+            let added = tokio::time::timeout(limit, async {
+                leader.add_learner(missing, address(missing)).await?;
+                leader.promote(missing).await
+            })
+            .await;
+            let outcome = self.count_change(added);
+            return Some(format!("add node {missing} back and promote it: {outcome}"));
+        }
+        if !self.down().is_empty() || voters.len() < 3 {
+            return None;
+        }
+        let victim = voters[rng.random_range(0..voters.len())];
+        let removed = tokio::time::timeout(limit, leader.remove(victim)).await;
+        let outcome = self.count_change(removed);
+        Some(format!("remove node {victim} from the voters: {outcome}"))
+    }
+
+    fn count_change(
+        &self,
+        result: Result<crate::error::Result<()>, tokio::time::error::Elapsed>,
+    ) -> String {
+        match result {
+            Ok(Ok(())) => {
+                self.membership_changes
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                "committed".into()
+            }
+            Ok(Err(error)) => format!("refused ({error})"),
+            Err(_) => "not committed within 3 s".into(),
+        }
+    }
+
+    /// Makes every node a voter again (after the nemesis removed one), so
+    /// the end of the run can compare all of them; returns once the leader
+    /// has applied a membership of every node, with no change under way (a
+    /// removal proposed during a partition may commit late).
+    async fn restore_membership(&self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some((_, leader)) = self.leader_node()
+                && let Some(voters) = leader.settled_voters()
+            {
+                let Some(&missing) = self.ids().iter().find(|id| !voters.contains(id)) else {
+                    return Ok(());
+                };
+                let address = self.peers()[&missing].clone();
+                let added = tokio::time::timeout(Duration::from_secs(5), async {
+                    leader.add_learner(missing, address).await?;
+                    leader.promote(missing).await
+                })
+                .await;
+                self.note(format!(
+                    "restore node {missing} as a voter: {}",
+                    self.count_change(added)
+                ));
+            }
+            if Instant::now() >= deadline {
+                let views: Vec<String> = self
+                    .running()
+                    .iter()
+                    .map(|(id, node, _)| {
+                        let status = node.status();
+                        format!(
+                            "node {id}: {} term {} voters {:?} learners {:?} settled {:?} \
+                             applied {} last {}",
+                            status.role,
+                            status.term,
+                            status.voters,
+                            status.learners,
+                            node.settled_voters(),
+                            status.applied_index,
+                            status.last_log_index
+                        )
+                    })
+                    .collect();
+                return Err(format!(
+                    "the cluster's membership did not settle on every node within 30 s: {}\nfaults:\n{}",
+                    views.join("; "),
+                    self.faults.lock().join("\n")
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 
@@ -567,7 +672,7 @@ async fn nemesis(cluster: Arc<Cluster>, seed: u64, deadline: Instant) -> Result<
             break;
         }
         tokio::time::sleep(pause).await;
-        match rng.random_range(0..8) {
+        match rng.random_range(0..10) {
             0 => {
                 let node = ids[rng.random_range(0..ids.len())];
                 cluster.network.isolate(node, &ids);
@@ -602,6 +707,11 @@ async fn nemesis(cluster: Arc<Cluster>, seed: u64, deadline: Instant) -> Result<
                     quality.loss * 100.0,
                     quality.max_delay_ms
                 ));
+            }
+            8 | 9 => {
+                if let Some(change) = cluster.change_membership(&mut rng).await {
+                    cluster.note(change);
+                }
             }
             _ => {
                 if let Some(&down) = cluster.down().first() {
@@ -797,8 +907,8 @@ fn divergence(cluster: &Cluster) -> Option<String> {
     None
 }
 
-/// Runs one seeded simulation; see the module documentation.
-pub async fn run(options: SimOptions) -> Result<SimReport, String> {
+/// Every node of `options` started on a fresh simulated disk.
+async fn start_cluster(options: &SimOptions) -> Result<Arc<Cluster>, String> {
     let seed = options.seed;
     let network = SimNetwork::new(seed ^ 0x006e_6574_776f_726b);
     let slots = (1..=options.nodes)
@@ -821,10 +931,19 @@ pub async fn run(options: SimOptions) -> Result<SimReport, String> {
         faults: Mutex::new(Vec::new()),
         snapshots_installed: Default::default(),
         forwarded_writes: Default::default(),
+        membership_changes: Default::default(),
     });
     for id in cluster.ids() {
         cluster.start(id).await?;
     }
+    Ok(cluster)
+}
+
+/// Runs one seeded simulation; see the module documentation.
+pub async fn run(options: SimOptions) -> Result<SimReport, String> {
+    let seed = options.seed;
+    let cluster = start_cluster(&options).await?;
+    let network = cluster.network.clone();
     let deadline = Instant::now() + options.duration;
     let clients: Vec<_> = (0..options.clients)
         .map(|client_id| {
@@ -853,6 +972,7 @@ pub async fn run(options: SimOptions) -> Result<SimReport, String> {
         cluster.start(down).await?;
         cluster.note(format!("restart node {down}"));
     }
+    cluster.restore_membership().await?;
     history.extend(lag_one_node_past_the_log(&cluster, options.clients + 2_000).await?);
     let mut rng = StdRng::seed_from_u64(seed ^ 0x0070_6f77_6572);
     for id in cluster.ids() {
@@ -912,6 +1032,83 @@ pub async fn run(options: SimOptions) -> Result<SimReport, String> {
         forwarded_writes: cluster
             .forwarded_writes
             .load(std::sync::atomic::Ordering::Relaxed),
+        membership_changes: cluster
+            .membership_changes
+            .load(std::sync::atomic::Ordering::Relaxed),
         divergence,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::ChangeMembers;
+
+    /// A membership change whose caller vanished after the joint
+    /// configuration was proposed (as when a leader stops between the two
+    /// entries) is completed by the leader on its own.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_membership_change_left_half_made_is_completed_by_the_leader() {
+        let cluster = start_cluster(&SimOptions::new(99)).await.expect("cluster");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (leader_id, leader) = loop {
+            if let Some(found) = cluster.leader_node() {
+                break found;
+            }
+            assert!(Instant::now() < deadline, "no leader");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let victim = cluster
+            .ids()
+            .into_iter()
+            .find(|id| *id != leader_id)
+            .expect("a follower");
+        // Slow links widen the window between the two entries.
+        cluster.network.set_quality(LinkQuality {
+            loss: 0.0,
+            max_delay_ms: 40,
+        });
+        // openraft's own call, which proposes the second entry only if it is
+        // still running when the first commits: aborted as soon as the joint
+        // configuration is in effect.
+        let raft = leader.raft().clone();
+        let change = tokio::spawn(async move {
+            raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([victim])), false)
+                .await
+        });
+        let joint = |node: &ClusterNode| node.settled_voters().is_none();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !joint(&leader) {
+            assert!(
+                Instant::now() < deadline,
+                "the joint configuration never appeared"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        change.abort();
+        // The aborted caller never proposes the final configuration; the
+        // leader's housekeeping does.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let voters = loop {
+            if let Some(voters) = leader.settled_voters() {
+                break voters;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the leader left the joint configuration in place"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(
+            !voters.contains(&victim),
+            "the change went where it was heading: {voters:?}"
+        );
+        assert_eq!(voters.len(), 2);
+        for id in cluster.ids() {
+            let running = cluster.slots.lock()[(id - 1) as usize].running.take();
+            if let Some((node, _)) = running {
+                node.shutdown().await;
+            }
+        }
+    }
 }
