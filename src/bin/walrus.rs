@@ -542,6 +542,9 @@ impl ServeArgs {
             );
             return Ok((None, None));
         }
+        // An adoption cut short after its commit writes the MEMBER file as
+        // it finishes: finish it before asking what the directory is.
+        walrus::raft::adopt::finish_pending(&self.data_dir)?;
         let member = walrus::raft::member::read(&walrus::storage::StdFs, &self.data_dir)?;
         if let (Some(flag), Some(member)) = (self.node_id, &member) {
             anyhow::ensure!(

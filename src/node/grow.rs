@@ -239,8 +239,10 @@ impl Growth {
     }
 
     /// Makes the single store the only voter of a new cluster (see the
-    /// module's steps) and returns the member once it leads. `learner` is
-    /// the node about to be added, which must not take this node's id.
+    /// module's steps) and returns the member, which elects itself next
+    /// (see [`wait_until_leader`]); once grown, returns that member. `learner`
+    /// is the node about to be added, which must not take this node's id.
+    /// Runs to its end on a task of its own (see `Node::add_learner`).
     pub(super) async fn become_member(&self, learner: NodeId) -> Result<Arc<ClusterNode>> {
         let _one_at_a_time = self.lock.lock().await;
         let own = self.plan.node_id;
@@ -252,11 +254,7 @@ impl Growth {
         check_reachable(&self.plan.advertise)?;
         let single = match &*self.store.current() {
             Backend::Single(store) => store.clone(),
-            Backend::Member(_) => {
-                return Err(Error::InvalidArgument(
-                    "this node is already a cluster member".into(),
-                ));
-            }
+            Backend::Member(member) => return Ok(member.cluster().clone()),
             Backend::Unavailable { reason, .. } => {
                 return Err(Error::Unavailable {
                     reason: reason.clone(),
@@ -269,7 +267,13 @@ impl Growth {
         let store = self.pause().await?;
         let advertise = self.plan.advertise.clone();
         let staged = tokio::task::spawn_blocking(move || {
-            let staged = adopt::stage(&store, own, &advertise);
+            // Writes handed to the commit thread before the pause are
+            // committed and applied before this snapshot returns, and with
+            // it done and no write coming, the store starts no snapshot of
+            // its own while the adoption freezes the state.
+            let staged = store
+                .snapshot()
+                .and_then(|_| adopt::stage(&store, own, &advertise));
             (store, staged)
         })
         .await
@@ -308,9 +312,8 @@ impl Growth {
             Err(error) => return Err(self.fail(error)),
         };
         self.serve(Backend::Member(ReplicatedStore::new(cluster.clone())));
-        wait_until_leader(&cluster).await?;
         tracing::info!(
-            "node {own} leads the new cluster; writes waited {} ms for the change",
+            "node {own} serves the new cluster; writes waited {} ms for the change",
             paused_at.elapsed().as_millis()
         );
         Ok(cluster)
@@ -408,7 +411,7 @@ fn check_reachable(advertise: &str) -> Result<()> {
 }
 
 /// A one-voter cluster elects itself within an election timeout or two.
-async fn wait_until_leader(cluster: &ClusterNode) -> Result<()> {
+pub(super) async fn wait_until_leader(cluster: &ClusterNode) -> Result<()> {
     let deadline = Instant::now() + cluster.request_timeout().max(Duration::from_secs(5));
     while !cluster.is_leader() {
         if Instant::now() >= deadline {

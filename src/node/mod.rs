@@ -135,10 +135,13 @@ impl Node {
     pub async fn add_learner(&self, id: NodeId, address: String) -> Result<()> {
         let cluster = match (self.cluster(), &self.inner.growth) {
             (Some(cluster), _) => cluster,
-            (None, Some(growth)) => {
-                let cluster = growth.become_member(id).await?;
-                self.inner.cluster.store(Some(cluster.clone()));
-                cluster
+            (None, Some(_)) => {
+                // On a task of its own: a client that disconnects half way
+                // must not leave the node paused or half grown.
+                let node = self.clone();
+                tokio::spawn(async move { node.grow(id).await })
+                    .await
+                    .map_err(|_| Error::Closed)??
             }
             (None, None) => {
                 return Err(Error::InvalidArgument(
@@ -148,6 +151,18 @@ impl Node {
             }
         };
         cluster.add_learner(id, address).await
+    }
+
+    /// Grows the single store into a cluster's only voter and waits until it
+    /// leads; the node layer serves the member from the moment it exists.
+    async fn grow(&self, learner: NodeId) -> Result<Arc<ClusterNode>> {
+        let Some(growth) = &self.inner.growth else {
+            return Err(Error::InvalidArgument("this node cannot grow".into()));
+        };
+        let cluster = growth.become_member(learner).await?;
+        self.inner.cluster.store(Some(cluster.clone()));
+        grow::wait_until_leader(&cluster).await?;
+        Ok(cluster)
     }
 
     /// Stops serving: a replica stops Raft (its log writer syncs and stops);

@@ -34,6 +34,10 @@ impl ReplicatedStore {
         }
     }
 
+    pub(super) fn cluster(&self) -> &Arc<ClusterNode> {
+        &self.cluster
+    }
+
     fn encode(command: &Command) -> Result<Proposal, Error> {
         let size = command.data_bytes();
         if size > MAX_COMMAND_FIELD_BYTES {

@@ -171,6 +171,17 @@ pub fn commit(store: DurableStore, staged: Staged) -> Result<Adopted> {
     Ok(staged.adopted)
 }
 
+/// [`finish_interrupted`] under the directory's lock, for a caller about to
+/// decide what the directory is (its `MEMBER` file is written last); does
+/// nothing when no adoption was staged.
+pub fn finish_pending(dir: &Path) -> Result<()> {
+    if !dir.join(STAGING_DIR).exists() {
+        return Ok(());
+    }
+    let _locked = DataDir::open(&StdFs, dir)?;
+    finish_interrupted(dir)
+}
+
 /// Finishes an adoption that was committed but interrupted, and discards
 /// one that was not committed. Called with the directory locked, before
 /// anything reads it.

@@ -122,6 +122,10 @@ pub fn parse_peers(text: &str) -> std::result::Result<BTreeMap<NodeId, String>, 
     Ok(peers)
 }
 
+/// How long `add_learner` waits for the new learner to catch up (it may
+/// receive a large snapshot first).
+const LEARNER_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// What a forwarded write comes back with.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ForwardAnswer {
@@ -1052,12 +1056,44 @@ impl ClusterNode {
     /// Adds a node that receives the log but does not vote; returns once it
     /// has caught up.
     pub async fn add_learner(self: &Arc<Self>, id: NodeId, address: String) -> Result<()> {
+        // Not waiting for the catch-up under the membership lock: a learner
+        // that cannot be reached must not stop its own removal.
         self.change_membership_fully(move |raft, _| async move {
-            raft.add_learner(id, BasicNode::new(address), true)
+            raft.add_learner(id, BasicNode::new(address), false)
                 .await
                 .map(|_| ())
         })
-        .await
+        .await?;
+        self.wait_caught_up(id).await
+    }
+
+    /// Returns once learner `id` has every entry the leader had when asked.
+    async fn wait_caught_up(&self, id: NodeId) -> Result<()> {
+        let target = self.status().last_log_index;
+        let deadline = Instant::now() + LEARNER_CATCH_UP_TIMEOUT;
+        loop {
+            let status = self.status();
+            if status
+                .replication
+                .get(&id)
+                .is_some_and(|&matched| matched >= target)
+            {
+                return Ok(());
+            }
+            if !self.is_leader() {
+                return Err(unavailable(format!(
+                    "node {id} was added as a learner; leadership moved before it caught up"
+                )));
+            }
+            if Instant::now() >= deadline {
+                return Err(unavailable(format!(
+                    "node {id} was added as a learner but has not caught up within {} s \
+                     (is it running at the address given?); remove it if it should not be",
+                    LEARNER_CATCH_UP_TIMEOUT.as_secs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Makes a learner a voter.
@@ -1120,6 +1156,9 @@ impl ClusterNode {
         let Ok(_one_at_a_time) = self.membership_lock.try_lock() else {
             return;
         };
+        if self.metrics().membership_config.get_joint_config().len() < 2 {
+            return;
+        }
         tracing::info!("completing a membership change its leader left half made");
         // No new voter: from a joint configuration this commits its target.
         let finish = self

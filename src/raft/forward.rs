@@ -11,11 +11,17 @@
 //! - a write is in at most one request, and its caller gets exactly one
 //!   answer: the leader's, `Unreachable` (nothing was delivered: safe to
 //!   retry) or `Failed` (it may have been applied: the outcome is unknown);
-//! - the senders run on their own tasks, so a caller that gives up (its
-//!   deadline passed) strands no other write.
+//! - a write goes to the leader its caller chose (a batch holds writes for
+//!   one peer), within its caller's deadline;
+//! - a write whose caller has given up (its deadline passed, and it told its
+//!   client so) is never sent: a retry by that client cannot apply it twice;
+//! - the senders run on their own tasks, so a caller that gives up strands
+//!   no other write.
 
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
@@ -46,6 +52,8 @@ pub enum Forwarded {
 struct Waiting {
     proposal: Proposal,
     reply: oneshot::Sender<Forwarded>,
+    peer: Arc<Peer>,
+    deadline: Instant,
 }
 
 #[derive(Default)]
@@ -70,9 +78,15 @@ impl ForwardQueue {
         timeout: Duration,
     ) -> Forwarded {
         let (reply, answer) = oneshot::channel();
+        let deadline = Instant::now() + timeout;
         let start_sender = {
             let mut state = self.state.lock();
-            state.waiting.push(Waiting { proposal, reply });
+            state.waiting.push(Waiting {
+                proposal,
+                reply,
+                peer,
+                deadline,
+            });
             let start = state.senders < MAX_SENDERS;
             if start {
                 state.senders += 1;
@@ -81,24 +95,35 @@ impl ForwardQueue {
         };
         if start_sender {
             let queue = self.clone();
-            tokio::spawn(async move { queue.send_batches(peer, timeout).await });
+            tokio::spawn(async move { queue.send_batches().await });
         }
         answer
             .await
             .unwrap_or_else(|_| Forwarded::Failed("the forwarded write was dropped".into()))
     }
 
-    /// Sends batches to `peer` until nothing waits.
-    async fn send_batches(&self, peer: Arc<Peer>, timeout: Duration) {
+    /// Sends batches until nothing waits.
+    async fn send_batches(&self) {
         loop {
             let batch = {
                 let mut state = self.state.lock();
+                // Callers that gave up are told nothing more, and their
+                // writes are not sent.
+                state.waiting.retain(|waiting| !waiting.reply.is_closed());
                 if state.waiting.is_empty() {
                     state.senders -= 1;
                     return;
                 }
                 take_batch(&mut state.waiting)
             };
+            let Some(first) = batch.first() else {
+                continue;
+            };
+            let peer = first.peer.clone();
+            let deadline = batch.iter().map(|waiting| waiting.deadline).max();
+            let timeout = deadline
+                .unwrap_or_else(Instant::now)
+                .saturating_duration_since(Instant::now());
             let (proposals, replies): (Vec<Proposal>, Vec<_>) = batch
                 .into_iter()
                 .map(|waiting| (waiting.proposal, waiting.reply))
@@ -138,47 +163,84 @@ impl ForwardQueue {
     }
 }
 
-/// The oldest waiting writes, up to the batch bounds (at least one).
+/// The oldest waiting writes for the peer of the oldest one, up to the
+/// batch bounds (at least one).
 fn take_batch(waiting: &mut Vec<Waiting>) -> Vec<Waiting> {
+    let Some(first) = waiting.first() else {
+        return Vec::new();
+    };
+    let peer = first.peer.clone();
     let mut bytes = 0;
-    let mut count = 0;
-    for item in waiting.iter() {
+    let mut batch = Vec::new();
+    let mut rest = Vec::with_capacity(waiting.len());
+    for item in waiting.drain(..) {
         let size = item.proposal.payload.len();
-        if count > 0 && (count == MAX_BATCH_WRITES || bytes + size > MAX_BATCH_BYTES) {
-            break;
+        let fits =
+            batch.is_empty() || (batch.len() < MAX_BATCH_WRITES && bytes + size <= MAX_BATCH_BYTES);
+        if Arc::ptr_eq(&item.peer, &peer) && fits {
+            bytes += size;
+            batch.push(item);
+        } else {
+            rest.push(item);
         }
-        bytes += size;
-        count += 1;
     }
-    let rest = waiting.split_off(count);
-    std::mem::replace(waiting, rest)
+    *waiting = rest;
+    batch
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::raft::network::PeerIdentity;
 
-    fn waiting(size: usize) -> (Waiting, oneshot::Receiver<Forwarded>) {
-        let (reply, answer) = oneshot::channel();
+    fn peer(target: u64) -> Arc<Peer> {
+        let identity = PeerIdentity {
+            own_id: 1,
+            token: None,
+            faults: None,
+            tls: None,
+            transport: None,
+        };
+        Arc::new(Peer::new("127.0.0.1:9", target, &identity).expect("peer"))
+    }
+
+    fn waiting(size: usize, to: &Arc<Peer>) -> Waiting {
+        let (reply, _answer) = oneshot::channel();
         let proposal = Proposal {
             payload: vec![0; size],
         };
-        (Waiting { proposal, reply }, answer)
+        Waiting {
+            proposal,
+            reply,
+            peer: to.clone(),
+            deadline: Instant::now(),
+        }
     }
 
     #[test]
-    fn a_batch_takes_the_oldest_writes_within_its_bounds_and_always_one() {
-        let mut queue: Vec<Waiting> = (0..3).map(|_| waiting(3 << 20).0).collect();
+    fn a_batch_takes_the_oldest_writes_for_one_peer_within_its_bounds_and_always_one() {
+        let leader = peer(2);
+        let mut queue: Vec<Waiting> = (0..3).map(|_| waiting(3 << 20, &leader)).collect();
         let batch = take_batch(&mut queue);
         assert_eq!(
             (batch.len(), queue.len()),
             (2, 1),
             "8 MiB holds two of 3 MiB"
         );
-        let mut huge = vec![waiting(20 << 20).0, waiting(10).0];
+        let mut huge = vec![waiting(20 << 20, &leader), waiting(10, &leader)];
         assert_eq!(take_batch(&mut huge).len(), 1, "a large write goes alone");
-        let mut many: Vec<Waiting> = (0..MAX_BATCH_WRITES + 5).map(|_| waiting(1).0).collect();
+        let mut many: Vec<Waiting> = (0..MAX_BATCH_WRITES + 5)
+            .map(|_| waiting(1, &leader))
+            .collect();
         assert_eq!(take_batch(&mut many).len(), MAX_BATCH_WRITES);
         assert_eq!(many.len(), 5);
+        // Writes whose callers chose another leader wait for their own batch.
+        let other = peer(3);
+        let mut mixed = vec![waiting(1, &leader), waiting(1, &other), waiting(1, &leader)];
+        let batch = take_batch(&mut mixed);
+        assert_eq!(batch.len(), 2);
+        assert!(batch.iter().all(|item| Arc::ptr_eq(&item.peer, &leader)));
+        assert_eq!(mixed.len(), 1);
+        assert!(Arc::ptr_eq(&mixed[0].peer, &other));
     }
 }
