@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::fault::FaultSwitch;
-use super::forward::{ForwardQueue, Forwarded};
+use super::forward::{ForwardAnswer, ForwardQueue, Forwarded};
 use super::log_store::{HeldBytes, LogStore};
 use super::network::{
     ChunkAnswer, Peer, PeerError, PeerIdentity, PeerNetworkFactory, PeerTls, PeerTransport,
@@ -125,16 +125,6 @@ pub fn parse_peers(text: &str) -> std::result::Result<BTreeMap<NodeId, String>, 
 /// How long `add_learner` waits for the new learner to catch up (it may
 /// receive a large snapshot first).
 const LEARNER_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(600);
-
-/// What a forwarded write comes back with.
-#[derive(Debug, Serialize, Deserialize)]
-pub enum ForwardAnswer {
-    Applied(Outcome),
-    /// The receiver is not the leader (any more); nothing was proposed.
-    NotLeader,
-    /// The leader proposed it and could not finish: the outcome is unknown.
-    Failed(String),
-}
 
 /// Why a peer message was not served; the HTTP route maps each to a status.
 #[derive(Debug, thiserror::Error)]

@@ -21,14 +21,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use parking_lot::Mutex;
-use tokio::sync::oneshot;
-
 use super::Proposal;
-use super::cluster::ForwardAnswer;
 use super::network::{Peer, PeerError};
+use crate::store::Outcome;
 
 /// Most forward requests in flight from one node.
 const MAX_SENDERS: usize = 4;
@@ -37,6 +37,16 @@ const MAX_SENDERS: usize = 4;
 const MAX_BATCH_BYTES: usize = 8 << 20;
 /// Most writes in one batch.
 const MAX_BATCH_WRITES: usize = 1024;
+
+/// What the leader answers for a forwarded write.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ForwardAnswer {
+    Applied(Outcome),
+    /// The receiver is not the leader (any more); nothing was proposed.
+    NotLeader,
+    /// The leader proposed it and could not finish: the outcome is unknown.
+    Failed(String),
+}
 
 /// What became of a forwarded write.
 #[derive(Debug)]
