@@ -655,14 +655,7 @@ fn a_wiped_node_rejoins_under_a_new_id_from_a_snapshot() {
 #[test]
 fn peers_speak_tls_when_the_nodes_serve_https() {
     let certs = tempfile::tempdir().expect("temp dir");
-    let certified =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-            .expect("certificate");
-    let cert = certs.path().join("cert.pem");
-    let key = certs.path().join("key.pem");
-    std::fs::write(&cert, certified.cert.pem()).expect("cert file");
-    std::fs::write(&key, certified.key_pair.serialize_pem()).expect("key file");
-    let (cert, key) = (cert.to_string_lossy(), key.to_string_lossy());
+    let (certified, cert, key) = crate::common::self_signed_certificate(certs.path());
     let cluster = Cluster::start_with(3, &["--tls-cert", &cert, "--tls-key", &key]);
     // The RESP ports speak TLS too, with the same certificate.
     let connect =

@@ -80,3 +80,20 @@ pub fn file_name(path: &Path) -> String {
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_default()
 }
+
+/// A self-signed certificate for `localhost` and `127.0.0.1`, written as
+/// `cert.pem` and `key.pem` in `dir`; returns it with the two paths.
+pub fn self_signed_certificate(dir: &Path) -> (rcgen::CertifiedKey, String, String) {
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .expect("certificate");
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    std::fs::write(&cert, certified.cert.pem()).expect("cert file");
+    std::fs::write(&key, certified.key_pair.serialize_pem()).expect("key file");
+    let (cert, key) = (
+        cert.to_string_lossy().into_owned(),
+        key.to_string_lossy().into_owned(),
+    );
+    (certified, cert, key)
+}

@@ -335,14 +335,7 @@ fn verify_drives_a_running_node_over_http_and_resp_at_once() {
 #[test]
 fn verify_drives_a_node_over_https_and_resp_over_tls() {
     let certs = tempfile::tempdir().expect("temp dir");
-    let certified =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-            .expect("certificate");
-    let cert = certs.path().join("cert.pem");
-    let key = certs.path().join("key.pem");
-    std::fs::write(&cert, certified.cert.pem()).expect("cert file");
-    std::fs::write(&key, certified.key_pair.serialize_pem()).expect("key file");
-    let (cert, key) = (cert.to_string_lossy(), key.to_string_lossy());
+    let (_, cert, key) = crate::common::self_signed_certificate(certs.path());
     let (server, _dir) =
         crate::server::Server::start_resp(&["--tls-cert", &cert, "--tls-key", &key]);
     let https = format!("https://{}", server.address);
