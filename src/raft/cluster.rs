@@ -344,6 +344,13 @@ impl ClusterNode {
             // A node that was cut off asks a quorum whether it could win before
             // it raises its term, so rejoining does not depose a healthy leader.
             enable_pre_vote: Some(true),
+            // A leader that restarts stands for election again instead of
+            // resuming its term. Resumed, it has no entry of the term left to
+            // commit, and its read index is its commit index on disk: a hint
+            // written with the next batch of records, so it lags the writes
+            // acknowledged last, and a linearizable read could miss them. An
+            // election commits a new blank entry first, which settles that.
+            enable_leader_restore: Some(false),
             ..Default::default()
         }
         .validate()

@@ -25,6 +25,13 @@ fn seeds() -> Vec<u64> {
 
 #[test]
 fn seeded_cluster_runs_under_partitions_loss_power_cuts_and_membership_changes_stay_linearizable() {
+    // `RUST_LOG=...` shows what the nodes log, to debug one seed.
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
     let mut membership_changes = 0;
     let seeds = seeds();
     for &seed in &seeds {
@@ -55,9 +62,14 @@ fn seeded_cluster_runs_under_partitions_loss_power_cuts_and_membership_changes_s
         if std::env::var_os("WALRUS_SIM_VERBOSE").is_some() {
             eprintln!("{}", report.faults.join("\n"));
         }
+        let histories = if report.passed() {
+            String::new()
+        } else {
+            failing_histories(&report)
+        };
         assert!(
             report.passed(),
-            "seed {seed} (rerun with WALRUS_SIM_SEED={seed}):\n{}faults:\n{}",
+            "seed {seed} (rerun with WALRUS_SIM_SEED={seed}):\n{}faults:\n{}\n{histories}",
             report.problems(),
             report.faults.join("\n")
         );
@@ -87,4 +99,31 @@ fn seeded_cluster_runs_under_partitions_loss_power_cuts_and_membership_changes_s
         "only {membership_changes} membership changes committed in {} seeds",
         seeds.len()
     );
+}
+
+/// Writes the history of every key that failed its check to a file, one
+/// operation per line, and says where: the history is what a failure is
+/// debugged from, and it is too long for the panic message.
+fn failing_histories(report: &walrus::testing::sim_cluster::SimReport) -> String {
+    use walrus::verify::checker::KeyVerdict;
+    let path = std::env::temp_dir().join(format!("walrus-sim-seed-{}.jsonl", report.seed));
+    let mut lines = String::new();
+    for (key, verdict) in &report.verdicts {
+        if *verdict == KeyVerdict::Linearizable {
+            continue;
+        }
+        for operation in report.history.iter().filter(|op| &op.key == key) {
+            if let Ok(line) = serde_json::to_string(operation) {
+                lines.push_str(&line);
+                lines.push('\n');
+            }
+        }
+    }
+    match std::fs::write(&path, lines) {
+        Ok(()) => format!("the failing keys' histories: {}", path.display()),
+        Err(error) => format!(
+            "the histories could not be written to {}: {error}",
+            path.display()
+        ),
+    }
 }
