@@ -85,7 +85,8 @@ fn seeded_cluster_runs_under_partitions_loss_power_cuts_and_membership_changes_s
         // The run's last phase leaves one node behind the leader's log.
         assert!(
             report.snapshots_installed >= 1,
-            "seed {seed}: no snapshot was streamed and installed"
+            "seed {seed}: no snapshot was streamed and installed; faults:\n{}",
+            report.faults.join("\n")
         );
         assert!(
             report.faults.len() >= 4,
