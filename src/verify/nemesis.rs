@@ -139,17 +139,33 @@ impl LocalCluster {
         Ok(cluster)
     }
 
+    /// Starts node `index` and waits until it listens. A node restarts on
+    /// the port it had, which, while it was down, any process's outgoing
+    /// connection may have taken as its local port: a start that exits at
+    /// once (it could not bind) is tried again until the port is free.
     fn start_node(&mut self, index: usize) -> std::io::Result<()> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
         let node = &mut self.nodes[index];
-        let child = Command::new(std::env::current_exe()?)
-            .args(&node.args)
-            .env("RUST_LOG", "error")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        node.child = Some(child);
-        wait_for_port(&node.http, Duration::from_secs(20))
+        let mut child = spawn_node(&node.args)?;
+        loop {
+            if std::net::TcpStream::connect(&node.http).is_ok() {
+                node.child = Some(child);
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                node.child = Some(child);
+                return Err(std::io::Error::other(format!(
+                    "walrus did not start listening on {}",
+                    node.http
+                )));
+            }
+            if child.try_wait()?.is_some() {
+                std::thread::sleep(Duration::from_millis(200));
+                child = spawn_node(&node.args)?;
+                continue;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     pub fn endpoints(&self) -> Vec<String> {
@@ -302,17 +318,13 @@ async fn post(address: &str, path: &str) -> std::io::Result<()> {
     )))
 }
 
-fn wait_for_port(address: &str, within: Duration) -> std::io::Result<()> {
-    let deadline = std::time::Instant::now() + within;
-    loop {
-        if std::net::TcpStream::connect(address).is_ok() {
-            return Ok(());
-        }
-        if std::time::Instant::now() > deadline {
-            return Err(std::io::Error::other(format!(
-                "walrus did not start listening on {address}"
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// A `walrus serve` process with `args`, its output discarded.
+fn spawn_node(args: &[String]) -> std::io::Result<std::process::Child> {
+    Command::new(std::env::current_exe()?)
+        .args(args)
+        .env("RUST_LOG", "error")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
 }
