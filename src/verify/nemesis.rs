@@ -57,6 +57,9 @@ struct LocalNode {
     http: String,
     resp: String,
     args: Vec<String>,
+    /// Where the node's errors go (`node-N.log` beside its data), so a node
+    /// that will not start can say why.
+    log: PathBuf,
     child: Option<Child>,
 }
 
@@ -129,6 +132,7 @@ impl LocalCluster {
                 http,
                 resp,
                 args,
+                log: base.join(format!("node-{id}.log")),
                 child: None,
             });
         }
@@ -146,7 +150,7 @@ impl LocalCluster {
     fn start_node(&mut self, index: usize) -> std::io::Result<()> {
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         let node = &mut self.nodes[index];
-        let mut child = spawn_node(&node.args)?;
+        let mut child = spawn_node(&node.args, &node.log)?;
         loop {
             if std::net::TcpStream::connect(&node.http).is_ok() {
                 node.child = Some(child);
@@ -155,13 +159,14 @@ impl LocalCluster {
             if std::time::Instant::now() > deadline {
                 node.child = Some(child);
                 return Err(std::io::Error::other(format!(
-                    "walrus did not start listening on {}",
-                    node.http
+                    "walrus did not start listening on {}; its last errors: {}",
+                    node.http,
+                    last_lines(&node.log, 5)
                 )));
             }
             if child.try_wait()?.is_some() {
                 std::thread::sleep(Duration::from_millis(200));
-                child = spawn_node(&node.args)?;
+                child = spawn_node(&node.args, &node.log)?;
                 continue;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -318,13 +323,25 @@ async fn post(address: &str, path: &str) -> std::io::Result<()> {
     )))
 }
 
-/// A `walrus serve` process with `args`, its output discarded.
-fn spawn_node(args: &[String]) -> std::io::Result<std::process::Child> {
+/// A `walrus serve` process with `args`; its errors are appended to `log`.
+fn spawn_node(args: &[String], log: &Path) -> std::io::Result<std::process::Child> {
+    let errors = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
     Command::new(std::env::current_exe()?)
         .args(args)
         .env("RUST_LOG", "error")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(errors)
         .spawn()
+}
+
+/// The last `count` lines of the file at `path`, on one line.
+fn last_lines(path: &Path, count: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(count)..].join(" | ");
+    if tail.is_empty() { "none".into() } else { tail }
 }
