@@ -320,10 +320,24 @@ impl ClusterNode {
         transport: Option<Arc<dyn PeerTransport>>,
         shared: Option<Arc<RwLock<State>>>,
     ) -> Result<Arc<ClusterNode>> {
-        super::member::claim(&*fs, dir, options.node_id, &options.advertise)?;
-        let log = LogStore::open(fs.clone(), dir, options.wal.clone(), options.fsync)?;
+        // Recovery reads the whole log and snapshot: off the runtime's
+        // workers, which a node growing from a single store at run time
+        // shares with the requests it serves meanwhile.
+        let (log, machine) = {
+            let dir = dir.to_path_buf();
+            let (node_id, advertise) = (options.node_id, options.advertise.clone());
+            let (wal, fsync, watch_history) =
+                (options.wal.clone(), options.fsync, options.watch_history);
+            tokio::task::spawn_blocking(move || {
+                super::member::claim(&*fs, &dir, node_id, &advertise)?;
+                let log = LogStore::open(fs.clone(), &dir, wal, fsync)?;
+                let machine = StateMachine::open_into(fs, &dir, watch_history, shared)?;
+                Ok::<_, Error>((log, machine))
+            })
+            .await
+            .map_err(|_| Error::Closed)??
+        };
         let log_bytes = log.held_bytes();
-        let machine = StateMachine::open_into(fs, dir, options.watch_history, shared)?;
         let config = Config {
             cluster_name: "walrus".into(),
             heartbeat_interval: options.heartbeat_ms,

@@ -320,6 +320,24 @@ struct Cluster {
     snapshots_installed: std::sync::atomic::AtomicU64,
     forwarded_writes: std::sync::atomic::AtomicU64,
     membership_changes: std::sync::atomic::AtomicU64,
+    /// Reads and writes the clients have seen acknowledged so far.
+    acknowledged_reads: std::sync::atomic::AtomicUsize,
+    acknowledged_writes: std::sync::atomic::AtomicUsize,
+}
+
+/// The clients keep going past the run's duration, under the faults then in
+/// place, until they have seen this many reads and this many writes
+/// acknowledged (or the duration has passed twice over). A run on a loaded
+/// machine with a lossy schedule can otherwise end having proved little.
+const ACKNOWLEDGED_FLOOR: usize = 40;
+
+impl Cluster {
+    /// Whether the clients have seen enough acknowledged to stop.
+    fn exercised_enough(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.acknowledged_reads.load(Relaxed) >= ACKNOWLEDGED_FLOOR
+            && self.acknowledged_writes.load(Relaxed) >= ACKNOWLEDGED_FLOOR
+    }
 }
 
 fn cluster_options(id: NodeId, peers: &BTreeMap<NodeId, String>) -> ClusterOptions {
@@ -561,8 +579,10 @@ async fn client(
     let mut rng = StdRng::seed_from_u64(seed);
     let mut history = Vec::new();
     let keys = cluster.options.keys;
+    let hard_deadline = deadline + cluster.options.duration;
     for sequence in 0..cluster.options.max_ops_per_client {
-        if Instant::now() >= deadline {
+        let now = Instant::now();
+        if now >= hard_deadline || (now >= deadline && cluster.exercised_enough()) {
             break;
         }
         let running = cluster.running();
@@ -637,6 +657,19 @@ async fn client(
             }
         };
         let completed_ns = result.map(|_| cluster.started.elapsed().as_nanos() as u64);
+        let acknowledged = match &action {
+            _ if completed_ns.is_none() => None,
+            Action::Get { .. } => Some(&cluster.acknowledged_reads),
+            Action::Cas {
+                succeeded: false, ..
+            } => None,
+            Action::Put { .. } | Action::Delete | Action::Cas { .. } => {
+                Some(&cluster.acknowledged_writes)
+            }
+        };
+        if let Some(counter) = acknowledged {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         history.push(Operation {
             client: client_id,
             key,
@@ -772,7 +805,6 @@ async fn lag_one_node_past_the_log(
     else {
         return Ok(Vec::new());
     };
-    let (leader_node, front) = node(leader).ok_or("the leader stopped")?;
     let (lagging_node, _) = node(lagging).ok_or("the follower stopped")?;
     cluster.network.isolate(lagging, &cluster.ids());
     let stopped_at = lagging_node.status().last_log_index;
@@ -793,6 +825,16 @@ async fn lag_one_node_past_the_log(
         if (sequence >= 150 && purged > stopped_at) || Instant::now() >= deadline {
             break;
         }
+        // Leadership can move among the others while this runs (a loaded
+        // machine misses heartbeats): each write goes to whoever leads now.
+        let Some((leader, front)) = cluster
+            .leader_node()
+            .filter(|(id, _)| *id != lagging)
+            .and_then(|(id, _)| node(id).map(|(_, front)| (id, front)))
+        else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
         let key = format!("k{}", sequence % cluster.options.keys);
         let value = format!("lag-{sequence}");
         let invoked_ns = cluster.started.elapsed().as_nanos() as u64;
@@ -810,10 +852,14 @@ async fn lag_one_node_past_the_log(
             endpoint: format!("node {leader}"),
         });
     }
+    let purged = others
+        .iter()
+        .map(|node| node.status().purged_index)
+        .min()
+        .unwrap_or(0);
     cluster.note(format!(
-        "isolated node {lagging} (at index {stopped_at}) while {} writes went in; the leader purged its log to {}",
+        "isolated node {lagging} (at index {stopped_at}) while {} writes went in; the others purged their logs to {purged} at least",
         history.len(),
-        leader_node.status().purged_index
     ));
     cluster.network.heal();
     cluster.note("heal every link".into());
@@ -943,6 +989,8 @@ async fn start_cluster(options: &SimOptions) -> Result<Arc<Cluster>, String> {
         snapshots_installed: Default::default(),
         forwarded_writes: Default::default(),
         membership_changes: Default::default(),
+        acknowledged_reads: Default::default(),
+        acknowledged_writes: Default::default(),
     });
     for id in cluster.ids() {
         cluster.start(id).await?;
