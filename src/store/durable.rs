@@ -238,9 +238,7 @@ impl DurableStore {
     /// one sync on this thread if the store is otherwise idle, and returns
     /// what is left to enqueue (all of it, or nothing).
     fn try_commit_batch_inline(&self, mut batch: Vec<Proposal>) -> Vec<Proposal> {
-        let concurrent = self.shared.last_batch_len.load(Ordering::Relaxed) > 1
-            || self.shared.writes_in_flight.load(Ordering::Acquire) != 0;
-        if !self.commit_inline || concurrent || batch.is_empty() {
+        if batch.is_empty() || !self.may_commit_inline() {
             return batch;
         }
         let Some(mut log) = self.shared.log.try_lock() else {
@@ -274,10 +272,33 @@ impl DurableStore {
         }
     }
 
-    fn try_commit_inline(&self, proposal: Proposal) -> Option<Proposal> {
+    /// Whether a write may skip the commit thread and commit here: only a
+    /// lone writer, on a thread whose blocking in the sync stalls no one.
+    ///
+    /// A runtime with one worker (a one-CPU container, a current-thread
+    /// runtime) would serve nothing else during the sync, and, seeing no
+    /// other write in flight (none could be submitted meanwhile), every
+    /// next write would commit alone too: one write per sync, every
+    /// connection stalled behind it. With more workers the others serve on,
+    /// submit their writes to the commit thread, and the batches that follow
+    /// turn the shortcut off.
+    fn may_commit_inline(&self) -> bool {
         let concurrent = self.shared.last_batch_len.load(Ordering::Relaxed) > 1
             || self.shared.writes_in_flight.load(Ordering::Acquire) != 0;
         if !self.commit_inline || concurrent {
+            return false;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Err(_) => true,
+            Ok(runtime) => {
+                runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+                    && runtime.metrics().num_workers() > 1
+            }
+        }
+    }
+
+    fn try_commit_inline(&self, proposal: Proposal) -> Option<Proposal> {
+        if !self.may_commit_inline() {
             return Some(proposal);
         }
         let Some(mut log) = self.shared.log.try_lock() else {
@@ -494,5 +515,55 @@ mod tests {
             .await
             .expect("join")
             .expect("close");
+    }
+
+    /// Concurrent writers on a runtime with one worker (a one-CPU machine)
+    /// must share syncs. A write committed on the worker itself would stall
+    /// every other task through its sync, so each next write would find no
+    /// other in flight and commit alone too: one write per sync.
+    async fn concurrent_writers_share_syncs() {
+        const WRITERS: usize = 32;
+        const WRITES_EACH: usize = 10;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store =
+            Arc::new(DurableStore::open(dir.path(), StoreOptions::default()).expect("open"));
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|writer| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    for write in 0..WRITES_EACH {
+                        let key = format!("w{writer}-{write}").into_bytes();
+                        store
+                            .submit(Command::put(key, b"v".to_vec()))
+                            .await
+                            .expect("write");
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.await.expect("writer");
+        }
+        let writes = (WRITERS * WRITES_EACH) as u64;
+        let syncs = store.shared.stats.syncs.load(Ordering::Relaxed);
+        assert!(
+            syncs * 2 <= writes,
+            "{writes} writes took {syncs} syncs: the writers did not share them"
+        );
+        let store = Arc::into_inner(store).expect("the only handle");
+        tokio::task::spawn_blocking(move || store.close())
+            .await
+            .expect("join")
+            .expect("close");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn concurrent_writers_on_a_one_worker_runtime_share_syncs() {
+        concurrent_writers_share_syncs().await;
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn concurrent_writers_on_a_current_thread_runtime_share_syncs() {
+        concurrent_writers_share_syncs().await;
     }
 }
