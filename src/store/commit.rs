@@ -9,7 +9,8 @@
 //!
 //! The log itself sits behind a mutex (`LogWriter`): when no write is queued or
 //! in flight, a writer may take it and commit its own write without waking
-//! this thread (`DurableStore::submit`).
+//! this thread, if blocking its own thread stalls nobody else
+//! (`DurableStore::may_commit_inline`).
 //!
 //! Snapshots are written by a separate thread from a frozen view of the state
 //! (see `State::freeze`), so writes keep flowing; when one finishes, this thread

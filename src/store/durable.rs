@@ -176,14 +176,6 @@ impl Drop for DurableStore {
 }
 
 impl DurableStore {
-    /// Commits `proposal` on the calling thread when no other write is queued
-    /// or being committed and the last batches were single writes: a lone writer then pays its sync and nothing else,
-    /// instead of two thread hand-offs (each a futex wake that costs tens of
-    /// microseconds on a virtual machine). Under concurrency the proposal is
-    /// handed back, to be batched by the commit thread.
-    ///
-    /// From an async task this blocks the worker thread for one sync; that only
-    /// happens while the store is otherwise idle.
     /// Checks and encodes a command for the log; a refusal is a finished
     /// submission.
     fn propose(
@@ -297,6 +289,13 @@ impl DurableStore {
         }
     }
 
+    /// Commits `proposal` on the calling thread when no other write is queued
+    /// or being committed and the last batches were single writes: a lone
+    /// writer then pays its sync and nothing else, instead of two thread
+    /// hand-offs (each a futex wake that costs tens of microseconds on a
+    /// virtual machine). Otherwise, or where blocking would stall other work
+    /// ([`Self::may_commit_inline`]), the proposal is handed back, to be
+    /// batched by the commit thread.
     fn try_commit_inline(&self, proposal: Proposal) -> Option<Proposal> {
         if !self.may_commit_inline() {
             return Some(proposal);

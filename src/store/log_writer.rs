@@ -3,8 +3,9 @@
 //!
 //! It lives behind a mutex in the store's shared state, and whoever holds the
 //! mutex commits: the commit thread for queued batches, or, when nothing is in
-//! flight, the writer itself (see `DurableStore::submit`), which saves a lone
-//! writer two thread hand-offs. Either way a commit is append, sync (per
+//! flight and its thread may block, the writer itself (see
+//! `DurableStore::may_commit_inline`), which saves a lone writer two thread
+//! hand-offs. Either way a commit is append, sync (per
 //! policy), then apply in log order under the state's write lock, so a write is
 //! visible exactly when it is durable.
 
