@@ -3,7 +3,6 @@
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +14,14 @@ use walrus::http::HttpConfig;
 use walrus::server::{ServeOptions, bind_all, open_node, run as run_server, termination_signal};
 use walrus::storage::{RecoveryMode, WalOptions};
 use walrus::store::{FsyncPolicy, SnapshotPolicy, StoreOptions};
+
+/// jemalloc instead of the C library's allocator: every request allocates
+/// (frames, log records, reply channels, entries) on one thread and often
+/// frees on another, where glibc's malloc and free took about an eighth of a
+/// replicated write's CPU. Measured in BENCHMARKS.md ("The allocator").
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[derive(Parser)]
 #[command(name = "walrus", version, about = "A durable key-value store")]
