@@ -119,15 +119,16 @@ impl HeldBytes {
     /// What the entries after `index` take (those a snapshot at `index`
     /// does not cover yet).
     pub fn after(&self, index: u64) -> u64 {
+        // Summed over the entries up to `index` (the few kept behind the last
+        // snapshot) rather than the many after it: this runs every tick under
+        // the lock that appends wait for.
         let state = self.0.read();
-        match index.checked_add(1) {
-            Some(first) => state
-                .entries
-                .range(first..)
-                .map(|(_, entry)| held_bytes(entry))
-                .sum(),
-            None => 0,
-        }
+        let covered: u64 = state
+            .entries
+            .range(..=index)
+            .map(|(_, entry)| held_bytes(entry))
+            .sum();
+        state.entry_bytes.saturating_sub(covered)
     }
 }
 
@@ -712,6 +713,28 @@ mod tests {
             .await
             .expect("append");
         receiver
+    }
+
+    #[test]
+    fn held_bytes_after_an_index_counts_exactly_the_entries_past_it() {
+        let mut state = LogState_::default();
+        for index in 1..=50 {
+            state.insert(entry(1, index));
+        }
+        state.remove_upto(10);
+        state.remove_from(46);
+        let shared = HeldBytes(Arc::new(RwLock::new(state)));
+        for index in [0, 5, 10, 11, 30, 45, 46, 100, u64::MAX] {
+            let expected: u64 = shared
+                .0
+                .read()
+                .entries
+                .range(index.saturating_add(1)..)
+                .map(|(_, entry)| held_bytes(entry))
+                .sum();
+            let expected = if index == u64::MAX { 0 } else { expected };
+            assert_eq!(shared.after(index), expected, "after index {index}");
+        }
     }
 
     #[test]
