@@ -65,3 +65,76 @@ pub async fn accept_until_shutdown<Serve, Served>(
         connections.shutdown().await;
     }
 }
+
+/// `count` distinct loopback ports that are free now, for processes to bind
+/// later (a cluster's peers must know each other's addresses before any of
+/// them starts).
+///
+/// They are drawn below the kernel's ephemeral range, because a port the
+/// kernel handed out for `127.0.0.1:0` can be handed out again at once, as the
+/// local end of any outgoing connection on the machine; the process that binds
+/// it a moment later then fails with "address in use". Ports outside that range
+/// are never given to outgoing connections. Each stays bound until all are
+/// chosen, so no two are the same. Falls back to the kernel's choice.
+pub fn unused_loopback_ports(count: usize) -> std::io::Result<Vec<u16>> {
+    use rand::Rng;
+    const LOWEST: u16 = 10_000;
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let mut rng = rand::rng();
+    let mut held = Vec::with_capacity(count);
+    let mut attempts = 0;
+    while held.len() < count {
+        attempts += 1;
+        let listener = if ephemeral_start > LOWEST + 1_000 && attempts <= 100 * count {
+            let port = rng.random_range(LOWEST..ephemeral_start);
+            match std::net::TcpListener::bind(("127.0.0.1", port)) {
+                Ok(listener) => listener,
+                Err(_) => continue,
+            }
+        } else {
+            std::net::TcpListener::bind("127.0.0.1:0")?
+        };
+        held.push(listener);
+    }
+    held.iter()
+        .map(|listener| Ok(listener.local_addr()?.port()))
+        .collect()
+}
+
+/// One port as [`unused_loopback_ports`] picks them.
+pub fn unused_loopback_port() -> std::io::Result<u16> {
+    Ok(unused_loopback_ports(1)?[0])
+}
+
+#[cfg(test)]
+mod port_tests {
+    use super::unused_loopback_ports;
+
+    #[test]
+    fn picked_ports_are_distinct_bindable_and_outside_the_ephemeral_range() {
+        let ports = unused_loopback_ports(20).expect("ports");
+        let distinct: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), 20, "{ports:?}");
+        let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .expect("the kernel's ephemeral port range");
+        let ephemeral_start: u16 = range
+            .split_whitespace()
+            .next()
+            .and_then(|start| start.parse().ok())
+            .expect("a port number");
+        let range_checked = ephemeral_start > 11_000;
+        if !range_checked {
+            eprintln!("range check skipped: ephemeral ports start at {ephemeral_start}");
+        }
+        for port in ports {
+            assert!(
+                !range_checked || (10_000..ephemeral_start).contains(&port),
+                "port {port}, ephemeral ports from {ephemeral_start}"
+            );
+            std::net::TcpListener::bind(("127.0.0.1", port)).expect("still free");
+        }
+    }
+}

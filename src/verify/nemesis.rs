@@ -69,12 +69,6 @@ pub struct LocalCluster {
     _dir: Option<tempfile::TempDir>,
 }
 
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 impl LocalCluster {
     /// Starts `count` nodes with data under `dir` (a new temporary directory
     /// when `None`). One node is a plain single-node store. With
@@ -91,8 +85,8 @@ impl LocalCluster {
                 (temp.path().to_path_buf(), Some(temp))
             }
         };
-        let ports: Vec<u16> = (0..count).map(|_| free_port()).collect::<Result<_, _>>()?;
-        let resp_ports: Vec<u16> = (0..count).map(|_| free_port()).collect::<Result<_, _>>()?;
+        let mut ports = crate::net::unused_loopback_ports(2 * count as usize)?;
+        let resp_ports = ports.split_off(count as usize);
         let peers = ports
             .iter()
             .enumerate()

@@ -3,13 +3,14 @@
 //! leader killed under load, a restart of every node, and a learner added
 //! and promoted.
 //!
-//! Ports are picked by binding port 0 and releasing it (the peers must know
-//! each other's addresses before they start). A `kill -9` keeps the page
+//! Ports are picked free below the ephemeral range and released (the peers
+//! must know each other's addresses before they start; see
+//! `net::unused_loopback_port`). A `kill -9` keeps the page
 //! cache, so these tests prove "acknowledged after replication to a
 //! majority", not fsync durability (the simulated-disk tests cover that).
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,10 +20,7 @@ use std::time::{Duration, Instant};
 use crate::server::{Reply, raw};
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("a free port")
+    walrus::net::unused_loopback_port().expect("a free port")
 }
 
 fn free_address() -> SocketAddr {
@@ -85,17 +83,36 @@ impl Node {
             .expect("start walrus");
         let stderr = child.stderr.take().expect("stderr");
         let id = self.id;
+        let last_lines = Arc::new(Mutex::new(Vec::<String>::new()));
+        let kept = last_lines.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if line.contains("panicked") {
                     eprintln!("[node {id}] {line}");
                 }
+                let mut kept = kept.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                if kept.len() == 20 {
+                    kept.remove(0);
+                }
+                kept.push(line);
             }
         });
         self.child = Some(child);
         // A node serving https is up once its (plain) RESP port answers.
         let https = self.extra.iter().any(|arg| arg == "--tls-cert");
         wait_until(Duration::from_secs(20), || {
+            // A node that exited will never answer: say why, from its log.
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|child| child.try_wait()) {
+                std::thread::sleep(Duration::from_millis(100));
+                let lines = last_lines
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                panic!(
+                    "node {} exited at start ({status}); its last log lines:\n{}",
+                    self.id,
+                    lines.join("\n")
+                );
+            }
             if https {
                 return std::net::TcpStream::connect(self.resp).is_ok();
             }
@@ -142,8 +159,11 @@ impl Cluster {
 
     fn start_with(size: u64, extra: &[&str]) -> Cluster {
         let temp = tempfile::tempdir().expect("temp dir");
-        let addresses: Vec<(SocketAddr, SocketAddr)> = (0..size)
-            .map(|_| (free_address(), free_address()))
+        let ports = walrus::net::unused_loopback_ports(2 * size as usize).expect("free ports");
+        let address = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+        let addresses: Vec<(SocketAddr, SocketAddr)> = ports
+            .chunks(2)
+            .map(|pair| (address(pair[0]), address(pair[1])))
             .collect();
         let peers = addresses
             .iter()
