@@ -78,18 +78,16 @@ pub async fn accept_until_shutdown<Serve, Served>(
 /// chosen, so no two are the same. Falls back to the kernel's choice.
 pub fn unused_loopback_ports(count: usize) -> std::io::Result<Vec<u16>> {
     use rand::Rng;
-    const LOWEST: u16 = 10_000;
-    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32768);
+    let below = picked_ports_below();
     let mut rng = rand::rng();
     let mut held = Vec::with_capacity(count);
     let mut attempts = 0;
     while held.len() < count {
         attempts += 1;
-        let listener = if ephemeral_start > LOWEST + 1_000 && attempts <= 100 * count {
-            let port = rng.random_range(LOWEST..ephemeral_start);
+        let listener = if let Some(below) = below
+            && attempts <= 100 * count
+        {
+            let port = rng.random_range(LOWEST_PICKED_PORT..below);
             match std::net::TcpListener::bind(("127.0.0.1", port)) {
                 Ok(listener) => listener,
                 Err(_) => continue,
@@ -104,6 +102,19 @@ pub fn unused_loopback_ports(count: usize) -> std::io::Result<Vec<u16>> {
         .collect()
 }
 
+/// The lowest port [`unused_loopback_ports`] draws.
+const LOWEST_PICKED_PORT: u16 = 10_000;
+
+/// Where the kernel's ephemeral range starts (Linux's default when it cannot
+/// be read), if it leaves room to draw ports below it.
+fn picked_ports_below() -> Option<u16> {
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    (ephemeral_start > LOWEST_PICKED_PORT + 1_000).then_some(ephemeral_start)
+}
+
 /// One port as [`unused_loopback_ports`] picks them.
 pub fn unused_loopback_port() -> std::io::Result<u16> {
     Ok(unused_loopback_ports(1)?[0])
@@ -111,28 +122,21 @@ pub fn unused_loopback_port() -> std::io::Result<u16> {
 
 #[cfg(test)]
 mod port_tests {
-    use super::unused_loopback_ports;
+    use super::{LOWEST_PICKED_PORT, picked_ports_below, unused_loopback_ports};
 
     #[test]
     fn picked_ports_are_distinct_bindable_and_outside_the_ephemeral_range() {
         let ports = unused_loopback_ports(20).expect("ports");
         let distinct: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
         assert_eq!(distinct.len(), 20, "{ports:?}");
-        let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-            .expect("the kernel's ephemeral port range");
-        let ephemeral_start: u16 = range
-            .split_whitespace()
-            .next()
-            .and_then(|start| start.parse().ok())
-            .expect("a port number");
-        let range_checked = ephemeral_start > 11_000;
-        if !range_checked {
-            eprintln!("range check skipped: ephemeral ports start at {ephemeral_start}");
+        let below = picked_ports_below();
+        if below.is_none() {
+            eprintln!("range check skipped: no room below the ephemeral ports");
         }
         for port in ports {
             assert!(
-                !range_checked || (10_000..ephemeral_start).contains(&port),
-                "port {port}, ephemeral ports from {ephemeral_start}"
+                below.is_none_or(|below| (LOWEST_PICKED_PORT..below).contains(&port)),
+                "port {port}, ephemeral ports from {below:?}"
             );
             std::net::TcpListener::bind(("127.0.0.1", port)).expect("still free");
         }

@@ -320,7 +320,8 @@ struct Cluster {
     snapshots_installed: std::sync::atomic::AtomicU64,
     forwarded_writes: std::sync::atomic::AtomicU64,
     membership_changes: std::sync::atomic::AtomicU64,
-    /// Reads and writes the clients have seen acknowledged so far.
+    /// Reads and writes the clients have seen acknowledged so far (the
+    /// report's counts).
     acknowledged_reads: std::sync::atomic::AtomicUsize,
     acknowledged_writes: std::sync::atomic::AtomicUsize,
 }
@@ -657,15 +658,13 @@ async fn client(
             }
         };
         let completed_ns = result.map(|_| cluster.started.elapsed().as_nanos() as u64);
+        // What the report counts as acknowledged: answered reads, and writes
+        // that took effect (a compare-and-swap that failed wrote nothing).
         let acknowledged = match &action {
             _ if completed_ns.is_none() => None,
             Action::Get { .. } => Some(&cluster.acknowledged_reads),
-            Action::Cas {
-                succeeded: false, ..
-            } => None,
-            Action::Put { .. } | Action::Delete | Action::Cas { .. } => {
-                Some(&cluster.acknowledged_writes)
-            }
+            Action::Put { .. } | Action::Delete => Some(&cluster.acknowledged_writes),
+            Action::Cas { succeeded, .. } => succeeded.then_some(&cluster.acknowledged_writes),
         };
         if let Some(counter) = acknowledged {
             counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -1053,21 +1052,6 @@ pub async fn run(options: SimOptions) -> Result<SimReport, String> {
             cluster.keep_counters(&node);
         }
     }
-    let acknowledged = |op: &&Operation| op.completed_ns.is_some() && op.client < options.clients;
-    let acknowledged_writes = history
-        .iter()
-        .filter(acknowledged)
-        .filter(|op| match op.action {
-            Action::Put { .. } | Action::Delete => true,
-            Action::Cas { succeeded, .. } => succeeded,
-            Action::Get { .. } => false,
-        })
-        .count();
-    let acknowledged_reads = history
-        .iter()
-        .filter(acknowledged)
-        .filter(|op| matches!(op.action, Action::Get { .. }))
-        .count();
     let verdicts = check_all(&history, 2_000_000);
     let faults = std::mem::take(&mut *cluster.faults.lock());
     Ok(SimReport {
@@ -1075,8 +1059,12 @@ pub async fn run(options: SimOptions) -> Result<SimReport, String> {
         history,
         verdicts,
         faults,
-        acknowledged_writes,
-        acknowledged_reads,
+        acknowledged_writes: cluster
+            .acknowledged_writes
+            .load(std::sync::atomic::Ordering::Relaxed),
+        acknowledged_reads: cluster
+            .acknowledged_reads
+            .load(std::sync::atomic::Ordering::Relaxed),
         delivered: network
             .links
             .delivered

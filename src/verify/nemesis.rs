@@ -138,9 +138,11 @@ impl LocalCluster {
     }
 
     /// Starts node `index` and waits until it listens. A node restarts on
-    /// the port it had, which, while it was down, any process's outgoing
-    /// connection may have taken as its local port: a start that exits at
-    /// once (it could not bind) is tried again until the port is free.
+    /// the port it had, which another process may have taken while it was
+    /// down (ports come from below the ephemeral range, so rarely; from
+    /// within it, where `net::unused_loopback_ports` falls back, any outgoing
+    /// connection can): a start that exits at once (it could not bind) is
+    /// tried again until the port is free.
     fn start_node(&mut self, index: usize) -> std::io::Result<()> {
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         let node = &mut self.nodes[index];
