@@ -43,6 +43,10 @@ pub enum PlannedFault {
     /// prefix may survive, the last write cut), and the disk is gone until
     /// [`SimFs::restart`].
     Crash { torn: bool },
+    /// The process dies during that operation (kill -9): the operation does
+    /// not happen, but everything written before it stays, since the page
+    /// cache outlives the process; every call fails until [`SimFs::restart`].
+    ProcessDies,
 }
 
 /// The size of a device sector: the unit a direct write lands in whole.
@@ -159,6 +163,10 @@ impl State {
                         self.crash(torn);
                         Err(dead_error())
                     }
+                    PlannedFault::ProcessDies => {
+                        self.process_dies();
+                        Err(dead_error())
+                    }
                 }
             }
             _ => Ok(()),
@@ -208,6 +216,12 @@ impl State {
             }
             inode.data = inode.durable.clone();
         }
+        self.process_dies();
+    }
+
+    /// The process using the disk is gone: its locks are released and its
+    /// open files fail from now on; the disk's contents are untouched.
+    fn process_dies(&mut self) {
         self.locks.clear();
         self.generation += 1;
         self.faults = Faults::default();
@@ -619,6 +633,32 @@ mod tests {
             seen_partial |= landed.iter().any(|&l| l) && !landed.iter().all(|&l| l);
         }
         assert!(seen_partial, "some seed lands part of the write");
+    }
+
+    #[test]
+    fn a_process_that_dies_leaves_its_unsynced_writes_in_the_page_cache() {
+        let fs = SimFs::new(3);
+        let dir = Path::new("/d");
+        fs.create_dir_all(dir).unwrap();
+        let mut file = fs.create(&dir.join("a")).unwrap();
+        fs.sync_dir(dir).unwrap();
+        file.write_all_at(0, b"written").unwrap();
+        fs.fault_at(1, PlannedFault::ProcessDies);
+        assert!(file.write_all_at(7, b" never").is_err(), "the killed write");
+        assert!(
+            file.write_all_at(7, b" later").is_err(),
+            "the dead process's file stays closed"
+        );
+        assert!(
+            fs.read(&dir.join("a")).is_err(),
+            "nothing runs until restart"
+        );
+        fs.restart();
+        assert_eq!(fs.read(&dir.join("a")).unwrap(), b"written");
+        // Nothing was synced, so a power cut now would still lose it.
+        fs.crash(false);
+        fs.restart();
+        assert_eq!(fs.read(&dir.join("a")).unwrap(), b"");
     }
 
     #[test]
