@@ -208,8 +208,9 @@ struct VerifyArgs {
     /// Start a local cluster of N nodes (1: a single node) and drive it instead.
     #[arg(long)]
     dev_cluster: Option<u64>,
-    /// Faults to inject into the --dev-cluster, comma-separated: kill, pause, restart-all,
-    /// partition (one node cut off from the others; needs 2+ nodes).
+    /// Faults to inject into the --dev-cluster, comma-separated, taken in turn: kill,
+    /// pause, restart-all, partition (one node cut off from the others; needs 2+ nodes),
+    /// bridge (two halves cut apart, one node reaching both; needs 3+ nodes).
     #[arg(long, value_delimiter = ',')]
     nemesis: Vec<walrus::verify::nemesis::Fault>,
     /// Concurrent clients.

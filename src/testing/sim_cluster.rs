@@ -10,7 +10,8 @@
 //! [`ClusterNode::serve_peer_message`], the function the `/raft/` route calls.
 //!
 //! A run ([`run`]): clients issue gets, puts, deletes and compare-and-swaps
-//! against random nodes while a nemesis partitions, heals, changes the loss
+//! against random nodes while a nemesis partitions (a node or the leader cut
+//! off, one-way cuts, two nodes cut apart with the third bridging them), heals, changes the loss
 //! rate, power-cuts nodes (unsynced writes lost, the last one torn) and
 //! restarts them, and changes the membership (removes a voter, the leader
 //! too, and adds it back as a learner to promote). Then every link heals,
@@ -233,6 +234,16 @@ impl SimNetwork {
             cut.insert((node, other));
             cut.insert((other, node));
         }
+    }
+
+    /// Cuts `a` and `b` apart, both ways, in place of any earlier cuts; every
+    /// other link stays, so a third node still reaches both (Jepsen's
+    /// "bridge": neither side of the cut is a minority on its own).
+    fn cut_apart(&self, a: NodeId, b: NodeId) {
+        let mut cut = self.links.cut.write();
+        cut.clear();
+        cut.insert((a, b));
+        cut.insert((b, a));
     }
 
     fn heal(&self) {
@@ -696,7 +707,8 @@ async fn submit(front: &Node, command: Command) -> Option<Option<crate::store::O
 }
 
 /// Injects faults until `deadline`: partitions (a node isolated, the leader
-/// isolated, a one-way cut), heals, loss and delay changes, power cuts and
+/// isolated, a one-way cut, two nodes cut apart with a third bridging them),
+/// heals, loss and delay changes, power cuts and
 /// restarts. At most one node is down at a time, so a majority can make
 /// progress between partitions.
 async fn nemesis(cluster: Arc<Cluster>, seed: u64, deadline: Instant) -> Result<(), String> {
@@ -714,7 +726,7 @@ async fn nemesis(cluster: Arc<Cluster>, seed: u64, deadline: Instant) -> Result<
             .membership_changes
             .load(std::sync::atomic::Ordering::Relaxed)
             > 0;
-        let step = if changed { rng.random_range(0..10) } else { 8 };
+        let step = if changed { rng.random_range(0..11) } else { 8 };
         match step {
             0 => {
                 let node = ids[rng.random_range(0..ids.len())];
@@ -734,6 +746,20 @@ async fn nemesis(cluster: Arc<Cluster>, seed: u64, deadline: Instant) -> Result<
                     cluster.network.cut_one_way(from, to);
                     cluster.note(format!("cut node {from} -> node {to} (one way)"));
                 }
+            }
+            10 => {
+                // Half the time the leader is one side of the cut, so it
+                // keeps a quorum only through the bridging node.
+                let first = match cluster.leader() {
+                    Some(leader) if rng.random_bool(0.5) => leader,
+                    _ => ids[rng.random_range(0..ids.len())],
+                };
+                let others: Vec<NodeId> = ids.iter().copied().filter(|&id| id != first).collect();
+                let second = others[rng.random_range(0..others.len())];
+                cluster.network.cut_apart(first, second);
+                cluster.note(format!(
+                    "cut node {first} and node {second} apart (the others bridge them)"
+                ));
             }
             3 | 4 => {
                 cluster.network.heal();

@@ -91,10 +91,18 @@ pub async fn run(options: VerifyOptions) -> Result<VerifyReport, String> {
     let mut options = options;
     let mut cluster = match options.dev_cluster {
         Some(count) => {
-            if count == 1 && options.faults.contains(&nemesis::Fault::Partition) {
-                return Err("a partition needs at least two nodes: --dev-cluster 3".into());
+            if let Some(fault) = options
+                .faults
+                .iter()
+                .find(|fault| fault.fewest_nodes() > count)
+            {
+                return Err(format!(
+                    "a {} fault needs at least {} nodes: --dev-cluster 3",
+                    fault.name(),
+                    fault.fewest_nodes()
+                ));
             }
-            let partitions = options.faults.contains(&nemesis::Fault::Partition);
+            let partitions = options.faults.iter().any(|fault| fault.cuts_links());
             let cluster =
                 LocalCluster::start(count, None, partitions).map_err(|error| error.to_string())?;
             options.workload.endpoints = match options.protocol {

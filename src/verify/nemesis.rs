@@ -1,7 +1,8 @@
 //! A local cluster that `walrus verify --dev-cluster N` starts, and the faults
 //! it injects while the workload runs: kill -9 and restart a node, pause a
 //! node (SIGSTOP) past the election timeout and resume it, restart every node
-//! at once, and cut one node off from the others (a partition, through the
+//! at once, cut one node off from the others, and cut the cluster in two
+//! halves that only a bridging node reaches both of (partitions, through the
 //! peer transport's fault switch: the nodes are then started with
 //! `--enable-fault-injection`). Each fault is healed before the next, and all
 //! are healed before the final reads.
@@ -24,6 +25,39 @@ pub enum Fault {
     /// One node cut off from every other node, both directions; clients
     /// still reach it (so it must refuse what it cannot do with a quorum).
     Partition,
+    /// Jepsen's bridge: the other nodes split into two halves that cannot
+    /// reach each other, and one node that reaches both (of three: two nodes
+    /// cut apart, the third in touch with both). Neither half is a majority
+    /// alone; a leader keeps its quorum only through the bridge, while the
+    /// node across the cut may try to take over through it.
+    Bridge,
+}
+
+impl Fault {
+    /// As `--nemesis` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::Kill => "kill",
+            Fault::Pause => "pause",
+            Fault::RestartAll => "restart-all",
+            Fault::Partition => "partition",
+            Fault::Bridge => "bridge",
+        }
+    }
+
+    /// Whether the fault needs the peer transport's partition switch.
+    pub fn cuts_links(self) -> bool {
+        matches!(self, Fault::Partition | Fault::Bridge)
+    }
+
+    /// The fewest nodes the fault makes sense on.
+    pub fn fewest_nodes(self) -> u64 {
+        match self {
+            Fault::Partition => 2,
+            Fault::Bridge => 3,
+            Fault::Kill | Fault::Pause | Fault::RestartAll => 1,
+        }
+    }
 }
 
 impl std::str::FromStr for Fault {
@@ -35,8 +69,9 @@ impl std::str::FromStr for Fault {
             "pause" => Ok(Fault::Pause),
             "restart-all" => Ok(Fault::RestartAll),
             "partition" => Ok(Fault::Partition),
+            "bridge" => Ok(Fault::Bridge),
             other => Err(format!(
-                "unknown fault {other:?}: expected kill, pause, restart-all or partition"
+                "unknown fault {other:?}: expected kill, pause, restart-all, partition or bridge"
             )),
         }
     }
@@ -244,6 +279,33 @@ impl LocalCluster {
                 tokio::time::sleep(hold).await;
                 self.heal_partitions().await?;
                 Ok(isolated)
+            }
+            Fault::Bridge => {
+                let bridge = self.nodes[index].id;
+                let mut others: Vec<u64> = self
+                    .nodes
+                    .iter()
+                    .map(|node| node.id)
+                    .filter(|&id| id != bridge)
+                    .collect();
+                // A random split: swap each into a random place.
+                for at in (1..others.len()).rev() {
+                    others.swap(at, rng.random_range(0..=at));
+                }
+                let (left, right) = others.split_at(others.len() / 2);
+                for (side, across) in [(left, right), (right, left)] {
+                    let across = across
+                        .iter()
+                        .map(u64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",");
+                    for node in self.nodes.iter().filter(|node| side.contains(&node.id)) {
+                        post(&node.http, &format!("/fault/partition?isolate={across}")).await?;
+                    }
+                }
+                tokio::time::sleep(hold).await;
+                self.heal_partitions().await?;
+                Ok(bridge)
             }
             Fault::RestartAll => {
                 for index in 0..self.nodes.len() {

@@ -73,15 +73,16 @@ fn verify_passes_on_a_three_node_cluster_under_kill_pause_and_restart_all() {
     assert!(report_dir.join("history.jsonl").exists());
 }
 
-/// One node at a time cut off from the other two through the peer
-/// transport's fault switch, while clients keep talking to every node.
+/// The partition shapes of the peer transport's fault switch, in turn: one
+/// node cut off from the other two, and two nodes cut apart with the third
+/// reaching both (a bridge), while clients keep talking to every node.
 #[test]
-fn verify_passes_on_a_three_node_cluster_with_a_node_partitioned_away() {
+fn verify_passes_on_a_three_node_cluster_with_a_node_partitioned_away_and_a_bridge() {
     let (passed, text) = verify(&[
         "--dev-cluster",
         "3",
         "--nemesis",
-        "partition",
+        "partition,bridge",
         "--duration",
         "9",
         "--fault-interval-ms",
@@ -92,16 +93,30 @@ fn verify_passes_on_a_three_node_cluster_with_a_node_partitioned_away() {
     ]);
     assert!(passed, "{text}");
     let json: serde_json::Value = serde_json::from_str(&text).expect("JSON report");
-    let faults = json["faults"].as_array().expect("faults");
-    assert!(faults.len() >= 2, "{text}");
-    assert!(faults.iter().all(|fault| fault["fault"] == "partition"));
+    let faults: Vec<&str> = json["faults"]
+        .as_array()
+        .expect("faults")
+        .iter()
+        .map(|fault| fault["fault"].as_str().expect("fault name"))
+        .collect();
+    assert!(faults.contains(&"partition"), "{text}");
+    assert!(faults.contains(&"bridge"), "{text}");
 }
 
 #[test]
-fn verify_refuses_a_partition_of_a_single_node() {
+fn verify_refuses_a_partition_too_small_for_its_shape() {
     let (passed, text) = verify(&["--dev-cluster", "1", "--nemesis", "partition"]);
     assert!(!passed);
-    assert!(text.contains("at least two nodes"), "{text}");
+    assert!(
+        text.contains("a partition fault needs at least 2 nodes"),
+        "{text}"
+    );
+    let (passed, text) = verify(&["--dev-cluster", "2", "--nemesis", "kill,bridge"]);
+    assert!(!passed);
+    assert!(
+        text.contains("a bridge fault needs at least 3 nodes"),
+        "{text}"
+    );
 }
 
 /// A key-value server that answers a PUT at once but applies it 150 ms later:
