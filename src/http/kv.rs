@@ -234,7 +234,9 @@ async fn put(app: &App, key: Bytes, request: Request<Incoming>) -> HttpResponse 
     )
     .await;
     let value = match collected {
-        Ok(Ok(collected)) => collected.to_bytes(),
+        // A copy of its own: the body may be a slice of the connection's read
+        // buffer, which a stored value would otherwise keep alive whole.
+        Ok(Ok(collected)) => Bytes::copy_from_slice(&collected.to_bytes()),
         Ok(Err(error))
             if error
                 .downcast_ref::<http_body_util::LengthLimitError>()

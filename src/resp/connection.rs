@@ -194,6 +194,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
         // it), taken before the first command that reads keys.
         let mut barrier: Option<Result<(), crate::Error>> =
             (!shared.node.is_replicated()).then_some(Ok(()));
+        // Every request here came in the same read: one clock reading dates
+        // them all (a latency counts from it, waits behind earlier ones too).
+        let arrived = Instant::now();
         loop {
             let args = match parser.take(input) {
                 Ok(Some(args)) => args,
@@ -227,7 +230,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
             let counted = Counted {
                 command: cmd::spec_index(&args),
                 ran: Ran::Yes,
-                arrived: Instant::now(),
+                arrived,
             };
             match cmd::plan(session, shared, &args) {
                 Plan::Write(command, finish) => pipeline.push_write(command, finish, counted),

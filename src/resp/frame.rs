@@ -12,7 +12,7 @@
 
 use std::ops::Range;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// Caps on what one request may hold. A request beyond them is a protocol
 /// error: the client gets `-ERR Protocol error: …` and is disconnected.
@@ -71,6 +71,29 @@ pub fn take_request(
     RequestParser::new(*limits).take(buffer)
 }
 
+/// Frames up to this size are copied out of the read buffer.
+const COPIED_FRAME_BYTES: usize = 64 << 10;
+
+/// Takes the first `consumed` bytes off `buffer` as a frame of their own.
+///
+/// The arguments are slices of the frame, and a SET's value is stored as
+/// one: a frame split off the read buffer would share the buffer's whole
+/// allocation (16 KiB or more), so one stored 100-byte value could keep
+/// every other command read with it in memory for as long as the key lives.
+/// A small frame is therefore copied into an allocation of its own (which
+/// also leaves the read buffer unshared, so it is reused, not reallocated).
+/// A large one is split off without a copy when it fills most of the
+/// buffer's allocation, so it pins little besides itself.
+fn detach_frame(buffer: &mut BytesMut, consumed: usize) -> Bytes {
+    if consumed <= COPIED_FRAME_BYTES || buffer.capacity() > consumed.saturating_mul(2) {
+        let frame = Bytes::copy_from_slice(&buffer[..consumed]);
+        buffer.advance(consumed);
+        frame
+    } else {
+        buffer.split_to(consumed).freeze()
+    }
+}
+
 /// A request parser that remembers how far it got into a partial multibulk,
 /// so a large request arriving in many reads is parsed once, not once per
 /// read. The buffer's front must not change between calls until a request is
@@ -107,7 +130,7 @@ impl RequestParser {
         match self.parse(buffer)? {
             Parsed::Incomplete => Ok(None),
             Parsed::Request { args, consumed } => {
-                let frame = buffer.split_to(consumed).freeze();
+                let frame = detach_frame(buffer, consumed);
                 Ok(Some(
                     args.into_iter().map(|range| frame.slice(range)).collect(),
                 ))
@@ -449,6 +472,68 @@ mod tests {
         let mut buffer = BytesMut::from(input);
         Ok(take_request(&mut buffer, &Limits::default())?
             .map(|args| args.iter().map(|arg| arg.to_vec()).collect()))
+    }
+
+    fn points_into(arg: &Bytes, start: usize, len: usize) -> bool {
+        let at = arg.as_ptr() as usize;
+        (start..start + len).contains(&at)
+    }
+
+    #[test]
+    fn a_small_request_owns_its_memory_and_leaves_the_read_buffer_unshared() {
+        let mut buffer = BytesMut::with_capacity(16 << 10);
+        buffer.extend_from_slice(
+            b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nvalue\r\n*1\r\n$4\r\nPING\r\n",
+        );
+        let (start, len) = (buffer.as_ptr() as usize, buffer.capacity());
+        let args = take_request(&mut buffer, &Limits::default())
+            .unwrap()
+            .unwrap();
+        assert_eq!(args[2], &b"value"[..]);
+        assert!(
+            args.iter().all(|arg| !points_into(arg, start, len)),
+            "a stored value must not keep the 16 KiB read buffer alive"
+        );
+        // Unshared, the buffer takes the next read in place.
+        buffer.clear();
+        buffer.reserve(8 << 10);
+        let now_at = buffer.as_ptr() as usize;
+        assert!(
+            (start..start + len).contains(&now_at),
+            "the read buffer is reused, not reallocated"
+        );
+    }
+
+    #[test]
+    fn a_large_request_that_fills_the_buffer_is_taken_without_a_copy() {
+        let value = vec![b'x'; 200 << 10];
+        let mut frame = format!("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n${}\r\n", value.len()).into_bytes();
+        frame.extend_from_slice(&value);
+        frame.extend_from_slice(b"\r\n");
+        let mut buffer = BytesMut::with_capacity(frame.len());
+        buffer.extend_from_slice(&frame);
+        let (start, len) = (buffer.as_ptr() as usize, buffer.capacity());
+        let args = take_request(&mut buffer, &Limits::default())
+            .unwrap()
+            .unwrap();
+        assert_eq!(args[2].len(), value.len());
+        assert!(points_into(&args[2], start, len));
+    }
+
+    #[test]
+    fn a_large_request_in_a_much_larger_buffer_is_copied_out() {
+        let value = vec![b'x'; 100 << 10];
+        let mut frame = format!("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n${}\r\n", value.len()).into_bytes();
+        frame.extend_from_slice(&value);
+        frame.extend_from_slice(b"\r\n");
+        let mut buffer = BytesMut::with_capacity(4 << 20);
+        buffer.extend_from_slice(&frame);
+        let (start, len) = (buffer.as_ptr() as usize, buffer.capacity());
+        let args = take_request(&mut buffer, &Limits::default())
+            .unwrap()
+            .unwrap();
+        assert_eq!(args[2].len(), value.len());
+        assert!(!points_into(&args[2], start, len));
     }
 
     #[test]

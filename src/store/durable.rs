@@ -181,6 +181,7 @@ impl DurableStore {
     fn propose(
         &self,
         command: Command,
+        issued_at_ms: u64,
     ) -> Result<(Proposal, oneshot::Receiver<Result<Outcome>>), Submission> {
         if let Some(reason) = self.shared.failure() {
             return Err(Submission::ready(Err(Error::Failed { reason })));
@@ -191,7 +192,6 @@ impl DurableStore {
                 "command carries {size} bytes; the limit is {MAX_COMMAND_FIELD_BYTES}"
             )))));
         }
-        let issued_at_ms = now_ms();
         let mut payload = Vec::with_capacity(size + 48);
         encode_payload(&mut payload, issued_at_ms, &command);
         if payload.len() > MAX_RECORD_PAYLOAD {
@@ -323,7 +323,7 @@ impl KvStore for DurableStore {
         &self.shared.state
     }
     fn submit(&self, command: Command) -> Submission {
-        let (proposal, mut receiver) = match self.propose(command) {
+        let (proposal, mut receiver) = match self.propose(command, now_ms()) {
             Ok(proposed) => proposed,
             Err(refused) => return refused,
         };
@@ -346,8 +346,10 @@ impl KvStore for DurableStore {
         let mut submissions = Vec::with_capacity(commands.len());
         let mut batch = Vec::with_capacity(commands.len());
         let mut receivers = Vec::with_capacity(commands.len());
+        // One batch, one issue time: the commands arrived together.
+        let issued_at_ms = now_ms();
         for command in commands {
-            match self.propose(command) {
+            match self.propose(command, issued_at_ms) {
                 Ok((proposal, receiver)) => {
                     batch.push(proposal);
                     receivers.push(Some(receiver));

@@ -99,7 +99,13 @@ impl Database {
     }
 
     fn get(&self, key: &[u8], now_ms: u64) -> Option<&Entry> {
-        self.entries.get(key).filter(|entry| entry.is_live(now_ms))
+        // A short key searches as a `Key`, whose compare is the cheaper one.
+        let found = if key.len() <= Key::INLINE_BYTES {
+            self.entries.get(&Key::new(key))
+        } else {
+            self.entries.get(key)
+        };
+        found.filter(|entry| entry.is_live(now_ms))
     }
 
     fn live_len(&self, now_ms: u64) -> usize {
