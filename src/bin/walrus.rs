@@ -382,6 +382,10 @@ struct ServeArgs {
     /// Connections served at once.
     #[arg(long, default_value_t = 4096)]
     max_connections: usize,
+    /// Disconnect a Redis-protocol client idle this many seconds, 0 for never
+    /// (Redis's `timeout`; `CONFIG SET timeout N` changes it while running).
+    #[arg(long, default_value_t = 0)]
+    resp_idle_timeout_secs: u64,
     /// How long shutdown waits for in-flight requests, in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     shutdown_grace_ms: u64,
@@ -480,6 +484,7 @@ impl ServeArgs {
             max_key_bytes: self.max_key_bytes,
             auth_token: auth_token.clone(),
             max_connections: self.max_connections.max(1),
+            idle_timeout_secs: self.resp_idle_timeout_secs,
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
             // Set from --tls-cert when the server starts.
             tls: None,

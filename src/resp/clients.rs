@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -65,6 +65,14 @@ impl ClientHandle {
         self.killed.load(Ordering::Acquire)
     }
 
+    /// How long since the connection's last command (or since it opened).
+    fn idle(&self) -> Duration {
+        let since_open = self.connected.elapsed();
+        since_open.saturating_sub(Duration::from_millis(
+            self.last_active_ms.load(Ordering::Relaxed),
+        ))
+    }
+
     fn kill(&self) {
         self.killed.store(true, Ordering::Release);
         // A stored permit wakes the connection even if it is busy now.
@@ -75,9 +83,7 @@ impl ClientHandle {
     /// rest as an idle normal client has them).
     pub fn list_line(&self) -> String {
         let age = self.connected.elapsed().as_secs();
-        let idle_ms = u64::try_from(self.connected.elapsed().as_millis())
-            .unwrap_or(u64::MAX)
-            .saturating_sub(self.last_active_ms.load(Ordering::Relaxed));
+        let idle_seconds = self.idle().as_secs();
         let name = self
             .name
             .lock()
@@ -93,7 +99,7 @@ impl ClientHandle {
             self.id,
             self.addr,
             self.laddr,
-            idle_ms / 1000,
+            idle_seconds,
             self.db.load(Ordering::Relaxed),
             if command.is_empty() { "NULL" } else { command },
             self.resp.load(Ordering::Relaxed),
@@ -171,6 +177,19 @@ impl Clients {
     }
 
     /// Kills every connection `filter` matches; how many.
+    /// Kills every connection idle for at least `idle_for` (Redis's
+    /// `timeout`); returns how many. One busy with a long request looks
+    /// idle too, but a kill takes effect only once it is between requests.
+    pub fn kill_idle(&self, idle_for: Duration) -> usize {
+        let open = self.open.lock();
+        let mut killed = 0;
+        for client in open.values().filter(|client| client.idle() >= idle_for) {
+            client.kill();
+            killed += 1;
+        }
+        killed
+    }
+
     pub fn kill(&self, filter: &KillFilter) -> usize {
         let open = self.open.lock();
         let mut killed = 0;

@@ -37,6 +37,9 @@ pub struct RespConfig {
     pub auth_token: Option<Arc<str>>,
     /// Connections served at once; more wait in the listen queue.
     pub max_connections: usize,
+    /// Seconds a client may stay idle before it is disconnected, 0 for
+    /// never (Redis's `timeout`; `CONFIG SET timeout` changes it live).
+    pub idle_timeout_secs: u64,
     /// How long shutdown waits for connections to finish their requests.
     pub shutdown_grace: Duration,
     /// TLS for every connection (the node's `--tls-cert`), so `AUTH` never
@@ -58,6 +61,7 @@ impl Default for RespConfig {
             max_key_bytes: 4096,
             auth_token: None,
             max_connections: 4096,
+            idle_timeout_secs: 0,
             shutdown_grace: Duration::from_secs(10),
             tls: None,
             fsync: crate::store::FsyncPolicy::Always,
@@ -140,6 +144,32 @@ pub struct Shared {
     pub stats: Arc<ServerStats>,
     /// The open connections (CLIENT LIST, CLIENT KILL).
     pub clients: Arc<clients::Clients>,
+    /// The idle timeout now, in seconds (starts as the config's; CONFIG SET
+    /// changes it).
+    pub idle_timeout_secs: AtomicU64,
+}
+
+/// How often idle clients are looked for (Redis checks about as often).
+const IDLE_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Disconnects clients idle longer than the timeout, once a second, until
+/// `shutdown`.
+async fn disconnect_idle_clients(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let mut ticks = tokio::time::interval(IDLE_SWEEP_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = shutdown.wait_for(|&stop| stop) => return,
+        }
+        let seconds = shared.idle_timeout_secs.load(Ordering::Relaxed);
+        if seconds > 0 {
+            let closed = shared.clients.kill_idle(Duration::from_secs(seconds));
+            if closed > 0 {
+                tracing::debug!(closed, seconds, "disconnecting idle RESP clients");
+            }
+        }
+    }
 }
 
 /// Serves RESP on `listener` until `shutdown` turns true, then stops accepting
@@ -156,9 +186,11 @@ pub async fn serve_resp(
         store: node.store().clone(),
         node,
         stats,
+        idle_timeout_secs: AtomicU64::new(config.idle_timeout_secs),
         config,
         clients: Arc::default(),
     });
+    tokio::spawn(disconnect_idle_clients(shared.clone(), shutdown.clone()));
     let (max_connections, grace) = (shared.config.max_connections, shared.config.shutdown_grace);
     let connection_shutdown = shutdown.clone();
     crate::net::accept_until_shutdown(listener, max_connections, grace, shutdown, move |stream| {

@@ -2,6 +2,7 @@
 //! every command family, pipelines, AUTH, and atomicity under concurrency.
 
 use std::thread;
+use std::time::Duration;
 
 use redis::Commands;
 
@@ -523,6 +524,58 @@ fn info_and_config_report_what_the_server_really_has() {
                 "-ERR Unknown option or number of arguments for CONFIG SET - 'no-such-thing'"
             )
     );
+}
+
+/// `CONFIG SET timeout N` changes the idle timeout while the server runs: an
+/// idle client is disconnected, a busy one is not; bad values and settings
+/// fixed at start are refused and change nothing, even beside a good pair.
+#[test]
+fn config_set_timeout_disconnects_idle_clients_live() {
+    let (server, _dir) = Server::start_resp(&[]);
+    let mut admin = RawResp::connect(server.resp_address());
+    let mut idle = RawResp::connect(server.resp_address());
+    assert_eq!(idle.call(&["PING"]), "+PONG\r\n");
+    assert_eq!(
+        admin.call(&["CONFIG", "GET", "timeout"]),
+        "*2\r\n$7\r\ntimeout\r\n$1\r\n0\r\n"
+    );
+    for (value, why) in [
+        ("soon", "argument couldn't be parsed into an integer"),
+        ("-1", "argument must be between 0 and 2147483647 inclusive"),
+    ] {
+        assert_eq!(
+            admin.call(&["CONFIG", "SET", "timeout", value]),
+            format!("-ERR CONFIG SET failed (possibly related to argument 'timeout') - {why}\r\n")
+        );
+    }
+    assert!(
+        admin
+            .call(&["CONFIG", "SET", "timeout", "1", "maxclients", "10"])
+            .starts_with("-ERR CONFIG SET failed (possibly related to argument 'maxclients')")
+    );
+    assert_eq!(
+        admin.call(&["CONFIG", "GET", "timeout"]),
+        "*2\r\n$7\r\ntimeout\r\n$1\r\n0\r\n",
+        "a refused CONFIG SET changes nothing"
+    );
+
+    assert_eq!(admin.call(&["CONFIG", "SET", "timeout", "1"]), "+OK\r\n");
+    assert_eq!(
+        admin.call(&["CONFIG", "GET", "timeout"]),
+        "*2\r\n$7\r\ntimeout\r\n$1\r\n1\r\n"
+    );
+    // The admin stays busy (a command every 200 ms) while the other idles
+    // past the timeout; the sweep runs once a second.
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_millis(3_500) {
+        assert_eq!(admin.call(&["PING"]), "+PONG\r\n", "a busy client stays");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(idle.is_closed(), "the idle client was disconnected");
+    assert_eq!(admin.call(&["CONFIG", "SET", "timeout", "0"]), "+OK\r\n");
+    let mut later = RawResp::connect(server.resp_address());
+    std::thread::sleep(Duration::from_millis(2_500));
+    assert_eq!(later.call(&["PING"]), "+PONG\r\n", "0 turns it off again");
 }
 
 /// `/metrics` carries the RESP server's counters: commands by name and

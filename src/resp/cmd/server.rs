@@ -428,36 +428,71 @@ fn config_values(shared: &Shared) -> Vec<(&'static str, String)> {
         ("maxmemory", "0".into()),
         ("maxclients", shared.config.max_connections.to_string()),
         ("proto-max-bulk-len", limits.max_bulk_bytes.to_string()),
-        ("timeout", "0".into()),
+        (
+            "timeout",
+            shared
+                .idle_timeout_secs
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .to_string(),
+        ),
         ("port", shared.stats.port.to_string()),
     ]
 }
 
-/// CONFIG SET: every setting walrus reports is fixed at start (a flag of
-/// `walrus serve`), so each gets Redis's refusal for an immutable one; a name
-/// walrus does not know gets Redis's unknown-option error.
+/// The settings CONFIG SET changes live.
+const LIVE_SETTINGS: [&str; 1] = ["timeout"];
+
+/// CONFIG SET name value [name value …]: `timeout` (seconds a client may stay
+/// idle, 0 for never) changes live; every other setting walrus reports is a
+/// flag of `walrus serve`, fixed at start, and gets Redis's refusal for an
+/// immutable one; a name walrus does not know gets Redis's unknown-option
+/// error. As in Redis 7, every pair is checked before any is applied.
 fn config_set(shared: &Shared, args: &[Bytes]) -> CommandResult {
-    let name = args
-        .first()
-        .map(|name| String::from_utf8_lossy(name).to_ascii_lowercase())
-        .unwrap_or_default();
+    let lowercase = |name: &Bytes| String::from_utf8_lossy(name).to_ascii_lowercase();
+    let first = args.first().map(lowercase).unwrap_or_default();
     if args.len() < 2 || !args.len().is_multiple_of(2) {
         return Err(Reply::err(format!(
-            "Unknown option or number of arguments for CONFIG SET - '{name}'"
+            "Unknown option or number of arguments for CONFIG SET - '{first}'"
         )));
     }
-    if config_values(shared)
-        .iter()
-        .any(|(known, _)| *known == name)
-    {
-        return Err(Reply::err(format!(
-            "CONFIG SET failed (possibly related to argument '{name}') - can't set immutable \
-             config: walrus takes it as a flag of walrus serve"
-        )));
+    let known = config_values(shared);
+    let mut changes = Vec::new();
+    for pair in args.chunks_exact(2) {
+        let name = lowercase(&pair[0]);
+        if LIVE_SETTINGS.contains(&name.as_str()) {
+            changes.push(parse_idle_timeout(&name, &pair[1])?);
+        } else if known.iter().any(|(setting, _)| *setting == name) {
+            return Err(Reply::err(format!(
+                "CONFIG SET failed (possibly related to argument '{name}') - can't set \
+                 immutable config: walrus takes it as a flag of walrus serve"
+            )));
+        } else {
+            return Err(Reply::err(format!(
+                "Unknown option or number of arguments for CONFIG SET - '{name}'"
+            )));
+        }
     }
-    Err(Reply::err(format!(
-        "Unknown option or number of arguments for CONFIG SET - '{name}'"
-    )))
+    for seconds in changes {
+        shared
+            .idle_timeout_secs
+            .store(seconds, std::sync::atomic::Ordering::Relaxed);
+    }
+    Ok(Reply::ok())
+}
+
+/// `timeout`'s value: whole seconds, as Redis takes them.
+fn parse_idle_timeout(name: &str, value: &[u8]) -> Result<u64, Reply> {
+    let failed = |why: &str| {
+        Reply::err(format!(
+            "CONFIG SET failed (possibly related to argument '{name}') - {why}"
+        ))
+    };
+    let seconds =
+        parse_i64(value).ok_or_else(|| failed("argument couldn't be parsed into an integer"))?;
+    u64::try_from(seconds)
+        .ok()
+        .filter(|&seconds| seconds <= i32::MAX as u64)
+        .ok_or_else(|| failed("argument must be between 0 and 2147483647 inclusive"))
 }
 
 fn config(shared: &Shared, args: &[Bytes]) -> CommandResult {
