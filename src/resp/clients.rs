@@ -16,6 +16,13 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+/// What a client library says of itself with `CLIENT SETINFO`.
+#[derive(Debug, Default)]
+struct Library {
+    name: String,
+    version: String,
+}
+
 /// One open connection as `CLIENT LIST` shows it.
 #[derive(Debug)]
 pub struct ClientHandle {
@@ -32,6 +39,8 @@ pub struct ClientHandle {
     last_active_ms: AtomicU64,
     /// The last command's name (`&'static` from the command table), if any.
     last_command: Mutex<&'static str>,
+    /// The client library's name and version (`CLIENT SETINFO`).
+    library: Mutex<Library>,
     killed: AtomicBool,
     wake: Notify,
 }
@@ -65,6 +74,17 @@ impl ClientHandle {
         self.killed.load(Ordering::Acquire)
     }
 
+    /// Records `CLIENT SETINFO LIB-NAME` (`version` false) or `LIB-VER`.
+    pub fn set_library(&self, version: bool, value: &str) {
+        let mut library = self.library.lock();
+        let field = if version {
+            &mut library.version
+        } else {
+            &mut library.name
+        };
+        *field = value.to_string();
+    }
+
     /// How long since the connection's last command (or since it opened).
     fn idle(&self) -> Duration {
         let since_open = self.connected.elapsed();
@@ -91,11 +111,12 @@ impl ClientHandle {
             .map(|name| String::from_utf8_lossy(name).into_owned())
             .unwrap_or_default();
         let command = *self.last_command.lock();
+        let library = self.library.lock();
         format!(
             "id={} addr={} laddr={} fd=-1 name={name} age={age} idle={} flags=N db={} sub=0 \
              psub=0 ssub=0 multi=-1 watch=0 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 \
              rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default \
-             redir=-1 resp={} lib-name= lib-ver=",
+             redir=-1 resp={} lib-name={} lib-ver={}",
             self.id,
             self.addr,
             self.laddr,
@@ -103,6 +124,8 @@ impl ClientHandle {
             self.db.load(Ordering::Relaxed),
             if command.is_empty() { "NULL" } else { command },
             self.resp.load(Ordering::Relaxed),
+            library.name,
+            library.version,
         )
     }
 }
@@ -153,6 +176,7 @@ impl Clients {
             resp: AtomicU8::new(2),
             last_active_ms: AtomicU64::new(0),
             last_command: Mutex::new(""),
+            library: Mutex::default(),
             killed: AtomicBool::new(false),
             wake: Notify::new(),
         });
@@ -176,7 +200,6 @@ impl Clients {
             .collect()
     }
 
-    /// Kills every connection `filter` matches; how many.
     /// Kills every connection idle for at least `idle_for` (Redis's
     /// `timeout`); returns how many. One busy with a long request looks
     /// idle too, but a kill takes effect only once it is between requests.
@@ -190,6 +213,7 @@ impl Clients {
         killed
     }
 
+    /// Kills every connection `filter` matches; how many.
     pub fn kill(&self, filter: &KillFilter) -> usize {
         let open = self.open.lock();
         let mut killed = 0;

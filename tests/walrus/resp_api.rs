@@ -627,6 +627,36 @@ fn client_list_and_kill_see_every_connection() {
     assert_eq!(admin.call(&["CLIENT", "SETNAME", "admin"]), "+OK\r\n");
     assert_eq!(other.call(&["SELECT", "3"]), "+OK\r\n");
     assert_eq!(other.call(&["PING"]), "+PONG\r\n");
+    // What redis-py and node-redis send on connecting.
+    assert_eq!(
+        other.call(&["CLIENT", "SETINFO", "LIB-NAME", "redis-py"]),
+        "+OK\r\n"
+    );
+    assert_eq!(
+        other.call(&["CLIENT", "SETINFO", "lib-ver", "8.0.1"]),
+        "+OK\r\n"
+    );
+    assert_eq!(
+        other.call(&["CLIENT", "SETINFO", "LIB-VER", "8 beta"]),
+        "-ERR lib-ver cannot contain spaces, newlines or special characters.\r\n"
+    );
+    assert_eq!(
+        other.call(&["CLIENT", "SETINFO", "LIB-COLOUR", "red"]),
+        "-ERR Unrecognized option 'LIB-COLOUR'\r\n"
+    );
+    let info = other.call(&["CLIENT", "INFO"]);
+    for field in [
+        " db=3 ",
+        " cmd=client|info ",
+        " lib-name=redis-py ",
+        " lib-ver=8.0.1",
+    ] {
+        assert!(info.contains(field), "{field:?} in CLIENT INFO: {info}");
+    }
+    assert!(
+        info.contains(" addr=127.0.0.1:"),
+        "the CLIENT LIST line: {info}"
+    );
     let other_id: String = other
         .call(&["CLIENT", "ID"])
         .trim_start_matches(':')
@@ -650,7 +680,9 @@ fn client_list_and_kill_see_every_connection() {
         .find(|line| line.starts_with(&format!("id={other_id} ")))
         .expect("the other connection is listed");
     assert!(
-        other_line.contains(" db=3 ") && other_line.contains(" cmd=client "),
+        other_line.contains(" db=3 ")
+            && other_line.contains(" cmd=client ")
+            && other_line.contains(" lib-name=redis-py lib-ver=8.0.1"),
         "{other_line}"
     );
     let addr = other_line

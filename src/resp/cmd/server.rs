@@ -219,6 +219,38 @@ fn set_name(session: &mut Session, name: Bytes) -> Result<(), Reply> {
     Ok(())
 }
 
+/// CLIENT SETINFO LIB-NAME|LIB-VER value, as redis-py and node-redis send on
+/// connecting; shown by CLIENT LIST and CLIENT INFO.
+fn set_library(
+    session: &Session,
+    shared: &Shared,
+    attribute: &Bytes,
+    value: &Bytes,
+) -> Result<(), Reply> {
+    let version = match attribute.to_ascii_lowercase().as_slice() {
+        b"lib-name" => false,
+        b"lib-ver" => true,
+        _ => {
+            return Err(Reply::err(format!(
+                "Unrecognized option '{}'",
+                String::from_utf8_lossy(attribute)
+            )));
+        }
+    };
+    // Redis refuses what would break CLIENT LIST's line.
+    if value.iter().any(|&byte| byte <= b' ' || byte > b'~') {
+        let what = if version { "lib-ver" } else { "lib-name" };
+        return Err(Reply::err(format!(
+            "{what} cannot contain spaces, newlines or special characters."
+        )));
+    }
+    let value = String::from_utf8_lossy(value);
+    for client in shared.clients.list(Some(&[session.id])) {
+        client.set_library(version, &value);
+    }
+    Ok(())
+}
+
 fn client(session: &mut Session, shared: &Shared, args: &[Bytes]) -> CommandResult {
     let sub = String::from_utf8_lossy(&args[1]).to_ascii_lowercase();
     let arity = |count: usize| {
@@ -238,22 +270,29 @@ fn client(session: &mut Session, shared: &Shared, args: &[Bytes]) -> CommandResu
             arity(3)?;
             set_name(session, args[2].clone()).map(|()| Reply::ok())
         }
-        "setinfo" => arity(4).map(|()| Reply::ok()),
-        "info" => arity(2).map(|()| {
-            let name = session
-                .name
-                .as_ref()
-                .map(|name| String::from_utf8_lossy(name).into_owned())
-                .unwrap_or_default();
+        "setinfo" => {
+            arity(4)?;
+            set_library(session, shared, &args[2], &args[3]).map(|()| Reply::ok())
+        }
+        "info" => {
+            arity(2)?;
+            // The registry's copy is refreshed after each batch; bring it up
+            // to this command first, so the line shows the session as it is.
             let resp = match session.protocol {
                 Protocol::Resp2 => 2,
                 Protocol::Resp3 => 3,
             };
-            Reply::Verbatim(format!(
-                "id={} name={name} db={} resp={resp}\n",
-                session.id, session.db
-            ))
-        }),
+            let line = shared
+                .clients
+                .list(Some(&[session.id]))
+                .first()
+                .map(|client| {
+                    client.update(session.name.as_ref(), session.db, resp, "client|info");
+                    client.list_line()
+                })
+                .unwrap_or_default();
+            Ok(Reply::Verbatim(format!("{line}\n")))
+        }
         "no-evict" | "no-touch" => arity(3).map(|()| Reply::ok()),
         "list" => client_list(shared, &args[2..]),
         "kill" => client_kill(session, shared, &args[2..]),
