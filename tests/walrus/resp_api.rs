@@ -304,6 +304,36 @@ fn resp_key_commands() {
     assert_eq!(call(&["DEL", "k2", "k3", "nope"]), ":1\r\n");
     assert_eq!(call(&["UNLINK", "other"]), ":1\r\n");
     assert_eq!(call(&["DBSIZE"]), ":0\r\n");
+
+    // OBJECT names encodings as Redis does.
+    let long = "x".repeat(45);
+    for (value, encoding) in [
+        ("12345", "int"),
+        ("-7", "int"),
+        ("012", "embstr"),
+        ("99999999999999999999", "embstr"),
+        ("hello", "embstr"),
+        (long.as_str(), "raw"),
+    ] {
+        assert_eq!(call(&["SET", "o", value]), "+OK\r\n");
+        assert_eq!(
+            call(&["OBJECT", "ENCODING", "o"]),
+            format!("${}\r\n{encoding}\r\n", encoding.len()),
+            "{value}"
+        );
+    }
+    assert_eq!(call(&["OBJECT", "REFCOUNT", "o"]), ":1\r\n");
+    assert_eq!(call(&["OBJECT", "ENCODING", "nope"]), "$-1\r\n");
+    assert!(
+        call(&["OBJECT", "FREQ", "o"]).starts_with("-ERR An LFU maxmemory policy is not selected")
+    );
+    assert!(call(&["OBJECT", "IDLETIME", "o"]).starts_with("-ERR walrus does not track"));
+    assert!(
+        call(&["OBJECT", "SHAPE", "o"])
+            .starts_with("-ERR unknown subcommand or wrong number of arguments for 'SHAPE'")
+    );
+    assert!(call(&["OBJECT", "HELP"]).starts_with("*"));
+    assert_eq!(call(&["DEL", "o"]), ":1\r\n");
 }
 
 #[test]

@@ -524,6 +524,13 @@ const DOCS: &[Doc] = &[
         O1,
     ),
     doc(
+        "object",
+        "Tells how a key's value is encoded (ENCODING) and referenced (REFCOUNT).",
+        "2.2.3",
+        "generic",
+        O1,
+    ),
+    doc(
         "randomkey",
         "Answers a random live key.",
         "1.0.0",

@@ -1,5 +1,6 @@
 //! The key commands that are not ops of the state machine: KEYS, SCAN and
-//! RANDOMKEY, which walk the keyspace at the front end, and MEMORY USAGE.
+//! RANDOMKEY, which walk the keyspace at the front end, MEMORY USAGE and
+//! OBJECT.
 
 use std::ops::Bound;
 
@@ -14,7 +15,7 @@ use super::util::{glob_match, integer_arg, is, syntax_error};
 const PAGE: usize = 1000;
 
 pub fn handles(name: &str) -> bool {
-    matches!(name, "randomkey" | "keys" | "scan" | "memory")
+    matches!(name, "randomkey" | "keys" | "scan" | "memory" | "object")
 }
 
 pub async fn run(shared: &Shared, db: u8, name: &str, args: &[Bytes]) -> CommandResult {
@@ -29,6 +30,7 @@ pub async fn run(shared: &Shared, db: u8, name: &str, args: &[Bytes]) -> Command
         )),
         "scan" => scan(shared, db, args),
         "memory" => memory(shared, db, args),
+        "object" => object(shared, db, args),
         _ => Err(Reply::err(format!("command '{name}' is not implemented"))),
     }
 }
@@ -76,6 +78,82 @@ fn memory(shared: &Shared, db: u8, args: &[Bytes]) -> CommandResult {
     Ok(entry.map_or(Reply::Null, |entry| {
         Reply::Integer(entry.memory_usage(key.len()) as i64)
     }))
+}
+
+/// OBJECT ENCODING|REFCOUNT|IDLETIME|FREQ key, and HELP. Every walrus value
+/// is a string, encoded as Redis would name it; nothing is shared, so the
+/// count is 1; reads are not tracked, so the last two say so (FREQ with
+/// Redis's own words, as a server without an LFU policy answers).
+fn object(shared: &Shared, db: u8, args: &[Bytes]) -> CommandResult {
+    if is(&args[1], "help") && args.len() == 2 {
+        return Ok(Reply::Array(
+            [
+                "OBJECT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "ENCODING <key>",
+                "    Return the kind of internal representation used in order to store the value",
+                "    associated with a <key>.",
+                "REFCOUNT <key>",
+                "    Return the number of references of the value associated with the specified",
+                "    <key> (always 1 in walrus).",
+                "HELP",
+                "    Print this help.",
+            ]
+            .into_iter()
+            .map(Reply::Simple)
+            .collect(),
+        ));
+    }
+    let subcommand = String::from_utf8_lossy(&args[1]).to_ascii_lowercase();
+    let known = ["encoding", "refcount", "idletime", "freq"].contains(&subcommand.as_str());
+    let [_, _, key] = args else {
+        return Err(Reply::err(format!(
+            "unknown subcommand or wrong number of arguments for '{}'. Try OBJECT HELP.",
+            String::from_utf8_lossy(&args[1])
+        )));
+    };
+    if !known {
+        return Err(Reply::err(format!(
+            "unknown subcommand or wrong number of arguments for '{}'. Try OBJECT HELP.",
+            String::from_utf8_lossy(&args[1])
+        )));
+    }
+    let Some(entry) = shared
+        .store
+        .get_entries(db, std::slice::from_ref(key))
+        .pop()
+        .flatten()
+    else {
+        return Ok(Reply::Null);
+    };
+    match subcommand.as_str() {
+        "encoding" => Ok(Reply::text(string_encoding(&entry.value))),
+        "refcount" => Ok(Reply::Integer(1)),
+        "idletime" => Err(Reply::err(
+            "walrus does not track when a key was last read, so it has no idle time",
+        )),
+        _ => Err(Reply::err(
+            "An LFU maxmemory policy is not selected, access frequency not tracked. Please \
+             note that when switching between policies at runtime LRU and LFU data will take \
+             some time to adjust.",
+        )),
+    }
+}
+
+/// What Redis calls a string with these bytes: `int` for the canonical
+/// text of a 64-bit integer, `embstr` up to 44 bytes, `raw` beyond.
+fn string_encoding(value: &[u8]) -> &'static str {
+    let canonical_integer = value.len() <= 20
+        && std::str::from_utf8(value)
+            .ok()
+            .and_then(|text| text.parse::<i64>().ok())
+            .is_some_and(|number| number.to_string().as_bytes() == value);
+    if canonical_integer {
+        "int"
+    } else if value.len() <= 44 {
+        "embstr"
+    } else {
+        "raw"
+    }
 }
 
 fn random_key(shared: &Shared, db: u8) -> Reply {

@@ -218,6 +218,7 @@ pub const SPECS: &[Spec] = &[
     spec("move", 3, true, ONE_KEY),
     spec("randomkey", 1, false, NO_KEYS),
     spec("memory", -2, false, (2, 2, 1)),
+    spec("object", -2, false, (2, 2, 1)),
     spec("keys", 2, false, NO_KEYS),
     spec("scan", -2, false, NO_KEYS),
     spec("expire", -3, true, ONE_KEY),
