@@ -37,6 +37,8 @@ pub struct ClientHandle {
     resp: AtomicU8,
     /// Milliseconds after `connected` of the last command.
     last_active_ms: AtomicU64,
+    /// Set while the connection serves what it read: never idle then.
+    busy: AtomicBool,
     /// The last command's name (`&'static` from the command table), if any.
     last_command: Mutex<&'static str>,
     /// The client library's name and version (`CLIENT SETINFO`).
@@ -48,6 +50,7 @@ pub struct ClientHandle {
 impl ClientHandle {
     /// Records what the connection's session now is, after a batch.
     pub fn update(&self, name: Option<&Bytes>, db: u8, resp: u8, last_command: &'static str) {
+        self.busy.store(false, Ordering::Relaxed);
         self.db.store(db, Ordering::Relaxed);
         self.resp.store(resp, Ordering::Relaxed);
         let elapsed = u64::try_from(self.connected.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -85,8 +88,19 @@ impl ClientHandle {
         *field = value.to_string();
     }
 
-    /// How long since the connection's last command (or since it opened).
+    /// Marks the connection as serving what it just read, until the next
+    /// [`Self::update`]: a long request (a write waiting for a quorum) is not
+    /// idleness.
+    pub fn set_busy(&self) {
+        self.busy.store(true, Ordering::Relaxed);
+    }
+
+    /// How long since the connection's last command (or since it opened);
+    /// zero while it serves one.
     fn idle(&self) -> Duration {
+        if self.busy.load(Ordering::Relaxed) {
+            return Duration::ZERO;
+        }
         let since_open = self.connected.elapsed();
         since_open.saturating_sub(Duration::from_millis(
             self.last_active_ms.load(Ordering::Relaxed),
@@ -175,6 +189,7 @@ impl Clients {
             db: AtomicU8::new(0),
             resp: AtomicU8::new(2),
             last_active_ms: AtomicU64::new(0),
+            busy: AtomicBool::new(false),
             last_command: Mutex::new(""),
             library: Mutex::default(),
             killed: AtomicBool::new(false),
@@ -201,12 +216,12 @@ impl Clients {
     }
 
     /// Kills every connection idle for at least `idle_for` (Redis's
-    /// `timeout`); returns how many. One busy with a long request looks
-    /// idle too, but a kill takes effect only once it is between requests.
+    /// `timeout`); returns how many. One serving a request is not idle.
     pub fn kill_idle(&self, idle_for: Duration) -> usize {
         let open = self.open.lock();
         let mut killed = 0;
-        for client in open.values().filter(|client| client.idle() >= idle_for) {
+        let idle = |client: &&Arc<ClientHandle>| !client.is_killed() && client.idle() >= idle_for;
+        for client in open.values().filter(idle) {
             client.kill();
             killed += 1;
         }
@@ -240,6 +255,28 @@ impl Drop for Registration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_connection_idle_past_the_timeout_is_killed_and_a_busy_one_never() {
+        let clients = Arc::new(Clients::default());
+        let idle = clients.register(1, "127.0.0.1:5000".into(), "127.0.0.1:6379".into());
+        let busy = clients.register(2, "127.0.0.1:5001".into(), "127.0.0.1:6379".into());
+        let fresh = clients.register(3, "127.0.0.1:5002".into(), "127.0.0.1:6379".into());
+        busy.handle.set_busy();
+        std::thread::sleep(Duration::from_millis(60));
+        fresh.handle.update(None, 0, 2, "ping");
+        assert_eq!(clients.kill_idle(Duration::from_millis(50)), 1);
+        assert!(idle.handle.is_killed(), "idle since it opened");
+        assert!(!busy.handle.is_killed(), "serving a long request");
+        assert!(!fresh.handle.is_killed(), "just ran a command");
+        busy.handle.update(None, 0, 2, "set");
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(
+            clients.kill_idle(Duration::from_millis(50)),
+            2,
+            "the other two now; the killed one is not counted again"
+        );
+    }
 
     #[test]
     fn kill_filters_match_every_field_and_spare_the_sender() {

@@ -120,6 +120,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         if !matches!(read, Ok(count) if count > 0) {
             break;
         }
+        client.set_busy();
         let connection = Connection {
             stream: &mut stream,
             session: &mut session,
