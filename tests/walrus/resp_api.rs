@@ -608,6 +608,55 @@ fn config_set_timeout_disconnects_idle_clients_live() {
     assert_eq!(later.call(&["PING"]), "+PONG\r\n", "0 turns it off again");
 }
 
+/// The snapshot files in a data directory, by name.
+fn snapshot_files(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("data dir")
+        .filter_map(|entry| entry.ok())
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".snap"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// SAVE writes a snapshot before it answers; BGSAVE and BGREWRITEAOF start
+/// one and answer at once, as Redis words it, and the snapshot appears.
+#[test]
+fn save_and_bgsave_write_a_snapshot() {
+    let (server, _dir) = Server::start_resp(&[]);
+    let mut raw = RawResp::connect(server.resp_address());
+    assert_eq!(raw.call(&["SET", "k", "1"]), "+OK\r\n");
+    assert_eq!(raw.call(&["SAVE"]), "+OK\r\n");
+    let after_save = snapshot_files(&server.dir);
+    assert_eq!(after_save.len(), 1, "{after_save:?}");
+    for (command, answer) in [
+        (vec!["BGSAVE"], "+Background saving started\r\n"),
+        (vec!["BGSAVE", "SCHEDULE"], "+Background saving started\r\n"),
+        (
+            vec!["BGREWRITEAOF"],
+            "+Background append only file rewriting started\r\n",
+        ),
+    ] {
+        let before = snapshot_files(&server.dir);
+        assert_eq!(raw.call(&["INCR", "k"]).chars().next(), Some(':'));
+        assert_eq!(raw.call(&command), answer, "{command:?}");
+        let started = std::time::Instant::now();
+        while snapshot_files(&server.dir) == before {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "{command:?} wrote no snapshot"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+    assert!(
+        raw.call(&["BGSAVE", "NOW"])
+            .starts_with("-ERR syntax error")
+    );
+    assert_eq!(raw.call(&["GET", "k"]), "$1\r\n4\r\n");
+}
+
 /// `/metrics` carries the RESP server's counters: commands by name and
 /// outcome, their latency, error codes, connections and protocol errors.
 #[test]

@@ -36,6 +36,7 @@ const fn doc(
 const O1: &str = "O(1)";
 const ON_KEYS: &str = "O(N) where N is the number of keys given.";
 const ON_VALUE: &str = "O(N) where N is the length of the value.";
+const ON_DATA: &str = "O(N) where N is the number of keys in all databases.";
 
 const DOCS: &[Doc] = &[
     // Connection.
@@ -216,6 +217,27 @@ const DOCS: &[Doc] = &[
         "1.0.0",
         "server",
         O1,
+    ),
+    doc(
+        "save",
+        "Writes a snapshot now and compacts the log behind it; answers when done.",
+        "1.0.0",
+        "server",
+        ON_DATA,
+    ),
+    doc(
+        "bgsave",
+        "Starts a snapshot (and log compaction) in the background.",
+        "1.0.0",
+        "server",
+        ON_DATA,
+    ),
+    doc(
+        "bgrewriteaof",
+        "Starts a snapshot in the background, which compacts the log as an AOF rewrite would.",
+        "1.0.0",
+        "server",
+        ON_DATA,
     ),
     // Transactions.
     doc(

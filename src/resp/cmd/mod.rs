@@ -170,6 +170,9 @@ pub const SPECS: &[Spec] = &[
     spec("swapdb", 3, true, NO_KEYS),
     spec("time", 1, false, NO_KEYS),
     spec("lastsave", 1, false, NO_KEYS),
+    spec("save", 1, false, NO_KEYS),
+    spec("bgsave", -1, false, NO_KEYS),
+    spec("bgrewriteaof", 1, false, NO_KEYS),
     // Transactions.
     spec("multi", 1, false, NO_KEYS),
     spec("exec", 1, false, NO_KEYS),

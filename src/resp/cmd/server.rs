@@ -44,6 +44,9 @@ pub fn handles(name: &str) -> bool {
             | "info"
             | "time"
             | "lastsave"
+            | "save"
+            | "bgsave"
+            | "bgrewriteaof"
     )
 }
 
@@ -90,8 +93,43 @@ pub async fn run(
         "info" => Ok(Reply::Verbatim(info(shared, args.get(1)))),
         "time" => Ok(time()),
         "lastsave" => Ok(Reply::Integer(last_save(shared) as i64)),
+        "save" => shared
+            .node
+            .snapshot_now()
+            .await
+            .map(|_| Reply::ok())
+            .map_err(|error| Reply::err(format!("snapshot failed: {error}"))),
+        "bgsave" | "bgrewriteaof" => background_snapshot(shared, name, args),
         _ => Err(Reply::err(format!("command '{name}' is not implemented"))),
     }
+}
+
+/// BGSAVE [SCHEDULE] and BGREWRITEAOF: both are walrus's snapshot, which
+/// also compacts the log behind it, started in the background; LASTSAVE
+/// moves once it is written.
+fn background_snapshot(shared: &Shared, name: &str, args: &[Bytes]) -> CommandResult {
+    let schedule = name == "bgsave" && args.len() == 2 && args[1].eq_ignore_ascii_case(b"schedule");
+    if args.len() > 1 && !schedule {
+        return Err(syntax_error());
+    }
+    if !shared.config.persistent {
+        // Refused now, as SAVE is, rather than failing unseen later.
+        return Err(Reply::err(
+            "snapshot failed: this store keeps nothing on disk (--in-memory): there is \
+             nothing to snapshot",
+        ));
+    }
+    let node = shared.node.clone();
+    tokio::spawn(async move {
+        if let Err(error) = node.snapshot_now().await {
+            tracing::warn!(%error, "background snapshot (BGSAVE) failed");
+        }
+    });
+    Ok(Reply::Simple(if name == "bgsave" {
+        "Background saving started"
+    } else {
+        "Background append only file rewriting started"
+    }))
 }
 
 /// AUTH [username] password: the username, if given, must be `default`.
