@@ -7,7 +7,7 @@
 
 use std::ops::Bound;
 
-use bytes::Bytes;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, HeaderMap, IF_MATCH, IF_NONE_MATCH};
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Limited};
@@ -234,9 +234,15 @@ async fn put(app: &App, key: Bytes, request: Request<Incoming>) -> HttpResponse 
     )
     .await;
     let value = match collected {
-        // A copy of its own: the body may be a slice of the connection's read
-        // buffer, which a stored value would otherwise keep alive whole.
-        Ok(Ok(collected)) => Bytes::copy_from_slice(&collected.to_bytes()),
+        // Copied once into a value of its own: a body chunk may be a slice of
+        // the connection's read buffer, which a stored value would otherwise
+        // keep alive whole.
+        Ok(Ok(collected)) => {
+            let body = collected.aggregate();
+            let mut value = BytesMut::with_capacity(body.remaining());
+            value.put(body);
+            value.freeze()
+        }
         Ok(Err(error))
             if error
                 .downcast_ref::<http_body_util::LengthLimitError>()

@@ -114,30 +114,36 @@ impl ClientHandle {
     }
 
     /// The connection's `CLIENT LIST` line (Redis's fields walrus has; the
-    /// rest as an idle normal client has them).
+    /// rest as an idle normal client has them), as of its last batch.
     pub fn list_line(&self) -> String {
+        let name = self.name.lock().clone();
+        self.line_for(
+            name.as_ref(),
+            self.db.load(Ordering::Relaxed),
+            self.resp.load(Ordering::Relaxed),
+            *self.last_command.lock(),
+        )
+    }
+
+    /// The line with the session as its own connection sees it now
+    /// (`CLIENT INFO`, before the batch it is in has updated the handle).
+    pub fn line_for(&self, name: Option<&Bytes>, db: u8, resp: u8, command: &str) -> String {
         let age = self.connected.elapsed().as_secs();
         let idle_seconds = self.idle().as_secs();
-        let name = self
-            .name
-            .lock()
-            .as_ref()
-            .map(|name| String::from_utf8_lossy(name).into_owned())
+        let name = name
+            .map(|name| String::from_utf8_lossy(name))
             .unwrap_or_default();
-        let command = *self.last_command.lock();
         let library = self.library.lock();
         format!(
-            "id={} addr={} laddr={} fd=-1 name={name} age={age} idle={} flags=N db={} sub=0 \
+            "id={} addr={} laddr={} fd=-1 name={name} age={age} idle={} flags=N db={db} sub=0 \
              psub=0 ssub=0 multi=-1 watch=0 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 \
              rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default \
-             redir=-1 resp={} lib-name={} lib-ver={}",
+             redir=-1 resp={resp} lib-name={} lib-ver={}",
             self.id,
             self.addr,
             self.laddr,
             idle_seconds,
-            self.db.load(Ordering::Relaxed),
             if command.is_empty() { "NULL" } else { command },
-            self.resp.load(Ordering::Relaxed),
             library.name,
             library.version,
         )

@@ -504,36 +504,33 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_large_request_that_fills_the_buffer_is_taken_without_a_copy() {
-        let value = vec![b'x'; 200 << 10];
-        let mut frame = format!("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n${}\r\n", value.len()).into_bytes();
-        frame.extend_from_slice(&value);
+    /// `SET k <value_len × 'x'>` read into a buffer of `capacity` bytes:
+    /// where the buffer starts, its capacity, and the value taken from it.
+    fn take_large_set(value_len: usize, capacity: usize) -> (usize, usize, Bytes) {
+        let mut frame = format!("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n${value_len}\r\n").into_bytes();
+        frame.resize(frame.len() + value_len, b'x');
         frame.extend_from_slice(b"\r\n");
-        let mut buffer = BytesMut::with_capacity(frame.len());
+        let mut buffer = BytesMut::with_capacity(capacity.max(frame.len()));
         buffer.extend_from_slice(&frame);
         let (start, len) = (buffer.as_ptr() as usize, buffer.capacity());
-        let args = take_request(&mut buffer, &Limits::default())
+        let mut args = take_request(&mut buffer, &Limits::default())
             .unwrap()
             .unwrap();
-        assert_eq!(args[2].len(), value.len());
-        assert!(points_into(&args[2], start, len));
+        let value = args.swap_remove(2);
+        assert_eq!(value.len(), value_len);
+        (start, len, value)
+    }
+
+    #[test]
+    fn a_large_request_that_fills_the_buffer_is_taken_without_a_copy() {
+        let (start, len, value) = take_large_set(200 << 10, 0);
+        assert!(points_into(&value, start, len));
     }
 
     #[test]
     fn a_large_request_in_a_much_larger_buffer_is_copied_out() {
-        let value = vec![b'x'; 100 << 10];
-        let mut frame = format!("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n${}\r\n", value.len()).into_bytes();
-        frame.extend_from_slice(&value);
-        frame.extend_from_slice(b"\r\n");
-        let mut buffer = BytesMut::with_capacity(4 << 20);
-        buffer.extend_from_slice(&frame);
-        let (start, len) = (buffer.as_ptr() as usize, buffer.capacity());
-        let args = take_request(&mut buffer, &Limits::default())
-            .unwrap()
-            .unwrap();
-        assert_eq!(args[2].len(), value.len());
-        assert!(!points_into(&args[2], start, len));
+        let (start, len, value) = take_large_set(100 << 10, 4 << 20);
+        assert!(!points_into(&value, start, len));
     }
 
     #[test]

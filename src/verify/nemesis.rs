@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use rand::Rng;
 use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
 use serde::Serialize;
 
 /// A fault the nemesis can inject.
@@ -34,6 +35,14 @@ pub enum Fault {
 }
 
 impl Fault {
+    const ALL: [Fault; 5] = [
+        Fault::Kill,
+        Fault::Pause,
+        Fault::RestartAll,
+        Fault::Partition,
+        Fault::Bridge,
+    ];
+
     /// As `--nemesis` spells it.
     pub fn name(self) -> &'static str {
         match self {
@@ -64,16 +73,14 @@ impl std::str::FromStr for Fault {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Fault, String> {
-        match text {
-            "kill" => Ok(Fault::Kill),
-            "pause" => Ok(Fault::Pause),
-            "restart-all" => Ok(Fault::RestartAll),
-            "partition" => Ok(Fault::Partition),
-            "bridge" => Ok(Fault::Bridge),
-            other => Err(format!(
-                "unknown fault {other:?}: expected kill, pause, restart-all, partition or bridge"
-            )),
-        }
+        Fault::ALL
+            .into_iter()
+            .find(|fault| fault.name() == text)
+            .ok_or_else(|| {
+                format!(
+                    "unknown fault {text:?}: expected kill, pause, restart-all, partition or bridge"
+                )
+            })
     }
 }
 
@@ -265,44 +272,18 @@ impl LocalCluster {
             }
             Fault::Partition => {
                 let isolated = self.nodes[index].id;
-                let others: Vec<String> = self
-                    .nodes
-                    .iter()
-                    .filter(|node| node.id != isolated)
-                    .map(|node| node.id.to_string())
-                    .collect();
-                let cut = format!("/fault/partition?isolate={}", others.join(","));
-                post(&self.nodes[index].http, &cut).await?;
-                for node in self.nodes.iter().filter(|node| node.id != isolated) {
-                    post(&node.http, &format!("/fault/partition?isolate={isolated}")).await?;
-                }
+                let others: Vec<u64> = self.ids().filter(|&id| id != isolated).collect();
+                self.cut_apart(&[isolated], &others).await?;
                 tokio::time::sleep(hold).await;
                 self.heal_partitions().await?;
                 Ok(isolated)
             }
             Fault::Bridge => {
                 let bridge = self.nodes[index].id;
-                let mut others: Vec<u64> = self
-                    .nodes
-                    .iter()
-                    .map(|node| node.id)
-                    .filter(|&id| id != bridge)
-                    .collect();
-                // A random split: swap each into a random place.
-                for at in (1..others.len()).rev() {
-                    others.swap(at, rng.random_range(0..=at));
-                }
+                let mut others: Vec<u64> = self.ids().filter(|&id| id != bridge).collect();
+                others.shuffle(rng);
                 let (left, right) = others.split_at(others.len() / 2);
-                for (side, across) in [(left, right), (right, left)] {
-                    let across = across
-                        .iter()
-                        .map(u64::to_string)
-                        .collect::<Vec<_>>()
-                        .join(",");
-                    for node in self.nodes.iter().filter(|node| side.contains(&node.id)) {
-                        post(&node.http, &format!("/fault/partition?isolate={across}")).await?;
-                    }
-                }
+                self.cut_apart(left, right).await?;
                 tokio::time::sleep(hold).await;
                 self.heal_partitions().await?;
                 Ok(bridge)
@@ -335,6 +316,26 @@ impl LocalCluster {
                 .any(|arg| arg == "--enable-fault-injection")
         }) {
             self.heal_partitions().await?;
+        }
+        Ok(())
+    }
+
+    fn ids(&self) -> impl Iterator<Item = u64> + '_ {
+        self.nodes.iter().map(|node| node.id)
+    }
+
+    /// Cuts every node in `left` off from every node in `right`, both ways,
+    /// through each node's fault switch.
+    async fn cut_apart(&self, left: &[u64], right: &[u64]) -> std::io::Result<()> {
+        for (side, across) in [(left, right), (right, left)] {
+            let across = across
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            for node in self.nodes.iter().filter(|node| side.contains(&node.id)) {
+                post(&node.http, &format!("/fault/partition?isolate={across}")).await?;
+            }
         }
         Ok(())
     }

@@ -105,18 +105,12 @@ fn object(shared: &Shared, db: u8, args: &[Bytes]) -> CommandResult {
     }
     let subcommand = String::from_utf8_lossy(&args[1]).to_ascii_lowercase();
     let known = ["encoding", "refcount", "idletime", "freq"].contains(&subcommand.as_str());
-    let [_, _, key] = args else {
+    let (true, [_, _, key]) = (known, args) else {
         return Err(Reply::err(format!(
             "unknown subcommand or wrong number of arguments for '{}'. Try OBJECT HELP.",
             String::from_utf8_lossy(&args[1])
         )));
     };
-    if !known {
-        return Err(Reply::err(format!(
-            "unknown subcommand or wrong number of arguments for '{}'. Try OBJECT HELP.",
-            String::from_utf8_lossy(&args[1])
-        )));
-    }
     let Some(entry) = shared
         .store
         .get_entries(db, std::slice::from_ref(key))

@@ -314,8 +314,8 @@ fn client(session: &mut Session, shared: &Shared, args: &[Bytes]) -> CommandResu
         }
         "info" => {
             arity(2)?;
-            // The registry's copy is refreshed after each batch; bring it up
-            // to this command first, so the line shows the session as it is.
+            // The registry's copy is refreshed after each batch: the line
+            // shows the session as it is now instead.
             let resp = match session.protocol {
                 Protocol::Resp2 => 2,
                 Protocol::Resp3 => 3,
@@ -325,8 +325,7 @@ fn client(session: &mut Session, shared: &Shared, args: &[Bytes]) -> CommandResu
                 .list(Some(&[session.id]))
                 .first()
                 .map(|client| {
-                    client.update(session.name.as_ref(), session.db, resp, "client|info");
-                    client.list_line()
+                    client.line_for(session.name.as_ref(), session.db, resp, "client|info")
                 })
                 .unwrap_or_default();
             Ok(Reply::Verbatim(format!("{line}\n")))
@@ -516,9 +515,6 @@ fn config_values(shared: &Shared) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// The settings CONFIG SET changes live.
-const LIVE_SETTINGS: [&str; 1] = ["timeout"];
-
 /// CONFIG SET name value [name value …]: `timeout` (seconds a client may stay
 /// idle, 0 for never) changes live; every other setting walrus reports is a
 /// flag of `walrus serve`, fixed at start, and gets Redis's refusal for an
@@ -533,11 +529,11 @@ fn config_set(shared: &Shared, args: &[Bytes]) -> CommandResult {
         )));
     }
     let known = config_values(shared);
-    let mut changes = Vec::new();
+    let mut idle_timeout = None;
     for pair in args.chunks_exact(2) {
         let name = lowercase(&pair[0]);
-        if LIVE_SETTINGS.contains(&name.as_str()) {
-            changes.push(parse_idle_timeout(&name, &pair[1])?);
+        if name == "timeout" {
+            idle_timeout = Some(parse_idle_timeout(&name, &pair[1])?);
         } else if known.iter().any(|(setting, _)| *setting == name) {
             return Err(Reply::err(format!(
                 "CONFIG SET failed (possibly related to argument '{name}') - can't set \
@@ -549,7 +545,7 @@ fn config_set(shared: &Shared, args: &[Bytes]) -> CommandResult {
             )));
         }
     }
-    for seconds in changes {
+    if let Some(seconds) = idle_timeout {
         shared
             .idle_timeout_secs
             .store(seconds, std::sync::atomic::Ordering::Relaxed);
