@@ -53,6 +53,20 @@ impl Histogram {
             .sum()
     }
 
+    /// Each finite bucket's upper bound with the count of observations up
+    /// to it (cumulative, as Prometheus and Redis report them).
+    pub fn cumulative(&self) -> Vec<(f64, u64)> {
+        let mut total = 0;
+        self.bounds
+            .iter()
+            .zip(&self.counts)
+            .map(|(&bound, count)| {
+                total += count.load(Ordering::Relaxed);
+                (bound, total)
+            })
+            .collect()
+    }
+
     /// Appends the `_bucket`, `_sum` and `_count` series; `labels` is either
     /// empty or `key="value",…` without braces.
     pub fn render(&self, out: &mut String, name: &str, labels: &str) {

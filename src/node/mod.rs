@@ -14,6 +14,7 @@ mod replicated;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 
@@ -32,6 +33,34 @@ pub enum Consistency {
     Linearizable,
     /// Whatever this node has applied; may lag the leader.
     Stale,
+}
+
+/// A node's place in replication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replication {
+    /// Not a cluster member: nothing replicates.
+    Single,
+    /// The cluster's leader: its commit index and each other member's
+    /// matched index.
+    Leader {
+        committed: u64,
+        followers: Vec<Follower>,
+    },
+    /// Another member: the leader's peer address (if one is known) and how
+    /// far this node has applied.
+    Follower {
+        leader_address: Option<String>,
+        applied: u64,
+    },
+}
+
+/// A member the leader replicates to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Follower {
+    /// Its peer (HTTP) address.
+    pub address: String,
+    /// The last log index known to be on its disk.
+    pub matched: u64,
 }
 
 /// A single store or a cluster replica, behind the same calls.
@@ -176,6 +205,76 @@ impl Node {
         match &self.inner.growth {
             Some(growth) => growth.close().await,
             None => Ok(()),
+        }
+    }
+
+    /// Who this node replicates with, as Redis's `ROLE` and `WAIT` see it.
+    pub fn replication(&self) -> Replication {
+        let Some(cluster) = self.cluster() else {
+            return Replication::Single;
+        };
+        let status = cluster.status();
+        if status.leader_id == Some(status.node_id) {
+            let followers = status
+                .replication
+                .iter()
+                .filter(|&(&id, _)| id != status.node_id)
+                .map(|(&id, &matched)| Follower {
+                    address: status.nodes.get(&id).cloned().unwrap_or_default(),
+                    matched,
+                })
+                .collect();
+            Replication::Leader {
+                committed: status.commit_index,
+                followers,
+            }
+        } else {
+            Replication::Follower {
+                leader_address: status.leader_address,
+                applied: status.applied_index,
+            }
+        }
+    }
+
+    /// Redis's `WAIT`: waits until at least `wanted` other nodes hold every
+    /// write this node has committed, or `timeout` passes (`None`: no
+    /// limit), and returns how many do. Only a leader knows; elsewhere
+    /// `None`.
+    pub async fn wait_for_replicas(
+        &self,
+        wanted: usize,
+        timeout: Option<Duration>,
+    ) -> Option<usize> {
+        const POLL: Duration = Duration::from_millis(5);
+        let deadline = timeout.map(|timeout| tokio::time::Instant::now() + timeout);
+        let target = match self.replication() {
+            Replication::Leader { committed, .. } => committed,
+            Replication::Follower { .. } => return None,
+            // No other node will ever hold anything: wait out the timeout,
+            // as Redis does with no replicas.
+            Replication::Single if wanted == 0 => return Some(0),
+            Replication::Single => {
+                match deadline {
+                    Some(deadline) => tokio::time::sleep_until(deadline).await,
+                    None => std::future::pending().await,
+                }
+                return Some(0);
+            }
+        };
+        loop {
+            let Replication::Leader { followers, .. } = self.replication() else {
+                return None;
+            };
+            let holding = followers
+                .iter()
+                .filter(|follower| follower.matched >= target)
+                .count();
+            let now = tokio::time::Instant::now();
+            if holding >= wanted || deadline.is_some_and(|deadline| now >= deadline) {
+                return Some(holding);
+            }
+            let pause = deadline.map_or(POLL, |deadline| POLL.min(deadline - now));
+            tokio::time::sleep(pause).await;
         }
     }
 

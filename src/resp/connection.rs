@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
@@ -31,33 +31,64 @@ struct Pipeline {
 
 enum Pending {
     Ready(Reply, Counted),
-    /// A write in `unsubmitted`.
-    Queued(Finish, Counted),
-    Write(Submission, Finish, Counted),
+    Write(Slot, Finish, Counted),
 }
 
-/// What a reply is counted as in the command stats.
-#[derive(Clone, Copy)]
+/// Where a write is on its way to the store.
+enum Slot {
+    /// Still in `unsubmitted`.
+    Unsubmitted,
+    Submitted(Submission),
+    /// The store took fewer writes than it was given (it is closing).
+    Lost,
+}
+
+/// What a reply is counted as in the command stats, and the request it
+/// answers (kept until then for the slow log: it is dropped after the reply
+/// either way, so keeping it costs nothing).
 struct Counted {
     command: Option<usize>,
     ran: Ran,
     arrived: Instant,
+    args: Vec<Bytes>,
+}
+
+/// Who sent the requests, for the slow log.
+struct Sender<'a> {
+    client: &'a ClientHandle,
+    name: Option<&'a Bytes>,
+}
+
+impl<'a> Sender<'a> {
+    fn of(client: &'a ClientHandle, session: &'a Session) -> Sender<'a> {
+        Sender {
+            client,
+            name: session.name.as_ref(),
+        }
+    }
 }
 
 impl Counted {
-    fn record(self, shared: &Shared, reply: &Reply) {
+    fn record(self, shared: &Shared, reply: &Reply, sender: &Sender<'_>) {
         let elapsed = self.arrived.elapsed();
         shared
             .stats
             .commands
             .record(self.command, self.ran, elapsed, reply);
+        if shared.slowlog.is_slow(elapsed) {
+            let name = sender.name.cloned().unwrap_or_default();
+            shared
+                .slowlog
+                .push(&self.args, elapsed, &sender.client.addr, name);
+        }
     }
 }
 
 impl Pipeline {
     fn push_write(&mut self, command: Command, finish: Finish, counted: Counted) {
         self.unsubmitted.push(command);
-        self.replies.push_back(Pending::Queued(finish, counted));
+        self.replies
+            .push_back(Pending::Write(Slot::Unsubmitted, finish, counted));
     }
 
     /// Submits the collected writes as one batch.
@@ -69,29 +100,34 @@ impl Pipeline {
             .submit_all(std::mem::take(&mut self.unsubmitted))
             .into_iter();
         for pending in self.replies.iter_mut() {
-            if let Pending::Queued(finish, counted) = *pending {
-                *pending = match submissions.next() {
-                    Some(submission) => Pending::Write(submission, finish, counted),
-                    None => Pending::Ready(cmd::store_error(&crate::Error::Closed), counted),
-                };
+            if let Pending::Write(slot @ Slot::Unsubmitted, ..) = pending {
+                *slot = submissions.next().map_or(Slot::Lost, Slot::Submitted);
             }
         }
     }
 
     /// Submits what is collected, waits for every write, and encodes all
     /// replies into `output`.
-    async fn finish(&mut self, shared: &Shared, protocol: Protocol, output: &mut BytesMut) {
+    async fn finish(
+        &mut self,
+        shared: &Shared,
+        protocol: Protocol,
+        sender: &Sender<'_>,
+        output: &mut BytesMut,
+    ) {
         self.submit(shared.store.as_ref());
         while let Some(pending) = self.replies.pop_front() {
             let (reply, counted) = match pending {
                 Pending::Ready(reply, counted) => (reply, counted),
-                Pending::Queued(_, counted) => (cmd::store_error(&crate::Error::Closed), counted),
-                Pending::Write(submission, finish, counted) => match submission.await {
-                    Ok(outcome) => (finish.reply(outcome), counted),
-                    Err(error) => (cmd::store_error(&error), counted),
-                },
+                Pending::Write(Slot::Submitted(submission), finish, counted) => {
+                    match submission.await {
+                        Ok(outcome) => (finish.reply(outcome), counted),
+                        Err(error) => (cmd::store_error(&error), counted),
+                    }
+                }
+                Pending::Write(_, _, counted) => (cmd::store_error(&crate::Error::Closed), counted),
             };
-            counted.record(shared, &reply);
+            counted.record(shared, &reply, sender);
             reply.encode_as(protocol, output);
         }
     }
@@ -126,6 +162,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             session: &mut session,
             parser: &mut parser,
             shared,
+            client,
         };
         let served = connection.serve_buffered(&mut input, &mut output);
         let keep_open = served.await;
@@ -177,6 +214,7 @@ struct Connection<'a, S> {
     session: &'a mut Session,
     parser: &'a mut RequestParser,
     shared: &'a Shared,
+    client: &'a ClientHandle,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
@@ -188,6 +226,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
             session,
             parser,
             shared,
+            client,
         } = self;
         let mut pipeline = Pipeline::default();
         // On a replica, one read barrier covers every command already
@@ -208,7 +247,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                         .stats
                         .protocol_errors
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    pipeline.finish(shared, session.protocol, output).await;
+                    pipeline
+                        .finish(
+                            shared,
+                            session.protocol,
+                            &Sender::of(client, session),
+                            output,
+                        )
+                        .await;
                     Reply::err(error).encode_as(session.protocol, output);
                     return false;
                 }
@@ -221,19 +267,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                     client = session.id,
                     "possible security attack: an HTTP request on the RESP port; closing"
                 );
-                pipeline.finish(shared, session.protocol, output).await;
+                pipeline
+                    .finish(
+                        shared,
+                        session.protocol,
+                        &Sender::of(client, session),
+                        output,
+                    )
+                    .await;
                 return false;
             }
             shared
                 .stats
                 .total_commands
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            // A command queued by MULTI is counted when EXEC runs it, as in
+            // Redis, not when it is queued.
+            let queuing = session.transaction.is_some();
+            let plan = cmd::plan(session, shared, &args);
+            let command = match (&plan, queuing) {
+                (Plan::Reply(_), true) => None,
+                _ => cmd::spec_index(&args),
+            };
             let counted = Counted {
-                command: cmd::spec_index(&args),
+                command,
                 ran: Ran::Yes,
                 arrived,
+                args,
             };
-            match cmd::plan(session, shared, &args) {
+            match plan {
                 Plan::Write(command, finish) => pipeline.push_write(command, finish, counted),
                 Plan::Reply(reply) => pipeline.replies.push_back(Pending::Ready(reply, counted)),
                 Plan::Refused(reply) => {
@@ -244,7 +306,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                     pipeline.replies.push_back(Pending::Ready(reply, counted));
                 }
                 Plan::Read(op) => {
-                    pipeline.finish(shared, session.protocol, output).await;
+                    pipeline
+                        .finish(
+                            shared,
+                            session.protocol,
+                            &Sender::of(client, session),
+                            output,
+                        )
+                        .await;
                     if barrier.is_none() {
                         barrier = Some(shared.node.read_barrier(session.consistency).await);
                     }
@@ -252,25 +321,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                         Some(Err(error)) => cmd::store_error(error),
                         _ => cmd::read(shared, session.db, op),
                     };
-                    counted.record(shared, &reply);
+                    counted.record(shared, &reply, &Sender::of(client, session));
                     reply.encode_as(session.protocol, output);
                 }
                 Plan::Execute(spec) => {
-                    pipeline.finish(shared, session.protocol, output).await;
+                    pipeline
+                        .finish(
+                            shared,
+                            session.protocol,
+                            &Sender::of(client, session),
+                            output,
+                        )
+                        .await;
                     if cmd::reads_keys(spec) {
                         if barrier.is_none() {
                             barrier = Some(shared.node.read_barrier(session.consistency).await);
                         }
                         if let Some(Err(error)) = &barrier {
                             let reply = cmd::store_error(error);
-                            counted.record(shared, &reply);
+                            counted.record(shared, &reply, &Sender::of(client, session));
                             reply.encode_as(session.protocol, output);
                             continue;
                         }
                     }
                     let was_authenticated = session.authenticated;
-                    let reply = cmd::execute(session, shared, spec, &args).await;
-                    counted.record(shared, &reply);
+                    let reply = cmd::execute(session, shared, spec, &counted.args).await;
+                    counted.record(shared, &reply, &Sender::of(client, session));
                     reply.encode_as(session.protocol, output);
                     if session.authenticated != was_authenticated {
                         parser.set_limits(limits_for(session, shared));
@@ -287,7 +363,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                 }
             }
         }
-        pipeline.finish(shared, session.protocol, output).await;
+        pipeline
+            .finish(
+                shared,
+                session.protocol,
+                &Sender::of(client, session),
+                output,
+            )
+            .await;
         if input.capacity() > 4 << 20 && input.is_empty() {
             *input = BytesMut::with_capacity(16 << 10);
         }

@@ -12,7 +12,8 @@ pub(crate) mod clients;
 mod cmd;
 mod connection;
 pub mod frame;
-mod stats;
+mod slowlog;
+pub(crate) mod stats;
 
 use std::io;
 use std::sync::Arc;
@@ -147,6 +148,8 @@ pub struct Shared {
     /// The idle timeout now, in seconds (starts as the config's; CONFIG SET
     /// changes it).
     pub idle_timeout_secs: AtomicU64,
+    /// Commands slower than its threshold (SLOWLOG).
+    pub slowlog: slowlog::SlowLog,
 }
 
 /// How often idle clients are looked for (Redis checks about as often).
@@ -189,6 +192,7 @@ pub async fn serve_resp(
         idle_timeout_secs: AtomicU64::new(config.idle_timeout_secs),
         config,
         clients: Arc::default(),
+        slowlog: slowlog::SlowLog::default(),
     });
     tokio::spawn(disconnect_idle_clients(shared.clone(), shutdown.clone()));
     let (max_connections, grace) = (shared.config.max_connections, shared.config.shutdown_grace);

@@ -51,6 +51,15 @@ pub enum Ran {
     Rejected,
 }
 
+/// One command's latency histogram as `LATENCY HISTOGRAM` shows it.
+pub struct CommandHistogram {
+    pub name: &'static str,
+    /// Calls timed.
+    pub calls: u64,
+    /// (upper bound in microseconds, calls up to it), cumulative.
+    pub buckets: Vec<(u64, u64)>,
+}
+
 /// The counters; `Debug` shows only their size.
 pub struct CommandStats {
     /// One per entry of [`SPECS`], same order.
@@ -179,6 +188,41 @@ impl CommandStats {
             let labels = format!("code=\"{}\"", label_value(code));
             sample(out, "walrus_resp_errors_total", &labels, *count);
         }
+    }
+
+    /// `LATENCY HISTOGRAM`'s figures for each command named (every command
+    /// used when `names` is empty): the calls timed, and for each bucket
+    /// from the first that holds a call to the first that holds them all,
+    /// its upper bound in microseconds and the calls up to it.
+    pub fn histograms(&self, names: &[String]) -> Vec<CommandHistogram> {
+        SPECS
+            .iter()
+            .zip(&self.commands)
+            .filter(|(spec, _)| names.is_empty() || names.iter().any(|name| name == spec.name))
+            .filter_map(|(spec, counters)| {
+                let calls = counters.latency.count();
+                if calls == 0 {
+                    return None;
+                }
+                let buckets = counters
+                    .latency
+                    .cumulative()
+                    .into_iter()
+                    .skip_while(|&(_, up_to)| up_to == 0)
+                    .scan(false, |full, (bound, up_to)| {
+                        // Stop after the first bucket that holds every call.
+                        let seen_all = *full;
+                        *full = up_to == calls;
+                        (!seen_all).then_some(((bound * 1e6).round() as u64, up_to))
+                    })
+                    .collect();
+                Some(CommandHistogram {
+                    name: spec.name,
+                    calls,
+                    buckets,
+                })
+            })
+            .collect()
     }
 
     /// The `# Commandstats` section: one line per command used.

@@ -36,7 +36,7 @@ pub use command::{Command, Guard, MAX_COMMAND_FIELD_BYTES, Op, decode_payload, e
 pub use durable::DurableStore;
 pub use mem::MemStore;
 pub use options::{FsyncPolicy, SnapshotInfo, SnapshotPolicy, StoreOptions};
-pub use state::{DbKey, Entry, Outcome, RemovalLog, SnapshotPoint, State, write_frozen};
+pub use state::{DbKey, Entry, Outcome, RemovalLog, SnapshotPoint, State, scan_hash, write_frozen};
 pub use stats::StoreStats;
 
 use crate::error::{Error, Result};

@@ -845,6 +845,19 @@ fn bit_at(value: &[u8], index: u64) -> bool {
 }
 
 fn bit_count(value: &[u8], range: Option<BitRange>) -> i64 {
+    // Both from the end, the start after the end: nothing (Redis 7's rule,
+    // which the clamping below would otherwise turn into the first unit).
+    if let Some(BitRange {
+        start,
+        end: Some(end),
+        ..
+    }) = range
+        && start < 0
+        && end < 0
+        && start > end
+    {
+        return 0;
+    }
     let Some((first, last)) = bit_span(range, value.len()) else {
         return 0;
     };

@@ -391,6 +391,29 @@ fn writes_through_any_node_are_read_alike_from_every_node() {
         .expect("transaction");
     assert_eq!((count, text.as_str()), (5, "5"));
 
+    // ROLE and WAIT see the Raft roles: the leader is the master, and every
+    // write it committed is soon on both followers; a follower is a replica
+    // and refuses WAIT.
+    let mut at_leader = crate::resp_client::RawResp::connect(cluster.node(leader).resp);
+    assert_eq!(at_leader.call(&["SET", "waited", "1"]), "+OK\r\n");
+    assert_eq!(at_leader.call(&["WAIT", "2", "5000"]), ":2\r\n");
+    let role = at_leader.call(&["ROLE"]);
+    assert!(role.starts_with("*3\r\n$6\r\nmaster\r\n:"), "{role}");
+    assert_eq!(role.matches("127.0.0.1").count(), 2, "two replicas: {role}");
+    let mut at_follower = crate::resp_client::RawResp::connect(cluster.node(follower).resp);
+    let role = at_follower.call(&["ROLE"]);
+    let leader_port = cluster.node(leader).http.port().to_string();
+    assert!(
+        role.starts_with("*5\r\n$5\r\nslave\r\n$9\r\n127.0.0.1\r\n")
+            && role.contains(&format!(":{leader_port}\r\n$9\r\nconnected\r\n")),
+        "{role}"
+    );
+    assert!(
+        at_follower
+            .call(&["WAIT", "1", "10"])
+            .starts_with("-ERR WAIT cannot be used with replica instances")
+    );
+
     // A backup from a follower: its snapshot of everything applied, checked.
     let snapshot =
         http(cluster.node(follower).http, "GET", "/admin/snapshot", b"").expect("answer");

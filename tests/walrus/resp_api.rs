@@ -122,6 +122,19 @@ fn resp_auth_is_required_first() {
     let mut connection = redis::Client::open(url).unwrap().get_connection().unwrap();
     let value: String = connection.get("k").unwrap();
     assert_eq!(value, "v");
+    // RESET signs the connection out again; the password never reaches the
+    // slow log.
+    assert_eq!(
+        raw.call(&["CONFIG", "SET", "slowlog-log-slower-than", "0"]),
+        "+OK\r\n"
+    );
+    assert_eq!(raw.call(&["AUTH", "default", "s3cret"]), "+OK\r\n");
+    assert_eq!(raw.call(&["RESET"]), "+RESET\r\n");
+    assert!(raw.call(&["GET", "k"]).starts_with("-NOAUTH"));
+    assert_eq!(other.call(&["AUTH", "a", "b", "c"]), err("syntax error"));
+    let logged = other.call(&["SLOWLOG", "GET", "-1"]);
+    assert!(logged.contains("(redacted)"), "{logged}");
+    assert!(!logged.contains("s3cret"), "{logged}");
     let mut stranger = RawResp::connect(server.resp_address());
     stranger.send_raw(b"*11\r\n");
     assert_eq!(
@@ -751,7 +764,7 @@ fn client_list_and_kill_see_every_connection() {
     assert!(
         lines
             .iter()
-            .any(|line| line.contains(" name=admin ") && line.contains(" cmd=client ")),
+            .any(|line| line.contains(" name=admin ") && line.contains(" cmd=client|list ")),
         "{list}"
     );
     let other_line = lines
@@ -796,5 +809,238 @@ fn client_list_and_kill_see_every_connection() {
     assert_eq!(
         admin.call(&["CLIENT", "KILL", "ID", "0"]),
         "-ERR client-id should be greater than 0\r\n"
+    );
+}
+
+#[test]
+fn slowlog_keeps_the_commands_over_its_threshold_newest_first() {
+    let (server, _dir) = Server::start_resp(&[]);
+    let mut raw = RawResp::connect(server.resp_address());
+    assert_eq!(raw.call(&["SLOWLOG", "LEN"]), ":0\r\n", "10 ms by default");
+    assert_eq!(raw.call(&["SET", "fast", "1"]), "+OK\r\n");
+    assert_eq!(raw.call(&["SLOWLOG", "LEN"]), ":0\r\n");
+    assert_eq!(
+        raw.call(&["CONFIG", "SET", "slowlog-log-slower-than", "0"]),
+        "+OK\r\n"
+    );
+    assert_eq!(raw.call(&["CLIENT", "SETNAME", "logger"]), "+OK\r\n");
+    assert_eq!(raw.call(&["SET", "k", "v"]), "+OK\r\n");
+    assert_eq!(raw.call(&["GET", "k"]), "$1\r\nv\r\n");
+    // The newest two: GET, then SET, each with its arguments, the client's
+    // address and name.
+    let latest = raw.call(&["SLOWLOG", "GET", "2"]);
+    let get_at = latest.find("$3\r\nGET\r\n$1\r\nk\r\n").expect(&latest);
+    let set_at = latest
+        .find("$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n")
+        .expect(&latest);
+    assert!(
+        latest.starts_with("*2\r\n*6\r\n:") && get_at < set_at,
+        "{latest}"
+    );
+    assert_eq!(latest.matches("$6\r\nlogger\r\n").count(), 2, "{latest}");
+    let long_key = "x".repeat(200);
+    raw.call(&["GET", &long_key]);
+    let trimmed = raw.call(&["SLOWLOG", "GET", "1"]);
+    assert!(trimmed.contains("... (72 more bytes)"), "{trimmed}");
+
+    assert_eq!(
+        raw.call(&["CONFIG", "SET", "slowlog-max-len", "2"]),
+        "+OK\r\n"
+    );
+    assert_eq!(
+        raw.call(&["SLOWLOG", "LEN"]),
+        ":2\r\n",
+        "a shorter log drops the oldest"
+    );
+    assert_eq!(
+        raw.call(&["CONFIG", "SET", "slowlog-log-slower-than", "-1"]),
+        "+OK\r\n"
+    );
+    assert_eq!(raw.call(&["SLOWLOG", "RESET"]), "+OK\r\n");
+    raw.call(&["GET", "k"]);
+    assert_eq!(raw.call(&["SLOWLOG", "LEN"]), ":0\r\n", "-1 turns it off");
+    assert_eq!(
+        raw.call(&["SLOWLOG", "GET", "-2"]),
+        err("count should be greater than or equal to -1")
+    );
+    assert_eq!(
+        raw.call(&["CONFIG", "GET", "slowlog-*"]),
+        "*4\r\n$23\r\nslowlog-log-slower-than\r\n$2\r\n-1\r\n$15\r\nslowlog-max-len\r\n$1\r\n2\r\n"
+    );
+}
+
+#[test]
+fn reset_role_wait_and_latency_answer_as_redis_does_on_a_single_node() {
+    let (server, _dir) = Server::start_resp(&[]);
+    let mut raw = RawResp::connect(server.resp_address());
+    // RESET: out of the transaction (nothing applied), database 0, RESP2.
+    assert_eq!(raw.call(&["SELECT", "3"]), "+OK\r\n");
+    assert!(raw.call(&["HELLO", "3"]).starts_with('%'));
+    assert_eq!(raw.call(&["MULTI"]), "+OK\r\n");
+    assert_eq!(raw.call(&["SET", "queued", "1"]), "+QUEUED\r\n");
+    assert_eq!(raw.call(&["RESET"]), "+RESET\r\n");
+    assert_eq!(raw.call(&["EXEC"]), err("EXEC without MULTI"));
+    assert_eq!(
+        raw.call(&["GET", "queued"]),
+        "$-1\r\n",
+        "RESP2 again, nothing applied"
+    );
+    let info = raw.call(&["CLIENT", "INFO"]);
+    assert!(
+        info.contains(" db=0 ") && info.contains(" resp=2 "),
+        "{info}"
+    );
+
+    assert_eq!(raw.call(&["ROLE"]), "*3\r\n$6\r\nmaster\r\n:0\r\n*0\r\n");
+    assert_eq!(raw.call(&["WAIT", "0", "0"]), ":0\r\n");
+    let started = std::time::Instant::now();
+    assert_eq!(raw.call(&["WAIT", "1", "150"]), ":0\r\n", "no replica ever");
+    assert!(started.elapsed() >= Duration::from_millis(150));
+    assert_eq!(raw.call(&["WAIT", "1", "-1"]), err("timeout is negative"));
+
+    raw.call(&["SET", "k", "v"]);
+    raw.call(&["GET", "k"]);
+    let histogram = raw.call(&["LATENCY", "HISTOGRAM", "set", "nosuch"]);
+    assert!(
+        histogram
+            .starts_with("*2\r\n$3\r\nset\r\n*4\r\n+calls\r\n:1\r\n+histogram_usec\r\n*2\r\n:"),
+        "{histogram}"
+    );
+    assert!(
+        histogram.ends_with(":1\r\n"),
+        "the last bucket holds the call: {histogram}"
+    );
+    assert_eq!(raw.call(&["LATENCY", "LATEST"]), "*0\r\n");
+    assert_eq!(raw.call(&["LATENCY", "RESET"]), ":0\r\n");
+    assert!(
+        raw.call(&["LATENCY", "DOCTOR"])
+            .contains("no latency monitor")
+    );
+}
+
+#[test]
+fn command_getkeys_and_list_filters_follow_the_command_table() {
+    let (server, _dir) = Server::start_resp(&[]);
+    let mut raw = RawResp::connect(server.resp_address());
+    assert_eq!(
+        raw.call(&["COMMAND", "GETKEYS", "MSET", "a", "1", "b", "2"]),
+        "*2\r\n$1\r\na\r\n$1\r\nb\r\n"
+    );
+    assert_eq!(
+        raw.call(&["COMMAND", "GETKEYS", "PING"]),
+        err("The command has no key arguments")
+    );
+    assert_eq!(
+        raw.call(&["COMMAND", "GETKEYS", "GET"]),
+        err("Invalid number of arguments specified for command")
+    );
+    assert_eq!(
+        raw.call(&["COMMAND", "GETKEYS", "LPUSH", "l", "x"]),
+        err("Invalid command specified")
+    );
+    assert_eq!(
+        raw.call(&["COMMAND", "LIST", "FILTERBY", "PATTERN", "incrby*"]),
+        "*2\r\n$6\r\nincrby\r\n$11\r\nincrbyfloat\r\n"
+    );
+    assert_eq!(
+        raw.call(&["COMMAND", "LIST", "FILTERBY", "MODULE", "json"]),
+        "*0\r\n"
+    );
+    let writes = raw.call(&["COMMAND", "LIST", "FILTERBY", "ACLCAT", "write"]);
+    assert!(writes.contains("$3\r\nset\r\n") && !writes.contains("$3\r\nget\r\n"));
+    assert_eq!(
+        raw.call(&["COMMAND", "LIST", "bad_arg"]),
+        err("syntax error")
+    );
+    assert!(raw.call(&["COMMAND", "HELP"]).contains("GETKEYS"));
+}
+
+#[test]
+fn argument_errors_come_in_redis_order() {
+    let (server, _dir) = Server::start_resp(&[]);
+    let mut raw = RawResp::connect(server.resp_address());
+    raw.call(&["SET", "s", "xxxx"]);
+    assert_eq!(raw.call(&["BITCOUNT", "s", "-6", "-7"]), ":0\r\n");
+    assert_eq!(raw.call(&["BITCOUNT", "s", "-7", "-6"]), ":4\r\n");
+    assert_eq!(
+        raw.call(&["BITPOS", "s", "0", "1", "hello", "hello2"]),
+        err("syntax error")
+    );
+    assert_eq!(
+        raw.call(&["BITPOS", "s", "a"]),
+        err("value is not an integer or out of range")
+    );
+    assert_eq!(
+        raw.call(&["BITPOS", "s", "2"]),
+        err("The bit argument must be 1 or 0.")
+    );
+    assert_eq!(
+        raw.call(&["SWAPDB", "44", "a"]),
+        err("invalid second DB index")
+    );
+    assert_eq!(
+        raw.call(&["SWAPDB", "44", "0"]),
+        err("DB index is out of range")
+    );
+    raw.call(&["SET", "f", "0"]);
+    assert_eq!(
+        raw.call(&["INCRBYFLOAT", "f", "+inf"]),
+        err("increment would produce NaN or Infinity")
+    );
+    assert_eq!(
+        raw.call(&["INCRBYFLOAT", "f", "nan"]),
+        err("value is not a valid float")
+    );
+    // No password set: the default user takes any, the one-word form is told.
+    assert_eq!(raw.call(&["AUTH", "default", "anything"]), "+OK\r\n");
+    assert_eq!(
+        raw.call(&["AUTH", "someone", "anything"]),
+        "-WRONGPASS invalid username-password pair or user is disabled.\r\n"
+    );
+    // SAVE may not be queued; the transaction is then refused whole.
+    raw.call(&["MULTI"]);
+    raw.call(&["SET", "foo", "bar"]);
+    assert_eq!(
+        raw.call(&["SAVE"]),
+        err("Command not allowed inside a transaction")
+    );
+    assert!(raw.call(&["EXEC"]).starts_with("-EXECABORT"));
+    assert_eq!(raw.call(&["GET", "foo"]), "$-1\r\n");
+    // Several INFO sections at once; a fixed setting "set" to its value.
+    let info = raw.call(&["INFO", "cpu", "replication"]);
+    assert!(info.contains("# CPU") && info.contains("# Replication") && !info.contains("# Server"));
+    assert!(raw.call(&["INFO", "cpu", "all"]).contains("# Server"));
+    assert_eq!(raw.call(&["CONFIG", "SET", "maxmemory", "0"]), "+OK\r\n");
+    assert!(
+        raw.call(&["CONFIG", "SET", "maxmemory", "1"])
+            .contains("immutable")
+    );
+}
+
+#[test]
+fn randomkey_returns_every_key_in_turn() {
+    let (server, _dir) = Server::start_resp(&[]);
+    let mut raw = RawResp::connect(server.resp_address());
+    assert_eq!(raw.call(&["RANDOMKEY"]), "$-1\r\n", "an empty database");
+    raw.call(&["SET", "foo", "x"]);
+    raw.call(&["SET", "bar", "y"]);
+    // Redis's own test: both keys within 100 draws. With fewer keys than
+    // RANDOMKEY's window each is drawn half the time, so missing one in 200
+    // draws is a 1-in-10^60 event, not chance.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..200 {
+        seen.insert(raw.call(&["RANDOMKEY"]));
+    }
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        ["$3\r\nbar\r\n", "$3\r\nfoo\r\n"]
+    );
+    raw.call(&["SET", "brief", "z", "PX", "1"]);
+    raw.call(&["DEL", "foo", "bar"]);
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(
+        raw.call(&["RANDOMKEY"]),
+        "$-1\r\n",
+        "expired keys are never drawn"
     );
 }

@@ -39,6 +39,28 @@ fn exec_runs_the_queue_in_order_and_reads_see_earlier_writes() {
     assert_eq!(raw.call(&["GET", "b"]), "$1\r\nx\r\n");
     assert_eq!(raw.call(&["EXEC"]), err("EXEC without MULTI"));
     assert_eq!(raw.call(&["DISCARD"]), err("DISCARD without MULTI"));
+    // Queued commands count in commandstats when EXEC runs them, not when
+    // they are queued: a discarded INCRBY never ran.
+    raw.call(&["MULTI"]);
+    raw.call(&["INCRBY", "a", "1"]);
+    raw.call(&["DISCARD"]);
+    let stats = raw.call(&["INFO", "commandstats"]);
+    for expected in [
+        "cmdstat_incrby:calls=1,",
+        "cmdstat_incr:calls=1,",
+        "cmdstat_set:calls=2,",
+        "cmdstat_exec:calls=3,",
+    ] {
+        assert!(stats.contains(expected), "{expected} in {stats}");
+    }
+    let incr = stats
+        .lines()
+        .find(|line| line.starts_with("cmdstat_incr:"))
+        .expect("INCR's line");
+    assert!(
+        incr.ends_with(",failed_calls=1"),
+        "the INCR of a word failed: {incr}"
+    );
 }
 
 #[test]

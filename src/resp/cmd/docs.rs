@@ -239,6 +239,41 @@ const DOCS: &[Doc] = &[
         "server",
         ON_DATA,
     ),
+    doc(
+        "reset",
+        "Resets the connection: no transaction or watches, database 0, RESP2, signed out.",
+        "6.2.0",
+        "connection",
+        O1,
+    ),
+    doc(
+        "slowlog",
+        "Shows or clears the commands that took longer than slowlog-log-slower-than.",
+        "2.2.12",
+        "server",
+        "O(N) where N is the number of entries returned.",
+    ),
+    doc(
+        "latency",
+        "Shows per-command latency histograms (LATENCY HISTOGRAM).",
+        "2.8.13",
+        "server",
+        "O(N) where N is the number of commands with samples.",
+    ),
+    doc(
+        "role",
+        "Returns the node's replication role: master (a single node or the cluster's leader) or replica.",
+        "2.8.12",
+        "server",
+        O1,
+    ),
+    doc(
+        "wait",
+        "Waits until the other cluster members hold every committed write, or the timeout passes.",
+        "3.0.0",
+        "generic",
+        O1,
+    ),
     // Transactions.
     doc(
         "multi",
@@ -647,6 +682,13 @@ fn entry(doc: &Doc) -> (Reply, Reply) {
 
 /// `COMMAND DOCS [name …]`: every command's entry, or those named (names
 /// walrus does not know are left out, as Redis leaves them out).
+/// The group a command's docs put it in (`string`, `generic`, `server`…).
+pub fn group_of(name: &str) -> Option<&'static str> {
+    DOCS.iter()
+        .find(|doc| doc.name == name)
+        .map(|doc| doc.group)
+}
+
 pub fn command_docs(names: &[String]) -> Reply {
     let entries = if names.is_empty() {
         DOCS.iter().map(entry).collect()

@@ -150,15 +150,51 @@ fn string_encoding(value: &[u8]) -> &'static str {
     }
 }
 
+/// RANDOMKEY: one of the first [`RANDOM_WINDOW`] live keys at or after a
+/// random point of the hash order SCAN walks (wrapping around once), chosen
+/// uniformly. A key's chance from the random point alone is the width of the
+/// gap before its hash, which varies a lot (of `bar` and `foo`, `foo` 87 % of
+/// the time; keys that differ only in their last bytes, `k1`…`k99`, bunch
+/// together, since SCAN's FNV-1a mixes its top bits little); choosing among
+/// a window of keys evens that out, and makes the choice exactly uniform
+/// when a database has no more keys than the window.
 fn random_key(shared: &Shared, db: u8) -> Reply {
-    let start: [u8; 8] = rand::random();
-    let after = shared
-        .store
-        .range(db, Bound::Included(&start[..]), b"", 1)
-        .into_iter()
-        .next();
-    let found = after.or_else(|| shared.store.range(db, Bound::Unbounded, b"", 1).pop());
-    found.map_or(Reply::Null, |(key, _)| Reply::Bulk(key))
+    let start: u64 = rand::random();
+    let mut window: Vec<Bytes> = Vec::with_capacity(RANDOM_WINDOW);
+    let mut cursor = start;
+    let mut wrapped = false;
+    while window.len() < RANDOM_WINDOW {
+        let room = RANDOM_WINDOW - window.len();
+        let (keys, next) = shared.store.scan(db, cursor, room, &|_| true);
+        for key in keys {
+            // After wrapping, stop at the keys already taken.
+            if wrapped && crate::store::scan_hash(&key) >= start {
+                return pick(window);
+            }
+            window.push(key);
+        }
+        match (next, wrapped) {
+            (0, true) => break,
+            (0, false) if start == 0 => break,
+            (0, false) => {
+                wrapped = true;
+                cursor = 0;
+            }
+            (next, _) => cursor = next,
+        }
+    }
+    pick(window)
+}
+
+/// How many keys RANDOMKEY chooses among.
+const RANDOM_WINDOW: usize = 128;
+
+fn pick(mut keys: Vec<Bytes>) -> Reply {
+    if keys.is_empty() {
+        return Reply::Null;
+    }
+    let chosen = rand::random_range(0..keys.len());
+    Reply::Bulk(keys.swap_remove(chosen))
 }
 
 /// The literal start of a glob pattern: every matching key begins with it.

@@ -14,6 +14,7 @@
 //! MULTI/EXEC; `server`, `keys` (KEYS, SCAN, RANDOMKEY) and `strings` (LCS)
 //! handle what is not an op.
 
+mod diagnostics;
 mod docs;
 mod keys;
 mod ops;
@@ -173,6 +174,11 @@ pub const SPECS: &[Spec] = &[
     spec("save", 1, false, NO_KEYS),
     spec("bgsave", -1, false, NO_KEYS),
     spec("bgrewriteaof", 1, false, NO_KEYS),
+    spec("reset", 1, false, NO_KEYS),
+    spec("slowlog", -2, false, NO_KEYS),
+    spec("latency", -2, false, NO_KEYS),
+    spec("role", 1, false, NO_KEYS),
+    spec("wait", 3, false, NO_KEYS),
     // Transactions.
     spec("multi", 1, false, NO_KEYS),
     spec("exec", 1, false, NO_KEYS),
@@ -241,6 +247,17 @@ pub fn find_spec(name: &str) -> Option<&'static Spec> {
 
 /// The position in [`SPECS`] of the command `args` names, if supported.
 pub fn spec_index(args: &[Bytes]) -> Option<usize> {
+    let name = args.first()?;
+    let mut lower = [0u8; 32];
+    let lower = lower.get_mut(..name.len())?;
+    for (to, from) in lower.iter_mut().zip(name.iter()) {
+        *to = from.to_ascii_lowercase();
+    }
+    spec_position(std::str::from_utf8(lower).ok()?)
+}
+
+/// The position in [`SPECS`] of the command named `name` (lowercase).
+pub fn spec_position(name: &str) -> Option<usize> {
     static INDEX: std::sync::OnceLock<std::collections::HashMap<&'static str, usize>> =
         std::sync::OnceLock::new();
     let index = INDEX.get_or_init(|| {
@@ -250,13 +267,7 @@ pub fn spec_index(args: &[Bytes]) -> Option<usize> {
             .map(|(position, spec)| (spec.name, position))
             .collect()
     });
-    let name = args.first()?;
-    let mut lower = [0u8; 32];
-    let lower = lower.get_mut(..name.len())?;
-    for (to, from) in lower.iter_mut().zip(name.iter()) {
-        *to = from.to_ascii_lowercase();
-    }
-    index.get(std::str::from_utf8(lower).ok()?).copied()
+    index.get(name).copied()
 }
 
 /// Lowercased command name (names are ASCII; anything else is unknown).
@@ -298,7 +309,7 @@ pub(super) fn check(
 ) -> Result<&'static Spec, Reply> {
     let name = command_name(args);
     let spec = find_spec(&name);
-    if !session.authenticated && !matches!(name.as_str(), "auth" | "hello" | "quit") {
+    if !session.authenticated && !matches!(name.as_str(), "auth" | "hello" | "quit" | "reset") {
         return Err(Reply::Error("NOAUTH Authentication required.".into()));
     }
     let spec = spec.ok_or_else(|| unknown_command(args))?;
@@ -311,25 +322,29 @@ pub(super) fn check(
 }
 
 fn check_key_lengths(spec: &Spec, shared: &Shared, args: &[Bytes]) -> Result<(), Reply> {
-    if spec.first_key == 0 {
-        return Ok(());
-    }
-    let last = if spec.last_key < 0 {
-        args.len() as i32 + spec.last_key
-    } else {
-        spec.last_key.min(args.len() as i32 - 1)
-    };
     let limit = shared.config.max_key_bytes;
-    let mut index = spec.first_key;
-    while index <= last {
-        if args[index as usize].len() > limit {
-            return Err(Reply::err(format!(
-                "key is longer than {limit} bytes (--max-key-bytes)"
-            )));
-        }
-        index += spec.step;
+    if key_positions(spec, args.len()).any(|index| args[index].len() > limit) {
+        return Err(Reply::err(format!(
+            "key is longer than {limit} bytes (--max-key-bytes)"
+        )));
     }
     Ok(())
+}
+
+/// Where the keys are in a request of `count` words (the name included)
+/// for a command of `spec` whose arity the request meets.
+pub fn key_positions(spec: &Spec, count: usize) -> impl Iterator<Item = usize> {
+    let count = count as i32;
+    let last = if spec.last_key < 0 {
+        count + spec.last_key
+    } else {
+        spec.last_key.min(count - 1)
+    };
+    let (first, step) = (spec.first_key, spec.step.max(1));
+    (first..=last)
+        .step_by(step as usize)
+        .filter(move |_| first > 0)
+        .map(|index| index as usize)
 }
 
 /// What the connection should do with one request.
@@ -531,7 +546,9 @@ pub fn looks_like_http(args: &[Bytes]) -> bool {
 /// outside any transaction. EXEC's record is linearizable by itself, and it
 /// takes the barrier for the commands it runs locally ([`txn`]).
 pub fn reads_keys(spec: &Spec) -> bool {
-    !server::handles(spec.name) && !matches!(spec.name, "multi" | "exec" | "discard" | "unwatch")
+    !server::handles(spec.name)
+        && !diagnostics::handles(spec.name)
+        && !matches!(spec.name, "multi" | "exec" | "discard" | "unwatch")
 }
 
 /// Runs a request [`plan`] sent here to its reply.
@@ -543,6 +560,7 @@ pub async fn execute(
 ) -> Reply {
     let result = match spec.name {
         name if server::handles(name) => server::run(session, shared, name, args).await,
+        name if diagnostics::handles(name) => diagnostics::run(shared, name, args).await,
         name if txn::handles(name) => txn::run(session, shared, name, args).await,
         name if keys::handles(name) => keys::run(shared, session.db, name, args).await,
         name => strings::run(shared, session.db, name, args).await,
@@ -566,8 +584,14 @@ mod tests {
     #[test]
     fn every_command_has_one_family_and_a_unique_name() {
         for (index, spec) in SPECS.iter().enumerate() {
+            let families = [
+                server::handles(spec.name),
+                diagnostics::handles(spec.name),
+                txn::handles(spec.name),
+                keys::handles(spec.name),
+            ];
             assert!(
-                !(server::handles(spec.name) && keys::handles(spec.name)),
+                families.iter().filter(|&&family| family).count() <= 1,
                 "{} in two families",
                 spec.name
             );

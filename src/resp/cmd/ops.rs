@@ -81,6 +81,11 @@ pub fn parse(
         "incrby" | "decrby" => return Some(increment_by(name, args)),
         "incrbyfloat" => match parse_f64(&args[2]) {
             Some(delta) => RedisOp::IncrByFloat { key: key(), delta },
+            // Redis reads an infinite increment as a number, whose sum then
+            // cannot be stored.
+            None if is_infinity(&args[2]) => {
+                return Some(Err(Reply::err("increment would produce NaN or Infinity")));
+            }
             None => return Some(Err(Reply::err("value is not a valid float"))),
         },
         "append" => RedisOp::Append {
@@ -340,15 +345,26 @@ fn move_to(args: &[Bytes], db: u8) -> Result<RedisOp, Reply> {
     })
 }
 
+/// `inf`, `+infinity`, `-INF`…: what C's `strtold` reads as an infinity.
+fn is_infinity(arg: &[u8]) -> bool {
+    std::str::from_utf8(arg)
+        .ok()
+        .and_then(|text| text.parse::<f64>().ok())
+        .is_some_and(f64::is_infinite)
+}
+
+/// SWAPDB a b: both indexes must be integers (checked first, as Redis
+/// does), then in range.
 fn swap_db(args: &[Bytes]) -> Result<RedisOp, Reply> {
-    let index = |arg: &[u8], which: &str| {
+    let integer = |arg: &[u8], which: &str| {
         crate::store::number::parse_i64(arg)
             .ok_or_else(|| Reply::err(format!("invalid {which} DB index")))
-            .and_then(|_| database_arg(arg))
     };
+    integer(&args[1], "first")?;
+    integer(&args[2], "second")?;
     Ok(RedisOp::SwapDb {
-        a: index(&args[1], "first")?,
-        b: index(&args[2], "second")?,
+        a: database_arg(&args[1])?,
+        b: database_arg(&args[2])?,
     })
 }
 
@@ -378,7 +394,9 @@ fn set_bit(args: &[Bytes], max_len: u64) -> Result<RedisOp, Reply> {
 }
 
 /// `[start [end [BYTE|BIT]]]` from `words`; `end_required` for BITCOUNT,
-/// where a start alone is a syntax error.
+/// where a start alone is a syntax error. The checks run in Redis's order,
+/// so a request wrong in two ways gets Redis's error: BITCOUNT reads both
+/// numbers before the unit, BITPOS the unit before the end.
 fn bit_range(words: &[Bytes], end_required: bool) -> Result<Option<BitRange>, Reply> {
     let unit = |word: &Bytes| {
         if is(word, "bit") {
@@ -402,11 +420,21 @@ fn bit_range(words: &[Bytes], end_required: bool) -> Result<Option<BitRange>, Re
             end: Some(integer_arg(end)?),
             bits: false,
         }),
-        [start, end, kind] => Some(BitRange {
-            start: integer_arg(start)?,
-            end: Some(integer_arg(end)?),
-            bits: unit(kind)?,
-        }),
+        [start, end, kind] => {
+            let start = integer_arg(start)?;
+            let (end, bits) = if end_required {
+                let end = integer_arg(end)?;
+                (end, unit(kind)?)
+            } else {
+                let bits = unit(kind)?;
+                (integer_arg(end)?, bits)
+            };
+            Some(BitRange {
+                start,
+                end: Some(end),
+                bits,
+            })
+        }
         _ => return Err(syntax_error()),
     })
 }
@@ -419,9 +447,9 @@ fn bit_count(args: &[Bytes]) -> Result<RedisOp, Reply> {
 }
 
 fn bit_pos(args: &[Bytes]) -> Result<RedisOp, Reply> {
-    let bit = match args[2].as_ref() {
-        b"0" => false,
-        b"1" => true,
+    let bit = match integer_arg(&args[2])? {
+        0 => false,
+        1 => true,
         _ => return Err(Reply::err("The bit argument must be 1 or 0.")),
     };
     Ok(RedisOp::BitPos {

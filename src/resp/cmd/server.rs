@@ -2,7 +2,7 @@
 //! what tools ask at start (COMMAND, CONFIG GET, INFO), plus DBSIZE, FLUSHDB
 //! and TIME.
 
-use crate::node::Consistency;
+use crate::node::{Consistency, Replication};
 use crate::resp::Protocol;
 use crate::storage::snapshot::DATABASES;
 use std::fmt::Write as _;
@@ -47,6 +47,7 @@ pub fn handles(name: &str) -> bool {
             | "save"
             | "bgsave"
             | "bgrewriteaof"
+            | "reset"
     )
 }
 
@@ -71,6 +72,10 @@ pub async fn run(
             session.quit = true;
             Ok(Reply::ok())
         }
+        "reset" => {
+            reset(session, shared);
+            Ok(Reply::Simple("RESET"))
+        }
         // As on a Redis Cluster replica: READONLY lets this connection read the
         // node's applied state without asking the leader (stale reads).
         "readonly" => {
@@ -90,7 +95,7 @@ pub async fn run(
         "client" => client(session, shared, args),
         "command" => command(args),
         "config" => config(shared, args),
-        "info" => Ok(Reply::Verbatim(info(shared, args.get(1)))),
+        "info" => Ok(Reply::Verbatim(info(shared, &args[1..]))),
         "time" => Ok(time()),
         "lastsave" => Ok(Reply::Integer(last_save(shared) as i64)),
         "save" => shared
@@ -102,6 +107,18 @@ pub async fn run(
         "bgsave" | "bgrewriteaof" => background_snapshot(shared, name, args),
         _ => Err(Reply::err(format!("command '{name}' is not implemented"))),
     }
+}
+
+/// RESET: the connection as it was when it opened, but for its name and
+/// library (as in Redis): no transaction or watched keys, database 0, RESP2,
+/// linearizable reads, and signed out when a password is set.
+fn reset(session: &mut Session, shared: &Shared) {
+    session.transaction = None;
+    session.watched.clear();
+    session.db = 0;
+    session.protocol = Protocol::Resp2;
+    session.consistency = Consistency::Linearizable;
+    session.authenticated = shared.config.auth_token.is_none();
 }
 
 /// BGSAVE [SCHEDULE] and BGREWRITEAOF: both are walrus's snapshot, which
@@ -133,19 +150,26 @@ fn background_snapshot(shared: &Shared, name: &str, args: &[Bytes]) -> CommandRe
 }
 
 /// AUTH [username] password: the username, if given, must be `default`.
+/// AUTH [user] password, checked in Redis's order: the form, then (with no
+/// password set) the one-argument form's complaint, where the `default`
+/// user takes any password, as Redis's `nopass` default user does.
 fn auth(session: &mut Session, shared: &Shared, args: &[Bytes]) -> CommandResult {
-    let Some(token) = &shared.config.auth_token else {
-        return Err(Reply::err(
-            "AUTH <password> called without any password configured for the default user. \
-             Are you sure your configuration is correct?",
-        ));
-    };
     let (user, password) = match args {
         [password] => (&b"default"[..], password),
         [user, password] => (&user[..], password),
         _ => return Err(syntax_error()),
     };
-    if user == b"default" && password[..] == *token.as_bytes() {
+    let accepted = match &shared.config.auth_token {
+        None if args.len() == 1 => {
+            return Err(Reply::err(
+                "AUTH <password> called without any password configured for the default \
+                 user. Are you sure your configuration is correct?",
+            ));
+        }
+        None => user == b"default",
+        Some(token) => user == b"default" && password[..] == *token.as_bytes(),
+    };
+    if accepted {
         session.authenticated = true;
         Ok(Reply::ok())
     } else {
@@ -316,29 +340,38 @@ fn client(session: &mut Session, shared: &Shared, args: &[Bytes]) -> CommandResu
             arity(2)?;
             // The registry's copy is refreshed after each batch: the line
             // shows the session as it is now instead.
-            let resp = match session.protocol {
-                Protocol::Resp2 => 2,
-                Protocol::Resp3 => 3,
-            };
             let line = shared
                 .clients
                 .list(Some(&[session.id]))
                 .first()
-                .map(|client| {
-                    client.line_for(session.name.as_ref(), session.db, resp, "client|info")
-                })
+                .map(|client| own_line(session, client, "client|info"))
                 .unwrap_or_default();
             Ok(Reply::Verbatim(format!("{line}\n")))
         }
         "no-evict" | "no-touch" => arity(3).map(|()| Reply::ok()),
-        "list" => client_list(shared, &args[2..]),
+        "list" => client_list(session, shared, &args[2..]),
         "kill" => client_kill(session, shared, &args[2..]),
         _ => Err(unknown_subcommand(&args[1], "CLIENT")),
     }
 }
 
 /// CLIENT LIST [TYPE normal] [ID id ...]: one line per open connection.
-fn client_list(shared: &Shared, args: &[Bytes]) -> CommandResult {
+/// The asking connection's own CLIENT LIST line: the registry's copy is
+/// refreshed only after each batch, so the line shows the session as it is
+/// now, running `command`.
+fn own_line(
+    session: &Session,
+    client: &crate::resp::clients::ClientHandle,
+    command: &str,
+) -> String {
+    let resp = match session.protocol {
+        Protocol::Resp2 => 2,
+        Protocol::Resp3 => 3,
+    };
+    client.line_for(session.name.as_ref(), session.db, resp, command)
+}
+
+fn client_list(session: &Session, shared: &Shared, args: &[Bytes]) -> CommandResult {
     let mut ids: Option<Vec<u64>> = None;
     let mut index = 0;
     while index < args.len() {
@@ -378,7 +411,11 @@ fn client_list(shared: &Shared, args: &[Bytes]) -> CommandResult {
     }
     let mut text = String::new();
     for client in shared.clients.list(ids.as_deref()) {
-        text.push_str(&client.list_line());
+        let line = match client.id == session.id {
+            true => own_line(session, &client, "client|list"),
+            false => client.list_line(),
+        };
+        text.push_str(&line);
         text.push('\n');
     }
     Ok(Reply::Verbatim(text))
@@ -471,16 +508,104 @@ fn command(args: &[Bytes]) -> CommandResult {
     match sub.to_ascii_lowercase().as_slice() {
         b"count" => Ok(Reply::Integer(SPECS.len() as i64)),
         b"docs" => Ok(super::docs::command_docs(&names().collect::<Vec<_>>())),
-        b"list" => Ok(Reply::Array(
-            SPECS.iter().map(|spec| Reply::text(spec.name)).collect(),
-        )),
+        b"list" => command_list(&args[2..]),
         b"info" => Ok(Reply::Array(
             names()
                 .map(|name| find_spec(&name).map_or(Reply::NullArray, command_info))
                 .collect(),
         )),
+        b"getkeys" if args.len() > 2 => command_getkeys(&args[2..]),
+        b"help" if args.len() == 2 => Ok(Reply::Array(
+            [
+                "COMMAND <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "(no subcommand)",
+                "    Return details about all commands.",
+                "COUNT",
+                "    Return the total number of commands in this server.",
+                "LIST [FILTERBY (MODULE <module-name>|ACLCAT <category>|PATTERN <pattern>)]",
+                "    Return a list of all commands in this server.",
+                "INFO [<command-name> ...]",
+                "    Return details about multiple commands.",
+                "DOCS [<command-name> ...]",
+                "    Return documentation details about multiple commands.",
+                "GETKEYS <full-command>",
+                "    Return the keys from a full command.",
+                "HELP",
+                "    Print this help.",
+            ]
+            .into_iter()
+            .map(Reply::Simple)
+            .collect(),
+        )),
         _ => Err(unknown_subcommand(sub, "COMMAND")),
     }
+}
+
+/// COMMAND LIST [FILTERBY MODULE name | ACLCAT category | PATTERN glob].
+/// Walrus has no modules; its ACL categories are Redis's where they follow
+/// from what a command does (`read`, `write`) or its group (`string`,
+/// `keyspace`, `bitmap`, `connection`, `transaction`, `server` as `admin`).
+fn command_list(filter: &[Bytes]) -> CommandResult {
+    let keep: Box<dyn Fn(&Spec) -> bool> = match filter {
+        [] => Box::new(|_| true),
+        [by, kind, value] if is(by, "filterby") && is(kind, "module") => {
+            let _ = value;
+            Box::new(|_| false)
+        }
+        [by, kind, pattern] if is(by, "filterby") && is(kind, "pattern") => {
+            let pattern = pattern.to_ascii_lowercase();
+            Box::new(move |spec| glob_match(&pattern, spec.name.as_bytes()))
+        }
+        [by, kind, category] if is(by, "filterby") && is(kind, "aclcat") => {
+            let category = String::from_utf8_lossy(category).to_ascii_lowercase();
+            Box::new(move |spec| acl_categories(spec).contains(&category.as_str()))
+        }
+        _ => return Err(syntax_error()),
+    };
+    Ok(Reply::Array(
+        SPECS
+            .iter()
+            .filter(|spec| keep(spec))
+            .map(|spec| Reply::text(spec.name))
+            .collect(),
+    ))
+}
+
+fn acl_categories(spec: &Spec) -> Vec<&'static str> {
+    let mut categories = Vec::new();
+    if spec.first_key > 0 {
+        categories.push(if spec.write { "write" } else { "read" });
+    }
+    let group = match super::docs::group_of(spec.name) {
+        Some("string") => "string",
+        Some("bitmap") => "bitmap",
+        Some("generic") => "keyspace",
+        Some("connection") => "connection",
+        Some("transactions") => "transaction",
+        Some("server") => "admin",
+        _ => return categories,
+    };
+    categories.push(group);
+    categories
+}
+
+/// COMMAND GETKEYS command arg…: the keys that request would touch.
+fn command_getkeys(request: &[Bytes]) -> CommandResult {
+    let name = String::from_utf8_lossy(&request[0]).to_ascii_lowercase();
+    let spec = find_spec(&name).ok_or_else(|| Reply::err("Invalid command specified"))?;
+    let count = request.len() as i32;
+    if (spec.arity > 0 && count != spec.arity) || (spec.arity < 0 && count < -spec.arity) {
+        return Err(Reply::err(
+            "Invalid number of arguments specified for command",
+        ));
+    }
+    let keys: Vec<Reply> = super::key_positions(spec, request.len())
+        .map(|index| Reply::Bulk(request[index].clone()))
+        .collect();
+    if keys.is_empty() {
+        return Err(Reply::err("The command has no key arguments"));
+    }
+    Ok(Reply::Array(keys))
 }
 
 /// The configuration parameters tools ask about, with walrus's values.
@@ -512,14 +637,28 @@ fn config_values(shared: &Shared) -> Vec<(&'static str, String)> {
                 .to_string(),
         ),
         ("port", shared.stats.port.to_string()),
+        ("hz", "10".into()),
+        (
+            "slowlog-log-slower-than",
+            shared.slowlog.slower_than_micros().to_string(),
+        ),
+        ("slowlog-max-len", shared.slowlog.max_len().to_string()),
     ]
 }
 
+/// A setting `CONFIG SET` changes live.
+enum LiveSetting {
+    IdleTimeoutSecs(u64),
+    SlowerThanMicros(i64),
+    SlowLogLength(usize),
+}
+
 /// CONFIG SET name value [name value …]: `timeout` (seconds a client may stay
-/// idle, 0 for never) changes live; every other setting walrus reports is a
-/// flag of `walrus serve`, fixed at start, and gets Redis's refusal for an
-/// immutable one; a name walrus does not know gets Redis's unknown-option
-/// error. As in Redis 7, every pair is checked before any is applied.
+/// idle, 0 for never) and the slow log's two settings change live; every
+/// other setting walrus reports is a flag of `walrus serve`, fixed at start,
+/// and gets Redis's refusal for an immutable one; a name walrus does not
+/// know gets Redis's unknown-option error. As in Redis 7, every pair is
+/// checked before any is applied.
 fn config_set(shared: &Shared, args: &[Bytes]) -> CommandResult {
     let lowercase = |name: &Bytes| String::from_utf8_lossy(name).to_ascii_lowercase();
     let first = args.first().map(lowercase).unwrap_or_default();
@@ -529,43 +668,68 @@ fn config_set(shared: &Shared, args: &[Bytes]) -> CommandResult {
         )));
     }
     let known = config_values(shared);
-    let mut idle_timeout = None;
+    let mut changes = Vec::new();
     for pair in args.chunks_exact(2) {
         let name = lowercase(&pair[0]);
-        if name == "timeout" {
-            idle_timeout = Some(parse_idle_timeout(&name, &pair[1])?);
-        } else if known.iter().any(|(setting, _)| *setting == name) {
-            return Err(Reply::err(format!(
-                "CONFIG SET failed (possibly related to argument '{name}') - can't set \
-                 immutable config: walrus takes it as a flag of walrus serve"
-            )));
-        } else {
-            return Err(Reply::err(format!(
-                "Unknown option or number of arguments for CONFIG SET - '{name}'"
-            )));
-        }
+        let change = match name.as_str() {
+            "timeout" => LiveSetting::IdleTimeoutSecs(config_integer(&name, &pair[1], 0)? as u64),
+            "slowlog-log-slower-than" => {
+                LiveSetting::SlowerThanMicros(config_integer(&name, &pair[1], -1)?)
+            }
+            "slowlog-max-len" => {
+                LiveSetting::SlowLogLength(config_integer(&name, &pair[1], 0)? as usize)
+            }
+            // Setting a fixed value to what it is changes nothing: allowed,
+            // so a tool that saves the configuration and restores it works.
+            _ if known
+                .iter()
+                .any(|(setting, value)| *setting == name && value.as_bytes() == &pair[1][..]) =>
+            {
+                continue;
+            }
+            _ if known.iter().any(|(setting, _)| *setting == name) => {
+                return Err(Reply::err(format!(
+                    "CONFIG SET failed (possibly related to argument '{name}') - can't set \
+                     immutable config: walrus takes it as a flag of walrus serve"
+                )));
+            }
+            _ => {
+                return Err(Reply::err(format!(
+                    "Unknown option or number of arguments for CONFIG SET - '{name}'"
+                )));
+            }
+        };
+        changes.push(change);
     }
-    if let Some(seconds) = idle_timeout {
-        shared
-            .idle_timeout_secs
-            .store(seconds, std::sync::atomic::Ordering::Relaxed);
+    for change in changes {
+        match change {
+            LiveSetting::IdleTimeoutSecs(seconds) => shared
+                .idle_timeout_secs
+                .store(seconds, std::sync::atomic::Ordering::Relaxed),
+            LiveSetting::SlowerThanMicros(micros) => shared.slowlog.set_slower_than_micros(micros),
+            LiveSetting::SlowLogLength(length) => shared.slowlog.set_max_len(length),
+        }
     }
     Ok(Reply::ok())
 }
 
-/// `timeout`'s value: whole seconds, as Redis takes them.
-fn parse_idle_timeout(name: &str, value: &[u8]) -> Result<u64, Reply> {
-    let failed = |why: &str| {
+/// A whole-number setting from `lowest` to 2^31-1, as Redis takes `timeout`,
+/// `slowlog-log-slower-than` and `slowlog-max-len`.
+fn config_integer(name: &str, value: &[u8], lowest: i64) -> Result<i64, Reply> {
+    let failed = |why: String| {
         Reply::err(format!(
             "CONFIG SET failed (possibly related to argument '{name}') - {why}"
         ))
     };
-    let seconds =
-        parse_i64(value).ok_or_else(|| failed("argument couldn't be parsed into an integer"))?;
-    u64::try_from(seconds)
-        .ok()
-        .filter(|&seconds| seconds <= i32::MAX as u64)
-        .ok_or_else(|| failed("argument must be between 0 and 2147483647 inclusive"))
+    let number = parse_i64(value)
+        .ok_or_else(|| failed("argument couldn't be parsed into an integer".into()))?;
+    let highest = i64::from(i32::MAX);
+    if !(lowest..=highest).contains(&number) {
+        return Err(failed(format!(
+            "argument must be between {lowest} and {highest} inclusive"
+        )));
+    }
+    Ok(number)
 }
 
 fn config(shared: &Shared, args: &[Bytes]) -> CommandResult {
@@ -592,16 +756,20 @@ fn config(shared: &Shared, args: &[Bytes]) -> CommandResult {
     }
 }
 
-fn info(shared: &Shared, section: Option<&Bytes>) -> String {
+/// INFO [section …]: the sections asked for, in walrus's fixed order.
+fn info(shared: &Shared, sections: &[Bytes]) -> String {
     // As in Redis: no argument or `default` is every section but
-    // commandstats; `all` and `everything` add it.
+    // commandstats; `all` and `everything` add it; several may be named.
     let wanted = |name: &str| {
-        section.is_none_or(|section| {
+        if sections.is_empty() {
+            return name != "commandstats";
+        }
+        sections.iter().any(|section| {
             is(section, name)
                 || is(section, "all")
                 || is(section, "everything")
                 || (is(section, "default") && name != "commandstats")
-        }) && (section.is_some() || name != "commandstats")
+        })
     };
     let stats = &shared.stats;
     let mut text = String::new();
@@ -662,20 +830,40 @@ fn info(shared: &Shared, section: Option<&Bytes>) -> String {
     }
     if wanted("replication") {
         // A cluster's leader is its master; the other members replicate it.
-        let role = match shared.node.cluster() {
-            Some(cluster) if !cluster.is_leader() => "slave",
-            _ => "master",
+        let _ = match shared.node.replication() {
+            Replication::Single => write!(
+                text,
+                "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_repl_offset:0\r\n\r\n"
+            ),
+            Replication::Leader {
+                committed,
+                followers,
+            } => write!(
+                text,
+                "# Replication\r\nrole:master\r\nconnected_slaves:{}\r\nmaster_repl_offset:{committed}\r\n\r\n",
+                followers.len()
+            ),
+            Replication::Follower {
+                leader_address,
+                applied,
+            } => write!(
+                text,
+                "# Replication\r\nrole:slave\r\nmaster_link_status:{}\r\nconnected_slaves:0\r\n\
+                 master_repl_offset:{applied}\r\n\r\n",
+                if leader_address.is_some() {
+                    "up"
+                } else {
+                    "down"
+                }
+            ),
         };
-        let _ = write!(
-            text,
-            "# Replication\r\nrole:{role}\r\nconnected_slaves:0\r\n\r\n"
-        );
     }
     if wanted("cpu") {
         let (user, system) = cpu_seconds();
         let _ = write!(
             text,
-            "# CPU\r\nused_cpu_sys:{system:.6}\r\nused_cpu_user:{user:.6}\r\n\r\n"
+            "# CPU\r\nused_cpu_sys:{system:.6}\r\nused_cpu_user:{user:.6}\r\n\
+             used_cpu_sys_children:0.000000\r\nused_cpu_user_children:0.000000\r\n\r\n"
         );
     }
     if wanted("commandstats") {

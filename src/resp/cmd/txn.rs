@@ -28,11 +28,19 @@ use crate::store::redis_op::RedisCommand;
 #[derive(Debug)]
 pub enum Queued {
     /// An op of the state machine: its answer comes from the record.
-    Op(crate::store::redis_op::RedisOp),
+    Op(&'static Spec, crate::store::redis_op::RedisOp),
     /// Arguments the op parser refused: this is EXEC's reply in its place.
-    Refused(Reply),
+    Refused(&'static Spec, Reply),
     /// Run by the front end once the record is applied.
     Local(&'static Spec, Vec<Bytes>),
+}
+
+impl Queued {
+    fn spec(&self) -> &'static Spec {
+        match self {
+            Queued::Op(spec, _) | Queued::Refused(spec, _) | Queued::Local(spec, _) => spec,
+        }
+    }
 }
 
 /// A transaction being queued.
@@ -55,6 +63,14 @@ pub fn queue(session: &mut Session, shared: &Shared, args: &[Bytes]) -> Plan {
         "watch" => Some("WATCH inside MULTI is not allowed"),
         _ => None,
     };
+    // As in Redis, SAVE may not be queued: refused, and the transaction
+    // fails at EXEC.
+    if name == "save" {
+        if let Some(transaction) = &mut session.transaction {
+            transaction.failed = true;
+        }
+        return Plan::Refused(Reply::err("Command not allowed inside a transaction"));
+    }
     if let Some(text) = refusal {
         return Plan::Reply(Reply::err(text));
     }
@@ -78,12 +94,14 @@ pub fn queue(session: &mut Session, shared: &Shared, args: &[Bytes]) -> Plan {
             return Plan::Refused(reply);
         }
     };
-    if matches!(spec.name, "exec" | "discard") {
+    // As in Redis, these run at once rather than queue: QUIT and RESET end
+    // the transaction with the connection's state.
+    if matches!(spec.name, "exec" | "discard" | "quit" | "reset") {
         return Plan::Execute(spec);
     }
     let queued = match ops::parse(spec.name, args, session.db, super::op_limits(shared)) {
-        Some(Ok(op)) => Queued::Op(op),
-        Some(Err(reply)) => Queued::Refused(reply),
+        Some(Ok(op)) => Queued::Op(spec, op),
+        Some(Err(reply)) => Queued::Refused(spec, reply),
         None => Queued::Local(spec, args.to_vec()),
     };
     if let Some(transaction) = &mut session.transaction {
@@ -162,7 +180,7 @@ async fn exec(session: &mut Session, shared: &Shared) -> CommandResult {
         .queued
         .iter()
         .filter_map(|item| match item {
-            Queued::Op(op) => Some(op.clone()),
+            Queued::Op(_, op) => Some(op.clone()),
             _ => None,
         })
         .collect();
@@ -194,9 +212,11 @@ async fn exec(session: &mut Session, shared: &Shared) -> CommandResult {
     };
     let mut replies = Vec::with_capacity(transaction.queued.len());
     for item in transaction.queued {
+        let spec = item.spec();
+        let started = std::time::Instant::now();
         let reply = match item {
-            Queued::Op(_) => answers.next().map_or(Reply::Null, answer_reply),
-            Queued::Refused(reply) => reply,
+            Queued::Op(..) => answers.next().map_or(Reply::Null, answer_reply),
+            Queued::Refused(_, reply) => reply,
             Queued::Local(spec, _) if super::reads_keys(spec) && barrier.is_err() => barrier
                 .as_ref()
                 .err()
@@ -205,6 +225,14 @@ async fn exec(session: &mut Session, shared: &Shared) -> CommandResult {
                 Box::pin(super::execute(session, shared, spec, &args)).await
             }
         };
+        // Counted as it runs, as Redis counts a transaction's commands; the
+        // ops' shared record and its sync are EXEC's time, not theirs.
+        shared.stats.commands.record(
+            super::spec_position(spec.name),
+            crate::resp::stats::Ran::Yes,
+            started.elapsed(),
+            &reply,
+        );
         replies.push(reply);
     }
     Ok(Reply::Array(replies))

@@ -1,0 +1,282 @@
+//! What an operator asks a server about itself and its replicas: SLOWLOG,
+//! LATENCY, ROLE and WAIT.
+//!
+//! The slow log and the latency histograms are the ones the connection
+//! already keeps (see `slowlog` and `stats`). Walrus has no latency monitor
+//! of Redis's kind (events sampled above `latency-monitor-threshold`, off by
+//! default in Redis too), so LATENCY LATEST and HISTORY answer as Redis
+//! does with it off: nothing recorded. ROLE and WAIT read the node's place
+//! in the Raft cluster: its leader is the master, the other members its
+//! replicas, and an address is a node's peer (HTTP) address.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::super::Shared;
+use super::super::frame::Reply;
+use super::util::{integer_arg, is};
+use super::{CommandResult, wrong_arity};
+use crate::node::Replication;
+use crate::store::number::parse_i64;
+
+pub fn handles(name: &str) -> bool {
+    matches!(name, "slowlog" | "latency" | "role" | "wait")
+}
+
+pub async fn run(shared: &Shared, name: &str, args: &[Bytes]) -> CommandResult {
+    match name {
+        "slowlog" => slowlog(shared, args),
+        "latency" => latency(shared, args),
+        "role" => Ok(role(shared)),
+        _ => wait(shared, args).await,
+    }
+}
+
+fn help(lines: &[&'static str]) -> Reply {
+    Reply::Array(lines.iter().map(|&line| Reply::Simple(line)).collect())
+}
+
+fn unknown_subcommand(args: &[Bytes], command: &str) -> Reply {
+    Reply::err(format!(
+        "unknown subcommand or wrong number of arguments for '{}'. Try {command} HELP.",
+        String::from_utf8_lossy(&args[1])
+    ))
+}
+
+/// SLOWLOG GET [count] | LEN | RESET | HELP.
+fn slowlog(shared: &Shared, args: &[Bytes]) -> CommandResult {
+    let log = &shared.slowlog;
+    match args {
+        [_, sub] if is(sub, "len") => Ok(Reply::Integer(log.len() as i64)),
+        [_, sub] if is(sub, "reset") => {
+            log.reset();
+            Ok(Reply::ok())
+        }
+        [_, sub] if is(sub, "help") => Ok(help(&[
+            "SLOWLOG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "GET [<count>]",
+            "    Return top <count> entries from the slowlog (default: 10, -1 mean all).",
+            "    Entries are made of:",
+            "    id, timestamp, time in microseconds, arguments array, client IP and port,",
+            "    client name",
+            "LEN",
+            "    Return the length of the slowlog.",
+            "RESET",
+            "    Reset the slowlog.",
+            "HELP",
+            "    Print this help.",
+        ])),
+        [_, sub, rest @ ..] if is(sub, "get") && rest.len() <= 1 => {
+            let count = match rest.first() {
+                None => Some(10),
+                Some(count) => match integer_arg(count)? {
+                    -1 => None,
+                    count if count < -1 => {
+                        return Err(Reply::err("count should be greater than or equal to -1"));
+                    }
+                    count => Some(count as usize),
+                },
+            };
+            let entries = log
+                .latest(count)
+                .into_iter()
+                .map(|entry| {
+                    Reply::Array(vec![
+                        Reply::Integer(entry.id as i64),
+                        Reply::Integer(entry.logged_at as i64),
+                        Reply::Integer(i64::try_from(entry.micros).unwrap_or(i64::MAX)),
+                        Reply::Array(entry.args.into_iter().map(Reply::Bulk).collect()),
+                        Reply::text(entry.client_addr),
+                        Reply::Bulk(entry.client_name),
+                    ])
+                })
+                .collect();
+            Ok(Reply::Array(entries))
+        }
+        _ => Err(unknown_subcommand(args, "SLOWLOG")),
+    }
+}
+
+/// LATENCY HISTOGRAM [command …] with the per-command histograms, and
+/// LATEST | HISTORY | RESET | GRAPH | DOCTOR as a server whose latency
+/// monitor recorded nothing.
+fn latency(shared: &Shared, args: &[Bytes]) -> CommandResult {
+    match args {
+        [_, sub] if is(sub, "latest") => Ok(Reply::Array(Vec::new())),
+        [_, sub, _] if is(sub, "history") => Ok(Reply::Array(Vec::new())),
+        [_, sub, ..] if is(sub, "reset") => Ok(Reply::Integer(0)),
+        [_, sub, event] if is(sub, "graph") => Err(Reply::err(format!(
+            "No samples available for event '{}'",
+            String::from_utf8_lossy(event)
+        ))),
+        [_, sub] if is(sub, "doctor") => Ok(Reply::Verbatim(
+            "walrus has no latency monitor: no latency events are sampled. Per-command \
+             latency is in LATENCY HISTOGRAM and /metrics \
+             (walrus_resp_command_duration_seconds), the slowest commands in SLOWLOG GET, \
+             and fsync times in /metrics (walrus_wal_fsync_duration_seconds).\n"
+                .into(),
+        )),
+        [_, sub, names @ ..] if is(sub, "histogram") => {
+            let names: Vec<String> = names
+                .iter()
+                .map(|name| String::from_utf8_lossy(name).to_ascii_lowercase())
+                .collect();
+            let commands = shared
+                .stats
+                .commands
+                .histograms(&names)
+                .into_iter()
+                .map(|histogram| {
+                    let buckets = histogram
+                        .buckets
+                        .into_iter()
+                        .map(|(micros, up_to)| {
+                            (Reply::Integer(micros as i64), Reply::Integer(up_to as i64))
+                        })
+                        .collect();
+                    let figures = vec![
+                        (
+                            Reply::Simple("calls"),
+                            Reply::Integer(histogram.calls as i64),
+                        ),
+                        (Reply::Simple("histogram_usec"), Reply::Map(buckets)),
+                    ];
+                    (Reply::text(histogram.name), Reply::Map(figures))
+                })
+                .collect();
+            Ok(Reply::Map(commands))
+        }
+        [_, sub] if is(sub, "help") => Ok(help(&[
+            "LATENCY <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "DOCTOR",
+            "    Return a human readable latency analysis report.",
+            "GRAPH <event>",
+            "    Return an ASCII latency graph for the <event> class.",
+            "HISTORY <event>",
+            "    Return time-latency samples for the <event> class.",
+            "LATEST",
+            "    Return the latest latency samples for all events.",
+            "RESET [<event> ...]",
+            "    Reset latency data of one or more <event> classes.",
+            "    (default: reset all data for all event classes)",
+            "HISTOGRAM [COMMAND ...]",
+            "    Return a cumulative distribution of latencies in the format of a histogram for the specified command names.",
+            "    If no commands are specified then all histograms are replied.",
+            "HELP",
+            "    Print this help.",
+        ])),
+        _ => Err(unknown_subcommand(args, "LATENCY")),
+    }
+}
+
+/// A peer address as ROLE shows it: host, port.
+fn host_and_port(address: &str) -> (String, u16) {
+    let address = address
+        .strip_prefix("https://")
+        .or_else(|| address.strip_prefix("http://"))
+        .unwrap_or(address)
+        .trim_end_matches('/');
+    match address.rsplit_once(':') {
+        Some((host, port)) => (
+            host.trim_matches(['[', ']']).to_string(),
+            port.parse().unwrap_or(0),
+        ),
+        None => (address.to_string(), 0),
+    }
+}
+
+/// ROLE: a single node and a cluster's leader are masters (with the leader's
+/// commit index as the offset and each member's matched index); any other
+/// member is a replica of the leader, connected while one is known.
+fn role(shared: &Shared) -> Reply {
+    match shared.node.replication() {
+        Replication::Single => Reply::Array(vec![
+            Reply::text("master"),
+            Reply::Integer(0),
+            Reply::Array(Vec::new()),
+        ]),
+        Replication::Leader {
+            committed,
+            followers,
+        } => Reply::Array(vec![
+            Reply::text("master"),
+            Reply::Integer(committed as i64),
+            Reply::Array(
+                followers
+                    .into_iter()
+                    .map(|follower| {
+                        let (host, port) = host_and_port(&follower.address);
+                        Reply::Array(vec![
+                            Reply::text(host),
+                            Reply::text(port.to_string()),
+                            Reply::text(follower.matched.to_string()),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ]),
+        Replication::Follower {
+            leader_address,
+            applied,
+        } => {
+            let state = if leader_address.is_some() {
+                "connected"
+            } else {
+                "connect"
+            };
+            let (host, port) = host_and_port(leader_address.as_deref().unwrap_or(""));
+            Reply::Array(vec![
+                Reply::text("slave"),
+                Reply::text(host),
+                Reply::Integer(i64::from(port)),
+                Reply::text(state),
+                Reply::Integer(applied as i64),
+            ])
+        }
+    }
+}
+
+/// WAIT numreplicas timeout: how many other members hold every write this
+/// leader has committed (so every write this client was answered for),
+/// waiting up to `timeout` ms (0: no limit) for `numreplicas` of them. A
+/// cluster acknowledges a write only once a majority holds it, so WAIT adds
+/// nothing to durability here; it answers tools that ask.
+async fn wait(shared: &Shared, args: &[Bytes]) -> CommandResult {
+    let [_, wanted, timeout] = args else {
+        return Err(wrong_arity("wait"));
+    };
+    let wanted = integer_arg(wanted)?;
+    let timeout = parse_i64(timeout)
+        .ok_or_else(|| Reply::err("timeout is not an integer or out of range"))?;
+    if timeout < 0 {
+        return Err(Reply::err("timeout is negative"));
+    }
+    let timeout = (timeout > 0).then(|| Duration::from_millis(timeout as u64));
+    let wanted = usize::try_from(wanted).unwrap_or(0);
+    match shared.node.wait_for_replicas(wanted, timeout).await {
+        Some(holding) => Ok(Reply::Integer(holding as i64)),
+        None => Err(Reply::err(
+            "WAIT cannot be used with replica instances: send it to the cluster's leader",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_addresses_split_into_host_and_port() {
+        assert_eq!(
+            host_and_port("127.0.0.1:8081"),
+            ("127.0.0.1".to_string(), 8081)
+        );
+        assert_eq!(
+            host_and_port("https://node-2.example:443/"),
+            ("node-2.example".to_string(), 443)
+        );
+        assert_eq!(host_and_port("[::1]:7000"), ("::1".to_string(), 7000));
+        assert_eq!(host_and_port(""), (String::new(), 0));
+    }
+}
