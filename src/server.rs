@@ -150,6 +150,9 @@ pub async fn run(
         http: listener,
         resp,
     } = listeners;
+    // Stops on the caller's signal, or when a client asks (RESP SHUTDOWN).
+    let stop_requested = Arc::new(tokio::sync::Notify::new());
+    let shutdown = stop_on_request(shutdown, stop_requested.clone());
     let tls = match &options.tls {
         Some((cert, key)) => Some(load_tls_config(cert, key)?),
         None => None,
@@ -177,7 +180,7 @@ pub async fn run(
                 node.clone(),
                 resp_config,
                 stats,
-                shutdown.clone(),
+                (shutdown.clone(), stop_requested.clone()),
             )?)
         }
         None => None,
@@ -198,13 +201,31 @@ pub async fn run(
     Ok(())
 }
 
+/// A shutdown signal that also turns true once `requested` is notified.
+fn stop_on_request(
+    mut outer: watch::Receiver<bool>,
+    requested: Arc<tokio::sync::Notify>,
+) -> watch::Receiver<bool> {
+    let (stop, stopped) = watch::channel(*outer.borrow());
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = outer.wait_for(|&stop| stop) => {}
+            () = requested.notified() => {
+                tracing::info!("shutting down at a client's request (SHUTDOWN)");
+            }
+        }
+        let _ = stop.send(true);
+    });
+    stopped
+}
+
 /// Starts the RESP server on its own task and logs its address.
 fn start_resp(
     listener: TcpListener,
     node: Node,
     config: RespConfig,
     stats: Arc<ServerStats>,
-    shutdown: watch::Receiver<bool>,
+    (shutdown, stop_requested): (watch::Receiver<bool>, Arc<tokio::sync::Notify>),
 ) -> Result<tokio::task::JoinHandle<std::io::Result<()>>, ServeError> {
     let address = listener.local_addr()?;
     let scheme = if config.tls.is_some() {
@@ -214,7 +235,11 @@ fn start_resp(
     };
     tracing::info!(%address, "listening for RESP on {scheme}://{address}");
     Ok(tokio::spawn(serve_resp(
-        listener, node, config, stats, shutdown,
+        listener,
+        node,
+        config,
+        stats,
+        (shutdown, stop_requested),
     )))
 }
 

@@ -346,6 +346,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                     }
                     let was_authenticated = session.authenticated;
                     let reply = cmd::execute(session, shared, spec, &counted.args).await;
+                    if session.hang_up {
+                        return false;
+                    }
                     counted.record(shared, &reply, &Sender::of(client, session));
                     reply.encode_as(session.protocol, output);
                     if session.authenticated != was_authenticated {

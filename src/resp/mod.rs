@@ -150,6 +150,8 @@ pub struct Shared {
     pub idle_timeout_secs: AtomicU64,
     /// Commands slower than its threshold (SLOWLOG).
     pub slowlog: slowlog::SlowLog,
+    /// Notified by SHUTDOWN: the server stops as on SIGTERM.
+    pub stop_requested: Arc<tokio::sync::Notify>,
 }
 
 /// How often idle clients are looked for (Redis checks about as often).
@@ -177,13 +179,15 @@ async fn disconnect_idle_clients(shared: Arc<Shared>, mut shutdown: watch::Recei
 
 /// Serves RESP on `listener` until `shutdown` turns true, then stops accepting
 /// and gives open connections the grace period to finish what they read.
-/// `stats` are the server's counters (shared with `/metrics`).
+/// `stats` are the server's counters (shared with `/metrics`);
+/// `stop_requested` is notified when a client sends SHUTDOWN (the server
+/// then turns `shutdown` true).
 pub async fn serve_resp(
     listener: TcpListener,
     node: Node,
     config: RespConfig,
     stats: Arc<ServerStats>,
-    shutdown: watch::Receiver<bool>,
+    (shutdown, stop_requested): (watch::Receiver<bool>, Arc<tokio::sync::Notify>),
 ) -> io::Result<()> {
     let shared = Arc::new(Shared {
         store: node.store().clone(),
@@ -193,6 +197,7 @@ pub async fn serve_resp(
         config,
         clients: Arc::default(),
         slowlog: slowlog::SlowLog::default(),
+        stop_requested,
     });
     tokio::spawn(disconnect_idle_clients(shared.clone(), shutdown.clone()));
     let (max_connections, grace) = (shared.config.max_connections, shared.config.shutdown_grace);

@@ -44,7 +44,7 @@ fn redis_py_with_default_settings_speaks_resp3_to_walrus() {
         eprintln!("SKIPPED: set WALRUS_TEST_PYTHON to a python with redis-py 8 installed");
         return;
     };
-    let (server, _dir) = Server::start_resp(&[]);
+    let (mut server, _dir) = Server::start_resp(&[]);
     let script = format!(
         r#"
 import redis
@@ -92,6 +92,18 @@ assert r.get('k') == b'v'
 r.select(0)
 assert r.info('server')['redis_version']
 assert r.connection_pool.get_connection().protocol in (3, '3'), 'redis-py should default to RESP3'
+# The slow log, ROLE and WAIT as redis-py parses them.
+assert r.config_set('slowlog-log-slower-than', 0)
+assert r.get('k') == b'v'
+newest = r.slowlog_get(1)[0]
+assert newest['command'] == b'GET k', newest
+assert newest['client_address'].startswith(b'127.0.0.1:'), newest
+assert r.slowlog_len() >= 2
+assert r.role() == [b'master', 0, []], r.role()
+assert r.wait(0, 0) == 0
+# SHUTDOWN closes the connection without a reply, which redis-py reads as
+# success (a reply would make it raise).
+r.shutdown(nosave=True)
 print('ok')
 "#,
         port = server.resp_address().port()
@@ -106,6 +118,10 @@ print('ok')
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+    let status = server
+        .wait_exit(std::time::Duration::from_secs(15))
+        .expect("SHUTDOWN stopped the server");
+    assert!(status.success(), "{status:?}");
 }
 
 #[test]

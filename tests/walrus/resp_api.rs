@@ -1044,3 +1044,43 @@ fn randomkey_returns_every_key_in_turn() {
         "expired keys are never drawn"
     );
 }
+
+#[test]
+fn shutdown_stops_the_server_cleanly_and_keeps_every_write() {
+    let (mut server, _dir) = Server::start_resp(&[]);
+    let mut raw = RawResp::connect(server.resp_address());
+    assert_eq!(raw.call(&["SET", "k", "v"]), "+OK\r\n");
+    assert_eq!(
+        raw.call(&["SHUTDOWN", "NOSAVE", "SAVE"]),
+        err("syntax error")
+    );
+    assert_eq!(raw.call(&["SHUTDOWN", "LATER"]), err("syntax error"));
+    assert_eq!(
+        raw.call(&["SHUTDOWN", "ABORT"]),
+        err("No shutdown in progress.")
+    );
+    raw.call(&["MULTI"]);
+    assert_eq!(
+        raw.call(&["SHUTDOWN"]),
+        err("Command not allowed inside a transaction")
+    );
+    assert!(raw.call(&["EXEC"]).starts_with("-EXECABORT"));
+    assert!(snapshot_files(&server.dir).is_empty(), "no snapshot yet");
+
+    // As from Redis: no reply, the connection closes, the process exits 0.
+    raw.send_raw(b"*2\r\n$8\r\nSHUTDOWN\r\n$4\r\nSAVE\r\n");
+    assert_eq!(raw.reply(), None, "closed without a reply");
+    let status = server
+        .wait_exit(Duration::from_secs(15))
+        .expect("the server stops by itself");
+    assert!(status.success(), "{status:?}");
+    // A clean stop takes none of its own: this one is SAVE's.
+    assert_eq!(
+        snapshot_files(&server.dir).len(),
+        1,
+        "SAVE took a snapshot first"
+    );
+    server.restart();
+    let mut again = RawResp::connect(server.resp_address());
+    assert_eq!(again.call(&["GET", "k"]), "$1\r\nv\r\n");
+}

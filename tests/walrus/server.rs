@@ -105,6 +105,18 @@ impl Server {
         self.child.wait().expect("wait for walrus")
     }
 
+    /// Waits up to `within` for the process to exit by itself.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let started = std::time::Instant::now();
+        while started.elapsed() < within {
+            if let Some(status) = self.child.try_wait().expect("wait for walrus") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// Starts a server that also serves RESP on a free port.
     pub fn start_resp(args: &[&str]) -> (Server, tempfile::TempDir) {
         let mut all = vec!["--resp-listen", "127.0.0.1:0"];

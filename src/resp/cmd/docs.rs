@@ -247,6 +247,13 @@ const DOCS: &[Doc] = &[
         O1,
     ),
     doc(
+        "shutdown",
+        "Stops the server as SIGTERM does (SAVE takes a snapshot first); the connection closes without a reply.",
+        "1.0.0",
+        "server",
+        O1,
+    ),
+    doc(
         "slowlog",
         "Shows or clears the commands that took longer than slowlog-log-slower-than.",
         "2.2.12",

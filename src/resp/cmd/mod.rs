@@ -41,6 +41,9 @@ pub struct Session {
     pub authenticated: bool,
     /// Set by QUIT: close after this reply.
     pub quit: bool,
+    /// Set by SHUTDOWN: close without replying (clients read the closed
+    /// connection as success, as Redis gives them).
+    pub hang_up: bool,
     /// Commands queued since MULTI, until EXEC or DISCARD.
     pub transaction: Option<txn::Transaction>,
     /// WATCHed keys and the revision (or absence) each had when watched.
@@ -65,6 +68,7 @@ impl Session {
             name: None,
             authenticated,
             quit: false,
+            hang_up: false,
             transaction: None,
             watched: Vec::new(),
             watched_db: 0,
@@ -175,6 +179,7 @@ pub const SPECS: &[Spec] = &[
     spec("bgsave", -1, false, NO_KEYS),
     spec("bgrewriteaof", 1, false, NO_KEYS),
     spec("reset", 1, false, NO_KEYS),
+    spec("shutdown", -1, false, NO_KEYS),
     spec("slowlog", -2, false, NO_KEYS),
     spec("latency", -2, false, NO_KEYS),
     spec("role", 1, false, NO_KEYS),

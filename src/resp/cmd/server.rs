@@ -48,6 +48,7 @@ pub fn handles(name: &str) -> bool {
             | "bgsave"
             | "bgrewriteaof"
             | "reset"
+            | "shutdown"
     )
 }
 
@@ -76,6 +77,7 @@ pub async fn run(
             reset(session, shared);
             Ok(Reply::Simple("RESET"))
         }
+        "shutdown" => shutdown(session, shared, &args[1..]).await,
         // As on a Redis Cluster replica: READONLY lets this connection read the
         // node's applied state without asking the leader (stale reads).
         "readonly" => {
@@ -107,6 +109,43 @@ pub async fn run(
         "bgsave" | "bgrewriteaof" => background_snapshot(shared, name, args),
         _ => Err(Reply::err(format!("command '{name}' is not implemented"))),
     }
+}
+
+/// SHUTDOWN [NOSAVE|SAVE] [NOW] [FORCE] [ABORT]: stops the server as SIGTERM
+/// does (in-flight requests finish, the log is synced, the data directory
+/// unlocked) and closes this connection without a reply, as Redis does.
+/// Every acknowledged write is already in the log, so NOSAVE loses nothing;
+/// SAVE first takes a snapshot (a failure stops the shutdown unless FORCE).
+/// NOW and FORCE are accepted: walrus never waits for replicas to catch up.
+/// A shutdown cannot be aborted: it starts at once.
+async fn shutdown(session: &mut Session, shared: &Shared, flags: &[Bytes]) -> CommandResult {
+    let (mut save, mut no_save, mut force, mut abort) = (false, false, false, false);
+    for flag in flags {
+        match flag.to_ascii_lowercase().as_slice() {
+            b"save" => save = true,
+            b"nosave" => no_save = true,
+            b"now" => {}
+            b"force" => force = true,
+            b"abort" => abort = true,
+            _ => return Err(syntax_error()),
+        }
+    }
+    if (save && no_save) || (abort && flags.len() > 1) {
+        return Err(syntax_error());
+    }
+    if abort {
+        return Err(Reply::err("No shutdown in progress."));
+    }
+    if save && let Err(error) = shared.node.snapshot_now().await {
+        tracing::warn!(%error, "SHUTDOWN SAVE: the snapshot failed");
+        if !force {
+            return Err(Reply::err("Errors trying to SHUTDOWN. Check logs."));
+        }
+    }
+    tracing::info!(client = session.id, "SHUTDOWN requested");
+    shared.stop_requested.notify_one();
+    session.hang_up = true;
+    Ok(Reply::ok())
 }
 
 /// RESET: the connection as it was when it opened, but for its name and

@@ -63,9 +63,9 @@ pub fn queue(session: &mut Session, shared: &Shared, args: &[Bytes]) -> Plan {
         "watch" => Some("WATCH inside MULTI is not allowed"),
         _ => None,
     };
-    // As in Redis, SAVE may not be queued: refused, and the transaction
-    // fails at EXEC.
-    if name == "save" {
+    // As in Redis, SAVE and SHUTDOWN may not be queued: refused, and the
+    // transaction fails at EXEC.
+    if matches!(name.as_str(), "save" | "shutdown") {
         if let Some(transaction) = &mut session.transaction {
             transaction.failed = true;
         }
