@@ -210,7 +210,9 @@ struct VerifyArgs {
     dev_cluster: Option<u64>,
     /// Faults to inject into the --dev-cluster, comma-separated, taken in turn: kill,
     /// pause, restart-all, partition (one node cut off from the others; needs 2+ nodes),
-    /// bridge (two halves cut apart, one node reaching both; needs 3+ nodes).
+    /// bridge (two halves cut apart, one node reaching both; needs 3+ nodes), one-way
+    /// (a node refuses what one other node sends it, its own messages still go; needs
+    /// 2+ nodes).
     #[arg(long, value_delimiter = ',')]
     nemesis: Vec<walrus::verify::nemesis::Fault>,
     /// Concurrent clients.

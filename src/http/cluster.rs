@@ -180,23 +180,28 @@ pub async fn fault(app: &App, action: &str, request: Request<Incoming>) -> HttpR
     match (action, method) {
         ("partition", Method::POST) => {
             let query = request.uri().query().unwrap_or("");
-            let isolate = parse_query(query)
-                .ok()
-                .and_then(|params| params.get("isolate").cloned())
-                .and_then(|value| {
-                    String::from_utf8_lossy(&value)
+            let params = parse_query(query).ok().unwrap_or_default();
+            let ids = |name: &str| {
+                params.get(name).map(|value| {
+                    String::from_utf8_lossy(value)
                         .split(',')
                         .map(|id| id.trim().parse::<NodeId>().ok())
                         .collect::<Option<Vec<_>>>()
-                });
-            match isolate {
-                Some(peers) => {
+                })
+            };
+            match (ids("isolate"), ids("refuse_from")) {
+                (Some(Some(peers)), None) => {
                     faults.isolate(peers);
                     text(StatusCode::OK, "ok")
                 }
-                None => text(
+                (None, Some(Some(peers))) => {
+                    faults.refuse_from(peers);
+                    text(StatusCode::OK, "ok")
+                }
+                _ => text(
                     StatusCode::BAD_REQUEST,
-                    "isolate=ID[,ID…] (node ids) is required",
+                    "one of isolate=ID[,ID…] (cut both ways) or refuse_from=ID[,ID…] \
+                     (refuse what those nodes send) is required",
                 ),
             }
         }
@@ -205,15 +210,23 @@ pub async fn fault(app: &App, action: &str, request: Request<Incoming>) -> HttpR
             text(StatusCode::OK, "ok")
         }
         ("status", Method::GET | Method::HEAD) => {
-            let cut: Vec<String> = faults.cut().iter().map(u64::to_string).collect();
-            text(StatusCode::OK, format!("cut: {}", cut.join(",")))
+            let list =
+                |ids: Vec<NodeId>| ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+            text(
+                StatusCode::OK,
+                format!(
+                    "cut: {}\nrefused: {}",
+                    list(faults.cut()),
+                    list(faults.refused())
+                ),
+            )
         }
         ("partition" | "heal", _) => method_not_allowed("POST"),
         ("status", _) => method_not_allowed("GET, HEAD"),
         _ => text(
             StatusCode::NOT_FOUND,
-            "fault routes: POST /fault/clock?advance_ms=N, POST /fault/partition?isolate=ID,…, \
-             POST /fault/heal, GET /fault/status",
+            "fault routes: POST /fault/clock?advance_ms=N, POST /fault/partition?isolate=ID,… \
+             or ?refuse_from=ID,…, POST /fault/heal, GET /fault/status",
         ),
     }
 }

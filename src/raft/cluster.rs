@@ -535,7 +535,7 @@ impl ClusterNode {
     /// Whether a message from `sender` is dropped by the partition switch.
     pub fn partitioned_from(&self, sender: Option<NodeId>) -> bool {
         match (self.faults(), sender) {
-            (Some(faults), Some(sender)) => faults.blocks(sender),
+            (Some(faults), Some(sender)) => faults.blocks_from(sender),
             _ => false,
         }
     }

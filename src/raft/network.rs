@@ -191,7 +191,7 @@ impl Peer {
         if self
             .faults
             .as_ref()
-            .is_some_and(|faults| faults.blocks(self.target))
+            .is_some_and(|faults| faults.blocks_to(self.target))
         {
             return Err(PeerError::Unreachable {
                 address: self.address().to_string(),

@@ -2,9 +2,9 @@
 //! it injects while the workload runs: kill -9 and restart a node, pause a
 //! node (SIGSTOP) past the election timeout and resume it, restart every node
 //! at once, cut one node off from the others, and cut the cluster in two
-//! halves that only a bridging node reaches both of (partitions, through the
-//! peer transport's fault switch: the nodes are then started with
-//! `--enable-fault-injection`). Each fault is healed before the next, and all
+//! halves that only a bridging node reaches both of, and cut one link one way
+//! (partitions, through the peer transport's fault switch: the nodes are then
+//! started with `--enable-fault-injection`). Each fault is healed before the next, and all
 //! are healed before the final reads.
 
 use std::path::{Path, PathBuf};
@@ -32,15 +32,21 @@ pub enum Fault {
     /// alone; a leader keeps its quorum only through the bridge, while the
     /// node across the cut may try to take over through it.
     Bridge,
+    /// One link cut one way: a node refuses every message another sends it,
+    /// while its own messages to that node go through and are answered.
+    /// When the leader's messages are the lost ones, its follower hears no
+    /// heartbeat though the leader hears it fine.
+    OneWay,
 }
 
 impl Fault {
-    const ALL: [Fault; 5] = [
+    const ALL: [Fault; 6] = [
         Fault::Kill,
         Fault::Pause,
         Fault::RestartAll,
         Fault::Partition,
         Fault::Bridge,
+        Fault::OneWay,
     ];
 
     /// As `--nemesis` spells it.
@@ -51,18 +57,19 @@ impl Fault {
             Fault::RestartAll => "restart-all",
             Fault::Partition => "partition",
             Fault::Bridge => "bridge",
+            Fault::OneWay => "one-way",
         }
     }
 
     /// Whether the fault needs the peer transport's partition switch.
     pub fn cuts_links(self) -> bool {
-        matches!(self, Fault::Partition | Fault::Bridge)
+        matches!(self, Fault::Partition | Fault::Bridge | Fault::OneWay)
     }
 
     /// The fewest nodes the fault makes sense on.
     pub fn fewest_nodes(self) -> u64 {
         match self {
-            Fault::Partition => 2,
+            Fault::Partition | Fault::OneWay => 2,
             Fault::Bridge => 3,
             Fault::Kill | Fault::Pause | Fault::RestartAll => 1,
         }
@@ -78,7 +85,8 @@ impl std::str::FromStr for Fault {
             .find(|fault| fault.name() == text)
             .ok_or_else(|| {
                 format!(
-                    "unknown fault {text:?}: expected kill, pause, restart-all, partition or bridge"
+                    "unknown fault {text:?}: expected kill, pause, restart-all, partition, \
+                     bridge or one-way"
                 )
             })
     }
@@ -287,6 +295,20 @@ impl LocalCluster {
                 tokio::time::sleep(hold).await;
                 self.heal_partitions().await?;
                 Ok(bridge)
+            }
+            Fault::OneWay => {
+                // The node at `index` stops hearing one other node.
+                let deaf = &self.nodes[index];
+                let others: Vec<u64> = self.ids().filter(|&id| id != deaf.id).collect();
+                let unheard = others[rng.random_range(0..others.len())];
+                post(
+                    &deaf.http,
+                    &format!("/fault/partition?refuse_from={unheard}"),
+                )
+                .await?;
+                tokio::time::sleep(hold).await;
+                self.heal_partitions().await?;
+                Ok(deaf.id)
             }
             Fault::RestartAll => {
                 for index in 0..self.nodes.len() {

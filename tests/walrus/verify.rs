@@ -77,16 +77,16 @@ fn verify_passes_on_a_three_node_cluster_under_kill_pause_and_restart_all() {
 /// node cut off from the other two, and two nodes cut apart with the third
 /// reaching both (a bridge), while clients keep talking to every node.
 #[test]
-fn verify_passes_on_a_three_node_cluster_with_a_node_partitioned_away_and_a_bridge() {
+fn verify_passes_on_a_three_node_cluster_with_a_node_partitioned_away_a_bridge_and_a_one_way_cut() {
     let (passed, text) = verify(&[
         "--dev-cluster",
         "3",
         "--nemesis",
-        "partition,bridge",
+        "partition,bridge,one-way",
         "--duration",
-        "9",
+        "11",
         "--fault-interval-ms",
-        "2000",
+        "1500",
         "--fault-hold-ms",
         "1800",
         "--json",
@@ -101,6 +101,7 @@ fn verify_passes_on_a_three_node_cluster_with_a_node_partitioned_away_and_a_brid
         .collect();
     assert!(faults.contains(&"partition"), "{text}");
     assert!(faults.contains(&"bridge"), "{text}");
+    assert!(faults.contains(&"one-way"), "{text}");
 }
 
 #[test]
