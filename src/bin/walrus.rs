@@ -381,7 +381,9 @@ struct ServeArgs {
     /// connection is closed after the shorter of the two.
     #[arg(long, default_value_t = 10_000)]
     idle_timeout_ms: u64,
-    /// Connections served at once.
+    /// Connections served at once: more HTTP connections wait in the listen
+    /// queue; more Redis-protocol clients are refused with Redis's "max number
+    /// of clients reached" (its `maxclients`, which `CONFIG SET` changes live).
     #[arg(long, default_value_t = 4096)]
     max_connections: usize,
     /// Disconnect a Redis-protocol client idle this many seconds, 0 for never

@@ -36,7 +36,8 @@ pub struct RespConfig {
     pub max_key_bytes: usize,
     /// Password `AUTH` must give before anything else works, if set.
     pub auth_token: Option<Arc<str>>,
-    /// Connections served at once; more wait in the listen queue.
+    /// Clients served at once at the start (`maxclients`); more are refused
+    /// with Redis's error.
     pub max_connections: usize,
     /// Seconds a client may stay idle before it is disconnected, 0 for
     /// never (Redis's `timeout`; `CONFIG SET timeout` changes it live).
@@ -87,6 +88,8 @@ pub struct ServerStats {
     pub commands: stats::CommandStats,
     /// Connections closed for a request that is not valid RESP.
     pub protocol_errors: AtomicU64,
+    /// Connections refused for being past `maxclients`.
+    pub rejected_connections: AtomicU64,
 }
 
 impl ServerStats {
@@ -100,6 +103,7 @@ impl ServerStats {
             port,
             commands: stats::CommandStats::default(),
             protocol_errors: AtomicU64::new(0),
+            rejected_connections: AtomicU64::new(0),
         }
     }
 }
@@ -152,6 +156,9 @@ pub struct Shared {
     pub slowlog: slowlog::SlowLog,
     /// Notified by SHUTDOWN: the server stops as on SIGTERM.
     pub stop_requested: Arc<tokio::sync::Notify>,
+    /// Clients served at once now (starts as the config's; CONFIG SET
+    /// maxclients changes it); more are refused with Redis's error.
+    pub max_clients: std::sync::atomic::AtomicUsize,
 }
 
 /// How often idle clients are looked for (Redis checks about as often).
@@ -177,6 +184,31 @@ async fn disconnect_idle_clients(shared: Arc<Shared>, mut shutdown: watch::Recei
     }
 }
 
+/// The most clients `CONFIG SET maxclients` may allow (the operating
+/// system's descriptor limit may stop them earlier).
+pub const MAX_CLIENTS_CEILING: usize = 65_536;
+
+/// Tells a client past `maxclients` so, in Redis's words, and closes. Over
+/// TLS the words cannot be sent before a handshake, so the connection is
+/// only closed. It stops counting as connected before it is closed, so a
+/// client that sees the close can count on the room it left.
+async fn refuse_past_max_clients(mut stream: tokio::net::TcpStream, shared: &Shared) {
+    use tokio::io::AsyncWriteExt;
+    shared
+        .stats
+        .rejected_connections
+        .fetch_add(1, Ordering::Relaxed);
+    if shared.config.tls.is_none() {
+        let refusal = stream.write_all(b"-ERR max number of clients reached\r\n");
+        let _ = tokio::time::timeout(Duration::from_secs(1), refusal).await;
+    }
+    shared
+        .stats
+        .connected_clients
+        .fetch_sub(1, Ordering::Relaxed);
+    let _ = stream.shutdown().await;
+}
+
 /// Serves RESP on `listener` until `shutdown` turns true, then stops accepting
 /// and gives open connections the grace period to finish what they read.
 /// `stats` are the server's counters (shared with `/metrics`);
@@ -194,27 +226,42 @@ pub async fn serve_resp(
         node,
         stats,
         idle_timeout_secs: AtomicU64::new(config.idle_timeout_secs),
+        max_clients: std::sync::atomic::AtomicUsize::new(config.max_connections.max(1)),
         config,
         clients: Arc::default(),
         slowlog: slowlog::SlowLog::default(),
         stop_requested,
     });
     tokio::spawn(disconnect_idle_clients(shared.clone(), shutdown.clone()));
-    let (max_connections, grace) = (shared.config.max_connections, shared.config.shutdown_grace);
+    // Clients past `maxclients` are accepted to be told so (as Redis does)
+    // rather than left waiting in the listen queue; the accept loop's own
+    // cap only bounds a flood of them.
+    let ceiling = shared.config.max_connections.max(MAX_CLIENTS_CEILING);
+    let grace = shared.config.shutdown_grace;
     let connection_shutdown = shutdown.clone();
-    crate::net::accept_until_shutdown(listener, max_connections, grace, shutdown, move |stream| {
-        let id = shared
+    crate::net::accept_until_shutdown(listener, ceiling, grace, shutdown, move |stream| {
+        let connected = shared
             .stats
-            .total_connections
-            .fetch_add(1, Ordering::Relaxed)
-            + 1;
+            .connected_clients
+            .fetch_add(1, Ordering::Relaxed);
+        let admitted = connected < shared.max_clients.load(Ordering::Relaxed) as u64;
+        let id = match admitted {
+            true => {
+                shared
+                    .stats
+                    .total_connections
+                    .fetch_add(1, Ordering::Relaxed)
+                    + 1
+            }
+            false => 0,
+        };
         let shared = shared.clone();
         let shutdown = connection_shutdown.clone();
         async move {
-            shared
-                .stats
-                .connected_clients
-                .fetch_add(1, Ordering::Relaxed);
+            if !admitted {
+                refuse_past_max_clients(stream, &shared).await;
+                return;
+            }
             let address = |address: io::Result<std::net::SocketAddr>| {
                 address
                     .map(|address| address.to_string())

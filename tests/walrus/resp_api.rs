@@ -559,8 +559,8 @@ fn info_and_config_report_what_the_server_really_has() {
         );
     }
     assert!(raw
-        .call(&["CONFIG", "SET", "maxclients", "10"])
-        .starts_with("-ERR CONFIG SET failed (possibly related to argument 'maxclients') - can't set immutable config"));
+        .call(&["CONFIG", "SET", "proto-max-bulk-len", "10"])
+        .starts_with("-ERR CONFIG SET failed (possibly related to argument 'proto-max-bulk-len') - can't set immutable config"));
     assert!(
         raw.call(&["CONFIG", "SET", "no-such-thing", "1"])
             .starts_with(
@@ -593,8 +593,8 @@ fn config_set_timeout_disconnects_idle_clients_live() {
     }
     assert!(
         admin
-            .call(&["CONFIG", "SET", "timeout", "1", "maxclients", "10"])
-            .starts_with("-ERR CONFIG SET failed (possibly related to argument 'maxclients')")
+            .call(&["CONFIG", "SET", "timeout", "1", "databases", "32"])
+            .starts_with("-ERR CONFIG SET failed (possibly related to argument 'databases')")
     );
     assert_eq!(
         admin.call(&["CONFIG", "GET", "timeout"]),
@@ -1083,4 +1083,43 @@ fn shutdown_stops_the_server_cleanly_and_keeps_every_write() {
     server.restart();
     let mut again = RawResp::connect(server.resp_address());
     assert_eq!(again.call(&["GET", "k"]), "$1\r\nv\r\n");
+}
+
+#[test]
+fn clients_past_maxclients_are_refused_and_config_set_changes_it_live() {
+    let (server, _dir) = Server::start_resp(&[]);
+    let mut admin = RawResp::connect(server.resp_address());
+    let mut second = RawResp::connect(server.resp_address());
+    assert_eq!(second.call(&["PING"]), "+PONG\r\n");
+    assert_eq!(
+        admin.call(&["CONFIG", "SET", "maxclients", "0"]),
+        err(
+            "CONFIG SET failed (possibly related to argument 'maxclients') - argument must be between 1 and 65536 inclusive"
+        )
+    );
+    assert_eq!(admin.call(&["CONFIG", "SET", "maxclients", "2"]), "+OK\r\n");
+    assert_eq!(
+        admin.call(&["CONFIG", "GET", "maxclients"]),
+        "*2\r\n$10\r\nmaxclients\r\n$1\r\n2\r\n"
+    );
+    // A third client is told, as Redis tells it, and closed; the two
+    // connected ones keep working.
+    let mut third = RawResp::connect(server.resp_address());
+    assert_eq!(
+        third.reply().as_deref(),
+        Some(err("max number of clients reached").as_str())
+    );
+    assert!(third.is_closed());
+    assert_eq!(second.call(&["PING"]), "+PONG\r\n");
+    let stats = admin.call(&["INFO", "stats"]);
+    assert!(stats.contains("rejected_connections:1\r\n"), "{stats}");
+    assert!(
+        admin
+            .call(&["INFO", "clients"])
+            .contains("maxclients:2\r\n")
+    );
+    // Room again: a new client is served.
+    assert_eq!(admin.call(&["CONFIG", "SET", "maxclients", "3"]), "+OK\r\n");
+    let mut fourth = RawResp::connect(server.resp_address());
+    assert_eq!(fourth.call(&["PING"]), "+PONG\r\n");
 }

@@ -666,7 +666,10 @@ fn config_values(shared: &Shared) -> Vec<(&'static str, String)> {
         ("save", String::new()),
         ("databases", DATABASES.to_string()),
         ("maxmemory", "0".into()),
-        ("maxclients", shared.config.max_connections.to_string()),
+        (
+            "maxclients",
+            shared.max_clients.load(Ordering::Relaxed).to_string(),
+        ),
         ("proto-max-bulk-len", limits.max_bulk_bytes.to_string()),
         (
             "timeout",
@@ -688,12 +691,14 @@ fn config_values(shared: &Shared) -> Vec<(&'static str, String)> {
 /// A setting `CONFIG SET` changes live.
 enum LiveSetting {
     IdleTimeoutSecs(u64),
+    MaxClients(usize),
     SlowerThanMicros(i64),
     SlowLogLength(usize),
 }
 
 /// CONFIG SET name value [name value …]: `timeout` (seconds a client may stay
-/// idle, 0 for never) and the slow log's two settings change live; every
+/// idle, 0 for never), `maxclients` and the slow log's two settings change
+/// live; every
 /// other setting walrus reports is a flag of `walrus serve`, fixed at start,
 /// and gets Redis's refusal for an immutable one; a name walrus does not
 /// know gets Redis's unknown-option error. As in Redis 7, every pair is
@@ -715,6 +720,12 @@ fn config_set(shared: &Shared, args: &[Bytes]) -> CommandResult {
             "slowlog-log-slower-than" => {
                 LiveSetting::SlowerThanMicros(config_integer(&name, &pair[1], -1)?)
             }
+            "maxclients" => LiveSetting::MaxClients(config_integer_in(
+                &name,
+                &pair[1],
+                1,
+                crate::resp::MAX_CLIENTS_CEILING as i64,
+            )? as usize),
             "slowlog-max-len" => {
                 LiveSetting::SlowLogLength(config_integer(&name, &pair[1], 0)? as usize)
             }
@@ -747,6 +758,8 @@ fn config_set(shared: &Shared, args: &[Bytes]) -> CommandResult {
                 .store(seconds, std::sync::atomic::Ordering::Relaxed),
             LiveSetting::SlowerThanMicros(micros) => shared.slowlog.set_slower_than_micros(micros),
             LiveSetting::SlowLogLength(length) => shared.slowlog.set_max_len(length),
+            // Clients already connected stay; new ones past it are refused.
+            LiveSetting::MaxClients(count) => shared.max_clients.store(count, Ordering::Relaxed),
         }
     }
     Ok(Reply::ok())
@@ -755,6 +768,11 @@ fn config_set(shared: &Shared, args: &[Bytes]) -> CommandResult {
 /// A whole-number setting from `lowest` to 2^31-1, as Redis takes `timeout`,
 /// `slowlog-log-slower-than` and `slowlog-max-len`.
 fn config_integer(name: &str, value: &[u8], lowest: i64) -> Result<i64, Reply> {
+    config_integer_in(name, value, lowest, i64::from(i32::MAX))
+}
+
+/// A whole-number setting from `lowest` to `highest`.
+fn config_integer_in(name: &str, value: &[u8], lowest: i64, highest: i64) -> Result<i64, Reply> {
     let failed = |why: String| {
         Reply::err(format!(
             "CONFIG SET failed (possibly related to argument '{name}') - {why}"
@@ -762,7 +780,6 @@ fn config_integer(name: &str, value: &[u8], lowest: i64) -> Result<i64, Reply> {
     };
     let number = parse_i64(value)
         .ok_or_else(|| failed("argument couldn't be parsed into an integer".into()))?;
-    let highest = i64::from(i32::MAX);
     if !(lowest..=highest).contains(&number) {
         return Err(failed(format!(
             "argument must be between {lowest} and {highest} inclusive"
@@ -831,7 +848,7 @@ fn info(shared: &Shared, sections: &[Bytes]) -> String {
             text,
             "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\n\r\n",
             stats.connected_clients.load(Ordering::Relaxed),
-            shared.config.max_connections
+            shared.max_clients.load(Ordering::Relaxed)
         );
     }
     if wanted("memory") {
@@ -861,10 +878,11 @@ fn info(shared: &Shared, sections: &[Bytes]) -> String {
         let _ = write!(
             text,
             "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
-             total_error_replies:{}\r\nrejected_connections:0\r\nexpired_keys:0\r\nevicted_keys:0\r\n\r\n",
+             total_error_replies:{}\r\nrejected_connections:{}\r\nexpired_keys:0\r\nevicted_keys:0\r\n\r\n",
             stats.total_connections.load(Ordering::Relaxed),
             stats.total_commands.load(Ordering::Relaxed),
-            stats.commands.total_errors()
+            stats.commands.total_errors(),
+            stats.rejected_connections.load(Ordering::Relaxed)
         );
     }
     if wanted("replication") {
