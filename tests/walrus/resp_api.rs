@@ -76,6 +76,11 @@ fn resp_connection_and_server_commands() {
         raw.call(&["LPUSH", "a", "b"]),
         err("unknown command 'LPUSH', with args beginning with: 'a' 'b' ")
     );
+    // A client probing for Redis Cluster hears what a standalone Redis says.
+    assert_eq!(
+        raw.call(&["CLUSTER", "SLOTS"]),
+        err("This instance has cluster support disabled")
+    );
     assert_eq!(
         raw.call(&["GET"]),
         err("wrong number of arguments for 'get' command")

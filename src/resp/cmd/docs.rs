@@ -254,6 +254,13 @@ const DOCS: &[Doc] = &[
         O1,
     ),
     doc(
+        "cluster",
+        "Answers as a standalone Redis: Redis Cluster is not supported (walrus's cluster is Raft; any node serves every key).",
+        "3.0.0",
+        "cluster",
+        O1,
+    ),
+    doc(
         "slowlog",
         "Shows or clears the commands that took longer than slowlog-log-slower-than.",
         "2.2.12",

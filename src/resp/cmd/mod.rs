@@ -180,6 +180,7 @@ pub const SPECS: &[Spec] = &[
     spec("bgrewriteaof", 1, false, NO_KEYS),
     spec("reset", 1, false, NO_KEYS),
     spec("shutdown", -1, false, NO_KEYS),
+    spec("cluster", -2, false, NO_KEYS),
     spec("slowlog", -2, false, NO_KEYS),
     spec("latency", -2, false, NO_KEYS),
     spec("role", 1, false, NO_KEYS),

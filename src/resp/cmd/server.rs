@@ -49,6 +49,7 @@ pub fn handles(name: &str) -> bool {
             | "bgrewriteaof"
             | "reset"
             | "shutdown"
+            | "cluster"
     )
 }
 
@@ -78,6 +79,10 @@ pub async fn run(
             Ok(Reply::Simple("RESET"))
         }
         "shutdown" => shutdown(session, shared, &args[1..]).await,
+        // Clients probe for Redis Cluster with CLUSTER INFO, NODES or SLOTS and
+        // read this answer, a standalone Redis's, as "not a cluster": walrus's
+        // own cluster is Raft, where any node serves every key.
+        "cluster" => Err(Reply::err("This instance has cluster support disabled")),
         // As on a Redis Cluster replica: READONLY lets this connection read the
         // node's applied state without asking the leader (stale reads).
         "readonly" => {
