@@ -13,7 +13,7 @@ mod cmd;
 mod connection;
 pub mod frame;
 mod slowlog;
-pub(crate) mod stats;
+mod stats;
 
 use std::io;
 use std::sync::Arc;

@@ -114,6 +114,12 @@ impl CommandStats {
         }
     }
 
+    /// Counts one command that ran (as [`record`](Self::record) with
+    /// [`Ran::Yes`]).
+    pub fn record_run(&self, command: Option<usize>, elapsed: Duration, reply: &Reply) {
+        self.record(command, Ran::Yes, elapsed, reply);
+    }
+
     /// `CONFIG RESETSTAT`.
     pub fn reset(&self) {
         for counters in &self.commands {

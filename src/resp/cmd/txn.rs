@@ -227,9 +227,8 @@ async fn exec(session: &mut Session, shared: &Shared) -> CommandResult {
         };
         // Counted as it runs, as Redis counts a transaction's commands; the
         // ops' shared record and its sync are EXEC's time, not theirs.
-        shared.stats.commands.record(
+        shared.stats.commands.record_run(
             super::spec_position(spec.name),
-            crate::resp::stats::Ran::Yes,
             started.elapsed(),
             &reply,
         );
