@@ -631,7 +631,11 @@ pub fn run(keyspace: &mut dyn Keyspace, db: u8, op: RedisOp, now_ms: u64) -> Ans
             } else {
                 value[byte] &= !mask;
             }
-            keyspace.put(db, &key, value.into(), expires_at_ms);
+            // As in Redis 7, setting a bit to what it is changes nothing: no
+            // new revision for the key, so a WATCH of it still holds.
+            if !is_unchanged(current, &value) {
+                keyspace.put(db, &key, value.into(), expires_at_ms);
+            }
             Answer::Integer(i64::from(old))
         }
         RedisOp::BitOp {
@@ -706,7 +710,9 @@ pub fn run(keyspace: &mut dyn Keyspace, db: u8, op: RedisOp, now_ms: u64) -> Ans
                 .iter()
                 .map(|op| op.run(&mut value).map_or(Answer::Null, Answer::Integer))
                 .collect();
-            keyspace.put(db, &key, value.into(), expires_at_ms);
+            if !is_unchanged(current, &value) {
+                keyspace.put(db, &key, value.into(), expires_at_ms);
+            }
             Answer::Array(answers)
         }
         RedisOp::Get { key } => bulk_or_null(keyspace.live(db, &key)),
@@ -809,6 +815,12 @@ fn bit_op(operation: BitOperation, sources: &[Bytes]) -> Vec<u8> {
             }
         })
         .collect()
+}
+
+/// Whether `value` is what the key already holds (a key that did not exist
+/// always changes: writing it creates it).
+fn is_unchanged(current: Option<&Entry>, value: &[u8]) -> bool {
+    current.is_some_and(|entry| entry.value[..] == *value)
 }
 
 /// Redis's index normalisation for BITCOUNT/BITPOS over `total` units (bytes

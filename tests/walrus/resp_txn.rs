@@ -434,3 +434,42 @@ fn flushall_is_atomic_and_dbsize_counts_live_keys() {
     assert_eq!(raw.call(&["DBSIZE"]), ":0\r\n");
     assert_eq!(raw.call(&["FLUSHDB", "NOW"]), err("syntax error"));
 }
+
+/// As in Redis 7, SETBIT or BITFIELD SET that leaves the value as it was is
+/// not a change: a WATCH of the key still holds and the HTTP API sees the
+/// same revision. A bit that does change fails the WATCH.
+#[test]
+fn a_bit_write_that_changes_nothing_leaves_a_watch_intact() {
+    let (server, _dir) = Server::start_resp(&[]);
+    let mut raw = RawResp::connect(server.resp_address());
+    let mut other = RawResp::connect(server.resp_address());
+    assert_eq!(raw.call(&["SETBIT", "flags", "3", "1"]), ":0\r\n");
+    let revision = |server: &Server| {
+        crate::server::get(server.address, "/kv/flags")
+            .header("etag")
+            .expect("etag")
+            .to_string()
+    };
+    let before = revision(&server);
+    assert_eq!(raw.call(&["WATCH", "flags"]), "+OK\r\n");
+    assert_eq!(other.call(&["SETBIT", "flags", "3", "1"]), ":1\r\n");
+    assert_eq!(other.call(&["SETBIT", "flags", "4", "0"]), ":0\r\n");
+    assert_eq!(
+        other.call(&["BITFIELD", "flags", "SET", "u1", "3", "1"]),
+        "*1\r\n:1\r\n"
+    );
+    assert_eq!(revision(&server), before, "nothing changed");
+    raw.call(&["MULTI"]);
+    raw.call(&["SET", "done", "1"]);
+    assert_eq!(raw.call(&["EXEC"]), "*1\r\n+OK\r\n");
+
+    assert_eq!(raw.call(&["WATCH", "flags"]), "+OK\r\n");
+    assert_eq!(other.call(&["SETBIT", "flags", "3", "0"]), ":1\r\n");
+    raw.call(&["MULTI"]);
+    raw.call(&["SET", "done", "2"]);
+    assert_eq!(raw.call(&["EXEC"]), "*-1\r\n", "a changed bit fails the WATCH");
+    // A bit past the end grows the value: a change, even when it is 0.
+    let grown = revision(&server);
+    assert_eq!(other.call(&["SETBIT", "flags", "100", "0"]), ":0\r\n");
+    assert_ne!(revision(&server), grown);
+}
