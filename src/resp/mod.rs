@@ -1,9 +1,13 @@
-//! The Redis protocol (RESP2) front end: `walrus serve --resp-listen ADDR`.
+//! The Redis protocol front end (RESP2, and RESP3 after `HELLO 3`):
+//! `walrus serve --resp-listen ADDR`.
 //!
-//! Layers, each calling only the one below: [`serve_resp`] accepts connections;
-//! `connection` reads requests, pipelines them and writes replies in order;
-//! `cmd` turns one request into store commands and a reply (one file per
-//! command family); `frame` parses requests and encodes replies.
+//! Layers, each calling only the one below: [`serve_resp`] accepts connections
+//! (refusing those past `maxclients`, as Redis does); `connection` reads
+//! requests, pipelines them and writes replies in order; `cmd` turns one
+//! request into store commands and a reply (one file per command family);
+//! `frame` parses requests and encodes replies. Beside them: `clients` (the
+//! open connections, for CLIENT LIST and KILL), `stats` (per-command
+//! counters and latency) and `slowlog`.
 //!
 //! Durability is the store's: a reply to a write leaves only after the write is
 //! durable. Pipelined writes are submitted together, so they share a sync.

@@ -467,7 +467,11 @@ fn a_bit_write_that_changes_nothing_leaves_a_watch_intact() {
     assert_eq!(other.call(&["SETBIT", "flags", "3", "0"]), ":1\r\n");
     raw.call(&["MULTI"]);
     raw.call(&["SET", "done", "2"]);
-    assert_eq!(raw.call(&["EXEC"]), "*-1\r\n", "a changed bit fails the WATCH");
+    assert_eq!(
+        raw.call(&["EXEC"]),
+        "*-1\r\n",
+        "a changed bit fails the WATCH"
+    );
     // A bit past the end grows the value: a change, even when it is 0.
     let grown = revision(&server);
     assert_eq!(other.call(&["SETBIT", "flags", "100", "0"]), ":0\r\n");

@@ -5,7 +5,8 @@
 //! arity and key lengths; a write that needs no read becomes a store command
 //! the connection submits without waiting (so pipelined writes share a group
 //! commit); anything else goes to [`execute`], which hands it to its family:
-//! `server` (connection and server commands), `strings`, `keys`.
+//! `server` (connection and server commands), `diagnostics` (SLOWLOG,
+//! LATENCY, ROLE, WAIT), `txn`, `keys`, `strings`.
 //!
 //! Key commands are parsed by `ops` into ops of the state machine: a write
 //! (SET, INCR, APPEND, EXPIRE, RENAME…) is logged as that op and computed
