@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -21,6 +21,30 @@ use tokio::sync::Notify;
 struct Library {
     name: String,
     version: String,
+}
+
+/// A connection's session as `CLIENT LIST` shows it.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionView<'a> {
+    pub name: Option<&'a Bytes>,
+    pub db: u8,
+    /// Protocol version (2 or 3).
+    pub resp: u8,
+    /// The command running or last run; empty before the first.
+    pub command: &'static str,
+    /// Commands queued since MULTI, or -1 outside a transaction.
+    pub multi: i64,
+    /// Keys WATCHed.
+    pub watch: usize,
+}
+
+/// A connection's buffers after a batch, in bytes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Buffers {
+    /// Bytes read but not yet a whole request.
+    pub query: usize,
+    pub query_capacity: usize,
+    pub reply_capacity: usize,
 }
 
 /// One open connection as `CLIENT LIST` shows it.
@@ -41,6 +65,12 @@ pub struct ClientHandle {
     busy: AtomicBool,
     /// The last command's name (`&'static` from the command table), if any.
     last_command: Mutex<&'static str>,
+    multi: AtomicI64,
+    watch: AtomicU64,
+    /// [`Buffers`] after the last batch.
+    query: AtomicU64,
+    query_capacity: AtomicU64,
+    reply_capacity: AtomicU64,
     /// The client library's name and version (`CLIENT SETINFO`).
     library: Mutex<Library>,
     killed: AtomicBool,
@@ -48,19 +78,29 @@ pub struct ClientHandle {
 }
 
 impl ClientHandle {
-    /// Records what the connection's session now is, after a batch.
-    pub fn update(&self, name: Option<&Bytes>, db: u8, resp: u8, last_command: &'static str) {
+    /// Records what the connection's session and buffers now are, after a
+    /// batch.
+    pub fn update(&self, session: &SessionView<'_>, buffers: Buffers) {
         self.busy.store(false, Ordering::Relaxed);
-        self.db.store(db, Ordering::Relaxed);
-        self.resp.store(resp, Ordering::Relaxed);
+        self.db.store(session.db, Ordering::Relaxed);
+        self.resp.store(session.resp, Ordering::Relaxed);
+        self.multi.store(session.multi, Ordering::Relaxed);
+        self.watch.store(session.watch as u64, Ordering::Relaxed);
+        for (field, bytes) in [
+            (&self.query, buffers.query),
+            (&self.query_capacity, buffers.query_capacity),
+            (&self.reply_capacity, buffers.reply_capacity),
+        ] {
+            field.store(bytes as u64, Ordering::Relaxed);
+        }
         let elapsed = u64::try_from(self.connected.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_active_ms.store(elapsed, Ordering::Relaxed);
         let mut stored = self.name.lock();
-        if stored.as_ref() != name {
-            *stored = name.cloned();
+        if stored.as_ref() != session.name {
+            *stored = session.name.cloned();
         }
         drop(stored);
-        *self.last_command.lock() = last_command;
+        *self.last_command.lock() = session.command;
     }
 
     /// Resolves once the connection was killed.
@@ -117,33 +157,51 @@ impl ClientHandle {
     /// rest as an idle normal client has them), as of its last batch.
     pub fn list_line(&self) -> String {
         let name = self.name.lock().clone();
-        self.line_for(
-            name.as_ref(),
-            self.db.load(Ordering::Relaxed),
-            self.resp.load(Ordering::Relaxed),
-            *self.last_command.lock(),
-        )
+        self.line_for(&SessionView {
+            name: name.as_ref(),
+            db: self.db.load(Ordering::Relaxed),
+            resp: self.resp.load(Ordering::Relaxed),
+            command: *self.last_command.lock(),
+            multi: self.multi.load(Ordering::Relaxed),
+            watch: self.watch.load(Ordering::Relaxed) as usize,
+        })
     }
 
     /// The line with the session as its own connection sees it now
     /// (`CLIENT INFO`, before the batch it is in has updated the handle).
-    pub fn line_for(&self, name: Option<&Bytes>, db: u8, resp: u8, command: &str) -> String {
+    /// The buffers are as of the last batch: the reply buffer is empty once
+    /// a batch's replies are sent, so `obl`, `oll` and `omem` are 0.
+    pub fn line_for(&self, session: &SessionView<'_>) -> String {
         let age = self.connected.elapsed().as_secs();
         let idle_seconds = self.idle().as_secs();
-        let name = name
+        let name = session
+            .name
             .map(|name| String::from_utf8_lossy(name))
             .unwrap_or_default();
+        let query = self.query.load(Ordering::Relaxed);
+        let query_capacity = self.query_capacity.load(Ordering::Relaxed);
+        let reply_capacity = self.reply_capacity.load(Ordering::Relaxed);
         let library = self.library.lock();
         format!(
-            "id={} addr={} laddr={} fd=-1 name={name} age={age} idle={} flags=N db={db} sub=0 \
-             psub=0 ssub=0 multi=-1 watch=0 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 \
-             rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default \
-             redir=-1 resp={resp} lib-name={} lib-ver={}",
+            "id={} addr={} laddr={} fd=-1 name={name} age={age} idle={} flags=N db={} sub=0 \
+             psub=0 ssub=0 multi={} watch={} qbuf={query} qbuf-free={} argv-mem=0 multi-mem=0 \
+             rbs={query_capacity} rbp={query_capacity} obl=0 oll=0 omem=0 tot-mem={} events=r \
+             cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
             self.id,
             self.addr,
             self.laddr,
             idle_seconds,
-            if command.is_empty() { "NULL" } else { command },
+            session.db,
+            session.multi,
+            session.watch,
+            query_capacity.saturating_sub(query),
+            query_capacity + reply_capacity,
+            if session.command.is_empty() {
+                "NULL"
+            } else {
+                session.command
+            },
+            session.resp,
             library.name,
             library.version,
         )
@@ -197,6 +255,11 @@ impl Clients {
             last_active_ms: AtomicU64::new(0),
             busy: AtomicBool::new(false),
             last_command: Mutex::new(""),
+            multi: AtomicI64::new(-1),
+            watch: AtomicU64::new(0),
+            query: AtomicU64::new(0),
+            query_capacity: AtomicU64::new(0),
+            reply_capacity: AtomicU64::new(0),
             library: Mutex::default(),
             killed: AtomicBool::new(false),
             wake: Notify::new(),
@@ -262,6 +325,17 @@ impl Drop for Registration {
 mod tests {
     use super::*;
 
+    fn view(command: &'static str) -> SessionView<'static> {
+        SessionView {
+            name: None,
+            db: 0,
+            resp: 2,
+            command,
+            multi: -1,
+            watch: 0,
+        }
+    }
+
     #[test]
     fn only_a_connection_idle_past_the_timeout_is_killed_and_a_busy_one_never() {
         let clients = Arc::new(Clients::default());
@@ -270,12 +344,12 @@ mod tests {
         let fresh = clients.register(3, "127.0.0.1:5002".into(), "127.0.0.1:6379".into());
         busy.handle.set_busy();
         std::thread::sleep(Duration::from_millis(60));
-        fresh.handle.update(None, 0, 2, "ping");
+        fresh.handle.update(&view("ping"), Buffers::default());
         assert_eq!(clients.kill_idle(Duration::from_millis(50)), 1);
         assert!(idle.handle.is_killed(), "idle since it opened");
         assert!(!busy.handle.is_killed(), "serving a long request");
         assert!(!fresh.handle.is_killed(), "just ran a command");
-        busy.handle.update(None, 0, 2, "set");
+        busy.handle.update(&view("set"), Buffers::default());
         std::thread::sleep(Duration::from_millis(60));
         assert_eq!(
             clients.kill_idle(Duration::from_millis(50)),

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use std::time::Instant;
 
 use super::Shared;
-use super::clients::ClientHandle;
+use super::clients::{Buffers, ClientHandle};
 use super::cmd::{self, Finish, Plan, Session};
 use super::frame::{Limits, Protocol, Reply, RequestParser};
 use super::stats::Ran;
@@ -166,16 +166,12 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         };
         let served = connection.serve_buffered(&mut input, &mut output);
         let keep_open = served.await;
-        let resp = match session.protocol {
-            Protocol::Resp2 => 2,
-            Protocol::Resp3 => 3,
+        let buffers = Buffers {
+            query: input.len(),
+            query_capacity: input.capacity(),
+            reply_capacity: output.capacity(),
         };
-        client.update(
-            session.name.as_ref(),
-            session.db,
-            resp,
-            session.last_command,
-        );
+        client.update(&session.view(session.last_command), buffers);
         if stream.write_all(&output).await.is_err() || !keep_open || client.is_killed() {
             break;
         }

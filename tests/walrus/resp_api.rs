@@ -760,6 +760,36 @@ fn client_list_and_kill_see_every_connection() {
         .trim()
         .to_string();
 
+    // The session's transaction, watches and buffers are real figures: the
+    // admin's line as another client sees it mid-transaction, and its own.
+    assert_eq!(admin.call(&["WATCH", "w1", "w2"]), "+OK\r\n");
+    assert_eq!(admin.call(&["MULTI"]), "+OK\r\n");
+    assert_eq!(admin.call(&["SET", "queued", "1"]), "+QUEUED\r\n");
+    let seen = other.call(&["CLIENT", "LIST"]);
+    let admin_line = seen
+        .lines()
+        .find(|line| line.contains(" name=admin "))
+        .expect("the admin's line");
+    assert!(admin_line.contains(" multi=1 watch=2 "), "{admin_line}");
+    assert_eq!(admin.call(&["DISCARD"]), "+OK\r\n");
+    let info = admin.call(&["CLIENT", "INFO"]);
+    for field in [" multi=-1 ", " watch=0 ", " qbuf=0 "] {
+        assert!(info.contains(field), "{field} in {info}");
+    }
+    let number = |name: &str| -> u64 {
+        let start = info.find(&format!(" {name}=")).expect(name) + name.len() + 2;
+        let digits: String = info[start..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().expect(name)
+    };
+    assert!(number("rbs") > 0, "{info}");
+    assert_eq!(number("qbuf-free"), number("rbs"), "nothing unread: {info}");
+    assert!(
+        number("tot-mem") > number("rbs"),
+        "read and reply buffers: {info}"
+    );
     let list = admin.call(&["CLIENT", "LIST"]);
     let lines: Vec<&str> = list
         .lines()

@@ -63,6 +63,24 @@ pub struct Session {
 }
 
 impl Session {
+    /// The session as CLIENT LIST shows it, running `command`.
+    pub fn view(&self, command: &'static str) -> super::clients::SessionView<'_> {
+        super::clients::SessionView {
+            name: self.name.as_ref(),
+            db: self.db,
+            resp: match self.protocol {
+                crate::resp::Protocol::Resp2 => 2,
+                crate::resp::Protocol::Resp3 => 3,
+            },
+            command,
+            multi: self
+                .transaction
+                .as_ref()
+                .map_or(-1, |transaction| transaction.queued.len() as i64),
+            watch: self.watched.len(),
+        }
+    }
+
     pub fn new(id: u64, authenticated: bool) -> Session {
         Session {
             id,

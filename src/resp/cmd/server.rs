@@ -406,13 +406,9 @@ fn client(session: &mut Session, shared: &Shared, args: &[Bytes]) -> CommandResu
 fn own_line(
     session: &Session,
     client: &crate::resp::clients::ClientHandle,
-    command: &str,
+    command: &'static str,
 ) -> String {
-    let resp = match session.protocol {
-        Protocol::Resp2 => 2,
-        Protocol::Resp3 => 3,
-    };
-    client.line_for(session.name.as_ref(), session.db, resp, command)
+    client.line_for(&session.view(command))
 }
 
 fn client_list(session: &Session, shared: &Shared, args: &[Bytes]) -> CommandResult {
