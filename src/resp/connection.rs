@@ -18,7 +18,7 @@ use std::time::Instant;
 use super::Shared;
 use super::clients::{Buffers, ClientHandle};
 use super::cmd::{self, Finish, Plan, Session};
-use super::frame::{Limits, Protocol, Reply, RequestParser};
+use super::frame::{Limits, Reply, RequestParser};
 use super::stats::Ran;
 use crate::store::{Command, KvStore, Submission};
 
@@ -53,33 +53,18 @@ struct Counted {
     args: Vec<Bytes>,
 }
 
-/// Who sent the requests, for the slow log.
-struct Sender<'a> {
-    client: &'a ClientHandle,
-    name: Option<&'a Bytes>,
-}
-
-impl<'a> Sender<'a> {
-    fn of(client: &'a ClientHandle, session: &'a Session) -> Sender<'a> {
-        Sender {
-            client,
-            name: session.name.as_ref(),
-        }
-    }
-}
-
 impl Counted {
-    fn record(self, shared: &Shared, reply: &Reply, sender: &Sender<'_>) {
+    /// Counts the reply in the stats, and logs the request if it was slow
+    /// (under `session`'s name as it is now).
+    fn record(self, shared: &Shared, reply: &Reply, client: &ClientHandle, session: &Session) {
         let elapsed = self.arrived.elapsed();
         shared
             .stats
             .commands
             .record(self.command, self.ran, elapsed, reply);
         if shared.slowlog.is_slow(elapsed) {
-            let name = sender.name.cloned().unwrap_or_default();
-            shared
-                .slowlog
-                .push(&self.args, elapsed, &sender.client.addr, name);
+            let name = session.name.clone().unwrap_or_default();
+            shared.slowlog.push(&self.args, elapsed, &client.addr, name);
         }
     }
 }
@@ -111,8 +96,8 @@ impl Pipeline {
     async fn finish(
         &mut self,
         shared: &Shared,
-        protocol: Protocol,
-        sender: &Sender<'_>,
+        client: &ClientHandle,
+        session: &Session,
         output: &mut BytesMut,
     ) {
         self.submit(shared.store.as_ref());
@@ -127,8 +112,8 @@ impl Pipeline {
                 }
                 Pending::Write(_, _, counted) => (cmd::store_error(&crate::Error::Closed), counted),
             };
-            counted.record(shared, &reply, sender);
-            reply.encode_as(protocol, output);
+            counted.record(shared, &reply, client, session);
+            reply.encode_as(session.protocol, output);
         }
     }
 }
@@ -243,14 +228,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                         .stats
                         .protocol_errors
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    pipeline
-                        .finish(
-                            shared,
-                            session.protocol,
-                            &Sender::of(client, session),
-                            output,
-                        )
-                        .await;
+                    pipeline.finish(shared, client, session, output).await;
                     Reply::err(error).encode_as(session.protocol, output);
                     return false;
                 }
@@ -263,14 +241,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                     client = session.id,
                     "possible security attack: an HTTP request on the RESP port; closing"
                 );
-                pipeline
-                    .finish(
-                        shared,
-                        session.protocol,
-                        &Sender::of(client, session),
-                        output,
-                    )
-                    .await;
+                pipeline.finish(shared, client, session, output).await;
                 return false;
             }
             shared
@@ -302,14 +273,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                     pipeline.replies.push_back(Pending::Ready(reply, counted));
                 }
                 Plan::Read(op) => {
-                    pipeline
-                        .finish(
-                            shared,
-                            session.protocol,
-                            &Sender::of(client, session),
-                            output,
-                        )
-                        .await;
+                    pipeline.finish(shared, client, session, output).await;
                     if barrier.is_none() {
                         barrier = Some(shared.node.read_barrier(session.consistency).await);
                     }
@@ -317,25 +281,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                         Some(Err(error)) => cmd::store_error(error),
                         _ => cmd::read(shared, session.db, op),
                     };
-                    counted.record(shared, &reply, &Sender::of(client, session));
+                    counted.record(shared, &reply, client, session);
                     reply.encode_as(session.protocol, output);
                 }
                 Plan::Execute(spec) => {
-                    pipeline
-                        .finish(
-                            shared,
-                            session.protocol,
-                            &Sender::of(client, session),
-                            output,
-                        )
-                        .await;
+                    pipeline.finish(shared, client, session, output).await;
                     if cmd::reads_keys(spec) {
                         if barrier.is_none() {
                             barrier = Some(shared.node.read_barrier(session.consistency).await);
                         }
                         if let Some(Err(error)) = &barrier {
                             let reply = cmd::store_error(error);
-                            counted.record(shared, &reply, &Sender::of(client, session));
+                            counted.record(shared, &reply, client, session);
                             reply.encode_as(session.protocol, output);
                             continue;
                         }
@@ -345,7 +302,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                     if session.hang_up {
                         return false;
                     }
-                    counted.record(shared, &reply, &Sender::of(client, session));
+                    counted.record(shared, &reply, client, session);
                     reply.encode_as(session.protocol, output);
                     if session.authenticated != was_authenticated {
                         parser.set_limits(limits_for(session, shared));
@@ -362,14 +319,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                 }
             }
         }
-        pipeline
-            .finish(
-                shared,
-                session.protocol,
-                &Sender::of(client, session),
-                output,
-            )
-            .await;
+        pipeline.finish(shared, client, session, output).await;
         if input.capacity() > 4 << 20 && input.is_empty() {
             *input = BytesMut::with_capacity(16 << 10);
         }

@@ -347,6 +347,16 @@ pub enum Protocol {
     Resp3,
 }
 
+impl Protocol {
+    /// The version number HELLO and CLIENT LIST show (2 or 3).
+    pub fn version(self) -> u8 {
+        match self {
+            Protocol::Resp2 => 2,
+            Protocol::Resp3 => 3,
+        }
+    }
+}
+
 impl Reply {
     pub fn ok() -> Reply {
         Reply::Simple("OK")

@@ -15,7 +15,7 @@ use bytes::Bytes;
 
 use super::super::Shared;
 use super::super::frame::Reply;
-use super::util::{integer_arg, is};
+use super::util::{help_reply, integer_arg, is, unknown_subcommand_or_arity};
 use super::{CommandResult, wrong_arity};
 use crate::node::Replication;
 use crate::store::number::parse_i64;
@@ -33,17 +33,6 @@ pub async fn run(shared: &Shared, name: &str, args: &[Bytes]) -> CommandResult {
     }
 }
 
-fn help(lines: &[&'static str]) -> Reply {
-    Reply::Array(lines.iter().map(|&line| Reply::Simple(line)).collect())
-}
-
-fn unknown_subcommand(args: &[Bytes], command: &str) -> Reply {
-    Reply::err(format!(
-        "unknown subcommand or wrong number of arguments for '{}'. Try {command} HELP.",
-        String::from_utf8_lossy(&args[1])
-    ))
-}
-
 /// SLOWLOG GET [count] | LEN | RESET | HELP.
 fn slowlog(shared: &Shared, args: &[Bytes]) -> CommandResult {
     let log = &shared.slowlog;
@@ -53,7 +42,7 @@ fn slowlog(shared: &Shared, args: &[Bytes]) -> CommandResult {
             log.reset();
             Ok(Reply::ok())
         }
-        [_, sub] if is(sub, "help") => Ok(help(&[
+        [_, sub] if is(sub, "help") => Ok(help_reply(&[
             "SLOWLOG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
             "GET [<count>]",
             "    Return top <count> entries from the slowlog (default: 10, -1 mean all).",
@@ -94,7 +83,7 @@ fn slowlog(shared: &Shared, args: &[Bytes]) -> CommandResult {
                 .collect();
             Ok(Reply::Array(entries))
         }
-        _ => Err(unknown_subcommand(args, "SLOWLOG")),
+        _ => Err(unknown_subcommand_or_arity(&args[1], "SLOWLOG")),
     }
 }
 
@@ -147,7 +136,7 @@ fn latency(shared: &Shared, args: &[Bytes]) -> CommandResult {
                 .collect();
             Ok(Reply::Map(commands))
         }
-        [_, sub] if is(sub, "help") => Ok(help(&[
+        [_, sub] if is(sub, "help") => Ok(help_reply(&[
             "LATENCY <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
             "DOCTOR",
             "    Return a human readable latency analysis report.",
@@ -166,7 +155,7 @@ fn latency(shared: &Shared, args: &[Bytes]) -> CommandResult {
             "HELP",
             "    Print this help.",
         ])),
-        _ => Err(unknown_subcommand(args, "LATENCY")),
+        _ => Err(unknown_subcommand_or_arity(&args[1], "LATENCY")),
     }
 }
 

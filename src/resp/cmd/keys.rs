@@ -9,7 +9,9 @@ use bytes::Bytes;
 use super::super::Shared;
 use super::super::frame::Reply;
 use super::CommandResult;
-use super::util::{glob_match, integer_arg, is, syntax_error};
+use super::util::{
+    glob_match, help_reply, integer_arg, is, syntax_error, unknown_subcommand_or_arity,
+};
 
 /// Keys a single range read returns at most, while listing.
 const PAGE: usize = 1000;
@@ -39,24 +41,16 @@ pub async fn run(shared: &Shared, db: u8, name: &str, args: &[Bytes]) -> Command
 /// (null for a missing key); SAMPLES is accepted and has nothing to sample.
 fn memory(shared: &Shared, db: u8, args: &[Bytes]) -> CommandResult {
     if is(&args[1], "help") && args.len() == 2 {
-        return Ok(Reply::Array(
-            [
-                "MEMORY <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
-                "USAGE <key> [SAMPLES <count>]",
-                "    Return memory in bytes used by <key> and its value (an estimate).",
-                "HELP",
-                "    Print this help.",
-            ]
-            .into_iter()
-            .map(Reply::Simple)
-            .collect(),
-        ));
+        return Ok(help_reply(&[
+            "MEMORY <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "USAGE <key> [SAMPLES <count>]",
+            "    Return memory in bytes used by <key> and its value (an estimate).",
+            "HELP",
+            "    Print this help.",
+        ]));
     }
     if !is(&args[1], "usage") {
-        return Err(Reply::err(format!(
-            "unknown subcommand or wrong number of arguments for '{}'. Try MEMORY HELP.",
-            String::from_utf8_lossy(&args[1])
-        )));
+        return Err(unknown_subcommand_or_arity(&args[1], "MEMORY"));
     }
     let Some(key) = args.get(2) else {
         return Err(super::wrong_arity("memory|usage"));
@@ -86,30 +80,22 @@ fn memory(shared: &Shared, db: u8, args: &[Bytes]) -> CommandResult {
 /// Redis's own words, as a server without an LFU policy answers).
 fn object(shared: &Shared, db: u8, args: &[Bytes]) -> CommandResult {
     if is(&args[1], "help") && args.len() == 2 {
-        return Ok(Reply::Array(
-            [
-                "OBJECT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
-                "ENCODING <key>",
-                "    Return the kind of internal representation used in order to store the value",
-                "    associated with a <key>.",
-                "REFCOUNT <key>",
-                "    Return the number of references of the value associated with the specified",
-                "    <key> (always 1 in walrus).",
-                "HELP",
-                "    Print this help.",
-            ]
-            .into_iter()
-            .map(Reply::Simple)
-            .collect(),
-        ));
+        return Ok(help_reply(&[
+            "OBJECT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "ENCODING <key>",
+            "    Return the kind of internal representation used in order to store the value",
+            "    associated with a <key>.",
+            "REFCOUNT <key>",
+            "    Return the number of references of the value associated with the specified",
+            "    <key> (always 1 in walrus).",
+            "HELP",
+            "    Print this help.",
+        ]));
     }
     let subcommand = String::from_utf8_lossy(&args[1]).to_ascii_lowercase();
     let known = ["encoding", "refcount", "idletime", "freq"].contains(&subcommand.as_str());
     let (true, [_, _, key]) = (known, args) else {
-        return Err(Reply::err(format!(
-            "unknown subcommand or wrong number of arguments for '{}'. Try OBJECT HELP.",
-            String::from_utf8_lossy(&args[1])
-        )));
+        return Err(unknown_subcommand_or_arity(&args[1], "OBJECT"));
     };
     let Some(entry) = shared
         .store

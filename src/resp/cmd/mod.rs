@@ -68,10 +68,7 @@ impl Session {
         super::clients::SessionView {
             name: self.name.as_ref(),
             db: self.db,
-            resp: match self.protocol {
-                crate::resp::Protocol::Resp2 => 2,
-                crate::resp::Protocol::Resp3 => 3,
-            },
+            resp: self.protocol.version(),
             command,
             multi: self
                 .transaction

@@ -12,7 +12,7 @@ use bytes::Bytes;
 
 use super::super::Shared;
 use super::super::frame::Reply;
-use super::util::{glob_match, is, syntax_error};
+use super::util::{glob_match, help_reply, is, syntax_error};
 use super::{CommandResult, SPECS, Session, Spec, find_spec, wrong_arity};
 use crate::store::number::parse_i64;
 
@@ -269,14 +269,13 @@ fn hello(session: &mut Session, shared: &Shared, args: &[Bytes]) -> CommandResul
         Some(2) => session.protocol = Protocol::Resp2,
         _ => {}
     }
-    let proto = match session.protocol {
-        Protocol::Resp2 => 2,
-        Protocol::Resp3 => 3,
-    };
     Ok(Reply::Map(vec![
         (Reply::text("server"), Reply::text("redis")),
         (Reply::text("version"), Reply::text(REDIS_VERSION)),
-        (Reply::text("proto"), Reply::Integer(proto)),
+        (
+            Reply::text("proto"),
+            Reply::Integer(i64::from(session.protocol.version())),
+        ),
         (Reply::text("id"), Reply::Integer(session.id as i64)),
         (Reply::text("mode"), Reply::text("standalone")),
         (Reply::text("role"), Reply::text("master")),
@@ -555,28 +554,23 @@ fn command(args: &[Bytes]) -> CommandResult {
                 .collect(),
         )),
         b"getkeys" if args.len() > 2 => command_getkeys(&args[2..]),
-        b"help" if args.len() == 2 => Ok(Reply::Array(
-            [
-                "COMMAND <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
-                "(no subcommand)",
-                "    Return details about all commands.",
-                "COUNT",
-                "    Return the total number of commands in this server.",
-                "LIST [FILTERBY (MODULE <module-name>|ACLCAT <category>|PATTERN <pattern>)]",
-                "    Return a list of all commands in this server.",
-                "INFO [<command-name> ...]",
-                "    Return details about multiple commands.",
-                "DOCS [<command-name> ...]",
-                "    Return documentation details about multiple commands.",
-                "GETKEYS <full-command>",
-                "    Return the keys from a full command.",
-                "HELP",
-                "    Print this help.",
-            ]
-            .into_iter()
-            .map(Reply::Simple)
-            .collect(),
-        )),
+        b"help" if args.len() == 2 => Ok(help_reply(&[
+            "COMMAND <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "(no subcommand)",
+            "    Return details about all commands.",
+            "COUNT",
+            "    Return the total number of commands in this server.",
+            "LIST [FILTERBY (MODULE <module-name>|ACLCAT <category>|PATTERN <pattern>)]",
+            "    Return a list of all commands in this server.",
+            "INFO [<command-name> ...]",
+            "    Return details about multiple commands.",
+            "DOCS [<command-name> ...]",
+            "    Return documentation details about multiple commands.",
+            "GETKEYS <full-command>",
+            "    Return the keys from a full command.",
+            "HELP",
+            "    Print this help.",
+        ])),
         _ => Err(unknown_subcommand(sub, "COMMAND")),
     }
 }

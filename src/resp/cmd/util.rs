@@ -172,6 +172,20 @@ fn class_match(class: &[u8], byte: u8) -> Option<(bool, &[u8])> {
     }
 }
 
+/// A HELP reply: one status line per line of text.
+pub fn help_reply(lines: &[&'static str]) -> Reply {
+    Reply::Array(lines.iter().map(|&line| Reply::Simple(line)).collect())
+}
+
+/// Redis's reply to a subcommand it does not know, or one given the wrong
+/// number of arguments.
+pub fn unknown_subcommand_or_arity(subcommand: &[u8], command: &str) -> Reply {
+    Reply::err(format!(
+        "unknown subcommand or wrong number of arguments for '{}'. Try {command} HELP.",
+        String::from_utf8_lossy(subcommand)
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
