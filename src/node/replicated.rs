@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 use crate::error::Error;
 use parking_lot::RwLock;
 
+use crate::raft::cluster::no_quorum_within;
 use crate::raft::{ClusterNode, Proposal};
 use crate::storage::record::MAX_RECORD_PAYLOAD;
 use crate::store::{
@@ -67,17 +68,28 @@ impl KvStore for ReplicatedStore {
             Err(error) => return Submission::ready(Err(error)),
         };
         let (reply, receiver) = oneshot::channel();
-        let cluster = self.cluster.clone();
-        self.runtime.spawn(async move {
-            let _ = reply.send(cluster.write(proposal).await);
-        });
-        Submission::pending(receiver)
+        match self.cluster.propose_leading(proposal, reply, &self.runtime) {
+            Ok(()) => Submission::pending_until(
+                receiver,
+                self.cluster.request_timeout(),
+                no_quorum_within,
+            ),
+            Err((proposal, reply)) => {
+                let cluster = self.cluster.clone();
+                self.runtime.spawn(async move {
+                    let _ = reply.send(cluster.write(proposal).await);
+                });
+                Submission::pending(receiver)
+            }
+        }
     }
 
     /// A pipeline's writes go to the leader together (one forwarded request
     /// from a follower; one append on the leader).
     fn submit_all(&self, commands: Vec<Command>) -> Vec<Submission> {
-        if commands.len() <= 1 {
+        // On the leader each write goes straight into Raft's queue, where
+        // openraft takes the pipeline's entries together into one append.
+        if commands.len() <= 1 || self.cluster.is_leader() {
             return commands
                 .into_iter()
                 .map(|command| self.submit(command))

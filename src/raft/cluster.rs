@@ -1,7 +1,8 @@
 //! One replicated node: its Raft instance, its state machine, and the calls the
 //! node layer makes of it.
 //!
-//! - Writes go to the leader: on the leader through `client_write`; on a
+//! - Writes go to the leader: on the leader straight into Raft's queue, each
+//!   answered by its entry's `Replier` once applied (no task per write); on a
 //!   follower forwarded over the peer port, coalesced with the other writes
 //!   waiting into `/raft/forward-batch` requests (`forward.rs`). A forward that
 //!   provably sent nothing (connection refused) is retried against the next
@@ -19,9 +20,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, InitializeError, LinearizableReadError, RaftError};
+use openraft::raft::ClientWriteResult;
 use openraft::{BasicNode, ChangeMembers, Config, ReadPolicy, ServerState};
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::fault::FaultSwitch;
@@ -32,7 +36,7 @@ use super::network::{
     SnapshotChunk,
 };
 use super::state_machine::{SnapshotData, StateMachine, snapshot_position};
-use super::{LogId, NodeId, Proposal, Raft, TypeConfig, Vote};
+use super::{LogId, NodeId, Proposal, Raft, Replier, TypeConfig, Vote};
 use crate::error::{Error, Result};
 use crate::storage::data_dir::DataDir;
 use crate::storage::fs::WritableFile;
@@ -269,6 +273,14 @@ fn failed(fatal: impl std::fmt::Display) -> Error {
     Error::Failed {
         reason: fatal.to_string(),
     }
+}
+
+/// What a write that waited the whole request `timeout` gets.
+pub fn no_quorum_within(timeout: Duration) -> Error {
+    unavailable(format!(
+        "no leader with a quorum answered within {} ms",
+        timeout.as_millis()
+    ))
 }
 
 fn unavailable(reason: impl Into<String>) -> Error {
@@ -569,11 +581,57 @@ impl ClusterNode {
         let deadline = Instant::now() + self.options.request_timeout;
         match tokio::time::timeout_at(deadline, self.write_until(proposal, deadline)).await {
             Ok(result) => result,
-            Err(_) => Err(unavailable(format!(
-                "no leader with a quorum answered within {} ms",
-                self.options.request_timeout.as_millis()
-            ))),
+            Err(_) => Err(no_quorum_within(self.options.request_timeout)),
         }
+    }
+
+    /// Proposes `proposal` on this node when it leads, with no task waiting
+    /// for it: the entry's [`Replier`] sends the result to `reply` once the
+    /// entry is applied, so a leader's write costs no task hand-off of its
+    /// own. A write refused because leadership moved in the meantime takes the
+    /// ordinary path ([`ClusterNode::write`], which forwards it) on `runtime`.
+    /// Gives `proposal` and `reply` back when this node does not lead; the
+    /// caller bounds the wait for `reply` by the request timeout.
+    pub fn propose_leading(
+        self: &Arc<Self>,
+        proposal: Proposal,
+        reply: oneshot::Sender<Result<Outcome>>,
+        runtime: &Handle,
+    ) -> std::result::Result<(), (Proposal, oneshot::Sender<Result<Outcome>>)> {
+        if !self.raft.is_leader() {
+            return Err((proposal, reply));
+        }
+        let retry = proposal.clone();
+        let cluster = Arc::clone(self);
+        let runtime = runtime.clone();
+        let replier = Replier::new(move |result: Option<ClientWriteResult<TypeConfig>>| {
+            let answer = match result {
+                Some(Ok(response)) => response
+                    .data
+                    .outcome
+                    .ok_or_else(|| unavailable("the entry applied without an outcome")),
+                Some(Err(ClientWriteError::ForwardToLeader(_))) => {
+                    runtime.spawn(async move {
+                        let _ = reply.send(cluster.write(retry).await);
+                    });
+                    return;
+                }
+                Some(Err(error)) => Err(unavailable(error.to_string())),
+                None => Err(unavailable(
+                    "the write was not confirmed (leadership changed or Raft stopped); \
+                     its outcome is unknown",
+                )),
+            };
+            let _ = reply.send(answer);
+        });
+        // Queues the entry for Raft's core without waiting: the queue holds
+        // 65,536 messages, so it has room unless the core is hopelessly
+        // behind, and then the dropped replier answers "unknown" at once.
+        // `unconstrained` keeps tokio's cooperative budget from making a
+        // send with room pending.
+        let queued = tokio::task::unconstrained(self.raft.client_write_ff(proposal, Some(replier)));
+        let _ = futures::FutureExt::now_or_never(queued);
+        Ok(())
     }
 
     async fn write_until(&self, proposal: Proposal, deadline: Instant) -> Result<Outcome> {

@@ -58,15 +58,65 @@ pub struct Applied {
     pub outcome: Option<Outcome>,
 }
 
-openraft::declare_raft_types!(
-    /// walrus's Raft types: node ids are numbers, a node is known by its HTTP
-    /// address, entries carry [`Proposal`]s.
-    pub TypeConfig:
-        D = Proposal,
-        R = Applied,
-        NodeId = u64,
-        Node = openraft::BasicNode,
-);
+/// walrus's Raft types: node ids are numbers, a node is known by its HTTP
+/// address, entries carry [`Proposal`]s, and a client write is answered through
+/// a [`Replier`]. Written out rather than by `declare_raft_types!`, which cannot
+/// name a responder; the other types are openraft's defaults.
+#[derive(Debug, Clone, Copy, Default, Eq, PartialEq, Ord, PartialOrd)]
+pub struct TypeConfig {}
+
+impl openraft::RaftTypeConfig for TypeConfig {
+    type D = Proposal;
+    type R = Applied;
+    type NodeId = u64;
+    type Node = openraft::BasicNode;
+    type Term = u64;
+    type LeaderId = openraft::impls::leader_id_adv::LeaderId<u64, u64>;
+    type Vote = openraft::impls::Vote<Self::LeaderId>;
+    type Payload = openraft::EntryPayload<Proposal, u64, openraft::BasicNode>;
+    type Entry =
+        openraft::Entry<<Self::LeaderId as openraft::vote::RaftLeaderId>::Committed, Self::Payload>;
+    type AsyncRuntime = openraft::impls::TokioRuntime;
+    type Responder<T>
+        = Replier<T>
+    where
+        T: openraft::OptionalSend + 'static;
+    type Batch<T>
+        = openraft::impls::InlineBatch<T>
+    where
+        T: openraft::OptionalSend + 'static;
+    type ErrorSource = openraft::impls::BoxedErrorSource;
+}
+
+/// Answers one client write from inside Raft: openraft calls it with the
+/// write's result once the entry is applied (or the write is refused), so the
+/// leader needs no task of its own waiting for each write. A replier dropped
+/// unanswered (its entry was discarded) is called with `None`.
+pub struct Replier<T: 'static>(Option<Box<dyn FnOnce(Option<T>) + Send>>);
+
+impl<T: 'static> Replier<T> {
+    pub fn new(answer: impl FnOnce(Option<T>) + Send + 'static) -> Replier<T> {
+        Replier(Some(Box::new(answer)))
+    }
+}
+
+impl<T: openraft::OptionalSend + 'static> openraft::raft::responder::Responder<TypeConfig, T>
+    for Replier<T>
+{
+    fn on_complete(mut self, result: T) {
+        if let Some(answer) = self.0.take() {
+            answer(Some(result));
+        }
+    }
+}
+
+impl<T: 'static> Drop for Replier<T> {
+    fn drop(&mut self) {
+        if let Some(answer) = self.0.take() {
+            answer(None);
+        }
+    }
+}
 
 pub type NodeId = u64;
 pub type Raft = openraft::Raft<TypeConfig, state_machine::StateMachine>;
@@ -147,5 +197,37 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn openraft_storage_suite_on_the_simulated_disk() {
         Suite::test_all(SimDisk).await.expect("suite");
+    }
+}
+
+#[cfg(test)]
+mod replier_tests {
+    use std::sync::Arc;
+
+    use openraft::raft::responder::Responder;
+    use parking_lot::Mutex;
+
+    use super::{Replier, TypeConfig};
+
+    type Answers = Arc<Mutex<Vec<Option<u32>>>>;
+
+    fn recording() -> (Replier<u32>, Answers) {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&calls);
+        (Replier::new(move |answer| seen.lock().push(answer)), calls)
+    }
+
+    #[test]
+    fn a_completed_replier_answers_once_with_the_result() {
+        let (replier, calls) = recording();
+        Responder::<TypeConfig, u32>::on_complete(replier, 42);
+        assert_eq!(*calls.lock(), vec![Some(42)]);
+    }
+
+    #[test]
+    fn a_replier_dropped_unanswered_answers_none() {
+        let (replier, calls) = recording();
+        drop(replier);
+        assert_eq!(*calls.lock(), vec![None]);
     }
 }

@@ -27,6 +27,7 @@ use std::ops::Bound;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::RwLock;
@@ -205,12 +206,22 @@ pub trait KvStore: Send + Sync {
     }
 }
 
-/// A command in flight: already finished, or waiting for the commit thread.
+/// A command in flight: already finished, or waiting for the commit thread or
+/// for a replica's answer.
 pub struct Submission(SubmissionInner);
 
 enum SubmissionInner {
     Ready(Option<Result<Outcome>>),
     Pending(oneshot::Receiver<Result<Outcome>>),
+    /// Answered by something that may never answer (a Raft leader that lost
+    /// its quorum): after `timeout` the submission gives `on_timeout(timeout)`.
+    Bounded {
+        receiver: oneshot::Receiver<Result<Outcome>>,
+        deadline: tokio::time::Instant,
+        timer: Option<Pin<Box<tokio::time::Sleep>>>,
+        timeout: Duration,
+        on_timeout: fn(Duration) -> Error,
+    },
 }
 
 impl Submission {
@@ -222,6 +233,23 @@ impl Submission {
         Submission(SubmissionInner::Pending(receiver))
     }
 
+    /// Waits for `receiver` for up to `timeout`, then gives
+    /// `on_timeout(timeout)` (a function, so that the error costs nothing
+    /// unless it happens).
+    pub(crate) fn pending_until(
+        receiver: oneshot::Receiver<Result<Outcome>>,
+        timeout: Duration,
+        on_timeout: fn(Duration) -> Error,
+    ) -> Submission {
+        Submission(SubmissionInner::Bounded {
+            receiver,
+            deadline: tokio::time::Instant::now() + timeout,
+            timer: None,
+            timeout,
+            on_timeout,
+        })
+    }
+
     /// Blocks the calling thread until the command finishes. Not for use on an
     /// async runtime thread: await the submission there.
     pub fn wait(self) -> Result<Outcome> {
@@ -230,6 +258,23 @@ impl Submission {
             SubmissionInner::Pending(receiver) => {
                 receiver.blocking_recv().unwrap_or(Err(Error::Closed))
             }
+            SubmissionInner::Bounded {
+                mut receiver,
+                deadline,
+                timeout,
+                on_timeout,
+                ..
+            } => loop {
+                match receiver.try_recv() {
+                    Ok(result) => return result,
+                    Err(oneshot::error::TryRecvError::Closed) => return Err(Error::Closed),
+                    Err(oneshot::error::TryRecvError::Empty) => {}
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(on_timeout(timeout));
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            },
         }
     }
 }
@@ -245,6 +290,23 @@ impl Future for Submission {
             SubmissionInner::Pending(receiver) => Pin::new(receiver)
                 .poll(cx)
                 .map(|received| received.unwrap_or(Err(Error::Closed))),
+            SubmissionInner::Bounded {
+                receiver,
+                deadline,
+                timer,
+                timeout,
+                on_timeout,
+            } => {
+                if let Poll::Ready(received) = Pin::new(receiver).poll(cx) {
+                    return Poll::Ready(received.unwrap_or(Err(Error::Closed)));
+                }
+                let timer =
+                    timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(*deadline)));
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(on_timeout(*timeout))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
 }
@@ -253,4 +315,60 @@ impl Future for Submission {
 /// [`crate::clock`]).
 pub fn now_ms() -> u64 {
     crate::clock::now_ms()
+}
+
+#[cfg(test)]
+mod submission_tests {
+    use std::time::Duration;
+
+    use tokio::sync::oneshot;
+
+    use super::{Outcome, Submission};
+    use crate::error::Error;
+
+    fn gave_up(after: Duration) -> Error {
+        Error::Unavailable {
+            reason: format!("gave up after {} ms", after.as_millis()),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_bounded_submission_gives_the_answer_that_comes_in_time() {
+        let (reply, receiver) = oneshot::channel();
+        let submission = Submission::pending_until(receiver, Duration::from_secs(5), gave_up);
+        let outcome = Outcome {
+            revision: 7,
+            succeeded: true,
+            previous: None,
+            changed: 1,
+            answers: Vec::new(),
+        };
+        reply
+            .send(Ok(outcome.clone()))
+            .expect("receiver is waiting");
+        assert_eq!(submission.await.expect("answered"), outcome);
+    }
+
+    #[tokio::test]
+    async fn a_bounded_submission_never_answered_times_out_with_its_error() {
+        let (_reply, receiver) = oneshot::channel();
+        let submission = Submission::pending_until(receiver, Duration::from_millis(20), gave_up);
+        match submission.await {
+            Err(Error::Unavailable { reason }) => assert_eq!(reason, "gave up after 20 ms"),
+            other => panic!("expected the timeout's error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn waiting_on_a_bounded_submission_off_the_runtime_times_out_too() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        let (_reply, receiver) = oneshot::channel::<crate::error::Result<Outcome>>();
+        // The deadline is read from the runtime's clock, so it is made inside it.
+        let _inside = runtime.enter();
+        let submission = Submission::pending_until(receiver, Duration::from_millis(20), gave_up);
+        assert!(matches!(submission.wait(), Err(Error::Unavailable { .. })));
+    }
 }
