@@ -157,28 +157,34 @@ impl ClientHandle {
     /// rest as an idle normal client has them), as of its last batch.
     pub fn list_line(&self) -> String {
         let name = self.name.lock().clone();
-        self.line_for(&SessionView {
-            name: name.as_ref(),
-            db: self.db.load(Ordering::Relaxed),
-            resp: self.resp.load(Ordering::Relaxed),
-            command: *self.last_command.lock(),
-            multi: self.multi.load(Ordering::Relaxed),
-            watch: self.watch.load(Ordering::Relaxed) as usize,
-        })
+        self.line_for(
+            &SessionView {
+                name: name.as_ref(),
+                db: self.db.load(Ordering::Relaxed),
+                resp: self.resp.load(Ordering::Relaxed),
+                command: *self.last_command.lock(),
+                multi: self.multi.load(Ordering::Relaxed),
+                watch: self.watch.load(Ordering::Relaxed) as usize,
+            },
+            None,
+        )
     }
 
     /// The line with the session as its own connection sees it now
     /// (`CLIENT INFO`, before the batch it is in has updated the handle).
-    /// The buffers are as of the last batch: the reply buffer is empty once
-    /// a batch's replies are sent, so `obl`, `oll` and `omem` are 0.
-    pub fn line_for(&self, session: &SessionView<'_>) -> String {
+    /// `serving` is the size of the request being served, which Redis counts
+    /// in `qbuf` while it runs; otherwise the buffers are as of the last
+    /// batch. The reply buffer is empty once a batch's replies are sent, so
+    /// `obl`, `oll` and `omem` are 0.
+    pub fn line_for(&self, session: &SessionView<'_>, serving: Option<usize>) -> String {
         let age = self.connected.elapsed().as_secs();
         let idle_seconds = self.idle().as_secs();
         let name = session
             .name
             .map(|name| String::from_utf8_lossy(name))
             .unwrap_or_default();
-        let query = self.query.load(Ordering::Relaxed);
+        let query =
+            serving.map_or_else(|| self.query.load(Ordering::Relaxed), |bytes| bytes as u64);
         let query_capacity = self.query_capacity.load(Ordering::Relaxed);
         let reply_capacity = self.reply_capacity.load(Ordering::Relaxed);
         let library = self.library.lock();

@@ -51,6 +51,8 @@ struct Counted {
     ran: Ran,
     arrived: Instant,
     args: Vec<Bytes>,
+    /// CLIENT REPLY OFF or SKIP: counted, but not sent.
+    withheld: bool,
 }
 
 impl Counted {
@@ -112,8 +114,11 @@ impl Pipeline {
                 }
                 Pending::Write(_, _, counted) => (cmd::store_error(&crate::Error::Closed), counted),
             };
+            let withheld = counted.withheld;
             counted.record(shared, &reply, client, session);
-            reply.encode_as(session.protocol, output);
+            if !withheld {
+                reply.encode_as(session.protocol, output);
+            }
         }
     }
 }
@@ -256,11 +261,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                 (Plan::Reply(_), true) => None,
                 _ => cmd::spec_index(&args),
             };
+            // Only a command run here (CLIENT REPLY) changes whether replies
+            // are sent, so the others can be decided now.
+            let withheld = !matches!(plan, Plan::Execute(_)) && session.withhold_reply();
             let counted = Counted {
                 command,
                 ran: Ran::Yes,
                 arrived,
                 args,
+                withheld,
             };
             match plan {
                 Plan::Write(command, finish) => pipeline.push_write(command, finish, counted),
@@ -282,7 +291,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                         _ => cmd::read(shared, session.db, op),
                     };
                     counted.record(shared, &reply, client, session);
-                    reply.encode_as(session.protocol, output);
+                    if !withheld {
+                        reply.encode_as(session.protocol, output);
+                    }
                 }
                 Plan::Execute(spec) => {
                     pipeline.finish(shared, client, session, output).await;
@@ -293,7 +304,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                         if let Some(Err(error)) = &barrier {
                             let reply = cmd::store_error(error);
                             counted.record(shared, &reply, client, session);
-                            reply.encode_as(session.protocol, output);
+                            if !session.withhold_reply() {
+                                reply.encode_as(session.protocol, output);
+                            }
                             continue;
                         }
                     }
@@ -303,7 +316,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                         return false;
                     }
                     counted.record(shared, &reply, client, session);
-                    reply.encode_as(session.protocol, output);
+                    if !session.withhold_reply() {
+                        reply.encode_as(session.protocol, output);
+                    }
                     if session.authenticated != was_authenticated {
                         parser.set_limits(limits_for(session, shared));
                     }

@@ -242,6 +242,11 @@ pub enum RedisOp {
         key: Bytes,
         ops: Vec<BitFieldOp>,
     },
+    /// SELECT inside MULTI: the ops after it address database `db`. Only the
+    /// command's apply loop acts on it (see [`run`]).
+    Select {
+        db: u8,
+    },
 }
 
 impl RedisOp {
@@ -275,6 +280,7 @@ impl RedisOp {
             RedisOp::BitCount { .. } => "BITCOUNT",
             RedisOp::BitPos { .. } => "BITPOS",
             RedisOp::DbSize => "DBSIZE",
+            RedisOp::Select { .. } => "SELECT",
             RedisOp::FlushDb => "FLUSHDB",
             RedisOp::Move { .. } => "MOVE",
             RedisOp::CopyToDb { .. } => "COPY",
@@ -308,9 +314,11 @@ impl RedisOp {
             RedisOp::BitOp {
                 destination, keys, ..
             } => std::iter::once(destination).chain(keys).collect(),
-            RedisOp::Flush | RedisOp::FlushDb | RedisOp::SwapDb { .. } | RedisOp::DbSize => {
-                Vec::new()
-            }
+            RedisOp::Flush
+            | RedisOp::FlushDb
+            | RedisOp::SwapDb { .. }
+            | RedisOp::DbSize
+            | RedisOp::Select { .. } => Vec::new(),
             RedisOp::Set { key, .. }
             | RedisOp::Append { key, .. }
             | RedisOp::SetRange { key, .. }
@@ -339,6 +347,7 @@ impl RedisOp {
         match self {
             RedisOp::Move { to_db, .. } | RedisOp::CopyToDb { to_db, .. } => *to_db < databases,
             RedisOp::SwapDb { a, b } => *a < databases && *b < databases,
+            RedisOp::Select { db } => *db < databases,
             _ => true,
         }
     }
@@ -362,6 +371,7 @@ impl RedisOp {
                 | RedisOp::BitCount { .. }
                 | RedisOp::BitPos { .. }
                 | RedisOp::DbSize
+                | RedisOp::Select { .. }
         )
     }
 }
@@ -754,6 +764,9 @@ pub fn run(keyspace: &mut dyn Keyspace, db: u8, op: RedisOp, now_ms: u64) -> Ans
             Answer::Integer(bit_position(&value_of(keyspace, db, &key), bit, range))
         }
         RedisOp::DbSize => Answer::Integer(keyspace.key_count(db) as i64),
+        // The caller's apply loop switches the database for the ops after
+        // it; the op itself only answers.
+        RedisOp::Select { .. } => Answer::Ok,
     }
 }
 

@@ -25,7 +25,7 @@ use super::changes::{Change, ChangeFeed, ChangeKind};
 use super::command::{Command, Op};
 pub use super::entry::{Entry, Guard};
 use super::key::Key;
-use super::redis_op::{self, Answer, Keyspace, RedisCommand};
+use super::redis_op::{self, Answer, Keyspace, RedisCommand, RedisOp};
 use parking_lot::RwLock;
 
 use crate::storage::snapshot::{DATABASES, SnapshotRecord, SnapshotWriter};
@@ -587,10 +587,16 @@ impl State {
             touched: false,
             changed: 0,
         };
+        let mut db = redis.db;
         let answers = redis
             .ops
             .into_iter()
-            .map(|op| redis_op::run(&mut view, redis.db, op, now_ms))
+            .map(|op| {
+                if let RedisOp::Select { db: selected } = op {
+                    db = selected;
+                }
+                redis_op::run(&mut view, db, op, now_ms)
+            })
             .collect();
         let (touched, changed) = (view.touched, view.changed);
         if touched {

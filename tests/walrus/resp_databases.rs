@@ -170,14 +170,29 @@ fn transactions_run_in_the_selected_database() {
     four.call(&["SET", "a", "mine"]);
     assert_eq!(four.call(&["EXEC"]), "*-1\r\n");
     assert_eq!(four.call(&["GET", "a"]), bulk("changed"));
-    // SELECT inside MULTI aborts the transaction instead of applying the
-    // commands after it in the wrong database.
+    // SELECT inside MULTI, as in Redis: the commands after it address the
+    // database it names, a bad index is an error in EXEC's reply that
+    // changes nothing, and the connection stays in the last one SELECTed.
     four.call(&["MULTI"]);
-    four.call(&["SET", "x", "1"]);
-    assert!(four.call(&["SELECT", "0"]).starts_with("-ERR"));
-    four.call(&["SET", "y", "1"]);
-    assert!(four.call(&["EXEC"]).starts_with("-EXECABORT"));
-    assert_eq!(four.call(&["EXISTS", "x", "y"]), ":0\r\n");
+    assert_eq!(four.call(&["SET", "x", "in four"]), "+QUEUED\r\n");
+    assert_eq!(four.call(&["SELECT", "6"]), "+QUEUED\r\n");
+    four.call(&["SET", "x", "in six"]);
+    assert_eq!(four.call(&["SELECT", "99"]), "+QUEUED\r\n");
+    four.call(&["INCR", "n"]);
+    four.call(&["DBSIZE"]);
+    assert_eq!(
+        four.call(&["EXEC"]),
+        "*6\r\n+OK\r\n+OK\r\n+OK\r\n-ERR DB index is out of range\r\n:1\r\n:2\r\n"
+    );
+    assert_eq!(
+        four.call(&["GET", "x"]),
+        bulk("in six"),
+        "stays in database 6"
+    );
+    assert_eq!(four.call(&["GET", "n"]), bulk("1"));
+    assert_eq!(selected(&server, 4).call(&["GET", "x"]), bulk("in four"));
+    assert_eq!(selected(&server, 4).call(&["EXISTS", "n"]), ":0\r\n");
+    four.call(&["SELECT", "4"]);
     // WATCH in one database and EXEC in another is refused, not guessed.
     four.call(&["WATCH", "a"]);
     four.call(&["SELECT", "5"]);

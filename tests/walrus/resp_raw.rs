@@ -127,3 +127,43 @@ fn resp_binary_keys_and_values_round_trip() {
         Some(err("key is longer than 4096 bytes (--max-key-bytes)").as_str())
     );
 }
+
+/// CLIENT REPLY OFF sends nothing until ON; SKIP withholds the next
+/// command's reply only (and its own); SKIP while OFF changes nothing. The
+/// withheld commands still run.
+#[test]
+fn resp_client_reply_off_and_skip_withhold_replies_but_run_the_commands() {
+    let (server, _dir) = Server::start_resp(&[]);
+    let mut raw = RawResp::connect(server.resp_address());
+    let mut pipeline = Vec::new();
+    for args in [
+        &["CLIENT", "REPLY", "OFF"][..],
+        &["SET", "a", "1"],
+        &["GET", "a"],
+        &["PING"],
+        &["CLIENT", "REPLY", "SKIP"],
+        &["INCR", "a"],
+        &["CLIENT", "REPLY", "ON"],
+        &["CLIENT", "REPLY", "SKIP"],
+        &["SET", "b", "2"],
+        &["GET", "b"],
+        &["GET", "a"],
+    ] {
+        let args: Vec<&[u8]> = args.iter().map(|arg| arg.as_bytes()).collect();
+        pipeline.extend(encode(&args));
+    }
+    raw.send_raw(&pipeline);
+    assert_eq!(raw.reply().as_deref(), Some("+OK\r\n"), "CLIENT REPLY ON");
+    assert_eq!(raw.reply().as_deref(), Some("$1\r\n2\r\n"), "GET b");
+    assert_eq!(
+        raw.reply().as_deref(),
+        Some("$1\r\n2\r\n"),
+        "GET a, incremented"
+    );
+    assert_eq!(raw.call(&["PING"]), "+PONG\r\n", "nothing else was sent");
+    assert_eq!(raw.call(&["CLIENT", "REPLY", "MAYBE"]), err("syntax error"));
+    // RESET turns replies back on.
+    raw.send(&[b"CLIENT", b"REPLY", b"OFF"]);
+    assert_eq!(raw.call(&["RESET"]), "+RESET\r\n");
+    assert_eq!(raw.call(&["PING"]), "+PONG\r\n");
+}

@@ -60,6 +60,12 @@ pub struct Session {
     pub protocol: crate::resp::Protocol,
     /// The last command run (for CLIENT LIST's `cmd`); empty before the first.
     pub last_command: &'static str,
+    /// CLIENT REPLY: no replies at all after OFF, until ON.
+    pub replies_off: bool,
+    /// CLIENT REPLY SKIP was the last command: the next one gets no reply.
+    skip_next_reply: bool,
+    /// The command being served gets no reply (the one after SKIP).
+    skip_this_reply: bool,
 }
 
 impl Session {
@@ -92,7 +98,35 @@ impl Session {
             consistency: crate::node::Consistency::Linearizable,
             protocol: crate::resp::Protocol::Resp2,
             last_command: "",
+            replies_off: false,
+            skip_next_reply: false,
+            skip_this_reply: false,
         }
+    }
+
+    /// CLIENT REPLY ON | OFF | SKIP, as Redis has them: SKIP while OFF
+    /// changes nothing; ON clears a pending SKIP too.
+    pub fn set_reply_mode(&mut self, mode: &[u8]) -> Result<(), Reply> {
+        match mode.to_ascii_lowercase().as_slice() {
+            b"on" => {
+                self.replies_off = false;
+                self.skip_next_reply = false;
+                self.skip_this_reply = false;
+            }
+            b"off" => self.replies_off = true,
+            b"skip" => self.skip_next_reply = !self.replies_off,
+            _ => return Err(util::syntax_error()),
+        }
+        Ok(())
+    }
+
+    /// Called once per command, after it ran (it may have been CLIENT REPLY
+    /// itself): whether its reply is to be withheld. A SKIP takes effect on
+    /// the command after the one that set it.
+    pub fn withhold_reply(&mut self) -> bool {
+        let withhold = self.replies_off || self.skip_this_reply || self.skip_next_reply;
+        self.skip_this_reply = std::mem::take(&mut self.skip_next_reply);
+        withhold
     }
 }
 

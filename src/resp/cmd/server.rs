@@ -163,6 +163,7 @@ fn reset(session: &mut Session, shared: &Shared) {
     session.protocol = Protocol::Resp2;
     session.consistency = Consistency::Linearizable;
     session.authenticated = shared.config.auth_token.is_none();
+    let _ = session.set_reply_mode(b"on");
 }
 
 /// BGSAVE [SCHEDULE] and BGREWRITEAOF: both are walrus's snapshot, which
@@ -387,12 +388,17 @@ fn client(session: &mut Session, shared: &Shared, args: &[Bytes]) -> CommandResu
                 .clients
                 .list(Some(&[session.id]))
                 .first()
-                .map(|client| own_line(session, client, "client|info"))
+                .map(|client| own_line(session, client, "client|info", args))
                 .unwrap_or_default();
             Ok(Reply::Verbatim(format!("{line}\n")))
         }
         "no-evict" | "no-touch" => arity(3).map(|()| Reply::ok()),
-        "list" => client_list(session, shared, &args[2..]),
+        // The connection withholds the reply itself after OFF and SKIP.
+        "reply" => {
+            arity(3)?;
+            session.set_reply_mode(&args[2]).map(|()| Reply::ok())
+        }
+        "list" => client_list(session, shared, args),
         "kill" => client_kill(session, shared, &args[2..]),
         _ => Err(unknown_subcommand(&args[1], "CLIENT")),
     }
@@ -406,11 +412,23 @@ fn own_line(
     session: &Session,
     client: &crate::resp::clients::ClientHandle,
     command: &'static str,
+    request: &[Bytes],
 ) -> String {
-    client.line_for(&session.view(command))
+    client.line_for(&session.view(command), Some(encoded_request_len(request)))
 }
 
-fn client_list(session: &Session, shared: &Shared, args: &[Bytes]) -> CommandResult {
+/// The bytes `request` took on the wire as a RESP array of bulk strings.
+fn encoded_request_len(request: &[Bytes]) -> usize {
+    let header = |len: usize| 1 + len.to_string().len() + 2;
+    header(request.len())
+        + request
+            .iter()
+            .map(|arg| header(arg.len()) + arg.len() + 2)
+            .sum::<usize>()
+}
+
+fn client_list(session: &Session, shared: &Shared, request: &[Bytes]) -> CommandResult {
+    let args = &request[2..];
     let mut ids: Option<Vec<u64>> = None;
     let mut index = 0;
     while index < args.len() {
@@ -451,7 +469,7 @@ fn client_list(session: &Session, shared: &Shared, args: &[Bytes]) -> CommandRes
     let mut text = String::new();
     for client in shared.clients.list(ids.as_deref()) {
         let line = match client.id == session.id {
-            true => own_line(session, &client, "client|list"),
+            true => own_line(session, &client, "client|list", request),
             false => client.list_line(),
         };
         text.push_str(&line);
@@ -474,7 +492,10 @@ fn client_kill(session: &Session, shared: &Shared, args: &[Bytes]) -> CommandRes
             _ => Ok(Reply::ok()),
         };
     }
-    if args.is_empty() || !args.len().is_multiple_of(2) {
+    if args.is_empty() {
+        return Err(wrong_arity("client|kill"));
+    }
+    if !args.len().is_multiple_of(2) {
         return Err(syntax_error());
     }
     let mut filter = KillFilter {
@@ -496,14 +517,19 @@ fn client_kill(session: &Session, shared: &Shared, args: &[Bytes]) -> CommandRes
                 _ => return Err(syntax_error()),
             },
             b"maxage" => match parse_i64(&pair[1]) {
-                Some(age) if age >= 0 => filter.max_age = Some(age as u64),
-                _ => return Err(syntax_error()),
+                Some(age) if age > 0 => filter.max_age = Some(age as u64),
+                Some(_) => return Err(Reply::err("maxage should be greater than 0")),
+                None => return Err(Reply::err("maxage is not an integer or out of range")),
             },
             // One user, `default`: another name matches nobody.
             b"user" if value == "default" => {}
             b"user" => return Err(Reply::err(format!("No such user '{value}'"))),
-            b"type" if value.eq_ignore_ascii_case("normal") => {}
-            b"type" => return Ok(Reply::Integer(0)),
+            b"type" => match value.to_ascii_lowercase().as_str() {
+                // Every walrus connection is a normal client.
+                "normal" => {}
+                "master" | "replica" | "slave" | "pubsub" => return Ok(Reply::Integer(0)),
+                _ => return Err(Reply::err(format!("Unknown client type '{value}'"))),
+            },
             _ => return Err(syntax_error()),
         }
     }

@@ -10,6 +10,9 @@
 //! refuses the whole command if any changed, expired or was deleted in
 //! between, or was created and deleted again, and EXEC answers a null array.
 //!
+//! SELECT queues as an op of the record too: the ops after it address the
+//! database it names, and the connection keeps that database after EXEC.
+//!
 //! Commands that are not ops of the state machine (PING, TIME, KEYS, SCAN,
 //! server commands) are run by the front end after the record is applied, in
 //! their place among the replies; they see the transaction's writes but are
@@ -22,7 +25,7 @@ use super::super::frame::Reply;
 use super::util::answer_reply;
 use super::{CommandResult, Plan, Session, Spec, check, command_name, ops};
 use crate::store::Guard;
-use crate::store::redis_op::RedisCommand;
+use crate::store::redis_op::{RedisCommand, RedisOp};
 
 /// A command queued after MULTI.
 #[derive(Debug)]
@@ -44,11 +47,24 @@ impl Queued {
 }
 
 /// A transaction being queued.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Transaction {
     pub queued: Vec<Queued>,
     /// A command was refused while queuing: EXEC will abort.
     pub failed: bool,
+    /// The database the commands queued so far leave SELECTed: the next
+    /// one's ops address it.
+    pub db: u8,
+}
+
+impl Transaction {
+    fn new(db: u8) -> Transaction {
+        Transaction {
+            queued: Vec::new(),
+            failed: false,
+            db,
+        }
+    }
 }
 
 pub fn handles(name: &str) -> bool {
@@ -74,17 +90,6 @@ pub fn queue(session: &mut Session, shared: &Shared, args: &[Bytes]) -> Plan {
     if let Some(text) = refusal {
         return Plan::Reply(Reply::err(text));
     }
-    // A transaction is one record in one database: a SELECT among its
-    // commands would need another, so it aborts the transaction rather than
-    // apply the commands after it in the wrong database.
-    if name == "select" {
-        if let Some(transaction) = &mut session.transaction {
-            transaction.failed = true;
-        }
-        return Plan::Reply(Reply::err(
-            "SELECT inside MULTI is not supported by walrus: SELECT before MULTI",
-        ));
-    }
     let spec = match check(session, shared, args) {
         Ok(spec) => spec,
         Err(reply) => {
@@ -99,14 +104,27 @@ pub fn queue(session: &mut Session, shared: &Shared, args: &[Bytes]) -> Plan {
     if matches!(spec.name, "exec" | "discard" | "quit" | "reset") {
         return Plan::Execute(spec);
     }
-    let queued = match ops::parse(spec.name, args, session.db, super::op_limits(shared)) {
-        Some(Ok(op)) => Queued::Op(spec, op),
-        Some(Err(reply)) => Queued::Refused(spec, reply),
-        None => Queued::Local(spec, args.to_vec()),
+    let Some(transaction) = &mut session.transaction else {
+        return Plan::Execute(spec);
     };
-    if let Some(transaction) = &mut session.transaction {
-        transaction.queued.push(queued);
-    }
+    let queued = if spec.name == "select" {
+        // An op of the record, so that the ops after it address the database
+        // it names; a bad index is EXEC's reply in its place, as in Redis.
+        match ops::database_arg(&args[1]) {
+            Ok(db) => {
+                transaction.db = db;
+                Queued::Op(spec, RedisOp::Select { db })
+            }
+            Err(reply) => Queued::Refused(spec, reply),
+        }
+    } else {
+        match ops::parse(spec.name, args, transaction.db, super::op_limits(shared)) {
+            Some(Ok(op)) => Queued::Op(spec, op),
+            Some(Err(reply)) => Queued::Refused(spec, reply),
+            None => Queued::Local(spec, args.to_vec()),
+        }
+    };
+    transaction.queued.push(queued);
     Plan::Reply(Reply::Simple("QUEUED"))
 }
 
@@ -118,7 +136,7 @@ pub async fn run(
 ) -> CommandResult {
     match name {
         "multi" => {
-            session.transaction = Some(Transaction::default());
+            session.transaction = Some(Transaction::new(session.db));
             Ok(Reply::ok())
         }
         "discard" => match session.transaction.take() {
@@ -215,6 +233,12 @@ async fn exec(session: &mut Session, shared: &Shared) -> CommandResult {
         let spec = item.spec();
         let started = std::time::Instant::now();
         let reply = match item {
+            // The connection's database follows the transaction's SELECTs,
+            // for the local commands after one and after EXEC, as in Redis.
+            Queued::Op(_, RedisOp::Select { db }) => {
+                session.db = db;
+                answers.next().map_or(Reply::Null, answer_reply)
+            }
             Queued::Op(..) => answers.next().map_or(Reply::Null, answer_reply),
             Queued::Refused(_, reply) => reply,
             Queued::Local(spec, _) if super::reads_keys(spec) && barrier.is_err() => barrier
