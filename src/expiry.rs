@@ -10,10 +10,12 @@
 //! are plain delete records; another database's are Redis commands naming it.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::pause::ClientPause;
 use crate::store::redis_op::{RedisCommand, RedisOp};
 use crate::store::{Command, DbKey, Guard, KvStore};
 
@@ -35,10 +37,19 @@ impl Default for SweepConfig {
     }
 }
 
-/// Sweeps until `shutdown` turns true.
+/// What the sweeper has done (INFO's `expired_keys`).
+#[derive(Debug, Default)]
+pub struct SweepStats {
+    /// Keys the sweeper deleted because they had expired.
+    pub expired_keys: AtomicU64,
+}
+
+/// Sweeps until `shutdown` turns true, counting in `stats`; waits while
+/// `pause` holds clients.
 pub async fn run(
     store: Arc<dyn KvStore>,
     config: SweepConfig,
+    (pause, stats): (Arc<ClientPause>, Arc<SweepStats>),
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut cursor: Option<DbKey> = None;
@@ -47,35 +58,46 @@ pub async fn run(
             _ = tokio::time::sleep(config.interval) => {}
             _ = shutdown.wait_for(|&stop| stop) => return,
         }
-        if store.failure().is_some() {
+        // While clients are paused (CLIENT PAUSE) nothing changes the
+        // keyspace behind them; reads still see expired keys gone.
+        if store.failure().is_some() || pause.in_force() {
             continue;
         }
         let after = cursor.as_ref().map(|(db, key)| (*db, &key[..]));
-        cursor = sweep_once(store.as_ref(), after, config.keys_per_pass).await;
+        let (next, expired) = sweep_once(store.as_ref(), after, config.keys_per_pass).await;
+        cursor = next;
+        stats.expired_keys.fetch_add(expired, Ordering::Relaxed);
     }
 }
 
 /// One pass: deletes the expired keys among `keys_per_pass` stored keys after
-/// `after`, all in one group commit; returns the cursor for the next pass.
+/// `after`, all in one group commit; returns the cursor for the next pass and
+/// how many keys it deleted.
 pub async fn sweep_once(
     store: &dyn KvStore,
     after: Option<(u8, &[u8])>,
     keys_per_pass: usize,
-) -> Option<DbKey> {
+) -> (Option<DbKey>, u64) {
     let (expired, next) = store.expired_keys(after, keys_per_pass);
     if expired.is_empty() {
-        return next;
+        return (next, 0);
     }
     // One batch: the pass costs one sync (one Raft append on a cluster's
     // leader), not one per key.
     let deletes = expired.into_iter().map(expiry_delete).collect();
     let submissions = store.submit_all(deletes);
+    let mut deleted = 0;
     for submission in submissions {
-        if let Err(error) = submission.await {
-            tracing::debug!(%error, "expiry sweep delete failed");
+        match submission.await {
+            // A key written again since is kept by the guard: not counted.
+            // (One deleted by a client between the scan and this delete is:
+            // its guard holds too.)
+            Ok(outcome) if outcome.succeeded => deleted += 1,
+            Ok(_) => {}
+            Err(error) => tracing::debug!(%error, "expiry sweep delete failed"),
         }
     }
-    next
+    (next, deleted)
 }
 
 /// The logged delete of one expired key, guarded so that a key written again
@@ -122,13 +144,16 @@ mod tests {
         put(&store, "later", now_ms() + 60_000);
         assert_eq!(store.len(), 12);
         assert_eq!(store.live_len(0), 2);
-        let mut cursor = sweep_once(&store, None, 4).await;
+        let (mut cursor, mut deleted) = sweep_once(&store, None, 4).await;
         assert!(cursor.is_some());
         assert_eq!(store.len(), 8);
+        assert_eq!(deleted, 4);
         while let Some((db, key)) = &cursor {
-            cursor = sweep_once(&store, Some((*db, &key[..])), 4).await;
+            let (next, more) = sweep_once(&store, Some((*db, &key[..])), 4).await;
+            (cursor, deleted) = (next, deleted + more);
         }
         assert_eq!(store.len(), 2);
+        assert_eq!(deleted, 10, "each expired key counted once");
         assert!(store.get(b"kept").is_some() && store.get(b"later").is_some());
     }
 
@@ -165,9 +190,9 @@ mod tests {
             store.execute(command).unwrap();
         }
         assert_eq!(store.len(), 6);
-        let mut cursor = sweep_once(&store, None, 2).await;
+        let (mut cursor, _) = sweep_once(&store, None, 2).await;
         while let Some((db, key)) = &cursor {
-            cursor = sweep_once(&store, Some((*db, &key[..])), 2).await;
+            cursor = sweep_once(&store, Some((*db, &key[..])), 2).await.0;
         }
         assert_eq!(store.len(), 3, "one expired key swept from each database");
         for db in [0u8, 3, 15] {

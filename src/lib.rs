@@ -43,6 +43,7 @@ pub mod http;
 pub mod metrics;
 pub mod net;
 pub mod node;
+pub mod pause;
 pub mod raft;
 pub mod resp;
 pub mod server;

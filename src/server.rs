@@ -11,9 +11,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::error::Error;
-use crate::expiry::SweepConfig;
+use crate::expiry::{SweepConfig, SweepStats};
 use crate::http::{App, HttpConfig, load_tls_config, serve};
 use crate::node::Node;
+use crate::pause::ClientPause;
 use crate::raft::{ClusterNode, ClusterOptions};
 use crate::resp::{RespConfig, ServerStats, serve_resp};
 use crate::store::{DurableStore, KvStore, MemStore, StoreOptions};
@@ -157,9 +158,12 @@ pub async fn run(
         Some((cert, key)) => Some(load_tls_config(cert, key)?),
         None => None,
     };
+    let pause = Arc::new(ClientPause::default());
+    let sweep_stats = Arc::new(SweepStats::default());
     let sweeper = tokio::spawn(crate::expiry::run(
         node.store().clone(),
         options.sweep,
+        (pause.clone(), sweep_stats.clone()),
         shutdown.clone(),
     ));
     let mut resp_config = options.resp.clone();
@@ -179,7 +183,7 @@ pub async fn run(
                 listener,
                 node.clone(),
                 resp_config,
-                stats,
+                (stats, pause, sweep_stats),
                 (shutdown.clone(), stop_requested.clone()),
             )?)
         }
@@ -224,7 +228,7 @@ fn start_resp(
     listener: TcpListener,
     node: Node,
     config: RespConfig,
-    stats: Arc<ServerStats>,
+    shared_state: (Arc<ServerStats>, Arc<ClientPause>, Arc<SweepStats>),
     (shutdown, stop_requested): (watch::Receiver<bool>, Arc<tokio::sync::Notify>),
 ) -> Result<tokio::task::JoinHandle<std::io::Result<()>>, ServeError> {
     let address = listener.local_addr()?;
@@ -238,7 +242,7 @@ fn start_resp(
         listener,
         node,
         config,
-        stats,
+        shared_state,
         (shutdown, stop_requested),
     )))
 }

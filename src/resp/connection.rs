@@ -253,6 +253,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                 .stats
                 .total_commands
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            // CLIENT PAUSE: a held command waits before it runs, once the
+            // replies before it are sent.
+            if shared.pause.is_set()
+                && let Some(write) = cmd::paused_as_write(session, shared, &args)
+                && shared.pause.holds(write)
+            {
+                pipeline.finish(shared, client, session, output).await;
+                if stream.write_all(output).await.is_err() {
+                    return false;
+                }
+                output.clear();
+                shared.pause.wait(write).await;
+            }
             // A command queued by MULTI is counted when EXEC runs it, as in
             // Redis, not when it is queued.
             let queuing = session.transaction.is_some();

@@ -27,7 +27,9 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::expiry::SweepStats;
 use crate::node::Node;
+use crate::pause::ClientPause;
 use crate::store::KvStore;
 pub use frame::{Limits, Parsed, Protocol, ProtocolError, Reply, parse_request, take_request};
 
@@ -163,6 +165,10 @@ pub struct Shared {
     /// Clients served at once now (starts as the config's; CONFIG SET
     /// maxclients changes it); more are refused with Redis's error.
     pub max_clients: std::sync::atomic::AtomicUsize,
+    /// CLIENT PAUSE: commands it holds wait before they run.
+    pub pause: Arc<ClientPause>,
+    /// The expiry sweeper's counts (INFO `expired_keys`).
+    pub sweep: Arc<SweepStats>,
 }
 
 /// How often idle clients are looked for (Redis checks about as often).
@@ -215,17 +221,21 @@ async fn refuse_past_max_clients(mut stream: tokio::net::TcpStream, shared: &Sha
 
 /// Serves RESP on `listener` until `shutdown` turns true, then stops accepting
 /// and gives open connections the grace period to finish what they read.
-/// `stats` are the server's counters (shared with `/metrics`);
+/// `stats` are the server's counters (shared with `/metrics`); `pause` is
+/// CLIENT PAUSE's state and `sweep` the expiry sweeper's counts (both shared
+/// with the sweeper);
 /// `stop_requested` is notified when a client sends SHUTDOWN (the server
 /// then turns `shutdown` true).
 pub async fn serve_resp(
     listener: TcpListener,
     node: Node,
     config: RespConfig,
-    stats: Arc<ServerStats>,
+    (stats, pause, sweep): (Arc<ServerStats>, Arc<ClientPause>, Arc<SweepStats>),
     (shutdown, stop_requested): (watch::Receiver<bool>, Arc<tokio::sync::Notify>),
 ) -> io::Result<()> {
     let shared = Arc::new(Shared {
+        pause,
+        sweep,
         store: node.store().clone(),
         node,
         stats,

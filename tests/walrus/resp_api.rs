@@ -1164,3 +1164,105 @@ fn clients_past_maxclients_are_refused_and_config_set_changes_it_live() {
     let mut fourth = RawResp::connect(server.resp_address());
     assert_eq!(fourth.call(&["PING"]), "+PONG\r\n");
 }
+
+/// INFO's `blocked_clients`, read by another connection.
+fn blocked_clients(raw: &mut RawResp) -> u64 {
+    let info = raw.call(&["INFO", "clients"]);
+    info.lines()
+        .find_map(|line| line.strip_prefix("blocked_clients:"))
+        .and_then(|count| count.trim().parse().ok())
+        .expect("blocked_clients in INFO")
+}
+
+/// CLIENT PAUSE WRITE holds writes (and a transaction that writes) from every
+/// client until CLIENT UNPAUSE, while reads and requests refused anyway are
+/// answered at once; CLIENT PAUSE ALL holds everything until its timeout.
+#[test]
+fn client_pause_holds_writes_or_everything_until_unpause_or_timeout() {
+    let (server, _dir) = Server::start_resp(&[]);
+    let mut admin = RawResp::connect(server.resp_address());
+    let mut writer = RawResp::connect(server.resp_address());
+    let mut transaction = RawResp::connect(server.resp_address());
+    assert_eq!(writer.call(&["SET", "k", "before"]), "+OK\r\n");
+    assert_eq!(transaction.call(&["MULTI"]), "+OK\r\n");
+    assert_eq!(transaction.call(&["INCR", "n"]), "+QUEUED\r\n");
+
+    assert_eq!(
+        admin.call(&["CLIENT", "PAUSE", "60000", "WRITE"]),
+        "+OK\r\n"
+    );
+    assert_eq!(writer.call(&["GET", "k"]), "$6\r\nbefore\r\n", "reads run");
+    assert_eq!(
+        writer.call(&["SET", "k"]),
+        err("wrong number of arguments for 'set' command"),
+        "a refused request is answered at once"
+    );
+    writer.send(&[b"SET", b"k", b"after"]);
+    transaction.send(&[b"EXEC"]);
+    let mut held = 0;
+    for _ in 0..200 {
+        held = blocked_clients(&mut admin);
+        if held == 2 {
+            break;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(held, 2, "the SET and the EXEC wait");
+    assert_eq!(admin.call(&["GET", "k"]), "$6\r\nbefore\r\n");
+    assert_eq!(admin.call(&["CLIENT", "UNPAUSE"]), "+OK\r\n");
+    assert_eq!(writer.reply().as_deref(), Some("+OK\r\n"));
+    assert_eq!(transaction.reply().as_deref(), Some("*1\r\n:1\r\n"));
+    assert_eq!(admin.call(&["GET", "k"]), "$5\r\nafter\r\n");
+    assert_eq!(blocked_clients(&mut admin), 0);
+
+    // ALL holds reads too, until the timeout.
+    assert_eq!(admin.call(&["CLIENT", "PAUSE", "300"]), "+OK\r\n");
+    let asked = std::time::Instant::now();
+    assert_eq!(writer.call(&["PING"]), "+PONG\r\n");
+    assert!(
+        asked.elapsed() >= Duration::from_millis(200),
+        "PING waited only {:?}",
+        asked.elapsed()
+    );
+
+    assert_eq!(
+        admin.call(&["CLIENT", "PAUSE", "abc"]),
+        err("timeout is not an integer or out of range")
+    );
+    assert_eq!(
+        admin.call(&["CLIENT", "PAUSE", "-1"]),
+        err("timeout is negative")
+    );
+    assert_eq!(
+        admin.call(&["CLIENT", "PAUSE", "10", "SOMETIMES"]),
+        err("syntax error")
+    );
+
+    // While paused, the sweeper deletes nothing (a read still finds the key
+    // gone); after, it does, and INFO counts it.
+    let expired_keys = |raw: &mut RawResp| -> u64 {
+        let info = raw.call(&["INFO", "stats"]);
+        info.lines()
+            .find_map(|line| line.strip_prefix("expired_keys:"))
+            .and_then(|count| count.trim().parse().ok())
+            .expect("expired_keys in INFO")
+    };
+    assert_eq!(admin.call(&["SET", "brief", "x", "PX", "20"]), "+OK\r\n");
+    assert_eq!(
+        admin.call(&["CLIENT", "PAUSE", "60000", "WRITE"]),
+        "+OK\r\n"
+    );
+    thread::sleep(Duration::from_millis(400));
+    assert_eq!(admin.call(&["GET", "brief"]), "$-1\r\n");
+    assert_eq!(expired_keys(&mut admin), 0, "the sweeper waits");
+    assert_eq!(admin.call(&["CLIENT", "UNPAUSE"]), "+OK\r\n");
+    let mut swept = 0;
+    for _ in 0..100 {
+        swept = expired_keys(&mut admin);
+        if swept == 1 {
+            break;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(swept, 1, "swept once unpaused");
+}

@@ -377,6 +377,24 @@ pub(super) fn check(
     Ok(spec)
 }
 
+/// Whether CLIENT PAUSE holds this request, and as a write or not: `None`
+/// for a request that is refused anyway (unknown, wrong arity, not signed
+/// in), which Redis answers at once even while paused. EXEC counts as a
+/// write when its transaction writes.
+pub fn paused_as_write(session: &Session, shared: &Shared, args: &[Bytes]) -> Option<bool> {
+    let spec = check(session, shared, args).ok()?;
+    if spec.name == "exec" {
+        return Some(session.transaction.as_ref().is_some_and(|transaction| {
+            transaction.queued.iter().any(|queued| match queued {
+                txn::Queued::Op(_, op) => op.writes(),
+                txn::Queued::Local(spec, _) => spec.write,
+                txn::Queued::Refused(..) => false,
+            })
+        }));
+    }
+    Some(spec.write)
+}
+
 fn check_key_lengths(spec: &Spec, shared: &Shared, args: &[Bytes]) -> Result<(), Reply> {
     let limit = shared.config.max_key_bytes;
     if key_positions(spec, args.len()).any(|index| args[index].len() > limit) {

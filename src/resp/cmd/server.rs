@@ -393,6 +393,12 @@ fn client(session: &mut Session, shared: &Shared, args: &[Bytes]) -> CommandResu
             Ok(Reply::Verbatim(format!("{line}\n")))
         }
         "no-evict" | "no-touch" => arity(3).map(|()| Reply::ok()),
+        "pause" => client_pause(shared, &args[2..]),
+        "unpause" => {
+            arity(2)?;
+            shared.pause.unpause();
+            Ok(Reply::ok())
+        }
         // The connection withholds the reply itself after OFF and SKIP.
         "reply" => {
             arity(3)?;
@@ -402,6 +408,31 @@ fn client(session: &mut Session, shared: &Shared, args: &[Bytes]) -> CommandResu
         "kill" => client_kill(session, shared, &args[2..]),
         _ => Err(unknown_subcommand(&args[1], "CLIENT")),
     }
+}
+
+/// CLIENT PAUSE timeout-ms [WRITE|ALL]: holds every command (ALL, the
+/// default) or writes (WRITE) from every client until the timeout or CLIENT
+/// UNPAUSE.
+fn client_pause(shared: &Shared, args: &[Bytes]) -> CommandResult {
+    use crate::pause::PauseKind;
+    let (millis, kind) = match args {
+        [millis] => (millis, PauseKind::Everything),
+        [millis, kind] => match kind.to_ascii_lowercase().as_slice() {
+            b"all" => (millis, PauseKind::Everything),
+            b"write" => (millis, PauseKind::Writes),
+            _ => return Err(syntax_error()),
+        },
+        _ => return Err(wrong_arity("client|pause")),
+    };
+    let millis = match parse_i64(millis) {
+        Some(millis) if millis < 0 => return Err(Reply::err("timeout is negative")),
+        Some(millis) => millis as u64,
+        None => return Err(Reply::err("timeout is not an integer or out of range")),
+    };
+    shared
+        .pause
+        .pause(std::time::Duration::from_millis(millis), kind);
+    Ok(Reply::ok())
 }
 
 /// CLIENT LIST [TYPE normal] [ID id ...]: one line per open connection.
@@ -867,9 +898,10 @@ fn info(shared: &Shared, sections: &[Bytes]) -> String {
     if wanted("clients") {
         let _ = write!(
             text,
-            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\n\r\n",
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:{}\r\n\r\n",
             stats.connected_clients.load(Ordering::Relaxed),
-            shared.max_clients.load(Ordering::Relaxed)
+            shared.max_clients.load(Ordering::Relaxed),
+            shared.pause.waiting()
         );
     }
     if wanted("memory") {
@@ -899,11 +931,12 @@ fn info(shared: &Shared, sections: &[Bytes]) -> String {
         let _ = write!(
             text,
             "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
-             total_error_replies:{}\r\nrejected_connections:{}\r\nexpired_keys:0\r\nevicted_keys:0\r\n\r\n",
+             total_error_replies:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:0\r\n\r\n",
             stats.total_connections.load(Ordering::Relaxed),
             stats.total_commands.load(Ordering::Relaxed),
             stats.commands.total_errors(),
-            stats.rejected_connections.load(Ordering::Relaxed)
+            stats.rejected_connections.load(Ordering::Relaxed),
+            shared.sweep.expired_keys.load(Ordering::Relaxed)
         );
     }
     if wanted("replication") {
