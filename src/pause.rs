@@ -111,6 +111,14 @@ impl ClientPause {
             return;
         }
         self.waiting.fetch_add(1, Ordering::Relaxed);
+        // Counted down however the wait ends, dropped mid-way included.
+        struct Waiting<'a>(&'a AtomicU64);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        let _waiting = Waiting(&self.waiting);
         loop {
             // Registered before looking, so a change between the look and
             // the wait is not missed.
@@ -125,7 +133,6 @@ impl ClientPause {
                 () = &mut changed => {}
             }
         }
-        self.waiting.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -208,6 +208,23 @@ impl Node {
         }
     }
 
+    /// Writes applied here since the newest snapshot (Redis's
+    /// `rdb_changes_since_last_save`): revisions past the snapshot's; on a
+    /// store that keeps nothing on disk, every write since it started.
+    pub fn changes_since_snapshot(&self) -> u64 {
+        if let Some(cluster) = self.cluster() {
+            let status = cluster.status();
+            return status.applied_index.saturating_sub(status.snapshot_index);
+        }
+        let store = self.store();
+        let saved = store.stats().map_or(0, |stats| {
+            stats
+                .snapshot_revision
+                .load(std::sync::atomic::Ordering::Relaxed)
+        });
+        store.revision().saturating_sub(saved)
+    }
+
     /// Who this node replicates with, as Redis's `ROLE` and `WAIT` see it.
     pub fn replication(&self) -> Replication {
         let Some(cluster) = self.cluster() else {

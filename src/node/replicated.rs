@@ -87,9 +87,7 @@ impl KvStore for ReplicatedStore {
     /// A pipeline's writes go to the leader together (one forwarded request
     /// from a follower; one append on the leader).
     fn submit_all(&self, commands: Vec<Command>) -> Vec<Submission> {
-        // On the leader each write goes straight into Raft's queue, where
-        // openraft takes the pipeline's entries together into one append.
-        if commands.len() <= 1 || self.cluster.is_leader() {
+        if commands.len() <= 1 {
             return commands
                 .into_iter()
                 .map(|command| self.submit(command))

@@ -604,6 +604,9 @@ impl ClusterNode {
         let retry = proposal.clone();
         let cluster = Arc::clone(self);
         let runtime = runtime.clone();
+        // A retry ends when the caller stops waiting, so a write the caller
+        // was told timed out is never applied after that.
+        let deadline = Instant::now() + self.options.request_timeout;
         let replier = Replier::new(move |result: Option<ClientWriteResult<TypeConfig>>| {
             let answer = match result {
                 Some(Ok(response)) => response
@@ -612,10 +615,23 @@ impl ClusterNode {
                     .ok_or_else(|| unavailable("the entry applied without an outcome")),
                 Some(Err(ClientWriteError::ForwardToLeader(_))) => {
                     runtime.spawn(async move {
-                        let _ = reply.send(cluster.write(retry).await);
+                        let mut reply = reply;
+                        let retried = tokio::select! {
+                            result = tokio::time::timeout_at(
+                                deadline,
+                                cluster.write_until(retry, deadline),
+                            ) => result.unwrap_or_else(|_| {
+                                Err(no_quorum_within(cluster.options.request_timeout))
+                            }),
+                            () = reply.closed() => return,
+                        };
+                        let _ = reply.send(retried);
                     });
                     return;
                 }
+                Some(Err(ClientWriteError::LogEntryDiscarded(_))) => Err(unavailable(
+                    "leadership changed while the write was in flight; its outcome is unknown",
+                )),
                 Some(Err(error)) => Err(unavailable(error.to_string())),
                 None => Err(unavailable(
                     "the write was not confirmed (leadership changed or Raft stopped); \

@@ -153,6 +153,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             parser: &mut parser,
             shared,
             client,
+            shutdown: &mut shutdown,
         };
         let served = connection.serve_buffered(&mut input, &mut output);
         let keep_open = served.await;
@@ -201,6 +202,8 @@ struct Connection<'a, S> {
     parser: &'a mut RequestParser,
     shared: &'a Shared,
     client: &'a ClientHandle,
+    /// The server's stop signal: a command held by CLIENT PAUSE gives up.
+    shutdown: &'a mut watch::Receiver<bool>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
@@ -213,6 +216,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
             parser,
             shared,
             client,
+            shutdown,
         } = self;
         let mut pipeline = Pipeline::default();
         // On a replica, one read barrier covers every command already
@@ -264,7 +268,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                     return false;
                 }
                 output.clear();
-                shared.pause.wait(write).await;
+                tokio::select! {
+                    () = shared.pause.wait(write) => {}
+                    () = client.killed() => return false,
+                    _ = shutdown.wait_for(|&stop| stop) => return false,
+                }
             }
             // A command queued by MULTI is counted when EXEC runs it, as in
             // Redis, not when it is queued.

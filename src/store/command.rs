@@ -101,6 +101,8 @@ impl Command {
                         | RedisOp::GetDel { .. }
                         | RedisOp::Flush
                         | RedisOp::FlushDb
+                        // Changes only which database the deletes after it name.
+                        | RedisOp::Select { .. }
                 )
             }),
         }

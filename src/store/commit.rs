@@ -309,6 +309,9 @@ impl Committer {
                 let stats = &self.shared.stats;
                 stats.snapshots.fetch_add(1, Ordering::Relaxed);
                 stats
+                    .snapshot_revision
+                    .store(info.revision, Ordering::Relaxed);
+                stats
                     .snapshot_nanos
                     .fetch_add(info.duration.as_nanos() as u64, Ordering::Relaxed);
                 tracing::info!(

@@ -66,6 +66,7 @@ impl DurableStore {
         // Direct synchronous appends only pay off when every write is synced.
         options.wal.direct_io &= options.fsync == FsyncPolicy::Always;
         let (state, mut report) = load_newest_snapshot(&*fs, &data_dir, &options)?;
+        let snapshot_revision = state.revision();
         let (wal, wal_report, state) = replay(&fs, dir, &options, state)?;
         report.segments_read = wal_report.segments_read;
         report.records_replayed = wal_report.records_replayed;
@@ -79,6 +80,9 @@ impl DurableStore {
         stats
             .segments
             .store(wal.segment_count() as u64, Ordering::Relaxed);
+        stats
+            .snapshot_revision
+            .store(snapshot_revision, Ordering::Relaxed);
         let mut state = state;
         state.attach_feed(ChangeFeed::new(state.revision(), options.watch_history));
         let log = LogWriter::new(wal, options.fsync, report.bytes_replayed, options.snapshots);

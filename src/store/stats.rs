@@ -21,6 +21,9 @@ pub struct StoreStats {
     pub snapshots: AtomicU64,
     pub snapshot_nanos: AtomicU64,
     pub segments: AtomicU64,
+    /// The revision the newest snapshot holds (the one loaded at start-up,
+    /// then each one written); 0 with none.
+    pub snapshot_revision: AtomicU64,
 }
 
 impl Default for StoreStats {
@@ -36,6 +39,7 @@ impl Default for StoreStats {
             snapshots: AtomicU64::new(0),
             snapshot_nanos: AtomicU64::new(0),
             segments: AtomicU64::new(0),
+            snapshot_revision: AtomicU64::new(0),
         }
     }
 }

@@ -1266,3 +1266,27 @@ fn client_pause_holds_writes_or_everything_until_unpause_or_timeout() {
     }
     assert_eq!(swept, 1, "swept once unpaused");
 }
+
+/// INFO's `rdb_changes_since_last_save` counts the writes since the newest
+/// snapshot, and SAVE brings it back to 0.
+#[test]
+fn info_counts_changes_since_the_last_snapshot() {
+    let (server, _dir) = Server::start_resp(&[]);
+    let mut raw = RawResp::connect(server.resp_address());
+    let changes = |raw: &mut RawResp| -> u64 {
+        let info = raw.call(&["INFO", "persistence"]);
+        info.lines()
+            .find_map(|line| line.strip_prefix("rdb_changes_since_last_save:"))
+            .and_then(|count| count.trim().parse().ok())
+            .expect("rdb_changes_since_last_save in INFO")
+    };
+    assert_eq!(changes(&mut raw), 0);
+    raw.call(&["SET", "a", "1"]);
+    raw.call(&["SET", "b", "2"]);
+    raw.call(&["DEL", "a"]);
+    assert_eq!(changes(&mut raw), 3);
+    assert_eq!(raw.call(&["SAVE"]), "+OK\r\n");
+    assert_eq!(changes(&mut raw), 0);
+    raw.call(&["INCR", "n"]);
+    assert_eq!(changes(&mut raw), 1);
+}

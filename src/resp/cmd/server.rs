@@ -919,9 +919,11 @@ fn info(shared: &Shared, sections: &[Bytes]) -> String {
         let _ = write!(
             text,
             "# Persistence\r\nloading:0\r\naof_enabled:{}\r\nwalrus_fsync:{}\r\n\
-             rdb_last_save_time:{}\r\naof_last_write_status:{}\r\nwalrus_log_failed:{}\r\n\r\n",
+             rdb_changes_since_last_save:{}\r\nrdb_last_save_time:{}\r\n\
+             aof_last_write_status:{}\r\nwalrus_log_failed:{}\r\n\r\n",
             u8::from(shared.config.persistent),
             shared.config.fsync,
+            shared.node.changes_since_snapshot(),
             last_save(shared),
             if failed { "err" } else { "ok" },
             u8::from(failed)
