@@ -238,7 +238,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                         .protocol_errors
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     pipeline.finish(shared, client, session, output).await;
-                    Reply::err(error).encode_as(session.protocol, output);
+                    if !session.replies_off {
+                        Reply::err(error).encode_as(session.protocol, output);
+                    }
                     return false;
                 }
             };

@@ -413,7 +413,7 @@ fn resp_pipelines_keep_order_and_see_their_own_writes() {
 }
 
 /// The log's sync count, from `/metrics`.
-fn syncs(server: &Server) -> u64 {
+pub(crate) fn syncs(server: &Server) -> u64 {
     crate::server::get(server.address, "/metrics")
         .text()
         .lines()

@@ -192,7 +192,15 @@ fn transactions_run_in_the_selected_database() {
     assert_eq!(four.call(&["GET", "n"]), bulk("1"));
     assert_eq!(selected(&server, 4).call(&["GET", "x"]), bulk("in four"));
     assert_eq!(selected(&server, 4).call(&["EXISTS", "n"]), ":0\r\n");
+    // SELECTs alone log nothing; the connection still follows them.
+    let syncs_before = crate::resp_api::syncs(&server);
+    four.call(&["MULTI"]);
+    four.call(&["SELECT", "2"]);
+    four.call(&["PING"]);
     four.call(&["SELECT", "4"]);
+    assert_eq!(four.call(&["EXEC"]), "*3\r\n+OK\r\n+PONG\r\n+OK\r\n");
+    assert_eq!(crate::resp_api::syncs(&server), syncs_before);
+    assert_eq!(four.call(&["GET", "x"]), bulk("in four"));
     // WATCH in one database and EXEC in another is refused, not guessed.
     four.call(&["WATCH", "a"]);
     four.call(&["SELECT", "5"]);

@@ -203,7 +203,10 @@ async fn exec(session: &mut Session, shared: &Shared) -> CommandResult {
         })
         .collect();
     let mut answers = Vec::new().into_iter();
-    if !ops.is_empty() || !guards.is_empty() {
+    // SELECTs alone change nothing stored: no record (so no sync, and no
+    // quorum needed), and each answers OK below.
+    let logged = !guards.is_empty() || ops.iter().any(|op| !matches!(op, RedisOp::Select { .. }));
+    if logged {
         let command = RedisCommand {
             db: session.db,
             guards,
@@ -237,7 +240,10 @@ async fn exec(session: &mut Session, shared: &Shared) -> CommandResult {
             // for the local commands after one and after EXEC, as in Redis.
             Queued::Op(_, RedisOp::Select { db }) => {
                 session.db = db;
-                answers.next().map_or(Reply::Null, answer_reply)
+                match logged {
+                    true => answers.next().map_or(Reply::Null, answer_reply),
+                    false => Reply::ok(),
+                }
             }
             Queued::Op(..) => answers.next().map_or(Reply::Null, answer_reply),
             Queued::Refused(_, reply) => reply,
