@@ -578,7 +578,12 @@ impl ClusterNode {
     /// Proposes `proposal` and returns what applying it did, once it is
     /// committed by a majority and applied here or on the leader.
     pub async fn write(&self, proposal: Proposal) -> Result<Outcome> {
-        let deadline = Instant::now() + self.options.request_timeout;
+        self.write_by(proposal, Instant::now() + self.options.request_timeout)
+            .await
+    }
+
+    /// [`ClusterNode::write`], giving up at `deadline`.
+    async fn write_by(&self, proposal: Proposal, deadline: Instant) -> Result<Outcome> {
         match tokio::time::timeout_at(deadline, self.write_until(proposal, deadline)).await {
             Ok(result) => result,
             Err(_) => Err(no_quorum_within(self.options.request_timeout)),
@@ -617,12 +622,7 @@ impl ClusterNode {
                     runtime.spawn(async move {
                         let mut reply = reply;
                         let retried = tokio::select! {
-                            result = tokio::time::timeout_at(
-                                deadline,
-                                cluster.write_until(retry, deadline),
-                            ) => result.unwrap_or_else(|_| {
-                                Err(no_quorum_within(cluster.options.request_timeout))
-                            }),
+                            result = cluster.write_by(retry, deadline) => result,
                             () = reply.closed() => return,
                         };
                         let _ = reply.send(retried);

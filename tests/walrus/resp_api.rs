@@ -1165,13 +1165,18 @@ fn clients_past_maxclients_are_refused_and_config_set_changes_it_live() {
     assert_eq!(fourth.call(&["PING"]), "+PONG\r\n");
 }
 
+/// A number INFO reports as `field:N` in `section`.
+fn info_number(raw: &mut RawResp, section: &str, field: &str) -> u64 {
+    let info = raw.call(&["INFO", section]);
+    info.lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|count| count.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{field} in INFO {section}: {info}"))
+}
+
 /// INFO's `blocked_clients`, read by another connection.
 fn blocked_clients(raw: &mut RawResp) -> u64 {
-    let info = raw.call(&["INFO", "clients"]);
-    info.lines()
-        .find_map(|line| line.strip_prefix("blocked_clients:"))
-        .and_then(|count| count.trim().parse().ok())
-        .expect("blocked_clients in INFO")
+    info_number(raw, "clients", "blocked_clients")
 }
 
 /// CLIENT PAUSE WRITE holds writes (and a transaction that writes) from every
@@ -1240,13 +1245,7 @@ fn client_pause_holds_writes_or_everything_until_unpause_or_timeout() {
 
     // While paused, the sweeper deletes nothing (a read still finds the key
     // gone); after, it does, and INFO counts it.
-    let expired_keys = |raw: &mut RawResp| -> u64 {
-        let info = raw.call(&["INFO", "stats"]);
-        info.lines()
-            .find_map(|line| line.strip_prefix("expired_keys:"))
-            .and_then(|count| count.trim().parse().ok())
-            .expect("expired_keys in INFO")
-    };
+    let expired_keys = |raw: &mut RawResp| info_number(raw, "stats", "expired_keys");
     assert_eq!(admin.call(&["SET", "brief", "x", "PX", "20"]), "+OK\r\n");
     assert_eq!(
         admin.call(&["CLIENT", "PAUSE", "60000", "WRITE"]),
@@ -1273,13 +1272,8 @@ fn client_pause_holds_writes_or_everything_until_unpause_or_timeout() {
 fn info_counts_changes_since_the_last_snapshot() {
     let (server, _dir) = Server::start_resp(&[]);
     let mut raw = RawResp::connect(server.resp_address());
-    let changes = |raw: &mut RawResp| -> u64 {
-        let info = raw.call(&["INFO", "persistence"]);
-        info.lines()
-            .find_map(|line| line.strip_prefix("rdb_changes_since_last_save:"))
-            .and_then(|count| count.trim().parse().ok())
-            .expect("rdb_changes_since_last_save in INFO")
-    };
+    let changes =
+        |raw: &mut RawResp| info_number(raw, "persistence", "rdb_changes_since_last_save");
     assert_eq!(changes(&mut raw), 0);
     raw.call(&["SET", "a", "1"]);
     raw.call(&["SET", "b", "2"]);
