@@ -36,6 +36,8 @@ pub struct SessionView<'a> {
     pub multi: i64,
     /// Keys WATCHed.
     pub watch: usize,
+    /// In MONITOR mode (flag `O`; never idle, as a Redis monitor is not).
+    pub monitor: bool,
 }
 
 /// A connection's buffers after a batch, in bytes.
@@ -67,6 +69,7 @@ pub struct ClientHandle {
     last_command: Mutex<&'static str>,
     multi: AtomicI64,
     watch: AtomicU64,
+    monitor: AtomicBool,
     /// [`Buffers`] after the last batch.
     query: AtomicU64,
     query_capacity: AtomicU64,
@@ -86,6 +89,7 @@ impl ClientHandle {
         self.resp.store(session.resp, Ordering::Relaxed);
         self.multi.store(session.multi, Ordering::Relaxed);
         self.watch.store(session.watch as u64, Ordering::Relaxed);
+        self.monitor.store(session.monitor, Ordering::Relaxed);
         for (field, bytes) in [
             (&self.query, buffers.query),
             (&self.query_capacity, buffers.query_capacity),
@@ -138,7 +142,7 @@ impl ClientHandle {
     /// How long since the connection's last command (or since it opened);
     /// zero while it serves one.
     fn idle(&self) -> Duration {
-        if self.busy.load(Ordering::Relaxed) {
+        if self.busy.load(Ordering::Relaxed) || self.monitor.load(Ordering::Relaxed) {
             return Duration::ZERO;
         }
         let since_open = self.connected.elapsed();
@@ -165,6 +169,7 @@ impl ClientHandle {
                 command: *self.last_command.lock(),
                 multi: self.multi.load(Ordering::Relaxed),
                 watch: self.watch.load(Ordering::Relaxed) as usize,
+                monitor: self.monitor.load(Ordering::Relaxed),
             },
             None,
         )
@@ -189,7 +194,7 @@ impl ClientHandle {
         let reply_capacity = self.reply_capacity.load(Ordering::Relaxed);
         let library = self.library.lock();
         format!(
-            "id={} addr={} laddr={} fd=-1 name={name} age={age} idle={} flags=N db={} sub=0 \
+            "id={} addr={} laddr={} fd=-1 name={name} age={age} idle={} flags={} db={} sub=0 \
              psub=0 ssub=0 multi={} watch={} qbuf={query} qbuf-free={} argv-mem=0 multi-mem=0 \
              rbs={query_capacity} rbp={query_capacity} obl=0 oll=0 omem=0 tot-mem={} events=r \
              cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
@@ -197,6 +202,7 @@ impl ClientHandle {
             self.addr,
             self.laddr,
             idle_seconds,
+            if session.monitor { "O" } else { "N" },
             session.db,
             session.multi,
             session.watch,
@@ -263,6 +269,7 @@ impl Clients {
             last_command: Mutex::new(""),
             multi: AtomicI64::new(-1),
             watch: AtomicU64::new(0),
+            monitor: AtomicBool::new(false),
             query: AtomicU64::new(0),
             query_capacity: AtomicU64::new(0),
             reply_capacity: AtomicU64::new(0),
@@ -339,6 +346,7 @@ mod tests {
             command,
             multi: -1,
             watch: 0,
+            monitor: false,
         }
     }
 

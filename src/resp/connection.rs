@@ -19,6 +19,7 @@ use super::Shared;
 use super::clients::{Buffers, ClientHandle};
 use super::cmd::{self, Finish, Plan, Session};
 use super::frame::{Limits, Reply, RequestParser};
+use super::monitor::Origin;
 use super::stats::Ran;
 use crate::store::{Command, KvStore, Submission};
 
@@ -67,6 +68,13 @@ impl Counted {
         if shared.slowlog.is_slow(elapsed) {
             let name = session.name.clone().unwrap_or_default();
             shared.slowlog.push(&self.args, elapsed, &client.addr, name);
+        }
+        if matches!(self.ran, Ran::Yes) && self.command.is_some() {
+            let origin = Origin {
+                db: session.db,
+                addr: &client.addr,
+            };
+            shared.monitors.feed(origin, &self.args);
         }
     }
 }
@@ -130,7 +138,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     client: &ClientHandle,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut session = Session::new(id, shared.config.auth_token.is_none());
+    let mut session = Session::new(id, client.addr.clone(), shared.config.auth_token.is_none());
     let mut parser = RequestParser::new(limits_for(&session, shared));
     let mut input = BytesMut::with_capacity(16 << 10);
     let mut output = BytesMut::with_capacity(16 << 10);
@@ -139,9 +147,17 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             input.reserve(16 << 10);
         }
         let read = tokio::select! {
-            read = stream.read_buf(&mut input) => read,
+            read = stream.read_buf(&mut input) => Ok(read),
             _ = shutdown.wait_for(|&stop| stop) => break,
             () = client.killed() => break,
+            lines = monitor_lines(&mut session.monitor) => Err(lines),
+        };
+        let read = match read {
+            Ok(read) => read,
+            // MONITOR's lines go out between requests; a cut-off feed ends
+            // the connection.
+            Err(Some(lines)) if stream.write_all(&lines).await.is_ok() => continue,
+            Err(_) => break,
         };
         if !matches!(read, Ok(count) if count > 0) {
             break;
@@ -172,6 +188,15 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         }
     }
     let _ = stream.shutdown().await;
+}
+
+/// The next lines for a connection in MONITOR mode; never resolves for
+/// one that is not.
+async fn monitor_lines(feed: &mut Option<super::monitor::MonitorFeed>) -> Option<BytesMut> {
+    match feed {
+        Some(feed) => feed.next_lines().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Replies buffered beyond this are sent before the batch ends (only between

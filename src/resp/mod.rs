@@ -7,7 +7,7 @@
 //! request into store commands and a reply (one file per command family);
 //! `frame` parses requests and encodes replies. Beside them: `clients` (the
 //! open connections, for CLIENT LIST and KILL), `stats` (per-command
-//! counters and latency) and `slowlog`.
+//! counters and latency), `slowlog` and `monitor` (MONITOR's feed).
 //!
 //! Durability is the store's: a reply to a write leaves only after the write is
 //! durable. Pipelined writes are submitted together, so they share a sync.
@@ -16,6 +16,7 @@ pub(crate) mod clients;
 mod cmd;
 mod connection;
 pub mod frame;
+mod monitor;
 mod slowlog;
 mod stats;
 
@@ -169,6 +170,8 @@ pub struct Shared {
     pub pause: Arc<ClientPause>,
     /// The expiry sweeper's counts (INFO `expired_keys`).
     pub sweep: Arc<SweepStats>,
+    /// The connections in MONITOR mode, fed every command run.
+    pub monitors: monitor::Monitors,
 }
 
 /// How often idle clients are looked for (Redis checks about as often).
@@ -245,6 +248,7 @@ pub async fn serve_resp(
         clients: Arc::default(),
         slowlog: slowlog::SlowLog::default(),
         stop_requested,
+        monitors: monitor::Monitors::default(),
     });
     tokio::spawn(disconnect_idle_clients(shared.clone(), shutdown.clone()));
     // Clients past `maxclients` are accepted to be told so (as Redis does)

@@ -1284,3 +1284,68 @@ fn info_counts_changes_since_the_last_snapshot() {
     raw.call(&["INCR", "n"]);
     assert_eq!(changes(&mut raw), 1);
 }
+
+/// The quoted arguments of a MONITOR line: what follows `[db addr] `.
+fn monitored(line: &str) -> &str {
+    assert!(line.starts_with('+') && line.ends_with("\r\n"), "{line:?}");
+    let (_, command) = line.split_once("] ").expect("a MONITOR line has [db addr]");
+    command.trim_end()
+}
+
+#[test]
+fn monitor_streams_each_command_that_ran_with_passwords_redacted() {
+    let (server, _dir) = Server::start_resp(&[]);
+    let mut monitor = RawResp::connect(server.resp_address());
+    let mut client = RawResp::connect(server.resp_address());
+    let info = client.call(&["CLIENT", "INFO"]);
+    let addr = info
+        .split(' ')
+        .find_map(|field| field.strip_prefix("addr="))
+        .expect("CLIENT INFO has addr=");
+    let origin = format!("[0 {addr}] ");
+    assert_eq!(monitor.call(&["MONITOR"]), "+OK\r\n");
+    assert_eq!(client.call(&["SET", "k", "a \"b\"\n"]), "+OK\r\n");
+    assert!(client.call(&["CONFIG", "GET", "timeout"]).starts_with('*'));
+    assert_eq!(client.call(&["SELECT", "2"]), "+OK\r\n");
+    assert_eq!(client.call(&["GET", "k"]), "$-1\r\n");
+    assert!(client.call(&["NOSUCH"]).starts_with("-ERR"));
+    assert_eq!(client.call(&["MULTI"]), "+OK\r\n");
+    assert_eq!(client.call(&["INCR", "n"]), "+QUEUED\r\n");
+    assert_eq!(client.call(&["EXEC"]), "*1\r\n:1\r\n");
+    assert!(client.call(&["AUTH", "user", "secret"]).starts_with('-'));
+
+    let line = monitor.reply().expect("a line");
+    assert!(line.contains(&origin), "{line:?} names {origin}");
+    let seconds: f64 = line[1..line.find(' ').expect("a time")]
+        .parse()
+        .expect("a time");
+    assert!(seconds > 1.7e9, "{line:?} starts with the Unix time");
+    let mut lines = vec![monitored(&line).to_string()];
+    for _ in 0..6 {
+        lines.push(monitored(&monitor.reply().expect("a line")).to_string());
+    }
+    assert_eq!(
+        lines,
+        [
+            r#""SET" "k" "a \"b\"\n""#,
+            r#""SELECT" "2""#,
+            r#""GET" "k""#,
+            r#""MULTI""#,
+            r#""INCR" "n""#,
+            r#""EXEC""#,
+            r#""AUTH" "(redacted)" "(redacted)""#,
+        ],
+        "CONFIG and the unknown command are not shown"
+    );
+
+    // A monitor may not touch keys, is never idle, and RESET ends it.
+    let list = client.call(&["CLIENT", "LIST"]);
+    assert!(list.contains("flags=O"), "{list}");
+    assert!(
+        monitor
+            .call(&["GET", "k"])
+            .contains("Replica can't interact with the keyspace")
+    );
+    assert_eq!(monitor.call(&["RESET"]), "+RESET\r\n");
+    assert_eq!(monitor.call(&["GET", "k"]), "$6\r\na \"b\"\n\r\n");
+}

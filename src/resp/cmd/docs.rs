@@ -288,6 +288,13 @@ const DOCS: &[Doc] = &[
         "generic",
         O1,
     ),
+    doc(
+        "monitor",
+        "Streams every command the server runs from then on, one line each (passwords redacted, administrative commands not shown).",
+        "1.0.0",
+        "server",
+        O1,
+    ),
     // Transactions.
     doc(
         "multi",

@@ -38,6 +38,9 @@ pub use util::store_error;
 #[derive(Debug)]
 pub struct Session {
     pub id: u64,
+    /// The client's address, `ip:port` (for the MONITOR lines of the
+    /// commands EXEC runs).
+    pub addr: String,
     pub name: Option<Bytes>,
     pub authenticated: bool,
     /// Set by QUIT: close after this reply.
@@ -66,6 +69,8 @@ pub struct Session {
     skip_next_reply: bool,
     /// The command being served gets no reply (the one after SKIP).
     skip_this_reply: bool,
+    /// MONITOR: the lines of every command run, sent between requests.
+    pub monitor: Option<crate::resp::monitor::MonitorFeed>,
 }
 
 impl Session {
@@ -81,12 +86,14 @@ impl Session {
                 .as_ref()
                 .map_or(-1, |transaction| transaction.queued.len() as i64),
             watch: self.watched.len(),
+            monitor: self.monitor.is_some(),
         }
     }
 
-    pub fn new(id: u64, authenticated: bool) -> Session {
+    pub fn new(id: u64, addr: String, authenticated: bool) -> Session {
         Session {
             id,
+            addr,
             name: None,
             authenticated,
             quit: false,
@@ -101,6 +108,7 @@ impl Session {
             replies_off: false,
             skip_next_reply: false,
             skip_this_reply: false,
+            monitor: None,
         }
     }
 
@@ -235,6 +243,7 @@ pub const SPECS: &[Spec] = &[
     spec("latency", -2, false, NO_KEYS),
     spec("role", 1, false, NO_KEYS),
     spec("wait", 3, false, NO_KEYS),
+    spec("monitor", 1, false, NO_KEYS),
     // Transactions.
     spec("multi", 1, false, NO_KEYS),
     spec("exec", 1, false, NO_KEYS),
@@ -385,10 +394,10 @@ pub fn paused_as_write(session: &Session, shared: &Shared, args: &[Bytes]) -> Op
     let spec = check(session, shared, args).ok()?;
     if spec.name == "exec" {
         return Some(session.transaction.as_ref().is_some_and(|transaction| {
-            transaction.queued.iter().any(|queued| match queued {
-                txn::Queued::Op(_, op) => op.writes(),
-                txn::Queued::Local(spec, _) => spec.write,
-                txn::Queued::Refused(..) => false,
+            transaction.queued.iter().any(|queued| match &queued.kind {
+                txn::QueuedKind::Op(op) => op.writes(),
+                txn::QueuedKind::Local => queued.spec.write,
+                txn::QueuedKind::Refused(_) => false,
             })
         }));
     }
@@ -455,6 +464,10 @@ pub fn plan(session: &mut Session, shared: &Shared, args: &[Bytes]) -> Plan {
         Err(reply) => return Plan::Refused(reply),
     };
     session.last_command = spec.name;
+    // As a Redis monitor is flagged a replica, it may not touch keys.
+    if session.monitor.is_some() && (spec.write || reads_keys(spec)) {
+        return Plan::Refused(Reply::err("Replica can't interact with the keyspace"));
+    }
     match ops::parse(spec.name, args, session.db, op_limits(shared)) {
         Some(Err(reply)) => Plan::Reply(reply),
         Some(Ok(op)) if op.writes() => {

@@ -50,6 +50,7 @@ pub fn handles(name: &str) -> bool {
             | "reset"
             | "shutdown"
             | "cluster"
+            | "monitor"
     )
 }
 
@@ -79,6 +80,12 @@ pub async fn run(
             Ok(Reply::Simple("RESET"))
         }
         "shutdown" => shutdown(session, shared, &args[1..]).await,
+        "monitor" => {
+            if session.monitor.is_none() {
+                session.monitor = Some(shared.monitors.subscribe());
+            }
+            Ok(Reply::ok())
+        }
         // Clients probe for Redis Cluster with CLUSTER INFO, NODES or SLOTS and
         // read this answer, a standalone Redis's, as "not a cluster": walrus's
         // own cluster is Raft, where any node serves every key.
@@ -163,6 +170,7 @@ fn reset(session: &mut Session, shared: &Shared) {
     session.protocol = Protocol::Resp2;
     session.consistency = Consistency::Linearizable;
     session.authenticated = shared.config.auth_token.is_none();
+    session.monitor = None;
     let _ = session.set_reply_mode(b"on");
 }
 

@@ -27,23 +27,23 @@ use super::{CommandResult, Plan, Session, Spec, check, command_name, ops};
 use crate::store::Guard;
 use crate::store::redis_op::{RedisCommand, RedisOp};
 
-/// A command queued after MULTI.
+/// A command queued after MULTI, with its request (for MONITOR).
 #[derive(Debug)]
-pub enum Queued {
-    /// An op of the state machine: its answer comes from the record.
-    Op(&'static Spec, crate::store::redis_op::RedisOp),
-    /// Arguments the op parser refused: this is EXEC's reply in its place.
-    Refused(&'static Spec, Reply),
-    /// Run by the front end once the record is applied.
-    Local(&'static Spec, Vec<Bytes>),
+pub struct Queued {
+    pub spec: &'static Spec,
+    pub args: Vec<Bytes>,
+    pub kind: QueuedKind,
 }
 
-impl Queued {
-    fn spec(&self) -> &'static Spec {
-        match self {
-            Queued::Op(spec, _) | Queued::Refused(spec, _) | Queued::Local(spec, _) => spec,
-        }
-    }
+/// How EXEC runs a queued command.
+#[derive(Debug)]
+pub enum QueuedKind {
+    /// An op of the state machine: its answer comes from the record.
+    Op(RedisOp),
+    /// Arguments the op parser refused: this is EXEC's reply in its place.
+    Refused(Reply),
+    /// Run by the front end once the record is applied.
+    Local,
 }
 
 /// A transaction being queued.
@@ -107,24 +107,28 @@ pub fn queue(session: &mut Session, shared: &Shared, args: &[Bytes]) -> Plan {
     let Some(transaction) = &mut session.transaction else {
         return Plan::Execute(spec);
     };
-    let queued = if spec.name == "select" {
+    let kind = if spec.name == "select" {
         // An op of the record, so that the ops after it address the database
         // it names; a bad index is EXEC's reply in its place, as in Redis.
         match ops::database_arg(&args[1]) {
             Ok(db) => {
                 transaction.db = db;
-                Queued::Op(spec, RedisOp::Select { db })
+                QueuedKind::Op(RedisOp::Select { db })
             }
-            Err(reply) => Queued::Refused(spec, reply),
+            Err(reply) => QueuedKind::Refused(reply),
         }
     } else {
         match ops::parse(spec.name, args, transaction.db, super::op_limits(shared)) {
-            Some(Ok(op)) => Queued::Op(spec, op),
-            Some(Err(reply)) => Queued::Refused(spec, reply),
-            None => Queued::Local(spec, args.to_vec()),
+            Some(Ok(op)) => QueuedKind::Op(op),
+            Some(Err(reply)) => QueuedKind::Refused(reply),
+            None => QueuedKind::Local,
         }
     };
-    transaction.queued.push(queued);
+    transaction.queued.push(Queued {
+        spec,
+        args: args.to_vec(),
+        kind,
+    });
     Plan::Reply(Reply::Simple("QUEUED"))
 }
 
@@ -197,8 +201,8 @@ async fn exec(session: &mut Session, shared: &Shared) -> CommandResult {
     let ops: Vec<_> = transaction
         .queued
         .iter()
-        .filter_map(|item| match item {
-            Queued::Op(_, op) => Some(op.clone()),
+        .filter_map(|item| match &item.kind {
+            QueuedKind::Op(op) => Some(op.clone()),
             _ => None,
         })
         .collect();
@@ -226,42 +230,50 @@ async fn exec(session: &mut Session, shared: &Shared) -> CommandResult {
     let local_reads = transaction
         .queued
         .iter()
-        .any(|item| matches!(item, Queued::Local(spec, _) if super::reads_keys(spec)));
+        .any(|item| matches!(item.kind, QueuedKind::Local) && super::reads_keys(item.spec));
     let barrier = match local_reads {
         true => shared.node.read_barrier(session.consistency).await,
         false => Ok(()),
     };
     let mut replies = Vec::with_capacity(transaction.queued.len());
-    for item in transaction.queued {
-        let spec = item.spec();
+    for Queued { spec, args, kind } in transaction.queued {
         let started = std::time::Instant::now();
-        let reply = match item {
+        let reply = match kind {
             // The connection's database follows the transaction's SELECTs,
             // for the local commands after one and after EXEC, as in Redis.
-            Queued::Op(_, RedisOp::Select { db }) => {
+            QueuedKind::Op(RedisOp::Select { db }) => {
                 session.db = db;
                 match logged {
                     true => answers.next().map_or(Reply::Null, answer_reply),
                     false => Reply::ok(),
                 }
             }
-            Queued::Op(..) => answers.next().map_or(Reply::Null, answer_reply),
-            Queued::Refused(_, reply) => reply,
-            Queued::Local(spec, _) if super::reads_keys(spec) && barrier.is_err() => barrier
+            QueuedKind::Op(_) => answers.next().map_or(Reply::Null, answer_reply),
+            QueuedKind::Refused(reply) => reply,
+            QueuedKind::Local if super::reads_keys(spec) && barrier.is_err() => barrier
                 .as_ref()
                 .err()
                 .map_or(Reply::Null, super::store_error),
-            Queued::Local(spec, args) => {
-                Box::pin(super::execute(session, shared, spec, &args)).await
+            // A monitor expects no replies in order, so EXEC may not start
+            // one (Redis refuses it the same way).
+            QueuedKind::Local if spec.name == "monitor" => {
+                Reply::err("MONITOR isn't allowed for DENY BLOCKING client")
             }
+            QueuedKind::Local => Box::pin(super::execute(session, shared, spec, &args)).await,
         };
-        // Counted as it runs, as Redis counts a transaction's commands; the
-        // ops' shared record and its sync are EXEC's time, not theirs.
+        // Counted and shown to monitors as it runs, as Redis does with a
+        // transaction's commands; the ops' shared record and its sync are
+        // EXEC's time, not theirs.
         shared.stats.commands.record_run(
             super::spec_position(spec.name),
             started.elapsed(),
             &reply,
         );
+        let origin = crate::resp::monitor::Origin {
+            db: session.db,
+            addr: &session.addr,
+        };
+        shared.monitors.feed(origin, &args);
         replies.push(reply);
     }
     Ok(Reply::Array(replies))
