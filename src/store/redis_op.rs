@@ -407,6 +407,10 @@ pub trait Keyspace {
     fn key_count(&self, db: u8) -> usize;
     /// Exchanges the contents of two databases (SWAPDB).
     fn swap(&mut self, a: u8, b: u8);
+    /// Notes that `key`'s value was just changed in place (APPEND or
+    /// SETRANGE on a value that existed), which Redis reports as the `raw`
+    /// encoding; a keyspace that does not answer OBJECT ENCODING ignores it.
+    fn mark_raw_string(&mut self, _db: u8, _key: &[u8]) {}
 }
 
 fn expiry_of(entry: Option<&Entry>) -> u64 {
@@ -527,7 +531,12 @@ pub fn run(keyspace: &mut dyn Keyspace, db: u8, op: RedisOp, now_ms: u64) -> Ans
             joined.extend_from_slice(old);
             joined.extend_from_slice(&value);
             let expires_at_ms = expiry_of(current);
+            // A new key is stored as SET would store it, as Redis does.
+            let existed = current.is_some();
             keyspace.put(db, &key, joined.freeze(), expires_at_ms);
+            if existed {
+                keyspace.mark_raw_string(db, &key);
+            }
             Answer::Integer(length as i64)
         }
         RedisOp::SetRange {
@@ -554,6 +563,7 @@ pub fn run(keyspace: &mut dyn Keyspace, db: u8, op: RedisOp, now_ms: u64) -> Ans
             let length = patched.len() as i64;
             let expires_at_ms = expiry_of(current);
             keyspace.put(db, &key, patched.into(), expires_at_ms);
+            keyspace.mark_raw_string(db, &key);
             Answer::Integer(length)
         }
         RedisOp::GetDel { key } => {

@@ -72,6 +72,12 @@ struct Database {
     by_expiry: BTreeSet<(u64, Key)>,
     /// Sum of key and value lengths of all entries.
     data_bytes: u64,
+    /// The keys whose value APPEND or SETRANGE wrote in place, which Redis
+    /// calls `raw` whatever their bytes (OBJECT ENCODING), until the next
+    /// write of the key. Deterministic (every replica applies the same ops),
+    /// but not in snapshots: a restart from one forgets it, as a Redis
+    /// restart from an RDB file does.
+    raw_strings: BTreeSet<Key>,
 }
 
 impl Database {
@@ -95,6 +101,7 @@ impl Database {
             by_hash,
             by_expiry,
             data_bytes,
+            raw_strings: BTreeSet::new(),
         }
     }
 
@@ -119,6 +126,9 @@ impl Database {
     /// Sets (`Some`) or removes (`None`) an entry and keeps the indexes and
     /// the byte count right. Returns the previous entry, expired or not.
     fn write(&mut self, key: Key, entry: Option<Entry>) -> Option<Entry> {
+        if !self.raw_strings.is_empty() {
+            self.raw_strings.remove(&key);
+        }
         let key_len = key.len() as u64;
         let new_expiry = entry.as_ref().map_or(0, |entry| entry.expires_at_ms);
         if new_expiry != 0 {
@@ -457,6 +467,11 @@ impl State {
     /// The live entry for `key` in database `db` at `now_ms`.
     pub fn get(&self, db: u8, key: &[u8], now_ms: u64) -> Option<&Entry> {
         self.db(db).get(key, now_ms)
+    }
+
+    /// Whether APPEND or SETRANGE last wrote `key`'s value (Redis's `raw`).
+    pub fn is_raw_string(&self, db: u8, key: &[u8]) -> bool {
+        self.db(db).raw_strings.contains(key)
     }
 
     /// Up to `limit` live entries of database `db` with keys starting with
@@ -1020,6 +1035,13 @@ impl Keyspace for RedisView<'_> {
 
     fn key_count(&self, db: u8) -> usize {
         self.state.live_len(db, self.now_ms)
+    }
+
+    fn mark_raw_string(&mut self, db: u8, key: &[u8]) {
+        if let Some((key, _)) = self.state.dbs[usize::from(db)].entries.get_key_value(key) {
+            let key = key.clone();
+            self.state.dbs[usize::from(db)].raw_strings.insert(key);
+        }
     }
 
     fn swap(&mut self, a: u8, b: u8) {

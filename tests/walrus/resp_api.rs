@@ -340,6 +340,39 @@ fn resp_key_commands() {
             "{value}"
         );
     }
+    // APPEND to a value that existed and any SETRANGE that writes make it
+    // `raw`, until the next write; APPEND creating a key stores it as SET.
+    for (commands, expected) in [
+        (&[&["SET", "o", "1"][..], &["APPEND", "o", "2"]][..], "raw"),
+        (
+            &[&["SET", "o", "1"], &["APPEND", "o", "2"], &["INCR", "o"]],
+            "int",
+        ),
+        (&[&["DEL", "o"], &["APPEND", "o", "12"]], "int"),
+        (
+            &[&["SET", "o", "1234"], &["SETRANGE", "o", "1", "3"]],
+            "raw",
+        ),
+        (&[&["SET", "o", "1234"], &["SETRANGE", "o", "1", ""]], "int"),
+        (&[&["DEL", "o"], &["SETRANGE", "o", "0", "7"]], "raw"),
+        (
+            &[
+                &["SET", "o", "1"],
+                &["APPEND", "o", "2"],
+                &["SET", "o", "12"],
+            ],
+            "int",
+        ),
+    ] {
+        for command in commands {
+            call(command);
+        }
+        assert_eq!(
+            call(&["OBJECT", "ENCODING", "o"]),
+            format!("${}\r\n{expected}\r\n", expected.len()),
+            "{commands:?}"
+        );
+    }
     assert_eq!(call(&["OBJECT", "REFCOUNT", "o"]), ":1\r\n");
     assert_eq!(call(&["OBJECT", "ENCODING", "nope"]), "$-1\r\n");
     assert!(

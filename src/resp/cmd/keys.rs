@@ -106,6 +106,7 @@ fn object(shared: &Shared, db: u8, args: &[Bytes]) -> CommandResult {
         return Ok(Reply::Null);
     };
     match subcommand.as_str() {
+        "encoding" if shared.store.state().read().is_raw_string(db, key) => Ok(Reply::text("raw")),
         "encoding" => Ok(Reply::text(string_encoding(&entry.value))),
         "refcount" => Ok(Reply::Integer(1)),
         "idletime" => Err(Reply::err(
@@ -119,8 +120,9 @@ fn object(shared: &Shared, db: u8, args: &[Bytes]) -> CommandResult {
     }
 }
 
-/// What Redis calls a string with these bytes: `int` for the canonical
-/// text of a 64-bit integer, `embstr` up to 44 bytes, `raw` beyond.
+/// What Redis calls a string with these bytes when SET stored it: `int` for
+/// the canonical text of a 64-bit integer, `embstr` up to 44 bytes, `raw`
+/// beyond (APPEND and SETRANGE make any value `raw`: the state notes those).
 fn string_encoding(value: &[u8]) -> &'static str {
     let canonical_integer = value.len() <= 20
         && std::str::from_utf8(value)
