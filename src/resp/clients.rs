@@ -38,6 +38,9 @@ pub struct SessionView<'a> {
     pub watch: usize,
     /// In MONITOR mode (flag `O`; never idle, as a Redis monitor is not).
     pub monitor: bool,
+    /// Channels SUBSCRIBEd and patterns PSUBSCRIBEd (flag `P` when any).
+    pub channels: usize,
+    pub patterns: usize,
 }
 
 /// A connection's buffers after a batch, in bytes.
@@ -70,6 +73,8 @@ pub struct ClientHandle {
     multi: AtomicI64,
     watch: AtomicU64,
     monitor: AtomicBool,
+    channels: AtomicU64,
+    patterns: AtomicU64,
     /// [`Buffers`] after the last batch.
     query: AtomicU64,
     query_capacity: AtomicU64,
@@ -90,6 +95,10 @@ impl ClientHandle {
         self.multi.store(session.multi, Ordering::Relaxed);
         self.watch.store(session.watch as u64, Ordering::Relaxed);
         self.monitor.store(session.monitor, Ordering::Relaxed);
+        self.channels
+            .store(session.channels as u64, Ordering::Relaxed);
+        self.patterns
+            .store(session.patterns as u64, Ordering::Relaxed);
         for (field, bytes) in [
             (&self.query, buffers.query),
             (&self.query_capacity, buffers.query_capacity),
@@ -115,6 +124,12 @@ impl ClientHandle {
             }
             self.wake.notified().await;
         }
+    }
+
+    /// Subscribed to a channel or pattern, as of its last batch (Redis's
+    /// `pubsub` client type).
+    pub fn is_pubsub(&self) -> bool {
+        self.channels.load(Ordering::Relaxed) + self.patterns.load(Ordering::Relaxed) > 0
     }
 
     pub fn is_killed(&self) -> bool {
@@ -170,6 +185,8 @@ impl ClientHandle {
                 multi: self.multi.load(Ordering::Relaxed),
                 watch: self.watch.load(Ordering::Relaxed) as usize,
                 monitor: self.monitor.load(Ordering::Relaxed),
+                channels: self.channels.load(Ordering::Relaxed) as usize,
+                patterns: self.patterns.load(Ordering::Relaxed) as usize,
             },
             None,
         )
@@ -194,16 +211,22 @@ impl ClientHandle {
         let reply_capacity = self.reply_capacity.load(Ordering::Relaxed);
         let library = self.library.lock();
         format!(
-            "id={} addr={} laddr={} fd=-1 name={name} age={age} idle={} flags={} db={} sub=0 \
-             psub=0 ssub=0 multi={} watch={} qbuf={query} qbuf-free={} argv-mem=0 multi-mem=0 \
+            "id={} addr={} laddr={} fd=-1 name={name} age={age} idle={} flags={} db={} sub={} \
+             psub={} ssub=0 multi={} watch={} qbuf={query} qbuf-free={} argv-mem=0 multi-mem=0 \
              rbs={query_capacity} rbp={query_capacity} obl=0 oll=0 omem=0 tot-mem={} events=r \
              cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
             self.id,
             self.addr,
             self.laddr,
             idle_seconds,
-            if session.monitor { "O" } else { "N" },
+            match (session.monitor, session.channels + session.patterns) {
+                (true, _) => "O",
+                (false, 0) => "N",
+                (false, _) => "P",
+            },
             session.db,
+            session.channels,
+            session.patterns,
             session.multi,
             session.watch,
             query_capacity.saturating_sub(query),
@@ -230,6 +253,8 @@ pub struct KillFilter {
     pub skip: Option<u64>,
     /// Only connections open at least this many seconds.
     pub max_age: Option<u64>,
+    /// TYPE: only Pub/Sub clients (`Some(true)`), or only the others.
+    pub pubsub: Option<bool>,
 }
 
 impl KillFilter {
@@ -244,6 +269,9 @@ impl KillFilter {
             && self
                 .max_age
                 .is_none_or(|age| client.connected.elapsed().as_secs() >= age)
+            && self
+                .pubsub
+                .is_none_or(|pubsub| pubsub == client.is_pubsub())
     }
 }
 
@@ -270,6 +298,8 @@ impl Clients {
             multi: AtomicI64::new(-1),
             watch: AtomicU64::new(0),
             monitor: AtomicBool::new(false),
+            channels: AtomicU64::new(0),
+            patterns: AtomicU64::new(0),
             query: AtomicU64::new(0),
             query_capacity: AtomicU64::new(0),
             reply_capacity: AtomicU64::new(0),
@@ -347,6 +377,8 @@ mod tests {
             multi: -1,
             watch: 0,
             monitor: false,
+            channels: 0,
+            patterns: 0,
         }
     }
 

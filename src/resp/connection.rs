@@ -150,13 +150,16 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             read = stream.read_buf(&mut input) => Ok(read),
             _ = shutdown.wait_for(|&stop| stop) => break,
             () = client.killed() => break,
-            lines = monitor_lines(&mut session.monitor) => Err(lines),
+            open = pushes(&mut session.inbox, session.protocol, &mut output) => Err(open),
         };
         let read = match read {
             Ok(read) => read,
-            // MONITOR's lines go out between requests; a cut-off feed ends
-            // the connection.
-            Err(Some(lines)) if stream.write_all(&lines).await.is_ok() => continue,
+            // MONITOR lines and messages go out between requests; a
+            // connection cut off for falling behind them closes.
+            Err(true) if stream.write_all(&output).await.is_ok() => {
+                output.clear();
+                continue;
+            }
             Err(_) => break,
         };
         if !matches!(read, Ok(count) if count > 0) {
@@ -187,16 +190,31 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             output = BytesMut::with_capacity(16 << 10);
         }
     }
+    session.leave_pushes(shared);
     let _ = stream.shutdown().await;
 }
 
-/// The next lines for a connection in MONITOR mode; never resolves for
-/// one that is not.
-async fn monitor_lines(feed: &mut Option<super::monitor::MonitorFeed>) -> Option<BytesMut> {
-    match feed {
-        Some(feed) => feed.next_lines().await,
+/// Waits for pushes to a connection that has any coming and encodes them
+/// into `out` (false once it was cut off); never resolves for one that has
+/// none.
+async fn pushes(
+    inbox: &mut Option<super::push::Inbox>,
+    protocol: super::Protocol,
+    out: &mut BytesMut,
+) -> bool {
+    match inbox {
+        Some(inbox) => inbox.next(protocol, out).await,
         None => std::future::pending().await,
     }
+}
+
+/// Encodes the pushes queued for this connection now; false if it was cut off.
+fn drain_pushes(session: &mut Session, output: &mut BytesMut) -> bool {
+    let protocol = session.protocol;
+    session
+        .inbox
+        .as_mut()
+        .is_none_or(|inbox| inbox.drain(protocol, output))
 }
 
 /// Replies buffered beyond this are sent before the batch ends (only between
@@ -358,8 +376,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                             continue;
                         }
                     }
+                    // Pushes queued before the command go out before its
+                    // reply; a PUBLISH's own message to this connection goes
+                    // before its reply too, as in Redis.
+                    if !drain_pushes(session, output) {
+                        return false;
+                    }
                     let was_authenticated = session.authenticated;
                     let reply = cmd::execute(session, shared, spec, &counted.args).await;
+                    if spec.name == "publish" && !drain_pushes(session, output) {
+                        return false;
+                    }
                     if session.hang_up {
                         return false;
                     }

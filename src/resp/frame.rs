@@ -337,6 +337,12 @@ pub enum Reply {
     Double(f64),
     /// RESP3 `#t`/`#f`; an integer 1/0 in RESP2.
     Boolean(bool),
+    /// RESP3 `>`: out-of-band data (a Pub/Sub message or confirmation); an
+    /// array in RESP2.
+    Push(Vec<Reply>),
+    /// Several replies in turn, for one request (SUBSCRIBE confirms each
+    /// channel separately).
+    Sequence(Vec<Reply>),
 }
 
 /// The protocol a connection speaks: 2 by default, 3 after `HELLO 3`.
@@ -441,10 +447,20 @@ impl Reply {
             }
             Reply::Null => out.put_slice(b"$-1\r\n"),
             Reply::NullArray => out.put_slice(b"*-1\r\n"),
-            Reply::Array(items) => {
-                line(out, b'*', items.len().to_string().as_bytes());
+            Reply::Array(items) | Reply::Push(items) => {
+                let kind = if resp3 && matches!(self, Reply::Push(_)) {
+                    b'>'
+                } else {
+                    b'*'
+                };
+                line(out, kind, items.len().to_string().as_bytes());
                 for item in items {
                     item.encode_as(protocol, out);
+                }
+            }
+            Reply::Sequence(replies) => {
+                for reply in replies {
+                    reply.encode_as(protocol, out);
                 }
             }
         }

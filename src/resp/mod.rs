@@ -7,7 +7,8 @@
 //! request into store commands and a reply (one file per command family);
 //! `frame` parses requests and encodes replies. Beside them: `clients` (the
 //! open connections, for CLIENT LIST and KILL), `stats` (per-command
-//! counters and latency), `slowlog` and `monitor` (MONITOR's feed).
+//! counters and latency), `slowlog`, and what is pushed to connections: `push`
+//! (each one's bounded queue), `monitor` (MONITOR) and `pubsub`.
 //!
 //! Durability is the store's: a reply to a write leaves only after the write is
 //! durable. Pipelined writes are submitted together, so they share a sync.
@@ -17,6 +18,8 @@ mod cmd;
 mod connection;
 pub mod frame;
 mod monitor;
+mod pubsub;
+mod push;
 mod slowlog;
 mod stats;
 
@@ -172,6 +175,8 @@ pub struct Shared {
     pub sweep: Arc<SweepStats>,
     /// The connections in MONITOR mode, fed every command run.
     pub monitors: monitor::Monitors,
+    /// The Pub/Sub channels and patterns, with their subscribers.
+    pub pubsub: pubsub::PubSub,
 }
 
 /// How often idle clients are looked for (Redis checks about as often).
@@ -249,6 +254,7 @@ pub async fn serve_resp(
         slowlog: slowlog::SlowLog::default(),
         stop_requested,
         monitors: monitor::Monitors::default(),
+        pubsub: pubsub::PubSub::default(),
     });
     tokio::spawn(disconnect_idle_clients(shared.clone(), shutdown.clone()));
     // Clients past `maxclients` are accepted to be told so (as Redis does)

@@ -9,61 +9,24 @@
 //! flag) are never shown, and passwords (AUTH, HELLO … AUTH) are replaced by
 //! `(redacted)`.
 //!
-//! Invariants: while no one monitors, feeding costs one relaxed load. Each
-//! monitor's queue is bounded in bytes: a monitor that reads slower than the
-//! server runs commands is cut off (its feed ends and its connection
-//! closes) rather than slowing the commands or growing without bound.
+//! Invariants: while no one monitors, feeding costs one relaxed load. Lines
+//! go through each monitor's push queue ([`super::push`]), bounded in bytes:
+//! a monitor that falls behind is cut off, never slowing the commands.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use parking_lot::Mutex;
-use tokio::sync::mpsc;
 
-/// Lines a monitor may have queued, in bytes, before it is cut off.
-pub const MONITOR_QUEUE_LIMIT: usize = 32 << 20;
+use super::push::{Outbox, Push};
 
 /// The connections in MONITOR mode.
 #[derive(Debug, Default)]
 pub struct Monitors {
-    /// `sinks.len()`, read without the lock.
+    /// `monitors.len()`, read without the lock.
     watching: AtomicUsize,
-    sinks: Mutex<Vec<Sink>>,
-    queue_limit: Option<usize>,
-}
-
-#[derive(Debug)]
-struct Sink {
-    lines: mpsc::UnboundedSender<Bytes>,
-    queued: Arc<AtomicUsize>,
-}
-
-/// One monitor's end: the lines fed since it subscribed, in order.
-#[derive(Debug)]
-pub struct MonitorFeed {
-    lines: mpsc::UnboundedReceiver<Bytes>,
-    queued: Arc<AtomicUsize>,
-}
-
-impl MonitorFeed {
-    /// Waits for the next lines and takes every one queued, as one buffer;
-    /// `None` once the feed was cut off.
-    pub async fn next_lines(&mut self) -> Option<BytesMut> {
-        let first = self.lines.recv().await?;
-        let mut batch = BytesMut::from(&first[..]);
-        let mut taken = first.len();
-        while batch.len() < 1 << 20 {
-            let Ok(line) = self.lines.try_recv() else {
-                break;
-            };
-            taken += line.len();
-            batch.extend_from_slice(&line);
-        }
-        self.queued.fetch_sub(taken, Ordering::Relaxed);
-        Some(batch)
-    }
+    monitors: Mutex<Vec<Outbox>>,
 }
 
 /// What a command's feed needs to know of the connection that ran it.
@@ -75,25 +38,19 @@ pub struct Origin<'a> {
 }
 
 impl Monitors {
-    /// Monitors whose queues hold at most `limit` bytes (tests use a small one).
-    pub fn with_queue_limit(limit: usize) -> Monitors {
-        Monitors {
-            queue_limit: Some(limit),
-            ..Monitors::default()
-        }
+    /// Sends every command fed from now on to `outbox`.
+    pub fn subscribe(&self, outbox: Outbox) {
+        let mut monitors = self.monitors.lock();
+        monitors.retain(|monitor| monitor.id != outbox.id);
+        monitors.push(outbox);
+        self.watching.store(monitors.len(), Ordering::Relaxed);
     }
 
-    /// Starts a feed: every command fed from now on.
-    pub fn subscribe(&self) -> MonitorFeed {
-        let (sender, lines) = mpsc::unbounded_channel();
-        let queued = Arc::new(AtomicUsize::new(0));
-        let mut sinks = self.sinks.lock();
-        sinks.push(Sink {
-            lines: sender,
-            queued: queued.clone(),
-        });
-        self.watching.store(sinks.len(), Ordering::Relaxed);
-        MonitorFeed { lines, queued }
+    /// Stops feeding client `id` (RESET, or its connection closed).
+    pub fn unsubscribe(&self, id: u64) {
+        let mut monitors = self.monitors.lock();
+        monitors.retain(|monitor| monitor.id != id);
+        self.watching.store(monitors.len(), Ordering::Relaxed);
     }
 
     pub fn is_watched(&self) -> bool {
@@ -107,20 +64,9 @@ impl Monitors {
             return;
         }
         let line = format_line(SystemTime::now(), origin, args);
-        let limit = self.queue_limit.unwrap_or(MONITOR_QUEUE_LIMIT);
-        let mut sinks = self.sinks.lock();
-        sinks.retain(|sink| {
-            if sink.queued.load(Ordering::Relaxed) + line.len() > limit {
-                tracing::warn!(
-                    limit,
-                    "a MONITOR client fell too far behind; closing its connection"
-                );
-                return false;
-            }
-            sink.queued.fetch_add(line.len(), Ordering::Relaxed);
-            sink.lines.send(line.clone()).is_ok()
-        });
-        self.watching.store(sinks.len(), Ordering::Relaxed);
+        let mut monitors = self.monitors.lock();
+        monitors.retain(|monitor| monitor.offer(Push::Line(line.clone())));
+        self.watching.store(monitors.len(), Ordering::Relaxed);
     }
 }
 
@@ -214,6 +160,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::resp::frame::Protocol;
+    use crate::resp::push;
 
     fn args(words: &[&[u8]]) -> Vec<Bytes> {
         words
@@ -253,38 +201,26 @@ mod tests {
     async fn feeds_every_monitor_but_never_admin_commands() {
         let monitors = Monitors::default();
         assert!(!monitors.is_watched());
-        let mut first = monitors.subscribe();
-        let mut second = monitors.subscribe();
+        let (first, mut first_inbox) = push::queue(1, 1 << 20);
+        let (second, mut second_inbox) = push::queue(2, 1 << 20);
+        monitors.subscribe(first);
+        monitors.subscribe(second);
         monitors.feed(ORIGIN, &args(&[b"config", b"get", b"*"]));
         monitors.feed(ORIGIN, &args(&[b"CLIENT", b"LIST"]));
         monitors.feed(ORIGIN, &args(&[b"client", b"setname", b"x"]));
         monitors.feed(ORIGIN, &args(&[b"get", b"k"]));
-        for feed in [&mut first, &mut second] {
-            let lines = feed.next_lines().await.expect("lines");
+        for inbox in [&mut first_inbox, &mut second_inbox] {
+            let mut lines = BytesMut::new();
+            assert!(inbox.next(Protocol::Resp3, &mut lines).await);
             let text = String::from_utf8_lossy(&lines).into_owned();
             assert_eq!(text.lines().count(), 2, "{text}");
             assert!(text.contains("\"client\" \"setname\" \"x\"\r\n"), "{text}");
             assert!(text.ends_with("\"get\" \"k\"\r\n"), "{text}");
-            assert_eq!(feed.queued.load(Ordering::Relaxed), 0);
         }
-        drop(first);
-        monitors.feed(ORIGIN, &args(&[b"ping"]));
+        monitors.unsubscribe(1);
         assert!(monitors.is_watched());
-        drop(second);
+        drop(second_inbox);
         monitors.feed(ORIGIN, &args(&[b"ping"]));
-        assert!(!monitors.is_watched(), "a closed feed is dropped");
-    }
-
-    #[tokio::test]
-    async fn a_monitor_that_falls_behind_is_cut_off_after_what_it_was_sent() {
-        let monitors = Monitors::with_queue_limit(200);
-        let mut slow = monitors.subscribe();
-        for _ in 0..10 {
-            monitors.feed(ORIGIN, &args(&[b"set", b"key", b"value"]));
-        }
-        assert!(!monitors.is_watched());
-        let lines = slow.next_lines().await.expect("the lines before the cut");
-        assert!(lines.len() <= 200 && !lines.is_empty());
-        assert!(slow.next_lines().await.is_none(), "then the feed ends");
+        assert!(!monitors.is_watched(), "a closed connection is dropped");
     }
 }

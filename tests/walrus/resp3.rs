@@ -101,6 +101,25 @@ assert newest['client_address'].startswith(b'127.0.0.1:'), newest
 assert r.slowlog_len() >= 2
 assert r.role() == [b'master', 0, []], r.role()
 assert r.wait(0, 0) == 0
+# Pub/Sub as redis-py drives it (RESP3 pushes), a channel and a pattern.
+p = r.pubsub()
+p.subscribe('news')
+p.psubscribe('sport.*')
+assert p.get_message(timeout=5)['type'] == 'subscribe'
+assert p.get_message(timeout=5)['type'] == 'psubscribe'
+assert r.publish('news', 'hello') == 1
+assert r.publish('sport.ski', 'snow') == 1
+m = p.get_message(timeout=5)
+assert (m['type'], m['channel'], m['data']) == ('message', b'news', b'hello'), m
+m = p.get_message(timeout=5)
+assert (m['type'], m['pattern'], m['channel'], m['data']) == ('pmessage', b'sport.*', b'sport.ski', b'snow'), m
+assert r.pubsub_numsub('news') == [(b'news', 1)]
+p.close()
+# MONITOR as redis-py reads it.
+with r.monitor() as m:
+    r.set('watched', 'x')
+    seen = m.next_command()
+    assert seen['command'] == 'SET watched x', seen
 # SHUTDOWN closes the connection without a reply, which redis-py reads as
 # success (a reply would make it raise).
 r.shutdown(nosave=True)

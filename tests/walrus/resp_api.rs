@@ -1382,3 +1382,113 @@ fn monitor_streams_each_command_that_ran_with_passwords_redacted() {
     assert_eq!(monitor.call(&["RESET"]), "+RESET\r\n");
     assert_eq!(monitor.call(&["GET", "k"]), "$6\r\na \"b\"\n\r\n");
 }
+
+#[test]
+fn pubsub_delivers_to_channels_and_patterns_in_resp2_and_resp3() {
+    let (server, _dir) = Server::start_resp(&[]);
+    let mut subscriber = RawResp::connect(server.resp_address());
+    let mut publisher = RawResp::connect(server.resp_address());
+
+    // RESP2: one confirmation per channel, then only the subscription
+    // commands, PING, QUIT and RESET.
+    subscriber.send(&[b"SUBSCRIBE", b"a", b"b"]);
+    assert_eq!(
+        subscriber.reply().as_deref(),
+        Some("*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n")
+    );
+    assert_eq!(
+        subscriber.reply().as_deref(),
+        Some("*3\r\n$9\r\nsubscribe\r\n$1\r\nb\r\n:2\r\n")
+    );
+    assert!(
+        subscriber
+            .call(&["GET", "k"])
+            .starts_with("-ERR Can't execute 'get'")
+    );
+    assert_eq!(subscriber.call(&["PING"]), "*2\r\n$4\r\npong\r\n$0\r\n\r\n");
+    assert_eq!(
+        subscriber.call(&["PSUBSCRIBE", "a*"]),
+        "*3\r\n$10\r\npsubscribe\r\n$2\r\na*\r\n:3\r\n"
+    );
+    assert_eq!(publisher.call(&["PUBLISH", "a", "hi"]), ":2\r\n");
+    assert_eq!(publisher.call(&["PUBLISH", "nobody", "hi"]), ":0\r\n");
+    assert_eq!(
+        subscriber.reply().as_deref(),
+        Some("*3\r\n$7\r\nmessage\r\n$1\r\na\r\n$2\r\nhi\r\n")
+    );
+    assert_eq!(
+        subscriber.reply().as_deref(),
+        Some("*4\r\n$8\r\npmessage\r\n$2\r\na*\r\n$1\r\na\r\n$2\r\nhi\r\n")
+    );
+    assert_eq!(
+        publisher.call(&["PUBSUB", "CHANNELS"]),
+        "*2\r\n$1\r\na\r\n$1\r\nb\r\n"
+    );
+    assert_eq!(
+        publisher.call(&["PUBSUB", "NUMSUB", "a", "z"]),
+        "*4\r\n$1\r\na\r\n:1\r\n$1\r\nz\r\n:0\r\n"
+    );
+    assert_eq!(publisher.call(&["PUBSUB", "NUMPAT"]), ":1\r\n");
+    let list = publisher.call(&["CLIENT", "LIST"]);
+    assert!(list.contains("flags=P db=0 sub=2 psub=1"), "{list}");
+    let pubsub_clients = publisher.call(&["CLIENT", "LIST", "TYPE", "pubsub"]);
+    assert_eq!(pubsub_clients.matches("id=").count(), 1, "{pubsub_clients}");
+    let normal_clients = publisher.call(&["CLIENT", "LIST", "TYPE", "normal"]);
+    assert_eq!(
+        normal_clients.matches("flags=P").count(),
+        0,
+        "{normal_clients}"
+    );
+    let info = publisher.call(&["INFO", "stats"]);
+    assert!(
+        info.contains("pubsub_channels:2\r\npubsub_patterns:1"),
+        "{info}"
+    );
+
+    // UNSUBSCRIBE without channels ends them all; with none left, any command.
+    subscriber.send(&[b"UNSUBSCRIBE"]);
+    assert_eq!(
+        subscriber.reply().as_deref(),
+        Some("*3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:2\r\n")
+    );
+    assert_eq!(
+        subscriber.reply().as_deref(),
+        Some("*3\r\n$11\r\nunsubscribe\r\n$1\r\nb\r\n:1\r\n")
+    );
+    assert_eq!(
+        subscriber.call(&["PUNSUBSCRIBE"]),
+        "*3\r\n$12\r\npunsubscribe\r\n$2\r\na*\r\n:0\r\n"
+    );
+    assert_eq!(
+        subscriber.call(&["UNSUBSCRIBE"]),
+        "*3\r\n$11\r\nunsubscribe\r\n$-1\r\n:0\r\n"
+    );
+    assert_eq!(subscriber.call(&["GET", "k"]), "$-1\r\n");
+    assert_eq!(publisher.call(&["PUBLISH", "a", "hi"]), ":0\r\n");
+
+    // RESP3: pushes, any command meanwhile, and a message to oneself comes
+    // before PUBLISH's reply.
+    assert!(subscriber.call(&["HELLO", "3"]).starts_with('%'));
+    assert_eq!(
+        subscriber.call(&["SUBSCRIBE", "c"]),
+        ">3\r\n$9\r\nsubscribe\r\n$1\r\nc\r\n:1\r\n"
+    );
+    assert_eq!(subscriber.call(&["SET", "k", "v"]), "+OK\r\n");
+    assert_eq!(
+        subscriber.call(&["PUBLISH", "c", "me"]),
+        ">3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$2\r\nme\r\n"
+    );
+    assert_eq!(subscriber.reply().as_deref(), Some(":1\r\n"));
+
+    // A closed connection's subscriptions go with it.
+    drop(subscriber);
+    let mut gone = false;
+    for _ in 0..200 {
+        if publisher.call(&["PUBSUB", "NUMSUB", "c"]) == "*2\r\n$1\r\nc\r\n:0\r\n" {
+            gone = true;
+            break;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    assert!(gone, "the closed subscriber is forgotten");
+}

@@ -68,7 +68,7 @@ impl RawResp {
                     text.push_str(&String::from_utf8_lossy(&data));
                 }
             }
-            b'*' | b'~' => {
+            b'*' | b'~' | b'>' => {
                 let count: i64 = body[1..].parse().ok()?;
                 for _ in 0..count.max(0) {
                     text.push_str(&self.reply()?);

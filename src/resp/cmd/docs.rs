@@ -295,6 +295,49 @@ const DOCS: &[Doc] = &[
         "server",
         O1,
     ),
+    // Pub/Sub.
+    doc(
+        "subscribe",
+        "Listens for messages published to the given channels.",
+        "2.0.0",
+        "pubsub",
+        "O(N) where N is the number of channels to subscribe to.",
+    ),
+    doc(
+        "unsubscribe",
+        "Stops listening to messages posted to channels (all of them when none is given).",
+        "2.0.0",
+        "pubsub",
+        "O(N) where N is the number of channels to unsubscribe.",
+    ),
+    doc(
+        "psubscribe",
+        "Listens for messages published to channels that match the given patterns.",
+        "2.0.0",
+        "pubsub",
+        "O(N) where N is the number of patterns to subscribe to.",
+    ),
+    doc(
+        "punsubscribe",
+        "Stops listening to messages published to channels that match the patterns (all when none is given).",
+        "2.0.0",
+        "pubsub",
+        "O(N) where N is the number of patterns to unsubscribe.",
+    ),
+    doc(
+        "publish",
+        "Posts a message to a channel: every connection to this node subscribed to it, or to a matching pattern, receives it; answers how many did.",
+        "2.0.0",
+        "pubsub",
+        "O(N+M) where N is the number of clients subscribed to the receiving channel and M is the total number of subscribed patterns.",
+    ),
+    doc(
+        "pubsub",
+        "Shows the active channels (CHANNELS), subscribers per channel (NUMSUB) and the pattern count (NUMPAT).",
+        "2.8.0",
+        "pubsub",
+        "O(N) where N is the number of active channels.",
+    ),
     // Transactions.
     doc(
         "multi",

@@ -6,7 +6,7 @@
 //! the connection submits without waiting (so pipelined writes share a group
 //! commit); anything else goes to [`execute`], which hands it to its family:
 //! `server` (connection and server commands), `diagnostics` (SLOWLOG,
-//! LATENCY, ROLE, WAIT), `txn`, `keys`, `strings`.
+//! LATENCY, ROLE, WAIT), `txn`, `pubsub`, `keys`, `strings`.
 //!
 //! Key commands are parsed by `ops` into ops of the state machine: a write
 //! (SET, INCR, APPEND, EXPIRE, RENAME…) is logged as that op and computed
@@ -19,20 +19,24 @@ mod diagnostics;
 mod docs;
 mod keys;
 mod ops;
+mod pubsub;
 mod server;
 mod strings;
 mod txn;
 mod util;
 
+use std::collections::BTreeSet;
+
 use bytes::Bytes;
 
 use super::Shared;
 use super::frame::Reply;
+use super::push::{Inbox, Outbox};
 use crate::error::Error;
 use crate::store::redis_op::{self, Keyspace, RedisCommand, RedisOp, SetExpiry};
 use crate::store::{Command, Entry, Guard, Op, Outcome};
 
-pub use util::store_error;
+pub use util::{glob_match, store_error};
 
 /// Per-connection state.
 #[derive(Debug)]
@@ -69,8 +73,16 @@ pub struct Session {
     skip_next_reply: bool,
     /// The command being served gets no reply (the one after SKIP).
     skip_this_reply: bool,
-    /// MONITOR: the lines of every command run, sent between requests.
-    pub monitor: Option<crate::resp::monitor::MonitorFeed>,
+    /// MONITOR mode: every command run is pushed to this connection.
+    pub monitoring: bool,
+    /// SUBSCRIBEd channels and PSUBSCRIBEd patterns.
+    pub channels: BTreeSet<Bytes>,
+    pub patterns: BTreeSet<Bytes>,
+    /// What other connections push to this one (MONITOR lines, messages),
+    /// made on the first MONITOR or SUBSCRIBE: the end they send to, and the
+    /// end the connection reads between requests.
+    outbox: Option<Outbox>,
+    pub inbox: Option<Inbox>,
 }
 
 impl Session {
@@ -86,7 +98,9 @@ impl Session {
                 .as_ref()
                 .map_or(-1, |transaction| transaction.queued.len() as i64),
             watch: self.watched.len(),
-            monitor: self.monitor.is_some(),
+            monitor: self.monitoring,
+            channels: self.channels.len(),
+            patterns: self.patterns.len(),
         }
     }
 
@@ -108,7 +122,46 @@ impl Session {
             replies_off: false,
             skip_next_reply: false,
             skip_this_reply: false,
-            monitor: None,
+            monitoring: false,
+            channels: BTreeSet::new(),
+            patterns: BTreeSet::new(),
+            outbox: None,
+            inbox: None,
+        }
+    }
+
+    /// The end other connections push to this one through, made on first use.
+    pub fn outbox(&mut self) -> Outbox {
+        if let Some(outbox) = &self.outbox {
+            return outbox.clone();
+        }
+        let (outbox, inbox) =
+            crate::resp::push::queue(self.id, crate::resp::push::PUSH_QUEUE_LIMIT);
+        self.outbox = Some(outbox.clone());
+        self.inbox = Some(inbox);
+        outbox
+    }
+
+    /// Subscribed to a channel or pattern: in RESP2, only the subscription
+    /// commands, PING, QUIT and RESET may run (Redis's subscribed mode).
+    pub fn is_subscribed(&self) -> bool {
+        !self.channels.is_empty() || !self.patterns.is_empty()
+    }
+
+    /// Ends every subscription and MONITOR (RESET, or the connection closed).
+    pub fn leave_pushes(&mut self, shared: &Shared) {
+        for channel in std::mem::take(&mut self.channels) {
+            shared
+                .pubsub
+                .unsubscribe(crate::resp::pubsub::Kind::Channel, &channel, self.id);
+        }
+        for pattern in std::mem::take(&mut self.patterns) {
+            shared
+                .pubsub
+                .unsubscribe(crate::resp::pubsub::Kind::Pattern, &pattern, self.id);
+        }
+        if std::mem::take(&mut self.monitoring) {
+            shared.monitors.unsubscribe(self.id);
         }
     }
 
@@ -244,6 +297,13 @@ pub const SPECS: &[Spec] = &[
     spec("role", 1, false, NO_KEYS),
     spec("wait", 3, false, NO_KEYS),
     spec("monitor", 1, false, NO_KEYS),
+    // Pub/Sub.
+    spec("subscribe", -2, false, NO_KEYS),
+    spec("unsubscribe", -1, false, NO_KEYS),
+    spec("psubscribe", -2, false, NO_KEYS),
+    spec("punsubscribe", -1, false, NO_KEYS),
+    spec("publish", 3, false, NO_KEYS),
+    spec("pubsub", -2, false, NO_KEYS),
     // Transactions.
     spec("multi", 1, false, NO_KEYS),
     spec("exec", 1, false, NO_KEYS),
@@ -465,8 +525,18 @@ pub fn plan(session: &mut Session, shared: &Shared, args: &[Bytes]) -> Plan {
     };
     session.last_command = spec.name;
     // As a Redis monitor is flagged a replica, it may not touch keys.
-    if session.monitor.is_some() && (spec.write || reads_keys(spec)) {
+    if session.monitoring && (spec.write || reads_keys(spec)) {
         return Plan::Refused(Reply::err("Replica can't interact with the keyspace"));
+    }
+    if session.protocol == crate::resp::Protocol::Resp2
+        && session.is_subscribed()
+        && !pubsub::allowed_while_subscribed(spec.name)
+    {
+        return Plan::Refused(Reply::err(format!(
+            "Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET \
+             are allowed in this context",
+            spec.name
+        )));
     }
     match ops::parse(spec.name, args, session.db, op_limits(shared)) {
         Some(Err(reply)) => Plan::Reply(reply),
@@ -635,6 +705,7 @@ pub fn looks_like_http(args: &[Bytes]) -> bool {
 pub fn reads_keys(spec: &Spec) -> bool {
     !server::handles(spec.name)
         && !diagnostics::handles(spec.name)
+        && !pubsub::handles(spec.name)
         && !matches!(spec.name, "multi" | "exec" | "discard" | "unwatch")
 }
 
@@ -649,6 +720,7 @@ pub async fn execute(
         name if server::handles(name) => server::run(session, shared, name, args).await,
         name if diagnostics::handles(name) => diagnostics::run(shared, name, args).await,
         name if txn::handles(name) => txn::run(session, shared, name, args).await,
+        name if pubsub::handles(name) => pubsub::run(session, shared, name, args),
         name if keys::handles(name) => keys::run(shared, session.db, name, args).await,
         name => strings::run(shared, session.db, name, args).await,
     };

@@ -61,6 +61,15 @@ pub async fn run(
     args: &[Bytes],
 ) -> CommandResult {
     match name {
+        // In RESP2's subscribed mode a reply is a message-like array, as in Redis.
+        "ping" if session.is_subscribed() && session.protocol == Protocol::Resp2 => match args {
+            [_] => Ok(Reply::Array(vec![Reply::text("pong"), Reply::text("")])),
+            [_, message] => Ok(Reply::Array(vec![
+                Reply::text("pong"),
+                Reply::Bulk(message.clone()),
+            ])),
+            _ => Err(wrong_arity("ping")),
+        },
         "ping" => match args {
             [_] => Ok(Reply::Simple("PONG")),
             [_, message] => Ok(Reply::Bulk(message.clone())),
@@ -81,8 +90,9 @@ pub async fn run(
         }
         "shutdown" => shutdown(session, shared, &args[1..]).await,
         "monitor" => {
-            if session.monitor.is_none() {
-                session.monitor = Some(shared.monitors.subscribe());
+            if !session.monitoring {
+                session.monitoring = true;
+                shared.monitors.subscribe(session.outbox());
             }
             Ok(Reply::ok())
         }
@@ -170,7 +180,7 @@ fn reset(session: &mut Session, shared: &Shared) {
     session.protocol = Protocol::Resp2;
     session.consistency = Consistency::Linearizable;
     session.authenticated = shared.config.auth_token.is_none();
-    session.monitor = None;
+    session.leave_pushes(shared);
     let _ = session.set_reply_mode(b"on");
 }
 
@@ -469,15 +479,17 @@ fn encoded_request_len(request: &[Bytes]) -> usize {
 fn client_list(session: &Session, shared: &Shared, request: &[Bytes]) -> CommandResult {
     let args = &request[2..];
     let mut ids: Option<Vec<u64>> = None;
+    let mut pubsub: Option<bool> = None;
     let mut index = 0;
     while index < args.len() {
         match args[index].to_ascii_lowercase().as_slice() {
             b"type" => {
                 let kind = args.get(index + 1).ok_or_else(syntax_error)?;
                 match kind.to_ascii_lowercase().as_slice() {
-                    // Every walrus connection is a normal client.
-                    b"normal" => {}
-                    b"master" | b"replica" | b"slave" | b"pubsub" => ids = Some(Vec::new()),
+                    // A walrus connection is a normal client or a Pub/Sub one.
+                    b"normal" => pubsub = Some(false),
+                    b"pubsub" => pubsub = Some(true),
+                    b"master" | b"replica" | b"slave" => ids = Some(Vec::new()),
                     _ => {
                         return Err(Reply::err(format!(
                             "Unknown client type '{}'",
@@ -507,6 +519,9 @@ fn client_list(session: &Session, shared: &Shared, request: &[Bytes]) -> Command
     }
     let mut text = String::new();
     for client in shared.clients.list(ids.as_deref()) {
+        if pubsub.is_some_and(|pubsub| pubsub != client.is_pubsub()) {
+            continue;
+        }
         let line = match client.id == session.id {
             true => own_line(session, &client, "client|list", request),
             false => client.list_line(),
@@ -564,9 +579,9 @@ fn client_kill(session: &Session, shared: &Shared, args: &[Bytes]) -> CommandRes
             b"user" if value == "default" => {}
             b"user" => return Err(Reply::err(format!("No such user '{value}'"))),
             b"type" => match value.to_ascii_lowercase().as_str() {
-                // Every walrus connection is a normal client.
-                "normal" => {}
-                "master" | "replica" | "slave" | "pubsub" => return Ok(Reply::Integer(0)),
+                "normal" => filter.pubsub = Some(false),
+                "pubsub" => filter.pubsub = Some(true),
+                "master" | "replica" | "slave" => return Ok(Reply::Integer(0)),
                 _ => return Err(Reply::err(format!("Unknown client type '{value}'"))),
             },
             _ => return Err(syntax_error()),
@@ -681,6 +696,7 @@ fn acl_categories(spec: &Spec) -> Vec<&'static str> {
         Some("generic") => "keyspace",
         Some("connection") => "connection",
         Some("transactions") => "transaction",
+        Some("pubsub") => "pubsub",
         Some("server") => "admin",
         _ => return categories,
     };
@@ -941,12 +957,15 @@ fn info(shared: &Shared, sections: &[Bytes]) -> String {
         let _ = write!(
             text,
             "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
-             total_error_replies:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:0\r\n\r\n",
+             total_error_replies:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:0\r\n\
+             pubsub_channels:{}\r\npubsub_patterns:{}\r\npubsubshard_channels:0\r\n\r\n",
             stats.total_connections.load(Ordering::Relaxed),
             stats.total_commands.load(Ordering::Relaxed),
             stats.commands.total_errors(),
             stats.rejected_connections.load(Ordering::Relaxed),
-            shared.sweep.expired_keys.load(Ordering::Relaxed)
+            shared.sweep.expired_keys.load(Ordering::Relaxed),
+            shared.pubsub.channel_count(),
+            shared.pubsub.pattern_count()
         );
     }
     if wanted("replication") {

@@ -259,6 +259,13 @@ async fn exec(session: &mut Session, shared: &Shared) -> CommandResult {
             QueuedKind::Local if spec.name == "monitor" => {
                 Reply::err("MONITOR isn't allowed for DENY BLOCKING client")
             }
+            // Their replies are a sequence, not one item of EXEC's array.
+            QueuedKind::Local if super::pubsub::changes_subscriptions(spec.name) => {
+                Reply::err(format!(
+                    "walrus does not run {} inside a transaction",
+                    spec.name.to_ascii_uppercase()
+                ))
+            }
             QueuedKind::Local => Box::pin(super::execute(session, shared, spec, &args)).await,
         };
         // Counted and shown to monitors as it runs, as Redis does with a

@@ -1,0 +1,169 @@
+//! SUBSCRIBE, UNSUBSCRIBE, PSUBSCRIBE, PUNSUBSCRIBE, PUBLISH and PUBSUB, with
+//! Redis's replies: one confirmation per channel or pattern (a push in
+//! RESP3, an array in RESP2), each with the connection's subscription count.
+//! The registry itself is [`crate::resp::pubsub`].
+
+use bytes::Bytes;
+
+use super::super::Shared;
+use super::super::frame::Reply;
+use super::super::pubsub::Kind;
+use super::{CommandResult, Session, wrong_arity};
+
+pub fn handles(name: &str) -> bool {
+    matches!(
+        name,
+        "subscribe" | "unsubscribe" | "psubscribe" | "punsubscribe" | "publish" | "pubsub"
+    )
+}
+
+/// The commands that answer with one reply per channel or pattern.
+pub fn changes_subscriptions(name: &str) -> bool {
+    matches!(
+        name,
+        "subscribe" | "unsubscribe" | "psubscribe" | "punsubscribe"
+    )
+}
+
+/// What a RESP2 connection may run while subscribed.
+pub fn allowed_while_subscribed(name: &str) -> bool {
+    changes_subscriptions(name) || matches!(name, "ping" | "quit" | "reset")
+}
+
+pub fn run(session: &mut Session, shared: &Shared, name: &str, args: &[Bytes]) -> CommandResult {
+    match name {
+        "subscribe" => Ok(subscribe(session, shared, Kind::Channel, &args[1..])),
+        "psubscribe" => Ok(subscribe(session, shared, Kind::Pattern, &args[1..])),
+        "unsubscribe" => Ok(unsubscribe(session, shared, Kind::Channel, &args[1..])),
+        "punsubscribe" => Ok(unsubscribe(session, shared, Kind::Pattern, &args[1..])),
+        "publish" => {
+            let received = shared.pubsub.publish(&args[1], &args[2]);
+            Ok(Reply::Integer(received as i64))
+        }
+        _ => introspect(shared, args),
+    }
+}
+
+fn confirmation(kind: &'static str, name: Option<Bytes>, count: usize) -> Reply {
+    Reply::Push(vec![
+        Reply::bulk(Bytes::from_static(kind.as_bytes())),
+        name.map_or(Reply::Null, Reply::Bulk),
+        Reply::Integer(count as i64),
+    ])
+}
+
+fn subscribe(session: &mut Session, shared: &Shared, kind: Kind, names: &[Bytes]) -> Reply {
+    let outbox = session.outbox();
+    let mut replies = Vec::with_capacity(names.len());
+    for name in names {
+        let subscriptions = match kind {
+            Kind::Channel => &mut session.channels,
+            Kind::Pattern => &mut session.patterns,
+        };
+        if subscriptions.insert(name.clone()) {
+            shared.pubsub.subscribe(kind, name.clone(), &outbox);
+        }
+        let count = session.channels.len() + session.patterns.len();
+        let verb = match kind {
+            Kind::Channel => "subscribe",
+            Kind::Pattern => "psubscribe",
+        };
+        replies.push(confirmation(verb, Some(name.clone()), count));
+    }
+    Reply::Sequence(replies)
+}
+
+/// Ends the subscriptions named, or all of `kind` when none is named; a
+/// confirmation for each (one with a null name when there were none).
+fn unsubscribe(session: &mut Session, shared: &Shared, kind: Kind, names: &[Bytes]) -> Reply {
+    let verb = match kind {
+        Kind::Channel => "unsubscribe",
+        Kind::Pattern => "punsubscribe",
+    };
+    let names: Vec<Bytes> = match (names, kind) {
+        ([], Kind::Channel) => session.channels.iter().cloned().collect(),
+        ([], Kind::Pattern) => session.patterns.iter().cloned().collect(),
+        (names, _) => names.to_vec(),
+    };
+    if names.is_empty() {
+        let count = session.channels.len() + session.patterns.len();
+        return Reply::Sequence(vec![confirmation(verb, None, count)]);
+    }
+    let mut replies = Vec::with_capacity(names.len());
+    for name in names {
+        let subscriptions = match kind {
+            Kind::Channel => &mut session.channels,
+            Kind::Pattern => &mut session.patterns,
+        };
+        if subscriptions.remove(&name) {
+            shared.pubsub.unsubscribe(kind, &name, session.id);
+        }
+        let count = session.channels.len() + session.patterns.len();
+        replies.push(confirmation(verb, Some(name), count));
+    }
+    Reply::Sequence(replies)
+}
+
+/// PUBSUB CHANNELS [pattern] | NUMSUB [channel …] | NUMPAT | HELP.
+fn introspect(shared: &Shared, args: &[Bytes]) -> CommandResult {
+    let sub = args[1].to_ascii_lowercase();
+    match (sub.as_slice(), &args[2..]) {
+        (b"channels", []) => Ok(channel_list(shared, None)),
+        (b"channels", [pattern]) => Ok(channel_list(shared, Some(pattern))),
+        (b"numsub", channels) => Ok(Reply::Array(
+            channels
+                .iter()
+                .flat_map(|channel| {
+                    let count = shared.pubsub.subscriber_count(channel);
+                    [Reply::Bulk(channel.clone()), Reply::Integer(count as i64)]
+                })
+                .collect(),
+        )),
+        (b"numpat", []) => Ok(Reply::Integer(shared.pubsub.pattern_count() as i64)),
+        // Shard channels are Redis Cluster's; walrus has none.
+        (b"shardchannels", [] | [_]) => Ok(Reply::Array(Vec::new())),
+        (b"shardnumsub", channels) => Ok(Reply::Array(
+            channels
+                .iter()
+                .flat_map(|channel| [Reply::Bulk(channel.clone()), Reply::Integer(0)])
+                .collect(),
+        )),
+        (b"help", []) => Ok(Reply::Array(
+            [
+                "PUBSUB <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "CHANNELS [<pattern>]",
+                "    Return the currently active channels matching a <pattern> (default: '*').",
+                "NUMPAT",
+                "    Return number of subscriptions to patterns.",
+                "NUMSUB [<channel> ...]",
+                "    Return the number of subscribers for the specified channels, excluding",
+                "    pattern subscriptions(default: no channels).",
+                "HELP",
+                "    Print this help.",
+            ]
+            .into_iter()
+            .map(Reply::Simple)
+            .collect(),
+        )),
+        (b"channels" | b"numpat" | b"shardchannels" | b"help", _) => Err(wrong_arity(&format!(
+            "pubsub|{}",
+            String::from_utf8_lossy(&sub)
+        ))),
+        _ => Err(Reply::err(format!(
+            "unknown subcommand '{}'. Try PUBSUB HELP.",
+            String::from_utf8_lossy(&args[1])
+        ))),
+    }
+}
+
+fn channel_list(shared: &Shared, pattern: Option<&Bytes>) -> Reply {
+    let pattern = pattern.map(|pattern| &pattern[..]);
+    Reply::Array(
+        shared
+            .pubsub
+            .channels(pattern)
+            .into_iter()
+            .map(Reply::Bulk)
+            .collect(),
+    )
+}

@@ -1,0 +1,234 @@
+//! A connection's pushes: what reaches it outside its own requests and
+//! replies (MONITOR lines, Pub/Sub messages). Other connections hold its
+//! [`Outbox`]; the connection reads its [`Inbox`] between requests and sends
+//! what is queued, encoded in the protocol it speaks then.
+//!
+//! Invariants: a connection's queue is bounded in bytes. A push that would
+//! pass the bound cuts the connection off instead (Redis does the same with
+//! its `client-output-buffer-limit` for pubsub clients), so a subscriber or
+//! monitor that reads slowly never slows the connections that feed it and
+//! never grows the server's memory without bound. Once cut off, an outbox
+//! takes nothing more and its inbox ends, which closes the connection.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::sync::mpsc;
+
+use super::frame::{Protocol, Reply};
+
+/// The bytes a connection may have queued before it is cut off.
+pub const PUSH_QUEUE_LIMIT: usize = 32 << 20;
+
+/// One push.
+#[derive(Debug, Clone)]
+pub enum Push {
+    /// A MONITOR line, ready to send (`+…\r\n` in either protocol).
+    Line(Bytes),
+    /// A message PUBLISHed on a channel the connection SUBSCRIBEd to.
+    Message { channel: Bytes, payload: Bytes },
+    /// A message whose channel matched a pattern the connection PSUBSCRIBEd.
+    PatternMessage {
+        pattern: Bytes,
+        channel: Bytes,
+        payload: Bytes,
+    },
+}
+
+impl Push {
+    /// What the push costs in the queue: about its encoded size.
+    fn size(&self) -> usize {
+        match self {
+            Push::Line(line) => line.len(),
+            Push::Message { channel, payload } => 32 + channel.len() + payload.len(),
+            Push::PatternMessage {
+                pattern,
+                channel,
+                payload,
+            } => 48 + pattern.len() + channel.len() + payload.len(),
+        }
+    }
+
+    fn encode(&self, protocol: Protocol, out: &mut BytesMut) {
+        let reply = match self {
+            Push::Line(line) => return out.put_slice(line),
+            Push::Message { channel, payload } => Reply::Push(vec![
+                Reply::Bulk(Bytes::from_static(b"message")),
+                Reply::Bulk(channel.clone()),
+                Reply::Bulk(payload.clone()),
+            ]),
+            Push::PatternMessage {
+                pattern,
+                channel,
+                payload,
+            } => Reply::Push(vec![
+                Reply::Bulk(Bytes::from_static(b"pmessage")),
+                Reply::Bulk(pattern.clone()),
+                Reply::Bulk(channel.clone()),
+                Reply::Bulk(payload.clone()),
+            ]),
+        };
+        reply.encode_as(protocol, out);
+    }
+}
+
+#[derive(Debug)]
+struct QueueState {
+    queued: AtomicUsize,
+    cut_off: AtomicBool,
+    limit: usize,
+}
+
+/// The sending end of one connection's pushes; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    /// The connection's client id.
+    pub id: u64,
+    sender: mpsc::UnboundedSender<Push>,
+    state: Arc<QueueState>,
+}
+
+impl Outbox {
+    /// Queues `push`; false if the connection is gone or has been cut off
+    /// (now or before), so the caller should forget this outbox.
+    pub fn offer(&self, push: Push) -> bool {
+        if self.state.cut_off.load(Ordering::Relaxed) {
+            return false;
+        }
+        let size = push.size();
+        if self.state.queued.fetch_add(size, Ordering::Relaxed) + size > self.state.limit {
+            tracing::warn!(
+                client = self.id,
+                limit = self.state.limit,
+                "a RESP client fell too far behind its MONITOR or Pub/Sub pushes; closing it"
+            );
+            self.state.cut_off.store(true, Ordering::Relaxed);
+            // Wakes the inbox, which sees the cut and ends.
+            let _ = self.sender.send(Push::Line(Bytes::new()));
+            return false;
+        }
+        self.sender.send(push).is_ok()
+    }
+}
+
+/// The receiving end, owned by the connection.
+#[derive(Debug)]
+pub struct Inbox {
+    receiver: mpsc::UnboundedReceiver<Push>,
+    state: Arc<QueueState>,
+}
+
+/// A connection's outbox and inbox, its queue bounded by `limit` bytes.
+pub fn queue(id: u64, limit: usize) -> (Outbox, Inbox) {
+    let (sender, receiver) = mpsc::unbounded_channel();
+    let state = Arc::new(QueueState {
+        queued: AtomicUsize::new(0),
+        cut_off: AtomicBool::new(false),
+        limit,
+    });
+    (
+        Outbox {
+            id,
+            sender,
+            state: state.clone(),
+        },
+        Inbox { receiver, state },
+    )
+}
+
+impl Inbox {
+    /// Waits for a push, then encodes it and every other one queued into
+    /// `out`; false once the connection was cut off.
+    pub async fn next(&mut self, protocol: Protocol, out: &mut BytesMut) -> bool {
+        let Some(first) = self.receiver.recv().await else {
+            return false;
+        };
+        self.take(first, protocol, out) && self.drain(protocol, out)
+    }
+
+    /// Encodes every push queued now into `out`, without waiting; false once
+    /// the connection was cut off.
+    pub fn drain(&mut self, protocol: Protocol, out: &mut BytesMut) -> bool {
+        while out.len() < 1 << 20 {
+            let Ok(push) = self.receiver.try_recv() else {
+                break;
+            };
+            if !self.take(push, protocol, out) {
+                return false;
+            }
+        }
+        !self.state.cut_off.load(Ordering::Relaxed)
+    }
+
+    fn take(&mut self, push: Push, protocol: Protocol, out: &mut BytesMut) -> bool {
+        if self.state.cut_off.load(Ordering::Relaxed) {
+            return false;
+        }
+        self.state.queued.fetch_sub(push.size(), Ordering::Relaxed);
+        push.encode(protocol, out);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(payload: &'static [u8]) -> Push {
+        Push::Message {
+            channel: Bytes::from_static(b"news"),
+            payload: Bytes::from_static(payload),
+        }
+    }
+
+    #[tokio::test]
+    async fn pushes_are_encoded_in_the_protocol_of_the_reader() {
+        let (outbox, mut inbox) = queue(1, 1 << 10);
+        assert!(outbox.offer(message(b"hi")));
+        assert!(outbox.offer(Push::PatternMessage {
+            pattern: Bytes::from_static(b"n*"),
+            channel: Bytes::from_static(b"news"),
+            payload: Bytes::from_static(b"yo"),
+        }));
+        let mut out = BytesMut::new();
+        assert!(inbox.next(Protocol::Resp2, &mut out).await);
+        assert_eq!(
+            &out[..],
+            &b"*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$2\r\nhi\r\n\
+               *4\r\n$8\r\npmessage\r\n$2\r\nn*\r\n$4\r\nnews\r\n$2\r\nyo\r\n"[..]
+        );
+        assert!(outbox.offer(message(b"hi")));
+        out.clear();
+        assert!(inbox.drain(Protocol::Resp3, &mut out));
+        assert_eq!(
+            &out[..],
+            &b">3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$2\r\nhi\r\n"[..]
+        );
+        assert_eq!(inbox.state.queued.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn a_reader_that_falls_behind_is_cut_off() {
+        let (outbox, mut inbox) = queue(1, 100);
+        assert!(outbox.offer(message(b"0123456789")));
+        let big = Push::Message {
+            channel: Bytes::from_static(b"news"),
+            payload: Bytes::from(vec![b'x'; 80]),
+        };
+        assert!(!outbox.offer(big), "past the bound: refused");
+        assert!(!outbox.offer(message(b"later")), "and nothing after");
+        let mut out = BytesMut::new();
+        assert!(
+            !inbox.next(Protocol::Resp2, &mut out).await,
+            "the reader ends"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_outbox_whose_connection_closed_refuses() {
+        let (outbox, inbox) = queue(1, 100);
+        drop(inbox);
+        assert!(!outbox.offer(message(b"x")));
+    }
+}
