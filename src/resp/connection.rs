@@ -377,21 +377,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                         }
                     }
                     // Pushes queued before the command go out before its
-                    // reply; a PUBLISH's own message to this connection goes
-                    // before its reply too, as in Redis.
+                    // reply; those it causes (a PUBLISH to a channel this
+                    // connection is subscribed to) after it, as in Redis 7.
                     if !drain_pushes(session, output) {
                         return false;
                     }
                     let was_authenticated = session.authenticated;
                     let reply = cmd::execute(session, shared, spec, &counted.args).await;
-                    if spec.name == "publish" && !drain_pushes(session, output) {
-                        return false;
-                    }
                     if session.hang_up {
                         return false;
                     }
                     counted.record(shared, &reply, client, session);
-                    if !session.withhold_reply() {
+                    // Subscription confirmations are pushes, which CLIENT
+                    // REPLY OFF does not silence (as in Redis).
+                    if !session.withhold_reply() || reply.is_push() {
                         reply.encode_as(session.protocol, output);
                     }
                     if session.authenticated != was_authenticated {

@@ -385,6 +385,15 @@ impl Reply {
         matches!(self, Reply::Error(_))
     }
 
+    /// Out-of-band data (a push, or a sequence of them).
+    pub fn is_push(&self) -> bool {
+        match self {
+            Reply::Push(_) => true,
+            Reply::Sequence(replies) => replies.iter().all(Reply::is_push),
+            _ => false,
+        }
+    }
+
     /// Appends the RESP2 wire form to `out`.
     pub fn encode(&self, out: &mut BytesMut) {
         self.encode_as(Protocol::Resp2, out);

@@ -1467,18 +1467,26 @@ fn pubsub_delivers_to_channels_and_patterns_in_resp2_and_resp3() {
     assert_eq!(publisher.call(&["PUBLISH", "a", "hi"]), ":0\r\n");
 
     // RESP3: pushes, any command meanwhile, and a message to oneself comes
-    // before PUBLISH's reply.
+    // after PUBLISH's reply (as in Redis 7); inside MULTI, each confirmation
+    // is an item of EXEC's array.
     assert!(subscriber.call(&["HELLO", "3"]).starts_with('%'));
     assert_eq!(
         subscriber.call(&["SUBSCRIBE", "c"]),
         ">3\r\n$9\r\nsubscribe\r\n$1\r\nc\r\n:1\r\n"
     );
     assert_eq!(subscriber.call(&["SET", "k", "v"]), "+OK\r\n");
+    assert_eq!(subscriber.call(&["PUBLISH", "c", "me"]), ":1\r\n");
     assert_eq!(
-        subscriber.call(&["PUBLISH", "c", "me"]),
-        ">3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$2\r\nme\r\n"
+        subscriber.reply().as_deref(),
+        Some(">3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$2\r\nme\r\n")
     );
-    assert_eq!(subscriber.reply().as_deref(), Some(":1\r\n"));
+    assert_eq!(subscriber.call(&["MULTI"]), "+OK\r\n");
+    assert_eq!(subscriber.call(&["SUBSCRIBE", "d"]), "+QUEUED\r\n");
+    assert_eq!(subscriber.call(&["PING", "x"]), "+QUEUED\r\n");
+    assert_eq!(
+        subscriber.call(&["EXEC"]),
+        "*2\r\n>3\r\n$9\r\nsubscribe\r\n$1\r\nd\r\n:2\r\n$1\r\nx\r\n"
+    );
 
     // A closed connection's subscriptions go with it.
     drop(subscriber);

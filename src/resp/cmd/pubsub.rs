@@ -17,8 +17,8 @@ pub fn handles(name: &str) -> bool {
     )
 }
 
-/// The commands that answer with one reply per channel or pattern.
-pub fn changes_subscriptions(name: &str) -> bool {
+/// The commands that answer with one confirmation per channel or pattern.
+fn changes_subscriptions(name: &str) -> bool {
     matches!(
         name,
         "subscribe" | "unsubscribe" | "psubscribe" | "punsubscribe"

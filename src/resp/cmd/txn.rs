@@ -259,14 +259,16 @@ async fn exec(session: &mut Session, shared: &Shared) -> CommandResult {
             QueuedKind::Local if spec.name == "monitor" => {
                 Reply::err("MONITOR isn't allowed for DENY BLOCKING client")
             }
-            // Their replies are a sequence, not one item of EXEC's array.
-            QueuedKind::Local if super::pubsub::changes_subscriptions(spec.name) => {
-                Reply::err(format!(
-                    "walrus does not run {} inside a transaction",
-                    spec.name.to_ascii_uppercase()
-                ))
+            QueuedKind::Local => {
+                match Box::pin(super::execute(session, shared, spec, &args)).await {
+                    // SUBSCRIBE's confirmations, one per channel, are one
+                    // item of EXEC's array: the confirmation itself when
+                    // there is one, as in Redis, or an array of them.
+                    Reply::Sequence(mut replies) if replies.len() == 1 => replies.remove(0),
+                    Reply::Sequence(replies) => Reply::Array(replies),
+                    reply => reply,
+                }
             }
-            QueuedKind::Local => Box::pin(super::execute(session, shared, spec, &args)).await,
         };
         // Counted and shown to monitors as it runs, as Redis does with a
         // transaction's commands; the ops' shared record and its sync are
