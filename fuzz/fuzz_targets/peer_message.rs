@@ -4,6 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
+use walrus::raft::broadcast::Published;
 use walrus::raft::cluster::ForwardAnswer;
 use walrus::raft::network::SnapshotChunk;
 use walrus::raft::{Proposal, TypeConfig};
@@ -15,4 +16,5 @@ fuzz_target!(|data: &[u8]| {
     let _ = postcard::from_bytes::<Proposal>(data);
     let _ = postcard::from_bytes::<ForwardAnswer>(data);
     let _ = postcard::from_bytes::<Option<u64>>(data);
+    let _ = postcard::from_bytes::<Vec<Published>>(data);
 });

@@ -64,7 +64,12 @@ pub async fn raft(app: &App, message: &str, request: Request<Incoming>) -> HttpR
             );
         }
     };
-    match cluster.serve_peer_message(sender, message, &body).await {
+    let answer = match message {
+        // Pub/Sub is the front ends' business, not Raft's: the node serves it.
+        "publish" => app.node.serve_published(sender, &body),
+        _ => cluster.serve_peer_message(sender, message, &body).await,
+    };
+    match answer {
         Ok(answer) => super::response::body(StatusCode::OK, POSTCARD, Bytes::from(answer)),
         Err(refused) => refusal(refused),
     }

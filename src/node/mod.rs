@@ -13,13 +13,14 @@ mod grow;
 mod replicated;
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 
 use crate::error::{Error, Result};
-use crate::raft::{ClusterNode, ClusterOptions, NodeId};
+use crate::raft::broadcast::Published;
+use crate::raft::{ClusterNode, ClusterOptions, NodeId, PeerRefusal};
 use crate::store::{DurableStore, KvStore};
 
 use grow::Growth;
@@ -79,7 +80,13 @@ struct Inner {
     cluster: ArcSwapOption<ClusterNode>,
     /// How a durable single store becomes a cluster member, when it may.
     growth: Option<Growth>,
+    /// Hands a Pub/Sub message to this node's subscribers (set by the RESP
+    /// front end); messages broadcast by other members come through it.
+    subscribers: OnceLock<Deliver>,
 }
+
+/// Hands one Pub/Sub message to this node's subscribers.
+type Deliver = Box<dyn Fn(&Published) + Send + Sync>;
 
 impl Node {
     /// A node serving one local store that stays a single node (in memory).
@@ -113,6 +120,7 @@ impl Node {
                 store,
                 cluster: ArcSwapOption::new(cluster),
                 growth,
+                subscribers: OnceLock::new(),
             }),
         }
     }
@@ -129,6 +137,43 @@ impl Node {
             .await
             .map_err(|_| Error::Closed)?
             .map(|info| info.path)
+    }
+
+    /// Sets where Pub/Sub messages from other members are delivered (once).
+    pub fn on_published(&self, deliver: impl Fn(&Published) + Send + Sync + 'static) {
+        let _ = self.inner.subscribers.set(Box::new(deliver));
+    }
+
+    /// Sends a message PUBLISHed on this node to the other members, if this
+    /// node has any (its own subscribers are the caller's to serve).
+    pub fn broadcast_published(&self, message: Published) {
+        if let Some(cluster) = self.cluster() {
+            cluster.broadcast(message);
+        }
+    }
+
+    /// Serves `/raft/publish` from member `sender`: the batch of messages
+    /// it broadcast, delivered to this node's subscribers in order.
+    pub fn serve_published(
+        &self,
+        sender: Option<NodeId>,
+        body: &[u8],
+    ) -> std::result::Result<Vec<u8>, PeerRefusal> {
+        let Some(cluster) = self.cluster() else {
+            return Err(PeerRefusal::UnknownMessage);
+        };
+        if !cluster.accepts_peer(sender) {
+            return Err(PeerRefusal::NotMember);
+        }
+        if cluster.partitioned_from(sender) {
+            return Err(PeerRefusal::Partitioned);
+        }
+        let messages: Vec<Published> =
+            postcard::from_bytes(body).map_err(|error| PeerRefusal::BadBody(error.to_string()))?;
+        if let Some(deliver) = self.inner.subscribers.get() {
+            messages.iter().for_each(deliver);
+        }
+        postcard::to_stdvec(&()).map_err(|error| PeerRefusal::Unavailable(error.to_string()))
     }
 
     /// Writes and local reads.

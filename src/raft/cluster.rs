@@ -28,6 +28,7 @@ use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use super::broadcast::{Broadcaster, Published};
 use super::fault::FaultSwitch;
 use super::forward::{ForwardAnswer, ForwardQueue, Forwarded};
 use super::log_store::{HeldBytes, LogStore};
@@ -246,6 +247,8 @@ async fn blocking<T: Send + 'static>(
 
 pub struct ClusterNode {
     id: NodeId,
+    /// Pub/Sub messages on their way to the other members.
+    broadcaster: Broadcaster,
     raft: Raft,
     machine: StateMachine,
     options: ClusterOptions,
@@ -414,6 +417,7 @@ impl ClusterNode {
             incoming_snapshot: tokio::sync::Mutex::new(None),
             read_batch: Mutex::new(ReadBatch::default()),
             forwarding: Arc::default(),
+            broadcaster: Broadcaster::default(),
             identity,
             log_bytes,
             _data_dir: data_dir,
@@ -549,6 +553,21 @@ impl ClusterNode {
         match (self.faults(), sender) {
             (Some(faults), Some(sender)) => faults.blocks_from(sender),
             _ => false,
+        }
+    }
+
+    /// Sends a message PUBLISHed here to every other member (voters and
+    /// learners), at most once and in order per member.
+    pub fn broadcast(&self, message: Published) {
+        let metrics = self.metrics();
+        let others = metrics
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(&id, _)| id)
+            .filter(|&id| id != self.id);
+        for id in others {
+            self.broadcaster.send(id, || self.peer(id), message.clone());
         }
     }
 

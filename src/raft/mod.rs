@@ -15,6 +15,7 @@
 //! [`State`]: crate::store::State
 
 pub mod adopt;
+pub mod broadcast;
 pub mod cluster;
 pub mod fault;
 pub mod forward;

@@ -256,6 +256,13 @@ pub async fn serve_resp(
         monitors: monitor::Monitors::default(),
         pubsub: pubsub::PubSub::default(),
     });
+    // Messages PUBLISHed on the other members reach this node's subscribers.
+    let subscribers = Arc::downgrade(&shared);
+    shared.node.on_published(move |message| {
+        if let Some(shared) = subscribers.upgrade() {
+            shared.pubsub.publish(&message.channel, &message.payload);
+        }
+    });
     tokio::spawn(disconnect_idle_clients(shared.clone(), shutdown.clone()));
     // Clients past `maxclients` are accepted to be told so (as Redis does)
     // rather than left waiting in the listen queue; the accept loop's own

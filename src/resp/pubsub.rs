@@ -5,9 +5,10 @@
 //! Messages are not stored or logged: delivery is at most once, to the
 //! connections subscribed when PUBLISH runs, through each one's bounded push
 //! queue ([`super::push`]), so a slow subscriber is cut off rather than
-//! slowing the publisher. In a cluster, a node's subscribers hear the
-//! messages PUBLISHed on that node (Redis Cluster broadcasts them to every
-//! node; walrus does not yet).
+//! slowing the publisher. In a cluster, PUBLISH also hands the message to
+//! the node layer, which sends it to the other members
+//! ([`crate::raft::broadcast`]); theirs arrive through the hook `serve_resp`
+//! sets, so every node's subscribers hear every message.
 //!
 //! Invariant: a connection appears under a channel or pattern here exactly
 //! while its session lists that subscription; the connection removes itself

@@ -414,6 +414,52 @@ fn writes_through_any_node_are_read_alike_from_every_node() {
             .starts_with("-ERR WAIT cannot be used with replica instances")
     );
 
+    // PUBLISH on any node reaches the subscribers of every node, in order;
+    // its count is of the node's own subscribers, as in Redis Cluster.
+    let other = cluster
+        .nodes
+        .iter()
+        .map(|node| node.id)
+        .find(|&id| id != leader && id != follower)
+        .expect("a third node");
+    let mut subscriber = crate::resp_client::RawResp::connect(cluster.node(follower).resp);
+    assert_eq!(
+        subscriber.call(&["SUBSCRIBE", "news"]),
+        "*3\r\n$9\r\nsubscribe\r\n$4\r\nnews\r\n:1\r\n"
+    );
+    let mut pattern = crate::resp_client::RawResp::connect(cluster.node(other).resp);
+    assert_eq!(
+        pattern.call(&["PSUBSCRIBE", "n*"]),
+        "*3\r\n$10\r\npsubscribe\r\n$2\r\nn*\r\n:1\r\n"
+    );
+    for text in ["first", "second"] {
+        assert_eq!(at_leader.call(&["PUBLISH", "news", text]), ":0\r\n");
+    }
+    for text in ["first", "second"] {
+        let message = format!(
+            "*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n${}\r\n{text}\r\n",
+            text.len()
+        );
+        assert_eq!(subscriber.reply(), Some(message));
+        let message = format!(
+            "*4\r\n$8\r\npmessage\r\n$2\r\nn*\r\n$4\r\nnews\r\n${}\r\n{text}\r\n",
+            text.len()
+        );
+        assert_eq!(pattern.reply(), Some(message));
+    }
+    let mut publisher = crate::resp_client::RawResp::connect(cluster.node(other).resp);
+    assert_eq!(publisher.call(&["PUBLISH", "news", "local"]), ":1\r\n");
+    assert!(
+        pattern
+            .reply()
+            .is_some_and(|message| message.ends_with("local\r\n"))
+    );
+    assert!(
+        subscriber
+            .reply()
+            .is_some_and(|message| message.ends_with("local\r\n"))
+    );
+
     // A backup from a follower: its snapshot of everything applied, checked.
     let snapshot =
         http(cluster.node(follower).http, "GET", "/admin/snapshot", b"").expect("answer");

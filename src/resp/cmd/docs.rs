@@ -326,7 +326,7 @@ const DOCS: &[Doc] = &[
     ),
     doc(
         "publish",
-        "Posts a message to a channel: every connection to this node subscribed to it, or to a matching pattern, receives it; answers how many did.",
+        "Posts a message to a channel: every connection subscribed to it, or to a matching pattern, on any node receives it; answers how many on this node did.",
         "2.0.0",
         "pubsub",
         "O(N+M) where N is the number of clients subscribed to the receiving channel and M is the total number of subscribed patterns.",

@@ -9,6 +9,7 @@ use super::super::Shared;
 use super::super::frame::Reply;
 use super::super::pubsub::Kind;
 use super::{CommandResult, Session, wrong_arity};
+use crate::raft::broadcast::Published;
 
 pub fn handles(name: &str) -> bool {
     matches!(
@@ -36,8 +37,13 @@ pub fn run(session: &mut Session, shared: &Shared, name: &str, args: &[Bytes]) -
         "psubscribe" => Ok(subscribe(session, shared, Kind::Pattern, &args[1..])),
         "unsubscribe" => Ok(unsubscribe(session, shared, Kind::Channel, &args[1..])),
         "punsubscribe" => Ok(unsubscribe(session, shared, Kind::Pattern, &args[1..])),
+        // The count is of this node's subscribers, as Redis Cluster counts.
         "publish" => {
             let received = shared.pubsub.publish(&args[1], &args[2]);
+            shared.node.broadcast_published(Published {
+                channel: args[1].clone(),
+                payload: args[2].clone(),
+            });
             Ok(Reply::Integer(received as i64))
         }
         _ => introspect(shared, args),
