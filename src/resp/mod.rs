@@ -17,6 +17,7 @@ pub(crate) mod clients;
 mod cmd;
 mod connection;
 pub mod frame;
+mod keyspace_events;
 mod monitor;
 mod pubsub;
 mod push;
@@ -177,6 +178,8 @@ pub struct Shared {
     pub monitors: monitor::Monitors,
     /// The Pub/Sub channels and patterns, with their subscribers.
     pub pubsub: pubsub::PubSub,
+    /// `notify-keyspace-events`: which key events are published.
+    pub keyspace_events: keyspace_events::KeyspaceEvents,
 }
 
 /// How often idle clients are looked for (Redis checks about as often).
@@ -255,6 +258,7 @@ pub async fn serve_resp(
         stop_requested,
         monitors: monitor::Monitors::default(),
         pubsub: pubsub::PubSub::default(),
+        keyspace_events: keyspace_events::KeyspaceEvents::default(),
     });
     // Messages PUBLISHed on the other members reach this node's subscribers.
     let subscribers = Arc::downgrade(&shared);
@@ -263,6 +267,15 @@ pub async fn serve_resp(
             shared.pubsub.publish(&message.channel, &message.payload);
         }
     });
+    // Keyspace notifications: the state's key events, once CONFIG SET asks.
+    if let Some(feed) = shared.store.state().read().feed() {
+        let listener = Arc::downgrade(&shared);
+        feed.key_events.listen(move |events| {
+            if let Some(shared) = listener.upgrade() {
+                shared.keyspace_events.publish(&shared.pubsub, events);
+            }
+        });
+    }
     tokio::spawn(disconnect_idle_clients(shared.clone(), shutdown.clone()));
     // Clients past `maxclients` are accepted to be told so (as Redis does)
     // rather than left waiting in the listen queue; the accept loop's own

@@ -134,6 +134,8 @@ pub struct ChangeFeed {
     /// registry lock before a watcher first reads, so a publish that sees zero
     /// (and skips the registry) comes before that read, which then finds it.
     watchers: AtomicUsize,
+    /// Keyspace notifications' listener (every database, not only 0).
+    pub key_events: super::key_events::KeyEventHook,
 }
 
 /// What a watcher follows.
@@ -253,6 +255,7 @@ impl ChangeFeed {
             limits,
             registry: Mutex::new(Registry::default()),
             watchers: AtomicUsize::new(0),
+            key_events: super::key_events::KeyEventHook::default(),
         })
     }
 

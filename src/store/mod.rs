@@ -13,6 +13,7 @@ pub mod describe;
 mod durable;
 mod entry;
 mod key;
+pub mod key_events;
 mod log_writer;
 mod mem;
 pub mod number;

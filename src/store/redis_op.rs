@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::bitfield::BitFieldOp;
 use super::entry::{Entry, Guard};
+use super::key_events::EventClass;
 use super::number::{format_f64, parse_f64, parse_i64};
 use crate::storage::snapshot::DATABASES;
 
@@ -411,6 +412,9 @@ pub trait Keyspace {
     /// SETRANGE on a value that existed), which Redis reports as the `raw`
     /// encoding; a keyspace that does not answer OBJECT ENCODING ignores it.
     fn mark_raw_string(&mut self, _db: u8, _key: &[u8]) {}
+    /// Reports a keyspace event (Redis's name for what the op did to
+    /// `key`); a keyspace that no one listens to ignores it.
+    fn notify(&mut self, _class: EventClass, _name: &'static str, _db: u8, _key: &[u8]) {}
 }
 
 fn expiry_of(entry: Option<&Entry>) -> u64 {
@@ -452,6 +456,10 @@ pub fn run(keyspace: &mut dyn Keyspace, db: u8, op: RedisOp, now_ms: u64) -> Ans
             let applies = condition.holds(current);
             if applies {
                 keyspace.put(db, &key, value, expires_at_ms);
+                keyspace.notify(EventClass::String, "set", db, &key);
+                if matches!(expiry, SetExpiry::At(_)) {
+                    keyspace.notify(EventClass::Generic, "expire", db, &key);
+                }
             }
             match (get, applies) {
                 (true, _) => old,
@@ -472,6 +480,7 @@ pub fn run(keyspace: &mut dyn Keyspace, db: u8, op: RedisOp, now_ms: u64) -> Ans
             }
             for (key, value) in pairs {
                 keyspace.put(db, &key, value, 0);
+                keyspace.notify(EventClass::String, "set", db, &key);
             }
             match only_if_none_exist {
                 true => Answer::Integer(1),
@@ -479,8 +488,14 @@ pub fn run(keyspace: &mut dyn Keyspace, db: u8, op: RedisOp, now_ms: u64) -> Ans
             }
         }
         RedisOp::Del { keys } => {
-            let removed = keys.iter().filter(|key| keyspace.remove(db, key)).count();
-            Answer::Integer(removed as i64)
+            let mut removed = 0;
+            for key in &keys {
+                if keyspace.remove(db, key) {
+                    keyspace.notify(EventClass::Generic, "del", db, key);
+                    removed += 1;
+                }
+            }
+            Answer::Integer(removed)
         }
         RedisOp::IncrBy { key, delta } => {
             let current = keyspace.live(db, &key);
@@ -496,6 +511,7 @@ pub fn run(keyspace: &mut dyn Keyspace, db: u8, op: RedisOp, now_ms: u64) -> Ans
             };
             let expires_at_ms = expiry_of(current);
             keyspace.put(db, &key, Bytes::from(new.to_string()), expires_at_ms);
+            keyspace.notify(EventClass::String, "incrby", db, &key);
             Answer::Integer(new)
         }
         RedisOp::IncrByFloat { key, delta } => {
@@ -514,6 +530,7 @@ pub fn run(keyspace: &mut dyn Keyspace, db: u8, op: RedisOp, now_ms: u64) -> Ans
             let text = Bytes::from(format_f64(new));
             let expires_at_ms = expiry_of(current);
             keyspace.put(db, &key, text.clone(), expires_at_ms);
+            keyspace.notify(EventClass::String, "incrbyfloat", db, &key);
             Answer::Bulk(text)
         }
         RedisOp::Append {
@@ -537,6 +554,7 @@ pub fn run(keyspace: &mut dyn Keyspace, db: u8, op: RedisOp, now_ms: u64) -> Ans
             if existed {
                 keyspace.mark_raw_string(db, &key);
             }
+            keyspace.notify(EventClass::String, "append", db, &key);
             Answer::Integer(length as i64)
         }
         RedisOp::SetRange {
@@ -564,11 +582,14 @@ pub fn run(keyspace: &mut dyn Keyspace, db: u8, op: RedisOp, now_ms: u64) -> Ans
             let expires_at_ms = expiry_of(current);
             keyspace.put(db, &key, patched.into(), expires_at_ms);
             keyspace.mark_raw_string(db, &key);
+            keyspace.notify(EventClass::String, "setrange", db, &key);
             Answer::Integer(length)
         }
         RedisOp::GetDel { key } => {
             let old = bulk_or_null(keyspace.live(db, &key));
-            keyspace.remove(db, &key);
+            if keyspace.remove(db, &key) {
+                keyspace.notify(EventClass::Generic, "del", db, &key);
+            }
             old
         }
         RedisOp::GetEx { key, action } => {
@@ -578,11 +599,18 @@ pub fn run(keyspace: &mut dyn Keyspace, db: u8, op: RedisOp, now_ms: u64) -> Ans
             match action {
                 GetExAction::Keep => {}
                 GetExAction::Persist if entry.expires_at_ms == 0 => {}
-                GetExAction::Persist => keyspace.put(db, &key, entry.value.clone(), 0),
+                GetExAction::Persist => {
+                    keyspace.put(db, &key, entry.value.clone(), 0);
+                    keyspace.notify(EventClass::Generic, "persist", db, &key);
+                }
                 GetExAction::At(at) if at <= now_ms => {
                     keyspace.remove(db, &key);
+                    keyspace.notify(EventClass::Generic, "del", db, &key);
                 }
-                GetExAction::At(at) => keyspace.put(db, &key, entry.value.clone(), at),
+                GetExAction::At(at) => {
+                    keyspace.put(db, &key, entry.value.clone(), at);
+                    keyspace.notify(EventClass::Generic, "expire", db, &key);
+                }
             }
             Answer::Bulk(entry.value)
         }
@@ -595,14 +623,17 @@ pub fn run(keyspace: &mut dyn Keyspace, db: u8, op: RedisOp, now_ms: u64) -> Ans
             }
             if at_ms <= now_ms as i64 {
                 keyspace.remove(db, &key);
+                keyspace.notify(EventClass::Generic, "del", db, &key);
             } else {
                 keyspace.put(db, &key, entry.value, at_ms as u64);
+                keyspace.notify(EventClass::Generic, "expire", db, &key);
             }
             Answer::Integer(1)
         }
         RedisOp::Persist { key } => match keyspace.live(db, &key).cloned() {
             Some(entry) if entry.expires_at_ms != 0 => {
                 keyspace.put(db, &key, entry.value, 0);
+                keyspace.notify(EventClass::Generic, "persist", db, &key);
                 Answer::Integer(1)
             }
             _ => Answer::Integer(0),
@@ -623,7 +654,9 @@ pub fn run(keyspace: &mut dyn Keyspace, db: u8, op: RedisOp, now_ms: u64) -> Ans
                 return done(false);
             }
             keyspace.remove(db, &from);
+            keyspace.notify(EventClass::Generic, "rename_from", db, &from);
             keyspace.put(db, &to, entry.value, entry.expires_at_ms);
+            keyspace.notify(EventClass::Generic, "rename_to", db, &to);
             done(true)
         }
         RedisOp::Copy { from, to, replace } => {
@@ -634,6 +667,7 @@ pub fn run(keyspace: &mut dyn Keyspace, db: u8, op: RedisOp, now_ms: u64) -> Ans
                 return Answer::Integer(0);
             }
             keyspace.put(db, &to, entry.value, entry.expires_at_ms);
+            keyspace.notify(EventClass::Generic, "copy_to", db, &to);
             Answer::Integer(1)
         }
         RedisOp::SetBit { key, offset, bit } => {
@@ -655,6 +689,7 @@ pub fn run(keyspace: &mut dyn Keyspace, db: u8, op: RedisOp, now_ms: u64) -> Ans
             // new revision for the key, so a WATCH of it still holds.
             if !is_unchanged(current, &value) {
                 keyspace.put(db, &key, value.into(), expires_at_ms);
+                keyspace.notify(EventClass::String, "setbit", db, &key);
             }
             Answer::Integer(i64::from(old))
         }
@@ -667,9 +702,12 @@ pub fn run(keyspace: &mut dyn Keyspace, db: u8, op: RedisOp, now_ms: u64) -> Ans
             let result = bit_op(operation, &sources);
             let length = result.len() as i64;
             if result.is_empty() {
-                keyspace.remove(db, &destination);
+                if keyspace.remove(db, &destination) {
+                    keyspace.notify(EventClass::Generic, "del", db, &destination);
+                }
             } else {
                 keyspace.put(db, &destination, result.into(), 0);
+                keyspace.notify(EventClass::String, "set", db, &destination);
             }
             Answer::Integer(length)
         }
@@ -691,7 +729,9 @@ pub fn run(keyspace: &mut dyn Keyspace, db: u8, op: RedisOp, now_ms: u64) -> Ans
                 return Answer::Integer(0);
             }
             keyspace.remove(db, &key);
+            keyspace.notify(EventClass::Generic, "move_from", db, &key);
             keyspace.put(to_db, &key, entry.value, entry.expires_at_ms);
+            keyspace.notify(EventClass::Generic, "move_to", to_db, &key);
             Answer::Integer(1)
         }
         RedisOp::CopyToDb {
@@ -707,6 +747,7 @@ pub fn run(keyspace: &mut dyn Keyspace, db: u8, op: RedisOp, now_ms: u64) -> Ans
                 return Answer::Integer(0);
             }
             keyspace.put(to_db, &to, entry.value, entry.expires_at_ms);
+            keyspace.notify(EventClass::Generic, "copy_to", to_db, &to);
             Answer::Integer(1)
         }
         RedisOp::SwapDb { a, b } => {
@@ -732,6 +773,7 @@ pub fn run(keyspace: &mut dyn Keyspace, db: u8, op: RedisOp, now_ms: u64) -> Ans
                 .collect();
             if !is_unchanged(current, &value) {
                 keyspace.put(db, &key, value.into(), expires_at_ms);
+                keyspace.notify(EventClass::String, "setbit", db, &key);
             }
             Answer::Array(answers)
         }

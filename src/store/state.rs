@@ -25,6 +25,7 @@ use super::changes::{Change, ChangeFeed, ChangeKind};
 use super::command::{Command, Op};
 pub use super::entry::{Entry, Guard};
 use super::key::Key;
+use super::key_events::{EventClass, KeyEvent};
 use super::redis_op::{self, Answer, Keyspace, RedisCommand, RedisOp};
 use parking_lot::RwLock;
 
@@ -258,6 +259,10 @@ pub struct State {
     frozen: Option<Frozen>,
     /// Where database 0's changes are published for watchers, once attached.
     feed: Option<Arc<ChangeFeed>>,
+    /// Keyspace notifications: whether the command being applied collects
+    /// its events (someone listens), and those collected so far.
+    collecting_events: bool,
+    key_events: Vec<KeyEvent>,
     /// The changes of the command being applied, published when it is done.
     pending: Vec<Change>,
     /// The issue time of the command being applied.
@@ -274,6 +279,8 @@ impl Default for State {
             revision_is_seq: false,
             frozen: None,
             feed: None,
+            collecting_events: false,
+            key_events: Vec::new(),
             pending: Vec::new(),
             applying_at_ms: 0,
         }
@@ -508,6 +515,10 @@ impl State {
         );
         self.applied_seq = seq;
         self.applying_at_ms = issued_at_ms;
+        self.collecting_events = self
+            .feed
+            .as_ref()
+            .is_some_and(|feed| feed.key_events.is_enabled());
         let outcome = match command {
             Command::Put {
                 key,
@@ -522,7 +533,48 @@ impl State {
             Command::Redis(redis) => self.apply_redis(redis, issued_at_ms),
         };
         self.publish_changes();
+        if !self.key_events.is_empty() {
+            if let Some(feed) = &self.feed {
+                feed.key_events.deliver(&self.key_events);
+            }
+            self.key_events.clear();
+        }
         outcome
+    }
+
+    /// Notes a keyspace event of the command being applied, if collecting.
+    fn note_event(&mut self, class: EventClass, name: &'static str, db: u8, key: &[u8]) {
+        if self.collecting_events {
+            self.key_events.push(KeyEvent {
+                class,
+                name,
+                db,
+                key: Bytes::copy_from_slice(key),
+            });
+        }
+    }
+
+    /// The events of a plain put: `set`, and `expire` when it has a TTL.
+    fn note_put_events(&mut self, key: &[u8], expires_at_ms: u64) {
+        if self.get(0, key, self.applying_at_ms).is_none() {
+            self.note_event(EventClass::New, "new", 0, key);
+        }
+        self.note_event(EventClass::String, "set", 0, key);
+        if expires_at_ms != 0 {
+            self.note_event(EventClass::Generic, "expire", 0, key);
+        }
+    }
+
+    /// The event of a removal: `del` of a live key, `expired` of one whose
+    /// time had run out (the sweeper's deletes, or a delete that found it so).
+    fn note_removal_event(&mut self, db: u8, key: &[u8], previous: Option<&Entry>) {
+        match previous {
+            Some(entry) if entry.is_live(self.applying_at_ms) => {
+                self.note_event(EventClass::Generic, "del", db, key);
+            }
+            Some(_) => self.note_event(EventClass::Expired, "expired", db, key),
+            None => {}
+        }
     }
 
     /// Hands the applied command's changes to the feed, numbered within
@@ -645,6 +697,9 @@ impl State {
             mod_revision: self.revision,
             expires_at_ms,
         };
+        if self.collecting_events {
+            self.note_put_events(&key, expires_at_ms);
+        }
         let previous = self
             .write(0, key, Some(entry), self.revision)
             .filter(|entry| entry.is_live(now_ms));
@@ -672,9 +727,9 @@ impl State {
         }
         // Removing an expired entry is still a change of the stored state.
         self.revision = self.next_revision();
-        let previous = self
-            .write(0, key, None, self.revision)
-            .filter(|entry| entry.is_live(now_ms));
+        let removed = self.write(0, key.clone(), None, self.revision);
+        self.note_removal_event(0, &key, removed.as_ref());
+        let previous = removed.filter(|entry| entry.is_live(now_ms));
         Outcome {
             revision: self.revision,
             succeeded: true,
@@ -713,6 +768,15 @@ impl State {
                 }
             };
             let is_put = entry.is_some();
+            if self.collecting_events {
+                match &entry {
+                    Some(entry) => self.note_put_events(&key, entry.expires_at_ms),
+                    None => {
+                        let previous = self.db(0).entries.get(&key).cloned();
+                        self.note_removal_event(0, &key, previous.as_ref());
+                    }
+                }
+            }
             let previous = self.write(0, key, entry, revision);
             touched = true;
             if is_put || previous.is_some_and(|entry| entry.is_live(now_ms)) {
@@ -1009,6 +1073,9 @@ impl Keyspace for RedisView<'_> {
             mod_revision: self.revision,
             expires_at_ms,
         };
+        if self.state.collecting_events && self.state.get(db, key, self.now_ms).is_none() {
+            self.state.note_event(EventClass::New, "new", db, key);
+        }
         self.state
             .write(db, Key::new(key), Some(entry), self.revision);
         self.touched = true;
@@ -1022,6 +1089,11 @@ impl Keyspace for RedisView<'_> {
         let previous = self.state.write(db, Key::new(key), None, self.revision);
         self.touched = true;
         let live = previous.is_some_and(|entry| entry.is_live(self.now_ms));
+        // The op names a live key's removal itself (`del`, `rename_from`…).
+        if !live {
+            self.state
+                .note_event(EventClass::Expired, "expired", db, key);
+        }
         self.changed += u32::from(live);
         live
     }
@@ -1035,6 +1107,10 @@ impl Keyspace for RedisView<'_> {
 
     fn key_count(&self, db: u8) -> usize {
         self.state.live_len(db, self.now_ms)
+    }
+
+    fn notify(&mut self, class: EventClass, name: &'static str, db: u8, key: &[u8]) {
+        self.state.note_event(class, name, db, key);
     }
 
     fn mark_raw_string(&mut self, db: u8, key: &[u8]) {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use redis::Commands;
 
 use crate::resp_client::{RawResp, err};
-use crate::server::Server;
+use crate::server::{self, Server};
 
 #[test]
 fn resp_connection_and_server_commands() {
@@ -1499,4 +1499,100 @@ fn pubsub_delivers_to_channels_and_patterns_in_resp2_and_resp3() {
         thread::sleep(Duration::from_millis(10));
     }
     assert!(gone, "the closed subscriber is forgotten");
+}
+
+/// The next Pub/Sub message's channel and payload, from a RESP2 subscriber
+/// to a pattern.
+fn pattern_message(subscriber: &mut RawResp) -> (String, String) {
+    let reply = subscriber.reply().expect("a message");
+    let parts: Vec<&str> = reply.split("\r\n").collect();
+    assert_eq!(parts[..3], ["*4", "$8", "pmessage"], "{reply:?}");
+    (parts[6].to_string(), parts[8].to_string())
+}
+
+#[test]
+fn keyspace_notifications_name_each_write_as_redis_does() {
+    let (server, _dir) = Server::start_resp(&["--enable-fault-injection"]);
+    let mut client = RawResp::connect(server.resp_address());
+    let mut subscriber = RawResp::connect(server.resp_address());
+    assert_eq!(
+        client.call(&["CONFIG", "GET", "notify-keyspace-events"]),
+        "*2\r\n$22\r\nnotify-keyspace-events\r\n$0\r\n\r\n",
+        "off by default"
+    );
+    assert!(
+        client
+            .call(&["CONFIG", "SET", "notify-keyspace-events", "KEq"])
+            .starts_with("-ERR CONFIG SET failed")
+    );
+    assert_eq!(
+        client.call(&["CONFIG", "SET", "notify-keyspace-events", "Eg$xn"]),
+        "+OK\r\n"
+    );
+    assert!(
+        subscriber
+            .call(&["PSUBSCRIBE", "__key*__:*"])
+            .contains("psubscribe")
+    );
+
+    client.call(&["SET", "a", "1"]);
+    client.call(&["INCR", "a"]);
+    client.call(&["SET", "b", "x", "PX", "100"]);
+    client.call(&["RENAME", "a", "c"]);
+    client.call(&["DEL", "c", "nope"]);
+    client.call(&["SELECT", "3"]);
+    client.call(&["APPEND", "q", "x"]);
+    // A plain HTTP write is a `set` too.
+    let put = server::put(server.address, "/kv/h", b"v");
+    assert!(put.status < 300, "{}", put.text());
+    // The sweeper removes `b` once its time has run out.
+    server::advance_clock(server.address, 200);
+    let mut events = Vec::new();
+    for _ in 0..15 {
+        events.push(pattern_message(&mut subscriber));
+    }
+    let expected = [
+        ("__keyevent@0__:new", "a"),
+        ("__keyevent@0__:set", "a"),
+        ("__keyevent@0__:incrby", "a"),
+        ("__keyevent@0__:new", "b"),
+        ("__keyevent@0__:set", "b"),
+        ("__keyevent@0__:expire", "b"),
+        ("__keyevent@0__:rename_from", "a"),
+        ("__keyevent@0__:new", "c"),
+        ("__keyevent@0__:rename_to", "c"),
+        ("__keyevent@0__:del", "c"),
+        ("__keyevent@3__:new", "q"),
+        ("__keyevent@3__:append", "q"),
+        ("__keyevent@0__:new", "h"),
+        ("__keyevent@0__:set", "h"),
+        ("__keyevent@0__:expired", "b"),
+    ];
+    let expected: Vec<(String, String)> = expected
+        .iter()
+        .map(|(channel, key)| (channel.to_string(), key.to_string()))
+        .collect();
+    assert_eq!(events, expected);
+
+    // K alone: the key's channel, with the event as the message.
+    assert_eq!(
+        client.call(&["CONFIG", "SET", "notify-keyspace-events", "K$"]),
+        "+OK\r\n"
+    );
+    assert_eq!(
+        client.call(&["CONFIG", "GET", "notify-keyspace-events"]),
+        "*2\r\n$22\r\nnotify-keyspace-events\r\n$2\r\n$K\r\n"
+    );
+    client.call(&["SET", "k", "v"]);
+    client.call(&["DEL", "k"]);
+    client.call(&["SET", "last", "v"]);
+    assert_eq!(
+        pattern_message(&mut subscriber),
+        ("__keyspace@3__:k".to_string(), "set".to_string())
+    );
+    assert_eq!(
+        pattern_message(&mut subscriber),
+        ("__keyspace@3__:last".to_string(), "set".to_string()),
+        "del is generic (g), not selected"
+    );
 }

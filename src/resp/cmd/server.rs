@@ -12,6 +12,7 @@ use bytes::Bytes;
 
 use super::super::Shared;
 use super::super::frame::Reply;
+use super::super::keyspace_events::KeyspaceEvents;
 use super::util::{glob_match, help_reply, is, syntax_error};
 use super::{CommandResult, SPECS, Session, Spec, find_spec, wrong_arity};
 use crate::store::number::parse_i64;
@@ -761,6 +762,7 @@ fn config_values(shared: &Shared) -> Vec<(&'static str, String)> {
             shared.slowlog.slower_than_micros().to_string(),
         ),
         ("slowlog-max-len", shared.slowlog.max_len().to_string()),
+        ("notify-keyspace-events", shared.keyspace_events.describe()),
     ]
 }
 
@@ -770,6 +772,7 @@ enum LiveSetting {
     MaxClients(usize),
     SlowerThanMicros(i64),
     SlowLogLength(usize),
+    KeyspaceEvents(u32),
 }
 
 /// CONFIG SET name value [name value …]: `timeout` (seconds a client may stay
@@ -805,6 +808,14 @@ fn config_set(shared: &Shared, args: &[Bytes]) -> CommandResult {
             "slowlog-max-len" => {
                 LiveSetting::SlowLogLength(config_integer(&name, &pair[1], 0)? as usize)
             }
+            "notify-keyspace-events" => match KeyspaceEvents::parse(&pair[1]) {
+                Ok(flags) => LiveSetting::KeyspaceEvents(flags),
+                Err(why) => {
+                    return Err(Reply::err(format!(
+                        "CONFIG SET failed (possibly related to argument '{name}') - {why}"
+                    )));
+                }
+            },
             // Setting a fixed value to what it is changes nothing: allowed,
             // so a tool that saves the configuration and restores it works.
             _ if known
@@ -836,6 +847,11 @@ fn config_set(shared: &Shared, args: &[Bytes]) -> CommandResult {
             LiveSetting::SlowLogLength(length) => shared.slowlog.set_max_len(length),
             // Clients already connected stay; new ones past it are refused.
             LiveSetting::MaxClients(count) => shared.max_clients.store(count, Ordering::Relaxed),
+            LiveSetting::KeyspaceEvents(flags) => {
+                let state = shared.store.state().read();
+                let hook = state.feed().map(|feed| &feed.key_events);
+                shared.keyspace_events.set(flags, hook);
+            }
         }
     }
     Ok(Reply::ok())
