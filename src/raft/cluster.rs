@@ -559,13 +559,17 @@ impl ClusterNode {
     /// Sends a message PUBLISHed here to every other member (voters and
     /// learners), at most once and in order per member.
     pub fn broadcast(&self, message: Published) {
-        let metrics = self.metrics();
-        let others = metrics
-            .membership_config
-            .membership()
-            .nodes()
-            .map(|(&id, _)| id)
-            .filter(|&id| id != self.id);
+        let others: Vec<NodeId> = {
+            use openraft::async_runtime::watch::WatchReceiver;
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow_watched();
+            let membership = metrics.membership_config.membership();
+            membership
+                .nodes()
+                .map(|(&id, _)| id)
+                .filter(|&id| id != self.id)
+                .collect()
+        };
         for id in others {
             self.broadcaster.send(id, || self.peer(id), message.clone());
         }

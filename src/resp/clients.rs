@@ -36,7 +36,7 @@ pub struct SessionView<'a> {
     pub multi: i64,
     /// Keys WATCHed.
     pub watch: usize,
-    /// In MONITOR mode (flag `O`; never idle, as a Redis monitor is not).
+    /// In MONITOR mode (flag `O`; never disconnected as idle, as in Redis).
     pub monitor: bool,
     /// Channels SUBSCRIBEd and patterns PSUBSCRIBEd (flag `P` when any).
     pub channels: usize,
@@ -157,7 +157,7 @@ impl ClientHandle {
     /// How long since the connection's last command (or since it opened);
     /// zero while it serves one.
     fn idle(&self) -> Duration {
-        if self.busy.load(Ordering::Relaxed) || self.monitor.load(Ordering::Relaxed) {
+        if self.busy.load(Ordering::Relaxed) {
             return Duration::ZERO;
         }
         let since_open = self.connected.elapsed();
@@ -332,7 +332,13 @@ impl Clients {
     pub fn kill_idle(&self, idle_for: Duration) -> usize {
         let open = self.open.lock();
         let mut killed = 0;
-        let idle = |client: &&Arc<ClientHandle>| !client.is_killed() && client.idle() >= idle_for;
+        // As in Redis, monitors and subscribers wait for pushes, never idle.
+        let idle = |client: &&Arc<ClientHandle>| {
+            !client.is_killed()
+                && !client.monitor.load(Ordering::Relaxed)
+                && !client.is_pubsub()
+                && client.idle() >= idle_for
+        };
         for client in open.values().filter(idle) {
             client.kill();
             killed += 1;

@@ -150,17 +150,27 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             read = stream.read_buf(&mut input) => Ok(read),
             _ = shutdown.wait_for(|&stop| stop) => break,
             () = client.killed() => break,
-            open = pushes(&mut session.inbox, session.protocol, &mut output) => Err(open),
+            open = pushes(&mut session, &mut output) => Err(open),
         };
         let read = match read {
             Ok(read) => read,
             // MONITOR lines and messages go out between requests; a
             // connection cut off for falling behind them closes.
-            Err(true) if stream.write_all(&output).await.is_ok() => {
+            // A reader that stops reading must not keep the connection past
+            // a kill or the server's stop.
+            Err(true) => {
+                let sent = tokio::select! {
+                    sent = stream.write_all(&output) => sent.is_ok(),
+                    () = client.killed() => false,
+                    _ = shutdown.changed() => false,
+                };
+                if !sent {
+                    break;
+                }
                 output.clear();
                 continue;
             }
-            Err(_) => break,
+            Err(false) => break,
         };
         if !matches!(read, Ok(count) if count > 0) {
             break;
@@ -197,24 +207,19 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
 /// Waits for pushes to a connection that has any coming and encodes them
 /// into `out` (false once it was cut off); never resolves for one that has
 /// none.
-async fn pushes(
-    inbox: &mut Option<super::push::Inbox>,
-    protocol: super::Protocol,
-    out: &mut BytesMut,
-) -> bool {
-    match inbox {
-        Some(inbox) => inbox.next(protocol, out).await,
+async fn pushes(session: &mut Session, out: &mut BytesMut) -> bool {
+    match session.pushes() {
+        Some((inbox, wanted)) => inbox.next(wanted, out).await,
         None => std::future::pending().await,
     }
 }
 
-/// Encodes the pushes queued for this connection now; false if it was cut off.
+/// Encodes every push queued for this connection now (at most the queue's
+/// bound); false if it was cut off.
 fn drain_pushes(session: &mut Session, output: &mut BytesMut) -> bool {
-    let protocol = session.protocol;
     session
-        .inbox
-        .as_mut()
-        .is_none_or(|inbox| inbox.drain(protocol, output))
+        .pushes()
+        .is_none_or(|(inbox, wanted)| inbox.drain(wanted, output, usize::MAX))
 }
 
 /// Replies buffered beyond this are sent before the batch ends (only between

@@ -183,7 +183,9 @@ mod tests {
         ];
         events.publish(&pubsub, &applied);
         let mut out = bytes::BytesMut::new();
-        assert!(inbox.drain(crate::resp::Protocol::Resp2, &mut out));
+        let names = [Bytes::from_static(b"*")].into_iter().collect();
+        let wanted = crate::resp::push::Wanted::all_of(&names, crate::resp::Protocol::Resp2);
+        assert!(inbox.drain(wanted, &mut out, usize::MAX));
         let text = String::from_utf8_lossy(&out);
         assert_eq!(
             text,

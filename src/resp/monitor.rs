@@ -211,7 +211,9 @@ mod tests {
         monitors.feed(ORIGIN, &args(&[b"get", b"k"]));
         for inbox in [&mut first_inbox, &mut second_inbox] {
             let mut lines = BytesMut::new();
-            assert!(inbox.next(Protocol::Resp3, &mut lines).await);
+            let none = std::collections::BTreeSet::new();
+            let wanted = push::Wanted::all_of(&none, Protocol::Resp3);
+            assert!(inbox.next(wanted, &mut lines).await);
             let text = String::from_utf8_lossy(&lines).into_owned();
             assert_eq!(text.lines().count(), 2, "{text}");
             assert!(text.contains("\"client\" \"setname\" \"x\"\r\n"), "{text}");

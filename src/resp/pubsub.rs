@@ -174,15 +174,19 @@ mod tests {
         pubsub.subscribe(Kind::Channel, bytes("sport"), &other);
         assert_eq!(pubsub.publish(&bytes("news.it"), &bytes("hi")), 2);
         assert_eq!(pubsub.publish(&bytes("weather"), &bytes("rain")), 0);
+        let names = [bytes("news.it"), bytes("news.*"), bytes("sport")]
+            .into_iter()
+            .collect();
+        let wanted = push::Wanted::all_of(&names, Protocol::Resp2);
         let mut out = BytesMut::new();
-        assert!(both_inbox.next(Protocol::Resp2, &mut out).await);
+        assert!(both_inbox.next(wanted, &mut out).await);
         assert_eq!(
             &out[..],
             &b"*3\r\n$7\r\nmessage\r\n$7\r\nnews.it\r\n$2\r\nhi\r\n\
                *4\r\n$8\r\npmessage\r\n$6\r\nnews.*\r\n$7\r\nnews.it\r\n$2\r\nhi\r\n"[..]
         );
         out.clear();
-        assert!(other_inbox.drain(Protocol::Resp2, &mut out));
+        assert!(other_inbox.drain(wanted, &mut out, usize::MAX));
         assert!(out.is_empty());
 
         assert_eq!(pubsub.channels(None), [bytes("news.it"), bytes("sport")]);

@@ -10,6 +10,7 @@
 //! never grows the server's memory without bound. Once cut off, an outbox
 //! takes nothing more and its inbox ends, which closes the connection.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -137,36 +138,81 @@ pub fn queue(id: u64, limit: usize) -> (Outbox, Inbox) {
     )
 }
 
+/// What a connection still wants pushed when a push is sent: a message
+/// queued for a channel or pattern it has since left, or a MONITOR line
+/// after it left MONITOR mode, is dropped rather than sent after the reply
+/// that ended the subscription.
+#[derive(Debug, Clone, Copy)]
+pub struct Wanted<'a> {
+    pub channels: &'a BTreeSet<Bytes>,
+    pub patterns: &'a BTreeSet<Bytes>,
+    pub monitoring: bool,
+    pub protocol: Protocol,
+}
+
+impl<'a> Wanted<'a> {
+    /// For tests: the channels and patterns in `names`, and MONITOR lines.
+    #[cfg(test)]
+    pub(crate) fn all_of(names: &'a BTreeSet<Bytes>, protocol: Protocol) -> Wanted<'a> {
+        Wanted {
+            channels: names,
+            patterns: names,
+            monitoring: true,
+            protocol,
+        }
+    }
+
+    fn wants(&self, push: &Push) -> bool {
+        match push {
+            Push::Line(_) => self.monitoring,
+            Push::Message { channel, .. } => self.channels.contains(channel),
+            Push::PatternMessage { pattern, .. } => self.patterns.contains(pattern),
+        }
+    }
+}
+
+/// Pushes sent between requests are encoded up to about this many bytes at
+/// a time.
+const PUSH_BATCH_BYTES: usize = 1 << 20;
+
 impl Inbox {
-    /// Waits for a push, then encodes it and every other one queued into
-    /// `out`; false once the connection was cut off.
-    pub async fn next(&mut self, protocol: Protocol, out: &mut BytesMut) -> bool {
+    /// Waits for a push, then encodes it and the others queued (up to about
+    /// [`PUSH_BATCH_BYTES`]) into `out`; false once the connection was cut off.
+    pub async fn next(&mut self, wanted: Wanted<'_>, out: &mut BytesMut) -> bool {
         let Some(first) = self.receiver.recv().await else {
             return false;
         };
-        self.take(first, protocol, out) && self.drain(protocol, out)
+        if !self.take(first, wanted, out) {
+            return false;
+        }
+        // Let the tasks that are ready run first: a burst of publishers
+        // then queues more, and one write carries them all.
+        tokio::task::yield_now().await;
+        self.drain(wanted, out, PUSH_BATCH_BYTES)
     }
 
-    /// Encodes every push queued now into `out`, without waiting; false once
-    /// the connection was cut off.
-    pub fn drain(&mut self, protocol: Protocol, out: &mut BytesMut) -> bool {
-        while out.len() < 1 << 20 {
+    /// Encodes the pushes queued now into `out` until it holds `max_bytes`,
+    /// without waiting; false once the connection was cut off.
+    pub fn drain(&mut self, wanted: Wanted<'_>, out: &mut BytesMut, max_bytes: usize) -> bool {
+        while out.len() < max_bytes {
             let Ok(push) = self.receiver.try_recv() else {
                 break;
             };
-            if !self.take(push, protocol, out) {
+            if !self.take(push, wanted, out) {
                 return false;
             }
         }
         !self.state.cut_off.load(Ordering::Relaxed)
     }
 
-    fn take(&mut self, push: Push, protocol: Protocol, out: &mut BytesMut) -> bool {
+    fn take(&mut self, push: Push, wanted: Wanted<'_>, out: &mut BytesMut) -> bool {
         if self.state.cut_off.load(Ordering::Relaxed) {
             return false;
         }
         self.state.queued.fetch_sub(push.size(), Ordering::Relaxed);
-        push.encode(protocol, out);
+        if wanted.wants(&push) {
+            push.encode(wanted.protocol, out);
+        }
         true
     }
 }
@@ -182,6 +228,14 @@ mod tests {
         }
     }
 
+    fn subscribed(protocol: Protocol, channels: &[&'static str]) -> (BTreeSet<Bytes>, Protocol) {
+        let set = channels
+            .iter()
+            .map(|name| Bytes::from_static(name.as_bytes()))
+            .collect();
+        (set, protocol)
+    }
+
     #[tokio::test]
     async fn pushes_are_encoded_in_the_protocol_of_the_reader() {
         let (outbox, mut inbox) = queue(1, 1 << 10);
@@ -191,8 +245,16 @@ mod tests {
             channel: Bytes::from_static(b"news"),
             payload: Bytes::from_static(b"yo"),
         }));
+        let (channels, _) = subscribed(Protocol::Resp2, &["news"]);
+        let (patterns, _) = subscribed(Protocol::Resp2, &["n*"]);
+        let mut wanted = Wanted {
+            channels: &channels,
+            patterns: &patterns,
+            monitoring: false,
+            protocol: Protocol::Resp2,
+        };
         let mut out = BytesMut::new();
-        assert!(inbox.next(Protocol::Resp2, &mut out).await);
+        assert!(inbox.next(wanted, &mut out).await);
         assert_eq!(
             &out[..],
             &b"*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$2\r\nhi\r\n\
@@ -200,11 +262,30 @@ mod tests {
         );
         assert!(outbox.offer(message(b"hi")));
         out.clear();
-        assert!(inbox.drain(Protocol::Resp3, &mut out));
+        wanted.protocol = Protocol::Resp3;
+        assert!(inbox.drain(wanted, &mut out, usize::MAX));
         assert_eq!(
             &out[..],
             &b">3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$2\r\nhi\r\n"[..]
         );
+        assert_eq!(inbox.state.queued.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn what_was_queued_for_a_subscription_since_left_is_dropped() {
+        let (outbox, mut inbox) = queue(1, 1 << 10);
+        assert!(outbox.offer(message(b"late")));
+        assert!(outbox.offer(Push::Line(Bytes::from_static(b"+1 [0 x] \"get\"\r\n"))));
+        let none = BTreeSet::new();
+        let wanted = Wanted {
+            channels: &none,
+            patterns: &none,
+            monitoring: false,
+            protocol: Protocol::Resp2,
+        };
+        let mut out = BytesMut::new();
+        assert!(inbox.drain(wanted, &mut out, usize::MAX));
+        assert!(out.is_empty());
         assert_eq!(inbox.state.queued.load(Ordering::Relaxed), 0);
     }
 
@@ -218,11 +299,15 @@ mod tests {
         };
         assert!(!outbox.offer(big), "past the bound: refused");
         assert!(!outbox.offer(message(b"later")), "and nothing after");
+        let (channels, protocol) = subscribed(Protocol::Resp2, &["news"]);
+        let wanted = Wanted {
+            channels: &channels,
+            patterns: &channels,
+            monitoring: true,
+            protocol,
+        };
         let mut out = BytesMut::new();
-        assert!(
-            !inbox.next(Protocol::Resp2, &mut out).await,
-            "the reader ends"
-        );
+        assert!(!inbox.next(wanted, &mut out).await, "the reader ends");
     }
 
     #[tokio::test]

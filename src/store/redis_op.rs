@@ -653,9 +653,11 @@ pub fn run(keyspace: &mut dyn Keyspace, db: u8, op: RedisOp, now_ms: u64) -> Ans
             if from == to || (only_if_absent && keyspace.live(db, &to).is_some()) {
                 return done(false);
             }
+            // The new key first, so its `new` event comes before
+            // `rename_from`, as in Redis (the state after is the same).
+            keyspace.put(db, &to, entry.value, entry.expires_at_ms);
             keyspace.remove(db, &from);
             keyspace.notify(EventClass::Generic, "rename_from", db, &from);
-            keyspace.put(db, &to, entry.value, entry.expires_at_ms);
             keyspace.notify(EventClass::Generic, "rename_to", db, &to);
             done(true)
         }
@@ -728,9 +730,9 @@ pub fn run(keyspace: &mut dyn Keyspace, db: u8, op: RedisOp, now_ms: u64) -> Ans
             if to_db == db || keyspace.live(to_db, &key).is_some() {
                 return Answer::Integer(0);
             }
+            keyspace.put(to_db, &key, entry.value, entry.expires_at_ms);
             keyspace.remove(db, &key);
             keyspace.notify(EventClass::Generic, "move_from", db, &key);
-            keyspace.put(to_db, &key, entry.value, entry.expires_at_ms);
             keyspace.notify(EventClass::Generic, "move_to", to_db, &key);
             Answer::Integer(1)
         }

@@ -727,9 +727,13 @@ impl State {
         }
         // Removing an expired entry is still a change of the stored state.
         self.revision = self.next_revision();
-        let removed = self.write(0, key.clone(), None, self.revision);
-        self.note_removal_event(0, &key, removed.as_ref());
-        let previous = removed.filter(|entry| entry.is_live(now_ms));
+        if self.collecting_events {
+            let removed = self.db(0).entries.get(&key).cloned();
+            self.note_removal_event(0, &key, removed.as_ref());
+        }
+        let previous = self
+            .write(0, key, None, self.revision)
+            .filter(|entry| entry.is_live(now_ms));
         Outcome {
             revision: self.revision,
             succeeded: true,
@@ -1100,9 +1104,13 @@ impl Keyspace for RedisView<'_> {
 
     fn clear(&mut self, db: u8) {
         let keys: Vec<Key> = self.state.db(db).entries.keys().cloned().collect();
+        // FLUSHDB and FLUSHALL raise no key events, as in Redis (not even
+        // `expired` for the keys whose time had run out).
+        let collecting = std::mem::take(&mut self.state.collecting_events);
         for key in keys {
             self.remove(db, &key);
         }
+        self.state.collecting_events = collecting;
     }
 
     fn key_count(&self, db: u8) -> usize {

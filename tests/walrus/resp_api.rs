@@ -616,6 +616,11 @@ fn config_set_timeout_disconnects_idle_clients_live() {
     let mut admin = RawResp::connect(server.resp_address());
     let mut idle = RawResp::connect(server.resp_address());
     assert_eq!(idle.call(&["PING"]), "+PONG\r\n");
+    // Subscribers and monitors wait for pushes: never idle, as in Redis.
+    let mut subscriber = RawResp::connect(server.resp_address());
+    assert!(subscriber.call(&["SUBSCRIBE", "c"]).contains("subscribe"));
+    let mut monitor = RawResp::connect(server.resp_address());
+    assert_eq!(monitor.call(&["MONITOR"]), "+OK\r\n");
     assert_eq!(
         admin.call(&["CONFIG", "GET", "timeout"]),
         "*2\r\n$7\r\ntimeout\r\n$1\r\n0\r\n"
@@ -653,6 +658,13 @@ fn config_set_timeout_disconnects_idle_clients_live() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(idle.is_closed(), "the idle client was disconnected");
+    assert_eq!(subscriber.call(&["PING"]), "*2\r\n$4\r\npong\r\n$0\r\n\r\n");
+    assert!(
+        monitor
+            .reply()
+            .is_some_and(|line| line.contains("\"PING\"")),
+        "the monitor stays, seeing the admin's PINGs"
+    );
     assert_eq!(admin.call(&["CONFIG", "SET", "timeout", "0"]), "+OK\r\n");
     let mut later = RawResp::connect(server.resp_address());
     std::thread::sleep(Duration::from_millis(2_500));
@@ -1488,6 +1500,17 @@ fn pubsub_delivers_to_channels_and_patterns_in_resp2_and_resp3() {
         "*2\r\n>3\r\n$9\r\nsubscribe\r\n$1\r\nd\r\n:2\r\n$1\r\nx\r\n"
     );
 
+    // RESET ends every subscription (and a message queued meanwhile is not
+    // sent after it).
+    assert_eq!(
+        subscriber.call(&["PSUBSCRIBE", "r*"]),
+        ">3\r\n$10\r\npsubscribe\r\n$2\r\nr*\r\n:3\r\n"
+    );
+    assert_eq!(subscriber.call(&["RESET"]), "+RESET\r\n");
+    assert_eq!(publisher.call(&["PUBLISH", "red", "x"]), ":0\r\n");
+    assert_eq!(subscriber.call(&["PING"]), "+PONG\r\n");
+    assert!(subscriber.call(&["SUBSCRIBE", "c"]).contains("subscribe"));
+
     // A closed connection's subscriptions go with it.
     drop(subscriber);
     let mut gone = false;
@@ -1558,8 +1581,8 @@ fn keyspace_notifications_name_each_write_as_redis_does() {
         ("__keyevent@0__:new", "b"),
         ("__keyevent@0__:set", "b"),
         ("__keyevent@0__:expire", "b"),
-        ("__keyevent@0__:rename_from", "a"),
         ("__keyevent@0__:new", "c"),
+        ("__keyevent@0__:rename_from", "a"),
         ("__keyevent@0__:rename_to", "c"),
         ("__keyevent@0__:del", "c"),
         ("__keyevent@3__:new", "q"),

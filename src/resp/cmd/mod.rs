@@ -142,6 +142,19 @@ impl Session {
         outbox
     }
 
+    /// What the connection wants pushed now (see [`crate::resp::push::Wanted`]),
+    /// and its inbox.
+    pub fn pushes(&mut self) -> Option<(&mut Inbox, crate::resp::push::Wanted<'_>)> {
+        let inbox = self.inbox.as_mut()?;
+        let wanted = crate::resp::push::Wanted {
+            channels: &self.channels,
+            patterns: &self.patterns,
+            monitoring: self.monitoring,
+            protocol: self.protocol,
+        };
+        Some((inbox, wanted))
+    }
+
     /// Subscribed to a channel or pattern: in RESP2, only the subscription
     /// commands, PING, QUIT and RESET may run (Redis's subscribed mode).
     pub fn is_subscribed(&self) -> bool {
