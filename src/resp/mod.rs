@@ -17,6 +17,7 @@ pub(crate) mod clients;
 mod cmd;
 mod connection;
 pub mod frame;
+mod glob;
 mod keyspace_events;
 mod monitor;
 mod pubsub;

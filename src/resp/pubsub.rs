@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use parking_lot::Mutex;
 
-use super::cmd::glob_match;
+use super::glob::glob_match;
 use super::push::{Outbox, Push};
 
 /// Subscribers by channel, and by pattern.

@@ -8,10 +8,9 @@ use bytes::Bytes;
 
 use super::super::Shared;
 use super::super::frame::Reply;
+use super::super::glob::glob_match;
 use super::CommandResult;
-use super::util::{
-    glob_match, help_reply, integer_arg, is, syntax_error, unknown_subcommand_or_arity,
-};
+use super::util::{help_reply, integer_arg, is, syntax_error, unknown_subcommand_or_arity};
 
 /// Keys a single range read returns at most, while listing.
 const PAGE: usize = 1000;

@@ -36,7 +36,7 @@ use crate::error::Error;
 use crate::store::redis_op::{self, Keyspace, RedisCommand, RedisOp, SetExpiry};
 use crate::store::{Command, Entry, Guard, Op, Outcome};
 
-pub use util::{glob_match, store_error};
+pub use util::store_error;
 
 /// Per-connection state.
 #[derive(Debug)]

@@ -12,8 +12,9 @@ use bytes::Bytes;
 
 use super::super::Shared;
 use super::super::frame::Reply;
+use super::super::glob::glob_match;
 use super::super::keyspace_events::KeyspaceEvents;
-use super::util::{glob_match, help_reply, is, syntax_error};
+use super::util::{help_reply, is, syntax_error};
 use super::{CommandResult, SPECS, Session, Spec, find_spec, wrong_arity};
 use crate::store::number::parse_i64;
 

@@ -1,5 +1,5 @@
 //! What several command families share: Redis's number parsing and error
-//! texts, op answers as replies, and glob patterns.
+//! texts, and op answers as replies.
 
 use super::super::frame::Reply;
 use crate::error::Error;
@@ -95,83 +95,6 @@ pub fn is(text: &[u8], word: &str) -> bool {
     text.eq_ignore_ascii_case(word.as_bytes())
 }
 
-/// Redis's glob match (`stringmatchlen`): `*`, `?`, `[abc]`, `[^a-z]`, `\x`.
-/// Backtracks only to the last `*`, so the time is at most pattern × text
-/// (a recursive matcher is exponential on patterns like `*a*a*a*b`).
-pub fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
-    let (mut p, mut t) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        if pattern.get(p) == Some(&b'*') {
-            star = Some((p + 1, t));
-            p += 1;
-            continue;
-        }
-        if let Some(next) = match_one(pattern, p, text[t]) {
-            p = next;
-            t += 1;
-            continue;
-        }
-        match star {
-            Some((after_star, start)) => {
-                p = after_star;
-                t = start + 1;
-                star = Some((after_star, start + 1));
-            }
-            None => return false,
-        }
-    }
-    pattern[p..].iter().all(|&byte| byte == b'*')
-}
-
-/// Matches the pattern token at `p` (not a `*`) against one byte; the index of
-/// the next token if it matches.
-fn match_one(pattern: &[u8], p: usize, byte: u8) -> Option<usize> {
-    match pattern.get(p)? {
-        b'?' => Some(p + 1),
-        b'[' => {
-            let class = &pattern[p + 1..];
-            let (matched, after) = class_match(class, byte)?;
-            matched.then_some(pattern.len() - after.len())
-        }
-        b'\\' if p + 1 < pattern.len() => (pattern[p + 1] == byte).then_some(p + 2),
-        &literal => (literal == byte).then_some(p + 1),
-    }
-}
-
-/// Matches `byte` against a `[...]` class whose body starts `class`; returns
-/// whether it matched and the pattern after the closing `]`.
-fn class_match(class: &[u8], byte: u8) -> Option<(bool, &[u8])> {
-    let (negate, mut rest) = match class.split_first() {
-        Some((b'^', rest)) => (true, rest),
-        _ => (false, class),
-    };
-    let mut matched = false;
-    loop {
-        match rest {
-            [] => return Some((matched != negate, rest)),
-            [b']', after @ ..] => return Some((matched != negate, after)),
-            [b'\\', escaped, after @ ..] => {
-                matched |= *escaped == byte;
-                rest = after;
-            }
-            [low, b'-', high, after @ ..] if *high != b']' => {
-                let (low, high) = if low <= high {
-                    (*low, *high)
-                } else {
-                    (*high, *low)
-                };
-                matched |= (low..=high).contains(&byte);
-                rest = after;
-            }
-            [single, after @ ..] => {
-                matched |= *single == byte;
-                rest = after;
-            }
-        }
-    }
-}
-
 /// A HELP reply: one status line per line of text.
 pub fn help_reply(lines: &[&'static str]) -> Reply {
     Reply::Array(lines.iter().map(|&line| Reply::Simple(line)).collect())
@@ -184,26 +107,4 @@ pub fn unknown_subcommand_or_arity(subcommand: &[u8], command: &str) -> Reply {
         "unknown subcommand or wrong number of arguments for '{}'. Try {command} HELP.",
         String::from_utf8_lossy(subcommand)
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn globs_match_like_redis() {
-        assert!(glob_match(b"*", b""));
-        assert!(glob_match(b"h?llo", b"hello"));
-        assert!(glob_match(b"h*llo", b"heeeello"));
-        assert!(glob_match(b"h[ae]llo", b"hallo"));
-        assert!(!glob_match(b"h[^e]llo", b"hello"));
-        assert!(glob_match(b"h[a-b]llo", b"hbllo"));
-        assert!(glob_match(b"h\\*llo", b"h*llo"));
-        assert!(!glob_match(b"h\\*llo", b"hello"));
-        assert!(glob_match(b"user:*:name", b"user:42:name"));
-        assert!(!glob_match(b"a*b", b"ac"));
-        assert!(glob_match(b"a*b*c", b"axxbyyc"));
-        let long = vec![b'a'; 4000];
-        assert!(!glob_match(b"*a*a*a*a*a*a*a*a*b", &long));
-    }
 }
