@@ -146,6 +146,19 @@ impl PubSub {
         self.registry.lock().patterns.len()
     }
 
+    /// The connections subscribed to any channel or pattern (INFO
+    /// `pubsub_clients`).
+    pub fn client_count(&self) -> usize {
+        let registry = self.registry.lock();
+        let clients: std::collections::BTreeSet<u64> = registry
+            .channels
+            .values()
+            .chain(registry.patterns.values())
+            .flat_map(|clients| clients.keys().copied())
+            .collect();
+        clients.len()
+    }
+
     /// The distinct channels subscribed to (INFO `pubsub_channels`).
     pub fn channel_count(&self) -> usize {
         self.registry.lock().channels.len()
@@ -193,6 +206,7 @@ mod tests {
         assert_eq!(pubsub.channels(Some(b"s*")), [bytes("sport")]);
         assert_eq!(pubsub.subscriber_count(b"news.it"), 1);
         assert_eq!(pubsub.pattern_count(), 1);
+        assert_eq!(pubsub.client_count(), 2);
         pubsub.unsubscribe(Kind::Channel, b"news.it", 1);
         pubsub.unsubscribe(Kind::Pattern, b"news.*", 1);
         assert_eq!(pubsub.publish(&bytes("news.it"), &bytes("hi")), 0);

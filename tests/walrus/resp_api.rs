@@ -1456,6 +1456,8 @@ fn pubsub_delivers_to_channels_and_patterns_in_resp2_and_resp3() {
         info.contains("pubsub_channels:2\r\npubsub_patterns:1"),
         "{info}"
     );
+    let info = publisher.call(&["INFO", "clients"]);
+    assert!(info.contains("pubsub_clients:1\r\n"), "{info}");
 
     // UNSUBSCRIBE without channels ends them all; with none left, any command.
     subscriber.send(&[b"UNSUBSCRIBE"]);

@@ -939,10 +939,12 @@ fn info(shared: &Shared, sections: &[Bytes]) -> String {
     if wanted("clients") {
         let _ = write!(
             text,
-            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:{}\r\n\r\n",
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:{}\r\n\
+             pubsub_clients:{}\r\n\r\n",
             stats.connected_clients.load(Ordering::Relaxed),
             shared.max_clients.load(Ordering::Relaxed),
-            shared.pause.waiting()
+            shared.pause.waiting(),
+            shared.pubsub.client_count()
         );
     }
     if wanted("memory") {
