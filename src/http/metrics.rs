@@ -228,6 +228,18 @@ fn render_cluster(out: &mut String, cluster: &ClusterNode) {
         "",
         load(&counters.snapshots_received),
     );
+    family(
+        out,
+        "walrus_pubsub_broadcast_dropped_total",
+        "counter",
+        "PUBLISHed messages not delivered to another member (its queue was full, or it could not be reached).",
+    );
+    sample(
+        out,
+        "walrus_pubsub_broadcast_dropped_total",
+        "",
+        cluster.broadcast_dropped(),
+    );
 }
 
 fn render_store(out: &mut String, store: &dyn KvStore) {

@@ -556,6 +556,14 @@ impl ClusterNode {
         }
     }
 
+    /// Pub/Sub messages for other members dropped so far (a full queue, a
+    /// peer that could not be reached).
+    pub fn broadcast_dropped(&self) -> u64 {
+        self.broadcaster
+            .dropped
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Sends a message PUBLISHed here to every other member (voters and
     /// learners), at most once and in order per member.
     pub fn broadcast(&self, message: Published) {

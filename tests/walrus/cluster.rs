@@ -460,6 +460,12 @@ fn writes_through_any_node_are_read_alike_from_every_node() {
             .is_some_and(|message| message.ends_with("local\r\n"))
     );
 
+    let metrics = http_get(cluster.node(leader).http, "/metrics").text();
+    assert!(
+        metrics.contains("\nwalrus_pubsub_broadcast_dropped_total 0\n"),
+        "no message was dropped: {metrics}"
+    );
+
     // A backup from a follower: its snapshot of everything applied, checked.
     let snapshot =
         http(cluster.node(follower).http, "GET", "/admin/snapshot", b"").expect("answer");

@@ -1220,6 +1220,17 @@ fn info_number(raw: &mut RawResp, section: &str, field: &str) -> u64 {
 }
 
 /// INFO's `blocked_clients`, read by another connection.
+/// Polls `done` every `pause`, at most `attempts` times; whether it held.
+fn eventually(attempts: u32, pause: Duration, mut done: impl FnMut() -> bool) -> bool {
+    for _ in 0..attempts {
+        if done() {
+            return true;
+        }
+        thread::sleep(pause);
+    }
+    false
+}
+
 fn blocked_clients(raw: &mut RawResp) -> u64 {
     info_number(raw, "clients", "blocked_clients")
 }
@@ -1249,15 +1260,12 @@ fn client_pause_holds_writes_or_everything_until_unpause_or_timeout() {
     );
     writer.send(&[b"SET", b"k", b"after"]);
     transaction.send(&[b"EXEC"]);
-    let mut held = 0;
-    for _ in 0..200 {
-        held = blocked_clients(&mut admin);
-        if held == 2 {
-            break;
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-    assert_eq!(held, 2, "the SET and the EXEC wait");
+    assert!(
+        eventually(200, Duration::from_millis(10), || {
+            blocked_clients(&mut admin) == 2
+        }),
+        "the SET and the EXEC wait"
+    );
     assert_eq!(admin.call(&["GET", "k"]), "$6\r\nbefore\r\n");
     assert_eq!(admin.call(&["CLIENT", "UNPAUSE"]), "+OK\r\n");
     assert_eq!(writer.reply().as_deref(), Some("+OK\r\n"));
@@ -1300,15 +1308,12 @@ fn client_pause_holds_writes_or_everything_until_unpause_or_timeout() {
     assert_eq!(admin.call(&["GET", "brief"]), "$-1\r\n");
     assert_eq!(expired_keys(&mut admin), 0, "the sweeper waits");
     assert_eq!(admin.call(&["CLIENT", "UNPAUSE"]), "+OK\r\n");
-    let mut swept = 0;
-    for _ in 0..100 {
-        swept = expired_keys(&mut admin);
-        if swept == 1 {
-            break;
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-    assert_eq!(swept, 1, "swept once unpaused");
+    assert!(
+        eventually(100, Duration::from_millis(50), || {
+            expired_keys(&mut admin) == 1
+        }),
+        "swept once unpaused"
+    );
 }
 
 /// INFO's `rdb_changes_since_last_save` counts the writes since the newest
@@ -1515,15 +1520,12 @@ fn pubsub_delivers_to_channels_and_patterns_in_resp2_and_resp3() {
 
     // A closed connection's subscriptions go with it.
     drop(subscriber);
-    let mut gone = false;
-    for _ in 0..200 {
-        if publisher.call(&["PUBSUB", "NUMSUB", "c"]) == "*2\r\n$1\r\nc\r\n:0\r\n" {
-            gone = true;
-            break;
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-    assert!(gone, "the closed subscriber is forgotten");
+    assert!(
+        eventually(200, Duration::from_millis(10), || {
+            publisher.call(&["PUBSUB", "NUMSUB", "c"]) == "*2\r\n$1\r\nc\r\n:0\r\n"
+        }),
+        "the closed subscriber is forgotten"
+    );
 }
 
 /// The next Pub/Sub message's channel and payload, from a RESP2 subscriber

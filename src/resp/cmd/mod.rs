@@ -31,6 +31,7 @@ use bytes::Bytes;
 
 use super::Shared;
 use super::frame::Reply;
+use super::pubsub::Kind as PubSubKind;
 use super::push::{Inbox, Outbox};
 use crate::error::Error;
 use crate::store::redis_op::{self, Keyspace, RedisCommand, RedisOp, SetExpiry};
@@ -158,20 +159,28 @@ impl Session {
     /// Subscribed to a channel or pattern: in RESP2, only the subscription
     /// commands, PING, QUIT and RESET may run (Redis's subscribed mode).
     pub fn is_subscribed(&self) -> bool {
-        !self.channels.is_empty() || !self.patterns.is_empty()
+        self.subscription_count() > 0
+    }
+
+    /// Channels and patterns subscribed to (the count each confirmation has).
+    pub fn subscription_count(&self) -> usize {
+        self.channels.len() + self.patterns.len()
+    }
+
+    /// The channels, or the patterns, subscribed to.
+    pub fn subscriptions(&mut self, kind: PubSubKind) -> &mut BTreeSet<Bytes> {
+        match kind {
+            PubSubKind::Channel => &mut self.channels,
+            PubSubKind::Pattern => &mut self.patterns,
+        }
     }
 
     /// Ends every subscription and MONITOR (RESET, or the connection closed).
     pub fn leave_pushes(&mut self, shared: &Shared) {
-        for channel in std::mem::take(&mut self.channels) {
-            shared
-                .pubsub
-                .unsubscribe(crate::resp::pubsub::Kind::Channel, &channel, self.id);
-        }
-        for pattern in std::mem::take(&mut self.patterns) {
-            shared
-                .pubsub
-                .unsubscribe(crate::resp::pubsub::Kind::Pattern, &pattern, self.id);
+        for kind in [PubSubKind::Channel, PubSubKind::Pattern] {
+            for name in std::mem::take(self.subscriptions(kind)) {
+                shared.pubsub.unsubscribe(kind, &name, self.id);
+            }
         }
         if std::mem::take(&mut self.monitoring) {
             shared.monitors.unsubscribe(self.id);

@@ -60,21 +60,20 @@ fn confirmation(kind: &'static str, name: Option<Bytes>, count: usize) -> Reply 
 
 fn subscribe(session: &mut Session, shared: &Shared, kind: Kind, names: &[Bytes]) -> Reply {
     let outbox = session.outbox();
+    let verb = match kind {
+        Kind::Channel => "subscribe",
+        Kind::Pattern => "psubscribe",
+    };
     let mut replies = Vec::with_capacity(names.len());
     for name in names {
-        let subscriptions = match kind {
-            Kind::Channel => &mut session.channels,
-            Kind::Pattern => &mut session.patterns,
-        };
-        if subscriptions.insert(name.clone()) {
+        if session.subscriptions(kind).insert(name.clone()) {
             shared.pubsub.subscribe(kind, name.clone(), &outbox);
         }
-        let count = session.channels.len() + session.patterns.len();
-        let verb = match kind {
-            Kind::Channel => "subscribe",
-            Kind::Pattern => "psubscribe",
-        };
-        replies.push(confirmation(verb, Some(name.clone()), count));
+        replies.push(confirmation(
+            verb,
+            Some(name.clone()),
+            session.subscription_count(),
+        ));
     }
     Reply::Sequence(replies)
 }
@@ -86,26 +85,19 @@ fn unsubscribe(session: &mut Session, shared: &Shared, kind: Kind, names: &[Byte
         Kind::Channel => "unsubscribe",
         Kind::Pattern => "punsubscribe",
     };
-    let names: Vec<Bytes> = match (names, kind) {
-        ([], Kind::Channel) => session.channels.iter().cloned().collect(),
-        ([], Kind::Pattern) => session.patterns.iter().cloned().collect(),
-        (names, _) => names.to_vec(),
+    let names: Vec<Bytes> = match names {
+        [] => session.subscriptions(kind).iter().cloned().collect(),
+        names => names.to_vec(),
     };
     if names.is_empty() {
-        let count = session.channels.len() + session.patterns.len();
-        return Reply::Sequence(vec![confirmation(verb, None, count)]);
+        return Reply::Sequence(vec![confirmation(verb, None, session.subscription_count())]);
     }
     let mut replies = Vec::with_capacity(names.len());
     for name in names {
-        let subscriptions = match kind {
-            Kind::Channel => &mut session.channels,
-            Kind::Pattern => &mut session.patterns,
-        };
-        if subscriptions.remove(&name) {
+        if session.subscriptions(kind).remove(&name) {
             shared.pubsub.unsubscribe(kind, &name, session.id);
         }
-        let count = session.channels.len() + session.patterns.len();
-        replies.push(confirmation(verb, Some(name), count));
+        replies.push(confirmation(verb, Some(name), session.subscription_count()));
     }
     Reply::Sequence(replies)
 }
