@@ -15,9 +15,13 @@ static OFFSET_MS: AtomicU64 = AtomicU64::new(0);
 
 /// Milliseconds since the Unix epoch, as expiry sees them.
 pub fn now_ms() -> u64 {
-    let real = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as u64);
+    // A seeded simulation runs on a virtual clock, so commands carry the
+    // same times in every run of one seed.
+    let real = crate::deterministic::now_ms().unwrap_or_else(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_millis() as u64)
+    });
     real.saturating_add(OFFSET_MS.load(Ordering::Relaxed))
 }
 

@@ -34,6 +34,7 @@ pub mod backup;
 pub mod bench;
 pub mod client;
 pub mod clock;
+pub mod deterministic;
 pub mod dev_cluster;
 pub mod dump;
 pub mod encoding;

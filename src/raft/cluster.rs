@@ -239,7 +239,7 @@ impl IncomingSnapshot {
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
 ) -> std::result::Result<T, String> {
-    tokio::task::spawn_blocking(work)
+    crate::deterministic::off_runtime(work)
         .await
         .map_err(|error| error.to_string())?
         .map_err(|error| format!("writing the incoming snapshot: {error}"))
@@ -343,7 +343,7 @@ impl ClusterNode {
             let (node_id, advertise) = (options.node_id, options.advertise.clone());
             let (wal, fsync, watch_history) =
                 (options.wal.clone(), options.fsync, options.watch_history);
-            tokio::task::spawn_blocking(move || {
+            crate::deterministic::off_runtime(move || {
                 super::member::claim(&*fs, &dir, node_id, &advertise)?;
                 let log = LogStore::open(fs.clone(), &dir, wal, fsync)?;
                 let machine = StateMachine::open_into(fs, &dir, watch_history, shared)?;
@@ -653,6 +653,7 @@ impl ClusterNode {
                     runtime.spawn(async move {
                         let mut reply = reply;
                         let retried = tokio::select! {
+                            biased;
                             result = cluster.write_by(retry, deadline) => result,
                             () = reply.closed() => return,
                         };

@@ -174,8 +174,21 @@ impl Done {
 /// The Raft log storage: the handle openraft appends through.
 pub struct LogStore {
     shared: Shared,
-    jobs: Sender<Job>,
-    writer: Option<JoinHandle<()>>,
+    writer: WriterHandle,
+}
+
+/// Where the log's jobs are written.
+enum WriterHandle {
+    /// A thread of its own, fed through a queue, so the appends, votes and
+    /// truncations queued while it syncs share its next write and sync.
+    Thread {
+        jobs: Sender<Job>,
+        handle: Option<JoinHandle<()>>,
+    },
+    /// In the deterministic context (a seeded simulation), each job is
+    /// written on the task that submits it, so no other thread races the
+    /// runtime. Under an `interval` policy it syncs only when closed.
+    Inline(Box<parking_lot::Mutex<Writer>>),
 }
 
 /// Reads entries and the vote from memory.
@@ -218,7 +231,6 @@ impl LogStore {
         );
         let segment_max_index = segment_max_indexes(&wal, &entry_positions);
         let shared: Shared = Arc::new(RwLock::new(state));
-        let (jobs, receiver) = crossbeam_channel::unbounded();
         let writer = Writer {
             wal,
             fsync,
@@ -226,14 +238,23 @@ impl LogStore {
             segment_max_index,
             written_committed: None,
         };
+        if crate::deterministic::is_active() {
+            return Ok(LogStore {
+                shared,
+                writer: WriterHandle::Inline(Box::new(parking_lot::Mutex::new(writer))),
+            });
+        }
+        let (jobs, receiver) = crossbeam_channel::unbounded();
         let handle = std::thread::Builder::new()
             .name("walrus-raft-log".into())
             .spawn(move || writer.run(receiver))
             .map_err(|err| Error::io(dir, err))?;
         Ok(LogStore {
             shared,
-            jobs,
-            writer: Some(handle),
+            writer: WriterHandle::Thread {
+                jobs,
+                handle: Some(handle),
+            },
         })
     }
 
@@ -244,25 +265,45 @@ impl LogStore {
     }
 
     fn send(&self, job: Job) -> io::Result<()> {
-        self.jobs
-            .send(job)
-            .map_err(|_| io_error("the Raft log writer has stopped"))
+        match &self.writer {
+            WriterHandle::Thread { jobs, .. } => jobs
+                .send(job)
+                .map_err(|_| io_error("the Raft log writer has stopped")),
+            WriterHandle::Inline(writer) => {
+                writer.lock().write(vec![job]);
+                Ok(())
+            }
+        }
     }
 
-    /// Stops the writer thread after it has written everything queued.
+    /// Stops the writer after it has written everything queued.
     pub fn close(&mut self) {
-        let _ = self.jobs.send(Job::Shutdown);
-        if let Some(handle) = self.writer.take() {
-            let _ = handle.join();
+        match &mut self.writer {
+            WriterHandle::Thread { jobs, handle } => {
+                let _ = jobs.send(Job::Shutdown);
+                if let Some(handle) = handle.take() {
+                    let _ = handle.join();
+                }
+            }
+            WriterHandle::Inline(writer) => {
+                let _ = writer.lock().wal.sync();
+            }
         }
     }
 }
 
 impl Drop for LogStore {
     fn drop(&mut self) {
-        // The writer drains what is queued and stops; joining here would block
-        // an async runtime thread, so it is left to finish on its own.
-        let _ = self.jobs.send(Job::Shutdown);
+        match &self.writer {
+            // The writer drains what is queued and stops; joining here would
+            // block an async runtime thread, so it is left to finish on its own.
+            WriterHandle::Thread { jobs, .. } => {
+                let _ = jobs.send(Job::Shutdown);
+            }
+            WriterHandle::Inline(writer) => {
+                let _ = writer.lock().wal.sync();
+            }
+        }
     }
 }
 

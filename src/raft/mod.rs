@@ -22,7 +22,9 @@ pub mod forward;
 pub mod log_store;
 pub mod member;
 pub mod network;
+pub mod runtime;
 pub mod state_machine;
+pub mod watch;
 
 use std::fmt;
 
@@ -77,7 +79,7 @@ impl openraft::RaftTypeConfig for TypeConfig {
     type Payload = openraft::EntryPayload<Proposal, u64, openraft::BasicNode>;
     type Entry =
         openraft::Entry<<Self::LeaderId as openraft::vote::RaftLeaderId>::Committed, Self::Payload>;
-    type AsyncRuntime = openraft::impls::TokioRuntime;
+    type AsyncRuntime = runtime::RaftRuntime;
     type Responder<T>
         = Replier<T>
     where

@@ -332,7 +332,7 @@ async fn next_piece(data: &mut Option<SnapshotData>) -> Result<Vec<u8>, RPCError
     let mut taken = data
         .take()
         .ok_or_else(|| failed("the reader was lost".into()))?;
-    let (taken, piece) = tokio::task::spawn_blocking(move || {
+    let (taken, piece) = crate::deterministic::off_runtime(move || {
         let piece = taken.read_piece(SNAPSHOT_CHUNK_BYTES);
         (taken, piece)
     })
@@ -446,7 +446,10 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
                 }
             }
         };
+        // Biased, as every `select!` on the Raft path: a seeded simulation
+        // must pick the same branch each run when both are ready.
         tokio::select! {
+            biased;
             closed = cancel => Err(StreamingError::Closed(closed)),
             answer = send => Ok(answer?),
         }

@@ -548,9 +548,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
 
     async fn build_snapshot(&mut self) -> io::Result<Snapshot> {
         let machine = self.clone();
-        tokio::task::spawn_blocking(move || machine.build())
-            .await
-            .map_err(io_error)?
+        crate::deterministic::off_runtime(move || machine.build()).await?
     }
 }
 
@@ -589,16 +587,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> io::Result<()> {
         let machine = self.clone();
         let meta = meta.clone();
-        tokio::task::spawn_blocking(move || machine.install(&meta, snapshot))
-            .await
-            .map_err(io_error)?
+        crate::deterministic::off_runtime(move || machine.install(&meta, snapshot)).await?
     }
 
     async fn get_current_snapshot(&mut self) -> io::Result<Option<Snapshot>> {
         let machine = self.clone();
-        tokio::task::spawn_blocking(move || machine.current())
-            .await
-            .map_err(io_error)?
+        crate::deterministic::off_runtime(move || machine.current()).await?
     }
 }
 

@@ -22,10 +22,13 @@
 //!
 //! Reproducing: the seed fixes every random choice (the workload, the fault
 //! schedule and its timing, each message's delay and loss, each torn write).
-//! The nodes run on a real-time runtime, so the interleaving of tasks and the
-//! log writer threads is not fixed by the seed: a rerun replays the same
-//! faults at the same moments, which in practice reproduces a failure, but
-//! not byte for byte.
+//! Run on a current-thread runtime with a paused clock, inside the
+//! deterministic context ([`crate::deterministic`]: Raft's election timeouts
+//! drawn from the seed, the Raft log and snapshot work inline instead of on
+//! other threads, commands stamped from the virtual clock), as
+//! `tests/walrus/sim_cluster.rs` runs it, a seed replays the identical
+//! execution. On a multi-threaded runtime it still runs, with the same faults
+//! at the same moments but its own interleaving.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -326,6 +329,8 @@ struct Cluster {
     network: SimNetwork,
     options: SimOptions,
     started: Instant,
+    /// The last time [`Cluster::stamp`] gave.
+    last_stamp: std::sync::atomic::AtomicU64,
     faults: Mutex<Vec<String>>,
     /// Counters of nodes that have stopped, summed.
     snapshots_installed: std::sync::atomic::AtomicU64,
@@ -371,6 +376,23 @@ fn cluster_options(id: NodeId, peers: &BTreeMap<NodeId, String>) -> ClusterOptio
 impl Cluster {
     fn ids(&self) -> Vec<NodeId> {
         (1..=self.options.nodes).collect()
+    }
+
+    /// Nanoseconds since the run began for an operation's call or return,
+    /// strictly later than any stamp given before. On a paused clock many
+    /// events share one instant; the checker reads a return and a call at
+    /// the same time as ordered, so equal times would claim an order the run
+    /// did not have. Stamps taken in the order events happen keep it.
+    fn stamp(&self) -> u64 {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.started.elapsed().as_nanos() as u64;
+        let next = |last: u64| now.max(last + 1);
+        match self
+            .last_stamp
+            .fetch_update(SeqCst, SeqCst, |last| Some(next(last)))
+        {
+            Ok(last) | Err(last) => next(last),
+        }
     }
 
     fn note(&self, fault: String) {
@@ -605,7 +627,7 @@ async fn client(
         let (node_id, _, front) = running[rng.random_range(0..running.len())].clone();
         let key = format!("k{}", rng.random_range(0..keys));
         let value = format!("c{client_id}-{sequence}");
-        let invoked_ns = cluster.started.elapsed().as_nanos() as u64;
+        let invoked_ns = cluster.stamp();
         let roll = rng.random_range(0..100);
         let (action, result) = if roll < 40 {
             let read = tokio::time::timeout(Duration::from_secs(3), async {
@@ -668,7 +690,7 @@ async fn client(
                 ),
             }
         };
-        let completed_ns = result.map(|_| cluster.started.elapsed().as_nanos() as u64);
+        let completed_ns = result.map(|_| cluster.stamp());
         // What the report counts as acknowledged: answered reads, and writes
         // that took effect (a compare-and-swap that failed wrote nothing).
         let acknowledged = match &action {
@@ -862,7 +884,7 @@ async fn lag_one_node_past_the_log(
         };
         let key = format!("k{}", sequence % cluster.options.keys);
         let value = format!("lag-{sequence}");
-        let invoked_ns = cluster.started.elapsed().as_nanos() as u64;
+        let invoked_ns = cluster.stamp();
         let command = Command::put(key.clone().into_bytes(), value.clone().into_bytes());
         let result = submit(&front, command).await;
         history.push(Operation {
@@ -870,9 +892,7 @@ async fn lag_one_node_past_the_log(
             key,
             action: Action::Put { value },
             invoked_ns,
-            completed_ns: result
-                .as_ref()
-                .map(|_| cluster.started.elapsed().as_nanos() as u64),
+            completed_ns: result.as_ref().map(|_| cluster.stamp()),
             revision: result.flatten().map(|outcome| outcome.revision),
             endpoint: format!("node {leader}"),
         });
@@ -930,7 +950,7 @@ async fn settle_and_read(cluster: &Cluster, client_base: u64) -> Result<Vec<Oper
     for (id, _, front) in cluster.running() {
         for key in 0..cluster.options.keys {
             let key = format!("k{key}");
-            let invoked_ns = cluster.started.elapsed().as_nanos() as u64;
+            let invoked_ns = cluster.stamp();
             front
                 .read_barrier(Consistency::Linearizable)
                 .await
@@ -944,7 +964,7 @@ async fn settle_and_read(cluster: &Cluster, client_base: u64) -> Result<Vec<Oper
                 key,
                 action: Action::Get { value },
                 invoked_ns,
-                completed_ns: Some(cluster.started.elapsed().as_nanos() as u64),
+                completed_ns: Some(cluster.stamp()),
                 revision: None,
                 endpoint: format!("node {id} (final read)"),
             });
@@ -1010,6 +1030,7 @@ async fn start_cluster(options: &SimOptions) -> Result<Arc<Cluster>, String> {
         network: network.clone(),
         options: options.clone(),
         started: Instant::now(),
+        last_stamp: Default::default(),
         faults: Mutex::new(Vec::new()),
         snapshots_installed: Default::default(),
         forwarded_writes: Default::default(),

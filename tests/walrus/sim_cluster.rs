@@ -6,8 +6,69 @@
 //! `WALRUS_SIM_SEEDS=N` runs seeds 1..=N (CI runs a few); `WALRUS_SIM_SEED=S`
 //! reruns one seed, e.g. the one a failure names; `WALRUS_SIM_VERBOSE=1`
 //! prints each run's faults.
+//!
+//! Each run is one thread: a current-thread runtime on a paused clock, in
+//! walrus's deterministic context (`walrus::deterministic`), so a seed
+//! replays the identical execution, which one test here checks.
 
-use walrus::testing::sim_cluster::{SimOptions, run};
+use walrus::testing::sim_cluster::{SimOptions, SimReport, run};
+
+/// Runs one seed as the whole simulation does: on this thread alone, its
+/// clock virtual and every random choice (Raft's too) drawn from the seed.
+fn run_seed(seed: u64) -> SimReport {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .expect("runtime");
+    let report = runtime
+        .block_on(async {
+            let _deterministic = walrus::deterministic::enter(seed);
+            run(SimOptions::new(seed)).await
+        })
+        .unwrap_or_else(|error| panic!("seed {seed}: {error}"));
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    report
+}
+
+/// Everything a run records that depends on how it went, a line each: every
+/// operation with its times and outcome, every fault with its time, the
+/// message and acknowledgement counts.
+fn fingerprint(report: &SimReport) -> Vec<String> {
+    let mut lines: Vec<String> = report.history.iter().map(|op| format!("{op:?}")).collect();
+    lines.extend(report.faults.iter().cloned());
+    lines.push(format!(
+        "delivered {} lost {} writes {} reads {} snapshots {} forwarded {}",
+        report.delivered,
+        report.lost,
+        report.acknowledged_writes,
+        report.acknowledged_reads,
+        report.snapshots_installed,
+        report.forwarded_writes
+    ));
+    lines
+}
+
+#[test]
+fn a_seed_replays_the_identical_run() {
+    let chosen = std::env::var("WALRUS_SIM_SEED")
+        .ok()
+        .and_then(|seed| seed.parse().ok());
+    for seed in chosen.map_or_else(|| vec![5, 6, 7], |seed| vec![seed]) {
+        let first = fingerprint(&run_seed(seed));
+        let second = fingerprint(&run_seed(seed));
+        let differs = first.iter().zip(&second).position(|(a, b)| a != b);
+        assert!(
+            differs.is_none() && first.len() == second.len(),
+            "seed {seed} ran differently the second time ({} and {} lines); first difference, line {:?}:\n{:?}\n{:?}",
+            first.len(),
+            second.len(),
+            differs,
+            differs.map(|line| &first[line]),
+            differs.map(|line| &second[line])
+        );
+    }
+}
 
 fn seeds() -> Vec<u64> {
     if let Some(seed) = std::env::var("WALRUS_SIM_SEED")
@@ -19,7 +80,7 @@ fn seeds() -> Vec<u64> {
     let count = std::env::var("WALRUS_SIM_SEEDS")
         .ok()
         .and_then(|count| count.parse().ok())
-        .unwrap_or(4);
+        .unwrap_or(40);
     (1..=count).collect()
 }
 
@@ -35,15 +96,7 @@ fn seeded_cluster_runs_under_partitions_loss_power_cuts_and_membership_changes_s
     let mut membership_changes = 0;
     let seeds = seeds();
     for &seed in &seeds {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let report = runtime
-            .block_on(run(SimOptions::new(seed)))
-            .unwrap_or_else(|error| panic!("seed {seed}: {error}"));
-        runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+        let report = run_seed(seed);
         eprintln!(
             "seed {seed}: {} operations ({} writes and {} reads acknowledged), \
              {} faults, {} messages delivered, {} lost, {} writes forwarded, {} snapshots installed, \
@@ -105,7 +158,7 @@ fn seeded_cluster_runs_under_partitions_loss_power_cuts_and_membership_changes_s
 /// Writes the history of every key that failed its check to a file, one
 /// operation per line, and says where: the history is what a failure is
 /// debugged from, and it is too long for the panic message.
-fn failing_histories(report: &walrus::testing::sim_cluster::SimReport) -> String {
+fn failing_histories(report: &SimReport) -> String {
     use walrus::verify::checker::KeyVerdict;
     let path = std::env::temp_dir().join(format!("walrus-sim-seed-{}.jsonl", report.seed));
     let mut lines = String::new();
