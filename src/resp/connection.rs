@@ -138,6 +138,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     client: &ClientHandle,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let _leave_on_panic = LeaveOnPanic { shared, id };
     let mut session = Session::new(id, client.addr.clone(), shared.config.auth_token.is_none());
     let mut parser = RequestParser::new(limits_for(&session, shared));
     let mut input = BytesMut::with_capacity(16 << 10);
@@ -202,6 +203,24 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     }
     session.leave_pushes(shared);
     let _ = stream.shutdown().await;
+}
+
+/// Takes a connection whose task panics out of the Pub/Sub registry and the
+/// monitors, which it would otherwise stay in (counted by PUBSUB NUMSUB and
+/// INFO, and sent to) until the server stops. A connection that ends
+/// normally leaves through [`Session::leave_pushes`].
+struct LeaveOnPanic<'a> {
+    shared: &'a Shared,
+    id: u64,
+}
+
+impl Drop for LeaveOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.shared.pubsub.forget_client(self.id);
+            self.shared.monitors.unsubscribe(self.id);
+        }
+    }
 }
 
 /// Waits for pushes to a connection that has any coming and encodes them

@@ -71,6 +71,20 @@ impl PubSub {
         }
     }
 
+    /// Removes connection `id` from every channel and pattern. For a
+    /// connection whose task ended without leaving (it panicked): it walks
+    /// the whole registry, where leaving walks only the connection's own
+    /// subscriptions.
+    pub fn forget_client(&self, id: u64) {
+        let mut registry = self.registry.lock();
+        for kind in [Kind::Channel, Kind::Pattern] {
+            registry.of(kind).retain(|_, clients| {
+                clients.remove(&id);
+                !clients.is_empty()
+            });
+        }
+    }
+
     /// Sends `payload` to the subscribers of `channel`; how many received it
     /// (a connection subscribed to the channel and to two matching patterns
     /// receives it three times, and counts three times, as in Redis).
@@ -175,6 +189,22 @@ mod tests {
 
     fn bytes(text: &'static str) -> Bytes {
         Bytes::from_static(text.as_bytes())
+    }
+
+    #[test]
+    fn a_forgotten_client_leaves_every_channel_and_pattern_and_no_one_else() {
+        let pubsub = PubSub::default();
+        let (gone, _gone_inbox) = push::queue(1, 1 << 20);
+        let (staying, _staying_inbox) = push::queue(2, 1 << 20);
+        pubsub.subscribe(Kind::Channel, bytes("a"), &gone);
+        pubsub.subscribe(Kind::Channel, bytes("b"), &gone);
+        pubsub.subscribe(Kind::Pattern, bytes("*"), &gone);
+        pubsub.subscribe(Kind::Channel, bytes("b"), &staying);
+        pubsub.forget_client(1);
+        assert_eq!(pubsub.channels(None), vec![bytes("b")]);
+        assert_eq!(pubsub.subscriber_count(b"b"), 1);
+        assert_eq!(pubsub.pattern_count(), 0);
+        assert_eq!(pubsub.client_count(), 1);
     }
 
     #[tokio::test]
