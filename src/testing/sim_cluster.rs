@@ -736,9 +736,14 @@ async fn submit(front: &Node, command: Command) -> Option<Option<crate::store::O
 async fn nemesis(cluster: Arc<Cluster>, seed: u64, deadline: Instant) -> Result<(), String> {
     let mut rng = StdRng::seed_from_u64(seed);
     let ids = cluster.ids();
+    // Past the deadline the faults go on while the clients do (until they
+    // have seen enough acknowledged): a schedule that happened to leave the
+    // cluster without a quorum then still restarts or heals it in time.
+    let hard_deadline = deadline + cluster.options.duration;
     loop {
         let pause = Duration::from_millis(rng.random_range(150..600));
-        if Instant::now() + pause >= deadline {
+        let next = Instant::now() + pause;
+        if next >= hard_deadline || (next >= deadline && cluster.exercised_enough()) {
             break;
         }
         tokio::time::sleep(pause).await;
