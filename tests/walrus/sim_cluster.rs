@@ -80,7 +80,7 @@ fn seeds() -> Vec<u64> {
     let count = std::env::var("WALRUS_SIM_SEEDS")
         .ok()
         .and_then(|count| count.parse().ok())
-        .unwrap_or(40);
+        .unwrap_or(200);
     (1..=count).collect()
 }
 
