@@ -7,6 +7,12 @@
 //! Off by default, as in Redis; while off the state collects nothing. Every
 //! cluster member applies the same writes, so each publishes the events to
 //! its own subscribers (they are not broadcast).
+//!
+//! Key misses (`m`, not part of `A`) are the reads' events: the node that
+//! served a read op (GET, MGET, STRLEN, EXISTS, TTL, GETRANGE, the bit
+//! reads) publishes `keymiss` for each key it found absent. TYPE does not,
+//! as in Redis; nor do the ops the state runs (GETDEL, GETEX, SET … GET, the
+//! reads inside EXEC), which Redis would report.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -73,9 +79,7 @@ impl KeyspaceEvents {
                 b't' => STREAM,
                 b'd' => MODULE,
                 b'n' => NEW,
-                b'm' => {
-                    return Err("walrus does not report key misses (keyspace event class 'm')");
-                }
+                b'm' => KEY_MISS,
                 _ => return Err("Invalid event class character. Use 'Ag$lshzxeKEtmdn'."),
             };
         }
@@ -113,6 +117,23 @@ impl KeyspaceEvents {
         }
     }
 
+    /// Whether read misses are to be published (`m` with `K` or `E`).
+    pub fn wants_key_misses(&self) -> bool {
+        let flags = self.flags.load(Ordering::Relaxed);
+        flags & KEY_MISS != 0 && flags & (KEYSPACE | KEYEVENT) != 0
+    }
+
+    /// Publishes that a read found `key` absent in database `db`.
+    pub fn publish_key_miss(&self, pubsub: &PubSub, db: u8, key: &Bytes) {
+        let event = KeyEvent {
+            class: EventClass::KeyMiss,
+            name: "keymiss",
+            db,
+            key: key.clone(),
+        };
+        self.publish(pubsub, std::slice::from_ref(&event));
+    }
+
     /// Publishes one applied command's events, those the setting selects.
     pub fn publish(&self, pubsub: &PubSub, events: &[KeyEvent]) {
         let flags = self.flags.load(Ordering::Relaxed);
@@ -122,6 +143,7 @@ impl KeyspaceEvents {
                 EventClass::String => STRING,
                 EventClass::Expired => EXPIRED,
                 EventClass::New => NEW,
+                EventClass::KeyMiss => KEY_MISS,
             };
             if flags & class == 0 {
                 continue;
@@ -155,7 +177,15 @@ mod tests {
             assert_eq!(events.describe(), shown, "{given}");
         }
         assert!(KeyspaceEvents::parse(b"KEq").is_err());
-        assert!(KeyspaceEvents::parse(b"KEm").is_err());
+        events.set(KeyspaceEvents::parse(b"KEAm").expect("valid"), None);
+        assert_eq!(events.describe(), "AKEm");
+        assert!(events.wants_key_misses());
+        events.set(KeyspaceEvents::parse(b"Km").expect("valid"), None);
+        assert!(events.wants_key_misses());
+        events.set(KeyspaceEvents::parse(b"m").expect("valid"), None);
+        assert!(!events.wants_key_misses(), "no channel kind chosen");
+        events.set(KeyspaceEvents::parse(b"KEA").expect("valid"), None);
+        assert!(!events.wants_key_misses(), "A leaves misses out");
     }
 
     #[test]

@@ -26,6 +26,9 @@ pub enum EventClass {
     Expired,
     /// `n`: a key created.
     New,
+    /// `m`: a read found the key absent. Raised by the front end that served
+    /// the read, never by the state.
+    KeyMiss,
 }
 
 /// One event: `name` happened to `key` in database `db`.

@@ -1627,4 +1627,26 @@ fn keyspace_notifications_name_each_write_as_redis_does() {
         ("__keyspace@3__:last".to_string(), "set".to_string()),
         "del is generic (g), not selected"
     );
+
+    // m: a read that finds a key absent, per key looked up; TYPE does not
+    // count, and a hit is no event.
+    assert_eq!(
+        client.call(&["CONFIG", "SET", "notify-keyspace-events", "Em"]),
+        "+OK\r\n"
+    );
+    assert_eq!(
+        client.call(&["CONFIG", "GET", "notify-keyspace-events"]),
+        "*2\r\n$22\r\nnotify-keyspace-events\r\n$2\r\nEm\r\n"
+    );
+    client.call(&["GET", "last"]);
+    client.call(&["TYPE", "gone"]);
+    client.call(&["GET", "gone"]);
+    client.call(&["MGET", "last", "gone2", "gone3"]);
+    client.call(&["EXISTS", "gone4"]);
+    let misses: Vec<(String, String)> = (0..4).map(|_| pattern_message(&mut subscriber)).collect();
+    let expected: Vec<(String, String)> = ["gone", "gone2", "gone3", "gone4"]
+        .iter()
+        .map(|key| ("__keyevent@3__:keymiss".to_string(), key.to_string()))
+        .collect();
+    assert_eq!(misses, expected);
 }

@@ -661,6 +661,16 @@ fn logged_op(db: u8, op: RedisOp) -> (Command, Finish) {
 pub fn read(shared: &Shared, db: u8, op: RedisOp) -> Reply {
     let keys: Vec<Bytes> = op.keys().into_iter().cloned().collect();
     let entries = shared.store.get_entries(db, &keys);
+    // Redis reports a miss for every read lookup but TYPE's.
+    if !matches!(op, RedisOp::Type { .. }) && shared.keyspace_events.wants_key_misses() {
+        for (key, entry) in keys.iter().zip(&entries) {
+            if entry.is_none() {
+                shared
+                    .keyspace_events
+                    .publish_key_miss(&shared.pubsub, db, key);
+            }
+        }
+    }
     let mut view = ReadView {
         entries: keys.into_iter().zip(entries).collect(),
         len: match op {
