@@ -108,10 +108,11 @@ impl KeyspaceEvents {
     }
 
     /// Applies a parsed setting; the state collects events only while some
-    /// class is on for some target.
+    /// class of writes is on for some target (misses are not the state's).
     pub fn set(&self, flags: u32, hook: Option<&KeyEventHook>) {
         self.flags.store(flags, Ordering::Relaxed);
-        let publishing = flags & (KEYSPACE | KEYEVENT) != 0 && flags & !(KEYSPACE | KEYEVENT) != 0;
+        let write_classes = flags & !(KEYSPACE | KEYEVENT | KEY_MISS);
+        let publishing = flags & (KEYSPACE | KEYEVENT) != 0 && write_classes != 0;
         if let Some(hook) = hook {
             hook.enable(publishing);
         }
@@ -220,6 +221,11 @@ mod tests {
         assert_eq!(
             text,
             "*4\r\n$8\r\npmessage\r\n$1\r\n*\r\n$18\r\n__keyevent@2__:set\r\n$1\r\nk\r\n"
+        );
+        events.set(KeyspaceEvents::parse(b"KEm").expect("valid"), Some(&hook));
+        assert!(
+            !hook.is_enabled(),
+            "misses alone need nothing from the state"
         );
         events.set(0, Some(&hook));
         assert!(!hook.is_enabled());
