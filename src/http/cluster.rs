@@ -66,7 +66,8 @@ pub async fn raft(app: &App, message: &str, request: Request<Incoming>) -> HttpR
     };
     let answer = match message {
         // Pub/Sub is the front ends' business, not Raft's: the node serves it.
-        "publish" => app.node.serve_published(sender, &body),
+        "publish" => app.node.serve_published(sender, false, &body),
+        "spublish" => app.node.serve_published(sender, true, &body),
         _ => cluster.serve_peer_message(sender, message, &body).await,
     };
     match answer {

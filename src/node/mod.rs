@@ -152,11 +152,13 @@ impl Node {
         }
     }
 
-    /// Serves `/raft/publish` from member `sender`: the batch of messages
-    /// it broadcast, delivered to this node's subscribers in order.
+    /// Serves `/raft/publish` (`shard` false) or `/raft/spublish` (true)
+    /// from member `sender`: the batch of messages it broadcast, delivered
+    /// to this node's subscribers in order.
     pub fn serve_published(
         &self,
         sender: Option<NodeId>,
+        shard: bool,
         body: &[u8],
     ) -> std::result::Result<Vec<u8>, PeerRefusal> {
         let Some(cluster) = self.cluster() else {
@@ -168,8 +170,11 @@ impl Node {
         if cluster.partitioned_from(sender) {
             return Err(PeerRefusal::Partitioned);
         }
-        let messages: Vec<Published> =
+        let mut messages: Vec<Published> =
             postcard::from_bytes(body).map_err(|error| PeerRefusal::BadBody(error.to_string()))?;
+        messages
+            .iter_mut()
+            .for_each(|message| message.shard = shard);
         if let Some(deliver) = self.inner.subscribers.get() {
             messages.iter().for_each(deliver);
         }

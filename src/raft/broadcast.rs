@@ -22,12 +22,17 @@ use tokio::sync::mpsc;
 use super::NodeId;
 use super::network::Peer;
 
-/// One PUBLISHed message, as it travels between nodes (`/raft/publish`
-/// carries a batch of them).
+/// One PUBLISHed (or SPUBLISHed) message, as it travels between nodes:
+/// `/raft/publish` carries a batch of messages, `/raft/spublish` a batch of
+/// shard messages. The kind travels in the path, not the body, so the body
+/// stays what nodes that predate shard channels read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Published {
     pub channel: Bytes,
     pub payload: Bytes,
+    /// SPUBLISHed on a shard channel.
+    #[serde(skip)]
+    pub shard: bool,
 }
 
 /// Bytes of messages a peer's queue holds before new ones are dropped.
@@ -106,19 +111,30 @@ async fn send_in_order(
     queued: Arc<AtomicUsize>,
     dropped: Arc<AtomicU64>,
 ) {
-    while let Some(first) = receiver.recv().await {
+    let mut next = None;
+    while let Some(first) = match next.take() {
+        Some(message) => Some(message),
+        None => receiver.recv().await,
+    } {
+        // A batch is of one kind; a message of the other kind starts the next.
+        let shard = first.shard;
         let mut bytes = first.size();
         let mut batch = vec![first];
         while bytes < BATCH_BYTES {
             let Ok(message) = receiver.try_recv() else {
                 break;
             };
+            if message.shard != shard {
+                next = Some(message);
+                break;
+            }
             bytes += message.size();
             batch.push(message);
         }
         queued.fetch_sub(bytes, Ordering::Relaxed);
         let sent = batch.len() as u64;
-        if let Err(error) = peer.call::<_, ()>("publish", &batch, SEND_TIMEOUT).await {
+        let path = if shard { "spublish" } else { "publish" };
+        if let Err(error) = peer.call::<_, ()>(path, &batch, SEND_TIMEOUT).await {
             tracing::debug!(%error, messages = sent, "a Pub/Sub broadcast to a peer failed");
             dropped.fetch_add(sent, Ordering::Relaxed);
         }

@@ -38,9 +38,11 @@ pub struct SessionView<'a> {
     pub watch: usize,
     /// In MONITOR mode (flag `O`; never disconnected as idle, as in Redis).
     pub monitor: bool,
-    /// Channels SUBSCRIBEd and patterns PSUBSCRIBEd (flag `P` when any).
+    /// Channels SUBSCRIBEd, patterns PSUBSCRIBEd and shard channels
+    /// SSUBSCRIBEd (flag `P` when any).
     pub channels: usize,
     pub patterns: usize,
+    pub shard_channels: usize,
 }
 
 /// A connection's buffers after a batch, in bytes.
@@ -75,6 +77,7 @@ pub struct ClientHandle {
     monitor: AtomicBool,
     channels: AtomicU64,
     patterns: AtomicU64,
+    shard_channels: AtomicU64,
     /// [`Buffers`] after the last batch.
     query: AtomicU64,
     query_capacity: AtomicU64,
@@ -99,6 +102,8 @@ impl ClientHandle {
             .store(session.channels as u64, Ordering::Relaxed);
         self.patterns
             .store(session.patterns as u64, Ordering::Relaxed);
+        self.shard_channels
+            .store(session.shard_channels as u64, Ordering::Relaxed);
         for (field, bytes) in [
             (&self.query, buffers.query),
             (&self.query_capacity, buffers.query_capacity),
@@ -129,7 +134,10 @@ impl ClientHandle {
     /// Subscribed to a channel or pattern, as of its last batch (Redis's
     /// `pubsub` client type).
     pub fn is_pubsub(&self) -> bool {
-        self.channels.load(Ordering::Relaxed) + self.patterns.load(Ordering::Relaxed) > 0
+        self.channels.load(Ordering::Relaxed)
+            + self.patterns.load(Ordering::Relaxed)
+            + self.shard_channels.load(Ordering::Relaxed)
+            > 0
     }
 
     pub fn is_killed(&self) -> bool {
@@ -187,6 +195,7 @@ impl ClientHandle {
                 monitor: self.monitor.load(Ordering::Relaxed),
                 channels: self.channels.load(Ordering::Relaxed) as usize,
                 patterns: self.patterns.load(Ordering::Relaxed) as usize,
+                shard_channels: self.shard_channels.load(Ordering::Relaxed) as usize,
             },
             None,
         )
@@ -212,14 +221,17 @@ impl ClientHandle {
         let library = self.library.lock();
         format!(
             "id={} addr={} laddr={} fd=-1 name={name} age={age} idle={} flags={} db={} sub={} \
-             psub={} ssub=0 multi={} watch={} qbuf={query} qbuf-free={} argv-mem=0 multi-mem=0 \
+             psub={} ssub={} multi={} watch={} qbuf={query} qbuf-free={} argv-mem=0 multi-mem=0 \
              rbs={query_capacity} rbp={query_capacity} obl=0 oll=0 omem=0 tot-mem={} events=r \
              cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
             self.id,
             self.addr,
             self.laddr,
             idle_seconds,
-            match (session.monitor, session.channels + session.patterns) {
+            match (
+                session.monitor,
+                session.channels + session.patterns + session.shard_channels,
+            ) {
                 (true, _) => "O",
                 (false, 0) => "N",
                 (false, _) => "P",
@@ -227,6 +239,7 @@ impl ClientHandle {
             session.db,
             session.channels,
             session.patterns,
+            session.shard_channels,
             session.multi,
             session.watch,
             query_capacity.saturating_sub(query),
@@ -300,6 +313,7 @@ impl Clients {
             monitor: AtomicBool::new(false),
             channels: AtomicU64::new(0),
             patterns: AtomicU64::new(0),
+            shard_channels: AtomicU64::new(0),
             query: AtomicU64::new(0),
             query_capacity: AtomicU64::new(0),
             reply_capacity: AtomicU64::new(0),
@@ -385,6 +399,7 @@ mod tests {
             monitor: false,
             channels: 0,
             patterns: 0,
+            shard_channels: 0,
         }
     }
 

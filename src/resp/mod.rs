@@ -265,7 +265,12 @@ pub async fn serve_resp(
     let subscribers = Arc::downgrade(&shared);
     shared.node.on_published(move |message| {
         if let Some(shared) = subscribers.upgrade() {
-            shared.pubsub.publish(&message.channel, &message.payload);
+            match message.shard {
+                true => shared
+                    .pubsub
+                    .publish_shard(&message.channel, &message.payload),
+                false => shared.pubsub.publish(&message.channel, &message.payload),
+            };
         }
     });
     // Keyspace notifications: the state's key events, once CONFIG SET asks.

@@ -1,6 +1,9 @@
 //! Pub/Sub: PUBLISH delivers a message to every connection SUBSCRIBEd to its
 //! channel and to every connection PSUBSCRIBEd to a pattern the channel
-//! matches (once per matching pattern), as Redis does.
+//! matches (once per matching pattern), as Redis does. Shard channels
+//! (SSUBSCRIBE, SPUBLISH) are a namespace of their own with no patterns; a
+//! walrus cluster is one shard (every node holds every key), so they reach
+//! the same connections a Redis Cluster shard's would: all of them.
 //!
 //! Messages are not stored or logged: delivery is at most once, to the
 //! connections subscribed when PUBLISH runs, through each one's bounded push
@@ -32,13 +35,19 @@ pub struct PubSub {
 struct Registry {
     channels: BTreeMap<Bytes, BTreeMap<u64, Outbox>>,
     patterns: BTreeMap<Bytes, BTreeMap<u64, Outbox>>,
+    shard_channels: BTreeMap<Bytes, BTreeMap<u64, Outbox>>,
 }
 
-/// Which of the two kinds of subscription.
+/// Which of the three kinds of subscription.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Channel,
     Pattern,
+    Shard,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 3] = [Kind::Channel, Kind::Pattern, Kind::Shard];
 }
 
 impl Registry {
@@ -46,6 +55,7 @@ impl Registry {
         match kind {
             Kind::Channel => &mut self.channels,
             Kind::Pattern => &mut self.patterns,
+            Kind::Shard => &mut self.shard_channels,
         }
     }
 }
@@ -77,7 +87,7 @@ impl PubSub {
     /// subscriptions.
     pub fn forget_client(&self, id: u64) {
         let mut registry = self.registry.lock();
-        for kind in [Kind::Channel, Kind::Pattern] {
+        for kind in Kind::ALL {
             registry.of(kind).retain(|_, clients| {
                 clients.remove(&id);
                 !clients.is_empty()
@@ -121,36 +131,50 @@ impl PubSub {
                 }
             }
         }
-        if !gone.is_empty() {
-            let registry = &mut *registry;
-            for subscribers in [&mut registry.channels, &mut registry.patterns] {
-                subscribers.retain(|_, clients| {
-                    clients.retain(|id, _| !gone.contains(id));
-                    !clients.is_empty()
-                });
-            }
-        }
+        registry.forget(&gone);
         received
     }
 
-    /// PUBSUB CHANNELS: the channels with a subscriber, those matching
-    /// `pattern` if one is given.
-    pub fn channels(&self, pattern: Option<&[u8]>) -> Vec<Bytes> {
-        let registry = self.registry.lock();
+    /// SPUBLISH: sends `payload` to the subscribers of shard channel
+    /// `channel`; how many received it.
+    pub fn publish_shard(&self, channel: &Bytes, payload: &Bytes) -> usize {
+        let mut registry = self.registry.lock();
+        let mut received = 0;
+        let mut gone = Vec::new();
+        if let Some(clients) = registry.shard_channels.get(channel) {
+            for outbox in clients.values() {
+                let push = Push::ShardMessage {
+                    channel: channel.clone(),
+                    payload: payload.clone(),
+                };
+                match outbox.offer(push) {
+                    true => received += 1,
+                    false => gone.push(outbox.id),
+                }
+            }
+        }
+        registry.forget(&gone);
+        received
+    }
+
+    /// PUBSUB CHANNELS and SHARDCHANNELS: the channels of `kind` with a
+    /// subscriber, those matching `pattern` if one is given.
+    pub fn channels(&self, kind: Kind, pattern: Option<&[u8]>) -> Vec<Bytes> {
+        let mut registry = self.registry.lock();
         registry
-            .channels
+            .of(kind)
             .keys()
             .filter(|channel| pattern.is_none_or(|pattern| glob_match(pattern, channel)))
             .cloned()
             .collect()
     }
 
-    /// PUBSUB NUMSUB: the connections subscribed to `channel` (patterns not
-    /// counted, as in Redis).
-    pub fn subscriber_count(&self, channel: &[u8]) -> usize {
+    /// PUBSUB NUMSUB and SHARDNUMSUB: the connections subscribed to
+    /// `channel` of `kind` (patterns not counted, as in Redis).
+    pub fn subscriber_count(&self, kind: Kind, channel: &[u8]) -> usize {
         self.registry
             .lock()
-            .channels
+            .of(kind)
             .get(channel)
             .map_or(0, BTreeMap::len)
     }
@@ -168,14 +192,31 @@ impl PubSub {
             .channels
             .values()
             .chain(registry.patterns.values())
+            .chain(registry.shard_channels.values())
             .flat_map(|clients| clients.keys().copied())
             .collect();
         clients.len()
     }
 
-    /// The distinct channels subscribed to (INFO `pubsub_channels`).
-    pub fn channel_count(&self) -> usize {
-        self.registry.lock().channels.len()
+    /// The distinct channels of `kind` subscribed to (INFO
+    /// `pubsub_channels`, `pubsubshard_channels`).
+    pub fn channel_count(&self, kind: Kind) -> usize {
+        self.registry.lock().of(kind).len()
+    }
+}
+
+impl Registry {
+    /// Drops the connections in `gone` (cut off or closed) from everything.
+    fn forget(&mut self, gone: &[u64]) {
+        if gone.is_empty() {
+            return;
+        }
+        for kind in Kind::ALL {
+            self.of(kind).retain(|_, clients| {
+                clients.retain(|id, _| !gone.contains(id));
+                !clients.is_empty()
+            });
+        }
     }
 }
 
@@ -201,8 +242,8 @@ mod tests {
         pubsub.subscribe(Kind::Pattern, bytes("*"), &gone);
         pubsub.subscribe(Kind::Channel, bytes("b"), &staying);
         pubsub.forget_client(1);
-        assert_eq!(pubsub.channels(None), vec![bytes("b")]);
-        assert_eq!(pubsub.subscriber_count(b"b"), 1);
+        assert_eq!(pubsub.channels(Kind::Channel, None), vec![bytes("b")]);
+        assert_eq!(pubsub.subscriber_count(Kind::Channel, b"b"), 1);
         assert_eq!(pubsub.pattern_count(), 0);
         assert_eq!(pubsub.client_count(), 1);
     }
@@ -232,15 +273,51 @@ mod tests {
         assert!(other_inbox.drain(wanted, &mut out, usize::MAX));
         assert!(out.is_empty());
 
-        assert_eq!(pubsub.channels(None), [bytes("news.it"), bytes("sport")]);
-        assert_eq!(pubsub.channels(Some(b"s*")), [bytes("sport")]);
-        assert_eq!(pubsub.subscriber_count(b"news.it"), 1);
+        assert_eq!(
+            pubsub.channels(Kind::Channel, None),
+            [bytes("news.it"), bytes("sport")]
+        );
+        assert_eq!(
+            pubsub.channels(Kind::Channel, Some(b"s*")),
+            [bytes("sport")]
+        );
+        assert_eq!(pubsub.subscriber_count(Kind::Channel, b"news.it"), 1);
         assert_eq!(pubsub.pattern_count(), 1);
         assert_eq!(pubsub.client_count(), 2);
         pubsub.unsubscribe(Kind::Channel, b"news.it", 1);
         pubsub.unsubscribe(Kind::Pattern, b"news.*", 1);
         assert_eq!(pubsub.publish(&bytes("news.it"), &bytes("hi")), 0);
-        assert_eq!(pubsub.channels(None), [bytes("sport")]);
+        assert_eq!(pubsub.channels(Kind::Channel, None), [bytes("sport")]);
+    }
+
+    #[tokio::test]
+    async fn shard_channels_are_a_namespace_of_their_own() {
+        let pubsub = PubSub::default();
+        let (sharded, mut sharded_inbox) = push::queue(1, 1 << 20);
+        let (plain, mut plain_inbox) = push::queue(2, 1 << 20);
+        pubsub.subscribe(Kind::Shard, bytes("orders"), &sharded);
+        pubsub.subscribe(Kind::Channel, bytes("orders"), &plain);
+        pubsub.subscribe(Kind::Pattern, bytes("ord*"), &plain);
+        assert_eq!(pubsub.publish_shard(&bytes("orders"), &bytes("a")), 1);
+        assert_eq!(pubsub.publish(&bytes("orders"), &bytes("b")), 2);
+        let names = [bytes("orders"), bytes("ord*")].into_iter().collect();
+        let wanted = push::Wanted::all_of(&names, Protocol::Resp3);
+        let mut out = BytesMut::new();
+        assert!(sharded_inbox.drain(wanted, &mut out, usize::MAX));
+        assert_eq!(
+            &out[..],
+            &b">3\r\n$8\r\nsmessage\r\n$6\r\norders\r\n$1\r\na\r\n"[..]
+        );
+        out.clear();
+        assert!(plain_inbox.drain(wanted, &mut out, usize::MAX));
+        assert!(!out.windows(8).any(|window| window == b"smessage"));
+        assert_eq!(pubsub.channels(Kind::Shard, None), [bytes("orders")]);
+        assert_eq!(pubsub.subscriber_count(Kind::Shard, b"orders"), 1);
+        assert_eq!(pubsub.channel_count(Kind::Shard), 1);
+        assert_eq!(pubsub.client_count(), 2);
+        pubsub.forget_client(1);
+        assert_eq!(pubsub.publish_shard(&bytes("orders"), &bytes("c")), 0);
+        assert_eq!(pubsub.channel_count(Kind::Shard), 0);
     }
 
     #[test]
@@ -250,6 +327,6 @@ mod tests {
         pubsub.subscribe(Kind::Channel, bytes("c"), &outbox);
         drop(inbox);
         assert_eq!(pubsub.publish(&bytes("c"), &bytes("x")), 0);
-        assert_eq!(pubsub.channel_count(), 0);
+        assert_eq!(pubsub.channel_count(Kind::Channel), 0);
     }
 }

@@ -35,6 +35,8 @@ pub enum Push {
         channel: Bytes,
         payload: Bytes,
     },
+    /// A message SPUBLISHed on a shard channel the connection SSUBSCRIBEd to.
+    ShardMessage { channel: Bytes, payload: Bytes },
 }
 
 impl Push {
@@ -42,7 +44,9 @@ impl Push {
     fn size(&self) -> usize {
         match self {
             Push::Line(line) => line.len(),
-            Push::Message { channel, payload } => 32 + channel.len() + payload.len(),
+            Push::Message { channel, payload } | Push::ShardMessage { channel, payload } => {
+                32 + channel.len() + payload.len()
+            }
             Push::PatternMessage {
                 pattern,
                 channel,
@@ -66,6 +70,11 @@ impl Push {
             } => Reply::Push(vec![
                 Reply::Bulk(Bytes::from_static(b"pmessage")),
                 Reply::Bulk(pattern.clone()),
+                Reply::Bulk(channel.clone()),
+                Reply::Bulk(payload.clone()),
+            ]),
+            Push::ShardMessage { channel, payload } => Reply::Push(vec![
+                Reply::Bulk(Bytes::from_static(b"smessage")),
                 Reply::Bulk(channel.clone()),
                 Reply::Bulk(payload.clone()),
             ]),
@@ -146,6 +155,7 @@ pub fn queue(id: u64, limit: usize) -> (Outbox, Inbox) {
 pub struct Wanted<'a> {
     pub channels: &'a BTreeSet<Bytes>,
     pub patterns: &'a BTreeSet<Bytes>,
+    pub shard_channels: &'a BTreeSet<Bytes>,
     pub monitoring: bool,
     pub protocol: Protocol,
 }
@@ -157,6 +167,7 @@ impl<'a> Wanted<'a> {
         Wanted {
             channels: names,
             patterns: names,
+            shard_channels: names,
             monitoring: true,
             protocol,
         }
@@ -167,6 +178,7 @@ impl<'a> Wanted<'a> {
             Push::Line(_) => self.monitoring,
             Push::Message { channel, .. } => self.channels.contains(channel),
             Push::PatternMessage { pattern, .. } => self.patterns.contains(pattern),
+            Push::ShardMessage { channel, .. } => self.shard_channels.contains(channel),
         }
     }
 }
@@ -250,6 +262,7 @@ mod tests {
         let mut wanted = Wanted {
             channels: &channels,
             patterns: &patterns,
+            shard_channels: &patterns,
             monitoring: false,
             protocol: Protocol::Resp2,
         };
@@ -280,6 +293,7 @@ mod tests {
         let wanted = Wanted {
             channels: &none,
             patterns: &none,
+            shard_channels: &none,
             monitoring: false,
             protocol: Protocol::Resp2,
         };
@@ -303,6 +317,7 @@ mod tests {
         let wanted = Wanted {
             channels: &channels,
             patterns: &channels,
+            shard_channels: &channels,
             monitoring: true,
             protocol,
         };

@@ -447,6 +447,17 @@ fn writes_through_any_node_are_read_alike_from_every_node() {
         );
         assert_eq!(pattern.reply(), Some(message));
     }
+    // SPUBLISH too, to shard subscribers only, and in order with PUBLISH.
+    let mut sharded = crate::resp_client::RawResp::connect(cluster.node(other).resp);
+    assert_eq!(
+        sharded.call(&["SSUBSCRIBE", "news"]),
+        "*3\r\n$10\r\nssubscribe\r\n$4\r\nnews\r\n:1\r\n"
+    );
+    assert_eq!(at_leader.call(&["SPUBLISH", "news", "sharded"]), ":0\r\n");
+    assert_eq!(
+        sharded.reply().as_deref(),
+        Some("*3\r\n$8\r\nsmessage\r\n$4\r\nnews\r\n$7\r\nsharded\r\n")
+    );
     let mut publisher = crate::resp_client::RawResp::connect(cluster.node(other).resp);
     assert_eq!(publisher.call(&["PUBLISH", "news", "local"]), ":1\r\n");
     assert!(

@@ -1533,6 +1533,132 @@ fn pubsub_delivers_to_channels_and_patterns_in_resp2_and_resp3() {
     );
 }
 
+#[test]
+fn shard_channels_are_their_own_namespace_with_their_own_count() {
+    let (server, _dir) = Server::start_resp(&[]);
+    let mut sharded = RawResp::connect(server.resp_address());
+    let mut plain = RawResp::connect(server.resp_address());
+    let mut publisher = RawResp::connect(server.resp_address());
+
+    // A confirmation counts shard channels apart from channels and patterns.
+    sharded.send(&[b"SSUBSCRIBE", b"orders", b"orders", b"stock"]);
+    for (channel, count) in [("orders", 1), ("orders", 1), ("stock", 2)] {
+        assert_eq!(
+            sharded.reply(),
+            Some(format!(
+                "*3\r\n$10\r\nssubscribe\r\n${}\r\n{channel}\r\n:{count}\r\n",
+                channel.len()
+            ))
+        );
+    }
+    assert_eq!(
+        sharded.call(&["SUBSCRIBE", "orders"]),
+        "*3\r\n$9\r\nsubscribe\r\n$6\r\norders\r\n:1\r\n"
+    );
+    assert!(
+        sharded
+            .call(&["GET", "k"])
+            .starts_with("-ERR Can't execute 'get'")
+    );
+    assert_eq!(
+        plain.call(&["SUBSCRIBE", "orders"]),
+        "*3\r\n$9\r\nsubscribe\r\n$6\r\norders\r\n:1\r\n"
+    );
+
+    // SPUBLISH reaches shard subscribers only, PUBLISH the others only.
+    assert_eq!(publisher.call(&["SPUBLISH", "orders", "o1"]), ":1\r\n");
+    assert_eq!(publisher.call(&["PUBLISH", "orders", "p1"]), ":2\r\n");
+    assert_eq!(publisher.call(&["SPUBLISH", "nobody", "x"]), ":0\r\n");
+    assert_eq!(
+        sharded.reply().as_deref(),
+        Some("*3\r\n$8\r\nsmessage\r\n$6\r\norders\r\n$2\r\no1\r\n")
+    );
+    assert_eq!(
+        sharded.reply().as_deref(),
+        Some("*3\r\n$7\r\nmessage\r\n$6\r\norders\r\n$2\r\np1\r\n")
+    );
+    assert_eq!(
+        plain.reply().as_deref(),
+        Some("*3\r\n$7\r\nmessage\r\n$6\r\norders\r\n$2\r\np1\r\n")
+    );
+
+    assert_eq!(
+        publisher.call(&["PUBSUB", "SHARDCHANNELS"]),
+        "*2\r\n$6\r\norders\r\n$5\r\nstock\r\n"
+    );
+    assert_eq!(
+        publisher.call(&["PUBSUB", "SHARDCHANNELS", "st*"]),
+        "*1\r\n$5\r\nstock\r\n"
+    );
+    assert_eq!(
+        publisher.call(&["PUBSUB", "SHARDNUMSUB", "orders", "none"]),
+        "*4\r\n$6\r\norders\r\n:1\r\n$4\r\nnone\r\n:0\r\n"
+    );
+    assert_eq!(
+        publisher.call(&["PUBSUB", "NUMSUB", "orders"]),
+        "*2\r\n$6\r\norders\r\n:2\r\n"
+    );
+    let list = publisher.call(&["CLIENT", "LIST"]);
+    assert!(list.contains("flags=P db=0 sub=1 psub=0 ssub=2"), "{list}");
+    let info = publisher.call(&["INFO", "stats"]);
+    assert!(info.contains("pubsubshard_channels:2\r\n"), "{info}");
+
+    // SUNSUBSCRIBE without names ends the shard channels only; the
+    // connection stays subscribed while its plain channel is left.
+    sharded.send(&[b"SUNSUBSCRIBE"]);
+    assert_eq!(
+        sharded.reply().as_deref(),
+        Some("*3\r\n$12\r\nsunsubscribe\r\n$6\r\norders\r\n:1\r\n")
+    );
+    assert_eq!(
+        sharded.reply().as_deref(),
+        Some("*3\r\n$12\r\nsunsubscribe\r\n$5\r\nstock\r\n:0\r\n")
+    );
+    assert_eq!(
+        sharded.call(&["SUNSUBSCRIBE", "never"]),
+        "*3\r\n$12\r\nsunsubscribe\r\n$5\r\nnever\r\n:0\r\n"
+    );
+    assert_eq!(publisher.call(&["SPUBLISH", "orders", "o2"]), ":0\r\n");
+    assert!(
+        sharded
+            .call(&["GET", "k"])
+            .starts_with("-ERR Can't execute")
+    );
+    assert!(sharded.call(&["UNSUBSCRIBE"]).contains("unsubscribe"));
+    assert_eq!(sharded.call(&["GET", "k"]), "$-1\r\n");
+
+    // RESP3: a push; SSUBSCRIBE may not run inside a transaction.
+    assert!(sharded.call(&["HELLO", "3"]).starts_with('%'));
+    assert_eq!(
+        sharded.call(&["SSUBSCRIBE", "s"]),
+        ">3\r\n$10\r\nssubscribe\r\n$1\r\ns\r\n:1\r\n"
+    );
+    assert_eq!(sharded.call(&["SPUBLISH", "s", "me"]), ":1\r\n");
+    assert_eq!(
+        sharded.reply().as_deref(),
+        Some(">3\r\n$8\r\nsmessage\r\n$1\r\ns\r\n$2\r\nme\r\n")
+    );
+    assert_eq!(sharded.call(&["MULTI"]), "+OK\r\n");
+    assert_eq!(sharded.call(&["SSUBSCRIBE", "t"]), "+QUEUED\r\n");
+    assert_eq!(
+        sharded.call(&["EXEC"]),
+        "*1\r\n-ERR SSUBSCRIBE isn't allowed for a DENY BLOCKING client\r\n"
+    );
+    assert_eq!(
+        publisher.call(&["PUBSUB", "SHARDNUMSUB", "t"]),
+        "*2\r\n$1\r\nt\r\n:0\r\n"
+    );
+
+    // A closed connection leaves its shard channels too.
+    drop(sharded);
+    assert!(
+        eventually(200, Duration::from_millis(10), || {
+            publisher.call(&["PUBSUB", "SHARDCHANNELS"]) == "*0\r\n"
+        }),
+        "the closed subscriber is forgotten"
+    );
+}
+
 /// The next Pub/Sub message's channel and payload, from a RESP2 subscriber
 /// to a pattern.
 fn pattern_message(subscriber: &mut RawResp) -> (String, String) {

@@ -76,9 +76,11 @@ pub struct Session {
     skip_this_reply: bool,
     /// MONITOR mode: every command run is pushed to this connection.
     pub monitoring: bool,
-    /// SUBSCRIBEd channels and PSUBSCRIBEd patterns.
+    /// SUBSCRIBEd channels, PSUBSCRIBEd patterns and SSUBSCRIBEd shard
+    /// channels.
     pub channels: BTreeSet<Bytes>,
     pub patterns: BTreeSet<Bytes>,
+    pub shard_channels: BTreeSet<Bytes>,
     /// What other connections push to this one (MONITOR lines, messages),
     /// made on the first MONITOR or SUBSCRIBE: the end they send to, and the
     /// end the connection reads between requests.
@@ -102,6 +104,7 @@ impl Session {
             monitor: self.monitoring,
             channels: self.channels.len(),
             patterns: self.patterns.len(),
+            shard_channels: self.shard_channels.len(),
         }
     }
 
@@ -126,6 +129,7 @@ impl Session {
             monitoring: false,
             channels: BTreeSet::new(),
             patterns: BTreeSet::new(),
+            shard_channels: BTreeSet::new(),
             outbox: None,
             inbox: None,
         }
@@ -150,34 +154,41 @@ impl Session {
         let wanted = crate::resp::push::Wanted {
             channels: &self.channels,
             patterns: &self.patterns,
+            shard_channels: &self.shard_channels,
             monitoring: self.monitoring,
             protocol: self.protocol,
         };
         Some((inbox, wanted))
     }
 
-    /// Subscribed to a channel or pattern: in RESP2, only the subscription
-    /// commands, PING, QUIT and RESET may run (Redis's subscribed mode).
+    /// Subscribed to a channel, pattern or shard channel: in RESP2, only the
+    /// subscription commands, PING, QUIT and RESET may run (Redis's
+    /// subscribed mode).
     pub fn is_subscribed(&self) -> bool {
-        self.subscription_count() > 0
+        self.channels.len() + self.patterns.len() + self.shard_channels.len() > 0
     }
 
-    /// Channels and patterns subscribed to (the count each confirmation has).
-    pub fn subscription_count(&self) -> usize {
-        self.channels.len() + self.patterns.len()
+    /// The count a confirmation of `kind` carries, as Redis counts:
+    /// channels and patterns together, shard channels apart.
+    pub fn subscription_count(&self, kind: PubSubKind) -> usize {
+        match kind {
+            PubSubKind::Channel | PubSubKind::Pattern => self.channels.len() + self.patterns.len(),
+            PubSubKind::Shard => self.shard_channels.len(),
+        }
     }
 
-    /// The channels, or the patterns, subscribed to.
+    /// The channels, the patterns or the shard channels subscribed to.
     pub fn subscriptions(&mut self, kind: PubSubKind) -> &mut BTreeSet<Bytes> {
         match kind {
             PubSubKind::Channel => &mut self.channels,
             PubSubKind::Pattern => &mut self.patterns,
+            PubSubKind::Shard => &mut self.shard_channels,
         }
     }
 
     /// Ends every subscription and MONITOR (RESET, or the connection closed).
     pub fn leave_pushes(&mut self, shared: &Shared) {
-        for kind in [PubSubKind::Channel, PubSubKind::Pattern] {
+        for kind in PubSubKind::ALL {
             for name in std::mem::take(self.subscriptions(kind)) {
                 shared.pubsub.unsubscribe(kind, &name, self.id);
             }
@@ -325,6 +336,9 @@ pub const SPECS: &[Spec] = &[
     spec("psubscribe", -2, false, NO_KEYS),
     spec("punsubscribe", -1, false, NO_KEYS),
     spec("publish", 3, false, NO_KEYS),
+    spec("ssubscribe", -2, false, NO_KEYS),
+    spec("sunsubscribe", -1, false, NO_KEYS),
+    spec("spublish", 3, false, NO_KEYS),
     spec("pubsub", -2, false, NO_KEYS),
     // Transactions.
     spec("multi", 1, false, NO_KEYS),

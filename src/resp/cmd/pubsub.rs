@@ -1,7 +1,9 @@
-//! SUBSCRIBE, UNSUBSCRIBE, PSUBSCRIBE, PUNSUBSCRIBE, PUBLISH and PUBSUB, with
-//! Redis's replies: one confirmation per channel or pattern (a push in
-//! RESP3, an array in RESP2), each with the connection's subscription count.
-//! The registry itself is [`crate::resp::pubsub`].
+//! SUBSCRIBE, UNSUBSCRIBE, PSUBSCRIBE, PUNSUBSCRIBE, PUBLISH, their shard
+//! twins SSUBSCRIBE, SUNSUBSCRIBE and SPUBLISH, and PUBSUB, with Redis's
+//! replies: one confirmation per channel or pattern (a push in RESP3, an
+//! array in RESP2), each with the connection's subscription count (channels
+//! and patterns together, shard channels apart, as Redis counts). The
+//! registry itself is [`crate::resp::pubsub`].
 
 use bytes::Bytes;
 
@@ -14,7 +16,15 @@ use crate::raft::broadcast::Published;
 pub fn handles(name: &str) -> bool {
     matches!(
         name,
-        "subscribe" | "unsubscribe" | "psubscribe" | "punsubscribe" | "publish" | "pubsub"
+        "subscribe"
+            | "unsubscribe"
+            | "psubscribe"
+            | "punsubscribe"
+            | "publish"
+            | "ssubscribe"
+            | "sunsubscribe"
+            | "spublish"
+            | "pubsub"
     )
 }
 
@@ -22,7 +32,7 @@ pub fn handles(name: &str) -> bool {
 fn changes_subscriptions(name: &str) -> bool {
     matches!(
         name,
-        "subscribe" | "unsubscribe" | "psubscribe" | "punsubscribe"
+        "subscribe" | "unsubscribe" | "psubscribe" | "punsubscribe" | "ssubscribe" | "sunsubscribe"
     )
 }
 
@@ -37,12 +47,19 @@ pub fn run(session: &mut Session, shared: &Shared, name: &str, args: &[Bytes]) -
         "psubscribe" => Ok(subscribe(session, shared, Kind::Pattern, &args[1..])),
         "unsubscribe" => Ok(unsubscribe(session, shared, Kind::Channel, &args[1..])),
         "punsubscribe" => Ok(unsubscribe(session, shared, Kind::Pattern, &args[1..])),
+        "ssubscribe" => Ok(subscribe(session, shared, Kind::Shard, &args[1..])),
+        "sunsubscribe" => Ok(unsubscribe(session, shared, Kind::Shard, &args[1..])),
         // The count is of this node's subscribers, as Redis Cluster counts.
-        "publish" => {
-            let received = shared.pubsub.publish(&args[1], &args[2]);
+        "publish" | "spublish" => {
+            let shard = name == "spublish";
+            let received = match shard {
+                true => shared.pubsub.publish_shard(&args[1], &args[2]),
+                false => shared.pubsub.publish(&args[1], &args[2]),
+            };
             shared.node.broadcast_published(Published {
                 channel: args[1].clone(),
                 payload: args[2].clone(),
+                shard,
             });
             Ok(Reply::Integer(received as i64))
         }
@@ -63,6 +80,7 @@ fn subscribe(session: &mut Session, shared: &Shared, kind: Kind, names: &[Bytes]
     let verb = match kind {
         Kind::Channel => "subscribe",
         Kind::Pattern => "psubscribe",
+        Kind::Shard => "ssubscribe",
     };
     let mut replies = Vec::with_capacity(names.len());
     for name in names {
@@ -72,7 +90,7 @@ fn subscribe(session: &mut Session, shared: &Shared, kind: Kind, names: &[Bytes]
         replies.push(confirmation(
             verb,
             Some(name.clone()),
-            session.subscription_count(),
+            session.subscription_count(kind),
         ));
     }
     Reply::Sequence(replies)
@@ -84,48 +102,42 @@ fn unsubscribe(session: &mut Session, shared: &Shared, kind: Kind, names: &[Byte
     let verb = match kind {
         Kind::Channel => "unsubscribe",
         Kind::Pattern => "punsubscribe",
+        Kind::Shard => "sunsubscribe",
     };
     let names: Vec<Bytes> = match names {
         [] => session.subscriptions(kind).iter().cloned().collect(),
         names => names.to_vec(),
     };
     if names.is_empty() {
-        return Reply::Sequence(vec![confirmation(verb, None, session.subscription_count())]);
+        let count = session.subscription_count(kind);
+        return Reply::Sequence(vec![confirmation(verb, None, count)]);
     }
     let mut replies = Vec::with_capacity(names.len());
     for name in names {
         if session.subscriptions(kind).remove(&name) {
             shared.pubsub.unsubscribe(kind, &name, session.id);
         }
-        replies.push(confirmation(verb, Some(name), session.subscription_count()));
+        replies.push(confirmation(
+            verb,
+            Some(name),
+            session.subscription_count(kind),
+        ));
     }
     Reply::Sequence(replies)
 }
 
-/// PUBSUB CHANNELS [pattern] | NUMSUB [channel …] | NUMPAT | HELP.
+/// PUBSUB CHANNELS [pattern] | NUMSUB [channel …] | NUMPAT |
+/// SHARDCHANNELS [pattern] | SHARDNUMSUB [channel …] | HELP.
 fn introspect(shared: &Shared, args: &[Bytes]) -> CommandResult {
     let sub = args[1].to_ascii_lowercase();
     match (sub.as_slice(), &args[2..]) {
-        (b"channels", []) => Ok(channel_list(shared, None)),
-        (b"channels", [pattern]) => Ok(channel_list(shared, Some(pattern))),
-        (b"numsub", channels) => Ok(Reply::Array(
-            channels
-                .iter()
-                .flat_map(|channel| {
-                    let count = shared.pubsub.subscriber_count(channel);
-                    [Reply::Bulk(channel.clone()), Reply::Integer(count as i64)]
-                })
-                .collect(),
-        )),
+        (b"channels", []) => Ok(channel_list(shared, Kind::Channel, None)),
+        (b"channels", [pattern]) => Ok(channel_list(shared, Kind::Channel, Some(pattern))),
+        (b"shardchannels", []) => Ok(channel_list(shared, Kind::Shard, None)),
+        (b"shardchannels", [pattern]) => Ok(channel_list(shared, Kind::Shard, Some(pattern))),
+        (b"numsub", channels) => Ok(subscriber_counts(shared, Kind::Channel, channels)),
+        (b"shardnumsub", channels) => Ok(subscriber_counts(shared, Kind::Shard, channels)),
         (b"numpat", []) => Ok(Reply::Integer(shared.pubsub.pattern_count() as i64)),
-        // Shard channels are Redis Cluster's; walrus has none.
-        (b"shardchannels", [] | [_]) => Ok(Reply::Array(Vec::new())),
-        (b"shardnumsub", channels) => Ok(Reply::Array(
-            channels
-                .iter()
-                .flat_map(|channel| [Reply::Bulk(channel.clone()), Reply::Integer(0)])
-                .collect(),
-        )),
         (b"help", []) => Ok(Reply::Array(
             [
                 "PUBSUB <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
@@ -136,6 +148,10 @@ fn introspect(shared: &Shared, args: &[Bytes]) -> CommandResult {
                 "NUMSUB [<channel> ...]",
                 "    Return the number of subscribers for the specified channels, excluding",
                 "    pattern subscriptions(default: no channels).",
+                "SHARDCHANNELS [<pattern>]",
+                "    Return the currently active shard level channels matching a <pattern> (default: '*').",
+                "SHARDNUMSUB [<shardchannel> ...]",
+                "    Return the number of subscribers for the specified shard level channel(s)",
                 "HELP",
                 "    Print this help.",
             ]
@@ -154,12 +170,24 @@ fn introspect(shared: &Shared, args: &[Bytes]) -> CommandResult {
     }
 }
 
-fn channel_list(shared: &Shared, pattern: Option<&Bytes>) -> Reply {
+fn subscriber_counts(shared: &Shared, kind: Kind, channels: &[Bytes]) -> Reply {
+    Reply::Array(
+        channels
+            .iter()
+            .flat_map(|channel| {
+                let count = shared.pubsub.subscriber_count(kind, channel);
+                [Reply::Bulk(channel.clone()), Reply::Integer(count as i64)]
+            })
+            .collect(),
+    )
+}
+
+fn channel_list(shared: &Shared, kind: Kind, pattern: Option<&Bytes>) -> Reply {
     let pattern = pattern.map(|pattern| &pattern[..]);
     Reply::Array(
         shared
             .pubsub
-            .channels(pattern)
+            .channels(kind, pattern)
             .into_iter()
             .map(Reply::Bulk)
             .collect(),

@@ -14,6 +14,7 @@ use super::super::Shared;
 use super::super::frame::Reply;
 use super::super::glob::glob_match;
 use super::super::keyspace_events::KeyspaceEvents;
+use super::super::pubsub::Kind as PubSubKind;
 use super::util::{help_reply, is, syntax_error};
 use super::{CommandResult, SPECS, Session, Spec, find_spec, wrong_arity};
 use crate::store::number::parse_i64;
@@ -977,14 +978,15 @@ fn info(shared: &Shared, sections: &[Bytes]) -> String {
             text,
             "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
              total_error_replies:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:0\r\n\
-             pubsub_channels:{}\r\npubsub_patterns:{}\r\npubsubshard_channels:0\r\n\r\n",
+             pubsub_channels:{}\r\npubsub_patterns:{}\r\npubsubshard_channels:{}\r\n\r\n",
             stats.total_connections.load(Ordering::Relaxed),
             stats.total_commands.load(Ordering::Relaxed),
             stats.commands.total_errors(),
             stats.rejected_connections.load(Ordering::Relaxed),
             shared.sweep.expired_keys.load(Ordering::Relaxed),
-            shared.pubsub.channel_count(),
-            shared.pubsub.pattern_count()
+            shared.pubsub.channel_count(PubSubKind::Channel),
+            shared.pubsub.pattern_count(),
+            shared.pubsub.channel_count(PubSubKind::Shard),
         );
     }
     if wanted("replication") {

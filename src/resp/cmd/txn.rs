@@ -259,6 +259,11 @@ async fn exec(session: &mut Session, shared: &Shared) -> CommandResult {
             QueuedKind::Local if spec.name == "monitor" => {
                 Reply::err("MONITOR isn't allowed for DENY BLOCKING client")
             }
+            // SUBSCRIBE and PSUBSCRIBE run inside EXEC for old clients'
+            // sake; Redis never let the newer SSUBSCRIBE do so.
+            QueuedKind::Local if spec.name == "ssubscribe" => {
+                Reply::err("SSUBSCRIBE isn't allowed for a DENY BLOCKING client")
+            }
             QueuedKind::Local => {
                 match Box::pin(super::execute(session, shared, spec, &args)).await {
                     // SUBSCRIBE's confirmations, one per channel, are one
