@@ -15,6 +15,8 @@
 //! - [`verify`]: `walrus verify`, the workload, fault injection and
 //!   linearizability checker.
 //! - [`encoding`]: little-endian integers, CRC32C and a bounds-checked reader.
+//! - [`handoff`]: the queue writers hand work to the commit thread and the
+//!   notifier through.
 //! - [`http`] and [`server`]: `walrus serve`, the HTTP API on top of a store.
 //! - [`resp`]: the Redis protocol (RESP2) front end, `walrus serve --resp-listen`:
 //!   frame codec, pipelined connections, one file per command family.
@@ -40,6 +42,7 @@ pub mod dump;
 pub mod encoding;
 pub mod error;
 pub mod expiry;
+pub mod handoff;
 pub mod http;
 pub mod metrics;
 pub mod net;

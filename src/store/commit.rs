@@ -21,7 +21,7 @@ use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crate::handoff::{Receiver, RecvError, SendError, Sender};
 use tokio::sync::oneshot;
 
 use super::log_writer::{Proposal, Reply, deliver};
@@ -81,7 +81,7 @@ const INLINE_REPLIES: usize = 4;
 
 /// Wakes the writers of committed batches, in commit order.
 fn run_notifier(batches: Receiver<Vec<Reply>>) {
-    for batch in batches {
+    while let Ok(batch) = batches.recv() {
         deliver(batch);
     }
 }
@@ -93,7 +93,7 @@ impl Committer {
         sender: Sender<Message>,
         options: &StoreOptions,
     ) -> Committer {
-        let (notifier, batches) = crossbeam_channel::unbounded();
+        let (notifier, batches) = crate::handoff::unbounded();
         // If the thread cannot start, the send below fails and replies go inline.
         let _ = std::thread::Builder::new()
             .name("walrus-notify".into())
@@ -138,14 +138,17 @@ impl Committer {
                 // back within microseconds: waiting for them (asleep, so the
                 // CPU stays with the writers) costs a little latency and saves
                 // a whole sync each.
-                let waiting_for_writers =
-                    !self.batch.is_empty() && self.batch.len() < self.last_batch_len;
-                let next = if waiting_for_writers {
-                    let left = gather_until.saturating_duration_since(Instant::now());
-                    self.receiver.recv_timeout(left).ok()
-                } else {
-                    self.receiver.try_recv().ok()
+                let missing = match self.batch.is_empty() {
+                    true => 0,
+                    false => self.last_batch_len.saturating_sub(self.batch.len()),
                 };
+                let mut next = self.receiver.try_recv().ok();
+                if next.is_none() && missing > 0 && Instant::now() < gather_until {
+                    // One wake-up when they are all back (or the delay is
+                    // up), not one per writer.
+                    self.receiver.wait_for(missing, gather_until);
+                    next = self.receiver.try_recv().ok();
+                }
                 match next {
                     Some(message) => shutdown = self.dispatch(message),
                     None => break,
@@ -183,10 +186,10 @@ impl Committer {
             let wait = interval.saturating_sub(last_sync.elapsed());
             match self.receiver.recv_timeout(wait) {
                 Ok(message) => return Some(message),
-                Err(RecvTimeoutError::Timeout) => {
+                Err(RecvError::Empty) => {
                     let _ = self.shared.log.lock().sync(&*self.shared, Instant::now());
                 }
-                Err(RecvTimeoutError::Disconnected) => return None,
+                Err(RecvError::Disconnected) => return None,
             }
         }
     }
@@ -236,7 +239,7 @@ impl Committer {
             deliver(self.replies.drain(..));
         } else {
             let replies = std::mem::replace(&mut self.replies, Vec::with_capacity(self.max_batch));
-            if let Err(crossbeam_channel::SendError(replies)) = self.notifier.send(replies) {
+            if let Err(SendError(replies)) = self.notifier.send(replies) {
                 deliver(replies);
             }
         }

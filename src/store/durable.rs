@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 
-use crossbeam_channel::Sender;
 use parking_lot::RwLock;
 use tokio::sync::oneshot;
 
@@ -22,6 +21,7 @@ use super::shared::Shared;
 use super::stats::StoreStats;
 use super::{Command, KvStore, Outcome, State, Submission, now_ms};
 use crate::error::{Error, Result};
+use crate::handoff::Sender;
 use crate::storage::data_dir::DataDir;
 use crate::storage::record::MAX_RECORD_PAYLOAD;
 use crate::storage::snapshot::{read_snapshot, snapshot_file_name};
@@ -87,7 +87,7 @@ impl DurableStore {
         state.attach_feed(ChangeFeed::new(state.revision(), options.watch_history));
         let log = LogWriter::new(wal, options.fsync, report.bytes_replayed, options.snapshots);
         let shared = Arc::new(Shared::new(state, log, fs, dir.to_path_buf(), stats));
-        let (sender, receiver) = crossbeam_channel::unbounded();
+        let (sender, receiver) = crate::handoff::unbounded();
         let committer = Committer::new(shared.clone(), receiver, sender.clone(), &options);
         let handle = std::thread::Builder::new()
             .name("walrus-commit".into())
