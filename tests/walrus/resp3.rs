@@ -115,6 +115,21 @@ m = p.get_message(timeout=5)
 assert (m['type'], m['pattern'], m['channel'], m['data']) == ('pmessage', b'sport.*', b'sport.ski', b'snow'), m
 assert r.pubsub_numsub('news') == [(b'news', 1)]
 p.close()
+# Shard channels: their own namespace, read with get_sharded_message.
+p = r.pubsub()
+p.ssubscribe('orders')
+m = p.get_sharded_message(timeout=5)
+assert (m['type'], m['channel'], m['data']) == ('ssubscribe', b'orders', 1), m
+assert r.spublish('orders', 'o1') == 1
+assert r.publish('orders', 'plain') == 0
+m = p.get_sharded_message(timeout=5)
+assert (m['type'], m['channel'], m['data']) == ('smessage', b'orders', b'o1'), m
+assert r.pubsub_shardnumsub('orders') == [(b'orders', 1)]
+assert r.pubsub_shardchannels() == [b'orders']
+p.sunsubscribe('orders')
+m = p.get_sharded_message(timeout=5)
+assert (m['type'], m['data']) == ('sunsubscribe', 0), m
+p.close()
 # MONITOR as redis-py reads it.
 with r.monitor() as m:
     r.set('watched', 'x')
