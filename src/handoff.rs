@@ -18,7 +18,8 @@
 //! Invariants: items come out in the order they went in; a send fails only
 //! once the receiver is gone (and hands the item back); a receive fails
 //! only when the queue is empty and every sender is gone. A sender wakes
-//! the receiver only when it is asleep on an empty queue.
+//! the receiver only when it is asleep and the queue now holds what it waits
+//! for (one item, or the count given to [`Receiver::wait_for`]).
 
 use std::collections::VecDeque;
 use std::sync::Arc;

@@ -111,12 +111,16 @@ async fn send_in_order(
     queued: Arc<AtomicUsize>,
     dropped: Arc<AtomicU64>,
 ) {
+    // A batch is of one kind; a message of the other kind starts the next.
     let mut next = None;
-    while let Some(first) = match next.take() {
-        Some(message) => Some(message),
-        None => receiver.recv().await,
-    } {
-        // A batch is of one kind; a message of the other kind starts the next.
+    loop {
+        let first = match next.take() {
+            Some(message) => message,
+            None => match receiver.recv().await {
+                Some(message) => message,
+                None => return,
+            },
+        };
         let shard = first.shard;
         let mut bytes = first.size();
         let mut batch = vec![first];

@@ -265,12 +265,7 @@ pub async fn serve_resp(
     let subscribers = Arc::downgrade(&shared);
     shared.node.on_published(move |message| {
         if let Some(shared) = subscribers.upgrade() {
-            match message.shard {
-                true => shared
-                    .pubsub
-                    .publish_shard(&message.channel, &message.payload),
-                false => shared.pubsub.publish(&message.channel, &message.payload),
-            };
+            shared.pubsub.publish_message(message);
         }
     });
     // Keyspace notifications: the state's key events, once CONFIG SET asks.

@@ -24,8 +24,9 @@ use parking_lot::Mutex;
 
 use super::glob::glob_match;
 use super::push::{Outbox, Push};
+use crate::raft::broadcast::Published;
 
-/// Subscribers by channel, and by pattern.
+/// Subscribers by channel, by pattern and by shard channel.
 #[derive(Debug, Default)]
 pub struct PubSub {
     registry: Mutex<Registry>,
@@ -51,7 +52,15 @@ impl Kind {
 }
 
 impl Registry {
-    fn of(&mut self, kind: Kind) -> &mut BTreeMap<Bytes, BTreeMap<u64, Outbox>> {
+    fn of(&self, kind: Kind) -> &BTreeMap<Bytes, BTreeMap<u64, Outbox>> {
+        match kind {
+            Kind::Channel => &self.channels,
+            Kind::Pattern => &self.patterns,
+            Kind::Shard => &self.shard_channels,
+        }
+    }
+
+    fn of_mut(&mut self, kind: Kind) -> &mut BTreeMap<Bytes, BTreeMap<u64, Outbox>> {
         match kind {
             Kind::Channel => &mut self.channels,
             Kind::Pattern => &mut self.patterns,
@@ -64,7 +73,7 @@ impl PubSub {
     pub fn subscribe(&self, kind: Kind, name: Bytes, outbox: &Outbox) {
         let mut registry = self.registry.lock();
         registry
-            .of(kind)
+            .of_mut(kind)
             .entry(name)
             .or_default()
             .insert(outbox.id, outbox.clone());
@@ -72,7 +81,7 @@ impl PubSub {
 
     pub fn unsubscribe(&self, kind: Kind, name: &[u8], id: u64) {
         let mut registry = self.registry.lock();
-        let subscribers = registry.of(kind);
+        let subscribers = registry.of_mut(kind);
         if let Some(clients) = subscribers.get_mut(name) {
             clients.remove(&id);
             if clients.is_empty() {
@@ -86,12 +95,16 @@ impl PubSub {
     /// the whole registry, where leaving walks only the connection's own
     /// subscriptions.
     pub fn forget_client(&self, id: u64) {
-        let mut registry = self.registry.lock();
-        for kind in Kind::ALL {
-            registry.of(kind).retain(|_, clients| {
-                clients.remove(&id);
-                !clients.is_empty()
-            });
+        self.registry.lock().forget(&[id]);
+    }
+
+    /// Delivers a PUBLISHed or SPUBLISHed `message` (from this node's
+    /// client or another member) to this node's subscribers; how many
+    /// received it.
+    pub fn publish_message(&self, message: &Published) -> usize {
+        match message.shard {
+            true => self.publish_shard(&message.channel, &message.payload),
+            false => self.publish(&message.channel, &message.payload),
         }
     }
 
@@ -101,66 +114,45 @@ impl PubSub {
     /// Subscribers that are gone or cut off are forgotten.
     pub fn publish(&self, channel: &Bytes, payload: &Bytes) -> usize {
         let mut registry = self.registry.lock();
-        let mut received = 0;
-        let mut gone = Vec::new();
+        let mut delivery = Delivery::default();
         if let Some(clients) = registry.channels.get(channel) {
-            for outbox in clients.values() {
-                let push = Push::Message {
-                    channel: channel.clone(),
-                    payload: payload.clone(),
-                };
-                match outbox.offer(push) {
-                    true => received += 1,
-                    false => gone.push(outbox.id),
-                }
-            }
+            delivery.offer(clients, || Push::Message {
+                channel: channel.clone(),
+                payload: payload.clone(),
+            });
         }
         for (pattern, clients) in &registry.patterns {
-            if !glob_match(pattern, channel) {
-                continue;
-            }
-            for outbox in clients.values() {
-                let push = Push::PatternMessage {
+            if glob_match(pattern, channel) {
+                delivery.offer(clients, || Push::PatternMessage {
                     pattern: pattern.clone(),
                     channel: channel.clone(),
                     payload: payload.clone(),
-                };
-                match outbox.offer(push) {
-                    true => received += 1,
-                    false => gone.push(outbox.id),
-                }
+                });
             }
         }
-        registry.forget(&gone);
-        received
+        registry.forget(&delivery.gone);
+        delivery.received
     }
 
     /// SPUBLISH: sends `payload` to the subscribers of shard channel
     /// `channel`; how many received it.
-    pub fn publish_shard(&self, channel: &Bytes, payload: &Bytes) -> usize {
+    fn publish_shard(&self, channel: &Bytes, payload: &Bytes) -> usize {
         let mut registry = self.registry.lock();
-        let mut received = 0;
-        let mut gone = Vec::new();
+        let mut delivery = Delivery::default();
         if let Some(clients) = registry.shard_channels.get(channel) {
-            for outbox in clients.values() {
-                let push = Push::ShardMessage {
-                    channel: channel.clone(),
-                    payload: payload.clone(),
-                };
-                match outbox.offer(push) {
-                    true => received += 1,
-                    false => gone.push(outbox.id),
-                }
-            }
+            delivery.offer(clients, || Push::ShardMessage {
+                channel: channel.clone(),
+                payload: payload.clone(),
+            });
         }
-        registry.forget(&gone);
-        received
+        registry.forget(&delivery.gone);
+        delivery.received
     }
 
     /// PUBSUB CHANNELS and SHARDCHANNELS: the channels of `kind` with a
     /// subscriber, those matching `pattern` if one is given.
     pub fn channels(&self, kind: Kind, pattern: Option<&[u8]>) -> Vec<Bytes> {
-        let mut registry = self.registry.lock();
+        let registry = self.registry.lock();
         registry
             .of(kind)
             .keys()
@@ -205,6 +197,26 @@ impl PubSub {
     }
 }
 
+/// One message's way to its subscribers: how many took it, and which were
+/// gone or cut off (to be forgotten once the registry is free to change).
+#[derive(Default)]
+struct Delivery {
+    received: usize,
+    gone: Vec<u64>,
+}
+
+impl Delivery {
+    /// Offers each of `clients` the push `make` builds.
+    fn offer(&mut self, clients: &BTreeMap<u64, Outbox>, make: impl Fn() -> Push) {
+        for outbox in clients.values() {
+            match outbox.offer(make()) {
+                true => self.received += 1,
+                false => self.gone.push(outbox.id),
+            }
+        }
+    }
+}
+
 impl Registry {
     /// Drops the connections in `gone` (cut off or closed) from everything.
     fn forget(&mut self, gone: &[u64]) {
@@ -212,7 +224,7 @@ impl Registry {
             return;
         }
         for kind in Kind::ALL {
-            self.of(kind).retain(|_, clients| {
+            self.of_mut(kind).retain(|_, clients| {
                 clients.retain(|id, _| !gone.contains(id));
                 !clients.is_empty()
             });

@@ -1,9 +1,10 @@
 //! The commit thread: group commit, apply, and snapshot scheduling.
 //!
 //! Writers hand encoded commands to this one thread through a queue
-//! ([`crate::handoff`]). It takes everything queued (up to `max_batch`), appends it with one write, syncs once
-//! (fsync `always`), applies the batch to the state under one write lock in log
-//! order, and only then replies to each writer. While it syncs, the next batch
+//! ([`crate::handoff`]). It takes everything queued (up to `max_batch`),
+//! appends it with one write, syncs once (fsync `always`), applies the batch
+//! to the state under one write lock in log order, and only then replies to
+//! each writer. While it syncs, the next batch
 //! queues up, so the number of syncs per second stays flat as writers are added
 //! and each sync covers more of them. A lone writer pays exactly one sync.
 //!

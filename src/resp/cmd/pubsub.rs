@@ -51,16 +51,13 @@ pub fn run(session: &mut Session, shared: &Shared, name: &str, args: &[Bytes]) -
         "sunsubscribe" => Ok(unsubscribe(session, shared, Kind::Shard, &args[1..])),
         // The count is of this node's subscribers, as Redis Cluster counts.
         "publish" | "spublish" => {
-            let shard = name == "spublish";
-            let received = match shard {
-                true => shared.pubsub.publish_shard(&args[1], &args[2]),
-                false => shared.pubsub.publish(&args[1], &args[2]),
-            };
-            shared.node.broadcast_published(Published {
+            let message = Published {
                 channel: args[1].clone(),
                 payload: args[2].clone(),
-                shard,
-            });
+                shard: name == "spublish",
+            };
+            let received = shared.pubsub.publish_message(&message);
+            shared.node.broadcast_published(message);
             Ok(Reply::Integer(received as i64))
         }
         _ => introspect(shared, args),
