@@ -443,7 +443,8 @@ struct ServeArgs {
     #[arg(long, default_value_t = 50_000)]
     snapshot_every_entries: u64,
     /// A cluster node also snapshots once its Raft log's entries take this
-    /// many more bytes of memory than after the last snapshot.
+    /// many more bytes of memory than after the last snapshot; the entries a
+    /// snapshot covers are kept for slow followers up to a quarter of it.
     #[arg(long, default_value_t = 64 << 20)]
     snapshot_log_bytes: u64,
     /// FOR TESTS ONLY: expose `/fault/clock` (moves the expiry clock forward)

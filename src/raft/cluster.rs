@@ -1294,11 +1294,16 @@ impl ClusterNode {
     }
 }
 
+/// The entries a snapshot covers that stay in the log for slow followers
+/// take at most this fraction of `snapshot_log_bytes`; a follower further
+/// behind gets the snapshot.
+const KEPT_BEHIND_SNAPSHOT_FRACTION: u64 = 4;
+
 /// The node's periodic chores, until it stops:
 /// - triggers a snapshot whenever the entries after the last snapshot take
-///   `snapshot_log_bytes` of memory, so memory stays bounded whatever the
-///   value size (to that, plus the entries a snapshot leaves for slow
-///   followers);
+///   `snapshot_log_bytes` of memory, and purges the entries a snapshot covers
+///   beyond a quarter of that, so the log in memory stays within about 1.25×
+///   `snapshot_log_bytes` (80 MiB by default) whatever the value size;
 /// - on the leader, completes a membership change a previous leader left in
 ///   its joint configuration.
 async fn housekeeping(node: std::sync::Weak<ClusterNode>) {
@@ -1313,6 +1318,14 @@ async fn housekeeping(node: std::sync::Weak<ClusterNode>) {
         };
         node.finish_half_made_membership_change().await;
         let snapshot_index = node.metrics().snapshot.map_or(0, |id| id.index);
+        let keep = node.options.snapshot_log_bytes / KEPT_BEHIND_SNAPSHOT_FRACTION;
+        if let Some(upto) = node.log_bytes.purge_point(snapshot_index, keep) {
+            // openraft keeps up to 1,000 entries behind a snapshot whatever
+            // their size; of large values that would be gigabytes.
+            if node.raft.trigger().purge_log(upto).await.is_err() {
+                return;
+            }
+        }
         if asked.is_some_and(|(index, when)| {
             index == snapshot_index && when.elapsed() < Duration::from_secs(5)
         }) {

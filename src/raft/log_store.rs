@@ -130,6 +130,22 @@ impl HeldBytes {
             .sum();
         state.entry_bytes.saturating_sub(covered)
     }
+
+    /// Where to purge so that the entries a snapshot at `snapshot_index`
+    /// covers, still held for slow followers, take at most `keep` bytes: the
+    /// index to purge up to, or `None` when they take no more than that.
+    /// Counts back from the snapshot, so the entries kept are the newest.
+    pub fn purge_point(&self, snapshot_index: u64, keep: u64) -> Option<u64> {
+        let state = self.0.read();
+        let mut kept = 0u64;
+        for (index, entry) in state.entries.range(..=snapshot_index).rev() {
+            kept = kept.saturating_add(held_bytes(entry));
+            if kept > keep {
+                return Some(*index);
+            }
+        }
+        None
+    }
 }
 
 type Shared = Arc<RwLock<LogState_>>;
@@ -776,6 +792,23 @@ mod tests {
             let expected = if index == u64::MAX { 0 } else { expected };
             assert_eq!(shared.after(index), expected, "after index {index}");
         }
+    }
+
+    #[test]
+    fn the_purge_point_keeps_the_newest_covered_entries_within_the_budget() {
+        let mut state = LogState_::default();
+        for index in 1..=50 {
+            state.insert(entry(1, index));
+        }
+        state.remove_upto(10);
+        let each = held_bytes(&entry(1, 11));
+        let shared = HeldBytes(Arc::new(RwLock::new(state)));
+        // Entries 11..=40 are covered by a snapshot at 40: 30 of them.
+        assert_eq!(shared.purge_point(40, 30 * each), None, "all fit");
+        assert_eq!(shared.purge_point(40, 29 * each), Some(11), "one too many");
+        assert_eq!(shared.purge_point(40, 5 * each), Some(35), "keeps 36..=40");
+        assert_eq!(shared.purge_point(40, 0), Some(40), "keeps nothing");
+        assert_eq!(shared.purge_point(5, 0), None, "nothing covered is held");
     }
 
     #[test]

@@ -1035,14 +1035,15 @@ fn large_values_trigger_snapshots_by_size_so_the_log_in_memory_stays_bounded() {
         let view = status(address).expect("status");
         let purged = view["purged_index"].as_u64().unwrap_or(0);
         let held = view["log_bytes_in_memory"].as_u64().unwrap_or(u64::MAX);
-        if purged > 0 && held < 42 * MIB {
+        if purged > 0 && held < 6 * MIB {
             break view;
         }
         assert!(Instant::now() < deadline, "the log was not bounded: {view}");
         std::thread::sleep(Duration::from_millis(100));
     };
-    // What is left: at most the 1,000 entries kept for slow followers
-    // (31 MiB here) and what came after the last snapshot.
+    // What is left: the entries after the last snapshot (under 4 MiB once
+    // no snapshot is due) and those kept behind it for slow followers: not
+    // openraft's 1,000 (31 MiB of these values) but a quarter of the 4 MiB.
     let held = view["log_bytes_in_memory"].as_u64().expect("held bytes");
     assert!(held > 0, "{view}");
     let metrics = http_get(address, "/metrics").text();
