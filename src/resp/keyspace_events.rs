@@ -10,9 +10,10 @@
 //!
 //! Key misses (`m`, not part of `A`) are the reads' events: the node that
 //! served a read op (GET, MGET, STRLEN, EXISTS, TTL, GETRANGE, the bit
-//! reads) publishes `keymiss` for each key it found absent. TYPE does not,
-//! as in Redis; nor do the ops the state runs (GETDEL, GETEX, SET … GET, the
-//! reads inside EXEC), which Redis would report.
+//! reads) publishes `keymiss` for each key it found absent; TYPE does not,
+//! as in Redis. The lookups the state runs (GETDEL, GETEX, SET … GET, the
+//! reads inside EXEC) report theirs with the command's other events, so in
+//! a cluster every member publishes those, as it does `set` or `del`.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -108,10 +109,11 @@ impl KeyspaceEvents {
     }
 
     /// Applies a parsed setting; the state collects events only while some
-    /// class of writes is on for some target (misses are not the state's).
+    /// class is on for some target (misses too: GETDEL and the reads inside
+    /// EXEC look keys up in the state).
     pub fn set(&self, flags: u32, hook: Option<&KeyEventHook>) {
         self.flags.store(flags, Ordering::Relaxed);
-        let write_classes = flags & !(KEYSPACE | KEYEVENT | KEY_MISS);
+        let write_classes = flags & !(KEYSPACE | KEYEVENT);
         let publishing = flags & (KEYSPACE | KEYEVENT) != 0 && write_classes != 0;
         if let Some(hook) = hook {
             hook.enable(publishing);
@@ -224,9 +226,11 @@ mod tests {
         );
         events.set(KeyspaceEvents::parse(b"KEm").expect("valid"), Some(&hook));
         assert!(
-            !hook.is_enabled(),
-            "misses alone need nothing from the state"
+            hook.is_enabled(),
+            "misses need the state too: it runs GETDEL and the reads inside EXEC"
         );
+        events.set(KeyspaceEvents::parse(b"m").expect("valid"), Some(&hook));
+        assert!(!hook.is_enabled(), "no channel kind chosen");
         events.set(0, Some(&hook));
         assert!(!hook.is_enabled());
     }

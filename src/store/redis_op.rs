@@ -343,6 +343,20 @@ impl RedisOp {
         }
     }
 
+    /// The keys the op looks up as a read, which Redis reports as a
+    /// `keymiss` when absent: those of the read ops but TYPE, and of the
+    /// writes that return the old value (GETDEL, GETEX, SET … GET).
+    pub fn looked_up_keys(&self) -> Vec<&Bytes> {
+        match self {
+            RedisOp::Type { .. } | RedisOp::Set { get: false, .. } => Vec::new(),
+            RedisOp::Set { key, .. } | RedisOp::GetDel { key } | RedisOp::GetEx { key, .. } => {
+                vec![key]
+            }
+            op if !op.writes() => op.keys(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Whether every database the op names is below `databases`.
     pub fn databases_below(&self, databases: u8) -> bool {
         match self {
@@ -415,6 +429,11 @@ pub trait Keyspace {
     /// Reports a keyspace event (Redis's name for what the op did to
     /// `key`); a keyspace that no one listens to ignores it.
     fn notify(&mut self, _class: EventClass, _name: &'static str, _db: u8, _key: &[u8]) {}
+    /// Whether [`Self::notify`] wants `keymiss` events: the state's view does
+    /// while anyone listens; a front end's read view reports misses itself.
+    fn reports_key_misses(&self) -> bool {
+        false
+    }
 }
 
 fn expiry_of(entry: Option<&Entry>) -> u64 {
@@ -438,6 +457,13 @@ fn error(text: &str) -> Answer {
 
 /// Runs one op against the keyspace at time `now_ms`.
 pub fn run(keyspace: &mut dyn Keyspace, db: u8, op: RedisOp, now_ms: u64) -> Answer {
+    if keyspace.reports_key_misses() {
+        for key in op.looked_up_keys() {
+            if keyspace.live(db, key).is_none() {
+                keyspace.notify(EventClass::KeyMiss, "keymiss", db, key);
+            }
+        }
+    }
     match op {
         RedisOp::Set {
             key,

@@ -1121,6 +1121,10 @@ impl Keyspace for RedisView<'_> {
         self.state.note_event(class, name, db, key);
     }
 
+    fn reports_key_misses(&self) -> bool {
+        self.state.collecting_events
+    }
+
     fn mark_raw_string(&mut self, db: u8, key: &[u8]) {
         if let Some((key, _)) = self.state.dbs[usize::from(db)].entries.get_key_value(key) {
             let key = key.clone();

@@ -1769,10 +1769,33 @@ fn keyspace_notifications_name_each_write_as_redis_does() {
     client.call(&["GET", "gone"]);
     client.call(&["MGET", "last", "gone2", "gone3"]);
     client.call(&["EXISTS", "gone4"]);
-    let misses: Vec<(String, String)> = (0..4).map(|_| pattern_message(&mut subscriber)).collect();
-    let expected: Vec<(String, String)> = ["gone", "gone2", "gone3", "gone4"]
-        .iter()
-        .map(|key| ("__keyevent@3__:keymiss".to_string(), key.to_string()))
-        .collect();
+    // The lookups the state runs report misses too, as Redis's do: GETDEL,
+    // GETEX, SET … GET (not a plain SET), and reads inside EXEC.
+    client.call(&["GETDEL", "gone5"]);
+    client.call(&["GETEX", "gone6", "PERSIST"]);
+    client.call(&["SET", "fresh", "v"]);
+    client.call(&["SET", "gone7", "v", "GET"]);
+    assert_eq!(client.call(&["MULTI"]), "+OK\r\n");
+    client.call(&["GET", "last"]);
+    client.call(&["GET", "gone8"]);
+    client.call(&["SET", "gone9", "v"]);
+    assert_eq!(client.call(&["EXEC"]), "*3\r\n$1\r\nv\r\n$-1\r\n+OK\r\n");
+    client.call(&["GETDEL", "gone7"]);
+    let misses: Vec<(String, String)> = (0..8).map(|_| pattern_message(&mut subscriber)).collect();
+    let expected: Vec<(String, String)> = [
+        "gone", "gone2", "gone3", "gone4", "gone5", "gone6", "gone7", "gone8",
+    ]
+    .iter()
+    .map(|key| ("__keyevent@3__:keymiss".to_string(), key.to_string()))
+    .collect();
     assert_eq!(misses, expected);
+    // gone7 was there for the last GETDEL: no miss. Nothing else was
+    // published, so the next message is the del below.
+    client.call(&["CONFIG", "SET", "notify-keyspace-events", "Eg"]);
+    client.call(&["DEL", "gone9"]);
+    assert_eq!(
+        pattern_message(&mut subscriber),
+        ("__keyevent@3__:del".to_string(), "gone9".to_string()),
+        "nothing was published between the last miss and this del"
+    );
 }
