@@ -38,7 +38,9 @@ pub use command::{Command, Guard, MAX_COMMAND_FIELD_BYTES, Op, decode_payload, e
 pub use durable::DurableStore;
 pub use mem::MemStore;
 pub use options::{FsyncPolicy, SnapshotInfo, SnapshotPolicy, StoreOptions};
-pub use state::{DbKey, Entry, Outcome, RemovalLog, SnapshotPoint, State, scan_hash, write_frozen};
+pub use state::{
+    DbKey, Entry, KeyCounts, Outcome, RemovalLog, SnapshotPoint, State, scan_hash, write_frozen,
+};
 pub use stats::StoreStats;
 
 use crate::error::{Error, Result};
@@ -160,9 +162,10 @@ pub trait KvStore: Send + Sync {
         self.state().read().feed().cloned()
     }
 
-    /// Per database with live keys: its number, live keys, and how many of
-    /// those have an expiry (INFO's keyspace section).
-    fn key_counts(&self) -> Vec<(u8, usize, usize)> {
+    /// Per database with live keys: its number, live keys, how many of
+    /// those have an expiry and their mean time to live (INFO's keyspace
+    /// section).
+    fn key_counts(&self) -> Vec<KeyCounts> {
         self.state().read().key_counts(now_ms())
     }
 

@@ -60,6 +60,18 @@ struct Frozen {
     preimages: BTreeMap<(u8, Key), Option<Entry>>,
 }
 
+/// One database's line of INFO's keyspace section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyCounts {
+    pub db: u8,
+    /// Live keys.
+    pub keys: usize,
+    /// Live keys with an expiry.
+    pub expiring: usize,
+    /// Their mean remaining time to live (Redis's `avg_ttl`), 0 without any.
+    pub mean_ttl_ms: u64,
+}
+
 /// One database (`SELECT n`): its keys with the indexes kept beside them.
 #[derive(Default)]
 struct Database {
@@ -388,19 +400,32 @@ impl State {
         self.db(db).live_len(now_ms)
     }
 
-    /// Live and expiring key counts per database that has keys (INFO's
-    /// keyspace section).
-    pub fn key_counts(&self, now_ms: u64) -> Vec<(u8, usize, usize)> {
+    /// Live and expiring key counts per database that has keys, with the
+    /// expiring keys' mean time to live (INFO's keyspace section).
+    pub fn key_counts(&self, now_ms: u64) -> Vec<KeyCounts> {
         (0..DATABASES)
             .zip(&self.dbs)
             .filter(|(_, db)| !db.entries.is_empty())
             .map(|(index, db)| {
-                let expiring = db
+                let (mut expiring, mut ttl_sum_ms) = (0usize, 0u128);
+                for (expires_at_ms, _) in db
                     .by_expiry
-                    .range((now_ms.saturating_add(1), Key::new(b""))..);
-                (index, db.live_len(now_ms), expiring.count())
+                    .range((now_ms.saturating_add(1), Key::new(b""))..)
+                {
+                    expiring += 1;
+                    ttl_sum_ms += u128::from(expires_at_ms - now_ms);
+                }
+                KeyCounts {
+                    db: index,
+                    keys: db.live_len(now_ms),
+                    expiring,
+                    mean_ttl_ms: match expiring {
+                        0 => 0,
+                        count => (ttl_sum_ms / count as u128) as u64,
+                    },
+                }
             })
-            .filter(|&(_, live, _)| live > 0)
+            .filter(|counts| counts.keys > 0)
             .collect()
     }
 
@@ -1342,7 +1367,13 @@ mod tests {
             (state.live_len(0, 0), state.live_len(7, 0), state.len()),
             (1, 2, 3)
         );
-        assert_eq!(state.key_counts(0), vec![(0, 1, 0), (7, 2, 0)]);
+        let counts = |db, keys| KeyCounts {
+            db,
+            keys,
+            expiring: 0,
+            mean_ttl_ms: 0,
+        };
+        assert_eq!(state.key_counts(0), vec![counts(0, 1), counts(7, 2)]);
         redis(&mut state, 7, vec![RedisOp::FlushDb]);
         assert_eq!((state.live_len(0, 0), state.live_len(7, 0)), (1, 0));
         redis(&mut state, 3, vec![set("a", "1")]);

@@ -76,8 +76,20 @@ fn each_database_is_its_own_keyspace() {
     assert!(scanned.contains("only3") && !zero.call(&["SCAN", "0"]).contains("only3"));
     assert!(three.call(&["RANDOMKEY"]).starts_with('$'));
     let info = zero.call(&["INFO", "keyspace"]);
-    assert!(info.contains("db0:keys=1,expires=0"), "{info}");
-    assert!(info.contains("db3:keys=3,expires=1"), "{info}");
+    assert!(
+        info.contains("db0:keys=1,expires=0,avg_ttl=0\r\n"),
+        "{info}"
+    );
+    assert!(info.contains("db3:keys=3,expires=1,avg_ttl="), "{info}");
+    // avg_ttl is the expiring keys' mean time to live in ms: only3's 600 s,
+    // less the moments this test has taken since.
+    let avg_ttl: u64 = info
+        .split("db3:keys=3,expires=1,avg_ttl=")
+        .nth(1)
+        .and_then(|rest| rest.split("\r\n").next())
+        .and_then(|value| value.parse().ok())
+        .expect("db3's avg_ttl");
+    assert!((540_000..=600_000).contains(&avg_ttl), "{info}");
     assert!(three.call(&["CLIENT", "INFO"]).contains("db=3"));
     // The HTTP API is database 0.
     assert_eq!(get(server.address, "/kv/k").text(), "zero");

@@ -1035,8 +1035,12 @@ fn info(shared: &Shared, sections: &[Bytes]) -> String {
     }
     if wanted("keyspace") {
         text.push_str("# Keyspace\r\n");
-        for (db, keys, expiring) in shared.store.key_counts() {
-            let _ = write!(text, "db{db}:keys={keys},expires={expiring},avg_ttl=0\r\n");
+        for counts in shared.store.key_counts() {
+            let _ = write!(
+                text,
+                "db{}:keys={},expires={},avg_ttl={}\r\n",
+                counts.db, counts.keys, counts.expiring, counts.mean_ttl_ms
+            );
         }
     }
     text
