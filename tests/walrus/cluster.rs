@@ -397,6 +397,10 @@ fn writes_through_any_node_are_read_alike_from_every_node() {
     let mut at_leader = crate::resp_client::RawResp::connect(cluster.node(leader).resp);
     assert_eq!(at_leader.call(&["SET", "waited", "1"]), "+OK\r\n");
     assert_eq!(at_leader.call(&["WAIT", "2", "5000"]), ":2\r\n");
+    assert_eq!(
+        at_leader.call(&["WAITAOF", "1", "2", "5000"]),
+        "*2\r\n:1\r\n:2\r\n"
+    );
     let role = at_leader.call(&["ROLE"]);
     assert!(role.starts_with("*3\r\n$6\r\nmaster\r\n:"), "{role}");
     assert_eq!(role.matches("127.0.0.1").count(), 2, "two replicas: {role}");
@@ -412,6 +416,11 @@ fn writes_through_any_node_are_read_alike_from_every_node() {
         at_follower
             .call(&["WAIT", "1", "10"])
             .starts_with("-ERR WAIT cannot be used with replica instances")
+    );
+    assert!(
+        at_follower
+            .call(&["WAITAOF", "0", "1", "10"])
+            .starts_with("-ERR WAITAOF cannot be used with replica instances")
     );
 
     // PUBLISH on any node reaches the subscribers of every node, in order;

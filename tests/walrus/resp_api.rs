@@ -605,6 +605,11 @@ fn info_and_config_report_what_the_server_really_has() {
                 "-ERR Unknown option or number of arguments for CONFIG SET - 'no-such-thing'"
             )
     );
+    // Under an interval policy nothing says when a write reaches the disk.
+    assert!(raw.call(&["WAITAOF", "1", "0", "0"]).starts_with(
+        "-ERR WAITAOF cannot be used when numlocal is set but appendfsync is everysec"
+    ));
+    assert_eq!(raw.call(&["WAITAOF", "0", "0", "0"]), "*2\r\n:0\r\n:0\r\n");
 }
 
 /// `CONFIG SET timeout N` changes the idle timeout while the server runs: an
@@ -988,6 +993,31 @@ fn reset_role_wait_and_latency_answer_as_redis_does_on_a_single_node() {
     assert_eq!(raw.call(&["WAIT", "1", "150"]), ":0\r\n", "no replica ever");
     assert!(started.elapsed() >= Duration::from_millis(150));
     assert_eq!(raw.call(&["WAIT", "1", "-1"]), err("timeout is negative"));
+    // WAITAOF: every answered write is synced already (fsync always), and
+    // no replica ever holds one.
+    assert_eq!(raw.call(&["WAITAOF", "1", "0", "0"]), "*2\r\n:1\r\n:0\r\n");
+    let started = std::time::Instant::now();
+    assert_eq!(
+        raw.call(&["WAITAOF", "0", "1", "100"]),
+        "*2\r\n:1\r\n:0\r\n"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(100));
+    assert_eq!(
+        raw.call(&["WAITAOF", "2", "0", "0"]),
+        err("value is out of range, value must between 0 and 1")
+    );
+    assert_eq!(
+        raw.call(&["WAITAOF", "1", "-1", "0"]),
+        err("value is out of range, must be positive")
+    );
+    assert_eq!(
+        raw.call(&["WAITAOF", "1", "0", "-1"]),
+        err("timeout is negative")
+    );
+    assert!(
+        raw.call(&["WAITAOF", "1", "0"])
+            .starts_with("-ERR wrong number of arguments")
+    );
 
     raw.call(&["SET", "k", "v"]);
     raw.call(&["GET", "k"]);

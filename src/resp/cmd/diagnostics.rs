@@ -1,5 +1,5 @@
 //! What an operator asks a server about itself and its replicas: SLOWLOG,
-//! LATENCY, ROLE and WAIT.
+//! LATENCY, ROLE, WAIT and WAITAOF.
 //!
 //! The slow log and the latency histograms are the ones the connection
 //! already keeps (see `slowlog` and `stats`). Walrus has no latency monitor
@@ -18,10 +18,11 @@ use super::super::frame::Reply;
 use super::util::{help_reply, integer_arg, is, unknown_subcommand_or_arity};
 use super::{CommandResult, wrong_arity};
 use crate::node::Replication;
+use crate::store::FsyncPolicy;
 use crate::store::number::parse_i64;
 
 pub fn handles(name: &str) -> bool {
-    matches!(name, "slowlog" | "latency" | "role" | "wait")
+    matches!(name, "slowlog" | "latency" | "role" | "wait" | "waitaof")
 }
 
 pub async fn run(shared: &Shared, name: &str, args: &[Bytes]) -> CommandResult {
@@ -29,6 +30,7 @@ pub async fn run(shared: &Shared, name: &str, args: &[Bytes]) -> CommandResult {
         "slowlog" => slowlog(shared, args),
         "latency" => latency(shared, args),
         "role" => Ok(role(shared)),
+        "waitaof" => wait_aof(shared, args).await,
         _ => wait(shared, args).await,
     }
 }
@@ -235,20 +237,71 @@ async fn wait(shared: &Shared, args: &[Bytes]) -> CommandResult {
     let [_, wanted, timeout] = args else {
         return Err(wrong_arity("wait"));
     };
-    let wanted = integer_arg(wanted)?;
-    let timeout = parse_i64(timeout)
-        .ok_or_else(|| Reply::err("timeout is not an integer or out of range"))?;
-    if timeout < 0 {
-        return Err(Reply::err("timeout is negative"));
-    }
-    let timeout = (timeout > 0).then(|| Duration::from_millis(timeout as u64));
-    let wanted = usize::try_from(wanted).unwrap_or(0);
+    let wanted = usize::try_from(integer_arg(wanted)?).unwrap_or(0);
+    let timeout = timeout_arg(timeout)?;
     match shared.node.wait_for_replicas(wanted, timeout).await {
         Some(holding) => Ok(Reply::Integer(holding as i64)),
         None => Err(Reply::err(
             "WAIT cannot be used with replica instances: send it to the cluster's leader",
         )),
     }
+}
+
+/// WAITAOF numlocal numreplicas timeout (Redis 7.2): whether this node's
+/// log holds every write this client was answered for on disk (1 or 0), and
+/// how many other members do. With `--fsync always` a write is answered
+/// only after the sync that covers it, so the local part holds at once; a
+/// Raft follower acknowledges entries only once they are synced, so the
+/// replicas are WAIT's count. With another fsync policy walrus cannot say
+/// when a given write reaches the disk, so numlocal 1 is refused, as Redis
+/// refuses it with its log off.
+async fn wait_aof(shared: &Shared, args: &[Bytes]) -> CommandResult {
+    let [_, local, replicas, timeout] = args else {
+        return Err(wrong_arity("waitaof"));
+    };
+    let local = integer_arg(local)?;
+    if !(0..=1).contains(&local) {
+        return Err(Reply::err(
+            "value is out of range, value must between 0 and 1",
+        ));
+    }
+    let replicas = integer_arg(replicas)?;
+    if replicas < 0 {
+        return Err(Reply::err("value is out of range, must be positive"));
+    }
+    let timeout = timeout_arg(timeout)?;
+    let synced_locally = matches!(shared.config.fsync, FsyncPolicy::Always);
+    if local == 1 && !synced_locally {
+        return Err(Reply::err(format!(
+            "WAITAOF cannot be used when numlocal is set but appendfsync is {}: \
+             walrus syncs its log on its own schedule then (start it with --fsync always)",
+            shared.config.fsync.redis_name()
+        )));
+    }
+    let holding = shared
+        .node
+        .wait_for_replicas(replicas as usize, timeout)
+        .await
+        .ok_or_else(|| {
+            Reply::err(
+                "WAITAOF cannot be used with replica instances. Please also note that \
+                 writes to replicas are just local and are not propagated.",
+            )
+        })?;
+    Ok(Reply::Array(vec![
+        Reply::Integer(i64::from(synced_locally)),
+        Reply::Integer(holding as i64),
+    ]))
+}
+
+/// A WAIT timeout in milliseconds: `None` (no limit) for 0.
+fn timeout_arg(timeout: &[u8]) -> Result<Option<Duration>, Reply> {
+    let timeout = parse_i64(timeout)
+        .ok_or_else(|| Reply::err("timeout is not an integer or out of range"))?;
+    if timeout < 0 {
+        return Err(Reply::err("timeout is negative"));
+    }
+    Ok((timeout > 0).then(|| Duration::from_millis(timeout as u64)))
 }
 
 #[cfg(test)]

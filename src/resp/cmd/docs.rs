@@ -289,6 +289,13 @@ const DOCS: &[Doc] = &[
         O1,
     ),
     doc(
+        "waitaof",
+        "Answers whether this node's log holds the client's writes on disk and how many other members hold them, waiting for the members up to the timeout.",
+        "7.2.0",
+        "generic",
+        O1,
+    ),
+    doc(
         "monitor",
         "Streams every command the server runs from then on, one line each (passwords redacted, administrative commands not shown).",
         "1.0.0",

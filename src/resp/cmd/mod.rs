@@ -329,6 +329,7 @@ pub const SPECS: &[Spec] = &[
     spec("latency", -2, false, NO_KEYS),
     spec("role", 1, false, NO_KEYS),
     spec("wait", 3, false, NO_KEYS),
+    spec("waitaof", 4, false, NO_KEYS),
     spec("monitor", 1, false, NO_KEYS),
     // Pub/Sub.
     spec("subscribe", -2, false, NO_KEYS),
