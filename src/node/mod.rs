@@ -45,6 +45,10 @@ pub enum Replication {
     /// matched index.
     Leader {
         committed: u64,
+        /// The last log index known to be on this node's own disk: a
+        /// majority of followers can commit an entry before the leader's
+        /// own sync of it ends.
+        own_matched: u64,
         followers: Vec<Follower>,
     },
     /// Another member: the leader's peer address (if one is known) and how
@@ -53,6 +57,15 @@ pub enum Replication {
         leader_address: Option<String>,
         applied: u64,
     },
+}
+
+/// Who holds a node's committed writes ([`Node::wait_until_held`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    /// This node's own log.
+    pub locally: bool,
+    /// How many other members.
+    pub replicas: usize,
 }
 
 /// A member the leader replicates to.
@@ -293,6 +306,11 @@ impl Node {
                 .collect();
             Replication::Leader {
                 committed: status.commit_index,
+                own_matched: status
+                    .replication
+                    .get(&status.node_id)
+                    .copied()
+                    .unwrap_or(0),
                 followers,
             }
         } else {
@@ -303,42 +321,59 @@ impl Node {
         }
     }
 
-    /// Redis's `WAIT`: waits until at least `wanted` other nodes hold every
-    /// write this node has committed, or `timeout` passes (`None`: no
-    /// limit), and returns how many do. Only a leader knows; elsewhere
-    /// `None`.
-    pub async fn wait_for_replicas(
+    /// Redis's `WAIT` and `WAITAOF`: waits until at least `replicas` other
+    /// nodes hold every write this node has committed, and with `locally`
+    /// this node's own log too, or until `timeout` passes (`None`: no
+    /// limit); returns who holds them then. Only a leader knows; elsewhere
+    /// `None`. "Holds" is what the log writer reported flushed: durable
+    /// under `--fsync always`.
+    pub async fn wait_until_held(
         &self,
-        wanted: usize,
+        locally: bool,
+        replicas: usize,
         timeout: Option<Duration>,
-    ) -> Option<usize> {
+    ) -> Option<Held> {
         const POLL: Duration = Duration::from_millis(5);
         let deadline = timeout.map(|timeout| tokio::time::Instant::now() + timeout);
         let target = match self.replication() {
             Replication::Leader { committed, .. } => committed,
             Replication::Follower { .. } => return None,
-            // No other node will ever hold anything: wait out the timeout,
-            // as Redis does with no replicas.
-            Replication::Single if wanted == 0 => return Some(0),
+            // A single store answers a write only once its log holds it. No
+            // other node will ever hold anything: wait out the timeout, as
+            // Redis does with no replicas.
             Replication::Single => {
-                match deadline {
-                    Some(deadline) => tokio::time::sleep_until(deadline).await,
-                    None => std::future::pending().await,
+                if replicas > 0 {
+                    match deadline {
+                        Some(deadline) => tokio::time::sleep_until(deadline).await,
+                        None => std::future::pending().await,
+                    }
                 }
-                return Some(0);
+                return Some(Held {
+                    locally: true,
+                    replicas: 0,
+                });
             }
         };
         loop {
-            let Replication::Leader { followers, .. } = self.replication() else {
+            let Replication::Leader {
+                followers,
+                own_matched,
+                ..
+            } = self.replication()
+            else {
                 return None;
             };
-            let holding = followers
-                .iter()
-                .filter(|follower| follower.matched >= target)
-                .count();
+            let held = Held {
+                locally: own_matched >= target,
+                replicas: followers
+                    .iter()
+                    .filter(|follower| follower.matched >= target)
+                    .count(),
+            };
             let now = tokio::time::Instant::now();
-            if holding >= wanted || deadline.is_some_and(|deadline| now >= deadline) {
-                return Some(holding);
+            let enough = held.replicas >= replicas && (held.locally || !locally);
+            if enough || deadline.is_some_and(|deadline| now >= deadline) {
+                return Some(held);
             }
             let pause = deadline.map_or(POLL, |deadline| POLL.min(deadline - now));
             tokio::time::sleep(pause).await;

@@ -190,6 +190,7 @@ fn role(shared: &Shared) -> Reply {
         Replication::Leader {
             committed,
             followers,
+            ..
         } => Reply::Array(vec![
             Reply::text("master"),
             Reply::Integer(committed as i64),
@@ -239,8 +240,8 @@ async fn wait(shared: &Shared, args: &[Bytes]) -> CommandResult {
     };
     let wanted = usize::try_from(integer_arg(wanted)?).unwrap_or(0);
     let timeout = timeout_arg(timeout)?;
-    match shared.node.wait_for_replicas(wanted, timeout).await {
-        Some(holding) => Ok(Reply::Integer(holding as i64)),
+    match shared.node.wait_until_held(false, wanted, timeout).await {
+        Some(held) => Ok(Reply::Integer(held.replicas as i64)),
         None => Err(Reply::err(
             "WAIT cannot be used with replica instances: send it to the cluster's leader",
         )),
@@ -249,12 +250,14 @@ async fn wait(shared: &Shared, args: &[Bytes]) -> CommandResult {
 
 /// WAITAOF numlocal numreplicas timeout (Redis 7.2): whether this node's
 /// log holds every write this client was answered for on disk (1 or 0), and
-/// how many other members do. With `--fsync always` a write is answered
-/// only after the sync that covers it, so the local part holds at once; a
-/// Raft follower acknowledges entries only once they are synced, so the
-/// replicas are WAIT's count. With another fsync policy walrus cannot say
-/// when a given write reaches the disk, so numlocal 1 is refused, as Redis
-/// refuses it with its log off.
+/// how many other members do. With `--fsync always` a single store answers
+/// a write only after the sync that covers it, so the local part holds at
+/// once; a cluster's leader may answer once a majority of followers synced
+/// it, before its own sync ends, so it waits for that too. A Raft member
+/// acknowledges entries only once they are synced, so the replicas are
+/// WAIT's count. With another fsync policy walrus cannot say when a given
+/// write reaches the disk, so numlocal 1 is refused, as Redis refuses it
+/// with its log off.
 async fn wait_aof(shared: &Shared, args: &[Bytes]) -> CommandResult {
     let [_, local, replicas, timeout] = args else {
         return Err(wrong_arity("waitaof"));
@@ -278,9 +281,9 @@ async fn wait_aof(shared: &Shared, args: &[Bytes]) -> CommandResult {
             shared.config.fsync.redis_name()
         )));
     }
-    let holding = shared
+    let held = shared
         .node
-        .wait_for_replicas(replicas as usize, timeout)
+        .wait_until_held(local == 1, replicas as usize, timeout)
         .await
         .ok_or_else(|| {
             Reply::err(
@@ -289,8 +292,8 @@ async fn wait_aof(shared: &Shared, args: &[Bytes]) -> CommandResult {
             )
         })?;
     Ok(Reply::Array(vec![
-        Reply::Integer(i64::from(synced_locally)),
-        Reply::Integer(holding as i64),
+        Reply::Integer(i64::from(synced_locally && held.locally)),
+        Reply::Integer(held.replicas as i64),
     ]))
 }
 

@@ -999,6 +999,7 @@ fn info(shared: &Shared, sections: &[Bytes]) -> String {
             Replication::Leader {
                 committed,
                 followers,
+                ..
             } => write!(
                 text,
                 "# Replication\r\nrole:master\r\nconnected_slaves:{}\r\nmaster_repl_offset:{committed}\r\n\r\n",
