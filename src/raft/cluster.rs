@@ -1311,6 +1311,8 @@ async fn housekeeping(node: std::sync::Weak<ClusterNode>) {
     // The snapshot index when this task last asked, and when: it asks again
     // once that snapshot is done, or after a while if it never came.
     let mut asked: Option<(u64, Instant)> = None;
+    // The highest index this task asked openraft to purge up to.
+    let mut purge_asked = 0;
     loop {
         ticks.tick().await;
         let Some(node) = node.upgrade() else {
@@ -1321,9 +1323,13 @@ async fn housekeeping(node: std::sync::Weak<ClusterNode>) {
         let keep = node.options.snapshot_log_bytes / KEPT_BEHIND_SNAPSHOT_FRACTION;
         if let Some(upto) = node.log_bytes.purge_point(snapshot_index, keep) {
             // openraft keeps up to 1,000 entries behind a snapshot whatever
-            // their size; of large values that would be gigabytes.
-            if node.raft.trigger().purge_log(upto).await.is_err() {
-                return;
+            // their size; of large values that would be gigabytes. A purge
+            // waits while a follower is being sent those entries: ask once.
+            if upto > purge_asked {
+                if node.raft.trigger().purge_log(upto).await.is_err() {
+                    return;
+                }
+                purge_asked = upto;
             }
         }
         if asked.is_some_and(|(index, when)| {
