@@ -1,6 +1,6 @@
 //! A queue from many threads to one that sleeps at once when it is empty:
-//! how writers hand proposals to the commit thread, and how the commit
-//! thread hands finished batches to the notifier.
+//! how the store's handles and leaders message the commit thread, and how
+//! the commit thread hands finished batches to the notifier.
 //!
 //! Why not `crossbeam-channel`, which this replaced: its receive spins and
 //! then calls `sched_yield` up to four times before it sleeps. On the

@@ -7,7 +7,7 @@
 //!   deterministic [`Command`]s to the same ordered in-memory [`store::State`].
 //! - [`storage`]: the durability machinery: the generic segmented write-ahead log,
 //!   snapshots, recovery and the one file-system trait all I/O goes through
-//!   (group commit sits above it, in `store/commit.rs`).
+//!   (group commit sits above it, in `store/pending.rs` and `store/commit.rs`).
 //! - [`raft`]: replication with openraft: the Raft log in the WAL, the state
 //!   machine, the peer transport, one replicated node.
 //! - [`node`]: the one path HTTP, RESP and the sweeper take to the data, for a
@@ -15,8 +15,8 @@
 //! - [`verify`]: `walrus verify`, the workload, fault injection and
 //!   linearizability checker.
 //! - [`encoding`]: little-endian integers, CRC32C and a bounds-checked reader.
-//! - [`handoff`]: the queue writers hand work to the commit thread and the
-//!   notifier through.
+//! - [`handoff`]: the queue that carries messages to the commit thread and
+//!   batches of replies to the notifier.
 //! - [`http`] and [`server`]: `walrus serve`, the HTTP API on top of a store.
 //! - [`resp`]: the Redis protocol (RESP2) front end, `walrus serve --resp-listen`:
 //!   frame codec, pipelined connections, one file per command family.

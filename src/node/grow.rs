@@ -267,7 +267,7 @@ impl Growth {
         let store = self.pause().await?;
         let advertise = self.plan.advertise.clone();
         let staged = tokio::task::spawn_blocking(move || {
-            // Writes handed to the commit thread before the pause are
+            // Writes queued before the pause are
             // committed and applied before this snapshot returns, and with
             // it done and no write coming, the store starts no snapshot of
             // its own while the adoption freezes the state.

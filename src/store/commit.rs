@@ -1,17 +1,13 @@
-//! The commit thread: group commit, apply, and snapshot scheduling.
+//! The commit thread: leads group commit where writers may not, schedules
+//! snapshots, and syncs an idle log under the interval policy.
 //!
-//! Writers hand encoded commands to this one thread through a queue
-//! ([`crate::handoff`]). It takes everything queued (up to `max_batch`),
-//! appends it with one write, syncs once (fsync `always`), applies the batch
-//! to the state under one write lock in log order, and only then replies to
-//! each writer. While it syncs, the next batch
-//! queues up, so the number of syncs per second stays flat as writers are added
-//! and each sync covers more of them. A lone writer pays exactly one sync.
-//!
-//! The log itself sits behind a mutex (`LogWriter`): when no write is queued or
-//! in flight, a writer may take it and commit its own write without waking
-//! this thread, if blocking its own thread stalls nobody else
-//! (`DurableStore::may_commit_inline`).
+//! Writers normally commit their own batches (`pending.rs`): the first to
+//! find nobody committing leads, taking everything queued into one append
+//! and one sync. A writer whose blocking would stall other work (the only
+//! worker of a runtime) hands the leadership to this thread instead, which
+//! then gathers: after a batch of several writers it waits (up to
+//! `commit_delay`) for them to come back before committing again, since each
+//! one that joins saves a whole sync.
 //!
 //! Snapshots are written by a separate thread from a frozen view of the state
 //! (see `State::freeze`), so writes keep flowing; when one finishes, this thread
@@ -33,9 +29,14 @@ use crate::error::{Error, Result};
 use crate::storage::snapshot::{SnapshotMeta, SnapshotWriter, parse_snapshot_file_name};
 
 pub(super) enum Message {
-    Propose(Proposal),
+    /// Writes are queued and their writer could not lead (`pending.rs`):
+    /// this thread leads until the queue is empty.
+    Lead,
     /// A writer committed on its own and the log may be due for a snapshot.
     CheckSnapshot,
+    /// A writer's commit left the log unsynced (the interval policy): the
+    /// idle sync is due one interval after it.
+    Unsynced,
     Snapshot(oneshot::Sender<Result<SnapshotInfo>>),
     SnapshotFinished(Result<SnapshotInfo>),
     Shutdown(oneshot::Sender<Result<()>>),
@@ -45,7 +46,58 @@ type SnapshotReply = oneshot::Sender<Result<SnapshotInfo>>;
 
 /// A batch stops taking more records past this many payload bytes, so a burst
 /// of large values cannot build one enormous write.
-const MAX_BATCH_BYTES: usize = 8 << 20;
+pub(super) const MAX_BATCH_BYTES: usize = 8 << 20;
+
+/// The most records one batch takes unless the options say otherwise.
+const DEFAULT_MAX_BATCH: usize = 4096;
+
+pub(super) fn max_batch(options: &StoreOptions) -> usize {
+    match options.max_batch {
+        0 => DEFAULT_MAX_BATCH,
+        max => max,
+    }
+}
+
+/// What committing a batch left behind.
+pub(super) struct Committed {
+    /// Log bytes written since the last snapshot.
+    pub bytes_since_snapshot: u64,
+    /// The log was synced before this batch and is not now (the interval
+    /// policy): the commit thread, which syncs an idle log, must hear of it.
+    pub left_unsynced: bool,
+}
+
+/// Commits a batch the leader took (`pending.rs`): one append, one sync, then
+/// the apply, under the log lock. The replies are left in `replies` for the
+/// caller to deliver.
+pub(super) fn commit_taken(
+    shared: &Shared,
+    batch: &mut Vec<Proposal>,
+    replies: &mut Vec<Reply>,
+) -> Committed {
+    let taken = batch.len();
+    if let Some(reason) = shared.failure() {
+        for proposal in batch.drain(..) {
+            let _ = proposal.reply.send(Err(Error::Failed {
+                reason: reason.clone(),
+            }));
+        }
+        shared.pending.done(taken);
+        return Committed {
+            bytes_since_snapshot: 0,
+            left_unsynced: false,
+        };
+    }
+    shared.last_batch_len.store(taken, Ordering::Relaxed);
+    let mut log = shared.log.lock();
+    let was_unsynced = log.unsynced;
+    log.commit(shared, batch, replies);
+    shared.pending.done(taken);
+    Committed {
+        bytes_since_snapshot: log.log_bytes_since_snapshot,
+        left_unsynced: log.unsynced && !was_unsynced,
+    }
+}
 
 struct RunningSnapshot {
     handle: JoinHandle<()>,
@@ -63,9 +115,9 @@ pub(super) struct Committer {
     running_snapshot: Option<RunningSnapshot>,
     /// Callers who asked for a snapshot while one was running: they get the next.
     next_snapshot_waiters: Vec<SnapshotReply>,
+    /// A shutdown asked for while this thread was leading.
+    shutdown: Option<oneshot::Sender<Result<()>>>,
     batch: Vec<Proposal>,
-    /// Payload bytes in `batch`.
-    batch_bytes: usize,
     replies: Vec<Reply>,
     /// Hands large batches of replies to the notifier thread.
     notifier: Sender<Vec<Reply>>,
@@ -99,11 +151,7 @@ impl Committer {
         let _ = std::thread::Builder::new()
             .name("walrus-notify".into())
             .spawn(move || run_notifier(batches));
-        let max_batch = if options.max_batch == 0 {
-            4096
-        } else {
-            options.max_batch
-        };
+        let max_batch = max_batch(options);
         Committer {
             shared,
             receiver,
@@ -113,8 +161,8 @@ impl Committer {
             max_batch,
             running_snapshot: None,
             next_snapshot_waiters: Vec::new(),
+            shutdown: None,
             batch: Vec::with_capacity(max_batch),
-            batch_bytes: 0,
             replies: Vec::with_capacity(max_batch),
             notifier,
             last_batch_len: 0,
@@ -124,45 +172,16 @@ impl Committer {
 
     pub fn run(mut self) {
         loop {
-            let Some(first) = self.next_message() else {
+            let Some(message) = self.next_message() else {
                 // Every sender is gone: nobody can wait for anything any more.
                 let _ = self.shared.log.lock().sync(&*self.shared, Instant::now());
                 return;
             };
-            let mut shutdown = self.dispatch(first);
-            let gather_until = Instant::now() + self.commit_delay;
-            while shutdown.is_none()
-                && self.batch.len() < self.max_batch
-                && self.batch_bytes < MAX_BATCH_BYTES
-            {
-                // The writers of the last batch are being woken and will be
-                // back within microseconds: waiting for them (asleep, so the
-                // CPU stays with the writers) costs a little latency and saves
-                // a whole sync each.
-                let missing = match self.batch.is_empty() {
-                    true => 0,
-                    false => self.last_batch_len.saturating_sub(self.batch.len()),
-                };
-                let mut next = self.receiver.try_recv().ok();
-                if next.is_none() && missing > 0 && Instant::now() < gather_until {
-                    // One wake-up when they are all back (or the delay is
-                    // up), not one per writer.
-                    self.receiver.wait_for(missing, gather_until);
-                    next = self.receiver.try_recv().ok();
-                }
-                match next {
-                    Some(message) => shutdown = self.dispatch(message),
-                    None => break,
-                }
-            }
-            if !self.batch.is_empty() {
-                self.last_batch_len = self.batch.len();
-                self.commit_batch();
-            }
+            self.dispatch(message);
             if self.should_snapshot() {
                 self.start_snapshot(Vec::new());
             }
-            if let Some(reply) = shutdown {
+            if let Some(reply) = self.shutdown.take() {
                 let result = self.shut_down();
                 let _ = reply.send(result);
                 return;
@@ -195,19 +214,9 @@ impl Committer {
         }
     }
 
-    /// Handles one message; returns the reply handle if it asks to shut down.
-    fn dispatch(&mut self, message: Message) -> Option<oneshot::Sender<Result<()>>> {
+    fn dispatch(&mut self, message: Message) {
         match message {
-            Message::Propose(proposal) => match self.shared.failure() {
-                Some(reason) => {
-                    let _ = proposal.reply.send(Err(Error::Failed { reason }));
-                    self.shared.writes_in_flight.fetch_sub(1, Ordering::AcqRel);
-                }
-                None => {
-                    self.batch_bytes += proposal.payload.len();
-                    self.batch.push(proposal);
-                }
-            },
+            Message::Lead => self.lead(),
             Message::Snapshot(reply) => {
                 if self.running_snapshot.is_some() {
                     self.next_snapshot_waiters.push(reply);
@@ -220,33 +229,59 @@ impl Committer {
                     .snapshot_check_pending
                     .store(false, Ordering::Release);
             }
+            // Only wakes this thread: `next_message` then waits for the
+            // interval instead of for the next message.
+            Message::Unsynced => {}
             Message::SnapshotFinished(result) => self.finish_snapshot(result),
-            Message::Shutdown(reply) => return Some(reply),
-        }
-        None
-    }
-
-    fn commit_batch(&mut self) {
-        self.batch_bytes = 0;
-        let committed = self.batch.len();
-        self.shared
-            .last_batch_len
-            .store(committed, Ordering::Relaxed);
-        self.shared
-            .log
-            .lock()
-            .commit(&*self.shared, &mut self.batch, &mut self.replies);
-        if self.replies.len() <= INLINE_REPLIES {
-            deliver(self.replies.drain(..));
-        } else {
-            let replies = std::mem::replace(&mut self.replies, Vec::with_capacity(self.max_batch));
-            if let Err(SendError(replies)) = self.notifier.send(replies) {
-                deliver(replies);
+            Message::Shutdown(reply) => {
+                // Refuse new writes at once, so that leading (here or by a
+                // writer) ends with the writes already queued.
+                self.shared.pending.close();
+                self.shutdown = Some(reply);
             }
         }
-        self.shared
-            .writes_in_flight
-            .fetch_sub(committed, Ordering::AcqRel);
+    }
+
+    /// Commits what writers queue until the queue is empty, then resigns.
+    fn lead(&mut self) {
+        loop {
+            // The writers of the last batch are being woken and will be
+            // back within microseconds: waiting for them (asleep, so the
+            // CPU stays with the writers) costs a little latency and saves
+            // a whole sync each. One wake-up when they are all back (or the
+            // delay is up), not one per writer.
+            if self.last_batch_len > 1 && self.shared.pending.len() < self.last_batch_len {
+                self.shared
+                    .pending
+                    .wait_for(self.last_batch_len, Instant::now() + self.commit_delay);
+            }
+            if !self
+                .shared
+                .pending
+                .take_or_resign(&mut self.batch, self.max_batch, MAX_BATCH_BYTES)
+            {
+                return;
+            }
+            self.last_batch_len = self.batch.len();
+            commit_taken(&self.shared, &mut self.batch, &mut self.replies);
+            if self.replies.len() <= INLINE_REPLIES {
+                deliver(self.replies.drain(..));
+            } else {
+                let replies =
+                    std::mem::replace(&mut self.replies, Vec::with_capacity(self.max_batch));
+                if let Err(SendError(replies)) = self.notifier.send(replies) {
+                    deliver(replies);
+                }
+            }
+            if self.should_snapshot() {
+                self.start_snapshot(Vec::new());
+            }
+            // Leading can last as long as the load does: the other messages
+            // (a finished snapshot, a shutdown) are served between batches.
+            while let Ok(message) = self.receiver.try_recv() {
+                self.dispatch(message);
+            }
+        }
     }
 
     fn should_snapshot(&self) -> bool {
@@ -369,6 +404,25 @@ impl Committer {
     }
 
     fn shut_down(&mut self) -> Result<()> {
+        // No more writes are queued from here; a writer leading now commits
+        // what is queued and resigns. Its handing over to this thread (a
+        // `Lead` message) is served below.
+        if self.shared.pending.close() {
+            while self
+                .shared
+                .pending
+                .is_led_after(Instant::now() + Duration::from_millis(1))
+            {
+                if let Ok(message) = self.receiver.try_recv() {
+                    self.dispatch(message);
+                }
+            }
+        }
+        let mut left = self.shared.pending.take_all_for_close();
+        if !left.is_empty() {
+            commit_taken(&self.shared, &mut left, &mut self.replies);
+            deliver(self.replies.drain(..));
+        }
         if let Some(running) = &self.running_snapshot {
             while !running.handle.is_finished() {
                 std::thread::sleep(Duration::from_millis(1));
@@ -377,13 +431,10 @@ impl Committer {
             while let Ok(message) = self.receiver.try_recv() {
                 match message {
                     Message::SnapshotFinished(result) => self.finish_snapshot(result),
-                    Message::Propose(proposal) => {
-                        let _ = proposal.reply.send(Err(Error::Closed));
-                    }
                     Message::Snapshot(reply) => {
                         let _ = reply.send(Err(Error::Closed));
                     }
-                    Message::CheckSnapshot => {}
+                    Message::Lead | Message::CheckSnapshot | Message::Unsynced => {}
                     Message::Shutdown(reply) => {
                         let _ = reply.send(Ok(()));
                     }

@@ -1,22 +1,25 @@
 //! `DurableStore`: the state, made durable by the WAL and snapshots.
 //!
 //! Opening recovers (newest valid snapshot, then the log after it) and starts the
-//! commit thread (`commit.rs`), which owns the log from then on. Reads take the
-//! state's read lock and never touch the disk.
+//! commit thread (`commit.rs`). Writes are committed by whoever leads the
+//! queue of waiting writes (`pending.rs`): a writer, or that thread. Reads
+//! take the state's read lock and never touch the disk.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
 use tokio::sync::oneshot;
 
 use super::changes::ChangeFeed;
 use super::command::{MAX_COMMAND_FIELD_BYTES, decode_payload, encode_payload};
-use super::commit::{Committer, Message};
-use super::log_writer::{LogWriter, Proposal, deliver};
+use super::commit::{Committer, MAX_BATCH_BYTES, Message, commit_taken};
+use super::log_writer::{LogWriter, Proposal, Reply, deliver};
 use super::options::{FsyncPolicy, SnapshotInfo, SnapshotPolicy, StoreOptions};
+use super::pending::Role;
 use super::shared::Shared;
 use super::stats::StoreStats;
 use super::{Command, KvStore, Outcome, State, Submission, now_ms};
@@ -30,10 +33,8 @@ use crate::storage::{FileSystem, RecoveryMode, RecoveryReport, StdFs, Wal};
 pub struct DurableStore {
     shared: Arc<Shared>,
     sender: Sender<Message>,
-    /// Whether an uncontended writer commits on its own thread.
-    commit_inline: bool,
-    /// When an inline commit should ask the commit thread for a snapshot.
-    snapshot_policy: SnapshotPolicy,
+    /// Commits the queued writes when this handle's writer leads.
+    leader: Arc<Leader>,
     committer: Option<JoinHandle<()>>,
     report: RecoveryReport,
     /// Held until the commit thread has stopped (see `Drop`).
@@ -94,10 +95,14 @@ impl DurableStore {
             .spawn(move || committer.run())
             .map_err(|err| Error::io(dir, err))?;
         Ok(DurableStore {
-            shared,
+            shared: shared.clone(),
+            leader: Arc::new(Leader {
+                shared,
+                sender: sender.clone(),
+                max_batch: super::commit::max_batch(&options),
+                snapshot_policy: options.snapshots,
+            }),
             sender,
-            commit_inline: options.fsync == FsyncPolicy::Always,
-            snapshot_policy: options.snapshots,
             committer: Some(handle),
             report,
             data_dir: Some(data_dir),
@@ -120,7 +125,18 @@ impl DurableStore {
     }
 
     /// Takes a snapshot now and compacts the log behind it; blocks until done.
+    /// The snapshot holds every write submitted before the call (a writer
+    /// leading their commit finishes it first).
     pub fn snapshot(&self) -> Result<SnapshotInfo> {
+        if !self
+            .shared
+            .pending
+            .wait_done(Instant::now() + QUEUED_WRITES_TIMEOUT)
+        {
+            return Err(Error::SnapshotFailed(
+                "writes queued before it were not committed in time".into(),
+            ));
+        }
         let (reply, receiver) = oneshot::channel();
         self.sender
             .send(Message::Snapshot(reply))
@@ -214,47 +230,156 @@ impl DurableStore {
         Ok((proposal, receiver))
     }
 
-    /// Hands a proposal to the commit thread.
-    fn enqueue(
-        &self,
-        proposal: Proposal,
-        receiver: oneshot::Receiver<Result<Outcome>>,
-    ) -> Submission {
-        self.shared.writes_in_flight.fetch_add(1, Ordering::AcqRel);
-        match self.sender.send(Message::Propose(proposal)) {
-            Ok(()) => Submission::pending(receiver),
-            Err(_) => {
-                self.shared.writes_in_flight.fetch_sub(1, Ordering::AcqRel);
-                Submission::ready(Err(Error::Closed))
+    /// Queues proposals for the log; if nobody is committing, this writer's
+    /// thread leads the commit (see `pending.rs`).
+    fn queue(&self, proposals: Vec<Proposal>) {
+        match self.shared.pending.push(proposals) {
+            Err(refused) => {
+                for proposal in refused {
+                    let _ = proposal.reply.send(Err(Error::Closed));
+                }
+            }
+            Ok(Role::Follow) => {}
+            Ok(Role::Lead) => self.leader.clone().lead_from_here(),
+        }
+    }
+}
+
+/// What a writer needs to lead the commit of the queued writes.
+struct Leader {
+    shared: Arc<Shared>,
+    /// To the commit thread: for handing over the leadership, and asking
+    /// for snapshots.
+    sender: Sender<Message>,
+    /// The most records one batch takes.
+    max_batch: usize,
+    /// When a writer's commit should ask the commit thread for a snapshot.
+    snapshot_policy: SnapshotPolicy,
+}
+
+impl Leader {
+    /// Leads the commit (the caller holds the leadership) the way this
+    /// thread allows.
+    ///
+    /// - A plain thread commits at once.
+    /// - So does a worker of a multi-threaded runtime while writes come one
+    ///   at a time (the last batch had one): a lone writer pays its sync and
+    ///   nothing else.
+    /// - Otherwise such a worker defers the commit to a task of
+    ///   its own that first yields: the other connections the worker has
+    ///   ready (and those the I/O driver finds readable) submit their writes
+    ///   first and join the batch, as Redis's event loop answers every ready
+    ///   client before its one sync. The task then blocks its worker for
+    ///   the commit while the other workers serve on.
+    /// - A runtime with one worker (a one-CPU container, a current-thread
+    ///   runtime) would serve nothing else during the sync, and with no
+    ///   write submitted meanwhile, every next write would commit alone
+    ///   too. There the commit thread leads.
+    fn lead_from_here(self: Arc<Leader>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.lead();
+            return;
+        };
+        if runtime.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread
+            || runtime.metrics().num_workers() < 2
+        {
+            self.hand_over();
+            return;
+        }
+        if self.shared.last_batch_len.load(Ordering::Relaxed) <= 1 {
+            let (mut batch, mut replies) = (Vec::new(), Vec::new());
+            if !self.commit_next(&mut batch, &mut replies) || self.shared.pending.resign_if_empty()
+            {
+                return;
+            }
+        }
+        runtime.spawn(self.lead_between_tasks());
+    }
+
+    /// Leads as a task of its own that yields before each batch: the tasks
+    /// its worker has ready (the writers the last batch woke, connections
+    /// with new requests) run first, send their replies together and queue
+    /// their next writes for the batch. Then the batch commits, blocking
+    /// this worker while the others serve on.
+    async fn lead_between_tasks(self: Arc<Leader>) {
+        // If the task is dropped early (the runtime is shutting down), the
+        // guard hands the leadership over: queued writes never wait for a
+        // leader that will not come.
+        let mut guard = LeadGuard(Some(self));
+        let (mut batch, mut replies) = (Vec::new(), Vec::new());
+        loop {
+            tokio::task::yield_now().await;
+            let Some(leader) = &guard.0 else {
+                return;
+            };
+            if leader.shared.pending.len() >= HAND_OVER_BATCH {
+                leader.hand_over();
+                guard.0 = None;
+                return;
+            }
+            if !leader.commit_next(&mut batch, &mut replies) {
+                guard.0 = None;
+                return;
             }
         }
     }
 
-    /// [`Self::try_commit_inline`] for a whole pipeline: commits `batch` with
-    /// one sync on this thread if the store is otherwise idle, and returns
-    /// what is left to enqueue (all of it, or nothing).
-    fn try_commit_batch_inline(&self, mut batch: Vec<Proposal>) -> Vec<Proposal> {
-        if batch.is_empty() || !self.may_commit_inline() {
-            return batch;
+    /// Commits batches of queued writes on this thread until none is left
+    /// (then resigns) or [`LEAD_BUDGET`] has passed (then the commit thread
+    /// takes over).
+    fn lead(&self) {
+        let started = Instant::now();
+        let (mut batch, mut replies) = (Vec::new(), Vec::new());
+        while self.commit_next(&mut batch, &mut replies) {
+            if started.elapsed() >= LEAD_BUDGET {
+                self.hand_over();
+                return;
+            }
         }
-        let Some(mut log) = self.shared.log.try_lock() else {
-            return batch;
-        };
-        if self.shared.writes_in_flight.load(Ordering::Acquire) != 0 {
-            return batch;
+    }
+
+    /// Commits the next batch of queued writes and answers its writers.
+    /// With nothing queued, resigns the leadership and returns false.
+    fn commit_next(&self, batch: &mut Vec<Proposal>, replies: &mut Vec<Reply>) -> bool {
+        if !self
+            .shared
+            .pending
+            .take_or_resign(batch, self.max_batch, MAX_BATCH_BYTES)
+        {
+            return false;
         }
-        let mut replies = Vec::with_capacity(batch.len());
-        log.commit(&*self.shared, &mut batch, &mut replies);
-        let bytes_since_snapshot = log.log_bytes_since_snapshot;
-        drop(log);
-        deliver(replies);
-        self.after_inline_commit(bytes_since_snapshot);
-        batch
+        let committed = commit_taken(&self.shared, batch, replies);
+        deliver(replies.drain(..));
+        if committed.left_unsynced {
+            let _ = self.sender.send(Message::Unsynced);
+        }
+        self.after_commit(committed.bytes_since_snapshot);
+        true
+    }
+
+    /// Passes the leadership (held by the caller) to the commit thread; if it
+    /// is gone, the queued writes are answered as refused.
+    fn hand_over(&self) {
+        if self.sender.send(Message::Lead).is_ok() {
+            return;
+        }
+        let mut batch = Vec::new();
+        while self
+            .shared
+            .pending
+            .take_or_resign(&mut batch, usize::MAX, usize::MAX)
+        {
+            let refused = batch.len();
+            for proposal in batch.drain(..) {
+                let _ = proposal.reply.send(Err(Error::Closed));
+            }
+            self.shared.pending.done(refused);
+        }
     }
 
     /// Asks the commit thread to consider a snapshot once enough log has
-    /// been written by inline commits (which it does not see).
-    fn after_inline_commit(&self, bytes_since_snapshot: u64) {
+    /// been written by writers' own commits (which it does not see).
+    fn after_commit(&self, bytes_since_snapshot: u64) {
         let threshold = self
             .snapshot_policy
             .threshold(self.shared.state.read().data_bytes());
@@ -267,58 +392,41 @@ impl DurableStore {
             let _ = self.sender.send(Message::CheckSnapshot);
         }
     }
+}
 
-    /// Whether a write may skip the commit thread and commit here: only a
-    /// lone writer, on a thread whose blocking in the sync stalls no one.
-    ///
-    /// A runtime with one worker (a one-CPU container, a current-thread
-    /// runtime) would serve nothing else during the sync, and, seeing no
-    /// other write in flight (none could be submitted meanwhile), every
-    /// next write would commit alone too: one write per sync, every
-    /// connection stalled behind it. With more workers the others serve on,
-    /// submit their writes to the commit thread, and the batches that follow
-    /// turn the shortcut off.
-    fn may_commit_inline(&self) -> bool {
-        let concurrent = self.shared.last_batch_len.load(Ordering::Relaxed) > 1
-            || self.shared.writes_in_flight.load(Ordering::Acquire) != 0;
-        if !self.commit_inline || concurrent {
-            return false;
-        }
-        match tokio::runtime::Handle::try_current() {
-            Err(_) => true,
-            Ok(runtime) => {
-                runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
-                    && runtime.metrics().num_workers() > 1
-            }
+/// The leadership of a commit task not yet run.
+struct LeadGuard(Option<Arc<Leader>>);
+
+impl Drop for LeadGuard {
+    fn drop(&mut self) {
+        if let Some(leader) = self.0.take() {
+            leader.hand_over();
         }
     }
+}
 
-    /// Commits `proposal` on the calling thread when no other write is queued
-    /// or being committed and the last batches were single writes: a lone
-    /// writer then pays its sync and nothing else, instead of two thread
-    /// hand-offs (each a futex wake that costs tens of microseconds on a
-    /// virtual machine). Otherwise, or where blocking would stall other work
-    /// ([`Self::may_commit_inline`]), the proposal is handed back, to be
-    /// batched by the commit thread.
-    fn try_commit_inline(&self, proposal: Proposal) -> Option<Proposal> {
-        if !self.may_commit_inline() {
-            return Some(proposal);
-        }
-        let Some(mut log) = self.shared.log.try_lock() else {
-            return Some(proposal);
-        };
-        // Checked again under the lock: a queued write must be committed first.
-        if self.shared.writes_in_flight.load(Ordering::Acquire) != 0 {
-            return Some(proposal);
-        }
-        let mut batch = vec![proposal];
-        let mut replies = Vec::with_capacity(1);
-        log.commit(&*self.shared, &mut batch, &mut replies);
-        let bytes_since_snapshot = log.log_bytes_since_snapshot;
-        drop(log);
-        deliver(replies);
-        self.after_inline_commit(bytes_since_snapshot);
-        None
+/// How long a snapshot asked for waits for the writes queued before it.
+const QUEUED_WRITES_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A batch this large comes from pipelining clients, whose requests keep the
+/// runtime's workers busy: a worker blocked in the sync would cost more of
+/// their CPU than the two wake-ups of handing the batch to the commit
+/// thread, which syncs while both workers serve on. (`SET` at `-c 64 -P 16`,
+/// about 500 writes a batch: 8 % fewer writes per second led by a worker.)
+/// Unpipelined clients make batches of at most one write per connection.
+const HAND_OVER_BATCH: usize = 128;
+
+/// The longest a writer leads before the commit thread takes over, so a
+/// connection whose write started a busy stretch is not held for all of it.
+const LEAD_BUDGET: Duration = Duration::from_millis(10);
+
+/// A submission for a proposal that was queued: already answered if its
+/// writer led the commit.
+fn submission(mut receiver: oneshot::Receiver<Result<Outcome>>) -> Submission {
+    match receiver.try_recv() {
+        Ok(result) => Submission::ready(result),
+        Err(oneshot::error::TryRecvError::Empty) => Submission::pending(receiver),
+        Err(oneshot::error::TryRecvError::Closed) => Submission::ready(Err(Error::Closed)),
     }
 }
 
@@ -327,57 +435,36 @@ impl KvStore for DurableStore {
         &self.shared.state
     }
     fn submit(&self, command: Command) -> Submission {
-        let (proposal, mut receiver) = match self.propose(command, now_ms()) {
+        let (proposal, receiver) = match self.propose(command, now_ms()) {
             Ok(proposed) => proposed,
             Err(refused) => return refused,
         };
-        let Some(proposal) = self.try_commit_inline(proposal) else {
-            return Submission::ready(receiver.try_recv().unwrap_or(Err(Error::Closed)));
-        };
-        self.enqueue(proposal, receiver)
+        self.queue(vec![proposal]);
+        submission(receiver)
     }
 
-    /// Several commands in order: a lone writer's pipeline commits them in one
-    /// batch (one sync) on the calling thread; otherwise the commit thread gets
-    /// them together and batches them.
+    /// Several commands in order, queued together: a pipeline's writes share
+    /// one batch (one sync) unless the batch limits split them.
     fn submit_all(&self, commands: Vec<Command>) -> Vec<Submission> {
-        if commands.len() == 1 {
-            return commands
-                .into_iter()
-                .map(|command| self.submit(command))
-                .collect();
-        }
         let mut submissions = Vec::with_capacity(commands.len());
         let mut batch = Vec::with_capacity(commands.len());
-        let mut receivers = Vec::with_capacity(commands.len());
         // One batch, one issue time: the commands arrived together.
         let issued_at_ms = now_ms();
         for command in commands {
             match self.propose(command, issued_at_ms) {
                 Ok((proposal, receiver)) => {
                     batch.push(proposal);
-                    receivers.push(Some(receiver));
-                    submissions.push(None);
+                    submissions.push(Err(receiver));
                 }
-                Err(refused) => submissions.push(Some(refused)),
+                Err(refused) => submissions.push(Ok(refused)),
             }
         }
-        let mut batch = self.try_commit_batch_inline(batch);
-        let mut receivers = receivers.into_iter();
-        let mut queued = batch.drain(..);
+        if !batch.is_empty() {
+            self.queue(batch);
+        }
         submissions
             .into_iter()
-            .map(|submission| match submission {
-                Some(refused) => refused,
-                None => {
-                    let receiver = receivers.next().flatten();
-                    match (receiver, queued.next()) {
-                        (Some(receiver), Some(proposal)) => self.enqueue(proposal, receiver),
-                        (Some(receiver), None) => Submission::pending(receiver),
-                        (None, _) => Submission::ready(Err(Error::Closed)),
-                    }
-                }
-            })
+            .map(|queued| queued.unwrap_or_else(submission))
             .collect()
     }
 
@@ -560,6 +647,93 @@ mod tests {
             .await
             .expect("join")
             .expect("close");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writers_on_a_two_worker_runtime_share_syncs() {
+        concurrent_writers_share_syncs().await;
+    }
+
+    /// Pipelines from many tasks at once, some large enough to be handed to
+    /// the commit thread and some led by a worker: every write of a
+    /// pipeline lands in its order (each key ends at its pipeline's last
+    /// value after every round), and none is lost or left waiting.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pipelines_from_many_tasks_keep_their_order_whoever_leads() {
+        const TASKS: usize = 16;
+        const ROUNDS: usize = 30;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store =
+            Arc::new(DurableStore::open(dir.path(), StoreOptions::default()).expect("open"));
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|task| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    // Some tasks pipeline more than a worker leads alone.
+                    let depth = if task % 4 == 0 {
+                        HAND_OVER_BATCH + 8
+                    } else {
+                        3
+                    };
+                    let key = format!("task{task}").into_bytes();
+                    for round in 0..ROUNDS {
+                        let commands = (0..depth)
+                            .map(|step| {
+                                Command::put(key.clone(), format!("{round}:{step}").into_bytes())
+                            })
+                            .collect();
+                        for submission in store.submit_all(commands) {
+                            submission.await.expect("write");
+                        }
+                        let expected = format!("{round}:{}", depth - 1);
+                        assert_eq!(
+                            store.get(&key).as_deref(),
+                            Some(expected.as_bytes()),
+                            "task {task} round {round}"
+                        );
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.expect("task");
+        }
+        let store = Arc::into_inner(store).expect("the only handle");
+        tokio::task::spawn_blocking(move || store.close())
+            .await
+            .expect("join")
+            .expect("close");
+    }
+
+    /// Plain threads lead their own commits; many at once still share syncs
+    /// and every write is answered.
+    #[test]
+    fn writers_on_plain_threads_lead_and_share_syncs() {
+        const THREADS: usize = 16;
+        const WRITES_EACH: usize = 40;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store =
+            Arc::new(DurableStore::open(dir.path(), StoreOptions::default()).expect("open"));
+        std::thread::scope(|scope| {
+            for thread in 0..THREADS {
+                let store = &store;
+                scope.spawn(move || {
+                    for write in 0..WRITES_EACH {
+                        let key = format!("t{thread}-{write}").into_bytes();
+                        store
+                            .submit(Command::put(key, b"v".to_vec()))
+                            .wait()
+                            .expect("write");
+                    }
+                });
+            }
+        });
+        let writes = (THREADS * WRITES_EACH) as u64;
+        let syncs = store.shared.stats.syncs.load(Ordering::Relaxed);
+        assert!(syncs < writes, "{writes} writes took {syncs} syncs");
+        assert_eq!(store.state().read().len(), THREADS * WRITES_EACH);
+        let store = Arc::into_inner(store).expect("the only handle");
+        store.close().expect("close");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]

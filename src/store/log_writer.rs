@@ -1,11 +1,9 @@
 //! `LogWriter`: the log with everything appending to it needs — the fsync
 //! policy, the sync clock, the bytes written since the last snapshot.
 //!
-//! It lives behind a mutex in the store's shared state, and whoever holds the
-//! mutex commits: the commit thread for queued batches, or, when nothing is in
-//! flight and its thread may block, the writer itself (see
-//! `DurableStore::may_commit_inline`), which saves a lone writer two thread
-//! hand-offs. Either way a commit is append, sync (per
+//! It lives behind a mutex in the store's shared state, and whoever leads the
+//! queue of waiting writes holds it to commit (`pending.rs`): a writer, or
+//! the commit thread. Either way a commit is append, sync (per
 //! policy), then apply in log order under the state's write lock, so a write is
 //! visible exactly when it is durable.
 

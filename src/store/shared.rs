@@ -1,6 +1,6 @@
 //! `Shared`: what the store handle, the commit thread and snapshot threads
-//! hold in common: the state, the log writer behind its mutex, the in-flight
-//! counters that decide who commits, and the store's failure.
+//! hold in common: the state, the log writer behind its mutex, the writes
+//! waiting for it, and the store's failure.
 //!
 //! Invariant: once `failed` is set it stays set; the reason is recorded first,
 //! so a reader that sees the flag finds the reason.
@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use parking_lot::{Mutex, RwLock};
 
 use super::log_writer::{CommitTarget, LogWriter};
+use super::pending::PendingWrites;
 use super::state::State;
 use super::stats::StoreStats;
 use crate::storage::FileSystem;
@@ -23,11 +24,10 @@ pub(super) struct Shared {
     pub state: Arc<RwLock<State>>,
     /// The log; held by whoever is committing (see `log_writer.rs`).
     pub log: Mutex<LogWriter>,
-    /// Writes handed to the commit thread and not yet answered. While it is
-    /// zero, a writer may commit on its own.
-    pub writes_in_flight: AtomicUsize,
-    /// Records in the commit thread's last batch: above one, writers are
-    /// running concurrently and belong in its batches, not on their own.
+    /// Writes waiting for the log, and who leads their commit.
+    pub pending: PendingWrites,
+    /// Records in the last batch committed: one means writers come one at a
+    /// time, and a leader has no one to wait for.
     pub last_batch_len: AtomicUsize,
     /// A `CheckSnapshot` message is on its way to the commit thread.
     pub snapshot_check_pending: AtomicBool,
@@ -49,7 +49,7 @@ impl Shared {
         Shared {
             state: Arc::new(RwLock::new(state)),
             log: Mutex::new(log),
-            writes_in_flight: AtomicUsize::new(0),
+            pending: PendingWrites::new(),
             last_batch_len: AtomicUsize::new(1),
             snapshot_check_pending: AtomicBool::new(false),
             fs,
