@@ -23,6 +23,7 @@ use tokio::sync::oneshot;
 
 use super::log_writer::{Proposal, Reply, deliver};
 use super::options::{FsyncPolicy, SnapshotInfo, SnapshotPolicy, StoreOptions};
+use super::pending::PendingWrites;
 use super::shared::Shared;
 use super::state::{SnapshotPoint, write_frozen};
 use crate::error::{Error, Result};
@@ -47,6 +48,9 @@ type SnapshotReply = oneshot::Sender<Result<SnapshotInfo>>;
 /// A batch stops taking more records past this many payload bytes, so a burst
 /// of large values cannot build one enormous write.
 pub(super) const MAX_BATCH_BYTES: usize = 8 << 20;
+
+/// How long closing waits for a writer's commit under way to finish.
+const LEADER_FINISH_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The most records one batch takes unless the options say otherwise.
 const DEFAULT_MAX_BATCH: usize = 4096;
@@ -75,27 +79,36 @@ pub(super) fn commit_taken(
     batch: &mut Vec<Proposal>,
     replies: &mut Vec<Reply>,
 ) -> Committed {
-    let taken = batch.len();
+    // Counted done however this ends, a panic included, so that a snapshot
+    // waiting for these writes is not left waiting.
+    let _done = CountDone(&shared.pending, batch.len());
     if let Some(reason) = shared.failure() {
         for proposal in batch.drain(..) {
             let _ = proposal.reply.send(Err(Error::Failed {
                 reason: reason.clone(),
             }));
         }
-        shared.pending.done(taken);
         return Committed {
             bytes_since_snapshot: 0,
             left_unsynced: false,
         };
     }
-    shared.last_batch_len.store(taken, Ordering::Relaxed);
+    shared.last_batch_len.store(batch.len(), Ordering::Relaxed);
     let mut log = shared.log.lock();
     let was_unsynced = log.unsynced;
     log.commit(shared, batch, replies);
-    shared.pending.done(taken);
     Committed {
         bytes_since_snapshot: log.log_bytes_since_snapshot,
         left_unsynced: log.unsynced && !was_unsynced,
+    }
+}
+
+/// Counts a taken batch done when dropped.
+struct CountDone<'a>(&'a PendingWrites, usize);
+
+impl Drop for CountDone<'_> {
+    fn drop(&mut self) {
+        self.0.done(self.1);
     }
 }
 
@@ -408,6 +421,7 @@ impl Committer {
         // what is queued and resigns. Its handing over to this thread (a
         // `Lead` message) is served below.
         if self.shared.pending.close() {
+            let deadline = Instant::now() + LEADER_FINISH_TIMEOUT;
             while self
                 .shared
                 .pending
@@ -415,6 +429,13 @@ impl Committer {
             {
                 if let Ok(message) = self.receiver.try_recv() {
                     self.dispatch(message);
+                }
+                if Instant::now() >= deadline {
+                    tracing::warn!(
+                        "a writer leading a commit did not finish; refusing what is queued"
+                    );
+                    self.shared.pending.abandon();
+                    break;
                 }
             }
         }
@@ -451,6 +472,15 @@ impl Committer {
             return Err(Error::Failed { reason });
         }
         self.shared.log.lock().sync(&*self.shared, Instant::now())
+    }
+}
+
+impl Drop for Committer {
+    /// However this thread ends (a panic included), writers must not queue
+    /// for a leader that is gone: what is queued, and everything later, is
+    /// refused.
+    fn drop(&mut self) {
+        self.shared.pending.abandon();
     }
 }
 

@@ -276,24 +276,32 @@ impl Leader {
     ///   write submitted meanwhile, every next write would commit alone
     ///   too. There the commit thread leads.
     fn lead_from_here(self: Arc<Leader>) {
+        // Held until resigned or handed over on purpose: if this thread
+        // panics while committing, or the task below is dropped unrun (the
+        // runtime shutting down), dropping it hands the leadership to the
+        // commit thread, so queued writes never wait for a leader that will
+        // not come.
+        let mut leadership = Leadership(Some(self.clone()));
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            self.lead();
+            self.lead(&mut leadership);
             return;
         };
         if runtime.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread
             || runtime.metrics().num_workers() < 2
+            || self.shared.pending.len() >= HAND_OVER_BATCH
         {
-            self.hand_over();
+            leadership.hand_over();
             return;
         }
         if self.shared.last_batch_len.load(Ordering::Relaxed) <= 1 {
             let (mut batch, mut replies) = (Vec::new(), Vec::new());
             if !self.commit_next(&mut batch, &mut replies) || self.shared.pending.resign_if_empty()
             {
+                leadership.release();
                 return;
             }
         }
-        runtime.spawn(self.lead_between_tasks());
+        runtime.spawn(Leader::lead_between_tasks(leadership));
     }
 
     /// Leads as a task of its own that yields before each batch: the tasks
@@ -301,24 +309,19 @@ impl Leader {
     /// with new requests) run first, send their replies together and queue
     /// their next writes for the batch. Then the batch commits, blocking
     /// this worker while the others serve on.
-    async fn lead_between_tasks(self: Arc<Leader>) {
-        // If the task is dropped early (the runtime is shutting down), the
-        // guard hands the leadership over: queued writes never wait for a
-        // leader that will not come.
-        let mut guard = LeadGuard(Some(self));
+    async fn lead_between_tasks(mut leadership: Leadership) {
         let (mut batch, mut replies) = (Vec::new(), Vec::new());
         loop {
             tokio::task::yield_now().await;
-            let Some(leader) = &guard.0 else {
+            let Some(leader) = leadership.0.clone() else {
                 return;
             };
             if leader.shared.pending.len() >= HAND_OVER_BATCH {
-                leader.hand_over();
-                guard.0 = None;
+                leadership.hand_over();
                 return;
             }
             if !leader.commit_next(&mut batch, &mut replies) {
-                guard.0 = None;
+                leadership.release();
                 return;
             }
         }
@@ -327,15 +330,16 @@ impl Leader {
     /// Commits batches of queued writes on this thread until none is left
     /// (then resigns) or [`LEAD_BUDGET`] has passed (then the commit thread
     /// takes over).
-    fn lead(&self) {
+    fn lead(&self, leadership: &mut Leadership) {
         let started = Instant::now();
         let (mut batch, mut replies) = (Vec::new(), Vec::new());
         while self.commit_next(&mut batch, &mut replies) {
             if started.elapsed() >= LEAD_BUDGET {
-                self.hand_over();
+                leadership.hand_over();
                 return;
             }
         }
+        leadership.release();
     }
 
     /// Commits the next batch of queued writes and answers its writers.
@@ -360,20 +364,8 @@ impl Leader {
     /// Passes the leadership (held by the caller) to the commit thread; if it
     /// is gone, the queued writes are answered as refused.
     fn hand_over(&self) {
-        if self.sender.send(Message::Lead).is_ok() {
-            return;
-        }
-        let mut batch = Vec::new();
-        while self
-            .shared
-            .pending
-            .take_or_resign(&mut batch, usize::MAX, usize::MAX)
-        {
-            let refused = batch.len();
-            for proposal in batch.drain(..) {
-                let _ = proposal.reply.send(Err(Error::Closed));
-            }
-            self.shared.pending.done(refused);
+        if self.sender.send(Message::Lead).is_err() {
+            self.shared.pending.abandon();
         }
     }
 
@@ -394,14 +386,28 @@ impl Leader {
     }
 }
 
-/// The leadership of a commit task not yet run.
-struct LeadGuard(Option<Arc<Leader>>);
+/// The leadership of the queue, held by a writer's thread or task while it
+/// leads. Dropped while still held (a panic while committing, a leader task
+/// dropped unrun), it passes to the commit thread.
+struct Leadership(Option<Arc<Leader>>);
 
-impl Drop for LeadGuard {
-    fn drop(&mut self) {
+impl Leadership {
+    /// Resigned (nothing was queued): nothing to pass on.
+    fn release(&mut self) {
+        self.0 = None;
+    }
+
+    /// Passes the leadership to the commit thread now.
+    fn hand_over(&mut self) {
         if let Some(leader) = self.0.take() {
             leader.hand_over();
         }
+    }
+}
+
+impl Drop for Leadership {
+    fn drop(&mut self) {
+        self.hand_over();
     }
 }
 

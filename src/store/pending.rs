@@ -28,6 +28,7 @@ use std::time::Instant;
 use parking_lot::{Condvar, Mutex};
 
 use super::log_writer::Proposal;
+use crate::error::Error;
 
 pub(super) struct PendingWrites {
     inner: Mutex<Inner>,
@@ -195,6 +196,24 @@ impl PendingWrites {
         inner.led
     }
 
+    /// Gives up on the queue: refuses every queued proposal and every later
+    /// push (`Closed`) and resigns. For when the commit thread is gone, or a
+    /// closing store's leader never finished.
+    pub fn abandon(&self) {
+        let left: Vec<Proposal> = {
+            let mut inner = self.inner.lock();
+            inner.closed = true;
+            inner.led = false;
+            let left: Vec<Proposal> = inner.proposals.drain(..).collect();
+            inner.done_total += left.len() as u64;
+            self.changed.notify_all();
+            left
+        };
+        for proposal in left {
+            let _ = proposal.reply.send(Err(Error::Closed));
+        }
+    }
+
     /// For the closing commit thread once no leader is left: takes the
     /// leadership for good, with everything still queued.
     pub fn take_all_for_close(&self) -> Vec<Proposal> {
@@ -283,6 +302,21 @@ mod tests {
         let refused = pending.push([proposal("b")]).err().map(|back| back.len());
         assert_eq!(refused, Some(1));
         assert_eq!(pending.take_all_for_close().len(), 1);
+    }
+
+    #[test]
+    fn an_abandoned_queue_refuses_what_it_held_and_counts_it_done() {
+        let pending = PendingWrites::new();
+        let (reply, mut answer) = oneshot::channel();
+        let queued = Proposal {
+            reply,
+            ..proposal("a")
+        };
+        let _ = pending.push([queued]);
+        pending.abandon();
+        assert!(matches!(answer.try_recv(), Ok(Err(Error::Closed))));
+        assert!(pending.wait_done(Instant::now()));
+        assert!(pending.push([proposal("b")]).is_err());
     }
 
     #[test]
