@@ -711,6 +711,30 @@ mod tests {
             .expect("close");
     }
 
+    /// A leader task that its runtime drops before it ever runs (spawned
+    /// while the runtime shuts down) must pass the leadership on: the write
+    /// is committed by the commit thread instead of waiting forever.
+    #[test]
+    fn a_leader_task_dropped_unrun_hands_the_commit_to_the_commit_thread() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = DurableStore::open(dir.path(), StoreOptions::default()).expect("open");
+        // As after a batch of several writers: the next leader defers to a task.
+        store.shared.last_batch_len.store(2, Ordering::Relaxed);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .expect("runtime");
+        let handle = runtime.handle().clone();
+        runtime.shutdown_background();
+        let submission = {
+            let _inside = handle.enter();
+            store.submit(Command::put(b"k".to_vec(), b"v".to_vec()))
+        };
+        submission.wait().expect("committed by the commit thread");
+        assert_eq!(store.get(b"k").as_deref(), Some(&b"v"[..]));
+        store.close().expect("close");
+    }
+
     /// Plain threads lead their own commits; many at once still share syncs
     /// and every write is answered.
     #[test]
