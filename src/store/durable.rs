@@ -271,6 +271,7 @@ impl Leader {
     ///   first and join the batch, as Redis's event loop answers every ready
     ///   client before its one sync. The task then blocks its worker for
     ///   the commit while the other workers serve on.
+    /// - A queue of [`HAND_OVER_BATCH`] or more goes to the commit thread.
     /// - A runtime with one worker (a one-CPU container, a current-thread
     ///   runtime) would serve nothing else during the sync, and with no
     ///   write submitted meanwhile, every next write would commit alone
