@@ -134,9 +134,8 @@ pub(super) struct Committer {
     replies: Vec<Reply>,
     /// Hands large batches of replies to the notifier thread.
     notifier: Sender<Vec<Reply>>,
-    /// Size of the last batch: how many writers are likely to be back soon.
-    last_batch_len: usize,
-    /// Longest wait for them before committing what is there.
+    /// Longest wait for the writers of the last batch (`shared.last_batch_len`)
+    /// before committing what is there.
     commit_delay: Duration,
 }
 
@@ -178,7 +177,6 @@ impl Committer {
             batch: Vec::with_capacity(max_batch),
             replies: Vec::with_capacity(max_batch),
             notifier,
-            last_batch_len: 0,
             commit_delay: options.commit_delay,
         }
     }
@@ -263,10 +261,11 @@ impl Committer {
             // CPU stays with the writers) costs a little latency and saves
             // a whole sync each. One wake-up when they are all back (or the
             // delay is up), not one per writer.
-            if self.last_batch_len > 1 && self.shared.pending.len() < self.last_batch_len {
+            let last_batch_len = self.shared.last_batch_len.load(Ordering::Relaxed);
+            if last_batch_len > 1 && self.shared.pending.len() < last_batch_len {
                 self.shared
                     .pending
-                    .wait_for(self.last_batch_len, Instant::now() + self.commit_delay);
+                    .wait_for(last_batch_len, Instant::now() + self.commit_delay);
             }
             if !self
                 .shared
@@ -275,7 +274,6 @@ impl Committer {
             {
                 return;
             }
-            self.last_batch_len = self.batch.len();
             commit_taken(&self.shared, &mut self.batch, &mut self.replies);
             if self.replies.len() <= INLINE_REPLIES {
                 deliver(self.replies.drain(..));

@@ -232,7 +232,7 @@ impl DurableStore {
 
     /// Queues proposals for the log; if nobody is committing, this writer's
     /// thread leads the commit (see `pending.rs`).
-    fn queue(&self, proposals: Vec<Proposal>) {
+    fn queue(&self, proposals: impl IntoIterator<Item = Proposal>) {
         match self.shared.pending.push(proposals) {
             Err(refused) => {
                 for proposal in refused {
@@ -240,7 +240,7 @@ impl DurableStore {
                 }
             }
             Ok(Role::Follow) => {}
-            Ok(Role::Lead) => self.leader.clone().lead_from_here(),
+            Ok(Role::Lead) => self.leader.lead_from_here(),
         }
     }
 }
@@ -276,7 +276,7 @@ impl Leader {
     ///   runtime) would serve nothing else during the sync, and with no
     ///   write submitted meanwhile, every next write would commit alone
     ///   too. There the commit thread leads.
-    fn lead_from_here(self: Arc<Leader>) {
+    fn lead_from_here(self: &Arc<Leader>) {
         // Held until resigned or handed over on purpose: if this thread
         // panics while committing, or the task below is dropped unrun (the
         // runtime shutting down), dropping it hands the leadership to the
@@ -446,7 +446,7 @@ impl KvStore for DurableStore {
             Ok(proposed) => proposed,
             Err(refused) => return refused,
         };
-        self.queue(vec![proposal]);
+        self.queue([proposal]);
         submission(receiver)
     }
 
@@ -616,10 +616,20 @@ mod tests {
             .expect("close");
     }
 
-    /// Concurrent writers on a runtime with one worker (a one-CPU machine)
-    /// must share syncs. A write committed on the worker itself would stall
-    /// every other task through its sync, so each next write would find no
-    /// other in flight and commit alone too: one write per sync.
+    /// Closes a store the test's tasks shared, off the runtime's workers.
+    async fn close_shared(store: Arc<DurableStore>) {
+        let store = Arc::into_inner(store).expect("the only handle");
+        tokio::task::spawn_blocking(move || store.close())
+            .await
+            .expect("join")
+            .expect("close");
+    }
+
+    /// Concurrent writers must share syncs on any runtime. On one with a
+    /// single worker (a one-CPU machine) a write committed on the worker
+    /// itself would stall every other task through its sync, so each next
+    /// write would find no other queued and commit alone too: one write per
+    /// sync.
     async fn concurrent_writers_share_syncs() {
         const WRITERS: usize = 32;
         const WRITES_EACH: usize = 10;
@@ -649,11 +659,7 @@ mod tests {
             syncs * 2 <= writes,
             "{writes} writes took {syncs} syncs: the writers did not share them"
         );
-        let store = Arc::into_inner(store).expect("the only handle");
-        tokio::task::spawn_blocking(move || store.close())
-            .await
-            .expect("join")
-            .expect("close");
+        close_shared(store).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -705,11 +711,7 @@ mod tests {
         for task in tasks {
             task.await.expect("task");
         }
-        let store = Arc::into_inner(store).expect("the only handle");
-        tokio::task::spawn_blocking(move || store.close())
-            .await
-            .expect("join")
-            .expect("close");
+        close_shared(store).await;
     }
 
     /// A leader task that its runtime drops before it ever runs (spawned

@@ -26,8 +26,8 @@ pub(super) struct Shared {
     pub log: Mutex<LogWriter>,
     /// Writes waiting for the log, and who leads their commit.
     pub pending: PendingWrites,
-    /// Records in the last batch committed: one means writers come one at a
-    /// time, and a leader has no one to wait for.
+    /// Records in the last batch committed, by any leader: how many writers
+    /// are likely to be back soon (one: writers come one at a time).
     pub last_batch_len: AtomicUsize,
     /// A `CheckSnapshot` message is on its way to the commit thread.
     pub snapshot_check_pending: AtomicBool,
