@@ -297,7 +297,8 @@ fn repair_names_every_lost_record_and_keeps_the_cut_bytes() {
     let original = fs.read(&segment).expect("read");
     // A flipped byte inside record 2 (of RECORDS), whose value is at its end.
     let damaged_at = ends[0];
-    fs.corrupt(&segment, ends[1] - 2, b"\xee").expect("flip");
+    let flipped = !original[(ends[1] - 2) as usize];
+    fs.corrupt(&segment, ends[1] - 2, &[flipped]).expect("flip");
 
     let store = open(&fs, single_segment_options(RecoveryMode::Repair)).expect("repair");
     assert_eq!(contents(&store), prefix(1));
@@ -350,7 +351,7 @@ fn repair_names_every_lost_record_and_keeps_the_cut_bytes() {
     assert_eq!(file_name(broken), format!("{}.broken", file_name(&segment)));
     assert!(repair.contains(&file_name(broken)), "{repair}");
     let mut expected = original[damaged_at as usize..].to_vec();
-    expected[(ends[1] - 2 - damaged_at) as usize] = 0xee;
+    expected[(ends[1] - 2 - damaged_at) as usize] = flipped;
     assert_eq!(fs.read(broken).expect("broken file"), expected);
 
     // The directory, .broken file and all, opens again normally; a second
@@ -362,7 +363,10 @@ fn repair_names_every_lost_record_and_keeps_the_cut_bytes() {
     store.close().expect("close");
     let now = fs.read(&segment).expect("read");
     let second_record = decode_at(&now, damaged_at as usize);
-    fs.corrupt(&segment, damaged_at + 17, b"\x01")
+    // Inverting the byte always damages the record; writing a fixed one would
+    // not when it lands on that value (here the issue time's second byte).
+    let flipped = !now[damaged_at as usize + 17];
+    fs.corrupt(&segment, damaged_at + 17, &[flipped])
         .expect("flip");
     let store = open(&fs, single_segment_options(RecoveryMode::Repair)).expect("repair again");
     let report = store.recovery_report();
