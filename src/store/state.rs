@@ -830,17 +830,28 @@ impl State {
     /// A removal is noted in the removal log at `revision`, the revision of
     /// the command doing it.
     fn write(&mut self, db: u8, key: Key, entry: Option<Entry>, revision: u64) -> Option<Entry> {
-        self.keep_preimage(db, &key);
         if entry.is_none() {
             self.removals.note(db, &key, revision);
         }
-        if db == 0 && self.feed.is_some() {
+        // While frozen, the entry this write replaces is the key's preimage
+        // if this is its first change: taken from the write's own result
+        // rather than from a second walk of the map before it.
+        let frozen_key = self.frozen.is_some().then(|| key.clone());
+        let previous = if db == 0 && self.feed.is_some() {
             let change = (key.clone(), entry.clone());
             let previous = self.dbs[0].write(key, entry);
             self.note_change(&change.0, change.1.as_ref(), previous.as_ref());
-            return previous;
+            previous
+        } else {
+            self.dbs[usize::from(db)].write(key, entry)
+        };
+        if let (Some(frozen), Some(key)) = (&mut self.frozen, frozen_key)
+            && let std::collections::btree_map::Entry::Vacant(slot) =
+                frozen.preimages.entry((db, key))
+        {
+            slot.insert(previous.clone());
         }
-        self.dbs[usize::from(db)].write(key, entry)
+        previous
     }
 
     /// Whether `guard` holds for `key` of database `db` now; see
@@ -997,32 +1008,36 @@ impl State {
                 Some(next) if next < DATABASES => Bound::Excluded((next, Key::new(b""))),
                 _ => Bound::Unbounded,
             };
-            let preimages = &frozen.preimages;
+            // Both sides are in key order: a merge walk takes each key once,
+            // its preimage where it changed since the freeze (and nothing
+            // where it was absent then), its entry where it did not.
             let mut current = self
                 .db(index)
                 .entries
                 .range::<[u8], _>((lower, Bound::Unbounded))
-                .filter(|(key, _)| {
-                    preimages.is_empty() || !preimages.contains_key(&(index, (*key).clone()))
-                })
                 .peekable();
-            let mut older = preimages
+            let mut older = frozen
+                .preimages
                 .range((preimage_lower, preimage_upper))
-                .filter_map(|((_, key), entry)| entry.as_ref().map(|entry| (key, entry)))
+                .map(|((_, key), entry)| (key, entry.as_ref()))
                 .peekable();
             while chunk.len() < max {
-                let take_current = match (current.peek(), older.peek()) {
-                    (Some((a, _)), Some((b, _))) => a < b,
-                    (Some(_), None) => true,
-                    (None, Some(_)) => false,
+                let next = match (current.peek(), older.peek()) {
                     (None, None) => break,
+                    (Some(_), None) => current.next().map(|(key, entry)| (key, Some(entry))),
+                    (None, Some(_)) => older.next(),
+                    (Some((now, _)), Some((then, _))) => match (*now).cmp(*then) {
+                        std::cmp::Ordering::Less => {
+                            current.next().map(|(key, entry)| (key, Some(entry)))
+                        }
+                        std::cmp::Ordering::Greater => older.next(),
+                        std::cmp::Ordering::Equal => {
+                            current.next();
+                            older.next()
+                        }
+                    },
                 };
-                let next = if take_current {
-                    current.next()
-                } else {
-                    older.next()
-                };
-                if let Some((key, entry)) = next {
+                if let Some((key, Some(entry))) = next {
                     chunk.push((index, key.to_bytes(), entry.clone()));
                 }
             }
@@ -1262,6 +1277,72 @@ mod tests {
         put_until(&mut state, "d", 0);
         assert_eq!(state.expired_keys(None, 10, 9999), (Vec::new(), None));
         assert_eq!(state.live_len(0, 9999), 4);
+    }
+
+    /// One write for the property test below: set, delete or flush, in
+    /// one of three databases, over a few keys so writes collide.
+    fn frozen_test_op(db: u8, key: u8, kind: u8) -> (u8, RedisOp) {
+        let key = Bytes::from(vec![b'k', key]);
+        let op = match kind {
+            0..=5 => RedisOp::Set {
+                key,
+                value: Bytes::from(vec![b'v', kind]),
+                expiry: SetExpiry::Clear,
+                condition: Guard::None,
+                get: false,
+            },
+            6..=8 => RedisOp::Del { keys: vec![key] },
+            _ => RedisOp::FlushDb,
+        };
+        (db, op)
+    }
+
+    /// Everything a snapshot read in chunks of `chunk` returns.
+    fn read_frozen(state: &State, chunk: usize) -> Vec<(u8, Bytes, Bytes)> {
+        let mut read = Vec::new();
+        let mut after: Option<(u8, Bytes)> = None;
+        loop {
+            let entries = state.frozen_chunk(after.as_ref().map(|(db, k)| (*db, &k[..])), chunk);
+            let Some((db, key, _)) = entries.last() else {
+                return read;
+            };
+            after = Some((*db, key.clone()));
+            read.extend(
+                entries
+                    .into_iter()
+                    .map(|(db, key, entry)| (db, key, entry.value)),
+            );
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever is written after the freeze, and however the snapshot is
+        /// chunked, it reads exactly what the state held at the freeze.
+        #[test]
+        fn a_frozen_snapshot_reads_the_state_at_the_freeze(
+            before in proptest::collection::vec((0u8..3, 0u8..12, 0u8..9), 0..40),
+            during in proptest::collection::vec((0u8..3, 0u8..12, 0u8..10), 0..60),
+            chunk in 1usize..6,
+        ) {
+            let mut state = State::default();
+            for (db, key, kind) in before {
+                let (db, op) = frozen_test_op(db, key, kind);
+                redis(&mut state, db, vec![op]);
+            }
+            let mut at_freeze = Vec::new();
+            for db in 0..3u8 {
+                for (key, entry) in &state.db(db).entries {
+                    at_freeze.push((db, key.to_bytes(), entry.value.clone()));
+                }
+            }
+            state.freeze();
+            for (db, key, kind) in during {
+                let (db, op) = frozen_test_op(db, key, kind);
+                redis(&mut state, db, vec![op]);
+                proptest::prop_assert_eq!(&read_frozen(&state, chunk), &at_freeze);
+            }
+            proptest::prop_assert_eq!(read_frozen(&state, chunk), at_freeze);
+        }
     }
 
     #[test]
