@@ -130,6 +130,13 @@ impl Response {
         etag.strip_prefix('"')?.strip_suffix('"')?.parse().ok()
     }
 
+    /// The milliseconds a key has left to live (`x-walrus-ttl-ms`), if it
+    /// expires.
+    pub fn ttl_ms(&self) -> Option<u64> {
+        let ttl = self.headers.get(crate::http::TTL_HEADER)?.to_str().ok()?;
+        ttl.parse().ok()
+    }
+
     /// The error for a status the caller did not expect; the body is cut to 1 KiB.
     pub fn into_error(self) -> ClientError {
         let end = self.body.len().min(1024);

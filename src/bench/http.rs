@@ -21,7 +21,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use serde::Serialize;
 use tokio::time::Instant;
 
@@ -30,6 +30,7 @@ use self::monitor::{Monitor, Schedule};
 use self::worker::{Shared, Tally, Traffic, Worker};
 use self::workload::Workload;
 pub use self::workload::{Mix, Op, Style};
+use super::progress::count_bar;
 use super::report::{Row, table};
 use super::timeline::{TimelinePoint, TimelineRecorder};
 use crate::client::{Endpoint, tls};
@@ -454,20 +455,6 @@ fn op_reports(
             }
         })
         .collect()
-}
-
-fn count_bar(enabled: bool, total: u64, label: &str) -> ProgressBar {
-    if !enabled {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(total);
-    bar.set_style(
-        ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {per_sec}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    bar.set_prefix(label.to_string());
-    bar
 }
 
 #[cfg(test)]

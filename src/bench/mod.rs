@@ -5,6 +5,7 @@ pub mod baseline;
 pub mod http;
 pub mod original_server;
 pub mod plot;
+pub mod progress;
 pub mod report;
 pub mod resp;
 pub mod store;

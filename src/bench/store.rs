@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use super::baseline::{OriginalDurable, OriginalMemory};
+use super::progress::count_bar;
 use super::report::{Row, human_rate, new_histogram, table};
 use crate::store::{DurableStore, FsyncPolicy, KvStore, MemStore, SnapshotPolicy, StoreOptions};
 
@@ -95,20 +95,6 @@ fn key(index: u64) -> String {
     format!("key-{index:010}")
 }
 
-fn progress_bar(enabled: bool, total: u64, label: &str) -> ProgressBar {
-    if !enabled {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(total);
-    bar.set_style(
-        ProgressStyle::with_template("{prefix:>28} [{bar:30}] {pos}/{len} {per_sec}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    bar.set_prefix(label.to_string());
-    bar
-}
-
 /// Runs `total` calls of `write(index)` split over `writers` threads, timing each.
 fn timed_writes(
     name: &str,
@@ -117,7 +103,7 @@ fn timed_writes(
     progress: bool,
     write: &(dyn Fn(u64) -> Result<()> + Sync),
 ) -> Result<Row> {
-    let bar = progress_bar(progress, total, &format!("{name} ×{writers}"));
+    let bar = count_bar(progress, total, &format!("{name} ×{writers}"));
     let per_writer = total / writers as u64;
     let started = Instant::now();
     let histograms = thread::scope(|scope| {
@@ -328,7 +314,7 @@ fn extended(config: &StoreBenchConfig, value: &str) -> Result<ExtendedFigures> {
     };
     {
         let store = Arc::new(DurableStore::open(&dir, no_snapshots.clone())?);
-        let bar = progress_bar(config.progress, records, "filling the log");
+        let bar = count_bar(config.progress, records, "filling the log");
         thread::scope(|scope| -> Result<()> {
             let writers = 8u64;
             let handles: Vec<_> = (0..writers)
@@ -337,8 +323,11 @@ fn extended(config: &StoreBenchConfig, value: &str) -> Result<ExtendedFigures> {
                     scope.spawn(move || -> Result<()> {
                         for index in (writer..records).step_by(writers as usize) {
                             store.set(key(index).as_bytes(), &value)?;
+                            // Writer 0 meets every multiple of 4096 and
+                            // advances the bar for all eight, never past
+                            // the total.
                             if index % 4096 == 0 {
-                                bar.inc(4096);
+                                bar.inc(4096.min(records - index));
                             }
                         }
                         Ok(())

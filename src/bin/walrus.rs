@@ -24,7 +24,13 @@ use walrus::store::{FsyncPolicy, SnapshotPolicy, StoreOptions};
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[derive(Parser)]
-#[command(name = "walrus", version, about = "A durable key-value store")]
+#[command(
+    name = "walrus",
+    version,
+    about = "A durable key-value store",
+    after_help = "Logs go to standard error; RUST_LOG sets their level and filter \
+                  (default info; e.g. RUST_LOG=debug or RUST_LOG=walrus=debug,openraft=warn)."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -1193,6 +1199,7 @@ fn client_command(args: &ClientArgs, call: ClientCall) -> Result<ExitCode> {
                         let mut object = serde_json::json!({
                             "key": key,
                             "revision": response.revision(),
+                            "ttl_ms": response.ttl_ms(),
                         });
                         set_text_or_base64(&mut object, "value", &response.body);
                         writeln!(stdout, "{object}")?;

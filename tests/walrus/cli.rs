@@ -68,13 +68,42 @@ fn conditional_writes_json_and_exit_codes() {
         walrus(&endpoint, &["delete", "missing", "--require-existing"]).code,
         1
     );
-    assert_eq!(
-        walrus(&endpoint, &["delete", "k", "--require-existing"]).code,
-        0
+    // A conditional delete: a stale revision exits 3 and keeps the key.
+    let stale = walrus(
+        &endpoint,
+        &["delete", "k", "--if-revision", &revision.to_string()],
     );
-    // A TTL is sent along.
+    assert_eq!(stale.code, 3, "{}", stale.stderr);
+    let current = serde_json::from_str::<serde_json::Value>(
+        &walrus(&endpoint, &["get", "k", "--json"]).stdout,
+    )
+    .expect("JSON")["revision"]
+        .as_u64()
+        .expect("revision");
+    let deleted = walrus(
+        &endpoint,
+        &[
+            "delete",
+            "k",
+            "--if-revision",
+            &current.to_string(),
+            "--require-existing",
+        ],
+    );
+    assert_eq!(deleted.code, 0, "{}", deleted.stderr);
+    assert_eq!(walrus(&endpoint, &["get", "k"]).code, 1);
+    // A TTL is sent along, and `get --json` tells the time left (null for
+    // a key that does not expire).
     let expiring = walrus(&endpoint, &["put", "t", "v", "--ttl", "1h"]);
     assert_eq!(expiring.code, 0, "{}", expiring.stderr);
+    let got = walrus(&endpoint, &["get", "t", "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&got.stdout).expect("JSON");
+    let ttl_ms = json["ttl_ms"].as_u64().expect("ttl_ms");
+    assert!((3_500_000..=3_600_000).contains(&ttl_ms), "{ttl_ms}");
+    assert_eq!(walrus(&endpoint, &["put", "p", "v"]).code, 0);
+    let got = walrus(&endpoint, &["get", "p", "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&got.stdout).expect("JSON");
+    assert!(json["ttl_ms"].is_null(), "{json}");
 }
 
 #[test]
