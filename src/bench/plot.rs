@@ -1,5 +1,6 @@
 //! `--plot FILE.svg`: a hand-written SVG chart of a load run, throughput per second
-//! above p99 latency per second, on a shared time axis.
+//! above p99 latency per second (PUT and GET apart), on a shared time axis, each
+//! panel with a legend.
 //!
 //! No plotting library: two panels of polylines with nice-number gridlines are a
 //! few dozen SVG elements, and the file opens in any browser.
@@ -38,24 +39,43 @@ pub fn render_svg(title: &str, timeline: &[TimelinePoint]) -> String {
         escape(title)
     );
     let seconds = timeline.len();
-    let throughput: Vec<f64> = timeline.iter().map(|point| point.ops_per_sec).collect();
-    let p99: Vec<f64> = timeline.iter().map(|point| point.p99_us).collect();
+    let throughput = Series {
+        label: "all requests",
+        color: "#1f77b4",
+        values: timeline
+            .iter()
+            .map(|point| Some(point.ops_per_sec))
+            .collect(),
+    };
+    let put_p99 = Series {
+        label: "PUT p99",
+        color: "#d62728",
+        values: timeline.iter().map(|point| point.write_p99_us).collect(),
+    };
+    let get_p99 = Series {
+        label: "GET p99",
+        color: "#2ca02c",
+        values: timeline.iter().map(|point| point.read_p99_us).collect(),
+    };
     let panels = [
         Panel {
             top: TITLE_HEIGHT,
             label: "throughput (requests/s)",
-            color: "#1f77b4",
             format: human_rate,
         },
         Panel {
             top: TITLE_HEIGHT + PANEL_HEIGHT + PANEL_GAP,
             label: "p99 latency",
-            color: "#d62728",
             format: human_micros,
         },
     ];
-    for (panel, values) in panels.iter().zip([&throughput, &p99]) {
-        panel.draw(&mut svg, values, seconds);
+    let shown = |series: Series| series.values.iter().any(Option::is_some).then_some(series);
+    let contents = [
+        shown(throughput).into_iter().collect::<Vec<_>>(),
+        [put_p99, get_p99].into_iter().filter_map(shown).collect(),
+    ];
+    for (panel, series) in panels.iter().zip(&contents) {
+        panel.draw(&mut svg, series, seconds);
     }
     svg.push_str(&format!(
         "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">seconds</text>\n</svg>\n",
@@ -65,17 +85,30 @@ pub fn render_svg(title: &str, timeline: &[TimelinePoint]) -> String {
     svg
 }
 
-/// One chart panel: a frame, gridlines, axis labels and one series.
+/// One line of a panel: a value per second, `None` where it had no data.
+struct Series {
+    label: &'static str,
+    color: &'static str,
+    values: Vec<Option<f64>>,
+}
+
+/// One chart panel: a frame, gridlines, axis labels, its series and their
+/// legend.
 struct Panel {
     top: f64,
     label: &'static str,
-    color: &'static str,
     format: fn(f64) -> String,
 }
 
 impl Panel {
-    fn draw(&self, svg: &mut String, values: &[f64], seconds: usize) {
-        let max = nice_ceiling(values.iter().copied().fold(0.0, f64::max));
+    fn draw(&self, svg: &mut String, series: &[Series], seconds: usize) {
+        let max = nice_ceiling(
+            series
+                .iter()
+                .flat_map(|series| series.values.iter().flatten())
+                .copied()
+                .fold(0.0, f64::max),
+        );
         svg.push_str(&format!(
             "<g>\n<text x=\"{LEFT}\" y=\"{:.1}\" font-weight=\"bold\">{}</text>\n",
             self.top - 8.0,
@@ -88,8 +121,40 @@ impl Panel {
             self.top
         ));
         self.x_ticks(svg, seconds);
-        self.series(svg, values, max);
+        if series.is_empty() {
+            svg.push_str(&format!(
+                "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"#888\">no data</text>\n",
+                LEFT + PLOT_WIDTH / 2.0,
+                self.top + PANEL_HEIGHT / 2.0
+            ));
+        }
+        for line in series {
+            self.series(svg, line, max, seconds);
+        }
+        self.legend(svg, series);
         svg.push_str("</g>\n");
+    }
+
+    /// A key in the panel's top right corner: a short stroke in each
+    /// series' colour, then its name.
+    fn legend(&self, svg: &mut String, series: &[Series]) {
+        const ROW: f64 = 16.0;
+        const KEY_WIDTH: f64 = 110.0;
+        let x = LEFT + PLOT_WIDTH - KEY_WIDTH;
+        for (row, line) in series.iter().enumerate() {
+            let y = self.top + 14.0 + row as f64 * ROW;
+            svg.push_str(&format!(
+                "<line class=\"legend\" x1=\"{x:.1}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" \
+                 stroke=\"{}\" stroke-width=\"2\"/>\n\
+                 <text x=\"{:.1}\" y=\"{y:.1}\">{}</text>\n",
+                y - 4.0,
+                x + 20.0,
+                y - 4.0,
+                line.color,
+                x + 26.0,
+                escape(line.label)
+            ));
+        }
     }
 
     fn y_grid(&self, svg: &mut String, max: f64) {
@@ -124,28 +189,23 @@ impl Panel {
         }
     }
 
-    /// The series as a polyline, each point at the middle of its second.
-    fn series(&self, svg: &mut String, values: &[f64], max: f64) {
-        if values.is_empty() {
-            svg.push_str(&format!(
-                "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"#888\">no data</text>\n",
-                LEFT + PLOT_WIDTH / 2.0,
-                self.top + PANEL_HEIGHT / 2.0
-            ));
-            return;
-        }
-        let span = values.len() as f64;
-        let points: Vec<String> = values
+    /// The series as a polyline, each point at the middle of its second;
+    /// seconds without data are left out.
+    fn series(&self, svg: &mut String, series: &Series, max: f64, seconds: usize) {
+        let span = seconds.max(1) as f64;
+        let points: Vec<String> = series
+            .values
             .iter()
             .enumerate()
-            .map(|(index, &value)| {
+            .filter_map(|(index, value)| {
+                let value = (*value)?;
                 let x = LEFT + (index as f64 + 0.5) / span * PLOT_WIDTH;
-                format!("{x:.1},{:.1}", self.y(value, max))
+                Some(format!("{x:.1},{:.1}", self.y(value, max)))
             })
             .collect();
         svg.push_str(&format!(
             "<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"2\" points=\"{}\"/>\n",
-            self.color,
+            series.color,
             points.join(" ")
         ));
     }
@@ -193,6 +253,8 @@ mod tests {
             second,
             ops_per_sec,
             p99_us,
+            write_p99_us: Some(p99_us),
+            read_p99_us: Some(p99_us / 2.0),
             errors: 0,
             rss_bytes: None,
         }
@@ -240,7 +302,21 @@ mod tests {
             .lines()
             .filter(|line| line.starts_with("<polyline"))
             .collect();
-        assert_eq!(series.len(), 2);
+        // Throughput, then PUT and GET latency apart, each named in a legend
+        // in its own colour.
+        assert_eq!(series.len(), 3);
+        for (label, color) in [
+            ("all requests", "#1f77b4"),
+            ("PUT p99", "#d62728"),
+            ("GET p99", "#2ca02c"),
+        ] {
+            assert!(svg.contains(&format!(">{label}</text>")), "{label}");
+            assert_eq!(
+                svg.matches(&format!("stroke=\"{color}\"")).count(),
+                2,
+                "{label}"
+            );
+        }
         for line in series {
             let points = line.split("points=\"").nth(1).unwrap();
             assert_eq!(points.split(' ').count(), 12);
@@ -255,6 +331,21 @@ mod tests {
         assert_well_formed(&svg);
         assert!(!svg.contains("<polyline"));
         assert_eq!(svg.matches("no data").count(), 2);
+        assert!(!svg.contains("class=\"legend\""));
+    }
+
+    #[test]
+    fn a_run_without_reads_draws_no_get_line() {
+        let timeline: Vec<_> = (0..3)
+            .map(|second| TimelinePoint {
+                read_p99_us: None,
+                ..point(second, 10.0, 100.0)
+            })
+            .collect();
+        let svg = render_svg("puts only", &timeline);
+        assert_well_formed(&svg);
+        assert_eq!(svg.matches("<polyline").count(), 2);
+        assert!(svg.contains(">PUT p99<") && !svg.contains(">GET p99<"));
     }
 
     #[test]

@@ -20,7 +20,7 @@ use tokio_rustls::TlsConnector;
 
 use super::workload::{Op, Workload};
 use crate::bench::report::new_histogram;
-use crate::bench::timeline::{SecondBuffer, TimelineRecorder};
+use crate::bench::timeline::{Kind, SecondBuffer, TimelineRecorder};
 use crate::client::{ClientError, Connection, Endpoint, Response};
 
 /// How long a connection waits after failing to connect before trying again, so
@@ -234,9 +234,14 @@ impl Worker {
             };
             measured += 1;
             let success = tally.record(&self.shared, op, &outcome, latency);
+            let kind = match op {
+                Op::Put => Kind::Write,
+                Op::Get => Kind::Read,
+            };
             second.record(
                 &self.shared.timeline,
                 offset.as_secs() as usize,
+                kind,
                 latency,
                 success,
             );
