@@ -235,7 +235,9 @@ impl LogStore {
         let mut entry_positions: Vec<(u64, u64)> = Vec::new();
         let mut options = options;
         options.direct_io &= fsync == FsyncPolicy::Always;
-        let (wal, report) = Wal::open(fs, dir, options, first_seq, |seq, payload| {
+        // The Raft log's segments keep their configured size: its compaction
+        // follows openraft's snapshots, not the store's snapshot policy.
+        let (wal, report) = Wal::open(fs, dir, options, u64::MAX, first_seq, |seq, payload| {
             replay_record(&mut state, &mut entry_positions, seq, payload)
         })?;
         crate::store::describe::warn_about_repairs(&report, "Raft log", describe_record);

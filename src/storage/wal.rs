@@ -166,10 +166,16 @@ impl Wal {
     /// `replay_from` is one past the sequence number a snapshot covers (1 without
     /// a snapshot); records before it are skipped, and the log must reach back to
     /// it unless it is wholly older than the snapshot.
+    ///
+    /// `segment_target` is the size the caller wants for segments made from
+    /// now on, this one included if the log needs a new one (see
+    /// [`Wal::set_segment_target`]); `u64::MAX` asks for
+    /// `options.segment_bytes`.
     pub fn open(
         fs: Arc<dyn FileSystem>,
         dir: &Path,
         options: WalOptions,
+        segment_target: u64,
         replay_from: u64,
         visit: impl FnMut(u64, &[u8]) -> std::result::Result<(), String>,
     ) -> Result<(Wal, RecoveryReport)> {
@@ -203,6 +209,7 @@ impl Wal {
                     fs,
                     dir,
                     options,
+                    segment_target,
                     closed,
                     ActiveSegment {
                         file,
@@ -228,15 +235,17 @@ impl Wal {
                         segment.path.display()
                     ));
                 }
-                let size = segment_size(
-                    &*fs,
-                    dir,
-                    &options,
-                    options.segment_bytes,
-                    SpaceUse::Ordinary,
-                )?;
+                let size = segment_size(&*fs, dir, &options, segment_target, SpaceUse::Ordinary)?;
                 let active = create_segment(&*fs, dir, replay_from, &options, size)?;
-                Wal::assemble(fs, dir, options, Vec::new(), active, replay_from)
+                Wal::assemble(
+                    fs,
+                    dir,
+                    options,
+                    segment_target,
+                    Vec::new(),
+                    active,
+                    replay_from,
+                )
             }
         };
         wal.closed.sort_by_key(|segment| segment.first_seq);
@@ -261,6 +270,7 @@ impl Wal {
         fs: Arc<dyn FileSystem>,
         dir: &Path,
         options: WalOptions,
+        segment_target: u64,
         closed: Vec<ClosedSegment>,
         active: ActiveSegment,
         next_seq: u64,
@@ -272,7 +282,7 @@ impl Wal {
             closed,
             active,
             next_seq,
-            segment_target: u64::MAX,
+            segment_target,
             dirty: false,
             extended: false,
             synced_since_append: true,

@@ -502,6 +502,10 @@ fn replay(
 ) -> Result<(Wal, RecoveryReport, State)> {
     const BATCH: usize = 4096;
     let replay_from = state.applied_seq() + 1;
+    // A log made new here (a fresh store, or one whose snapshot covers all
+    // of its log) gets segments sized to the snapshot policy, as later
+    // segments are: a small store keeps a small log from its start.
+    let segment_target = options.snapshots.threshold(state.data_bytes());
     let (sender, receiver) = std::sync::mpsc::sync_channel::<ReplayBatch>(4);
     std::thread::scope(|scope| {
         let applier = scope.spawn(move || {
@@ -517,6 +521,7 @@ fn replay(
             fs.clone(),
             dir,
             options.wal.clone(),
+            segment_target,
             replay_from,
             |seq, payload| {
                 let (issued_at_ms, command) =
@@ -735,6 +740,67 @@ mod tests {
         };
         submission.wait().expect("committed by the commit thread");
         assert_eq!(store.get(b"k").as_deref(), Some(&b"v"[..]));
+        store.close().expect("close");
+    }
+
+    /// Bytes the log's segment files take in `dir`, preallocation included.
+    fn log_file_bytes(dir: &Path) -> u64 {
+        std::fs::read_dir(dir)
+            .expect("list the data directory")
+            .filter_map(|entry| entry.ok())
+            .filter(|entry| entry.file_name().to_string_lossy().ends_with(".wal"))
+            .filter_map(|entry| entry.metadata().ok())
+            .map(|metadata| metadata.len())
+            .sum()
+    }
+
+    /// A store of 1 MiB of live data, rewritten 48 times, keeps a log of a
+    /// few MiB through automatic snapshots alone: snapshots follow the live
+    /// data (with a 4 MiB floor), and new segments are sized to match.
+    #[test]
+    fn a_small_store_keeps_a_small_log_through_automatic_snapshots() {
+        const KEYS: usize = 1024;
+        const ROUNDS: usize = 48;
+        const LOG_LIMIT: u64 = 16 << 20;
+        let dir = tempfile::tempdir().expect("temp dir");
+        // No sync per write, to keep the test quick: the policy under test
+        // counts log bytes, whatever the fsync policy.
+        let options = StoreOptions {
+            fsync: FsyncPolicy::Never,
+            ..StoreOptions::default()
+        };
+        let store = DurableStore::open(dir.path(), options).expect("open");
+        let value = vec![b'v'; 1024];
+        for _ in 0..ROUNDS {
+            for key in 0..KEYS {
+                store
+                    .set(format!("key-{key:04}").as_bytes(), &value)
+                    .expect("set");
+            }
+        }
+        // Snapshots and the compaction behind them run beside the writes.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut log_bytes = log_file_bytes(dir.path());
+        while log_bytes > LOG_LIMIT && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+            log_bytes = log_file_bytes(dir.path());
+        }
+        let written = store.shared.stats.log_bytes.load(Ordering::Relaxed);
+        assert!(written > 48 << 20, "wrote {written} bytes of log");
+        let files: Vec<(String, u64)> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .filter_map(|entry| entry.ok())
+            .map(|entry| {
+                let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
+                (entry.file_name().to_string_lossy().into_owned(), len)
+            })
+            .collect();
+        assert!(
+            log_bytes <= LOG_LIMIT,
+            "{log_bytes} bytes of log files kept for 1 MiB of data: {files:?}, snapshots {}",
+            store.shared.stats.snapshots.load(Ordering::Relaxed)
+        );
+        assert!(store.shared.stats.snapshots.load(Ordering::Relaxed) > 0);
         store.close().expect("close");
     }
 
