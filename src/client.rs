@@ -115,6 +115,10 @@ impl ClientError {
     }
 }
 
+/// The header in which a server's `GET /kv/{key}` gives the milliseconds
+/// left before the key expires (absent when it does not expire).
+const TTL_HEADER: &str = "x-walrus-ttl-ms";
+
 /// A whole response: status, headers and the body read to its end.
 #[derive(Debug, Clone)]
 pub struct Response {
@@ -133,7 +137,7 @@ impl Response {
     /// The milliseconds a key has left to live (`x-walrus-ttl-ms`), if it
     /// expires.
     pub fn ttl_ms(&self) -> Option<u64> {
-        let ttl = self.headers.get(crate::http::TTL_HEADER)?.to_str().ok()?;
+        let ttl = self.headers.get(TTL_HEADER)?.to_str().ok()?;
         ttl.parse().ok()
     }
 

@@ -25,7 +25,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use app::App;
-pub use kv::TTL_HEADER;
 pub use server::serve;
 pub use tls::{TlsError, load_tls_config};
 
