@@ -743,15 +743,22 @@ mod tests {
         store.close().expect("close");
     }
 
-    /// Bytes the log's segment files take in `dir`, preallocation included.
-    fn log_file_bytes(dir: &Path) -> u64 {
+    /// The log's segment files in `dir` with their sizes, preallocation
+    /// included.
+    fn log_files(dir: &Path) -> Vec<(String, u64)> {
         std::fs::read_dir(dir)
             .expect("list the data directory")
             .filter_map(|entry| entry.ok())
-            .filter(|entry| entry.file_name().to_string_lossy().ends_with(".wal"))
-            .filter_map(|entry| entry.metadata().ok())
-            .map(|metadata| metadata.len())
-            .sum()
+            .filter_map(|entry| {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let len = entry.metadata().ok()?.len();
+                name.ends_with(".wal").then_some((name, len))
+            })
+            .collect()
+    }
+
+    fn log_file_bytes(dir: &Path) -> u64 {
+        log_files(dir).iter().map(|(_, len)| len).sum()
     }
 
     /// A store of 1 MiB of live data, rewritten 48 times, keeps a log of a
@@ -787,17 +794,10 @@ mod tests {
         }
         let written = store.shared.stats.log_bytes.load(Ordering::Relaxed);
         assert!(written > 48 << 20, "wrote {written} bytes of log");
-        let files: Vec<(String, u64)> = std::fs::read_dir(dir.path())
-            .expect("list")
-            .filter_map(|entry| entry.ok())
-            .map(|entry| {
-                let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
-                (entry.file_name().to_string_lossy().into_owned(), len)
-            })
-            .collect();
         assert!(
             log_bytes <= LOG_LIMIT,
-            "{log_bytes} bytes of log files kept for 1 MiB of data: {files:?}, snapshots {}",
+            "{log_bytes} bytes of log files kept for 1 MiB of data: {:?}, snapshots {}",
+            log_files(dir.path()),
             store.shared.stats.snapshots.load(Ordering::Relaxed)
         );
         assert!(store.shared.stats.snapshots.load(Ordering::Relaxed) > 0);
