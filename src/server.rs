@@ -93,23 +93,32 @@ fn open_durable(options: &ServeOptions) -> Result<DurableStore, Error> {
     let store = DurableStore::open(&options.data_dir, options.store.clone())?;
     let report = store.recovery_report();
     let snapshot = match (report.snapshot_seq, report.snapshot_keys) {
-        (Some(seq), Some(keys)) => format!("a snapshot at record {seq} with {keys} keys"),
+        (Some(seq), Some(keys)) => {
+            format!("a snapshot at record {seq} with {}", counted(keys, "key"))
+        }
         _ => "no snapshot".to_string(),
     };
     tracing::info!(
-        "recovered {} in {} ms: {snapshot}, then {} records from {} log segments; \
-         {} keys at revision {}",
+        "recovered {} in {} ms: {snapshot}, then {} from {}; {} at revision {}",
         options.data_dir.display(),
         started.elapsed().as_millis(),
-        report.records_replayed,
-        report.segments_read,
-        store.len(),
+        counted(report.records_replayed, "record"),
+        counted(report.segments_read as u64, "log segment"),
+        counted(store.len() as u64, "key"),
         store.revision()
     );
     for note in &report.notes {
         tracing::info!(note = %note, "recovery");
     }
     Ok(store)
+}
+
+/// `count` and `noun`, plural unless the count is one: "1 key", "3 keys".
+fn counted(count: u64, noun: &str) -> String {
+    match count {
+        1 => format!("1 {noun}"),
+        count => format!("{count} {noun}s"),
+    }
 }
 
 /// Binds the listener; separate from [`run`] so callers can learn the port.

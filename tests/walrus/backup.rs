@@ -44,10 +44,19 @@ fn a_backup_taken_during_writes_restores_every_key_at_its_revision() {
     let writer = std::thread::spawn({
         let (stop, written) = (stop.clone(), written.clone());
         move || {
+            // Each write's ETag (its revision), in the order written.
+            let mut etags = Vec::new();
             while !stop.load(Ordering::Relaxed) && written.load(Ordering::Relaxed) < 20_000 {
                 let index = written.fetch_add(1, Ordering::Relaxed);
-                put(address, &format!("/kv/during-{index}"), b"x");
+                let reply = put(
+                    address,
+                    &format!("/kv/during-{index}"),
+                    format!("d{index}").as_bytes(),
+                );
+                assert_eq!(reply.status, 200);
+                etags.push(reply.header("etag").expect("etag").to_string());
             }
+            etags
         }
     });
     while written.load(Ordering::Relaxed) < 50 {
@@ -58,7 +67,7 @@ fn a_backup_taken_during_writes_restores_every_key_at_its_revision() {
     let endpoint = format!("http://{address}");
     let (saved, text) = walrus(&["backup", file.to_str().unwrap(), "--endpoints", &endpoint]);
     stop.store(true, Ordering::Relaxed);
-    writer.join().expect("writer");
+    let during_etags = writer.join().expect("writer");
     assert!(saved, "{text}");
     assert!(text.contains("saved"), "{text}");
 
@@ -86,9 +95,22 @@ fn a_backup_taken_during_writes_restores_every_key_at_its_revision() {
         assert_eq!(reply.header("etag"), Some(etag.as_str()), "same revision");
     }
     // The writes racing the backup: a prefix of them, each with its value.
-    let total = written.load(Ordering::Relaxed);
+    let total = during_etags.len();
     let present: Vec<bool> = (0..total)
-        .map(|index| get(restored.address, &format!("/kv/during-{index}")).status == 200)
+        .map(|index| {
+            let reply = get(restored.address, &format!("/kv/during-{index}"));
+            if reply.status != 200 {
+                return false;
+            }
+            // A write the backup holds has its value and its revision.
+            assert_eq!(reply.text(), format!("d{index}"));
+            assert_eq!(
+                reply.header("etag"),
+                Some(during_etags[index].as_str()),
+                "during-{index} at its revision"
+            );
+            true
+        })
         .collect();
     let kept = present.iter().take_while(|&&here| here).count();
     assert!(

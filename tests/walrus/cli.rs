@@ -188,3 +188,32 @@ fn an_unreachable_endpoint_is_named_once_with_what_to_do() {
     assert!(run.stderr.contains("pass --endpoints"), "{}", run.stderr);
     assert!(!run.stderr.contains("os error"), "{}", run.stderr);
 }
+
+#[test]
+fn get_ends_with_a_newline_on_a_terminal() {
+    // `script` (util-linux) runs the command on a pseudo-terminal.
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: `script` (util-linux) is not installed, so no terminal to print to");
+        return;
+    }
+    let (server, _dir) = Server::start(&[]);
+    let endpoint = format!("http://{}", server.address);
+    assert_eq!(walrus(&endpoint, &["put", "k", "v1"]).code, 0);
+    let on_terminal = |args: &str| {
+        let command = format!("'{}' {args}", env!("CARGO_BIN_EXE_walrus"));
+        let output = Command::new("script")
+            .args(["--quiet", "--return", "--command", &command, "/dev/null"])
+            .env("WALRUS_ENDPOINTS", &endpoint)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run script");
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    // The terminal turns "\n" into "\r\n".
+    assert_eq!(on_terminal("get k"), "v1\r\n");
+    // A value that already ends its line gets no second newline. (Piped,
+    // the bytes are as stored: tested above.)
+    assert_eq!(walrus(&endpoint, &["put", "nl", "v2\n"]).code, 0);
+    assert_eq!(on_terminal("get nl"), "v2\r\n");
+}

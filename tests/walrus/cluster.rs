@@ -301,6 +301,54 @@ fn writes_through_any_node_are_read_alike_from_every_node() {
         etag,
         "the watch event has the write's revision"
     );
+    // Several changes written through different nodes reach a watch on any
+    // node in revision order, the same sequence everywhere.
+    let order_watches: Vec<crate::watch::WatchStream> = [watched, leader]
+        .iter()
+        .map(|&id| {
+            crate::watch::WatchStream::open(
+                cluster.node(id).http,
+                "/kv/?watch=true&prefix=order/",
+                None,
+            )
+        })
+        .collect();
+    let mut expected = Vec::new();
+    let mut present = std::collections::BTreeSet::new();
+    for index in 0..12 {
+        let through = cluster.node([leader, follower, watched][index % 3]).http;
+        let key = format!("order/{}", index % 5);
+        let deleting = index % 4 == 3;
+        let method = if deleting { "DELETE" } else { "PUT" };
+        let reply = http(through, method, &format!("/kv/{key}"), b"v").expect("answer");
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        // Deleting a key that is not there changes nothing: no event.
+        let changed = if deleting {
+            present.remove(&key)
+        } else {
+            present.insert(key.clone());
+            true
+        };
+        if changed {
+            let revision = reply.header("etag").expect("etag").trim_matches('"');
+            let kind = if deleting { "delete" } else { "put" };
+            expected.push((revision.to_string(), kind.to_string(), key));
+        }
+    }
+    for mut watch in order_watches {
+        let seen: Vec<(String, String, String)> = watch
+            .take(expected.len())
+            .iter()
+            .map(|event| {
+                (
+                    event.id.clone(),
+                    event.kind.clone(),
+                    event.data["key"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(seen, expected);
+    }
     for node in &cluster.nodes {
         let read = http(node.http, "GET", "/kv/greeting", b"").expect("answer");
         assert_eq!((read.status, read.text()), (200, "hello".to_string()));

@@ -1,6 +1,7 @@
 //! Bearer-token auth and TLS, with a certificate made in the test.
 
 use std::io::{BufReader, Write};
+use std::process::Command;
 
 use crate::server::{Server, get, read_reply, request};
 
@@ -18,6 +19,11 @@ fn bearer_token_guards_every_route_but_health() {
         assert_eq!(reply.status, 401, "{path}");
         assert_eq!(reply.header("www-authenticate"), Some("Bearer"));
     }
+    // The admin endpoints (backup, compaction) need it too.
+    for (method, path) in [("GET", "/admin/snapshot"), ("POST", "/admin/compact")] {
+        let reply = request(address, method, path, &[], b"");
+        assert_eq!(reply.status, 401, "{method} {path}");
+    }
     let wrong = request(
         address,
         "PUT",
@@ -29,6 +35,37 @@ fn bearer_token_guards_every_route_but_health() {
     let auth = [("Authorization", "Bearer s3cret-token")];
     assert_eq!(request(address, "PUT", "/kv/a", &auth, b"v").status, 200);
     assert_eq!(request(address, "GET", "/kv/a", &auth, b"").body, b"v");
+    let snapshot = request(address, "GET", "/admin/snapshot", &auth, b"");
+    assert_eq!(snapshot.status, 200);
+    assert_eq!(
+        request(address, "POST", "/admin/compact", &auth, b"").status,
+        200
+    );
+
+    // The CLI finds the token through WALRUS_TOKEN_FILE (and the endpoint
+    // through WALRUS_ENDPOINTS); without it, the server's refusal is told.
+    let cli = |args: &[&str], token: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_walrus"));
+        command
+            .args(args)
+            .env("WALRUS_ENDPOINTS", format!("http://{address}"))
+            .env_remove("WALRUS_TOKEN_FILE");
+        if let Some(token) = token {
+            command.env("WALRUS_TOKEN_FILE", token);
+        }
+        command.output().expect("run walrus")
+    };
+    let put = cli(&["put", "from-cli", "yes"], Some(&token));
+    assert!(put.status.success(), "{put:?}");
+    let got = cli(&["get", "from-cli"], Some(&token));
+    assert_eq!(got.stdout, b"yes", "{got:?}");
+    let backup = dir.path().join("backup");
+    let saved = cli(&["backup", backup.to_str().expect("utf-8")], Some(&token));
+    assert!(saved.status.success(), "{saved:?}");
+    let refused = cli(&["get", "from-cli"], None);
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("401") || said.contains("token"), "{said}");
     drop(server);
 
     // With the probe flags, /ready and /metrics answer without the token;

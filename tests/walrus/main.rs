@@ -26,6 +26,7 @@ mod resp_databases;
 mod resp_durability;
 mod resp_raw;
 mod resp_txn;
+mod serve;
 mod server;
 mod sim_cluster;
 mod submit_all;

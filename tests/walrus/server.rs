@@ -14,6 +14,8 @@ pub struct Server {
     /// The RESP address, when started with `--resp-listen`.
     pub resp: Option<SocketAddr>,
     pub dir: PathBuf,
+    /// What the server logged up to its "listening on" line.
+    pub startup_log: Vec<String>,
     child: Child,
     /// Keeps the log pipe drained (a full pipe would block the server).
     _log: mpsc::Receiver<String>,
@@ -58,10 +60,12 @@ impl Server {
             }
         });
         let mut resp = None;
+        let mut startup_log = Vec::new();
         let address = loop {
             let line = log
                 .recv_timeout(Duration::from_secs(20))
-                .expect("walrus did not report its address");
+                .unwrap_or_else(|_| panic!("walrus did not report its address: {startup_log:#?}"));
+            startup_log.push(line.clone());
             if let Some(rest) = line
                 .split("listening for RESP on redis://")
                 .nth(1)
@@ -84,6 +88,7 @@ impl Server {
             address,
             resp,
             dir: data,
+            startup_log,
             child,
             _log: log,
             extra_args: args.iter().map(|arg| arg.to_string()).collect(),

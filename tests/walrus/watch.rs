@@ -24,6 +24,8 @@ pub struct Event {
 pub struct WatchStream {
     reader: BufReader<TcpStream>,
     pending: String,
+    /// The response's headers, names lowercased.
+    pub headers: Vec<(String, String)>,
 }
 
 impl WatchStream {
@@ -42,16 +44,21 @@ impl WatchStream {
         let mut status = String::new();
         reader.read_line(&mut status).expect("status line");
         assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+        let mut headers = Vec::new();
         loop {
             let mut line = String::new();
             reader.read_line(&mut line).expect("header");
             if line == "\r\n" {
                 break;
             }
+            if let Some((name, value)) = line.trim_end().split_once(':') {
+                headers.push((name.to_ascii_lowercase(), value.trim().to_string()));
+            }
         }
         WatchStream {
             reader,
             pending: String::new(),
+            headers,
         }
     }
 
@@ -71,9 +78,15 @@ impl WatchStream {
         Some(String::from_utf8(data).expect("utf-8 events"))
     }
 
-    /// The next event (comments skipped), or `None` when the stream ended.
+    /// The next event (comments skipped), or `None` when the stream ended
+    /// or none came within 30 s (keepalive comments alone would otherwise
+    /// keep a test waiting for ever).
     fn next(&mut self) -> Option<Event> {
+        let started = std::time::Instant::now();
         loop {
+            if started.elapsed() > Duration::from_secs(30) {
+                return None;
+            }
             if let Some(end) = self.pending.find("\n\n") {
                 let block: String = self.pending.drain(..end + 2).collect();
                 let mut event = Event {
@@ -98,6 +111,13 @@ impl WatchStream {
             let chunk = self.chunk()?;
             self.pending.push_str(&chunk);
         }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(found, _)| found == name)
+            .map(|(_, value)| value.as_str())
     }
 
     pub fn take(&mut self, count: usize) -> Vec<Event> {
@@ -170,6 +190,52 @@ fn a_watch_resumes_after_a_dropped_connection_with_no_gap_and_no_repeat() {
         (events[1].kind.as_str(), key_of(&events[1])),
         ("expire", "w/t")
     );
+}
+
+#[test]
+fn a_watch_is_an_event_stream_and_keys_only_leaves_values_out() {
+    let (server, _dir) = Server::start(&[]);
+    assert_eq!(put(server.address, "/kv/w/a", b"one").status, 200);
+    assert_eq!(delete(server.address, "/kv/w/a").status, 200);
+    let mut full = WatchStream::open(server.address, "/kv/?watch=true&prefix=w/&since=0", None);
+    assert_eq!(full.header("content-type"), Some("text/event-stream"));
+    assert_eq!(full.header("cache-control"), Some("no-cache"));
+    let events = full.take(2);
+    assert_eq!(events[0].data["value"], "one");
+    assert_eq!(events[0].data["revision"], 1);
+    assert_eq!(
+        (events[1].kind.as_str(), events[1].id.as_str()),
+        ("delete", "2")
+    );
+    let mut keys_only = WatchStream::open(
+        server.address,
+        "/kv/?watch=true&prefix=w/&since=0&keys_only=true",
+        None,
+    );
+    let events = keys_only.take(2);
+    assert_eq!(
+        (
+            events[0].kind.as_str(),
+            key_of(&events[0]),
+            events[0].id.as_str()
+        ),
+        ("put", "w/a", "1")
+    );
+    let fields = events[0].data.as_object().expect("a JSON object");
+    assert!(
+        !fields.contains_key("value") && !fields.contains_key("value_base64"),
+        "{fields:?}"
+    );
+    assert_eq!(events[0].data["revision"], 1);
+    assert_eq!(events[1].kind, "delete");
+    // A single key's watch takes keys_only too.
+    let mut one = WatchStream::open(
+        server.address,
+        "/kv/w/a?watch=true&since=0&keys_only=true",
+        None,
+    );
+    let event = one.take(1).remove(0);
+    assert!(event.data.get("value").is_none(), "{event:?}");
 }
 
 #[test]
@@ -253,6 +319,17 @@ fn a_watcher_that_never_reads_is_cut_off_and_writes_go_on() {
         slow.next().is_none(),
         "the stream ends after its final event"
     );
+    // The server let go of it: no watcher is left holding a place.
+    let mut released = false;
+    for _ in 0..100 {
+        let metrics = request(server.address, "GET", "/metrics", &[], b"").text();
+        if metrics.contains("walrus_watchers 0") {
+            released = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(released, "the cut-off watcher is gone from the server");
     // Resuming from where it was cut delivers the rest.
     let mut resumed = WatchStream::open(server.address, "/kv/?watch=true", Some(resume));
     let first = resumed.next().expect("the next change");
@@ -298,6 +375,70 @@ fn walrus_watch_prints_one_line_per_change() {
             "4\tdelete\tapp/a"
         ]
     );
+}
+
+/// Runs `walrus watch ARGS` until it has printed `count` lines.
+fn walrus_watch_lines(server: &Server, args: &[&str], count: usize) -> Vec<String> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_walrus"))
+        .arg("watch")
+        .args(args)
+        .args(["--endpoints", &format!("http://{}", server.address)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start walrus watch");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let printed = (0..count)
+        .map(|_| lines.next().expect("a line").expect("utf-8"))
+        .collect();
+    let _ = child.kill();
+    let _ = child.wait();
+    printed
+}
+
+#[test]
+fn walrus_watch_replays_since_a_revision_follows_one_key_and_prints_json() {
+    let (mut server, _dir) = Server::start(&[]);
+    assert_eq!(put(server.address, "/kv/app/a", b"one").status, 200);
+    assert_eq!(put(server.address, "/kv/app/b", b"two").status, 200);
+    assert_eq!(put(server.address, "/kv/app/ab", b"three").status, 200);
+    assert_eq!(delete(server.address, "/kv/app/a").status, 200);
+    // --since replays what came after that revision.
+    assert_eq!(
+        walrus_watch_lines(&server, &["app/", "--since", "2"], 2),
+        ["3\tput\tapp/ab\tthree", "4\tdelete\tapp/a"]
+    );
+    // --key follows exactly one key: app/ab, a key under it, is not it.
+    assert_eq!(
+        walrus_watch_lines(&server, &["--key", "app/a", "--since", "0"], 2),
+        ["1\tput\tapp/a\tone", "4\tdelete\tapp/a"]
+    );
+    // --json: one object per line, the event's fields with its type and id.
+    let json: Vec<serde_json::Value> =
+        walrus_watch_lines(&server, &["app/", "--since", "1", "--json"], 3)
+            .iter()
+            .map(|line| serde_json::from_str(line).expect("a JSON line"))
+            .collect();
+    assert_eq!(json[0]["type"], "put");
+    assert_eq!(json[0]["id"], "2");
+    assert_eq!(json[0]["key"], "app/b");
+    assert_eq!(json[0]["value"], "two");
+    assert_eq!(json[0]["revision"], 2);
+    assert_eq!(
+        (&json[2]["type"], &json[2]["key"]),
+        (&"delete".into(), &"app/a".into())
+    );
+    // After a restart the history starts at revision 4: an older start is
+    // an error that names the oldest one it can serve.
+    server.restart();
+    let output = Command::new(env!("CARGO_BIN_EXE_walrus"))
+        .args(["watch", "--since", "1", "--endpoints"])
+        .arg(format!("http://{}", server.address))
+        .output()
+        .expect("run walrus watch");
+    assert!(!output.status.success());
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(said.contains("410") && said.contains('4'), "{said}");
 }
 
 #[test]
