@@ -76,7 +76,7 @@ fn is_admin(args: &[Bytes]) -> bool {
     let sub = || args.get(1).map(|sub| sub.to_ascii_lowercase());
     match name.as_slice() {
         b"config" | b"slowlog" | b"latency" | b"monitor" | b"save" | b"bgsave"
-        | b"bgrewriteaof" | b"shutdown" | b"debug" => true,
+        | b"bgrewriteaof" | b"shutdown" | b"debug" | b"acl" => true,
         b"client" => sub().is_some_and(|sub| {
             matches!(
                 sub.as_slice(),

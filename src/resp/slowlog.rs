@@ -130,12 +130,16 @@ impl SlowLog {
     }
 }
 
-/// Which arguments are passwords, never to be kept: all of AUTH's, and the
-/// two after HELLO's `AUTH` (as Redis redacts them).
+/// Which arguments are passwords, never to be kept: all of AUTH's, the
+/// two after HELLO's `AUTH`, and the rules of `ACL SETUSER` (as Redis
+/// redacts them; walrus refuses SETUSER, but its rules may hold one).
 fn is_secret(args: &[Bytes], position: usize) -> bool {
     let is = |arg: &Bytes, word: &str| arg.eq_ignore_ascii_case(word.as_bytes());
     match args.first() {
         Some(name) if is(name, "auth") => position > 0,
+        Some(name) if is(name, "acl") => {
+            position > 2 && args.get(1).is_some_and(|sub| is(sub, "setuser"))
+        }
         Some(name) if is(name, "hello") => args
             .iter()
             .take(position)
@@ -252,6 +256,14 @@ mod tests {
             ])
         );
         assert_eq!(trimmed(&args(&["get", "auth"])), args(&["get", "auth"]));
+        assert_eq!(
+            trimmed(&args(&["acl", "setuser", "bob", "on", ">secret"])),
+            args(&["acl", "setuser", "bob", "(redacted)", "(redacted)"])
+        );
+        assert_eq!(
+            trimmed(&args(&["acl", "getuser", "bob"])),
+            args(&["acl", "getuser", "bob"])
+        );
     }
 
     #[test]

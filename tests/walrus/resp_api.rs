@@ -150,6 +150,66 @@ fn resp_auth_is_required_first() {
 }
 
 #[test]
+fn acl_describes_the_one_user_and_refuses_to_change_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "foobar\n").expect("token file");
+    let token = token.to_string_lossy().into_owned();
+    let (server, _data) = Server::start_resp(&["--auth-token-file", &token]);
+    let mut raw = RawResp::connect(server.resp_address());
+    assert!(raw.call(&["ACL", "WHOAMI"]).starts_with("-NOAUTH"));
+    assert_eq!(raw.call(&["AUTH", "foobar"]), "+OK\r\n");
+    assert_eq!(raw.call(&["ACL", "WHOAMI"]), "$7\r\ndefault\r\n");
+    assert_eq!(raw.call(&["ACL", "USERS"]), "*1\r\n$7\r\ndefault\r\n");
+    // The password shows as its SHA-256 only, as Redis shows it.
+    let hash = "c3ab8ff13720e8ad9047dd39466b3c8974e592c2fa383d4a3960714caef0c4f2";
+    let list = raw.call(&["ACL", "LIST"]);
+    assert!(
+        list.contains(&format!("user default on #{hash} ~* &* +@all")),
+        "{list}"
+    );
+    let user = raw.call(&["ACL", "GETUSER", "default"]);
+    assert!(user.starts_with("*12\r\n$5\r\nflags\r\n"), "{user}");
+    assert!(user.contains(hash) && !user.contains("nopass"), "{user}");
+    assert_eq!(raw.call(&["ACL", "GETUSER", "bob"]), "*-1\r\n");
+    // Changing users is refused, and the rules never reach the slow log.
+    assert_eq!(
+        raw.call(&["CONFIG", "SET", "slowlog-log-slower-than", "0"]),
+        "+OK\r\n"
+    );
+    let refused = raw.call(&["ACL", "SETUSER", "bob", "on", ">hunter2"]);
+    assert!(
+        refused.starts_with("-ERR walrus has a single user"),
+        "{refused}"
+    );
+    assert!(
+        raw.call(&["ACL", "LOG"])
+            .starts_with("-ERR walrus has a single user")
+    );
+    assert!(
+        raw.call(&["ACL", "NOPE"])
+            .starts_with("-ERR unknown subcommand")
+    );
+    let logged = raw.call(&["SLOWLOG", "GET", "-1"]);
+    assert!(!logged.contains("hunter2"), "{logged}");
+    // In RESP3, GETUSER is a map.
+    assert!(raw.call(&["HELLO", "3"]).starts_with('%'));
+    assert!(
+        raw.call(&["ACL", "GETUSER", "default"])
+            .starts_with("%6\r\n")
+    );
+    drop(server);
+
+    // Without a token the default user has no password: `nopass`.
+    let (open, _data) = Server::start_resp(&[]);
+    let mut raw = RawResp::connect(open.resp_address());
+    assert_eq!(
+        raw.call(&["ACL", "LIST"]),
+        "*1\r\n$34\r\nuser default on nopass ~* &* +@all\r\n"
+    );
+}
+
+#[test]
 fn resp_sigterm_stops_cleanly_with_clients_connected() {
     let (mut server, _dir) = Server::start_resp(&[]);
     let mut idle = RawResp::connect(server.resp_address());

@@ -70,6 +70,13 @@ const DOCS: &[Doc] = &[
         O1,
     ),
     doc(
+        "acl",
+        "Describes the one user, default (WHOAMI, USERS, LIST, GETUSER); users cannot be changed.",
+        "6.0.0",
+        "server",
+        O1,
+    ),
+    doc(
         "hello",
         "Chooses RESP2 or RESP3, authenticates, and describes the server.",
         "6.0.0",

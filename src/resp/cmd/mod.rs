@@ -5,8 +5,9 @@
 //! arity and key lengths; a write that needs no read becomes a store command
 //! the connection submits without waiting (so pipelined writes share a group
 //! commit); anything else goes to [`execute`], which hands it to its family:
-//! `server` (connection and server commands), `diagnostics` (SLOWLOG,
-//! LATENCY, ROLE, WAIT), `txn`, `pubsub`, `keys`, `strings`.
+//! `server` (connection and server commands), `acl` (the one user),
+//! `diagnostics` (SLOWLOG, LATENCY, ROLE, WAIT), `txn`, `pubsub`, `keys`,
+//! `strings`.
 //!
 //! Key commands are parsed by `ops` into ops of the state machine: a write
 //! (SET, INCR, APPEND, EXPIRE, RENAME…) is logged as that op and computed
@@ -15,6 +16,7 @@
 //! MULTI/EXEC; `server`, `keys` (KEYS, SCAN, RANDOMKEY) and `strings` (LCS)
 //! handle what is not an op.
 
+mod acl;
 mod diagnostics;
 mod docs;
 mod keys;
@@ -308,6 +310,7 @@ pub const SPECS: &[Spec] = &[
     spec("script", -2, false, NO_KEYS),
     spec("readwrite", 1, false, NO_KEYS),
     spec("auth", -2, false, NO_KEYS),
+    spec("acl", -2, false, NO_KEYS),
     spec("hello", -1, false, NO_KEYS),
     spec("client", -2, false, NO_KEYS),
     spec("command", -1, false, NO_KEYS),
@@ -751,6 +754,7 @@ pub fn looks_like_http(args: &[Bytes]) -> bool {
 /// takes the barrier for the commands it runs locally ([`txn`]).
 pub fn reads_keys(spec: &Spec) -> bool {
     !server::handles(spec.name)
+        && !acl::handles(spec.name)
         && !diagnostics::handles(spec.name)
         && !pubsub::handles(spec.name)
         && !matches!(spec.name, "multi" | "exec" | "discard" | "unwatch")
@@ -765,6 +769,7 @@ pub async fn execute(
 ) -> Reply {
     let result = match spec.name {
         name if server::handles(name) => server::run(session, shared, name, args).await,
+        name if acl::handles(name) => acl::run(shared, args),
         name if diagnostics::handles(name) => diagnostics::run(shared, name, args).await,
         name if txn::handles(name) => txn::run(session, shared, name, args).await,
         name if pubsub::handles(name) => pubsub::run(session, shared, name, args),
@@ -792,6 +797,7 @@ mod tests {
         for (index, spec) in SPECS.iter().enumerate() {
             let families = [
                 server::handles(spec.name),
+                acl::handles(spec.name),
                 diagnostics::handles(spec.name),
                 txn::handles(spec.name),
                 keys::handles(spec.name),
