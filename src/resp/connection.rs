@@ -205,8 +205,8 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     let _ = stream.shutdown().await;
 }
 
-/// Takes a connection whose task panics out of the Pub/Sub registry and the
-/// monitors, which it would otherwise stay in (counted by PUBSUB NUMSUB and
+/// Takes a connection whose task panics out of the Pub/Sub registry, the
+/// monitors and client-side caching's trackers, which it would otherwise stay in (counted by PUBSUB NUMSUB and
 /// INFO, and sent to) until the server stops. A connection that ends
 /// normally leaves through [`Session::leave_pushes`].
 struct LeaveOnPanic<'a> {
@@ -219,6 +219,9 @@ impl Drop for LeaveOnPanic<'_> {
         if std::thread::panicking() {
             self.shared.pubsub.forget_client(self.id);
             self.shared.monitors.unsubscribe(self.id);
+            if self.shared.tracking.stop(self.id) {
+                self.shared.update_tracking_hook();
+            }
         }
     }
 }

@@ -147,6 +147,8 @@ impl KeyspaceEvents {
                 EventClass::Expired => EXPIRED,
                 EventClass::New => NEW,
                 EventClass::KeyMiss => KEY_MISS,
+                // Redis publishes no keyspace event for a flush or a swap.
+                EventClass::Flush => continue,
             };
             if flags & class == 0 {
                 continue;

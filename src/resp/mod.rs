@@ -24,6 +24,7 @@ mod pubsub;
 mod push;
 mod slowlog;
 mod stats;
+mod tracking;
 
 use std::io;
 use std::sync::Arc;
@@ -181,6 +182,18 @@ pub struct Shared {
     pub pubsub: pubsub::PubSub,
     /// `notify-keyspace-events`: which key events are published.
     pub keyspace_events: keyspace_events::KeyspaceEvents,
+    /// CLIENT TRACKING: the connections caching keys, and what they cache.
+    pub tracking: tracking::Tracking,
+}
+
+impl Shared {
+    /// Has the state collect key events while any connection tracks keys
+    /// (and only then), after tracking was turned on or off.
+    pub fn update_tracking_hook(&self) {
+        if let Some(feed) = self.store.state().read().feed() {
+            feed.key_events.enable_tracking(self.tracking.is_active());
+        }
+    }
 }
 
 /// How often idle clients are looked for (Redis checks about as often).
@@ -260,6 +273,7 @@ pub async fn serve_resp(
         monitors: monitor::Monitors::default(),
         pubsub: pubsub::PubSub::default(),
         keyspace_events: keyspace_events::KeyspaceEvents::default(),
+        tracking: tracking::Tracking::default(),
     });
     // Messages PUBLISHed on the other members reach this node's subscribers.
     let subscribers = Arc::downgrade(&shared);
@@ -268,12 +282,14 @@ pub async fn serve_resp(
             shared.pubsub.publish_message(message);
         }
     });
-    // Keyspace notifications: the state's key events, once CONFIG SET asks.
+    // Keyspace notifications and client-side caching's invalidations: the
+    // state's key events, once CONFIG SET or CLIENT TRACKING asks.
     if let Some(feed) = shared.store.state().read().feed() {
         let listener = Arc::downgrade(&shared);
         feed.key_events.listen(move |events| {
             if let Some(shared) = listener.upgrade() {
                 shared.keyspace_events.publish(&shared.pubsub, events);
+                shared.tracking.invalidate(events, &shared.pubsub);
             }
         });
     }

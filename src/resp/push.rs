@@ -37,7 +37,19 @@ pub enum Push {
     },
     /// A message SPUBLISHed on a shard channel the connection SSUBSCRIBEd to.
     ShardMessage { channel: Bytes, payload: Bytes },
+    /// Client-side caching: these keys changed (`None`: every key may have,
+    /// after a flush). RESP3 gets Redis's `invalidate` push; a RESP2
+    /// connection gets it only as the connection another one's tracking
+    /// redirects to, as a message on `__redis__:invalidate`, and only while
+    /// it is subscribed there.
+    Invalidate {
+        keys: Option<Vec<Bytes>>,
+        redirected: bool,
+    },
 }
+
+/// The channel redirected invalidations arrive on, as in Redis.
+pub const INVALIDATE_CHANNEL: &[u8] = b"__redis__:invalidate";
 
 impl Push {
     /// What the push costs in the queue: about its encoded size.
@@ -52,6 +64,13 @@ impl Push {
                 channel,
                 payload,
             } => 48 + pattern.len() + channel.len() + payload.len(),
+            Push::Invalidate { keys, .. } => {
+                32 + keys
+                    .iter()
+                    .flatten()
+                    .map(|key| 8 + key.len())
+                    .sum::<usize>()
+            }
         }
     }
 
@@ -78,6 +97,22 @@ impl Push {
                 Reply::Bulk(channel.clone()),
                 Reply::Bulk(payload.clone()),
             ]),
+            Push::Invalidate { keys, .. } => {
+                let keys = match keys {
+                    Some(keys) => Reply::Array(keys.iter().cloned().map(Reply::Bulk).collect()),
+                    None => Reply::Null,
+                };
+                match protocol {
+                    Protocol::Resp3 => {
+                        Reply::Push(vec![Reply::Bulk(Bytes::from_static(b"invalidate")), keys])
+                    }
+                    Protocol::Resp2 => Reply::Push(vec![
+                        Reply::Bulk(Bytes::from_static(b"message")),
+                        Reply::Bulk(Bytes::from_static(INVALIDATE_CHANNEL)),
+                        keys,
+                    ]),
+                }
+            }
         };
         reply.encode_as(protocol, out);
     }
@@ -179,6 +214,10 @@ impl<'a> Wanted<'a> {
             Push::Message { channel, .. } => self.channels.contains(channel),
             Push::PatternMessage { pattern, .. } => self.patterns.contains(pattern),
             Push::ShardMessage { channel, .. } => self.shard_channels.contains(channel),
+            Push::Invalidate { redirected, .. } => {
+                self.protocol == Protocol::Resp3
+                    || (*redirected && self.channels.contains(INVALIDATE_CHANNEL))
+            }
         }
     }
 }

@@ -299,7 +299,8 @@ impl ChangeFeed {
     }
 
     /// The state was replaced by a snapshot at `revision`: what happened
-    /// before it is unknown here, so the history restarts after it.
+    /// before it is unknown here, so the history restarts after it, and any
+    /// key may have changed (a flush, to the key events' listener).
     pub fn restart_at(&self, revision: u64) {
         let mut inner = self.inner.lock();
         inner.history.clear();
@@ -307,6 +308,14 @@ impl ChangeFeed {
         inner.floor = inner.floor.max(revision);
         drop(inner);
         self.registry.lock().wake_all();
+        if self.key_events.is_enabled() {
+            self.key_events.deliver(&[super::key_events::KeyEvent {
+                class: super::key_events::EventClass::Flush,
+                name: "snapshot",
+                db: 0,
+                key: Bytes::new(),
+            }]);
+        }
     }
 
     /// Up to `max` changes after `from`; or that the history has moved past it.

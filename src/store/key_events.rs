@@ -29,6 +29,11 @@ pub enum EventClass {
     /// `m`: a read found the key absent. Raised by the front end that served
     /// the read, never by the state.
     KeyMiss,
+    /// Every key of database `db` may have changed at once (FLUSHDB,
+    /// FLUSHALL, SWAPDB, a snapshot installed from the leader); the key is
+    /// empty. Never published as a keyspace notification (Redis publishes
+    /// none for these); client-side caching trackers drop everything.
+    Flush,
 }
 
 /// One event: `name` happened to `key` in database `db`.
@@ -42,10 +47,12 @@ pub struct KeyEvent {
 
 type Listener = Box<dyn Fn(&[KeyEvent]) + Send + Sync>;
 
-/// Where applied commands' events go, when anyone listens.
+/// Where applied commands' events go, when anyone listens: keyspace
+/// notifications, client-side caching's invalidations, or both.
 #[derive(Default)]
 pub struct KeyEventHook {
-    enabled: AtomicBool,
+    for_notifications: AtomicBool,
+    for_tracking: AtomicBool,
     listener: OnceLock<Listener>,
 }
 
@@ -64,13 +71,19 @@ impl KeyEventHook {
         let _ = self.listener.set(Box::new(listener));
     }
 
-    /// Whether commands applied from now on report their events.
+    /// Whether commands applied from now on report their events, for
+    /// keyspace notifications.
     pub fn enable(&self, enabled: bool) {
-        self.enabled.store(enabled, Ordering::Relaxed);
+        self.for_notifications.store(enabled, Ordering::Relaxed);
+    }
+
+    /// The same, for client-side caching (clients with CLIENT TRACKING on).
+    pub fn enable_tracking(&self, enabled: bool) {
+        self.for_tracking.store(enabled, Ordering::Relaxed);
     }
 
     pub fn is_enabled(&self) -> bool {
-        self.enabled.load(Ordering::Relaxed)
+        self.for_notifications.load(Ordering::Relaxed) || self.for_tracking.load(Ordering::Relaxed)
     }
 
     pub fn deliver(&self, events: &[KeyEvent]) {

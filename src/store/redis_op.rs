@@ -742,11 +742,13 @@ pub fn run(keyspace: &mut dyn Keyspace, db: u8, op: RedisOp, now_ms: u64) -> Ans
         RedisOp::Flush => {
             for db in 0..DATABASES {
                 keyspace.clear(db);
+                keyspace.notify(EventClass::Flush, "flushall", db, b"");
             }
             Answer::Ok
         }
         RedisOp::FlushDb => {
             keyspace.clear(db);
+            keyspace.notify(EventClass::Flush, "flushdb", db, b"");
             Answer::Ok
         }
         RedisOp::Move { key, to_db } => {
@@ -780,6 +782,8 @@ pub fn run(keyspace: &mut dyn Keyspace, db: u8, op: RedisOp, now_ms: u64) -> Ans
         }
         RedisOp::SwapDb { a, b } => {
             keyspace.swap(a, b);
+            keyspace.notify(EventClass::Flush, "swapdb", a, b"");
+            keyspace.notify(EventClass::Flush, "swapdb", b, b"");
             Answer::Ok
         }
         RedisOp::BitField { key, ops } => {

@@ -363,6 +363,19 @@ fn writes_through_any_node_are_read_alike_from_every_node() {
     let refused = raw(cluster.node(follower).http, stale).expect("answer");
     assert_eq!(refused.status, 412);
 
+    // A client caching keys on a follower hears of a write made through the
+    // leader, when the follower applies it.
+    let mut cache = crate::resp_client::RawResp::connect(cluster.node(follower).resp);
+    assert!(cache.call(&["HELLO", "3"]).starts_with('%'));
+    assert_eq!(cache.call(&["CLIENT", "TRACKING", "ON"]), "+OK\r\n");
+    assert_eq!(cache.call(&["GET", "cached"]), "_\r\n");
+    let mut through_leader = crate::resp_client::RawResp::connect(cluster.node(leader).resp);
+    assert_eq!(through_leader.call(&["SET", "cached", "v"]), "+OK\r\n");
+    assert_eq!(
+        cache.reply().as_deref(),
+        Some(">2\r\n$10\r\ninvalidate\r\n*1\r\n$6\r\ncached\r\n")
+    );
+
     // RESP through each node: one store.
     let clients: Vec<redis::Client> = cluster
         .nodes

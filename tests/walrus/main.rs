@@ -25,6 +25,7 @@ mod resp_client;
 mod resp_databases;
 mod resp_durability;
 mod resp_raw;
+mod resp_tracking;
 mod resp_txn;
 mod serve;
 mod server;

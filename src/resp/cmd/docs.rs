@@ -85,7 +85,7 @@ const DOCS: &[Doc] = &[
     ),
     doc(
         "client",
-        "Names, lists, identifies and closes client connections.",
+        "Names, lists, identifies and closes client connections, and turns client-side caching (TRACKING) on and off.",
         "2.4.0",
         "connection",
         "Depends on the subcommand.",

@@ -17,6 +17,7 @@
 //! handle what is not an op.
 
 mod acl;
+mod caching;
 mod diagnostics;
 mod docs;
 mod keys;
@@ -88,6 +89,10 @@ pub struct Session {
     /// end the connection reads between requests.
     outbox: Option<Outbox>,
     pub inbox: Option<Inbox>,
+    /// CLIENT TRACKING ON: how this connection caches keys.
+    pub tracking: Option<crate::resp::tracking::Mode>,
+    /// CLIENT CACHING YES or NO, for the next command (or transaction).
+    pub tracking_caching: Option<bool>,
 }
 
 impl Session {
@@ -134,6 +139,8 @@ impl Session {
             shard_channels: BTreeSet::new(),
             outbox: None,
             inbox: None,
+            tracking: None,
+            tracking_caching: None,
         }
     }
 
@@ -197,6 +204,51 @@ impl Session {
         }
         if std::mem::take(&mut self.monitoring) {
             shared.monitors.unsubscribe(self.id);
+        }
+        self.stop_tracking(shared);
+    }
+
+    /// CLIENT TRACKING OFF (also on RESET and when the connection closes).
+    pub fn stop_tracking(&mut self, shared: &Shared) {
+        self.tracking_caching = None;
+        if self.tracking.take().is_some() && shared.tracking.stop(self.id) {
+            shared.update_tracking_hook();
+        }
+    }
+
+    /// Registers the keys this request reads, if the connection tracks
+    /// them (default mode, as OPTIN/OPTOUT and CLIENT CACHING decide), before
+    /// it runs; then spends a CLIENT CACHING given for it. Inside MULTI the
+    /// keys are registered as each command is queued, and CLIENT CACHING
+    /// holds until EXEC or DISCARD, as in Redis.
+    fn track_reads(&mut self, shared: &Shared, args: &[Bytes]) {
+        let Some(mode) = &self.tracking else {
+            return;
+        };
+        let Some(spec) = find_spec(&command_name(args)) else {
+            return;
+        };
+        if spec.name == "client" {
+            return;
+        }
+        let reads = !spec.write && spec.first_key > 0 && mode.broadcast.is_none();
+        let given = self.tracking_caching;
+        let cache = match mode.caching {
+            crate::resp::tracking::Caching::Always => true,
+            crate::resp::tracking::Caching::OptIn => given == Some(true),
+            crate::resp::tracking::Caching::OptOut => given != Some(false),
+        };
+        if reads && cache {
+            let keys = key_positions(spec, args.len()).map(|index| args[index].clone());
+            shared.tracking.remember(self.id, keys);
+        }
+        let in_transaction = match spec.name {
+            "multi" => true,
+            "exec" | "discard" => false,
+            _ => self.transaction.is_some(),
+        };
+        if !in_transaction {
+            self.tracking_caching = None;
         }
     }
 
@@ -556,6 +608,9 @@ pub(super) fn op_limits(shared: &Shared) -> ops::OpLimits {
 /// connection can pipeline into one group commit, a read an op to run on the
 /// current entries; inside MULTI the request is queued instead.
 pub fn plan(session: &mut Session, shared: &Shared, args: &[Bytes]) -> Plan {
+    if session.tracking.is_some() {
+        session.track_reads(shared, args);
+    }
     if session.transaction.is_some() {
         return txn::queue(session, shared, args);
     }

@@ -427,6 +427,14 @@ fn client(session: &mut Session, shared: &Shared, args: &[Bytes]) -> CommandResu
         }
         "list" => client_list(session, shared, args),
         "kill" => client_kill(session, shared, &args[2..]),
+        "tracking" if args.len() >= 3 => super::caching::tracking(session, shared, &args[2..]),
+        "tracking" => Err(wrong_arity("client|tracking")),
+        "caching" => {
+            arity(3)?;
+            super::caching::caching(session, &args[2])
+        }
+        "getredir" => arity(2).map(|()| super::caching::redirect(session)),
+        "trackinginfo" => arity(2).map(|()| super::caching::info(session)),
         _ => Err(unknown_subcommand(&args[1], "CLIENT")),
     }
 }
@@ -941,11 +949,12 @@ fn info(shared: &Shared, sections: &[Bytes]) -> String {
         let _ = write!(
             text,
             "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:{}\r\n\
-             pubsub_clients:{}\r\n\r\n",
+             pubsub_clients:{}\r\ntracking_clients:{}\r\n\r\n",
             stats.connected_clients.load(Ordering::Relaxed),
             shared.max_clients.load(Ordering::Relaxed),
             shared.pause.waiting(),
-            shared.pubsub.client_count()
+            shared.pubsub.client_count(),
+            shared.tracking.client_count()
         );
     }
     if wanted("memory") {
@@ -978,7 +987,8 @@ fn info(shared: &Shared, sections: &[Bytes]) -> String {
             text,
             "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
              total_error_replies:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:0\r\n\
-             pubsub_channels:{}\r\npubsub_patterns:{}\r\npubsubshard_channels:{}\r\n\r\n",
+             pubsub_channels:{}\r\npubsub_patterns:{}\r\npubsubshard_channels:{}\r\n\
+             tracking_total_keys:{}\r\n\r\n",
             stats.total_connections.load(Ordering::Relaxed),
             stats.total_commands.load(Ordering::Relaxed),
             stats.commands.total_errors(),
@@ -987,6 +997,7 @@ fn info(shared: &Shared, sections: &[Bytes]) -> String {
             shared.pubsub.channel_count(PubSubKind::Channel),
             shared.pubsub.pattern_count(),
             shared.pubsub.channel_count(PubSubKind::Shard),
+            shared.tracking.tracked_keys(),
         );
     }
     if wanted("replication") {
