@@ -16,8 +16,9 @@
 //! Invariants: a key is registered before the read that caches it runs, so
 //! a change racing the read is always followed by an invalidation (at worst
 //! one too many, never one too few). Keys are tracked by name across
-//! databases, as in Redis. The table is bounded only by what clients read;
-//! a connection's entries go when it turns tracking off or closes.
+//! databases, as in Redis. The table holds at most a million keys (Redis's
+//! `tracking-table-max-keys` default): past it, keys are invalidated to make
+//! room. A connection's entries go when it turns tracking off or closes.
 //!
 //! `NOLOOP` is accepted, but a connection still hears of its own writes:
 //! the key events do not say which connection made a change. That costs a
@@ -55,13 +56,25 @@ pub struct Mode {
     pub no_loop: bool,
 }
 
+/// The most keys tracked for default-mode readers, as Redis's
+/// `tracking-table-max-keys` default. Past it, keys are invalidated to make
+/// room (their readers refetch), so the table's memory stays bounded.
+const MAX_TRACKED_KEYS: usize = 1_000_000;
+
 /// Every tracking connection and the keys they cache.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Tracking {
     inner: Mutex<Inner>,
     /// Connections with tracking on: while zero, the state collects no
     /// key events for this.
     active: AtomicUsize,
+    max_keys: usize,
+}
+
+impl Default for Tracking {
+    fn default() -> Tracking {
+        Tracking::with_max_keys(MAX_TRACKED_KEYS)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -84,6 +97,16 @@ struct Tracker {
 }
 
 impl Tracking {
+    /// A registry that tracks at most `max_keys` keys for default-mode
+    /// readers.
+    pub fn with_max_keys(max_keys: usize) -> Tracking {
+        Tracking {
+            inner: Mutex::default(),
+            active: AtomicUsize::new(0),
+            max_keys: max_keys.max(1),
+        }
+    }
+
     /// Turns tracking on for connection `outbox.id` (or changes its mode);
     /// true if it was off.
     pub fn start(&self, outbox: Outbox, mode: Mode) -> bool {
@@ -139,7 +162,8 @@ impl Tracking {
     }
 
     /// Connection `id` (in default mode) is about to read `keys`.
-    pub fn remember(&self, id: u64, keys: impl Iterator<Item = Bytes>) {
+    /// Past the table's bound, some keys are invalidated to make room.
+    pub fn remember(&self, id: u64, keys: impl Iterator<Item = Bytes>, pubsub: &PubSub) {
         let mut inner = self.inner.lock();
         let Inner {
             clients, readers, ..
@@ -150,6 +174,24 @@ impl Tracking {
         for key in keys {
             readers.entry(key.clone()).or_default().insert(id);
             tracker.keys.insert(key);
+        }
+        if readers.len() <= self.max_keys {
+            return;
+        }
+        // A hundredth more than needed, so a full table is not walked from
+        // its start for every read.
+        let excess = readers.len() - self.max_keys + self.max_keys / 100;
+        let evicted: Vec<Bytes> = readers.keys().take(excess).cloned().collect();
+        for key in evicted {
+            let Some(ids) = readers.remove(&key) else {
+                continue;
+            };
+            for id in ids {
+                if let Some(tracker) = clients.get_mut(&id) {
+                    tracker.keys.remove(&key);
+                    send(tracker, Some(vec![key.clone()]), pubsub);
+                }
+            }
         }
     }
 
@@ -219,16 +261,22 @@ impl Tracking {
                 let mut seen = HashSet::with_capacity(keys.len());
                 keys.retain(|key| seen.insert(key.clone()));
             }
-            let (outbox, redirected) = match tracker.mode.redirect {
-                Some(target) => match pubsub.subscriber(INVALIDATE_CHANNEL, target) {
-                    Some(outbox) => (outbox, true),
-                    None => continue,
-                },
-                None => (tracker.outbox.clone(), false),
-            };
-            outbox.offer(Push::Invalidate { keys, redirected });
+            send(tracker, keys, pubsub);
         }
     }
+}
+
+/// Sends one invalidation to `tracker`'s connection, or to the one it
+/// redirects to while that one is subscribed to `__redis__:invalidate`.
+fn send(tracker: &Tracker, keys: Option<Vec<Bytes>>, pubsub: &PubSub) {
+    let (outbox, redirected) = match tracker.mode.redirect {
+        Some(target) => match pubsub.subscriber(INVALIDATE_CHANNEL, target) {
+            Some(outbox) => (outbox, true),
+            None => return,
+        },
+        None => (tracker.outbox.clone(), false),
+    };
+    outbox.offer(Push::Invalidate { keys, redirected });
 }
 
 #[cfg(test)]
@@ -276,7 +324,7 @@ mod tests {
         let pubsub = PubSub::default();
         let (outbox, mut inbox) = queue(7, 1 << 20);
         assert!(tracking.start(outbox, default_mode()));
-        tracking.remember(7, [Bytes::from_static(b"k")].into_iter());
+        tracking.remember(7, [Bytes::from_static(b"k")].into_iter(), &pubsub);
         tracking.invalidate(&[event("other")], &pubsub);
         assert_eq!(received(&mut inbox), "");
         tracking.invalidate(&[event("k"), event("k")], &pubsub);
@@ -288,6 +336,22 @@ mod tests {
         tracking.invalidate(&[event("k")], &pubsub);
         assert_eq!(received(&mut inbox), "");
         assert_eq!(tracking.tracked_keys(), 0);
+    }
+
+    #[test]
+    fn past_its_bound_the_table_invalidates_keys_to_make_room() {
+        let tracking = Tracking::with_max_keys(100);
+        let pubsub = PubSub::default();
+        let (outbox, mut inbox) = queue(3, 1 << 20);
+        tracking.start(outbox, default_mode());
+        let keys = (0..100).map(|index| Bytes::from(format!("k{index}")));
+        tracking.remember(3, keys, &pubsub);
+        assert_eq!(received(&mut inbox), "");
+        tracking.remember(3, [Bytes::from_static(b"one-more")].into_iter(), &pubsub);
+        // One over the bound, and a hundredth more: two keys told, two gone.
+        let pushed = received(&mut inbox);
+        assert_eq!(pushed.matches("invalidate").count(), 2, "{pushed}");
+        assert_eq!(tracking.tracked_keys(), 99);
     }
 
     #[test]

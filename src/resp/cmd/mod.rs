@@ -240,7 +240,7 @@ impl Session {
         };
         if reads && cache {
             let keys = key_positions(spec, args.len()).map(|index| args[index].clone());
-            shared.tracking.remember(self.id, keys);
+            shared.tracking.remember(self.id, keys, &shared.pubsub);
         }
         let in_transaction = match spec.name {
             "multi" => true,
