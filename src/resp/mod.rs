@@ -190,8 +190,11 @@ impl Shared {
     /// Has the state collect key events while any connection tracks keys
     /// (and only then), after tracking was turned on or off.
     pub fn update_tracking_hook(&self) {
-        if let Some(feed) = self.store.state().read().feed() {
-            feed.key_events.enable_tracking(self.tracking.is_active());
+        // The state's lock is let go first: applying a command holds it
+        // while it takes the tracking registry's.
+        let feed = self.store.state().read().feed().cloned();
+        if let Some(feed) = feed {
+            self.tracking.set_hook(&feed.key_events);
         }
     }
 }

@@ -32,7 +32,7 @@ use parking_lot::Mutex;
 
 use super::pubsub::PubSub;
 use super::push::{INVALIDATE_CHANNEL, Outbox, Push};
-use crate::store::key_events::{EventClass, KeyEvent};
+use crate::store::key_events::{EventClass, KeyEvent, KeyEventHook};
 
 /// Which reads register their keys (default mode only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,6 +154,14 @@ impl Tracking {
         }
         self.active.fetch_sub(1, Ordering::Relaxed);
         true
+    }
+
+    /// Has `hook` collect key events exactly while a connection tracks.
+    /// Under the registry's lock, so two connections turning tracking on
+    /// and off at once cannot leave it off while one tracks.
+    pub fn set_hook(&self, hook: &KeyEventHook) {
+        let inner = self.inner.lock();
+        hook.enable_tracking(!inner.clients.is_empty());
     }
 
     /// Whether any connection tracks keys.
