@@ -206,9 +206,10 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Takes a connection whose task panics out of the Pub/Sub registry, the
-/// monitors and client-side caching's trackers, which it would otherwise stay in (counted by PUBSUB NUMSUB and
-/// INFO, and sent to) until the server stops. A connection that ends
-/// normally leaves through [`Session::leave_pushes`].
+/// monitors and client-side caching's trackers, which it would otherwise
+/// stay in (counted by PUBSUB NUMSUB and INFO, and sent to) until the server
+/// stops. A connection that ends normally leaves through
+/// [`Session::leave_pushes`].
 struct LeaveOnPanic<'a> {
     shared: &'a Shared,
     id: u64,
@@ -219,9 +220,7 @@ impl Drop for LeaveOnPanic<'_> {
         if std::thread::panicking() {
             self.shared.pubsub.forget_client(self.id);
             self.shared.monitors.unsubscribe(self.id);
-            if self.shared.tracking.stop(self.id) {
-                self.shared.update_tracking_hook();
-            }
+            self.shared.stop_tracking(self.id);
         }
     }
 }

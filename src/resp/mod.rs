@@ -187,6 +187,13 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Turns connection `id`'s tracking off, if it was on.
+    pub fn stop_tracking(&self, id: u64) {
+        if self.tracking.stop(id) {
+            self.update_tracking_hook();
+        }
+    }
+
     /// Has the state collect key events while any connection tracks keys
     /// (and only then), after tracking was turned on or off.
     pub fn update_tracking_hook(&self) {

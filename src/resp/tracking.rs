@@ -166,7 +166,7 @@ impl Tracking {
 
     /// Whether any connection tracks keys.
     pub fn is_active(&self) -> bool {
-        self.active.load(Ordering::Relaxed) > 0
+        self.client_count() > 0
     }
 
     /// Connection `id` (in default mode) is about to read `keys`.
@@ -315,13 +315,7 @@ mod tests {
     fn received(inbox: &mut crate::resp::push::Inbox) -> String {
         let mut out = bytes::BytesMut::new();
         let none = BTreeSet::new();
-        let wanted = Wanted {
-            channels: &none,
-            patterns: &none,
-            shard_channels: &none,
-            monitoring: false,
-            protocol: Protocol::Resp3,
-        };
+        let wanted = Wanted::all_of(&none, Protocol::Resp3);
         assert!(inbox.drain(wanted, &mut out, usize::MAX));
         String::from_utf8_lossy(&out).into_owned()
     }

@@ -94,13 +94,20 @@ fn resp_connection_and_server_commands() {
     assert!(raw.is_closed());
 }
 
-#[test]
-fn resp_auth_is_required_first() {
+/// A server with RESP whose password (the token) is `password`; the
+/// directories live as long as the returned guard.
+fn start_with_password(password: &str) -> (Server, [tempfile::TempDir; 2]) {
     let dir = tempfile::tempdir().expect("temp dir");
     let token = dir.path().join("token");
-    std::fs::write(&token, "s3cret\n").expect("token file");
+    std::fs::write(&token, format!("{password}\n")).expect("token file");
     let token = token.to_string_lossy().into_owned();
-    let (server, _data) = Server::start_resp(&["--auth-token-file", &token]);
+    let (server, data) = Server::start_resp(&["--auth-token-file", &token]);
+    (server, [dir, data])
+}
+
+#[test]
+fn resp_auth_is_required_first() {
+    let (server, _dirs) = start_with_password("s3cret");
     let mut raw = RawResp::connect(server.resp_address());
     assert_eq!(
         raw.call(&["GET", "k"]),
@@ -151,11 +158,7 @@ fn resp_auth_is_required_first() {
 
 #[test]
 fn acl_describes_the_one_user_and_refuses_to_change_it() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let token = dir.path().join("token");
-    std::fs::write(&token, "foobar\n").expect("token file");
-    let token = token.to_string_lossy().into_owned();
-    let (server, _data) = Server::start_resp(&["--auth-token-file", &token]);
+    let (server, _dirs) = start_with_password("foobar");
     let mut raw = RawResp::connect(server.resp_address());
     assert!(raw.call(&["ACL", "WHOAMI"]).starts_with("-NOAUTH"));
     assert_eq!(raw.call(&["AUTH", "foobar"]), "+OK\r\n");

@@ -127,6 +127,19 @@ impl WatchStream {
     }
 }
 
+/// Whether the server's `/metrics` counts `count` open watches within 5 s.
+fn watchers_reach(server: &Server, count: usize) -> bool {
+    let wanted = format!("walrus_watchers {count}\n");
+    (0..100).any(|_| {
+        let metrics = request(server.address, "GET", "/metrics", &[], b"").text();
+        let reached = metrics.contains(&wanted);
+        if !reached {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        reached
+    })
+}
+
 fn key_of(event: &Event) -> &str {
     event.data["key"].as_str().unwrap_or("")
 }
@@ -320,16 +333,10 @@ fn a_watcher_that_never_reads_is_cut_off_and_writes_go_on() {
         "the stream ends after its final event"
     );
     // The server let go of it: no watcher is left holding a place.
-    let mut released = false;
-    for _ in 0..100 {
-        let metrics = request(server.address, "GET", "/metrics", &[], b"").text();
-        if metrics.contains("walrus_watchers 0") {
-            released = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(released, "the cut-off watcher is gone from the server");
+    assert!(
+        watchers_reach(&server, 0),
+        "the cut-off watcher is gone from the server"
+    );
     // Resuming from where it was cut delivers the rest.
     let mut resumed = WatchStream::open(server.address, "/kv/?watch=true", Some(resume));
     let first = resumed.next().expect("the next change");
@@ -348,16 +355,7 @@ fn walrus_watch_prints_one_line_per_change() {
         .expect("start walrus watch");
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
     // The watch starts from now: wait until it is connected.
-    let mut connected = false;
-    for _ in 0..100 {
-        let metrics = request(server.address, "GET", "/metrics", &[], b"").text();
-        if metrics.contains("walrus_watchers 1") {
-            connected = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(connected, "walrus watch connected");
+    assert!(watchers_reach(&server, 1), "walrus watch connected");
     assert_eq!(put(server.address, "/kv/app/a", b"one").status, 200);
     assert_eq!(put(server.address, "/kv/other", b"x").status, 200);
     assert_eq!(put(server.address, "/kv/app/b", b"tw\no").status, 200);

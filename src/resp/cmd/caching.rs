@@ -115,35 +115,26 @@ fn caching_of(opt_in: bool, opt_out: bool) -> Caching {
 /// CLIENT CACHING YES|NO: whether the next command's reads are cached, in
 /// OPTIN (YES) or OPTOUT (NO) mode.
 pub fn caching(session: &mut Session, answer: &Bytes) -> CommandResult {
-    let caching = session.tracking.as_ref().map(|mode| mode.caching);
-    let not_optional = || {
-        Reply::err(
+    let Some(mode @ (Caching::OptIn | Caching::OptOut)) =
+        session.tracking.as_ref().map(|mode| mode.caching)
+    else {
+        return Err(Reply::err(
             "CLIENT CACHING can be called only when the client is in tracking mode with \
              OPTIN or OPTOUT mode enabled",
-        )
+        ));
     };
-    match caching {
-        None | Some(Caching::Always) => Err(not_optional()),
-        Some(mode) if is(answer, "yes") => match mode {
-            Caching::OptIn => {
-                session.tracking_caching = Some(true);
-                Ok(Reply::ok())
-            }
-            _ => Err(Reply::err(
-                "CLIENT CACHING YES is only valid when tracking is enabled in OPTIN mode.",
-            )),
-        },
-        Some(mode) if is(answer, "no") => match mode {
-            Caching::OptOut => {
-                session.tracking_caching = Some(false);
-                Ok(Reply::ok())
-            }
-            _ => Err(Reply::err(
-                "CLIENT CACHING NO is only valid when tracking is enabled in OPTOUT mode.",
-            )),
-        },
-        Some(_) => Err(syntax_error()),
+    let (needed, cache, word, mode_name) = match answer {
+        answer if is(answer, "yes") => (Caching::OptIn, true, "YES", "OPTIN"),
+        answer if is(answer, "no") => (Caching::OptOut, false, "NO", "OPTOUT"),
+        _ => return Err(syntax_error()),
+    };
+    if mode != needed {
+        return Err(Reply::err(format!(
+            "CLIENT CACHING {word} is only valid when tracking is enabled in {mode_name} mode."
+        )));
     }
+    session.tracking_caching = Some(cache);
+    Ok(Reply::ok())
 }
 
 /// CLIENT GETREDIR: -1 with tracking off, 0 when it is on without a

@@ -211,8 +211,8 @@ impl Session {
     /// CLIENT TRACKING OFF (also on RESET and when the connection closes).
     pub fn stop_tracking(&mut self, shared: &Shared) {
         self.tracking_caching = None;
-        if self.tracking.take().is_some() && shared.tracking.stop(self.id) {
-            shared.update_tracking_hook();
+        if self.tracking.take().is_some() {
+            shared.stop_tracking(self.id);
         }
     }
 
