@@ -403,7 +403,10 @@ impl StateMachine {
             EntryPayload::Normal(proposal) => {
                 let (issued_at_ms, command) = decode_payload(&proposal.payload)
                     .map_err(|error| io_error(format!("entry {index} does not decode: {error}")))?;
-                Some(state.apply(index, issued_at_ms, command))
+                Some(crate::store::origin::with(
+                    crate::store::origin::UNKNOWN,
+                    || state.apply(index, issued_at_ms, command),
+                ))
             }
             // The first membership entry sits at index 0, which the state's
             // applied position (0 when empty) already covers.

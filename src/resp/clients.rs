@@ -16,6 +16,8 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+use super::push::Outbox;
+
 /// What a client library says of itself with `CLIENT SETINFO`.
 #[derive(Debug, Default)]
 struct Library {
@@ -84,6 +86,9 @@ pub struct ClientHandle {
     reply_capacity: AtomicU64,
     /// The client library's name and version (`CLIENT SETINFO`).
     library: Mutex<Library>,
+    /// Where others push to the connection, once it has made its outbox
+    /// (client-side caching's redirects find it here).
+    outbox: Mutex<Option<Outbox>>,
     killed: AtomicBool,
     wake: Notify,
 }
@@ -318,6 +323,7 @@ impl Clients {
             query_capacity: AtomicU64::new(0),
             reply_capacity: AtomicU64::new(0),
             library: Mutex::default(),
+            outbox: Mutex::default(),
             killed: AtomicBool::new(false),
             wake: Notify::new(),
         });
@@ -339,6 +345,21 @@ impl Clients {
             .filter(|client| ids.is_none_or(|ids| ids.contains(&client.id)))
             .cloned()
             .collect()
+    }
+
+    /// Records where connection `id` takes pushes.
+    pub fn set_outbox(&self, id: u64, outbox: Outbox) {
+        if let Some(client) = self.open.lock().get(&id) {
+            *client.outbox.lock() = Some(outbox);
+        }
+    }
+
+    /// Where connection `id` takes pushes: `None` if it is not open (or was
+    /// killed), `Some(None)` if it is but takes none.
+    pub fn outbox(&self, id: u64) -> Option<Option<Outbox>> {
+        let open = self.open.lock();
+        let client = open.get(&id).filter(|client| !client.is_killed())?;
+        Some(client.outbox.lock().clone())
     }
 
     /// Kills every connection idle for at least `idle_for` (Redis's

@@ -21,7 +21,7 @@ use super::cmd::{self, Finish, Plan, Session};
 use super::frame::{Limits, Reply, RequestParser};
 use super::monitor::Origin;
 use super::stats::Ran;
-use crate::store::{Command, KvStore, Submission};
+use crate::store::{Command, KvStore, Submission, origin};
 
 /// Replies not yet encoded, in request order, and writes not yet submitted.
 #[derive(Default)]
@@ -86,14 +86,13 @@ impl Pipeline {
             .push_back(Pending::Write(Slot::Unsubmitted, finish, counted));
     }
 
-    /// Submits the collected writes as one batch.
-    fn submit(&mut self, store: &dyn KvStore) {
+    /// Submits the collected writes of connection `id` as one batch.
+    fn submit(&mut self, store: &dyn KvStore, id: u64) {
         if self.unsubmitted.is_empty() {
             return;
         }
-        let mut submissions = store
-            .submit_all(std::mem::take(&mut self.unsubmitted))
-            .into_iter();
+        let commands = std::mem::take(&mut self.unsubmitted);
+        let mut submissions = origin::with(id, || store.submit_all(commands)).into_iter();
         for pending in self.replies.iter_mut() {
             if let Pending::Write(slot @ Slot::Unsubmitted, ..) = pending {
                 *slot = submissions.next().map_or(Slot::Lost, Slot::Submitted);
@@ -110,7 +109,7 @@ impl Pipeline {
         session: &Session,
         output: &mut BytesMut,
     ) {
-        self.submit(shared.store.as_ref());
+        self.submit(shared.store.as_ref(), session.id);
         while let Some(pending) = self.replies.pop_front() {
             let (reply, counted) = match pending {
                 Pending::Ready(reply, counted) => (reply, counted),

@@ -299,7 +299,8 @@ pub async fn serve_resp(
         feed.key_events.listen(move |events| {
             if let Some(shared) = listener.upgrade() {
                 shared.keyspace_events.publish(&shared.pubsub, events);
-                shared.tracking.invalidate(events, &shared.pubsub);
+                let origin = crate::store::origin::current();
+                shared.tracking.invalidate(events, &shared.clients, origin);
             }
         });
     }

@@ -46,6 +46,9 @@ pub enum Push {
         keys: Option<Vec<Bytes>>,
         redirected: bool,
     },
+    /// Client-side caching: the connection this one's invalidations were
+    /// redirected to has closed (RESP3 only, as in Redis).
+    RedirectBroken(u64),
 }
 
 /// The channel redirected invalidations arrive on, as in Redis.
@@ -71,6 +74,7 @@ impl Push {
                     .map(|key| 8 + key.len())
                     .sum::<usize>()
             }
+            Push::RedirectBroken(_) => 48,
         }
     }
 
@@ -113,6 +117,10 @@ impl Push {
                     ]),
                 }
             }
+            Push::RedirectBroken(target) => Reply::Push(vec![
+                Reply::Bulk(Bytes::from_static(b"tracking-redir-broken")),
+                Reply::Integer(*target as i64),
+            ]),
         };
         reply.encode_as(protocol, out);
     }
@@ -218,6 +226,7 @@ impl<'a> Wanted<'a> {
                 self.protocol == Protocol::Resp3
                     || (*redirected && self.channels.contains(INVALIDATE_CHANNEL))
             }
+            Push::RedirectBroken(_) => self.protocol == Protocol::Resp3,
         }
     }
 }

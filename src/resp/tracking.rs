@@ -3,9 +3,11 @@
 //!
 //! In the default mode a connection is told about the keys it read: each
 //! read registers its keys here, and the first change to such a key sends
-//! it one `invalidate` and forgets the pair (it must read the key again to
-//! hear of it again). In broadcast mode (`BCAST`) it is told of every change
-//! to keys under its prefixes (or to any key), read or not. Changes come
+//! it one `invalidate` naming that key alone and forgets the pair (it must
+//! read the key again to hear of it again). In broadcast mode (`BCAST`) it
+//! is told of every change to keys under its prefixes (the empty prefix: any
+//! key), read or not, one `invalidate` per prefix naming the keys under it
+//! in key order, as Redis sends them. Changes come
 //! from the state's key events ([`crate::store::key_events`]): every write
 //! applied on this node, whoever made it (RESP, HTTP, the expiry sweeper, a
 //! cluster leader's log), so a cache never outlives a change this node
@@ -20,18 +22,25 @@
 //! `tracking-table-max-keys` default): past it, keys are invalidated to make
 //! room. A connection's entries go when it turns tracking off or closes.
 //!
-//! `NOLOOP` is accepted, but a connection still hears of its own writes:
-//! the key events do not say which connection made a change. That costs a
-//! refetch, never a stale cache.
+//! A redirect to a connection that has closed is "broken": the invalidations
+//! are dropped and a RESP3 connection is told `tracking-redir-broken` instead,
+//! as in Redis.
+//!
+//! With `NOLOOP` a connection is not told of its own writes, known by the
+//! origin its writes carry to their apply ([`crate::store::origin`]). A
+//! write whose origin is unknown here (one applied from a cluster's log, as
+//! every write on a follower is) is told to everyone: at worst a refetch,
+//! never a stale cache.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::clients::Clients;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
 
-use super::pubsub::PubSub;
-use super::push::{INVALIDATE_CHANNEL, Outbox, Push};
+use super::push::{Outbox, Push};
 use crate::store::key_events::{EventClass, KeyEvent, KeyEventHook};
 
 /// Which reads register their keys (default mode only).
@@ -48,7 +57,8 @@ pub enum Caching {
 /// One connection's tracking, as `CLIENT TRACKING ON …` set it.
 #[derive(Debug, Clone)]
 pub struct Mode {
-    /// `Some(prefixes)` in broadcast mode (no prefixes: every key).
+    /// `Some(prefixes)` in broadcast mode, never empty (the empty prefix:
+    /// every key); no prefix of the list starts another.
     pub broadcast: Option<Vec<Bytes>>,
     pub caching: Caching,
     /// The connection its invalidations go to instead (`REDIRECT id`).
@@ -68,7 +78,8 @@ pub struct Tracking {
     /// Connections with tracking on: while zero, the state collects no
     /// key events for this.
     active: AtomicUsize,
-    max_keys: usize,
+    /// `tracking-table-max-keys`; 0 for no bound.
+    max_keys: AtomicUsize,
 }
 
 impl Default for Tracking {
@@ -79,12 +90,35 @@ impl Default for Tracking {
 
 #[derive(Debug, Default)]
 struct Inner {
-    clients: HashMap<u64, Tracker>,
+    trackers: HashMap<u64, Tracker>,
     /// Key → the default-mode connections that read it since its last
     /// invalidation.
     readers: HashMap<Bytes, HashSet<u64>>,
     /// The broadcast-mode connections and their prefixes (empty: all keys).
     broadcasters: HashMap<u64, Vec<Bytes>>,
+}
+
+impl Inner {
+    /// Once more than `max_keys` keys are tracked (0: no bound), invalidates
+    /// keys until `slack` fewer than that are, telling their readers.
+    fn evict_past(&mut self, max_keys: usize, slack: usize, connections: &Clients) {
+        if max_keys == 0 || self.readers.len() <= max_keys {
+            return;
+        }
+        let excess = self.readers.len() - max_keys + slack.min(max_keys);
+        let evicted: Vec<Bytes> = self.readers.keys().take(excess).cloned().collect();
+        for key in evicted {
+            let Some(ids) = self.readers.remove(&key) else {
+                continue;
+            };
+            for id in ids {
+                if let Some(tracker) = self.trackers.get_mut(&id) {
+                    tracker.keys.remove(&key);
+                    send(tracker, Some(vec![key.clone()]), connections);
+                }
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -94,6 +128,9 @@ struct Tracker {
     mode: Mode,
     /// The keys it registered, so turning tracking off forgets them.
     keys: HashSet<Bytes>,
+    /// Its redirect target has closed (CLIENT TRACKINGINFO's
+    /// `broken_redirect`), until tracking is turned on again.
+    broken_redirect: bool,
 }
 
 impl Tracking {
@@ -103,12 +140,24 @@ impl Tracking {
         Tracking {
             inner: Mutex::default(),
             active: AtomicUsize::new(0),
-            max_keys: max_keys.max(1),
+            max_keys: AtomicUsize::new(max_keys),
         }
     }
 
-    /// Turns tracking on for connection `outbox.id` (or changes its mode);
-    /// true if it was off.
+    /// `CONFIG SET tracking-table-max-keys`: 0 for no bound. A table past a
+    /// new, lower bound shrinks to it at once, its readers told.
+    pub fn set_max_keys(&self, max_keys: usize, connections: &Clients) {
+        let mut inner = self.inner.lock();
+        self.max_keys.store(max_keys, Ordering::Relaxed);
+        inner.evict_past(max_keys, 0, connections);
+    }
+
+    pub fn max_keys(&self) -> usize {
+        self.max_keys.load(Ordering::Relaxed)
+    }
+
+    /// Turns tracking on for connection `outbox.id` (or changes its mode,
+    /// which clears a broken redirect); true if it was off.
     pub fn start(&self, outbox: Outbox, mode: Mode) -> bool {
         let mut inner = self.inner.lock();
         let id = outbox.id;
@@ -116,18 +165,20 @@ impl Tracking {
             Some(prefixes) => inner.broadcasters.insert(id, prefixes.clone()),
             None => inner.broadcasters.remove(&id),
         };
-        match inner.clients.get_mut(&id) {
+        match inner.trackers.get_mut(&id) {
             Some(tracker) => {
                 tracker.mode = mode;
+                tracker.broken_redirect = false;
                 false
             }
             None => {
-                inner.clients.insert(
+                inner.trackers.insert(
                     id,
                     Tracker {
                         outbox,
                         mode,
                         keys: HashSet::new(),
+                        broken_redirect: false,
                     },
                 );
                 self.active.fetch_add(1, Ordering::Relaxed);
@@ -140,7 +191,7 @@ impl Tracking {
     /// it was on.
     pub fn stop(&self, id: u64) -> bool {
         let mut inner = self.inner.lock();
-        let Some(tracker) = inner.clients.remove(&id) else {
+        let Some(tracker) = inner.trackers.remove(&id) else {
             return false;
         };
         inner.broadcasters.remove(&id);
@@ -161,7 +212,16 @@ impl Tracking {
     /// and off at once cannot leave it off while one tracks.
     pub fn set_hook(&self, hook: &KeyEventHook) {
         let inner = self.inner.lock();
-        hook.enable_tracking(!inner.clients.is_empty());
+        hook.enable_tracking(!inner.trackers.is_empty());
+    }
+
+    /// Whether connection `id`'s redirect target has closed.
+    pub fn is_redirect_broken(&self, id: u64) -> bool {
+        self.inner
+            .lock()
+            .trackers
+            .get(&id)
+            .is_some_and(|tracker| tracker.broken_redirect)
     }
 
     /// Whether any connection tracks keys.
@@ -171,36 +231,22 @@ impl Tracking {
 
     /// Connection `id` (in default mode) is about to read `keys`.
     /// Past the table's bound, some keys are invalidated to make room.
-    pub fn remember(&self, id: u64, keys: impl Iterator<Item = Bytes>, pubsub: &PubSub) {
+    pub fn remember(&self, id: u64, keys: impl Iterator<Item = Bytes>, connections: &Clients) {
         let mut inner = self.inner.lock();
         let Inner {
-            clients, readers, ..
+            trackers, readers, ..
         } = &mut *inner;
-        let Some(tracker) = clients.get_mut(&id) else {
+        let Some(tracker) = trackers.get_mut(&id) else {
             return;
         };
         for key in keys {
             readers.entry(key.clone()).or_default().insert(id);
             tracker.keys.insert(key);
         }
-        if readers.len() <= self.max_keys {
-            return;
-        }
         // A hundredth more than needed, so a full table is not walked from
         // its start for every read.
-        let excess = readers.len() - self.max_keys + self.max_keys / 100;
-        let evicted: Vec<Bytes> = readers.keys().take(excess).cloned().collect();
-        for key in evicted {
-            let Some(ids) = readers.remove(&key) else {
-                continue;
-            };
-            for id in ids {
-                if let Some(tracker) = clients.get_mut(&id) {
-                    tracker.keys.remove(&key);
-                    send(tracker, Some(vec![key.clone()]), pubsub);
-                }
-            }
-        }
+        let max_keys = self.max_keys();
+        inner.evict_past(max_keys, max_keys / 100, connections);
     }
 
     /// Connections with tracking on (INFO's `tracking_clients`).
@@ -208,91 +254,137 @@ impl Tracking {
         self.active.load(Ordering::Relaxed)
     }
 
-    /// How many keys are tracked for default-mode readers (INFO's
-    /// `tracking_total_keys`).
-    pub fn tracked_keys(&self) -> usize {
-        self.inner.lock().readers.len()
+    /// INFO's `tracking_total_keys`, `tracking_total_items` (pairs of a key
+    /// and a connection that reads it) and `tracking_total_prefixes`
+    /// (distinct broadcast prefixes).
+    pub fn totals(&self) -> (usize, usize, usize) {
+        let inner = self.inner.lock();
+        let items = inner.readers.values().map(HashSet::len).sum();
+        let prefixes: HashSet<&Bytes> = inner.broadcasters.values().flatten().collect();
+        (inner.readers.len(), items, prefixes.len())
     }
 
-    /// Sends the invalidations one applied command's `events` call for.
-    pub fn invalidate(&self, events: &[KeyEvent], pubsub: &PubSub) {
+    /// Sends the invalidations one applied command's `events` call for:
+    /// each default-mode reader one message per key, each broadcaster one
+    /// per prefix with changed keys, everyone a null after a flush. The
+    /// command came from connection `origin`, which is not told if it asked
+    /// for `NOLOOP`.
+    pub fn invalidate(&self, events: &[KeyEvent], connections: &Clients, origin: u64) {
         if !self.is_active() {
             return;
         }
         let mut inner = self.inner.lock();
         let Inner {
-            clients,
+            trackers,
             readers,
             broadcasters,
         } = &mut *inner;
-        // Per connection: the keys to tell it of, or `None` for everything.
-        let mut outgoing: HashMap<u64, Option<Vec<Bytes>>> = HashMap::new();
+        // In order: (connection, the keys to tell it of, or `None` for
+        // everything).
+        let mut outgoing: Vec<(u64, Option<Vec<Bytes>>)> = Vec::new();
+        // Broadcasters' changed keys by (connection, prefix), in key order.
+        let mut broadcast: BTreeMap<(u64, Bytes), BTreeSet<Bytes>> = BTreeMap::new();
         for event in events {
-            if event.class == EventClass::Flush {
-                readers.clear();
-                for (&id, tracker) in clients.iter_mut() {
-                    tracker.keys.clear();
-                    outgoing.insert(id, None);
+            match event.class {
+                EventClass::Flush => {
+                    readers.clear();
+                    broadcast.clear();
+                    outgoing.clear();
+                    for (&id, tracker) in trackers.iter_mut() {
+                        tracker.keys.clear();
+                        outgoing.push((id, None));
+                    }
+                    continue;
                 }
-                continue;
+                EventClass::KeyMiss => continue,
+                _ => {}
             }
-            if event.class == EventClass::KeyMiss {
-                continue;
-            }
-            let mut tell = |id: u64, key: &Bytes| {
-                if let Some(keys) = outgoing.entry(id).or_insert_with(|| Some(Vec::new())) {
-                    keys.push(key.clone());
-                }
-            };
             if let Some(ids) = readers.remove(&event.key) {
                 for id in ids {
-                    if let Some(tracker) = clients.get_mut(&id) {
+                    if let Some(tracker) = trackers.get_mut(&id) {
                         tracker.keys.remove(&event.key);
-                        tell(id, &event.key);
+                        outgoing.push((id, Some(vec![event.key.clone()])));
                     }
                 }
             }
             for (&id, prefixes) in broadcasters.iter() {
-                if prefixes.is_empty()
-                    || prefixes.iter().any(|prefix| event.key.starts_with(prefix))
+                for prefix in prefixes
+                    .iter()
+                    .filter(|prefix| event.key.starts_with(prefix))
                 {
-                    tell(id, &event.key);
+                    broadcast
+                        .entry((id, prefix.clone()))
+                        .or_default()
+                        .insert(event.key.clone());
                 }
             }
         }
-        for (id, mut keys) in outgoing {
-            let Some(tracker) = clients.get(&id) else {
+        let broadcast = broadcast
+            .into_iter()
+            .map(|((id, _), keys)| (id, Some(keys.into_iter().collect())));
+        let mut told_everything = HashSet::new();
+        for (id, keys) in outgoing.into_iter().chain(broadcast) {
+            // As in Redis, a flush is told even to the connection that made it.
+            let own_change = id == origin && keys.is_some();
+            if own_change
+                && trackers
+                    .get(&id)
+                    .is_some_and(|tracker| tracker.mode.no_loop)
+            {
                 continue;
-            };
-            // A key a command changed twice is named once.
-            if let Some(keys) = &mut keys {
-                let mut seen = HashSet::with_capacity(keys.len());
-                keys.retain(|key| seen.insert(key.clone()));
             }
-            send(tracker, keys, pubsub);
+            // After a flush, one null per connection says it all.
+            if told_everything.contains(&id) {
+                continue;
+            }
+            if keys.is_none() {
+                told_everything.insert(id);
+            }
+            if let Some(tracker) = trackers.get_mut(&id) {
+                send(tracker, keys, connections);
+            }
         }
     }
 }
 
 /// Sends one invalidation to `tracker`'s connection, or to the one it
-/// redirects to while that one is subscribed to `__redis__:invalidate`.
-fn send(tracker: &Tracker, keys: Option<Vec<Bytes>>, pubsub: &PubSub) {
-    let (outbox, redirected) = match tracker.mode.redirect {
-        Some(target) => match pubsub.subscriber(INVALIDATE_CHANNEL, target) {
-            Some(outbox) => (outbox, true),
-            None => return,
-        },
-        None => (tracker.outbox.clone(), false),
+/// redirects to: a RESP3 connection, or a RESP2 one subscribed to
+/// `__redis__:invalidate`. A
+/// target that has closed breaks the redirect: a RESP3 connection is told so
+/// instead, each time it would have been sent an invalidation.
+fn send(tracker: &mut Tracker, keys: Option<Vec<Bytes>>, connections: &Clients) {
+    let Some(target) = tracker.mode.redirect else {
+        tracker.outbox.offer(Push::Invalidate {
+            keys,
+            redirected: false,
+        });
+        return;
     };
-    outbox.offer(Push::Invalidate { keys, redirected });
+    match connections.outbox(target) {
+        // The target's protocol and subscriptions decide whether it is sent.
+        Some(Some(outbox)) => {
+            outbox.offer(Push::Invalidate {
+                keys,
+                redirected: true,
+            });
+        }
+        Some(None) => {}
+        None => {
+            tracker.broken_redirect = true;
+            tracker.outbox.offer(Push::RedirectBroken(target));
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::resp::frame::Protocol;
-    use crate::resp::push::{Wanted, queue};
+    use crate::resp::push::{Inbox, Wanted, queue};
     use std::collections::BTreeSet;
+    use std::sync::Arc;
+
+    const NO_ORIGIN: u64 = crate::store::origin::UNKNOWN;
 
     fn event(key: &str) -> KeyEvent {
         KeyEvent {
@@ -300,6 +392,15 @@ mod tests {
             name: "set",
             db: 0,
             key: Bytes::copy_from_slice(key.as_bytes()),
+        }
+    }
+
+    fn flush() -> KeyEvent {
+        KeyEvent {
+            class: EventClass::Flush,
+            name: "flushall",
+            db: 0,
+            key: Bytes::new(),
         }
     }
 
@@ -312,7 +413,19 @@ mod tests {
         }
     }
 
-    fn received(inbox: &mut crate::resp::push::Inbox) -> String {
+    fn broadcast(prefixes: &[&'static str]) -> Mode {
+        Mode {
+            broadcast: Some(
+                prefixes
+                    .iter()
+                    .map(|p| Bytes::from_static(p.as_bytes()))
+                    .collect(),
+            ),
+            ..default_mode()
+        }
+    }
+
+    fn received(inbox: &mut Inbox) -> String {
         let mut out = bytes::BytesMut::new();
         let none = BTreeSet::new();
         let wanted = Wanted::all_of(&none, Protocol::Resp3);
@@ -320,66 +433,167 @@ mod tests {
         String::from_utf8_lossy(&out).into_owned()
     }
 
+    fn keys(names: &[&str]) -> impl Iterator<Item = Bytes> {
+        names
+            .iter()
+            .map(|name| Bytes::copy_from_slice(name.as_bytes()))
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
     #[test]
     fn a_read_key_is_invalidated_once_then_forgotten() {
         let tracking = Tracking::default();
-        let pubsub = PubSub::default();
+        let connections = Clients::default();
         let (outbox, mut inbox) = queue(7, 1 << 20);
         assert!(tracking.start(outbox, default_mode()));
-        tracking.remember(7, [Bytes::from_static(b"k")].into_iter(), &pubsub);
-        tracking.invalidate(&[event("other")], &pubsub);
+        tracking.remember(7, keys(&["k"]), &connections);
+        tracking.invalidate(&[event("other")], &connections, NO_ORIGIN);
         assert_eq!(received(&mut inbox), "");
-        tracking.invalidate(&[event("k"), event("k")], &pubsub);
+        tracking.invalidate(&[event("k"), event("k")], &connections, NO_ORIGIN);
         assert_eq!(
             received(&mut inbox),
             ">2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nk\r\n"
         );
         // Not read again: the next change is not its business.
-        tracking.invalidate(&[event("k")], &pubsub);
+        tracking.invalidate(&[event("k")], &connections, NO_ORIGIN);
         assert_eq!(received(&mut inbox), "");
-        assert_eq!(tracking.tracked_keys(), 0);
+        assert_eq!(tracking.totals(), (0, 0, 0));
+    }
+
+    #[test]
+    fn each_changed_key_is_its_own_message_as_in_redis() {
+        let tracking = Tracking::default();
+        let connections = Clients::default();
+        let (outbox, mut inbox) = queue(7, 1 << 20);
+        tracking.start(outbox, default_mode());
+        tracking.remember(7, keys(&["a", "b"]), &connections);
+        assert_eq!(tracking.totals(), (2, 2, 0));
+        tracking.invalidate(&[event("a"), event("b")], &connections, NO_ORIGIN);
+        assert_eq!(
+            received(&mut inbox),
+            ">2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\na\r\n\
+             >2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nb\r\n"
+        );
     }
 
     #[test]
     fn past_its_bound_the_table_invalidates_keys_to_make_room() {
         let tracking = Tracking::with_max_keys(100);
-        let pubsub = PubSub::default();
+        let connections = Clients::default();
         let (outbox, mut inbox) = queue(3, 1 << 20);
         tracking.start(outbox, default_mode());
-        let keys = (0..100).map(|index| Bytes::from(format!("k{index}")));
-        tracking.remember(3, keys, &pubsub);
+        let many: Vec<String> = (0..100).map(|index| format!("k{index}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        tracking.remember(3, keys(&many), &connections);
         assert_eq!(received(&mut inbox), "");
-        tracking.remember(3, [Bytes::from_static(b"one-more")].into_iter(), &pubsub);
+        tracking.remember(3, keys(&["one-more"]), &connections);
         // One over the bound, and a hundredth more: two keys told, two gone.
         let pushed = received(&mut inbox);
         assert_eq!(pushed.matches("invalidate").count(), 2, "{pushed}");
-        assert_eq!(tracking.tracked_keys(), 99);
+        assert_eq!(tracking.totals().0, 99);
+        // A lower bound set live takes the table down to it exactly, at once.
+        tracking.set_max_keys(10, &connections);
+        let pushed = received(&mut inbox);
+        assert_eq!(pushed.matches("invalidate").count(), 89, "{pushed}");
+        assert_eq!(tracking.totals().0, 10);
+        // No bound: ten and two hundred more.
+        tracking.set_max_keys(0, &connections);
+        let more: Vec<String> = (0..200).map(|index| format!("n{index}")).collect();
+        let more: Vec<&str> = more.iter().map(String::as_str).collect();
+        tracking.remember(3, keys(&more), &connections);
+        assert_eq!(tracking.totals().0, 210);
+        assert_eq!(received(&mut inbox), "");
     }
 
     #[test]
-    fn broadcast_tells_of_prefixes_and_a_flush_of_everything() {
+    fn broadcast_sends_one_message_per_prefix_and_a_flush_of_everything() {
         let tracking = Tracking::default();
-        let pubsub = PubSub::default();
+        let connections = Clients::default();
         let (outbox, mut inbox) = queue(1, 1 << 20);
-        let mode = Mode {
-            broadcast: Some(vec![Bytes::from_static(b"user:")]),
-            ..default_mode()
-        };
-        tracking.start(outbox, mode);
-        tracking.invalidate(&[event("user:1"), event("post:1")], &pubsub);
+        tracking.start(outbox, broadcast(&["user:", "post:"]));
+        assert_eq!(tracking.totals(), (0, 0, 2));
+        let changes = [
+            event("user:2"),
+            event("post:1"),
+            event("user:1"),
+            event("x"),
+        ];
+        tracking.invalidate(&changes, &connections, NO_ORIGIN);
+        // Each prefix's keys in key order, as Redis sends them.
         assert_eq!(
             received(&mut inbox),
-            ">2\r\n$10\r\ninvalidate\r\n*1\r\n$6\r\nuser:1\r\n"
+            ">2\r\n$10\r\ninvalidate\r\n*1\r\n$6\r\npost:1\r\n\
+             >2\r\n$10\r\ninvalidate\r\n*2\r\n$6\r\nuser:1\r\n$6\r\nuser:2\r\n"
         );
-        let flush = KeyEvent {
-            class: EventClass::Flush,
-            name: "flushall",
-            db: 0,
-            key: Bytes::new(),
-        };
-        tracking.invalidate(&[flush], &pubsub);
+        tracking.invalidate(&[flush()], &connections, NO_ORIGIN);
         assert_eq!(received(&mut inbox), ">2\r\n$10\r\ninvalidate\r\n_\r\n");
         assert!(tracking.stop(1));
         assert!(!tracking.is_active());
+    }
+
+    #[test]
+    fn noloop_leaves_out_the_connections_own_changes_but_not_a_flush() {
+        let tracking = Tracking::default();
+        let connections = Clients::default();
+        let (reader, mut reader_inbox) = queue(4, 1 << 20);
+        let (watcher, mut watcher_inbox) = queue(5, 1 << 20);
+        tracking.start(
+            reader,
+            Mode {
+                no_loop: true,
+                ..default_mode()
+            },
+        );
+        tracking.start(
+            watcher,
+            Mode {
+                no_loop: true,
+                ..broadcast(&[""])
+            },
+        );
+        tracking.remember(4, keys(&["k"]), &connections);
+        // Connection 4's own write: it is not told, and it forgets the key.
+        tracking.invalidate(&[event("k")], &connections, 4);
+        assert_eq!(received(&mut reader_inbox), "");
+        assert_eq!(tracking.totals().0, 0);
+        // Connection 5 is told of 4's write, not of its own.
+        assert!(received(&mut watcher_inbox).contains("$1\r\nk\r\n"));
+        tracking.invalidate(&[event("w")], &connections, 5);
+        assert_eq!(received(&mut watcher_inbox), "");
+        // A flush reaches everyone, the connection that made it too.
+        tracking.invalidate(&[flush()], &connections, 4);
+        assert!(received(&mut reader_inbox).ends_with("_\r\n"));
+        assert!(received(&mut watcher_inbox).ends_with("_\r\n"));
+    }
+
+    #[test]
+    fn a_redirect_to_a_closed_connection_is_reported_broken() {
+        let tracking = Tracking::default();
+        let connections = Arc::new(Clients::default());
+        let target = connections.register(9, "127.0.0.1:1".into(), "127.0.0.1:2".into());
+        let (target_outbox, mut target_inbox) = queue(9, 1 << 20);
+        connections.set_outbox(9, target_outbox);
+        let (outbox, mut inbox) = queue(8, 1 << 20);
+        tracking.start(
+            outbox,
+            Mode {
+                redirect: Some(9),
+                ..default_mode()
+            },
+        );
+        tracking.remember(8, keys(&["k"]), &connections);
+        tracking.invalidate(&[event("k")], &connections, NO_ORIGIN);
+        assert!(received(&mut target_inbox).contains("$1\r\nk\r\n"));
+        assert_eq!(received(&mut inbox), "");
+        assert!(!tracking.is_redirect_broken(8));
+        drop(target);
+        tracking.remember(8, keys(&["k"]), &connections);
+        tracking.invalidate(&[event("k")], &connections, NO_ORIGIN);
+        assert_eq!(
+            received(&mut inbox),
+            ">2\r\n$21\r\ntracking-redir-broken\r\n:9\r\n"
+        );
+        assert!(tracking.is_redirect_broken(8));
     }
 }

@@ -225,6 +225,7 @@ impl DurableStore {
             payload,
             issued_at_ms,
             command,
+            origin: super::origin::current(),
             reply,
         };
         Ok((proposal, receiver))
@@ -511,7 +512,9 @@ fn replay(
         let applier = scope.spawn(move || {
             for batch in receiver {
                 for (seq, issued_at_ms, command) in batch {
-                    state.apply(seq, issued_at_ms, command);
+                    super::origin::with(super::origin::UNKNOWN, || {
+                        state.apply(seq, issued_at_ms, command)
+                    });
                 }
             }
             state

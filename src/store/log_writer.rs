@@ -36,6 +36,8 @@ pub(super) struct Proposal {
     pub payload: Vec<u8>,
     pub issued_at_ms: u64,
     pub command: Command,
+    /// The client it came from, for the key-event listeners ([`super::origin`]).
+    pub origin: u64,
     pub reply: oneshot::Sender<Result<Outcome>>,
 }
 
@@ -162,7 +164,9 @@ impl LogWriter {
         let mut state = shared.state().write();
         for (offset, proposal) in batch.drain(..).enumerate() {
             let seq = first_seq + offset as u64;
-            let outcome = state.apply(seq, proposal.issued_at_ms, proposal.command);
+            let (issued_at_ms, command) = (proposal.issued_at_ms, proposal.command);
+            let outcome =
+                super::origin::with(proposal.origin, || state.apply(seq, issued_at_ms, command));
             replies.push((proposal.reply, outcome));
         }
         let target = self.snapshot_policy.threshold(state.data_bytes());

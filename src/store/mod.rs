@@ -18,6 +18,7 @@ mod log_writer;
 mod mem;
 pub mod number;
 mod options;
+pub mod origin;
 mod pending;
 pub mod redis_op;
 mod shared;

@@ -236,6 +236,7 @@ mod tests {
             payload: key.as_bytes().to_vec(),
             issued_at_ms: 0,
             command: Command::delete(Bytes::copy_from_slice(key.as_bytes())),
+            origin: crate::store::origin::UNKNOWN,
             reply,
         }
     }

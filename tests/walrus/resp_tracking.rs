@@ -45,14 +45,13 @@ fn a_tracked_read_is_invalidated_by_any_change_to_its_key() {
     assert_eq!(cache.call(&["GET", "k"]), "$2\r\nv2\r\n");
     assert_eq!(put(server.address, "/kv/k", b"from-http").status, 200);
     assert_eq!(cache.reply().as_deref(), Some(invalidated(&["k"]).as_str()));
-    // One command changing several read keys: one push naming them.
+    // One command changing several read keys: one push per key, as Redis
+    // sends them.
     assert!(cache.call(&["MGET", "a", "b", "c"]).starts_with("*3"));
     assert_eq!(writer.call(&["MSET", "a", "1", "b", "2"]), "+OK\r\n");
-    assert_eq!(
-        cache.reply().as_deref(),
-        Some(invalidated(&["a", "b"]).as_str())
-    );
-    // Writes of its own count (NOLOOP is not implemented as such).
+    assert_eq!(cache.reply().as_deref(), Some(invalidated(&["a"]).as_str()));
+    assert_eq!(cache.reply().as_deref(), Some(invalidated(&["b"]).as_str()));
+    // Writes of its own count (without NOLOOP), told after their reply.
     assert_eq!(cache.call(&["GET", "own"]), "_\r\n");
     assert_eq!(cache.call(&["SET", "own", "x"]), "+OK\r\n");
     assert_eq!(
@@ -149,6 +148,33 @@ fn broadcast_follows_prefixes_and_redirect_reaches_a_resp2_subscriber() {
         broadcast.reply().as_deref(),
         Some(invalidated(&["user:1"]).as_str())
     );
+    // Prefixes add up; one that starts another is refused, as in Redis.
+    assert!(
+        broadcast
+            .call(&["CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", "user:x"])
+            .starts_with("-ERR Prefix 'user:x' overlaps with an existing prefix 'user:'")
+    );
+    assert_eq!(
+        broadcast.call(&["CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", "post:"]),
+        "+OK\r\n"
+    );
+    // One transaction touching both prefixes: one push per prefix, its keys
+    // in key order.
+    assert_eq!(writer.call(&["MULTI"]), "+OK\r\n");
+    for key in ["user:9", "post:2", "user:3", "other"] {
+        assert_eq!(writer.call(&["SET", key, "x"]), "+QUEUED\r\n");
+    }
+    assert!(writer.call(&["EXEC"]).starts_with("*4\r\n"));
+    assert_eq!(
+        broadcast.reply().as_deref(),
+        Some(invalidated(&["post:2"]).as_str())
+    );
+    assert_eq!(
+        broadcast.reply().as_deref(),
+        Some(invalidated(&["user:3", "user:9"]).as_str())
+    );
+    let info = writer.call(&["INFO", "stats"]);
+    assert!(info.contains("tracking_total_prefixes:2\r\n"), "{info}");
 
     // RESP2 has no pushes: invalidations go to another connection,
     // subscribed to __redis__:invalidate, as Pub/Sub messages.
@@ -179,4 +205,98 @@ fn broadcast_follows_prefixes_and_redirect_reaches_a_resp2_subscriber() {
     );
     // The tracking connection itself, in RESP2, receives nothing.
     nothing_pushed(&mut cache);
+}
+
+#[test]
+fn noloop_leaves_out_own_writes_and_every_flush_and_swap_reaches_everyone() {
+    let (server, _dir) = Server::start_resp(&[]);
+    let mut writer = RawResp::connect(server.resp_address());
+    let mut cache = resp3(&server);
+    assert_eq!(
+        cache.call(&["CLIENT", "TRACKING", "ON", "NOLOOP"]),
+        "+OK\r\n"
+    );
+    assert!(cache.call(&["MGET", "own", "theirs"]).starts_with("*2"));
+    // Its own write, alone and in a pipeline's batch: not told.
+    assert_eq!(cache.call(&["SET", "own", "1"]), "+OK\r\n");
+    nothing_pushed(&mut cache);
+    assert_eq!(writer.call(&["SET", "theirs", "1"]), "+OK\r\n");
+    assert_eq!(
+        cache.reply().as_deref(),
+        Some(invalidated(&["theirs"]).as_str())
+    );
+    let info = cache.call(&["CLIENT", "TRACKINGINFO"]);
+    assert!(info.contains("$6\r\nnoloop\r\n"), "{info}");
+    // FLUSHDB and SWAPDB invalidate everything (keys are tracked across
+    // databases, as in Redis), even for the connection that sent them.
+    for flush in [
+        &["FLUSHDB"][..],
+        &["SWAPDB", "0", "1"],
+        &["FLUSHALL", "ASYNC"],
+    ] {
+        assert_eq!(cache.call(&["GET", "k"]), "_\r\n");
+        assert_eq!(cache.call(flush), "+OK\r\n", "{flush:?}");
+        assert_eq!(
+            cache.reply().as_deref(),
+            Some(format!("{INVALIDATE}_\r\n").as_str()),
+            "{flush:?}"
+        );
+    }
+    // In a transaction, the push follows EXEC's reply.
+    assert_eq!(cache.call(&["MULTI"]), "+OK\r\n");
+    assert_eq!(cache.call(&["FLUSHDB"]), "+QUEUED\r\n");
+    assert_eq!(cache.call(&["EXEC"]), "*1\r\n+OK\r\n");
+    assert_eq!(
+        cache.reply().as_deref(),
+        Some(format!("{INVALIDATE}_\r\n").as_str())
+    );
+    nothing_pushed(&mut cache);
+}
+
+#[test]
+fn a_redirect_reaches_a_resp3_connection_and_a_closed_target_is_reported() {
+    let (server, _dir) = Server::start_resp(&[]);
+    let mut writer = RawResp::connect(server.resp_address());
+    // A RESP3 target needs no subscription.
+    let mut target = resp3(&server);
+    let id = target.call(&["CLIENT", "ID"]);
+    let id = id.trim_start_matches(':').trim_end().to_string();
+    let mut cache = resp3(&server);
+    assert_eq!(
+        cache.call(&["CLIENT", "TRACKING", "ON", "REDIRECT", &id]),
+        "+OK\r\n"
+    );
+    assert_eq!(cache.call(&["GET", "k"]), "_\r\n");
+    assert_eq!(writer.call(&["SET", "k", "1"]), "+OK\r\n");
+    assert_eq!(
+        target.reply().as_deref(),
+        Some(invalidated(&["k"]).as_str())
+    );
+    nothing_pushed(&mut cache);
+    // The target closes: the next invalidation tells the tracking
+    // connection its redirect is broken, and TRACKINGINFO says so.
+    assert_eq!(cache.call(&["GET", "k"]), "$1\r\n1\r\n");
+    assert_eq!(target.call(&["QUIT"]), "+OK\r\n");
+    drop(target);
+    let mut broken = String::new();
+    for _ in 0..100 {
+        assert_eq!(writer.call(&["SET", "k", "2"]), "+OK\r\n");
+        let answer = cache.call(&["PING"]);
+        if answer.contains("tracking-redir-broken") {
+            broken = answer;
+            break;
+        }
+        assert_eq!(cache.call(&["GET", "k"]), "$1\r\n2\r\n");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(
+        broken,
+        format!(">2\r\n$21\r\ntracking-redir-broken\r\n:{id}\r\n")
+    );
+    assert_eq!(cache.reply().as_deref(), Some("+PONG\r\n"));
+    let info = cache.call(&["CLIENT", "TRACKINGINFO"]);
+    assert!(
+        info.starts_with("%3\r\n$5\r\nflags\r\n*2\r\n$2\r\non\r\n$15\r\nbroken_redirect\r\n"),
+        "{info}"
+    );
 }

@@ -82,26 +82,73 @@ pub fn tracking(session: &mut Session, shared: &Shared, args: &[Bytes]) -> Comma
                  client, and then re-enabling it with a different mode.",
             ));
         }
-        let current_caching = current.caching;
-        let wanted = caching_of(opt_in, opt_out);
-        if current_caching != wanted {
+        // As in Redis, only a switch between OPTIN and OPTOUT is refused;
+        // to or from the default is allowed.
+        let switched = matches!(
+            (current.caching, caching_of(opt_in, opt_out)),
+            (Caching::OptIn, Caching::OptOut) | (Caching::OptOut, Caching::OptIn)
+        );
+        if switched {
             return Err(Reply::err(
                 "You can't switch OPTIN/OPTOUT mode before disabling tracking for this \
                  client, and then re-enabling it with a different mode.",
             ));
         }
     }
+    let broadcast = match broadcast {
+        false => None,
+        true => Some(broadcast_prefixes(session.tracking.as_ref(), prefixes)?),
+    };
     let mode = Mode {
-        broadcast: broadcast.then_some(prefixes),
+        broadcast,
         caching: caching_of(opt_in, opt_out),
         redirect: redirect.filter(|&id| id != session.id),
         no_loop,
     };
     session.tracking = Some(mode.clone());
-    if shared.tracking.start(session.outbox(), mode) {
+    if shared.tracking.start(session.outbox(shared), mode) {
         shared.update_tracking_hook();
     }
     Ok(Reply::ok())
+}
+
+/// A broadcaster's prefixes after `CLIENT TRACKING ON BCAST [PREFIX p …]`:
+/// as in Redis, the ones given join those it has (none given: the empty
+/// prefix, every key), and no prefix may start another, among those given
+/// or against those it has.
+fn broadcast_prefixes(current: Option<&Mode>, given: Vec<Bytes>) -> Result<Vec<Bytes>, Reply> {
+    let overlap = |a: &[u8], b: &[u8]| a.starts_with(b) || b.starts_with(a);
+    let existing: &[Bytes] = current
+        .and_then(|mode| mode.broadcast.as_deref())
+        .unwrap_or_default();
+    for (index, prefix) in given.iter().enumerate() {
+        if let Some(collision) = existing.iter().find(|old| overlap(old, prefix)) {
+            return Err(Reply::err(format!(
+                "Prefix '{}' overlaps with an existing prefix '{}'. Prefixes for a single \
+                 client must not overlap.",
+                String::from_utf8_lossy(prefix),
+                String::from_utf8_lossy(collision)
+            )));
+        }
+        if let Some(collision) = given[index + 1..]
+            .iter()
+            .find(|other| overlap(other, prefix))
+        {
+            return Err(Reply::err(format!(
+                "Prefix '{}' overlaps with another provided prefix '{}'. Prefixes for a \
+                 single client must not overlap.",
+                String::from_utf8_lossy(prefix),
+                String::from_utf8_lossy(collision)
+            )));
+        }
+    }
+    let mut prefixes = existing.to_vec();
+    match given.is_empty() {
+        true if !prefixes.iter().any(Bytes::is_empty) => prefixes.push(Bytes::new()),
+        true => {}
+        false => prefixes.extend(given),
+    }
+    Ok(prefixes)
 }
 
 fn caching_of(opt_in: bool, opt_out: bool) -> Caching {
@@ -147,7 +194,7 @@ pub fn redirect(session: &Session) -> Reply {
 }
 
 /// CLIENT TRACKINGINFO, in Redis 7's layout.
-pub fn info(session: &Session) -> Reply {
+pub fn info(session: &Session, shared: &Shared) -> Reply {
     let bulk = |text: &'static str| Reply::Bulk(Bytes::from_static(text.as_bytes()));
     let mut flags = Vec::new();
     let mut prefixes = Vec::new();
@@ -176,6 +223,9 @@ pub fn info(session: &Session) -> Reply {
             }
             if mode.no_loop {
                 flags.push(bulk("noloop"));
+            }
+            if shared.tracking.is_redirect_broken(session.id) {
+                flags.push(bulk("broken_redirect"));
             }
         }
     }

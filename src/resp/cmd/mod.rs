@@ -145,12 +145,13 @@ impl Session {
     }
 
     /// The end other connections push to this one through, made on first use.
-    pub fn outbox(&mut self) -> Outbox {
+    pub fn outbox(&mut self, shared: &Shared) -> Outbox {
         if let Some(outbox) = &self.outbox {
             return outbox.clone();
         }
         let (outbox, inbox) =
             crate::resp::push::queue(self.id, crate::resp::push::PUSH_QUEUE_LIMIT);
+        shared.clients.set_outbox(self.id, outbox.clone());
         self.outbox = Some(outbox.clone());
         self.inbox = Some(inbox);
         outbox
@@ -240,7 +241,7 @@ impl Session {
         };
         if reads && cache {
             let keys = key_positions(spec, args.len()).map(|index| args[index].clone());
-            shared.tracking.remember(self.id, keys, &shared.pubsub);
+            shared.tracking.remember(self.id, keys, &shared.clients);
         }
         let in_transaction = match spec.name {
             "multi" => true,

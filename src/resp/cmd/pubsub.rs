@@ -73,7 +73,7 @@ fn confirmation(kind: &'static str, name: Option<Bytes>, count: usize) -> Reply 
 }
 
 fn subscribe(session: &mut Session, shared: &Shared, kind: Kind, names: &[Bytes]) -> Reply {
-    let outbox = session.outbox();
+    let outbox = session.outbox(shared);
     let verb = match kind {
         Kind::Channel => "subscribe",
         Kind::Pattern => "psubscribe",

@@ -95,7 +95,7 @@ pub async fn run(
         "monitor" => {
             if !session.monitoring {
                 session.monitoring = true;
-                shared.monitors.subscribe(session.outbox());
+                shared.monitors.subscribe(session.outbox(shared));
             }
             Ok(Reply::ok())
         }
@@ -287,7 +287,12 @@ fn hello(session: &mut Session, shared: &Shared, args: &[Bytes]) -> CommandResul
         .get(1)
         .and_then(|version| crate::store::number::parse_i64(version))
     {
-        Some(3) => session.protocol = Protocol::Resp3,
+        Some(3) => {
+            session.protocol = Protocol::Resp3;
+            // A RESP3 connection can be sent invalidations another
+            // connection's tracking redirects to it, subscribed or not.
+            session.outbox(shared);
+        }
         Some(2) => session.protocol = Protocol::Resp2,
         _ => {}
     }
@@ -434,7 +439,7 @@ fn client(session: &mut Session, shared: &Shared, args: &[Bytes]) -> CommandResu
             super::caching::caching(session, &args[2])
         }
         "getredir" => arity(2).map(|()| super::caching::redirect(session)),
-        "trackinginfo" => arity(2).map(|()| super::caching::info(session)),
+        "trackinginfo" => arity(2).map(|()| super::caching::info(session, shared)),
         _ => Err(unknown_subcommand(&args[1], "CLIENT")),
     }
 }
@@ -773,6 +778,10 @@ fn config_values(shared: &Shared) -> Vec<(&'static str, String)> {
         ),
         ("slowlog-max-len", shared.slowlog.max_len().to_string()),
         ("notify-keyspace-events", shared.keyspace_events.describe()),
+        (
+            "tracking-table-max-keys",
+            shared.tracking.max_keys().to_string(),
+        ),
     ]
 }
 
@@ -783,11 +792,12 @@ enum LiveSetting {
     SlowerThanMicros(i64),
     SlowLogLength(usize),
     KeyspaceEvents(u32),
+    TrackingMaxKeys(usize),
 }
 
 /// CONFIG SET name value [name value …]: `timeout` (seconds a client may stay
-/// idle, 0 for never), `maxclients` and the slow log's two settings change
-/// live; every
+/// idle, 0 for never), `maxclients`, the slow log's two settings,
+/// `notify-keyspace-events` and `tracking-table-max-keys` change live; every
 /// other setting walrus reports is a flag of `walrus serve`, fixed at start,
 /// and gets Redis's refusal for an immutable one; a name walrus does not
 /// know gets Redis's unknown-option error. As in Redis 7, every pair is
@@ -817,6 +827,11 @@ fn config_set(shared: &Shared, args: &[Bytes]) -> CommandResult {
             )? as usize),
             "slowlog-max-len" => {
                 LiveSetting::SlowLogLength(config_integer(&name, &pair[1], 0)? as usize)
+            }
+            "tracking-table-max-keys" => {
+                LiveSetting::TrackingMaxKeys(
+                    config_integer_in(&name, &pair[1], 0, i64::MAX)? as usize
+                )
             }
             "notify-keyspace-events" => match KeyspaceEvents::parse(&pair[1]) {
                 Ok(flags) => LiveSetting::KeyspaceEvents(flags),
@@ -857,6 +872,9 @@ fn config_set(shared: &Shared, args: &[Bytes]) -> CommandResult {
             LiveSetting::SlowLogLength(length) => shared.slowlog.set_max_len(length),
             // Clients already connected stay; new ones past it are refused.
             LiveSetting::MaxClients(count) => shared.max_clients.store(count, Ordering::Relaxed),
+            LiveSetting::TrackingMaxKeys(count) => {
+                shared.tracking.set_max_keys(count, &shared.clients)
+            }
             LiveSetting::KeyspaceEvents(flags) => {
                 let state = shared.store.state().read();
                 let hook = state.feed().map(|feed| &feed.key_events);
@@ -983,12 +1001,14 @@ fn info(shared: &Shared, sections: &[Bytes]) -> String {
         );
     }
     if wanted("stats") {
+        let (tracking_keys, tracking_items, tracking_prefixes) = shared.tracking.totals();
         let _ = write!(
             text,
             "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
              total_error_replies:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:0\r\n\
              pubsub_channels:{}\r\npubsub_patterns:{}\r\npubsubshard_channels:{}\r\n\
-             tracking_total_keys:{}\r\n\r\n",
+             tracking_total_keys:{}\r\ntracking_total_items:{}\r\n\
+             tracking_total_prefixes:{}\r\n\r\n",
             stats.total_connections.load(Ordering::Relaxed),
             stats.total_commands.load(Ordering::Relaxed),
             stats.commands.total_errors(),
@@ -997,7 +1017,9 @@ fn info(shared: &Shared, sections: &[Bytes]) -> String {
             shared.pubsub.channel_count(PubSubKind::Channel),
             shared.pubsub.pattern_count(),
             shared.pubsub.channel_count(PubSubKind::Shard),
-            shared.tracking.tracked_keys(),
+            tracking_keys,
+            tracking_items,
+            tracking_prefixes,
         );
     }
     if wanted("replication") {

@@ -216,10 +216,10 @@ async fn exec(session: &mut Session, shared: &Shared) -> CommandResult {
             guards,
             ops,
         };
-        let outcome = shared
-            .store
-            .submit(crate::store::Command::Redis(command))
-            .await?;
+        let submission = crate::store::origin::with(session.id, || {
+            shared.store.submit(crate::store::Command::Redis(command))
+        });
+        let outcome = submission.await?;
         if !outcome.succeeded {
             return Ok(Reply::NullArray);
         }
