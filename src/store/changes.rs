@@ -449,6 +449,27 @@ mod tests {
     }
 
     #[test]
+    fn a_snapshot_install_tells_the_key_event_listener_everything_changed() {
+        use super::super::key_events::{EventClass, KeyEvent};
+        use std::sync::{Arc, Mutex};
+        let feed = ChangeFeed::new(0, FeedLimits::default());
+        let heard: Arc<Mutex<Vec<KeyEvent>>> = Arc::default();
+        let sink = heard.clone();
+        feed.key_events
+            .listen(move |events| sink.lock().unwrap().extend_from_slice(events));
+        // Nobody listening yet: nothing is delivered.
+        feed.restart_at(10);
+        assert!(heard.lock().unwrap().is_empty());
+        // Client-side caching on: a flush, for every database's keys.
+        feed.key_events.enable_tracking(true);
+        feed.restart_at(20);
+        let heard = heard.lock().unwrap();
+        assert_eq!(heard.len(), 1);
+        assert_eq!(heard[0].class, EventClass::Flush);
+        assert!(heard[0].key.is_empty());
+    }
+
+    #[test]
     fn a_publish_wakes_only_the_watchers_it_matches() {
         use futures::FutureExt;
         let feed = ChangeFeed::new(0, FeedLimits::default());
