@@ -668,6 +668,30 @@ fn info_and_config_report_what_the_server_really_has() {
                 "-ERR Unknown option or number of arguments for CONFIG SET - 'no-such-thing'"
             )
     );
+    // A setting named twice is refused before anything is checked, as in Redis.
+    assert_eq!(
+        raw.call(&[
+            "CONFIG",
+            "SET",
+            "databases",
+            "5",
+            "TIMEOUT",
+            "6",
+            "timeout",
+            "7"
+        ]),
+        "-ERR CONFIG SET failed (possibly related to argument 'timeout') - duplicate parameter\r\n"
+    );
+    assert_eq!(
+        raw.call(&["CONFIG", "GET", "timeout"]),
+        "*2\r\n$7\r\ntimeout\r\n$1\r\n0\r\n"
+    );
+    // CLIENT NO-EVICT and NO-TOUCH take ON or OFF only.
+    assert_eq!(raw.call(&["CLIENT", "NO-EVICT", "on"]), "+OK\r\n");
+    assert_eq!(
+        raw.call(&["CLIENT", "NO-TOUCH", "maybe"]),
+        "-ERR syntax error\r\n"
+    );
     // Under an interval policy nothing says when a write reaches the disk.
     assert!(raw.call(&["WAITAOF", "1", "0", "0"]).starts_with(
         "-ERR WAITAOF cannot be used when numlocal is set but appendfsync is everysec"

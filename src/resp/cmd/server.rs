@@ -418,7 +418,15 @@ fn client(session: &mut Session, shared: &Shared, args: &[Bytes]) -> CommandResu
                 .unwrap_or_default();
             Ok(Reply::Verbatim(format!("{line}\n")))
         }
-        "no-evict" | "no-touch" => arity(3).map(|()| Reply::ok()),
+        // Accepted as Redis takes them (ON or OFF), with nothing to change:
+        // walrus evicts no keys and keeps no access times.
+        "no-evict" | "no-touch" => {
+            arity(3)?;
+            match &args[2] {
+                word if is(word, "on") || is(word, "off") => Ok(Reply::ok()),
+                _ => Err(syntax_error()),
+            }
+        }
         "pause" => client_pause(shared, &args[2..]),
         "unpause" => {
             arity(2)?;
@@ -809,6 +817,15 @@ fn config_set(shared: &Shared, args: &[Bytes]) -> CommandResult {
         return Err(Reply::err(format!(
             "Unknown option or number of arguments for CONFIG SET - '{first}'"
         )));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for pair in args.chunks_exact(2) {
+        let name = lowercase(&pair[0]);
+        if !seen.insert(name.clone()) {
+            return Err(Reply::err(format!(
+                "CONFIG SET failed (possibly related to argument '{name}') - duplicate parameter"
+            )));
+        }
     }
     let known = config_values(shared);
     let mut changes = Vec::new();
