@@ -41,7 +41,8 @@ pub enum Push {
     /// after a flush). RESP3 gets Redis's `invalidate` push; a RESP2
     /// connection gets it only as the connection another one's tracking
     /// redirects to, as a message on `__redis__:invalidate`, and only while
-    /// it is subscribed there.
+    /// it is in Pub/Sub mode (subscribed to any channel or pattern), as in
+    /// Redis.
     Invalidate {
         keys: Option<Vec<Bytes>>,
         redirected: bool,
@@ -216,6 +217,12 @@ impl<'a> Wanted<'a> {
         }
     }
 
+    /// Subscribed to anything: Redis's Pub/Sub mode, in which a RESP2
+    /// connection can take redirected invalidations.
+    fn is_subscribed(&self) -> bool {
+        !(self.channels.is_empty() && self.patterns.is_empty() && self.shard_channels.is_empty())
+    }
+
     fn wants(&self, push: &Push) -> bool {
         match push {
             Push::Line(_) => self.monitoring,
@@ -223,8 +230,7 @@ impl<'a> Wanted<'a> {
             Push::PatternMessage { pattern, .. } => self.patterns.contains(pattern),
             Push::ShardMessage { channel, .. } => self.shard_channels.contains(channel),
             Push::Invalidate { redirected, .. } => {
-                self.protocol == Protocol::Resp3
-                    || (*redirected && self.channels.contains(INVALIDATE_CHANNEL))
+                self.protocol == Protocol::Resp3 || (*redirected && self.is_subscribed())
             }
             Push::RedirectBroken(_) => self.protocol == Protocol::Resp3,
         }

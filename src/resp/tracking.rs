@@ -348,8 +348,7 @@ impl Tracking {
 }
 
 /// Sends one invalidation to `tracker`'s connection, or to the one it
-/// redirects to: a RESP3 connection, or a RESP2 one subscribed to
-/// `__redis__:invalidate`. A
+/// redirects to: a RESP3 connection, or a RESP2 one in Pub/Sub mode. A
 /// target that has closed breaks the redirect: a RESP3 connection is told so
 /// instead, each time it would have been sent an invalidation.
 fn send(tracker: &mut Tracker, keys: Option<Vec<Bytes>>, connections: &Clients) {

@@ -205,6 +205,27 @@ fn broadcast_follows_prefixes_and_redirect_reaches_a_resp2_subscriber() {
     );
     // The tracking connection itself, in RESP2, receives nothing.
     nothing_pushed(&mut cache);
+
+    // As in Redis, any subscription puts a RESP2 connection in Pub/Sub mode,
+    // where redirected invalidations reach it on __redis__:invalidate.
+    let mut other = RawResp::connect(server.resp_address());
+    let other_id = other.call(&["CLIENT", "ID"]);
+    let other_id = other_id.trim_start_matches(':').trim_end().to_string();
+    assert!(
+        other
+            .call(&["SUBSCRIBE", "news"])
+            .starts_with("*3\r\n$9\r\nsubscribe")
+    );
+    assert_eq!(
+        cache.call(&["CLIENT", "TRACKING", "ON", "REDIRECT", &other_id]),
+        "+OK\r\n"
+    );
+    assert_eq!(cache.call(&["GET", "r"]), "$1\r\n1\r\n");
+    assert_eq!(writer.call(&["SET", "r", "2"]), "+OK\r\n");
+    assert_eq!(
+        other.reply().as_deref(),
+        Some("*3\r\n$7\r\nmessage\r\n$20\r\n__redis__:invalidate\r\n*1\r\n$1\r\nr\r\n")
+    );
 }
 
 #[test]
