@@ -94,7 +94,8 @@ struct Inner {
     /// Key → the default-mode connections that read it since its last
     /// invalidation.
     readers: HashMap<Bytes, HashSet<u64>>,
-    /// The broadcast-mode connections and their prefixes (empty: all keys).
+    /// The broadcast-mode connections and their prefixes (the empty prefix:
+    /// every key).
     broadcasters: HashMap<u64, Vec<Bytes>>,
 }
 
