@@ -2,9 +2,11 @@
 //!
 //! Reads hide an expired key at once; the sweeper only reclaims its memory and
 //! makes the removal an ordinary, logged delete (so a replica replaying the
-//! log sees plain deletes, never a clock). Each pass looks at a bounded number
-//! of stored keys from a cursor that wraps around, so its cost per pass is
-//! bounded however many keys there are; it walks every database in turn. A
+//! log sees plain deletes, never a clock). Each pass takes at most a bounded
+//! number of expired keys, soonest expired first, from the state's index of
+//! keys by expiry time, so it never looks at a live key and a key is swept
+//! soon after it expires however many keys there are (a full pass goes on
+//! from the database it stopped in). A
 //! delete is guarded by [`Guard::Absent`] — "no live value" — so a key set
 //! again after it expired survives its old entry's sweep. Database 0's deletes
 //! are plain delete records; another database's are Redis commands naming it.
@@ -24,7 +26,7 @@ use crate::store::{Command, DbKey, Guard, KvStore};
 pub struct SweepConfig {
     /// Pause between passes (default 100 ms).
     pub interval: Duration,
-    /// Stored keys looked at per pass (default 1000).
+    /// Expired keys deleted per pass at most (default 1000).
     pub keys_per_pass: usize,
 }
 
@@ -70,9 +72,9 @@ pub async fn run(
     }
 }
 
-/// One pass: deletes the expired keys among `keys_per_pass` stored keys after
-/// `after`, all in one group commit; returns the cursor for the next pass and
-/// how many keys it deleted.
+/// One pass: deletes up to `keys_per_pass` expired keys from `after`'s
+/// database on, all in one group commit; returns where the next pass goes on
+/// and how many keys it deleted.
 pub async fn sweep_once(
     store: &dyn KvStore,
     after: Option<(u8, &[u8])>,

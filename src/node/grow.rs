@@ -179,10 +179,10 @@ impl KvStore for GrowableStore {
     fn expired_keys(
         &self,
         after: Option<(u8, &[u8])>,
-        scan_limit: usize,
+        max_keys: usize,
     ) -> (Vec<DbKey>, Option<DbKey>) {
         match self.current().store() {
-            Some(store) => store.expired_keys(after, scan_limit),
+            Some(store) => store.expired_keys(after, max_keys),
             None => (Vec::new(), None),
         }
     }

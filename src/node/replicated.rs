@@ -120,13 +120,11 @@ impl KvStore for ReplicatedStore {
     fn expired_keys(
         &self,
         after: Option<(u8, &[u8])>,
-        scan_limit: usize,
+        max_keys: usize,
     ) -> (Vec<DbKey>, Option<DbKey>) {
         if !self.cluster.is_leader() {
             return (Vec::new(), None);
         }
-        self.state()
-            .read()
-            .expired_keys(after, scan_limit, now_ms())
+        self.state().read().expired_keys(after, max_keys, now_ms())
     }
 }

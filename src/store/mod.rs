@@ -171,17 +171,15 @@ pub trait KvStore: Send + Sync {
         self.state().read().key_counts(now_ms())
     }
 
-    /// Keys expired now among up to `scan_limit` stored keys after `after`, and
-    /// the cursor for the next call (`None` once the scan reached the end); see
+    /// Up to `max_keys` keys expired now, from `after`'s database on, and
+    /// where the next call goes on (`None` once all were listed); see
     /// [`State::expired_keys`]. The expiry sweeper's view.
     fn expired_keys(
         &self,
         after: Option<(u8, &[u8])>,
-        scan_limit: usize,
+        max_keys: usize,
     ) -> (Vec<DbKey>, Option<DbKey>) {
-        self.state()
-            .read()
-            .expired_keys(after, scan_limit, now_ms())
+        self.state().read().expired_keys(after, max_keys, now_ms())
     }
 
     /// Bytes of keys and values stored.

@@ -429,38 +429,28 @@ impl State {
             .collect()
     }
 
-    /// Looks at up to `scan_limit` stored entries after `after` (from the start
-    /// for `None`), database by database, and returns those expired at
-    /// `now_ms`, with the last one looked at, the cursor for the next call
-    /// (`None` at the end).
+    /// Up to `max_keys` keys expired at `now_ms`, soonest expired first,
+    /// database by database from `after`'s database (from database 0 for
+    /// `None`), found through the expiry index without looking at any live
+    /// key; and where the next call should go on (`None` once every
+    /// database's expired keys were listed). The key of the returned cursor
+    /// is empty: a database's expired keys are always taken from the front
+    /// of its index, where the ones already deleted are no longer found.
     pub fn expired_keys(
         &self,
         after: Option<(u8, &[u8])>,
-        scan_limit: usize,
+        max_keys: usize,
         now_ms: u64,
     ) -> (Vec<DbKey>, Option<DbKey>) {
         let mut expired = Vec::new();
-        let mut last = None;
-        let mut scanned = 0;
         let first_db = after.map_or(0, |(db, _)| db);
+        let expired_by_now = ..(now_ms.saturating_add(1), Key::new(b""));
         for index in first_db..DATABASES {
-            let db = self.db(index);
-            if db.by_expiry.is_empty() {
-                continue;
-            }
-            let lower = match after {
-                Some((after_db, key)) if after_db == index => Bound::Excluded(key),
-                _ => Bound::Unbounded,
-            };
-            for (key, entry) in db.entries.range::<[u8], _>((lower, Bound::Unbounded)) {
-                if scanned == scan_limit {
-                    return (expired, last);
+            for (_, key) in self.db(index).by_expiry.range(expired_by_now.clone()) {
+                if expired.len() == max_keys {
+                    return (expired, Some((index, Bytes::new())));
                 }
-                scanned += 1;
-                if !entry.is_live(now_ms) {
-                    expired.push((index, key.to_bytes()));
-                }
-                last = Some((index, key.to_bytes()));
+                expired.push((index, key.to_bytes()));
             }
         }
         (expired, None)
@@ -1244,7 +1234,7 @@ mod tests {
     }
 
     #[test]
-    fn expired_keys_scan_is_bounded_and_live_len_follows_the_clock() {
+    fn expired_keys_come_from_the_expiry_index_and_live_len_follows_the_clock() {
         let mut state = State::default();
         let mut seq = 0;
         let mut put_until = |state: &mut State, key: &str, expires_at_ms: u64| {
@@ -1264,19 +1254,30 @@ mod tests {
         assert_eq!(state.live_len(0, 1500), 4);
         assert_eq!(state.live_len(0, 2000), 2);
         assert_eq!(state.live_len(0, 3000), 1);
-        let (expired, cursor) = state.expired_keys(None, 2, 2500);
+        // From the expiry index, soonest first; "b" (no expiry) and "c"
+        // (later) are never looked at.
+        let (expired, cursor) = state.expired_keys(None, 1, 2500);
         assert_eq!(expired, vec![(0, Bytes::from_static(b"a"))]);
-        assert_eq!(cursor, Some((0, Bytes::from_static(b"b"))));
-        let after = cursor.as_ref().map(|(db, key)| (*db, &key[..]));
-        let (expired, cursor) = state.expired_keys(after, 2, 2500);
-        assert_eq!(expired, vec![(0, Bytes::from_static(b"d"))]);
-        assert!(cursor.is_none(), "the scan reached the end");
+        assert_eq!(cursor, Some((0, Bytes::new())));
+        let (expired, cursor) = state.expired_keys(None, 2, 2500);
+        let both = [b"a", b"d"].map(|key| (0, Bytes::from_static(key)));
+        assert_eq!(expired, both);
+        assert!(cursor.is_none(), "every expired key was listed");
+        assert_eq!(state.expired_keys(None, 10, 3000).0.len(), 3);
         // Overwriting with no expiry stops the count of expiring keys.
         put_until(&mut state, "a", 0);
         put_until(&mut state, "c", 0);
         put_until(&mut state, "d", 0);
         assert_eq!(state.expired_keys(None, 10, 9999), (Vec::new(), None));
         assert_eq!(state.live_len(0, 9999), 4);
+        // Live keys before an expired one in key order cost nothing: the
+        // first pass of one key finds it.
+        for index in 0..100 {
+            put_until(&mut state, &format!("0-live-{index:03}"), 0);
+        }
+        put_until(&mut state, "zz-gone", 1500);
+        let (expired, _) = state.expired_keys(None, 1, 2000);
+        assert_eq!(expired, vec![(0, Bytes::from_static(b"zz-gone"))]);
     }
 
     /// One write for the property test below: set, delete or flush, in
