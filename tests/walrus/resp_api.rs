@@ -1161,6 +1161,17 @@ fn command_getkeys_and_list_filters_follow_the_command_table() {
         err("syntax error")
     );
     assert!(raw.call(&["COMMAND", "HELP"]).contains("GETKEYS"));
+    // Every "Try X HELP." the errors suggest answers, as Redis's do.
+    for (command, line) in [
+        ("CLIENT", "+CLIENT <subcommand>"),
+        ("CONFIG", "+CONFIG <subcommand>"),
+        ("FUNCTION", "+FUNCTION <subcommand>"),
+    ] {
+        let help = raw.call(&[command, "HELP"]);
+        assert!(help.starts_with('*'), "{command} HELP: {help}");
+        assert!(help.contains(line), "{command} HELP: {help}");
+    }
+    assert!(raw.call(&["CLIENT", "HELP"]).contains("TRACKINGINFO"));
 }
 
 #[test]

@@ -337,9 +337,64 @@ fn function(args: &[Bytes]) -> CommandResult {
             ),
         ])),
         b"load" | b"delete" | b"dump" | b"restore" | b"kill" => Err(Reply::err(NO_SCRIPTING)),
+        b"help" if args.len() == 2 => Ok(help_reply(&[
+            "FUNCTION <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "LIST [LIBRARYNAME <pattern>] [WITHCODE]",
+            "    Return the function libraries: none, as walrus runs no scripts.",
+            "STATS",
+            "    Return the running script (none) and the engines' counts (zero).",
+            "FLUSH [ASYNC|SYNC]",
+            "    Delete all function libraries: there are none.",
+            "LOAD, DELETE, DUMP, RESTORE, KILL",
+            "    Refused: walrus does not run scripts.",
+            "HELP",
+            "    Print this help.",
+        ])),
         _ => Err(unknown_subcommand(&args[1], "FUNCTION")),
     }
 }
+
+/// CLIENT HELP: the subcommands walrus serves, in Redis's words.
+const CLIENT_HELP: &[&str] = &[
+    "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "CACHING (YES|NO)",
+    "    Enable/disable tracking of the keys for next command in OPTIN/OPTOUT modes.",
+    "GETREDIR",
+    "    Return the client ID we are redirecting to when tracking is enabled.",
+    "GETNAME",
+    "    Return the name of the current connection.",
+    "ID",
+    "    Return the ID of the current connection.",
+    "INFO",
+    "    Return information about the current client connection.",
+    "KILL <ip:port>",
+    "    Kill connection made from <ip:port>.",
+    "KILL <option> <value> [<option> <value> [...]]",
+    "    Kill connections. Options are: ADDR, LADDR, ID, TYPE, USER, SKIPME, MAXAGE.",
+    "LIST [options ...]",
+    "    Return information about client connections. Options: TYPE, ID.",
+    "UNPAUSE",
+    "    Stop the current client pause, resuming traffic.",
+    "PAUSE <timeout> [WRITE|ALL]",
+    "    Suspend all, or just write, clients for <timeout> milliseconds.",
+    "REPLY (ON|OFF|SKIP)",
+    "    Control the replies sent to the current connection.",
+    "SETNAME <name>",
+    "    Assign the name <name> to the current connection.",
+    "SETINFO <option> <value>",
+    "    Set client meta attr. Options are: LIB-NAME, LIB-VER.",
+    "NO-EVICT (ON|OFF)",
+    "    Accepted; walrus evicts no keys.",
+    "NO-TOUCH (ON|OFF)",
+    "    Accepted; walrus keeps no access times.",
+    "TRACKING (ON|OFF) [REDIRECT <id>] [BCAST] [PREFIX <prefix> [...]]",
+    "         [OPTIN] [OPTOUT] [NOLOOP]",
+    "    Control server assisted client side caching.",
+    "TRACKINGINFO",
+    "    Report tracking status for the current connection.",
+    "HELP",
+    "    Print this help.",
+];
 
 fn set_name(session: &mut Session, name: Bytes) -> Result<(), Reply> {
     if name.iter().any(|&byte| !(b'!'..=b'~').contains(&byte)) {
@@ -448,6 +503,7 @@ fn client(session: &mut Session, shared: &Shared, args: &[Bytes]) -> CommandResu
         }
         "getredir" => arity(2).map(|()| super::caching::redirect(session)),
         "trackinginfo" => arity(2).map(|()| super::caching::info(session, shared)),
+        "help" => arity(2).map(|()| help_reply(CLIENT_HELP)),
         _ => Err(unknown_subcommand(&args[1], "CLIENT")),
     }
 }
@@ -945,6 +1001,19 @@ fn config(shared: &Shared, args: &[Bytes]) -> CommandResult {
             Ok(Reply::ok())
         }
         b"set" => config_set(shared, &args[2..]),
+        b"help" if args.len() == 2 => Ok(help_reply(&[
+            "CONFIG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "GET <pattern>",
+            "    Return parameters matching the glob-like <pattern> and their values.",
+            "SET <directive> <value>",
+            "    Set the configuration <directive> to <value>: timeout, maxclients,",
+            "    slowlog-log-slower-than, slowlog-max-len, notify-keyspace-events and",
+            "    tracking-table-max-keys change live; the rest are walrus serve's flags.",
+            "RESETSTAT",
+            "    Reset statistics reported by the INFO command.",
+            "HELP",
+            "    Print this help.",
+        ])),
         _ => Err(unknown_subcommand(&args[1], "CONFIG")),
     }
 }
