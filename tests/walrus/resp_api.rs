@@ -1166,12 +1166,19 @@ fn command_getkeys_and_list_filters_follow_the_command_table() {
         ("CLIENT", "+CLIENT <subcommand>"),
         ("CONFIG", "+CONFIG <subcommand>"),
         ("FUNCTION", "+FUNCTION <subcommand>"),
+        ("MODULE", "+MODULE <subcommand>"),
     ] {
         let help = raw.call(&[command, "HELP"]);
         assert!(help.starts_with('*'), "{command} HELP: {help}");
         assert!(help.contains(line), "{command} HELP: {help}");
     }
     assert!(raw.call(&["CLIENT", "HELP"]).contains("TRACKINGINFO"));
+    // No modules are loaded, and none can be.
+    assert_eq!(raw.call(&["MODULE", "LIST"]), "*0\r\n");
+    assert_eq!(
+        raw.call(&["MODULE", "LOAD", "/tmp/search.so"]),
+        "-ERR walrus does not load modules\r\n"
+    );
 }
 
 #[test]

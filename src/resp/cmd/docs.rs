@@ -113,6 +113,13 @@ const DOCS: &[Doc] = &[
         "Depends on the subcommand.",
     ),
     doc(
+        "module",
+        "Lists the loaded modules (none: walrus loads no modules).",
+        "4.0.0",
+        "server",
+        "Depends on the subcommand.",
+    ),
+    doc(
         "eval",
         "Refused: walrus runs no scripts.",
         "2.6.0",

@@ -32,6 +32,7 @@ pub fn handles(name: &str) -> bool {
             | "readonly"
             | "readwrite"
             | "function"
+            | "module"
             | "eval"
             | "evalsha"
             | "eval_ro"
@@ -110,6 +111,7 @@ pub async fn run(
             Ok(Reply::ok())
         }
         "function" => function(args),
+        "module" => module(args),
         "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro" | "script" => {
             Err(Reply::err(NO_SCRIPTING))
         }
@@ -315,6 +317,25 @@ const NO_SCRIPTING: &str = "scripting is not supported by walrus (no EVAL, EVALS
      FCALL or FUNCTION LOAD); use MSET/MSETNX or optimistic updates instead";
 
 /// FUNCTION as on a server with no functions loaded.
+/// MODULE: walrus loads no modules, so LIST is empty (clients probing for
+/// RediSearch or RedisJSON learn they are absent) and loading is refused.
+fn module(args: &[Bytes]) -> CommandResult {
+    match args[1].to_ascii_lowercase().as_slice() {
+        b"list" if args.len() == 2 => Ok(Reply::Array(Vec::new())),
+        b"load" | b"loadex" | b"unload" => Err(Reply::err("walrus does not load modules")),
+        b"help" if args.len() == 2 => Ok(help_reply(&[
+            "MODULE <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "LIST",
+            "    Return a list of loaded modules: none, as walrus loads no modules.",
+            "LOAD, LOADEX, UNLOAD",
+            "    Refused: walrus does not load modules.",
+            "HELP",
+            "    Print this help.",
+        ])),
+        _ => Err(unknown_subcommand(&args[1], "MODULE")),
+    }
+}
+
 fn function(args: &[Bytes]) -> CommandResult {
     match args[1].to_ascii_lowercase().as_slice() {
         b"list" => Ok(Reply::Array(Vec::new())),
