@@ -90,12 +90,6 @@ impl PubSub {
         }
     }
 
-    /// The outbox of connection `id`, if it is subscribed to `channel`.
-    pub fn subscriber(&self, channel: &[u8], id: u64) -> Option<Outbox> {
-        let registry = self.registry.lock();
-        registry.channels.get(channel)?.get(&id).cloned()
-    }
-
     /// Removes connection `id` from every channel and pattern. For a
     /// connection whose task ended without leaving (it panicked): it walks
     /// the whole registry, where leaving walks only the connection's own

@@ -891,11 +891,7 @@ fn client_list_and_kill_see_every_connection() {
         info.contains(" addr=127.0.0.1:"),
         "the CLIENT LIST line: {info}"
     );
-    let other_id: String = other
-        .call(&["CLIENT", "ID"])
-        .trim_start_matches(':')
-        .trim()
-        .to_string();
+    let other_id = other.client_id();
 
     // The session's transaction, watches and buffers are real figures: the
     // admin's line as another client sees it mid-transaction, and its own.

@@ -43,6 +43,12 @@ impl RawResp {
         self.send_raw(&encode(args));
     }
 
+    /// This connection's `CLIENT ID`, as text.
+    pub fn client_id(&mut self) -> String {
+        let reply = self.call(&["CLIENT", "ID"]);
+        reply.trim_start_matches(':').trim_end().to_string()
+    }
+
     /// Sends a command and returns its reply as wire text.
     pub fn call(&mut self, args: &[&str]) -> String {
         let args: Vec<&[u8]> = args.iter().map(|arg| arg.as_bytes()).collect();

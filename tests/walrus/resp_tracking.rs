@@ -179,8 +179,7 @@ fn broadcast_follows_prefixes_and_redirect_reaches_a_resp2_subscriber() {
     // RESP2 has no pushes: invalidations go to another connection,
     // subscribed to __redis__:invalidate, as Pub/Sub messages.
     let mut listener = RawResp::connect(server.resp_address());
-    let id = listener.call(&["CLIENT", "ID"]);
-    let id = id.trim_start_matches(':').trim_end().to_string();
+    let id = listener.client_id();
     assert!(
         listener
             .call(&["SUBSCRIBE", "__redis__:invalidate"])
@@ -209,8 +208,7 @@ fn broadcast_follows_prefixes_and_redirect_reaches_a_resp2_subscriber() {
     // As in Redis, any subscription puts a RESP2 connection in Pub/Sub mode,
     // where redirected invalidations reach it on __redis__:invalidate.
     let mut other = RawResp::connect(server.resp_address());
-    let other_id = other.call(&["CLIENT", "ID"]);
-    let other_id = other_id.trim_start_matches(':').trim_end().to_string();
+    let other_id = other.client_id();
     assert!(
         other
             .call(&["SUBSCRIBE", "news"])
@@ -280,8 +278,7 @@ fn a_redirect_reaches_a_resp3_connection_and_a_closed_target_is_reported() {
     let mut writer = RawResp::connect(server.resp_address());
     // A RESP3 target needs no subscription.
     let mut target = resp3(&server);
-    let id = target.call(&["CLIENT", "ID"]);
-    let id = id.trim_start_matches(':').trim_end().to_string();
+    let id = target.client_id();
     let mut cache = resp3(&server);
     assert_eq!(
         cache.call(&["CLIENT", "TRACKING", "ON", "REDIRECT", &id]),

@@ -895,19 +895,19 @@ fn config_set(shared: &Shared, args: &[Bytes]) -> CommandResult {
             "Unknown option or number of arguments for CONFIG SET - '{first}'"
         )));
     }
+    let names: Vec<String> = args
+        .chunks_exact(2)
+        .map(|pair| lowercase(&pair[0]))
+        .collect();
     let mut seen = std::collections::HashSet::new();
-    for pair in args.chunks_exact(2) {
-        let name = lowercase(&pair[0]);
-        if !seen.insert(name.clone()) {
-            return Err(Reply::err(format!(
-                "CONFIG SET failed (possibly related to argument '{name}') - duplicate parameter"
-            )));
-        }
+    if let Some(name) = names.iter().find(|name| !seen.insert(name.as_str())) {
+        return Err(Reply::err(format!(
+            "CONFIG SET failed (possibly related to argument '{name}') - duplicate parameter"
+        )));
     }
     let known = config_values(shared);
     let mut changes = Vec::new();
-    for pair in args.chunks_exact(2) {
-        let name = lowercase(&pair[0]);
+    for (name, pair) in names.into_iter().zip(args.chunks_exact(2)) {
         let change = match name.as_str() {
             "timeout" => LiveSetting::IdleTimeoutSecs(config_integer(&name, &pair[1], 0)? as u64),
             "slowlog-log-slower-than" => {
