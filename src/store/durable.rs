@@ -226,6 +226,7 @@ impl DurableStore {
             issued_at_ms,
             command,
             origin: super::origin::current(),
+            wakes_thread: tokio::runtime::Handle::try_current().is_err(),
             reply,
         };
         Ok((proposal, receiver))
@@ -244,6 +245,22 @@ impl DurableStore {
             Ok(Role::Lead) => self.leader.lead_from_here(),
         }
     }
+}
+
+thread_local! {
+    /// This thread is an event loop's (see [`enter_event_loop`]).
+    static EVENT_LOOP: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks the calling thread as an event loop: the only thread of a
+/// single-threaded runtime that serves many connections and only ever
+/// awaits its writes, never blocks on one. A write submitted there leads its
+/// commit on that thread, once the loop's other ready connections have
+/// queued theirs, so one sync answers a whole turn of the loop. (On any
+/// other single-threaded runtime the commit thread commits, since a caller
+/// there may block on its submission.)
+pub fn enter_event_loop() {
+    EVENT_LOOP.set(true);
 }
 
 /// What a writer needs to lead the commit of the queued writes.
@@ -273,10 +290,13 @@ impl Leader {
     ///   client before its one sync. The task then blocks its worker for
     ///   the commit while the other workers serve on.
     /// - A queue of [`HAND_OVER_BATCH`] or more goes to the commit thread.
-    /// - A runtime with one worker (a one-CPU container, a current-thread
-    ///   runtime) would serve nothing else during the sync, and with no
-    ///   write submitted meanwhile, every next write would commit alone
-    ///   too. There the commit thread leads.
+    /// - An event loop's thread ([`enter_event_loop`]) leads as such a task
+    ///   too, whatever the last batch: every ready connection queues its
+    ///   write first, then one sync on the loop's thread answers them all,
+    ///   as Redis's loop does.
+    /// - Any other runtime with one worker (a one-CPU container, a
+    ///   current-thread runtime) may block on a submission, or serve nothing
+    ///   else during the sync. There the commit thread leads.
     fn lead_from_here(self: &Arc<Leader>) {
         // Held until resigned or handed over on purpose: if this thread
         // panics while committing, or the task below is dropped unrun (the
@@ -288,9 +308,16 @@ impl Leader {
             self.lead(&mut leadership);
             return;
         };
+        if self.shared.pending.len() >= HAND_OVER_BATCH {
+            leadership.hand_over();
+            return;
+        }
+        if EVENT_LOOP.get() {
+            runtime.spawn(Leader::lead_between_tasks(leadership));
+            return;
+        }
         if runtime.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread
             || runtime.metrics().num_workers() < 2
-            || self.shared.pending.len() >= HAND_OVER_BATCH
         {
             leadership.hand_over();
             return;

@@ -38,11 +38,18 @@ pub(super) struct Proposal {
     pub command: Command,
     /// The client it came from, for the key-event listeners ([`super::origin`]).
     pub origin: u64,
+    /// Its writer is a thread that blocks on the reply, not an async task.
+    pub wakes_thread: bool,
     pub reply: oneshot::Sender<Result<Outcome>>,
 }
 
 /// An applied command and the writer waiting for it.
-pub(super) type Reply = (oneshot::Sender<Result<Outcome>>, Outcome);
+pub(super) struct Reply {
+    pub sender: oneshot::Sender<Result<Outcome>>,
+    pub outcome: Outcome,
+    /// Answering it wakes a blocked thread (a context switch), not a task.
+    pub wakes_thread: bool,
+}
 
 pub(super) struct LogWriter {
     pub wal: Wal,
@@ -167,7 +174,11 @@ impl LogWriter {
             let (issued_at_ms, command) = (proposal.issued_at_ms, proposal.command);
             let outcome =
                 super::origin::with(proposal.origin, || state.apply(seq, issued_at_ms, command));
-            replies.push((proposal.reply, outcome));
+            replies.push(Reply {
+                sender: proposal.reply,
+                outcome,
+                wakes_thread: proposal.wakes_thread,
+            });
         }
         let target = self.snapshot_policy.threshold(state.data_bytes());
         self.wal.set_segment_target(target);
@@ -204,7 +215,7 @@ impl LogWriter {
 
 /// Sends each writer its outcome.
 pub(super) fn deliver(replies: impl IntoIterator<Item = Reply>) {
-    for (reply, outcome) in replies {
-        let _ = reply.send(Ok(outcome));
+    for reply in replies {
+        let _ = reply.sender.send(Ok(reply.outcome));
     }
 }

@@ -37,7 +37,7 @@ use parking_lot::RwLock;
 use tokio::sync::oneshot;
 
 pub use command::{Command, Guard, MAX_COMMAND_FIELD_BYTES, Op, decode_payload, encode_payload};
-pub use durable::DurableStore;
+pub use durable::{DurableStore, enter_event_loop};
 pub use mem::MemStore;
 pub use options::{FsyncPolicy, SnapshotInfo, SnapshotPolicy, StoreOptions};
 pub use state::{

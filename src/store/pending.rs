@@ -237,6 +237,7 @@ mod tests {
             issued_at_ms: 0,
             command: Command::delete(Bytes::copy_from_slice(key.as_bytes())),
             origin: crate::store::origin::UNKNOWN,
+            wakes_thread: false,
             reply,
         }
     }
