@@ -16,12 +16,31 @@ pub async fn accept_until_shutdown<Serve, Served>(
     listener: TcpListener,
     max_connections: usize,
     grace: Duration,
+    shutdown: watch::Receiver<bool>,
+    serve: Serve,
+) where
+    Serve: FnMut(TcpStream) -> Served,
+    Served: Future<Output = ()> + Send + 'static,
+{
+    accept_onto(listener, max_connections, grace, shutdown, &[], serve).await;
+}
+
+/// As [`accept_until_shutdown`], with each connection's task spawned onto
+/// the next of `runtimes` in turn (the caller's own runtime if it is empty).
+/// A connection moved to another runtime must register its socket there
+/// (`serve` gets it registered with the caller's).
+pub async fn accept_onto<Serve, Served>(
+    listener: TcpListener,
+    max_connections: usize,
+    grace: Duration,
     mut shutdown: watch::Receiver<bool>,
+    runtimes: &[tokio::runtime::Handle],
     mut serve: Serve,
 ) where
     Serve: FnMut(TcpStream) -> Served,
     Served: Future<Output = ()> + Send + 'static,
 {
+    let mut next_runtime = 0;
     let limit = std::sync::Arc::new(Semaphore::new(max_connections.max(1)));
     let mut connections = JoinSet::new();
     loop {
@@ -49,10 +68,19 @@ pub async fn accept_until_shutdown<Serve, Served>(
         };
         let _ = stream.set_nodelay(true);
         let served = serve(stream);
-        connections.spawn(async move {
+        let task = async move {
             served.await;
             drop(permit);
-        });
+        };
+        match runtimes.get(next_runtime % runtimes.len().max(1)) {
+            Some(runtime) => {
+                connections.spawn_on(task, runtime);
+                next_runtime = next_runtime.wrapping_add(1);
+            }
+            None => {
+                connections.spawn(task);
+            }
+        }
         while connections.try_join_next().is_some() {}
     }
     drop(listener);

@@ -260,30 +260,40 @@ fn start_resp(
     };
     // Registered again with the loop's own reactor there.
     let listener = listener.into_std()?;
+    // The other loops only serve the connections the first hands them, and
+    // stop once it has stopped (and so every connection has ended).
+    let mut others = Vec::new();
+    for number in 1..config.event_loops.max(1) {
+        others.push(EventLoop::start(number)?);
+    }
     let (done, stopped) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("walrus-resp".into())
         .spawn(move || {
-            let served = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .and_then(|runtime| {
-                    crate::store::enter_event_loop();
-                    let served = runtime.block_on(async {
-                        let listener = TcpListener::from_std(listener)?;
-                        serve_resp(
-                            listener,
-                            node,
-                            config,
-                            shared_state,
-                            (shutdown, stop_requested),
-                        )
-                        .await
-                    });
-                    // A SAVE still writing its snapshot finishes on its own.
-                    runtime.shutdown_timeout(RESP_LOOP_STOP_TIMEOUT);
-                    served
+            let served = event_loop_runtime().and_then(|runtime| {
+                let mut loops: Vec<_> = others.iter().map(|other| other.handle.clone()).collect();
+                if !loops.is_empty() {
+                    loops.insert(0, runtime.handle().clone());
+                }
+                let served = runtime.block_on(async {
+                    let listener = TcpListener::from_std(listener)?;
+                    serve_resp(
+                        listener,
+                        node,
+                        config,
+                        shared_state,
+                        (shutdown, stop_requested),
+                        loops,
+                    )
+                    .await
                 });
+                for other in others {
+                    other.stop();
+                }
+                // A SAVE still writing its snapshot finishes on its own.
+                runtime.shutdown_timeout(RESP_LOOP_STOP_TIMEOUT);
+                served
+            });
             let _ = done.send(served);
         })?;
     tracing::info!(%address, "listening for RESP on {scheme}://{address}");
@@ -292,6 +302,61 @@ fn start_resp(
 
 /// How long the stopped RESP loop waits for its blocking work (a SAVE).
 const RESP_LOOP_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A RESP event loop's runtime, on the calling thread, which it marks as
+/// an event loop's.
+fn event_loop_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    crate::store::enter_event_loop();
+    Ok(runtime)
+}
+
+/// A RESP event loop after the first: a thread running its runtime until
+/// told to stop.
+struct EventLoop {
+    handle: tokio::runtime::Handle,
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl EventLoop {
+    fn start(number: usize) -> std::io::Result<EventLoop> {
+        let (started, handle) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name(format!("walrus-resp-{number}"))
+            .spawn(move || {
+                let runtime = match event_loop_runtime() {
+                    Ok(runtime) => runtime,
+                    Err(error) => {
+                        let _ = started.send(Err(error));
+                        return;
+                    }
+                };
+                let _ = started.send(Ok(runtime.handle().clone()));
+                runtime.block_on(async {
+                    let _ = stopped.await;
+                });
+                runtime.shutdown_timeout(RESP_LOOP_STOP_TIMEOUT);
+            })?;
+        let handle = handle
+            .recv()
+            .map_err(|_| std::io::Error::other("a RESP event loop did not start"))??;
+        Ok(EventLoop {
+            handle,
+            stop,
+            thread,
+        })
+    }
+
+    /// Stops the loop (its connections have ended) and waits for its thread.
+    fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.thread.join();
+    }
+}
 
 /// Resolves when the process gets SIGINT or SIGTERM.
 pub async fn termination_signal() {

@@ -396,6 +396,11 @@ struct ServeArgs {
     /// (Redis's `timeout`; `CONFIG SET timeout N` changes it while running).
     #[arg(long, default_value_t = 0)]
     resp_idle_timeout_secs: u64,
+    /// Event loops serving the Redis protocol, each a thread taking its share
+    /// of the connections. One, as in Redis, answers a whole turn of
+    /// connections with one sync; more spread the commands over more cores.
+    #[arg(long, default_value_t = 1)]
+    resp_threads: usize,
     /// How long shutdown waits for in-flight requests, in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     shutdown_grace_ms: u64,
@@ -502,6 +507,7 @@ impl ServeArgs {
             fsync: self.fsync,
             persistent: !self.in_memory,
             data_dir: (!self.in_memory).then(|| self.data_dir.clone()),
+            event_loops: self.resp_threads.max(1),
         };
         let (cluster, growth) = self.cluster_and_growth()?;
         Ok(ServeOptions {

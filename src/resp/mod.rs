@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::expiry::SweepStats;
@@ -67,6 +67,8 @@ pub struct RespConfig {
     /// The data directory, whose newest snapshot `LASTSAVE` reports; `None`
     /// in memory.
     pub data_dir: Option<std::path::PathBuf>,
+    /// Event loops serving the port, each a thread (`--resp-threads`).
+    pub event_loops: usize,
 }
 
 impl Default for RespConfig {
@@ -82,6 +84,7 @@ impl Default for RespConfig {
             fsync: crate::store::FsyncPolicy::Always,
             persistent: true,
             data_dir: None,
+            event_loops: 1,
         }
     }
 }
@@ -267,6 +270,7 @@ pub async fn serve_resp(
     config: RespConfig,
     (stats, pause, sweep): (Arc<ServerStats>, Arc<ClientPause>, Arc<SweepStats>),
     (shutdown, stop_requested): (watch::Receiver<bool>, Arc<tokio::sync::Notify>),
+    loops: Vec<tokio::runtime::Handle>,
 ) -> io::Result<()> {
     let shared = Arc::new(Shared {
         pause,
@@ -311,7 +315,14 @@ pub async fn serve_resp(
     let ceiling = shared.config.max_connections.max(MAX_CLIENTS_CEILING);
     let grace = shared.config.shutdown_grace;
     let connection_shutdown = shutdown.clone();
-    crate::net::accept_until_shutdown(listener, ceiling, grace, shutdown, move |stream| {
+    // With several event loops, connections go to each in turn; a socket
+    // moved to another loop registers with that loop's reactor.
+    let moving = loops.len() > 1;
+    crate::net::accept_onto(listener, ceiling, grace, shutdown, &loops, move |stream| {
+        let stream = match moving {
+            true => stream.into_std().map(Accepted::Moved),
+            false => Ok(Accepted::Here(stream)),
+        };
         let connected = shared
             .stats
             .connected_clients
@@ -330,6 +341,17 @@ pub async fn serve_resp(
         let shared = shared.clone();
         let shutdown = connection_shutdown.clone();
         async move {
+            let stream = match stream.and_then(Accepted::register) {
+                Ok(stream) => stream,
+                Err(error) => {
+                    tracing::debug!(%error, "a RESP connection could not move to its event loop");
+                    shared
+                        .stats
+                        .connected_clients
+                        .fetch_sub(1, Ordering::Relaxed);
+                    return;
+                }
+            };
             if !admitted {
                 refuse_past_max_clients(stream, &shared).await;
                 return;
@@ -369,4 +391,21 @@ pub async fn serve_resp(
     })
     .await;
     Ok(())
+}
+
+/// An accepted connection: registered with the accepting loop, or taken off
+/// it to be served by another.
+enum Accepted {
+    Here(TcpStream),
+    Moved(std::net::TcpStream),
+}
+
+impl Accepted {
+    /// The connection, registered with the reactor of the loop this runs on.
+    fn register(self) -> io::Result<TcpStream> {
+        match self {
+            Accepted::Here(stream) => Ok(stream),
+            Accepted::Moved(stream) => TcpStream::from_std(stream),
+        }
+    }
 }

@@ -1930,3 +1930,81 @@ fn keyspace_notifications_name_each_write_as_redis_does() {
         "nothing was published between the last miss and this del"
     );
 }
+
+/// `--resp-threads 3`: connections are spread over three event loops, which
+/// serve one store. Writes from every loop are seen from every other, a
+/// message published on one loop reaches a subscriber on another, CLIENT KILL
+/// ends a connection another loop serves, concurrent increments from all of
+/// them lose nothing, and SIGTERM stops all the loops.
+#[test]
+fn several_event_loops_serve_one_store() {
+    let (mut server, _dir) = Server::start_resp(&["--resp-threads", "3"]);
+    let address = server.resp_address();
+    let mut loops: Vec<String> = server
+        .thread_names()
+        .into_iter()
+        .filter(|name| name.starts_with("walrus-resp"))
+        .collect();
+    loops.sort();
+    assert_eq!(loops, ["walrus-resp", "walrus-resp-1", "walrus-resp-2"]);
+    // Handed out in turn: six connections, two on each loop.
+    let mut clients: Vec<RawResp> = (0..6).map(|_| RawResp::connect(address)).collect();
+    for (number, client) in clients.iter_mut().enumerate() {
+        assert_eq!(
+            client.call(&["SET", &format!("key:{number}"), &format!("from {number}")]),
+            "+OK\r\n"
+        );
+    }
+    for client in clients.iter_mut() {
+        for number in 0..6 {
+            let value = format!("from {number}");
+            assert_eq!(
+                client.call(&["GET", &format!("key:{number}")]),
+                format!("${}\r\n{value}\r\n", value.len())
+            );
+        }
+    }
+
+    let mut subscriber = RawResp::connect(address);
+    assert!(
+        subscriber
+            .call(&["SUBSCRIBE", "news"])
+            .contains("subscribe")
+    );
+    for client in clients.iter_mut() {
+        assert_eq!(client.call(&["PUBLISH", "news", "hello"]), ":1\r\n");
+    }
+    for _ in 0..clients.len() {
+        let message = subscriber.reply().expect("a message");
+        assert!(
+            message.ends_with("$4\r\nnews\r\n$5\r\nhello\r\n"),
+            "{message}"
+        );
+    }
+
+    let mut victim = RawResp::connect(address);
+    let victim_id = victim.client_id();
+    assert_eq!(
+        clients[0].call(&["CLIENT", "KILL", "ID", &victim_id]),
+        ":1\r\n"
+    );
+    assert!(victim.is_closed());
+
+    let writers: Vec<_> = (0..6)
+        .map(|_| {
+            thread::spawn(move || {
+                let mut client = RawResp::connect(address);
+                for _ in 0..200 {
+                    assert!(client.call(&["INCR", "counter"]).starts_with(':'));
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.join().expect("writer");
+    }
+    assert_eq!(clients[1].call(&["GET", "counter"]), "$4\r\n1200\r\n");
+
+    let status = server.terminate();
+    assert!(status.success(), "{status}");
+}

@@ -101,6 +101,16 @@ impl Server {
         let _ = self.child.wait();
     }
 
+    /// The names of the server process's threads.
+    pub fn thread_names(&self) -> Vec<String> {
+        let tasks = format!("/proc/{}/task", self.child.id());
+        std::fs::read_dir(tasks)
+            .expect("the server's threads")
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+            .map(|name| name.trim().to_string())
+            .collect()
+    }
+
     /// Stops with SIGTERM and returns the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill")
