@@ -399,8 +399,10 @@ struct ServeArgs {
     /// Event loops serving the Redis protocol, each a thread taking its share
     /// of the connections. One, as in Redis, answers a whole turn of
     /// connections with one sync; more spread the commands over more cores.
-    #[arg(long, default_value_t = 1)]
-    resp_threads: usize,
+    /// [default: 1; a cluster member serves the port from its runtime's
+    /// workers, beside Raft]
+    #[arg(long)]
+    resp_threads: Option<usize>,
     /// How long shutdown waits for in-flight requests, in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     shutdown_grace_ms: u64,
@@ -507,7 +509,7 @@ impl ServeArgs {
             fsync: self.fsync,
             persistent: !self.in_memory,
             data_dir: (!self.in_memory).then(|| self.data_dir.clone()),
-            event_loops: self.resp_threads.max(1),
+            event_loops: self.resp_threads.map(|threads| threads.max(1)),
         };
         let (cluster, growth) = self.cluster_and_growth()?;
         Ok(ServeOptions {

@@ -67,8 +67,10 @@ pub struct RespConfig {
     /// The data directory, whose newest snapshot `LASTSAVE` reports; `None`
     /// in memory.
     pub data_dir: Option<std::path::PathBuf>,
-    /// Event loops serving the port, each a thread (`--resp-threads`).
-    pub event_loops: usize,
+    /// Event loops serving the port, each a thread (`--resp-threads`);
+    /// `None` chooses: one for a single store, none for a cluster member
+    /// (whose port the runtime's workers serve, beside Raft).
+    pub event_loops: Option<usize>,
 }
 
 impl Default for RespConfig {
@@ -84,7 +86,7 @@ impl Default for RespConfig {
             fsync: crate::store::FsyncPolicy::Always,
             persistent: true,
             data_dir: None,
-            event_loops: 1,
+            event_loops: None,
         }
     }
 }

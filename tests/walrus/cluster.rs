@@ -280,6 +280,22 @@ fn http(address: SocketAddr, method: &str, path: &str, body: &[u8]) -> Option<Re
 fn writes_through_any_node_are_read_alike_from_every_node() {
     let cluster = Cluster::start(3);
     let leader = cluster.wait_for_leader(Duration::from_secs(10));
+    // A member's RESP port is served by its runtime's workers, beside Raft,
+    // not by an event loop of its own as a single store's is.
+    for id in 1..=3 {
+        let tasks = format!(
+            "/proc/{}/task",
+            cluster.node(id).child.as_ref().expect("running").id()
+        );
+        let threads: Vec<String> = std::fs::read_dir(tasks)
+            .expect("the node's threads")
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+            .collect();
+        assert!(
+            !threads.iter().any(|name| name.starts_with("walrus-resp")),
+            "node {id}: {threads:?}"
+        );
+    }
     let follower = if leader == 1 { 2 } else { 1 };
     // Any node serves watches, from the changes it applies.
     let watched = (1..=3)

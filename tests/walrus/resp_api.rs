@@ -1931,13 +1931,25 @@ fn keyspace_notifications_name_each_write_as_redis_does() {
     );
 }
 
-/// `--resp-threads 3`: connections are spread over three event loops, which
-/// serve one store. Writes from every loop are seen from every other, a
-/// message published on one loop reaches a subscriber on another, CLIENT KILL
-/// ends a connection another loop serves, concurrent increments from all of
-/// them lose nothing, and SIGTERM stops all the loops.
+/// One event loop by default. With `--resp-threads 3` connections are spread
+/// over three event loops, which serve one store: writes from every loop are
+/// seen from every other, a message published on one loop reaches a
+/// subscriber on another, CLIENT KILL ends a connection another loop serves,
+/// concurrent increments from all of them lose nothing, and SIGTERM stops all
+/// the loops.
 #[test]
 fn several_event_loops_serve_one_store() {
+    let (default, _default_dir) = Server::start_resp(&[]);
+    let loops = default
+        .thread_names()
+        .into_iter()
+        .filter(|name| name.starts_with("walrus-resp"))
+        .count();
+    assert_eq!(
+        loops, 1,
+        "a single store's port has one event loop by default"
+    );
+    drop(default);
     let (mut server, _dir) = Server::start_resp(&["--resp-threads", "3"]);
     let address = server.resp_address();
     let mut loops: Vec<String> = server
