@@ -1939,26 +1939,33 @@ fn keyspace_notifications_name_each_write_as_redis_does() {
 /// the loops.
 #[test]
 fn several_event_loops_serve_one_store() {
+    // A thread takes its name a moment after it starts.
+    let event_loops = |server: &Server, expected: &[&str]| {
+        let started = std::time::Instant::now();
+        loop {
+            let mut loops: Vec<String> = server
+                .thread_names()
+                .into_iter()
+                .filter(|name| name.starts_with("walrus-resp"))
+                .collect();
+            loops.sort();
+            if loops == expected || started.elapsed() > Duration::from_secs(10) {
+                return loops;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    };
     let (default, _default_dir) = Server::start_resp(&[]);
-    let loops = default
-        .thread_names()
-        .into_iter()
-        .filter(|name| name.starts_with("walrus-resp"))
-        .count();
     assert_eq!(
-        loops, 1,
+        event_loops(&default, &["walrus-resp"]),
+        ["walrus-resp"],
         "a single store's port has one event loop by default"
     );
     drop(default);
     let (mut server, _dir) = Server::start_resp(&["--resp-threads", "3"]);
     let address = server.resp_address();
-    let mut loops: Vec<String> = server
-        .thread_names()
-        .into_iter()
-        .filter(|name| name.starts_with("walrus-resp"))
-        .collect();
-    loops.sort();
-    assert_eq!(loops, ["walrus-resp", "walrus-resp-1", "walrus-resp-2"]);
+    let expected = ["walrus-resp", "walrus-resp-1", "walrus-resp-2"];
+    assert_eq!(event_loops(&server, &expected), expected);
     // Handed out in turn: six connections, two on each loop.
     let mut clients: Vec<RawResp> = (0..6).map(|_| RawResp::connect(address)).collect();
     for (number, client) in clients.iter_mut().enumerate() {

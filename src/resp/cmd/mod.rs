@@ -734,11 +734,25 @@ fn logged_op(db: u8, op: RedisOp) -> (Command, Finish) {
 /// Runs a read op in database `db` on its keys' entries, all read at one
 /// instant.
 pub fn read(shared: &Shared, db: u8, op: RedisOp) -> Reply {
-    let keys: Vec<Bytes> = op.keys().into_iter().cloned().collect();
-    let entries = shared.store.get_entries(db, &keys);
+    // One clock reading and one read lock for the lookups and the op.
+    let now = crate::store::now_ms();
+    let mut view = {
+        let state = shared.store.state().read();
+        ReadView {
+            entries: op
+                .keys()
+                .into_iter()
+                .map(|key| (key.clone(), state.get(db, key, now).cloned()))
+                .collect(),
+            len: match op {
+                RedisOp::DbSize => state.live_len(db, now),
+                _ => 0,
+            },
+        }
+    };
     // Redis reports a miss for every read lookup but TYPE's.
     if !matches!(op, RedisOp::Type { .. }) && shared.keyspace_events.wants_key_misses() {
-        for (key, entry) in keys.iter().zip(&entries) {
+        for (key, entry) in &view.entries {
             if entry.is_none() {
                 shared
                     .keyspace_events
@@ -746,14 +760,7 @@ pub fn read(shared: &Shared, db: u8, op: RedisOp) -> Reply {
             }
         }
     }
-    let mut view = ReadView {
-        entries: keys.into_iter().zip(entries).collect(),
-        len: match op {
-            RedisOp::DbSize => shared.store.live_len(db),
-            _ => 0,
-        },
-    };
-    util::answer_reply(redis_op::run(&mut view, db, op, crate::store::now_ms()))
+    util::answer_reply(redis_op::run(&mut view, db, op, now))
 }
 
 /// The entries a read op looks at, fetched from its database before it runs
