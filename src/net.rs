@@ -72,14 +72,11 @@ pub async fn accept_onto<Serve, Served>(
             served.await;
             drop(permit);
         };
-        match runtimes.get(next_runtime % runtimes.len().max(1)) {
-            Some(runtime) => {
-                connections.spawn_on(task, runtime);
-                next_runtime = next_runtime.wrapping_add(1);
-            }
-            None => {
-                connections.spawn(task);
-            }
+        if runtimes.is_empty() {
+            connections.spawn(task);
+        } else {
+            connections.spawn_on(task, &runtimes[next_runtime % runtimes.len()]);
+            next_runtime = next_runtime.wrapping_add(1);
         }
         while connections.try_join_next().is_some() {}
     }

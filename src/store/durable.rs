@@ -197,11 +197,13 @@ impl Drop for DurableStore {
 
 impl DurableStore {
     /// Checks and encodes a command for the log; a refusal is a finished
-    /// submission.
+    /// submission. `wakes_thread`: its writer is a thread that will block on
+    /// the reply (see [`writer_blocks`]).
     fn propose(
         &self,
         command: Command,
         issued_at_ms: u64,
+        wakes_thread: bool,
     ) -> Result<(Proposal, oneshot::Receiver<Result<Outcome>>), Submission> {
         if let Some(reason) = self.shared.failure() {
             return Err(Submission::ready(Err(Error::Failed { reason })));
@@ -226,7 +228,7 @@ impl DurableStore {
             issued_at_ms,
             command,
             origin: super::origin::current(),
-            wakes_thread: tokio::runtime::Handle::try_current().is_err(),
+            wakes_thread,
             reply,
         };
         Ok((proposal, receiver))
@@ -245,6 +247,12 @@ impl DurableStore {
             Ok(Role::Lead) => self.leader.lead_from_here(),
         }
     }
+}
+
+/// Whether a writer on this thread waits for its reply by blocking the
+/// thread (no async runtime here), so answering it wakes a thread.
+fn writer_blocks() -> bool {
+    tokio::runtime::Handle::try_current().is_err()
 }
 
 thread_local! {
@@ -470,7 +478,7 @@ impl KvStore for DurableStore {
         &self.shared.state
     }
     fn submit(&self, command: Command) -> Submission {
-        let (proposal, receiver) = match self.propose(command, now_ms()) {
+        let (proposal, receiver) = match self.propose(command, now_ms(), writer_blocks()) {
             Ok(proposed) => proposed,
             Err(refused) => return refused,
         };
@@ -484,9 +492,9 @@ impl KvStore for DurableStore {
         let mut submissions = Vec::with_capacity(commands.len());
         let mut batch = Vec::with_capacity(commands.len());
         // One batch, one issue time: the commands arrived together.
-        let issued_at_ms = now_ms();
+        let (issued_at_ms, wakes_thread) = (now_ms(), writer_blocks());
         for command in commands {
-            match self.propose(command, issued_at_ms) {
+            match self.propose(command, issued_at_ms, wakes_thread) {
                 Ok((proposal, receiver)) => {
                     batch.push(proposal);
                     submissions.push(Err(receiver));
@@ -660,22 +668,21 @@ mod tests {
             .expect("close");
     }
 
-    /// Concurrent writers must share syncs on any runtime. On one with a
-    /// single worker (a one-CPU machine) a write committed on the worker
-    /// itself would stall every other task through its sync, so each next
-    /// write would find no other queued and commit alone too: one write per
-    /// sync.
-    async fn concurrent_writers_share_syncs() {
-        const WRITERS: usize = 32;
-        const WRITES_EACH: usize = 10;
+    /// Opens a store and has `writers` tasks write `writes_each` keys each,
+    /// one at a time, on the caller's runtime; returns the store (with its
+    /// directory) and the syncs the writes took.
+    async fn write_from_many_tasks(
+        writers: usize,
+        writes_each: usize,
+    ) -> (tempfile::TempDir, Arc<DurableStore>, u64) {
         let dir = tempfile::tempdir().expect("temp dir");
         let store =
             Arc::new(DurableStore::open(dir.path(), StoreOptions::default()).expect("open"));
-        let writers: Vec<_> = (0..WRITERS)
+        let tasks: Vec<_> = (0..writers)
             .map(|writer| {
                 let store = store.clone();
                 tokio::spawn(async move {
-                    for write in 0..WRITES_EACH {
+                    for write in 0..writes_each {
                         let key = format!("w{writer}-{write}").into_bytes();
                         store
                             .submit(Command::put(key, b"v".to_vec()))
@@ -685,11 +692,23 @@ mod tests {
                 })
             })
             .collect();
-        for writer in writers {
-            writer.await.expect("writer");
+        for task in tasks {
+            task.await.expect("writer");
         }
-        let writes = (WRITERS * WRITES_EACH) as u64;
         let syncs = store.shared.stats.syncs.load(Ordering::Relaxed);
+        (dir, store, syncs)
+    }
+
+    /// Concurrent writers must share syncs on any runtime. On one with a
+    /// single worker (a one-CPU machine) a write committed on the worker
+    /// itself would stall every other task through its sync, so each next
+    /// write would find no other queued and commit alone too: one write per
+    /// sync.
+    async fn concurrent_writers_share_syncs() {
+        const WRITERS: usize = 32;
+        const WRITES_EACH: usize = 10;
+        let (_dir, store, syncs) = write_from_many_tasks(WRITERS, WRITES_EACH).await;
+        let writes = (WRITERS * WRITES_EACH) as u64;
         assert!(
             syncs * 2 <= writes,
             "{writes} writes took {syncs} syncs: the writers did not share them"
@@ -883,27 +902,7 @@ mod tests {
         const WRITERS: usize = 32;
         const ROUNDS: usize = 10;
         enter_event_loop();
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store =
-            Arc::new(DurableStore::open(dir.path(), StoreOptions::default()).expect("open"));
-        let writers: Vec<_> = (0..WRITERS)
-            .map(|writer| {
-                let store = store.clone();
-                tokio::spawn(async move {
-                    for round in 0..ROUNDS {
-                        let key = format!("w{writer}-{round}").into_bytes();
-                        store
-                            .submit(Command::put(key, b"v".to_vec()))
-                            .await
-                            .expect("write");
-                    }
-                })
-            })
-            .collect();
-        for writer in writers {
-            writer.await.expect("writer");
-        }
-        let syncs = store.shared.stats.syncs.load(Ordering::Relaxed);
+        let (_dir, store, syncs) = write_from_many_tasks(WRITERS, ROUNDS).await;
         // Exactly one a round here; the commit thread, leading the same
         // writers on a plain current-thread runtime, took a few more.
         assert!(

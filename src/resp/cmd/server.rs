@@ -316,7 +316,6 @@ fn hello(session: &mut Session, shared: &Shared, args: &[Bytes]) -> CommandResul
 const NO_SCRIPTING: &str = "scripting is not supported by walrus (no EVAL, EVALSHA, \
      FCALL or FUNCTION LOAD); use MSET/MSETNX or optimistic updates instead";
 
-/// FUNCTION as on a server with no functions loaded.
 /// MODULE: walrus loads no modules, so LIST is empty (clients probing for
 /// RediSearch or RedisJSON learn they are absent) and loading is refused.
 fn module(args: &[Bytes]) -> CommandResult {
@@ -336,6 +335,7 @@ fn module(args: &[Bytes]) -> CommandResult {
     }
 }
 
+/// FUNCTION as on a server with no functions loaded.
 fn function(args: &[Bytes]) -> CommandResult {
     match args[1].to_ascii_lowercase().as_slice() {
         b"list" => Ok(Reply::Array(Vec::new())),
