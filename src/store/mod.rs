@@ -10,6 +10,7 @@ pub mod changes;
 mod command;
 mod commit;
 pub mod describe;
+pub mod dump_payload;
 mod durable;
 mod entry;
 mod key;

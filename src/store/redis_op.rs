@@ -248,6 +248,18 @@ pub enum RedisOp {
     Select {
         db: u8,
     },
+    /// DUMP: the key's value as Redis serializes it ([`super::dump_payload`]).
+    Dump {
+        key: Bytes,
+    },
+    /// RESTORE, its payload already decoded into `value`.
+    Restore {
+        key: Bytes,
+        value: Bytes,
+        /// Absolute, possibly past (then nothing is created); 0 for none.
+        expires_at_ms: u64,
+        replace: bool,
+    },
 }
 
 impl RedisOp {
@@ -287,6 +299,8 @@ impl RedisOp {
             RedisOp::CopyToDb { .. } => "COPY",
             RedisOp::SwapDb { .. } => "SWAPDB",
             RedisOp::BitField { .. } => "BITFIELD",
+            RedisOp::Dump { .. } => "DUMP",
+            RedisOp::Restore { .. } => "RESTORE",
         }
     }
 
@@ -294,6 +308,7 @@ impl RedisOp {
     pub fn data_bytes(&self) -> usize {
         let values = match self {
             RedisOp::Set { value, .. }
+            | RedisOp::Restore { value, .. }
             | RedisOp::Append { value, .. }
             | RedisOp::SetRange { value, .. } => value.len(),
             RedisOp::MSet { pairs, .. } => pairs.iter().map(|(_, value)| value.len()).sum(),
@@ -339,7 +354,9 @@ impl RedisOp {
             | RedisOp::GetRange { key, .. }
             | RedisOp::GetBit { key, .. }
             | RedisOp::BitCount { key, .. }
-            | RedisOp::BitPos { key, .. } => vec![key],
+            | RedisOp::BitPos { key, .. }
+            | RedisOp::Dump { key }
+            | RedisOp::Restore { key, .. } => vec![key],
         }
     }
 
@@ -387,6 +404,7 @@ impl RedisOp {
                 | RedisOp::BitPos { .. }
                 | RedisOp::DbSize
                 | RedisOp::Select { .. }
+                | RedisOp::Dump { .. }
         )
     }
 }
@@ -405,6 +423,8 @@ pub enum Answer {
     Array(Vec<Answer>),
     /// A runtime error (the text after `ERR `); the op changed nothing.
     Error(String),
+    /// RESTORE onto a key that exists, without REPLACE: Redis's `BUSYKEY`.
+    BusyKey,
 }
 
 /// The keyspace as an op sees it: live entries at the command's time, and
@@ -686,6 +706,30 @@ pub fn run(keyspace: &mut dyn Keyspace, db: u8, op: RedisOp, now_ms: u64) -> Ans
             keyspace.notify(EventClass::Generic, "rename_from", db, &from);
             keyspace.notify(EventClass::Generic, "rename_to", db, &to);
             done(true)
+        }
+        RedisOp::Dump { key } => match keyspace.live(db, &key) {
+            Some(entry) => Answer::Bulk(super::dump_payload::encode(&entry.value).into()),
+            None => Answer::Null,
+        },
+        RedisOp::Restore {
+            key,
+            value,
+            expires_at_ms,
+            replace,
+        } => {
+            if !replace && keyspace.live(db, &key).is_some() {
+                return Answer::BusyKey;
+            }
+            // As in Redis: a TTL already past replaces the key with nothing.
+            if expires_at_ms != 0 && expires_at_ms <= now_ms {
+                if keyspace.remove(db, &key) {
+                    keyspace.notify(EventClass::Generic, "del", db, &key);
+                }
+                return Answer::Ok;
+            }
+            keyspace.put(db, &key, value, expires_at_ms);
+            keyspace.notify(EventClass::Generic, "restore", db, &key);
+            Answer::Ok
         }
         RedisOp::Copy { from, to, replace } => {
             let Some(entry) = keyspace.live(db, &from).cloned() else {

@@ -2027,3 +2027,154 @@ fn several_event_loops_serve_one_store() {
     let status = server.terminate();
     assert!(status.success(), "{status}");
 }
+
+/// Bytes from their hex digits.
+fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|at| u8::from_str_radix(&text[at..at + 2], 16).expect("hex"))
+        .collect()
+}
+
+#[test]
+fn dump_and_restore_carry_string_values_between_keys_restarts_and_redis() {
+    let (mut server, _dir) = Server::start_resp(&[]);
+    let mut con = server.redis_connection();
+    let dump = |con: &mut redis::Connection, key: &str| -> Option<Vec<u8>> {
+        redis::cmd("DUMP").arg(key).query(con).expect("DUMP")
+    };
+    let values: Vec<Vec<u8>> = vec![
+        b"hello".to_vec(),
+        b"-12345".to_vec(),
+        b"007".to_vec(),
+        Vec::new(),
+        (0..=255u8).cycle().take(300_000).collect(),
+    ];
+    for (index, value) in values.iter().enumerate() {
+        let key = format!("source:{index}");
+        let _: () = con.set(&key, value).expect("SET");
+        let payload = dump(&mut con, &key).expect("a payload for a key that exists");
+        let copy = format!("copy:{index}");
+        let _: () = redis::cmd("RESTORE")
+            .arg(&copy)
+            .arg(0)
+            .arg(&payload)
+            .query(&mut con)
+            .expect("RESTORE");
+        let restored: Vec<u8> = con.get(&copy).expect("GET");
+        assert_eq!(&restored, value, "value {index} came back whole");
+        let ttl: i64 = con.pttl(&copy).expect("PTTL");
+        assert_eq!(ttl, -1, "a TTL of 0 restores a key that does not expire");
+    }
+    assert_eq!(dump(&mut con, "nope"), None, "DUMP of a missing key is nil");
+
+    // What Redis 7.0 returned for `DUMP` of "hello" and of 100 × "x" (LZF).
+    for (payload, value) in [
+        ("000568656c6c6f0a006372df766534200a", b"hello".to_vec()),
+        (
+            "00c3094064017878e057000178780a005db7f663bb08625f",
+            vec![b'x'; 100],
+        ),
+    ] {
+        let _: () = redis::cmd("RESTORE")
+            .arg("from-redis")
+            .arg(0)
+            .arg(unhex(payload))
+            .arg("REPLACE")
+            .query(&mut con)
+            .expect("RESTORE of Redis's payload");
+        let restored: Vec<u8> = con.get("from-redis").expect("GET");
+        assert_eq!(restored, value);
+    }
+
+    let payload = dump(&mut con, "source:0").expect("payload");
+    let restore =
+        |con: &mut redis::Connection, key: &str, ttl: u64, payload: &[u8], options: &[&str]| {
+            redis::cmd("RESTORE")
+                .arg(key)
+                .arg(ttl)
+                .arg(payload)
+                .arg(options)
+                .query::<()>(con)
+        };
+    let busy = restore(&mut con, "copy:1", 0, &payload, &[]).expect_err("the key exists");
+    assert_eq!(busy.code(), Some("BUSYKEY"));
+    let copy1: Vec<u8> = con.get("copy:1").expect("GET");
+    assert_eq!(copy1, b"-12345", "a refused RESTORE changes nothing");
+    restore(&mut con, "copy:1", 60_000, &payload, &["REPLACE"]).expect("REPLACE");
+    let ttl: i64 = con.pttl("copy:1").expect("PTTL");
+    assert!((59_000..=60_000).contains(&ttl), "a relative TTL: {ttl}");
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64
+        + 3_600_000;
+    restore(&mut con, "abs", at, &payload, &["ABSTTL"]).expect("ABSTTL");
+    let expire_at: i64 = redis::cmd("PEXPIRETIME")
+        .arg("abs")
+        .query(&mut con)
+        .expect("PEXPIRETIME");
+    assert_eq!(expire_at, at as i64);
+    // A TTL already past replaces the key with nothing, as in Redis.
+    restore(&mut con, "abs", 1, &payload, &["ABSTTL", "REPLACE"]).expect("past");
+    let exists: bool = con.exists("abs").expect("EXISTS");
+    assert!(!exists);
+
+    let mut damaged = payload.clone();
+    let last = damaged.len() - 1;
+    damaged[last] ^= 0xFF;
+    let refused = restore(&mut con, "bad", 0, &damaged, &[]).expect_err("bad checksum");
+    assert!(
+        refused
+            .to_string()
+            .contains("DUMP payload version or checksum are wrong")
+    );
+    // Redis 7.0's DUMP of a list.
+    let list = unhex("1201020d0d0000000200816102816202ff0a0068eb0a891341bbb1");
+    let refused = restore(&mut con, "bad", 0, &list, &[]).expect_err("a list");
+    assert!(refused.to_string().contains("holds a list"), "{refused}");
+    for (args, message) in [
+        (vec!["-1"], "Invalid TTL value, must be >= 0"),
+        (
+            vec!["0", "FREQ", "256"],
+            "Invalid FREQ value, must be >= 0 and <= 255",
+        ),
+        (
+            vec!["0", "IDLETIME", "-1"],
+            "Invalid IDLETIME value, must be >= 0",
+        ),
+        (vec!["0", "IDLETIME", "1", "FREQ", "1"], "syntax error"),
+        (vec!["0", "SOMETHING"], "syntax error"),
+    ] {
+        let mut command = redis::cmd("RESTORE");
+        command
+            .arg("bad")
+            .arg(args[0])
+            .arg(&payload)
+            .arg(&args[1..]);
+        let refused = command.query::<()>(&mut con).expect_err(message);
+        assert!(refused.to_string().contains(message), "{refused}");
+    }
+    let exists: bool = con.exists("bad").expect("EXISTS");
+    assert!(!exists, "no refused RESTORE created its key");
+
+    // In a transaction, a busy key is that command's error; the rest apply.
+    let mut raw = RawResp::connect(server.resp_address());
+    assert_eq!(raw.call(&["MULTI"]), "+OK\r\n");
+    for key in ["copy:2", "in-multi"] {
+        raw.send(&[b"RESTORE", key.as_bytes(), b"0", &payload]);
+        assert_eq!(raw.reply().as_deref(), Some("+QUEUED\r\n"));
+    }
+    assert_eq!(
+        raw.call(&["EXEC"]),
+        "*2\r\n-BUSYKEY Target key name already exists.\r\n+OK\r\n"
+    );
+
+    // Logged: the restored keys survive a restart.
+    server.restart();
+    let mut con = server.redis_connection();
+    let restored: Vec<u8> = con.get("copy:4").expect("GET after restart");
+    assert_eq!(restored, values[4]);
+    let restored: Vec<u8> = con.get("in-multi").expect("GET after restart");
+    assert_eq!(restored, b"hello");
+}

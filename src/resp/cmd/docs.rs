@@ -673,6 +673,20 @@ const DOCS: &[Doc] = &[
         ON_VALUE,
     ),
     doc(
+        "dump",
+        "Serializes a key's value as Redis does, for RESTORE here or on a Redis server.",
+        "2.6.0",
+        "generic",
+        O1,
+    ),
+    doc(
+        "restore",
+        "Creates a key from a DUMP payload of a string (from walrus or Redis).",
+        "2.6.0",
+        "generic",
+        O1,
+    ),
+    doc(
         "move",
         "Moves a key to another database.",
         "1.0.0",

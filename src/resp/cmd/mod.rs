@@ -443,6 +443,8 @@ pub const SPECS: &[Spec] = &[
     spec("rename", 3, true, TWO_KEYS),
     spec("renamenx", 3, true, TWO_KEYS),
     spec("copy", -3, true, TWO_KEYS),
+    spec("dump", 2, false, ONE_KEY),
+    spec("restore", -4, true, ONE_KEY),
     spec("move", 3, true, ONE_KEY),
     spec("randomkey", 1, false, NO_KEYS),
     spec("memory", -2, false, (2, 2, 1)),

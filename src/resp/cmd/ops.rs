@@ -15,6 +15,7 @@ use super::wrong_arity;
 use crate::storage::snapshot::DATABASES;
 use crate::store::Guard;
 use crate::store::bitfield::{BitFieldOp, FieldType, Overflow};
+use crate::store::dump_payload;
 use crate::store::number::parse_f64;
 use crate::store::redis_op::{
     BitOperation, BitRange, ExpireFlags, GetExAction, RedisOp, SetExpiry, TOO_BIG, TtlKind,
@@ -102,6 +103,8 @@ pub fn parse(
             only_if_absent: name == "renamenx",
         },
         "copy" => return Some(copy(args, db)),
+        "dump" => RedisOp::Dump { key: key() },
+        "restore" => return Some(restore(args, max_len)),
         "move" => return Some(move_to(args, db)),
         "swapdb" => return Some(swap_db(args)),
         "setbit" => return Some(set_bit(args, max_len)),
@@ -285,6 +288,59 @@ fn expire(name: &str, args: &[Bytes]) -> Result<RedisOp, Reply> {
         key: args[1].clone(),
         at_ms,
         flags,
+    })
+}
+
+/// `RESTORE key ttl payload [REPLACE] [ABSTTL] [IDLETIME s] [FREQ f]`, its
+/// payload decoded here so the log holds the value itself. Walrus keeps no
+/// access times or counts, so IDLETIME and FREQ are checked as Redis checks
+/// them and then have no effect. (Redis answers BUSYKEY before it looks at
+/// the TTL and the payload; here that comes last, from the state machine.)
+fn restore(args: &[Bytes], max_len: u64) -> Result<RedisOp, Reply> {
+    let (mut replace, mut absolute, mut idle_given, mut freq_given) = (false, false, false, false);
+    let mut index = 4;
+    while index < args.len() {
+        let word = &args[index];
+        let has_value = index + 1 < args.len();
+        if is(word, "replace") {
+            replace = true;
+        } else if is(word, "absttl") {
+            absolute = true;
+        } else if is(word, "idletime") && has_value && !freq_given {
+            if integer_arg(&args[index + 1])? < 0 {
+                return Err(Reply::err("Invalid IDLETIME value, must be >= 0"));
+            }
+            idle_given = true;
+            index += 1;
+        } else if is(word, "freq") && has_value && !idle_given {
+            if !(0..=255).contains(&integer_arg(&args[index + 1])?) {
+                return Err(Reply::err("Invalid FREQ value, must be >= 0 and <= 255"));
+            }
+            freq_given = true;
+            index += 1;
+        } else {
+            return Err(syntax_error());
+        }
+        index += 1;
+    }
+    let ttl = integer_arg(&args[2])?;
+    if ttl < 0 {
+        return Err(Reply::err("Invalid TTL value, must be >= 0"));
+    }
+    let expires_at_ms = match (ttl, absolute) {
+        (0, _) => 0,
+        (at, true) => at as u64,
+        (ttl, false) => (ttl as u64)
+            .checked_add(crate::store::now_ms())
+            .filter(|&at| at <= i64::MAX as u64)
+            .ok_or_else(|| Reply::err("invalid expire time in 'restore' command"))?,
+    };
+    let value = dump_payload::decode(&args[3], max_len).map_err(Reply::err)?;
+    Ok(RedisOp::Restore {
+        key: args[1].clone(),
+        value: value.into(),
+        expires_at_ms,
+        replace,
     })
 }
 

@@ -19,6 +19,7 @@ pub fn answer_reply(answer: Answer) -> Reply {
         Answer::Type { exists: false } => Reply::Simple("none"),
         Answer::Array(items) => Reply::Array(items.into_iter().map(answer_reply).collect()),
         Answer::Error(text) => Reply::err(text),
+        Answer::BusyKey => Reply::Error("BUSYKEY Target key name already exists.".into()),
     }
 }
 
