@@ -2157,9 +2157,23 @@ fn dump_and_restore_carry_string_values_between_keys_restarts_and_redis() {
     }
     let exists: bool = con.exists("bad").expect("EXISTS");
     assert!(!exists, "no refused RESTORE created its key");
+    // As in Redis, a busy key is refused before the payload is looked at,
+    // and a bad option before the key.
+    let mut raw = RawResp::connect(server.resp_address());
+    assert_eq!(
+        raw.call(&["RESTORE", "copy:1", "0", "..."]),
+        "-BUSYKEY Target key name already exists.\r\n"
+    );
+    assert_eq!(
+        raw.call(&["RESTORE", "copy:1", "0", "...", "REPLACE"]),
+        err("DUMP payload version or checksum are wrong")
+    );
+    assert_eq!(
+        raw.call(&["RESTORE", "copy:1", "0", "...", "invalid-option"]),
+        err("syntax error")
+    );
 
     // In a transaction, a busy key is that command's error; the rest apply.
-    let mut raw = RawResp::connect(server.resp_address());
     assert_eq!(raw.call(&["MULTI"]), "+OK\r\n");
     for key in ["copy:2", "in-multi"] {
         raw.send(&[b"RESTORE", key.as_bytes(), b"0", &payload]);

@@ -638,6 +638,9 @@ pub fn plan(session: &mut Session, shared: &Shared, args: &[Bytes]) -> Plan {
         )));
     }
     match ops::parse(spec.name, args, session.db, op_limits(shared)) {
+        Some(Err(reply)) if spec.name == "restore" => {
+            Plan::Reply(restore_refusal(shared, session.db, args, reply))
+        }
         Some(Err(reply)) => Plan::Reply(reply),
         Some(Ok(op)) if op.writes() => {
             let (command, finish) = write_command(session.db, op);
@@ -721,6 +724,20 @@ fn write_command(db: u8, op: RedisOp) -> (Command, Finish) {
         }
         op => logged_op(db, op),
     }
+}
+
+/// Redis refuses a RESTORE onto a key that exists (without REPLACE) before
+/// it looks at the TTL or the payload: so does this, though those are
+/// checked first here, without the log. A refusal of the options stands.
+fn restore_refusal(shared: &Shared, db: u8, args: &[Bytes], refusal: Reply) -> Reply {
+    let Ok(options) = ops::restore_options(args) else {
+        return refusal;
+    };
+    let now = crate::store::now_ms();
+    if !options.replace && shared.store.state().read().get(db, &args[1], now).is_some() {
+        return util::answer_reply(redis_op::Answer::BusyKey);
+    }
+    refusal
 }
 
 /// A write op logged as itself, answered by its answer.

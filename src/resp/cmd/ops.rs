@@ -292,20 +292,53 @@ fn expire(name: &str, args: &[Bytes]) -> Result<RedisOp, Reply> {
 }
 
 /// `RESTORE key ttl payload [REPLACE] [ABSTTL] [IDLETIME s] [FREQ f]`, its
-/// payload decoded here so the log holds the value itself. Walrus keeps no
-/// access times or counts, so IDLETIME and FREQ are checked as Redis checks
-/// them and then have no effect. (Redis answers BUSYKEY before it looks at
-/// the TTL and the payload; here that comes last, from the state machine.)
+/// payload decoded here so the log holds the value itself.
 fn restore(args: &[Bytes], max_len: u64) -> Result<RedisOp, Reply> {
-    let (mut replace, mut absolute, mut idle_given, mut freq_given) = (false, false, false, false);
+    let options = restore_options(args)?;
+    let ttl = integer_arg(&args[2])?;
+    if ttl < 0 {
+        return Err(Reply::err("Invalid TTL value, must be >= 0"));
+    }
+    let expires_at_ms = match (ttl, options.absolute) {
+        (0, _) => 0,
+        (at, true) => at as u64,
+        (ttl, false) => (ttl as u64)
+            .checked_add(crate::store::now_ms())
+            .filter(|&at| at <= i64::MAX as u64)
+            .ok_or_else(|| Reply::err("invalid expire time in 'restore' command"))?,
+    };
+    let value = dump_payload::decode(&args[3], max_len).map_err(Reply::err)?;
+    Ok(RedisOp::Restore {
+        key: args[1].clone(),
+        value: value.into(),
+        expires_at_ms,
+        replace: options.replace,
+    })
+}
+
+/// RESTORE's options after its payload.
+pub struct RestoreOptions {
+    pub replace: bool,
+    absolute: bool,
+}
+
+/// RESTORE's options, checked as Redis checks them, before anything else.
+/// Walrus keeps no access times or counts, so IDLETIME and FREQ are checked
+/// and then have no effect.
+pub fn restore_options(args: &[Bytes]) -> Result<RestoreOptions, Reply> {
+    let mut options = RestoreOptions {
+        replace: false,
+        absolute: false,
+    };
+    let (mut idle_given, mut freq_given) = (false, false);
     let mut index = 4;
     while index < args.len() {
         let word = &args[index];
         let has_value = index + 1 < args.len();
         if is(word, "replace") {
-            replace = true;
+            options.replace = true;
         } else if is(word, "absttl") {
-            absolute = true;
+            options.absolute = true;
         } else if is(word, "idletime") && has_value && !freq_given {
             if integer_arg(&args[index + 1])? < 0 {
                 return Err(Reply::err("Invalid IDLETIME value, must be >= 0"));
@@ -323,25 +356,7 @@ fn restore(args: &[Bytes], max_len: u64) -> Result<RedisOp, Reply> {
         }
         index += 1;
     }
-    let ttl = integer_arg(&args[2])?;
-    if ttl < 0 {
-        return Err(Reply::err("Invalid TTL value, must be >= 0"));
-    }
-    let expires_at_ms = match (ttl, absolute) {
-        (0, _) => 0,
-        (at, true) => at as u64,
-        (ttl, false) => (ttl as u64)
-            .checked_add(crate::store::now_ms())
-            .filter(|&at| at <= i64::MAX as u64)
-            .ok_or_else(|| Reply::err("invalid expire time in 'restore' command"))?,
-    };
-    let value = dump_payload::decode(&args[3], max_len).map_err(Reply::err)?;
-    Ok(RedisOp::Restore {
-        key: args[1].clone(),
-        value: value.into(),
-        expires_at_ms,
-        replace,
-    })
+    Ok(options)
 }
 
 fn copy(args: &[Bytes], db: u8) -> Result<RedisOp, Reply> {
