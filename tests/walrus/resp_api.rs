@@ -2192,3 +2192,122 @@ fn dump_and_restore_carry_string_values_between_keys_restarts_and_redis() {
     let restored: Vec<u8> = con.get("in-multi").expect("GET after restart");
     assert_eq!(restored, b"hello");
 }
+
+#[test]
+fn migrate_moves_keys_to_another_server_and_deletes_only_what_the_target_took() {
+    let (source, _source_dir) = Server::start_resp(&[]);
+    let (target, _target_dir) = Server::start_resp(&[]);
+    let mut here = RawResp::connect(source.resp_address());
+    let mut there = RawResp::connect(target.resp_address());
+    let (host, port) = (
+        target.resp_address().ip().to_string(),
+        target.resp_address().port().to_string(),
+    );
+    let migrate = |raw: &mut RawResp, rest: &[&str]| {
+        let mut args = vec!["MIGRATE", host.as_str(), port.as_str()];
+        args.extend_from_slice(rest);
+        raw.call(&args)
+    };
+    assert_eq!(
+        here.call(&["MSET", "a", "1", "b", "two", "c", "three"]),
+        "+OK\r\n"
+    );
+    assert_eq!(here.call(&["PEXPIRE", "a", "600000"]), ":1\r\n");
+
+    // One key, the classic form: moved, its TTL with it.
+    assert_eq!(migrate(&mut here, &["a", "0", "5000"]), "+OK\r\n");
+    assert_eq!(here.call(&["EXISTS", "a"]), ":0\r\n");
+    assert_eq!(there.call(&["GET", "a"]), "$1\r\n1\r\n");
+    let ttl: i64 = there.call(&["PTTL", "a"])[1..]
+        .trim()
+        .parse()
+        .expect("PTTL");
+    assert!(
+        (590_000..=600_000).contains(&ttl),
+        "the TTL went along: {ttl}"
+    );
+
+    // Several keys into database 3, one of them missing; COPY keeps them here.
+    assert_eq!(
+        migrate(
+            &mut here,
+            &["", "3", "5000", "COPY", "KEYS", "b", "nope", "c"]
+        ),
+        "+OK\r\n"
+    );
+    assert_eq!(here.call(&["EXISTS", "b", "c"]), ":2\r\n");
+    assert_eq!(there.call(&["SELECT", "3"]), "+OK\r\n");
+    assert_eq!(
+        there.call(&["MGET", "b", "c"]),
+        "*2\r\n$3\r\ntwo\r\n$5\r\nthree\r\n"
+    );
+
+    // The target refuses a key it has (no REPLACE): that key stays here,
+    // the other is moved, and the target's error is the reply.
+    assert_eq!(there.call(&["DEL", "b"]), ":1\r\n");
+    assert_eq!(
+        migrate(&mut here, &["", "3", "5000", "KEYS", "b", "c"]),
+        err("Target instance replied with error: BUSYKEY Target key name already exists.")
+    );
+    assert_eq!(here.call(&["EXISTS", "b", "c"]), ":1\r\n");
+    assert_eq!(here.call(&["GET", "c"]), "$5\r\nthree\r\n", "refused: kept");
+    assert_eq!(there.call(&["GET", "b"]), "$3\r\ntwo\r\n");
+    // REPLACE overwrites it there.
+    assert_eq!(here.call(&["SET", "c", "new"]), "+OK\r\n");
+    assert_eq!(
+        migrate(&mut here, &["c", "3", "5000", "REPLACE"]),
+        "+OK\r\n"
+    );
+    assert_eq!(there.call(&["GET", "c"]), "$3\r\nnew\r\n");
+    assert_eq!(here.call(&["DBSIZE"]), ":0\r\n");
+
+    assert_eq!(migrate(&mut here, &["gone", "0", "5000"]), "+NOKEY\r\n");
+    // Nobody listens on this port any more.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let closed_port = closed.local_addr().expect("address").port().to_string();
+    drop(closed);
+    assert_eq!(here.call(&["SET", "d", "x"]), "+OK\r\n");
+    assert_eq!(
+        here.call(&["MIGRATE", "127.0.0.1", &closed_port, "d", "0", "1000"]),
+        "-IOERR error or timeout connecting to the client\r\n"
+    );
+    assert_eq!(
+        here.call(&["GET", "d"]),
+        "$1\r\nx\r\n",
+        "nothing sent: kept"
+    );
+
+    // A target with a password: refused without it, taken with AUTH or AUTH2.
+    let (guarded, _dirs) = start_with_password("s3cret");
+    let guarded_port = guarded.resp_address().port().to_string();
+    let to_guarded = |raw: &mut RawResp, rest: &[&str]| {
+        let mut args = vec![
+            "MIGRATE",
+            "127.0.0.1",
+            guarded_port.as_str(),
+            "d",
+            "0",
+            "5000",
+        ];
+        args.extend_from_slice(rest);
+        raw.call(&args)
+    };
+    let refused = to_guarded(&mut here, &[]);
+    assert!(
+        refused.starts_with("-ERR Target instance replied with error: NOAUTH"),
+        "{refused}"
+    );
+    assert_eq!(here.call(&["GET", "d"]), "$1\r\nx\r\n", "refused: kept");
+    assert_eq!(
+        to_guarded(&mut here, &["COPY", "AUTH", "s3cret"]),
+        "+OK\r\n"
+    );
+    assert_eq!(
+        to_guarded(&mut here, &["REPLACE", "AUTH2", "default", "s3cret"]),
+        "+OK\r\n"
+    );
+    assert_eq!(here.call(&["EXISTS", "d"]), ":0\r\n");
+    let mut guarded_raw = RawResp::connect(guarded.resp_address());
+    assert_eq!(guarded_raw.call(&["AUTH", "s3cret"]), "+OK\r\n");
+    assert_eq!(guarded_raw.call(&["GET", "d"]), "$1\r\nx\r\n");
+}

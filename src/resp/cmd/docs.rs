@@ -687,6 +687,13 @@ const DOCS: &[Doc] = &[
         O1,
     ),
     doc(
+        "migrate",
+        "Moves keys to another Redis or walrus server with RESTORE, deleting them here unless COPY.",
+        "2.6.0",
+        "generic",
+        ON_KEYS,
+    ),
+    doc(
         "move",
         "Moves a key to another database.",
         "1.0.0",

@@ -21,6 +21,7 @@ mod caching;
 mod diagnostics;
 mod docs;
 mod keys;
+mod migrate;
 mod ops;
 mod pubsub;
 mod server;
@@ -445,6 +446,7 @@ pub const SPECS: &[Spec] = &[
     spec("copy", -3, true, TWO_KEYS),
     spec("dump", 2, false, ONE_KEY),
     spec("restore", -4, true, ONE_KEY),
+    spec("migrate", -6, true, (3, 3, 1)),
     spec("move", 3, true, ONE_KEY),
     spec("randomkey", 1, false, NO_KEYS),
     spec("memory", -2, false, (2, 2, 1)),
@@ -857,6 +859,7 @@ pub async fn execute(
         name if txn::handles(name) => txn::run(session, shared, name, args).await,
         name if pubsub::handles(name) => pubsub::run(session, shared, name, args),
         name if keys::handles(name) => keys::run(shared, session.db, name, args).await,
+        name if migrate::handles(name) => migrate::run(shared, session.db, args).await,
         name => strings::run(shared, session.db, name, args).await,
     };
     result.unwrap_or_else(|reply| reply)
@@ -884,6 +887,7 @@ mod tests {
                 diagnostics::handles(spec.name),
                 txn::handles(spec.name),
                 keys::handles(spec.name),
+                migrate::handles(spec.name),
             ];
             assert!(
                 families.iter().filter(|&&family| family).count() <= 1,

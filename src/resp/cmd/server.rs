@@ -1109,12 +1109,13 @@ fn info(shared: &Shared, sections: &[Bytes]) -> String {
     }
     if wanted("stats") {
         let (tracking_keys, tracking_items, tracking_prefixes) = shared.tracking.totals();
+        // MIGRATE opens a connection per command (`migrate.rs`): none is cached.
         let _ = write!(
             text,
             "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
              total_error_replies:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:0\r\n\
              pubsub_channels:{}\r\npubsub_patterns:{}\r\npubsubshard_channels:{}\r\n\
-             tracking_total_keys:{}\r\ntracking_total_items:{}\r\n\
+             migrate_cached_sockets:0\r\ntracking_total_keys:{}\r\ntracking_total_items:{}\r\n\
              tracking_total_prefixes:{}\r\n\r\n",
             stats.total_connections.load(Ordering::Relaxed),
             stats.total_commands.load(Ordering::Relaxed),
