@@ -346,9 +346,9 @@ struct ServeArgs {
     #[arg(long)]
     no_direct_io: bool,
     /// Log bytes since the last snapshot before an automatic one is considered
-    /// (new log segments are sized to the snapshot threshold, within
-    /// --segment-bytes).
-    #[arg(long, default_value_t = 4 << 20)]
+    /// (Redis's auto-aof-rewrite-min-size; new log segments are sized to the
+    /// live data, within this threshold and --segment-bytes).
+    #[arg(long, default_value_t = 64 << 20)]
     snapshot_min_log_bytes: u64,
     /// Snapshot once the log since the last one is this many times the live data.
     #[arg(long, default_value_t = 2)]

@@ -541,7 +541,7 @@ fn replay(
     // A log made new here (a fresh store, or one whose snapshot covers all
     // of its log) gets segments sized to the snapshot policy, as later
     // segments are: a small store keeps a small log from its start.
-    let segment_target = options.snapshots.threshold(state.data_bytes());
+    let segment_target = options.snapshots.segment_target(state.data_bytes());
     let (sender, receiver) = std::sync::mpsc::sync_channel::<ReplayBatch>(4);
     std::thread::scope(|scope| {
         let applier = scope.spawn(move || {
@@ -810,14 +810,15 @@ mod tests {
         log_files(dir).iter().map(|(_, len)| len).sum()
     }
 
-    /// A store of 1 MiB of live data, rewritten 48 times, keeps a log of a
-    /// few MiB through automatic snapshots alone: snapshots follow the live
-    /// data (with a 4 MiB floor), and new segments are sized to match.
+    /// A store of 1 MiB of live data, rewritten 96 times, keeps its log within
+    /// the snapshot threshold (64 MiB by default) and a segment or two, through
+    /// automatic snapshots alone; its segments follow the live data (4 MiB),
+    /// not the threshold.
     #[test]
-    fn a_small_store_keeps_a_small_log_through_automatic_snapshots() {
+    fn a_small_store_keeps_a_bounded_log_of_small_segments() {
         const KEYS: usize = 1024;
-        const ROUNDS: usize = 48;
-        const LOG_LIMIT: u64 = 16 << 20;
+        const ROUNDS: usize = 96;
+        const LOG_LIMIT: u64 = (64 << 20) + 2 * super::super::options::SMALL_SEGMENT_BYTES;
         let dir = tempfile::tempdir().expect("temp dir");
         // No sync per write, to keep the test quick: the policy under test
         // counts log bytes, whatever the fsync policy.
@@ -842,7 +843,13 @@ mod tests {
             log_bytes = log_file_bytes(dir.path());
         }
         let written = store.shared.stats.log_bytes.load(Ordering::Relaxed);
-        assert!(written > 48 << 20, "wrote {written} bytes of log");
+        assert!(written > 96 << 20, "wrote {written} bytes of log");
+        for (name, len) in log_files(dir.path()) {
+            assert!(
+                len <= super::super::options::SMALL_SEGMENT_BYTES,
+                "{name} is {len} bytes: segments follow the live data"
+            );
+        }
         assert!(
             log_bytes <= LOG_LIMIT,
             "{log_bytes} bytes of log files kept for 1 MiB of data: {:?}, snapshots {}",

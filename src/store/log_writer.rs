@@ -180,7 +180,7 @@ impl LogWriter {
                 wakes_thread: proposal.wakes_thread,
             });
         }
-        let target = self.snapshot_policy.threshold(state.data_bytes());
+        let target = self.snapshot_policy.segment_target(state.data_bytes());
         self.wal.set_segment_target(target);
     }
 
