@@ -5,7 +5,7 @@
 use libfuzzer_sys::fuzz_target;
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use walrus::raft::broadcast::Published;
-use walrus::raft::cluster::ForwardAnswer;
+use walrus::raft::forward::ForwardAnswer;
 use walrus::raft::network::SnapshotChunk;
 use walrus::raft::{Proposal, TypeConfig};
 
