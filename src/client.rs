@@ -9,12 +9,15 @@
 //! its method is idempotent; `GET`, `PUT` and `DELETE` are.
 //!
 //! Submodules: [`endpoint`] parses URLs, [`connection`] is one hyper connection,
-//! [`list`] the listing's query and JSON, [`tls`] the rustls set-up.
+//! [`list`] the listing's query and JSON, [`tls`] the rustls set-up. Beside the
+//! HTTP client, [`resp`] is a minimal RESP client, for `walrus verify`'s
+//! workload and the server's MIGRATE.
 
 pub mod connection;
 pub mod download;
 pub mod endpoint;
 pub mod list;
+pub mod resp;
 #[cfg(test)]
 pub(crate) mod test_server;
 pub mod tls;

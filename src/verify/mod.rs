@@ -18,7 +18,6 @@
 pub mod checker;
 pub mod nemesis;
 pub mod report;
-pub mod resp;
 pub mod workload;
 
 use std::collections::BTreeMap;

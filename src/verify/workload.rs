@@ -21,9 +21,9 @@ use rand::{Rng, SeedableRng};
 use tokio_rustls::TlsConnector;
 
 use super::checker::{Action, Operation};
-use super::resp::{RespConnection, RespValue};
 use crate::client::connection::Connection;
 use crate::client::endpoint::Endpoint;
+use crate::client::resp::{RespConnection, RespValue};
 
 /// Relative weights of the operations.
 #[derive(Debug, Clone, Copy)]

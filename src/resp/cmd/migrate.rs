@@ -14,13 +14,12 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 
 use super::super::Shared;
 use super::super::frame::Reply;
 use super::CommandResult;
 use super::util::{integer_arg, is, syntax_error};
+use crate::client::resp::{RespConnection, RespValue};
 use crate::store::dump_payload;
 use crate::store::redis_op::{RedisCommand, RedisOp};
 use crate::store::{Command, Entry, Guard};
@@ -109,41 +108,47 @@ pub async fn run(shared: &Shared, db: u8, args: &[Bytes]) -> CommandResult {
     if found.is_empty() {
         return Ok(Reply::Simple("NOKEY"));
     }
-    let mut requests = Vec::new();
-    let mut expected = 0;
+    let target_db = migration.db.to_string();
+    let restores: Vec<(String, Vec<u8>)> = found
+        .iter()
+        .map(|(_, entry)| {
+            // Relative, as Redis sends it; at least 1 ms for a key that expires.
+            let ttl = match entry.expires_at_ms {
+                0 => 0,
+                at => at.saturating_sub(now).max(1),
+            };
+            (ttl.to_string(), dump_payload::encode(&entry.value))
+        })
+        .collect();
+    let mut commands: Vec<Vec<&[u8]>> = Vec::new();
     if let Some((user, password)) = &migration.auth {
         let mut auth: Vec<&[u8]> = vec![b"AUTH"];
         auth.extend(user.as_deref());
         auth.push(password);
-        encode(&mut requests, &auth);
-        expected += 1;
+        commands.push(auth);
     }
-    let target_db = migration.db.to_string();
-    encode(&mut requests, &[b"SELECT", target_db.as_bytes()]);
-    expected += 1;
-    let setup = expected;
-    for (key, entry) in &found {
-        // Relative, as Redis sends it; at least 1 ms for a key that expires.
-        let ttl = match entry.expires_at_ms {
-            0 => 0,
-            at => at.saturating_sub(now).max(1),
-        };
-        let (ttl, payload) = (ttl.to_string(), dump_payload::encode(&entry.value));
-        let mut restore: Vec<&[u8]> = vec![b"RESTORE", key, ttl.as_bytes(), &payload];
+    commands.push(vec![b"SELECT", target_db.as_bytes()]);
+    let setup = commands.len();
+    for ((key, _), (ttl, payload)) in found.iter().zip(&restores) {
+        let mut restore: Vec<&[u8]> = vec![b"RESTORE", key, ttl.as_bytes(), payload];
         if migration.replace {
             restore.push(b"REPLACE");
         }
-        encode(&mut requests, &restore);
-        expected += 1;
+        commands.push(restore);
     }
-    let replies = exchange(&migration, &requests, expected).await?;
+    let commands: Vec<&[&[u8]]> = commands.iter().map(Vec::as_slice).collect();
+    let replies = exchange(&migration, &commands).await?;
     let (setup_replies, restore_replies) = replies.split_at(setup);
-    let setup_error = setup_replies.iter().find(|line| line.starts_with('-'));
-    let mut first_error = setup_error.cloned();
+    let error_text = |reply: &RespValue| match reply {
+        RespValue::Error(text) => Some(text.clone()),
+        _ => None,
+    };
+    let setup_error = setup_replies.iter().find_map(error_text);
+    let mut first_error = setup_error.clone();
     let mut migrated = Vec::new();
     for ((key, entry), reply) in found.iter().zip(restore_replies) {
-        if reply.starts_with('-') {
-            first_error.get_or_insert_with(|| reply.clone());
+        if let Some(error) = error_text(reply) {
+            first_error.get_or_insert(error);
         } else if setup_error.is_none() {
             migrated.push((key, entry));
         }
@@ -153,8 +158,7 @@ pub async fn run(shared: &Shared, db: u8, args: &[Bytes]) -> CommandResult {
     }
     match first_error {
         Some(error) => Err(Reply::err(format!(
-            "Target instance replied with error: {}",
-            &error[1..]
+            "Target instance replied with error: {error}"
         ))),
         None => Ok(Reply::ok()),
     }
@@ -185,69 +189,30 @@ async fn delete_unchanged(
     Ok(())
 }
 
-/// Sends `requests` to the target and reads `expected` one-line replies,
-/// all within the command's timeout, failing with Redis's IOERR texts.
-async fn exchange(
-    migration: &Migration,
-    requests: &[u8],
-    expected: usize,
-) -> Result<Vec<String>, Reply> {
+/// Sends `commands` to the target and reads a reply to each, all within
+/// the command's timeout, failing with Redis's IOERR texts.
+async fn exchange(migration: &Migration, commands: &[&[&[u8]]]) -> Result<Vec<RespValue>, Reply> {
     let io_error =
         |doing: &str| Reply::Error(format!("IOERR error or timeout {doing} target instance"));
-    let address = (migration.host.as_str(), migration.port);
-    let stream = match tokio::time::timeout(migration.timeout, TcpStream::connect(address)).await {
-        Ok(Ok(stream)) => stream,
-        _ => {
-            return Err(Reply::Error(
-                "IOERR error or timeout connecting to the client".into(),
-            ));
-        }
+    let address = match migration.host.contains(':') {
+        true => format!("[{}]:{}", migration.host, migration.port),
+        false => format!("{}:{}", migration.host, migration.port),
     };
-    let _ = stream.set_nodelay(true);
-    let mut stream = BufReader::new(stream);
+    let connecting = RespConnection::connect(&address, None, None);
+    let Ok(Ok(mut target)) = tokio::time::timeout(migration.timeout, connecting).await else {
+        return Err(Reply::Error(
+            "IOERR error or timeout connecting to the client".into(),
+        ));
+    };
     let deadline = tokio::time::Instant::now() + migration.timeout;
-    match tokio::time::timeout_at(deadline, stream.get_mut().write_all(requests)).await {
+    match tokio::time::timeout_at(deadline, target.send(commands)).await {
         Ok(Ok(())) => {}
         _ => return Err(io_error("writing to")),
     }
-    let mut replies = Vec::with_capacity(expected);
-    let mut line = Vec::new();
-    while replies.len() < expected {
-        line.clear();
-        match tokio::time::timeout_at(deadline, read_reply_line(&mut stream, &mut line)).await {
-            Ok(Ok(true)) => {}
-            // Redis's own wording.
-            _ => return Err(io_error("reading to")),
-        }
-        replies.push(String::from_utf8_lossy(&line).trim_end().to_string());
-    }
-    Ok(replies)
-}
-
-/// Longest reply line taken from the target: AUTH, SELECT and RESTORE
-/// answer a status or an error, which are short.
-const MAX_REPLY_LINE: u64 = 64 << 10;
-
-/// Reads one reply line into `line`; false at the end of the stream.
-async fn read_reply_line(
-    stream: &mut BufReader<TcpStream>,
-    line: &mut Vec<u8>,
-) -> std::io::Result<bool> {
-    use tokio::io::AsyncReadExt;
-    let read = (&mut *stream)
-        .take(MAX_REPLY_LINE)
-        .read_until(b'\n', line)
-        .await?;
-    Ok(read > 0 && line.ends_with(b"\n"))
-}
-
-/// A request as a RESP array of bulk strings.
-fn encode(out: &mut Vec<u8>, args: &[&[u8]]) {
-    out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
-    for arg in args {
-        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-        out.extend_from_slice(arg);
-        out.extend_from_slice(b"\r\n");
+    match tokio::time::timeout_at(deadline, target.receive(commands.len())).await {
+        Ok(Ok(replies)) => Ok(replies),
+        // Redis's own wording.
+        _ => Err(io_error("reading to")),
     }
 }
 

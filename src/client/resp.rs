@@ -1,5 +1,6 @@
-//! A minimal RESP2 client for the workload: one connection, commands sent
-//! pipelined, replies parsed whole (nested arrays included).
+//! A minimal RESP2 client (`walrus verify`'s workload, MIGRATE): one
+//! connection, commands sent pipelined, replies parsed whole (nested arrays
+//! included).
 
 use std::time::Duration;
 
@@ -71,6 +72,12 @@ impl RespConnection {
 
     /// Sends the commands in one write and reads one reply for each.
     pub async fn call(&mut self, commands: &[&[&[u8]]]) -> std::io::Result<Vec<RespValue>> {
+        self.send(commands).await?;
+        self.receive(commands.len()).await
+    }
+
+    /// Sends the commands in one write, as RESP arrays of bulk strings.
+    pub async fn send(&mut self, commands: &[&[&[u8]]]) -> std::io::Result<()> {
         let mut request = Vec::new();
         for args in commands {
             request.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
@@ -80,9 +87,13 @@ impl RespConnection {
                 request.extend_from_slice(b"\r\n");
             }
         }
-        self.stream.write_all(&request).await?;
-        let mut replies = Vec::with_capacity(commands.len());
-        while replies.len() < commands.len() {
+        self.stream.write_all(&request).await
+    }
+
+    /// Reads the next `count` replies.
+    pub async fn receive(&mut self, count: usize) -> std::io::Result<Vec<RespValue>> {
+        let mut replies = Vec::with_capacity(count);
+        while replies.len() < count {
             match parse(&self.buffer)? {
                 Some((value, used)) => {
                     self.buffer.advance(used);
