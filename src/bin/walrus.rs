@@ -526,6 +526,7 @@ impl ServeArgs {
                     preallocate: !self.no_preallocate,
                     recovery_mode,
                     direct_io: !self.no_direct_io,
+                    ..WalOptions::default()
                 },
                 snapshots: SnapshotPolicy {
                     automatic: !self.no_auto_snapshot,
@@ -631,6 +632,7 @@ impl ServeArgs {
                 RecoveryMode::TolerateTornTail
             },
             direct_io: !self.no_direct_io,
+            ..WalOptions::default()
         };
         options.token = match &self.auth_token_file {
             Some(path) => Some(std::fs::read_to_string(path)?.trim().to_string()),

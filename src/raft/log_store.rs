@@ -737,6 +737,7 @@ mod tests {
 
     use super::*;
     use crate::raft::Proposal;
+    use crate::storage::SpareSegment;
     use crate::testing::SimFs;
 
     fn log_id(term: u64, index: u64) -> LogId {
@@ -756,6 +757,7 @@ mod tests {
         let options = WalOptions {
             segment_bytes: 4096,
             direct_io,
+            spare: SpareSegment::OnDemand,
             ..WalOptions::default()
         };
         let fs: Arc<dyn FileSystem> = fs.clone();

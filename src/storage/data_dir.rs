@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use super::fs::{DirLock, FileSystem, LOCK_FILE};
 use super::segment::parse_segment_file_name;
 use super::snapshot::{TEMP_SUFFIX, is_incoming_snapshot_name, parse_snapshot_file_name};
+use super::spare::SPARE_FILE_NAME;
 use crate::error::{Error, Result};
 
 /// Where a single-node store being adopted into a cluster stages the
@@ -52,6 +53,7 @@ fn classify(name: &str) -> FileKind {
     } else if let Some(seq) = parse_snapshot_file_name(name) {
         FileKind::Snapshot(seq)
     } else if is_incoming_snapshot_name(name)
+        || name == SPARE_FILE_NAME
         || name == format!("{MEMBER_FILE}.tmp")
         || name
             .strip_suffix(TEMP_SUFFIX)

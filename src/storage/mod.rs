@@ -19,8 +19,9 @@ pub mod record;
 pub mod recovery;
 pub mod segment;
 pub mod snapshot;
+pub mod spare;
 pub mod wal;
 
 pub use fs::{FileSystem, StdFs};
 pub use recovery::{LostRecord, RecoveryMode, RecoveryReport};
-pub use wal::{SpaceUse, Wal, WalOptions};
+pub use wal::{SpaceUse, SpareSegment, Wal, WalOptions};

@@ -23,6 +23,10 @@
 //! fills. [`SPACE_RESERVE_BYTES`] of free space are kept back from ordinary
 //! appends for appends that free space ([`SpaceUse::Freeing`]: deletes), so
 //! that a full store can still be emptied and compacted.
+//!
+//! The next segment is made ahead of need ([`SpareSegment`], `spare.rs`)
+//! while the disk has room for it many times over; on a nearly full disk it is
+//! made at rotation, sized to what is left.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -30,7 +34,8 @@ use std::sync::Arc;
 use super::fs::{DIRECT_IO_ALIGNMENT, FileSystem, WritableFile};
 use super::record::{encode_record, encoded_len};
 use super::recovery::{self, RecoveryMode, RecoveryReport};
-use super::segment::{SEGMENT_HEADER_BYTES, encode_segment_header, segment_path};
+use super::segment::{SEGMENT_HEADER_BYTES, encode_segment_header};
+use super::spare::{self, Preparing, Spare};
 use crate::error::{Error, Result};
 
 /// How the log is laid out on disk.
@@ -49,6 +54,19 @@ pub struct WalOptions {
     /// Needs `preallocate`; falls back to buffered writes where the file system
     /// refuses direct I/O. The store turns it on only for `--fsync always`.
     pub direct_io: bool,
+    /// Where the next preallocated segment is made.
+    pub spare: SpareSegment,
+}
+
+/// Where the log makes its next segment (see `spare.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpareSegment {
+    /// On a helper thread, as soon as the active segment is in use, so that
+    /// rotation does not zero-fill megabytes while writers wait (default).
+    Background,
+    /// On the appending thread when rotation needs it: every disk operation
+    /// in a fixed order, for the simulated disk's crash-point tests.
+    OnDemand,
 }
 
 impl Default for WalOptions {
@@ -58,9 +76,15 @@ impl Default for WalOptions {
             preallocate: true,
             recovery_mode: RecoveryMode::TolerateTornTail,
             direct_io: true,
+            spare: SpareSegment::Background,
         }
     }
 }
+
+/// A spare segment is made ahead of need only while the disk could hold this
+/// many of it: a spare holds space that a snapshot (which frees the log) may
+/// need on a filling disk.
+const SPARE_ROOM_FACTOR: u64 = 16;
 
 /// The smallest segment created when space is short (or the configured size,
 /// if that is smaller).
@@ -157,6 +181,8 @@ pub struct Wal {
     encode_buffer: Vec<u8>,
     /// The size the store asks new segments to have (see the module notes).
     segment_target: u64,
+    /// The next segment, being made on a helper thread.
+    preparing: Option<Preparing>,
 }
 
 impl Wal {
@@ -179,9 +205,16 @@ impl Wal {
         replay_from: u64,
         visit: impl FnMut(u64, &[u8]) -> std::result::Result<(), String>,
     ) -> Result<(Wal, RecoveryReport)> {
+        let leftover_spare = spare::remove_leftover(&*fs, dir)?;
         let recovered =
             recovery::recover_log(&*fs, dir, options.recovery_mode, replay_from, visit)?;
         let mut report = recovered.report;
+        if leftover_spare {
+            report.notes.push(format!(
+                "{}: removed an unused spare segment",
+                spare::spare_path(dir).display()
+            ));
+        }
         let closed: Vec<ClosedSegment> = recovered
             .segments
             .iter()
@@ -236,7 +269,9 @@ impl Wal {
                     ));
                 }
                 let size = segment_size(&*fs, dir, &options, segment_target, SpaceUse::Ordinary)?;
-                let active = create_segment(&*fs, dir, replay_from, &options, size)?;
+                let spare =
+                    spare::prepare(&*fs, dir, size, options.preallocate, &Default::default())?;
+                let active = activate(&*fs, dir, spare, replay_from)?;
                 Wal::assemble(
                     fs,
                     dir,
@@ -263,6 +298,7 @@ impl Wal {
             let end = (wal.active.write_offset as usize).min(data.len());
             wal.attach_direct(data[end - end % DIRECT_IO_ALIGNMENT..end].to_vec());
         }
+        wal.start_spare();
         Ok((wal, report))
     }
 
@@ -288,6 +324,7 @@ impl Wal {
             synced_since_append: true,
             failed: None,
             encode_buffer: Vec::new(),
+            preparing: None,
         }
     }
 
@@ -443,9 +480,7 @@ impl Wal {
     /// no record was written.
     fn rotate(&mut self, first_seq: u64, space: SpaceUse) -> Result<()> {
         self.sync()?;
-        let target = self.segment_target;
-        let size = segment_size(&*self.fs, &self.dir, &self.options, target, space)?;
-        let next = match create_segment(&*self.fs, &self.dir, first_seq, &self.options, size) {
+        let next = match self.next_segment(first_seq, space) {
             Ok(segment) => segment,
             Err(error @ Error::NoSpace { .. }) => return Err(error),
             Err(error) => {
@@ -459,7 +494,64 @@ impl Wal {
             path: old.path,
         });
         self.attach_direct(encode_segment_header(first_seq));
+        self.start_spare();
         Ok(())
+    }
+
+    /// The segment starting at `first_seq`: the spare if one was made (or is
+    /// being made), else one made now.
+    fn next_segment(&mut self, first_seq: u64, space: SpaceUse) -> Result<ActiveSegment> {
+        if let Some(preparing) = self.preparing.take() {
+            match preparing.finish() {
+                Ok(spare) => return activate(&*self.fs, &self.dir, spare, first_seq),
+                Err(error) => tracing::warn!(
+                    %error,
+                    dir = %self.dir.display(),
+                    "the next log segment could not be made ahead; making it now"
+                ),
+            }
+        }
+        let target = self.segment_target;
+        let size = segment_size(&*self.fs, &self.dir, &self.options, target, space)?;
+        let spare = spare::prepare(
+            &*self.fs,
+            &self.dir,
+            size,
+            self.options.preallocate,
+            &Default::default(),
+        )?;
+        activate(&*self.fs, &self.dir, spare, first_seq)
+    }
+
+    /// Starts making the next segment on a helper thread, if the options ask
+    /// for it and the disk has ample room (see [`SPARE_ROOM_FACTOR`]).
+    fn start_spare(&mut self) {
+        if self.options.spare != SpareSegment::Background
+            || !self.options.preallocate
+            || self.preparing.is_some()
+        {
+            return;
+        }
+        let usable = usable_space(&*self.fs, &self.dir, SpaceUse::Ordinary);
+        let Ok(size) = segment_size(
+            &*self.fs,
+            &self.dir,
+            &self.options,
+            self.segment_target,
+            SpaceUse::Ordinary,
+        ) else {
+            return;
+        };
+        if size.saturating_mul(SPARE_ROOM_FACTOR) > usable {
+            return;
+        }
+        match Preparing::start(Arc::clone(&self.fs), self.dir.clone(), size, true) {
+            Ok(preparing) => self.preparing = Some(preparing),
+            Err(error) => tracing::warn!(
+                %error,
+                "cannot start a thread to make the next log segment; it will be made at rotation"
+            ),
+        }
     }
 
     /// Switches the active segment to direct, synchronous appends if the options
@@ -534,12 +626,7 @@ fn segment_size(
 ) -> Result<u64> {
     let floor = MIN_SEGMENT_BYTES.min(options.segment_bytes);
     let wanted = target.clamp(floor, options.segment_bytes.max(floor));
-    // Unknown free space (an error asking) is no reason to refuse a write.
-    let free = fs.available_space(dir).unwrap_or(u64::MAX);
-    let usable = match space {
-        SpaceUse::Ordinary => free.saturating_sub(SPACE_RESERVE_BYTES),
-        SpaceUse::Freeing => free,
-    };
+    let usable = usable_space(fs, dir, space);
     if usable < floor {
         return Err(Error::NoSpace {
             path: dir.to_path_buf(),
@@ -552,69 +639,39 @@ fn segment_size(
     Ok(if aligned >= floor { aligned } else { size })
 }
 
-/// Creates, fills and syncs a new segment of `size` bytes, and makes its
-/// directory entry durable. Out of space, it removes what it created and
-/// answers [`Error::NoSpace`].
-fn create_segment(
-    fs: &dyn FileSystem,
-    dir: &Path,
-    first_seq: u64,
-    options: &WalOptions,
-    size: u64,
-) -> Result<ActiveSegment> {
-    let path = segment_path(dir, first_seq);
-    match fill_segment(fs, dir, &path, first_seq, options, size) {
-        Err(Error::Io { source, .. }) if crate::error::is_no_space(&source) => {
-            // Nothing refers to the partial file yet; leaving it would also
-            // hold the space. Creation writes the header last, so recovery
-            // would remove it as an interrupted creation in any case.
-            match fs.remove(&path).and_then(|()| fs.sync_dir(dir)) {
-                Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
-                    Err(Error::io(&path, err))
-                }
-                _ => Err(Error::NoSpace {
-                    path: dir.to_path_buf(),
-                }),
-            }
-        }
-        other => other,
+/// Free space in `dir` that an append of kind `space` may use.
+fn usable_space(fs: &dyn FileSystem, dir: &Path, space: SpaceUse) -> u64 {
+    // Unknown free space (an error asking) is no reason to refuse a write.
+    let free = fs.available_space(dir).unwrap_or(u64::MAX);
+    match space {
+        SpaceUse::Ordinary => free.saturating_sub(SPACE_RESERVE_BYTES),
+        SpaceUse::Freeing => free,
     }
 }
 
-fn fill_segment(
+/// Makes `spare` the active segment starting at `first_seq`.
+fn activate(
     fs: &dyn FileSystem,
     dir: &Path,
-    path: &Path,
+    mut spare: Spare,
     first_seq: u64,
-    options: &WalOptions,
-    size: u64,
 ) -> Result<ActiveSegment> {
-    let path = path.to_path_buf();
-    let io_error = |err| Error::io(&path, err);
-    let mut file = fs.create(&path).map_err(io_error)?;
-    let header = encode_segment_header(first_seq);
-    let mut allocated = header.len() as u64;
-    if options.preallocate && size > allocated {
-        const CHUNK: usize = 1 << 20;
-        let zeros = vec![0u8; CHUNK];
-        let mut offset = allocated;
-        while offset < size {
-            let len = CHUNK.min((size - offset) as usize);
-            file.write_all_at(offset, &zeros[..len]).map_err(io_error)?;
-            offset += len as u64;
-        }
-        allocated = size;
-    }
-    file.write_all_at(0, &header).map_err(io_error)?;
-    file.sync_all().map_err(io_error)?;
-    fs.sync_dir(dir).map_err(|err| Error::io(dir, err))?;
+    let path = spare::claim(fs, dir, &mut spare, first_seq)?;
     Ok(ActiveSegment {
-        file,
+        file: spare.file,
         path,
         first_seq,
         write_offset: SEGMENT_HEADER_BYTES as u64,
-        allocated,
-        capacity: size,
+        allocated: spare.allocated.max(SEGMENT_HEADER_BYTES as u64),
+        capacity: spare.capacity,
         direct: None,
     })
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        if let Some(preparing) = self.preparing.take() {
+            preparing.abandon(&*self.fs, &self.dir);
+        }
+    }
 }

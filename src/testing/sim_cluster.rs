@@ -45,7 +45,7 @@ use super::SimFs;
 use crate::node::{Consistency, Node};
 use crate::raft::network::{PeerError, PeerTransport};
 use crate::raft::{ClusterNode, ClusterOptions, NodeId};
-use crate::storage::WalOptions;
+use crate::storage::{SpareSegment, WalOptions};
 use crate::store::{Command, Entry, Guard};
 use crate::verify::checker::{Action, KeyVerdict, Operation, check_all};
 
@@ -368,6 +368,8 @@ fn cluster_options(id: NodeId, peers: &BTreeMap<NodeId, String>) -> ClusterOptio
     options.snapshot_every = 40;
     options.wal = WalOptions {
         segment_bytes: 32 << 10,
+        // Every disk operation in a fixed order, so a seed replays the same run.
+        spare: SpareSegment::OnDemand,
         ..WalOptions::default()
     };
     options

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use walrus::storage::{RecoveryMode, WalOptions};
+use walrus::storage::{RecoveryMode, SpareSegment, WalOptions};
 use walrus::store::{FsyncPolicy, SnapshotPolicy, StoreOptions};
 use walrus::testing::SimFs;
 use walrus::{DurableStore, KvStore};
@@ -13,6 +13,8 @@ pub fn data_dir() -> PathBuf {
 }
 
 /// Tiny segments and eager snapshots, so a short test rotates and compacts.
+/// Segments are made on demand, so every disk operation comes in a fixed
+/// order (the crash-point tests count them).
 pub fn small_options() -> StoreOptions {
     StoreOptions {
         fsync: FsyncPolicy::Always,
@@ -21,6 +23,7 @@ pub fn small_options() -> StoreOptions {
             preallocate: true,
             recovery_mode: RecoveryMode::TolerateTornTail,
             direct_io: true,
+            spare: SpareSegment::OnDemand,
         },
         snapshots: SnapshotPolicy {
             automatic: true,
@@ -42,6 +45,7 @@ pub fn single_segment_options(mode: RecoveryMode) -> StoreOptions {
             preallocate: false,
             recovery_mode: mode,
             direct_io: false,
+            spare: SpareSegment::OnDemand,
         },
         snapshots: SnapshotPolicy {
             automatic: false,

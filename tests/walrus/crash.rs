@@ -16,6 +16,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use walrus::storage::SpareSegment;
 use walrus::testing::SimFs;
 use walrus::{Command, KvStore};
 
@@ -138,7 +139,11 @@ fn verify(store: &dyn KvStore, history: &History, seed: u64) {
 
 fn run_seed(seed: u64) {
     let fs = SimFs::new(seed);
-    let store: Arc<walrus::DurableStore> = Arc::new(open(&fs, small_options()).expect("open"));
+    // The next segment is made on a helper thread here, as on a real disk, so
+    // the crash also lands while a spare segment is half made or just claimed.
+    let mut options = small_options();
+    options.wal.spare = SpareSegment::Background;
+    let store: Arc<walrus::DurableStore> = Arc::new(open(&fs, options.clone()).expect("open"));
     let history = Arc::new(Mutex::new(History::default()));
     let acks = Arc::new(AtomicU64::new(0));
     let mut rng = StdRng::seed_from_u64(seed);
@@ -159,7 +164,7 @@ fn run_seed(seed: u64) {
     drop(store);
     fs.restart();
 
-    let store = open(&fs, small_options()).expect("reopen after crash");
+    let store = open(&fs, options).expect("reopen after crash");
     let history = history.lock();
     verify(&store, &history, seed);
     let next = store
