@@ -45,6 +45,28 @@ pub struct SessionView<'a> {
     pub channels: usize,
     pub patterns: usize,
     pub shard_channels: usize,
+    /// `CLIENT NO-TOUCH ON` (flag `T`).
+    pub no_touch: bool,
+}
+
+impl SessionView<'_> {
+    /// Redis's `flags` letters: `O` for a monitor, `P` for a subscriber, `T`
+    /// for no-touch mode; `N` for none.
+    fn flags(&self) -> String {
+        let mut flags = String::new();
+        if self.monitor {
+            flags.push('O');
+        } else if self.channels + self.patterns + self.shard_channels > 0 {
+            flags.push('P');
+        }
+        if self.no_touch {
+            flags.push('T');
+        }
+        if flags.is_empty() {
+            flags.push('N');
+        }
+        flags
+    }
 }
 
 /// A connection's buffers after a batch, in bytes.
@@ -77,6 +99,7 @@ pub struct ClientHandle {
     multi: AtomicI64,
     watch: AtomicU64,
     monitor: AtomicBool,
+    no_touch: AtomicBool,
     channels: AtomicU64,
     patterns: AtomicU64,
     shard_channels: AtomicU64,
@@ -103,6 +126,7 @@ impl ClientHandle {
         self.multi.store(session.multi, Ordering::Relaxed);
         self.watch.store(session.watch as u64, Ordering::Relaxed);
         self.monitor.store(session.monitor, Ordering::Relaxed);
+        self.no_touch.store(session.no_touch, Ordering::Relaxed);
         self.channels
             .store(session.channels as u64, Ordering::Relaxed);
         self.patterns
@@ -198,6 +222,7 @@ impl ClientHandle {
                 multi: self.multi.load(Ordering::Relaxed),
                 watch: self.watch.load(Ordering::Relaxed) as usize,
                 monitor: self.monitor.load(Ordering::Relaxed),
+                no_touch: self.no_touch.load(Ordering::Relaxed),
                 channels: self.channels.load(Ordering::Relaxed) as usize,
                 patterns: self.patterns.load(Ordering::Relaxed) as usize,
                 shard_channels: self.shard_channels.load(Ordering::Relaxed) as usize,
@@ -233,14 +258,7 @@ impl ClientHandle {
             self.addr,
             self.laddr,
             idle_seconds,
-            match (
-                session.monitor,
-                session.channels + session.patterns + session.shard_channels,
-            ) {
-                (true, _) => "O",
-                (false, 0) => "N",
-                (false, _) => "P",
-            },
+            session.flags(),
             session.db,
             session.channels,
             session.patterns,
@@ -316,6 +334,7 @@ impl Clients {
             multi: AtomicI64::new(-1),
             watch: AtomicU64::new(0),
             monitor: AtomicBool::new(false),
+            no_touch: AtomicBool::new(false),
             channels: AtomicU64::new(0),
             patterns: AtomicU64::new(0),
             shard_channels: AtomicU64::new(0),
@@ -421,6 +440,7 @@ mod tests {
             channels: 0,
             patterns: 0,
             shard_channels: 0,
+            no_touch: false,
         }
     }
 

@@ -379,7 +379,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                     }
                     let reply = match &barrier {
                         Some(Err(error)) => cmd::store_error(error),
-                        _ => cmd::read(shared, session.db, op),
+                        _ => cmd::read(shared, session, op),
                     };
                     counted.record(shared, &reply, client, session);
                     if !withheld {

@@ -42,7 +42,8 @@ pub use durable::{DurableStore, enter_event_loop};
 pub use mem::MemStore;
 pub use options::{FsyncPolicy, SnapshotInfo, SnapshotPolicy, StoreOptions};
 pub use state::{
-    DbKey, Entry, KeyCounts, Outcome, RemovalLog, SnapshotPoint, State, scan_hash, write_frozen,
+    AccessTime, DbKey, Entry, KeyCounts, Outcome, RemovalLog, SnapshotPoint, State, scan_hash,
+    write_frozen,
 };
 pub use stats::StoreStats;
 
@@ -62,8 +63,13 @@ pub trait KvStore: Send + Sync {
     }
 
     /// The live entry of `key` in database 0, with its revision and expiry.
+    /// A read of the key: it moves the key's last access on.
     fn get_entry(&self, key: &[u8]) -> Option<Entry> {
-        self.state().read().get(0, key, now_ms()).cloned()
+        let now = now_ms();
+        let state = self.state().read();
+        let entry = state.get(0, key, now)?;
+        entry.accessed.touch(now);
+        Some(entry.clone())
     }
 
     /// The live entries of several keys of database `db`, all read at one

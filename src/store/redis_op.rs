@@ -1077,6 +1077,7 @@ mod tests {
                 value,
                 mod_revision: 1,
                 expires_at_ms,
+                accessed: Default::default(),
             };
             self.0.insert((db, Bytes::copy_from_slice(key)), entry);
         }

@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use super::changes::{Change, ChangeFeed, ChangeKind};
 use super::command::{Command, Op};
-pub use super::entry::{Entry, Guard};
+pub use super::entry::{AccessTime, Entry, Guard};
 use super::key::Key;
 use super::key_events::{EventClass, KeyEvent};
 use super::redis_op::{self, Answer, Keyspace, RedisCommand, RedisOp};
@@ -312,11 +312,13 @@ impl State {
         records: impl IntoIterator<Item = SnapshotRecord>,
     ) -> State {
         let mut by_db: Vec<Vec<(Key, Entry)>> = (0..DATABASES).map(|_| Vec::new()).collect();
+        let loaded_at_ms = crate::clock::now_ms();
         for record in records {
             let entry = Entry {
                 value: record.value,
                 mod_revision: record.mod_revision,
                 expires_at_ms: record.expires_at_ms,
+                accessed: AccessTime::at_ms(loaded_at_ms),
             };
             if let Some(db) = by_db.get_mut(usize::from(record.db)) {
                 db.push((Key::new(&record.key), entry));
@@ -711,6 +713,7 @@ impl State {
             value,
             mod_revision: self.revision,
             expires_at_ms,
+            accessed: AccessTime::at_ms(now_ms),
         };
         if self.collecting_events {
             self.note_put_events(&key, expires_at_ms);
@@ -777,6 +780,7 @@ impl State {
                         value,
                         mod_revision: revision,
                         expires_at_ms,
+                        accessed: AccessTime::at_ms(now_ms),
                     }),
                 ),
                 Op::Delete { key } => {
@@ -1106,6 +1110,7 @@ impl Keyspace for RedisView<'_> {
             value,
             mod_revision: self.revision,
             expires_at_ms,
+            accessed: AccessTime::at_ms(self.now_ms),
         };
         if self.state.collecting_events && self.state.get(db, key, self.now_ms).is_none() {
             self.state.note_event(EventClass::New, "new", db, key);

@@ -441,13 +441,59 @@ fn resp_key_commands() {
     assert!(
         call(&["OBJECT", "FREQ", "o"]).starts_with("-ERR An LFU maxmemory policy is not selected")
     );
-    assert!(call(&["OBJECT", "IDLETIME", "o"]).starts_with("-ERR walrus does not track"));
+    assert_eq!(call(&["OBJECT", "IDLETIME", "o"]), ":0\r\n");
+    assert_eq!(call(&["OBJECT", "IDLETIME", "nope"]), "$-1\r\n");
     assert!(
         call(&["OBJECT", "SHAPE", "o"])
             .starts_with("-ERR unknown subcommand or wrong number of arguments for 'SHAPE'")
     );
     assert!(call(&["OBJECT", "HELP"]).starts_with("*"));
     assert_eq!(call(&["DEL", "o"]), ":1\r\n");
+}
+
+#[test]
+fn object_idletime_counts_from_the_last_read_or_write_as_redis_does() {
+    let (server, _dir) = Server::start_resp(&[]);
+    let mut raw = RawResp::connect(server.resp_address());
+    let idle = |raw: &mut RawResp| -> u64 {
+        let reply = raw.call(&["OBJECT", "IDLETIME", "k"]);
+        reply
+            .strip_prefix(':')
+            .and_then(|rest| rest.trim_end().parse().ok())
+            .unwrap_or_else(|| panic!("OBJECT IDLETIME: {reply:?}"))
+    };
+    assert_eq!(raw.call(&["SET", "k", "v"]), "+OK\r\n");
+    assert!(idle(&mut raw) <= 1, "just written");
+
+    // TTL, TYPE, EXISTS and OBJECT itself are not accesses.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    for command in [&["TTL", "k"][..], &["TYPE", "k"], &["EXISTS", "k"]] {
+        raw.call(command);
+    }
+    assert!(idle(&mut raw) >= 2, "TTL, TYPE or EXISTS touched the key");
+
+    // In no-touch mode a GET leaves it; TOUCH moves it all the same.
+    assert_eq!(raw.call(&["CLIENT", "NO-TOUCH", "ON"]), "+OK\r\n");
+    assert!(raw.call(&["CLIENT", "INFO"]).contains("flags=T "));
+    assert_eq!(raw.call(&["GET", "k"]), "$1\r\nv\r\n");
+    assert!(
+        idle(&mut raw) >= 2,
+        "a GET in no-touch mode touched the key"
+    );
+    assert_eq!(raw.call(&["TOUCH", "k", "absent"]), ":1\r\n");
+    assert!(idle(&mut raw) <= 1, "TOUCH left the access time");
+
+    // Out of no-touch mode, a GET is an access.
+    assert_eq!(raw.call(&["CLIENT", "NO-TOUCH", "OFF"]), "+OK\r\n");
+    assert!(raw.call(&["CLIENT", "INFO"]).contains("flags=N "));
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    assert!(idle(&mut raw) >= 2);
+    assert_eq!(raw.call(&["GET", "k"]), "$1\r\nv\r\n");
+    assert!(idle(&mut raw) <= 1, "GET did not touch the key");
+    assert_eq!(
+        raw.call(&["CLIENT", "NO-TOUCH", "MAYBE"]),
+        "-ERR syntax error\r\n"
+    );
 }
 
 #[test]

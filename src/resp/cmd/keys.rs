@@ -75,8 +75,10 @@ fn memory(shared: &Shared, db: u8, args: &[Bytes]) -> CommandResult {
 
 /// OBJECT ENCODING|REFCOUNT|IDLETIME|FREQ key, and HELP. Every walrus value
 /// is a string, encoded as Redis would name it; nothing is shared, so the
-/// count is 1; reads are not tracked, so the last two say so (FREQ with
-/// Redis's own words, as a server without an LFU policy answers).
+/// count is 1; IDLETIME is the seconds since the key was last read or
+/// written on this node ([`crate::store::AccessTime`]); FREQ answers with
+/// Redis's own words, as a server without an LFU policy does. OBJECT itself
+/// leaves the access time alone.
 fn object(shared: &Shared, db: u8, args: &[Bytes]) -> CommandResult {
     if is(&args[1], "help") && args.len() == 2 {
         return Ok(help_reply(&[
@@ -87,6 +89,9 @@ fn object(shared: &Shared, db: u8, args: &[Bytes]) -> CommandResult {
             "REFCOUNT <key>",
             "    Return the number of references of the value associated with the specified",
             "    <key> (always 1 in walrus).",
+            "IDLETIME <key>",
+            "    Return the idle time of the key, that is the approximated number of",
+            "    seconds elapsed since the last access to the key.",
             "HELP",
             "    Print this help.",
         ]));
@@ -108,8 +113,8 @@ fn object(shared: &Shared, db: u8, args: &[Bytes]) -> CommandResult {
         "encoding" if shared.store.state().read().is_raw_string(db, key) => Ok(Reply::text("raw")),
         "encoding" => Ok(Reply::text(string_encoding(&entry.value))),
         "refcount" => Ok(Reply::Integer(1)),
-        "idletime" => Err(Reply::err(
-            "walrus does not track when a key was last read, so it has no idle time",
+        "idletime" => Ok(Reply::Integer(
+            entry.accessed.idle_seconds(crate::store::now_ms()) as i64,
         )),
         _ => Err(Reply::err(
             "An LFU maxmemory policy is not selected, access frequency not tracked. Please \

@@ -28,6 +28,30 @@ pub fn handles(name: &str) -> bool {
     name == "migrate"
 }
 
+/// Where MIGRATE's keys are, as Redis finds them (its keys are "movable"):
+/// the words after `KEYS` when the key argument is empty, else the key
+/// argument.
+pub fn key_positions(args: &[Bytes]) -> Vec<usize> {
+    if args.len() < 6 {
+        return Vec::new();
+    }
+    let mut index = 6;
+    while args[3].is_empty() && index < args.len() {
+        let word = &args[index];
+        if is(word, "keys") {
+            return (index + 1..args.len()).collect();
+        }
+        index += if is(word, "auth") {
+            2
+        } else if is(word, "auth2") {
+            3
+        } else {
+            1
+        };
+    }
+    vec![3]
+}
+
 /// `MIGRATE host port key|"" db timeout [COPY] [REPLACE] [AUTH pw | AUTH2
 /// user pw] [KEYS key …]`, parsed.
 #[derive(Debug, PartialEq)]
@@ -225,6 +249,27 @@ mod tests {
             .iter()
             .map(|word| Bytes::copy_from_slice(word.as_bytes()))
             .collect()
+    }
+
+    #[test]
+    fn the_keys_are_found_where_redis_finds_them() {
+        let words = |list: &[&str]| key_positions(&args(list));
+        assert_eq!(words(&["MIGRATE", "h", "1", "k", "0", "5"]), vec![3]);
+        assert_eq!(
+            words(&["MIGRATE", "h", "1", "", "0", "5", "AUTH", "keys", "KEYS", "a", "b"]),
+            vec![9, 10],
+            "a password that reads KEYS is a password"
+        );
+        assert_eq!(
+            words(&["MIGRATE", "h", "1", "", "0", "5", "AUTH2", "u", "keys", "KEYS", "a"]),
+            vec![10]
+        );
+        assert_eq!(
+            words(&["MIGRATE", "h", "1", "k", "0", "5", "KEYS", "a"]),
+            vec![3],
+            "KEYS counts only with an empty key argument"
+        );
+        assert!(words(&["MIGRATE", "h"]).is_empty());
     }
 
     #[test]

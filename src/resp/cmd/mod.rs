@@ -74,6 +74,9 @@ pub struct Session {
     pub last_command: &'static str,
     /// CLIENT REPLY: no replies at all after OFF, until ON.
     pub replies_off: bool,
+    /// CLIENT NO-TOUCH ON: reads leave the keys' last access as it was
+    /// (TOUCH still moves it).
+    pub no_touch: bool,
     /// CLIENT REPLY SKIP was the last command: the next one gets no reply.
     skip_next_reply: bool,
     /// The command being served gets no reply (the one after SKIP).
@@ -113,6 +116,7 @@ impl Session {
             channels: self.channels.len(),
             patterns: self.patterns.len(),
             shard_channels: self.shard_channels.len(),
+            no_touch: self.no_touch,
         }
     }
 
@@ -132,6 +136,7 @@ impl Session {
             protocol: crate::resp::Protocol::Resp2,
             last_command: "",
             replies_off: false,
+            no_touch: false,
             skip_next_reply: false,
             skip_this_reply: false,
             monitoring: false,
@@ -754,7 +759,9 @@ fn logged_op(db: u8, op: RedisOp) -> (Command, Finish) {
 
 /// Runs a read op in database `db` on its keys' entries, all read at one
 /// instant.
-pub fn read(shared: &Shared, db: u8, op: RedisOp) -> Reply {
+pub fn read(shared: &Shared, session: &Session, op: RedisOp) -> Reply {
+    let db = session.db;
+    let touch = read_touches(session, &op);
     // One clock reading and one read lock for the lookups and the op.
     let now = crate::store::now_ms();
     let mut view = {
@@ -763,7 +770,13 @@ pub fn read(shared: &Shared, db: u8, op: RedisOp) -> Reply {
             entries: op
                 .keys()
                 .into_iter()
-                .map(|key| (key.clone(), state.get(db, key, now).cloned()))
+                .map(|key| {
+                    let entry = state.get(db, key, now);
+                    if touch && let Some(entry) = entry {
+                        entry.accessed.touch(now);
+                    }
+                    (key.clone(), entry.cloned())
+                })
                 .collect(),
             len: match op {
                 RedisOp::DbSize => state.live_len(db, now),
@@ -782,6 +795,20 @@ pub fn read(shared: &Shared, db: u8, op: RedisOp) -> Reply {
         }
     }
     util::answer_reply(redis_op::run(&mut view, db, op, now))
+}
+
+/// Whether a read moves its keys' last access on (`OBJECT IDLETIME`), as in
+/// Redis: reads of a value do, unless the client set `CLIENT NO-TOUCH`;
+/// TOUCH always does; EXISTS, TYPE and the TTL family never do.
+fn read_touches(session: &Session, op: &RedisOp) -> bool {
+    if session.last_command == "touch" {
+        return true;
+    }
+    !session.no_touch
+        && !matches!(
+            op,
+            RedisOp::Exists { .. } | RedisOp::Type { .. } | RedisOp::Ttl { .. }
+        )
 }
 
 /// The entries a read op looks at, fetched from its database before it runs

@@ -323,8 +323,8 @@ pub struct RestoreOptions {
 }
 
 /// RESTORE's options, checked as Redis checks them, before anything else.
-/// Walrus keeps no access times or counts, so IDLETIME and FREQ are checked
-/// and then have no effect.
+/// IDLETIME and FREQ are checked and then have no effect: the logged op has
+/// no field for them, and a restored key counts as just written.
 pub fn restore_options(args: &[Bytes]) -> Result<RestoreOptions, Reply> {
     let mut options = RestoreOptions {
         replace: false,

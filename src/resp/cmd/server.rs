@@ -407,7 +407,7 @@ const CLIENT_HELP: &[&str] = &[
     "NO-EVICT (ON|OFF)",
     "    Accepted; walrus evicts no keys.",
     "NO-TOUCH (ON|OFF)",
-    "    Accepted; walrus keeps no access times.",
+    "    Will not touch LRU/LFU stats when this mode is on.",
     "TRACKING (ON|OFF) [REDIRECT <id>] [BCAST] [PREFIX <prefix> [...]]",
     "         [OPTIN] [OPTOUT] [NOLOOP]",
     "    Control server assisted client side caching.",
@@ -494,14 +494,23 @@ fn client(session: &mut Session, shared: &Shared, args: &[Bytes]) -> CommandResu
                 .unwrap_or_default();
             Ok(Reply::Verbatim(format!("{line}\n")))
         }
-        // Accepted as Redis takes them (ON or OFF), with nothing to change:
-        // walrus evicts no keys and keeps no access times.
-        "no-evict" | "no-touch" => {
+        // Accepted as Redis takes it (ON or OFF), with nothing to change:
+        // walrus evicts no keys.
+        "no-evict" => {
             arity(3)?;
             match &args[2] {
                 word if is(word, "on") || is(word, "off") => Ok(Reply::ok()),
                 _ => Err(syntax_error()),
             }
+        }
+        "no-touch" => {
+            arity(3)?;
+            session.no_touch = match &args[2] {
+                word if is(word, "on") => true,
+                word if is(word, "off") => false,
+                _ => return Err(syntax_error()),
+            };
+            Ok(Reply::ok())
         }
         "pause" => client_pause(shared, &args[2..]),
         "unpause" => {
@@ -701,11 +710,15 @@ fn unknown_subcommand(sub: &[u8], command: &str) -> Reply {
 /// One command's `COMMAND INFO` entry (Redis 7 layout, without ACL
 /// categories, tips, key specs or subcommands).
 fn command_info(spec: &Spec) -> Reply {
-    let flag = if spec.write { "write" } else { "readonly" };
+    let mut flags = vec![Reply::Simple(if spec.write { "write" } else { "readonly" })];
+    // Keys found by reading the arguments, not by position alone.
+    if super::migrate::handles(spec.name) {
+        flags.push(Reply::Simple("movablekeys"));
+    }
     Reply::Array(vec![
         Reply::text(spec.name),
         Reply::Integer(spec.arity.into()),
-        Reply::Array(vec![Reply::Simple(flag)]),
+        Reply::Array(flags),
         Reply::Integer(spec.first_key.into()),
         Reply::Integer(spec.last_key.into()),
         Reply::Integer(spec.step.into()),
@@ -815,7 +828,13 @@ fn command_getkeys(request: &[Bytes]) -> CommandResult {
             "Invalid number of arguments specified for command",
         ));
     }
-    let keys: Vec<Reply> = super::key_positions(spec, request.len())
+    let positions: Vec<usize> = if super::migrate::handles(spec.name) {
+        super::migrate::key_positions(request)
+    } else {
+        super::key_positions(spec, request.len()).collect()
+    };
+    let keys: Vec<Reply> = positions
+        .into_iter()
         .map(|index| Reply::Bulk(request[index].clone()))
         .collect();
     if keys.is_empty() {
