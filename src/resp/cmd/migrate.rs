@@ -256,12 +256,16 @@ mod tests {
         let words = |list: &[&str]| key_positions(&args(list));
         assert_eq!(words(&["MIGRATE", "h", "1", "k", "0", "5"]), vec![3]);
         assert_eq!(
-            words(&["MIGRATE", "h", "1", "", "0", "5", "AUTH", "keys", "KEYS", "a", "b"]),
+            words(&[
+                "MIGRATE", "h", "1", "", "0", "5", "AUTH", "keys", "KEYS", "a", "b"
+            ]),
             vec![9, 10],
             "a password that reads KEYS is a password"
         );
         assert_eq!(
-            words(&["MIGRATE", "h", "1", "", "0", "5", "AUTH2", "u", "keys", "KEYS", "a"]),
+            words(&[
+                "MIGRATE", "h", "1", "", "0", "5", "AUTH2", "u", "keys", "KEYS", "a"
+            ]),
             vec![10]
         );
         assert_eq!(
