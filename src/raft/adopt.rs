@@ -128,7 +128,8 @@ pub fn stage(store: &DurableStore, node_id: NodeId, advertise: &str) -> Result<S
                 }
             }
         });
-    store.state().write().thaw();
+    let thawed = store.state().write().thaw();
+    drop(thawed);
     if let Err(error) = written {
         let _ = remove_staging(&dir);
         return Err(error);

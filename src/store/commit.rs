@@ -334,7 +334,9 @@ impl Committer {
                     write_snapshot(&shared, point)
                 }))
                 .unwrap_or_else(|_| Err(Error::SnapshotFailed("snapshot writer panicked".into())));
-                shared.state.write().thaw();
+                // Freed here, on the snapshot thread, after the lock is released.
+                let thawed = shared.state.write().thaw();
+                drop(thawed);
                 let info = result.map(|path| SnapshotInfo {
                     seq: point.seq,
                     revision: point.revision,
@@ -347,7 +349,8 @@ impl Committer {
         match spawned {
             Ok(handle) => self.running_snapshot = Some(RunningSnapshot { handle, waiters }),
             Err(error) => {
-                self.shared.state.write().thaw();
+                let thawed = self.shared.state.write().thaw();
+                drop(thawed);
                 for waiter in waiters {
                     let _ = waiter.send(Err(Error::SnapshotFailed(error.to_string())));
                 }
