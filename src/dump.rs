@@ -11,6 +11,7 @@ use crate::storage::segment::{
     ScanEnd, decode_segment_header, parse_segment_file_name, scan_records,
 };
 use crate::storage::snapshot::{decode_snapshot, parse_snapshot_file_name};
+use crate::storage::spare::SPARE_FILE_NAME;
 use crate::store::describe::{describe_payload, printable};
 
 /// Options for [`dump`].
@@ -31,6 +32,11 @@ pub fn dump(dir: &Path, options: DumpOptions, out: &mut dyn Write) -> io::Result
             dump_segment(&fs.read(&path)?, name, first_seq, out)?;
         } else if parse_snapshot_file_name(name).is_some() {
             dump_snapshot(&fs.read(&path)?, name, options, out)?;
+        } else if name == SPARE_FILE_NAME {
+            writeln!(
+                out,
+                "{name}: the next segment, made ahead of need (not part of the log yet)"
+            )?;
         } else {
             writeln!(out, "{name}: (not a segment or snapshot)")?;
         }
