@@ -128,8 +128,7 @@ pub fn stage(store: &DurableStore, node_id: NodeId, advertise: &str) -> Result<S
                 }
             }
         });
-    let thawed = store.state().write().thaw();
-    drop(thawed);
+    crate::store::State::thaw(store.state());
     if let Err(error) = written {
         let _ = remove_staging(&dir);
         return Err(error);

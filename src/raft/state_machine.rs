@@ -247,9 +247,7 @@ impl StateMachine {
             replica_snapshot_extra(last_log_id, &last_membership, &removals).map_err(io_error)?;
         let index = last_log_id.map_or(0, |id| id.index);
         let written = self.write_frozen(index, point, &extra);
-        // The replaced entries are freed after the lock is released.
-        let thawed = self.inner.state.write().thaw();
-        drop(thawed);
+        State::thaw(&self.inner.state);
         let path = written.map_err(io_error)?;
         let data = SnapshotData::open(&*self.inner.fs, &path)?;
         let meta = SnapshotMeta {

@@ -26,6 +26,15 @@ mod slowlog;
 mod stats;
 mod tracking;
 
+/// A request's words as the parser hands them over, for unit tests.
+#[cfg(test)]
+pub(crate) fn test_args(words: &[&str]) -> Vec<bytes::Bytes> {
+    words
+        .iter()
+        .map(|word| bytes::Bytes::copy_from_slice(word.as_bytes()))
+        .collect()
+}
+
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -188,12 +188,7 @@ fn trimmed(args: &[Bytes]) -> Vec<Bytes> {
 mod tests {
     use super::*;
 
-    fn args(words: &[&str]) -> Vec<Bytes> {
-        words
-            .iter()
-            .map(|word| Bytes::copy_from_slice(word.as_bytes()))
-            .collect()
-    }
+    use crate::resp::test_args as args;
 
     #[test]
     fn keeps_the_newest_entries_newest_first_with_growing_ids() {

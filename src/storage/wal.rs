@@ -268,10 +268,14 @@ impl Wal {
                         segment.path.display()
                     ));
                 }
-                let size = segment_size(&*fs, dir, &options, segment_target, SpaceUse::Ordinary)?;
-                let spare =
-                    spare::prepare(&*fs, dir, size, options.preallocate, &Default::default())?;
-                let active = activate(&*fs, dir, spare, replay_from)?;
+                let active = create_segment(
+                    &*fs,
+                    dir,
+                    replay_from,
+                    &options,
+                    segment_target,
+                    SpaceUse::Ordinary,
+                )?;
                 Wal::assemble(
                     fs,
                     dir,
@@ -512,15 +516,14 @@ impl Wal {
             }
         }
         let target = self.segment_target;
-        let size = segment_size(&*self.fs, &self.dir, &self.options, target, space)?;
-        let spare = spare::prepare(
+        create_segment(
             &*self.fs,
             &self.dir,
-            size,
-            self.options.preallocate,
-            &Default::default(),
-        )?;
-        activate(&*self.fs, &self.dir, spare, first_seq)
+            first_seq,
+            &self.options,
+            target,
+            space,
+        )
     }
 
     /// Starts making the next segment on a helper thread, if the options ask
@@ -533,13 +536,7 @@ impl Wal {
             return;
         }
         let usable = usable_space(&*self.fs, &self.dir, SpaceUse::Ordinary);
-        let Ok(size) = segment_size(
-            &*self.fs,
-            &self.dir,
-            &self.options,
-            self.segment_target,
-            SpaceUse::Ordinary,
-        ) else {
+        let Ok(size) = segment_size(&self.dir, &self.options, self.segment_target, usable) else {
             return;
         };
         if size.saturating_mul(SPARE_ROOM_FACTOR) > usable {
@@ -614,19 +611,12 @@ impl Wal {
     }
 }
 
-/// The size of the next segment: `target` within the configured size, at most
-/// a quarter of the free space `space` may use, at least [`MIN_SEGMENT_BYTES`];
-/// [`Error::NoSpace`] when even that does not fit.
-fn segment_size(
-    fs: &dyn FileSystem,
-    dir: &Path,
-    options: &WalOptions,
-    target: u64,
-    space: SpaceUse,
-) -> Result<u64> {
+/// The size of the next segment in `dir`: `target` within the configured
+/// size, at most a quarter of the `usable` free space, at least
+/// [`MIN_SEGMENT_BYTES`]; [`Error::NoSpace`] when even that does not fit.
+fn segment_size(dir: &Path, options: &WalOptions, target: u64, usable: u64) -> Result<u64> {
     let floor = MIN_SEGMENT_BYTES.min(options.segment_bytes);
     let wanted = target.clamp(floor, options.segment_bytes.max(floor));
-    let usable = usable_space(fs, dir, space);
     if usable < floor {
         return Err(Error::NoSpace {
             path: dir.to_path_buf(),
@@ -647,6 +637,23 @@ fn usable_space(fs: &dyn FileSystem, dir: &Path, space: SpaceUse) -> u64 {
         SpaceUse::Ordinary => free.saturating_sub(SPACE_RESERVE_BYTES),
         SpaceUse::Freeing => free,
     }
+}
+
+/// Makes the segment starting at `first_seq` now, on this thread, sized by
+/// [`segment_size`] to the space an append of kind `space` may use: the same
+/// two steps as a spare made ahead (`spare.rs`), without waiting between them.
+fn create_segment(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    first_seq: u64,
+    options: &WalOptions,
+    target: u64,
+    space: SpaceUse,
+) -> Result<ActiveSegment> {
+    let size = segment_size(dir, options, target, usable_space(fs, dir, space))?;
+    let never_cancelled = std::sync::atomic::AtomicBool::new(false);
+    let spare = spare::prepare(fs, dir, size, options.preallocate, &never_cancelled)?;
+    activate(fs, dir, spare, first_seq)
 }
 
 /// Makes `spare` the active segment starting at `first_seq`.

@@ -334,9 +334,7 @@ impl Committer {
                     write_snapshot(&shared, point)
                 }))
                 .unwrap_or_else(|_| Err(Error::SnapshotFailed("snapshot writer panicked".into())));
-                // Freed here, on the snapshot thread, after the lock is released.
-                let thawed = shared.state.write().thaw();
-                drop(thawed);
+                super::State::thaw(&shared.state);
                 let info = result.map(|path| SnapshotInfo {
                     seq: point.seq,
                     revision: point.revision,
@@ -349,8 +347,7 @@ impl Committer {
         match spawned {
             Ok(handle) => self.running_snapshot = Some(RunningSnapshot { handle, waiters }),
             Err(error) => {
-                let thawed = self.shared.state.write().thaw();
-                drop(thawed);
+                super::State::thaw(&self.shared.state);
                 for waiter in waiters {
                     let _ = waiter.send(Err(Error::SnapshotFailed(error.to_string())));
                 }

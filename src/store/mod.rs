@@ -42,8 +42,8 @@ pub use durable::{DurableStore, enter_event_loop};
 pub use mem::MemStore;
 pub use options::{FsyncPolicy, SnapshotInfo, SnapshotPolicy, StoreOptions};
 pub use state::{
-    AccessTime, DbKey, Entry, KeyCounts, Outcome, RemovalLog, SnapshotPoint, State, Thawed,
-    scan_hash, write_frozen,
+    AccessTime, DbKey, Entry, KeyCounts, Outcome, RemovalLog, SnapshotPoint, State, scan_hash,
+    write_frozen,
 };
 pub use stats::StoreStats;
 

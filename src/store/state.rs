@@ -60,13 +60,6 @@ struct Frozen {
     preimages: BTreeMap<(u8, Key), Option<Entry>>,
 }
 
-/// A finished snapshot's preimages, to be dropped outside the state's lock
-/// (see [`State::thaw`]).
-#[must_use = "drop it once the state's lock is released"]
-pub struct Thawed {
-    _frozen: Option<Frozen>,
-}
-
 /// One database's line of INFO's keyspace section.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KeyCounts {
@@ -982,15 +975,18 @@ impl State {
         point
     }
 
-    /// Ends the snapshot started by [`State::freeze`]. What it returns holds
-    /// every entry replaced while the snapshot was written (tens of thousands
-    /// under load, each perhaps the last owner of its value's memory): drop
-    /// it after releasing the state's lock, not under it, where freeing them
-    /// held up every write for milliseconds.
-    pub fn thaw(&mut self) -> Thawed {
-        Thawed {
-            _frozen: self.frozen.take(),
-        }
+    /// Ends the snapshot started by [`State::freeze`] on the state behind
+    /// `lock`. The preimages hold every entry replaced while the snapshot was
+    /// written (tens of thousands under load, each perhaps the last owner of
+    /// its value's memory), so they are freed after the lock is released, on
+    /// the caller's thread: under the lock, freeing them held up every write.
+    pub fn thaw(lock: &RwLock<State>) {
+        let frozen = lock.write().end_freeze();
+        drop(frozen);
+    }
+
+    fn end_freeze(&mut self) -> Option<Frozen> {
+        self.frozen.take()
     }
 
     /// Up to `max` entries of the frozen contents after `after`, in
@@ -1385,7 +1381,7 @@ mod tests {
             .collect();
         assert_eq!(keys, ["a", "b", "c", "d"]);
         assert!(first.iter().chain(&rest).all(|(_, _, e)| e.value == "old"));
-        drop(state.thaw());
+        state.end_freeze();
         assert_eq!(state.get(0, b"b", 0).unwrap().value, "new");
     }
 

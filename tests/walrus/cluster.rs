@@ -957,12 +957,7 @@ fn a_single_node_store_is_adopted_in_place_and_grows_into_a_cluster() {
     assert_eq!(three.call(&["GET", "in-three"]), "$3\r\nyes\r\n");
     let ttl = three.call(&["SELECT", "0"]);
     assert_eq!(ttl, "+OK\r\n");
-    let seconds: i64 = three
-        .call(&["TTL", "expiring"])
-        .trim_start_matches(':')
-        .trim()
-        .parse()
-        .expect("TTL");
+    let seconds = three.integer(&["TTL", "expiring"]);
     assert!(
         (3500..=3600).contains(&seconds),
         "the TTL survived: {seconds}"

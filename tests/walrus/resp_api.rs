@@ -36,10 +36,7 @@ fn resp_connection_and_server_commands() {
     assert!(raw.call(&["COMMAND"]).starts_with('*'));
     // COMMAND DOCS: one entry per command (a flat name, map list in RESP2);
     // an unknown name is left out.
-    let count: usize = raw.call(&["COMMAND", "COUNT"])[1..]
-        .trim()
-        .parse()
-        .expect("count");
+    let count = raw.integer(&["COMMAND", "COUNT"]) as usize;
     assert!(
         raw.call(&["COMMAND", "DOCS"])
             .starts_with(&format!("*{}\r\n", count * 2)),
@@ -59,10 +56,7 @@ fn resp_connection_and_server_commands() {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_secs() as i64;
-    let last_save: i64 = raw.call(&["LASTSAVE"])[1..]
-        .trim()
-        .parse()
-        .expect("integer");
+    let last_save = raw.integer(&["LASTSAVE"]);
     assert!(
         (now - 120..=now).contains(&last_save),
         "{last_save} vs {now}"
@@ -455,13 +449,7 @@ fn resp_key_commands() {
 fn object_idletime_counts_from_the_last_read_or_write_as_redis_does() {
     let (server, _dir) = Server::start_resp(&[]);
     let mut raw = RawResp::connect(server.resp_address());
-    let idle = |raw: &mut RawResp| -> u64 {
-        let reply = raw.call(&["OBJECT", "IDLETIME", "k"]);
-        reply
-            .strip_prefix(':')
-            .and_then(|rest| rest.trim_end().parse().ok())
-            .unwrap_or_else(|| panic!("OBJECT IDLETIME: {reply:?}"))
-    };
+    let idle = |raw: &mut RawResp| raw.integer(&["OBJECT", "IDLETIME", "k"]);
     assert_eq!(raw.call(&["SET", "k", "v"]), "+OK\r\n");
     assert!(idle(&mut raw) <= 1, "just written");
 
@@ -2264,10 +2252,7 @@ fn migrate_moves_keys_to_another_server_and_deletes_only_what_the_target_took() 
     assert_eq!(migrate(&mut here, &["a", "0", "5000"]), "+OK\r\n");
     assert_eq!(here.call(&["EXISTS", "a"]), ":0\r\n");
     assert_eq!(there.call(&["GET", "a"]), "$1\r\n1\r\n");
-    let ttl: i64 = there.call(&["PTTL", "a"])[1..]
-        .trim()
-        .parse()
-        .expect("PTTL");
+    let ttl = there.integer(&["PTTL", "a"]);
     assert!(
         (590_000..=600_000).contains(&ttl),
         "the TTL went along: {ttl}"

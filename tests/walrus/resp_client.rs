@@ -56,6 +56,15 @@ impl RawResp {
         self.reply().expect("a reply")
     }
 
+    /// Sends a command whose reply must be an integer, and returns it.
+    pub fn integer(&mut self, args: &[&str]) -> i64 {
+        let reply = self.call(args);
+        reply
+            .strip_prefix(':')
+            .and_then(|number| number.trim_end().parse().ok())
+            .unwrap_or_else(|| panic!("{args:?} answered {reply:?}, not an integer"))
+    }
+
     /// Reads one whole reply (nested arrays included) as wire text; `None` if
     /// the server closed the connection.
     pub fn reply(&mut self) -> Option<String> {

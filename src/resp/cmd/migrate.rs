@@ -244,12 +244,7 @@ async fn exchange(migration: &Migration, commands: &[&[&[u8]]]) -> Result<Vec<Re
 mod tests {
     use super::*;
 
-    fn args(words: &[&str]) -> Vec<Bytes> {
-        words
-            .iter()
-            .map(|word| Bytes::copy_from_slice(word.as_bytes()))
-            .collect()
-    }
+    use crate::resp::test_args as args;
 
     #[test]
     fn the_keys_are_found_where_redis_finds_them() {
