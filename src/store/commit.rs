@@ -84,7 +84,7 @@ pub(super) fn commit_taken(
     let _done = CountDone(&shared.pending, batch.len());
     if let Some(reason) = shared.failure() {
         for proposal in batch.drain(..) {
-            let _ = proposal.reply.send(Err(Error::Failed {
+            proposal.reply.send(Err(Error::Failed {
                 reason: reason.clone(),
             }));
         }

@@ -17,6 +17,7 @@ use tokio::sync::oneshot;
 use super::changes::ChangeFeed;
 use super::command::{MAX_COMMAND_FIELD_BYTES, decode_payload, encode_payload};
 use super::commit::{Committer, MAX_BATCH_BYTES, Message, commit_taken};
+use super::group_reply::{Group, ReplyTo};
 use super::log_writer::{LogWriter, Proposal, Reply, deliver};
 use super::options::{FsyncPolicy, SnapshotInfo, SnapshotPolicy, StoreOptions};
 use super::pending::Role;
@@ -196,42 +197,52 @@ impl Drop for DurableStore {
 }
 
 impl DurableStore {
-    /// Checks and encodes a command for the log; a refusal is a finished
-    /// submission. `wakes_thread`: its writer is a thread that will block on
-    /// the reply (see [`writer_blocks`]).
+    /// Checks and encodes a command for the log. A refusal answers `reply`
+    /// at once and gives no proposal. `wakes_thread`: its writer is a thread
+    /// that will block on the reply (see [`writer_blocks`]).
     fn propose(
         &self,
         command: Command,
         issued_at_ms: u64,
         wakes_thread: bool,
-    ) -> Result<(Proposal, oneshot::Receiver<Result<Outcome>>), Submission> {
+        reply: ReplyTo,
+    ) -> Option<Proposal> {
+        match self.encode(&command, issued_at_ms) {
+            Ok(payload) => Some(Proposal {
+                payload,
+                issued_at_ms,
+                command,
+                origin: super::origin::current(),
+                wakes_thread,
+                reply,
+            }),
+            Err(refusal) => {
+                reply.send(Err(refusal));
+                None
+            }
+        }
+    }
+
+    /// The command's log payload, or why the store refuses it.
+    fn encode(&self, command: &Command, issued_at_ms: u64) -> Result<Vec<u8>> {
         if let Some(reason) = self.shared.failure() {
-            return Err(Submission::ready(Err(Error::Failed { reason })));
+            return Err(Error::Failed { reason });
         }
         let size = command.data_bytes();
         if size > MAX_COMMAND_FIELD_BYTES {
-            return Err(Submission::ready(Err(Error::InvalidArgument(format!(
+            return Err(Error::InvalidArgument(format!(
                 "command carries {size} bytes; the limit is {MAX_COMMAND_FIELD_BYTES}"
-            )))));
+            )));
         }
         let mut payload = Vec::with_capacity(size + 48);
-        encode_payload(&mut payload, issued_at_ms, &command);
+        encode_payload(&mut payload, issued_at_ms, command);
         if payload.len() > MAX_RECORD_PAYLOAD {
-            return Err(Submission::ready(Err(Error::InvalidArgument(format!(
+            return Err(Error::InvalidArgument(format!(
                 "command encodes to {} bytes; a log record holds at most {MAX_RECORD_PAYLOAD}",
                 payload.len()
-            )))));
+            )));
         }
-        let (reply, receiver) = oneshot::channel();
-        let proposal = Proposal {
-            payload,
-            issued_at_ms,
-            command,
-            origin: super::origin::current(),
-            wakes_thread,
-            reply,
-        };
-        Ok((proposal, receiver))
+        Ok(payload)
     }
 
     /// Queues proposals for the log; if nobody is committing, this writer's
@@ -240,7 +251,7 @@ impl DurableStore {
         match self.shared.pending.push(proposals) {
             Err(refused) => {
                 for proposal in refused {
-                    let _ = proposal.reply.send(Err(Error::Closed));
+                    proposal.reply.send(Err(Error::Closed));
                 }
             }
             Ok(Role::Follow) => {}
@@ -478,36 +489,49 @@ impl KvStore for DurableStore {
         &self.shared.state
     }
     fn submit(&self, command: Command) -> Submission {
-        let (proposal, receiver) = match self.propose(command, now_ms(), writer_blocks()) {
-            Ok(proposed) => proposed,
-            Err(refused) => return refused,
-        };
-        self.queue([proposal]);
+        let (reply, receiver) = oneshot::channel();
+        let proposal = self.propose(command, now_ms(), writer_blocks(), ReplyTo::Own(reply));
+        if let Some(proposal) = proposal {
+            self.queue([proposal]);
+        }
         submission(receiver)
     }
 
     /// Several commands in order, queued together: a pipeline's writes share
-    /// one batch (one sync) unless the batch limits split them.
+    /// one batch (one sync) unless the batch limits split them. An async
+    /// writer's commands are answered as one group (`group_reply.rs`); a
+    /// thread's each get a channel it can block on.
     fn submit_all(&self, commands: Vec<Command>) -> Vec<Submission> {
-        let mut submissions = Vec::with_capacity(commands.len());
-        let mut batch = Vec::with_capacity(commands.len());
         // One batch, one issue time: the commands arrived together.
         let (issued_at_ms, wakes_thread) = (now_ms(), writer_blocks());
-        for command in commands {
-            match self.propose(command, issued_at_ms, wakes_thread) {
-                Ok((proposal, receiver)) => {
-                    batch.push(proposal);
-                    submissions.push(Err(receiver));
-                }
-                Err(refused) => submissions.push(Ok(refused)),
+        if wakes_thread || commands.len() < 2 {
+            let mut receivers = Vec::with_capacity(commands.len());
+            let batch: Vec<Proposal> = commands
+                .into_iter()
+                .filter_map(|command| {
+                    let (reply, receiver) = oneshot::channel();
+                    receivers.push(receiver);
+                    self.propose(command, issued_at_ms, wakes_thread, ReplyTo::Own(reply))
+                })
+                .collect();
+            if !batch.is_empty() {
+                self.queue(batch);
             }
+            return receivers.into_iter().map(submission).collect();
         }
+        let (group, slots) = Group::new(commands.len());
+        let batch: Vec<Proposal> = commands
+            .into_iter()
+            .zip(slots)
+            .filter_map(|(command, slot)| {
+                self.propose(command, issued_at_ms, false, ReplyTo::Group(slot))
+            })
+            .collect();
         if !batch.is_empty() {
             self.queue(batch);
         }
-        submissions
-            .into_iter()
-            .map(|queued| queued.unwrap_or_else(submission))
+        (0..group.len())
+            .map(|index| Submission::in_group(group.clone(), index))
             .collect()
     }
 
@@ -765,6 +789,52 @@ mod tests {
         for task in tasks {
             task.await.expect("task");
         }
+        close_shared(store).await;
+    }
+
+    /// A pipeline answered as one group: a command refused on the way in
+    /// (too large) gets its own error without holding up or failing the
+    /// others, a group longer than a batch (here two records) is answered
+    /// across several commits, and each command's answer is its own, in
+    /// whatever order they are awaited.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pipelined_group_answers_each_command_its_own_outcome() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let options = StoreOptions {
+            max_batch: 2,
+            ..StoreOptions::default()
+        };
+        let store = Arc::new(DurableStore::open(dir.path(), options).expect("open"));
+        let oversized = vec![b'x'; MAX_COMMAND_FIELD_BYTES + 1];
+        let commands = vec![
+            Command::put(b"a".to_vec(), b"1".to_vec()),
+            Command::put(b"b".to_vec(), b"2".to_vec()),
+            Command::put(b"big".to_vec(), oversized),
+            Command::put(b"c".to_vec(), b"3".to_vec()),
+            Command::delete(b"a".to_vec()),
+        ];
+        let mut submissions = store.submit_all(commands);
+        assert_eq!(submissions.len(), 5);
+        let last = submissions.pop().expect("five submissions");
+        let deleted = last.await.expect("delete");
+        assert_eq!(deleted.changed, 1, "the delete saw the put before it");
+        let mut revisions = Vec::new();
+        for (index, submission) in submissions.into_iter().enumerate() {
+            match (index, submission.await) {
+                (2, Err(Error::InvalidArgument(_))) => {}
+                (2, other) => panic!("the oversized put was answered {other:?}"),
+                (_, Ok(outcome)) => revisions.push(outcome.revision),
+                (_, Err(error)) => panic!("command {index} failed: {error}"),
+            }
+        }
+        assert!(
+            revisions.is_sorted(),
+            "revisions {revisions:?} out of log order"
+        );
+        assert!(revisions.last() < Some(&deleted.revision));
+        assert_eq!(store.get(b"a"), None);
+        assert_eq!(store.get(b"c").as_deref(), Some(&b"3"[..]));
+        assert_eq!(store.get(b"big"), None);
         close_shared(store).await;
     }
 

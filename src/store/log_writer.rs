@@ -10,11 +10,10 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use tokio::sync::oneshot;
-
 use parking_lot::RwLock;
 
 use super::Command;
+use super::group_reply::ReplyTo;
 use super::options::{FsyncPolicy, SnapshotPolicy};
 use super::state::{Outcome, State};
 use super::stats::StoreStats;
@@ -40,12 +39,12 @@ pub(super) struct Proposal {
     pub origin: u64,
     /// Its writer is a thread that blocks on the reply, not an async task.
     pub wakes_thread: bool,
-    pub reply: oneshot::Sender<Result<Outcome>>,
+    pub reply: ReplyTo,
 }
 
 /// An applied command and the writer waiting for it.
 pub(super) struct Reply {
-    pub sender: oneshot::Sender<Result<Outcome>>,
+    pub sender: ReplyTo,
     pub outcome: Outcome,
     /// Answering it wakes a blocked thread (a context switch), not a task.
     pub wakes_thread: bool,
@@ -103,7 +102,7 @@ impl LogWriter {
                     .drain(..)
                     .partition(|proposal| proposal.command.frees_space());
                 for proposal in adding {
-                    let _ = proposal
+                    proposal
                         .reply
                         .send(Err(Error::NoSpace { path: path.clone() }));
                 }
@@ -138,7 +137,7 @@ impl LogWriter {
             Ok(first_seq) => first_seq,
             Err(Error::NoSpace { path }) => {
                 for proposal in batch.drain(..) {
-                    let _ = proposal
+                    proposal
                         .reply
                         .send(Err(Error::NoSpace { path: path.clone() }));
                 }
@@ -148,7 +147,7 @@ impl LogWriter {
                 let reason = error.to_string();
                 shared.set_failed(reason.clone());
                 for proposal in batch.drain(..) {
-                    let _ = proposal.reply.send(Err(Error::Failed {
+                    proposal.reply.send(Err(Error::Failed {
                         reason: reason.clone(),
                     }));
                 }
@@ -216,6 +215,6 @@ impl LogWriter {
 /// Sends each writer its outcome.
 pub(super) fn deliver(replies: impl IntoIterator<Item = Reply>) {
     for reply in replies {
-        let _ = reply.sender.send(Ok(reply.outcome));
+        reply.sender.send(Ok(reply.outcome));
     }
 }

@@ -13,6 +13,7 @@ pub mod describe;
 pub mod dump_payload;
 mod durable;
 mod entry;
+mod group_reply;
 mod key;
 pub mod key_events;
 mod log_writer;
@@ -224,6 +225,11 @@ pub struct Submission(SubmissionInner);
 enum SubmissionInner {
     Ready(Option<Result<Outcome>>),
     Pending(oneshot::Receiver<Result<Outcome>>),
+    /// Slot `index` of a group answered together (`group_reply.rs`).
+    InGroup {
+        group: Arc<group_reply::Group>,
+        index: usize,
+    },
     /// Answered by something that may never answer (a Raft leader that lost
     /// its quorum): after `timeout` the submission gives `on_timeout(timeout)`.
     Bounded {
@@ -242,6 +248,10 @@ impl Submission {
 
     pub(crate) fn pending(receiver: oneshot::Receiver<Result<Outcome>>) -> Submission {
         Submission(SubmissionInner::Pending(receiver))
+    }
+
+    pub(crate) fn in_group(group: Arc<group_reply::Group>, index: usize) -> Submission {
+        Submission(SubmissionInner::InGroup { group, index })
     }
 
     /// Waits for `receiver` for up to `timeout`, then gives
@@ -268,6 +278,9 @@ impl Submission {
             SubmissionInner::Ready(result) => result.unwrap_or(Err(Error::Closed)),
             SubmissionInner::Pending(receiver) => {
                 receiver.blocking_recv().unwrap_or(Err(Error::Closed))
+            }
+            grouped @ SubmissionInner::InGroup { .. } => {
+                futures::executor::block_on(Submission(grouped))
             }
             SubmissionInner::Bounded {
                 mut receiver,
@@ -301,6 +314,7 @@ impl Future for Submission {
             SubmissionInner::Pending(receiver) => Pin::new(receiver)
                 .poll(cx)
                 .map(|received| received.unwrap_or(Err(Error::Closed))),
+            SubmissionInner::InGroup { group, index } => group.poll_answer(*index, cx),
             SubmissionInner::Bounded {
                 receiver,
                 deadline,

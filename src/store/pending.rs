@@ -210,7 +210,7 @@ impl PendingWrites {
             left
         };
         for proposal in left {
-            let _ = proposal.reply.send(Err(Error::Closed));
+            proposal.reply.send(Err(Error::Closed));
         }
     }
 
@@ -232,6 +232,7 @@ mod tests {
 
     fn proposal(key: &str) -> Proposal {
         let (reply, _receiver) = oneshot::channel();
+        let reply = crate::store::group_reply::ReplyTo::Own(reply);
         Proposal {
             payload: key.as_bytes().to_vec(),
             issued_at_ms: 0,
@@ -311,7 +312,7 @@ mod tests {
         let pending = PendingWrites::new();
         let (reply, mut answer) = oneshot::channel();
         let queued = Proposal {
-            reply,
+            reply: crate::store::group_reply::ReplyTo::Own(reply),
             ..proposal("a")
         };
         let _ = pending.push([queued]);
