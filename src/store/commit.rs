@@ -142,10 +142,10 @@ pub(super) struct Committer {
 /// Up to this many writers blocked in threads are woken by the commit thread
 /// itself; more go to the notifier thread, so that waking dozens of threads
 /// (a futex wake and a context switch each) overlaps the next batch's write
-/// and sync instead of delaying it. Writers that are async tasks are always
-/// answered here: waking them costs their runtime one wake-up for the lot
-/// (for the RESP event loop, one for the whole batch), and the hop to the
-/// notifier cost more (SET `-c 64 -P 16`: +8 %, BENCHMARKS.md).
+/// and sync instead of delaying it. Writers that are async tasks never get
+/// here: the apply answers each as it goes (`LogWriter::commit`), since waking
+/// a task costs its runtime little and the hop to the notifier cost more
+/// (SET `-c 64 -P 16`: +8 %, BENCHMARKS.md).
 const INLINE_REPLIES: usize = 4;
 
 /// Wakes the writers of committed batches, in commit order.
@@ -279,17 +279,11 @@ impl Committer {
                 return;
             }
             commit_taken(&self.shared, &mut self.batch, &mut self.replies);
-            let threads = self
-                .replies
-                .iter()
-                .filter(|reply| reply.wakes_thread)
-                .count();
-            if threads <= INLINE_REPLIES {
+            // What is left to answer are writers blocked in threads.
+            if self.replies.len() <= INLINE_REPLIES {
                 deliver(self.replies.drain(..));
             } else {
-                let (threads, tasks): (Vec<Reply>, Vec<Reply>) =
-                    self.replies.drain(..).partition(|reply| reply.wakes_thread);
-                deliver(tasks);
+                let threads: Vec<Reply> = self.replies.drain(..).collect();
                 if let Err(SendError(threads)) = self.notifier.send(threads) {
                     deliver(threads);
                 }

@@ -42,12 +42,11 @@ pub(super) struct Proposal {
     pub reply: ReplyTo,
 }
 
-/// An applied command and the writer waiting for it.
+/// An applied command and the thread blocked waiting for it (async writers
+/// are answered during the apply; see [`LogWriter::commit`]).
 pub(super) struct Reply {
     pub sender: ReplyTo,
     pub outcome: Outcome,
-    /// Answering it wakes a blocked thread (a context switch), not a task.
-    pub wakes_thread: bool,
 }
 
 pub(super) struct LogWriter {
@@ -79,9 +78,11 @@ impl LogWriter {
     }
 
     /// Commits `batch` (which it empties): appends it with one write, syncs as
-    /// the policy says, applies it, and pushes each writer's outcome onto
-    /// `replies`. On failure the log is failed for good and every writer of the
-    /// batch gets the error.
+    /// the policy says and applies it. Each async writer is answered as its
+    /// command is applied; the outcomes of writers blocked in threads are
+    /// pushed onto `replies`, for the caller to wake them after the batch. On
+    /// failure the log is failed for good and every writer of the batch gets
+    /// the error.
     ///
     /// Out of space ([`Error::NoSpace`]) nothing is failed: the writers that
     /// would add data get that error, and the deletes among them are appended
@@ -173,11 +174,19 @@ impl LogWriter {
             let (issued_at_ms, command) = (proposal.issued_at_ms, proposal.command);
             let outcome =
                 super::origin::with(proposal.origin, || state.apply(seq, issued_at_ms, command));
-            replies.push(Reply {
-                sender: proposal.reply,
-                outcome,
-                wakes_thread: proposal.wakes_thread,
-            });
+            // An async writer is answered as soon as its command is applied:
+            // waking its task costs no thread switch here, and its event loop
+            // can send the reply and read the next requests while the rest
+            // of the batch applies. A blocked thread is woken after the
+            // batch, by the caller (maybe on the notifier thread).
+            if proposal.wakes_thread {
+                replies.push(Reply {
+                    sender: proposal.reply,
+                    outcome,
+                });
+            } else {
+                proposal.reply.send(Ok(outcome));
+            }
         }
         let target = self.snapshot_policy.segment_target(state.data_bytes());
         self.wal.set_segment_target(target);
