@@ -79,6 +79,10 @@ impl Counted {
     }
 }
 
+/// An overwritten value larger than this is freed where its reply is made:
+/// its cache miss is nothing beside its size.
+const FREED_LATER_BYTES: usize = 64 << 10;
+
 impl Pipeline {
     fn push_write(&mut self, command: Command, finish: Finish, counted: Counted) {
         self.unsubmitted.push(command);
@@ -110,12 +114,23 @@ impl Pipeline {
         output: &mut BytesMut,
     ) {
         self.submit(shared.store.as_ref(), session.id);
+        // The entries the writes replaced, when their replies do not show
+        // them: freed off this loop (`store::drop_later`).
+        let mut overwritten = Vec::new();
         while let Some(pending) = self.replies.pop_front() {
             let (reply, counted) = match pending {
                 Pending::Ready(reply, counted) => (reply, counted),
                 Pending::Write(Slot::Submitted(submission), finish, counted) => {
                     match submission.await {
-                        Ok(outcome) => (finish.reply(outcome), counted),
+                        Ok(mut outcome) => {
+                            if !finish.shows_previous()
+                                && let Some(previous) = outcome.previous.take()
+                                && previous.value.len() <= FREED_LATER_BYTES
+                            {
+                                overwritten.push(previous);
+                            }
+                            (finish.reply(outcome), counted)
+                        }
                         Err(error) => (cmd::store_error(&error), counted),
                     }
                 }
@@ -127,6 +142,7 @@ impl Pipeline {
                 reply.encode_as(session.protocol, output);
             }
         }
+        crate::store::drop_later(overwritten);
     }
 }
 

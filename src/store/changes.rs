@@ -240,6 +240,33 @@ struct Inner {
     history: VecDeque<Arc<Change>>,
     bytes: usize,
     floor: u64,
+    /// Evicted changes waiting to be freed off the commit path
+    /// ([`super::deferred_drop`]), handed over [`RETIRED_BATCH`] (or
+    /// [`RETIRED_BATCH_BYTES`]) at a time.
+    retired: Vec<Arc<Change>>,
+    retired_bytes: usize,
+}
+
+/// Evicted changes handed to the freeing thread together.
+const RETIRED_BATCH: usize = 256;
+
+/// Bytes of evicted changes handed to the freeing thread together, at most.
+const RETIRED_BATCH_BYTES: usize = 1 << 20;
+
+/// A change larger than this is freed at once, where it is evicted: its
+/// cache miss is nothing beside its size, and the freeing thread's queue
+/// should not hold large values back.
+const RETIRED_MAX_BYTES: usize = 64 << 10;
+
+impl Inner {
+    /// Sets an evicted change aside to be freed off the commit path, unless
+    /// it is large (then it is freed here and now).
+    fn retire(&mut self, change: Arc<Change>) {
+        if change.bytes() <= RETIRED_MAX_BYTES {
+            self.retired_bytes += change.bytes();
+            self.retired.push(change);
+        }
+    }
 }
 
 impl ChangeFeed {
@@ -251,6 +278,8 @@ impl ChangeFeed {
                 history: VecDeque::new(),
                 bytes: 0,
                 floor: revision,
+                retired: Vec::new(),
+                retired_bytes: 0,
             }),
             limits,
             registry: Mutex::new(Registry::default()),
@@ -286,6 +315,7 @@ impl ChangeFeed {
             // A revision is evicted whole or served whole: the floor covers
             // the evicted change's revision, so drop the rest of it too.
             inner.floor = inner.floor.max(evicted.revision);
+            inner.retire(evicted);
             while inner
                 .history
                 .front()
@@ -293,8 +323,15 @@ impl ChangeFeed {
             {
                 if let Some(next) = inner.history.pop_front() {
                     inner.bytes -= next.bytes();
+                    inner.retire(next);
                 }
             }
+        }
+        if inner.retired.len() >= RETIRED_BATCH || inner.retired_bytes >= RETIRED_BATCH_BYTES {
+            inner.retired_bytes = 0;
+            let retired = std::mem::take(&mut inner.retired);
+            drop(inner);
+            super::deferred_drop::drop_later(retired);
         }
     }
 
@@ -446,6 +483,32 @@ mod tests {
         assert_eq!(keys(feed.read(Position::after_revision(2), 10)), ["d", "e"]);
         feed.restart_at(50);
         assert_eq!(feed.bounds(), (50, 50));
+    }
+
+    /// Evicted changes are set aside to be freed elsewhere, but never more
+    /// than a batch of them: the history's bounds still bound its memory.
+    #[test]
+    fn evicted_changes_are_handed_on_in_bounded_batches() {
+        let limits = FeedLimits {
+            max_changes: 4,
+            max_bytes: usize::MAX,
+        };
+        let feed = ChangeFeed::new(0, limits);
+        let mut handed_on = 0;
+        for revision in 1..=2_000u64 {
+            feed.publish(&mut vec![change(revision, 1, 1, "k")]);
+            let inner = feed.inner.lock();
+            assert!(inner.retired.len() < RETIRED_BATCH);
+            assert!(inner.retired_bytes < RETIRED_BATCH_BYTES);
+            if inner.retired.is_empty() {
+                handed_on += 1;
+            }
+        }
+        assert_eq!(feed.bounds(), (1_996, 2_000));
+        assert!(
+            handed_on >= 7,
+            "2,000 evictions went out in {handed_on} batches"
+        );
     }
 
     #[test]

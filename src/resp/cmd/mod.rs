@@ -303,6 +303,11 @@ pub enum Finish {
 }
 
 impl Finish {
+    /// Whether the reply shows the entry the write replaced.
+    pub fn shows_previous(&self) -> bool {
+        matches!(self, Finish::Previous)
+    }
+
     pub fn reply(self, outcome: Outcome) -> Reply {
         match self {
             Finish::Ok => Reply::ok(),
