@@ -83,6 +83,9 @@ impl Counted {
 /// its cache miss is nothing beside its size.
 const FREED_LATER_BYTES: usize = 64 << 10;
 
+/// A pipeline that replaced fewer entries than this frees them itself.
+const FREED_LATER_MIN_BATCH: usize = 8;
+
 impl Pipeline {
     fn push_write(&mut self, command: Command, finish: Finish, counted: Counted) {
         self.unsubmitted.push(command);
@@ -142,7 +145,11 @@ impl Pipeline {
                 reply.encode_as(session.protocol, output);
             }
         }
-        crate::store::drop_later(overwritten);
+        // A few are freed here: handing them over would cost more (a wake-up
+        // of the freeing thread) than the misses it saves.
+        if overwritten.len() >= FREED_LATER_MIN_BATCH {
+            crate::store::drop_later(overwritten);
+        }
     }
 }
 
