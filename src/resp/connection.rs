@@ -86,6 +86,10 @@ const FREED_LATER_BYTES: usize = 64 << 10;
 /// A pipeline that replaced fewer entries than this frees them itself.
 const FREED_LATER_MIN_BATCH: usize = 8;
 
+/// Replaced entries are handed over in batches of at most about this many
+/// bytes of values, so the freeing thread's queue holds back little.
+const FREED_LATER_BATCH_BYTES: usize = 1 << 20;
+
 impl Pipeline {
     fn push_write(&mut self, command: Command, finish: Finish, counted: Counted) {
         self.unsubmitted.push(command);
@@ -119,7 +123,7 @@ impl Pipeline {
         self.submit(shared.store.as_ref(), session.id);
         // The entries the writes replaced, when their replies do not show
         // them: freed off this loop (`store::drop_later`).
-        let mut overwritten = Vec::new();
+        let (mut overwritten, mut overwritten_bytes) = (Vec::new(), 0);
         while let Some(pending) = self.replies.pop_front() {
             let (reply, counted) = match pending {
                 Pending::Ready(reply, counted) => (reply, counted),
@@ -130,7 +134,12 @@ impl Pipeline {
                                 && let Some(previous) = outcome.previous.take()
                                 && previous.value.len() <= FREED_LATER_BYTES
                             {
+                                overwritten_bytes += previous.value.len();
                                 overwritten.push(previous);
+                                if overwritten_bytes >= FREED_LATER_BATCH_BYTES {
+                                    crate::store::drop_later(std::mem::take(&mut overwritten));
+                                    overwritten_bytes = 0;
+                                }
                             }
                             (finish.reply(outcome), counted)
                         }
