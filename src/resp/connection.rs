@@ -21,7 +21,7 @@ use super::cmd::{self, Finish, Plan, Session};
 use super::frame::{Limits, Reply, RequestParser};
 use super::monitor::Origin;
 use super::stats::Ran;
-use crate::store::{Command, KvStore, Submission, origin};
+use crate::store::{Command, DropLater, KvStore, Submission, origin};
 
 /// Replies not yet encoded, in request order, and writes not yet submitted.
 #[derive(Default)]
@@ -79,16 +79,10 @@ impl Counted {
     }
 }
 
-/// An overwritten value larger than this is freed where its reply is made:
-/// its cache miss is nothing beside its size.
-const FREED_LATER_BYTES: usize = 64 << 10;
-
-/// A pipeline that replaced fewer entries than this frees them itself.
+/// A pipeline that replaced fewer entries than this frees them itself (an
+/// unpipelined client's one entry would cost the freeing thread a wake-up
+/// per request).
 const FREED_LATER_MIN_BATCH: usize = 8;
-
-/// Replaced entries are handed over in batches of at most about this many
-/// bytes of values, so the freeing thread's queue holds back little.
-const FREED_LATER_BATCH_BYTES: usize = 1 << 20;
 
 impl Pipeline {
     fn push_write(&mut self, command: Command, finish: Finish, counted: Counted) {
@@ -122,8 +116,8 @@ impl Pipeline {
     ) {
         self.submit(shared.store.as_ref(), session.id);
         // The entries the writes replaced, when their replies do not show
-        // them: freed off this loop (`store::drop_later`).
-        let (mut overwritten, mut overwritten_bytes) = (Vec::new(), 0);
+        // them: freed off this loop.
+        let mut overwritten = DropLater::default();
         while let Some(pending) = self.replies.pop_front() {
             let (reply, counted) = match pending {
                 Pending::Ready(reply, counted) => (reply, counted),
@@ -132,14 +126,9 @@ impl Pipeline {
                         Ok(mut outcome) => {
                             if !finish.shows_previous()
                                 && let Some(previous) = outcome.previous.take()
-                                && previous.value.len() <= FREED_LATER_BYTES
                             {
-                                overwritten_bytes += previous.value.len();
-                                overwritten.push(previous);
-                                if overwritten_bytes >= FREED_LATER_BATCH_BYTES {
-                                    crate::store::drop_later(std::mem::take(&mut overwritten));
-                                    overwritten_bytes = 0;
-                                }
+                                let bytes = previous.value.len();
+                                overwritten.push(previous, bytes);
                             }
                             (finish.reply(outcome), counted)
                         }
@@ -154,11 +143,7 @@ impl Pipeline {
                 reply.encode_as(session.protocol, output);
             }
         }
-        // A few are freed here: handing them over would cost more (a wake-up
-        // of the freeing thread) than the misses it saves.
-        if overwritten.len() >= FREED_LATER_MIN_BATCH {
-            crate::store::drop_later(overwritten);
-        }
+        overwritten.finish(FREED_LATER_MIN_BATCH);
     }
 }
 

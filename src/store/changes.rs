@@ -23,6 +23,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+use super::deferred_drop::DropLater;
 use super::key::Key;
 
 /// What happened to a key.
@@ -240,33 +241,8 @@ struct Inner {
     history: VecDeque<Arc<Change>>,
     bytes: usize,
     floor: u64,
-    /// Evicted changes waiting to be freed off the commit path
-    /// ([`super::deferred_drop`]), handed over [`RETIRED_BATCH`] (or
-    /// [`RETIRED_BATCH_BYTES`]) at a time.
-    retired: Vec<Arc<Change>>,
-    retired_bytes: usize,
-}
-
-/// Evicted changes handed to the freeing thread together.
-const RETIRED_BATCH: usize = 256;
-
-/// Bytes of evicted changes handed to the freeing thread together, at most.
-const RETIRED_BATCH_BYTES: usize = 1 << 20;
-
-/// A change larger than this is freed at once, where it is evicted: its
-/// cache miss is nothing beside its size, and the freeing thread's queue
-/// should not hold large values back.
-const RETIRED_MAX_BYTES: usize = 64 << 10;
-
-impl Inner {
-    /// Sets an evicted change aside to be freed off the commit path, unless
-    /// it is large (then it is freed here and now).
-    fn retire(&mut self, change: Arc<Change>) {
-        if change.bytes() <= RETIRED_MAX_BYTES {
-            self.retired_bytes += change.bytes();
-            self.retired.push(change);
-        }
-    }
+    /// Evicted changes waiting to be freed off the commit path.
+    retired: DropLater<Arc<Change>>,
 }
 
 impl ChangeFeed {
@@ -278,8 +254,7 @@ impl ChangeFeed {
                 history: VecDeque::new(),
                 bytes: 0,
                 floor: revision,
-                retired: Vec::new(),
-                retired_bytes: 0,
+                retired: DropLater::default(),
             }),
             limits,
             registry: Mutex::new(Registry::default()),
@@ -315,7 +290,8 @@ impl ChangeFeed {
             // A revision is evicted whole or served whole: the floor covers
             // the evicted change's revision, so drop the rest of it too.
             inner.floor = inner.floor.max(evicted.revision);
-            inner.retire(evicted);
+            let bytes = evicted.bytes();
+            inner.retired.push(evicted, bytes);
             while inner
                 .history
                 .front()
@@ -323,15 +299,10 @@ impl ChangeFeed {
             {
                 if let Some(next) = inner.history.pop_front() {
                     inner.bytes -= next.bytes();
-                    inner.retire(next);
+                    let bytes = next.bytes();
+                    inner.retired.push(next, bytes);
                 }
             }
-        }
-        if inner.retired.len() >= RETIRED_BATCH || inner.retired_bytes >= RETIRED_BATCH_BYTES {
-            inner.retired_bytes = 0;
-            let retired = std::mem::take(&mut inner.retired);
-            drop(inner);
-            super::deferred_drop::drop_later(retired);
         }
     }
 
@@ -421,6 +392,7 @@ impl ChangeFeed {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::deferred_drop::{BATCH_BYTES, BATCH_ITEMS};
 
     fn change(revision: u64, index: u32, count: u32, key: &str) -> Change {
         Change {
@@ -498,9 +470,10 @@ mod tests {
         for revision in 1..=2_000u64 {
             feed.publish(&mut vec![change(revision, 1, 1, "k")]);
             let inner = feed.inner.lock();
-            assert!(inner.retired.len() < RETIRED_BATCH);
-            assert!(inner.retired_bytes < RETIRED_BATCH_BYTES);
-            if inner.retired.is_empty() {
+            let (held, held_bytes) = inner.retired.held();
+            assert!(held < BATCH_ITEMS);
+            assert!(held_bytes < BATCH_BYTES);
+            if held == 0 {
                 handed_on += 1;
             }
         }

@@ -9,11 +9,15 @@
 //! Handed over in batches, it runs on a core those threads leave idle while
 //! they wait for each other or for the disk.
 //!
+//! [`DropLater`] is how both hand items over: it sets small ones aside and
+//! passes them on in bounded batches, and frees a large one at once (its
+//! miss is nothing beside its size, and the queue should not hold it back).
+//!
 //! Invariants: items are only dropped, never read; a batch that cannot be
 //! handed over (the thread could not start, or is a full queue behind) is
-//! dropped where it is. Callers hand over only small items (their own bound,
-//! 64 KiB), in batches of a few hundred, so the queue holds back little
-//! memory.
+//! dropped where it is; a batch holds at most [`BATCH_ITEMS`] items of at
+//! most [`MAX_ITEM_BYTES`] each and about [`BATCH_BYTES`] in all, so the
+//! queue of [`QUEUED_BATCHES`] holds back little memory.
 
 use std::sync::OnceLock;
 
@@ -22,6 +26,15 @@ use crossbeam_channel::{Sender, TrySendError};
 /// Batches waiting for the freeing thread, at most; past that the caller
 /// frees its own.
 const QUEUED_BATCHES: usize = 64;
+
+/// An item larger than this is freed where it is let go of.
+pub const MAX_ITEM_BYTES: usize = 64 << 10;
+
+/// Items handed over together, at most.
+pub const BATCH_ITEMS: usize = 256;
+
+/// Bytes handed over together: a batch goes once it holds this many.
+pub const BATCH_BYTES: usize = 1 << 20;
 
 type Batch = Box<dyn Send>;
 
@@ -44,7 +57,7 @@ fn freeing_thread() -> Option<&'static Sender<Batch>> {
 }
 
 /// Drops `items` on the freeing thread (or here, if it cannot take them).
-pub fn drop_later<T: Send + 'static>(items: Vec<T>) {
+fn hand_over<T: Send + 'static>(items: Vec<T>) {
     if items.is_empty() {
         return;
     }
@@ -54,6 +67,51 @@ pub fn drop_later<T: Send + 'static>(items: Vec<T>) {
     match sender.try_send(Box::new(items)) {
         Ok(()) => {}
         Err(TrySendError::Full(batch) | TrySendError::Disconnected(batch)) => drop(batch),
+    }
+}
+
+/// Items set aside to be freed on the freeing thread, a batch at a time.
+pub struct DropLater<T: Send + 'static> {
+    items: Vec<T>,
+    bytes: usize,
+}
+
+impl<T: Send + 'static> Default for DropLater<T> {
+    fn default() -> DropLater<T> {
+        DropLater {
+            items: Vec::new(),
+            bytes: 0,
+        }
+    }
+}
+
+impl<T: Send + 'static> DropLater<T> {
+    /// Sets `item` (holding `bytes`) aside, or frees it now if it is large;
+    /// hands the batch over once it is full.
+    pub fn push(&mut self, item: T, bytes: usize) {
+        if bytes > MAX_ITEM_BYTES {
+            return;
+        }
+        self.items.push(item);
+        self.bytes += bytes;
+        if self.items.len() >= BATCH_ITEMS || self.bytes >= BATCH_BYTES {
+            self.bytes = 0;
+            hand_over(std::mem::take(&mut self.items));
+        }
+    }
+
+    /// Hands over what is set aside if it is at least `min_items`; fewer are
+    /// freed here, where handing them over would cost more (a wake-up of the
+    /// freeing thread) than the misses it saves.
+    pub fn finish(self, min_items: usize) {
+        if self.items.len() >= min_items {
+            hand_over(self.items);
+        }
+    }
+
+    /// Items set aside and not yet handed over, and their bytes.
+    pub fn held(&self) -> (usize, usize) {
+        (self.items.len(), self.bytes)
     }
 }
 
@@ -73,7 +131,9 @@ mod tests {
             }
         }
         let seen = Arc::new(parking_lot::Mutex::new(None));
-        drop_later(vec![Noted(seen.clone())]);
+        let mut later = DropLater::default();
+        later.push(Noted(seen.clone()), 0);
+        later.finish(1);
         let deadline = Instant::now() + Duration::from_secs(10);
         while seen.lock().is_none() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(1));

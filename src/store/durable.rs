@@ -519,7 +519,8 @@ impl KvStore for DurableStore {
             }
             return receivers.into_iter().map(submission).collect();
         }
-        let (group, slots) = Group::new(commands.len());
+        let count = commands.len();
+        let (group, slots) = Group::new(count);
         let batch: Vec<Proposal> = commands
             .into_iter()
             .zip(slots)
@@ -530,7 +531,7 @@ impl KvStore for DurableStore {
         if !batch.is_empty() {
             self.queue(batch);
         }
-        (0..group.len())
+        (0..count)
             .map(|index| Submission::in_group(group.clone(), index))
             .collect()
     }

@@ -103,11 +103,6 @@ impl Group {
         (group, slots)
     }
 
-    /// How many commands the group holds.
-    pub fn len(&self) -> usize {
-        self.state.lock().slots.len()
-    }
-
     fn answer(&self, index: usize, result: Result<Outcome>) {
         let wakers = {
             let mut state = self.state.lock();

@@ -40,7 +40,7 @@ use parking_lot::RwLock;
 use tokio::sync::oneshot;
 
 pub use command::{Command, Guard, MAX_COMMAND_FIELD_BYTES, Op, decode_payload, encode_payload};
-pub use deferred_drop::drop_later;
+pub use deferred_drop::DropLater;
 pub use durable::{DurableStore, enter_event_loop};
 pub use mem::MemStore;
 pub use options::{FsyncPolicy, SnapshotInfo, SnapshotPolicy, StoreOptions};
