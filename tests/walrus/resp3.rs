@@ -32,18 +32,38 @@ fn hello_3_switches_the_connection_to_resp3_and_hello_2_back() {
     );
 }
 
-/// redis-py from `WALRUS_TEST_PYTHON` (a virtual environment `.ci/run` makes);
-/// without it the test says it is skipped, and under CI it fails instead.
-#[test]
-fn redis_py_with_default_settings_speaks_resp3_to_walrus() {
+/// The python with redis-py from `WALRUS_TEST_PYTHON` (a virtual environment
+/// `.ci/run` makes); without it a test says it is skipped, and under CI it
+/// fails instead.
+fn redis_py() -> Option<String> {
     let Ok(python) = std::env::var("WALRUS_TEST_PYTHON") else {
         assert!(
             std::env::var_os("CI").is_none(),
             "CI must provide redis-py through WALRUS_TEST_PYTHON"
         );
         eprintln!("SKIPPED: set WALRUS_TEST_PYTHON to a python with redis-py 8 installed");
-        return;
+        return None;
     };
+    Some(python)
+}
+
+/// Runs `script` and fails the test with its output unless it succeeds.
+fn run_python(python: &str, script: &str) {
+    let output = Command::new(python)
+        .args(["-c", script])
+        .output()
+        .expect("run python");
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn redis_py_with_default_settings_speaks_resp3_to_walrus() {
+    let Some(python) = redis_py() else { return };
     let (mut server, _dir) = Server::start_resp(&[]);
     let script = format!(
         r#"
@@ -142,20 +162,54 @@ print('ok')
 "#,
         port = server.resp_address().port()
     );
-    let output = Command::new(python)
-        .args(["-c", &script])
-        .output()
-        .expect("run python");
-    assert!(
-        output.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    run_python(&python, &script);
     let status = server
         .wait_exit(std::time::Duration::from_secs(15))
         .expect("SHUTDOWN stopped the server");
     assert!(status.success(), "{status:?}");
+}
+
+/// redis-py's client-side cache (`cache_config`, RESP3 only) asks for Redis
+/// 7.4 or newer in `HELLO`'s version: a cached read is served without the
+/// server, and a write from another client, an expiry and a `FLUSHALL` each
+/// drop the cached value before the next read.
+#[test]
+fn redis_py_client_side_cache_is_invalidated_by_writes_expiry_and_flush() {
+    let Some(python) = redis_py() else { return };
+    let (server, _dir) = Server::start_resp(&[]);
+    let script = format!(
+        r#"
+import time
+import redis
+from redis.cache import CacheConfig
+cached = redis.Redis(host='127.0.0.1', port={port}, protocol=3, cache_config=CacheConfig())
+other = redis.Redis(host='127.0.0.1', port={port})
+
+def eventually(read, want):
+    deadline = time.monotonic() + 5
+    while True:
+        got = read()
+        if got == want or time.monotonic() > deadline:
+            return got
+        time.sleep(0.01)
+
+assert cached.set('k', 'v1')
+assert cached.get('k') == b'v1'
+assert cached.get_cache().size == 1, 'the read was cached'
+assert cached.get('k') == b'v1'
+assert other.set('k', 'v2')
+assert eventually(lambda: cached.get('k'), b'v2') == b'v2', 'a write elsewhere invalidates'
+assert other.set('short', 'lived', px=200)
+assert cached.get('short') == b'lived'
+assert eventually(lambda: cached.get('short'), None) is None, 'an expiry invalidates'
+assert cached.mget('k', 'short') == [b'v2', None]
+assert other.flushall()
+assert eventually(lambda: cached.get('k'), None) is None, 'FLUSHALL invalidates'
+print('ok')
+"#,
+        port = server.resp_address().port()
+    );
+    run_python(&python, &script);
 }
 
 #[test]

@@ -20,7 +20,7 @@ use super::{CommandResult, SPECS, Session, Spec, find_spec, wrong_arity};
 use crate::store::number::parse_i64;
 
 /// The Redis version walrus answers as: clients gate features on it.
-pub const REDIS_VERSION: &str = "7.0.0";
+pub const REDIS_VERSION: &str = "7.4.0";
 
 pub fn handles(name: &str) -> bool {
     matches!(
