@@ -224,6 +224,11 @@ fn redis_replies_for_getrange_expire_scripting_and_http_lines() {
         "-ERR invalid expire time in 'expire' command\r\n"
     );
     assert_eq!(raw.call(&["TTL", "short"]), ":-1\r\n", "nothing changed");
+    assert!(
+        raw.call(&["DEBUG", "SLEEP", "0"])
+            .starts_with("-ERR DEBUG command not allowed. If the enable-debug-command option"),
+        "refused as by a Redis 7 with its default settings"
+    );
     assert_eq!(raw.call(&["FUNCTION", "FLUSH"]), "+OK\r\n");
     assert_eq!(raw.call(&["FUNCTION", "LIST"]), "*0\r\n");
     assert!(

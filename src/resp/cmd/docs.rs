@@ -120,6 +120,13 @@ const DOCS: &[Doc] = &[
         "Depends on the subcommand.",
     ),
     doc(
+        "debug",
+        "Refused, as Redis 7 refuses it by default (enable-debug-command no).",
+        "1.0.0",
+        "server",
+        "Depends on the subcommand.",
+    ),
+    doc(
         "eval",
         "Refused: walrus runs no scripts.",
         "2.6.0",

@@ -366,6 +366,7 @@ pub const SPECS: &[Spec] = &[
     spec("readonly", 1, false, NO_KEYS),
     spec("function", -2, false, NO_KEYS),
     spec("module", -2, false, NO_KEYS),
+    spec("debug", -2, false, NO_KEYS),
     spec("eval", -3, false, NO_KEYS),
     spec("evalsha", -3, false, NO_KEYS),
     spec("eval_ro", -3, false, NO_KEYS),
