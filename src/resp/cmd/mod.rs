@@ -770,6 +770,9 @@ pub fn read(shared: &Shared, session: &Session, op: RedisOp) -> Reply {
     let touch = read_touches(session, &op);
     // One clock reading and one read lock for the lookups and the op.
     let now = crate::store::now_ms();
+    if let RedisOp::Get { key } = &op {
+        return get(shared, db, key, touch, now);
+    }
     let mut view = {
         let state = shared.store.state().read();
         ReadView {
@@ -801,6 +804,34 @@ pub fn read(shared: &Shared, session: &Session, op: RedisOp) -> Reply {
         }
     }
     util::answer_reply(redis_op::run(&mut view, db, op, now))
+}
+
+/// GET, the commonest read, without [`read`]'s general path: one lookup
+/// under the read lock and a clone of the value alone, where the general path
+/// collects the op's keys and a copy of each whole entry into vectors first
+/// (two allocations and a clone of the key per GET). The reply is the one
+/// `redis_op::run` gives for `RedisOp::Get`.
+fn get(shared: &Shared, db: u8, key: &Bytes, touch: bool, now: u64) -> Reply {
+    let value = {
+        let state = shared.store.state().read();
+        state.get(db, key, now).map(|entry| {
+            if touch {
+                entry.accessed.touch(now);
+            }
+            entry.value.clone()
+        })
+    };
+    match value {
+        Some(value) => Reply::Bulk(value),
+        None => {
+            if shared.keyspace_events.wants_key_misses() {
+                shared
+                    .keyspace_events
+                    .publish_key_miss(&shared.pubsub, db, key);
+            }
+            Reply::Null
+        }
+    }
 }
 
 /// Whether a read moves its keys' last access on (`OBJECT IDLETIME`), as in
