@@ -18,6 +18,8 @@
 //! their place among the replies; they see the transaction's writes but are
 //! not atomic with it.
 
+use std::collections::HashSet;
+
 use bytes::Bytes;
 
 use super::super::Shared;
@@ -167,8 +169,11 @@ fn watch(session: &mut Session, shared: &Shared, keys: &[Bytes]) -> CommandResul
     }
     session.watched_db = session.db;
     let (revision, entries) = shared.store.get_entries_at_revision(session.db, keys);
+    // A set, not a search of the list per key: WATCH of n keys would
+    // otherwise cost n² comparisons on the thread every RESP client shares.
+    let mut already: HashSet<Bytes> = session.watched.iter().map(|(key, _)| key.clone()).collect();
     for (key, entry) in keys.iter().zip(entries) {
-        if session.watched.iter().any(|(watched, _)| watched == key) {
+        if !already.insert(key.clone()) {
             continue;
         }
         // An absent key is watched with the revision it was seen absent at,
