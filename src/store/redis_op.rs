@@ -492,8 +492,16 @@ pub fn run(keyspace: &mut dyn Keyspace, db: u8, op: RedisOp, now_ms: u64) -> Ans
             condition,
             get,
         } => {
-            let current = keyspace.live(db, &key);
-            let old = bulk_or_null(current);
+            // A plain SET needs nothing of the key it replaces: no lookup
+            // (a second walk of the keyspace before the insert) and no copy
+            // of the old value.
+            let looks = get || condition != Guard::None || matches!(expiry, SetExpiry::Keep);
+            let current = if looks { keyspace.live(db, &key) } else { None };
+            let old = if get {
+                bulk_or_null(current)
+            } else {
+                Answer::Null
+            };
             let expires_at_ms = match expiry {
                 SetExpiry::Clear => 0,
                 SetExpiry::At(at) => at,
