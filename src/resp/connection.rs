@@ -364,10 +364,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
             // A command queued by MULTI is counted when EXEC runs it, as in
             // Redis, not when it is queued.
             let queuing = session.transaction.is_some();
-            let plan = cmd::plan(session, shared, &args);
+            let position = cmd::spec_index(&args);
+            let plan = cmd::plan(session, shared, &args, position);
             let command = match (&plan, queuing) {
                 (Plan::Reply(_), true) => None,
-                _ => cmd::spec_index(&args),
+                _ => position,
             };
             // Only a command run here (CLIENT REPLY) changes whether replies
             // are sent, so the others can be decided now.

@@ -228,11 +228,11 @@ impl Session {
     /// it runs; then spends a CLIENT CACHING given for it. Inside MULTI the
     /// keys are registered as each command is queued, and CLIENT CACHING
     /// holds until EXEC or DISCARD, as in Redis.
-    fn track_reads(&mut self, shared: &Shared, args: &[Bytes]) {
+    fn track_reads(&mut self, shared: &Shared, args: &[Bytes], command: Option<usize>) {
         let Some(mode) = &self.tracking else {
             return;
         };
-        let Some(spec) = spec_index(args).map(|position| &SPECS[position]) else {
+        let Some(spec) = command.map(|position| &SPECS[position]) else {
             return;
         };
         if spec.name == "client" {
@@ -481,6 +481,8 @@ pub fn find_spec(name: &str) -> Option<&'static Spec> {
 }
 
 /// The position in [`SPECS`] of the command `args` names, if supported.
+/// Found once per command and passed along ([`plan`], [`check`]): this runs
+/// for every request.
 pub fn spec_index(args: &[Bytes]) -> Option<usize> {
     let name = args.first()?;
     let mut lower = [0u8; 32];
@@ -488,21 +490,27 @@ pub fn spec_index(args: &[Bytes]) -> Option<usize> {
     for (to, from) in lower.iter_mut().zip(name.iter()) {
         *to = from.to_ascii_lowercase();
     }
-    spec_position(std::str::from_utf8(lower).ok()?)
+    spec_positions().get(&*lower).copied()
 }
 
 /// The position in [`SPECS`] of the command named `name` (lowercase).
 pub fn spec_position(name: &str) -> Option<usize> {
-    static INDEX: std::sync::OnceLock<std::collections::HashMap<&'static str, usize>> =
+    spec_positions().get(name.as_bytes()).copied()
+}
+
+/// Command names to their place in [`SPECS`]. FNV, not the default SipHash:
+/// the names are short, and the table is fixed at start, so nobody can fill
+/// it with colliding keys.
+fn spec_positions() -> &'static HashMap<&'static [u8], usize, fnv::FnvBuildHasher> {
+    static INDEX: std::sync::OnceLock<HashMap<&'static [u8], usize, fnv::FnvBuildHasher>> =
         std::sync::OnceLock::new();
-    let index = INDEX.get_or_init(|| {
+    INDEX.get_or_init(|| {
         SPECS
             .iter()
             .enumerate()
-            .map(|(position, spec)| (spec.name, position))
+            .map(|(position, spec)| (spec.name.as_bytes(), position))
             .collect()
-    });
-    index.get(name).copied()
+    })
 }
 
 /// Lowercased command name (names are ASCII; anything else is unknown).
@@ -537,14 +545,14 @@ pub fn wrong_arity(name: &str) -> Reply {
 
 /// The checks every command passes before it runs: it exists, the client is
 /// authenticated (or the command may run before), arity, key lengths.
+/// `command` is `spec_index(args)`.
 pub(super) fn check(
     session: &Session,
     shared: &Shared,
     args: &[Bytes],
+    command: Option<usize>,
 ) -> Result<&'static Spec, Reply> {
-    // Looked up without lowercasing the name into a new string: this runs
-    // for every command.
-    let spec = spec_index(args).map(|position| &SPECS[position]);
+    let spec = command.map(|position| &SPECS[position]);
     let may_run_signed_out =
         spec.is_some_and(|spec| matches!(spec.name, "auth" | "hello" | "quit" | "reset"));
     if !session.authenticated && !may_run_signed_out {
@@ -564,7 +572,7 @@ pub(super) fn check(
 /// in), which Redis answers at once even while paused. EXEC counts as a
 /// write when its transaction writes.
 pub fn paused_as_write(session: &Session, shared: &Shared, args: &[Bytes]) -> Option<bool> {
-    let spec = check(session, shared, args).ok()?;
+    let spec = check(session, shared, args, spec_index(args)).ok()?;
     if spec.name == "exec" {
         return Some(session.transaction.as_ref().is_some_and(|transaction| {
             transaction.queued.iter().any(|queued| match &queued.kind {
@@ -628,14 +636,19 @@ pub(super) fn op_limits(shared: &Shared) -> ops::OpLimits {
 /// Decides how to run a request: a write becomes a store command the
 /// connection can pipeline into one group commit, a read an op to run on the
 /// current entries; inside MULTI the request is queued instead.
-pub fn plan(session: &mut Session, shared: &Shared, args: &[Bytes]) -> Plan {
+pub fn plan(
+    session: &mut Session,
+    shared: &Shared,
+    args: &[Bytes],
+    command: Option<usize>,
+) -> Plan {
     if session.tracking.is_some() {
-        session.track_reads(shared, args);
+        session.track_reads(shared, args, command);
     }
     if session.transaction.is_some() {
-        return txn::queue(session, shared, args);
+        return txn::queue(session, shared, args, command);
     }
-    let spec = match check(session, shared, args) {
+    let spec = match check(session, shared, args, command) {
         Ok(spec) => spec,
         Err(reply) => return Plan::Refused(reply),
     };

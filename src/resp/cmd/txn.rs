@@ -74,7 +74,13 @@ pub fn handles(name: &str) -> bool {
 }
 
 /// Plans a request that arrives inside MULTI: queued, or refused.
-pub fn queue(session: &mut Session, shared: &Shared, args: &[Bytes]) -> Plan {
+/// `command` is `spec_index(args)`.
+pub fn queue(
+    session: &mut Session,
+    shared: &Shared,
+    args: &[Bytes],
+    command: Option<usize>,
+) -> Plan {
     let name = command_name(args);
     let refusal = match name.as_str() {
         "multi" => Some("MULTI calls can not be nested"),
@@ -92,7 +98,7 @@ pub fn queue(session: &mut Session, shared: &Shared, args: &[Bytes]) -> Plan {
     if let Some(text) = refusal {
         return Plan::Reply(Reply::err(text));
     }
-    let spec = match check(session, shared, args) {
+    let spec = match check(session, shared, args, command) {
         Ok(spec) => spec,
         Err(reply) => {
             if let Some(transaction) = &mut session.transaction {
