@@ -245,6 +245,18 @@ struct Inner {
     retired: DropLater<Arc<Change>>,
 }
 
+impl Inner {
+    /// Takes the oldest change out of the history, to be freed off this
+    /// thread, and gives its revision.
+    fn evict_oldest(&mut self) -> Option<u64> {
+        let evicted = self.history.pop_front()?;
+        let (revision, bytes) = (evicted.revision, evicted.bytes());
+        self.bytes -= bytes;
+        self.retired.push(evicted, bytes);
+        Some(revision)
+    }
+}
+
 impl ChangeFeed {
     /// A feed whose history starts after `revision` (the state's revision
     /// when the feed is attached).
@@ -283,25 +295,18 @@ impl ChangeFeed {
             inner.history.push_back(Arc::new(change));
         }
         while inner.history.len() > self.limits.max_changes || inner.bytes > self.limits.max_bytes {
-            let Some(evicted) = inner.history.pop_front() else {
+            let Some(revision) = inner.evict_oldest() else {
                 break;
             };
-            inner.bytes -= evicted.bytes();
             // A revision is evicted whole or served whole: the floor covers
             // the evicted change's revision, so drop the rest of it too.
-            inner.floor = inner.floor.max(evicted.revision);
-            let bytes = evicted.bytes();
-            inner.retired.push(evicted, bytes);
+            inner.floor = inner.floor.max(revision);
             while inner
                 .history
                 .front()
                 .is_some_and(|next| next.revision <= inner.floor)
             {
-                if let Some(next) = inner.history.pop_front() {
-                    inner.bytes -= next.bytes();
-                    let bytes = next.bytes();
-                    inner.retired.push(next, bytes);
-                }
+                inner.evict_oldest();
             }
         }
     }

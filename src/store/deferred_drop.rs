@@ -21,7 +21,7 @@
 
 use std::sync::OnceLock;
 
-use crossbeam_channel::{Sender, TrySendError};
+use crossbeam_channel::Sender;
 
 /// Batches waiting for the freeing thread, at most; past that the caller
 /// frees its own.
@@ -64,10 +64,9 @@ fn hand_over<T: Send + 'static>(items: Vec<T>) {
     let Some(sender) = freeing_thread() else {
         return;
     };
-    match sender.try_send(Box::new(items)) {
-        Ok(()) => {}
-        Err(TrySendError::Full(batch) | TrySendError::Disconnected(batch)) => drop(batch),
-    }
+    // Refused (a full queue, or the thread is gone), the batch comes back
+    // inside the error and is dropped here with it.
+    let _ = sender.try_send(Box::new(items));
 }
 
 /// Items set aside to be freed on the freeing thread, a batch at a time.

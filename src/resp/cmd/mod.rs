@@ -810,12 +810,10 @@ pub fn read(shared: &Shared, session: &Session, op: RedisOp) -> Reply {
         ReadView::new(entries, len)
     };
     // Redis reports a miss for every read lookup but TYPE's.
-    if !matches!(op, RedisOp::Type { .. }) && shared.keyspace_events.wants_key_misses() {
+    if !matches!(op, RedisOp::Type { .. }) {
         for (key, entry) in &view.entries {
             if entry.is_none() {
-                shared
-                    .keyspace_events
-                    .publish_key_miss(&shared.pubsub, db, key);
+                report_miss(shared, db, key);
             }
         }
     }
@@ -840,13 +838,18 @@ fn get(shared: &Shared, db: u8, key: &Bytes, touch: bool, now: u64) -> Reply {
     match value {
         Some(value) => Reply::Bulk(value),
         None => {
-            if shared.keyspace_events.wants_key_misses() {
-                shared
-                    .keyspace_events
-                    .publish_key_miss(&shared.pubsub, db, key);
-            }
+            report_miss(shared, db, key);
             Reply::Null
         }
+    }
+}
+
+/// A read found `key` absent: the `keymiss` event, if anyone asked for it.
+fn report_miss(shared: &Shared, db: u8, key: &Bytes) {
+    if shared.keyspace_events.wants_key_misses() {
+        shared
+            .keyspace_events
+            .publish_key_miss(&shared.pubsub, db, key);
     }
 }
 
