@@ -213,8 +213,12 @@ pub struct LogReader {
     shared: Shared,
 }
 
+/// A record: its kind byte, then the value in postcard, in a buffer sized
+/// once (an entry grown by doubling costs a copy per doubling).
 fn encode<T: Serialize>(kind: u8, value: &T) -> io::Result<Vec<u8>> {
-    let record = vec![kind];
+    let size = postcard::experimental::serialized_size(value).map_err(io_error)?;
+    let mut record = Vec::with_capacity(1 + size);
+    record.push(kind);
     postcard::to_extend(value, record).map_err(io_error)
 }
 

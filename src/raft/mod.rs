@@ -39,6 +39,10 @@ pub use cluster::{ClusterNode, ClusterOptions, ClusterStatus, PeerRefusal, parse
 /// is exactly what a single node's WAL record holds.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Proposal {
+    /// Written as one byte string: postcard encodes it exactly as it encodes
+    /// a sequence of `u8` (a varint length, then the bytes), so logs and peer
+    /// messages of earlier builds read unchanged, without a call per byte.
+    #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
 }
 
@@ -232,5 +236,35 @@ mod replier_tests {
         let (replier, calls) = recording();
         drop(replier);
         assert_eq!(*calls.lock(), vec![None]);
+    }
+}
+
+#[cfg(test)]
+mod proposal_tests {
+    use super::Proposal;
+
+    /// How a build before `serde_bytes` wrote a proposal: a plain `Vec<u8>`,
+    /// which serde hands to postcard one `u8` at a time.
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct ProposalAsSequence {
+        payload: Vec<u8>,
+    }
+
+    #[test]
+    fn a_proposal_is_encoded_byte_for_byte_as_earlier_builds_wrote_it() {
+        for len in [0usize, 1, 127, 128, 300, 70_000] {
+            let payload: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+            let earlier = postcard::to_stdvec(&ProposalAsSequence {
+                payload: payload.clone(),
+            })
+            .expect("encode");
+            let now = postcard::to_stdvec(&Proposal {
+                payload: payload.clone(),
+            })
+            .expect("encode");
+            assert_eq!(now, earlier, "{len}-byte payload");
+            let read: Proposal = postcard::from_bytes(&earlier).expect("decode");
+            assert_eq!(read.payload, payload);
+        }
     }
 }

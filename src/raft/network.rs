@@ -67,6 +67,8 @@ pub struct SnapshotChunk {
     pub vote: Vote,
     pub meta: super::SnapshotMeta,
     pub offset: u64,
+    /// One slice, not a call per byte (the same encoding; see `Proposal`).
+    #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
     pub done: bool,
 }
@@ -198,7 +200,10 @@ impl Peer {
                 reason: "cut off by fault injection".into(),
             });
         }
-        let body = postcard::to_stdvec(request).map_err(|error| self.failed(error))?;
+        // Sized once: an append of many entries would otherwise grow by doubling.
+        let body = postcard::experimental::serialized_size(request)
+            .and_then(|size| postcard::to_extend(request, Vec::with_capacity(size)))
+            .map_err(|error| self.failed(error))?;
         if let Some(transport) = &self.transport {
             let delivery = transport.deliver(self.own_id, self.target, path, body);
             let answer = match tokio::time::timeout(timeout, delivery).await {
