@@ -15,6 +15,22 @@ use walrus::server::{ServeOptions, bind_all, open_node, run as run_server, termi
 use walrus::storage::{RecoveryMode, WalOptions};
 use walrus::store::{FsyncPolicy, SnapshotPolicy, StoreOptions};
 
+/// `println!` that fails instead of panicking when stdout is gone:
+/// `walrus bench http --json | head -1` ends quietly (see `main`), as a
+/// broken pipe is the reader's choice, not an error of ours.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    };
+}
+
+/// `print!` with the same treatment of a closed stdout as [`say!`].
+macro_rules! say_raw {
+    ($($arg:tt)*) => {
+        write!(std::io::stdout().lock(), $($arg)*)
+    };
+}
+
 /// jemalloc instead of the C library's allocator: every request allocates
 /// (frames, log records, reply channels, entries) on one thread and often
 /// frees on another, where glibc's malloc and free took about an eighth of a
@@ -918,12 +934,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Backup { file, client } => backup(&file, &client),
         Command::Restore { file, data_dir } => {
             let info = walrus::backup::restore(&file, &data_dir)?;
-            println!(
+            say!(
                 "restored {} keys at revision {} into {}",
                 info.keys,
                 info.revision,
                 data_dir.display()
-            );
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Compact { client } => admin_post(&client, "/admin/compact"),
@@ -1389,9 +1405,9 @@ fn bench_http(args: HttpBenchArgs) -> Result<ExitCode> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        say!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
-        println!("{}", report.render());
+        say!("{}", report.render())?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -1413,9 +1429,9 @@ fn bench_resp(args: RespBenchArgs) -> Result<ExitCode> {
     let runtime = runtime()?;
     let report = runtime.block_on(walrus::bench::resp::run(&config))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        say!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
-        println!("{}", report.render());
+        say!("{}", report.render())?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -1505,9 +1521,9 @@ fn verify(args: &VerifyArgs) -> Result<ExitCode> {
         .block_on(walrus::verify::run(options))
         .map_err(|reason| anyhow::anyhow!(reason))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        say!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
-        print!("{}", report.render());
+        say_raw!("{}", report.render())?;
     }
     Ok(if report.passed {
         ExitCode::SUCCESS
@@ -1526,7 +1542,7 @@ fn cluster_command(command: ClusterCommand) -> Result<ExitCode> {
             advertise,
         } => {
             let adopted = walrus::raft::adopt::adopt(data_dir, *node_id, advertise)?;
-            println!(
+            say!(
                 "{} is now node {} of a one-node cluster at {}: {} keys, the log goes on after \
                  index {}; the single-node files are kept in {}.\n\
                  start it with: walrus serve --data-dir {} --node-id {} --listen {}",
@@ -1539,7 +1555,7 @@ fn cluster_command(command: ClusterCommand) -> Result<ExitCode> {
                 data_dir.display(),
                 adopted.node_id,
                 adopted.advertise,
-            );
+            )?;
             return Ok(ExitCode::SUCCESS);
         }
         ClusterCommand::Status { client } => (client, "/cluster/status".to_string()),
@@ -1590,13 +1606,13 @@ fn backup(file: &std::path::Path, args: &ClientArgs) -> Result<ExitCode> {
         return Err(error.into());
     }
     let info = backup.finish()?;
-    println!(
+    say!(
         "saved {} keys at revision {} ({} bytes) to {}",
         info.keys,
         info.revision,
         info.bytes,
         file.display()
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -1611,7 +1627,7 @@ fn admin_post(args: &ClientArgs, path: &str) -> Result<ExitCode> {
     ))?;
     let body = String::from_utf8_lossy(&response.body).into_owned();
     if response.status.is_success() {
-        println!("{}", body.trim());
+        say!("{}", body.trim())?;
         Ok(ExitCode::SUCCESS)
     } else {
         eprintln!("error: {} {}", response.status, body.trim());
@@ -1623,10 +1639,17 @@ fn admin_post(args: &ClientArgs, path: &str) -> Result<ExitCode> {
 fn cluster_status(args: &ClientArgs) -> Result<ExitCode> {
     let runtime = runtime()?;
     let token = read_token(args.token_file.as_deref())?;
-    println!(
+    say!(
         "{:<28} {:>4} {:<10} {:>6} {:>7} {:>10} {:>10} {:>10}",
-        "ENDPOINT", "ID", "ROLE", "TERM", "LEADER", "LAST LOG", "COMMIT", "APPLIED"
-    );
+        "ENDPOINT",
+        "ID",
+        "ROLE",
+        "TERM",
+        "LEADER",
+        "LAST LOG",
+        "COMMIT",
+        "APPLIED"
+    )?;
     let mut failures = 0;
     for endpoint in &args.endpoints {
         let client = walrus::client::Client::with_options(
@@ -1654,7 +1677,7 @@ fn cluster_status(args: &ClientArgs) -> Result<ExitCode> {
             )?)
         });
         match status {
-            Ok(status) => println!(
+            Ok(status) => say!(
                 "{:<28} {:>4} {:<10} {:>6} {:>7} {:>10} {:>10} {:>10}",
                 endpoint,
                 status.node_id,
@@ -1666,10 +1689,10 @@ fn cluster_status(args: &ClientArgs) -> Result<ExitCode> {
                 status.last_log_index,
                 status.commit_index,
                 status.applied_index
-            ),
+            )?,
             Err(error) => {
                 failures += 1;
-                println!("{endpoint:<28} unreachable: {error:#}");
+                say!("{endpoint:<28} unreachable: {error:#}")?;
             }
         }
     }
@@ -1695,9 +1718,9 @@ fn bench_store(args: StoreBenchArgs) -> Result<ExitCode> {
     };
     let report = run_store_bench(&config)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        say!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
-        println!("{}", report.render());
+        say!("{}", report.render())?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -175,6 +175,26 @@ fn list_escapes_keys_and_a_closed_pipe_ends_quietly() {
     assert!(stderr.is_empty(), "{stderr}");
 }
 
+/// A report printed to a reader that has left (`walrus bench … | head -1`)
+/// ends the command quietly instead of panicking.
+#[test]
+fn a_report_to_a_closed_pipe_ends_quietly() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_walrus"))
+        .args(["bench", "store", "--memory-only", "--writes", "100"])
+        .args(["--writers", "1", "--large-records", "0", "--json", "--dir"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run walrus");
+    drop(child.stdout.take());
+    let output = child.wait_with_output().expect("exit");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{:?}: {stderr}", output.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
 #[test]
 fn an_unreachable_endpoint_is_named_once_with_what_to_do() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
