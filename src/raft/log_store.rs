@@ -9,7 +9,8 @@
 //! ```text
 //! kind u8 | body (postcard)
 //! kind 1 entry:      the openraft entry: log id (term, leader, index) and payload
-//!                    (blank, membership, or a Proposal: walrus's command encoding)
+//!                    (blank, membership, or a Proposal: walrus's command encoding,
+//!                    as a postcard byte string: varint length, then the bytes)
 //! kind 2 vote:       the vote
 //! kind 3 truncate:   Option<LogId>: every entry after it, appended before this
 //!                    record, is gone
