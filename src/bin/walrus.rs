@@ -1520,10 +1520,17 @@ fn verify(args: &VerifyArgs) -> Result<ExitCode> {
     let report = runtime()?
         .block_on(walrus::verify::run(options))
         .map_err(|reason| anyhow::anyhow!(reason))?;
-    if args.json {
-        say!("{}", serde_json::to_string_pretty(&report)?)?;
+    let printed = if args.json {
+        say!("{}", serde_json::to_string_pretty(&report)?)
     } else {
-        say_raw!("{}", report.render())?;
+        say_raw!("{}", report.render())
+    };
+    // A reader that left early (`walrus verify … | head`) must not turn a
+    // failed verdict into exit 0: only other output errors end the command.
+    if let Err(error) = printed
+        && error.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        return Err(error.into());
     }
     Ok(if report.passed {
         ExitCode::SUCCESS

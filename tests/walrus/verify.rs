@@ -223,6 +223,23 @@ fn verify_fails_against_a_server_that_acknowledges_before_it_writes() {
         report.path().join("report/timeline.html").exists(),
         "a timeline of the failing key"
     );
+    // A reader that leaves before the verdict (`walrus verify … | head`)
+    // must not turn the failure into exit 0.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_walrus"))
+        .args(["verify", "--endpoints", &format!("http://{address}")])
+        .args(["--duration", "3", "--keys", "3", "--clients", "4"])
+        .args(["--mix", "1:1:0:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run walrus verify");
+    drop(child.stdout.take());
+    let status = child.wait().expect("exit");
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "a failed verdict with stdout closed"
+    );
     drop(runtime);
 }
 
