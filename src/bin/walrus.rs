@@ -15,20 +15,29 @@ use walrus::server::{ServeOptions, bind_all, open_node, run as run_server, termi
 use walrus::storage::{RecoveryMode, WalOptions};
 use walrus::store::{FsyncPolicy, SnapshotPolicy, StoreOptions};
 
-/// `println!` that fails instead of panicking when stdout is gone:
-/// `walrus bench http --json | head -1` ends quietly (see `main`), as a
-/// broken pipe is the reader's choice, not an error of ours.
+/// `println!` for the binary's reports, without its panic when stdout is
+/// gone. A reader that left (`walrus bench http --json | head -1`) chose to
+/// stop reading: the command ends as it would have, with its own exit code
+/// (a failed `walrus verify` still exits 1). Other output errors, such as a
+/// full disk, are returned.
 macro_rules! say {
     ($($arg:tt)*) => {
-        writeln!(std::io::stdout().lock(), $($arg)*)
+        report_line(format_args!($($arg)*), "\n")
     };
 }
 
 /// `print!` with the same treatment of a closed stdout as [`say!`].
 macro_rules! say_raw {
     ($($arg:tt)*) => {
-        write!(std::io::stdout().lock(), $($arg)*)
+        report_line(format_args!($($arg)*), "")
     };
+}
+
+fn report_line(text: std::fmt::Arguments, end: &str) -> std::io::Result<()> {
+    match write!(std::io::stdout().lock(), "{text}{end}") {
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        written => written,
+    }
 }
 
 /// jemalloc instead of the C library's allocator: every request allocates
@@ -1520,17 +1529,10 @@ fn verify(args: &VerifyArgs) -> Result<ExitCode> {
     let report = runtime()?
         .block_on(walrus::verify::run(options))
         .map_err(|reason| anyhow::anyhow!(reason))?;
-    let printed = if args.json {
-        say!("{}", serde_json::to_string_pretty(&report)?)
+    if args.json {
+        say!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
-        say_raw!("{}", report.render())
-    };
-    // A reader that left early (`walrus verify … | head`) must not turn a
-    // failed verdict into exit 0: only other output errors end the command.
-    if let Err(error) = printed
-        && error.kind() != std::io::ErrorKind::BrokenPipe
-    {
-        return Err(error.into());
+        say_raw!("{}", report.render())?;
     }
     Ok(if report.passed {
         ExitCode::SUCCESS
