@@ -7,6 +7,11 @@
 # PUT, also straight to the leader. GETs are linearizable on both systems.
 # Then: the time from kill -9 of the walrus leader to the first acknowledged
 # write through a survivor, median of FAILOVERS (default 5) trials.
+# The machine's cores are shared as `walrus dev-cluster` shares them: each
+# walrus node runs `--threads` = cores / 3, at least 1 (W_THREADS overrides);
+# the single node and etcd keep their defaults (etcd measured slower with
+# GOMAXPROCS=1, BENCHMARKS.md). The CPU steal over the whole run is printed
+# at the end: a virtual machine's neighbours can take a fifth of its time.
 # Everything listens on 127.0.0.1; data lives under $BENCH_DIR (default: this
 # checkout, a real disk). Usage:
 #   bench/cluster.sh [seconds per run, default 10] [rounds, default 3]
@@ -32,9 +37,11 @@ W_PEERS="1=127.0.0.1:${W_HTTP[1]},2=127.0.0.1:${W_HTTP[2]},3=127.0.0.1:${W_HTTP[
 E_CLUSTER="e1=http://127.0.0.1:${E_PEER[1]},e2=http://127.0.0.1:${E_PEER[2]},e3=http://127.0.0.1:${E_PEER[3]}"
 declare -a W_PID
 
+CORES=$(nproc)
+W_THREADS=${W_THREADS:-$(( CORES / 3 > 0 ? CORES / 3 : 1 ))}
 start_walrus_node() { # id
     "$WALRUS" serve --node-id "$1" --peers "$W_PEERS" --listen "127.0.0.1:${W_HTTP[$1]}" \
-        --data-dir "$WORK/walrus-$1" 2>>"$WORK/walrus-$1.log" & W_PID[$1]=$!
+        --threads "$W_THREADS" --data-dir "$WORK/walrus-$1" 2>>"$WORK/walrus-$1.log" & W_PID[$1]=$!
     PIDS+=(${W_PID[$1]})
 }
 for i in 1 2 3; do
@@ -83,6 +90,8 @@ run() { # name connections style mix urls
         --warmup 1 --style "$style" --mix "$mix" --value-size 100 \
         > "$WORK/result-$name-$conns-$round.json"
 }
+cpu_times() { head -1 /proc/stat; }
+STAT_START=$(cpu_times)
 W_ALL=$(all_urls "${W_HTTP[1]}" "${W_HTTP[2]}" "${W_HTTP[3]}")
 E_ALL=$(all_urls "${E_CLIENT[1]}" "${E_CLIENT[2]}" "${E_CLIENT[3]}")
 for round in $(seq "$ROUNDS"); do
@@ -114,9 +123,13 @@ for trial in $(seq "$FAILOVERS"); do
     sleep 2
 done
 
-python3 - "$WORK" "$ROUNDS" <<'PY'
+python3 - "$WORK" "$ROUNDS" "$W_THREADS" "$STAT_START" "$(cpu_times)" <<'PY'
 import glob, json, statistics, sys
-work, rounds = sys.argv[1], sys.argv[2]
+work, rounds, threads = sys.argv[1], sys.argv[2], sys.argv[3]
+# /proc/stat's cpu line: user nice system idle iowait irq softirq steal ...
+start, end = ([int(v) for v in line.split()[1:]] for line in sys.argv[4:6])
+delta = [b - a for a, b in zip(start, end)]
+steal = 100 * delta[7] / max(1, sum(delta[:8]))
 results = {}
 for path in glob.glob(f"{work}/result-*.json"):
     name, conns, _ = path.split("/result-")[1].rsplit("-", 2)
@@ -127,8 +140,9 @@ def row(name, conns):
     rows = results[(name, conns)]
     return (statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows),
             statistics.median(r[2] for r in rows), sum(r[3] for r in rows))
-print(f"Medians of {rounds} alternating rounds; 3 walrus nodes vs 3 etcd 3.4 nodes on one machine; "
-      "load generator: walrus bench http, 100-byte values.\n")
+print(f"Medians of {rounds} alternating rounds; 3 walrus nodes (--threads {threads}) vs 3 etcd 3.4 "
+      f"nodes on one machine; load generator: walrus bench http, 100-byte values; "
+      f"CPU steal during the run {steal:.1f} %.\n")
 print("| load | connections | walrus req/s | walrus p50 / p99 | etcd req/s | etcd p50 / p99 | walrus ÷ etcd |")
 print("|---|---:|---:|---:|---:|---:|---:|")
 for label, w, e, conns in [

@@ -5,8 +5,13 @@
 //! `DIR/node-i`, all with the same `--peers` (so the cluster bootstraps on the
 //! first start and recovers from disk on later ones). Their logs stream to
 //! standard error with a `[node i]` prefix. Ctrl-C (or SIGTERM) stops them all.
+//!
+//! The nodes share the machine's cores: each is started with its share as
+//! `--threads` (at least one), because a node with a worker per core keeps
+//! waking workers that the other nodes' threads are already using, and pays
+//! for it in CPU on every request (BENCHMARKS.md, "Nodes that share a machine").
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -18,6 +23,15 @@ pub struct DevClusterOptions {
     pub nodes: u64,
     pub data_dir: PathBuf,
     pub base_port: u16,
+    /// `--threads` for every node; `None` for [`threads_per_node`]'s share.
+    pub threads_per_node: Option<usize>,
+}
+
+/// Each of `nodes` nodes on one machine gets this many worker threads: the
+/// machine's cores divided among them, at least one.
+pub fn threads_per_node(nodes: u64) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    (cores / usize::try_from(nodes.max(1)).unwrap_or(usize::MAX)).max(1)
 }
 
 /// Runs the cluster until interrupted.
@@ -31,19 +45,24 @@ pub fn run(options: &DevClusterOptions) -> std::io::Result<()> {
         .map(|id| format!("{id}=127.0.0.1:{}", http_port(id)))
         .collect();
     let peers = peers.join(",");
+    let threads = options
+        .threads_per_node
+        .unwrap_or_else(|| threads_per_node(options.nodes))
+        .to_string();
     std::fs::create_dir_all(&options.data_dir)?;
     let mut children: Vec<Child> = Vec::new();
     for id in 1..=options.nodes {
         let dir = options.data_dir.join(format!("node-{id}"));
         let listen = format!("127.0.0.1:{}", http_port(id));
         let resp = format!("127.0.0.1:{}", http_port(id) + 100);
-        println!(
-            "node {id}: http://{listen}  redis://{resp}  data {}",
+        say(format_args!(
+            "node {id}: http://{listen}  redis://{resp}  data {}  threads {threads}",
             dir.display()
-        );
+        ));
         let mut child = Command::new(&exe)
             .args(["serve", "--node-id", &id.to_string(), "--peers", &peers])
             .args(["--listen", &listen, "--resp-listen", &resp])
+            .args(["--threads", &threads])
             .arg("--data-dir")
             .arg(&dir)
             .stdin(Stdio::null())
@@ -65,20 +84,20 @@ pub fn run(options: &DevClusterOptions) -> std::io::Result<()> {
         {
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    eprintln!("[node {id}] {line}");
+                    log(format_args!("[node {id}] {line}"));
                 }
             });
         }
         children.push(child);
     }
-    println!(
+    say(format_args!(
         "try: curl -X PUT localhost:{}/kv/hello -d world; walrus cluster status --endpoints {}",
         options.base_port,
         (1..=options.nodes)
             .map(|id| format!("http://127.0.0.1:{}", http_port(id)))
             .collect::<Vec<_>>()
             .join(",")
-    );
+    ));
     let stop = Arc::new(AtomicBool::new(false));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -92,7 +111,7 @@ pub fn run(options: &DevClusterOptions) -> std::io::Result<()> {
         std::thread::sleep(Duration::from_millis(100));
         for (index, child) in children.iter_mut().enumerate() {
             if let Ok(Some(status)) = child.try_wait() {
-                eprintln!("[node {}] exited: {status}", index + 1);
+                log(format_args!("[node {}] exited: {status}", index + 1));
             }
         }
         children.retain_mut(|child| matches!(child.try_wait(), Ok(None)));
@@ -100,7 +119,7 @@ pub fn run(options: &DevClusterOptions) -> std::io::Result<()> {
             break;
         }
     }
-    eprintln!("stopping {} nodes", children.len());
+    log(format_args!("stopping {} nodes", children.len()));
     for child in &children {
         terminate(child.id());
     }
@@ -108,6 +127,19 @@ pub fn run(options: &DevClusterOptions) -> std::io::Result<()> {
         let _ = child.wait();
     }
     Ok(())
+}
+
+/// Prints a line for the user. A closed or full stdout must not stop the
+/// cluster (`walrus dev-cluster | head -3`), so a failed write is dropped.
+fn say(line: std::fmt::Arguments) {
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
+}
+
+/// Passes on a line of a node's log. A failed write is dropped, and the
+/// node's pipe is still drained: a forwarder that stopped reading would
+/// leave the node blocked on a full pipe the next time it logs.
+fn log(line: std::fmt::Arguments) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
 /// Sends SIGTERM, so the node shuts down cleanly.

@@ -215,6 +215,10 @@ enum Command {
         /// First HTTP port; node N listens on BASE+N-1 and RESP on BASE+100+N-1.
         #[arg(long, default_value_t = 8081)]
         base_port: u16,
+        /// Worker threads per node (`serve --threads`) [default: the
+        /// machine's cores divided among the nodes, at least 1].
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+        threads_per_node: Option<u16>,
     },
 }
 
@@ -428,6 +432,12 @@ struct ServeArgs {
     /// workers, beside Raft]
     #[arg(long)]
     resp_threads: Option<usize>,
+    /// Worker threads for HTTP, Raft and peer traffic [default: one per core].
+    /// Nodes that share one machine waste CPU waking each other's idle
+    /// workers; give each its share of the cores instead (`walrus
+    /// dev-cluster` does).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
     /// How long shutdown waits for in-flight requests, in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     shutdown_grace_ms: u64,
@@ -964,11 +974,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             nodes,
             data_dir,
             base_port,
+            threads_per_node,
         } => {
             let options = walrus::dev_cluster::DevClusterOptions {
                 nodes,
                 data_dir,
                 base_port,
+                threads_per_node: threads_per_node.map(usize::from),
             };
             walrus::dev_cluster::run(&options)?;
             Ok(ExitCode::SUCCESS)
@@ -1447,14 +1459,20 @@ fn bench_resp(args: RespBenchArgs) -> Result<ExitCode> {
 
 fn serve(args: &ServeArgs) -> Result<ExitCode> {
     let options = args.options()?;
-    let runtime = runtime()?;
+    let runtime = runtime_with_workers(args.threads.map(usize::from))?;
     // Ports first: a port in use fails before the data directory is touched.
     let listeners = runtime.block_on(bind_all(&options))?;
     tracing::info!(
-        "walrus {} starting: data in {}, fsync {}, auth {}, TLS {}{}",
+        "walrus {} starting: data in {}, fsync {}, {} worker thread{}, auth {}, TLS {}{}",
         env!("CARGO_PKG_VERSION"),
         options.data_dir.display(),
         options.store.fsync,
+        runtime.metrics().num_workers(),
+        if runtime.metrics().num_workers() == 1 {
+            ""
+        } else {
+            "s"
+        },
         if options.http.auth_token.is_some() {
             "on"
         } else {
@@ -1734,9 +1752,19 @@ fn bench_store(args: StoreBenchArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The multi-threaded runtime the server and the load generators run on.
+/// The multi-threaded runtime the load generators and clients run on.
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+    runtime_with_workers(None)
+}
+
+/// The multi-threaded runtime with `workers` worker threads, or tokio's
+/// default (`TOKIO_WORKER_THREADS`, else one per core).
+fn runtime_with_workers(workers: Option<usize>) -> Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = workers {
+        builder.worker_threads(workers);
+    }
+    builder
         .enable_all()
         .build()
         .context("starting the async runtime")

@@ -1195,3 +1195,152 @@ fn a_follower_cut_off_and_back_keeps_its_term_and_leaves_the_leader_in_place() {
 fn http_get(address: SocketAddr, path: &str) -> Reply {
     http(address, "GET", path, b"").expect("answer")
 }
+
+/// The processes whose parent is `parent`.
+fn children_of(parent: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse().ok())
+        else {
+            continue;
+        };
+        // The fields after the command name, which is in parentheses and may
+        // hold spaces: state, then the parent's id.
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        if after_name.split_whitespace().nth(1) == Some(&parent.to_string()) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+#[test]
+fn dev_cluster_serves_one_store_on_every_node_shares_the_cores_and_stops_on_sigterm() {
+    // Node i serves HTTP on base + i - 1 and RESP on base + 100 + i - 1.
+    let base = (0..100)
+        .map(|_| free_port())
+        .find(|&base| {
+            let held: Vec<_> = [0, 1, 2, 100, 101, 102]
+                .iter()
+                .filter_map(|offset| std::net::TcpListener::bind(("127.0.0.1", base + offset)).ok())
+                .collect();
+            held.len() == 6
+        })
+        .expect("six free ports");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut cluster = Command::new(env!("CARGO_BIN_EXE_walrus"))
+        .args([
+            "dev-cluster",
+            "--nodes",
+            "3",
+            "--base-port",
+            &base.to_string(),
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start walrus dev-cluster");
+    // The nodes' logs, prefixed, drained all along so no node blocks on them.
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let stderr = BufReader::new(cluster.stderr.take().expect("stderr"));
+    let collected = logs.clone();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            collected.lock().expect("logs").push(line);
+        }
+    });
+    // Only the three node lines are read, then stdout is closed, as `| head
+    // -3` would: the cluster must go on serving (it once panicked printing
+    // the next line and left its nodes behind).
+    let printed: Vec<String> = BufReader::new(cluster.stdout.take().expect("stdout"))
+        .lines()
+        .take(3)
+        .map(|line| line.expect("a line"))
+        .collect();
+    let share = walrus::dev_cluster::threads_per_node(3);
+    for (index, line) in printed.iter().enumerate() {
+        let (http, resp) = (base + index as u16, base + 100 + index as u16);
+        assert!(
+            line.starts_with(&format!(
+                "node {}: http://127.0.0.1:{http}  redis://127.0.0.1:{resp}",
+                index + 1
+            )) && line.ends_with(&format!("threads {share}")),
+            "{line}"
+        );
+    }
+    let node = |index: u16| SocketAddr::from(([127, 0, 0, 1], base + index));
+    wait_until(Duration::from_secs(20), || {
+        (0..3).all(|index| status(node(index)).is_some_and(|status| !status["leader_id"].is_null()))
+    });
+
+    let written = http(node(0), "PUT", "/kv/hello", b"world").expect("answer");
+    assert_eq!(written.status, 200, "{}", written.text());
+    assert_eq!(http_get(node(2), "/kv/hello").text(), "world");
+    let mut redis = redis::Client::open(format!("redis://127.0.0.1:{}", base + 101))
+        .expect("client")
+        .get_connection()
+        .expect("connect to node 2's RESP port");
+    let value: String = redis::cmd("GET")
+        .arg("hello")
+        .query(&mut redis)
+        .expect("GET");
+    assert_eq!(value, "world");
+    drop(redis);
+
+    let workers = if share == 1 {
+        "1 worker thread,".to_string()
+    } else {
+        format!("{share} worker threads,")
+    };
+    for id in 1..=3 {
+        let prefix = format!("[node {id}] ");
+        assert!(
+            logs.lock()
+                .expect("logs")
+                .iter()
+                .any(|line| line.starts_with(&prefix)
+                    && line.contains("starting: data in")
+                    && line.contains(&workers)),
+            "node {id} did not start with {workers}"
+        );
+    }
+    let nodes = children_of(cluster.id());
+    assert_eq!(nodes.len(), 3, "{nodes:?}");
+
+    let terminated = Command::new("kill")
+        .args(["-TERM", &cluster.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(terminated.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let exit = loop {
+        if let Some(exit) = cluster.try_wait().expect("wait") {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "dev-cluster did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "{exit}");
+    for pid in nodes {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "node process {pid} outlived dev-cluster"
+        );
+    }
+    for index in 0..3 {
+        assert!(
+            std::net::TcpStream::connect(node(index)).is_err(),
+            "node {} still listens",
+            index + 1
+        );
+    }
+}

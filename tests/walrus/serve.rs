@@ -12,13 +12,14 @@ fn serve_logs_its_settings_and_what_it_recovered_in_words() {
     let (mut server, _dir) = Server::start(&[]);
     let data = server.dir.display().to_string();
     let version = env!("CARGO_PKG_VERSION");
-    let starting =
-        format!("walrus {version} starting: data in {data}, fsync always, auth off, TLS off");
+    let starting = format!("walrus {version} starting: data in {data}, fsync always, ");
     assert!(
         server
             .startup_log
             .iter()
-            .any(|line| line.contains(&starting)),
+            .any(|line| line.contains(&starting)
+                && line.contains(" worker thread")
+                && line.contains(", auth off, TLS off")),
         "{:#?}",
         server.startup_log
     );
@@ -159,4 +160,35 @@ fn serve_with_repair_reports_each_lost_record_and_keeps_the_cut_bytes() {
         );
     }
     assert_eq!(put(repaired.address, "/kv/after", b"ok").status, 200);
+}
+
+#[test]
+fn serve_threads_sets_how_many_workers_the_server_runs() {
+    let says = |server: &Server, workers: &str| {
+        server
+            .startup_log
+            .iter()
+            .any(|line| line.contains(&format!(", fsync always, {workers}, auth off")))
+    };
+    let (server, _dir) = Server::start(&["--threads", "1"]);
+    assert!(
+        says(&server, "1 worker thread"),
+        "{:#?}",
+        server.startup_log
+    );
+    assert_eq!(put(server.address, "/kv/one", b"v").status, 200);
+    assert_eq!(get(server.address, "/kv/one").text(), "v");
+    drop(server);
+
+    let (server, _dir) = Server::start(&["--threads", "3"]);
+    assert!(
+        says(&server, "3 worker threads"),
+        "{:#?}",
+        server.startup_log
+    );
+    drop(server);
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let refusal = serve_fails(dir.path(), &["--threads", "0"]);
+    assert!(refusal.contains("--threads"), "{refusal}");
 }
