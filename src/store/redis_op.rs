@@ -384,6 +384,16 @@ impl RedisOp {
         }
     }
 
+    /// Whether reading the op's keys counts as an access to them, which
+    /// `OBJECT IDLETIME` reports: as in Redis, EXISTS, TYPE and TTL look
+    /// without touching.
+    pub fn counts_as_access(&self) -> bool {
+        !matches!(
+            self,
+            RedisOp::Exists { .. } | RedisOp::Type { .. } | RedisOp::Ttl { .. }
+        )
+    }
+
     /// Whether the op can change the keyspace (a transaction of reads only
     /// still goes through the log, to be ordered with writes).
     pub fn writes(&self) -> bool {

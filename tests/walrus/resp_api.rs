@@ -482,6 +482,37 @@ fn object_idletime_counts_from_the_last_read_or_write_as_redis_does() {
         raw.call(&["CLIENT", "NO-TOUCH", "MAYBE"]),
         "-ERR syntax error\r\n"
     );
+
+    // Inside a transaction the same rules hold: EXISTS and TTL look, a GET
+    // touches, and a no-touch client's GET does not.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let exec = |raw: &mut RawResp, commands: &[&[&str]]| {
+        assert_eq!(raw.call(&["MULTI"]), "+OK\r\n");
+        for command in commands {
+            assert_eq!(raw.call(command), "+QUEUED\r\n");
+        }
+        raw.call(&["EXEC"])
+    };
+    assert_eq!(
+        exec(&mut raw, &[&["EXISTS", "k"], &["TTL", "k"]]),
+        "*2\r\n:1\r\n:-1\r\n"
+    );
+    assert!(
+        idle(&mut raw) >= 2,
+        "EXISTS or TTL in MULTI touched the key"
+    );
+    assert_eq!(raw.call(&["CLIENT", "NO-TOUCH", "ON"]), "+OK\r\n");
+    assert_eq!(exec(&mut raw, &[&["GET", "k"]]), "*1\r\n$1\r\nv\r\n");
+    assert!(
+        idle(&mut raw) >= 2,
+        "a no-touch GET in MULTI touched the key"
+    );
+    assert_eq!(raw.call(&["CLIENT", "NO-TOUCH", "OFF"]), "+OK\r\n");
+    assert_eq!(
+        exec(&mut raw, &[&["SELECT", "0"], &["GET", "k"]]),
+        "*2\r\n+OK\r\n$1\r\nv\r\n"
+    );
+    assert!(idle(&mut raw) <= 1, "GET in MULTI did not touch the key");
 }
 
 #[test]

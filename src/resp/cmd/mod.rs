@@ -860,11 +860,7 @@ fn read_touches(session: &Session, op: &RedisOp) -> bool {
     if session.last_command == "touch" {
         return true;
     }
-    !session.no_touch
-        && !matches!(
-            op,
-            RedisOp::Exists { .. } | RedisOp::Type { .. } | RedisOp::Ttl { .. }
-        )
+    !session.no_touch && op.counts_as_access()
 }
 
 /// The entries a read op looks at, fetched from its database before it runs

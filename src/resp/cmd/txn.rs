@@ -195,6 +195,43 @@ fn watch(session: &mut Session, shared: &Shared, keys: &[Bytes]) -> CommandResul
 const WATCH_ACROSS_DATABASES: &str = "walrus watches keys of one database per \
     transaction: WATCH and EXEC in the database SELECTed for both";
 
+/// The keys, with their databases, that the transaction's read ops access,
+/// for EXEC to mark once the transaction has applied. A write sets its key's
+/// access time as it applies; a read in the log does not. Like a read outside
+/// a transaction, it touches only the entries of the node serving the client,
+/// and nothing for a client in NO-TOUCH mode (which the log does not carry).
+fn accessed_by_reads(session: &Session, ops: &[RedisOp]) -> Vec<(u8, Bytes)> {
+    if session.no_touch {
+        return Vec::new();
+    }
+    let mut db = session.db;
+    let mut keys = Vec::new();
+    for op in ops {
+        match op {
+            RedisOp::Select { db: selected } => db = *selected,
+            op if !op.writes() && op.counts_as_access() => {
+                keys.extend(op.keys().into_iter().map(|key| (db, key.clone())));
+            }
+            _ => {}
+        }
+    }
+    keys
+}
+
+/// Marks the live ones among `keys` as accessed now.
+fn touch(shared: &Shared, keys: Vec<(u8, Bytes)>) {
+    if keys.is_empty() {
+        return;
+    }
+    let now = crate::store::now_ms();
+    let state = shared.store.state().read();
+    for (db, key) in keys {
+        if let Some(entry) = state.get(db, &key, now) {
+            entry.accessed.touch(now);
+        }
+    }
+}
+
 async fn exec(session: &mut Session, shared: &Shared) -> CommandResult {
     let Some(transaction) = session.transaction.take() else {
         return Err(Reply::err("EXEC without MULTI"));
@@ -217,6 +254,7 @@ async fn exec(session: &mut Session, shared: &Shared) -> CommandResult {
             _ => None,
         })
         .collect();
+    let read_keys = accessed_by_reads(session, &ops);
     let mut answers = Vec::new().into_iter();
     // SELECTs alone change nothing stored: no record (so no sync, and no
     // quorum needed), and each answers OK below.
@@ -235,6 +273,7 @@ async fn exec(session: &mut Session, shared: &Shared) -> CommandResult {
             return Ok(Reply::NullArray);
         }
         answers = outcome.answers.into_iter();
+        touch(shared, read_keys);
     }
     // Commands run locally that read keys see this node's state: on a
     // replica, only after a read barrier, as outside a transaction.
