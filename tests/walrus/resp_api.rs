@@ -507,6 +507,9 @@ fn object_idletime_counts_from_the_last_read_or_write_as_redis_does() {
         idle(&mut raw) >= 2,
         "a no-touch GET in MULTI touched the key"
     );
+    assert_eq!(exec(&mut raw, &[&["TOUCH", "k"]]), "*1\r\n:1\r\n");
+    assert!(idle(&mut raw) <= 1, "TOUCH in MULTI left the access time");
+    std::thread::sleep(std::time::Duration::from_millis(2100));
     assert_eq!(raw.call(&["CLIENT", "NO-TOUCH", "OFF"]), "+OK\r\n");
     assert_eq!(
         exec(&mut raw, &[&["SELECT", "0"], &["GET", "k"]]),

@@ -199,17 +199,21 @@ const WATCH_ACROSS_DATABASES: &str = "walrus watches keys of one database per \
 /// for EXEC to mark once the transaction has applied. A write sets its key's
 /// access time as it applies; a read in the log does not. Like a read outside
 /// a transaction, it touches only the entries of the node serving the client,
-/// and nothing for a client in NO-TOUCH mode (which the log does not carry).
-fn accessed_by_reads(session: &Session, ops: &[RedisOp]) -> Vec<(u8, Bytes)> {
-    if session.no_touch {
-        return Vec::new();
-    }
+/// and not for a client in NO-TOUCH mode (which the log does not carry).
+/// TOUCH runs as EXISTS, which alone does not count, so it is told by name;
+/// as in Redis, it touches in NO-TOUCH mode too.
+fn accessed_by_reads(session: &Session, queued: &[Queued]) -> Vec<(u8, Bytes)> {
     let mut db = session.db;
     let mut keys = Vec::new();
-    for op in ops {
+    for item in queued {
+        let QueuedKind::Op(op) = &item.kind else {
+            continue;
+        };
         match op {
             RedisOp::Select { db: selected } => db = *selected,
-            op if !op.writes() && op.counts_as_access() => {
+            op if item.spec.name == "touch"
+                || (!session.no_touch && !op.writes() && op.counts_as_access()) =>
+            {
                 keys.extend(op.keys().into_iter().map(|key| (db, key.clone())));
             }
             _ => {}
@@ -254,7 +258,7 @@ async fn exec(session: &mut Session, shared: &Shared) -> CommandResult {
             _ => None,
         })
         .collect();
-    let read_keys = accessed_by_reads(session, &ops);
+    let read_keys = accessed_by_reads(session, &transaction.queued);
     let mut answers = Vec::new().into_iter();
     // SELECTs alone change nothing stored: no record (so no sync, and no
     // quorum needed), and each answers OK below.
