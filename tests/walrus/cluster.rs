@@ -1196,6 +1196,21 @@ fn http_get(address: SocketAddr, path: &str) -> Reply {
     http(address, "GET", path, b"").expect("answer")
 }
 
+/// A `walrus dev-cluster` that gets SIGTERM (so it stops its nodes) if the
+/// test ends early on a failed assertion.
+struct StopOnDrop(Child);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.0.id().to_string()])
+                .status();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// The processes whose parent is `parent`.
 fn children_of(parent: u32) -> Vec<u32> {
     let mut found = Vec::new();
@@ -1234,7 +1249,7 @@ fn dev_cluster_serves_one_store_on_every_node_shares_the_cores_and_stops_on_sigt
         })
         .expect("six free ports");
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut cluster = Command::new(env!("CARGO_BIN_EXE_walrus"))
+    let cluster = Command::new(env!("CARGO_BIN_EXE_walrus"))
         .args([
             "dev-cluster",
             "--nodes",
@@ -1249,6 +1264,8 @@ fn dev_cluster_serves_one_store_on_every_node_shares_the_cores_and_stops_on_sigt
         .stderr(Stdio::piped())
         .spawn()
         .expect("start walrus dev-cluster");
+    let mut cluster = StopOnDrop(cluster);
+    let cluster = &mut cluster.0;
     // The nodes' logs, prefixed, drained all along so no node blocks on them.
     let logs = Arc::new(Mutex::new(Vec::new()));
     let stderr = BufReader::new(cluster.stderr.take().expect("stderr"));
