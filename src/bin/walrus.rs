@@ -1462,17 +1462,13 @@ fn serve(args: &ServeArgs) -> Result<ExitCode> {
     let runtime = runtime_with_workers(args.threads.map(usize::from))?;
     // Ports first: a port in use fails before the data directory is touched.
     let listeners = runtime.block_on(bind_all(&options))?;
+    let workers = runtime.metrics().num_workers();
     tracing::info!(
-        "walrus {} starting: data in {}, fsync {}, {} worker thread{}, auth {}, TLS {}{}",
+        "walrus {} starting: data in {}, fsync {}, {workers} worker thread{}, auth {}, TLS {}{}",
         env!("CARGO_PKG_VERSION"),
         options.data_dir.display(),
         options.store.fsync,
-        runtime.metrics().num_workers(),
-        if runtime.metrics().num_workers() == 1 {
-            ""
-        } else {
-            "s"
-        },
+        if workers == 1 { "" } else { "s" },
         if options.http.auth_token.is_some() {
             "on"
         } else {

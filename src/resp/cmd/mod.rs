@@ -784,7 +784,7 @@ fn logged_op(db: u8, op: RedisOp) -> (Command, Finish) {
 /// instant.
 pub fn read(shared: &Shared, session: &Session, op: RedisOp) -> Reply {
     let db = session.db;
-    let touch = read_touches(session, &op);
+    let touch = read_touches(session, session.last_command, &op);
     // One clock reading and one read lock for the lookups and the op.
     let now = crate::store::now_ms();
     if let RedisOp::Get { key } = &op {
@@ -855,12 +855,10 @@ fn report_miss(shared: &Shared, db: u8, key: &Bytes) {
 
 /// Whether a read moves its keys' last access on (`OBJECT IDLETIME`), as in
 /// Redis: reads of a value do, unless the client set `CLIENT NO-TOUCH`;
-/// TOUCH always does; EXISTS, TYPE and the TTL family never do.
-fn read_touches(session: &Session, op: &RedisOp) -> bool {
-    if session.last_command == "touch" {
-        return true;
-    }
-    !session.no_touch && op.counts_as_access()
+/// TOUCH always does; EXISTS, TYPE and the TTL family never do. `command`
+/// names the command that runs `op`: TOUCH runs as EXISTS.
+pub(super) fn read_touches(session: &Session, command: &str, op: &RedisOp) -> bool {
+    command == "touch" || (!session.no_touch && op.counts_as_access())
 }
 
 /// The entries a read op looks at, fetched from its database before it runs

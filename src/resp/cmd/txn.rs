@@ -199,9 +199,8 @@ const WATCH_ACROSS_DATABASES: &str = "walrus watches keys of one database per \
 /// for EXEC to mark once the transaction has applied. A write sets its key's
 /// access time as it applies; a read in the log does not. Like a read outside
 /// a transaction, it touches only the entries of the node serving the client,
-/// and not for a client in NO-TOUCH mode (which the log does not carry).
-/// TOUCH runs as EXISTS, which alone does not count, so it is told by name;
-/// as in Redis, it touches in NO-TOUCH mode too.
+/// by the same rule ([`super::read_touches`]: NO-TOUCH, which the log does
+/// not carry, and TOUCH, which runs as EXISTS).
 fn accessed_by_reads(session: &Session, queued: &[Queued]) -> Vec<(u8, Bytes)> {
     let mut db = session.db;
     let mut keys = Vec::new();
@@ -211,9 +210,7 @@ fn accessed_by_reads(session: &Session, queued: &[Queued]) -> Vec<(u8, Bytes)> {
         };
         match op {
             RedisOp::Select { db: selected } => db = *selected,
-            op if item.spec.name == "touch"
-                || (!session.no_touch && !op.writes() && op.counts_as_access()) =>
-            {
+            op if !op.writes() && super::read_touches(session, item.spec.name, op) => {
                 keys.extend(op.keys().into_iter().map(|key| (db, key.clone())));
             }
             _ => {}
