@@ -5,6 +5,10 @@
 //! `DIR/node-i`, all with the same `--peers` (so the cluster bootstraps on the
 //! first start and recovers from disk on later ones). Their logs stream to
 //! standard error with a `[node i]` prefix. Ctrl-C (or SIGTERM) stops them all.
+//! So does the death of this process by any means, SIGKILL included: each node
+//! runs with `--stop-when-stdin-closes` and its standard input is a pipe that
+//! only this process holds open, so the kernel closes it when this process
+//! goes, however it goes.
 //!
 //! The nodes share the machine's cores: each is started with its share as
 //! `--threads` (at least one), because a node with a worker per core keeps
@@ -63,9 +67,10 @@ pub fn run(options: &DevClusterOptions) -> std::io::Result<()> {
             .args(["serve", "--node-id", &id.to_string(), "--peers", &peers])
             .args(["--listen", &listen, "--resp-listen", &resp])
             .args(["--threads", &threads])
+            .arg("--stop-when-stdin-closes")
             .arg("--data-dir")
             .arg(&dir)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()?;

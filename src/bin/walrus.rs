@@ -34,11 +34,44 @@ macro_rules! say_raw {
 }
 
 fn report_line(text: std::fmt::Arguments, end: &str) -> std::io::Result<()> {
-    match write!(std::io::stdout().lock(), "{text}{end}") {
+    match write!(output(), "{text}{end}") {
         Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         written => written,
     }
 }
+
+/// Standard output, for the CLI's results. A failed write is reported as a
+/// failure to write the output, with no cause behind it, so that a full disk
+/// under a redirected stdout (`walrus dump d > /full/file`) is not taken for
+/// the data directory's (`main`'s hint). A closed pipe keeps its kind: `main`
+/// treats it as the reader having left (`| head`).
+fn output() -> Output {
+    Output(std::io::stdout().lock())
+}
+
+struct Output(std::io::StdoutLock<'static>);
+
+impl Write for Output {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf).map_err(output_error)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush().map_err(output_error)
+    }
+}
+
+fn output_error(error: std::io::Error) -> std::io::Error {
+    match error.kind() {
+        std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::Interrupted => error,
+        _ => std::io::Error::other(OutputError(error)),
+    }
+}
+
+/// Deliberately without a `source`: the error chain ends here.
+#[derive(Debug, thiserror::Error)]
+#[error("writing the output: {0}")]
+struct OutputError(std::io::Error);
 
 /// jemalloc instead of the C library's allocator: every request allocates
 /// (frames, log records, reply channels, entries) on one thread and often
@@ -438,6 +471,12 @@ struct ServeArgs {
     /// dev-cluster` does).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     threads: Option<u16>,
+    /// Shut down cleanly, as on SIGTERM, once standard input reaches its end.
+    /// For a supervisor that holds the other end of a pipe: the server then
+    /// stops even when the supervisor dies by SIGKILL, which sends no signal
+    /// on (`walrus dev-cluster` starts its nodes this way).
+    #[arg(long)]
+    stop_when_stdin_closes: bool,
     /// How long shutdown waits for in-flight requests, in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     shutdown_grace_ms: u64,
@@ -937,7 +976,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let options = walrus::dump::DumpOptions {
                 snapshot_entries: entries,
             };
-            walrus::dump::dump(&dir, options, &mut std::io::stdout().lock())
+            walrus::dump::dump(&dir, options, &mut output())
                 .with_context(|| format!("dumping {}", dir.display()))?;
             Ok(ExitCode::SUCCESS)
         }
@@ -1162,7 +1201,7 @@ fn watch(
         None => WatchTarget::Prefix(prefix.as_bytes()),
     };
     let mut failure: Option<std::io::Error> = None;
-    let mut stdout = std::io::stdout();
+    let mut stdout = output();
     let followed = runtime.block_on(client.watch(target, since, |event| {
         let line = match watch_line(event, json) {
             Ok(line) => line,
@@ -1229,7 +1268,7 @@ fn client_command(args: &ClientArgs, call: ClientCall) -> Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        let mut stdout = std::io::stdout().lock();
+        let mut stdout = output();
         match call {
             ClientCall::Get { key, json } => {
                 let path = walrus::client::key_path(key.as_bytes());
@@ -1484,8 +1523,12 @@ fn serve(args: &ServeArgs) -> Result<ExitCode> {
     let node = runtime.block_on(open_node(&options, http_address))?;
     let (served, closed) = runtime.block_on(async {
         let (stop, stopped) = tokio::sync::watch::channel(false);
+        let stdin_closed = stdin_closed(args.stop_when_stdin_closes);
         tokio::spawn(async move {
-            termination_signal().await;
+            tokio::select! {
+                () = termination_signal() => {}
+                () = stdin_closed => tracing::info!("standard input closed"),
+            }
             tracing::info!("shutting down: finishing in-flight requests");
             let _ = stop.send(true);
         });
@@ -1498,6 +1541,44 @@ fn serve(args: &ServeArgs) -> Result<ExitCode> {
     closed?;
     tracing::info!("stopped cleanly; the data directory is unlocked");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves once standard input reaches its end (or cannot be read), if
+/// `watch` is set; otherwise never. The read runs on its own thread: a
+/// blocking read of a pipe cannot be cancelled, so it must not be a task
+/// the runtime's shutdown waits for. The thread ends with the process.
+fn stdin_closed(watch: bool) -> impl std::future::Future<Output = ()> {
+    let on_close = watch.then(|| {
+        let (closed, on_close) = tokio::sync::oneshot::channel::<()>();
+        let spawned = std::thread::Builder::new()
+            .name("walrus-stdin".into())
+            .spawn(move || {
+                let mut buffer = [0u8; 512];
+                let mut stdin = std::io::stdin().lock();
+                loop {
+                    match stdin.read(&mut buffer) {
+                        Ok(0) => break,
+                        Ok(_) => {}
+                        Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(_) => break,
+                    }
+                }
+                let _ = closed.send(());
+            });
+        if let Err(error) = spawned {
+            tracing::warn!(%error, "cannot watch standard input; only signals stop the server");
+        }
+        on_close
+    });
+    async move {
+        let closed = match on_close {
+            Some(on_close) => on_close.await.is_ok(),
+            None => false,
+        };
+        if !closed {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 /// `walrus verify`: exit 0 only when every check passes, 1 when one fails.

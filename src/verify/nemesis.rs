@@ -157,6 +157,11 @@ impl LocalCluster {
                 resp.clone(),
                 "--data-dir".into(),
                 data.display().to_string(),
+                // The nodes share this machine's cores (see `dev_cluster`),
+                // and stop if `verify` dies without killing them.
+                "--threads".into(),
+                crate::dev_cluster::threads_per_node(count).to_string(),
+                "--stop-when-stdin-closes".into(),
             ];
             if count > 1 {
                 args.extend([
@@ -413,7 +418,7 @@ fn spawn_node(args: &[String], log: &Path) -> std::io::Result<std::process::Chil
     Command::new(std::env::current_exe()?)
         .args(args)
         .env("RUST_LOG", "error")
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(errors)
         .spawn()

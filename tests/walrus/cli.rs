@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::process::{Command, Stdio};
 
-use crate::server::Server;
+use crate::server::{Server, put};
 
 struct Run {
     code: i32,
@@ -193,6 +193,32 @@ fn a_report_to_a_closed_pipe_ends_quietly() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{:?}: {stderr}", output.status);
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// A full disk under a redirected stdout (`/dev/full` answers every write
+/// with ENOSPC) fails the command as a failed write of its output, without
+/// the hint meant for a full data directory.
+#[test]
+fn output_to_a_full_disk_is_an_output_error_not_a_full_data_directory() {
+    let (server, _dir) = Server::start(&[]);
+    assert_eq!(put(server.address, "/kv/k", b"v").status, 200);
+    let data = server.dir.clone();
+    drop(server);
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+    let output = Command::new(env!("CARGO_BIN_EXE_walrus"))
+        .arg("dump")
+        .arg(&data)
+        .stdout(full)
+        .output()
+        .expect("run walrus dump");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("writing the output"), "{stderr}");
+    assert!(stderr.contains("No space left on device"), "{stderr}");
+    assert!(!stderr.contains("hint:"), "{stderr}");
 }
 
 #[test]

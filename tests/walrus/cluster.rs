@@ -1235,10 +1235,10 @@ fn children_of(parent: u32) -> Vec<u32> {
     found
 }
 
-#[test]
-fn dev_cluster_serves_one_store_on_every_node_shares_the_cores_and_stops_on_sigterm() {
-    // Node i serves HTTP on base + i - 1 and RESP on base + 100 + i - 1.
-    let base = (0..100)
+/// A base port for a 3-node `walrus dev-cluster`: node i serves HTTP on
+/// base + i - 1 and RESP on base + 100 + i - 1, all six free now.
+fn dev_cluster_base_port() -> u16 {
+    (0..100)
         .map(|_| free_port())
         .find(|&base| {
             let held: Vec<_> = [0, 1, 2, 100, 101, 102]
@@ -1247,7 +1247,37 @@ fn dev_cluster_serves_one_store_on_every_node_shares_the_cores_and_stops_on_sigt
                 .collect();
             held.len() == 6
         })
-        .expect("six free ports");
+        .expect("six free ports")
+}
+
+/// Whether process `pid` still runs (an exited one that nobody has reaped
+/// yet, a zombie, does not).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        after_name.split_whitespace().next() != Some("Z")
+    })
+}
+
+/// SIGKILLs the processes still running when dropped, so nodes orphaned by a
+/// test that fails midway do not outlive it.
+struct KillOnDrop(Vec<u32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            if running(pid) {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+        }
+    }
+}
+
+#[test]
+fn dev_cluster_serves_one_store_on_every_node_shares_the_cores_and_stops_on_sigterm() {
+    let base = dev_cluster_base_port();
     let dir = tempfile::tempdir().expect("temp dir");
     let cluster = Command::new(env!("CARGO_BIN_EXE_walrus"))
         .args([
@@ -1353,6 +1383,49 @@ fn dev_cluster_serves_one_store_on_every_node_shares_the_cores_and_stops_on_sigt
             "node process {pid} outlived dev-cluster"
         );
     }
+    for index in 0..3 {
+        assert!(
+            std::net::TcpStream::connect(node(index)).is_err(),
+            "node {} still listens",
+            index + 1
+        );
+    }
+}
+
+#[test]
+fn dev_cluster_nodes_stop_by_themselves_when_dev_cluster_is_killed_with_sigkill() {
+    let base = dev_cluster_base_port();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cluster = Command::new(env!("CARGO_BIN_EXE_walrus"))
+        .args([
+            "dev-cluster",
+            "--nodes",
+            "3",
+            "--base-port",
+            &base.to_string(),
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start walrus dev-cluster");
+    let mut cluster = StopOnDrop(cluster);
+    let node = |index: u16| SocketAddr::from(([127, 0, 0, 1], base + index));
+    wait_until(Duration::from_secs(20), || {
+        (0..3).all(|index| status(node(index)).is_some_and(|status| !status["leader_id"].is_null()))
+    });
+    let nodes = KillOnDrop(children_of(cluster.0.id()));
+    assert_eq!(nodes.0.len(), 3, "{:?}", nodes.0);
+
+    // SIGKILL gives dev-cluster no chance to stop its nodes: they must notice
+    // on their own (their stdin, a pipe only dev-cluster held, closes).
+    cluster.0.kill().expect("SIGKILL dev-cluster");
+    cluster.0.wait().expect("reap dev-cluster");
+    wait_until(Duration::from_secs(30), || {
+        nodes.0.iter().all(|&pid| !running(pid))
+    });
     for index in 0..3 {
         assert!(
             std::net::TcpStream::connect(node(index)).is_err(),

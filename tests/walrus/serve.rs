@@ -1,9 +1,12 @@
 //! `walrus serve` as an operator runs it: what it logs at start, in words,
-//! and `--repair` end to end (the refusal, the report naming every lost
-//! record, and the cut bytes kept beside the segment).
+//! `--repair` end to end (the refusal, the report naming every lost record,
+//! and the cut bytes kept beside the segment), the worker count, and
+//! stopping when a supervisor's pipe on stdin closes.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use crate::server::{Server, get, put};
 
@@ -191,4 +194,47 @@ fn serve_threads_sets_how_many_workers_the_server_runs() {
     let dir = tempfile::tempdir().expect("temp dir");
     let refusal = serve_fails(dir.path(), &["--threads", "0"]);
     assert!(refusal.contains("--threads"), "{refusal}");
+}
+
+#[test]
+fn serve_stop_when_stdin_closes_shuts_down_cleanly_when_its_supervisor_goes() {
+    let (mut server, _dir) = Server::start_with_stdin_pipe(&["--stop-when-stdin-closes"]);
+    assert_eq!(put(server.address, "/kv/kept", b"v").status, 200);
+    // Input that is not the end changes nothing.
+    let mut stdin = server.stdin.take().expect("a pipe to the server");
+    stdin
+        .write_all(b"anything\n")
+        .expect("write to the server's stdin");
+    stdin.flush().expect("flush");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(get(server.address, "/kv/kept").text(), "v");
+    // What a supervisor's death does to the pipe, SIGKILL included.
+    drop(stdin);
+    let exit = server
+        .wait_exit(Duration::from_secs(20))
+        .expect("the server did not stop when its stdin closed");
+    assert!(exit.success(), "{exit}");
+    let log = server.log_until_exit(Duration::from_secs(5));
+    for said in ["standard input closed", "stopped cleanly"] {
+        assert!(
+            log.iter().any(|line| line.contains(said)),
+            "{said}: {log:#?}"
+        );
+    }
+    // A clean stop: the data is there on the next start.
+    server.restart();
+    assert_eq!(get(server.address, "/kv/kept").text(), "v");
+}
+
+#[test]
+fn serve_without_stop_when_stdin_closes_ignores_the_end_of_its_input() {
+    // `walrus serve < /dev/null`, or under a supervisor that gives no stdin:
+    // the input ends at once, and the server must go on serving.
+    let (mut server, _dir) = Server::start_with_stdin_pipe(&[]);
+    drop(server.stdin.take());
+    assert!(
+        server.wait_exit(Duration::from_secs(2)).is_none(),
+        "the server stopped"
+    );
+    assert_eq!(put(server.address, "/kv/still", b"here").status, 200);
 }

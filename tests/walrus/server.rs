@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -16,9 +16,11 @@ pub struct Server {
     pub dir: PathBuf,
     /// What the server logged up to its "listening on" line.
     pub startup_log: Vec<String>,
+    /// The server's standard input, when started with a pipe there.
+    pub stdin: Option<ChildStdin>,
     child: Child,
     /// Keeps the log pipe drained (a full pipe would block the server).
-    _log: mpsc::Receiver<String>,
+    log: mpsc::Receiver<String>,
     extra_args: Vec<String>,
 }
 
@@ -37,6 +39,18 @@ impl Server {
 
     /// Starts a server on the data directory `data`.
     pub fn start_in_data(data: &Path, args: &[&str]) -> Server {
+        Server::spawn(data, args, Stdio::inherit())
+    }
+
+    /// Starts a server on a fresh data directory whose standard input is a
+    /// pipe the test holds ([`Server::stdin`]).
+    pub fn start_with_stdin_pipe(args: &[&str]) -> (Server, tempfile::TempDir) {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let server = Server::spawn(&temp.path().join("data"), args, Stdio::piped());
+        (server, temp)
+    }
+
+    fn spawn(data: &Path, args: &[&str], stdin: Stdio) -> Server {
         let data = data.to_path_buf();
         let mut child = Command::new(env!("CARGO_BIN_EXE_walrus"))
             .arg("serve")
@@ -46,11 +60,13 @@ impl Server {
             .arg(&data)
             .args(args)
             .env("RUST_LOG", "info")
+            .stdin(stdin)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start walrus");
         let stderr = child.stderr.take().expect("stderr");
+        let stdin = child.stdin.take();
         let (lines, log) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -89,8 +105,9 @@ impl Server {
             resp,
             dir: data,
             startup_log,
+            stdin,
             child,
-            _log: log,
+            log,
             extra_args: args.iter().map(|arg| arg.to_string()).collect(),
         }
     }
@@ -153,6 +170,20 @@ impl Server {
     }
 
     /// Starts a new process on the same data directory and flags.
+    /// What the server logs after start-up, until it exits (its log pipe
+    /// closes) or `within` passes.
+    pub fn log_until_exit(&self, within: Duration) -> Vec<String> {
+        let deadline = std::time::Instant::now() + within;
+        let mut lines = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match self.log.recv_timeout(left) {
+                Ok(line) => lines.push(line),
+                Err(_) => break,
+            }
+        }
+        lines
+    }
+
     pub fn restart(&mut self) {
         self.kill();
         let parent = self
