@@ -292,8 +292,10 @@ struct VerifyArgs {
     /// Seconds of workload.
     #[arg(long, default_value_t = 10)]
     duration: u64,
-    /// Operation weights GET:PUT:DELETE:CAS.
-    #[arg(long, default_value = "4:3:1:2")]
+    /// Operation weights GET:PUT:DELETE:CAS:INCR. Increments (RESP's INCR)
+    /// go to counter keys of their own, half as many as --keys; HTTP
+    /// clients, which have no increment, read a counter instead.
+    #[arg(long, default_value = "4:3:1:2:2")]
     mix: walrus::verify::workload::Mix,
     /// Bytes per written value.
     #[arg(long, default_value_t = 16)]

@@ -9,8 +9,9 @@
 //! loses them and honours partitions, one-way ones included; they arrive at
 //! [`ClusterNode::serve_peer_message`], the function the `/raft/` route calls.
 //!
-//! A run ([`run`]): clients issue gets, puts, deletes and compare-and-swaps
-//! against random nodes while a nemesis partitions (a node or the leader cut
+//! A run ([`run`]): clients issue gets, puts, deletes and compare-and-swaps,
+//! and on counter keys of their own increments (Redis's INCR, one op of the
+//! state machine) with gets and deletes, against random nodes while a nemesis partitions (a node or the leader cut
 //! off, one-way cuts, two nodes cut apart with the third bridging them), heals, changes the loss
 //! rate, power-cuts nodes (unsynced writes lost, the last one torn) and
 //! restarts them, and changes the membership (removes a voter, the leader
@@ -46,8 +47,10 @@ use crate::node::{Consistency, Node};
 use crate::raft::network::{PeerError, PeerTransport};
 use crate::raft::{ClusterNode, ClusterOptions, NodeId};
 use crate::storage::{SpareSegment, WalOptions};
+use crate::store::redis_op::{Answer, RedisCommand, RedisOp};
 use crate::store::{Command, Entry, Guard};
 use crate::verify::checker::{Action, KeyVerdict, Operation, check_all};
+use crate::verify::workload::OpKind;
 
 /// How a run is shaped; everything random in it comes from `seed`.
 #[derive(Debug, Clone)]
@@ -627,11 +630,48 @@ async fn client(
             continue;
         }
         let (node_id, _, front) = running[rng.random_range(0..running.len())].clone();
-        let key = format!("k{}", rng.random_range(0..keys));
         let value = format!("c{client_id}-{sequence}");
         let invoked_ns = cluster.stamp();
-        let roll = rng.random_range(0..100);
-        let (action, result) = if roll < 40 {
+        // One operation in six is on a counter: an increment, a read or a
+        // delete (which starts the count again). Counters are never put or
+        // swapped, since a swap guarded by a revision is one on a value only
+        // while values are unique, and a counter's repeat.
+        let (kind, on_counter) = match rng.random_range(0..120) {
+            0..40 => (OpKind::Get, false),
+            40..70 => (OpKind::Put, false),
+            70..80 => (OpKind::Delete, false),
+            80..100 => (OpKind::Cas, false),
+            100..110 => (OpKind::Incr, true),
+            110..116 => (OpKind::Get, true),
+            _ => (OpKind::Delete, true),
+        };
+        let key = if on_counter {
+            format!("n{}", rng.random_range(0..counter_keys(keys)))
+        } else {
+            format!("k{}", rng.random_range(0..keys))
+        };
+        let (action, result) = if kind == OpKind::Incr {
+            let command = Command::Redis(RedisCommand {
+                db: 0,
+                guards: Vec::new(),
+                ops: vec![RedisOp::IncrBy {
+                    key: Bytes::from(key.clone().into_bytes()),
+                    delta: 1,
+                }],
+            });
+            let result = submit(&front, command).await;
+            let value = match result.as_ref().and_then(|outcome| outcome.as_ref()) {
+                Some(outcome) => match outcome.answers.first() {
+                    Some(Answer::Integer(value)) => Some(*value),
+                    _ => None,
+                },
+                None => None,
+            };
+            (
+                Action::Incr { value },
+                result.map(|outcome| outcome.map(|o| o.revision)),
+            )
+        } else if kind == OpKind::Get {
             let read = tokio::time::timeout(Duration::from_secs(3), async {
                 front.read_barrier(Consistency::Linearizable).await?;
                 Ok::<_, crate::Error>(front.store().get_entry(key.as_bytes()))
@@ -644,14 +684,14 @@ async fn client(
                 }
                 _ => (Action::Get { value: None }, None),
             }
-        } else if roll < 70 {
+        } else if kind == OpKind::Put {
             let command = Command::put(key.clone().into_bytes(), value.clone().into_bytes());
             let result = submit(&front, command).await;
             (
                 Action::Put { value },
                 result.map(|outcome| outcome.map(|o| o.revision)),
             )
-        } else if roll < 80 {
+        } else if kind == OpKind::Delete {
             let result = submit(&front, Command::delete(key.clone().into_bytes())).await;
             (
                 Action::Delete,
@@ -700,6 +740,7 @@ async fn client(
             Action::Get { .. } => Some(&cluster.acknowledged_reads),
             Action::Put { .. } | Action::Delete => Some(&cluster.acknowledged_writes),
             Action::Cas { succeeded, .. } => succeeded.then_some(&cluster.acknowledged_writes),
+            Action::Incr { value } => value.is_some().then_some(&cluster.acknowledged_writes),
         };
         if let Some(counter) = acknowledged {
             counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -715,6 +756,19 @@ async fn client(
         });
     }
     history
+}
+
+/// How many counter keys (`n…`) go with `keys` registers (`k…`).
+fn counter_keys(keys: usize) -> usize {
+    keys.div_ceil(2).max(1)
+}
+
+/// Every key the clients use: the registers, then the counters.
+fn all_keys(keys: usize) -> Vec<String> {
+    (0..keys)
+        .map(|key| format!("k{key}"))
+        .chain((0..counter_keys(keys)).map(|key| format!("n{key}")))
+        .collect()
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -963,8 +1017,7 @@ async fn settle_and_read(cluster: &Cluster, client_base: u64) -> Result<Vec<Oper
     }
     let mut reads = Vec::new();
     for (id, _, front) in cluster.running() {
-        for key in 0..cluster.options.keys {
-            let key = format!("k{key}");
+        for key in all_keys(cluster.options.keys) {
             let invoked_ns = cluster.stamp();
             front
                 .read_barrier(Consistency::Linearizable)
@@ -994,9 +1047,7 @@ type NodeView = (NodeId, u64, Vec<Option<(String, u64)>>);
 
 /// Every node's entries and applied revision must be the same.
 fn divergence(cluster: &Cluster) -> Option<String> {
-    let keys: Vec<String> = (0..cluster.options.keys)
-        .map(|key| format!("k{key}"))
-        .collect();
+    let keys = all_keys(cluster.options.keys);
     let views: Vec<NodeView> = cluster
         .running()
         .into_iter()

@@ -1,6 +1,8 @@
 //! The linearizability checker: is there an order of a key's operations,
 //! consistent with real time, in which a single register explains every
-//! result?
+//! result? The register also increments (Redis's INCR), so a counter's
+//! history is checked the same way: an increment applied twice, or lost,
+//! leaves a value no order explains.
 //!
 //! The search is Wing & Gong's, with Lowe's memo of (operations linearized,
 //! register state) pairs already explored, as Porcupine does it. Keys are
@@ -36,6 +38,12 @@ pub enum Action {
         expected: Option<String>,
         value: String,
         succeeded: bool,
+    },
+    /// Adds one to the integer the register holds (absent counts as 0), as
+    /// INCR does. `value` is the new value the server answered, or `None`
+    /// when it answered that the register holds no integer.
+    Incr {
+        value: Option<i64>,
     },
 }
 
@@ -91,6 +99,22 @@ fn step(state: &Register, action: &Action, known: bool) -> Option<Register> {
                 Some(value.clone())
             } else {
                 state.clone()
+            })
+        }
+        Action::Incr { value } => {
+            let incremented = match state {
+                None => Some(1),
+                Some(text) => text
+                    .parse::<i64>()
+                    .ok()
+                    .and_then(|held| held.checked_add(1)),
+            };
+            if known && incremented != *value {
+                return None;
+            }
+            Some(match incremented {
+                Some(incremented) => Some(incremented.to_string()),
+                None => state.clone(),
             })
         }
     }
@@ -382,6 +406,56 @@ mod tests {
             op(3, get(Some("a")), 50, Some(60)),
         ];
         assert_eq!(check_key(&flapping, BUDGET), KeyVerdict::NotLinearizable);
+    }
+
+    fn incr(value: Option<i64>) -> Action {
+        Action::Incr { value }
+    }
+
+    #[test]
+    fn a_counter_explained_by_one_order_of_its_increments_is_linearizable() {
+        let history = [
+            op(1, incr(Some(1)), 0, Some(10)),
+            // Two overlapping increments: either may have come first.
+            op(1, incr(Some(3)), 20, Some(40)),
+            op(2, incr(Some(2)), 25, Some(45)),
+            op(3, get(Some("3")), 50, Some(60)),
+            // A delete starts the count again.
+            op(1, Action::Delete, 70, Some(80)),
+            op(2, incr(Some(1)), 90, Some(100)),
+            // An increment whose answer was lost may have happened ...
+            op(3, incr(None), 110, None),
+            op(1, get(Some("2")), 120, Some(130)),
+            // ... and on a value that is no integer, it changes nothing.
+            op(2, put("text"), 140, Some(150)),
+            op(3, incr(None), 160, Some(170)),
+            op(1, get(Some("text")), 180, Some(190)),
+        ];
+        assert_eq!(check_key(&history, BUDGET), KeyVerdict::Linearizable);
+    }
+
+    #[test]
+    fn an_increment_applied_twice_or_lost_is_caught() {
+        // A retried INCR applied twice: one answer, two steps.
+        let twice = [
+            op(1, incr(Some(1)), 0, Some(10)),
+            op(2, incr(Some(2)), 20, Some(30)),
+            op(3, get(Some("3")), 40, Some(50)),
+        ];
+        assert_eq!(check_key(&twice, BUDGET), KeyVerdict::NotLinearizable);
+        // Two overlapping increments that both read 0 (a read-modify-write
+        // done outside the store): both answer 1.
+        let lost = [
+            op(1, incr(Some(1)), 0, Some(20)),
+            op(2, incr(Some(1)), 5, Some(25)),
+        ];
+        assert_eq!(check_key(&lost, BUDGET), KeyVerdict::NotLinearizable);
+        // "Not an integer" from a register that holds one.
+        let refused = [
+            op(1, incr(Some(1)), 0, Some(10)),
+            op(2, incr(None), 20, Some(30)),
+        ];
+        assert_eq!(check_key(&refused, BUDGET), KeyVerdict::NotLinearizable);
     }
 
     #[test]

@@ -226,16 +226,9 @@ async fn wait_until_writable(options: &WorkloadOptions) -> Result<(), String> {
     };
     let mut client = workload::Client::new(u64::MAX, &probe)?;
     let recorder = Recorder::new();
-    let mut rng = StdRng::seed_from_u64(0);
-    let put_only = workload::Mix {
-        get: 0,
-        put: 1,
-        delete: 0,
-        cas: 0,
-    };
     while Instant::now() < deadline {
         let done = client
-            .run_one(&recorder, &mut rng, put_only, "verify-probe")
+            .run_one(&recorder, workload::OpKind::Put, "verify-probe")
             .await;
         if done.iter().all(|op| op.completed_ns.is_some()) {
             return Ok(());

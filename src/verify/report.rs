@@ -115,6 +115,9 @@ fn describe(op: &Operation) -> String {
             short(value),
             if *succeeded { "ok" } else { "refused" }
         ),
+        Action::Incr { value: Some(value) } => format!("incr → {value}"),
+        Action::Incr { value: None } if op.completed_ns.is_some() => "incr → not an integer".into(),
+        Action::Incr { value: None } => "incr".into(),
     };
     if op.completed_ns.is_none() {
         format!("{text} (unknown)")
@@ -167,6 +170,7 @@ fn timeline_html(key: &str, ops: &[&Operation]) -> String {
                 (_, None) => "#bbbbbb",
                 (Action::Get { .. }, _) => "#7fb3e0",
                 (Action::Cas { .. }, _) => "#e0b37f",
+                (Action::Incr { .. }, _) => "#c9a0dc",
                 _ => "#8fd18f",
             };
             let _ = write!(

@@ -1,9 +1,14 @@
-//! The workload: clients issuing gets, puts, deletes and compare-and-swaps
-//! over HTTP and RESP (`redis://` endpoints) against a node or a cluster,
-//! each operation recorded with the times it was sent and answered.
+//! The workload: clients issuing gets, puts, deletes, compare-and-swaps and
+//! increments over HTTP and RESP (`redis://` endpoints) against a node or a
+//! cluster, each operation recorded with the times it was sent and answered.
 //!
 //! Over HTTP a compare-and-swap is a PUT with `If-Match` on the revision
 //! read; over RESP it is WATCH, GET, MULTI, SET, EXEC.
+//!
+//! Increments (INCR, over RESP) go to counter keys of their own
+//! (`verify-n-…`), which are read and deleted but never put or swapped: a
+//! counter's values repeat (a delete starts it again), and a compare-and-swap
+//! on a revision is one on a value only while values are unique.
 //!
 //! Every written value is unique (`c<client>-<n>`), so a revision read names
 //! exactly one value and a compare-and-swap on a revision (`If-Match`) is a
@@ -32,24 +37,68 @@ pub struct Mix {
     pub put: u32,
     pub delete: u32,
     pub cas: u32,
+    pub incr: u32,
+}
+
+/// One kind of operation, drawn from a [`Mix`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpKind {
+    Get,
+    Put,
+    Delete,
+    Cas,
+    Incr,
+}
+
+impl Mix {
+    /// Draws an operation with the mix's weights.
+    pub fn pick(&self, rng: &mut StdRng) -> OpKind {
+        let kinds = [
+            (OpKind::Get, self.get),
+            (OpKind::Put, self.put),
+            (OpKind::Delete, self.delete),
+            (OpKind::Cas, self.cas),
+            (OpKind::Incr, self.incr),
+        ];
+        let total: u32 = kinds.iter().map(|(_, weight)| weight).sum();
+        let mut pick = rng.random_range(0..total.max(1));
+        for (kind, weight) in kinds {
+            if pick < weight {
+                return kind;
+            }
+            pick -= weight;
+        }
+        OpKind::Get
+    }
 }
 
 impl std::str::FromStr for Mix {
     type Err = String;
 
-    /// `GET:PUT:DELETE:CAS`, e.g. `4:3:1:2`.
+    /// `GET:PUT:DELETE:CAS:INCR`, e.g. `4:3:1:2:2`; without the fifth
+    /// weight, no increments.
     fn from_str(text: &str) -> Result<Mix, String> {
         let parts: Vec<u32> = text
             .split(':')
             .map(|part| part.trim().parse::<u32>())
             .collect::<Result<_, _>>()
-            .map_err(|_| format!("{text:?}: expected GET:PUT:DELETE:CAS weights, e.g. 4:3:1:2"))?;
-        let [get, put, delete, cas] = parts[..] else {
-            return Err(format!(
-                "{text:?}: expected four weights, GET:PUT:DELETE:CAS"
-            ));
+            .map_err(|_| {
+                format!("{text:?}: expected GET:PUT:DELETE:CAS:INCR weights, e.g. 4:3:1:2:2")
+            })?;
+        let (get, put, delete, cas, incr) = match parts[..] {
+            [get, put, delete, cas] => (get, put, delete, cas, 0),
+            [get, put, delete, cas, incr] => (get, put, delete, cas, incr),
+            _ => {
+                return Err(format!(
+                    "{text:?}: expected four or five weights, GET:PUT:DELETE:CAS[:INCR]"
+                ));
+            }
         };
-        if get + put + delete + cas == 0 {
+        let total = [get, put, delete, cas, incr]
+            .iter()
+            .try_fold(0u32, |sum, weight| sum.checked_add(*weight))
+            .ok_or_else(|| format!("{text:?}: the weights add up to too much"))?;
+        if total == 0 {
             return Err("at least one weight must be above zero".into());
         }
         Ok(Mix {
@@ -57,7 +106,58 @@ impl std::str::FromStr for Mix {
             put,
             delete,
             cas,
+            incr,
         })
+    }
+}
+
+/// The keys a workload uses: `keys` registers (`verify-…`), and when the mix
+/// increments, half as many counters (`verify-n-…`, at least one).
+#[derive(Debug, Clone, Copy)]
+pub struct KeySpace {
+    registers: u64,
+    counters: u64,
+}
+
+impl KeySpace {
+    pub fn new(keys: u64, mix: Mix) -> KeySpace {
+        let registers = keys.max(1);
+        KeySpace {
+            registers,
+            counters: if mix.incr > 0 {
+                registers.div_ceil(2)
+            } else {
+                0
+            },
+        }
+    }
+
+    /// Every key, registers first.
+    pub fn all(&self) -> impl Iterator<Item = String> + use<> {
+        let registers = (0..self.registers).map(|index| format!("verify-{index}"));
+        let counters = (0..self.counters).map(|index| format!("verify-n-{index}"));
+        registers.chain(counters)
+    }
+
+    /// A key for `kind`: puts and swaps take registers, increments counters,
+    /// reads and deletes either.
+    pub fn pick(&self, kind: OpKind, rng: &mut StdRng) -> String {
+        let register = |rng: &mut StdRng| format!("verify-{}", rng.random_range(0..self.registers));
+        match kind {
+            OpKind::Put | OpKind::Cas => register(rng),
+            OpKind::Incr if self.counters > 0 => {
+                format!("verify-n-{}", rng.random_range(0..self.counters))
+            }
+            OpKind::Incr => register(rng),
+            OpKind::Get | OpKind::Delete => {
+                let index = rng.random_range(0..self.registers + self.counters);
+                if index < self.registers {
+                    format!("verify-{index}")
+                } else {
+                    format!("verify-n-{}", index - self.registers)
+                }
+            }
+        }
     }
 }
 
@@ -332,6 +432,16 @@ impl Client {
         &mut self,
         commands: &[&[&[u8]]],
     ) -> Result<Option<Vec<RespValue>>, NotSent> {
+        self.resp_call_answering(commands, |_| false).await
+    }
+
+    /// As [`Client::resp_call`], but an error reply that `answers` accepts is
+    /// the command's definite answer, not an unknown outcome.
+    async fn resp_call_answering(
+        &mut self,
+        commands: &[&[&[u8]]],
+        answers: fn(&str) -> bool,
+    ) -> Result<Option<Vec<RespValue>>, NotSent> {
         let Transport::Resp {
             addresses,
             tls,
@@ -356,7 +466,7 @@ impl Client {
             }
         };
         match open.call_within(self.timeout, commands).await {
-            Ok(replies) if !replies.iter().any(has_error) => {
+            Ok(replies) if !replies.iter().any(|reply| has_error(reply, answers)) => {
                 *connection = Some(open);
                 Ok(Some(replies))
             }
@@ -483,22 +593,41 @@ impl Client {
         format!("{tag}-{}", "x".repeat(self.value_bytes - tag.len() - 1))
     }
 
-    /// Runs one operation on `key` and returns what was recorded (a CAS
-    /// records its read too).
+    /// Runs one operation of `kind` on `key` and returns what was recorded
+    /// (a CAS records its read too). HTTP has no increment, so there an
+    /// increment is a read of the counter.
     pub async fn run_one(
         &mut self,
         recorder: &Recorder,
-        rng: &mut StdRng,
-        mix: Mix,
+        kind: OpKind,
         key: &str,
     ) -> Vec<Operation> {
-        let total = mix.get + mix.put + mix.delete + mix.cas;
-        let pick = rng.random_range(0..total);
+        let resp = matches!(self.transport, Transport::Resp { .. });
         let mut recorded = Vec::new();
-        if pick < mix.get {
+        if kind == OpKind::Get || (kind == OpKind::Incr && !resp) {
             recorded.extend(self.get(recorder, key).await.map(|(read, _)| read));
-        } else if pick < mix.get + mix.put + mix.delete {
-            let value = (pick < mix.get + mix.put).then(|| self.next_value());
+        } else if kind == OpKind::Incr {
+            let invoked = recorder.now_ns();
+            if let Ok(answer) = self.incr(key).await {
+                let completed = recorder.now_ns();
+                recorder.done.fetch_add(1, Ordering::Relaxed);
+                if answer.is_none() {
+                    recorder.unknown.fetch_add(1, Ordering::Relaxed);
+                }
+                recorded.push(Operation {
+                    client: self.id,
+                    key: key.to_string(),
+                    action: Action::Incr {
+                        value: answer.flatten(),
+                    },
+                    invoked_ns: invoked,
+                    completed_ns: answer.is_some().then_some(completed),
+                    revision: None,
+                    endpoint: self.endpoint(),
+                });
+            }
+        } else if kind == OpKind::Put || kind == OpKind::Delete {
+            let value = (kind == OpKind::Put).then(|| self.next_value());
             let invoked = recorder.now_ns();
             if let Ok(answer) = self.write(key, value.as_deref()).await {
                 let action = match value {
@@ -514,7 +643,6 @@ impl Client {
             // so a value read after WATCH alone may not be what EXEC's guard
             // checked. Values are unique per write, so two equal reads mean
             // the key held that value throughout, WATCH included.
-            let resp = matches!(self.transport, Transport::Resp { .. });
             let before_watch = if resp {
                 let Some((read, _)) = self.get(recorder, key).await else {
                     return recorded;
@@ -570,6 +698,20 @@ impl Client {
         recorded
     }
 
+    /// INCR over RESP: `Some(Some(n))` for the new value, `Some(None)` when
+    /// the server answered that the key holds no integer, `None` when the
+    /// outcome is unknown.
+    async fn incr(&mut self, key: &str) -> Result<Option<Option<i64>>, NotSent> {
+        let replies = self
+            .resp_call_answering(&[&[b"INCR", key.as_bytes()]], is_not_an_integer)
+            .await?;
+        Ok(match replies.as_deref() {
+            Some([RespValue::Integer(value)]) => Some(Some(*value)),
+            Some([RespValue::Error(error)]) if is_not_an_integer(error) => Some(None),
+            _ => None,
+        })
+    }
+
     async fn get(&mut self, recorder: &Recorder, key: &str) -> Option<(Operation, Option<u64>)> {
         let invoked = recorder.now_ns();
         let answer = self.read(key).await.ok()?;
@@ -619,13 +761,19 @@ impl Client {
 }
 
 /// Whether a reply carries an error (`-CLUSTERDOWN` without a quorum, a
-/// store failure): like an HTTP 5xx, the command's outcome is unknown.
-fn has_error(reply: &RespValue) -> bool {
+/// store failure) other than one `answers` accepts: like an HTTP 5xx, the
+/// command's outcome is unknown.
+fn has_error(reply: &RespValue, answers: fn(&str) -> bool) -> bool {
     match reply {
-        RespValue::Error(_) => true,
-        RespValue::Array(Some(items)) => items.iter().any(has_error),
+        RespValue::Error(error) => !answers(error),
+        RespValue::Array(Some(items)) => items.iter().any(|item| has_error(item, answers)),
         _ => false,
     }
+}
+
+/// INCR's definite refusal: the key holds something that is not an integer.
+fn is_not_an_integer(error: &str) -> bool {
+    error.starts_with("ERR value is not an integer")
 }
 
 /// Runs the clients until the duration or the operation bound is reached.
@@ -634,6 +782,7 @@ pub async fn run(
     recorder: Arc<Recorder>,
 ) -> Result<Vec<Operation>, String> {
     let deadline = Instant::now() + options.duration;
+    let keys = KeySpace::new(options.keys, options.mix);
     let mut tasks = Vec::new();
     for id in 0..options.clients {
         let mut client = Client::new(id, options)?;
@@ -646,8 +795,9 @@ pub async fn run(
             while Instant::now() < deadline
                 && recorder.done.load(Ordering::Relaxed) < options.max_operations
             {
-                let key = format!("verify-{}", rng.random_range(0..options.keys.max(1)));
-                history.extend(client.run_one(&recorder, &mut rng, options.mix, &key).await);
+                let kind = options.mix.pick(&mut rng);
+                let key = keys.pick(kind, &mut rng);
+                history.extend(client.run_one(&recorder, kind, &key).await);
             }
             history
         }));
@@ -674,8 +824,7 @@ pub async fn final_reads(
             ..options.clone()
         };
         let mut client = Client::new(1_000_000 + index as u64, &single)?;
-        for key in 0..options.keys {
-            let key = format!("verify-{key}");
+        for key in KeySpace::new(options.keys, options.mix).all() {
             let read = match client.get(recorder, &key).await {
                 Some((read, _)) => read,
                 // The node is down: an unanswered final read.

@@ -12,6 +12,7 @@
 //! replays the identical execution, which one test here checks.
 
 use walrus::testing::sim_cluster::{SimOptions, SimReport, run};
+use walrus::verify::checker::Action;
 
 /// Runs one seed as the whole simulation does: on this thread alone, its
 /// clock virtual and every random choice (Raft's too) drawn from the seed.
@@ -94,15 +95,24 @@ fn seeded_cluster_runs_under_partitions_loss_power_cuts_and_membership_changes_s
             .try_init();
     }
     let mut membership_changes = 0;
+    let mut increments_answered = 0;
     let seeds = seeds();
     for &seed in &seeds {
         let report = run_seed(seed);
+        let increments = report
+            .history
+            .iter()
+            .filter(|op| {
+                op.completed_ns.is_some() && matches!(op.action, Action::Incr { value: Some(_) })
+            })
+            .count();
         eprintln!(
-            "seed {seed}: {} operations ({} writes and {} reads acknowledged), \
+            "seed {seed}: {} operations ({} writes, {} increments and {} reads acknowledged), \
              {} faults, {} messages delivered, {} lost, {} writes forwarded, {} snapshots installed, \
              {} membership changes",
             report.history.len(),
             report.acknowledged_writes,
+            increments,
             report.acknowledged_reads,
             report.faults.len(),
             report.delivered,
@@ -126,7 +136,9 @@ fn seeded_cluster_runs_under_partitions_loss_power_cuts_and_membership_changes_s
             report.problems(),
             report.faults.join("\n")
         );
+        increments_answered += increments;
         // A run that acknowledged nothing would prove nothing.
+        assert!(increments >= 1, "seed {seed}: no increment answered");
         assert!(
             report.acknowledged_writes >= 25,
             "seed {seed}: too few writes acknowledged"
@@ -151,6 +163,12 @@ fn seeded_cluster_runs_under_partitions_loss_power_cuts_and_membership_changes_s
     assert!(
         membership_changes >= seeds.len() as u64,
         "only {membership_changes} membership changes committed in {} seeds",
+        seeds.len()
+    );
+    // One operation in twelve is an increment; most runs answer a dozen.
+    assert!(
+        increments_answered >= 5 * seeds.len(),
+        "only {increments_answered} increments answered in {} seeds",
         seeds.len()
     );
 }

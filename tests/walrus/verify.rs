@@ -304,6 +304,22 @@ async fn broken_resp_server() -> std::net::SocketAddr {
                                 map.lock().remove(&args[1]);
                                 b":1\r\n".to_vec()
                             }
+                            // Read, then write back one more a little later:
+                            // a read-modify-write outside the store, so two
+                            // clients that read the same count both answer
+                            // the same new one, and an increment is lost.
+                            "INCR" => {
+                                let held = map
+                                    .lock()
+                                    .get(&args[1])
+                                    .and_then(|value| std::str::from_utf8(value).ok()?.parse().ok())
+                                    .unwrap_or(0i64);
+                                tokio::time::sleep(Duration::from_millis(5)).await;
+                                let next = held + 1;
+                                map.lock()
+                                    .insert(args[1].clone(), next.to_string().into_bytes());
+                                format!(":{next}\r\n").into_bytes()
+                            }
                             _ => b"-ERR unknown command\r\n".to_vec(),
                         };
                         if stream.write_all(&reply).await.is_err() {
@@ -339,6 +355,52 @@ fn verify_over_resp_fails_against_a_server_that_acknowledges_before_it_writes() 
     .expect("verify thread");
     assert!(!passed, "verify must fail: {text}");
     assert!(text.contains("FAIL  linearizable"), "{text}");
+    drop(runtime);
+}
+
+#[test]
+fn verify_catches_increments_lost_by_a_read_modify_write_outside_the_store() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let address = runtime.block_on(broken_resp_server()).to_string();
+    let report = tempfile::tempdir().expect("temp dir");
+    let report_dir = report.path().join("report");
+    let report_arg = report_dir.to_str().expect("utf-8 path").to_string();
+    let (passed, text) = std::thread::spawn(move || {
+        verify(&[
+            "--resp",
+            &address,
+            "--duration",
+            "3",
+            "--keys",
+            "2",
+            "--clients",
+            "4",
+            "--mix",
+            "1:0:0:0:3",
+            "--json",
+            "--report",
+            &report_arg,
+        ])
+    })
+    .join()
+    .expect("verify thread");
+    assert!(!passed, "verify must fail: {text}");
+    let json: serde_json::Value = serde_json::from_str(&text).expect("JSON report");
+    let failing: Vec<&str> = json["failing_keys"]
+        .as_array()
+        .expect("failing keys")
+        .iter()
+        .map(|key| key.as_str().expect("a key"))
+        .collect();
+    // The one counter key (two registers make one counter) lost increments.
+    assert_eq!(failing, ["verify-n-0"], "{text}");
+    let history = std::fs::read_to_string(report_dir.join("history.jsonl")).expect("history");
+    let increments = history
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).expect("an operation"))
+        .filter(|op| op["action"]["kind"] == "incr" && op["action"]["value"].is_i64())
+        .count();
+    assert!(increments > 10, "{increments} increments answered: {text}");
     drop(runtime);
 }
 
