@@ -117,6 +117,41 @@ pub struct ServerStats {
     pub protocol_errors: AtomicU64,
     /// Connections refused for being past `maxclients`.
     pub rejected_connections: AtomicU64,
+    /// The counts `INFO stats` reports from: the counters above (and the
+    /// sweeper's expired keys) as of the last `CONFIG RESETSTAT`. The
+    /// counters themselves only grow, since `/metrics` serves them as
+    /// Prometheus counters.
+    pub info_since: InfoBaseline,
+}
+
+/// What `CONFIG RESETSTAT` zeroes in `INFO stats`, as Redis does: each count
+/// is reported as its counter less the value here.
+#[derive(Debug, Default)]
+pub struct InfoBaseline {
+    pub connections: AtomicU64,
+    pub commands: AtomicU64,
+    pub rejected_connections: AtomicU64,
+    pub expired_keys: AtomicU64,
+}
+
+impl ServerStats {
+    /// `CONFIG RESETSTAT`: INFO's counts start again from zero, and the
+    /// command and error statistics are cleared.
+    pub fn reset_info(&self, expired_keys: u64) {
+        let now = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let since = &self.info_since;
+        since
+            .connections
+            .store(now(&self.total_connections), Ordering::Relaxed);
+        since
+            .commands
+            .store(now(&self.total_commands), Ordering::Relaxed);
+        since
+            .rejected_connections
+            .store(now(&self.rejected_connections), Ordering::Relaxed);
+        since.expired_keys.store(expired_keys, Ordering::Relaxed);
+        self.commands.reset();
+    }
 }
 
 impl ServerStats {
@@ -131,6 +166,7 @@ impl ServerStats {
             commands: stats::CommandStats::default(),
             protocol_errors: AtomicU64::new(0),
             rejected_connections: AtomicU64::new(0),
+            info_since: InfoBaseline::default(),
         }
     }
 }

@@ -696,6 +696,8 @@ fn a_cluster_restarted_whole_keeps_its_data_and_a_learner_catches_up() {
 fn without_a_quorum_a_write_gets_503_and_a_redis_client_clusterdown() {
     let mut cluster = Cluster::start(3);
     let leader = cluster.wait_for_leader(Duration::from_secs(10));
+    let known = http(cluster.node(leader).http, "PUT", "/kv/known", b"v").expect("answer");
+    assert_eq!(known.status, 200, "{}", known.text());
     let others: Vec<u64> = (1..=3).filter(|&id| id != leader).collect();
     for &id in &others {
         cluster.node_mut(id).kill();
@@ -733,6 +735,16 @@ fn without_a_quorum_a_write_gets_503_and_a_redis_client_clusterdown() {
     assert_eq!(raw.reply().as_deref(), Some("+QUEUED\r\n"));
     let exec = raw.reply().expect("EXEC's reply");
     assert!(exec.starts_with("-CLUSTERDOWN"), "{exec}");
+
+    // READONLY (as on a Redis Cluster replica) reads the node's own applied
+    // state, which needs no quorum, like HTTP's `?consistency=stale`;
+    // READWRITE makes reads linearizable again.
+    let mut reader = crate::resp_client::RawResp::connect(cluster.node(leader).resp);
+    assert_eq!(reader.call(&["READONLY"]), "+OK\r\n");
+    assert_eq!(reader.call(&["GET", "known"]), "$1\r\nv\r\n");
+    assert_eq!(reader.call(&["READWRITE"]), "+OK\r\n");
+    let linearizable = reader.call(&["GET", "known"]);
+    assert!(linearizable.starts_with("-CLUSTERDOWN"), "{linearizable}");
 }
 
 #[test]

@@ -75,6 +75,11 @@ fn resp_connection_and_server_commands() {
         raw.call(&["CLUSTER", "SLOTS"]),
         err("This instance has cluster support disabled")
     );
+    // So does READONLY: a single node has no replica to read stale from.
+    assert_eq!(
+        raw.call(&["READONLY"]),
+        err("This instance has cluster support disabled")
+    );
     assert_eq!(
         raw.call(&["GET"]),
         err("wrong number of arguments for 'get' command")
@@ -686,10 +691,13 @@ fn info_and_config_report_what_the_server_really_has() {
         "# Replication",
         "# CPU",
         "# Errorstats",
+        "# Cluster",
         "# Keyspace",
     ] {
         assert!(info.contains(section), "INFO lacks {section}: {info}");
     }
+    // redis-py's own test set-up reads it, and tools pick cluster clients by it.
+    assert!(info.contains("\r\ncluster_enabled:0\r\n"), "{info}");
     assert!(!info.contains("# Commandstats"), "only INFO all has it");
     assert!(info.contains("walrus_fsync:interval=5"), "{info}");
     assert!(info.contains("role:master"), "{info}");
@@ -708,9 +716,21 @@ fn info_and_config_report_what_the_server_really_has() {
         "{commands}"
     );
     assert!(commands.contains("cmdstat_set:calls=2,"), "{commands}");
+    let processed = info_number(&mut raw, "stats", "total_commands_processed");
+    assert!(processed >= 6, "{processed}");
+    assert!(info_number(&mut raw, "stats", "total_connections_received") >= 1);
     assert_eq!(raw.call(&["CONFIG", "RESETSTAT"]), "+OK\r\n");
     let commands = raw.call(&["INFO", "commandstats"]);
     assert!(!commands.contains("cmdstat_set"), "{commands}");
+    // As in Redis, INFO's counts start again too (redis-py's own suite
+    // checks that the commands processed go down).
+    let processed_since = info_number(&mut raw, "stats", "total_commands_processed");
+    assert!(processed_since <= 2, "{processed_since} after a reset");
+    assert_eq!(
+        info_number(&mut raw, "stats", "total_connections_received"),
+        0
+    );
+    assert_eq!(info_number(&mut raw, "stats", "total_error_replies"), 0);
 
     let config = raw.call(&["CONFIG", "GET", "*"]);
     for (name, value) in [

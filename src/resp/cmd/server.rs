@@ -6,7 +6,7 @@ use crate::node::{Consistency, Replication};
 use crate::resp::Protocol;
 use crate::storage::snapshot::DATABASES;
 use std::fmt::Write as _;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 
@@ -106,7 +106,12 @@ pub async fn run(
         // own cluster is Raft, where any node serves every key.
         "cluster" => Err(Reply::err("This instance has cluster support disabled")),
         // As on a Redis Cluster replica: READONLY lets this connection read the
-        // node's applied state without asking the leader (stale reads).
+        // node's applied state without asking the leader (stale reads). A
+        // single node has no replica to read from, and answers as a
+        // standalone Redis does.
+        "readonly" if !shared.node.is_replicated() => {
+            Err(Reply::err("This instance has cluster support disabled"))
+        }
         "readonly" => {
             session.consistency = Consistency::Stale;
             Ok(Reply::ok())
@@ -1046,7 +1051,9 @@ fn config(shared: &Shared, args: &[Bytes]) -> CommandResult {
         }
         b"get" => Err(wrong_arity("config|get")),
         b"resetstat" => {
-            shared.stats.commands.reset();
+            shared
+                .stats
+                .reset_info(shared.sweep.expired_keys.load(Ordering::Relaxed));
             Ok(Reply::ok())
         }
         b"set" => config_set(shared, &args[2..]),
@@ -1137,6 +1144,13 @@ fn info(shared: &Shared, sections: &[Bytes]) -> String {
     }
     if wanted("stats") {
         let (tracking_keys, tracking_items, tracking_prefixes) = shared.tracking.totals();
+        // Counted since the last CONFIG RESETSTAT.
+        let since = |counter: &AtomicU64, baseline: &AtomicU64| {
+            counter
+                .load(Ordering::Relaxed)
+                .saturating_sub(baseline.load(Ordering::Relaxed))
+        };
+        let baseline = &stats.info_since;
         // MIGRATE opens a connection per command (`migrate.rs`): none is cached.
         let _ = write!(
             text,
@@ -1145,11 +1159,11 @@ fn info(shared: &Shared, sections: &[Bytes]) -> String {
              pubsub_channels:{}\r\npubsub_patterns:{}\r\npubsubshard_channels:{}\r\n\
              migrate_cached_sockets:0\r\ntracking_total_keys:{}\r\ntracking_total_items:{}\r\n\
              tracking_total_prefixes:{}\r\n\r\n",
-            stats.total_connections.load(Ordering::Relaxed),
-            stats.total_commands.load(Ordering::Relaxed),
+            since(&stats.total_connections, &baseline.connections),
+            since(&stats.total_commands, &baseline.commands),
             stats.commands.total_errors(),
-            stats.rejected_connections.load(Ordering::Relaxed),
-            shared.sweep.expired_keys.load(Ordering::Relaxed),
+            since(&stats.rejected_connections, &baseline.rejected_connections),
+            since(&shared.sweep.expired_keys, &baseline.expired_keys),
             shared.pubsub.channel_count(PubSubKind::Channel),
             shared.pubsub.pattern_count(),
             shared.pubsub.channel_count(PubSubKind::Shard),
@@ -1202,6 +1216,12 @@ fn info(shared: &Shared, sections: &[Bytes]) -> String {
     }
     if wanted("errorstats") {
         stats.commands.write_errorstats(&mut text);
+    }
+    if wanted("cluster") {
+        // Redis Cluster's protocol (slots, MOVED) is not spoken, on a Raft
+        // cluster either: clients and tools that read this (redis-py's own
+        // test set-up among them) must treat every node as a whole store.
+        text.push_str("# Cluster\r\ncluster_enabled:0\r\n\r\n");
     }
     if wanted("keyspace") {
         text.push_str("# Keyspace\r\n");
