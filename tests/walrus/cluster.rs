@@ -481,7 +481,13 @@ fn writes_through_any_node_are_read_alike_from_every_node() {
     let role = at_leader.call(&["ROLE"]);
     assert!(role.starts_with("*3\r\n$6\r\nmaster\r\n:"), "{role}");
     assert_eq!(role.matches("127.0.0.1").count(), 2, "two replicas: {role}");
+    assert_eq!(at_leader.call(&["REPLICAOF", "NO", "ONE"]), "+OK\r\n");
     let mut at_follower = crate::resp_client::RawResp::connect(cluster.node(follower).resp);
+    let promoted = at_follower.call(&["REPLICAOF", "NO", "ONE"]);
+    assert!(
+        promoted.starts_with("-ERR this node follows the cluster's Raft leader"),
+        "{promoted}"
+    );
     let role = at_follower.call(&["ROLE"]);
     let leader_port = cluster.node(leader).http.port().to_string();
     assert!(

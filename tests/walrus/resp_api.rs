@@ -1159,6 +1159,22 @@ fn reset_role_wait_and_latency_answer_as_redis_does_on_a_single_node() {
     );
 
     assert_eq!(raw.call(&["ROLE"]), "*3\r\n$6\r\nmaster\r\n:0\r\n*0\r\n");
+    // A master already: REPLICAOF NO ONE changes nothing, as in Redis (test
+    // harnesses send it to reset a server). Following a Redis master is not
+    // how walrus replicates, and it says what is.
+    assert_eq!(raw.call(&["REPLICAOF", "NO", "ONE"]), "+OK\r\n");
+    assert_eq!(raw.call(&["SLAVEOF", "no", "one"]), "+OK\r\n");
+    let refused = raw.call(&["REPLICAOF", "127.0.0.1", "6379"]);
+    assert!(
+        refused.starts_with("-ERR walrus does not replicate from a Redis master")
+            && refused.contains("walrus cluster add-learner"),
+        "{refused}"
+    );
+    assert_eq!(
+        raw.call(&["REPLICAOF", "NO ONE"]),
+        "-ERR wrong number of arguments for 'replicaof' command\r\n"
+    );
+    assert_eq!(raw.call(&["ROLE"]), "*3\r\n$6\r\nmaster\r\n:0\r\n*0\r\n");
     assert_eq!(raw.call(&["WAIT", "0", "0"]), ":0\r\n");
     let started = std::time::Instant::now();
     assert_eq!(raw.call(&["WAIT", "1", "150"]), ":0\r\n", "no replica ever");

@@ -1,5 +1,5 @@
 //! What an operator asks a server about itself and its replicas: SLOWLOG,
-//! LATENCY, ROLE, WAIT and WAITAOF.
+//! LATENCY, ROLE, WAIT, WAITAOF and REPLICAOF.
 //!
 //! The slow log and the latency histograms are the ones the connection
 //! already keeps (see `slowlog` and `stats`). Walrus has no latency monitor
@@ -22,7 +22,10 @@ use crate::store::FsyncPolicy;
 use crate::store::number::parse_i64;
 
 pub fn handles(name: &str) -> bool {
-    matches!(name, "slowlog" | "latency" | "role" | "wait" | "waitaof")
+    matches!(
+        name,
+        "slowlog" | "latency" | "role" | "wait" | "waitaof" | "replicaof" | "slaveof"
+    )
 }
 
 pub async fn run(shared: &Shared, name: &str, args: &[Bytes]) -> CommandResult {
@@ -30,8 +33,30 @@ pub async fn run(shared: &Shared, name: &str, args: &[Bytes]) -> CommandResult {
         "slowlog" => slowlog(shared, args),
         "latency" => latency(shared, args),
         "role" => Ok(role(shared)),
+        "replicaof" | "slaveof" => replica_of(shared, args),
         "waitaof" => wait_aof(shared, args).await,
         _ => wait(shared, args).await,
+    }
+}
+
+/// REPLICAOF host port (and SLAVEOF). Walrus does not replicate from a
+/// Redis master: its replicas are Raft members. `NO ONE` asks a node to be a
+/// master; one that already is (a single node, or the cluster's leader)
+/// answers OK and changes nothing, as Redis does. A follower cannot be made
+/// leader by command, since the members elect one.
+fn replica_of(shared: &Shared, args: &[Bytes]) -> CommandResult {
+    match args {
+        [_, no, one] if is(no, "no") && is(one, "one") => match shared.node.replication() {
+            Replication::Single | Replication::Leader { .. } => Ok(Reply::ok()),
+            Replication::Follower { .. } => Err(Reply::err(
+                "this node follows the cluster's Raft leader, which the members elect; \
+                 it cannot be made a master by command (walrus cluster status names the leader)",
+            )),
+        },
+        _ => Err(Reply::err(
+            "walrus does not replicate from a Redis master; its replicas are Raft members \
+             (walrus cluster add-learner ID=ADDR, then walrus cluster promote ID)",
+        )),
     }
 }
 

@@ -303,6 +303,20 @@ const DOCS: &[Doc] = &[
         O1,
     ),
     doc(
+        "replicaof",
+        "Answers NO ONE on a node that is already a master; walrus's replicas are Raft members, added with walrus cluster add-learner.",
+        "5.0.0",
+        "server",
+        O1,
+    ),
+    doc(
+        "slaveof",
+        "Answers NO ONE on a node that is already a master; walrus's replicas are Raft members, added with walrus cluster add-learner.",
+        "1.0.0",
+        "server",
+        O1,
+    ),
+    doc(
         "wait",
         "Waits until the other cluster members hold every committed write, or the timeout passes.",
         "3.0.0",

@@ -399,6 +399,8 @@ pub const SPECS: &[Spec] = &[
     spec("role", 1, false, NO_KEYS),
     spec("wait", 3, false, NO_KEYS),
     spec("waitaof", 4, false, NO_KEYS),
+    spec("replicaof", 3, false, NO_KEYS),
+    spec("slaveof", 3, false, NO_KEYS),
     spec("monitor", 1, false, NO_KEYS),
     // Pub/Sub.
     spec("subscribe", -2, false, NO_KEYS),
