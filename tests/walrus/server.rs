@@ -18,6 +18,9 @@ pub struct Server {
     pub startup_log: Vec<String>,
     /// The server's standard input, when started with a pipe there.
     pub stdin: Option<ChildStdin>,
+    /// Whether it was, so that a restart gives it a pipe again (not the
+    /// test's own stdin, which under CI may be closed).
+    piped_stdin: bool,
     child: Child,
     /// Keeps the log pipe drained (a full pipe would block the server).
     log: mpsc::Receiver<String>,
@@ -39,19 +42,24 @@ impl Server {
 
     /// Starts a server on the data directory `data`.
     pub fn start_in_data(data: &Path, args: &[&str]) -> Server {
-        Server::spawn(data, args, Stdio::inherit())
+        Server::spawn(data, args, false)
     }
 
     /// Starts a server on a fresh data directory whose standard input is a
     /// pipe the test holds ([`Server::stdin`]).
     pub fn start_with_stdin_pipe(args: &[&str]) -> (Server, tempfile::TempDir) {
         let temp = tempfile::tempdir().expect("temp dir");
-        let server = Server::spawn(&temp.path().join("data"), args, Stdio::piped());
+        let server = Server::spawn(&temp.path().join("data"), args, true);
         (server, temp)
     }
 
-    fn spawn(data: &Path, args: &[&str], stdin: Stdio) -> Server {
+    fn spawn(data: &Path, args: &[&str], piped_stdin: bool) -> Server {
         let data = data.to_path_buf();
+        let stdin = if piped_stdin {
+            Stdio::piped()
+        } else {
+            Stdio::inherit()
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_walrus"))
             .arg("serve")
             .arg("--listen")
@@ -106,6 +114,7 @@ impl Server {
             dir: data,
             startup_log,
             stdin,
+            piped_stdin,
             child,
             log,
             extra_args: args.iter().map(|arg| arg.to_string()).collect(),
@@ -193,7 +202,7 @@ impl Server {
             .to_path_buf();
         let args: Vec<String> = self.extra_args.clone();
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        *self = Server::start_in(&parent, &args);
+        *self = Server::spawn(&parent.join("data"), &args, self.piped_stdin);
     }
 }
 
