@@ -511,6 +511,27 @@ impl Cluster {
             .map(|(id, node, _)| (id, node))
     }
 
+    /// The leader, once its leadership is confirmed: a majority of the nodes
+    /// name it leader in its term, and no running node is in a later term.
+    /// A leader that was cut off and removed meanwhile still says it leads,
+    /// and its view of the membership is stale: it must not be taken for
+    /// the cluster's.
+    fn confirmed_leader(&self) -> Option<(NodeId, Arc<ClusterNode>)> {
+        let (id, leader) = self.leader_node()?;
+        let term = leader.status().term;
+        let statuses: Vec<_> = self
+            .running()
+            .iter()
+            .map(|(_, node, _)| node.status())
+            .collect();
+        let agreeing = statuses
+            .iter()
+            .filter(|status| status.term == term && status.leader_id == Some(id))
+            .count();
+        let later = statuses.iter().any(|status| status.term > term);
+        (agreeing * 2 > self.ids().len() && !later).then_some((id, leader))
+    }
+
     /// One membership change through the leader, one at a time: a node
     /// that is not a voter is added back as a learner and promoted;
     /// otherwise, while every node runs, a voter (the leader too) is
@@ -561,7 +582,7 @@ impl Cluster {
     async fn restore_membership(&self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some((_, leader)) = self.leader_node()
+            if let Some((_, leader)) = self.confirmed_leader()
                 && let Some(voters) = leader.settled_voters()
             {
                 let Some(&missing) = self.ids().iter().find(|id| !voters.contains(id)) else {
@@ -1003,14 +1024,22 @@ async fn settle_and_read(cluster: &Cluster, client_base: u64) -> Result<Vec<Oper
                 .map(|(id, node, _)| {
                     let status = node.status();
                     format!(
-                        "node {id}: {} term {} applied {} last {}",
-                        status.role, status.term, status.applied_index, status.last_log_index
+                        "node {id}: {} term {} applied {} last {}, voters {:?} learners {:?}",
+                        status.role,
+                        status.term,
+                        status.applied_index,
+                        status.last_log_index,
+                        status.voters,
+                        status.learners
                     )
                 })
                 .collect();
+            let faults = cluster.faults.lock();
+            let recent = &faults[faults.len().saturating_sub(12)..];
             return Err(format!(
-                "the cluster did not settle within 30 s: {}",
-                states.join("; ")
+                "the cluster did not settle within 30 s: {}; the last faults:\n{}",
+                states.join("; "),
+                recent.join("\n")
             ));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
