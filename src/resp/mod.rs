@@ -152,9 +152,7 @@ impl ServerStats {
         since.expired_keys.store(expired_keys, Ordering::Relaxed);
         self.commands.reset();
     }
-}
 
-impl ServerStats {
     /// Counters for a server on `port`, starting now.
     pub fn new(port: u16) -> ServerStats {
         ServerStats {

@@ -609,22 +609,12 @@ impl Client {
         } else if kind == OpKind::Incr {
             let invoked = recorder.now_ns();
             if let Ok(answer) = self.incr(key).await {
-                let completed = recorder.now_ns();
-                recorder.done.fetch_add(1, Ordering::Relaxed);
-                if answer.is_none() {
-                    recorder.unknown.fetch_add(1, Ordering::Relaxed);
-                }
-                recorded.push(Operation {
-                    client: self.id,
-                    key: key.to_string(),
-                    action: Action::Incr {
-                        value: answer.flatten(),
-                    },
-                    invoked_ns: invoked,
-                    completed_ns: answer.is_some().then_some(completed),
-                    revision: None,
-                    endpoint: self.endpoint(),
-                });
+                let action = Action::Incr {
+                    value: answer.flatten(),
+                };
+                // RESP reports no revision.
+                let answer = answer.map(|_| None);
+                recorded.push(self.record(recorder, key, action, invoked, answer));
             }
         } else if kind == OpKind::Put || kind == OpKind::Delete {
             let value = (kind == OpKind::Put).then(|| self.next_value());

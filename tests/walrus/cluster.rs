@@ -1293,10 +1293,16 @@ impl Drop for KillOnDrop {
     }
 }
 
-#[test]
-fn dev_cluster_serves_one_store_on_every_node_shares_the_cores_and_stops_on_sigterm() {
-    let base = dev_cluster_base_port();
-    let dir = tempfile::tempdir().expect("temp dir");
+/// `walrus dev-cluster --nodes 3` on `base` with its data in `dir`; its
+/// stdout and stderr piped to the test when `capture`, else discarded.
+fn start_dev_cluster(base: u16, dir: &Path, capture: bool) -> StopOnDrop {
+    let output = || {
+        if capture {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        }
+    };
     let cluster = Command::new(env!("CARGO_BIN_EXE_walrus"))
         .args([
             "dev-cluster",
@@ -1306,13 +1312,20 @@ fn dev_cluster_serves_one_store_on_every_node_shares_the_cores_and_stops_on_sigt
             &base.to_string(),
         ])
         .arg("--data-dir")
-        .arg(dir.path())
+        .arg(dir)
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(output())
+        .stderr(output())
         .spawn()
         .expect("start walrus dev-cluster");
-    let mut cluster = StopOnDrop(cluster);
+    StopOnDrop(cluster)
+}
+
+#[test]
+fn dev_cluster_serves_one_store_on_every_node_shares_the_cores_and_stops_on_sigterm() {
+    let base = dev_cluster_base_port();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut cluster = start_dev_cluster(base, dir.path(), true);
     let cluster = &mut cluster.0;
     // The nodes' logs, prefixed, drained all along so no node blocks on them.
     let logs = Arc::new(Mutex::new(Vec::new()));
@@ -1414,22 +1427,7 @@ fn dev_cluster_serves_one_store_on_every_node_shares_the_cores_and_stops_on_sigt
 fn dev_cluster_nodes_stop_by_themselves_when_dev_cluster_is_killed_with_sigkill() {
     let base = dev_cluster_base_port();
     let dir = tempfile::tempdir().expect("temp dir");
-    let cluster = Command::new(env!("CARGO_BIN_EXE_walrus"))
-        .args([
-            "dev-cluster",
-            "--nodes",
-            "3",
-            "--base-port",
-            &base.to_string(),
-        ])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start walrus dev-cluster");
-    let mut cluster = StopOnDrop(cluster);
+    let mut cluster = start_dev_cluster(base, dir.path(), false);
     let node = |index: u16| SocketAddr::from(([127, 0, 0, 1], base + index));
     wait_until(Duration::from_secs(20), || {
         (0..3).all(|index| status(node(index)).is_some_and(|status| !status["leader_id"].is_null()))

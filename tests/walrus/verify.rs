@@ -333,57 +333,56 @@ async fn broken_resp_server() -> std::net::SocketAddr {
     address
 }
 
-#[test]
-fn verify_over_resp_fails_against_a_server_that_acknowledges_before_it_writes() {
+/// `walrus verify --resp` against a fresh [`broken_resp_server`], with
+/// `args` after it.
+fn verify_broken_resp_server(args: &[&str]) -> (bool, String) {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let address = runtime.block_on(broken_resp_server()).to_string();
-    let (passed, text) = std::thread::spawn(move || {
-        verify(&[
-            "--resp",
-            &address,
-            "--duration",
-            "3",
-            "--keys",
-            "3",
-            "--clients",
-            "4",
-            "--mix",
-            "1:1:0:0",
-        ])
+    let mut all = vec!["--resp".to_string(), address];
+    all.extend(args.iter().map(|arg| arg.to_string()));
+    let result = std::thread::spawn(move || {
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        verify(&all)
     })
     .join()
     .expect("verify thread");
+    drop(runtime);
+    result
+}
+
+#[test]
+fn verify_over_resp_fails_against_a_server_that_acknowledges_before_it_writes() {
+    let (passed, text) = verify_broken_resp_server(&[
+        "--duration",
+        "3",
+        "--keys",
+        "3",
+        "--clients",
+        "4",
+        "--mix",
+        "1:1:0:0",
+    ]);
     assert!(!passed, "verify must fail: {text}");
     assert!(text.contains("FAIL  linearizable"), "{text}");
-    drop(runtime);
 }
 
 #[test]
 fn verify_catches_increments_lost_by_a_read_modify_write_outside_the_store() {
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let address = runtime.block_on(broken_resp_server()).to_string();
     let report = tempfile::tempdir().expect("temp dir");
     let report_dir = report.path().join("report");
-    let report_arg = report_dir.to_str().expect("utf-8 path").to_string();
-    let (passed, text) = std::thread::spawn(move || {
-        verify(&[
-            "--resp",
-            &address,
-            "--duration",
-            "3",
-            "--keys",
-            "2",
-            "--clients",
-            "4",
-            "--mix",
-            "1:0:0:0:3",
-            "--json",
-            "--report",
-            &report_arg,
-        ])
-    })
-    .join()
-    .expect("verify thread");
+    let (passed, text) = verify_broken_resp_server(&[
+        "--duration",
+        "3",
+        "--keys",
+        "2",
+        "--clients",
+        "4",
+        "--mix",
+        "1:0:0:0:3",
+        "--json",
+        "--report",
+        report_dir.to_str().expect("utf-8 path"),
+    ]);
     assert!(!passed, "verify must fail: {text}");
     let json: serde_json::Value = serde_json::from_str(&text).expect("JSON report");
     let failing: Vec<&str> = json["failing_keys"]
@@ -401,7 +400,6 @@ fn verify_catches_increments_lost_by_a_read_modify_write_outside_the_store() {
         .filter(|op| op["action"]["kind"] == "incr" && op["action"]["value"].is_i64())
         .count();
     assert!(increments > 10, "{increments} increments answered: {text}");
-    drop(runtime);
 }
 
 #[test]
