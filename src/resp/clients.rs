@@ -5,7 +5,9 @@
 //! fields after each batch of commands (relaxed atomics, and the name under a
 //! small lock only when it changed), so listing never waits for a connection.
 //! A kill sets a flag and wakes the connection, which closes once it is back
-//! between requests.
+//! between requests. A connection waiting in a blocking command (WAIT,
+//! WAITAOF) holds a [`Blocked`] guard, through which `CLIENT UNBLOCK` ends
+//! the wait early.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
 
 use super::push::Outbox;
 
@@ -47,13 +49,18 @@ pub struct SessionView<'a> {
     pub shard_channels: usize,
     /// `CLIENT NO-TOUCH ON` (flag `T`).
     pub no_touch: bool,
+    /// Waiting in a blocking command (flag `b`).
+    pub blocked: bool,
 }
 
 impl SessionView<'_> {
-    /// Redis's `flags` letters: `O` for a monitor, `P` for a subscriber, `T`
-    /// for no-touch mode; `N` for none.
+    /// Redis's `flags` letters: `O` for a monitor, `P` for a subscriber, `b`
+    /// for a blocked client, `T` for no-touch mode; `N` for none.
     fn flags(&self) -> String {
         let mut flags = String::new();
+        if self.blocked {
+            flags.push('b');
+        }
         if self.monitor {
             flags.push('O');
         } else if self.channels + self.patterns + self.shard_channels > 0 {
@@ -114,6 +121,39 @@ pub struct ClientHandle {
     outbox: Mutex<Option<Outbox>>,
     killed: AtomicBool,
     wake: Notify,
+    /// While the connection waits in a blocking command: how CLIENT UNBLOCK
+    /// ends the wait.
+    unblock: Mutex<Option<oneshot::Sender<Unblock>>>,
+}
+
+/// How `CLIENT UNBLOCK` ends a wait: as if its timeout had passed, or with
+/// Redis's `-UNBLOCKED` error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unblock {
+    Timeout,
+    Error,
+}
+
+/// A connection marked as blocked, until this drops.
+pub struct Blocked {
+    handle: Arc<ClientHandle>,
+    unblocked: oneshot::Receiver<Unblock>,
+}
+
+impl Blocked {
+    /// Resolves when `CLIENT UNBLOCK` ends the wait; never otherwise.
+    pub async fn unblocked(&mut self) -> Unblock {
+        match (&mut self.unblocked).await {
+            Ok(how) => how,
+            Err(_) => std::future::pending().await,
+        }
+    }
+}
+
+impl Drop for Blocked {
+    fn drop(&mut self) {
+        self.handle.unblock.lock().take();
+    }
 }
 
 impl ClientHandle {
@@ -223,6 +263,7 @@ impl ClientHandle {
                 watch: self.watch.load(Ordering::Relaxed) as usize,
                 monitor: self.monitor.load(Ordering::Relaxed),
                 no_touch: self.no_touch.load(Ordering::Relaxed),
+                blocked: self.unblock.lock().is_some(),
                 channels: self.channels.load(Ordering::Relaxed) as usize,
                 patterns: self.patterns.load(Ordering::Relaxed) as usize,
                 shard_channels: self.shard_channels.load(Ordering::Relaxed) as usize,
@@ -345,6 +386,7 @@ impl Clients {
             outbox: Mutex::default(),
             killed: AtomicBool::new(false),
             wake: Notify::new(),
+            unblock: Mutex::new(None),
         });
         self.open.lock().insert(id, handle.clone());
         Registration {
@@ -379,6 +421,51 @@ impl Clients {
         let open = self.open.lock();
         let client = open.get(&id).filter(|client| !client.is_killed())?;
         Some(client.outbox.lock().clone())
+    }
+
+    /// Marks connection `id` as blocked in `command` until the guard drops
+    /// (`None` if it is not open). CLIENT LIST shows the command at once,
+    /// not after the batch that holds it.
+    pub fn block(&self, id: u64, command: &'static str) -> Option<Blocked> {
+        let handle = self.open.lock().get(&id)?.clone();
+        *handle.last_command.lock() = command;
+        let (sender, unblocked) = oneshot::channel();
+        *handle.unblock.lock() = Some(sender);
+        Some(Blocked { handle, unblocked })
+    }
+
+    /// Ends connection `id`'s wait in a blocking command (`CLIENT
+    /// UNBLOCK`); false if it is not waiting in one.
+    pub fn unblock(&self, id: u64, how: Unblock) -> bool {
+        let sender = self
+            .open
+            .lock()
+            .get(&id)
+            .and_then(|client| client.unblock.lock().take());
+        sender.is_some_and(|sender| sender.send(how).is_ok())
+    }
+
+    /// Bytes of every connection's query and reply buffers, as of their last
+    /// batch (MEMORY STATS's `clients.normal`).
+    pub fn buffer_bytes(&self) -> u64 {
+        self.open
+            .lock()
+            .values()
+            .map(|client| {
+                client.query_capacity.load(Ordering::Relaxed)
+                    + client.reply_capacity.load(Ordering::Relaxed)
+            })
+            .sum()
+    }
+
+    /// Connections waiting in a blocking command (INFO's `blocked_clients`,
+    /// with those CLIENT PAUSE holds).
+    pub fn blocked_count(&self) -> usize {
+        self.open
+            .lock()
+            .values()
+            .filter(|client| client.unblock.lock().is_some())
+            .count()
     }
 
     /// Kills every connection idle for at least `idle_for` (Redis's
@@ -441,7 +528,37 @@ mod tests {
             patterns: 0,
             shard_channels: 0,
             no_touch: false,
+            blocked: false,
         }
+    }
+
+    #[tokio::test]
+    async fn unblock_ends_only_a_wait_in_progress_and_counts_and_flags_it() {
+        let clients = Arc::new(Clients::default());
+        let waiting = clients.register(1, "127.0.0.1:5000".into(), "127.0.0.1:6379".into());
+        let _idle = clients.register(2, "127.0.0.1:5001".into(), "127.0.0.1:6379".into());
+        assert!(!clients.unblock(1, Unblock::Timeout), "not blocked yet");
+        let Some(mut blocked) = clients.block(1, "wait") else {
+            panic!("connection 1 is open");
+        };
+        assert_eq!(clients.blocked_count(), 1);
+        let line = waiting.handle.list_line();
+        assert!(
+            line.contains(" flags=b ") && line.contains(" cmd=wait "),
+            "{line}"
+        );
+        assert!(!clients.unblock(2, Unblock::Error), "2 is not blocked");
+        assert!(!clients.unblock(3, Unblock::Error), "3 is not open");
+        assert!(clients.unblock(1, Unblock::Error));
+        assert_eq!(blocked.unblocked().await, Unblock::Error);
+        assert!(
+            !clients.unblock(1, Unblock::Timeout),
+            "one unblock per wait"
+        );
+        drop(blocked);
+        assert_eq!(clients.blocked_count(), 0);
+        assert!(waiting.handle.list_line().contains(" flags=N "));
+        assert!(clients.block(9, "wait").is_none(), "no such connection");
     }
 
     #[test]

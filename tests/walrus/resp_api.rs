@@ -676,6 +676,71 @@ fn run_counted_commands(raw: &mut RawResp) {
     raw.call(&["INCR", "text"]);
 }
 
+/// MEMORY STATS gives the process's real figures under Redis's names (and
+/// none of the allocator's, which walrus does not read), in both protocols;
+/// INFO's memory section agrees with it.
+#[test]
+fn memory_stats_and_info_memory_report_the_process_as_the_kernel_counts_it() {
+    let (server, _dir) = Server::start_resp(&[]);
+    let mut raw = RawResp::connect(server.resp_address());
+    for key in ["a", "b", "c"] {
+        assert_eq!(raw.call(&["SET", key, "12345"]), "+OK\r\n");
+    }
+    assert_eq!(raw.call(&["SELECT", "4"]), "+OK\r\n");
+    assert_eq!(raw.call(&["SET", "d", "1"]), "+OK\r\n");
+    let stats = raw.call(&["MEMORY", "STATS"]);
+    let lines: Vec<&str> = stats.split("\r\n").collect();
+    // The line after a field's name: an integer, or a double's length
+    // (RESP2 sends doubles as bulk strings), then its text.
+    let value_of = |name: &str| {
+        let at = lines
+            .iter()
+            .position(|line| *line == name)
+            .unwrap_or_else(|| panic!("{name} missing: {stats}"));
+        let value = if lines[at + 1].starts_with('$') {
+            at + 2
+        } else {
+            at + 1
+        };
+        lines[value].to_string()
+    };
+    assert!(stats.starts_with("*20\r\n"), "ten fields: {stats}");
+    assert_eq!(value_of("keys.count"), ":4", "every database's keys");
+    assert_eq!(value_of("dataset.bytes"), ":20", "3 x (1 + 5) + (1 + 1)");
+    let resident: u64 = value_of("total.allocated")[1..].parse().unwrap_or(0);
+    let peak: u64 = value_of("peak.allocated")[1..].parse().unwrap_or(0);
+    assert!(resident > 1 << 20 && peak >= resident, "{stats}");
+    let percentage: f64 = value_of("peak.percentage").parse().unwrap_or(-1.0);
+    assert!(percentage > 0.0 && percentage <= 100.0, "a double: {stats}");
+    assert!(!stats.contains("fragmentation"), "not measured: {stats}");
+
+    assert!(raw.call(&["HELLO", "3"]).starts_with('%'));
+    let stats = raw.call(&["MEMORY", "STATS"]);
+    assert!(stats.starts_with("%10\r\n"), "{stats}");
+    assert!(
+        stats.contains("$15\r\npeak.percentage\r\n,"),
+        "a RESP3 double: {stats}"
+    );
+    assert!(raw.call(&["MEMORY", "DOCTOR"]).contains("Resident: "));
+    assert!(
+        raw.call(&["MEMORY", "MALLOC-STATS"])
+            .contains("Stats not supported for the current allocator")
+    );
+    assert_eq!(raw.call(&["MEMORY", "PURGE"]), "+OK\r\n");
+    assert_eq!(
+        raw.call(&["MEMORY", "STATS", "now"]),
+        err("unknown subcommand or wrong number of arguments for 'STATS'. Try MEMORY HELP.")
+    );
+    let info = raw.call(&["INFO", "memory"]);
+    for field in [
+        "used_memory_peak:",
+        "used_memory_peak_perc:",
+        "total_system_memory:",
+    ] {
+        assert!(info.contains(field), "{field} missing: {info}");
+    }
+}
+
 #[test]
 fn info_and_config_report_what_the_server_really_has() {
     let (server, _dir) = Server::start_resp(&["--fsync", "interval=5"]);
@@ -1459,7 +1524,6 @@ fn info_number(raw: &mut RawResp, section: &str, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("{field} in INFO {section}: {info}"))
 }
 
-/// INFO's `blocked_clients`, read by another connection.
 /// Polls `done` every `pause`, at most `attempts` times; whether it held.
 fn eventually(attempts: u32, pause: Duration, mut done: impl FnMut() -> bool) -> bool {
     for _ in 0..attempts {
@@ -1471,8 +1535,78 @@ fn eventually(attempts: u32, pause: Duration, mut done: impl FnMut() -> bool) ->
     false
 }
 
+/// INFO's `blocked_clients`, read by another connection.
 fn blocked_clients(raw: &mut RawResp) -> u64 {
     info_number(raw, "clients", "blocked_clients")
+}
+
+/// CLIENT UNBLOCK ends a WAIT or WAITAOF as its timeout would, or with
+/// Redis's `-UNBLOCKED` error. The waiting connection shows as blocked
+/// meanwhile (INFO, CLIENT LIST), and one that is not waiting is left alone.
+#[test]
+fn client_unblock_ends_a_wait_as_its_timeout_would_or_with_an_error() {
+    let (server, _dir) = Server::start_resp(&[]);
+    let mut admin = RawResp::connect(server.resp_address());
+    let mut waiter = RawResp::connect(server.resp_address());
+    let id = waiter.call(&["CLIENT", "ID"]);
+    let id = id.trim().trim_start_matches(':');
+    assert_eq!(
+        admin.call(&["CLIENT", "UNBLOCK", id]),
+        ":0\r\n",
+        "not waiting"
+    );
+    let wait_until_blocked = |admin: &mut RawResp| {
+        assert!(
+            eventually(200, Duration::from_millis(10), || {
+                blocked_clients(admin) == 1
+            }),
+            "the waiter never showed as blocked"
+        );
+    };
+
+    // A single node has no replica, so WAIT 1 with no timeout waits for ever.
+    waiter.send(&[b"WAIT", b"1", b"0"]);
+    wait_until_blocked(&mut admin);
+    let line = admin.call(&["CLIENT", "LIST", "ID", id]);
+    assert!(
+        line.contains(" flags=b ") && line.contains(" cmd=wait "),
+        "{line}"
+    );
+    assert_eq!(admin.call(&["CLIENT", "UNBLOCK", id]), ":1\r\n");
+    assert_eq!(
+        waiter.reply().as_deref(),
+        Some(":0\r\n"),
+        "answered as at its timeout: no replica holds the writes"
+    );
+    assert_eq!(blocked_clients(&mut admin), 0);
+    assert_eq!(admin.call(&["CLIENT", "UNBLOCK", id, "timeout"]), ":0\r\n");
+
+    waiter.send(&[b"WAITAOF", b"0", b"1", b"0"]);
+    wait_until_blocked(&mut admin);
+    assert_eq!(admin.call(&["CLIENT", "UNBLOCK", id, "ERROR"]), ":1\r\n");
+    assert_eq!(
+        waiter.reply().as_deref(),
+        Some("-UNBLOCKED client unblocked via CLIENT UNBLOCK\r\n")
+    );
+    assert_eq!(
+        waiter.call(&["PING"]),
+        "+PONG\r\n",
+        "the connection serves on"
+    );
+    assert_eq!(blocked_clients(&mut admin), 0);
+
+    assert_eq!(
+        admin.call(&["CLIENT", "UNBLOCK", id, "later"]),
+        err("CLIENT UNBLOCK reason should be TIMEOUT or ERROR")
+    );
+    assert_eq!(
+        admin.call(&["CLIENT", "UNBLOCK", "me"]),
+        err("value is not an integer or out of range")
+    );
+    assert_eq!(
+        admin.call(&["CLIENT", "UNBLOCK"]),
+        err("wrong number of arguments for 'client|unblock' command")
+    );
 }
 
 /// CLIENT PAUSE WRITE holds writes (and a transaction that writes) from every

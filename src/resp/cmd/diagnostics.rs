@@ -17,7 +17,8 @@ use super::super::Shared;
 use super::super::frame::Reply;
 use super::util::{help_reply, integer_arg, is, unknown_subcommand_or_arity};
 use super::{CommandResult, wrong_arity};
-use crate::node::Replication;
+use crate::node::{Held, Replication};
+use crate::resp::clients::Unblock;
 use crate::store::FsyncPolicy;
 use crate::store::number::parse_i64;
 
@@ -28,14 +29,16 @@ pub fn handles(name: &str) -> bool {
     )
 }
 
-pub async fn run(shared: &Shared, name: &str, args: &[Bytes]) -> CommandResult {
+/// Runs one of these commands for connection `client` (WAIT and WAITAOF
+/// block it, so CLIENT UNBLOCK can end their wait).
+pub async fn run(client: u64, shared: &Shared, name: &str, args: &[Bytes]) -> CommandResult {
     match name {
         "slowlog" => slowlog(shared, args),
         "latency" => latency(shared, args),
         "role" => Ok(role(shared)),
         "replicaof" | "slaveof" => replica_of(shared, args),
-        "waitaof" => wait_aof(shared, args).await,
-        _ => wait(shared, args).await,
+        "waitaof" => wait_aof(client, shared, args).await,
+        _ => wait(client, shared, args).await,
     }
 }
 
@@ -259,13 +262,13 @@ fn role(shared: &Shared) -> Reply {
 /// waiting up to `timeout` ms (0: no limit) for `numreplicas` of them. A
 /// cluster acknowledges a write only once a majority holds it, so WAIT adds
 /// nothing to durability here; it answers tools that ask.
-async fn wait(shared: &Shared, args: &[Bytes]) -> CommandResult {
+async fn wait(client: u64, shared: &Shared, args: &[Bytes]) -> CommandResult {
     let [_, wanted, timeout] = args else {
         return Err(wrong_arity("wait"));
     };
     let wanted = usize::try_from(integer_arg(wanted)?).unwrap_or(0);
     let timeout = timeout_arg(timeout)?;
-    match shared.node.wait_until_held(false, wanted, timeout).await {
+    match wait_blocked((client, "wait"), shared, false, wanted, timeout).await? {
         Some(held) => Ok(Reply::Integer(held.replicas as i64)),
         None => Err(Reply::err(
             "WAIT cannot be used with replica instances: send it to the cluster's leader",
@@ -283,7 +286,7 @@ async fn wait(shared: &Shared, args: &[Bytes]) -> CommandResult {
 /// WAIT's count. With another fsync policy walrus cannot say when a given
 /// write reaches the disk, so numlocal 1 is refused, as Redis refuses it
 /// with its log off.
-async fn wait_aof(shared: &Shared, args: &[Bytes]) -> CommandResult {
+async fn wait_aof(client: u64, shared: &Shared, args: &[Bytes]) -> CommandResult {
     let [_, local, replicas, timeout] = args else {
         return Err(wrong_arity("waitaof"));
     };
@@ -306,20 +309,53 @@ async fn wait_aof(shared: &Shared, args: &[Bytes]) -> CommandResult {
             shared.config.fsync.redis_name()
         )));
     }
-    let held = shared
-        .node
-        .wait_until_held(local == 1, replicas as usize, timeout)
-        .await
-        .ok_or_else(|| {
-            Reply::err(
-                "WAITAOF cannot be used with replica instances. Please also note that \
+    let held = wait_blocked(
+        (client, "waitaof"),
+        shared,
+        local == 1,
+        replicas as usize,
+        timeout,
+    )
+    .await?
+    .ok_or_else(|| {
+        Reply::err(
+            "WAITAOF cannot be used with replica instances. Please also note that \
                  writes to replicas are just local and are not propagated.",
-            )
-        })?;
+        )
+    })?;
     Ok(Reply::Array(vec![
         Reply::Integer(i64::from(synced_locally && held.locally)),
         Reply::Integer(held.replicas as i64),
     ]))
+}
+
+/// [`Node::wait_until_held`](crate::node::Node::wait_until_held) with
+/// connection `client` marked as blocked in `command` meanwhile. `CLIENT UNBLOCK client
+/// TIMEOUT` ends the wait as its timeout would, with who holds the writes
+/// then; `ERROR` ends it with Redis's `-UNBLOCKED` error.
+async fn wait_blocked(
+    (client, command): (u64, &'static str),
+    shared: &Shared,
+    locally: bool,
+    replicas: usize,
+    timeout: Option<Duration>,
+) -> Result<Option<Held>, Reply> {
+    let waiting = shared.node.wait_until_held(locally, replicas, timeout);
+    let Some(mut blocked) = shared.clients.block(client, command) else {
+        return Ok(waiting.await);
+    };
+    tokio::select! {
+        held = waiting => Ok(held),
+        how = blocked.unblocked() => match how {
+            Unblock::Timeout => Ok(shared
+                .node
+                .wait_until_held(locally, replicas, Some(Duration::ZERO))
+                .await),
+            Unblock::Error => Err(Reply::Error(
+                "UNBLOCKED client unblocked via CLIENT UNBLOCK".into(),
+            )),
+        },
+    }
 }
 
 /// A WAIT timeout in milliseconds: `None` (no limit) for 0.

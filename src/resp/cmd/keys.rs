@@ -38,18 +38,43 @@ pub async fn run(shared: &Shared, db: u8, name: &str, args: &[Bytes]) -> Command
 
 /// MEMORY USAGE key [SAMPLES n]: an estimate of the key's RAM in bytes
 /// (null for a missing key); SAMPLES is accepted and has nothing to sample.
+/// MEMORY STATS, DOCTOR, MALLOC-STATS and PURGE answer from what the kernel
+/// counts for the process ([`super::server::process_memory`]): walrus does
+/// not read its allocator's own counts, so the figures Redis takes from
+/// them (allocated against resident, fragmentation) are left out rather
+/// than made up.
 fn memory(shared: &Shared, db: u8, args: &[Bytes]) -> CommandResult {
-    if is(&args[1], "help") && args.len() == 2 {
-        return Ok(help_reply(&[
-            "MEMORY <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
-            "USAGE <key> [SAMPLES <count>]",
-            "    Return memory in bytes used by <key> and its value (an estimate).",
-            "HELP",
-            "    Print this help.",
-        ]));
-    }
-    if !is(&args[1], "usage") {
-        return Err(unknown_subcommand_or_arity(&args[1], "MEMORY"));
+    let sub = &args[1];
+    match args.len() {
+        2 if is(sub, "help") => {
+            return Ok(help_reply(&[
+                "MEMORY <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "DOCTOR",
+                "    Return memory problems reports.",
+                "MALLOC-STATS",
+                "    Say why the allocator's statistics are not shown.",
+                "PURGE",
+                "    Accepted; the allocator hands freed memory back to the system by itself.",
+                "STATS",
+                "    Return information about the memory usage of the server.",
+                "USAGE <key> [SAMPLES <count>]",
+                "    Return memory in bytes used by <key> and its value (an estimate).",
+                "HELP",
+                "    Print this help.",
+            ]));
+        }
+        2 if is(sub, "stats") => return Ok(memory_stats(shared)),
+        2 if is(sub, "doctor") => return Ok(Reply::Verbatim(memory_doctor(shared))),
+        2 if is(sub, "malloc-stats") => {
+            return Ok(Reply::Bulk(Bytes::from_static(
+                b"Stats not supported for the current allocator: walrus does not expose \
+                  its allocator's statistics (INFO memory and MEMORY STATS give the \
+                  process's resident memory)",
+            )));
+        }
+        2 if is(sub, "purge") => return Ok(Reply::ok()),
+        _ if is(sub, "usage") => {}
+        _ => return Err(unknown_subcommand_or_arity(sub, "MEMORY")),
     }
     let Some(key) = args.get(2) else {
         return Err(super::wrong_arity("memory|usage"));
@@ -71,6 +96,63 @@ fn memory(shared: &Shared, db: u8, args: &[Bytes]) -> CommandResult {
     Ok(entry.map_or(Reply::Null, |entry| {
         Reply::Integer(entry.memory_usage(key.len()) as i64)
     }))
+}
+
+/// MEMORY STATS: Redis's fields that walrus can fill with real values,
+/// under Redis's names, in Redis's order.
+fn memory_stats(shared: &Shared) -> Reply {
+    let memory = super::server::process_memory();
+    let (resident, peak) = (memory.resident, memory.peak.max(memory.resident));
+    let keys: usize = (0..crate::storage::snapshot::DATABASES)
+        .map(|db| shared.store.live_len(db))
+        .sum();
+    let dataset = shared.store.data_bytes();
+    let field = |name: &'static str, value: Reply| (Reply::text(name), value);
+    let bytes = |count: u64| Reply::Integer(i64::try_from(count).unwrap_or(i64::MAX));
+    Reply::Map(vec![
+        field("peak.allocated", bytes(peak)),
+        field("total.allocated", bytes(resident)),
+        field("replication.backlog", Reply::Integer(0)),
+        field("clients.normal", bytes(shared.clients.buffer_bytes())),
+        field("lua.caches", Reply::Integer(0)),
+        field("functions.caches", Reply::Integer(0)),
+        field("keys.count", bytes(keys as u64)),
+        field("dataset.bytes", bytes(dataset)),
+        field(
+            "dataset.percentage",
+            Reply::Double(super::server::percent(dataset, resident)),
+        ),
+        field(
+            "peak.percentage",
+            Reply::Double(super::server::percent(resident, peak)),
+        ),
+    ])
+}
+
+/// MEMORY DOCTOR: what the process's memory figures show, in a few lines.
+fn memory_doctor(shared: &Shared) -> String {
+    use super::server::human_bytes;
+    let memory = super::server::process_memory();
+    if memory.resident == 0 {
+        return "No memory report: this system does not show the process's memory.\n".into();
+    }
+    let peak = memory.peak.max(memory.resident);
+    let dataset = shared.store.data_bytes();
+    let mut report = format!(
+        "Resident: {}, peak {}; keys and values: {}.\n",
+        human_bytes(memory.resident),
+        human_bytes(peak),
+        human_bytes(dataset)
+    );
+    if peak > memory.resident.saturating_mul(3) / 2 {
+        report.push_str(
+            "The peak is over 1.5 times the memory in use now: memory freed since (deleted \
+             keys, a finished snapshot, closed clients) stays with the allocator for reuse.\n",
+        );
+    } else {
+        report.push_str("No memory problem found.\n");
+    }
+    report
 }
 
 /// OBJECT ENCODING|REFCOUNT|IDLETIME|FREQ key, and HELP. Every walrus value

@@ -117,6 +117,7 @@ impl Session {
             patterns: self.patterns.len(),
             shard_channels: self.shard_channels.len(),
             no_touch: self.no_touch,
+            blocked: false,
         }
     }
 
@@ -963,7 +964,9 @@ pub async fn execute(
     let result = match spec.name {
         name if server::handles(name) => server::run(session, shared, name, args).await,
         name if acl::handles(name) => acl::run(shared, args),
-        name if diagnostics::handles(name) => diagnostics::run(shared, name, args).await,
+        name if diagnostics::handles(name) => {
+            diagnostics::run(session.id, shared, name, args).await
+        }
         name if txn::handles(name) => txn::run(session, shared, name, args).await,
         name if pubsub::handles(name) => pubsub::run(session, shared, name, args),
         name if keys::handles(name) => keys::run(shared, session.db, name, args).await,

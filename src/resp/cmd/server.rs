@@ -15,7 +15,7 @@ use super::super::frame::Reply;
 use super::super::glob::glob_match;
 use super::super::keyspace_events::KeyspaceEvents;
 use super::super::pubsub::Kind as PubSubKind;
-use super::util::{help_reply, is, syntax_error};
+use super::util::{help_reply, integer_arg, is, syntax_error};
 use super::{CommandResult, SPECS, Session, Spec, find_spec, wrong_arity};
 use crate::store::number::parse_i64;
 
@@ -410,6 +410,8 @@ const CLIENT_HELP: &[&str] = &[
     "    Return information about client connections. Options: TYPE, ID.",
     "UNPAUSE",
     "    Stop the current client pause, resuming traffic.",
+    "UNBLOCK <clientid> [TIMEOUT|ERROR]",
+    "    Unblock the specified blocked client.",
     "PAUSE <timeout> [WRITE|ALL]",
     "    Suspend all, or just write, clients for <timeout> milliseconds.",
     "REPLY (ON|OFF|SKIP)",
@@ -532,6 +534,8 @@ fn client(session: &mut Session, shared: &Shared, args: &[Bytes]) -> CommandResu
             shared.pause.unpause();
             Ok(Reply::ok())
         }
+        "unblock" if args.len() == 3 || args.len() == 4 => client_unblock(shared, &args[2..]),
+        "unblock" => Err(wrong_arity("client|unblock")),
         // The connection withholds the reply itself after OFF and SKIP.
         "reply" => {
             arity(3)?;
@@ -550,6 +554,27 @@ fn client(session: &mut Session, shared: &Shared, args: &[Bytes]) -> CommandResu
         "help" => arity(2).map(|()| help_reply(CLIENT_HELP)),
         _ => Err(unknown_subcommand(&args[1], "CLIENT")),
     }
+}
+
+/// CLIENT UNBLOCK id [TIMEOUT|ERROR]: ends connection `id`'s wait in WAIT
+/// or WAITAOF, as its timeout would (the default) or with an error; 1 if it
+/// was waiting in one, else 0.
+fn client_unblock(shared: &Shared, args: &[Bytes]) -> CommandResult {
+    use crate::resp::clients::Unblock;
+    // Redis judges the reason before the id.
+    let how = match args.get(1) {
+        None => Unblock::Timeout,
+        Some(word) if is(word, "timeout") => Unblock::Timeout,
+        Some(word) if is(word, "error") => Unblock::Error,
+        Some(_) => {
+            return Err(Reply::err(
+                "CLIENT UNBLOCK reason should be TIMEOUT or ERROR",
+            ));
+        }
+    };
+    let id = integer_arg(&args[0])?;
+    let unblocked = u64::try_from(id).is_ok_and(|id| shared.clients.unblock(id, how));
+    Ok(Reply::Integer(i64::from(unblocked)))
 }
 
 /// CLIENT PAUSE timeout-ms [WRITE|ALL]: holds every command (ALL, the
@@ -1112,18 +1137,27 @@ fn info(shared: &Shared, sections: &[Bytes]) -> String {
              pubsub_clients:{}\r\ntracking_clients:{}\r\n\r\n",
             stats.connected_clients.load(Ordering::Relaxed),
             shared.max_clients.load(Ordering::Relaxed),
-            shared.pause.waiting(),
+            shared.pause.waiting() + shared.clients.blocked_count() as u64,
             shared.pubsub.client_count(),
             shared.tracking.client_count()
         );
     }
     if wanted("memory") {
-        let rss = resident_bytes();
+        let memory = process_memory();
+        let (rss, peak) = (memory.resident, memory.peak.max(memory.resident));
+        let system = system_memory();
         let _ = write!(
             text,
             "# Memory\r\nused_memory:{rss}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\n\
-             walrus_data_bytes:{}\r\nmaxmemory:0\r\nmaxmemory_policy:noeviction\r\n\r\n",
+             used_memory_rss_human:{}\r\nused_memory_peak:{peak}\r\nused_memory_peak_human:{}\r\n\
+             used_memory_peak_perc:{:.2}%\r\ntotal_system_memory:{system}\r\n\
+             total_system_memory_human:{}\r\nwalrus_data_bytes:{}\r\nmaxmemory:0\r\n\
+             maxmemory_policy:noeviction\r\n\r\n",
             human_bytes(rss),
+            human_bytes(rss),
+            human_bytes(peak),
+            percent(rss, peak),
+            human_bytes(system),
             shared.store.data_bytes()
         );
     }
@@ -1236,18 +1270,49 @@ fn info(shared: &Shared, sections: &[Bytes]) -> String {
     text
 }
 
-/// The process's resident memory in bytes (0 where /proc is not there).
-fn resident_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
-            line.split_whitespace().nth(1)?.parse::<u64>().ok()
-        })
+/// The process's memory as the kernel counts it: what walrus reports as
+/// used (it does not read its allocator's own counts).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct ProcessMemory {
+    /// Resident now (`VmRSS`).
+    pub resident: u64,
+    /// The most ever resident (`VmHWM`).
+    pub peak: u64,
+}
+
+/// This process's [`ProcessMemory`] (zeros where /proc is not there).
+pub(super) fn process_memory() -> ProcessMemory {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return ProcessMemory::default();
+    };
+    ProcessMemory {
+        resident: kib_field(&status, "VmRSS:"),
+        peak: kib_field(&status, "VmHWM:"),
+    }
+}
+
+/// The machine's RAM in bytes (`MemTotal`), 0 where /proc is not there.
+fn system_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo").map_or(0, |info| kib_field(&info, "MemTotal:"))
+}
+
+/// A `name: N kB` line of a /proc file, in bytes.
+fn kib_field(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name))
+        .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
         .map_or(0, |kib| kib * 1024)
 }
 
-fn human_bytes(bytes: u64) -> String {
+/// `part` as a percentage of `whole` (0 for an empty whole).
+pub(super) fn percent(part: u64, whole: u64) -> f64 {
+    match whole {
+        0 => 0.0,
+        whole => part as f64 * 100.0 / whole as f64,
+    }
+}
+
+pub(super) fn human_bytes(bytes: u64) -> String {
     match bytes {
         b if b >= 1 << 30 => format!("{:.2}G", b as f64 / f64::from(1u32 << 30)),
         b if b >= 1 << 20 => format!("{:.2}M", b as f64 / f64::from(1u32 << 20)),
