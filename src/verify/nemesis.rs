@@ -4,8 +4,10 @@
 //! at once, cut one node off from the others, and cut the cluster in two
 //! halves that only a bridging node reaches both of, and cut one link one way
 //! (partitions, through the peer transport's fault switch: the nodes are then
-//! started with `--enable-fault-injection`). Each fault is healed before the next, and all
-//! are healed before the final reads.
+//! started with `--enable-fault-injection`), and take a node out of the
+//! cluster and put it back (a membership change under load, through
+//! `/cluster/…`). Each fault is healed before the next, and all are healed
+//! before the final reads.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -37,16 +39,23 @@ pub enum Fault {
     /// When the leader's messages are the lost ones, its follower hears no
     /// heartbeat though the leader hears it fine.
     OneWay,
+    /// A node removed from the cluster (the leader as often as any other),
+    /// then added back under its id as a learner and promoted to voter: two
+    /// membership changes, each a joint configuration, while writes go on.
+    /// The node keeps running and serving clients throughout, so while it
+    /// is out it must refuse what it cannot do with a quorum.
+    Member,
 }
 
 impl Fault {
-    const ALL: [Fault; 6] = [
+    const ALL: [Fault; 7] = [
         Fault::Kill,
         Fault::Pause,
         Fault::RestartAll,
         Fault::Partition,
         Fault::Bridge,
         Fault::OneWay,
+        Fault::Member,
     ];
 
     /// As `--nemesis` spells it.
@@ -58,6 +67,7 @@ impl Fault {
             Fault::Partition => "partition",
             Fault::Bridge => "bridge",
             Fault::OneWay => "one-way",
+            Fault::Member => "member",
         }
     }
 
@@ -69,7 +79,7 @@ impl Fault {
     /// The fewest nodes the fault makes sense on.
     pub fn fewest_nodes(self) -> u64 {
         match self {
-            Fault::Partition | Fault::OneWay => 2,
+            Fault::Partition | Fault::OneWay | Fault::Member => 2,
             Fault::Bridge => 3,
             Fault::Kill | Fault::Pause | Fault::RestartAll => 1,
         }
@@ -315,6 +325,19 @@ impl LocalCluster {
                 self.heal_partitions().await?;
                 Ok(deaf.id)
             }
+            Fault::Member => {
+                // The leader half the time: its removal makes it step down
+                // and hand over, the harder change.
+                let leader = self.leader_status().await.map(|(_, status)| status.node_id);
+                let removed = match leader {
+                    Some(leader) if rng.random_bool(0.5) => leader,
+                    _ => self.nodes[index].id,
+                };
+                self.settle_membership(Some(removed)).await?;
+                tokio::time::sleep(hold).await;
+                self.settle_membership(None).await?;
+                Ok(removed)
+            }
             Fault::RestartAll => {
                 for index in 0..self.nodes.len() {
                     self.kill(index);
@@ -345,6 +368,82 @@ impl LocalCluster {
             self.heal_partitions().await?;
         }
         Ok(())
+    }
+
+    /// Changes the membership, one step at a time through whichever node
+    /// leads, until every node is a voter except `removed`, which is no
+    /// member at all. Judged from the leader's own status after each step,
+    /// never from a step's answer, so a step that timed out but took effect
+    /// is not repeated, and one that was lost is.
+    async fn settle_membership(&self, removed: Option<u64>) -> std::io::Result<()> {
+        let deadline = std::time::Instant::now() + MEMBERSHIP_SETTLE_TIMEOUT;
+        let mut last = String::from("no leader found");
+        loop {
+            if let Some((leader, status)) = self.leader_status().await {
+                let Some(step) = self.membership_step(&status, removed) else {
+                    return Ok(());
+                };
+                last = match post(&leader, &step).await {
+                    Ok(()) => format!("{step} answered, not yet in the leader's status"),
+                    Err(error) => error.to_string(),
+                };
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(std::io::Error::other(format!(
+                    "the membership did not settle within {} s (every node a voter{}): {last}",
+                    MEMBERSHIP_SETTLE_TIMEOUT.as_secs(),
+                    removed.map_or(String::new(), |id| format!(" but node {id}, removed")),
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The next `/cluster/…` request towards the membership
+    /// [`Self::settle_membership`] wants, from the leader's `status`;
+    /// `None` once it holds.
+    fn membership_step(
+        &self,
+        status: &crate::raft::ClusterStatus,
+        removed: Option<u64>,
+    ) -> Option<String> {
+        if let Some(removed) = removed
+            && (status.voters.contains(&removed) || status.learners.contains(&removed))
+        {
+            return Some(format!("/cluster/remove?id={removed}"));
+        }
+        let missing = self
+            .nodes
+            .iter()
+            .find(|node| Some(node.id) != removed && !status.voters.contains(&node.id))?;
+        Some(if status.learners.contains(&missing.id) {
+            format!("/cluster/promote?id={}", missing.id)
+        } else {
+            format!(
+                "/cluster/add-learner?id={}&addr={}",
+                missing.id, missing.http
+            )
+        })
+    }
+
+    /// The HTTP address and status of the node that says it leads and
+    /// whose term no other node has passed (a leader cut off meanwhile may
+    /// still believe it leads).
+    async fn leader_status(&self) -> Option<(String, crate::raft::ClusterStatus)> {
+        let mut statuses = Vec::new();
+        for node in &self.nodes {
+            if let Ok(body) = get(&node.http, "/cluster/status").await
+                && let Ok(status) = serde_json::from_slice::<crate::raft::ClusterStatus>(&body)
+            {
+                statuses.push((node.http.clone(), status));
+            }
+        }
+        let newest_term = statuses.iter().map(|(_, status)| status.term).max()?;
+        statuses.into_iter().find(|(_, status)| {
+            status.role == "leader"
+                && status.term == newest_term
+                && status.leader_id == Some(status.node_id)
+        })
     }
 
     fn ids(&self) -> impl Iterator<Item = u64> + '_ {
@@ -384,13 +483,28 @@ impl Drop for LocalCluster {
     }
 }
 
+/// How long a membership change may take to settle: a removed leader's
+/// successor must be elected, and a learner added back must catch up.
+const MEMBERSHIP_SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// `POST path` to a node's HTTP port; an answer other than 200 is an error.
 async fn post(address: &str, path: &str) -> std::io::Result<()> {
+    request(address, "POST", path).await.map(|_| ())
+}
+
+/// `GET path` from a node's HTTP port: the body of a 200 answer.
+async fn get(address: &str, path: &str) -> std::io::Result<Vec<u8>> {
+    request(address, "GET", path).await
+}
+
+/// One request on a connection of its own; the body of a 200 answer, any
+/// other answer an error.
+async fn request(address: &str, method: &str, path: &str) -> std::io::Result<Vec<u8>> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(address).await?;
         let request = format!(
-            "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         );
         stream.write_all(request.as_bytes()).await?;
         let mut answer = Vec::new();
@@ -399,13 +513,19 @@ async fn post(address: &str, path: &str) -> std::io::Result<()> {
     };
     let answer = tokio::time::timeout(Duration::from_secs(5), exchange)
         .await
-        .map_err(|_| std::io::Error::other(format!("{address} did not answer POST {path}")))??;
+        .map_err(|_| {
+            std::io::Error::other(format!("{address} did not answer {method} {path}"))
+        })??;
     if answer.starts_with(b"HTTP/1.1 200") {
-        return Ok(());
+        let body_at = answer
+            .windows(4)
+            .position(|window| window == b"\r\n\r\n")
+            .map_or(answer.len(), |at| at + 4);
+        return Ok(answer[body_at..].to_vec());
     }
     let status = String::from_utf8_lossy(&answer[..answer.len().min(200)]).into_owned();
     Err(std::io::Error::other(format!(
-        "POST {path} to {address}: {status}"
+        "{method} {path} to {address}: {status}"
     )))
 }
 

@@ -104,6 +104,35 @@ fn verify_passes_on_a_three_node_cluster_with_a_node_partitioned_away_a_bridge_a
     assert!(faults.contains(&"one-way"), "{text}");
 }
 
+/// Membership changes under load: a node (the leader half the time) taken
+/// out of the cluster, then added back as a learner and promoted, while
+/// clients keep talking to every node, the one taken out included.
+#[test]
+fn verify_passes_on_a_three_node_cluster_while_nodes_leave_and_rejoin() {
+    let (passed, text) = verify(&[
+        "--dev-cluster",
+        "3",
+        "--nemesis",
+        "member",
+        "--duration",
+        "10",
+        "--fault-interval-ms",
+        "2000",
+        "--fault-hold-ms",
+        "1000",
+        "--json",
+    ]);
+    assert!(passed, "{text}");
+    let json: serde_json::Value = serde_json::from_str(&text).expect("JSON report");
+    let changes = json["faults"]
+        .as_array()
+        .expect("faults")
+        .iter()
+        .filter(|fault| fault["fault"] == "member")
+        .count();
+    assert!(changes >= 2, "{text}");
+}
+
 #[test]
 fn verify_refuses_a_partition_too_small_for_its_shape() {
     let (passed, text) = verify(&["--dev-cluster", "1", "--nemesis", "partition"]);
@@ -116,6 +145,12 @@ fn verify_refuses_a_partition_too_small_for_its_shape() {
     assert!(!passed);
     assert!(
         text.contains("a bridge fault needs at least 3 nodes"),
+        "{text}"
+    );
+    let (passed, text) = verify(&["--dev-cluster", "1", "--nemesis", "member"]);
+    assert!(!passed);
+    assert!(
+        text.contains("a member fault needs at least 2 nodes"),
         "{text}"
     );
 }
