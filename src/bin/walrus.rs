@@ -947,7 +947,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", one_line(&error));
             if error.chain().any(is_no_space) {
                 eprintln!(
                     "hint: the disk holding the data directory is full. Free space, or start \
@@ -963,6 +963,24 @@ fn main() -> ExitCode {
 }
 
 /// Whether an error (or one of its causes) is the disk being full.
+/// The error and its causes on one line, each said once. A library error
+/// that names its cause in its own text (`I/O error on PATH: CAUSE`) also
+/// hands it on as its source, and `{:#}` would print it twice.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
 fn is_no_space(cause: &(dyn std::error::Error + 'static)) -> bool {
     matches!(
         cause.downcast_ref::<walrus::Error>(),
@@ -1799,7 +1817,7 @@ fn cluster_status(args: &ClientArgs) -> Result<ExitCode> {
             )?,
             Err(error) => {
                 failures += 1;
-                say!("{endpoint:<28} unreachable: {error:#}")?;
+                say!("{endpoint:<28} unreachable: {}", one_line(&error))?;
             }
         }
     }

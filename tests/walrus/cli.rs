@@ -221,6 +221,30 @@ fn output_to_a_full_disk_is_an_output_error_not_a_full_data_directory() {
     assert!(!stderr.contains("hint:"), "{stderr}");
 }
 
+/// A data directory that cannot be made (here under a regular file) is
+/// named with the operating system's reason, once: the library's error says
+/// it, and the binary does not repeat it from the error's source.
+#[test]
+fn a_data_directory_that_cannot_be_made_is_reported_with_its_cause_once() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let file = temp.path().join("file");
+    std::fs::write(&file, b"not a directory").expect("write file");
+    let output = Command::new(env!("CARGO_BIN_EXE_walrus"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(file.join("data"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run walrus serve");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("error: I/O error on"), "{stderr}");
+    assert_eq!(
+        stderr.matches("Not a directory (os error 20)").count(),
+        1,
+        "{stderr}"
+    );
+}
+
 #[test]
 fn an_unreachable_endpoint_is_named_once_with_what_to_do() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
