@@ -726,7 +726,11 @@ fn without_a_quorum_a_write_gets_503_and_a_redis_client_clusterdown() {
         .arg("x")
         .query::<()>(&mut connection)
         .expect_err("no quorum");
-    assert_eq!(error.kind(), redis::ErrorKind::ClusterDown, "{error}");
+    assert_eq!(
+        error.kind(),
+        redis::ErrorKind::Server(redis::ServerErrorKind::ClusterDown),
+        "{error}"
+    );
 
     // A pipelined transaction without a quorum: MULTI still opens it (it
     // reads nothing), the SET is queued, and only EXEC fails. Were MULTI

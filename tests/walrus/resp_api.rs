@@ -533,7 +533,11 @@ fn resp_scan_walks_every_key_once() {
     }
     pipe.set("other", 1).ignore();
     pipe.query::<()>(&mut connection).unwrap();
-    let mut seen: Vec<String> = connection.scan_match("user:*").unwrap().collect();
+    let mut seen: Vec<String> = connection
+        .scan_match("user:*")
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .expect("every key scanned");
     seen.sort();
     assert_eq!(seen.len(), 250);
     seen.dedup();
