@@ -1,5 +1,6 @@
 //! RESP3 after `HELLO 3`, as today's clients open connections: raw frames,
-//! and redis-py (8 or newer) with its default settings.
+//! the Rust `redis` crate asking for it, and redis-py (8 or newer) with its
+//! default settings.
 
 use std::process::Command;
 
@@ -29,6 +30,67 @@ fn hello_3_switches_the_connection_to_resp3_and_hello_2_back() {
     assert_eq!(
         raw.call(&["HELLO", "4"]),
         "-NOPROTO unsupported protocol version\r\n"
+    );
+}
+
+/// The Rust `redis` crate (its newest, 1.x) asked for RESP3: its `HELLO 3`
+/// handshake, typed replies (null, double, map), a transaction as an atomic
+/// pipeline, and a server error under its own kind.
+#[test]
+fn the_redis_crate_over_resp3_gets_typed_replies() {
+    let (server, _dir) = Server::start_resp(&[]);
+    let url = format!("redis://{}/?protocol=resp3", server.resp_address());
+    let client = redis::Client::open(url).expect("client");
+    let mut connection = client.get_connection().expect("connect with HELLO 3");
+    let hello: redis::Value = redis::cmd("HELLO").query(&mut connection).expect("HELLO");
+    let redis::Value::Map(fields) = hello else {
+        panic!("HELLO answered {hello:?}, not a map");
+    };
+    assert!(
+        fields.contains(&(
+            redis::Value::BulkString(b"proto".to_vec()),
+            redis::Value::Int(3)
+        )),
+        "{fields:?}"
+    );
+    let missing: redis::Value = redis::cmd("GET")
+        .arg("missing")
+        .query(&mut connection)
+        .expect("GET");
+    assert_eq!(missing, redis::Value::Nil);
+    let float: redis::Value = redis::cmd("INCRBYFLOAT")
+        .arg("f")
+        .arg("1.5")
+        .query(&mut connection)
+        .expect("INCRBYFLOAT");
+    assert_eq!(
+        float,
+        redis::Value::BulkString(b"1.5".to_vec()),
+        "a bulk string, as in Redis"
+    );
+    let config: redis::Value = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("databases")
+        .query(&mut connection)
+        .expect("CONFIG GET");
+    assert!(matches!(config, redis::Value::Map(_)), "{config:?}");
+    let (counter, value): (i64, String) = redis::pipe()
+        .atomic()
+        .set("k", "v")
+        .ignore()
+        .incr("n", 2)
+        .get("k")
+        .query(&mut connection)
+        .expect("MULTI/EXEC");
+    assert_eq!((counter, value.as_str()), (2, "v"));
+    let error = redis::cmd("INCR")
+        .arg("k")
+        .query::<i64>(&mut connection)
+        .expect_err("not an integer");
+    assert_eq!(
+        error.kind(),
+        redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError),
+        "{error}"
     );
 }
 
