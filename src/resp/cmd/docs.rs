@@ -85,7 +85,7 @@ const DOCS: &[Doc] = &[
     ),
     doc(
         "client",
-        "Names, lists, identifies and closes client connections, and turns client-side caching (TRACKING) on and off.",
+        "Names, lists, identifies, unblocks and closes client connections, and turns client-side caching (TRACKING) on and off.",
         "2.4.0",
         "connection",
         "Depends on the subcommand.",
@@ -723,10 +723,10 @@ const DOCS: &[Doc] = &[
     ),
     doc(
         "memory",
-        "Estimates the RAM a key and its value take.",
+        "Estimates the RAM a key and its value take (USAGE), and reports the process's memory (STATS, DOCTOR).",
         "4.0.0",
         "server",
-        O1,
+        "Depends on the subcommand.",
     ),
     doc(
         "object",
