@@ -1155,6 +1155,19 @@ fn large_values_trigger_snapshots_by_size_so_the_log_in_memory_stays_bounded() {
         "{metrics}"
     );
     assert_eq!(http_get(address, "/kv/big-7-299").body.len(), 32 << 10);
+    // MEMORY STATS names the log kept for followers as Redis names its
+    // replication backlog.
+    let client = redis::Client::open(format!("redis://{}", cluster.node(1).resp)).expect("client");
+    let mut connection = client.get_connection().expect("connect");
+    let stats: std::collections::HashMap<String, redis::Value> = redis::cmd("MEMORY")
+        .arg("STATS")
+        .query(&mut connection)
+        .expect("MEMORY STATS");
+    let backlog = match stats.get("replication.backlog") {
+        Some(redis::Value::Int(bytes)) => *bytes,
+        other => panic!("replication.backlog is {other:?}"),
+    };
+    assert!(backlog > 0 && backlog < 6 << 20, "{backlog} bytes, {view}");
 }
 
 #[test]

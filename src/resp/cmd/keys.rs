@@ -112,7 +112,17 @@ fn memory_stats(shared: &Shared) -> Reply {
     Reply::Map(vec![
         field("peak.allocated", bytes(peak)),
         field("total.allocated", bytes(resident)),
-        field("replication.backlog", Reply::Integer(0)),
+        // A cluster member keeps its recent log entries in memory for
+        // followers to catch up from, as Redis keeps its backlog.
+        field(
+            "replication.backlog",
+            bytes(
+                shared
+                    .node
+                    .cluster()
+                    .map_or(0, |cluster| cluster.status().log_bytes_in_memory),
+            ),
+        ),
         field("clients.normal", bytes(shared.clients.buffer_bytes())),
         field("lua.caches", Reply::Integer(0)),
         field("functions.caches", Reply::Integer(0)),
