@@ -406,7 +406,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                 }
                 Plan::Execute(spec) => {
                     pipeline.finish(shared, client, session, output).await;
-                    if cmd::reads_keys(spec) {
+                    if cmd::reads_keys(spec, &counted.args) {
                         if barrier.is_none() {
                             barrier = Some(shared.node.read_barrier(session.consistency).await);
                         }

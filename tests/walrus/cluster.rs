@@ -755,6 +755,11 @@ fn without_a_quorum_a_write_gets_503_and_a_redis_client_clusterdown() {
     assert_eq!(reader.call(&["READWRITE"]), "+OK\r\n");
     let linearizable = reader.call(&["GET", "known"]);
     assert!(linearizable.starts_with("-CLUSTERDOWN"), "{linearizable}");
+    // Of MEMORY, only USAGE reads a key and needs the quorum.
+    let usage = reader.call(&["MEMORY", "USAGE", "known"]);
+    assert!(usage.starts_with("-CLUSTERDOWN"), "{usage}");
+    assert!(reader.call(&["MEMORY", "STATS"]).starts_with("*20\r\n"));
+    assert!(reader.call(&["MEMORY", "DOCTOR"]).contains("Resident: "));
 }
 
 #[test]

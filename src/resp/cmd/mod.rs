@@ -657,7 +657,7 @@ pub fn plan(
     };
     session.last_command = spec.name;
     // As a Redis monitor is flagged a replica, it may not touch keys.
-    if session.monitoring && (spec.write || reads_keys(spec)) {
+    if session.monitoring && (spec.write || reads_keys(spec, args)) {
         return Plan::Refused(Reply::err("Replica can't interact with the keyspace"));
     }
     if session.protocol == crate::resp::Protocol::Resp2
@@ -945,13 +945,16 @@ pub fn looks_like_http(args: &[Bytes]) -> bool {
 /// the transaction commands. MULTI must never fail for want of a quorum: a
 /// failed MULTI would let the commands pipelined after it run at once,
 /// outside any transaction. EXEC's record is linearizable by itself, and it
-/// takes the barrier for the commands it runs locally ([`txn`]).
-pub fn reads_keys(spec: &Spec) -> bool {
+/// takes the barrier for the commands it runs locally ([`txn`]). Of MEMORY
+/// (`args` the whole request), only USAGE reads a key: STATS and DOCTOR
+/// answer without a quorum, as Redis Cluster answers them.
+pub fn reads_keys(spec: &Spec, args: &[Bytes]) -> bool {
     !server::handles(spec.name)
         && !acl::handles(spec.name)
         && !diagnostics::handles(spec.name)
         && !pubsub::handles(spec.name)
         && !matches!(spec.name, "multi" | "exec" | "discard" | "unwatch")
+        && (spec.name != "memory" || args.get(1).is_some_and(|sub| util::is(sub, "usage")))
 }
 
 /// Runs a request [`plan`] sent here to its reply.

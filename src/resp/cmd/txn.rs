@@ -278,10 +278,9 @@ async fn exec(session: &mut Session, shared: &Shared) -> CommandResult {
     }
     // Commands run locally that read keys see this node's state: on a
     // replica, only after a read barrier, as outside a transaction.
-    let local_reads = transaction
-        .queued
-        .iter()
-        .any(|item| matches!(item.kind, QueuedKind::Local) && super::reads_keys(item.spec));
+    let local_reads = transaction.queued.iter().any(|item| {
+        matches!(item.kind, QueuedKind::Local) && super::reads_keys(item.spec, &item.args)
+    });
     let barrier = match local_reads {
         true => shared.node.read_barrier(session.consistency).await,
         false => Ok(()),
@@ -301,7 +300,7 @@ async fn exec(session: &mut Session, shared: &Shared) -> CommandResult {
             }
             QueuedKind::Op(_) => answers.next().map_or(Reply::Null, answer_reply),
             QueuedKind::Refused(reply) => reply,
-            QueuedKind::Local if super::reads_keys(spec) && barrier.is_err() => barrier
+            QueuedKind::Local if super::reads_keys(spec, &args) && barrier.is_err() => barrier
                 .as_ref()
                 .err()
                 .map_or(Reply::Null, super::store_error),
