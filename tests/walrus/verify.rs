@@ -226,6 +226,19 @@ async fn broken_server() -> std::net::SocketAddr {
     address
 }
 
+/// A short run of puts and gets on a few keys: enough against a broken
+/// server to catch a stale read.
+const SHORT_PUT_GET_RUN: [&str; 8] = [
+    "--duration",
+    "3",
+    "--keys",
+    "3",
+    "--clients",
+    "4",
+    "--mix",
+    "1:1:0:0",
+];
+
 #[test]
 fn verify_fails_against_a_server_that_acknowledges_before_it_writes() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
@@ -234,20 +247,10 @@ fn verify_fails_against_a_server_that_acknowledges_before_it_writes() {
     let report_dir = report.path().join("report");
     let endpoint = format!("http://{address}");
     let output = std::thread::spawn(move || {
-        verify(&[
-            "--endpoints",
-            &endpoint,
-            "--duration",
-            "3",
-            "--keys",
-            "3",
-            "--clients",
-            "4",
-            "--mix",
-            "1:1:0:0",
-            "--report",
-            report_dir.to_str().expect("utf-8 path"),
-        ])
+        let mut args = vec!["--endpoints", endpoint.as_str()];
+        args.extend(SHORT_PUT_GET_RUN);
+        args.extend(["--report", report_dir.to_str().expect("utf-8 path")]);
+        verify(&args)
     })
     .join()
     .expect("verify thread");
@@ -262,8 +265,7 @@ fn verify_fails_against_a_server_that_acknowledges_before_it_writes() {
     // must not turn the failure into exit 0.
     let mut child = Command::new(env!("CARGO_BIN_EXE_walrus"))
         .args(["verify", "--endpoints", &format!("http://{address}")])
-        .args(["--duration", "3", "--keys", "3", "--clients", "4"])
-        .args(["--mix", "1:1:0:0"])
+        .args(SHORT_PUT_GET_RUN)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -387,16 +389,7 @@ fn verify_broken_resp_server(args: &[&str]) -> (bool, String) {
 
 #[test]
 fn verify_over_resp_fails_against_a_server_that_acknowledges_before_it_writes() {
-    let (passed, text) = verify_broken_resp_server(&[
-        "--duration",
-        "3",
-        "--keys",
-        "3",
-        "--clients",
-        "4",
-        "--mix",
-        "1:1:0:0",
-    ]);
+    let (passed, text) = verify_broken_resp_server(&SHORT_PUT_GET_RUN);
     assert!(!passed, "verify must fail: {text}");
     assert!(text.contains("FAIL  linearizable"), "{text}");
 }

@@ -268,7 +268,7 @@ async fn wait(client: u64, shared: &Shared, args: &[Bytes]) -> CommandResult {
     };
     let wanted = usize::try_from(integer_arg(wanted)?).unwrap_or(0);
     let timeout = timeout_arg(timeout)?;
-    match wait_blocked((client, "wait"), shared, false, wanted, timeout).await? {
+    match wait_blocked(client, "wait", shared, false, wanted, timeout).await? {
         Some(held) => Ok(Reply::Integer(held.replicas as i64)),
         None => Err(Reply::err(
             "WAIT cannot be used with replica instances: send it to the cluster's leader",
@@ -310,7 +310,8 @@ async fn wait_aof(client: u64, shared: &Shared, args: &[Bytes]) -> CommandResult
         )));
     }
     let held = wait_blocked(
-        (client, "waitaof"),
+        client,
+        "waitaof",
         shared,
         local == 1,
         replicas as usize,
@@ -334,7 +335,8 @@ async fn wait_aof(client: u64, shared: &Shared, args: &[Bytes]) -> CommandResult
 /// TIMEOUT` ends the wait as its timeout would, with who holds the writes
 /// then; `ERROR` ends it with Redis's `-UNBLOCKED` error.
 async fn wait_blocked(
-    (client, command): (u64, &'static str),
+    client: u64,
+    command: &'static str,
     shared: &Shared,
     locally: bool,
     replicas: usize,

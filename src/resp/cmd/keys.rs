@@ -102,7 +102,7 @@ fn memory(shared: &Shared, db: u8, args: &[Bytes]) -> CommandResult {
 /// under Redis's names, in Redis's order.
 fn memory_stats(shared: &Shared) -> Reply {
     let memory = super::server::process_memory();
-    let (resident, peak) = (memory.resident, memory.peak.max(memory.resident));
+    let (resident, peak) = (memory.resident, memory.peak);
     let keys: usize = (0..crate::storage::snapshot::DATABASES)
         .map(|db| shared.store.live_len(db))
         .sum();
@@ -146,15 +146,14 @@ fn memory_doctor(shared: &Shared) -> String {
     if memory.resident == 0 {
         return "No memory report: this system does not show the process's memory.\n".into();
     }
-    let peak = memory.peak.max(memory.resident);
     let dataset = shared.store.data_bytes();
     let mut report = format!(
         "Resident: {}, peak {}; keys and values: {}.\n",
         human_bytes(memory.resident),
-        human_bytes(peak),
+        human_bytes(memory.peak),
         human_bytes(dataset)
     );
-    if peak > memory.resident.saturating_mul(3) / 2 {
+    if memory.peak > memory.resident.saturating_mul(3) / 2 {
         report.push_str(
             "The peak is over 1.5 times the memory in use now: memory freed since (deleted \
              keys, a finished snapshot, closed clients) stays with the allocator for reuse.\n",

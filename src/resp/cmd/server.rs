@@ -1144,7 +1144,7 @@ fn info(shared: &Shared, sections: &[Bytes]) -> String {
     }
     if wanted("memory") {
         let memory = process_memory();
-        let (rss, peak) = (memory.resident, memory.peak.max(memory.resident));
+        let (rss, peak) = (memory.resident, memory.peak);
         let system = system_memory();
         let _ = write!(
             text,
@@ -1276,7 +1276,8 @@ fn info(shared: &Shared, sections: &[Bytes]) -> String {
 pub(super) struct ProcessMemory {
     /// Resident now (`VmRSS`).
     pub resident: u64,
-    /// The most ever resident (`VmHWM`).
+    /// The most ever resident (`VmHWM`), never below `resident` (the
+    /// kernel updates its high-water mark lazily).
     pub peak: u64,
 }
 
@@ -1285,9 +1286,10 @@ pub(super) fn process_memory() -> ProcessMemory {
     let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
         return ProcessMemory::default();
     };
+    let resident = kib_field(&status, "VmRSS:");
     ProcessMemory {
-        resident: kib_field(&status, "VmRSS:"),
-        peak: kib_field(&status, "VmHWM:"),
+        resident,
+        peak: kib_field(&status, "VmHWM:").max(resident),
     }
 }
 
