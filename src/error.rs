@@ -58,11 +58,19 @@ pub enum Error {
     Closed,
 
     /// The cluster cannot serve the request now: no leader is known, no quorum
-    /// answered in time, or the leader could not be reached. Nothing was
-    /// applied by this request unless it is reported as applied later; retrying
-    /// after an election is the remedy.
+    /// answered in time, or the leader could not be reached. The request was
+    /// never proposed, so nothing of it was applied; retrying after an
+    /// election is the remedy.
     #[error("the cluster is unavailable: {reason}")]
     Unavailable { reason: String },
+
+    /// The cluster took the write but could not confirm it: leadership moved,
+    /// the leader failed, or no quorum answered in time after it was proposed.
+    /// It may have been applied, or may still be (a leader that regains its
+    /// quorum commits it). Retrying is safe only for a write that is
+    /// idempotent; otherwise read first.
+    #[error("the write's outcome is unknown: {reason}")]
+    OutcomeUnknown { reason: String },
 
     /// The file system holding the log is full. Nothing of the request was
     /// written, and the store is not failed: writes succeed again once space is
@@ -100,7 +108,8 @@ impl Error {
     ///
     /// A closed store (a restart in progress) and an unavailable cluster (an
     /// election in progress) qualify; a failed log needs a
-    /// restart, corruption needs an operator, and bad arguments stay bad.
+    /// restart, corruption needs an operator, and bad arguments stay bad. A
+    /// write of unknown outcome does not: repeating it may apply it twice.
     pub fn is_retriable(&self) -> bool {
         matches!(self, Error::Closed | Error::Unavailable { .. })
     }

@@ -356,6 +356,13 @@ enum ClusterCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Hand leadership to voter ID (etcd's move-leader), e.g. before taking
+    /// the leader down for maintenance: returns once ID leads.
+    TransferLeader {
+        id: u64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Make a stopped single-node store the first member of a new cluster, in
     /// place: its keys, revisions and TTLs become the cluster's first
     /// snapshot and the log goes on from its revision. Its own files are kept
@@ -1697,6 +1704,9 @@ fn cluster_command(command: ClusterCommand) -> Result<ExitCode> {
         }
         ClusterCommand::Promote { id, client } => (client, format!("/cluster/promote?id={id}")),
         ClusterCommand::Remove { id, client } => (client, format!("/cluster/remove?id={id}")),
+        ClusterCommand::TransferLeader { id, client } => {
+            (client, format!("/cluster/transfer-leader?id={id}"))
+        }
     };
     if matches!(command, ClusterCommand::Status { .. }) {
         return cluster_status(client);

@@ -87,7 +87,7 @@ fn refusal(refused: PeerRefusal) -> HttpResponse {
     text(status, refused.to_string())
 }
 
-/// Serves `/cluster/{status,add-learner,promote,remove}`. On a single
+/// Serves `/cluster/{status,add-learner,promote,remove,transfer-leader}`. On a single
 /// store, `add-learner` first makes it a cluster's only voter (see
 /// `node::Node::add_learner`); the rest need a cluster member.
 pub async fn cluster(app: &App, action: &str, request: Request<Incoming>) -> HttpResponse {
@@ -143,12 +143,21 @@ pub async fn cluster(app: &App, action: &str, request: Request<Incoming>) -> Htt
             },
             None => return missing_id(),
         },
-        ("add-learner" | "promote" | "remove", _) => return method_not_allowed("POST"),
+        ("transfer-leader", Method::POST) => match id() {
+            Some(id) => match member() {
+                Ok(cluster) => cluster.transfer_leader(id).await,
+                Err(error) => Err(error),
+            },
+            None => return missing_id(),
+        },
+        ("add-learner" | "promote" | "remove" | "transfer-leader", _) => {
+            return method_not_allowed("POST");
+        }
         _ => {
             return text(
                 StatusCode::NOT_FOUND,
                 "cluster routes: /cluster/status, /cluster/add-learner?id=&addr=, \
-                 /cluster/promote?id=, /cluster/remove?id=",
+                 /cluster/promote?id=, /cluster/remove?id=, /cluster/transfer-leader?id=",
             );
         }
     };

@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use app::App;
+pub use response::NOTHING_APPLIED;
 pub use server::serve;
 pub use tls::{TlsError, load_tls_config};
 

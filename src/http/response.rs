@@ -122,6 +122,19 @@ pub fn method_not_allowed(allow: &'static str) -> HttpResponse {
     response
 }
 
+/// How a `503` says the request was never proposed (so retrying is always
+/// safe). `walrus verify` takes it at its word and checks it.
+pub const NOTHING_APPLIED: &str = "nothing was applied, retry shortly";
+
+/// `503` with `Retry-After: 1`: the cluster should have a leader again soon.
+fn retry_shortly(message: String) -> HttpResponse {
+    let mut response = text(StatusCode::SERVICE_UNAVAILABLE, message);
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
 /// The status and message for a store error.
 pub fn store_error(error: &Error) -> HttpResponse {
     match error {
@@ -141,16 +154,11 @@ pub fn store_error(error: &Error) -> HttpResponse {
         }
         Error::InvalidArgument(message) => text(StatusCode::BAD_REQUEST, message.clone()),
         Error::NoSpace { .. } => text(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
-        Error::Unavailable { reason } => {
-            let mut response = text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("{reason}; nothing was applied, retry shortly"),
-            );
-            response
-                .headers_mut()
-                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
-            response
-        }
+        Error::Unavailable { reason } => retry_shortly(format!("{reason}; {NOTHING_APPLIED}")),
+        Error::OutcomeUnknown { .. } => retry_shortly(format!(
+            "{error}. It may have been applied, or may still be: read the key \
+             before retrying a write that is not idempotent"
+        )),
         other => {
             tracing::error!(error = %other, "storage error while serving a request");
             text(

@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 use crate::error::Error;
 use parking_lot::RwLock;
 
-use crate::raft::cluster::no_quorum_within;
+use crate::raft::cluster::unconfirmed_within;
 use crate::raft::{ClusterNode, Proposal};
 use crate::storage::record::MAX_RECORD_PAYLOAD;
 use crate::store::{
@@ -72,7 +72,7 @@ impl KvStore for ReplicatedStore {
             Ok(()) => Submission::pending_until(
                 receiver,
                 self.cluster.request_timeout(),
-                no_quorum_within,
+                unconfirmed_within,
             ),
             Err((proposal, reply)) => {
                 let cluster = self.cluster.clone();
@@ -115,6 +115,12 @@ impl KvStore for ReplicatedStore {
             }
         });
         submissions
+    }
+
+    /// Raft stopped on a storage failure: this member refuses everything
+    /// until it is restarted.
+    fn failure(&self) -> Option<String> {
+        self.cluster.fatal_error()
     }
 
     fn expired_keys(

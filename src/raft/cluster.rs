@@ -17,10 +17,11 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, InitializeError, LinearizableReadError, RaftError};
-use openraft::raft::ClientWriteResult;
+use openraft::raft::{AppendEntriesRequest, ClientWriteResult};
 use openraft::{BasicNode, ChangeMembers, Config, ReadPolicy, ServerState};
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
@@ -258,6 +259,14 @@ pub struct ClusterNode {
     pub counters: ClusterCounters,
     /// The highest commit index this node has heard of, for `/ready`.
     heard_commit: RwLock<u64>,
+    /// The highest commit index a leader has sent this node, with its appends
+    /// and heartbeats.
+    leader_commit: AtomicU64,
+    /// A commit index this node was found behind of by the housekeeping task,
+    /// and since when; cleared once it has applied that far. A node that
+    /// stays behind past [`CATCH_UP_GRACE`] (it cannot take the leader's
+    /// entries or snapshot) is not ready.
+    behind: Mutex<Option<(u64, Instant)>>,
     /// A snapshot arriving in chunks: which one (vote, last log index) and
     /// the bytes so far.
     incoming_snapshot: tokio::sync::Mutex<Option<IncomingSnapshot>>,
@@ -268,7 +277,35 @@ pub struct ClusterNode {
     identity: PeerIdentity,
     /// Memory the log's entries take (the size-based snapshot trigger).
     log_bytes: HeldBytes,
+    /// Why Raft stopped for good on this node (a storage failure), once the
+    /// housekeeping task has seen it; `None` while it runs or after a clean
+    /// shutdown.
+    fatal: Mutex<Option<String>>,
     _data_dir: DataDir,
+}
+
+/// How long a node may stay behind a commit index its leader sent before
+/// `/ready` says it is catching up. Under load a follower is always a few
+/// entries behind for a moment; one that cannot take the leader's entries
+/// stays behind.
+const CATCH_UP_GRACE: Duration = Duration::from_secs(2);
+
+/// What `ClusterNode::behind` becomes once this node has applied up to
+/// `applied` and heard of `heard` committed: the target it was behind of is
+/// kept (with the time it was first seen behind) until `applied` reaches it,
+/// so a node that keeps up under load, a few entries behind each moment, is
+/// never behind one target for long.
+fn still_behind(
+    behind: Option<(u64, Instant)>,
+    applied: u64,
+    heard: u64,
+    now: Instant,
+) -> Option<(u64, Instant)> {
+    match behind {
+        Some((target, _)) if applied >= target => (applied < heard).then_some((heard, now)),
+        Some(kept) => Some(kept),
+        None => (applied < heard).then_some((heard, now)),
+    }
 }
 
 /// Raft has stopped for good (a storage failure): nothing more is served.
@@ -278,16 +315,33 @@ fn failed(fatal: impl std::fmt::Display) -> Error {
     }
 }
 
-/// What a write that waited the whole request `timeout` gets.
-pub fn no_quorum_within(timeout: Duration) -> Error {
+/// What a write that waited the whole request `timeout` without ever being
+/// proposed gets (no leader was found, or none would take it).
+fn no_quorum_within(timeout: Duration) -> Error {
     unavailable(format!(
         "no leader with a quorum answered within {} ms",
         timeout.as_millis()
     ))
 }
 
+/// What a write that was proposed and then waited the whole request
+/// `timeout` gets: the leader may still commit it.
+pub fn unconfirmed_within(timeout: Duration) -> Error {
+    unconfirmed(format!(
+        "no quorum confirmed it within {} ms",
+        timeout.as_millis()
+    ))
+}
+
 fn unavailable(reason: impl Into<String>) -> Error {
     Error::Unavailable {
+        reason: reason.into(),
+    }
+}
+
+/// A write that was proposed, or may have been, and was not confirmed.
+fn unconfirmed(reason: impl Into<String>) -> Error {
+    Error::OutcomeUnknown {
         reason: reason.into(),
     }
 }
@@ -414,12 +468,15 @@ impl ClusterNode {
             membership_lock: tokio::sync::Mutex::new(()),
             counters: ClusterCounters::default(),
             heard_commit: RwLock::new(0),
+            leader_commit: AtomicU64::new(0),
+            behind: Mutex::new(None),
             incoming_snapshot: tokio::sync::Mutex::new(None),
             read_batch: Mutex::new(ReadBatch::default()),
             forwarding: Arc::default(),
             broadcaster: Broadcaster::default(),
             identity,
             log_bytes,
+            fatal: Mutex::new(None),
             _data_dir: data_dir,
         });
         node.bootstrap().await?;
@@ -529,6 +586,40 @@ impl ClusterNode {
         self.raft.is_leader()
     }
 
+    /// Whether Raft has stopped on this node (a fatal error or shutdown).
+    fn raft_has_stopped(&self) -> bool {
+        use openraft::async_runtime::watch::WatchReceiver;
+        self.raft.metrics().borrow_watched().state == ServerState::Shutdown
+    }
+
+    /// Why Raft stopped for good on this node, once it has: a storage
+    /// failure (a full disk or an I/O error on the log). The node then takes
+    /// no part in the cluster and serves nothing; the others go on without it.
+    pub fn fatal_error(&self) -> Option<String> {
+        self.fatal.lock().clone()
+    }
+
+    /// Records, once, why Raft stopped, and says so in the log. Returns
+    /// whether it has stopped.
+    async fn note_if_stopped(&self) -> bool {
+        if !self.raft_has_stopped() {
+            return false;
+        }
+        // The call fails at once with the error Raft stopped on.
+        if let Err(fatal) = self.raft.is_initialized().await
+            && !matches!(fatal, openraft::error::Fatal::Stopped)
+            && self.fatal.lock().is_none()
+        {
+            tracing::error!(
+                "Raft has stopped on this node: {fatal}. It serves no more requests and \
+                 takes no part in the cluster, which goes on without it; fix the cause, \
+                 then restart walrus"
+            );
+            *self.fatal.lock() = Some(format!("Raft has stopped on this node: {fatal}"));
+        }
+        true
+    }
+
     /// Whether peer messages from `sender` are accepted: from members, or from
     /// anyone while this node has no membership yet (before it is added).
     pub fn accepts_peer(&self, sender: Option<NodeId>) -> bool {
@@ -613,10 +704,15 @@ impl ClusterNode {
             .await
     }
 
-    /// [`ClusterNode::write`], giving up at `deadline`.
+    /// [`ClusterNode::write`], giving up at `deadline`. A write that timed
+    /// out while proposed, or while it may have been, has an unknown outcome;
+    /// one that never found a leader to take it was not applied.
     async fn write_by(&self, proposal: Proposal, deadline: Instant) -> Result<Outcome> {
-        match tokio::time::timeout_at(deadline, self.write_until(proposal, deadline)).await {
+        let mut in_flight = false;
+        let attempt = self.write_until(proposal, deadline, &mut in_flight);
+        match tokio::time::timeout_at(deadline, attempt).await {
             Ok(result) => result,
+            Err(_) if in_flight => Err(unconfirmed_within(self.options.request_timeout)),
             Err(_) => Err(no_quorum_within(self.options.request_timeout)),
         }
     }
@@ -661,13 +757,12 @@ impl ClusterNode {
                     });
                     return;
                 }
-                Some(Err(ClientWriteError::LogEntryDiscarded(_))) => Err(unavailable(
-                    "leadership changed while the write was in flight; its outcome is unknown",
+                Some(Err(ClientWriteError::LogEntryDiscarded(_))) => Err(unconfirmed(
+                    "leadership changed while the write was in flight",
                 )),
                 Some(Err(error)) => Err(unavailable(error.to_string())),
-                None => Err(unavailable(
-                    "the write was not confirmed (leadership changed or Raft stopped); \
-                     its outcome is unknown",
+                None => Err(unconfirmed(
+                    "leadership changed or Raft stopped before the write was confirmed",
                 )),
             };
             let _ = reply.send(answer);
@@ -682,8 +777,18 @@ impl ClusterNode {
         Ok(())
     }
 
-    async fn write_until(&self, proposal: Proposal, deadline: Instant) -> Result<Outcome> {
+    /// Proposes `proposal` here or forwards it to the leader, until it is
+    /// applied or the outcome is known to be unknown. `in_flight` says, at any
+    /// await, whether the current attempt may have been proposed (so that a
+    /// caller that stops waiting can tell its client what it knows).
+    async fn write_until(
+        &self,
+        proposal: Proposal,
+        deadline: Instant,
+        in_flight: &mut bool,
+    ) -> Result<Outcome> {
         loop {
+            *in_flight = true;
             let forward = match self.raft.client_write(proposal.clone()).await {
                 Ok(response) => {
                     return response
@@ -693,13 +798,14 @@ impl ClusterNode {
                 }
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => forward,
                 Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_))) => {
-                    return Err(unavailable(
-                        "leadership changed while the write was in flight; its outcome is unknown",
+                    return Err(unconfirmed(
+                        "leadership changed while the write was in flight",
                     ));
                 }
                 Err(RaftError::APIError(error)) => return Err(unavailable(error.to_string())),
                 Err(RaftError::Fatal(fatal)) => return Err(failed(fatal)),
             };
+            *in_flight = false;
             let Some(peer) = self.leader_peer_or_pause(forward.leader_id).await else {
                 continue;
             };
@@ -707,6 +813,7 @@ impl ClusterNode {
             self.counters
                 .forwarded_writes
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            *in_flight = true;
             match self
                 .forwarding
                 .forward(peer, proposal.clone(), remaining)
@@ -714,14 +821,15 @@ impl ClusterNode {
             {
                 Forwarded::Answer(ForwardAnswer::Applied(outcome)) => return Ok(outcome),
                 Forwarded::Answer(ForwardAnswer::NotLeader) | Forwarded::Unreachable => {
+                    *in_flight = false;
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 Forwarded::Answer(ForwardAnswer::Failed(reason)) => {
-                    return Err(unavailable(reason));
+                    return Err(unconfirmed(format!("the leader answered: {reason}")));
                 }
                 Forwarded::Failed(reason) => {
-                    return Err(unavailable(format!(
-                        "forwarding to the leader failed, the write's outcome is unknown: {reason}"
+                    return Err(unconfirmed(format!(
+                        "forwarding to the leader failed: {reason}"
                     )));
                 }
             }
@@ -768,7 +876,8 @@ impl ClusterNode {
                             ForwardAnswer::Applied(outcome) => results[*index] = Some(Ok(outcome)),
                             ForwardAnswer::NotLeader => retry.push(*index),
                             ForwardAnswer::Failed(reason) => {
-                                results[*index] = Some(Err(unavailable(reason)))
+                                results[*index] =
+                                    Some(Err(unconfirmed(format!("the leader answered: {reason}"))))
                             }
                         }
                     }
@@ -777,13 +886,13 @@ impl ClusterNode {
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
                 }
-                Err(PeerError::Unreachable { .. }) => {
+                Err(PeerError::Unreachable { .. } | PeerError::Refused { .. }) => {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 Ok(_) | Err(PeerError::Failed { .. }) => {
-                    let reason = "forwarding to the leader failed, the writes' outcome is unknown";
+                    let reason = "forwarding to the leader failed";
                     for index in pending.drain(..) {
-                        results[index] = Some(Err(unavailable(reason)));
+                        results[index] = Some(Err(unconfirmed(reason)));
                     }
                 }
             }
@@ -791,12 +900,8 @@ impl ClusterNode {
         results
             .into_iter()
             .map(|result| {
-                result.unwrap_or_else(|| {
-                    Err(unavailable(format!(
-                        "no leader with a quorum answered within {} ms",
-                        self.options.request_timeout.as_millis()
-                    )))
-                })
+                // Still pending: never sent, or refused by a non-leader.
+                result.unwrap_or_else(|| Err(no_quorum_within(self.options.request_timeout)))
             })
             .collect()
     }
@@ -817,13 +922,25 @@ impl ClusterNode {
         if self.partitioned_from(sender) {
             return Err(PeerRefusal::Partitioned);
         }
+        if self.raft_has_stopped() {
+            return Err(PeerRefusal::Unavailable(
+                "Raft has stopped on this node".into(),
+            ));
+        }
         let unavailable =
             |error: &dyn std::fmt::Display| PeerRefusal::Unavailable(error.to_string());
         match message {
-            "append" => match self.raft.append_entries(decode(body)?).await {
-                Ok(answer) => encode(&answer),
-                Err(error) => Err(unavailable(&error)),
-            },
+            "append" => {
+                let request: AppendEntriesRequest<TypeConfig> = decode(body)?;
+                if let Some(commit) = &request.leader_commit {
+                    self.leader_commit
+                        .fetch_max(commit.index, Ordering::Relaxed);
+                }
+                match self.raft.append_entries(request).await {
+                    Ok(answer) => encode(&answer),
+                    Err(error) => Err(unavailable(&error)),
+                }
+            }
             "vote" => match self.raft.vote(decode(body)?).await {
                 Ok(answer) => encode(&answer),
                 Err(error) => Err(unavailable(&error)),
@@ -834,11 +951,18 @@ impl ClusterNode {
             },
             "snapshot" => match self.receive_snapshot_chunk(decode(body)?).await {
                 Ok(answer) => encode(&answer),
-                Err(reason) => Err(PeerRefusal::SnapshotRejected(reason)),
+                Err(reason) => {
+                    tracing::warn!("refused a snapshot from node {sender:?}: {reason}");
+                    Err(PeerRefusal::SnapshotRejected(reason))
+                }
             },
             "forward" => encode(&self.serve_forward(decode(body)?).await),
             "forward-batch" => encode(&self.serve_forward_batch(decode(body)?).await),
             "read-index" => encode(&self.serve_read_index().await),
+            "transfer-leader" => match self.raft.handle_transfer_leader(decode(body)?).await {
+                Ok(answer) => encode(&answer),
+                Err(error) => Err(unavailable(&error)),
+            },
             _ => Err(PeerRefusal::UnknownMessage),
         }
     }
@@ -851,6 +975,11 @@ impl ClusterNode {
     /// Serves a write forwarded by a follower: proposes it here if this node
     /// leads, and never forwards it again.
     pub async fn serve_forward(&self, proposal: Proposal) -> ForwardAnswer {
+        // A leader whose Raft has stopped cannot have proposed it: the sender
+        // may take it to the next leader.
+        if self.raft_has_stopped() {
+            return ForwardAnswer::NotLeader;
+        }
         let timeout = self.options.request_timeout;
         match tokio::time::timeout(timeout, self.raft.client_write(proposal)).await {
             Ok(Ok(response)) => match response.data.outcome {
@@ -860,6 +989,9 @@ impl ClusterNode {
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
                 ForwardAnswer::NotLeader
             }
+            Ok(Err(RaftError::Fatal(fatal))) => ForwardAnswer::Failed(format!(
+                "its Raft stopped while the write was in flight ({fatal})"
+            )),
             Ok(Err(error)) => ForwardAnswer::Failed(error.to_string()),
             Err(_) => ForwardAnswer::Failed(format!(
                 "the leader could not commit within {} ms",
@@ -1109,7 +1241,13 @@ impl ClusterNode {
     /// Whether the node can serve: a leader is known and this node has
     /// applied everything it knows to be committed.
     pub fn ready(&self) -> std::result::Result<(), String> {
+        if let Some(reason) = self.fatal_error() {
+            return Err(reason);
+        }
         let metrics = self.metrics();
+        if metrics.state == ServerState::Shutdown {
+            return Err("Raft has stopped on this node".into());
+        }
         if metrics.current_leader.is_none() {
             return Err("no leader is known".into());
         }
@@ -1123,7 +1261,25 @@ impl ClusterNode {
                 "applied up to {applied}, committed is {committed}: catching up"
             ));
         }
+        if let Some((target, since)) = *self.behind.lock()
+            && applied < target
+            && since.elapsed() >= CATCH_UP_GRACE
+        {
+            return Err(format!(
+                "applied up to {applied}, behind the commit index {target} for {} s: catching up",
+                since.elapsed().as_secs()
+            ));
+        }
         Ok(())
+    }
+
+    /// Notes whether this node is behind what its leader has told it is
+    /// committed (see `behind`), for `/ready`.
+    fn track_catching_up(&self) {
+        let applied = self.metrics().last_applied.map_or(0, |id| id.index);
+        let heard = self.leader_commit.load(Ordering::Relaxed);
+        let mut behind = self.behind.lock();
+        *behind = still_behind(*behind, applied, heard, Instant::now());
     }
 
     pub fn status(&self) -> ClusterStatus {
@@ -1223,6 +1379,50 @@ impl ClusterNode {
         .await
     }
 
+    /// Hands leadership to voter `to` (etcd's `move-leader`), for taking the
+    /// leader down for maintenance without an election timeout's wait:
+    /// this leader stops taking writes, and `to` starts an election at once
+    /// once it has every entry. Returns once `to` leads.
+    pub async fn transfer_leader(&self, to: NodeId) -> Result<()> {
+        if !self.status().voters.contains(&to) {
+            return Err(Error::InvalidArgument(format!(
+                "node {to} is not a voter of this cluster"
+            )));
+        }
+        if !self.is_leader() {
+            return Err(unavailable(format!(
+                "this node is not the leader; send the transfer to {}",
+                self.status()
+                    .leader_address
+                    .unwrap_or_else(|| "the leader (none known yet)".to_string())
+            )));
+        }
+        if to == self.id {
+            return Ok(());
+        }
+        self.raft
+            .trigger()
+            .transfer_leader(to)
+            .await
+            .map_err(failed)?;
+        let timeout = self.options.request_timeout;
+        match self
+            .raft
+            .wait(Some(timeout))
+            .metrics(
+                |metrics| metrics.current_leader == Some(to),
+                "the new leader takes over",
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(_) => Err(unavailable(format!(
+                "node {to} did not take over within {} ms (is it up and caught up?)",
+                timeout.as_millis()
+            ))),
+        }
+    }
+
     /// Removes a node (voter or learner) from the cluster.
     pub async fn remove(self: &Arc<Self>, id: NodeId) -> Result<()> {
         self.change_membership_fully(move |raft, node| async move {
@@ -1318,6 +1518,10 @@ async fn housekeeping(node: std::sync::Weak<ClusterNode>) {
         let Some(node) = node.upgrade() else {
             return;
         };
+        if node.note_if_stopped().await {
+            return;
+        }
+        node.track_catching_up();
         node.finish_half_made_membership_change().await;
         let snapshot_index = node.metrics().snapshot.map_or(0, |id| id.index);
         let keep = node.options.snapshot_log_bytes / KEPT_BEHIND_SNAPSHOT_FRACTION;
@@ -1327,7 +1531,7 @@ async fn housekeeping(node: std::sync::Weak<ClusterNode>) {
             // waits while a follower is being sent those entries: ask once.
             if upto > purge_asked {
                 if node.raft.trigger().purge_log(upto).await.is_err() {
-                    return;
+                    continue; // Raft has stopped: the next tick says why.
                 }
                 purge_asked = upto;
             }
@@ -1346,7 +1550,7 @@ async fn housekeeping(node: std::sync::Weak<ClusterNode>) {
             since >> 20
         );
         if node.raft.trigger().snapshot().await.is_err() {
-            return;
+            continue;
         }
         asked = Some((snapshot_index, Instant::now()));
     }
@@ -1363,5 +1567,26 @@ fn membership_error(error: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) 
         )),
         RaftError::APIError(error) => Error::InvalidArgument(error.to_string()),
         RaftError::Fatal(fatal) => failed(fatal),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_is_behind_one_target_until_it_applies_that_far() {
+        let start = Instant::now();
+        let later = start + Duration::from_secs(3);
+        // Caught up: nothing to wait for.
+        assert_eq!(still_behind(None, 10, 10, start), None);
+        // Behind: the target and the time are noted, and kept while the
+        // node stays short of that target, however far the commit moves.
+        let behind = still_behind(None, 10, 12, start);
+        assert_eq!(behind, Some((12, start)));
+        assert_eq!(still_behind(behind, 11, 20, later), Some((12, start)));
+        // Past the target: a new one, timed from now, if still behind.
+        assert_eq!(still_behind(behind, 12, 20, later), Some((20, later)));
+        assert_eq!(still_behind(behind, 20, 20, later), None);
     }
 }

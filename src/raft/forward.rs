@@ -53,7 +53,8 @@ pub enum ForwardAnswer {
 pub enum Forwarded {
     /// The receiver's answer.
     Answer(ForwardAnswer),
-    /// Nothing reached the peer.
+    /// The peer did not take it: nothing reached it, or it refused the
+    /// message before acting on it.
     Unreachable,
     /// The exchange broke after the write may have arrived.
     Failed(String),
@@ -157,7 +158,7 @@ impl ForwardQueue {
                         let _ = reply.send(Forwarded::Failed(reason.clone()));
                     }
                 }
-                Err(PeerError::Unreachable { .. }) => {
+                Err(PeerError::Unreachable { .. } | PeerError::Refused { .. }) => {
                     for reply in replies {
                         let _ = reply.send(Forwarded::Unreachable);
                     }

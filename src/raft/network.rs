@@ -23,7 +23,8 @@ use http::{Method, StatusCode};
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::{BasicNode, OptionalSend, RaftNetworkV2};
 use serde::Serialize;
@@ -88,7 +89,12 @@ pub enum PeerError {
     /// Nothing reached the peer.
     #[error("cannot reach node at {address}: {reason}")]
     Unreachable { address: String, reason: String },
-    /// The exchange broke or the peer refused; the request may have arrived.
+    /// The peer refused the message before acting on it (not a member, cut
+    /// off by fault injection, its Raft stopped, a bad token or body).
+    #[error("node at {address} refused it: {reason}")]
+    Refused { address: String, reason: String },
+    /// The exchange broke, or the peer failed while serving; the request may
+    /// have arrived and been acted on.
     #[error("node at {address}: {reason}")]
     Failed { address: String, reason: String },
 }
@@ -224,8 +230,16 @@ impl Peer {
             }
         };
         if status != StatusCode::OK {
-            let text = String::from_utf8_lossy(&body).into_owned();
-            return Err(self.failed(format!("answered {status}: {text}")));
+            let reason = format!("answered {status}: {}", String::from_utf8_lossy(&body));
+            // A peer's refusals are 4xx and 503, all given before it acts
+            // on the message; any other status may come after.
+            if status.is_client_error() || status == StatusCode::SERVICE_UNAVAILABLE {
+                return Err(PeerError::Refused {
+                    address: self.address().to_string(),
+                    reason,
+                });
+            }
+            return Err(self.failed(reason));
         }
         postcard::from_bytes(&body).map_err(|error| self.failed(error))
     }
@@ -276,7 +290,9 @@ impl PeerError {
     fn into_rpc(self) -> RPCError<TypeConfig> {
         match self {
             PeerError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&self)),
-            PeerError::Failed { .. } => RPCError::Network(NetworkError::new(&self)),
+            PeerError::Refused { .. } | PeerError::Failed { .. } => {
+                RPCError::Network(NetworkError::new(&self))
+            }
         }
     }
 }
@@ -405,6 +421,17 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         self.call("pre-vote", &request, option.soft_ttl()).await
+    }
+
+    /// Tells the peer the leader is handing leadership to it (`walrus
+    /// cluster transfer-leader`): the peer then starts an election at once.
+    async fn transfer_leader(
+        &mut self,
+        request: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call("transfer-leader", &request, option.soft_ttl())
+            .await
     }
 
     async fn full_snapshot(

@@ -91,6 +91,10 @@ pub struct SimReport {
     pub acknowledged_writes: usize,
     /// Reads the workload's clients saw answered (not the final reads).
     pub acknowledged_reads: usize,
+    /// Writes refused as never proposed (`Error::Unavailable`). They are
+    /// left out of the history: were one applied after all, a read would
+    /// find a value (or a count) no recorded write made, and the check fails.
+    pub refused_writes: usize,
     /// Messages the network delivered and lost.
     pub delivered: u64,
     pub lost: u64,
@@ -313,7 +317,10 @@ impl PeerTransport for SimNetwork {
                 return Err(lost("the answer was lost"));
             }
             links.count(false);
-            answer.map_err(|refusal| lost(&refusal.to_string()))
+            answer.map_err(|refusal| PeerError::Refused {
+                address: address.clone(),
+                reason: refusal.to_string(),
+            })
         })
     }
 }
@@ -343,6 +350,7 @@ struct Cluster {
     /// report's counts).
     acknowledged_reads: std::sync::atomic::AtomicUsize,
     acknowledged_writes: std::sync::atomic::AtomicUsize,
+    refused_writes: std::sync::atomic::AtomicUsize,
 }
 
 /// The clients keep going past the run's duration, under the faults then in
@@ -671,6 +679,21 @@ async fn client(
         } else {
             format!("k{}", rng.random_range(0..keys))
         };
+        // A write refused as never proposed is not recorded (see
+        // `SimReport::refused_writes`); the client goes on to its next one.
+        macro_rules! submitted {
+            ($command:expr) => {
+                match submit(&front, $command).await {
+                    Ok(result) => result,
+                    Err(NotApplied) => {
+                        cluster
+                            .refused_writes
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        continue;
+                    }
+                }
+            };
+        }
         let (action, result) = if kind == OpKind::Incr {
             let command = Command::Redis(RedisCommand {
                 db: 0,
@@ -680,7 +703,7 @@ async fn client(
                     delta: 1,
                 }],
             });
-            let result = submit(&front, command).await;
+            let result = submitted!(command);
             let value = match result.as_ref().and_then(|outcome| outcome.as_ref()) {
                 Some(outcome) => match outcome.answers.first() {
                     Some(Answer::Integer(value)) => Some(*value),
@@ -707,13 +730,13 @@ async fn client(
             }
         } else if kind == OpKind::Put {
             let command = Command::put(key.clone().into_bytes(), value.clone().into_bytes());
-            let result = submit(&front, command).await;
+            let result = submitted!(command);
             (
                 Action::Put { value },
                 result.map(|outcome| outcome.map(|o| o.revision)),
             )
         } else if kind == OpKind::Delete {
-            let result = submit(&front, Command::delete(key.clone().into_bytes())).await;
+            let result = submitted!(Command::delete(key.clone().into_bytes()));
             (
                 Action::Delete,
                 result.map(|outcome| outcome.map(|o| o.revision)),
@@ -732,7 +755,7 @@ async fn client(
                 expires_at_ms: 0,
                 guard,
             };
-            let result = submit(&front, command).await;
+            let result = submitted!(command);
             let expected = seen.map(|entry| text(&entry.value));
             match result {
                 Some(Some(outcome)) => (
@@ -796,12 +819,19 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// A write the cluster said it never proposed (see `SimReport::refused_writes`).
+struct NotApplied;
+
 /// Submits a write: `Some(Some(outcome))` when acknowledged, `None` when its
 /// outcome is unknown (an error or a timeout: it may still apply).
-async fn submit(front: &Node, command: Command) -> Option<Option<crate::store::Outcome>> {
+async fn submit(
+    front: &Node,
+    command: Command,
+) -> Result<Option<Option<crate::store::Outcome>>, NotApplied> {
     match tokio::time::timeout(Duration::from_secs(3), front.store().submit(command)).await {
-        Ok(Ok(outcome)) => Some(Some(outcome)),
-        _ => None,
+        Ok(Ok(outcome)) => Ok(Some(Some(outcome))),
+        Ok(Err(crate::Error::Unavailable { .. })) => Err(NotApplied),
+        _ => Ok(None),
     }
 }
 
@@ -976,7 +1006,12 @@ async fn lag_one_node_past_the_log(
         let value = format!("lag-{sequence}");
         let invoked_ns = cluster.stamp();
         let command = Command::put(key.clone().into_bytes(), value.clone().into_bytes());
-        let result = submit(&front, command).await;
+        let Ok(result) = submit(&front, command).await else {
+            cluster
+                .refused_writes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            continue;
+        };
         history.push(Operation {
             client: client_id,
             key,
@@ -1132,6 +1167,7 @@ async fn start_cluster(options: &SimOptions) -> Result<Arc<Cluster>, String> {
         membership_changes: Default::default(),
         acknowledged_reads: Default::default(),
         acknowledged_writes: Default::default(),
+        refused_writes: Default::default(),
     });
     for id in cluster.ids() {
         cluster.start(id).await?;
@@ -1207,6 +1243,9 @@ pub async fn run(options: SimOptions) -> Result<SimReport, String> {
         acknowledged_reads: cluster
             .acknowledged_reads
             .load(std::sync::atomic::Ordering::Relaxed),
+        refused_writes: cluster
+            .refused_writes
+            .load(std::sync::atomic::Ordering::Relaxed),
         delivered: network
             .links
             .delivered
@@ -1249,6 +1288,8 @@ mod tests {
             let command = Command::put(b"k".to_vec(), value.clone().into_bytes());
             submit(&front, command)
                 .await
+                .ok()
+                .flatten()
                 .flatten()
                 .expect("the write is acknowledged");
             drop(front);

@@ -29,6 +29,7 @@ use super::checker::{Action, Operation};
 use crate::client::connection::Connection;
 use crate::client::endpoint::Endpoint;
 use crate::client::resp::{RespConnection, RespValue};
+use crate::http::NOTHING_APPLIED;
 
 /// Relative weights of the operations.
 #[derive(Debug, Clone, Copy)]
@@ -229,8 +230,9 @@ enum CasOutcome {
     NotAttempted,
 }
 
-/// The request never left: the connection could not be opened. The
-/// operation certainly did not happen and is not recorded.
+/// The request never left (the connection could not be opened), or the
+/// server said it never proposed it. The operation certainly did not happen
+/// and is not recorded.
 struct NotSent;
 
 /// How a client reaches the store.
@@ -414,6 +416,17 @@ impl Client {
         let target = endpoint.target(path);
         let sent = open.send(method, &target, &headers, body);
         match tokio::time::timeout(self.timeout, sent).await {
+            Ok(Ok(response))
+                if response.status == StatusCode::SERVICE_UNAVAILABLE
+                    && response.body.ends_with(NOTHING_APPLIED.as_bytes()) =>
+            {
+                // The server says it never proposed the request. That is
+                // taken at its word: the operation is left out of the
+                // history, so were it applied after all, a read would find
+                // a value no recorded write made.
+                self.rotate().await;
+                Err(NotSent)
+            }
             Ok(Ok(response)) if !response.status.is_server_error() => {
                 let revision = response.revision();
                 *connection = Some(open);

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::disk_full::SmallDisk;
 use crate::server::{Reply, raw};
 
 fn free_port() -> u16 {
@@ -158,7 +159,14 @@ impl Cluster {
     }
 
     fn start_with(size: u64, extra: &[&str]) -> Cluster {
+        Cluster::start_after(size, extra, |_| {})
+    }
+
+    /// [`Cluster::start_with`], calling `prepare` with the directory that
+    /// will hold the nodes' data directories (`node-1`, …) before any starts.
+    fn start_after(size: u64, extra: &[&str], prepare: impl FnOnce(&Path)) -> Cluster {
         let temp = tempfile::tempdir().expect("temp dir");
+        prepare(temp.path());
         let ports = walrus::net::unused_loopback_ports(2 * size as usize).expect("free ports");
         let address = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
         let addresses: Vec<(SocketAddr, SocketAddr)> = ports
@@ -712,6 +720,13 @@ fn without_a_quorum_a_write_gets_503_and_a_redis_client_clusterdown() {
     let reply = http(cluster.node(leader).http, "PUT", "/kv/lonely", b"x").expect("answer");
     assert_eq!(reply.status, 503, "{}", reply.text());
     assert_eq!(reply.header("retry-after"), Some("1"));
+    // The leader proposed it: were the others back before a new election,
+    // it would commit. So the answer must not claim it was not applied.
+    assert!(
+        reply.text().contains("outcome is unknown") && !reply.text().contains("nothing was"),
+        "{}",
+        reply.text()
+    );
     assert!(
         started.elapsed() >= Duration::from_secs(2),
         "waited for the timeout"
@@ -1471,4 +1486,100 @@ fn dev_cluster_nodes_stop_by_themselves_when_dev_cluster_is_killed_with_sigkill(
             index + 1
         );
     }
+}
+
+/// A leader whose disk fills cannot log, so its Raft stops. It says so on
+/// `/ready`, and the other two go on: writes sent through a follower wait for
+/// the new leader instead of failing, a write the failed leader may already
+/// have replicated is answered as of unknown outcome (never as not applied),
+/// and once the disk has room again the node restarts and catches up.
+#[test]
+fn a_leader_whose_disk_fills_stops_and_the_cluster_goes_on_without_it() {
+    let mut small_disk = None;
+    let mut cluster = Cluster::start_after(3, &[], |dir| {
+        small_disk = SmallDisk::mount_or_skip(&dir.join("node-3"), "24m");
+    });
+    let Some(disk) = small_disk else {
+        return;
+    };
+    let leader = cluster.wait_for_leader(Duration::from_secs(20));
+    let moved = http(
+        cluster.node(leader).http,
+        "POST",
+        "/cluster/transfer-leader?id=3",
+        b"",
+    )
+    .expect("answer");
+    assert_eq!(moved.status, 200, "{}", moved.text());
+    assert_eq!(cluster.wait_for_leader(Duration::from_secs(10)), 3);
+
+    // 300 writes of 200 KiB through node 1: node 3's 24 MiB fill a third of
+    // the way through.
+    let value = vec![b'v'; 200 << 10];
+    let through = cluster.node(1).http;
+    let mut acknowledged = Vec::new();
+    let mut not_applied = Vec::new();
+    let mut unknown = Vec::new();
+    for index in 0..300 {
+        let path = format!("/kv/big-{index}");
+        let reply = http(through, "PUT", &path, &value).expect("an answer");
+        match reply.status {
+            200 => acknowledged.push(path),
+            503 if reply.text().contains("outcome is unknown") => {
+                unknown.push(format!("{path}: {}", reply.text()))
+            }
+            503 if reply.text().contains("nothing was applied") => not_applied.push(path),
+            status => panic!("PUT {path}: {status} {}", reply.text()),
+        }
+    }
+    // Only writes in flight when the leader failed may fail: the rest wait
+    // for the election.
+    assert!(
+        acknowledged.len() >= 295,
+        "{} acknowledged; unknown: {unknown:?}; not applied: {not_applied:?}",
+        acknowledged.len()
+    );
+
+    let ready = http_get(cluster.node(3).http, "/ready");
+    assert_eq!(ready.status, 503, "{}", ready.text());
+    assert!(
+        ready.text().contains("Raft has stopped") && ready.text().contains("no space left"),
+        "{}",
+        ready.text()
+    );
+    let status_of = |node: &Node| status(node.http).expect("status");
+    let new_leader = status_of(cluster.node(1))["leader_id"]
+        .as_u64()
+        .expect("a leader");
+    assert!([1, 2].contains(&new_leader), "leader {new_leader}");
+    assert_eq!(
+        status_of(cluster.node(2))["leader_id"].as_u64(),
+        Some(new_leader)
+    );
+    for path in &acknowledged {
+        let reply = http_get(through, path);
+        assert_eq!(reply.status, 200, "GET {path}");
+        assert_eq!(reply.body.len(), value.len(), "GET {path}");
+    }
+    for path in &not_applied {
+        assert_eq!(http_get(through, path).status, 404, "GET {path}");
+    }
+
+    // Room again: node 3 restarts, takes the entries it missed, and serves.
+    disk.grow("512m");
+    cluster.node_mut(3).kill();
+    cluster.node_mut(3).start();
+    let committed = status_of(cluster.node(new_leader))["commit_index"]
+        .as_u64()
+        .expect("commit");
+    wait_until(Duration::from_secs(60), || {
+        http_get(cluster.node(3).http, "/ready").status == 200
+            && status(cluster.node(3).http)
+                .and_then(|status| status["applied_index"].as_u64())
+                .is_some_and(|applied| applied >= committed)
+    });
+    let last = acknowledged.last().expect("a write");
+    let reply = http_get(cluster.node(3).http, &format!("{last}?consistency=stale"));
+    assert_eq!(reply.status, 200, "GET {last} on node 3");
+    assert_eq!(reply.body, value);
 }

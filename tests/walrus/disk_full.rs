@@ -12,7 +12,7 @@ use std::process::Command;
 use crate::server::{Server, delete, get, put, request};
 
 /// A tmpfs mounted for one test, unmounted (lazily) when dropped.
-struct SmallDisk {
+pub struct SmallDisk {
     mount_point: PathBuf,
 }
 
@@ -37,7 +37,7 @@ impl SmallDisk {
 
 impl SmallDisk {
     /// [`SmallDisk::mount`], or `None` after saying the test is skipped and why.
-    fn mount_or_skip(dir: &Path, size: &str) -> Option<SmallDisk> {
+    pub fn mount_or_skip(dir: &Path, size: &str) -> Option<SmallDisk> {
         match SmallDisk::mount(dir, size) {
             Ok(disk) => Some(disk),
             Err(reason) => {
@@ -48,6 +48,19 @@ impl SmallDisk {
                 None
             }
         }
+    }
+}
+
+impl SmallDisk {
+    /// Makes the file system `size` (mount's syntax) without unmounting it:
+    /// an operator adding space to a full disk.
+    pub fn grow(&self, size: &str) {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.mount_point)
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "remounting {:?} failed", self.mount_point);
     }
 }
 

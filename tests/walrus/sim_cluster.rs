@@ -39,13 +39,14 @@ fn fingerprint(report: &SimReport) -> Vec<String> {
     let mut lines: Vec<String> = report.history.iter().map(|op| format!("{op:?}")).collect();
     lines.extend(report.faults.iter().cloned());
     lines.push(format!(
-        "delivered {} lost {} writes {} reads {} snapshots {} forwarded {}",
+        "delivered {} lost {} writes {} reads {} snapshots {} forwarded {} refused {}",
         report.delivered,
         report.lost,
         report.acknowledged_writes,
         report.acknowledged_reads,
         report.snapshots_installed,
-        report.forwarded_writes
+        report.forwarded_writes,
+        report.refused_writes
     ));
     lines
 }
@@ -96,6 +97,7 @@ fn seeded_cluster_runs_under_partitions_loss_power_cuts_and_membership_changes_s
     }
     let mut membership_changes = 0;
     let mut increments_answered = 0;
+    let mut refused_writes = 0;
     let seeds = seeds();
     for &seed in &seeds {
         let report = run_seed(seed);
@@ -109,7 +111,7 @@ fn seeded_cluster_runs_under_partitions_loss_power_cuts_and_membership_changes_s
         eprintln!(
             "seed {seed}: {} operations ({} writes, {} increments and {} reads acknowledged), \
              {} faults, {} messages delivered, {} lost, {} writes forwarded, {} snapshots installed, \
-             {} membership changes",
+             {} membership changes, {} writes refused as never proposed",
             report.history.len(),
             report.acknowledged_writes,
             increments,
@@ -119,9 +121,11 @@ fn seeded_cluster_runs_under_partitions_loss_power_cuts_and_membership_changes_s
             report.lost,
             report.forwarded_writes,
             report.snapshots_installed,
-            report.membership_changes
+            report.membership_changes,
+            report.refused_writes
         );
         membership_changes += report.membership_changes;
+        refused_writes += report.refused_writes;
         if std::env::var_os("WALRUS_SIM_VERBOSE").is_some() {
             eprintln!("{}", report.faults.join("\n"));
         }
@@ -163,6 +167,13 @@ fn seeded_cluster_runs_under_partitions_loss_power_cuts_and_membership_changes_s
     assert!(
         membership_changes >= seeds.len() as u64,
         "only {membership_changes} membership changes committed in {} seeds",
+        seeds.len()
+    );
+    // Writes refused as never proposed are left out of the histories, so
+    // the checks above hold the cluster to that claim; it must have been made.
+    assert!(
+        refused_writes >= 1,
+        "no write was refused as never proposed in {} seeds",
         seeds.len()
     );
     // One operation in twelve is an increment; most runs answer a dozen.

@@ -23,13 +23,17 @@ pub fn answer_reply(answer: Answer) -> Reply {
     }
 }
 
-/// A store failure as a reply. The client cannot fix these, so they carry no
-/// Redis error code of their own.
-/// The one place store errors become RESP errors: a cluster without a leader
-/// or quorum answers `-CLUSTERDOWN`, as Redis Cluster does.
+/// The one place store errors become RESP errors. A cluster without a leader
+/// or quorum answers `-CLUSTERDOWN`, as Redis Cluster does, and so does a write
+/// the cluster took but could not confirm (its text says the outcome is
+/// unknown); a full disk answers `-MISCONF`, as Redis does when it cannot
+/// persist. The rest carry no Redis error code: the client cannot fix them.
 pub fn store_error(error: &Error) -> Reply {
     match error {
         Error::Unavailable { reason } => Reply::Error(format!("CLUSTERDOWN {reason}")),
+        Error::OutcomeUnknown { .. } => Reply::Error(format!(
+            "CLUSTERDOWN {error}; it may have been applied, or may still be"
+        )),
         // Redis answers MISCONF when it cannot persist a write.
         Error::NoSpace { .. } => Reply::Error(format!("MISCONF {error}")),
         other => Reply::err(other),
