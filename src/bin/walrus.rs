@@ -87,7 +87,8 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
     version,
     about = "A durable key-value store",
     after_help = "Logs go to standard error; RUST_LOG sets their level and filter \
-                  (default info; e.g. RUST_LOG=debug or RUST_LOG=walrus=debug,openraft=warn)."
+                  (default info, without openraft's warning at every failed heartbeat; e.g. RUST_LOG=debug \
+                  or RUST_LOG=walrus=debug,openraft=warn)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -936,7 +937,12 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                // openraft's heartbeat worker warns at every failed
+                // heartbeat (ten a second for a node that is down); walrus
+                // logs a peer going down and coming back once each instead.
+                .unwrap_or_else(|_| {
+                    tracing_subscriber::EnvFilter::new("info,openraft::core::heartbeat=error")
+                }),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -446,6 +446,7 @@ impl ClusterNode {
                 .then(|| Arc::new(FaultSwitch::default())),
             tls: options.peer_tls.clone(),
             transport,
+            health: Arc::default(),
         };
         let network = PeerNetworkFactory {
             identity: identity.clone(),

@@ -211,6 +211,7 @@ mod tests {
             faults: None,
             tls: None,
             transport: None,
+            health: Default::default(),
         };
         Arc::new(Peer::new("127.0.0.1:9", target, &identity).expect("peer"))
     }

@@ -14,7 +14,9 @@
 //!
 //! [`ClusterNode::serve_peer_message`]: super::ClusterNode::serve_peer_message
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -126,6 +128,44 @@ pub struct PeerIdentity {
     pub tls: Option<PeerTls>,
     /// Set in the in-process cluster tests: messages go through it, not HTTP.
     pub transport: Option<Arc<dyn PeerTransport>>,
+    /// Shared by every connection this node opens to its peers.
+    pub health: Arc<PeerHealth>,
+}
+
+/// Which peers this node's last message to failed. A peer that goes down is
+/// logged once, when a message first fails, and once more when it answers
+/// again, instead of at every heartbeat (openraft's heartbeat worker warns
+/// ten times a second; the binary's default log filter quiets it).
+#[derive(Debug, Default)]
+pub struct PeerHealth {
+    failing: parking_lot::Mutex<BTreeSet<NodeId>>,
+    /// Whether `failing` is empty, read without the lock on every answer.
+    any_failing: AtomicBool,
+}
+
+impl PeerHealth {
+    fn answered(&self, target: NodeId, address: &str) {
+        if !self.any_failing.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut failing = self.failing.lock();
+        if failing.remove(&target) {
+            tracing::info!("node {target} at {address} answers again");
+        }
+        self.any_failing
+            .store(!failing.is_empty(), Ordering::Relaxed);
+    }
+
+    fn failed(&self, target: NodeId, error: &PeerError) {
+        let mut failing = self.failing.lock();
+        if failing.insert(target) {
+            tracing::warn!(
+                "messages to node {target} fail: {error}; further failures are not logged \
+                 until it answers again (`walrus cluster status` shows its lag)"
+            );
+        }
+        self.any_failing.store(true, Ordering::Relaxed);
+    }
 }
 
 /// The TLS connector for peers, trusting the CA that signed their
@@ -149,6 +189,7 @@ pub struct Peer {
     faults: Option<Arc<FaultSwitch>>,
     tls: Option<PeerTls>,
     transport: Option<Arc<dyn PeerTransport>>,
+    health: Arc<PeerHealth>,
 }
 
 impl Peer {
@@ -182,6 +223,7 @@ impl Peer {
             faults: identity.faults.clone(),
             tls: identity.tls.clone(),
             transport: identity.transport.clone(),
+            health: identity.health.clone(),
         })
     }
 
@@ -191,6 +233,20 @@ impl Peer {
 
     /// Sends `request` to `/raft/{path}` and decodes the answer.
     pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        path: &'static str,
+        request: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, PeerError> {
+        let result = self.call_once(path, request, timeout).await;
+        match &result {
+            Ok(_) => self.health.answered(self.target, self.address()),
+            Err(error) => self.health.failed(self.target, error),
+        }
+        result
+    }
+
+    async fn call_once<Req: Serialize, Resp: DeserializeOwned>(
         &self,
         path: &'static str,
         request: &Req,
