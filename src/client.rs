@@ -51,7 +51,7 @@ const KEY_PATH: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'/');
 
 /// An I/O error in a few plain words, without the OS's error number.
-fn describe_io(error: &std::io::Error) -> String {
+pub(crate) fn describe_io(error: &std::io::Error) -> String {
     match error.kind() {
         std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
         std::io::ErrorKind::TimedOut => "timed out".into(),

@@ -311,7 +311,7 @@ impl Peer {
                 .await
                 .map_err(|error| PeerError::Unreachable {
                     address: self.address().to_string(),
-                    reason: error.to_string(),
+                    reason: connect_failure(error),
                 })?,
         };
         let target = self.endpoint.target(&format!("/raft/{path}"));
@@ -328,7 +328,7 @@ impl Peer {
             }
             Err(error @ ClientError::Connect { .. }) => Err(PeerError::Unreachable {
                 address: self.address().to_string(),
-                reason: error.to_string(),
+                reason: connect_failure(error),
             }),
             Err(error) => Err(self.failed(error)),
         }
@@ -339,6 +339,15 @@ impl Peer {
             address: self.address().to_string(),
             reason: reason.to_string(),
         }
+    }
+}
+
+/// Why a connection to a peer could not be made, without the hint for CLI
+/// users that [`ClientError::Connect`] carries (it names `--endpoints`).
+fn connect_failure(error: ClientError) -> String {
+    match error {
+        ClientError::Connect { cause, .. } => crate::client::describe_io(&cause),
+        other => other.to_string(),
     }
 }
 
