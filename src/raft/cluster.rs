@@ -923,6 +923,9 @@ impl ClusterNode {
         if self.partitioned_from(sender) {
             return Err(PeerRefusal::Partitioned);
         }
+        // Refused before anything is read: a forwarded write that meets a
+        // stopped leader here cannot have been proposed, and the sender takes
+        // it to the next leader.
         if self.raft_has_stopped() {
             return Err(PeerRefusal::Unavailable(
                 "Raft has stopped on this node".into(),
@@ -976,11 +979,6 @@ impl ClusterNode {
     /// Serves a write forwarded by a follower: proposes it here if this node
     /// leads, and never forwards it again.
     pub async fn serve_forward(&self, proposal: Proposal) -> ForwardAnswer {
-        // A leader whose Raft has stopped cannot have proposed it: the sender
-        // may take it to the next leader.
-        if self.raft_has_stopped() {
-            return ForwardAnswer::NotLeader;
-        }
         let timeout = self.options.request_timeout;
         match tokio::time::timeout(timeout, self.raft.client_write(proposal)).await {
             Ok(Ok(response)) => match response.data.outcome {
@@ -1385,7 +1383,8 @@ impl ClusterNode {
     /// this leader stops taking writes, and `to` starts an election at once
     /// once it has every entry. Returns once `to` leads.
     pub async fn transfer_leader(&self, to: NodeId) -> Result<()> {
-        if !self.status().voters.contains(&to) {
+        let status = self.status();
+        if !status.voters.contains(&to) {
             return Err(Error::InvalidArgument(format!(
                 "node {to} is not a voter of this cluster"
             )));
@@ -1393,7 +1392,7 @@ impl ClusterNode {
         if !self.is_leader() {
             return Err(unavailable(format!(
                 "this node is not the leader; send the transfer to {}",
-                self.status()
+                status
                     .leader_address
                     .unwrap_or_else(|| "the leader (none known yet)".to_string())
             )));

@@ -683,14 +683,9 @@ async fn client(
         // `SimReport::refused_writes`); the client goes on to its next one.
         macro_rules! submitted {
             ($command:expr) => {
-                match submit(&front, $command).await {
+                match submit(&cluster, &front, $command).await {
                     Ok(result) => result,
-                    Err(NotApplied) => {
-                        cluster
-                            .refused_writes
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        continue;
-                    }
+                    Err(NotApplied) => continue,
                 }
             };
         }
@@ -823,14 +818,21 @@ fn text(bytes: &[u8]) -> String {
 struct NotApplied;
 
 /// Submits a write: `Some(Some(outcome))` when acknowledged, `None` when its
-/// outcome is unknown (an error or a timeout: it may still apply).
+/// outcome is unknown (an error or a timeout: it may still apply). A refusal
+/// as never proposed is counted in `cluster` and is not to be recorded.
 async fn submit(
+    cluster: &Cluster,
     front: &Node,
     command: Command,
 ) -> Result<Option<Option<crate::store::Outcome>>, NotApplied> {
     match tokio::time::timeout(Duration::from_secs(3), front.store().submit(command)).await {
         Ok(Ok(outcome)) => Ok(Some(Some(outcome))),
-        Ok(Err(crate::Error::Unavailable { .. })) => Err(NotApplied),
+        Ok(Err(crate::Error::Unavailable { .. })) => {
+            cluster
+                .refused_writes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Err(NotApplied)
+        }
         _ => Ok(None),
     }
 }
@@ -1006,10 +1008,7 @@ async fn lag_one_node_past_the_log(
         let value = format!("lag-{sequence}");
         let invoked_ns = cluster.stamp();
         let command = Command::put(key.clone().into_bytes(), value.clone().into_bytes());
-        let Ok(result) = submit(&front, command).await else {
-            cluster
-                .refused_writes
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let Ok(result) = submit(cluster, &front, command).await else {
             continue;
         };
         history.push(Operation {
@@ -1286,7 +1285,7 @@ mod tests {
             let (leader, front) = leader_front(&cluster).await;
             let value = format!("v{round}");
             let command = Command::put(b"k".to_vec(), value.clone().into_bytes());
-            submit(&front, command)
+            submit(&cluster, &front, command)
                 .await
                 .ok()
                 .flatten()

@@ -245,12 +245,18 @@ fn join(cluster: &Cluster, id: u64, extra: &[&str]) -> Node {
     node.start();
     let add = format!("/cluster/add-learner?id={id}&addr={}", node.http);
     let leader = cluster.wait_for_leader(Duration::from_secs(10));
-    let added = http(cluster.node(leader).http, "POST", &add, b"").expect("answer");
-    assert_eq!(added.status, 200, "{}", added.text());
-    let promote = format!("/cluster/promote?id={id}");
-    let promoted = http(cluster.node(leader).http, "POST", &promote, b"").expect("answer");
-    assert_eq!(promoted.status, 200, "{}", promoted.text());
+    post_ok(cluster.node(leader).http, &add);
+    post_ok(
+        cluster.node(leader).http,
+        &format!("/cluster/promote?id={id}"),
+    );
     node
+}
+
+/// POSTs `path` to `address` with no body and asserts a `200`.
+fn post_ok(address: SocketAddr, path: &str) {
+    let reply = http(address, "POST", path, b"").expect("answer");
+    assert_eq!(reply.status, 200, "{path}: {}", reply.text());
 }
 
 fn status(address: SocketAddr) -> Option<serde_json::Value> {
@@ -694,14 +700,7 @@ fn a_cluster_restarted_whole_keeps_its_data_and_a_learner_catches_up() {
     let voters = status(learner.http).expect("status")["voters"].clone();
     assert_eq!(voters, serde_json::json!([1, 2, 3, 4]));
     // And leaves again.
-    let removed = http(
-        cluster.node(leader).http,
-        "POST",
-        "/cluster/remove?id=4",
-        b"",
-    )
-    .expect("answer");
-    assert_eq!(removed.status, 200, "{}", removed.text());
+    post_ok(cluster.node(leader).http, "/cluster/remove?id=4");
     let voters = status(cluster.node(leader).http).expect("status")["voters"].clone();
     assert_eq!(voters, serde_json::json!([1, 2, 3]));
 }
@@ -856,14 +855,7 @@ fn a_wiped_node_rejoins_under_a_new_id_from_a_snapshot() {
     cluster.node_mut(3).kill();
     std::fs::remove_dir_all(&cluster.node(3).dir).expect("wipe");
     let leader = cluster.wait_for_leader(Duration::from_secs(10));
-    let removed = http(
-        cluster.node(leader).http,
-        "POST",
-        "/cluster/remove?id=3",
-        b"",
-    )
-    .expect("answer");
-    assert_eq!(removed.status, 200, "{}", removed.text());
+    post_ok(cluster.node(leader).http, "/cluster/remove?id=3");
     let replacement = join(&cluster, 4, &["--snapshot-every-entries", "50"]);
     // Linearizable reads on the new node wait until it has applied the read
     // index, so they see every key even while the snapshot is installing.
@@ -1077,10 +1069,8 @@ fn a_running_single_store_grows_into_a_cluster_under_writes_and_restarts_as_its_
         taken.text()
     );
     let add = format!("/cluster/add-learner?id=2&addr={}", second.http);
-    let added = http(single.http, "POST", &add, b"").expect("answer");
-    assert_eq!(added.status, 200, "{}", added.text());
-    let promoted = http(single.http, "POST", "/cluster/promote?id=2", b"").expect("answer");
-    assert_eq!(promoted.status, 200, "{}", promoted.text());
+    post_ok(single.http, &add);
+    post_ok(single.http, "/cluster/promote?id=2");
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let (acknowledged, refused) = writer.join().expect("writer");
@@ -1205,10 +1195,7 @@ fn a_follower_cut_off_and_back_keeps_its_term_and_leaves_the_leader_in_place() {
         .filter(|id| *id != cut)
         .map(|id| id.to_string())
         .collect();
-    let post = |id: u64, path: &str| {
-        let reply = http(cluster.node(id).http, "POST", path, b"").expect("answer");
-        assert_eq!(reply.status, 200, "{path}: {}", reply.text());
-    };
+    let post = |id: u64, path: &str| post_ok(cluster.node(id).http, path);
     post(
         cut,
         &format!("/fault/partition?isolate={}", others.join(",")),
@@ -1503,14 +1490,7 @@ fn a_leader_whose_disk_fills_stops_and_the_cluster_goes_on_without_it() {
         return;
     };
     let leader = cluster.wait_for_leader(Duration::from_secs(20));
-    let moved = http(
-        cluster.node(leader).http,
-        "POST",
-        "/cluster/transfer-leader?id=3",
-        b"",
-    )
-    .expect("answer");
-    assert_eq!(moved.status, 200, "{}", moved.text());
+    post_ok(cluster.node(leader).http, "/cluster/transfer-leader?id=3");
     assert_eq!(cluster.wait_for_leader(Duration::from_secs(10)), 3);
 
     // 300 writes of 200 KiB through node 1: node 3's 24 MiB fill a third of
