@@ -83,6 +83,16 @@ pub enum Error {
     )]
     NoSpace { path: PathBuf },
 
+    /// A cluster's leader is short of disk space: it refuses writes that
+    /// add data (nothing of this one was proposed) until space is freed.
+    /// Deletes still go through, and compacting after them gives space back.
+    #[error(
+        "the cluster refuses writes that add data: {reason}; nothing was written. \
+         Delete keys (deletes still go through, and the log is compacted to give \
+         the space back) or free space on that disk, and retry"
+    )]
+    DiskLow { reason: String },
+
     /// Writing a snapshot failed; the log is intact and nothing was lost.
     #[error("snapshot failed: {0}")]
     SnapshotFailed(String),

@@ -87,7 +87,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
     version,
     about = "A durable key-value store",
     after_help = "Logs go to standard error; RUST_LOG sets their level and filter \
-                  (default info, without openraft's warning at every failed heartbeat; e.g. RUST_LOG=debug \
+                  (default info, without openraft's warnings at every failed heartbeat or append; e.g. RUST_LOG=debug \
                   or RUST_LOG=walrus=debug,openraft=warn)."
 )]
 struct Cli {
@@ -545,6 +545,13 @@ struct ServeArgs {
     /// snapshot covers are kept for slow followers up to a quarter of it.
     #[arg(long, default_value_t = 64 << 20)]
     snapshot_log_bytes: u64,
+    /// A cluster node keeps this many bytes free on its data directory's
+    /// disk, plus room for one more snapshot of its data. Short of that, as
+    /// leader it refuses writes that add data (deletes go through, and the
+    /// log is compacted) and hands leadership to another member; as follower
+    /// it stops taking such entries and falls behind until it has room.
+    #[arg(long, default_value_t = walrus::raft::space::DEFAULT_MIN_FREE_BYTES)]
+    min_free_space: u64,
     /// FOR TESTS ONLY: expose `/fault/clock` (moves the expiry clock forward)
     /// and, on a cluster node, `/fault/partition` and `/fault/heal`, a switch
     /// that cuts it off from chosen peers (`walrus verify --nemesis
@@ -729,6 +736,7 @@ impl ServeArgs {
         options.election_timeout_ms = (election, election * 2);
         options.snapshot_every = self.snapshot_every_entries.max(1);
         options.snapshot_log_bytes = self.snapshot_log_bytes.max(1 << 20);
+        options.min_free_space = self.min_free_space;
         options.fault_injection = self.enable_fault_injection;
         if let Some(cert) = &self.tls_cert {
             let ca_file = self.peer_cacert.as_ref().unwrap_or(cert);
@@ -933,16 +941,19 @@ struct StoreBenchArgs {
     no_direct_io: bool,
 }
 
+/// Logs at `info`, without openraft's warnings per failed heartbeat and
+/// per retried append.
+const DEFAULT_LOG_FILTER: &str = "info,openraft::core::heartbeat=error,\
+     openraft::replication=error,openraft::engine::handler::replication_handler=error";
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                // openraft's heartbeat worker warns at every failed
-                // heartbeat (ten a second for a node that is down); walrus
-                // logs a peer going down and coming back once each instead.
-                .unwrap_or_else(|_| {
-                    tracing_subscriber::EnvFilter::new("info,openraft::core::heartbeat=error")
-                }),
+                // openraft warns at every failed heartbeat (ten a second for
+                // a node that is down) and every failed append it retries;
+                // walrus logs a peer going down and coming back once each.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

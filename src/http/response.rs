@@ -153,7 +153,9 @@ pub fn store_error(error: &Error) -> HttpResponse {
             response
         }
         Error::InvalidArgument(message) => text(StatusCode::BAD_REQUEST, message.clone()),
-        Error::NoSpace { .. } => text(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
+        Error::NoSpace { .. } | Error::DiskLow { .. } => {
+            text(StatusCode::SERVICE_UNAVAILABLE, error.to_string())
+        }
         Error::Unavailable { reason } => retry_shortly(format!("{reason}; {NOTHING_APPLIED}")),
         Error::OutcomeUnknown { .. } => retry_shortly(format!(
             "{error}. It may have been applied, or may still be: read the key \

@@ -13,11 +13,15 @@
 //!   cannot serve a stale read when it wakes.
 //! - Every wait is bounded by the request timeout, after which the caller gets
 //!   [`Error::Unavailable`].
+//! - A node stops short of a full disk (`space.rs`): a leader short of space
+//!   hands leadership over or refuses writes that add data, a follower
+//!   refuses such entries and falls behind, and housekeeping snapshots only
+//!   with room for it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, InitializeError, LinearizableReadError, RaftError};
@@ -37,8 +41,9 @@ use super::network::{
     ChunkAnswer, Peer, PeerError, PeerIdentity, PeerNetworkFactory, PeerTls, PeerTransport,
     SnapshotChunk,
 };
+use super::space::{DiskSpace, Floor};
 use super::state_machine::{SnapshotData, StateMachine, snapshot_position};
-use super::{LogId, NodeId, Proposal, Raft, Replier, TypeConfig, Vote};
+use super::{LogEntry, LogId, NodeId, Proposal, Raft, Replier, TypeConfig, Vote};
 use crate::error::{Error, Result};
 use crate::storage::data_dir::DataDir;
 use crate::storage::fs::WritableFile;
@@ -80,6 +85,8 @@ pub struct ClusterOptions {
     pub peer_tls: Option<PeerTls>,
     /// How much change history watchers can resume from.
     pub watch_history: crate::store::changes::FeedLimits,
+    /// Free disk space kept beyond room for a snapshot (`space.rs`).
+    pub min_free_space: u64,
 }
 
 impl ClusterOptions {
@@ -99,6 +106,7 @@ impl ClusterOptions {
             fault_injection: false,
             peer_tls: None,
             watch_history: Default::default(),
+            min_free_space: super::space::DEFAULT_MIN_FREE_BYTES,
         }
     }
 }
@@ -281,8 +289,31 @@ pub struct ClusterNode {
     /// housekeeping task has seen it; `None` while it runs or after a clean
     /// shutdown.
     fatal: Mutex<Option<String>>,
+    /// Free space on the data directory's disk, and the floors it is held to.
+    space: DiskSpace,
+    /// About how large a snapshot of the state would be, as of the last
+    /// housekeeping tick: the room `space` keeps for compaction.
+    snapshot_room: AtomicU64,
+    /// Whether this node was refusing its leader's entries for want of space
+    /// at the last append, so the change is logged once.
+    refusing_entries: AtomicBool,
+    /// When this node last handed leadership over for want of space.
+    handed_over: Mutex<Option<Instant>>,
     _data_dir: DataDir,
 }
+
+/// Why a leader does not propose a write (see `ClusterNode::admit`).
+enum Refusal {
+    /// Leadership is going to another member: wait for it.
+    HandingOver,
+    /// The disk is short of space and no other member takes over.
+    DiskLow(String),
+}
+
+/// How long writes wait for a handover of leadership before they are
+/// refused, and how often a leader short of space hands over at most.
+const HANDOVER_TAKES: Duration = Duration::from_secs(1);
+const HANDOVER_AT_MOST_EVERY: Duration = Duration::from_secs(60);
 
 /// How long a node may stay behind a commit index its leader sent before
 /// `/ready` says it is catching up. Under load a follower is always a few
@@ -392,6 +423,7 @@ impl ClusterNode {
         // Recovery reads the whole log and snapshot: off the runtime's
         // workers, which a node growing from a single store at run time
         // shares with the requests it serves meanwhile.
+        let space = DiskSpace::new(fs.clone(), dir.to_path_buf(), options.min_free_space);
         let (log, machine) = {
             let dir = dir.to_path_buf();
             let (node_id, advertise) = (options.node_id, options.advertise.clone());
@@ -478,8 +510,13 @@ impl ClusterNode {
             identity,
             log_bytes,
             fatal: Mutex::new(None),
+            space,
+            snapshot_room: AtomicU64::new(0),
+            refusing_entries: AtomicBool::new(false),
+            handed_over: Mutex::new(None),
             _data_dir: data_dir,
         });
+        node.measure_snapshot_room();
         node.bootstrap().await?;
         tokio::spawn(housekeeping(Arc::downgrade(&node)));
         Ok(node)
@@ -530,6 +567,12 @@ impl ClusterNode {
     /// applied) and returns the snapshot file; openraft then purges the log
     /// behind it. Waits at most a minute.
     pub async fn snapshot_now(&self) -> Result<PathBuf> {
+        self.measure_snapshot_room();
+        if !self.has_room_for_a_snapshot() {
+            return Err(Error::NoSpace {
+                path: self.space.dir().to_path_buf(),
+            });
+        }
         let target = self.metrics().last_applied.map_or(0, |id| id.index);
         self.raft
             .trigger()
@@ -550,6 +593,122 @@ impl ClusterNode {
         self.machine
             .newest_snapshot_path()?
             .ok_or_else(|| unavailable("no snapshot file after the snapshot finished"))
+    }
+
+    /// Lets a write this leader is about to propose through, unless the
+    /// disk is short of space and the write adds data. Then leadership goes
+    /// to another member if it can, and the write waits for it.
+    fn admit(&self, proposal: &Proposal) -> std::result::Result<(), Refusal> {
+        let floor = self
+            .space
+            .floor(Floor::Propose, self.snapshot_room.load(Ordering::Relaxed));
+        if self.space.take(proposal.payload.len() as u64, floor) || frees_space(proposal) {
+            return Ok(());
+        }
+        if self.hand_over_for_space() {
+            return Err(Refusal::HandingOver);
+        }
+        Err(Refusal::DiskLow(format!(
+            "node {} leads and has {}",
+            self.id,
+            self.space.shortage(floor)
+        )))
+    }
+
+    /// Starts handing leadership to the most caught-up other voter, so a
+    /// leader whose disk is smaller than the others' does not hold every
+    /// write back; whether a handover is under way. At most one a minute:
+    /// when every disk is short, leadership comes back here and stays, and
+    /// the cluster refuses writes that add data.
+    fn hand_over_for_space(&self) -> bool {
+        let mut handed_over = self.handed_over.lock();
+        if let Some(when) = *handed_over {
+            let age = when.elapsed();
+            if age < HANDOVER_TAKES {
+                return true;
+            }
+            if age < HANDOVER_AT_MOST_EVERY {
+                return false;
+            }
+        }
+        let metrics = self.metrics();
+        let voters: BTreeSet<NodeId> = metrics.membership_config.voter_ids().collect();
+        let best = metrics
+            .replication
+            .iter()
+            .flat_map(|replication| replication.iter())
+            .filter(|(id, _)| **id != self.id && voters.contains(id))
+            .max_by_key(|(_, matched)| matched.map_or(0, |id| id.index))
+            .map(|(id, _)| *id);
+        let Some(to) = best else {
+            return false;
+        };
+        *handed_over = Some(Instant::now());
+        tracing::warn!("the disk is short of space: handing leadership to node {to}");
+        let raft = self.raft.clone();
+        tokio::spawn(async move {
+            if let Err(error) = raft.trigger().transfer_leader(to).await {
+                tracing::warn!(%error, "handing leadership over");
+            }
+        });
+        true
+    }
+
+    /// Whether this node takes `entries` (an append of `bytes`) from its
+    /// leader: refused while the disk is short of space, unless they only
+    /// delete (see `space.rs`).
+    fn accept_entries(
+        &self,
+        entries: &[LogEntry],
+        bytes: usize,
+    ) -> std::result::Result<(), String> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let floor = self
+            .space
+            .floor(Floor::Accept, self.snapshot_room.load(Ordering::Relaxed));
+        let only_deletes = || {
+            entries.iter().all(|entry| match &entry.payload {
+                openraft::EntryPayload::Normal(proposal) => frees_space(proposal),
+                _ => true,
+            })
+        };
+        if self.space.take(bytes as u64, floor) || only_deletes() {
+            if self.refusing_entries.swap(false, Ordering::Relaxed) {
+                tracing::info!("the disk has room again: taking the leader's entries");
+            }
+            return Ok(());
+        }
+        let reason = format!("node {} has {}", self.id, self.space.shortage(floor));
+        if !self.refusing_entries.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "refusing the leader's entries: {reason}. This node falls behind until it \
+                 has room; free space on that disk (or delete keys) and it catches up"
+            );
+        }
+        Err(reason)
+    }
+
+    /// Notes how large a snapshot of the state would be now.
+    fn measure_snapshot_room(&self) {
+        let room = {
+            let state = self.machine.state().read();
+            super::space::snapshot_bytes(state.data_bytes(), state.len() as u64)
+        };
+        self.snapshot_room.store(room, Ordering::Relaxed);
+    }
+
+    /// Whether the disk can hold one more snapshot of the state.
+    fn has_room_for_a_snapshot(&self) -> bool {
+        let room = self.snapshot_room.load(Ordering::Relaxed);
+        self.space.refresh().unwrap_or(u64::MAX) >= room
+    }
+
+    /// Whether this leader's disk is under the floor for writes that add data.
+    fn short_of_space(&self) -> bool {
+        let room = self.snapshot_room.load(Ordering::Relaxed);
+        self.space.free() < self.space.floor(Floor::Propose, room)
     }
 
     pub fn raft(&self) -> &Raft {
@@ -734,6 +893,15 @@ impl ClusterNode {
         if !self.raft.is_leader() {
             return Err((proposal, reply));
         }
+        match self.admit(&proposal) {
+            Ok(()) => {}
+            // The ordinary path waits for the next leader.
+            Err(Refusal::HandingOver) => return Err((proposal, reply)),
+            Err(Refusal::DiskLow(reason)) => {
+                let _ = reply.send(Err(Error::DiskLow { reason }));
+                return Ok(());
+            }
+        }
         let retry = proposal.clone();
         let cluster = Arc::clone(self);
         let runtime = runtime.clone();
@@ -789,6 +957,17 @@ impl ClusterNode {
         in_flight: &mut bool,
     ) -> Result<Outcome> {
         loop {
+            if self.raft.is_leader() {
+                *in_flight = false;
+                match self.admit(&proposal) {
+                    Ok(()) => {}
+                    Err(Refusal::HandingOver) => {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                    Err(Refusal::DiskLow(reason)) => return Err(Error::DiskLow { reason }),
+                }
+            }
             *in_flight = true;
             let forward = match self.raft.client_write(proposal.clone()).await {
                 Ok(response) => {
@@ -827,6 +1006,9 @@ impl ClusterNode {
                 }
                 Forwarded::Answer(ForwardAnswer::Failed(reason)) => {
                     return Err(unconfirmed(format!("the leader answered: {reason}")));
+                }
+                Forwarded::Answer(ForwardAnswer::DiskLow(reason)) => {
+                    return Err(Error::DiskLow { reason });
                 }
                 Forwarded::Failed(reason) => {
                     return Err(unconfirmed(format!(
@@ -879,6 +1061,9 @@ impl ClusterNode {
                             ForwardAnswer::Failed(reason) => {
                                 results[*index] =
                                     Some(Err(unconfirmed(format!("the leader answered: {reason}"))))
+                            }
+                            ForwardAnswer::DiskLow(reason) => {
+                                results[*index] = Some(Err(Error::DiskLow { reason }))
                             }
                         }
                     }
@@ -940,6 +1125,9 @@ impl ClusterNode {
                     self.leader_commit
                         .fetch_max(commit.index, Ordering::Relaxed);
                 }
+                if let Err(reason) = self.accept_entries(&request.entries, body.len()) {
+                    return Err(PeerRefusal::Unavailable(reason));
+                }
                 match self.raft.append_entries(request).await {
                     Ok(answer) => encode(&answer),
                     Err(error) => Err(unavailable(&error)),
@@ -979,6 +1167,13 @@ impl ClusterNode {
     /// Serves a write forwarded by a follower: proposes it here if this node
     /// leads, and never forwards it again.
     pub async fn serve_forward(&self, proposal: Proposal) -> ForwardAnswer {
+        if self.raft.is_leader() {
+            match self.admit(&proposal) {
+                Ok(()) => {}
+                Err(Refusal::HandingOver) => return ForwardAnswer::NotLeader,
+                Err(Refusal::DiskLow(reason)) => return ForwardAnswer::DiskLow(reason),
+            }
+        }
         let timeout = self.options.request_timeout;
         match tokio::time::timeout(timeout, self.raft.client_write(proposal)).await {
             Ok(Ok(response)) => match response.data.outcome {
@@ -1486,6 +1681,24 @@ impl ClusterNode {
         }
     }
 
+    /// Says in the log that the disk went short of space, or has room again.
+    fn log_space_change(&self, short: bool) {
+        let room = self.snapshot_room.load(Ordering::Relaxed);
+        let floor = self.space.floor(Floor::Propose, room);
+        if short {
+            tracing::warn!(
+                "disk short of space: {}. While it leads, this node refuses writes that add \
+                 data (deletes go through); delete keys or free space on that disk",
+                self.space.shortage(floor)
+            );
+        } else {
+            tracing::info!(
+                "the disk has room again: {} MiB free",
+                self.space.free() >> 20
+            );
+        }
+    }
+
     /// Stops Raft; the log writer syncs what it holds and stops.
     pub async fn shutdown(&self) {
         if let Err(error) = self.raft.shutdown().await {
@@ -1513,6 +1726,10 @@ async fn housekeeping(node: std::sync::Weak<ClusterNode>) {
     let mut asked: Option<(u64, Instant)> = None;
     // The highest index this task asked openraft to purge up to.
     let mut purge_asked = 0;
+    // Whether the disk was short of space at the last tick, and whether a
+    // snapshot was put off for want of room.
+    let mut was_short = false;
+    let mut warned_no_room = false;
     loop {
         ticks.tick().await;
         let Some(node) = node.upgrade() else {
@@ -1523,8 +1740,23 @@ async fn housekeeping(node: std::sync::Weak<ClusterNode>) {
         }
         node.track_catching_up();
         node.finish_half_made_membership_change().await;
+        node.space.refresh();
+        node.measure_snapshot_room();
+        let short = node.short_of_space();
+        if short != was_short {
+            node.log_space_change(short);
+            was_short = short;
+        }
+        if short && node.is_leader() {
+            node.hand_over_for_space();
+        }
         let snapshot_index = node.metrics().snapshot.map_or(0, |id| id.index);
-        let keep = node.options.snapshot_log_bytes / KEPT_BEHIND_SNAPSHOT_FRACTION;
+        // Short of space, the entries a snapshot covers are not kept for
+        // slow followers: removing them is what gives the space back.
+        let keep = match short {
+            true => 0,
+            false => node.options.snapshot_log_bytes / KEPT_BEHIND_SNAPSHOT_FRACTION,
+        };
         if let Some(upto) = node.log_bytes.purge_point(snapshot_index, keep) {
             // openraft keeps up to 1,000 entries behind a snapshot whatever
             // their size; of large values that would be gigabytes. A purge
@@ -1542,11 +1774,32 @@ async fn housekeeping(node: std::sync::Weak<ClusterNode>) {
             continue;
         }
         let since = node.log_bytes.after(snapshot_index);
-        if since < node.options.snapshot_log_bytes {
+        // Short of space, a snapshot smaller than the log it covers frees
+        // space (after deletes, say); otherwise the log's size decides.
+        let room = node.snapshot_room.load(Ordering::Relaxed);
+        let wanted = since >= node.options.snapshot_log_bytes || (short && since > room);
+        if !wanted {
             continue;
         }
+        if !node.has_room_for_a_snapshot() {
+            // openraft stops a node whose snapshot fails; better to wait.
+            if !std::mem::replace(&mut warned_no_room, true) {
+                tracing::warn!(
+                    "no room on the disk for a snapshot of about {} MiB: not snapshotting \
+                     until there is (free space on {})",
+                    room >> 20,
+                    node.space.dir().display()
+                );
+            }
+            continue;
+        }
+        warned_no_room = false;
+        let why = match short {
+            true => "snapshotting to give disk space back",
+            false => "snapshotting",
+        };
         tracing::info!(
-            "the Raft log holds {} MiB past the last snapshot: snapshotting",
+            "the Raft log holds {} MiB past the last snapshot: {why}",
             since >> 20
         );
         if node.raft.trigger().snapshot().await.is_err() {
@@ -1554,6 +1807,11 @@ async fn housekeeping(node: std::sync::Weak<ClusterNode>) {
         }
         asked = Some((snapshot_index, Instant::now()));
     }
+}
+
+/// Whether `proposal` only deletes, so it may use the space kept free.
+fn frees_space(proposal: &Proposal) -> bool {
+    crate::store::decode_payload(&proposal.payload).is_ok_and(|(_, command)| command.frees_space())
 }
 
 fn membership_error(error: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> Error {

@@ -46,6 +46,8 @@ pub enum ForwardAnswer {
     NotLeader,
     /// The leader proposed it and could not finish: the outcome is unknown.
     Failed(String),
+    /// The leader is short of disk space and did not propose it (the reason).
+    DiskLow(String),
 }
 
 /// What became of a forwarded write.

@@ -48,7 +48,7 @@ use serde::de::DeserializeOwned;
 use super::{LogEntry, LogId, TypeConfig, Vote, io_error};
 use crate::error::{Error, Result};
 use crate::storage::segment::parse_segment_file_name;
-use crate::storage::{FileSystem, Wal, WalOptions};
+use crate::storage::{FileSystem, SpaceUse, Wal, WalOptions};
 use crate::store::FsyncPolicy;
 
 const KIND_ENTRY: u8 = 1;
@@ -552,8 +552,11 @@ impl Writer {
         if records.is_empty() {
             return Ok(());
         }
+        // The log may use the space the WAL keeps back for deletes: what a
+        // member lets into its log is decided before, with room to spare
+        // (`space.rs`), and a log write that fails stops the member.
         self.wal
-            .append(records.iter().map(Vec::as_slice))
+            .append_as(SpaceUse::Freeing, records.iter().map(Vec::as_slice))
             .map_err(io_error)?;
         if self.fsync == FsyncPolicy::Always {
             self.wal.sync().map_err(io_error)?;

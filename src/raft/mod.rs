@@ -23,6 +23,7 @@ pub mod log_store;
 pub mod member;
 pub mod network;
 pub mod runtime;
+pub mod space;
 pub mod state_machine;
 pub mod watch;
 

@@ -14,7 +14,7 @@
 //!
 //! [`ClusterNode::serve_peer_message`]: super::ClusterNode::serve_peer_message
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -136,29 +136,40 @@ pub struct PeerIdentity {
 /// logged once, when a message first fails, and once more when it answers
 /// again, instead of at every heartbeat (openraft's heartbeat worker warns
 /// ten times a second; the binary's default log filter quiets it).
+///
+/// A peer that refuses entries (its disk is short of space) still answers
+/// heartbeats: its failure is over only when it takes entries again, so the
+/// log does not flap between the two at every retry.
 #[derive(Debug, Default)]
 pub struct PeerHealth {
-    failing: parking_lot::Mutex<BTreeSet<NodeId>>,
+    /// The failing peers, each with whether it refused a message that
+    /// carried work (entries, a vote, a forwarded write) while answering.
+    failing: parking_lot::Mutex<BTreeMap<NodeId, bool>>,
     /// Whether `failing` is empty, read without the lock on every answer.
     any_failing: AtomicBool,
 }
 
 impl PeerHealth {
-    fn answered(&self, target: NodeId, address: &str) {
+    fn answered(&self, target: NodeId, address: &str, carried_work: bool) {
         if !self.any_failing.load(Ordering::Relaxed) {
             return;
         }
         let mut failing = self.failing.lock();
-        if failing.remove(&target) {
+        let over = failing
+            .get(&target)
+            .is_some_and(|&refused_work| carried_work || !refused_work);
+        if over {
+            failing.remove(&target);
             tracing::info!("node {target} at {address} answers again");
         }
         self.any_failing
             .store(!failing.is_empty(), Ordering::Relaxed);
     }
 
-    fn failed(&self, target: NodeId, error: &PeerError) {
+    fn failed(&self, target: NodeId, error: &PeerError, carried_work: bool) {
+        let refused_work = carried_work && matches!(error, PeerError::Refused { .. });
         let mut failing = self.failing.lock();
-        if failing.insert(target) {
+        if failing.insert(target, refused_work).is_none() {
             tracing::warn!(
                 "messages to node {target} fail: {error}; further failures are not logged \
                  until it answers again (`walrus cluster status` shows its lag)"
@@ -238,10 +249,24 @@ impl Peer {
         request: &Req,
         timeout: Duration,
     ) -> Result<Resp, PeerError> {
+        self.call_noting(path, request, timeout, true).await
+    }
+
+    /// [`Peer::call`], saying whether the message carries work or is only
+    /// a heartbeat (for the peer's health record).
+    pub async fn call_noting<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        path: &'static str,
+        request: &Req,
+        timeout: Duration,
+        carries_work: bool,
+    ) -> Result<Resp, PeerError> {
         let result = self.call_once(path, request, timeout).await;
         match &result {
-            Ok(_) => self.health.answered(self.target, self.address()),
-            Err(error) => self.health.failed(self.target, error),
+            Ok(_) => self
+                .health
+                .answered(self.target, self.address(), carries_work),
+            Err(error) => self.health.failed(self.target, error, carries_work),
         }
         result
     }
@@ -391,6 +416,16 @@ impl PeerNetwork {
         request: &Req,
         timeout: Duration,
     ) -> Result<Resp, RPCError<TypeConfig>> {
+        self.call_noting(path, request, timeout, true).await
+    }
+
+    async fn call_noting<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        path: &'static str,
+        request: &Req,
+        timeout: Duration,
+        carries_work: bool,
+    ) -> Result<Resp, RPCError<TypeConfig>> {
         let Some(peer) = &self.peer else {
             let error = PeerError::Unreachable {
                 address: "?".into(),
@@ -398,7 +433,7 @@ impl PeerNetwork {
             };
             return Err(error.into_rpc());
         };
-        peer.call(path, request, timeout)
+        peer.call_noting(path, request, timeout, carries_work)
             .await
             .map_err(PeerError::into_rpc)
     }
@@ -454,13 +489,18 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         let mut request = request;
+        let entries = !request.entries.is_empty();
         let sent = entries_within(&request.entries, MAX_APPEND_PAYLOAD_BYTES);
         if sent == request.entries.len() {
-            return self.call("append", &request, option.soft_ttl()).await;
+            return self
+                .call_noting("append", &request, option.soft_ttl(), entries)
+                .await;
         }
         request.entries.truncate(sent);
         let last_sent = request.entries.last().map(|entry| entry.log_id);
-        let response = self.call("append", &request, option.soft_ttl()).await?;
+        let response = self
+            .call_noting("append", &request, option.soft_ttl(), entries)
+            .await?;
         // A prefix went through: tell openraft how far, and it sends the rest.
         Ok(match response {
             AppendEntriesResponse::Success => AppendEntriesResponse::PartialSuccess(last_sent),

@@ -35,7 +35,7 @@ pub fn store_error(error: &Error) -> Reply {
             "CLUSTERDOWN {error}; it may have been applied, or may still be"
         )),
         // Redis answers MISCONF when it cannot persist a write.
-        Error::NoSpace { .. } => Reply::Error(format!("MISCONF {error}")),
+        Error::NoSpace { .. } | Error::DiskLow { .. } => Reply::Error(format!("MISCONF {error}")),
         other => Reply::err(other),
     }
 }
