@@ -1787,12 +1787,32 @@ fn admin_post(args: &ClientArgs, path: &str) -> Result<ExitCode> {
     }
 }
 
+/// A node's free disk space for `walrus cluster status`, saying when it is
+/// short (`docs/cluster.md`).
+fn disk_column(status: &walrus::raft::ClusterStatus) -> String {
+    let mib = |bytes: u64| bytes >> 20;
+    if status.disk_free_bytes == u64::MAX {
+        return "-".into();
+    }
+    let mut column = format!("{} MiB", mib(status.disk_free_bytes));
+    if status.disk_free_bytes < status.disk_kept_free_bytes {
+        column.push_str(&format!(
+            " (short: keeps {} MiB)",
+            mib(status.disk_kept_free_bytes)
+        ));
+    }
+    if status.refusing_entries {
+        column.push_str(", refusing entries");
+    }
+    column
+}
+
 /// Prints every endpoint's view of the cluster as a table.
 fn cluster_status(args: &ClientArgs) -> Result<ExitCode> {
     let runtime = runtime()?;
     let token = read_token(args.token_file.as_deref())?;
     say!(
-        "{:<28} {:>4} {:<10} {:>6} {:>7} {:>10} {:>10} {:>10}",
+        "{:<28} {:>4} {:<10} {:>6} {:>7} {:>10} {:>10} {:>10}  {}",
         "ENDPOINT",
         "ID",
         "ROLE",
@@ -1800,7 +1820,8 @@ fn cluster_status(args: &ClientArgs) -> Result<ExitCode> {
         "LEADER",
         "LAST LOG",
         "COMMIT",
-        "APPLIED"
+        "APPLIED",
+        "DISK FREE"
     )?;
     let mut failures = 0;
     for endpoint in &args.endpoints {
@@ -1830,7 +1851,7 @@ fn cluster_status(args: &ClientArgs) -> Result<ExitCode> {
         });
         match status {
             Ok(status) => say!(
-                "{:<28} {:>4} {:<10} {:>6} {:>7} {:>10} {:>10} {:>10}",
+                "{:<28} {:>4} {:<10} {:>6} {:>7} {:>10} {:>10} {:>10}  {}",
                 endpoint,
                 status.node_id,
                 status.role,
@@ -1840,7 +1861,8 @@ fn cluster_status(args: &ClientArgs) -> Result<ExitCode> {
                     .map_or("-".to_string(), |id| id.to_string()),
                 status.last_log_index,
                 status.commit_index,
-                status.applied_index
+                status.applied_index,
+                disk_column(&status)
             )?,
             Err(error) => {
                 failures += 1;

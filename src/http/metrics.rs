@@ -143,7 +143,7 @@ impl HttpMetrics {
 
 fn render_cluster(out: &mut String, cluster: &ClusterNode) {
     let status = cluster.status();
-    let gauges: [(&str, &str, u64); 8] = [
+    let gauges: [(&str, &str, u64); 11] = [
         ("walrus_raft_term", "The current Raft term.", status.term),
         (
             "walrus_raft_leader_id",
@@ -179,6 +179,21 @@ fn render_cluster(out: &mut String, cluster: &ClusterNode) {
             "walrus_raft_log_bytes_in_memory",
             "Memory the Raft log's unpurged entries take, about.",
             status.log_bytes_in_memory,
+        ),
+        (
+            "walrus_disk_free_bytes",
+            "Free bytes on the data directory's disk, as last estimated.",
+            status.disk_free_bytes,
+        ),
+        (
+            "walrus_disk_kept_free_bytes",
+            "Free bytes a leader keeps (--min-free-space plus room for a snapshot); under it, writes that add data are refused.",
+            status.disk_kept_free_bytes,
+        ),
+        (
+            "walrus_raft_refusing_entries",
+            "1 while this node refuses its leader's entries for want of disk space.",
+            u64::from(status.refusing_entries),
         ),
     ];
     for (name, help, value) in gauges {

@@ -195,6 +195,16 @@ pub struct ClusterStatus {
     pub nodes: BTreeMap<NodeId, String>,
     /// On the leader: each follower's matched index.
     pub replication: BTreeMap<NodeId, u64>,
+    /// Free bytes on the data directory's disk, as last estimated.
+    #[serde(default)]
+    pub disk_free_bytes: u64,
+    /// What a leader keeps free before it refuses writes that add data:
+    /// `--min-free-space` plus room for a snapshot (`space.rs`).
+    #[serde(default)]
+    pub disk_kept_free_bytes: u64,
+    /// Whether this node refused its leader's last entries for want of space.
+    #[serde(default)]
+    pub refusing_entries: bool,
 }
 
 /// Counters the node publishes in `/metrics`.
@@ -699,10 +709,11 @@ impl ClusterNode {
         self.snapshot_room.store(room, Ordering::Relaxed);
     }
 
-    /// Whether the disk can hold one more snapshot of the state.
+    /// Whether the disk can hold one more snapshot of the state and still
+    /// keep `--min-free-space` free.
     fn has_room_for_a_snapshot(&self) -> bool {
-        let room = self.snapshot_room.load(Ordering::Relaxed);
-        self.space.refresh().unwrap_or(u64::MAX) >= room
+        self.space
+            .fits_snapshot(self.snapshot_room.load(Ordering::Relaxed))
     }
 
     /// Whether this leader's disk is under the floor for writes that add data.
@@ -1517,6 +1528,11 @@ impl ClusterNode {
                         .collect()
                 })
                 .unwrap_or_default(),
+            disk_free_bytes: self.space.free(),
+            disk_kept_free_bytes: self
+                .space
+                .floor(Floor::Propose, self.snapshot_room.load(Ordering::Relaxed)),
+            refusing_entries: self.refusing_entries.load(Ordering::Relaxed),
         }
     }
 
@@ -1774,10 +1790,11 @@ async fn housekeeping(node: std::sync::Weak<ClusterNode>) {
             continue;
         }
         let since = node.log_bytes.after(snapshot_index);
-        // Short of space, a snapshot smaller than the log it covers frees
-        // space (after deletes, say); otherwise the log's size decides.
+        // Short of space, a snapshot much smaller than the log it covers
+        // frees space (after deletes, say); otherwise the log's size decides.
         let room = node.snapshot_room.load(Ordering::Relaxed);
-        let wanted = since >= node.options.snapshot_log_bytes || (short && since > room);
+        let wanted =
+            since >= node.options.snapshot_log_bytes || (short && since > room.saturating_mul(2));
         if !wanted {
             continue;
         }

@@ -13,6 +13,9 @@
 //!   between the two floors lets followers with disks like the leader's
 //!   take everything the leader let through: a follower that refused those
 //!   would hold back the deletes queued behind them too.
+//! - a snapshot starts only when `min_free` stays free after it, and a node
+//!   short of space snapshots by itself only when that frees space (the log
+//!   it covers is more than twice the snapshot, after deletes).
 //!
 //! Invariant: the free space is read with `statvfs` at each housekeeping
 //! tick, and twice what was let through since is subtracted from that
@@ -116,6 +119,14 @@ impl DiskSpace {
                 Some(free.saturating_sub(cost))
             });
         true
+    }
+
+    /// Whether a snapshot of `snapshot_bytes` fits with `min_free` still
+    /// free after it (reading the disk again): a snapshot must not take the
+    /// room followers keep for the entries the leader let through.
+    pub fn fits_snapshot(&self, snapshot_bytes: u64) -> bool {
+        let free = self.refresh().unwrap_or_else(|| self.free());
+        free >= snapshot_bytes.saturating_add(self.min_free)
     }
 
     /// The message a refused request carries.

@@ -1525,6 +1525,12 @@ fn a_leader_whose_disk_runs_short_hands_over_and_catches_up_once_it_has_room() {
     let behind = status_of(cluster.node(3));
     assert_eq!(behind["role"], "follower", "{behind}");
     assert_eq!(behind["leader_id"].as_u64(), Some(new_leader), "{behind}");
+    assert_eq!(behind["refusing_entries"], true, "{behind}");
+    let metrics = http_get(cluster.node(3).http, "/metrics").text();
+    assert!(
+        metrics.contains("\nwalrus_raft_refusing_entries 1\n"),
+        "{metrics}"
+    );
     for path in &acknowledged {
         let reply = http_get(through, path);
         assert_eq!(reply.status, 200, "GET {path}");
@@ -1588,9 +1594,16 @@ fn a_cluster_whose_disks_all_run_short_refuses_writes_until_deletes_give_space_b
         let ready = http_get(cluster.node(node).http, "/ready");
         assert_eq!(ready.status, 200, "node {node}: {}", ready.text());
     }
+    let leader = status(through).expect("status")["leader_id"]
+        .as_u64()
+        .expect("a leader");
+    let view = status(cluster.node(leader).http).expect("status");
+    let free = view["disk_free_bytes"].as_u64().expect("free");
+    let kept = view["disk_kept_free_bytes"].as_u64().expect("kept");
+    assert!(free < kept, "{view}");
     for path in &acknowledged {
         let reply = http_get(through, path);
-        assert_eq!(reply.status, 200, "GET {path}");
+        assert_eq!(reply.status, 200, "GET {path}: {}", reply.text());
         assert_eq!(reply.body.len(), value.len(), "GET {path}");
     }
     for path in &refused {
