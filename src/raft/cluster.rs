@@ -41,7 +41,7 @@ use super::network::{
     ChunkAnswer, Peer, PeerError, PeerIdentity, PeerNetworkFactory, PeerTls, PeerTransport,
     SnapshotChunk,
 };
-use super::space::{DiskSpace, Floor};
+use super::space::DiskSpace;
 use super::state_machine::{SnapshotData, StateMachine, snapshot_position};
 use super::{LogEntry, LogId, NodeId, Proposal, Raft, Replier, TypeConfig, Vote};
 use crate::error::{Error, Result};
@@ -609,9 +609,7 @@ impl ClusterNode {
     /// disk is short of space and the write adds data. Then leadership goes
     /// to another member if it can, and the write waits for it.
     fn admit(&self, proposal: &Proposal) -> std::result::Result<(), Refusal> {
-        let floor = self
-            .space
-            .floor(Floor::Propose, self.snapshot_room.load(Ordering::Relaxed));
+        let floor = self.propose_floor();
         if self.space.take(proposal.payload.len() as u64, floor) || frees_space(proposal) {
             return Ok(());
         }
@@ -675,9 +673,7 @@ impl ClusterNode {
         if entries.is_empty() {
             return Ok(());
         }
-        let floor = self
-            .space
-            .floor(Floor::Accept, self.snapshot_room.load(Ordering::Relaxed));
+        let floor = self.space.accept_floor();
         let only_deletes = || {
             entries.iter().all(|entry| match &entry.payload {
                 openraft::EntryPayload::Normal(proposal) => frees_space(proposal),
@@ -716,10 +712,16 @@ impl ClusterNode {
             .fits_snapshot(self.snapshot_room.load(Ordering::Relaxed))
     }
 
-    /// Whether this leader's disk is under the floor for writes that add data.
+    /// The free space this node keeps, as leader, before it refuses writes
+    /// that add data: `--min-free-space` plus room for a snapshot.
+    fn propose_floor(&self) -> u64 {
+        self.space
+            .propose_floor(self.snapshot_room.load(Ordering::Relaxed))
+    }
+
+    /// Whether this node's disk is under the floor for writes that add data.
     fn short_of_space(&self) -> bool {
-        let room = self.snapshot_room.load(Ordering::Relaxed);
-        self.space.free() < self.space.floor(Floor::Propose, room)
+        self.space.free() < self.propose_floor()
     }
 
     pub fn raft(&self) -> &Raft {
@@ -1529,9 +1531,7 @@ impl ClusterNode {
                 })
                 .unwrap_or_default(),
             disk_free_bytes: self.space.free(),
-            disk_kept_free_bytes: self
-                .space
-                .floor(Floor::Propose, self.snapshot_room.load(Ordering::Relaxed)),
+            disk_kept_free_bytes: self.propose_floor(),
             refusing_entries: self.refusing_entries.load(Ordering::Relaxed),
         }
     }
@@ -1699,13 +1699,11 @@ impl ClusterNode {
 
     /// Says in the log that the disk went short of space, or has room again.
     fn log_space_change(&self, short: bool) {
-        let room = self.snapshot_room.load(Ordering::Relaxed);
-        let floor = self.space.floor(Floor::Propose, room);
         if short {
             tracing::warn!(
                 "disk short of space: {}. While it leads, this node refuses writes that add \
                  data (deletes go through); delete keys or free space on that disk",
-                self.space.shortage(floor)
+                self.space.shortage(self.propose_floor())
             );
         } else {
             tracing::info!(

@@ -34,15 +34,6 @@ use crate::storage::FileSystem;
 /// Free space a member keeps by default (`--min-free-space`).
 pub const DEFAULT_MIN_FREE_BYTES: u64 = 64 << 20;
 
-/// Which floor a request is held to (see the module doc).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Floor {
-    /// A write this node would propose as leader.
-    Propose,
-    /// Entries a leader sends this node.
-    Accept,
-}
-
 /// Reads the free bytes of the disk holding the data directory.
 type ReadFree = Box<dyn Fn() -> io::Result<u64> + Send + Sync>;
 
@@ -96,13 +87,15 @@ impl DiskSpace {
         self.estimate.load(Ordering::Relaxed)
     }
 
-    /// The free space `floor` keeps, given that a snapshot of the data
-    /// would take `snapshot_bytes`.
-    pub fn floor(&self, floor: Floor, snapshot_bytes: u64) -> u64 {
-        match floor {
-            Floor::Propose => self.min_free.saturating_add(snapshot_bytes),
-            Floor::Accept => self.min_free / 2,
-        }
+    /// The free space a leader keeps before it refuses writes that add
+    /// data, given that a snapshot of the data would take `snapshot_bytes`.
+    pub fn propose_floor(&self, snapshot_bytes: u64) -> u64 {
+        self.min_free.saturating_add(snapshot_bytes)
+    }
+
+    /// The free space a member keeps before it refuses entries that add data.
+    pub fn accept_floor(&self) -> u64 {
+        self.min_free / 2
     }
 
     /// Whether `bytes` more may be written keeping `floor` bytes free; if
@@ -126,7 +119,7 @@ impl DiskSpace {
     /// room followers keep for the entries the leader let through.
     pub fn fits_snapshot(&self, snapshot_bytes: u64) -> bool {
         let free = self.refresh().unwrap_or_else(|| self.free());
-        free >= snapshot_bytes.saturating_add(self.min_free)
+        free >= self.propose_floor(snapshot_bytes)
     }
 
     /// The message a refused request carries.
@@ -176,7 +169,7 @@ mod tests {
     #[test]
     fn writes_are_counted_between_readings_and_a_refusal_reads_again() {
         let (space, free, reads) = space(20 << 20);
-        let floor = space.floor(Floor::Propose, 2 << 20);
+        let floor = space.propose_floor(2 << 20);
         assert_eq!(floor, 10 << 20);
         assert_eq!(reads.load(Ordering::Relaxed), 1);
         // 10 MiB above the floor: five 1 MiB writes pass without a reading,
@@ -200,7 +193,7 @@ mod tests {
         assert_eq!(space.free(), 10 << 20);
         // Followers keep half of the minimum, with no snapshot room: the
         // leader's floor leaves them room for what it let through.
-        let accept = space.floor(Floor::Accept, 2 << 20);
+        let accept = space.accept_floor();
         assert_eq!(accept, 4 << 20);
         free.store(5 << 20, Ordering::Relaxed);
         space.refresh();
