@@ -299,11 +299,9 @@ pub struct ClusterNode {
     /// housekeeping task has seen it; `None` while it runs or after a clean
     /// shutdown.
     fatal: Mutex<Option<String>>,
-    /// Free space on the data directory's disk, and the floors it is held to.
+    /// Free space on the data directory's disk, the room a snapshot would
+    /// take, and the floors they are held to.
     space: DiskSpace,
-    /// About how large a snapshot of the state would be, as of the last
-    /// housekeeping tick: the room `space` keeps for compaction.
-    snapshot_room: AtomicU64,
     /// Whether this node was refusing its leader's entries for want of space
     /// at the last append, so the change is logged once.
     refusing_entries: AtomicBool,
@@ -521,7 +519,6 @@ impl ClusterNode {
             log_bytes,
             fatal: Mutex::new(None),
             space,
-            snapshot_room: AtomicU64::new(0),
             refusing_entries: AtomicBool::new(false),
             handed_over: Mutex::new(None),
             _data_dir: data_dir,
@@ -578,7 +575,7 @@ impl ClusterNode {
     /// behind it. Waits at most a minute.
     pub async fn snapshot_now(&self) -> Result<PathBuf> {
         self.measure_snapshot_room();
-        if !self.has_room_for_a_snapshot() {
+        if !self.space.take_for_snapshot() {
             return Err(Error::NoSpace {
                 path: self.space.dir().to_path_buf(),
             });
@@ -609,8 +606,8 @@ impl ClusterNode {
     /// disk is short of space and the write adds data. Then leadership goes
     /// to another member if it can, and the write waits for it.
     fn admit(&self, proposal: &Proposal) -> std::result::Result<(), Refusal> {
-        let floor = self.propose_floor();
-        if self.space.take(proposal.payload.len() as u64, floor) || frees_space(proposal) {
+        let bytes = proposal.payload.len() as u64;
+        if self.space.take_to_propose(bytes) || frees_space(proposal) {
             return Ok(());
         }
         if self.hand_over_for_space() {
@@ -619,7 +616,7 @@ impl ClusterNode {
         Err(Refusal::DiskLow(format!(
             "node {} leads and has {}",
             self.id,
-            self.space.shortage(floor)
+            self.space.shortage(self.space.propose_floor())
         )))
     }
 
@@ -673,20 +670,23 @@ impl ClusterNode {
         if entries.is_empty() {
             return Ok(());
         }
-        let floor = self.space.accept_floor();
         let only_deletes = || {
             entries.iter().all(|entry| match &entry.payload {
                 openraft::EntryPayload::Normal(proposal) => frees_space(proposal),
                 _ => true,
             })
         };
-        if self.space.take(bytes as u64, floor) || only_deletes() {
+        if self.space.take_to_accept(bytes as u64) || only_deletes() {
             if self.refusing_entries.swap(false, Ordering::Relaxed) {
                 tracing::info!("the disk has room again: taking the leader's entries");
             }
             return Ok(());
         }
-        let reason = format!("node {} has {}", self.id, self.space.shortage(floor));
+        let reason = format!(
+            "node {} has {}",
+            self.id,
+            self.space.shortage(self.space.accept_floor())
+        );
         if !self.refusing_entries.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 "refusing the leader's entries: {reason}. This node falls behind until it \
@@ -702,26 +702,7 @@ impl ClusterNode {
             let state = self.machine.state().read();
             super::space::snapshot_bytes(state.data_bytes(), state.len() as u64)
         };
-        self.snapshot_room.store(room, Ordering::Relaxed);
-    }
-
-    /// Whether the disk can hold one more snapshot of the state and still
-    /// keep `--min-free-space` free.
-    fn has_room_for_a_snapshot(&self) -> bool {
-        self.space
-            .fits_snapshot(self.snapshot_room.load(Ordering::Relaxed))
-    }
-
-    /// The free space this node keeps, as leader, before it refuses writes
-    /// that add data: `--min-free-space` plus room for a snapshot.
-    fn propose_floor(&self) -> u64 {
-        self.space
-            .propose_floor(self.snapshot_room.load(Ordering::Relaxed))
-    }
-
-    /// Whether this node's disk is under the floor for writes that add data.
-    fn short_of_space(&self) -> bool {
-        self.space.free() < self.propose_floor()
+        self.space.set_snapshot_room(room);
     }
 
     pub fn raft(&self) -> &Raft {
@@ -1531,7 +1512,7 @@ impl ClusterNode {
                 })
                 .unwrap_or_default(),
             disk_free_bytes: self.space.free(),
-            disk_kept_free_bytes: self.propose_floor(),
+            disk_kept_free_bytes: self.space.propose_floor(),
             refusing_entries: self.refusing_entries.load(Ordering::Relaxed),
         }
     }
@@ -1703,7 +1684,7 @@ impl ClusterNode {
             tracing::warn!(
                 "disk short of space: {}. While it leads, this node refuses writes that add \
                  data (deletes go through); delete keys or free space on that disk",
-                self.space.shortage(self.propose_floor())
+                self.space.shortage(self.space.propose_floor())
             );
         } else {
             tracing::info!(
@@ -1756,7 +1737,7 @@ async fn housekeeping(node: std::sync::Weak<ClusterNode>) {
         node.finish_half_made_membership_change().await;
         node.space.refresh();
         node.measure_snapshot_room();
-        let short = node.short_of_space();
+        let short = node.space.short();
         if short != was_short {
             node.log_space_change(short);
             was_short = short;
@@ -1790,13 +1771,13 @@ async fn housekeeping(node: std::sync::Weak<ClusterNode>) {
         let since = node.log_bytes.after(snapshot_index);
         // Short of space, a snapshot much smaller than the log it covers
         // frees space (after deletes, say); otherwise the log's size decides.
-        let room = node.snapshot_room.load(Ordering::Relaxed);
+        let room = node.space.snapshot_room();
         let wanted =
             since >= node.options.snapshot_log_bytes || (short && since > room.saturating_mul(2));
         if !wanted {
             continue;
         }
-        if !node.has_room_for_a_snapshot() {
+        if !node.space.take_for_snapshot() {
             // openraft stops a node whose snapshot fails; better to wait.
             if !std::mem::replace(&mut warned_no_room, true) {
                 tracing::warn!(

@@ -12,22 +12,24 @@
 //!   off, instead of stopping, and catches up once it has room. The gap
 //!   between the two floors lets followers with disks like the leader's
 //!   take everything the leader let through: a follower that refused those
-//!   would hold back the deletes queued behind them too.
-//! - a snapshot starts only when `min_free` stays free after it, and a node
-//!   short of space snapshots by itself only when that frees space (the log
-//!   it covers is more than twice the snapshot, after deletes).
+//!   would hold back the deletes queued behind them too;
+//! - a snapshot starts only when half of `min_free` stays free after it (so
+//!   followers can still take entries), and a node short of space snapshots
+//!   by itself only when that frees space (the log it covers is more than
+//!   twice the snapshot: after deletes or overwrites).
 //!
-//! Invariant: the free space is read with `statvfs` at each housekeeping
-//! tick, and twice what was let through since is subtracted from that
-//! reading (each byte takes log space now and snapshot room later); a
-//! request the estimate would refuse reads again before it is refused. So a
-//! burst of writes between ticks is counted, and a disk that others freed is
-//! seen at once.
+//! Invariant: free space is read with `statvfs`, and the snapshot room is
+//! measured from the state, at each housekeeping tick. A write let through
+//! between ticks is counted on both: it takes log space now (`free` falls)
+//! and snapshot room later (`room` grows). A request the estimate would
+//! refuse reads the disk again first, which corrects `free` only: `room`
+//! keeps what was let through until the next measure, so a burst of writes
+//! between ticks cannot take a leader past its floor.
 
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::storage::FileSystem;
 
@@ -42,7 +44,14 @@ pub struct DiskSpace {
     dir: PathBuf,
     min_free: u64,
     /// Free bytes at the last reading, less what was let through since.
-    estimate: AtomicU64,
+    free: AtomicU64,
+    /// About how large a snapshot of the state would be: as measured at the
+    /// last tick, plus what was let through since.
+    room: AtomicU64,
+    /// Set when a write was refused, until [`DiskSpace::short`] reads it: a
+    /// write is refused a little above the floor (it needs room for itself
+    /// twice), and the node is short of space all the same.
+    refused: AtomicBool,
 }
 
 impl DiskSpace {
@@ -56,7 +65,9 @@ impl DiskSpace {
             read_free,
             dir,
             min_free,
-            estimate: AtomicU64::new(u64::MAX),
+            free: AtomicU64::new(u64::MAX),
+            room: AtomicU64::new(0),
+            refused: AtomicBool::new(false),
         };
         space.refresh();
         space
@@ -67,7 +78,7 @@ impl DiskSpace {
     pub fn refresh(&self) -> Option<u64> {
         match (self.read_free)() {
             Ok(free) => {
-                self.estimate.store(free, Ordering::Relaxed);
+                self.free.store(free, Ordering::Relaxed);
                 Some(free)
             }
             Err(error) => {
@@ -77,6 +88,11 @@ impl DiskSpace {
         }
     }
 
+    /// Notes how large a snapshot of the state is now (see [`snapshot_bytes`]).
+    pub fn set_snapshot_room(&self, bytes: u64) {
+        self.room.store(bytes, Ordering::Relaxed);
+    }
+
     /// The data directory whose disk this watches.
     pub fn dir(&self) -> &std::path::Path {
         &self.dir
@@ -84,13 +100,25 @@ impl DiskSpace {
 
     /// Free bytes, as last estimated.
     pub fn free(&self) -> u64 {
-        self.estimate.load(Ordering::Relaxed)
+        self.free.load(Ordering::Relaxed)
+    }
+
+    /// About how large a snapshot of the state is, as last estimated.
+    pub fn snapshot_room(&self) -> u64 {
+        self.room.load(Ordering::Relaxed)
     }
 
     /// The free space a leader keeps before it refuses writes that add
-    /// data, given that a snapshot of the data would take `snapshot_bytes`.
-    pub fn propose_floor(&self, snapshot_bytes: u64) -> u64 {
-        self.min_free.saturating_add(snapshot_bytes)
+    /// data: `min_free` plus room for a snapshot.
+    pub fn propose_floor(&self) -> u64 {
+        self.min_free.saturating_add(self.snapshot_room())
+    }
+
+    /// Whether this node, as leader, is short of space: under its floor, or
+    /// it refused a write since the last call.
+    pub fn short(&self) -> bool {
+        let refused = self.refused.swap(false, Ordering::Relaxed);
+        refused || self.free() < self.propose_floor()
     }
 
     /// The free space a member keeps before it refuses entries that add data.
@@ -98,28 +126,63 @@ impl DiskSpace {
         self.min_free / 2
     }
 
-    /// Whether `bytes` more may be written keeping `floor` bytes free; if
-    /// so they are counted against the estimate, twice (see the module doc).
-    pub fn take(&self, bytes: u64, floor: u64) -> bool {
-        let cost = bytes.saturating_mul(2);
-        let needed = floor.saturating_add(cost);
-        if self.free() < needed && self.refresh().is_none_or(|free| free < needed) {
+    /// Whether this node, as leader, may propose a write adding `bytes`:
+    /// if so they are counted as log space taken and snapshot room to come.
+    pub fn take_to_propose(&self, bytes: u64) -> bool {
+        let grows = |space: &DiskSpace| {
+            space
+                .free()
+                .checked_sub(bytes)
+                .is_some_and(|free| free >= space.propose_floor().saturating_add(bytes))
+        };
+        if !grows(self) && (self.refresh().is_none() || !grows(self)) {
+            self.refused.store(true, Ordering::Relaxed);
+            return false;
+        }
+        self.count(bytes);
+        true
+    }
+
+    /// Whether this node may take `bytes` of entries from its leader: if so
+    /// they are counted as log space taken.
+    pub fn take_to_accept(&self, bytes: u64) -> bool {
+        let fits = |free: u64| free >= self.accept_floor().saturating_add(bytes);
+        if !fits(self.free()) && self.refresh().is_none_or(|free| !fits(free)) {
             return false;
         }
         let _ = self
-            .estimate
+            .free
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |free| {
-                Some(free.saturating_sub(cost))
+                Some(free.saturating_sub(bytes))
             });
         true
     }
 
-    /// Whether a snapshot of `snapshot_bytes` fits with `min_free` still
-    /// free after it (reading the disk again): a snapshot must not take the
-    /// room followers keep for the entries the leader let through.
-    pub fn fits_snapshot(&self, snapshot_bytes: u64) -> bool {
+    fn count(&self, bytes: u64) {
+        let _ = self
+            .free
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |free| {
+                Some(free.saturating_sub(bytes))
+            });
+        self.room.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Whether a snapshot of the state fits with half of `min_free` still
+    /// free after it, reading the disk again: a snapshot must not take the
+    /// room followers keep for the entries the leader let through. If so,
+    /// its bytes are counted as taken until the next reading.
+    pub fn take_for_snapshot(&self) -> bool {
+        let room = self.snapshot_room();
         let free = self.refresh().unwrap_or_else(|| self.free());
-        free >= self.propose_floor(snapshot_bytes)
+        if free < room.saturating_add(self.accept_floor()) {
+            return false;
+        }
+        let _ = self
+            .free
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |free| {
+                Some(free.saturating_sub(room))
+            });
+        true
     }
 
     /// The message a refused request carries.
@@ -166,38 +229,53 @@ mod tests {
         (space, free, reads)
     }
 
+    const MIB: u64 = 1 << 20;
+
     #[test]
-    fn writes_are_counted_between_readings_and_a_refusal_reads_again() {
-        let (space, free, reads) = space(20 << 20);
-        let floor = space.propose_floor(2 << 20);
-        assert_eq!(floor, 10 << 20);
-        assert_eq!(reads.load(Ordering::Relaxed), 1);
+    fn writes_count_as_log_now_and_snapshot_room_later_and_a_refusal_reads_again() {
+        let (space, disk, reads) = space(20 * MIB);
+        space.set_snapshot_room(2 * MIB);
+        assert_eq!(space.propose_floor(), 10 * MIB);
         // 10 MiB above the floor: five 1 MiB writes pass without a reading,
-        // each counted twice (its log record and its share of a snapshot).
+        // each taking 1 MiB of log and adding 1 MiB of snapshot room.
         for _ in 0..5 {
-            assert!(space.take(1 << 20, floor));
+            assert!(space.take_to_propose(MIB));
         }
         assert_eq!(reads.load(Ordering::Relaxed), 1);
-        assert_eq!(space.free(), 10 << 20);
+        assert_eq!((space.free(), space.propose_floor()), (15 * MIB, 15 * MIB));
         // The disk still has 20 MiB (preallocated segments): the next write
-        // reads again and passes.
-        assert!(space.take(1 << 20, floor));
+        // reads again and passes, and the room it grew is kept.
+        assert!(space.take_to_propose(MIB));
         assert_eq!(reads.load(Ordering::Relaxed), 2);
-        // The disk fills meanwhile; the estimate (18 MiB) does not know yet.
-        free.store(10 << 20, Ordering::Relaxed);
-        assert!(space.take(4 << 20, floor));
-        assert_eq!(reads.load(Ordering::Relaxed), 2);
-        // At the floor: read again, and refused, with nothing counted.
-        assert!(!space.take(1, floor));
+        assert_eq!((space.free(), space.propose_floor()), (19 * MIB, 16 * MIB));
+        // A reading no longer forgets the room grown since the last measure:
+        // at 18 MiB free the floor (16 MiB) leaves room for no 1 MiB write.
+        disk.store(18 * MIB, Ordering::Relaxed);
+        assert!(!space.short());
+        assert!(space.take_to_propose(MIB) && !space.take_to_propose(MIB));
         assert_eq!(reads.load(Ordering::Relaxed), 3);
-        assert_eq!(space.free(), 10 << 20);
-        // Followers keep half of the minimum, with no snapshot room: the
-        // leader's floor leaves them room for what it let through.
-        let accept = space.accept_floor();
-        assert_eq!(accept, 4 << 20);
-        free.store(5 << 20, Ordering::Relaxed);
-        space.refresh();
-        assert!(!space.take(1 << 20, accept));
-        assert!(space.take(512 << 10, accept));
+        // 18 MiB is over the 17 MiB floor, but a write was refused: short,
+        // until the next look.
+        assert!(space.short() && !space.short());
+        assert_eq!((space.free(), space.propose_floor()), (18 * MIB, 17 * MIB));
+    }
+
+    #[test]
+    fn followers_keep_half_the_minimum_and_a_snapshot_leaves_it_free() {
+        let (space, disk, _) = space(6 * MIB);
+        space.set_snapshot_room(MIB);
+        assert_eq!(space.accept_floor(), 4 * MIB);
+        // Entries count once: the leader already kept room for their share
+        // of a snapshot.
+        assert!(space.take_to_accept(2 * MIB));
+        assert_eq!(space.free(), 4 * MIB);
+        disk.store(4 * MIB, Ordering::Relaxed);
+        assert!(!space.take_to_accept(MIB));
+        assert_eq!(space.free(), 4 * MIB);
+        // A 1 MiB snapshot needs 5 MiB free, and is then counted as taken.
+        assert!(!space.take_for_snapshot());
+        disk.store(5 * MIB, Ordering::Relaxed);
+        assert!(space.take_for_snapshot());
+        assert_eq!(space.free(), 4 * MIB);
     }
 }
