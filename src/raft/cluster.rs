@@ -284,7 +284,7 @@ pub struct ClusterNode {
     /// and since when; cleared once it has applied that far. A node that
     /// stays behind past [`CATCH_UP_GRACE`] (it cannot take the leader's
     /// entries or snapshot) is not ready.
-    behind: Mutex<Option<(u64, Instant)>>,
+    behind: Mutex<Option<Behind>>,
     /// A snapshot arriving in chunks: which one (vote, last log index) and
     /// the bytes so far.
     incoming_snapshot: tokio::sync::Mutex<Option<IncomingSnapshot>>,
@@ -329,21 +329,49 @@ const HANDOVER_AT_MOST_EVERY: Duration = Duration::from_secs(60);
 /// stays behind.
 const CATCH_UP_GRACE: Duration = Duration::from_secs(2);
 
+/// A commit index this node was found behind of (see `ClusterNode::behind`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Behind {
+    target: u64,
+    /// When the node fell behind: when `target` was noted, or, while it
+    /// catches up from further back one target after another, when the
+    /// first of them was.
+    since: Instant,
+    /// Housekeeping ticks since `target` was noted that found the node still
+    /// short of it.
+    ticks_short: u32,
+}
+
+/// A node that took at least this many ticks to reach a target is catching
+/// up from further back, not keeping up under load: its next target counts
+/// from when it first fell behind. One that keeps up reaches each target by
+/// the next tick.
+const SLOW_TO_REACH_TICKS: u32 = 2;
+
 /// What `ClusterNode::behind` becomes once this node has applied up to
 /// `applied` and heard of `heard` committed: the target it was behind of is
-/// kept (with the time it was first seen behind) until `applied` reaches it,
-/// so a node that keeps up under load, a few entries behind each moment, is
-/// never behind one target for long.
-fn still_behind(
-    behind: Option<(u64, Instant)>,
-    applied: u64,
-    heard: u64,
-    now: Instant,
-) -> Option<(u64, Instant)> {
+/// kept until `applied` reaches it, so a node that keeps up under load, a
+/// few entries behind each moment, is never behind for long; a node that
+/// reaches its targets only slowly stays behind since it first fell behind,
+/// so it is not ready again until it has caught up.
+fn still_behind(behind: Option<Behind>, applied: u64, heard: u64, now: Instant) -> Option<Behind> {
+    let fresh = |since| Behind {
+        target: heard,
+        since,
+        ticks_short: 0,
+    };
     match behind {
-        Some((target, _)) if applied >= target => (applied < heard).then_some((heard, now)),
-        Some(kept) => Some(kept),
-        None => (applied < heard).then_some((heard, now)),
+        Some(reached) if applied >= reached.target => (applied < heard).then(|| {
+            fresh(match reached.ticks_short >= SLOW_TO_REACH_TICKS {
+                true => reached.since,
+                false => now,
+            })
+        }),
+        Some(short) => Some(Behind {
+            ticks_short: short.ticks_short.saturating_add(1),
+            ..short
+        }),
+        None => (applied < heard).then(|| fresh(now)),
     }
 }
 
@@ -452,7 +480,10 @@ impl ClusterNode {
             heartbeat_interval: options.heartbeat_ms,
             election_timeout_min: options.election_timeout_ms.0,
             election_timeout_max: options.election_timeout_ms.1,
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(options.snapshot_every),
+            // Housekeeping decides when to snapshot (by entries and by
+            // bytes), after checking the disk has room for one: a snapshot
+            // that fails to write stops the node.
+            snapshot_policy: openraft::SnapshotPolicy::Never,
             max_payload_entries: super::network::MAX_ENTRIES_PER_APPEND,
             // Each snapshot chunk (1 MiB, written without a sync) must arrive
             // within this; the last one, which includes the install, gets
@@ -1449,13 +1480,15 @@ impl ClusterNode {
                 "applied up to {applied}, committed is {committed}: catching up"
             ));
         }
-        if let Some((target, since)) = *self.behind.lock()
-            && applied < target
-            && since.elapsed() >= CATCH_UP_GRACE
+        if let Some(behind) = *self.behind.lock()
+            && applied < behind.target
+            && behind.since.elapsed() >= CATCH_UP_GRACE
         {
             return Err(format!(
-                "applied up to {applied}, behind the commit index {target} for {} s: catching up",
-                since.elapsed().as_secs()
+                "applied up to {applied}, behind its leader's commit index ({}) for {} s: \
+                 catching up",
+                behind.target,
+                behind.since.elapsed().as_secs()
             ));
         }
         Ok(())
@@ -1688,8 +1721,8 @@ impl ClusterNode {
             );
         } else {
             tracing::info!(
-                "the disk has room again: {} MiB free",
-                self.space.free() >> 20
+                "the disk has room again: {} free",
+                super::space::mebibytes(self.space.free())
             );
         }
     }
@@ -1708,8 +1741,10 @@ impl ClusterNode {
 const KEPT_BEHIND_SNAPSHOT_FRACTION: u64 = 4;
 
 /// The node's periodic chores, until it stops:
-/// - triggers a snapshot whenever the entries after the last snapshot take
-///   `snapshot_log_bytes` of memory, and purges the entries a snapshot covers
+/// - triggers a snapshot whenever `snapshot_every` entries were applied
+///   since the last one or the entries after it take `snapshot_log_bytes` of
+///   memory, if the disk has room for it (openraft's own trigger is off: it
+///   cannot know the disk), and purges the entries a snapshot covers
 ///   beyond a quarter of that, so the log in memory stays within about 1.25×
 ///   `snapshot_log_bytes` (80 MiB by default) whatever the value size;
 /// - on the leader, completes a membership change a previous leader left in
@@ -1745,7 +1780,9 @@ async fn housekeeping(node: std::sync::Weak<ClusterNode>) {
         if short && node.is_leader() {
             node.hand_over_for_space();
         }
-        let snapshot_index = node.metrics().snapshot.map_or(0, |id| id.index);
+        let metrics = node.metrics();
+        let snapshot_index = metrics.snapshot.map_or(0, |id| id.index);
+        let applied_index = metrics.last_applied.map_or(0, |id| id.index);
         // Short of space, the entries a snapshot covers are not kept for
         // slow followers: removing them is what gives the space back.
         let keep = match short {
@@ -1768,22 +1805,21 @@ async fn housekeeping(node: std::sync::Weak<ClusterNode>) {
         }) {
             continue;
         }
-        let since = node.log_bytes.after(snapshot_index);
-        // Short of space, a snapshot much smaller than the log it covers
-        // frees space (after deletes, say); otherwise the log's size decides.
+        let since = SinceSnapshot {
+            bytes: node.log_bytes.after(snapshot_index),
+            entries: applied_index.saturating_sub(snapshot_index),
+        };
         let room = node.space.snapshot_room();
-        let wanted =
-            since >= node.options.snapshot_log_bytes || (short && since > room.saturating_mul(2));
-        if !wanted {
+        if !since.wants_snapshot(&node.options, short, room) {
             continue;
         }
         if !node.space.take_for_snapshot() {
             // openraft stops a node whose snapshot fails; better to wait.
             if !std::mem::replace(&mut warned_no_room, true) {
                 tracing::warn!(
-                    "no room on the disk for a snapshot of about {} MiB: not snapshotting \
+                    "no room on the disk for a snapshot of about {}: not snapshotting \
                      until there is (free space on {})",
-                    room >> 20,
+                    super::space::mebibytes(room),
                     node.space.dir().display()
                 );
             }
@@ -1795,13 +1831,35 @@ async fn housekeeping(node: std::sync::Weak<ClusterNode>) {
             false => "snapshotting",
         };
         tracing::info!(
-            "the Raft log holds {} MiB past the last snapshot: {why}",
-            since >> 20
+            "the Raft log holds {} entries ({} MiB) past the last snapshot: {why}",
+            since.entries,
+            since.bytes >> 20
         );
         if node.raft.trigger().snapshot().await.is_err() {
             continue;
         }
         asked = Some((snapshot_index, Instant::now()));
+    }
+}
+
+/// The log past the last snapshot.
+struct SinceSnapshot {
+    /// Memory its entries take.
+    bytes: u64,
+    /// Entries applied.
+    entries: u64,
+}
+
+impl SinceSnapshot {
+    /// Whether to snapshot, given whether the node is `short` of space and
+    /// the `room` a snapshot would take: once the log holds `snapshot_every`
+    /// entries or `snapshot_log_bytes` of memory, or, short of space, when
+    /// the snapshot would be much smaller than the log it covers (after
+    /// deletes or overwrites), which frees space.
+    fn wants_snapshot(&self, options: &ClusterOptions, short: bool, room: u64) -> bool {
+        self.bytes >= options.snapshot_log_bytes
+            || self.entries >= options.snapshot_every
+            || (short && self.bytes > room.saturating_mul(2))
     }
 }
 
@@ -1832,15 +1890,58 @@ mod tests {
     fn a_node_is_behind_one_target_until_it_applies_that_far() {
         let start = Instant::now();
         let later = start + Duration::from_secs(3);
+        let at = |target, since, ticks_short| {
+            Some(Behind {
+                target,
+                since,
+                ticks_short,
+            })
+        };
         // Caught up: nothing to wait for.
         assert_eq!(still_behind(None, 10, 10, start), None);
         // Behind: the target and the time are noted, and kept while the
         // node stays short of that target, however far the commit moves.
         let behind = still_behind(None, 10, 12, start);
-        assert_eq!(behind, Some((12, start)));
-        assert_eq!(still_behind(behind, 11, 20, later), Some((12, start)));
-        // Past the target: a new one, timed from now, if still behind.
-        assert_eq!(still_behind(behind, 12, 20, later), Some((20, later)));
+        assert_eq!(behind, at(12, start, 0));
+        assert_eq!(still_behind(behind, 11, 20, later), at(12, start, 1));
+        // Reached by the next tick: a new target, timed from now, if still
+        // behind.
+        assert_eq!(still_behind(behind, 12, 20, later), at(20, later, 0));
         assert_eq!(still_behind(behind, 20, 20, later), None);
+    }
+
+    #[test]
+    fn housekeeping_snapshots_by_entries_or_bytes_and_when_short_only_if_that_frees_space() {
+        let mut options = ClusterOptions::new(1, "127.0.0.1:1".into());
+        options.snapshot_every = 100;
+        options.snapshot_log_bytes = 1 << 20;
+        let since = |entries, bytes| SinceSnapshot { bytes, entries };
+        let room = 256 << 10;
+        assert!(!since(99, 1000).wants_snapshot(&options, false, room));
+        assert!(since(100, 1000).wants_snapshot(&options, false, room));
+        assert!(since(1, 1 << 20).wants_snapshot(&options, false, room));
+        // Short of space: only a log more than twice the snapshot's size is
+        // worth replacing by one.
+        assert!(!since(10, 2 * room).wants_snapshot(&options, true, room));
+        assert!(since(10, 2 * room + 1).wants_snapshot(&options, true, room));
+        assert!(!since(10, 2 * room + 1).wants_snapshot(&options, false, room));
+    }
+
+    #[test]
+    fn a_node_that_reaches_its_targets_slowly_stays_behind_since_it_first_fell_behind() {
+        let start = Instant::now();
+        let tick = Duration::from_millis(200);
+        // Far behind: each target takes several ticks to reach, and a newer
+        // one is behind by then. The run is timed from its first target.
+        let mut behind = still_behind(None, 0, 100, start);
+        let mut now = start;
+        for (applied, heard) in [(20, 110), (50, 120), (90, 130), (100, 140), (130, 150)] {
+            now += tick;
+            behind = still_behind(behind, applied, heard, now);
+        }
+        assert_eq!(behind.map(|b| b.since), Some(start));
+        assert_eq!(behind.map(|b| b.target), Some(140));
+        // Caught up at last: nothing more to wait for.
+        assert_eq!(still_behind(behind, 150, 150, now + tick), None);
     }
 }

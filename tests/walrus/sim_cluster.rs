@@ -3,9 +3,10 @@
 //! with power cuts; every run's history must be linearizable per key and the
 //! nodes must agree at the end.
 //!
-//! `WALRUS_SIM_SEEDS=N` runs seeds 1..=N (CI runs a few); `WALRUS_SIM_SEED=S`
-//! reruns one seed, e.g. the one a failure names; `WALRUS_SIM_VERBOSE=1`
-//! prints each run's faults.
+//! `WALRUS_SIM_SEEDS=N` runs seeds 1..=N (200 by default, as CI runs), and
+//! `WALRUS_SIM_SEEDS=A..=B` seeds A to B; `WALRUS_SIM_SEED=S` reruns one
+//! seed, e.g. the one a failure names; `WALRUS_SIM_VERBOSE=1` prints each
+//! run's faults.
 //!
 //! Each run is one thread: a current-thread runtime on a paused clock, in
 //! walrus's deterministic context (`walrus::deterministic`), so a seed
@@ -79,11 +80,13 @@ fn seeds() -> Vec<u64> {
     {
         return vec![seed];
     }
-    let count = std::env::var("WALRUS_SIM_SEEDS")
-        .ok()
-        .and_then(|count| count.parse().ok())
-        .unwrap_or(200);
-    (1..=count).collect()
+    // `N` is seeds 1..=N; `A..=B` a range of them, to go on past a seed.
+    let chosen = std::env::var("WALRUS_SIM_SEEDS").unwrap_or_default();
+    let (first, last) = match chosen.split_once("..=") {
+        Some((first, last)) => (first.parse().ok(), last.parse().ok()),
+        None => (Some(1), chosen.parse().ok()),
+    };
+    (first.unwrap_or(1)..=last.unwrap_or(200)).collect()
 }
 
 #[test]
