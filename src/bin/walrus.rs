@@ -1790,15 +1790,15 @@ fn admin_post(args: &ClientArgs, path: &str) -> Result<ExitCode> {
 /// A node's free disk space for `walrus cluster status`, saying when it is
 /// short (`docs/cluster.md`).
 fn disk_column(status: &walrus::raft::ClusterStatus) -> String {
-    let mib = |bytes: u64| bytes >> 20;
+    use walrus::raft::space::mebibytes;
     if status.disk_free_bytes == u64::MAX {
         return "-".into();
     }
-    let mut column = format!("{} MiB", mib(status.disk_free_bytes));
+    let mut column = mebibytes(status.disk_free_bytes);
     if status.disk_free_bytes < status.disk_kept_free_bytes {
         column.push_str(&format!(
-            " (short: keeps {} MiB)",
-            mib(status.disk_kept_free_bytes)
+            " (short: keeps {})",
+            mebibytes(status.disk_kept_free_bytes)
         ));
     }
     if status.refusing_entries {

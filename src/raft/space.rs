@@ -192,11 +192,22 @@ impl DiskSpace {
             false => "half of --min-free-space",
         };
         format!(
-            "{} MiB free on the disk holding {}, under the {} MiB kept free ({kept})",
-            self.free() >> 20,
+            "{} free on the disk holding {}, under the {} kept free ({kept})",
+            mebibytes(self.free()),
             self.dir.display(),
-            floor.div_ceil(1 << 20),
+            mebibytes(floor),
         )
+    }
+}
+
+/// `bytes` in MiB as refusals and `walrus cluster status` show them, alike:
+/// to a tenth under 100 MiB, where the floors' differences lie, and whole
+/// above.
+pub fn mebibytes(bytes: u64) -> String {
+    let mib = bytes as f64 / f64::from(1 << 20);
+    match mib < 100.0 {
+        true => format!("{mib:.1} MiB"),
+        false => format!("{mib:.0} MiB"),
     }
 }
 
@@ -213,6 +224,14 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     use super::*;
+
+    #[test]
+    fn sizes_read_to_a_tenth_of_a_mib_under_100_mib() {
+        assert_eq!(mebibytes(5 << 20), "5.0 MiB");
+        assert_eq!(mebibytes((11 << 20) / 2), "5.5 MiB");
+        assert_eq!(mebibytes(0), "0.0 MiB");
+        assert_eq!(mebibytes(3 << 30), "3072 MiB");
+    }
 
     /// A disk whose free space the test sets, and how often it was read.
     fn space(free: u64) -> (DiskSpace, Arc<AtomicU64>, Arc<AtomicUsize>) {

@@ -46,6 +46,15 @@ impl AccessTime {
         }
     }
 
+    /// Records the last access as `idle_seconds` before `now_ms` (RESTORE …
+    /// IDLETIME), at the earliest the clock's first second.
+    pub fn set_idle(&self, now_ms: u64, idle_seconds: u64) {
+        let at = u64::from(seconds(now_ms))
+            .saturating_sub(idle_seconds)
+            .max(1);
+        self.0.store(at as u32, Ordering::Relaxed);
+    }
+
     /// Whole seconds since the last access, as of `now_ms`; 0 if it was
     /// never recorded (an entry that came over the network).
     pub fn idle_seconds(&self, now_ms: u64) -> u64 {

@@ -260,6 +260,16 @@ pub enum RedisOp {
         expires_at_ms: u64,
         replace: bool,
     },
+    /// RESTORE … IDLETIME: [`RedisOp::Restore`], the key then last accessed
+    /// `idle_seconds` before the command's time (what `OBJECT IDLETIME`
+    /// reports). An op of its own so that logs written before it still read.
+    RestoreIdle {
+        key: Bytes,
+        value: Bytes,
+        expires_at_ms: u64,
+        replace: bool,
+        idle_seconds: u64,
+    },
 }
 
 impl RedisOp {
@@ -300,7 +310,7 @@ impl RedisOp {
             RedisOp::SwapDb { .. } => "SWAPDB",
             RedisOp::BitField { .. } => "BITFIELD",
             RedisOp::Dump { .. } => "DUMP",
-            RedisOp::Restore { .. } => "RESTORE",
+            RedisOp::Restore { .. } | RedisOp::RestoreIdle { .. } => "RESTORE",
         }
     }
 
@@ -309,6 +319,7 @@ impl RedisOp {
         let values = match self {
             RedisOp::Set { value, .. }
             | RedisOp::Restore { value, .. }
+            | RedisOp::RestoreIdle { value, .. }
             | RedisOp::Append { value, .. }
             | RedisOp::SetRange { value, .. } => value.len(),
             RedisOp::MSet { pairs, .. } => pairs.iter().map(|(_, value)| value.len()).sum(),
@@ -356,7 +367,8 @@ impl RedisOp {
             | RedisOp::BitCount { key, .. }
             | RedisOp::BitPos { key, .. }
             | RedisOp::Dump { key }
-            | RedisOp::Restore { key, .. } => vec![key],
+            | RedisOp::Restore { key, .. }
+            | RedisOp::RestoreIdle { key, .. } => vec![key],
         }
     }
 
@@ -734,20 +746,21 @@ pub fn run(keyspace: &mut dyn Keyspace, db: u8, op: RedisOp, now_ms: u64) -> Ans
             value,
             expires_at_ms,
             replace,
+        } => restore(keyspace, db, &key, value, expires_at_ms, replace, now_ms),
+        RedisOp::RestoreIdle {
+            key,
+            value,
+            expires_at_ms,
+            replace,
+            idle_seconds,
         } => {
-            if !replace && keyspace.live(db, &key).is_some() {
-                return Answer::BusyKey;
+            let answer = restore(keyspace, db, &key, value, expires_at_ms, replace, now_ms);
+            if let Some(entry) = keyspace.live(db, &key)
+                && answer == Answer::Ok
+            {
+                entry.accessed.set_idle(now_ms, idle_seconds);
             }
-            // As in Redis: a TTL already past replaces the key with nothing.
-            if expires_at_ms != 0 && expires_at_ms <= now_ms {
-                if keyspace.remove(db, &key) {
-                    keyspace.notify(EventClass::Generic, "del", db, &key);
-                }
-                return Answer::Ok;
-            }
-            keyspace.put(db, &key, value, expires_at_ms);
-            keyspace.notify(EventClass::Generic, "restore", db, &key);
-            Answer::Ok
+            answer
         }
         RedisOp::Copy { from, to, replace } => {
             let Some(entry) = keyspace.live(db, &from).cloned() else {
@@ -918,6 +931,31 @@ pub fn run(keyspace: &mut dyn Keyspace, db: u8, op: RedisOp, now_ms: u64) -> Ans
 
 /// TTL, PTTL, EXPIRETIME, PEXPIRETIME: -2 for a missing key, -1 for one
 /// without an expiry.
+/// RESTORE: `value` under `key` unless it exists and `replace` is not
+/// given; an expiry already past replaces the key with nothing, as in Redis.
+fn restore(
+    keyspace: &mut dyn Keyspace,
+    db: u8,
+    key: &[u8],
+    value: Bytes,
+    expires_at_ms: u64,
+    replace: bool,
+    now_ms: u64,
+) -> Answer {
+    if !replace && keyspace.live(db, key).is_some() {
+        return Answer::BusyKey;
+    }
+    if expires_at_ms != 0 && expires_at_ms <= now_ms {
+        if keyspace.remove(db, key) {
+            keyspace.notify(EventClass::Generic, "del", db, key);
+        }
+        return Answer::Ok;
+    }
+    keyspace.put(db, key, value, expires_at_ms);
+    keyspace.notify(EventClass::Generic, "restore", db, key);
+    Answer::Ok
+}
+
 pub fn time_to_live(entry: Option<&Entry>, kind: TtlKind, now_ms: u64) -> i64 {
     let Some(entry) = entry else {
         return -2;

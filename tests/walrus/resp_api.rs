@@ -2361,6 +2361,26 @@ fn dump_and_restore_carry_string_values_between_keys_restarts_and_redis() {
     restore(&mut con, "abs", 1, &payload, &["ABSTTL", "REPLACE"]).expect("past");
     let exists: bool = con.exists("abs").expect("EXISTS");
     assert!(!exists);
+    // IDLETIME sets the key's last access back, as Redis does without an
+    // LFU policy; FREQ is taken and has no effect, as there.
+    let idle = |con: &mut redis::Connection, key: &str| -> i64 {
+        redis::cmd("OBJECT")
+            .arg("IDLETIME")
+            .arg(key)
+            .query(con)
+            .expect("OBJECT IDLETIME")
+    };
+    restore(&mut con, "idle", 0, &payload, &["IDLETIME", "1000"]).expect("IDLETIME");
+    let restored_idle = idle(&mut con, "idle");
+    assert!(
+        (1000..=1010).contains(&restored_idle),
+        "idle {restored_idle}"
+    );
+    let value: Vec<u8> = con.get("idle").expect("GET");
+    assert_eq!(value, b"hello");
+    assert!(idle(&mut con, "idle") <= 1, "a GET is an access");
+    restore(&mut con, "freq", 0, &payload, &["FREQ", "100"]).expect("FREQ");
+    assert!(idle(&mut con, "freq") <= 1);
 
     let mut damaged = payload.clone();
     let last = damaged.len() - 1;

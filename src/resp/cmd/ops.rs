@@ -308,11 +308,21 @@ fn restore(args: &[Bytes], max_len: u64) -> Result<RedisOp, Reply> {
             .ok_or_else(|| Reply::err("invalid expire time in 'restore' command"))?,
     };
     let value = dump_payload::decode(&args[3], max_len).map_err(Reply::err)?;
-    Ok(RedisOp::Restore {
-        key: args[1].clone(),
-        value: value.into(),
-        expires_at_ms,
-        replace: options.replace,
+    let (key, value, replace) = (args[1].clone(), value.into(), options.replace);
+    Ok(match options.idle_seconds {
+        None => RedisOp::Restore {
+            key,
+            value,
+            expires_at_ms,
+            replace,
+        },
+        Some(idle_seconds) => RedisOp::RestoreIdle {
+            key,
+            value,
+            expires_at_ms,
+            replace,
+            idle_seconds,
+        },
     })
 }
 
@@ -320,15 +330,18 @@ fn restore(args: &[Bytes], max_len: u64) -> Result<RedisOp, Reply> {
 pub struct RestoreOptions {
     pub replace: bool,
     absolute: bool,
+    /// IDLETIME: the key counts as last accessed this long ago.
+    idle_seconds: Option<u64>,
 }
 
 /// RESTORE's options, checked as Redis checks them, before anything else.
-/// IDLETIME and FREQ are checked and then have no effect: the logged op has
-/// no field for them, and a restored key counts as just written.
+/// FREQ is checked and then has no effect, as in Redis without an LFU
+/// eviction policy (walrus has none: `OBJECT FREQ` says so).
 pub fn restore_options(args: &[Bytes]) -> Result<RestoreOptions, Reply> {
     let mut options = RestoreOptions {
         replace: false,
         absolute: false,
+        idle_seconds: None,
     };
     let (mut idle_given, mut freq_given) = (false, false);
     let mut index = 4;
@@ -340,9 +353,11 @@ pub fn restore_options(args: &[Bytes]) -> Result<RestoreOptions, Reply> {
         } else if is(word, "absttl") {
             options.absolute = true;
         } else if is(word, "idletime") && has_value && !freq_given {
-            if integer_arg(&args[index + 1])? < 0 {
+            let idle = integer_arg(&args[index + 1])?;
+            if idle < 0 {
                 return Err(Reply::err("Invalid IDLETIME value, must be >= 0"));
             }
+            options.idle_seconds = Some(idle as u64);
             idle_given = true;
             index += 1;
         } else if is(word, "freq") && has_value && !idle_given {
