@@ -307,6 +307,9 @@ pub struct ClusterNode {
     refusing_entries: AtomicBool,
     /// When this node last handed leadership over for want of space.
     handed_over: Mutex<Option<Instant>>,
+    /// What the other voters said of their disks when this leader, near its
+    /// floor, last asked: a handover goes only to one with room to lead.
+    peer_disks: Mutex<Option<PeerDisks>>,
     _data_dir: DataDir,
 }
 
@@ -322,6 +325,35 @@ enum Refusal {
 /// refused, and how often a leader short of space hands over at most.
 const HANDOVER_TAKES: Duration = Duration::from_secs(1);
 const HANDOVER_AT_MOST_EVERY: Duration = Duration::from_secs(60);
+
+/// A member's disk as it answers the `disk-room` peer message.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct DiskRoom {
+    pub free_bytes: u64,
+    /// What it would keep free as leader (`DiskSpace::propose_floor`).
+    pub kept_free_bytes: u64,
+}
+
+impl DiskRoom {
+    fn could_lead(&self) -> bool {
+        self.free_bytes >= self.kept_free_bytes
+    }
+}
+
+/// The other voters' disks as a leader near its floor last heard of them.
+struct PeerDisks {
+    asked: Instant,
+    /// Each voter that answered; one that did not is left out, and counts
+    /// as having room (it may be an older walrus, or slow to answer).
+    rooms: BTreeMap<NodeId, DiskRoom>,
+}
+
+/// How long what the other voters said of their disks stands.
+const PEER_DISKS_STAND_FOR: Duration = Duration::from_secs(2);
+
+/// A leader asks the other voters about their disks once its free space is
+/// under this multiple of its floor, so it knows before it has to hand over.
+const ASK_PEER_DISKS_UNDER_FLOOR_TIMES: u64 = 2;
 
 /// How long a node may stay behind a commit index its leader sent before
 /// `/ready` says it is catching up. Under load a follower is always a few
@@ -552,6 +584,7 @@ impl ClusterNode {
             space,
             refusing_entries: AtomicBool::new(false),
             handed_over: Mutex::new(None),
+            peer_disks: Mutex::new(None),
             _data_dir: data_dir,
         });
         node.measure_snapshot_room();
@@ -669,14 +702,26 @@ impl ClusterNode {
         }
         let metrics = self.metrics();
         let voters: BTreeSet<NodeId> = metrics.membership_config.voter_ids().collect();
+        let short_of_room = self.peers_short_of_room();
         let best = metrics
             .replication
             .iter()
             .flat_map(|replication| replication.iter())
             .filter(|(id, _)| **id != self.id && voters.contains(id))
+            .filter(|(id, _)| !short_of_room.contains(id))
             .max_by_key(|(_, matched)| matched.map_or(0, |id| id.index))
             .map(|(id, _)| *id);
         let Some(to) = best else {
+            if !short_of_room.is_empty() {
+                // Noted as a handover at this moment, so the next one is a
+                // minute away and this is logged once.
+                let now = Instant::now();
+                *handed_over = Some(now.checked_sub(HANDOVER_TAKES).unwrap_or(now));
+                tracing::warn!(
+                    "the disk is short of space, and so are the other voters' \
+                     ({short_of_room:?}): not handing leadership over"
+                );
+            }
             return false;
         };
         *handed_over = Some(Instant::now());
@@ -688,6 +733,65 @@ impl ClusterNode {
             }
         });
         true
+    }
+
+    /// The voters that said, within [`PEER_DISKS_STAND_FOR`], that they are
+    /// short of space themselves.
+    fn peers_short_of_room(&self) -> BTreeSet<NodeId> {
+        match &*self.peer_disks.lock() {
+            Some(disks) if disks.asked.elapsed() < PEER_DISKS_STAND_FOR => disks
+                .rooms
+                .iter()
+                .filter(|(_, room)| !room.could_lead())
+                .map(|(id, _)| *id)
+                .collect(),
+            _ => BTreeSet::new(),
+        }
+    }
+
+    /// This node's disk, as the `disk-room` peer message answers.
+    fn disk_room(&self) -> DiskRoom {
+        DiskRoom {
+            free_bytes: self.space.free(),
+            kept_free_bytes: self.space.propose_floor(),
+        }
+    }
+
+    /// On a leader near its floor, asks the other voters about their disks
+    /// (for [`Self::hand_over_for_space`]); each has a housekeeping tick to
+    /// answer.
+    async fn ask_peer_disks(&self) {
+        let near = self
+            .space
+            .propose_floor()
+            .saturating_mul(ASK_PEER_DISKS_UNDER_FLOOR_TIMES);
+        if !self.is_leader() || self.space.free() >= near {
+            return;
+        }
+        let voters: Vec<NodeId> = self
+            .metrics()
+            .membership_config
+            .voter_ids()
+            .filter(|id| *id != self.id)
+            .collect();
+        let asks = voters.into_iter().filter_map(|id| {
+            let peer = self.peer(id)?;
+            Some(async move {
+                let answer = peer
+                    .call::<_, DiskRoom>("disk-room", &(), HOUSEKEEPING_TICK)
+                    .await;
+                answer.ok().map(|room| (id, room))
+            })
+        });
+        let rooms = futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        *self.peer_disks.lock() = Some(PeerDisks {
+            asked: Instant::now(),
+            rooms,
+        });
     }
 
     /// Whether this node takes `entries` (an append of `bytes`) from its
@@ -1176,6 +1280,7 @@ impl ClusterNode {
             "forward" => encode(&self.serve_forward(decode(body)?).await),
             "forward-batch" => encode(&self.serve_forward_batch(decode(body)?).await),
             "read-index" => encode(&self.serve_read_index().await),
+            "disk-room" => encode(&self.disk_room()),
             "transfer-leader" => match self.raft.handle_transfer_leader(decode(body)?).await {
                 Ok(answer) => encode(&answer),
                 Err(error) => Err(unavailable(&error)),
@@ -1735,6 +1840,9 @@ impl ClusterNode {
     }
 }
 
+/// How often the housekeeping task runs.
+const HOUSEKEEPING_TICK: Duration = Duration::from_millis(200);
+
 /// The entries a snapshot covers that stay in the log for slow followers
 /// take at most this fraction of `snapshot_log_bytes`; a follower further
 /// behind gets the snapshot.
@@ -1750,7 +1858,7 @@ const KEPT_BEHIND_SNAPSHOT_FRACTION: u64 = 4;
 /// - on the leader, completes a membership change a previous leader left in
 ///   its joint configuration.
 async fn housekeeping(node: std::sync::Weak<ClusterNode>) {
-    let mut ticks = tokio::time::interval(Duration::from_millis(200));
+    let mut ticks = tokio::time::interval(HOUSEKEEPING_TICK);
     // The snapshot index when this task last asked, and when: it asks again
     // once that snapshot is done, or after a while if it never came.
     let mut asked: Option<(u64, Instant)> = None;
@@ -1777,6 +1885,7 @@ async fn housekeeping(node: std::sync::Weak<ClusterNode>) {
             node.log_space_change(short);
             was_short = short;
         }
+        node.ask_peer_disks().await;
         if short && node.is_leader() {
             node.hand_over_for_space();
         }

@@ -1410,6 +1410,19 @@ fn argument_errors_come_in_redis_order() {
         raw.call(&["CONFIG", "SET", "maxmemory", "1"])
             .contains("immutable")
     );
+    // walrus never evicts, and says so under Redis's name for it.
+    assert_eq!(
+        raw.call(&["CONFIG", "GET", "maxmemory-policy"]),
+        "*2\r\n$16\r\nmaxmemory-policy\r\n$10\r\nnoeviction\r\n"
+    );
+    assert_eq!(
+        raw.call(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]),
+        "+OK\r\n"
+    );
+    assert!(
+        raw.call(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"])
+            .contains("immutable")
+    );
 }
 
 #[test]

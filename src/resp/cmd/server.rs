@@ -901,6 +901,8 @@ fn config_values(shared: &Shared) -> Vec<(&'static str, String)> {
         ("save", String::new()),
         ("databases", DATABASES.to_string()),
         ("maxmemory", "0".into()),
+        // walrus never evicts: a write that does not fit is refused.
+        ("maxmemory-policy", "noeviction".into()),
         (
             "maxclients",
             shared.max_clients.load(Ordering::Relaxed).to_string(),
