@@ -25,6 +25,8 @@
 //! - [`bench`]: `walrus bench`, including the original design reproduced as a
 //!   baseline.
 //! - [`dump`]: `walrus dump`, a read-only look at a data directory.
+//! - [`allocator`]: what the program's allocator says of its memory, when the
+//!   program registers it (the binary does, for jemalloc).
 //! - [`testing`]: a simulated disk that forgets unsynced writes on a crash and can
 //!   inject I/O errors; used by the crash tests.
 //!
@@ -32,6 +34,7 @@
 //! recovery; `docs/format.md` gives the byte layout of every file.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod allocator;
 pub mod backup;
 pub mod bench;
 pub mod client;

@@ -81,6 +81,12 @@ struct OutputError(std::io::Error);
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+// Beside the binary's root, not in `src/bin/`, where Cargo would take it
+// for a binary of its own.
+#[cfg(not(target_env = "msvc"))]
+#[path = "walrus/jemalloc.rs"]
+mod jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "walrus",
@@ -958,6 +964,8 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    #[cfg(not(target_env = "msvc"))]
+    walrus::allocator::register(Box::new(jemalloc::Jemalloc));
     match run(Cli::parse()) {
         Ok(code) => code,
         // `walrus list | head`: the reader left; nothing more to say.

@@ -134,6 +134,7 @@ impl HttpMetrics {
             }
         }
         render_store(&mut out, store);
+        render_allocator(&mut out);
         if let Some(cluster) = node.cluster() {
             render_cluster(&mut out, &cluster);
         }
@@ -255,6 +256,34 @@ fn render_cluster(out: &mut String, cluster: &ClusterNode) {
         "",
         cluster.broadcast_dropped(),
     );
+}
+
+/// The allocator's counts, when the program registered one
+/// (`crate::allocator`; the binary registers jemalloc).
+fn render_allocator(out: &mut String) {
+    let Some(stats) = crate::allocator::registered().and_then(|allocator| allocator.stats()) else {
+        return;
+    };
+    for (name, help, value) in [
+        (
+            "walrus_allocator_allocated_bytes",
+            "Bytes the allocator has handed out and not had back (INFO's used_memory).",
+            stats.allocated,
+        ),
+        (
+            "walrus_allocator_active_bytes",
+            "Bytes in the allocator's pages in use, the gaps between allocations included.",
+            stats.active,
+        ),
+        (
+            "walrus_allocator_resident_bytes",
+            "Bytes the allocator holds resident, its metadata and unreturned free pages included.",
+            stats.resident,
+        ),
+    ] {
+        family(out, name, "gauge", help);
+        sample(out, name, "", value);
+    }
 }
 
 fn render_store(out: &mut String, store: &dyn KvStore) {

@@ -56,6 +56,17 @@ fn every_status_of_the_contract() {
     assert!(metrics.contains("walrus_http_requests_total{route=\"kv_put\",status=\"200\"}"));
     assert!(metrics.contains("walrus_wal_fsync_duration_seconds_bucket"));
     assert!(metrics.contains("walrus_keys 1"));
+    // jemalloc's counts, which the binary registers.
+    let gauge = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing: {metrics}"))
+    };
+    let allocated = gauge("walrus_allocator_allocated_bytes");
+    assert!(allocated > 0 && allocated <= gauge("walrus_allocator_active_bytes"));
+    assert!(gauge("walrus_allocator_active_bytes") <= gauge("walrus_allocator_resident_bytes"));
 }
 
 #[test]

@@ -38,11 +38,12 @@ pub async fn run(shared: &Shared, db: u8, name: &str, args: &[Bytes]) -> Command
 
 /// MEMORY USAGE key [SAMPLES n]: an estimate of the key's RAM in bytes
 /// (null for a missing key); SAMPLES is accepted and has nothing to sample.
-/// MEMORY STATS, DOCTOR, MALLOC-STATS and PURGE answer from what the kernel
-/// counts for the process ([`super::server::process_memory`]): walrus does
-/// not read its allocator's own counts, so the figures Redis takes from
-/// them (allocated against resident, fragmentation) are left out rather
-/// than made up.
+/// MEMORY STATS, DOCTOR and MALLOC-STATS answer from what the kernel counts
+/// for the process and what its allocator counts
+/// ([`super::server::process_memory`]); without a registered allocator
+/// (`crate::allocator`) the figures Redis takes from it (allocated against
+/// resident, fragmentation) are left out rather than made up. PURGE is
+/// accepted: jemalloc returns freed pages to the system by itself.
 fn memory(shared: &Shared, db: u8, args: &[Bytes]) -> CommandResult {
     let sub = &args[1];
     match args.len() {
@@ -52,7 +53,7 @@ fn memory(shared: &Shared, db: u8, args: &[Bytes]) -> CommandResult {
                 "DOCTOR",
                 "    Return memory problems reports.",
                 "MALLOC-STATS",
-                "    Say why the allocator's statistics are not shown.",
+                "    Return the allocator's own statistics report.",
                 "PURGE",
                 "    Accepted; the allocator hands freed memory back to the system by itself.",
                 "STATS",
@@ -66,11 +67,10 @@ fn memory(shared: &Shared, db: u8, args: &[Bytes]) -> CommandResult {
         2 if is(sub, "stats") => return Ok(memory_stats(shared)),
         2 if is(sub, "doctor") => return Ok(Reply::Verbatim(memory_doctor(shared))),
         2 if is(sub, "malloc-stats") => {
-            return Ok(Reply::Bulk(Bytes::from_static(
-                b"Stats not supported for the current allocator: walrus does not expose \
-                  its allocator's statistics (INFO memory and MEMORY STATS give the \
-                  process's resident memory)",
-            )));
+            let report = crate::allocator::registered().and_then(|allocator| allocator.report());
+            return Ok(Reply::Bulk(Bytes::from(report.unwrap_or_else(|| {
+                "Stats not supported for the current allocator".to_string()
+            }))));
         }
         2 if is(sub, "purge") => return Ok(Reply::ok()),
         _ if is(sub, "usage") => {}
@@ -102,16 +102,16 @@ fn memory(shared: &Shared, db: u8, args: &[Bytes]) -> CommandResult {
 /// under Redis's names, in Redis's order.
 fn memory_stats(shared: &Shared) -> Reply {
     let memory = super::server::process_memory();
-    let (resident, peak) = (memory.resident, memory.peak);
+    let (used, peak) = (memory.used(), memory.used_peak());
     let keys: usize = (0..crate::storage::snapshot::DATABASES)
         .map(|db| shared.store.live_len(db))
         .sum();
     let dataset = shared.store.data_bytes();
     let field = |name: &'static str, value: Reply| (Reply::text(name), value);
     let bytes = |count: u64| Reply::Integer(i64::try_from(count).unwrap_or(i64::MAX));
-    Reply::Map(vec![
+    let mut fields = vec![
         field("peak.allocated", bytes(peak)),
-        field("total.allocated", bytes(resident)),
+        field("total.allocated", bytes(used)),
         // A cluster member keeps its recent log entries in memory for
         // followers to catch up from, as Redis keeps its backlog.
         field(
@@ -130,13 +130,42 @@ fn memory_stats(shared: &Shared) -> Reply {
         field("dataset.bytes", bytes(dataset)),
         field(
             "dataset.percentage",
-            Reply::Double(super::server::percent(dataset, resident)),
+            Reply::Double(super::server::percent(dataset, used)),
         ),
         field(
             "peak.percentage",
-            Reply::Double(super::server::percent(resident, peak)),
+            Reply::Double(super::server::percent(used, peak)),
         ),
-    ])
+    ];
+    if let (Some(stats), Some(figures)) = (memory.allocator, memory.fragmentation()) {
+        let signed = Reply::Integer;
+        fields.extend([
+            field("allocator.allocated", bytes(stats.allocated)),
+            field("allocator.active", bytes(stats.active)),
+            field("allocator.resident", bytes(stats.resident)),
+            field(
+                "allocator-fragmentation.ratio",
+                Reply::Double(figures.allocator_ratio),
+            ),
+            field(
+                "allocator-fragmentation.bytes",
+                signed(figures.allocator_bytes),
+            ),
+            field(
+                "allocator.rss-ratio",
+                Reply::Double(figures.allocator_rss_ratio),
+            ),
+            field("allocator.rss-bytes", signed(figures.allocator_rss_bytes)),
+            field(
+                "rss-overhead.ratio",
+                Reply::Double(figures.rss_overhead_ratio),
+            ),
+            field("rss-overhead.bytes", signed(figures.rss_overhead_bytes)),
+            field("fragmentation", Reply::Double(figures.total_ratio)),
+            field("fragmentation.bytes", signed(figures.total_bytes)),
+        ]);
+    }
+    Reply::Map(fields)
 }
 
 /// MEMORY DOCTOR: what the process's memory figures show, in a few lines.
@@ -153,12 +182,29 @@ fn memory_doctor(shared: &Shared) -> String {
         human_bytes(memory.peak),
         human_bytes(dataset)
     );
+    let mut problems = false;
     if memory.peak > memory.resident.saturating_mul(3) / 2 {
+        problems = true;
         report.push_str(
             "The peak is over 1.5 times the memory in use now: memory freed since (deleted \
              keys, a finished snapshot, closed clients) stays with the allocator for reuse.\n",
         );
-    } else {
+    }
+    // Redis's own thresholds: a few MiB of gaps are normal at any size.
+    if let (Some(stats), Some(figures)) = (memory.allocator, memory.fragmentation())
+        && figures.allocator_ratio > 1.1
+        && figures.allocator_bytes > 10 << 20
+    {
+        problems = true;
+        report.push_str(&format!(
+            "The allocator's pages hold {} in gaps between {} allocated (ratio {:.2}): \
+             values of mixed sizes, many of them freed.\n",
+            human_bytes(stats.active.saturating_sub(stats.allocated)),
+            human_bytes(stats.allocated),
+            figures.allocator_ratio
+        ));
+    }
+    if !problems {
         report.push_str("No memory problem found.\n");
     }
     report

@@ -2,6 +2,7 @@
 //! what tools ask at start (COMMAND, CONFIG GET, INFO), plus DBSIZE, FLUSHDB
 //! and TIME.
 
+use crate::allocator::{AllocatorStats, Fragmentation};
 use crate::node::{Consistency, Replication};
 use crate::resp::Protocol;
 use crate::storage::snapshot::DATABASES;
@@ -1146,22 +1147,54 @@ fn info(shared: &Shared, sections: &[Bytes]) -> String {
     }
     if wanted("memory") {
         let memory = process_memory();
-        let (rss, peak) = (memory.resident, memory.peak);
+        let rss = memory.resident;
+        let (used, peak) = (memory.used(), memory.used_peak());
         let system = system_memory();
         let _ = write!(
             text,
-            "# Memory\r\nused_memory:{rss}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\n\
+            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\n\
              used_memory_rss_human:{}\r\nused_memory_peak:{peak}\r\nused_memory_peak_human:{}\r\n\
-             used_memory_peak_perc:{:.2}%\r\ntotal_system_memory:{system}\r\n\
-             total_system_memory_human:{}\r\nwalrus_data_bytes:{}\r\nmaxmemory:0\r\n\
-             maxmemory_policy:noeviction\r\n\r\n",
-            human_bytes(rss),
+             used_memory_peak_perc:{:.2}%\r\n",
+            human_bytes(used),
             human_bytes(rss),
             human_bytes(peak),
-            percent(rss, peak),
+            percent(used, peak),
+        );
+        if let Some(stats) = memory.allocator {
+            let _ = write!(
+                text,
+                "allocator_allocated:{}\r\nallocator_active:{}\r\nallocator_resident:{}\r\n",
+                stats.allocated, stats.active, stats.resident
+            );
+        }
+        let _ = write!(
+            text,
+            "total_system_memory:{system}\r\ntotal_system_memory_human:{}\r\n\
+             walrus_data_bytes:{}\r\nmaxmemory:0\r\nmaxmemory_human:0B\r\n\
+             maxmemory_policy:noeviction\r\n",
             human_bytes(system),
             shared.store.data_bytes()
         );
+        if let Some(figures) = memory.fragmentation() {
+            let _ = write!(
+                text,
+                "allocator_frag_ratio:{:.2}\r\nallocator_frag_bytes:{}\r\n\
+                 allocator_rss_ratio:{:.2}\r\nallocator_rss_bytes:{}\r\n\
+                 rss_overhead_ratio:{:.2}\r\nrss_overhead_bytes:{}\r\n\
+                 mem_fragmentation_ratio:{:.2}\r\nmem_fragmentation_bytes:{}\r\n",
+                figures.allocator_ratio,
+                figures.allocator_bytes,
+                figures.allocator_rss_ratio,
+                figures.allocator_rss_bytes,
+                figures.rss_overhead_ratio,
+                figures.rss_overhead_bytes,
+                figures.total_ratio,
+                figures.total_bytes,
+            );
+        }
+        let allocator = crate::allocator::registered()
+            .map_or_else(|| "unknown".to_string(), |allocator| allocator.name());
+        let _ = write!(text, "mem_allocator:{allocator}\r\n\r\n");
     }
     if wanted("persistence") {
         let failed = shared.store.failure().is_some();
@@ -1273,7 +1306,8 @@ fn info(shared: &Shared, sections: &[Bytes]) -> String {
 }
 
 /// The process's memory as the kernel counts it: what walrus reports as
-/// used (it does not read its allocator's own counts).
+/// used, and what the allocator counts when the program registered it
+/// (`crate::allocator`).
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct ProcessMemory {
     /// Resident now (`VmRSS`).
@@ -1281,17 +1315,44 @@ pub(super) struct ProcessMemory {
     /// The most ever resident (`VmHWM`), never below `resident` (the
     /// kernel updates its high-water mark lazily).
     pub peak: u64,
+    pub allocator: Option<AllocatorStats>,
+}
+
+impl ProcessMemory {
+    /// Redis's `used_memory`: what the allocator has handed out, or, when
+    /// it cannot say, what is resident.
+    pub fn used(&self) -> u64 {
+        self.allocator
+            .map_or(self.resident, |stats| stats.allocated)
+    }
+
+    /// A peak no lower than [`Self::used`]: the most ever resident, which
+    /// bounds what was ever allocated (walrus does not sample the
+    /// allocator's count between requests, as Redis's cron does).
+    pub fn used_peak(&self) -> u64 {
+        self.peak.max(self.used())
+    }
+
+    pub fn fragmentation(&self) -> Option<Fragmentation> {
+        self.allocator
+            .map(|stats| Fragmentation::of(stats, self.resident))
+    }
 }
 
 /// This process's [`ProcessMemory`] (zeros where /proc is not there).
 pub(super) fn process_memory() -> ProcessMemory {
+    let allocator = crate::allocator::registered().and_then(|allocator| allocator.stats());
     let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
-        return ProcessMemory::default();
+        return ProcessMemory {
+            allocator,
+            ..ProcessMemory::default()
+        };
     };
     let resident = kib_field(&status, "VmRSS:");
     ProcessMemory {
         resident,
         peak: kib_field(&status, "VmHWM:").max(resident),
+        allocator,
     }
 }
 
