@@ -8,6 +8,7 @@
 //! counts for the process (resident memory) rather than make one up.
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The allocator's own counts, in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +44,24 @@ pub fn register(report: Box<dyn AllocatorReport>) {
 /// The registered allocator, if the program registered one.
 pub fn registered() -> Option<&'static dyn AllocatorReport> {
     REGISTERED.get().map(|report| &**report)
+}
+
+/// The most allocated bytes [`stats`] has seen.
+static PEAK_ALLOCATED: AtomicU64 = AtomicU64::new(0);
+
+/// The registered allocator's counts now, if there is one and it can say;
+/// each reading also moves [`peak_allocated`] on.
+pub fn stats() -> Option<AllocatorStats> {
+    let stats = registered()?.stats()?;
+    PEAK_ALLOCATED.fetch_max(stats.allocated, Ordering::Relaxed);
+    Some(stats)
+}
+
+/// The peak of the allocated bytes, as sampled by every [`stats`] reading
+/// (each `INFO`, `MEMORY STATS` and `/metrics`), as Redis samples its own
+/// peak; 0 before the first.
+pub fn peak_allocated() -> u64 {
+    PEAK_ALLOCATED.load(Ordering::Relaxed)
 }
 
 /// The ratios and differences Redis reports between the allocator's counts

@@ -271,6 +271,17 @@ impl Peer {
         result
     }
 
+    /// [`Peer::call`] for a question whose answer or failure says nothing of
+    /// the peer's health: left out of its record.
+    pub async fn call_unnoted<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        path: &'static str,
+        request: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, PeerError> {
+        self.call_once(path, request, timeout).await
+    }
+
     async fn call_once<Req: Serialize, Resp: DeserializeOwned>(
         &self,
         path: &'static str,

@@ -204,10 +204,10 @@ impl DiskSpace {
 /// to a tenth under 100 MiB, where the floors' differences lie, and whole
 /// above.
 pub fn mebibytes(bytes: u64) -> String {
-    let mib = bytes as f64 / f64::from(1 << 20);
-    match mib < 100.0 {
-        true => format!("{mib:.1} MiB"),
-        false => format!("{mib:.0} MiB"),
+    let tenths = (bytes as f64 / f64::from(1 << 20) * 10.0).round();
+    match tenths < 1000.0 {
+        true => format!("{:.1} MiB", tenths / 10.0),
+        false => format!("{:.0} MiB", tenths / 10.0),
     }
 }
 
@@ -231,6 +231,8 @@ mod tests {
         assert_eq!(mebibytes((11 << 20) / 2), "5.5 MiB");
         assert_eq!(mebibytes(0), "0.0 MiB");
         assert_eq!(mebibytes(3 << 30), "3072 MiB");
+        // Just under 100 MiB rounds up into the whole numbers.
+        assert_eq!(mebibytes((100 << 20) - 1000), "100 MiB");
     }
 
     /// A disk whose free space the test sets, and how often it was read.

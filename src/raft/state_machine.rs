@@ -401,8 +401,13 @@ impl StateMachine {
         let index = entry.log_id.index;
         let outcome = match &entry.payload {
             EntryPayload::Normal(proposal) => {
-                let (issued_at_ms, command) = decode_payload(&proposal.payload)
-                    .map_err(|error| io_error(format!("entry {index} does not decode: {error}")))?;
+                let (issued_at_ms, command) =
+                    decode_payload(&proposal.payload).map_err(|error| {
+                        io_error(format!(
+                            "entry {index} does not decode: {error} (a command from a newer \
+                             walrus? upgrade this node and start it again)"
+                        ))
+                    })?;
                 Some(crate::store::origin::with(
                     crate::store::origin::UNKNOWN,
                     || state.apply(index, issued_at_ms, command),

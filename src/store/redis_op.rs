@@ -929,8 +929,6 @@ pub fn run(keyspace: &mut dyn Keyspace, db: u8, op: RedisOp, now_ms: u64) -> Ans
     }
 }
 
-/// TTL, PTTL, EXPIRETIME, PEXPIRETIME: -2 for a missing key, -1 for one
-/// without an expiry.
 /// RESTORE: `value` under `key` unless it exists and `replace` is not
 /// given; an expiry already past replaces the key with nothing, as in Redis.
 fn restore(
@@ -956,6 +954,8 @@ fn restore(
     Answer::Ok
 }
 
+/// TTL, PTTL, EXPIRETIME, PEXPIRETIME: -2 for a missing key, -1 for one
+/// without an expiry.
 pub fn time_to_live(entry: Option<&Entry>, kind: TtlKind, now_ms: u64) -> i64 {
     let Some(entry) = entry else {
         return -2;

@@ -737,6 +737,10 @@ fn memory_stats_and_info_memory_report_the_process_as_the_kernel_and_the_allocat
     assert!(raw.call(&["MEMORY", "DOCTOR"]).contains("Resident: "));
     let report = raw.call(&["MEMORY", "MALLOC-STATS"]);
     assert!(
+        report.starts_with('='),
+        "a verbatim string in RESP3: {report}"
+    );
+    assert!(
         report.contains("jemalloc statistics") && report.contains("Allocated:"),
         "jemalloc's own report: {report}"
     );
@@ -1434,8 +1438,9 @@ fn argument_errors_come_in_redis_order() {
         "*2\r\n$16\r\nmaxmemory-policy\r\n$10\r\nnoeviction\r\n"
     );
     assert_eq!(
-        raw.call(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]),
-        "+OK\r\n"
+        raw.call(&["CONFIG", "SET", "maxmemory-policy", "NoEviction"]),
+        "+OK\r\n",
+        "a setting's own value, in any case"
     );
     assert!(
         raw.call(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"])

@@ -81,12 +81,17 @@ fn seeds() -> Vec<u64> {
         return vec![seed];
     }
     // `N` is seeds 1..=N; `A..=B` a range of them, to go on past a seed.
-    let chosen = std::env::var("WALRUS_SIM_SEEDS").unwrap_or_default();
-    let (first, last) = match chosen.split_once("..=") {
-        Some((first, last)) => (first.parse().ok(), last.parse().ok()),
-        None => (Some(1), chosen.parse().ok()),
+    let Ok(chosen) = std::env::var("WALRUS_SIM_SEEDS") else {
+        return (1..=200).collect();
     };
-    (first.unwrap_or(1)..=last.unwrap_or(200)).collect()
+    let parse = |text: &str| -> u64 {
+        text.parse()
+            .unwrap_or_else(|_| panic!("WALRUS_SIM_SEEDS={chosen}: expected N or A..=B"))
+    };
+    match chosen.split_once("..=") {
+        Some((first, last)) => (parse(first)..=parse(last)).collect(),
+        None => (1..=parse(&chosen)).collect(),
+    }
 }
 
 #[test]

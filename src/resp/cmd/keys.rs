@@ -68,9 +68,9 @@ fn memory(shared: &Shared, db: u8, args: &[Bytes]) -> CommandResult {
         2 if is(sub, "doctor") => return Ok(Reply::Verbatim(memory_doctor(shared))),
         2 if is(sub, "malloc-stats") => {
             let report = crate::allocator::registered().and_then(|allocator| allocator.report());
-            return Ok(Reply::Bulk(Bytes::from(report.unwrap_or_else(|| {
+            return Ok(Reply::Verbatim(report.unwrap_or_else(|| {
                 "Stats not supported for the current allocator".to_string()
-            }))));
+            })));
         }
         2 if is(sub, "purge") => return Ok(Reply::ok()),
         _ if is(sub, "usage") => {}

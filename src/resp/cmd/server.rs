@@ -998,9 +998,10 @@ fn config_set(shared: &Shared, args: &[Bytes]) -> CommandResult {
             },
             // Setting a fixed value to what it is changes nothing: allowed,
             // so a tool that saves the configuration and restores it works.
-            _ if known
-                .iter()
-                .any(|(setting, value)| *setting == name && value.as_bytes() == &pair[1][..]) =>
+            // As Redis takes `yes`, `everysec` or `noeviction` in any case.
+            _ if known.iter().any(|(setting, value)| {
+                *setting == name && value.as_bytes().eq_ignore_ascii_case(&pair[1])
+            }) =>
             {
                 continue;
             }
@@ -1326,11 +1327,14 @@ impl ProcessMemory {
             .map_or(self.resident, |stats| stats.allocated)
     }
 
-    /// A peak no lower than [`Self::used`]: the most ever resident, which
-    /// bounds what was ever allocated (walrus does not sample the
-    /// allocator's count between requests, as Redis's cron does).
+    /// The peak of [`Self::used`]: of the allocated bytes as sampled at each
+    /// reading (`crate::allocator::peak_allocated`), or the most ever
+    /// resident when the allocator cannot say.
     pub fn used_peak(&self) -> u64 {
-        self.peak.max(self.used())
+        match self.allocator {
+            Some(_) => crate::allocator::peak_allocated().max(self.used()),
+            None => self.peak.max(self.used()),
+        }
     }
 
     pub fn fragmentation(&self) -> Option<Fragmentation> {
@@ -1341,7 +1345,7 @@ impl ProcessMemory {
 
 /// This process's [`ProcessMemory`] (zeros where /proc is not there).
 pub(super) fn process_memory() -> ProcessMemory {
-    let allocator = crate::allocator::registered().and_then(|allocator| allocator.stats());
+    let allocator = crate::allocator::stats();
     let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
         return ProcessMemory {
             allocator,
