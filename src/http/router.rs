@@ -61,7 +61,7 @@ impl App {
         }
         match (path, request.method()) {
             ("/health", &Method::GET | &Method::HEAD) => text(StatusCode::OK, "ok"),
-            ("/ready", &Method::GET | &Method::HEAD) => self.ready(),
+            ("/ready", &Method::GET | &Method::HEAD) => self.ready().await,
             ("/metrics", &Method::GET | &Method::HEAD) => body(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
@@ -81,8 +81,8 @@ impl App {
         }
     }
 
-    fn ready(&self) -> HttpResponse {
-        match self.node.not_ready() {
+    async fn ready(&self) -> HttpResponse {
+        match self.node.not_ready().await {
             None => text(StatusCode::OK, "ready"),
             Some(reason) => text(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -77,6 +77,11 @@ pub struct Follower {
     pub matched: u64,
 }
 
+/// How long `/ready` lets a replica apply what it already knew to be
+/// committed before judging it behind: a few milliseconds of applying under
+/// load, not a catch-up.
+pub const READY_SETTLES_WITHIN: Duration = Duration::from_millis(100);
+
 /// A single store or a cluster replica, behind the same calls.
 ///
 /// A durable single store may become the first member of a cluster while it
@@ -380,11 +385,14 @@ impl Node {
         }
     }
 
-    /// Why the node cannot serve now, if it cannot (`/ready`).
-    pub fn not_ready(&self) -> Option<String> {
+    /// Why the node cannot serve now, if it cannot (`/ready`). A replica
+    /// first has up to [`READY_SETTLES_WITHIN`] to apply what it knew to be
+    /// committed when asked (`ClusterNode::ready_settled`).
+    pub async fn not_ready(&self) -> Option<String> {
         if let Some(reason) = self.inner.store.failure() {
             return Some(format!("storage has failed: {reason}"));
         }
-        self.cluster().and_then(|cluster| cluster.ready().err())
+        let cluster = self.cluster()?;
+        cluster.ready_settled(READY_SETTLES_WITHIN).await.err()
     }
 }

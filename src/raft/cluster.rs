@@ -1577,6 +1577,41 @@ impl ClusterNode {
     /// Whether the node can serve: a leader is known and this node has
     /// applied everything it knows to be committed.
     pub fn ready(&self) -> std::result::Result<(), String> {
+        self.judge_ready(u64::MAX)
+    }
+
+    /// [`Self::ready`], once this node has had up to `within` to apply what
+    /// it knew to be committed when asked. Under load a node is always a few
+    /// entries from applying what it has just committed; that is not being
+    /// behind, and `/ready` should not flap with it. A node further behind
+    /// does not get there in time.
+    pub async fn ready_settled(&self, within: Duration) -> std::result::Result<(), String> {
+        let metrics = self.metrics();
+        let applied = metrics.last_applied.map_or(0, |id| id.index);
+        let committed = self.known_committed(&metrics);
+        if applied < committed {
+            // Timing out is no error here: the judgement below says why.
+            let _ = self
+                .raft
+                .wait(Some(within))
+                .applied_index_at_least(Some(committed), "ready")
+                .await;
+        }
+        self.judge_ready(committed)
+    }
+
+    /// The highest commit index this node knows of: its own, or one a read
+    /// index named.
+    fn known_committed(&self, metrics: &openraft::RaftMetrics<TypeConfig>) -> u64 {
+        metrics
+            .local_committed
+            .map_or(0, |id| id.index)
+            .max(*self.heard_commit.read())
+    }
+
+    /// [`Self::ready`], counting as committed no more than `committed_at_most`
+    /// (the commit index a settled judgement waited for).
+    fn judge_ready(&self, committed_at_most: u64) -> std::result::Result<(), String> {
         if let Some(reason) = self.fatal_error() {
             return Err(reason);
         }
@@ -1588,10 +1623,7 @@ impl ClusterNode {
             return Err("no leader is known".into());
         }
         let applied = metrics.last_applied.map_or(0, |id| id.index);
-        let committed = metrics
-            .local_committed
-            .map_or(0, |id| id.index)
-            .max(*self.heard_commit.read());
+        let committed = self.known_committed(&metrics).min(committed_at_most);
         if applied < committed {
             return Err(format!(
                 "applied up to {applied}, committed is {committed}: catching up"
