@@ -220,6 +220,11 @@ pub struct Shared {
     /// Clients served at once now (starts as the config's; CONFIG SET
     /// maxclients changes it); more are refused with Redis's error.
     pub max_clients: std::sync::atomic::AtomicUsize,
+    /// The `maxmemory-policy` CONFIG SET last chose, as an index into
+    /// `cmd::server::EVICTION_POLICIES` (0, `noeviction`, at start). Nothing
+    /// is ever evicted: `maxmemory` is 0, no limit, under which Redis evicts
+    /// nothing either whatever the policy.
+    pub maxmemory_policy: std::sync::atomic::AtomicU8,
     /// CLIENT PAUSE: commands it holds wait before they run.
     pub pause: Arc<ClientPause>,
     /// The expiry sweeper's counts (INFO `expired_keys`).
@@ -325,6 +330,7 @@ pub async fn serve_resp(
         stats,
         idle_timeout_secs: AtomicU64::new(config.idle_timeout_secs),
         max_clients: std::sync::atomic::AtomicUsize::new(config.max_connections.max(1)),
+        maxmemory_policy: std::sync::atomic::AtomicU8::new(0),
         config,
         clients: Arc::default(),
         slowlog: slowlog::SlowLog::default(),

@@ -1442,9 +1442,27 @@ fn argument_errors_come_in_redis_order() {
         "+OK\r\n",
         "a setting's own value, in any case"
     );
+    // The policy can be set, as Redis's own tests do before RESTORE …
+    // IDLETIME; with no memory limit nothing is evicted under any of them.
+    assert_eq!(
+        raw.call(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]),
+        "+OK\r\n"
+    );
     assert!(
-        raw.call(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"])
-            .contains("immutable")
+        raw.call(&["INFO", "memory"])
+            .contains("\r\nmaxmemory_policy:allkeys-lru\r\n")
+    );
+    assert!(
+        raw.call(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lfu"])
+            .contains("no LFU policy")
+    );
+    assert!(
+        raw.call(&["CONFIG", "SET", "maxmemory-policy", "sometimes"])
+            .contains("must be one of the following")
+    );
+    assert_eq!(
+        raw.call(&["CONFIG", "GET", "maxmemory-policy"]),
+        "*2\r\n$16\r\nmaxmemory-policy\r\n$11\r\nallkeys-lru\r\n"
     );
 }
 

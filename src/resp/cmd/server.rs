@@ -902,8 +902,7 @@ fn config_values(shared: &Shared) -> Vec<(&'static str, String)> {
         ("save", String::new()),
         ("databases", DATABASES.to_string()),
         ("maxmemory", "0".into()),
-        // walrus never evicts: a write that does not fit is refused.
-        ("maxmemory-policy", "noeviction".into()),
+        ("maxmemory-policy", eviction_policy(shared).into()),
         (
             "maxclients",
             shared.max_clients.load(Ordering::Relaxed).to_string(),
@@ -931,8 +930,33 @@ fn config_values(shared: &Shared) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// The `maxmemory-policy` values walrus takes, `noeviction` first. With
+/// `maxmemory` 0 (no limit, all walrus has) Redis evicts nothing under any
+/// of them, and neither does walrus; a tool or test may still set one, and
+/// an LRU policy is what `OBJECT IDLETIME` and `RESTORE … IDLETIME` go with.
+/// The LFU policies are refused: walrus does not count accesses, so it
+/// could not answer `OBJECT FREQ` under them.
+pub const EVICTION_POLICIES: [&str; 6] = [
+    "noeviction",
+    "allkeys-lru",
+    "volatile-lru",
+    "allkeys-random",
+    "volatile-random",
+    "volatile-ttl",
+];
+
+/// The `maxmemory-policy` in force.
+fn eviction_policy(shared: &Shared) -> &'static str {
+    let chosen = shared.maxmemory_policy.load(Ordering::Relaxed);
+    EVICTION_POLICIES
+        .get(usize::from(chosen))
+        .copied()
+        .unwrap_or(EVICTION_POLICIES[0])
+}
+
 /// A setting `CONFIG SET` changes live.
 enum LiveSetting {
+    EvictionPolicy(u8),
     IdleTimeoutSecs(u64),
     MaxClients(usize),
     SlowerThanMicros(i64),
@@ -943,7 +967,8 @@ enum LiveSetting {
 
 /// CONFIG SET name value [name value …]: `timeout` (seconds a client may stay
 /// idle, 0 for never), `maxclients`, the slow log's two settings,
-/// `notify-keyspace-events` and `tracking-table-max-keys` change live; every
+/// `notify-keyspace-events`, `tracking-table-max-keys` and
+/// `maxmemory-policy` (see [`EVICTION_POLICIES`]) change live; every
 /// other setting walrus reports is a flag of `walrus serve`, fixed at start,
 /// and gets Redis's refusal for an immutable one; a name walrus does not
 /// know gets Redis's unknown-option error. As in Redis 7, every pair is
@@ -988,6 +1013,25 @@ fn config_set(shared: &Shared, args: &[Bytes]) -> CommandResult {
                     config_integer_in(&name, &pair[1], 0, i64::MAX)? as usize
                 )
             }
+            "maxmemory-policy" => {
+                let value = String::from_utf8_lossy(&pair[1]).to_ascii_lowercase();
+                match EVICTION_POLICIES.iter().position(|policy| *policy == value) {
+                    Some(index) => LiveSetting::EvictionPolicy(index as u8),
+                    None if value.ends_with("-lfu") => {
+                        return Err(Reply::err(format!(
+                            "CONFIG SET failed (possibly related to argument '{name}') - \
+                             walrus does not count accesses, so it has no LFU policy"
+                        )));
+                    }
+                    None => {
+                        return Err(Reply::err(format!(
+                            "CONFIG SET failed (possibly related to argument '{name}') - \
+                             argument(s) must be one of the following: {}",
+                            EVICTION_POLICIES.join(", ")
+                        )));
+                    }
+                }
+            }
             "notify-keyspace-events" => match KeyspaceEvents::parse(&pair[1]) {
                 Ok(flags) => LiveSetting::KeyspaceEvents(flags),
                 Err(why) => {
@@ -1021,6 +1065,9 @@ fn config_set(shared: &Shared, args: &[Bytes]) -> CommandResult {
     }
     for change in changes {
         match change {
+            LiveSetting::EvictionPolicy(index) => {
+                shared.maxmemory_policy.store(index, Ordering::Relaxed)
+            }
             LiveSetting::IdleTimeoutSecs(seconds) => shared
                 .idle_timeout_secs
                 .store(seconds, std::sync::atomic::Ordering::Relaxed),
@@ -1172,9 +1219,10 @@ fn info(shared: &Shared, sections: &[Bytes]) -> String {
             text,
             "total_system_memory:{system}\r\ntotal_system_memory_human:{}\r\n\
              walrus_data_bytes:{}\r\nmaxmemory:0\r\nmaxmemory_human:0B\r\n\
-             maxmemory_policy:noeviction\r\n",
+             maxmemory_policy:{}\r\n",
             human_bytes(system),
-            shared.store.data_bytes()
+            shared.store.data_bytes(),
+            eviction_policy(shared)
         );
         if let Some(figures) = memory.fragmentation() {
             let _ = write!(
