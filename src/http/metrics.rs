@@ -261,7 +261,7 @@ fn render_cluster(out: &mut String, cluster: &ClusterNode) {
 /// The allocator's counts, when the program registered one
 /// (`crate::allocator`; the binary registers jemalloc).
 fn render_allocator(out: &mut String) {
-    let Some(stats) = crate::allocator::registered().and_then(|allocator| allocator.stats()) else {
+    let Some(stats) = crate::allocator::stats() else {
         return;
     };
     for (name, help, value) in [

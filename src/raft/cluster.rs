@@ -307,7 +307,7 @@ pub struct ClusterNode {
     refusing_entries: AtomicBool,
     /// When this node last handed leadership over for want of space.
     handed_over: Mutex<Option<Instant>>,
-    /// What the other voters said of their disks when this leader, near its
+    /// What the other voters said of their disks when this node, near its
     /// floor, last asked: a handover goes only to one with room to lead.
     peer_disks: Mutex<Option<PeerDisks>>,
     _data_dir: DataDir,
@@ -347,7 +347,7 @@ impl DiskRoom {
     }
 }
 
-/// The other voters' disks as a leader near its floor last heard of them.
+/// The other voters' disks as a node near its floor last heard of them.
 struct PeerDisks {
     asked: Instant,
     /// Each voter that answered; one that did not is left out, and counts
@@ -358,7 +358,7 @@ struct PeerDisks {
 /// How long what the other voters said of their disks stands.
 const PEER_DISKS_STAND_FOR: Duration = Duration::from_secs(2);
 
-/// A leader asks the other voters about their disks once its free space is
+/// A node asks the other voters about their disks once its free space is
 /// under this multiple of its floor, so it knows before it has to hand over.
 const ASK_PEER_DISKS_UNDER_FLOOR_TIMES: u64 = 2;
 
@@ -1574,21 +1574,21 @@ impl ClusterNode {
             })
     }
 
-    /// Whether the node can serve: a leader is known and this node has
-    /// applied everything it knows to be committed.
-    pub fn ready(&self) -> std::result::Result<(), String> {
-        self.judge_ready(u64::MAX)
-    }
-
-    /// [`Self::ready`], once this node has had up to `within` to apply what
-    /// it knew to be committed when asked. Under load a node is always a few
-    /// entries from applying what it has just committed; that is not being
-    /// behind, and `/ready` should not flap with it. A node further behind
-    /// does not get there in time.
+    /// Whether the node can serve (`/ready`): a leader is known and this
+    /// node has applied everything it knew to be committed when asked, given
+    /// up to `within` to finish applying that. Under load a node is always a
+    /// few entries from applying what it has just committed; that is not
+    /// being behind, and `/ready` should not flap with it. A node further
+    /// behind does not get there in time.
     pub async fn ready_settled(&self, within: Duration) -> std::result::Result<(), String> {
         let metrics = self.metrics();
         let applied = metrics.last_applied.map_or(0, |id| id.index);
-        let committed = self.known_committed(&metrics);
+        // The highest commit index this node knows: its own, or one a read
+        // index named.
+        let committed = metrics
+            .local_committed
+            .map_or(0, |id| id.index)
+            .max(*self.heard_commit.read());
         if applied < committed {
             // Timing out is no error here: the judgement below says why.
             let _ = self
@@ -1600,18 +1600,9 @@ impl ClusterNode {
         self.judge_ready(committed)
     }
 
-    /// The highest commit index this node knows of: its own, or one a read
-    /// index named.
-    fn known_committed(&self, metrics: &openraft::RaftMetrics<TypeConfig>) -> u64 {
-        metrics
-            .local_committed
-            .map_or(0, |id| id.index)
-            .max(*self.heard_commit.read())
-    }
-
-    /// [`Self::ready`], counting as committed no more than `committed_at_most`
-    /// (the commit index a settled judgement waited for).
-    fn judge_ready(&self, committed_at_most: u64) -> std::result::Result<(), String> {
+    /// [`Self::ready_settled`]'s judgement, against the commit index it
+    /// waited for (commit indexes only grow, so later ones are not counted).
+    fn judge_ready(&self, committed: u64) -> std::result::Result<(), String> {
         if let Some(reason) = self.fatal_error() {
             return Err(reason);
         }
@@ -1623,7 +1614,6 @@ impl ClusterNode {
             return Err("no leader is known".into());
         }
         let applied = metrics.last_applied.map_or(0, |id| id.index);
-        let committed = self.known_committed(&metrics).min(committed_at_most);
         if applied < committed {
             return Err(format!(
                 "applied up to {applied}, committed is {committed}: catching up"

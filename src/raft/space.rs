@@ -150,21 +150,22 @@ impl DiskSpace {
         if !fits(self.free()) && self.refresh().is_none_or(|free| !fits(free)) {
             return false;
         }
-        let _ = self
-            .free
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |free| {
-                Some(free.saturating_sub(bytes))
-            });
+        self.take_free(bytes);
         true
     }
 
     fn count(&self, bytes: u64) {
+        self.take_free(bytes);
+        self.room.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Counts `bytes` of the free space as taken until the next reading.
+    fn take_free(&self, bytes: u64) {
         let _ = self
             .free
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |free| {
                 Some(free.saturating_sub(bytes))
             });
-        self.room.fetch_add(bytes, Ordering::Relaxed);
     }
 
     /// Whether a snapshot of the state fits with half of `min_free` still
@@ -177,11 +178,7 @@ impl DiskSpace {
         if free < room.saturating_add(self.accept_floor()) {
             return false;
         }
-        let _ = self
-            .free
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |free| {
-                Some(free.saturating_sub(room))
-            });
+        self.take_free(room);
         true
     }
 
