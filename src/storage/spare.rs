@@ -31,7 +31,7 @@ use crate::error::{Error, Result};
 /// something to remove at open, like an interrupted snapshot.
 pub const SPARE_FILE_NAME: &str = "spare-segment.wal.tmp";
 
-/// Bytes zero-filled per write while preparing a spare.
+/// Bytes zero-filled per write while preparing a spare or growing a segment.
 const FILL_CHUNK_BYTES: usize = 1 << 20;
 
 /// A prepared spare: created, (when preallocating) zero-filled, and synced,
@@ -85,19 +85,7 @@ fn fill(
     remove_if_present(fs, path).map_err(io_error)?;
     let mut file = fs.create(path).map_err(io_error)?;
     if preallocate {
-        let zeros = vec![0u8; FILL_CHUNK_BYTES];
-        let mut offset = 0;
-        while offset < size {
-            if cancel.load(Ordering::Relaxed) {
-                return Err(Error::io(
-                    path,
-                    std::io::Error::new(std::io::ErrorKind::Interrupted, "spare no longer needed"),
-                ));
-            }
-            let len = FILL_CHUNK_BYTES.min((size - offset) as usize);
-            file.write_all_at(offset, &zeros[..len]).map_err(io_error)?;
-            offset += len as u64;
-        }
+        write_zeros(&mut *file, 0, size, cancel).map_err(io_error)?;
     }
     file.sync_all().map_err(io_error)?;
     Ok(Spare {
@@ -105,6 +93,32 @@ fn fill(
         capacity: size,
         allocated: if preallocate { size } else { 0 },
     })
+}
+
+/// Writes zeros over `from..to` of `file`, a chunk at a time, stopping with
+/// an `Interrupted` error once `cancel` is set. Zeros are what a reader of
+/// the log takes for unused space, so stopping part way (cancelled, or out of
+/// space) leaves nothing that reads as a record.
+pub fn write_zeros(
+    file: &mut dyn WritableFile,
+    from: u64,
+    to: u64,
+    cancel: &AtomicBool,
+) -> std::io::Result<()> {
+    let zeros = vec![0u8; FILL_CHUNK_BYTES.min(to.saturating_sub(from) as usize)];
+    let mut offset = from;
+    while offset < to {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                "spare no longer needed",
+            ));
+        }
+        let len = FILL_CHUNK_BYTES.min((to - offset) as usize);
+        file.write_all_at(offset, &zeros[..len])?;
+        offset += len as u64;
+    }
+    Ok(())
 }
 
 /// Turns the spare into the segment that starts at `first_seq`: header,

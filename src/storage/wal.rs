@@ -12,9 +12,11 @@
 //!   everything after it is zeros (preallocation) or absent;
 //! - once a write or sync fails the log is failed for good ([`Error::Failed`]): a
 //!   failed `fdatasync` may have dropped dirty pages, so retrying it could report
-//!   success for data that is gone. The one exception is a new segment that
-//!   cannot be created for want of space: no record was written, the partial
-//!   file is removed, and the append fails with [`Error::NoSpace`] alone.
+//!   success for data that is gone. The exceptions are a new segment that
+//!   cannot be created for want of space (the partial file is removed) and a
+//!   segment that cannot grow past its preallocation for a batch larger than
+//!   it (it grows with zeros first): no record was written, and the append
+//!   fails with [`Error::NoSpace`] alone.
 //!
 //! Segment sizes adapt to the disk. A new segment gets the configured size, or
 //! less: the size the store asks for ([`Wal::set_segment_target`], so a small
@@ -432,6 +434,11 @@ impl Wal {
             self.rotate(first_seq, space)?;
         }
         let offset = self.active.write_offset;
+        // Direct writes cover whole blocks, the last one padded.
+        let end = (offset + buffer.len() as u64).next_multiple_of(DIRECT_IO_ALIGNMENT as u64);
+        if self.options.preallocate && end > self.active.allocated {
+            self.grow_active(end, space)?;
+        }
         let written = match &mut self.active.direct {
             Some(direct) => direct.write(offset, buffer),
             None => self.active.file.write_all_at(offset, buffer),
@@ -453,6 +460,38 @@ impl Wal {
         }
         self.dirty = true;
         self.synced_since_append = false;
+        Ok(())
+    }
+
+    /// Grows the active segment with zeros to `end` bytes and makes its new
+    /// size durable, before records are written past its preallocation: a
+    /// batch larger than a segment sized to a nearly full disk.
+    ///
+    /// A record write that extended the file itself could run out of space
+    /// part way through a batch, leaving whole records of a refused batch on
+    /// disk, and would have to fail the log for good. Zeros are what
+    /// preallocation leaves, so running out of space here leaves nothing a
+    /// recovery reads as a record, and the append fails with
+    /// [`Error::NoSpace`] alone (the next attempt writes the same zeros again).
+    fn grow_active(&mut self, end: u64, space: SpaceUse) -> Result<()> {
+        let from = self.active.allocated;
+        let no_space = Error::NoSpace {
+            path: self.dir.clone(),
+        };
+        if usable_space(&*self.fs, &self.dir, space) < end - from {
+            return Err(no_space);
+        }
+        let path = self.active.path.clone();
+        let never_cancelled = std::sync::atomic::AtomicBool::new(false);
+        match spare::write_zeros(&mut *self.active.file, from, end, &never_cancelled) {
+            Ok(()) => {}
+            Err(err) if crate::error::is_no_space(&err) => return Err(no_space),
+            Err(err) => return Err(self.fail(&path, err)),
+        }
+        if let Err(err) = self.active.file.sync_all() {
+            return Err(self.fail(&path, err));
+        }
+        self.active.allocated = end;
         Ok(())
     }
 

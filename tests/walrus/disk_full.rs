@@ -173,3 +173,73 @@ fn start_up_on_a_disk_too_small_for_a_segment_names_the_flag_that_helps() {
     assert!(stderr.contains("no space left"), "{stderr}");
     assert!(stderr.contains("--segment-bytes"), "{stderr}");
 }
+
+/// Many large writes at once are committed as one batch, which can be larger
+/// than the small segment a nearly full disk gets: the batch must then be
+/// refused like any write that does not fit, not fail the store.
+#[test]
+fn a_batch_of_large_concurrent_writes_on_a_full_disk_is_refused_without_failing_the_store() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let mount_point = temp.path().join("small");
+    let Some(_disk) = SmallDisk::mount_or_skip(&mount_point, "40m") else {
+        return;
+    };
+    let data = mount_point.join("data");
+    let server = Server::start_in_data(&data, &[]);
+    let address = server.address;
+    let big = |index: usize| vec![b'a' + (index % 26) as u8; 1_000_000];
+
+    let mut acknowledged = Vec::new();
+    let mut refusals = Vec::new();
+    for round in 0..8 {
+        let replies: Vec<(usize, u16, String)> = std::thread::scope(|scope| {
+            let writers: Vec<_> = (0..32)
+                .map(|writer| {
+                    let index = round * 32 + writer;
+                    scope.spawn(move || {
+                        let reply = put(address, &format!("/kv/big{index}"), &big(index));
+                        (index, reply.status, reply.text())
+                    })
+                })
+                .collect();
+            writers
+                .into_iter()
+                .map(|writer| writer.join().expect("writer thread"))
+                .collect()
+        });
+        for (index, status, text) in replies {
+            match status {
+                200 => acknowledged.push(index),
+                _ => refusals.push((index, status, text)),
+            }
+        }
+        if !refusals.is_empty() {
+            break;
+        }
+    }
+    assert!(!refusals.is_empty(), "40 MiB took 256 values of 1 MB");
+    for (index, status, text) in &refusals {
+        assert_eq!(*status, 503, "big{index}: {text}");
+        assert!(text.contains("no space left"), "big{index}: {text}");
+    }
+
+    // Full, not failed: a delete and a small write go through.
+    let reply = delete(address, &format!("/kv/big{}", acknowledged[0]));
+    assert_eq!(reply.status, 200, "delete: {}", reply.text());
+    let reply = put(address, "/kv/small", b"s");
+    assert_eq!(reply.status, 200, "small write: {}", reply.text());
+
+    let mut server = server;
+    server.terminate();
+    let server = Server::start_in_data(&data, &[]);
+    for &index in &acknowledged[1..] {
+        let reply = get(server.address, &format!("/kv/big{index}"));
+        assert_eq!(reply.status, 200, "big{index} lost");
+        assert_eq!(reply.body, big(index), "big{index} changed");
+    }
+    for (index, _, _) in &refusals {
+        let reply = get(server.address, &format!("/kv/big{index}"));
+        assert_eq!(reply.status, 404, "refused big{index} was applied");
+    }
+    assert_eq!(get(server.address, "/kv/small").body, b"s");
+}
