@@ -93,6 +93,15 @@ pub enum Error {
     )]
     DiskLow { reason: String },
 
+    /// A cluster member may not read the command's log format (it runs an
+    /// older walrus, or has not said yet): proposed, the command would stop
+    /// that member. Nothing was written; upgrading every member is the remedy.
+    #[error(
+        "the cluster cannot take this command yet: {reason}; nothing was written. \
+         Upgrade every member to this walrus, then retry"
+    )]
+    MembersTooOld { reason: String },
+
     /// Writing a snapshot failed; the log is intact and nothing was lost.
     #[error("snapshot failed: {0}")]
     SnapshotFailed(String),

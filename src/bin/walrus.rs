@@ -564,6 +564,12 @@ struct ServeArgs {
     /// partition` uses it). Off by default; never in production.
     #[arg(long)]
     enable_fault_injection: bool,
+    /// FOR TESTS ONLY: the newest command format this cluster node says it
+    /// reads and proposes, lower than this build's to play an older walrus
+    /// in a rolling upgrade (see `raft/formats.rs`).
+    #[arg(long, hide = true, default_value_t = walrus::store::COMMAND_FORMAT,
+          value_parser = clap::value_parser!(u32).range(1..=walrus::store::COMMAND_FORMAT as i64))]
+    command_format: u32,
 }
 
 impl ServeArgs {
@@ -744,6 +750,7 @@ impl ServeArgs {
         options.snapshot_log_bytes = self.snapshot_log_bytes.max(1 << 20);
         options.min_free_space = self.min_free_space;
         options.fault_injection = self.enable_fault_injection;
+        options.command_format = self.command_format;
         if let Some(cert) = &self.tls_cert {
             let ca_file = self.peer_cacert.as_ref().unwrap_or(cert);
             let connector = walrus::client::tls::connector(ca_file)

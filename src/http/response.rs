@@ -153,7 +153,7 @@ pub fn store_error(error: &Error) -> HttpResponse {
             response
         }
         Error::InvalidArgument(message) => text(StatusCode::BAD_REQUEST, message.clone()),
-        Error::NoSpace { .. } | Error::DiskLow { .. } => {
+        Error::NoSpace { .. } | Error::DiskLow { .. } | Error::MembersTooOld { .. } => {
             text(StatusCode::SERVICE_UNAVAILABLE, error.to_string())
         }
         Error::Unavailable { reason } => retry_shortly(format!("{reason}; {NOTHING_APPLIED}")),

@@ -39,7 +39,10 @@ impl ReplicatedStore {
         &self.cluster
     }
 
-    fn encode(command: &Command) -> Result<Proposal, Error> {
+    /// The proposal for `command`, or why it cannot be proposed: too large
+    /// for a log record, or in a log format some member may not read.
+    fn encode(&self, command: &Command) -> Result<Proposal, Error> {
+        self.cluster.check_command_format(command.format())?;
         let size = command.data_bytes();
         if size > MAX_COMMAND_FIELD_BYTES {
             return Err(Error::InvalidArgument(format!(
@@ -63,7 +66,7 @@ impl KvStore for ReplicatedStore {
         self.cluster.state()
     }
     fn submit(&self, command: Command) -> Submission {
-        let proposal = match ReplicatedStore::encode(&command) {
+        let proposal = match self.encode(&command) {
             Ok(proposal) => proposal,
             Err(error) => return Submission::ready(Err(error)),
         };
@@ -97,7 +100,7 @@ impl KvStore for ReplicatedStore {
         let mut proposals = Vec::new();
         let mut replies = Vec::new();
         for command in &commands {
-            match ReplicatedStore::encode(command) {
+            match self.encode(command) {
                 Ok(proposal) => {
                     let (reply, receiver) = oneshot::channel();
                     proposals.push(proposal);

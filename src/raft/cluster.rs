@@ -35,6 +35,7 @@ use tokio::time::Instant;
 
 use super::broadcast::{Broadcaster, Published};
 use super::fault::FaultSwitch;
+use super::formats::{MemberFormats, OLDEST_FORMAT};
 use super::forward::{ForwardAnswer, ForwardQueue, Forwarded};
 use super::log_store::{HeldBytes, LogStore};
 use super::network::{
@@ -87,6 +88,10 @@ pub struct ClusterOptions {
     pub watch_history: crate::store::changes::FeedLimits,
     /// Free disk space kept beyond room for a snapshot (`space.rs`).
     pub min_free_space: u64,
+    /// The newest command format this node says it reads and proposes
+    /// (`formats.rs`): this build's [`crate::store::COMMAND_FORMAT`], lower
+    /// only for tests that play an older member.
+    pub command_format: u32,
 }
 
 impl ClusterOptions {
@@ -107,6 +112,7 @@ impl ClusterOptions {
             peer_tls: None,
             watch_history: Default::default(),
             min_free_space: super::space::DEFAULT_MIN_FREE_BYTES,
+            command_format: crate::store::COMMAND_FORMAT,
         }
     }
 }
@@ -310,6 +316,8 @@ pub struct ClusterNode {
     /// What the other voters said of their disks when this node, near its
     /// floor, last asked: a handover goes only to one with room to lead.
     peer_disks: Mutex<Option<PeerDisks>>,
+    /// Which command formats the other members read (`formats.rs`).
+    formats: MemberFormats,
     _data_dir: DataDir,
 }
 
@@ -570,6 +578,7 @@ impl ClusterNode {
         )
         .await
         .map_err(|error| unavailable(format!("starting Raft: {error}")))?;
+        let formats = MemberFormats::new(options.command_format);
         let node = Arc::new(ClusterNode {
             id: options.node_id,
             raft,
@@ -592,6 +601,7 @@ impl ClusterNode {
             refusing_entries: AtomicBool::new(false),
             handed_over: Mutex::new(None),
             peer_disks: Mutex::new(None),
+            formats,
             _data_dir: data_dir,
         });
         node.measure_snapshot_room();
@@ -804,6 +814,55 @@ impl ClusterNode {
             asked: Instant::now(),
             rooms,
         });
+    }
+
+    /// The members other than this node: voters and learners, which apply
+    /// every entry alike.
+    fn other_members(&self) -> Vec<NodeId> {
+        self.metrics()
+            .membership_config
+            .nodes()
+            .map(|(id, _)| *id)
+            .filter(|id| *id != self.id)
+            .collect()
+    }
+
+    /// Asks the other members which command format they read, when due
+    /// (`formats.rs`). A member that does not know the question is an
+    /// older walrus; one that does not answer keeps what it said before.
+    async fn ask_command_formats(&self) {
+        let others = self.other_members();
+        if !self.formats.due(&others) {
+            return;
+        }
+        let asks = others.into_iter().filter_map(|id| {
+            let peer = self.peer(id)?;
+            Some(async move {
+                let answer = peer
+                    .call_unnoted::<_, u32>("command-format", &(), HOUSEKEEPING_TICK)
+                    .await;
+                (id, answer)
+            })
+        });
+        for (id, answer) in futures::future::join_all(asks).await {
+            match answer {
+                Ok(format) => self.formats.heard(id, format),
+                Err(PeerError::NoSuchMessage { .. }) => self.formats.heard(id, OLDEST_FORMAT),
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// Refuses a command of `format` while a member may not read it: a
+    /// member that cannot decode an entry stops (`formats.rs`).
+    pub fn check_command_format(&self, format: u32) -> Result<()> {
+        if format <= OLDEST_FORMAT {
+            // Every walrus reads it; no need to look at the membership.
+            return Ok(());
+        }
+        self.formats
+            .admit(format, self.other_members())
+            .map_err(|reason| Error::MembersTooOld { reason })
     }
 
     /// Whether this node takes `entries` (an append of `bytes`) from its
@@ -1213,7 +1272,11 @@ impl ClusterNode {
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
                 }
-                Err(PeerError::Unreachable { .. } | PeerError::Refused { .. }) => {
+                Err(
+                    PeerError::Unreachable { .. }
+                    | PeerError::Refused { .. }
+                    | PeerError::NoSuchMessage { .. },
+                ) => {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 Ok(_) | Err(PeerError::Failed { .. }) => {
@@ -1293,6 +1356,7 @@ impl ClusterNode {
             "forward-batch" => encode(&self.serve_forward_batch(decode(body)?).await),
             "read-index" => encode(&self.serve_read_index().await),
             "disk-room" => encode(&self.disk_room()),
+            "command-format" => encode(&self.options.command_format),
             "transfer-leader" => match self.raft.handle_transfer_leader(decode(body)?).await {
                 Ok(answer) => encode(&answer),
                 Err(error) => Err(unavailable(&error)),
@@ -1927,6 +1991,9 @@ async fn housekeeping(node: std::sync::Weak<ClusterNode>) {
             was_short = short;
         }
         node.ask_peer_disks(short).await;
+        // On its own task: a member slow to answer holds up nothing here.
+        let asking = node.clone();
+        tokio::spawn(async move { asking.ask_command_formats().await });
         if short && node.is_leader() {
             node.hand_over_for_space();
         }

@@ -160,7 +160,11 @@ impl ForwardQueue {
                         let _ = reply.send(Forwarded::Failed(reason.clone()));
                     }
                 }
-                Err(PeerError::Unreachable { .. } | PeerError::Refused { .. }) => {
+                Err(
+                    PeerError::Unreachable { .. }
+                    | PeerError::Refused { .. }
+                    | PeerError::NoSuchMessage { .. },
+                ) => {
                     for reply in replies {
                         let _ = reply.send(Forwarded::Unreachable);
                     }

@@ -18,6 +18,7 @@ pub mod adopt;
 pub mod broadcast;
 pub mod cluster;
 pub mod fault;
+pub mod formats;
 pub mod forward;
 pub mod log_store;
 pub mod member;

@@ -95,6 +95,9 @@ pub enum PeerError {
     /// off by fault injection, its Raft stopped, a bad token or body).
     #[error("node at {address} refused it: {reason}")]
     Refused { address: String, reason: String },
+    /// The peer does not know the message: an older walrus (404).
+    #[error("node at {address} does not know this message (an older walrus?)")]
+    NoSuchMessage { address: String },
     /// The exchange broke, or the peer failed while serving; the request may
     /// have arrived and been acted on.
     #[error("node at {address}: {reason}")]
@@ -321,6 +324,11 @@ impl Peer {
                 return Err(self.failed(format!("no answer within {} ms", timeout.as_millis())));
             }
         };
+        if status == StatusCode::NOT_FOUND {
+            return Err(PeerError::NoSuchMessage {
+                address: self.address().to_string(),
+            });
+        }
         if status != StatusCode::OK {
             let reason = format!("answered {status}: {}", String::from_utf8_lossy(&body));
             // A peer's refusals are 4xx and 503, all given before it acts
@@ -391,9 +399,9 @@ impl PeerError {
     fn into_rpc(self) -> RPCError<TypeConfig> {
         match self {
             PeerError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&self)),
-            PeerError::Refused { .. } | PeerError::Failed { .. } => {
-                RPCError::Network(NetworkError::new(&self))
-            }
+            PeerError::Refused { .. }
+            | PeerError::NoSuchMessage { .. }
+            | PeerError::Failed { .. } => RPCError::Network(NetworkError::new(&self)),
         }
     }
 }

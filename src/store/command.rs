@@ -47,6 +47,15 @@ pub enum Op {
     },
 }
 
+/// The newest command format this build reads and writes. A command added to
+/// the log after walrus's first cluster release raises it, and says so in
+/// [`Command::format`]: a member that cannot decode a log entry cannot apply
+/// it and stops, so a cluster proposes a command only once every member reads
+/// its format (`raft/formats.rs`). Formats:
+/// 1. every command up to `RESTORE … IDLETIME`;
+/// 2. `RESTORE … IDLETIME` ([`super::redis_op::RedisOp::RestoreIdle`]).
+pub const COMMAND_FORMAT: u32 = 2;
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     /// Sets `key`; `expires_at_ms` is a Unix time in milliseconds, 0 for never.
@@ -105,6 +114,15 @@ impl Command {
                         | RedisOp::Select { .. }
                 )
             }),
+        }
+    }
+
+    /// The oldest [`COMMAND_FORMAT`] that decodes this command: what every
+    /// member of a cluster must read before it is proposed there.
+    pub fn format(&self) -> u32 {
+        match self {
+            Command::Put { .. } | Command::Delete { .. } | Command::Txn { .. } => 1,
+            Command::Redis(redis) => redis.ops.iter().map(|op| op.format()).max().unwrap_or(1),
         }
     }
 

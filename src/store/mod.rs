@@ -39,7 +39,9 @@ use bytes::Bytes;
 use parking_lot::RwLock;
 use tokio::sync::oneshot;
 
-pub use command::{Command, Guard, MAX_COMMAND_FIELD_BYTES, Op, decode_payload, encode_payload};
+pub use command::{
+    COMMAND_FORMAT, Command, Guard, MAX_COMMAND_FIELD_BYTES, Op, decode_payload, encode_payload,
+};
 pub use deferred_drop::DropLater;
 pub use durable::{DurableStore, enter_event_loop};
 pub use mem::MemStore;

@@ -273,6 +273,15 @@ pub enum RedisOp {
 }
 
 impl RedisOp {
+    /// The oldest command format that decodes this op (see
+    /// [`super::command::COMMAND_FORMAT`]).
+    pub fn format(&self) -> u32 {
+        match self {
+            RedisOp::RestoreIdle { .. } => 2,
+            _ => 1,
+        }
+    }
+
     /// The op's name, for logs and dumps.
     pub fn name(&self) -> &'static str {
         match self {

@@ -165,6 +165,15 @@ impl Cluster {
     /// [`Cluster::start_with`], calling `prepare` with the directory that
     /// will hold the nodes' data directories (`node-1`, …) before any starts.
     fn start_after(size: u64, extra: &[&str], prepare: impl FnOnce(&Path)) -> Cluster {
+        Cluster::start_each(size, |_| extra.to_vec(), prepare)
+    }
+
+    /// [`Cluster::start_after`], with node `id` given `extra(id)`.
+    fn start_each<'a>(
+        size: u64,
+        extra: impl Fn(u64) -> Vec<&'a str>,
+        prepare: impl FnOnce(&Path),
+    ) -> Cluster {
         let temp = tempfile::tempdir().expect("temp dir");
         prepare(temp.path());
         let ports = walrus::net::unused_loopback_ports(2 * size as usize).expect("free ports");
@@ -188,7 +197,10 @@ impl Cluster {
                 resp,
                 dir: temp.path().join(format!("node-{}", index + 1)),
                 peers: peers.clone(),
-                extra: extra.iter().map(|arg| arg.to_string()).collect(),
+                extra: extra(index as u64 + 1)
+                    .iter()
+                    .map(|arg| arg.to_string())
+                    .collect(),
                 without_id: false,
                 child: None,
             })
@@ -196,8 +208,9 @@ impl Cluster {
         for node in &mut nodes {
             node.start();
         }
+        let tls = nodes[0].extra.iter().any(|arg| arg == "--tls-cert");
         let cluster = Cluster { nodes, _temp: temp };
-        if !extra.contains(&"--tls-cert") {
+        if !tls {
             cluster.wait_for_leader(Duration::from_secs(20));
         }
         cluster
@@ -1621,5 +1634,77 @@ fn a_cluster_whose_disks_all_run_short_refuses_writes_until_deletes_give_space_b
     for node in 1..=3 {
         let ready = http_get(cluster.node(node).http, "/ready");
         assert_eq!(ready.status, 200, "node {node}: {}", ready.text());
+    }
+}
+
+/// A rolling upgrade: a command in a log format some member cannot read
+/// would stop that member when applied, so it is refused on every node,
+/// nothing written, until that member runs a walrus that reads it.
+#[test]
+fn a_command_an_older_member_cannot_read_is_refused_until_it_is_upgraded() {
+    // Node 3 plays a walrus from before `RESTORE … IDLETIME` (format 1).
+    let mut cluster = Cluster::start_each(
+        3,
+        |id| match id {
+            3 => vec!["--command-format", "1"],
+            _ => vec![],
+        },
+        |_| {},
+    );
+    // Redis 7.0's `DUMP` of "hello".
+    let payload = crate::resp_api::unhex("000568656c6c6f0a006372df766534200a");
+    let restore = |node: &Node, key: &str, idle: Option<&str>| {
+        let mut connection = crate::resp_client::RawResp::connect(node.resp);
+        let mut args: Vec<&[u8]> = vec![b"RESTORE", key.as_bytes(), b"0", &payload];
+        if let Some(idle) = idle {
+            args.extend([b"IDLETIME".as_slice(), idle.as_bytes()]);
+        }
+        connection.send(&args);
+        connection.reply().unwrap_or_default()
+    };
+    let exists = |node: &Node, key: &str| {
+        crate::resp_client::RawResp::connect(node.resp).integer(&["EXISTS", key])
+    };
+
+    // Every node refuses it once it has heard what node 3 reads (within
+    // its first survey); before, node 3 is unknown, which refuses it too.
+    for id in 1..=3 {
+        let node = cluster.node(id);
+        let mut reply = String::new();
+        let older = match id {
+            3 => "this node runs an older walrus",
+            _ => "node 3 runs an older walrus",
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !reply.contains(older) {
+            assert!(Instant::now() < deadline, "through node {id}: {reply}");
+            std::thread::sleep(Duration::from_millis(50));
+            reply = restore(node, "idle", Some("100"));
+        }
+        assert!(
+            reply.starts_with("-ERR the cluster cannot take this command yet"),
+            "through node {id}: {reply}"
+        );
+        assert_eq!(exists(node, "idle"), 0, "a refused command wrote nothing");
+    }
+    // What every member reads still goes through, on the old member too.
+    assert_eq!(restore(cluster.node(3), "plain", None), "+OK\r\n");
+    assert_eq!(exists(cluster.node(1), "plain"), 1);
+
+    // Node 3 upgraded: the command goes through within a survey or two.
+    let node = cluster.node_mut(3);
+    node.kill();
+    node.extra.clear();
+    node.start();
+    cluster.wait_for_leader(Duration::from_secs(20));
+    let mut reply = String::new();
+    wait_until(Duration::from_secs(15), || {
+        reply = restore(cluster.node(1), "idle", Some("100"));
+        reply == "+OK\r\n"
+    });
+    for id in 1..=3 {
+        let idle = crate::resp_client::RawResp::connect(cluster.node(id).resp)
+            .integer(&["OBJECT", "IDLETIME", "idle"]);
+        assert!((100..110).contains(&idle), "node {id}: idle {idle}");
     }
 }

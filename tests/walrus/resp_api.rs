@@ -2325,7 +2325,7 @@ fn several_event_loops_serve_one_store() {
 }
 
 /// Bytes from their hex digits.
-fn unhex(text: &str) -> Vec<u8> {
+pub fn unhex(text: &str) -> Vec<u8> {
     (0..text.len())
         .step_by(2)
         .map(|at| u8::from_str_radix(&text[at..at + 2], 16).expect("hex"))
