@@ -1827,7 +1827,7 @@ fn cluster_status(args: &ClientArgs) -> Result<ExitCode> {
     let runtime = runtime()?;
     let token = read_token(args.token_file.as_deref())?;
     say!(
-        "{:<28} {:>4} {:<10} {:>6} {:>7} {:>10} {:>10} {:>10}  {}",
+        "{:<28} {:>4} {:<10} {:>6} {:>7} {:>10} {:>10} {:>10} {:>6}  {}",
         "ENDPOINT",
         "ID",
         "ROLE",
@@ -1836,6 +1836,7 @@ fn cluster_status(args: &ClientArgs) -> Result<ExitCode> {
         "LAST LOG",
         "COMMIT",
         "APPLIED",
+        "FORMAT",
         "DISK FREE"
     )?;
     let mut failures = 0;
@@ -1866,7 +1867,7 @@ fn cluster_status(args: &ClientArgs) -> Result<ExitCode> {
         });
         match status {
             Ok(status) => say!(
-                "{:<28} {:>4} {:<10} {:>6} {:>7} {:>10} {:>10} {:>10}  {}",
+                "{:<28} {:>4} {:<10} {:>6} {:>7} {:>10} {:>10} {:>10} {:>6}  {}",
                 endpoint,
                 status.node_id,
                 status.role,
@@ -1877,6 +1878,7 @@ fn cluster_status(args: &ClientArgs) -> Result<ExitCode> {
                 status.last_log_index,
                 status.commit_index,
                 status.applied_index,
+                status.command_format,
                 disk_column(&status)
             )?,
             Err(error) => {

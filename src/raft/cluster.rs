@@ -211,6 +211,14 @@ pub struct ClusterStatus {
     /// Whether this node refused its leader's last entries for want of space.
     #[serde(default)]
     pub refusing_entries: bool,
+    /// The newest command format this node reads (`formats.rs`); a node
+    /// older than the field reads format 1.
+    #[serde(default = "oldest_format")]
+    pub command_format: u32,
+}
+
+fn oldest_format() -> u32 {
+    OLDEST_FORMAT
 }
 
 /// Counters the node publishes in `/metrics`.
@@ -1754,6 +1762,7 @@ impl ClusterNode {
             disk_free_bytes: self.space.free(),
             disk_kept_free_bytes: self.space.propose_floor(),
             refusing_entries: self.refusing_entries.load(Ordering::Relaxed),
+            command_format: self.options.command_format,
         }
     }
 

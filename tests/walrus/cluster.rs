@@ -1666,6 +1666,16 @@ fn a_command_an_older_member_cannot_read_is_refused_until_it_is_upgraded() {
         crate::resp_client::RawResp::connect(node.resp).integer(&["EXISTS", key])
     };
 
+    // Each node's status says which command format it reads.
+    for id in 1..=3 {
+        let view = status(cluster.node(id).http).expect("a status");
+        let expected = if id == 3 {
+            1
+        } else {
+            walrus::store::COMMAND_FORMAT
+        };
+        assert_eq!(view["command_format"], expected, "node {id}");
+    }
     // Every node refuses it once it has heard what node 3 reads (within
     // its first survey); before, node 3 is unknown, which refuses it too.
     for id in 1..=3 {
