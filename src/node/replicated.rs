@@ -18,7 +18,8 @@ use crate::raft::cluster::unconfirmed_within;
 use crate::raft::{ClusterNode, Proposal};
 use crate::storage::record::MAX_RECORD_PAYLOAD;
 use crate::store::{
-    Command, DbKey, KvStore, MAX_COMMAND_FIELD_BYTES, State, Submission, encode_payload, now_ms,
+    Command, DbKey, KvStore, MAX_COMMAND_FIELD_BYTES, ORIGIN_FORMAT, Origin, State, Submission,
+    encode_payload_from, now_ms, origin,
 };
 
 pub struct ReplicatedStore {
@@ -49,8 +50,19 @@ impl ReplicatedStore {
                 "command carries {size} bytes; the limit is {MAX_COMMAND_FIELD_BYTES}"
             )));
         }
+        // The client a RESP write came from rides in the log, so that a
+        // connection tracking keys with NOLOOP is not told of its own write
+        // when this node applies it; left out until every member reads it.
+        let client = origin::current();
+        let from =
+            (client != origin::UNKNOWN && self.cluster.members_read(ORIGIN_FORMAT)).then(|| {
+                Origin {
+                    node_run: self.cluster.run(),
+                    client,
+                }
+            });
         let mut payload = Vec::with_capacity(size + 48);
-        encode_payload(&mut payload, now_ms(), command);
+        encode_payload_from(&mut payload, now_ms(), from, command);
         if payload.len() > MAX_RECORD_PAYLOAD {
             return Err(Error::InvalidArgument(format!(
                 "command encodes to {} bytes; a log record holds at most {MAX_RECORD_PAYLOAD}",

@@ -215,6 +215,10 @@ pub struct ClusterStatus {
     /// older than the field reads format 1.
     #[serde(default = "oldest_format")]
     pub command_format: u32,
+    /// The newest command format every member reads, as this node last
+    /// heard (1 while a member has not said): newer commands wait for it.
+    #[serde(default = "oldest_format")]
+    pub cluster_command_format: u32,
 }
 
 fn oldest_format() -> u32 {
@@ -859,6 +863,17 @@ impl ClusterNode {
                 Err(_) => {}
             }
         }
+    }
+
+    /// Whether every member is known to read `format` (`formats.rs`).
+    pub fn members_read(&self, format: u32) -> bool {
+        self.check_command_format(format).is_ok()
+    }
+
+    /// This run of this node, as the origins of its clients' writes name it
+    /// in the log ([`crate::store::Origin`]).
+    pub fn run(&self) -> u64 {
+        self.machine.run()
     }
 
     /// Refuses a command of `format` while a member may not read it: a
@@ -1763,6 +1778,7 @@ impl ClusterNode {
             disk_kept_free_bytes: self.space.propose_floor(),
             refusing_entries: self.refusing_entries.load(Ordering::Relaxed),
             command_format: self.options.command_format,
+            cluster_command_format: self.formats.cluster_format(self.other_members()),
         }
     }
 

@@ -105,6 +105,16 @@ impl MemberFormats {
         }
     }
 
+    /// The newest format every member reads, as this node knows it: its own,
+    /// or the oldest a member said (format 1 for one not heard from).
+    pub fn cluster_format(&self, others: impl IntoIterator<Item = NodeId>) -> u32 {
+        let inner = self.inner.lock();
+        others
+            .into_iter()
+            .map(|id| inner.heard.get(&id).copied().unwrap_or(OLDEST_FORMAT))
+            .fold(self.own, u32::min)
+    }
+
     /// Whether a command of `format` may be proposed while `others` are the
     /// other members: `Err` names the first that does not read it.
     pub fn admit(
@@ -164,6 +174,10 @@ mod tests {
         // A member added later is unknown until it answers.
         assert!(formats.admit(2, [2, 3, 4]).is_err());
         assert!(formats.admit(3, [2, 3]).is_err(), "newer than this node");
+        assert_eq!(formats.cluster_format([2, 3]), 2);
+        assert_eq!(formats.cluster_format([2, 3, 4]), 1, "4 is unknown");
+        formats.heard(3, 1);
+        assert_eq!(formats.cluster_format([2, 3]), 1);
     }
 
     #[test]

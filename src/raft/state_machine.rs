@@ -33,7 +33,7 @@ use crate::storage::snapshot::{
 };
 use crate::storage::{FileSystem, snapshot};
 use crate::store::changes::{ChangeFeed, FeedLimits};
-use crate::store::{RemovalLog, State, decode_payload, write_frozen};
+use crate::store::{RemovalLog, State, decode_payload_from, write_frozen};
 
 /// A snapshot file's bytes, read front to back from an open handle (so a
 /// newer snapshot replacing the file does not cut a transfer short).
@@ -116,6 +116,9 @@ struct Inner {
     snapshot_lock: Mutex<Option<(PathBuf, SnapshotMeta)>>,
     /// Numbers the incoming snapshot files of this process.
     transfers: std::sync::atomic::AtomicU64,
+    /// This run of the node, as the origins of its clients' writes name it
+    /// in the log ([`crate::store::Origin`]): drawn at random when the machine opens.
+    run: u64,
 }
 
 /// The state machine handle openraft applies through; cheap to clone.
@@ -190,11 +193,16 @@ impl StateMachine {
                 applied: Mutex::new(applied),
                 snapshot_lock: Mutex::new(current),
                 transfers: Default::default(),
+                run: rand::random(),
             }),
         })
     }
 
-    /// The state reads are served from.
+    /// This run of the node, for the [`crate::store::Origin`] of its clients' writes.
+    pub fn run(&self) -> u64 {
+        self.inner.run
+    }
+
     /// The newest valid snapshot file in the data directory, if any.
     pub fn newest_snapshot_path(&self) -> Result<Option<PathBuf>> {
         Ok(self
@@ -401,17 +409,21 @@ impl StateMachine {
         let index = entry.log_id.index;
         let outcome = match &entry.payload {
             EntryPayload::Normal(proposal) => {
-                let (issued_at_ms, command) =
-                    decode_payload(&proposal.payload).map_err(|error| {
+                let (issued_at_ms, from, command) = decode_payload_from(&proposal.payload)
+                    .map_err(|error| {
                         io_error(format!(
                             "entry {index} does not decode: {error} (a command from a newer \
                              walrus? upgrade this node and start it again)"
                         ))
                     })?;
-                Some(crate::store::origin::with(
-                    crate::store::origin::UNKNOWN,
-                    || state.apply(index, issued_at_ms, command),
-                ))
+                // A client of this run of this node, told of the write
+                // unless it asked for NOLOOP; anyone else's is unknown here.
+                let origin = from
+                    .filter(|origin| origin.node_run == self.inner.run)
+                    .map_or(crate::store::origin::UNKNOWN, |origin| origin.client);
+                Some(crate::store::origin::with(origin, || {
+                    state.apply(index, issued_at_ms, command)
+                }))
             }
             // The first membership entry sits at index 0, which the state's
             // applied position (0 when empty) already covers.

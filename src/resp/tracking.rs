@@ -28,9 +28,9 @@
 //!
 //! With `NOLOOP` a connection is not told of its own writes, known by the
 //! origin its writes carry to their apply ([`crate::store::origin`]). A
-//! write whose origin is unknown here (one applied from a cluster's log, as
-//! every write in a cluster is, on the leader too) is told to everyone: at
-//! worst a refetch, never a stale cache.
+//! write whose origin is unknown here (recovered, expired, or from a cluster
+//! whose members do not all read origins yet) is told to everyone: at worst
+//! a refetch, never a stale cache.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};

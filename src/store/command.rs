@@ -53,8 +53,28 @@ pub enum Op {
 /// it and stops, so a cluster proposes a command only once every member reads
 /// its format (`raft/formats.rs`). Formats:
 /// 1. every command up to `RESTORE … IDLETIME`;
-/// 2. `RESTORE … IDLETIME` ([`super::redis_op::RedisOp::RestoreIdle`]).
-pub const COMMAND_FORMAT: u32 = 2;
+/// 2. `RESTORE … IDLETIME` ([`super::redis_op::RedisOp::RestoreIdle`]);
+/// 3. a command that carries the client it came from ([`Origin`],
+///    [`ORIGIN_FORMAT`]).
+pub const COMMAND_FORMAT: u32 = 3;
+
+/// The format in which a payload carries its [`Origin`]. A cluster writes it
+/// only once every member reads it, and otherwise leaves the origin out
+/// (then the writer is told of its own write: a refetch, never a stale cache).
+pub const ORIGIN_FORMAT: u32 = 3;
+
+/// Which client a write came from, as a cluster's log carries it for
+/// `CLIENT TRACKING … NOLOOP` (`store/origin.rs`): a connection id is only
+/// meaningful within the run of the node that gave it, so the origin names
+/// that run (a random number drawn when the node starts), not the node.
+/// Each node applies an entry with its client as the origin only if the run
+/// is its own; an entry from before a restart, or from another node, has no
+/// origin there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    pub node_run: u64,
+    pub client: u64,
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
@@ -151,6 +171,8 @@ const TAG_PUT: u8 = 1;
 const TAG_DELETE: u8 = 2;
 const TAG_TXN: u8 = 3;
 const TAG_REDIS: u8 = 4;
+/// Before a command's own tag: its [`Origin`] (format 3).
+const TAG_FROM: u8 = 5;
 
 fn encode_guard(buf: &mut Vec<u8>, guard: Guard) {
     match guard {
@@ -181,7 +203,23 @@ fn decode_guard(reader: &mut Reader<'_>) -> Result<Guard, DecodeError> {
 
 /// Encodes a command with the time it was issued into a log payload.
 pub fn encode_payload(buf: &mut Vec<u8>, issued_at_ms: u64, command: &Command) {
+    encode_payload_from(buf, issued_at_ms, None, command);
+}
+
+/// [`encode_payload`], with the client the command came from, if given
+/// (format [`ORIGIN_FORMAT`]).
+pub fn encode_payload_from(
+    buf: &mut Vec<u8>,
+    issued_at_ms: u64,
+    from: Option<Origin>,
+    command: &Command,
+) {
     put_u64(buf, issued_at_ms);
+    if let Some(origin) = from {
+        put_u8(buf, TAG_FROM);
+        put_u64(buf, origin.node_run);
+        put_u64(buf, origin.client);
+    }
     match command {
         Command::Put {
             key,
@@ -240,10 +278,25 @@ pub fn encode_payload(buf: &mut Vec<u8>, issued_at_ms: u64, command: &Command) {
 /// Decodes a log payload into its issue time and command. Trailing bytes are an
 /// error: a payload is exactly one command.
 pub fn decode_payload(payload: &[u8]) -> Result<(u64, Command), DecodeError> {
+    decode_payload_from(payload).map(|(issued_at_ms, _, command)| (issued_at_ms, command))
+}
+
+/// [`decode_payload`], with the client the command came from if the
+/// payload names it.
+pub fn decode_payload_from(payload: &[u8]) -> Result<(u64, Option<Origin>, Command), DecodeError> {
     let mut reader = Reader::new(payload);
     let issued_at_ms = reader.u64()?;
     let limit = MAX_COMMAND_FIELD_BYTES;
-    let command = match reader.u8()? {
+    let mut tag = reader.u8()?;
+    let mut from = None;
+    if tag == TAG_FROM {
+        from = Some(Origin {
+            node_run: reader.u64()?,
+            client: reader.u64()?,
+        });
+        tag = reader.u8()?;
+    }
+    let command = match tag {
         TAG_PUT => Command::Put {
             key: reader.owned_bytes(limit)?,
             value: reader.owned_bytes(limit)?,
@@ -307,7 +360,7 @@ pub fn decode_payload(payload: &[u8]) -> Result<(u64, Command), DecodeError> {
     if !reader.is_empty() {
         return Err(reader.invalid("trailing bytes after command"));
     }
-    Ok((issued_at_ms, command))
+    Ok((issued_at_ms, from, command))
 }
 
 #[cfg(test)]
@@ -321,6 +374,37 @@ mod tests {
         for cut in 0..buf.len() {
             assert!(decode_payload(&buf[..cut]).is_err(), "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn a_payload_carries_its_origin_only_when_given() {
+        let command = Command::put(&b"k"[..], &b"v"[..]);
+        let origin = Origin {
+            node_run: 0xfeed,
+            client: 7,
+        };
+        let mut with = Vec::new();
+        encode_payload_from(&mut with, 99, Some(origin), &command);
+        assert_eq!(
+            decode_payload_from(&with).unwrap(),
+            (99, Some(origin), command.clone())
+        );
+        assert_eq!(decode_payload(&with).unwrap(), (99, command.clone()));
+        for cut in 0..with.len() {
+            assert!(decode_payload_from(&with[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut without = Vec::new();
+        encode_payload(&mut without, 99, &command);
+        assert_eq!(with.len(), without.len() + 17);
+        assert_eq!(
+            decode_payload_from(&without).unwrap(),
+            (99, None, command.clone())
+        );
+        // One origin per command: a second is no command's tag.
+        let mut twice = with[..8].to_vec();
+        twice.extend_from_slice(&with[8..25]);
+        twice.extend_from_slice(&with[8..]);
+        assert!(decode_payload_from(&twice).is_err());
     }
 
     #[test]

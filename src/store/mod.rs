@@ -40,7 +40,8 @@ use parking_lot::RwLock;
 use tokio::sync::oneshot;
 
 pub use command::{
-    COMMAND_FORMAT, Command, Guard, MAX_COMMAND_FIELD_BYTES, Op, decode_payload, encode_payload,
+    COMMAND_FORMAT, Command, Guard, MAX_COMMAND_FIELD_BYTES, ORIGIN_FORMAT, Op, Origin,
+    decode_payload, decode_payload_from, encode_payload, encode_payload_from,
 };
 pub use deferred_drop::DropLater;
 pub use durable::{DurableStore, enter_event_loop};

@@ -1,12 +1,14 @@
 //! Which client a write came from, for client-side caching's `NOLOOP` (a
 //! connection is not told of its own writes).
 //!
-//! The origin rides beside a command from its submission to its apply on
-//! this node, never in the log: a front end submits inside [`with`], the
-//! store records [`current`] with the proposal, and sets it again around
+//! The origin rides beside a command from its submission to its apply: a
+//! front end submits inside [`with`], the store records [`current`] with the
+//! proposal (a single store keeps it in memory, never in its log; a cluster
+//! writes it into the entry, [`super::Origin`]), and sets it again around
 //! the command's apply, where the key-event listeners read it. A command
-//! applied from a cluster's log, by recovery or by the expiry sweeper has
-//! no origin ([`UNKNOWN`]), so every tracking client hears of it.
+//! applied by recovery, by the expiry sweeper, or from another node's (or
+//! an earlier run's) client has no origin here ([`UNKNOWN`]), so every
+//! tracking client hears of it.
 //!
 //! Invariant: every apply site sets the origin (to the proposal's, or to
 //! [`UNKNOWN`]), so a listener never sees the origin of a write other than

@@ -1718,3 +1718,46 @@ fn a_command_an_older_member_cannot_read_is_refused_until_it_is_upgraded() {
         assert!((100..110).contains(&idle), "node {id}: idle {idle}");
     }
 }
+
+/// `CLIENT TRACKING … NOLOOP` in a cluster: the log carries which client of
+/// which node's run a write came from, so a connection is not told of its
+/// own writes, through the leader or through a follower, and still hears of
+/// everyone else's.
+#[test]
+fn a_noloop_tracking_client_hears_of_others_writes_but_not_its_own_on_any_node() {
+    let cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader(Duration::from_secs(10));
+    let follower = if leader == 1 { 2 } else { 1 };
+    // Origins ride in the log once every node knows the others read them.
+    wait_until(Duration::from_secs(10), || {
+        cluster.nodes.iter().all(|node| {
+            status(node.http)
+                .is_some_and(|view| view["cluster_command_format"] == walrus::store::COMMAND_FORMAT)
+        })
+    });
+    for id in [leader, follower] {
+        let mut tracking = crate::resp_client::RawResp::connect(cluster.node(id).resp);
+        assert!(tracking.call(&["HELLO", "3"]).starts_with('%'));
+        assert_eq!(
+            tracking.call(&["CLIENT", "TRACKING", "ON", "NOLOOP"]),
+            "+OK\r\n"
+        );
+        let (own, others) = (format!("own-{id}"), format!("others-{id}"));
+        assert_eq!(tracking.call(&["GET", &own]), "_\r\n");
+        assert_eq!(tracking.call(&["GET", &others]), "_\r\n");
+        assert_eq!(tracking.call(&["SET", &own, "mine"]), "+OK\r\n");
+        let mut other = crate::resp_client::RawResp::connect(cluster.node(leader).resp);
+        assert_eq!(other.call(&["SET", &others, "theirs"]), "+OK\r\n");
+        // The node applies in log order: had it told of the own write, that
+        // push would come first.
+        let push = tracking.reply().expect("a push");
+        assert_eq!(
+            push,
+            format!(
+                ">2\r\n$10\r\ninvalidate\r\n*1\r\n${}\r\n{others}\r\n",
+                others.len()
+            ),
+            "through node {id}"
+        );
+    }
+}
