@@ -7,10 +7,10 @@
 
 use std::ops::Bound;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, HeaderMap, IF_MATCH, IF_NONE_MATCH};
 use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde::Serialize;
 
@@ -228,29 +228,15 @@ async fn put(app: &App, key: Bytes, request: Request<Incoming>) -> HttpResponse 
     if declared.is_some_and(|length| length > limit as u64) {
         return too_large(limit);
     }
-    let collected = tokio::time::timeout(
+    let value = match tokio::time::timeout(
         app.config.body_timeout,
-        Limited::new(request.into_body(), limit).collect(),
+        read_value(request.into_body(), limit),
     )
-    .await;
-    let value = match collected {
-        // Copied once into a value of its own: a body chunk may be a slice of
-        // the connection's read buffer, which a stored value would otherwise
-        // keep alive whole.
-        Ok(Ok(collected)) => {
-            let body = collected.aggregate();
-            let mut value = BytesMut::with_capacity(body.remaining());
-            value.put(body);
-            value.freeze()
-        }
-        Ok(Err(error))
-            if error
-                .downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            return too_large(limit);
-        }
-        Ok(Err(error)) => {
+    .await
+    {
+        Ok(ValueRead::Value(value)) => value,
+        Ok(ValueRead::TooLarge) => return too_large(limit),
+        Ok(ValueRead::Failed(error)) => {
             return text(
                 StatusCode::BAD_REQUEST,
                 format!("could not read the body: {error}"),
@@ -274,6 +260,64 @@ async fn put(app: &App, key: Bytes, request: Request<Incoming>) -> HttpResponse 
         Ok(outcome) => precondition_failed(outcome.previous.map(|entry| entry.mod_revision)),
         Err(error) => store_error(&error),
     }
+}
+
+/// A body past the limit is read on and thrown away, up to this many bytes
+/// more, before the `413` goes out. A server that closes while the client is
+/// still sending makes the kernel reset the connection, and the client loses
+/// the answer with it (curl reports "connection reset" instead of the `413`).
+/// Past this much, the connection is closed as it is.
+const DRAIN_AT_MOST_BYTES: u64 = 64 << 20;
+
+/// What reading a PUT's body gave.
+enum ValueRead {
+    Value(Bytes),
+    /// Longer than the limit: nothing of it is kept.
+    TooLarge,
+    Failed(String),
+}
+
+/// Reads a value of at most `limit` bytes. A longer one is drained (see
+/// [`DRAIN_AT_MOST_BYTES`]) and refused.
+async fn read_value(mut body: Incoming, limit: usize) -> ValueRead {
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut length = 0;
+    let mut drained: Option<u64> = None;
+    while let Some(frame) = body.frame().await {
+        let data = match frame {
+            Ok(frame) => match frame.into_data() {
+                Ok(data) => data,
+                Err(_) => continue, // trailers
+            },
+            Err(error) if drained.is_none() => return ValueRead::Failed(error.to_string()),
+            Err(_) => return ValueRead::TooLarge,
+        };
+        if let Some(drained) = &mut drained {
+            *drained += data.len() as u64;
+            if *drained > DRAIN_AT_MOST_BYTES {
+                return ValueRead::TooLarge;
+            }
+            continue;
+        }
+        length += data.len();
+        if length > limit {
+            chunks = Vec::new();
+            drained = Some(data.len() as u64);
+            continue;
+        }
+        chunks.push(data);
+    }
+    if drained.is_some() {
+        return ValueRead::TooLarge;
+    }
+    // Copied once into a value of its own: a body chunk may be a slice of the
+    // connection's read buffer, which a stored value would otherwise keep
+    // alive whole.
+    let mut value = BytesMut::with_capacity(length);
+    for chunk in chunks {
+        value.put(chunk);
+    }
+    ValueRead::Value(value.freeze())
 }
 
 fn too_large(limit: usize) -> HttpResponse {
