@@ -805,22 +805,11 @@ impl ClusterNode {
             .voter_ids()
             .filter(|id| *id != self.id)
             .collect();
-        let asks = voters.into_iter().filter_map(|id| {
-            let peer = self.peer(id)?;
-            Some(async move {
-                // Out of the peer's health record: an answer says nothing of
-                // whether it takes entries again, and a peer older than this
-                // message refuses it while it takes entries.
-                let answer = peer
-                    .call_unnoted::<_, DiskRoom>("disk-room", &(), HOUSEKEEPING_TICK)
-                    .await;
-                answer.ok().map(|room| (id, room))
-            })
-        });
-        let rooms = futures::future::join_all(asks)
+        let rooms = self
+            .ask_each::<DiskRoom>(voters, "disk-room")
             .await
             .into_iter()
-            .flatten()
+            .filter_map(|(id, answer)| Some((id, answer.ok()?)))
             .collect();
         *self.peer_disks.lock() = Some(PeerDisks {
             asked: Instant::now(),
@@ -828,10 +817,35 @@ impl ClusterNode {
         });
     }
 
+    /// Asks each of `members` the bodiless question `message`, all at once,
+    /// each given a housekeeping tick to answer. Out of the peers' health
+    /// records: an answer says nothing of whether a peer takes entries, and
+    /// a peer older than the question refuses it while it does.
+    async fn ask_each<Resp: serde::de::DeserializeOwned>(
+        &self,
+        members: Vec<NodeId>,
+        message: &'static str,
+    ) -> Vec<(NodeId, std::result::Result<Resp, PeerError>)> {
+        let asks = members.into_iter().filter_map(|id| {
+            let peer = self.peer(id)?;
+            Some(async move {
+                let answer = peer
+                    .call_unnoted::<_, Resp>(message, &(), HOUSEKEEPING_TICK)
+                    .await;
+                (id, answer)
+            })
+        });
+        futures::future::join_all(asks).await
+    }
+
     /// The members other than this node: voters and learners, which apply
-    /// every entry alike.
+    /// every entry alike. Read from the metrics in place, without copying
+    /// them: every RESP write in a cluster asks (`members_read`).
     fn other_members(&self) -> Vec<NodeId> {
-        self.metrics()
+        use openraft::async_runtime::watch::WatchReceiver;
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow_watched();
+        metrics
             .membership_config
             .nodes()
             .map(|(id, _)| *id)
@@ -839,24 +853,18 @@ impl ClusterNode {
             .collect()
     }
 
-    /// Asks the other members which command format they read, when due
-    /// (`formats.rs`). A member that does not know the question is an
-    /// older walrus; one that does not answer keeps what it said before.
-    async fn ask_command_formats(&self) {
+    /// The other members, if they are due to be asked for their command
+    /// formats (`formats.rs`).
+    fn command_formats_due(&self) -> Option<Vec<NodeId>> {
         let others = self.other_members();
-        if !self.formats.due(&others) {
-            return;
-        }
-        let asks = others.into_iter().filter_map(|id| {
-            let peer = self.peer(id)?;
-            Some(async move {
-                let answer = peer
-                    .call_unnoted::<_, u32>("command-format", &(), HOUSEKEEPING_TICK)
-                    .await;
-                (id, answer)
-            })
-        });
-        for (id, answer) in futures::future::join_all(asks).await {
+        self.formats.due(&others).then_some(others)
+    }
+
+    /// Asks `others` which command format they read. A member that does
+    /// not know the question is an older walrus; one that does not answer
+    /// keeps what it said before.
+    async fn ask_command_formats(&self, others: Vec<NodeId>) {
+        for (id, answer) in self.ask_each::<u32>(others, "command-format").await {
             match answer {
                 Ok(format) => self.formats.heard(id, format),
                 Err(PeerError::NoSuchMessage { .. }) => self.formats.heard(id, OLDEST_FORMAT),
@@ -867,7 +875,7 @@ impl ClusterNode {
 
     /// Whether every member is known to read `format` (`formats.rs`).
     pub fn members_read(&self, format: u32) -> bool {
-        self.check_command_format(format).is_ok()
+        format <= OLDEST_FORMAT || self.formats.cluster_format(self.other_members()) >= format
     }
 
     /// This run of this node, as the origins of its clients' writes name it
@@ -2016,9 +2024,11 @@ async fn housekeeping(node: std::sync::Weak<ClusterNode>) {
             was_short = short;
         }
         node.ask_peer_disks(short).await;
-        // On its own task: a member slow to answer holds up nothing here.
-        let asking = node.clone();
-        tokio::spawn(async move { asking.ask_command_formats().await });
+        if let Some(others) = node.command_formats_due() {
+            // On its own task: a member slow to answer holds up nothing here.
+            let asking = node.clone();
+            tokio::spawn(async move { asking.ask_command_formats(others).await });
+        }
         if short && node.is_leader() {
             node.hand_over_for_space();
         }
