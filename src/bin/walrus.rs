@@ -514,9 +514,10 @@ struct ServeArgs {
     /// PEM private key for HTTPS (with --tls-cert).
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
-    /// With TLS on a cluster node: the CA file (PEM) that signed the other
-    /// nodes' certificates; peers then talk over https. Default: --tls-cert
-    /// itself (every node sharing one certificate, or a self-signed one).
+    /// With TLS: the CA file (PEM) that signed the other nodes' certificates
+    /// (peers then talk over https) and those of MIGRATE's targets (one file
+    /// may hold several CAs). Default: --tls-cert itself (every node sharing
+    /// one certificate, or a self-signed one).
     #[arg(long, requires = "tls_cert")]
     peer_cacert: Option<PathBuf>,
     /// Run as node ID of a Raft cluster. Without --peers the node waits to be
@@ -610,6 +611,7 @@ impl ServeArgs {
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
             // Set from --tls-cert when the server starts.
             tls: None,
+            migrate_tls: self.migrate_tls()?,
             fsync: self.fsync,
             persistent: !self.in_memory,
             data_dir: (!self.in_memory).then(|| self.data_dir.clone()),
@@ -660,6 +662,20 @@ impl ServeArgs {
             cluster,
             growth,
         })
+    }
+
+    /// MIGRATE's TLS, with --tls-cert: the node's certificate and key
+    /// presented as a client's (a Redis asks for one by default), and the
+    /// target's certificate checked against --peer-cacert.
+    fn migrate_tls(&self) -> anyhow::Result<Option<Arc<rustls::ClientConfig>>> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        let identity = walrus::http::load_identity(cert, key)?;
+        let ca_file = self.peer_cacert.as_ref().unwrap_or(cert);
+        let config = walrus::client::tls::client_config(ca_file, Some(identity))
+            .with_context(|| format!("--peer-cacert {}", ca_file.display()))?;
+        Ok(Some(config))
     }
 
     /// The cluster member to serve (`--node-id`, or the one the data

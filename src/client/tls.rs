@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -51,6 +51,17 @@ pub fn for_endpoints(
 
 /// A connector that trusts every certificate in the PEM file at `ca_file`.
 pub fn connector(ca_file: &Path) -> Result<TlsConnector, ClientError> {
+    client_config(ca_file, None).map(TlsConnector::from)
+}
+
+/// A client configuration that trusts every certificate in the PEM file at
+/// `ca_file` and, given an identity (a certificate chain and its key),
+/// presents it to a server that asks for one, as a Redis with
+/// `tls-auth-clients yes` (its default) does.
+pub fn client_config(
+    ca_file: &Path,
+    identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+) -> Result<Arc<ClientConfig>, ClientError> {
     let tls_error = |reason: String| ClientError::Tls(format!("{}: {reason}", ca_file.display()));
     let file = std::fs::File::open(ca_file).map_err(|error| tls_error(error.to_string()))?;
     let mut roots = RootCertStore::empty();
@@ -76,9 +87,14 @@ pub fn connector(ca_file: &Path) -> Result<TlsConnector, ClientError> {
         .with_safe_default_protocol_versions()
         .map_err(|error| ClientError::Tls(error.to_string()))?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(CaFileVerifier { webpki, pinned }))
-        .with_no_client_auth();
-    Ok(TlsConnector::from(Arc::new(config)))
+        .with_custom_certificate_verifier(Arc::new(CaFileVerifier { webpki, pinned }));
+    let config = match identity {
+        None => config.with_no_client_auth(),
+        Some((chain, key)) => config
+            .with_client_auth_cert(chain, key)
+            .map_err(|error| ClientError::Tls(format!("the client certificate: {error}")))?,
+    };
+    Ok(Arc::new(config))
 }
 
 /// WebPKI against the CA file's certificates, and those certificates

@@ -27,7 +27,7 @@ use std::time::Duration;
 pub use app::App;
 pub use response::NOTHING_APPLIED;
 pub use server::serve;
-pub use tls::{TlsError, load_tls_config};
+pub use tls::{Identity, TlsError, load_identity, load_tls_config};
 
 /// Limits and timeouts of the HTTP server. Each field is a `walrus serve` flag.
 #[derive(Debug, Clone)]

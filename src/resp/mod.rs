@@ -69,6 +69,10 @@ pub struct RespConfig {
     /// TLS for every connection (the node's `--tls-cert`), so `AUTH` never
     /// travels in the clear; `None` serves plain TCP.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// TLS for MIGRATE's connections to its target: the node's certificate
+    /// as the client's, trusting `--peer-cacert` (by default `--tls-cert`).
+    /// `None` without `--tls-cert`: MIGRATE then speaks plain TCP.
+    pub migrate_tls: Option<Arc<rustls::ClientConfig>>,
     /// The store's fsync policy (CONFIG GET appendfsync, INFO persistence).
     pub fsync: crate::store::FsyncPolicy,
     /// False for `--in-memory` (appendonly no).
@@ -92,6 +96,7 @@ impl Default for RespConfig {
             idle_timeout_secs: 0,
             shutdown_grace: Duration::from_secs(10),
             tls: None,
+            migrate_tls: None,
             fsync: crate::store::FsyncPolicy::Always,
             persistent: true,
             data_dir: None,
@@ -225,6 +230,11 @@ pub struct Shared {
     /// is ever evicted: `maxmemory` is 0, no limit, under which Redis evicts
     /// nothing either whatever the policy.
     pub maxmemory_policy: std::sync::atomic::AtomicU8,
+    /// Whether MIGRATE speaks TLS to its target (Redis's `tls-cluster`): on
+    /// at start when the node has a certificate, so the `AUTH` a MIGRATE
+    /// carries is never sent in the clear; `CONFIG SET tls-cluster no`
+    /// turns it off to move keys into a Redis without TLS.
+    pub migrate_over_tls: std::sync::atomic::AtomicBool,
     /// CLIENT PAUSE: commands it holds wait before they run.
     pub pause: Arc<ClientPause>,
     /// The expiry sweeper's counts (INFO `expired_keys`).
@@ -331,6 +341,7 @@ pub async fn serve_resp(
         idle_timeout_secs: AtomicU64::new(config.idle_timeout_secs),
         max_clients: std::sync::atomic::AtomicUsize::new(config.max_connections.max(1)),
         maxmemory_policy: std::sync::atomic::AtomicU8::new(0),
+        migrate_over_tls: std::sync::atomic::AtomicBool::new(config.migrate_tls.is_some()),
         config,
         clients: Arc::default(),
         slowlog: slowlog::SlowLog::default(),

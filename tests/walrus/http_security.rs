@@ -241,3 +241,182 @@ fn the_cli_trusts_a_self_signed_ca_certificate_given_with_cacert() {
     assert!(!ok);
     assert!(text.contains("is for https:// endpoints"), "{text}");
 }
+
+/// MIGRATE from a node with a certificate speaks TLS (`tls-cluster yes`, as
+/// such a node starts), so the target's password never travels in the
+/// clear: into another TLS walrus, checked against `--peer-cacert`; a target
+/// with a certificate it does not trust is refused and the key kept;
+/// `CONFIG SET tls-cluster no` goes back to plain TCP, and a node without a
+/// certificate cannot turn it on. With `redis-server` installed, the same
+/// into a Redis whose TLS port asks for a client certificate (its default).
+#[test]
+fn migrate_speaks_tls_from_a_node_with_a_certificate() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (certified, cert, key) = crate::common::self_signed_certificate(dir.path());
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cret\n").expect("token file");
+    let token = token.to_string_lossy().into_owned();
+    let tls_args = [
+        "--resp-listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+    ];
+    let source_dir = tempfile::tempdir().expect("dir");
+    let source = Server::start_in(source_dir.path(), &tls_args);
+    let target_dir = tempfile::tempdir().expect("dir");
+    let mut target_args = tls_args.to_vec();
+    target_args.extend(["--auth-token-file", &token]);
+    let target = Server::start_in(target_dir.path(), &target_args);
+    let ca = certified.cert.der();
+    let mut here = crate::resp_client::RawResp::connect_tls(source.resp_address(), ca);
+    let mut there = crate::resp_client::RawResp::connect_tls(target.resp_address(), ca);
+    assert_eq!(there.call(&["AUTH", "s3cret"]), "+OK\r\n");
+    assert_eq!(
+        here.call(&["CONFIG", "GET", "tls-cluster"]),
+        "*2\r\n$11\r\ntls-cluster\r\n$3\r\nyes\r\n"
+    );
+    let migrate = |raw: &mut crate::resp_client::RawResp, port: u16, key: &str| {
+        let port = port.to_string();
+        raw.call(&[
+            "MIGRATE",
+            "127.0.0.1",
+            &port,
+            key,
+            "0",
+            "5000",
+            "AUTH",
+            "s3cret",
+        ])
+    };
+    let target_port = target.resp_address().port();
+    assert_eq!(here.call(&["SET", "a", "over tls"]), "+OK\r\n");
+    assert_eq!(migrate(&mut here, target_port, "a"), "+OK\r\n");
+    assert_eq!(here.call(&["EXISTS", "a"]), ":0\r\n");
+    assert_eq!(there.call(&["GET", "a"]), "$8\r\nover tls\r\n");
+
+    // Plain TCP to a TLS port: the target closes, the key stays.
+    assert_eq!(
+        here.call(&["CONFIG", "SET", "tls-cluster", "no"]),
+        "+OK\r\n"
+    );
+    assert_eq!(here.call(&["SET", "b", "kept"]), "+OK\r\n");
+    let refused = migrate(&mut here, target_port, "b");
+    assert!(refused.starts_with("-IOERR "), "{refused}");
+    assert_eq!(here.call(&["GET", "b"]), "$4\r\nkept\r\n");
+    assert_eq!(
+        here.call(&["CONFIG", "SET", "tls-cluster", "yes"]),
+        "+OK\r\n"
+    );
+
+    // A target whose certificate --peer-cacert (here --tls-cert) does not hold.
+    let stranger_dir = tempfile::tempdir().expect("dir");
+    let (_, stranger_cert, stranger_key) =
+        crate::common::self_signed_certificate(stranger_dir.path());
+    let stranger = Server::start_in(
+        stranger_dir.path(),
+        &[
+            "--resp-listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &stranger_cert,
+            "--tls-key",
+            &stranger_key,
+        ],
+    );
+    let untrusted = migrate(&mut here, stranger.resp_address().port(), "b");
+    assert!(
+        untrusted.starts_with("-IOERR error or timeout connecting to the client (TLS: ")
+            && untrusted.contains("--peer-cacert"),
+        "{untrusted}"
+    );
+    assert_eq!(here.call(&["GET", "b"]), "$4\r\nkept\r\n");
+
+    // Without a certificate there is no TLS to turn on.
+    let (plain, _plain_dir) = Server::start_resp(&[]);
+    let mut plain_raw = crate::resp_client::RawResp::connect(plain.resp_address());
+    assert_eq!(
+        plain_raw.call(&["CONFIG", "GET", "tls-cluster"]),
+        "*2\r\n$11\r\ntls-cluster\r\n$2\r\nno\r\n"
+    );
+    let refused = plain_raw.call(&["CONFIG", "SET", "tls-cluster", "yes"]);
+    assert!(refused.contains("--tls-cert"), "{refused}");
+
+    migrate_into_redis_over_tls(&mut here, dir.path(), &cert, &key);
+}
+
+/// MIGRATE into a `redis-server` that serves only TLS and asks for client
+/// certificates (Redis's default), reading the key back with `redis-cli`.
+fn migrate_into_redis_over_tls(
+    here: &mut crate::resp_client::RawResp,
+    dir: &std::path::Path,
+    cert: &str,
+    key: &str,
+) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+        .to_string();
+    let Ok(redis) = Command::new("redis-server")
+        .args(["--port", "0", "--tls-port", &port, "--bind", "127.0.0.1"])
+        .args(["--tls-cert-file", cert, "--tls-key-file", key])
+        .args([
+            "--tls-ca-cert-file",
+            cert,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+    else {
+        eprintln!("SKIPPED (the Redis part): redis-server is not installed");
+        return;
+    };
+    struct Stop(std::process::Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _redis = Stop(redis);
+    let redis_cli = |args: &[&str]| {
+        Command::new("redis-cli")
+            .args(["--tls", "--cacert", cert, "--cert", cert, "--key", key])
+            .args(["-h", "127.0.0.1", "-p", &port])
+            .args(args)
+            .output()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match redis_cli(&["PING"]) {
+            Err(_) => {
+                eprintln!("SKIPPED (the Redis part): redis-cli is not installed");
+                return;
+            }
+            Ok(output) if output.stdout.starts_with(b"PONG") => break,
+            Ok(_) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "redis-server did not come up on {port}"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
+    }
+    assert_eq!(here.call(&["SET", "to-redis", "moved"]), "+OK\r\n");
+    assert_eq!(
+        here.call(&["MIGRATE", "127.0.0.1", &port, "to-redis", "0", "5000"]),
+        "+OK\r\n"
+    );
+    assert_eq!(here.call(&["EXISTS", "to-redis"]), ":0\r\n");
+    let output = redis_cli(&["GET", "to-redis"]).expect("redis-cli");
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "moved");
+}

@@ -8,8 +8,11 @@
 //! once the target has taken them, each is deleted only if it is still the
 //! entry that was sent (a guard on its revision): a key written meanwhile
 //! keeps its new value here, and the target holds the value it was sent.
-//! The connection is plain TCP, opened for the one command (Redis caches
-//! it for ten seconds).
+//! The connection is opened for the one command (Redis caches it for ten
+//! seconds). It speaks TLS while `tls-cluster` is on, as a node with a
+//! certificate starts: the target's certificate checked against
+//! `--peer-cacert`, and the node's own presented, which a Redis target asks
+//! for by default (`tls-auth-clients yes`).
 
 use std::time::Duration;
 
@@ -161,7 +164,13 @@ pub async fn run(shared: &Shared, db: u8, args: &[Bytes]) -> CommandResult {
         commands.push(restore);
     }
     let commands: Vec<&[&[u8]]> = commands.iter().map(Vec::as_slice).collect();
-    let replies = exchange(&migration, &commands).await?;
+    let tls = shared
+        .migrate_over_tls
+        .load(std::sync::atomic::Ordering::Relaxed)
+        .then(|| shared.config.migrate_tls.clone())
+        .flatten()
+        .map(tokio_rustls::TlsConnector::from);
+    let replies = exchange(&migration, tls.as_ref(), &commands).await?;
     let (setup_replies, restore_replies) = replies.split_at(setup);
     let error_text = |reply: &RespValue| match reply {
         RespValue::Error(text) => Some(text.clone()),
@@ -213,20 +222,35 @@ async fn delete_unchanged(
     Ok(())
 }
 
-/// Sends `commands` to the target and reads a reply to each, all within
-/// the command's timeout, failing with Redis's IOERR texts.
-async fn exchange(migration: &Migration, commands: &[&[&[u8]]]) -> Result<Vec<RespValue>, Reply> {
+/// Sends `commands` to the target (over `tls` when given) and reads a reply
+/// to each, all within the command's timeout, failing with Redis's IOERR
+/// texts; a TLS handshake that fails says why after them.
+async fn exchange(
+    migration: &Migration,
+    tls: Option<&tokio_rustls::TlsConnector>,
+    commands: &[&[&[u8]]],
+) -> Result<Vec<RespValue>, Reply> {
     let io_error =
         |doing: &str| Reply::Error(format!("IOERR error or timeout {doing} target instance"));
     let address = match migration.host.contains(':') {
         true => format!("[{}]:{}", migration.host, migration.port),
         false => format!("{}:{}", migration.host, migration.port),
     };
-    let connecting = RespConnection::connect(&address, None, None);
-    let Ok(Ok(mut target)) = tokio::time::timeout(migration.timeout, connecting).await else {
-        return Err(Reply::Error(
-            "IOERR error or timeout connecting to the client".into(),
-        ));
+    let connecting = RespConnection::connect(&address, None, tls);
+    let mut target = match tokio::time::timeout(migration.timeout, connecting).await {
+        Ok(Ok(target)) => target,
+        Ok(Err(error)) if tls.is_some() && is_tls_failure(&error) => {
+            return Err(Reply::Error(format!(
+                "IOERR error or timeout connecting to the client (TLS: {error}; \
+                 tls-cluster is on: the target must speak TLS with a certificate \
+                 --peer-cacert trusts)"
+            )));
+        }
+        _ => {
+            return Err(Reply::Error(
+                "IOERR error or timeout connecting to the client".into(),
+            ));
+        }
     };
     let deadline = tokio::time::Instant::now() + migration.timeout;
     match tokio::time::timeout_at(deadline, target.send(commands)).await {
@@ -238,6 +262,19 @@ async fn exchange(migration: &Migration, commands: &[&[&[u8]]]) -> Result<Vec<Re
         // Redis's own wording.
         _ => Err(io_error("reading to")),
     }
+}
+
+/// Whether connecting failed in the TLS handshake rather than the TCP
+/// connection: rustls's error, or the peer closing mid-handshake (a plain
+/// server that read the hello as a bad request).
+fn is_tls_failure(error: &std::io::Error) -> bool {
+    error
+        .get_ref()
+        .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+        || matches!(
+            error.kind(),
+            std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+        )
 }
 
 #[cfg(test)]

@@ -927,6 +927,13 @@ fn config_values(shared: &Shared) -> Vec<(&'static str, String)> {
             "tracking-table-max-keys",
             shared.tracking.max_keys().to_string(),
         ),
+        // Redis's switch for TLS between its nodes, which MIGRATE follows.
+        // Here it is MIGRATE's alone: a cluster's peers speak TLS whenever
+        // the node has a certificate.
+        (
+            "tls-cluster",
+            yes_no(shared.migrate_over_tls.load(Ordering::Relaxed)),
+        ),
     ]
 }
 
@@ -963,11 +970,13 @@ enum LiveSetting {
     SlowLogLength(usize),
     KeyspaceEvents(u32),
     TrackingMaxKeys(usize),
+    MigrateOverTls(bool),
 }
 
 /// CONFIG SET name value [name value …]: `timeout` (seconds a client may stay
 /// idle, 0 for never), `maxclients`, the slow log's two settings,
-/// `notify-keyspace-events`, `tracking-table-max-keys` and
+/// `notify-keyspace-events`, `tracking-table-max-keys`, `tls-cluster`
+/// (whether MIGRATE speaks TLS; `yes` needs `--tls-cert`) and
 /// `maxmemory-policy` (see [`EVICTION_POLICIES`]) change live; every
 /// other setting walrus reports is a flag of `walrus serve`, fixed at start,
 /// and gets Redis's refusal for an immutable one; a name walrus does not
@@ -1032,6 +1041,26 @@ fn config_set(shared: &Shared, args: &[Bytes]) -> CommandResult {
                     }
                 }
             }
+            "tls-cluster" => {
+                let failed = |why: &str| {
+                    Reply::err(format!(
+                        "CONFIG SET failed (possibly related to argument '{name}') - {why}"
+                    ))
+                };
+                match pair[1].to_ascii_lowercase().as_slice() {
+                    b"no" => LiveSetting::MigrateOverTls(false),
+                    b"yes" if shared.config.migrate_tls.is_some() => {
+                        LiveSetting::MigrateOverTls(true)
+                    }
+                    b"yes" => {
+                        return Err(failed(
+                            "TLS is not configured: start walrus serve with --tls-cert and \
+                             --tls-key",
+                        ));
+                    }
+                    _ => return Err(failed("argument must be 'yes' or 'no'")),
+                }
+            }
             "notify-keyspace-events" => match KeyspaceEvents::parse(&pair[1]) {
                 Ok(flags) => LiveSetting::KeyspaceEvents(flags),
                 Err(why) => {
@@ -1078,6 +1107,7 @@ fn config_set(shared: &Shared, args: &[Bytes]) -> CommandResult {
             LiveSetting::TrackingMaxKeys(count) => {
                 shared.tracking.set_max_keys(count, &shared.clients)
             }
+            LiveSetting::MigrateOverTls(on) => shared.migrate_over_tls.store(on, Ordering::Relaxed),
             LiveSetting::KeyspaceEvents(flags) => {
                 let state = shared.store.state().read();
                 let hook = state.feed().map(|feed| &feed.key_events);
