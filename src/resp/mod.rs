@@ -19,6 +19,7 @@ mod connection;
 pub mod frame;
 mod glob;
 mod keyspace_events;
+mod migrate_cache;
 mod monitor;
 mod pubsub;
 mod push;
@@ -235,6 +236,8 @@ pub struct Shared {
     /// carries is never sent in the clear; `CONFIG SET tls-cluster no`
     /// turns it off to move keys into a Redis without TLS.
     pub migrate_over_tls: std::sync::atomic::AtomicBool,
+    /// MIGRATE's connections, kept for the next one to the same target.
+    pub migrate_cache: migrate_cache::MigrateCache,
     /// CLIENT PAUSE: commands it holds wait before they run.
     pub pause: Arc<ClientPause>,
     /// The expiry sweeper's counts (INFO `expired_keys`).
@@ -342,6 +345,7 @@ pub async fn serve_resp(
         max_clients: std::sync::atomic::AtomicUsize::new(config.max_connections.max(1)),
         maxmemory_policy: std::sync::atomic::AtomicU8::new(0),
         migrate_over_tls: std::sync::atomic::AtomicBool::new(config.migrate_tls.is_some()),
+        migrate_cache: migrate_cache::MigrateCache::default(),
         config,
         clients: Arc::default(),
         slowlog: slowlog::SlowLog::default(),

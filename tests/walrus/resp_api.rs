@@ -2574,6 +2574,38 @@ fn migrate_moves_keys_to_another_server_and_deletes_only_what_the_target_took() 
     assert_eq!(there.call(&["GET", "c"]), "$3\r\nnew\r\n");
     assert_eq!(here.call(&["DBSIZE"]), ":0\r\n");
 
+    // The MIGRATEs above shared one connection, kept between commands as
+    // Redis keeps it (the other connection counted is `there`).
+    let connections_received = |raw: &mut RawResp| {
+        let info = raw.call(&["INFO", "stats"]);
+        info.lines()
+            .find_map(|line| line.strip_prefix("total_connections_received:"))
+            .and_then(|count| count.trim().parse::<u64>().ok())
+            .expect("total_connections_received in INFO stats")
+    };
+    assert_eq!(connections_received(&mut there), 2);
+    // A kept connection the target closed is replaced, and the key moved.
+    let own_id = there.client_id();
+    let clients = there.call(&["CLIENT", "LIST"]);
+    let kept_id = clients
+        .lines()
+        .filter_map(|line| line.split(' ').find_map(|field| field.strip_prefix("id=")))
+        .find(|id| *id != own_id)
+        .expect("the kept MIGRATE connection")
+        .to_string();
+    assert_eq!(there.call(&["CLIENT", "KILL", "ID", &kept_id]), ":1\r\n");
+    assert_eq!(here.call(&["SET", "e", "after a close"]), "+OK\r\n");
+    assert_eq!(migrate(&mut here, &["e", "3", "5000"]), "+OK\r\n");
+    assert_eq!(there.call(&["GET", "e"]), "$13\r\nafter a close\r\n");
+    assert_eq!(connections_received(&mut there), 3);
+    // The new connection selected database 3 again: database 0 is asked
+    // for with a SELECT of its own.
+    assert_eq!(here.call(&["SET", "f", "in 0"]), "+OK\r\n");
+    assert_eq!(migrate(&mut here, &["f", "0", "5000"]), "+OK\r\n");
+    assert_eq!(there.call(&["EXISTS", "f"]), ":0\r\n", "there is in 3");
+    assert_eq!(there.call(&["SELECT", "0"]), "+OK\r\n");
+    assert_eq!(there.call(&["GET", "f"]), "$4\r\nin 0\r\n");
+
     assert_eq!(migrate(&mut here, &["gone", "0", "5000"]), "+NOKEY\r\n");
     // Nobody listens on this port any more.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

@@ -8,8 +8,9 @@
 //! once the target has taken them, each is deleted only if it is still the
 //! entry that was sent (a guard on its revision): a key written meanwhile
 //! keeps its new value here, and the target holds the value it was sent.
-//! The connection is opened for the one command (Redis caches it for ten
-//! seconds). It speaks TLS while `tls-cluster` is on, as a node with a
+//! Connections are kept for the next MIGRATE to the same target, ten
+//! seconds at most, as Redis keeps them (`resp/migrate_cache.rs`). They
+//! speak TLS while `tls-cluster` is on, as a node with a
 //! certificate starts: the target's certificate checked against
 //! `--peer-cacert`, and the node's own presented, which a Redis target asks
 //! for by default (`tls-auth-clients yes`).
@@ -20,6 +21,7 @@ use bytes::Bytes;
 
 use super::super::Shared;
 use super::super::frame::Reply;
+use super::super::migrate_cache::{Kept, Target};
 use super::CommandResult;
 use super::util::{integer_arg, is, syntax_error};
 use crate::client::resp::{RespConnection, RespValue};
@@ -135,7 +137,6 @@ pub async fn run(shared: &Shared, db: u8, args: &[Bytes]) -> CommandResult {
     if found.is_empty() {
         return Ok(Reply::Simple("NOKEY"));
     }
-    let target_db = migration.db.to_string();
     let restores: Vec<(String, Vec<u8>)> = found
         .iter()
         .map(|(_, entry)| {
@@ -147,30 +148,24 @@ pub async fn run(shared: &Shared, db: u8, args: &[Bytes]) -> CommandResult {
             (ttl.to_string(), dump_payload::encode(&entry.value))
         })
         .collect();
-    let mut commands: Vec<Vec<&[u8]>> = Vec::new();
-    if let Some((user, password)) = &migration.auth {
-        let mut auth: Vec<&[u8]> = vec![b"AUTH"];
-        auth.extend(user.as_deref());
-        auth.push(password);
-        commands.push(auth);
-    }
-    commands.push(vec![b"SELECT", target_db.as_bytes()]);
-    let setup = commands.len();
-    for ((key, _), (ttl, payload)) in found.iter().zip(&restores) {
-        let mut restore: Vec<&[u8]> = vec![b"RESTORE", key, ttl.as_bytes(), payload];
-        if migration.replace {
-            restore.push(b"REPLACE");
-        }
-        commands.push(restore);
-    }
-    let commands: Vec<&[&[u8]]> = commands.iter().map(Vec::as_slice).collect();
+    let restores: Vec<Vec<&[u8]>> = found
+        .iter()
+        .zip(&restores)
+        .map(|((key, _), (ttl, payload))| {
+            let mut restore: Vec<&[u8]> = vec![b"RESTORE", key, ttl.as_bytes(), payload];
+            if migration.replace {
+                restore.push(b"REPLACE");
+            }
+            restore
+        })
+        .collect();
     let tls = shared
         .migrate_over_tls
         .load(std::sync::atomic::Ordering::Relaxed)
         .then(|| shared.config.migrate_tls.clone())
         .flatten()
         .map(tokio_rustls::TlsConnector::from);
-    let replies = exchange(&migration, tls.as_ref(), &commands).await?;
+    let (replies, setup) = exchange(shared, &migration, tls.as_ref(), &restores).await?;
     let (setup_replies, restore_replies) = replies.split_at(setup);
     let error_text = |reply: &RespValue| match reply {
         RespValue::Error(text) => Some(text.clone()),
@@ -222,45 +217,103 @@ async fn delete_unchanged(
     Ok(())
 }
 
-/// Sends `commands` to the target (over `tls` when given) and reads a reply
-/// to each, all within the command's timeout, failing with Redis's IOERR
-/// texts; a TLS handshake that fails says why after them.
+/// Sends the target `AUTH` (if given), `SELECT` (unless the connection
+/// has that database selected already) and `restores`, and reads a reply to
+/// each, all within the command's timeout; returns the replies and how many
+/// of them answer the setup. Fails with Redis's IOERR texts; a TLS handshake
+/// that fails says why after them.
+///
+/// The connection comes from the cache when one is kept for the target,
+/// and goes back to it once every reply is read. A kept connection the
+/// target has closed meanwhile (it restarted, or dropped idle clients)
+/// fails before the first reply: then, as Redis does, the command is sent
+/// once more on a new connection. Nothing was taken from that send, since
+/// the target answers commands in order and did not answer the first.
 async fn exchange(
+    shared: &Shared,
     migration: &Migration,
     tls: Option<&tokio_rustls::TlsConnector>,
-    commands: &[&[&[u8]]],
-) -> Result<Vec<RespValue>, Reply> {
+    restores: &[Vec<&[u8]>],
+) -> Result<(Vec<RespValue>, usize), Reply> {
     let io_error =
         |doing: &str| Reply::Error(format!("IOERR error or timeout {doing} target instance"));
     let address = match migration.host.contains(':') {
         true => format!("[{}]:{}", migration.host, migration.port),
         false => format!("{}:{}", migration.host, migration.port),
     };
-    let connecting = RespConnection::connect(&address, None, tls);
-    let mut target = match tokio::time::timeout(migration.timeout, connecting).await {
-        Ok(Ok(target)) => target,
-        Ok(Err(error)) if tls.is_some() && is_tls_failure(&error) => {
-            return Err(Reply::Error(format!(
-                "IOERR error or timeout connecting to the client (TLS: {error}; \
-                 tls-cluster is on: the target must speak TLS with a certificate \
-                 --peer-cacert trusts)"
-            )));
-        }
-        _ => {
-            return Err(Reply::Error(
-                "IOERR error or timeout connecting to the client".into(),
-            ));
-        }
+    let target = Target {
+        address,
+        tls: tls.is_some(),
+        authenticates: migration.auth.is_some(),
     };
     let deadline = tokio::time::Instant::now() + migration.timeout;
-    match tokio::time::timeout_at(deadline, target.send(commands)).await {
-        Ok(Ok(())) => {}
-        _ => return Err(io_error("writing to")),
+    let target_db = migration.db.to_string();
+    let mut may_retry = true;
+    loop {
+        let (kept, from_cache) = match shared.migrate_cache.take(&target) {
+            Some(kept) => (kept, true),
+            None => (connect(&target.address, tls, deadline).await?, false),
+        };
+        let Kept { mut connection, db } = kept;
+        let mut commands: Vec<Vec<&[u8]>> = Vec::new();
+        if let Some((user, password)) = &migration.auth {
+            let mut auth: Vec<&[u8]> = vec![b"AUTH"];
+            auth.extend(user.as_deref());
+            auth.push(password);
+            commands.push(auth);
+        }
+        let select = db != Some(migration.db);
+        if select {
+            commands.push(vec![b"SELECT", target_db.as_bytes()]);
+        }
+        let setup = commands.len();
+        commands.extend(restores.iter().cloned());
+        let commands: Vec<&[&[u8]]> = commands.iter().map(Vec::as_slice).collect();
+        match tokio::time::timeout_at(deadline, connection.send(&commands)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) if from_cache && std::mem::take(&mut may_retry) => continue,
+            _ => return Err(io_error("writing to")),
+        }
+        let mut replies = match tokio::time::timeout_at(deadline, connection.receive(1)).await {
+            Ok(Ok(first)) => first,
+            Ok(Err(_)) if from_cache && std::mem::take(&mut may_retry) => continue,
+            // Redis's own wording.
+            _ => return Err(io_error("reading to")),
+        };
+        match tokio::time::timeout_at(deadline, connection.receive(commands.len() - 1)).await {
+            Ok(Ok(rest)) => replies.extend(rest),
+            _ => return Err(io_error("reading to")),
+        }
+        let db = match select {
+            true if setup > 0 && matches!(replies[setup - 1], RespValue::Error(_)) => None,
+            true => Some(migration.db),
+            false => db,
+        };
+        shared.migrate_cache.put(target, Kept { connection, db });
+        return Ok((replies, setup));
     }
-    match tokio::time::timeout_at(deadline, target.receive(commands.len())).await {
-        Ok(Ok(replies)) => Ok(replies),
-        // Redis's own wording.
-        _ => Err(io_error("reading to")),
+}
+
+/// Opens a connection to `address` by `deadline`.
+async fn connect(
+    address: &str,
+    tls: Option<&tokio_rustls::TlsConnector>,
+    deadline: tokio::time::Instant,
+) -> Result<Kept, Reply> {
+    let connecting = RespConnection::connect(address, None, tls);
+    match tokio::time::timeout_at(deadline, connecting).await {
+        Ok(Ok(connection)) => Ok(Kept {
+            connection,
+            db: None,
+        }),
+        Ok(Err(error)) if tls.is_some() && is_tls_failure(&error) => Err(Reply::Error(format!(
+            "IOERR error or timeout connecting to the client (TLS: {error}; \
+                 tls-cluster is on: the target must speak TLS with a certificate \
+                 --peer-cacert trusts)"
+        ))),
+        _ => Err(Reply::Error(
+            "IOERR error or timeout connecting to the client".into(),
+        )),
     }
 }
 
