@@ -325,6 +325,10 @@ pub struct ClusterNode {
     refusing_entries: AtomicBool,
     /// When this node last handed leadership over for want of space.
     handed_over: Mutex<Option<Instant>>,
+    /// Set by the housekeeping task from when it asks for a snapshot to
+    /// give disk space back until the log behind it is purged (or that
+    /// failed): writes refused for want of space meanwhile wait for it.
+    compacting_for_space: AtomicBool,
     /// What the other voters said of their disks when this node, near its
     /// floor, last asked: a handover goes only to one with room to lead.
     peer_disks: Mutex<Option<PeerDisks>>,
@@ -337,9 +341,19 @@ pub struct ClusterNode {
 enum Refusal {
     /// Leadership is going to another member: wait for it.
     HandingOver,
-    /// The disk is short of space and no other member takes over.
+    /// The disk is short of space and no other member takes over (a
+    /// compaction may be about to give space back: `admit_waiting` waits
+    /// for it).
     DiskLow(String),
 }
+
+/// How long a write refused for want of space waits at most for a
+/// compaction under way to give the space back (less near the request's
+/// deadline). Compacting a log of a few hundred MiB takes about a second.
+const COMPACTION_WAIT_AT_MOST: Duration = Duration::from_secs(2);
+
+/// How often a write waiting for a compaction asks again.
+const COMPACTION_WAIT_STEP: Duration = Duration::from_millis(20);
 
 /// How long writes wait for a handover of leadership before they are
 /// refused, and how often a leader short of space hands over at most.
@@ -612,6 +626,7 @@ impl ClusterNode {
             space,
             refusing_entries: AtomicBool::new(false),
             handed_over: Mutex::new(None),
+            compacting_for_space: AtomicBool::new(false),
             peer_disks: Mutex::new(None),
             formats,
             _data_dir: data_dir,
@@ -711,6 +726,56 @@ impl ClusterNode {
             self.id,
             self.space.shortage(self.space.propose_floor())
         )))
+    }
+
+    /// [`ClusterNode::admit`], waiting while a compaction is about to give
+    /// the disk space back: up to [`COMPACTION_WAIT_AT_MOST`], and never
+    /// past `deadline` less a step, so that the refusal, if it comes, says
+    /// why rather than that the request timed out.
+    async fn admit_waiting(
+        &self,
+        proposal: &Proposal,
+        deadline: Instant,
+    ) -> std::result::Result<(), Refusal> {
+        let give_up = deadline
+            .checked_sub(COMPACTION_WAIT_STEP * 5)
+            .unwrap_or(deadline)
+            .min(Instant::now() + COMPACTION_WAIT_AT_MOST);
+        loop {
+            match self.admit(proposal) {
+                Err(Refusal::DiskLow(_))
+                    if Instant::now() + COMPACTION_WAIT_STEP < give_up
+                        && self.compaction_coming() =>
+                {
+                    tokio::time::sleep(COMPACTION_WAIT_STEP).await;
+                }
+                admitted => return admitted,
+            }
+        }
+    }
+
+    /// Whether compacting the log is about to give this disk space back:
+    /// the housekeeping task has asked for that snapshot, or it will at its
+    /// next tick because the log past the last snapshot is more than twice
+    /// what a snapshot of the data would take and the disk has room for one
+    /// (the test it applies, with the data measured now: deletes just
+    /// applied count before the tick measures them).
+    fn compaction_coming(&self) -> bool {
+        if self.compacting_for_space.load(Ordering::Relaxed) {
+            return true;
+        }
+        let room = {
+            let state = self.machine.state().read();
+            super::space::snapshot_bytes(state.data_bytes(), state.len() as u64)
+        };
+        let snapshot_index = {
+            use openraft::async_runtime::watch::WatchReceiver;
+            let metrics = self.raft.metrics();
+            let snapshot = metrics.borrow_watched().snapshot;
+            snapshot.map_or(0, |id| id.index)
+        };
+        self.log_bytes.after(snapshot_index) > room.saturating_mul(2)
+            && self.space.has_room_for_snapshot(room)
     }
 
     /// Starts handing leadership to the most caught-up other voter, so a
@@ -1126,8 +1191,12 @@ impl ClusterNode {
         }
         match self.admit(&proposal) {
             Ok(()) => {}
-            // The ordinary path waits for the next leader.
+            // The ordinary path waits for the next leader, or for the
+            // compaction.
             Err(Refusal::HandingOver) => return Err((proposal, reply)),
+            Err(Refusal::DiskLow(_)) if self.compaction_coming() => {
+                return Err((proposal, reply));
+            }
             Err(Refusal::DiskLow(reason)) => {
                 let _ = reply.send(Err(Error::DiskLow { reason }));
                 return Ok(());
@@ -1190,7 +1259,7 @@ impl ClusterNode {
         loop {
             if self.raft.is_leader() {
                 *in_flight = false;
-                match self.admit(&proposal) {
+                match self.admit_waiting(&proposal, deadline).await {
                     Ok(()) => {}
                     Err(Refusal::HandingOver) => {
                         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -1404,14 +1473,17 @@ impl ClusterNode {
     /// Serves a write forwarded by a follower: proposes it here if this node
     /// leads, and never forwards it again.
     pub async fn serve_forward(&self, proposal: Proposal) -> ForwardAnswer {
+        let timeout = self.options.request_timeout;
         if self.raft.is_leader() {
-            match self.admit(&proposal) {
+            match self
+                .admit_waiting(&proposal, Instant::now() + timeout)
+                .await
+            {
                 Ok(()) => {}
                 Err(Refusal::HandingOver) => return ForwardAnswer::NotLeader,
                 Err(Refusal::DiskLow(reason)) => return ForwardAnswer::DiskLow(reason),
             }
         }
-        let timeout = self.options.request_timeout;
         match tokio::time::timeout(timeout, self.raft.client_write(proposal)).await {
             Ok(Ok(response)) => match response.data.outcome {
                 Some(outcome) => ForwardAnswer::Applied(outcome),
@@ -2002,6 +2074,9 @@ async fn housekeeping(node: std::sync::Weak<ClusterNode>) {
     let mut asked: Option<(u64, Instant)> = None;
     // The highest index this task asked openraft to purge up to.
     let mut purge_asked = 0;
+    // The snapshot index when this task asked for a snapshot to give disk
+    // space back, while writes wait for it (`compacting_for_space`).
+    let mut compacting_from: Option<u64> = None;
     // Whether the disk was short of space at the last tick, and whether a
     // snapshot was put off for want of room.
     let mut was_short = false;
@@ -2035,6 +2110,18 @@ async fn housekeeping(node: std::sync::Weak<ClusterNode>) {
         let metrics = node.metrics();
         let snapshot_index = metrics.snapshot.map_or(0, |id| id.index);
         let applied_index = metrics.last_applied.map_or(0, |id| id.index);
+        if let Some(from) = compacting_from {
+            // Over once the space is back, once the log behind the new
+            // snapshot was purged at an earlier tick (this tick's reading
+            // of the disk saw what that gave), or once the snapshot is
+            // overdue: then writes are refused at once again.
+            let purged = snapshot_index > from && purge_asked >= snapshot_index;
+            let overdue = asked.is_none_or(|(_, when)| when.elapsed() >= Duration::from_secs(5));
+            if !short || purged || overdue {
+                compacting_from = None;
+                node.compacting_for_space.store(false, Ordering::Relaxed);
+            }
+        }
         // Short of space, the entries a snapshot covers are not kept for
         // slow followers: removing them is what gives the space back.
         let keep = match short {
@@ -2091,6 +2178,10 @@ async fn housekeeping(node: std::sync::Weak<ClusterNode>) {
             continue;
         }
         asked = Some((snapshot_index, Instant::now()));
+        if short {
+            compacting_from = Some(snapshot_index);
+            node.compacting_for_space.store(true, Ordering::Relaxed);
+        }
     }
 }
 

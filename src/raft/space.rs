@@ -173,13 +173,18 @@ impl DiskSpace {
     /// room followers keep for the entries the leader let through. If so,
     /// its bytes are counted as taken until the next reading.
     pub fn take_for_snapshot(&self) -> bool {
-        let room = self.snapshot_room();
-        let free = self.refresh().unwrap_or_else(|| self.free());
-        if free < room.saturating_add(self.accept_floor()) {
+        if !self.has_room_for_snapshot(self.snapshot_room()) {
             return false;
         }
-        self.take_free(room);
+        self.take_free(self.snapshot_room());
         true
+    }
+
+    /// Whether a snapshot of about `room` bytes fits, leaving half of
+    /// `min_free` free after it, reading the disk again.
+    pub fn has_room_for_snapshot(&self, room: u64) -> bool {
+        let free = self.refresh().unwrap_or_else(|| self.free());
+        free >= room.saturating_add(self.accept_floor())
     }
 
     /// The message a refused request carries.
