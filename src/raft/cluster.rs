@@ -774,8 +774,11 @@ impl ClusterNode {
             let snapshot = metrics.borrow_watched().snapshot;
             snapshot.map_or(0, |id| id.index)
         };
-        self.log_bytes.after(snapshot_index) > room.saturating_mul(2)
-            && self.space.has_room_for_snapshot(room)
+        let since = SinceSnapshot {
+            bytes: self.log_bytes.after(snapshot_index),
+            entries: 0,
+        };
+        since.frees_space(true, room) && self.space.has_room_for_snapshot(room)
     }
 
     /// Starts handing leadership to the most caught-up other voter, so a
@@ -2113,9 +2116,12 @@ async fn housekeeping(node: std::sync::Weak<ClusterNode>) {
         if let Some(from) = compacting_from {
             // Over once the space is back, once the log behind the new
             // snapshot was purged at an earlier tick (this tick's reading
-            // of the disk saw what that gave), or once the snapshot is
-            // overdue: then writes are refused at once again.
-            let purged = snapshot_index > from && purge_asked >= snapshot_index;
+            // of the disk saw what that gave) or holds nothing to purge, or
+            // once the snapshot is overdue: then writes are refused at once
+            // again.
+            let purged = snapshot_index > from
+                && (purge_asked >= snapshot_index
+                    || node.log_bytes.purge_point(snapshot_index, 0).is_none());
             let overdue = asked.is_none_or(|(_, when)| when.elapsed() >= Duration::from_secs(5));
             if !short || purged || overdue {
                 compacting_from = None;
@@ -2178,7 +2184,7 @@ async fn housekeeping(node: std::sync::Weak<ClusterNode>) {
             continue;
         }
         asked = Some((snapshot_index, Instant::now()));
-        if short {
+        if since.frees_space(short, room) {
             compacting_from = Some(snapshot_index);
             node.compacting_for_space.store(true, Ordering::Relaxed);
         }
@@ -2202,7 +2208,13 @@ impl SinceSnapshot {
     fn wants_snapshot(&self, options: &ClusterOptions, short: bool, room: u64) -> bool {
         self.bytes >= options.snapshot_log_bytes
             || self.entries >= options.snapshot_every
-            || (short && self.bytes > room.saturating_mul(2))
+            || self.frees_space(short, room)
+    }
+
+    /// Whether, short of space, a snapshot of about `room` bytes gives
+    /// space back: the log it lets go is more than twice its size.
+    fn frees_space(&self, short: bool, room: u64) -> bool {
+        short && self.bytes > room.saturating_mul(2)
     }
 }
 
