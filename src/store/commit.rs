@@ -66,6 +66,8 @@ pub(super) fn max_batch(options: &StoreOptions) -> usize {
 pub(super) struct Committed {
     /// Log bytes written since the last snapshot.
     pub bytes_since_snapshot: u64,
+    /// A write was refused for want of space since the last snapshot began.
+    pub refused_for_space: bool,
     /// The log was synced before this batch and is not now (the interval
     /// policy): the commit thread, which syncs an idle log, must hear of it.
     pub left_unsynced: bool,
@@ -90,6 +92,7 @@ pub(super) fn commit_taken(
         }
         return Committed {
             bytes_since_snapshot: 0,
+            refused_for_space: false,
             left_unsynced: false,
         };
     }
@@ -99,6 +102,7 @@ pub(super) fn commit_taken(
     log.commit(shared, batch, replies);
     Committed {
         bytes_since_snapshot: log.log_bytes_since_snapshot,
+        refused_for_space: log.refused_for_space,
         left_unsynced: log.unsynced && !was_unsynced,
     }
 }
@@ -305,7 +309,8 @@ impl Committer {
             return false;
         }
         let live = self.shared.state.read().data_bytes();
-        self.shared.log.lock().log_bytes_since_snapshot >= policy.threshold(live)
+        let log = self.shared.log.lock();
+        policy.due(log.log_bytes_since_snapshot, live, log.refused_for_space)
     }
 
     fn start_snapshot(&mut self, waiters: Vec<SnapshotReply>) {
@@ -314,6 +319,7 @@ impl Committer {
             // reset happen at the same log position.
             let mut log = self.shared.log.lock();
             log.log_bytes_since_snapshot = 0;
+            log.refused_for_space = false;
             self.shared.state.write().freeze()
         };
         let shared = self.shared.clone();

@@ -405,7 +405,7 @@ impl Leader {
         if committed.left_unsynced {
             let _ = self.sender.send(Message::Unsynced);
         }
-        self.after_commit(committed.bytes_since_snapshot);
+        self.after_commit(committed.bytes_since_snapshot, committed.refused_for_space);
         true
     }
 
@@ -419,11 +419,11 @@ impl Leader {
 
     /// Asks the commit thread to consider a snapshot once enough log has
     /// been written by writers' own commits (which it does not see).
-    fn after_commit(&self, bytes_since_snapshot: u64) {
-        let threshold = self
+    fn after_commit(&self, bytes_since_snapshot: u64, refused_for_space: bool) {
+        let live = self.shared.state.read().data_bytes();
+        if self
             .snapshot_policy
-            .threshold(self.shared.state.read().data_bytes());
-        if bytes_since_snapshot >= threshold
+            .due(bytes_since_snapshot, live, refused_for_space)
             && !self
                 .shared
                 .snapshot_check_pending

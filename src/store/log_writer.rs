@@ -56,6 +56,10 @@ pub(super) struct LogWriter {
     pub unsynced: bool,
     pub last_sync: Instant,
     pub log_bytes_since_snapshot: u64,
+    /// A write was refused for want of space since the last snapshot began:
+    /// the next one is due as soon as it gives space back
+    /// ([`SnapshotPolicy::due`]), so deleting keys frees the disk by itself.
+    pub refused_for_space: bool,
     /// Sizes new segments to the log a snapshot covers.
     snapshot_policy: SnapshotPolicy,
 }
@@ -73,6 +77,7 @@ impl LogWriter {
             unsynced: false,
             last_sync: Instant::now(),
             log_bytes_since_snapshot,
+            refused_for_space: false,
             snapshot_policy,
         }
     }
@@ -102,6 +107,7 @@ impl LogWriter {
                 let (freeing, adding): (Vec<Proposal>, Vec<Proposal>) = batch
                     .drain(..)
                     .partition(|proposal| proposal.command.frees_space());
+                self.refused_for_space |= !adding.is_empty();
                 for proposal in adding {
                     proposal
                         .reply
@@ -137,6 +143,7 @@ impl LogWriter {
         let first_seq = match result {
             Ok(first_seq) => first_seq,
             Err(Error::NoSpace { path }) => {
+                self.refused_for_space = true;
                 for proposal in batch.drain(..) {
                     proposal
                         .reply

@@ -94,6 +94,18 @@ impl SnapshotPolicy {
             .max(live_bytes.saturating_mul(self.live_data_ratio))
     }
 
+    /// Whether a snapshot is due, given the log bytes since the last one,
+    /// the live data, and whether a write was refused for want of space
+    /// since: then as soon as the log is more than `live_data_ratio` times
+    /// the data (without the `min_log_bytes` floor), since compacting it
+    /// gives space back, where waiting for the floor might never come.
+    pub fn due(&self, log_bytes: u64, live_bytes: u64, refused_for_space: bool) -> bool {
+        log_bytes >= self.threshold(live_bytes)
+            || (self.automatic
+                && refused_for_space
+                && log_bytes > live_bytes.saturating_mul(self.live_data_ratio))
+    }
+
     /// The size new log segments are asked to be: no more than the log a
     /// snapshot covers (so its segments can be deleted soon after it), and no
     /// more than the live data calls for, down to [`SMALL_SEGMENT_BYTES`]. So
@@ -162,4 +174,30 @@ pub struct SnapshotInfo {
     pub entries: u64,
     pub path: PathBuf,
     pub duration: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_for_space_makes_a_snapshot_due_once_compacting_frees_space() {
+        let policy = SnapshotPolicy::default();
+        let mib = 1 << 20;
+        // 10 MiB of log over 1 MiB of data: under the 64 MiB floor.
+        assert!(!policy.due(10 * mib, mib, false));
+        assert!(policy.due(10 * mib, mib, true), "short of space: due");
+        // Live data only (no more than twice the data in the log): a
+        // snapshot would give nothing back.
+        assert!(!policy.due(2 * mib, mib, true));
+        // Every key deleted: any log is worth compacting, an empty one not.
+        assert!(policy.due(1, 0, true));
+        assert!(!policy.due(0, 0, true));
+        assert!(policy.due(64 * mib, mib, false), "the usual threshold");
+        let manual = SnapshotPolicy {
+            automatic: false,
+            ..SnapshotPolicy::default()
+        };
+        assert!(!manual.due(10 * mib, mib, true), "only when asked");
+    }
 }
