@@ -66,7 +66,8 @@ pub(super) fn max_batch(options: &StoreOptions) -> usize {
 pub(super) struct Committed {
     /// Log bytes written since the last snapshot.
     pub bytes_since_snapshot: u64,
-    /// A write was refused for want of space since the last snapshot began.
+    /// A write was refused for want of space and none that adds data got in
+    /// since.
     pub refused_for_space: bool,
     /// The log was synced before this batch and is not now (the interval
     /// policy): the commit thread, which syncs an idle log, must hear of it.
@@ -319,7 +320,6 @@ impl Committer {
             // reset happen at the same log position.
             let mut log = self.shared.log.lock();
             log.log_bytes_since_snapshot = 0;
-            log.refused_for_space = false;
             self.shared.state.write().freeze()
         };
         let shared = self.shared.clone();

@@ -56,9 +56,10 @@ pub(super) struct LogWriter {
     pub unsynced: bool,
     pub last_sync: Instant,
     pub log_bytes_since_snapshot: u64,
-    /// A write was refused for want of space since the last snapshot began:
-    /// the next one is due as soon as it gives space back
-    /// ([`SnapshotPolicy::due`]), so deleting keys frees the disk by itself.
+    /// A write was refused for want of space, and none that adds data got
+    /// in since: a snapshot is due whenever it gives space back
+    /// ([`SnapshotPolicy::due`]), so deleting keys frees the disk by itself,
+    /// however many snapshots the deletes take.
     pub refused_for_space: bool,
     /// Sizes new segments to the log a snapshot covers.
     snapshot_policy: SnapshotPolicy,
@@ -175,6 +176,10 @@ impl LogWriter {
             .segments
             .store(self.wal.segment_count() as u64, Ordering::Relaxed);
         self.log_bytes_since_snapshot += record_bytes as u64;
+        if self.refused_for_space && batch.iter().any(|proposal| !proposal.command.frees_space()) {
+            // A write that adds data got in: the space is back.
+            self.refused_for_space = false;
+        }
         let mut state = shared.state().write();
         for (offset, proposal) in batch.drain(..).enumerate() {
             let seq = first_seq + offset as u64;
