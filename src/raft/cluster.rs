@@ -764,10 +764,7 @@ impl ClusterNode {
         if self.compacting_for_space.load(Ordering::Relaxed) {
             return true;
         }
-        let room = {
-            let state = self.machine.state().read();
-            super::space::snapshot_bytes(state.data_bytes(), state.len() as u64)
-        };
+        let room = self.snapshot_room_now();
         let snapshot_index = {
             use openraft::async_runtime::watch::WatchReceiver;
             let metrics = self.raft.metrics();
@@ -1003,11 +1000,13 @@ impl ClusterNode {
 
     /// Notes how large a snapshot of the state would be now.
     fn measure_snapshot_room(&self) {
-        let room = {
-            let state = self.machine.state().read();
-            super::space::snapshot_bytes(state.data_bytes(), state.len() as u64)
-        };
-        self.space.set_snapshot_room(room);
+        self.space.set_snapshot_room(self.snapshot_room_now());
+    }
+
+    /// About how large a snapshot of the state would be now.
+    fn snapshot_room_now(&self) -> u64 {
+        let state = self.machine.state().read();
+        super::space::snapshot_bytes(state.data_bytes(), state.len() as u64)
     }
 
     pub fn raft(&self) -> &Raft {

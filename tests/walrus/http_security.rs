@@ -120,6 +120,18 @@ fn https_with_a_generated_certificate() {
     );
 }
 
+/// The flags of a server whose HTTP and RESP ports speak TLS with `cert`.
+fn resp_tls_args<'a>(cert: &'a str, key: &'a str) -> [&'a str; 6] {
+    [
+        "--resp-listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        cert,
+        "--tls-key",
+        key,
+    ]
+}
+
 /// With --tls-cert the RESP port speaks TLS with the same certificate:
 /// AUTH never travels in the clear, and `redis-cli --tls --cacert` works.
 #[test]
@@ -139,19 +151,9 @@ fn resp_speaks_tls_with_the_node_certificate() {
         key_path.to_string_lossy().into_owned(),
         token_path.to_string_lossy().into_owned(),
     );
-    let server = Server::start_in(
-        dir.path(),
-        &[
-            "--resp-listen",
-            "127.0.0.1:0",
-            "--tls-cert",
-            &cert,
-            "--tls-key",
-            &key,
-            "--auth-token-file",
-            &token,
-        ],
-    );
+    let mut args = resp_tls_args(&cert, &key).to_vec();
+    args.extend(["--auth-token-file", &token]);
+    let server = Server::start_in(dir.path(), &args);
     let mut tls =
         crate::resp_client::RawResp::connect_tls(server.resp_address(), certified.cert.der());
     assert_eq!(tls.call(&["AUTH", "s3cret"]), "+OK\r\n");
@@ -256,14 +258,7 @@ fn migrate_speaks_tls_from_a_node_with_a_certificate() {
     let token = dir.path().join("token");
     std::fs::write(&token, "s3cret\n").expect("token file");
     let token = token.to_string_lossy().into_owned();
-    let tls_args = [
-        "--resp-listen",
-        "127.0.0.1:0",
-        "--tls-cert",
-        &cert,
-        "--tls-key",
-        &key,
-    ];
+    let tls_args = resp_tls_args(&cert, &key);
     let source_dir = tempfile::tempdir().expect("dir");
     let source = Server::start_in(source_dir.path(), &tls_args);
     let target_dir = tempfile::tempdir().expect("dir");
@@ -317,14 +312,7 @@ fn migrate_speaks_tls_from_a_node_with_a_certificate() {
         crate::common::self_signed_certificate(stranger_dir.path());
     let stranger = Server::start_in(
         stranger_dir.path(),
-        &[
-            "--resp-listen",
-            "127.0.0.1:0",
-            "--tls-cert",
-            &stranger_cert,
-            "--tls-key",
-            &stranger_key,
-        ],
+        &resp_tls_args(&stranger_cert, &stranger_key),
     );
     let untrusted = migrate(&mut here, stranger.resp_address().port(), "b");
     assert!(

@@ -285,7 +285,8 @@ async fn exchange(
             _ => return Err(io_error("reading to")),
         }
         let db = match select {
-            true if setup > 0 && matches!(replies[setup - 1], RespValue::Error(_)) => None,
+            // SELECT is the last of the setup.
+            true if matches!(replies[setup - 1], RespValue::Error(_)) => None,
             true => Some(migration.db),
             false => db,
         };

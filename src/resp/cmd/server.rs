@@ -996,9 +996,7 @@ fn config_set(shared: &Shared, args: &[Bytes]) -> CommandResult {
         .collect();
     let mut seen = std::collections::HashSet::new();
     if let Some(name) = names.iter().find(|name| !seen.insert(name.as_str())) {
-        return Err(Reply::err(format!(
-            "CONFIG SET failed (possibly related to argument '{name}') - duplicate parameter"
-        )));
+        return Err(config_set_failed(name, "duplicate parameter"));
     }
     let known = config_values(shared);
     let mut changes = Vec::new();
@@ -1027,26 +1025,24 @@ fn config_set(shared: &Shared, args: &[Bytes]) -> CommandResult {
                 match EVICTION_POLICIES.iter().position(|policy| *policy == value) {
                     Some(index) => LiveSetting::EvictionPolicy(index as u8),
                     None if value.ends_with("-lfu") => {
-                        return Err(Reply::err(format!(
-                            "CONFIG SET failed (possibly related to argument '{name}') - \
-                             walrus does not count accesses, so it has no LFU policy"
-                        )));
+                        return Err(config_set_failed(
+                            &name,
+                            "walrus does not count accesses, so it has no LFU policy",
+                        ));
                     }
                     None => {
-                        return Err(Reply::err(format!(
-                            "CONFIG SET failed (possibly related to argument '{name}') - \
-                             argument(s) must be one of the following: {}",
-                            EVICTION_POLICIES.join(", ")
-                        )));
+                        return Err(config_set_failed(
+                            &name,
+                            format!(
+                                "argument(s) must be one of the following: {}",
+                                EVICTION_POLICIES.join(", ")
+                            ),
+                        ));
                     }
                 }
             }
             "tls-cluster" => {
-                let failed = |why: &str| {
-                    Reply::err(format!(
-                        "CONFIG SET failed (possibly related to argument '{name}') - {why}"
-                    ))
-                };
+                let failed = |why: &str| config_set_failed(&name, why);
                 match pair[1].to_ascii_lowercase().as_slice() {
                     b"no" => LiveSetting::MigrateOverTls(false),
                     b"yes" if shared.config.migrate_tls.is_some() => {
@@ -1063,11 +1059,7 @@ fn config_set(shared: &Shared, args: &[Bytes]) -> CommandResult {
             }
             "notify-keyspace-events" => match KeyspaceEvents::parse(&pair[1]) {
                 Ok(flags) => LiveSetting::KeyspaceEvents(flags),
-                Err(why) => {
-                    return Err(Reply::err(format!(
-                        "CONFIG SET failed (possibly related to argument '{name}') - {why}"
-                    )));
-                }
+                Err(why) => return Err(config_set_failed(&name, why)),
             },
             // Setting a fixed value to what it is changes nothing: allowed,
             // so a tool that saves the configuration and restores it works.
@@ -1079,10 +1071,10 @@ fn config_set(shared: &Shared, args: &[Bytes]) -> CommandResult {
                 continue;
             }
             _ if known.iter().any(|(setting, _)| *setting == name) => {
-                return Err(Reply::err(format!(
-                    "CONFIG SET failed (possibly related to argument '{name}') - can't set \
-                     immutable config: walrus takes it as a flag of walrus serve"
-                )));
+                return Err(config_set_failed(
+                    &name,
+                    "can't set immutable config: walrus takes it as a flag of walrus serve",
+                ));
             }
             _ => {
                 return Err(Reply::err(format!(
@@ -1126,11 +1118,7 @@ fn config_integer(name: &str, value: &[u8], lowest: i64) -> Result<i64, Reply> {
 
 /// A whole-number setting from `lowest` to `highest`.
 fn config_integer_in(name: &str, value: &[u8], lowest: i64, highest: i64) -> Result<i64, Reply> {
-    let failed = |why: String| {
-        Reply::err(format!(
-            "CONFIG SET failed (possibly related to argument '{name}') - {why}"
-        ))
-    };
+    let failed = |why: String| config_set_failed(name, why);
     let number = parse_i64(value)
         .ok_or_else(|| failed("argument couldn't be parsed into an integer".into()))?;
     if !(lowest..=highest).contains(&number) {
@@ -1139,6 +1127,13 @@ fn config_integer_in(name: &str, value: &[u8], lowest: i64, highest: i64) -> Res
         )));
     }
     Ok(number)
+}
+
+/// Redis's refusal of one `CONFIG SET` pair.
+fn config_set_failed(name: &str, why: impl std::fmt::Display) -> Reply {
+    Reply::err(format!(
+        "CONFIG SET failed (possibly related to argument '{name}') - {why}"
+    ))
 }
 
 fn config(shared: &Shared, args: &[Bytes]) -> CommandResult {
