@@ -13,10 +13,11 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use crate::latency_monitor::{Event, LatencyMonitor};
 use crate::pause::ClientPause;
 use crate::store::redis_op::{RedisCommand, RedisOp};
 use crate::store::{Command, DbKey, Guard, KvStore};
@@ -47,11 +48,12 @@ pub struct SweepStats {
 }
 
 /// Sweeps until `shutdown` turns true, counting in `stats`; waits while
-/// `pause` holds clients.
+/// `pause` holds clients. A search for expired keys that takes long is
+/// recorded in `latency` (`expire-cycle`): it holds the state's lock.
 pub async fn run(
     store: Arc<dyn KvStore>,
     config: SweepConfig,
-    (pause, stats): (Arc<ClientPause>, Arc<SweepStats>),
+    (pause, stats, latency): (Arc<ClientPause>, Arc<SweepStats>, Arc<LatencyMonitor>),
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut cursor: Option<DbKey> = None;
@@ -66,7 +68,8 @@ pub async fn run(
             continue;
         }
         let after = cursor.as_ref().map(|(db, key)| (*db, &key[..]));
-        let (next, expired) = sweep_once(store.as_ref(), after, config.keys_per_pass).await;
+        let (next, expired) =
+            sweep_once(store.as_ref(), after, config.keys_per_pass, &latency).await;
         cursor = next;
         stats.expired_keys.fetch_add(expired, Ordering::Relaxed);
     }
@@ -79,8 +82,11 @@ pub async fn sweep_once(
     store: &dyn KvStore,
     after: Option<(u8, &[u8])>,
     keys_per_pass: usize,
+    latency: &LatencyMonitor,
 ) -> (Option<DbKey>, u64) {
+    let started = Instant::now();
     let (expired, next) = store.expired_keys(after, keys_per_pass);
+    latency.observe(Event::ExpireCycle, started.elapsed());
     if expired.is_empty() {
         return (next, 0);
     }
@@ -146,12 +152,14 @@ mod tests {
         put(&store, "later", now_ms() + 60_000);
         assert_eq!(store.len(), 12);
         assert_eq!(store.live_len(0), 2);
-        let (mut cursor, mut deleted) = sweep_once(&store, None, 4).await;
+        let (mut cursor, mut deleted) =
+            sweep_once(&store, None, 4, &LatencyMonitor::default()).await;
         assert!(cursor.is_some());
         assert_eq!(store.len(), 8);
         assert_eq!(deleted, 4);
         while let Some((db, key)) = &cursor {
-            let (next, more) = sweep_once(&store, Some((*db, &key[..])), 4).await;
+            let (next, more) =
+                sweep_once(&store, Some((*db, &key[..])), 4, &LatencyMonitor::default()).await;
             (cursor, deleted) = (next, deleted + more);
         }
         assert_eq!(store.len(), 2);
@@ -192,9 +200,11 @@ mod tests {
             store.execute(command).unwrap();
         }
         assert_eq!(store.len(), 6);
-        let (mut cursor, _) = sweep_once(&store, None, 2).await;
+        let (mut cursor, _) = sweep_once(&store, None, 2, &LatencyMonitor::default()).await;
         while let Some((db, key)) = &cursor {
-            cursor = sweep_once(&store, Some((*db, &key[..])), 2).await.0;
+            cursor = sweep_once(&store, Some((*db, &key[..])), 2, &LatencyMonitor::default())
+                .await
+                .0;
         }
         assert_eq!(store.len(), 3, "one expired key swept from each database");
         for db in [0u8, 3, 15] {

@@ -18,6 +18,8 @@
 //! - [`handoff`]: the queue that carries messages to the commit thread and
 //!   batches of replies to the notifier.
 //! - [`http`] and [`server`]: `walrus serve`, the HTTP API on top of a store.
+//! - [`latency_monitor`]: when the node was slow and why (Redis's LATENCY), fed by
+//!   the front end, the log writers and the sweeper.
 //! - [`resp`]: the Redis protocol (RESP2) front end, `walrus serve --resp-listen`:
 //!   frame codec, pipelined connections, one file per command family.
 //! - [`expiry`]: the sweeper that removes expired keys with ordinary logged deletes.
@@ -47,6 +49,7 @@ pub mod error;
 pub mod expiry;
 pub mod handoff;
 pub mod http;
+pub mod latency_monitor;
 pub mod metrics;
 pub mod net;
 pub mod node;

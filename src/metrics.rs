@@ -53,17 +53,16 @@ impl Histogram {
             .sum()
     }
 
-    /// Each finite bucket's upper bound with the count of observations up
-    /// to it (cumulative, as Prometheus and Redis report them).
-    pub fn cumulative(&self) -> Vec<(f64, u64)> {
-        let mut total = 0;
+    /// The buckets' upper bounds (the last bucket, +Inf, has none).
+    pub fn bounds(&self) -> &'static [f64] {
         self.bounds
+    }
+
+    /// Observations per bucket, not cumulative: one per bound, then +Inf.
+    pub fn bucket_counts(&self) -> Vec<u64> {
+        self.counts
             .iter()
-            .zip(&self.counts)
-            .map(|(&bound, count)| {
-                total += count.load(Ordering::Relaxed);
-                (bound, total)
-            })
+            .map(|count| count.load(Ordering::Relaxed))
             .collect()
     }
 

@@ -25,6 +25,8 @@ pub struct ServeOptions {
     pub data_dir: PathBuf,
     /// Serve a `MemStore`: nothing touches the disk.
     pub in_memory: bool,
+    /// The single store's settings. Its latency monitor is the node's, also
+    /// given to a cluster replica's log, the sweeper and the RESP front end.
     pub store: StoreOptions,
     pub http: HttpConfig,
     /// PEM certificate chain and private key, to serve HTTPS.
@@ -63,9 +65,14 @@ pub enum ServeError {
 /// advertises to its peers unless `--advertise` names another.
 pub async fn open_node(options: &ServeOptions, http: SocketAddr) -> Result<Node, Error> {
     if let Some(cluster) = &options.cluster {
-        let node = ClusterNode::start(&options.data_dir, cluster.clone()).await?;
+        let cluster = ClusterOptions {
+            latency: options.store.latency.clone(),
+            ..cluster.clone()
+        };
+        let node_id = cluster.node_id;
+        let node = ClusterNode::start(&options.data_dir, cluster).await?;
         tracing::info!(
-            node_id = cluster.node_id,
+            node_id,
             data_dir = %options.data_dir.display(),
             "serving a cluster replica"
         );
@@ -79,6 +86,7 @@ pub async fn open_node(options: &ServeOptions, http: SocketAddr) -> Result<Node,
     Ok(match &options.growth {
         Some(plan) => {
             let mut plan = plan.clone();
+            plan.latency = options.store.latency.clone();
             if plan.advertise == options.listen {
                 plan.advertise = http.to_string();
             }
@@ -169,10 +177,11 @@ pub async fn run(
     };
     let pause = Arc::new(ClientPause::default());
     let sweep_stats = Arc::new(SweepStats::default());
+    let latency = options.store.latency.clone();
     let sweeper = tokio::spawn(crate::expiry::run(
         node.store().clone(),
         options.sweep,
-        (pause.clone(), sweep_stats.clone()),
+        (pause.clone(), sweep_stats.clone(), latency.clone()),
         shutdown.clone(),
     ));
     let mut resp_config = options.resp.clone();
@@ -192,7 +201,7 @@ pub async fn run(
                 listener,
                 node.clone(),
                 resp_config,
-                (stats, pause, sweep_stats),
+                (stats, pause, sweep_stats, latency),
                 (shutdown.clone(), stop_requested.clone()),
             )?)
         }
@@ -249,7 +258,7 @@ fn start_resp(
     listener: TcpListener,
     node: Node,
     config: RespConfig,
-    shared_state: (Arc<ServerStats>, Arc<ClientPause>, Arc<SweepStats>),
+    shared_state: crate::resp::NodeServices,
     (shutdown, stop_requested): (watch::Receiver<bool>, Arc<tokio::sync::Notify>),
 ) -> Result<tokio::sync::oneshot::Receiver<std::io::Result<()>>, ServeError> {
     let address = listener.local_addr()?;

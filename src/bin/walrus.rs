@@ -642,6 +642,7 @@ impl ServeArgs {
                 max_batch: 0,
                 commit_delay: Duration::from_micros(self.commit_delay_us),
                 watch_history: self.watch_history(),
+                latency: Default::default(),
             },
             http: HttpConfig {
                 max_key_bytes: self.max_key_bytes,

@@ -92,6 +92,9 @@ pub struct ClusterOptions {
     /// (`formats.rs`): this build's [`crate::store::COMMAND_FORMAT`], lower
     /// only for tests that play an older member.
     pub command_format: u32,
+    /// Where the Raft log's slow syncs are recorded (the node's LATENCY
+    /// monitor).
+    pub latency: Arc<crate::latency_monitor::LatencyMonitor>,
 }
 
 impl ClusterOptions {
@@ -113,6 +116,7 @@ impl ClusterOptions {
             watch_history: Default::default(),
             min_free_space: super::space::DEFAULT_MIN_FREE_BYTES,
             command_format: crate::store::COMMAND_FORMAT,
+            latency: Arc::default(),
         }
     }
 }
@@ -536,11 +540,15 @@ impl ClusterNode {
         let (log, machine) = {
             let dir = dir.to_path_buf();
             let (node_id, advertise) = (options.node_id, options.advertise.clone());
-            let (wal, fsync, watch_history) =
-                (options.wal.clone(), options.fsync, options.watch_history);
+            let (wal, fsync, watch_history, latency) = (
+                options.wal.clone(),
+                options.fsync,
+                options.watch_history,
+                options.latency.clone(),
+            );
             crate::deterministic::off_runtime(move || {
                 super::member::claim(&*fs, &dir, node_id, &advertise)?;
-                let log = LogStore::open(fs.clone(), &dir, wal, fsync)?;
+                let log = LogStore::open(fs.clone(), &dir, wal, fsync, latency)?;
                 let machine = StateMachine::open_into(fs, &dir, watch_history, shared)?;
                 Ok::<_, Error>((log, machine))
             })

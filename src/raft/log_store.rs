@@ -37,6 +37,7 @@ use std::ops::RangeBounds;
 use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
@@ -47,6 +48,7 @@ use serde::de::DeserializeOwned;
 
 use super::{LogEntry, LogId, TypeConfig, Vote, io_error};
 use crate::error::{Error, Result};
+use crate::latency_monitor::{Event, LatencyMonitor};
 use crate::storage::segment::parse_segment_file_name;
 use crate::storage::{FileSystem, SpaceUse, Wal, WalOptions};
 use crate::store::FsyncPolicy;
@@ -234,6 +236,7 @@ impl LogStore {
         dir: &Path,
         options: WalOptions,
         fsync: FsyncPolicy,
+        latency: Arc<LatencyMonitor>,
     ) -> Result<LogStore> {
         let first_seq = first_segment_seq(&*fs, dir)?;
         let mut state = LogState_::default();
@@ -257,6 +260,7 @@ impl LogStore {
         let writer = Writer {
             wal,
             fsync,
+            latency,
             shared: shared.clone(),
             segment_max_index,
             written_committed: None,
@@ -457,6 +461,8 @@ fn segment_max_indexes(wal: &Wal, positions: &[(u64, u64)]) -> BTreeMap<u64, u64
 struct Writer {
     wal: Wal,
     fsync: FsyncPolicy,
+    /// Where slow syncs are recorded (the node's LATENCY monitor).
+    latency: Arc<LatencyMonitor>,
     shared: Shared,
     /// Per segment (by first sequence number), the highest entry index in it.
     segment_max_index: BTreeMap<u64, u64>,
@@ -474,7 +480,10 @@ impl Writer {
                 Some(interval) => match receiver.recv_timeout(interval) {
                     Ok(job) => job,
                     Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                        let started = Instant::now();
                         let _ = self.wal.sync();
+                        self.latency
+                            .observe(Event::FsyncInterval, started.elapsed());
                         continue;
                     }
                     Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
@@ -552,6 +561,7 @@ impl Writer {
         if records.is_empty() {
             return Ok(());
         }
+        let started = Instant::now();
         // The log may use the space the WAL keeps back for deletes: what a
         // member lets into its log is decided before, with room to spare
         // (`space.rs`), and a log write that fails stops the member.
@@ -560,6 +570,8 @@ impl Writer {
             .map_err(io_error)?;
         if self.fsync == FsyncPolicy::Always {
             self.wal.sync().map_err(io_error)?;
+            // With direct I/O the write itself was the sync.
+            self.latency.observe(Event::FsyncAlways, started.elapsed());
         }
         if let Some(index) = max_index {
             let active = self.wal.active_first_seq();
@@ -769,7 +781,14 @@ mod tests {
             ..WalOptions::default()
         };
         let fs: Arc<dyn FileSystem> = fs.clone();
-        LogStore::open(fs, Path::new("/log"), options, FsyncPolicy::Always).expect("open")
+        LogStore::open(
+            fs,
+            Path::new("/log"),
+            options,
+            FsyncPolicy::Always,
+            Arc::default(),
+        )
+        .expect("open")
     }
 
     /// Appends `entries` and returns the receiver of their flush callback.

@@ -174,8 +174,14 @@ mod tests {
         ) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
             let temp = tempfile::tempdir().expect("temp dir");
             let fs: Arc<dyn FileSystem> = Arc::new(StdFs);
-            let log = LogStore::open(fs.clone(), temp.path(), small_wal(), FsyncPolicy::Always)
-                .expect("open the log");
+            let log = LogStore::open(
+                fs.clone(),
+                temp.path(),
+                small_wal(),
+                FsyncPolicy::Always,
+                Arc::default(),
+            )
+            .expect("open the log");
             let machine = StateMachine::open(fs, temp.path(), Default::default())
                 .expect("open the state machine");
             Ok((temp, log, machine))
@@ -190,8 +196,14 @@ mod tests {
             let dir = Path::new("/replica");
             fs.create_dir_all(dir).expect("dir");
             let fs: Arc<dyn FileSystem> = fs;
-            let log = LogStore::open(fs.clone(), dir, small_wal(), FsyncPolicy::Always)
-                .expect("open the log");
+            let log = LogStore::open(
+                fs.clone(),
+                dir,
+                small_wal(),
+                FsyncPolicy::Always,
+                Arc::default(),
+            )
+            .expect("open the log");
             let machine =
                 StateMachine::open(fs, dir, Default::default()).expect("open the state machine");
             Ok(((), log, machine))

@@ -21,6 +21,7 @@ use super::cmd::{self, Finish, Plan, Session};
 use super::frame::{Limits, Reply, RequestParser};
 use super::monitor::Origin;
 use super::stats::Ran;
+use crate::latency_monitor::Event;
 use crate::store::{Command, DropLater, KvStore, Submission, origin};
 
 /// Replies not yet encoded, in request order, and writes not yet submitted.
@@ -61,13 +62,29 @@ impl Counted {
     /// (under `session`'s name as it is now).
     fn record(self, shared: &Shared, reply: &Reply, client: &ClientHandle, session: &Session) {
         let elapsed = self.arrived.elapsed();
-        shared
-            .stats
-            .commands
-            .record(self.command, self.ran, elapsed, reply);
+        shared.stats.commands.record(
+            self.command
+                .map(|position| cmd::stat_index(position, &self.args)),
+            self.ran,
+            elapsed,
+            reply,
+        );
         if shared.slowlog.is_slow(elapsed) {
             let name = session.name.clone().unwrap_or_default();
             shared.slowlog.push(&self.args, elapsed, &client.addr, name);
+        }
+        // WAIT and WAITAOF wait by design; Redis leaves blocked time out too.
+        if let Some(position) = self.command
+            && matches!(self.ran, Ran::Yes)
+            && shared.latency.reaches_threshold(elapsed)
+            && !cmd::blocks_by_design(position)
+        {
+            let event = if cmd::is_fast(position) {
+                Event::FastCommand
+            } else {
+                Event::Command
+            };
+            shared.latency.observe(event, elapsed);
         }
         if matches!(self.ran, Ran::Yes) && self.command.is_some() {
             let origin = Origin {
@@ -311,7 +328,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
             (!shared.node.is_replicated()).then_some(Ok(()));
         // Every request here came in the same read: one clock reading dates
         // them all (a latency counts from it, waits behind earlier ones too).
-        let arrived = Instant::now();
+        let mut arrived = Instant::now();
         loop {
             let args = match parser.take(input) {
                 Ok(Some(args)) => args,
@@ -360,6 +377,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                     () = client.killed() => return false,
                     _ = shutdown.wait_for(|&stop| stop) => return false,
                 }
+                // Time held by CLIENT PAUSE is not the server being slow: the
+                // slow log and the latency monitor count from here, as
+                // Redis counts from when a paused command runs.
+                arrived = Instant::now();
             }
             // A command queued by MULTI is counted when EXEC runs it, as in
             // Redis, not when it is queued.

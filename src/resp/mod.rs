@@ -45,6 +45,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::expiry::SweepStats;
+use crate::latency_monitor::LatencyMonitor;
 use crate::node::Node;
 use crate::pause::ClientPause;
 use crate::store::KvStore;
@@ -108,6 +109,15 @@ impl Default for RespConfig {
 
 /// How long a client has to finish the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the RESP server shares with the rest of the node: INFO's counters,
+/// CLIENT PAUSE, the sweeper's counts and the latency monitor.
+pub type NodeServices = (
+    Arc<ServerStats>,
+    Arc<ClientPause>,
+    Arc<SweepStats>,
+    Arc<LatencyMonitor>,
+);
 
 /// Counters `INFO` reports.
 #[derive(Debug)]
@@ -242,6 +252,8 @@ pub struct Shared {
     pub pause: Arc<ClientPause>,
     /// The expiry sweeper's counts (INFO `expired_keys`).
     pub sweep: Arc<SweepStats>,
+    /// The node's latency monitor (LATENCY), which commands are recorded in.
+    pub latency: Arc<LatencyMonitor>,
     /// The connections in MONITOR mode, fed every command run.
     pub monitors: monitor::Monitors,
     /// The Pub/Sub channels and patterns, with their subscribers.
@@ -331,13 +343,14 @@ pub async fn serve_resp(
     listener: TcpListener,
     node: Node,
     config: RespConfig,
-    (stats, pause, sweep): (Arc<ServerStats>, Arc<ClientPause>, Arc<SweepStats>),
+    (stats, pause, sweep, latency): NodeServices,
     (shutdown, stop_requested): (watch::Receiver<bool>, Arc<tokio::sync::Notify>),
     loops: Vec<tokio::runtime::Handle>,
 ) -> io::Result<()> {
     let shared = Arc::new(Shared {
         pause,
         sweep,
+        latency,
         store: node.store().clone(),
         node,
         stats,

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use super::cmd::SPECS;
+use super::cmd::stat_names;
 use super::frame::Reply;
 use crate::metrics::{Histogram, LATENCY_BUCKETS, family, label_value, sample};
 
@@ -25,9 +25,12 @@ struct Counters {
     usec: AtomicU64,
     rejected: AtomicU64,
     failed: AtomicU64,
-    /// Seconds from arrival to reply, for `/metrics` (not reset by
-    /// `CONFIG RESETSTAT`, which is Redis's and clears only the counters).
+    /// Seconds from arrival to reply, for `/metrics`, where a histogram
+    /// only grows.
     latency: Histogram,
+    /// `latency`'s bucket counts at the last `CONFIG RESETSTAT`: LATENCY
+    /// HISTOGRAM shows what came since, as Redis resets its histograms.
+    latency_at_reset: Mutex<Vec<u64>>,
 }
 
 impl Default for Counters {
@@ -38,6 +41,7 @@ impl Default for Counters {
             rejected: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             latency: Histogram::new(LATENCY_BUCKETS),
+            latency_at_reset: Mutex::new(Vec::new()),
         }
     }
 }
@@ -53,6 +57,7 @@ pub enum Ran {
 
 /// One command's latency histogram as `LATENCY HISTOGRAM` shows it.
 pub struct CommandHistogram {
+    /// The command, or `container|subcommand`.
     pub name: &'static str,
     /// Calls timed.
     pub calls: u64,
@@ -62,7 +67,8 @@ pub struct CommandHistogram {
 
 /// The counters; `Debug` shows only their size.
 pub struct CommandStats {
-    /// One per entry of [`SPECS`], same order.
+    /// One per stat index (`cmd::stat_names`): each command, then each
+    /// `container|subcommand`.
     commands: Vec<Counters>,
     errors: Mutex<BTreeMap<String, u64>>,
 }
@@ -70,7 +76,7 @@ pub struct CommandStats {
 impl Default for CommandStats {
     fn default() -> Self {
         CommandStats {
-            commands: SPECS.iter().map(|_| Counters::default()).collect(),
+            commands: stat_names().iter().map(|_| Counters::default()).collect(),
             errors: Mutex::new(BTreeMap::new()),
         }
     }
@@ -85,8 +91,8 @@ impl std::fmt::Debug for CommandStats {
 }
 
 impl CommandStats {
-    /// Counts one command (by its index in [`SPECS`], if it has one) and its
-    /// reply.
+    /// Counts one command (by its stat index, `cmd::stat_index`, if it has
+    /// one) and its reply.
     pub fn record(&self, command: Option<usize>, ran: Ran, elapsed: Duration, reply: &Reply) {
         let error_code = match reply {
             Reply::Error(text) => Some(text.split(' ').next().unwrap_or("ERR")),
@@ -131,6 +137,7 @@ impl CommandStats {
             ] {
                 counter.store(0, Ordering::Relaxed);
             }
+            *counters.latency_at_reset.lock() = counters.latency.bucket_counts();
         }
         self.errors.lock().clear();
     }
@@ -151,12 +158,15 @@ impl CommandStats {
              rejected (refused before running). CONFIG RESETSTAT resets them.",
         );
         let used = || {
-            SPECS.iter().zip(&self.commands).filter(|(_, counters)| {
-                counters.calls.load(Ordering::Relaxed) > 0
-                    || counters.rejected.load(Ordering::Relaxed) > 0
-            })
+            stat_names()
+                .iter()
+                .zip(&self.commands)
+                .filter(|(_, counters)| {
+                    counters.calls.load(Ordering::Relaxed) > 0
+                        || counters.rejected.load(Ordering::Relaxed) > 0
+                })
         };
-        for (spec, counters) in used() {
+        for (name, counters) in used() {
             let calls = counters.calls.load(Ordering::Relaxed);
             let failed = counters.failed.load(Ordering::Relaxed);
             let rejected = counters.rejected.load(Ordering::Relaxed);
@@ -165,7 +175,7 @@ impl CommandStats {
                 ("failed", failed),
                 ("rejected", rejected),
             ] {
-                let labels = format!("command=\"{}\",outcome=\"{outcome}\"", spec.name);
+                let labels = format!("command=\"{name}\",outcome=\"{outcome}\"");
                 sample(out, "walrus_resp_commands_total", &labels, count);
             }
         }
@@ -176,9 +186,9 @@ impl CommandStats {
             "RESP command latency by name, from arrival to reply (a pipelined write: until \
              its sync).",
         );
-        for (spec, counters) in used() {
+        for (name, counters) in used() {
             if counters.latency.count() > 0 {
-                let labels = format!("command=\"{}\"", spec.name);
+                let labels = format!("command=\"{name}\"");
                 counters
                     .latency
                     .render(out, "walrus_resp_command_duration_seconds", &labels);
@@ -197,23 +207,46 @@ impl CommandStats {
     }
 
     /// `LATENCY HISTOGRAM`'s figures for each command named (every command
-    /// used when `names` is empty): the calls timed, and for each bucket
-    /// from the first that holds a call to the first that holds them all,
-    /// its upper bound in microseconds and the calls up to it.
+    /// used when `names` is empty; a container, such as `client`, stands for
+    /// its subcommands too): the calls timed since the last reset, and for
+    /// each bucket from the first that holds a call to the first that holds
+    /// them all, its upper bound in microseconds and the calls up to it.
     pub fn histograms(&self, names: &[String]) -> Vec<CommandHistogram> {
-        SPECS
+        let asked = |stat: &str| {
+            names.is_empty()
+                || names.iter().any(|name| {
+                    stat == name
+                        || stat
+                            .strip_prefix(name.as_str())
+                            .is_some_and(|rest| rest.starts_with('|'))
+                })
+        };
+        stat_names()
             .iter()
             .zip(&self.commands)
-            .filter(|(spec, _)| names.is_empty() || names.iter().any(|name| name == spec.name))
-            .filter_map(|(spec, counters)| {
-                let calls = counters.latency.count();
+            .filter(|(stat, _)| asked(stat))
+            .filter_map(|(stat, counters)| {
+                let since_reset: Vec<u64> = {
+                    let at_reset = counters.latency_at_reset.lock();
+                    let at_reset = at_reset.iter().chain(std::iter::repeat(&0));
+                    (counters.latency.bucket_counts().into_iter())
+                        .zip(at_reset)
+                        .map(|(now, then)| now.saturating_sub(*then))
+                        .collect()
+                };
+                let calls: u64 = since_reset.iter().sum();
                 if calls == 0 {
                     return None;
                 }
                 let buckets = counters
                     .latency
-                    .cumulative()
-                    .into_iter()
+                    .bounds()
+                    .iter()
+                    .zip(&since_reset)
+                    .scan(0, |total, (&bound, &count)| {
+                        *total += count;
+                        Some((bound, *total))
+                    })
                     .skip_while(|&(_, up_to)| up_to == 0)
                     .scan(false, |full, (bound, up_to)| {
                         // Stop after the first bucket that holds every call.
@@ -223,7 +256,7 @@ impl CommandStats {
                     })
                     .collect();
                 Some(CommandHistogram {
-                    name: spec.name,
+                    name: stat,
                     calls,
                     buckets,
                 })
@@ -234,7 +267,7 @@ impl CommandStats {
     /// The `# Commandstats` section: one line per command used.
     pub fn write_commandstats(&self, out: &mut String) {
         out.push_str("# Commandstats\r\n");
-        for (spec, counters) in SPECS.iter().zip(&self.commands) {
+        for (name, counters) in stat_names().iter().zip(&self.commands) {
             let calls = counters.calls.load(Ordering::Relaxed);
             let rejected = counters.rejected.load(Ordering::Relaxed);
             if calls == 0 && rejected == 0 {
@@ -248,9 +281,8 @@ impl CommandStats {
             };
             let _ = write!(
                 out,
-                "cmdstat_{}:calls={calls},usec={usec},usec_per_call={per_call:.2},\
+                "cmdstat_{name}:calls={calls},usec={usec},usec_per_call={per_call:.2},\
                  rejected_calls={rejected},failed_calls={}\r\n",
-                spec.name,
                 counters.failed.load(Ordering::Relaxed)
             );
         }
@@ -272,7 +304,7 @@ mod tests {
     use super::*;
 
     fn index(name: &str) -> Option<usize> {
-        SPECS.iter().position(|spec| spec.name == name)
+        stat_names().iter().position(|stat| stat == name)
     }
 
     #[test]
@@ -311,5 +343,31 @@ mod tests {
         stats.write_commandstats(&mut text);
         assert_eq!(text, "# Commandstats\r\n\r\n");
         assert_eq!(stats.total_errors(), 0);
+    }
+
+    #[test]
+    fn latency_histograms_start_again_at_a_reset_while_metrics_keep_growing() {
+        let stats = CommandStats::default();
+        let get = index("get");
+        stats.record(get, Ran::Yes, Duration::from_micros(30), &Reply::Null);
+        stats.record(get, Ran::Yes, Duration::from_millis(3), &Reply::Null);
+        let before = stats.histograms(&[]);
+        assert_eq!(before.len(), 1);
+        assert_eq!(before[0].calls, 2);
+        // The first bucket holding a call, through the first holding both.
+        assert_eq!(before[0].buckets.first(), Some(&(50, 1)));
+        assert_eq!(before[0].buckets.last(), Some(&(5_000, 2)));
+        stats.reset();
+        assert!(stats.histograms(&["get".to_string()]).is_empty());
+        stats.record(get, Ran::Yes, Duration::from_millis(3), &Reply::Null);
+        let after = stats.histograms(&[]);
+        assert_eq!(after[0].calls, 1);
+        assert_eq!(after[0].buckets, vec![(5_000, 1)]);
+        let mut metrics = String::new();
+        stats.render_metrics(&mut metrics);
+        assert!(
+            metrics.contains("walrus_resp_command_duration_seconds_count{command=\"get\"} 3"),
+            "{metrics}"
+        );
     }
 }

@@ -78,7 +78,10 @@ impl DurableStore {
         report.broken_files.extend(wal_report.broken_files);
         report.notes.extend(wal_report.notes);
         super::describe::warn_about_repairs(&report, "log", super::describe::try_describe_payload);
-        let stats = StoreStats::default();
+        let stats = StoreStats {
+            latency: options.latency.clone(),
+            ..StoreStats::default()
+        };
         stats
             .segments
             .store(wal.segment_count() as u64, Ordering::Relaxed);

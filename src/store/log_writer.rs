@@ -18,6 +18,7 @@ use super::options::{FsyncPolicy, SnapshotPolicy};
 use super::state::{Outcome, State};
 use super::stats::StoreStats;
 use crate::error::{Error, Result};
+use crate::latency_monitor::Event;
 use crate::storage::{SpaceUse, Wal};
 
 /// What a commit writes into besides the log: the state it applies to, the
@@ -219,6 +220,11 @@ impl LogWriter {
             .sync_nanos
             .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
         stats.sync_latency.observe(elapsed.as_secs_f64());
+        let event = match self.fsync {
+            FsyncPolicy::Always => Event::FsyncAlways,
+            _ => Event::FsyncInterval,
+        };
+        stats.latency.observe(event, elapsed);
         self.last_sync = Instant::now();
         match result {
             Ok(()) => {

@@ -4,9 +4,11 @@
 //! log writer.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::changes::FeedLimits;
+use crate::latency_monitor::LatencyMonitor;
 use crate::storage::{RecoveryMode, WalOptions};
 
 /// When appended records are made durable.
@@ -144,6 +146,8 @@ pub struct StoreOptions {
     pub commit_delay: Duration,
     /// How much change history watchers can resume from.
     pub watch_history: FeedLimits,
+    /// Where slow syncs are recorded (the node's LATENCY monitor).
+    pub latency: Arc<LatencyMonitor>,
 }
 
 impl Default for StoreOptions {
@@ -155,6 +159,7 @@ impl Default for StoreOptions {
             max_batch: 0,
             commit_delay: Duration::from_micros(100),
             watch_history: FeedLimits::default(),
+            latency: Arc::default(),
         }
     }
 }

@@ -2,8 +2,10 @@
 //! publish, read by `/metrics`. Every field is updated with relaxed atomics:
 //! they are statistics, never used to decide anything.
 
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
+use crate::latency_monitor::LatencyMonitor;
 use crate::metrics::{BATCH_BUCKETS, Histogram, LATENCY_BUCKETS};
 
 /// Counters the commit thread and snapshots publish, read by `/metrics`.
@@ -24,6 +26,8 @@ pub struct StoreStats {
     /// The revision the newest snapshot holds (the one loaded at start-up,
     /// then each one written); 0 with none.
     pub snapshot_revision: AtomicU64,
+    /// Slow syncs go here too (LATENCY LATEST).
+    pub latency: Arc<LatencyMonitor>,
 }
 
 impl Default for StoreStats {
@@ -40,6 +44,7 @@ impl Default for StoreStats {
             snapshot_nanos: AtomicU64::new(0),
             segments: AtomicU64::new(0),
             snapshot_revision: AtomicU64::new(0),
+            latency: Arc::default(),
         }
     }
 }

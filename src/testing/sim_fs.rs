@@ -25,11 +25,14 @@ use rand::{Rng, SeedableRng};
 
 use crate::storage::fs::{DirLock, FileSystem, WritableFile};
 
-/// Which operations fail with `EIO` from now on.
+/// Which operations fail with `EIO` from now on, and how slow the device is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Faults {
     pub fail_writes: bool,
     pub fail_syncs: bool,
+    /// Real time every sync and every direct (`O_DSYNC`) write takes, as a
+    /// slow disk's flush does (zero: none). Spent with the disk unlocked.
+    pub sync_delay: std::time::Duration,
 }
 
 /// What happens at the planned operation ([`SimFs::fault_at`]).
@@ -397,6 +400,9 @@ impl WritableFile for SimFile {
         Inode::apply(&mut inode.data, offset, data);
         if self.durable_writes {
             Inode::apply(&mut inode.durable, offset, data);
+            let delay = state.faults.sync_delay;
+            drop(state);
+            std::thread::sleep(delay);
         } else {
             inode.pending.push((offset, data.to_vec()));
         }
@@ -421,6 +427,9 @@ impl WritableFile for SimFile {
         }
         inode.sync();
         state.syncs += 1;
+        let delay = state.faults.sync_delay;
+        drop(state);
+        std::thread::sleep(delay);
         Ok(())
     }
 

@@ -33,6 +33,7 @@ pub fn small_options() -> StoreOptions {
         max_batch: 0,
         commit_delay: std::time::Duration::from_micros(100),
         watch_history: Default::default(),
+        latency: Default::default(),
     }
 }
 
@@ -54,6 +55,7 @@ pub fn single_segment_options(mode: RecoveryMode) -> StoreOptions {
         max_batch: 0,
         commit_delay: std::time::Duration::from_micros(100),
         watch_history: Default::default(),
+        latency: Default::default(),
     }
 }
 

@@ -3,7 +3,11 @@
 
 use std::sync::Arc;
 
+use std::time::Duration;
+
+use walrus::latency_monitor::{Event, LatencyMonitor};
 use walrus::storage::RecoveryMode;
+use walrus::store::FsyncPolicy;
 use walrus::testing::{Faults, SimFs};
 use walrus::{Error, KvStore};
 
@@ -133,4 +137,64 @@ fn a_failed_snapshot_leaves_the_log_intact() {
     fs.restart();
     let store = open(&fs, options()).expect("reopen");
     assert_eq!(store.len(), 51);
+}
+
+/// A disk whose syncs take 30 ms: with the latency monitor at 10 ms, each
+/// log policy's syncs show under their event, as slow as the disk, and a
+/// fast one (the monitor at 1 s) records nothing.
+#[test]
+fn a_slow_disk_shows_in_the_latency_monitor_under_its_policy() {
+    let delay = Duration::from_millis(30);
+    let cases = [
+        (
+            "direct writes",
+            FsyncPolicy::Always,
+            true,
+            Event::FsyncAlways,
+        ),
+        (
+            "write and fdatasync",
+            FsyncPolicy::Always,
+            false,
+            Event::FsyncAlways,
+        ),
+        (
+            "an interval",
+            FsyncPolicy::Interval(Duration::from_millis(1)),
+            false,
+            Event::FsyncInterval,
+        ),
+    ];
+    for (case, fsync, direct_io, event) in cases {
+        let fs = SimFs::new(13);
+        let monitor = Arc::new(LatencyMonitor::default());
+        let mut options = small_options();
+        options.fsync = fsync;
+        options.wal.direct_io = direct_io;
+        options.latency = monitor.clone();
+        let store = open(&fs, options).expect("open");
+        monitor.set_threshold_millis(1_000);
+        fs.set_faults(Faults {
+            sync_delay: delay,
+            ..Faults::default()
+        });
+        store.set(b"unseen", b"1").expect("write");
+        assert!(monitor.latest().is_empty(), "{case}: under the threshold");
+        monitor.set_threshold_millis(10);
+        // An interval policy syncs once the interval has passed since the
+        // last sync: the second write finds it due.
+        store.set(b"a", b"1").expect("write");
+        std::thread::sleep(Duration::from_millis(2));
+        store.set(b"b", b"2").expect("write");
+        // An interval policy's sync may come from the idle commit thread
+        // just after the write returned.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while monitor.latest().is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let latest = monitor.latest();
+        assert_eq!(latest.len(), 1, "{case}: {latest:?}");
+        assert_eq!(latest[0].event, event, "{case}");
+        assert!(latest[0].max_millis >= 30, "{case}: {latest:?}");
+    }
 }

@@ -1313,8 +1313,114 @@ fn reset_role_wait_and_latency_answer_as_redis_does_on_a_single_node() {
     assert_eq!(raw.call(&["LATENCY", "RESET"]), ":0\r\n");
     assert!(
         raw.call(&["LATENCY", "DOCTOR"])
-            .contains("no latency monitor")
+            .contains("The latency monitor is off")
     );
+}
+
+/// The latency monitor records a command past its threshold (a MIGRATE
+/// that waits out its timeout on a target that never answers), and LATENCY
+/// reads it back as Redis shapes it.
+#[test]
+fn the_latency_monitor_records_what_took_longer_than_its_threshold() {
+    let (server, _dir) = Server::start_resp(&[]);
+    let mut raw = RawResp::connect(server.resp_address());
+    assert_eq!(
+        raw.call(&["CONFIG", "GET", "latency-monitor-threshold"]),
+        "*2\r\n$25\r\nlatency-monitor-threshold\r\n$1\r\n0\r\n",
+        "off by default, as in Redis"
+    );
+    assert_eq!(
+        raw.call(&["CONFIG", "SET", "latency-monitor-threshold", "-1"]),
+        err(
+            "CONFIG SET failed (possibly related to argument 'latency-monitor-threshold') - \
+             argument must be between 0 and 9223372036854775807 inclusive"
+        )
+    );
+    assert_eq!(
+        raw.call(&["CONFIG", "SET", "latency-monitor-threshold", "100"]),
+        "+OK\r\n"
+    );
+    // A target that accepts the connection and never replies.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let silent_port = silent.local_addr().expect("address").port().to_string();
+    assert_eq!(raw.call(&["SET", "k", "v"]), "+OK\r\n");
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let migrated = raw.call(&["MIGRATE", "127.0.0.1", &silent_port, "k", "0", "300"]);
+    assert!(migrated.starts_with("-IOERR"), "{migrated}");
+    drop(silent);
+
+    let latest = raw.call(&["LATENCY", "LATEST"]);
+    let fields: Vec<&str> = latest.split("\r\n").collect();
+    assert_eq!(&fields[..4], ["*1", "*4", "$7", "command"], "{latest}");
+    let at: u64 = fields[4][1..].parse().expect("a time");
+    assert!(at >= before && at <= before + 5, "{latest}");
+    let took: u64 = fields[5][1..].parse().expect("milliseconds");
+    assert!((300..5_000).contains(&took), "{latest}");
+    assert_eq!(fields[6], format!(":{took}"), "the worst ever: {latest}");
+    assert_eq!(
+        raw.call(&["LATENCY", "HISTORY", "command"]),
+        format!("*1\r\n*2\r\n:{at}\r\n:{took}\r\n")
+    );
+    assert_eq!(raw.call(&["LATENCY", "HISTORY", "nosuch"]), "*0\r\n");
+    let graph = raw.call(&["LATENCY", "GRAPH", "command"]);
+    assert!(
+        graph.contains(&format!("command - high {took} ms, low {took} ms")),
+        "{graph}"
+    );
+    assert_eq!(
+        raw.call(&["LATENCY", "GRAPH", "fast-command"]),
+        err("No samples available for event 'fast-command'")
+    );
+    let doctor = raw.call(&["LATENCY", "DOCTOR"]);
+    assert!(
+        doctor.contains("1. command: 1 slow second kept"),
+        "{doctor}"
+    );
+    assert!(doctor.contains("SLOWLOG GET"), "{doctor}");
+    assert_eq!(raw.call(&["LATENCY", "RESET", "nosuch"]), ":0\r\n");
+    assert_eq!(raw.call(&["LATENCY", "RESET", "command"]), ":1\r\n");
+    assert_eq!(raw.call(&["LATENCY", "LATEST"]), "*0\r\n");
+    assert_eq!(
+        raw.call(&["LATENCY", "HELP", "extra"]),
+        err("wrong number of arguments for 'latency|help' command")
+    );
+    assert_eq!(
+        raw.call(&["LATENCY", "NOSUCH"]),
+        err("unknown subcommand 'NOSUCH'. Try LATENCY HELP.")
+    );
+    // Redis's `fast` flag: GET has it, SET (which can take GET) does not.
+    let info = raw.call(&["COMMAND", "INFO", "get", "set"]);
+    assert!(info.contains("+readonly\r\n+fast\r\n"), "{info}");
+    assert!(
+        info.contains("$3\r\nset\r\n:-3\r\n*1\r\n+write\r\n"),
+        "{info}"
+    );
+    // CONFIG RESETSTAT starts the histograms again, as in Redis.
+    assert_eq!(raw.call(&["CONFIG", "RESETSTAT"]), "+OK\r\n");
+    assert_eq!(raw.call(&["LATENCY", "HISTOGRAM", "set", "get"]), "*0\r\n");
+    // Subcommands are counted apart, as Redis 7 counts them.
+    let histogram = raw.call(&["LATENCY", "HISTOGRAM"]);
+    assert!(
+        histogram.starts_with("*4\r\n$16\r\nconfig|resetstat\r\n*4\r\n+calls\r\n:1\r\n")
+            && histogram.contains("$17\r\nlatency|histogram\r\n*4\r\n+calls\r\n:1\r\n"),
+        "only the RESETSTAT and the LATENCY HISTOGRAM since: {histogram}"
+    );
+    raw.call(&["CLIENT", "ID"]);
+    raw.call(&["CLIENT", "LIST"]);
+    let clients = raw.call(&["LATENCY", "HISTOGRAM", "client"]);
+    assert!(
+        clients.starts_with("*4\r\n$9\r\nclient|id\r\n")
+            && clients.contains("$11\r\nclient|list\r\n"),
+        "a container stands for its subcommands: {clients}"
+    );
+    let one = raw.call(&["LATENCY", "HISTOGRAM", "client|id"]);
+    assert!(one.starts_with("*2\r\n$9\r\nclient|id\r\n"), "{one}");
+    let stats = raw.call(&["INFO", "commandstats"]);
+    assert!(stats.contains("cmdstat_client|id:calls=1,"), "{stats}");
+    assert!(!stats.contains("cmdstat_client:"), "{stats}");
 }
 
 #[test]

@@ -2,10 +2,9 @@
 //! LATENCY, ROLE, WAIT, WAITAOF and REPLICAOF.
 //!
 //! The slow log and the latency histograms are the ones the connection
-//! already keeps (see `slowlog` and `stats`). Walrus has no latency monitor
-//! of Redis's kind (events sampled above `latency-monitor-threshold`, off by
-//! default in Redis too), so LATENCY LATEST and HISTORY answer as Redis
-//! does with it off: nothing recorded. ROLE and WAIT read the node's place
+//! already keeps (see `slowlog` and `stats`); LATENCY's events are the
+//! node's latency monitor (`crate::latency_monitor`), off until
+//! `latency-monitor-threshold` is set, as in Redis. ROLE and WAIT read the node's place
 //! in the Raft cluster: its leader is the master, the other members its
 //! replicas, and an address is a node's peer (HTTP) address.
 
@@ -15,8 +14,9 @@ use bytes::Bytes;
 
 use super::super::Shared;
 use super::super::frame::Reply;
-use super::util::{help_reply, integer_arg, is, unknown_subcommand_or_arity};
+use super::util::{help_reply, integer_arg, is, subcommand_error};
 use super::{CommandResult, wrong_arity};
+use crate::latency_monitor::Event;
 use crate::node::{Held, Replication};
 use crate::resp::clients::Unblock;
 use crate::store::FsyncPolicy;
@@ -113,29 +113,56 @@ fn slowlog(shared: &Shared, args: &[Bytes]) -> CommandResult {
                 .collect();
             Ok(Reply::Array(entries))
         }
-        _ => Err(unknown_subcommand_or_arity(&args[1], "SLOWLOG")),
+        _ => Err(subcommand_error(&args[1], "SLOWLOG")),
     }
 }
 
 /// LATENCY HISTOGRAM [command …] with the per-command histograms, and
-/// LATEST | HISTORY | RESET | GRAPH | DOCTOR as a server whose latency
-/// monitor recorded nothing.
+/// LATEST | HISTORY | RESET | GRAPH | DOCTOR from the latency monitor.
+/// Event names are matched exactly, as Redis matches them; an unknown one
+/// has no samples.
 fn latency(shared: &Shared, args: &[Bytes]) -> CommandResult {
+    let monitor = &shared.latency;
+    let seconds = |unix_secs: u64| Reply::Integer(i64::try_from(unix_secs).unwrap_or(i64::MAX));
+    let millis = |millis: u64| Reply::Integer(i64::try_from(millis).unwrap_or(i64::MAX));
     match args {
-        [_, sub] if is(sub, "latest") => Ok(Reply::Array(Vec::new())),
-        [_, sub, _] if is(sub, "history") => Ok(Reply::Array(Vec::new())),
-        [_, sub, ..] if is(sub, "reset") => Ok(Reply::Integer(0)),
-        [_, sub, event] if is(sub, "graph") => Err(Reply::err(format!(
-            "No samples available for event '{}'",
-            String::from_utf8_lossy(event)
-        ))),
-        [_, sub] if is(sub, "doctor") => Ok(Reply::Verbatim(
-            "walrus has no latency monitor: no latency events are sampled. Per-command \
-             latency is in LATENCY HISTOGRAM and /metrics \
-             (walrus_resp_command_duration_seconds), the slowest commands in SLOWLOG GET, \
-             and fsync times in /metrics (walrus_wal_fsync_duration_seconds).\n"
-                .into(),
+        [_, sub] if is(sub, "latest") => Ok(Reply::Array(
+            monitor
+                .latest()
+                .into_iter()
+                .map(|latest| {
+                    Reply::Array(vec![
+                        Reply::text(latest.event.name()),
+                        seconds(latest.newest.unix_secs),
+                        millis(latest.newest.millis),
+                        millis(latest.max_millis),
+                    ])
+                })
+                .collect(),
         )),
+        [_, sub, event] if is(sub, "history") => Ok(Reply::Array(
+            Event::named(event)
+                .map(|event| monitor.history(event))
+                .unwrap_or_default()
+                .into_iter()
+                .map(|sample| Reply::Array(vec![seconds(sample.unix_secs), millis(sample.millis)]))
+                .collect(),
+        )),
+        [_, sub] if is(sub, "reset") => Ok(Reply::Integer(monitor.reset(None) as i64)),
+        [_, sub, names @ ..] if is(sub, "reset") => {
+            let events: Vec<Event> = names.iter().filter_map(|name| Event::named(name)).collect();
+            Ok(Reply::Integer(monitor.reset(Some(&events)) as i64))
+        }
+        [_, sub, event] if is(sub, "graph") => Event::named(event)
+            .and_then(|event| monitor.graph(event))
+            .map(Reply::Verbatim)
+            .ok_or_else(|| {
+                Reply::err(format!(
+                    "No samples available for event '{}'",
+                    String::from_utf8_lossy(event)
+                ))
+            }),
+        [_, sub] if is(sub, "doctor") => Ok(Reply::Verbatim(monitor.doctor())),
         [_, sub, names @ ..] if is(sub, "histogram") => {
             let names: Vec<String> = names
                 .iter()
@@ -185,7 +212,7 @@ fn latency(shared: &Shared, args: &[Bytes]) -> CommandResult {
             "HELP",
             "    Print this help.",
         ])),
-        _ => Err(unknown_subcommand_or_arity(&args[1], "LATENCY")),
+        _ => Err(subcommand_error(&args[1], "LATENCY")),
     }
 }
 

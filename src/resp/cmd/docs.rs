@@ -828,8 +828,6 @@ fn entry(doc: &Doc) -> (Reply, Reply) {
     )
 }
 
-/// `COMMAND DOCS [name …]`: every command's entry, or those named (names
-/// walrus does not know are left out, as Redis leaves them out).
 /// The group a command's docs put it in (`string`, `generic`, `server`…).
 pub fn group_of(name: &str) -> Option<&'static str> {
     DOCS.iter()
@@ -837,6 +835,8 @@ pub fn group_of(name: &str) -> Option<&'static str> {
         .map(|doc| doc.group)
 }
 
+/// `COMMAND DOCS [name …]`: every command's entry, or those named (names
+/// walrus does not know are left out, as Redis leaves them out).
 pub fn command_docs(names: &[String]) -> Reply {
     let entries = if names.is_empty() {
         DOCS.iter().map(entry).collect()

@@ -26,8 +26,11 @@ mod ops;
 mod pubsub;
 mod server;
 mod strings;
+mod subcommands;
 mod txn;
 mod util;
+
+pub use subcommands::{stat_index, stat_names, subcommands_of};
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -514,6 +517,84 @@ fn spec_positions() -> &'static HashMap<&'static [u8], usize, fnv::FnvBuildHashe
             .map(|(position, spec)| (spec.name.as_bytes(), position))
             .collect()
     })
+}
+
+/// The commands Redis 7.4 flags `fast` (O(1) or O(log N), never blocking):
+/// COMMAND INFO shows the flag, and the latency monitor records them as
+/// `fast-command` rather than `command`.
+const FAST_COMMANDS: &[&str] = &[
+    "ping",
+    "echo",
+    "select",
+    "quit",
+    "auth",
+    "hello",
+    "readonly",
+    "readwrite",
+    "dbsize",
+    "swapdb",
+    "time",
+    "lastsave",
+    "reset",
+    "role",
+    "publish",
+    "spublish",
+    "multi",
+    "discard",
+    "watch",
+    "unwatch",
+    "get",
+    "setnx",
+    "getset",
+    "getdel",
+    "getex",
+    "mget",
+    "append",
+    "strlen",
+    "incr",
+    "incrby",
+    "decr",
+    "decrby",
+    "incrbyfloat",
+    "getbit",
+    "bitfield_ro",
+    "unlink",
+    "exists",
+    "touch",
+    "type",
+    "renamenx",
+    "move",
+    "expire",
+    "pexpire",
+    "expireat",
+    "pexpireat",
+    "ttl",
+    "pttl",
+    "expiretime",
+    "pexpiretime",
+    "persist",
+];
+
+/// Whether the command at `position` in [`SPECS`] is one Redis flags `fast`.
+pub fn is_fast(position: usize) -> bool {
+    static FAST: std::sync::OnceLock<Vec<bool>> = std::sync::OnceLock::new();
+    FAST.get_or_init(|| {
+        SPECS
+            .iter()
+            .map(|spec| FAST_COMMANDS.contains(&spec.name))
+            .collect()
+    })
+    .get(position)
+    .copied()
+    .unwrap_or(false)
+}
+
+/// Whether the command at `position` in [`SPECS`] waits by design (WAIT,
+/// WAITAOF), so its time is not latency the server caused.
+pub fn blocks_by_design(position: usize) -> bool {
+    SPECS
+        .get(position)
+        .is_some_and(|spec| matches!(spec.name, "wait" | "waitaof"))
 }
 
 /// Lowercased command name (names are ASCII; anything else is unknown).

@@ -16,7 +16,7 @@ use super::super::frame::Reply;
 use super::super::glob::glob_match;
 use super::super::keyspace_events::KeyspaceEvents;
 use super::super::pubsub::Kind as PubSubKind;
-use super::util::{help_reply, integer_arg, is, syntax_error};
+use super::util::{help_reply, integer_arg, is, syntax_error, unknown_subcommand};
 use super::{CommandResult, SPECS, Session, Spec, find_spec, wrong_arity};
 use crate::store::number::parse_i64;
 
@@ -740,17 +740,13 @@ fn client_kill(session: &Session, shared: &Shared, args: &[Bytes]) -> CommandRes
     Ok(Reply::Integer(shared.clients.kill(&filter) as i64))
 }
 
-fn unknown_subcommand(sub: &[u8], command: &str) -> Reply {
-    Reply::err(format!(
-        "unknown subcommand '{}'. Try {command} HELP.",
-        String::from_utf8_lossy(sub)
-    ))
-}
-
 /// One command's `COMMAND INFO` entry (Redis 7 layout, without ACL
 /// categories, tips, key specs or subcommands).
 fn command_info(spec: &Spec) -> Reply {
     let mut flags = vec![Reply::Simple(if spec.write { "write" } else { "readonly" })];
+    if super::spec_position(spec.name).is_some_and(super::is_fast) {
+        flags.push(Reply::Simple("fast"));
+    }
     // Keys found by reading the arguments, not by position alone.
     if super::migrate::handles(spec.name) {
         flags.push(Reply::Simple("movablekeys"));
@@ -922,6 +918,10 @@ fn config_values(shared: &Shared) -> Vec<(&'static str, String)> {
             shared.slowlog.slower_than_micros().to_string(),
         ),
         ("slowlog-max-len", shared.slowlog.max_len().to_string()),
+        (
+            "latency-monitor-threshold",
+            shared.latency.threshold_millis().to_string(),
+        ),
         ("notify-keyspace-events", shared.keyspace_events.describe()),
         (
             "tracking-table-max-keys",
@@ -968,6 +968,7 @@ enum LiveSetting {
     MaxClients(usize),
     SlowerThanMicros(i64),
     SlowLogLength(usize),
+    LatencyThresholdMillis(u64),
     KeyspaceEvents(u32),
     TrackingMaxKeys(usize),
     MigrateOverTls(bool),
@@ -975,6 +976,7 @@ enum LiveSetting {
 
 /// CONFIG SET name value [name value …]: `timeout` (seconds a client may stay
 /// idle, 0 for never), `maxclients`, the slow log's two settings,
+/// `latency-monitor-threshold` (milliseconds, 0 for off),
 /// `notify-keyspace-events`, `tracking-table-max-keys`, `tls-cluster`
 /// (whether MIGRATE speaks TLS; `yes` needs `--tls-cert`) and
 /// `maxmemory-policy` (see [`EVICTION_POLICIES`]) change live; every
@@ -1014,6 +1016,11 @@ fn config_set(shared: &Shared, args: &[Bytes]) -> CommandResult {
             )? as usize),
             "slowlog-max-len" => {
                 LiveSetting::SlowLogLength(config_integer(&name, &pair[1], 0)? as usize)
+            }
+            "latency-monitor-threshold" => {
+                LiveSetting::LatencyThresholdMillis(
+                    config_integer_in(&name, &pair[1], 0, i64::MAX)? as u64,
+                )
             }
             "tracking-table-max-keys" => {
                 LiveSetting::TrackingMaxKeys(
@@ -1094,6 +1101,9 @@ fn config_set(shared: &Shared, args: &[Bytes]) -> CommandResult {
                 .store(seconds, std::sync::atomic::Ordering::Relaxed),
             LiveSetting::SlowerThanMicros(micros) => shared.slowlog.set_slower_than_micros(micros),
             LiveSetting::SlowLogLength(length) => shared.slowlog.set_max_len(length),
+            LiveSetting::LatencyThresholdMillis(millis) => {
+                shared.latency.set_threshold_millis(millis)
+            }
             // Clients already connected stay; new ones past it are refused.
             LiveSetting::MaxClients(count) => shared.max_clients.store(count, Ordering::Relaxed),
             LiveSetting::TrackingMaxKeys(count) => {
@@ -1164,8 +1174,9 @@ fn config(shared: &Shared, args: &[Bytes]) -> CommandResult {
             "    Return parameters matching the glob-like <pattern> and their values.",
             "SET <directive> <value>",
             "    Set the configuration <directive> to <value>: timeout, maxclients,",
-            "    slowlog-log-slower-than, slowlog-max-len, notify-keyspace-events and",
-            "    tracking-table-max-keys change live; the rest are walrus serve's flags.",
+            "    slowlog-log-slower-than, slowlog-max-len, latency-monitor-threshold,",
+            "    notify-keyspace-events, tracking-table-max-keys, tls-cluster and",
+            "    maxmemory-policy change live; the rest are walrus serve's flags.",
             "RESETSTAT",
             "    Reset statistics reported by the INFO command.",
             "HELP",

@@ -105,6 +105,27 @@ pub fn help_reply(lines: &[&'static str]) -> Reply {
     Reply::Array(lines.iter().map(|&line| Reply::Simple(line)).collect())
 }
 
+/// Redis 7's reply to a subcommand of `command` it does not know.
+pub fn unknown_subcommand(subcommand: &[u8], command: &str) -> Reply {
+    Reply::err(format!(
+        "unknown subcommand '{}'. Try {command} HELP.",
+        String::from_utf8_lossy(subcommand)
+    ))
+}
+
+/// Redis 7's reply when a request to the container `command` does not fit:
+/// a subcommand it does not know, or a known one with the wrong number of
+/// arguments, which Redis checks against the subcommand's own arity
+/// (`'latency|help'`).
+pub fn subcommand_error(subcommand: &[u8], command: &str) -> Reply {
+    let container = command.to_ascii_lowercase();
+    let name = String::from_utf8_lossy(subcommand).to_ascii_lowercase();
+    if super::subcommands_of(&container).contains(&name.as_str()) {
+        return super::wrong_arity(&format!("{container}|{name}"));
+    }
+    unknown_subcommand(subcommand, command)
+}
+
 /// Redis's reply to a subcommand it does not know, or one given the wrong
 /// number of arguments.
 pub fn unknown_subcommand_or_arity(subcommand: &[u8], command: &str) -> Reply {
