@@ -442,9 +442,13 @@ fn resp_key_commands() {
     );
     assert_eq!(call(&["OBJECT", "IDLETIME", "o"]), ":0\r\n");
     assert_eq!(call(&["OBJECT", "IDLETIME", "nope"]), "$-1\r\n");
-    assert!(
-        call(&["OBJECT", "SHAPE", "o"])
-            .starts_with("-ERR unknown subcommand or wrong number of arguments for 'SHAPE'")
+    assert_eq!(
+        call(&["OBJECT", "SHAPE", "o"]),
+        err("unknown subcommand 'SHAPE'. Try OBJECT HELP.")
+    );
+    assert_eq!(
+        call(&["OBJECT", "ENCODING"]),
+        err("wrong number of arguments for 'object|encoding' command")
     );
     assert!(call(&["OBJECT", "HELP"]).starts_with("*"));
     assert_eq!(call(&["DEL", "o"]), ":1\r\n");
@@ -747,7 +751,7 @@ fn memory_stats_and_info_memory_report_the_process_as_the_kernel_and_the_allocat
     assert_eq!(raw.call(&["MEMORY", "PURGE"]), "+OK\r\n");
     assert_eq!(
         raw.call(&["MEMORY", "STATS", "now"]),
-        err("unknown subcommand or wrong number of arguments for 'STATS'. Try MEMORY HELP.")
+        err("wrong number of arguments for 'memory|stats' command")
     );
     let info = raw.call(&["INFO", "memory"]);
     for field in [
@@ -1446,6 +1450,17 @@ fn command_getkeys_and_list_filters_follow_the_command_table() {
     assert_eq!(
         raw.call(&["COMMAND", "LIST", "FILTERBY", "PATTERN", "incrby*"]),
         "*2\r\n$6\r\nincrby\r\n$11\r\nincrbyfloat\r\n"
+    );
+    assert_eq!(
+        raw.call(&["COMMAND", "LIST", "FILTERBY", "PATTERN", "config|*"]),
+        "*5\r\n$10\r\nconfig|get\r\n$11\r\nconfig|help\r\n$16\r\nconfig|resetstat\r\n\
+         $14\r\nconfig|rewrite\r\n$10\r\nconfig|set\r\n",
+        "subcommands under their full names, as Redis 7 lists them"
+    );
+    let all = raw.call(&["COMMAND", "LIST"]);
+    assert!(
+        all.contains("$3\r\nset\r\n") && all.contains("$11\r\nclient|list\r\n"),
+        "{all}"
     );
     assert_eq!(
         raw.call(&["COMMAND", "LIST", "FILTERBY", "MODULE", "json"]),

@@ -14,7 +14,7 @@ use bytes::Bytes;
 
 use super::super::Shared;
 use super::super::frame::Reply;
-use super::util::{help_reply, integer_arg, is, subcommand_error};
+use super::util::{help_reply, integer_arg, is, unknown_subcommand_or_arity};
 use super::{CommandResult, wrong_arity};
 use crate::latency_monitor::Event;
 use crate::node::{Held, Replication};
@@ -113,7 +113,7 @@ fn slowlog(shared: &Shared, args: &[Bytes]) -> CommandResult {
                 .collect();
             Ok(Reply::Array(entries))
         }
-        _ => Err(subcommand_error(&args[1], "SLOWLOG")),
+        _ => Err(unknown_subcommand_or_arity(&args[1], "SLOWLOG")),
     }
 }
 
@@ -212,7 +212,7 @@ fn latency(shared: &Shared, args: &[Bytes]) -> CommandResult {
             "HELP",
             "    Print this help.",
         ])),
-        _ => Err(subcommand_error(&args[1], "LATENCY")),
+        _ => Err(unknown_subcommand_or_arity(&args[1], "LATENCY")),
     }
 }
 

@@ -30,7 +30,7 @@ mod subcommands;
 mod txn;
 mod util;
 
-pub use subcommands::{stat_index, stat_names, subcommands_of};
+pub use subcommands::{stat_index, stat_names};
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -646,6 +646,9 @@ pub(super) fn check(
     let count = args.len() as i32;
     if (spec.arity > 0 && count != spec.arity) || (spec.arity < 0 && count < -spec.arity) {
         return Err(wrong_arity(spec.name));
+    }
+    if let Some(position) = command {
+        subcommands::check_subcommand(position, args)?;
     }
     check_key_lengths(spec, shared, args)?;
     Ok(spec)

@@ -809,28 +809,45 @@ fn command(args: &[Bytes]) -> CommandResult {
 /// Walrus has no modules; its ACL categories are Redis's where they follow
 /// from what a command does (`read`, `write`) or its group (`string`,
 /// `keyspace`, `bitmap`, `connection`, `transaction`, `server` as `admin`).
+/// COMMAND LIST [FILTERBY MODULE name | ACLCAT category | PATTERN glob]:
+/// every command, then every subcommand under its full name
+/// (`config|get`), as Redis 7 lists them. A subcommand has its container's
+/// categories; a pattern is matched against the full name.
 fn command_list(filter: &[Bytes]) -> CommandResult {
-    let keep: Box<dyn Fn(&Spec) -> bool> = match filter {
-        [] => Box::new(|_| true),
-        [by, kind, value] if is(by, "filterby") && is(kind, "module") => {
-            let _ = value;
-            Box::new(|_| false)
-        }
+    // No module is ever loaded, so FILTERBY MODULE keeps nothing.
+    let (pattern, category, none) = match filter {
+        [] => (None, None, false),
+        [by, kind, _] if is(by, "filterby") && is(kind, "module") => (None, None, true),
         [by, kind, pattern] if is(by, "filterby") && is(kind, "pattern") => {
-            let pattern = pattern.to_ascii_lowercase();
-            Box::new(move |spec| glob_match(&pattern, spec.name.as_bytes()))
+            (Some(pattern.to_ascii_lowercase()), None, false)
         }
         [by, kind, category] if is(by, "filterby") && is(kind, "aclcat") => {
             let category = String::from_utf8_lossy(category).to_ascii_lowercase();
-            Box::new(move |spec| acl_categories(spec).contains(&category.as_str()))
+            (None, Some(category), false)
         }
         _ => return Err(syntax_error()),
     };
+    let keep = |spec: &Spec, name: &str| {
+        !none
+            && pattern
+                .as_ref()
+                .is_none_or(|pattern| glob_match(pattern, name.as_bytes()))
+            && category
+                .as_ref()
+                .is_none_or(|category| acl_categories(spec).contains(&category.as_str()))
+    };
+    let commands = SPECS.iter().map(|spec| (spec, spec.name));
+    let subcommands = super::stat_names()[SPECS.len()..]
+        .iter()
+        .filter_map(|name| {
+            let container = name.split('|').next()?;
+            Some((find_spec(container)?, name.as_str()))
+        });
     Ok(Reply::Array(
-        SPECS
-            .iter()
-            .filter(|spec| keep(spec))
-            .map(|spec| Reply::text(spec.name))
+        commands
+            .chain(subcommands)
+            .filter(|(spec, name)| keep(spec, name))
+            .map(|(_, name)| Reply::text(name))
             .collect(),
     ))
 }

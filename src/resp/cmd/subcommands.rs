@@ -1,12 +1,17 @@
 //! Redis 7's subcommands of the container commands walrus has (CLIENT,
-//! CONFIG, LATENCY…), and the names commands are counted under.
+//! CONFIG, LATENCY…): their arities, and the names commands are counted
+//! under.
 //!
-//! Redis 7 counts a container's subcommands apart: INFO commandstats has
-//! `cmdstat_client|id` and `cmdstat_client|list`, not `cmdstat_client`, and
-//! LATENCY HISTOGRAM the same. So the counters are indexed by a *stat
-//! index*: a command's position in [`SPECS`], or past the end of it, one
-//! per subcommand in [`SUBCOMMANDS`] order. A container asked for a
-//! subcommand Redis does not have is counted as the container.
+//! Redis 7 checks a subcommand where it checks a command: one it does not
+//! have is refused as unknown, and one given the wrong number of words gets
+//! the arity error under its full name (`'client|id'`), before the command
+//! runs ([`check_subcommand`]). It also counts a container's subcommands
+//! apart: INFO commandstats has `cmdstat_client|id` and
+//! `cmdstat_client|list`, not `cmdstat_client`, and LATENCY HISTOGRAM the
+//! same. So the counters are indexed by a *stat index*: a command's position
+//! in [`SPECS`], or past the end of it, one per subcommand in
+//! [`SUBCOMMANDS`] order. A request refused for an unknown subcommand is
+//! counted against the container.
 //!
 //! Invariant: every container named here is in [`SPECS`], and each list
 //! is Redis 7.4's, so the names match what tools expect from Redis.
@@ -16,136 +21,221 @@ use std::sync::OnceLock;
 use bytes::Bytes;
 
 use super::SPECS;
+use crate::resp::frame::Reply;
 
-/// Each container command and Redis 7.4's subcommands of it.
-const SUBCOMMANDS: &[(&str, &[&str])] = &[
+/// Each container command and Redis 7.4's subcommands of it, with each
+/// subcommand's arity (the container and subcommand words included;
+/// negative: at least that many).
+const SUBCOMMANDS: &[(&str, &[(&str, i32)])] = &[
     (
         "acl",
         &[
-            "cat", "deluser", "dryrun", "genpass", "getuser", "help", "list", "load", "log",
-            "save", "setuser", "users", "whoami",
+            ("cat", -2),
+            ("deluser", -3),
+            ("dryrun", -4),
+            ("genpass", -2),
+            ("getuser", 3),
+            ("help", 2),
+            ("list", 2),
+            ("load", 2),
+            ("log", -2),
+            ("save", 2),
+            ("setuser", -3),
+            ("users", 2),
+            ("whoami", 2),
         ],
     ),
     (
         "client",
         &[
-            "caching",
-            "getname",
-            "getredir",
-            "help",
-            "id",
-            "info",
-            "kill",
-            "list",
-            "no-evict",
-            "no-touch",
-            "pause",
-            "reply",
-            "setinfo",
-            "setname",
-            "tracking",
-            "trackinginfo",
-            "unblock",
-            "unpause",
+            ("caching", 3),
+            ("getname", 2),
+            ("getredir", 2),
+            ("help", 2),
+            ("id", 2),
+            ("info", 2),
+            ("kill", -3),
+            ("list", -2),
+            ("no-evict", 3),
+            ("no-touch", 3),
+            ("pause", -3),
+            ("reply", 3),
+            ("setinfo", 4),
+            ("setname", 3),
+            ("tracking", -3),
+            ("trackinginfo", 2),
+            ("unblock", -3),
+            ("unpause", 2),
         ],
     ),
     (
         "cluster",
         &[
-            "addslots",
-            "addslotsrange",
-            "bumpepoch",
-            "count-failure-reports",
-            "countkeysinslot",
-            "delslots",
-            "delslotsrange",
-            "failover",
-            "flushslots",
-            "forget",
-            "getkeysinslot",
-            "help",
-            "info",
-            "keyslot",
-            "links",
-            "meet",
-            "myid",
-            "myshardid",
-            "nodes",
-            "replicas",
-            "replicate",
-            "reset",
-            "saveconfig",
-            "set-config-epoch",
-            "setslot",
-            "shards",
-            "slaves",
-            "slots",
+            ("addslots", -3),
+            ("addslotsrange", -4),
+            ("bumpepoch", 2),
+            ("count-failure-reports", 3),
+            ("countkeysinslot", 3),
+            ("delslots", -3),
+            ("delslotsrange", -4),
+            ("failover", -2),
+            ("flushslots", 2),
+            ("forget", 3),
+            ("getkeysinslot", 4),
+            ("help", 2),
+            ("info", 2),
+            ("keyslot", 3),
+            ("links", 2),
+            ("meet", -4),
+            ("myid", 2),
+            ("myshardid", 2),
+            ("nodes", 2),
+            ("replicas", 3),
+            ("replicate", 3),
+            ("reset", -2),
+            ("saveconfig", 2),
+            ("set-config-epoch", 3),
+            ("setslot", -4),
+            ("shards", 2),
+            ("slaves", 3),
+            ("slots", 2),
         ],
     ),
     (
         "command",
         &[
-            "count",
-            "docs",
-            "getkeys",
-            "getkeysandflags",
-            "help",
-            "info",
-            "list",
+            ("count", 2),
+            ("docs", -2),
+            ("getkeys", -3),
+            ("getkeysandflags", -3),
+            ("help", 2),
+            ("info", -2),
+            ("list", -2),
         ],
     ),
-    ("config", &["get", "help", "resetstat", "rewrite", "set"]),
+    (
+        "config",
+        &[
+            ("get", -3),
+            ("help", 2),
+            ("resetstat", 2),
+            ("rewrite", 2),
+            ("set", -4),
+        ],
+    ),
     (
         "function",
         &[
-            "delete", "dump", "flush", "help", "kill", "list", "load", "restore", "stats",
+            ("delete", 3),
+            ("dump", 2),
+            ("flush", -2),
+            ("help", 2),
+            ("kill", 2),
+            ("list", -2),
+            ("load", -3),
+            ("restore", -3),
+            ("stats", 2),
         ],
     ),
     (
         "latency",
         &[
-            "doctor",
-            "graph",
-            "help",
-            "histogram",
-            "history",
-            "latest",
-            "reset",
+            ("doctor", 2),
+            ("graph", 3),
+            ("help", 2),
+            ("histogram", -2),
+            ("history", 3),
+            ("latest", 2),
+            ("reset", -2),
         ],
     ),
     (
         "memory",
-        &["doctor", "help", "malloc-stats", "purge", "stats", "usage"],
+        &[
+            ("doctor", 2),
+            ("help", 2),
+            ("malloc-stats", 2),
+            ("purge", 2),
+            ("stats", 2),
+            ("usage", -3),
+        ],
     ),
-    ("module", &["help", "list", "load", "loadex", "unload"]),
+    (
+        "module",
+        &[
+            ("help", 2),
+            ("list", 2),
+            ("load", -3),
+            ("loadex", -3),
+            ("unload", 3),
+        ],
+    ),
     (
         "object",
-        &["encoding", "freq", "help", "idletime", "refcount"],
+        &[
+            ("encoding", 3),
+            ("freq", 3),
+            ("help", 2),
+            ("idletime", 3),
+            ("refcount", 3),
+        ],
     ),
     (
         "pubsub",
         &[
-            "channels",
-            "help",
-            "numpat",
-            "numsub",
-            "shardchannels",
-            "shardnumsub",
+            ("channels", -2),
+            ("help", 2),
+            ("numpat", 2),
+            ("numsub", -2),
+            ("shardchannels", -2),
+            ("shardnumsub", -2),
         ],
     ),
     (
         "script",
-        &["debug", "exists", "flush", "help", "kill", "load"],
+        &[
+            ("debug", 3),
+            ("exists", -3),
+            ("flush", -2),
+            ("help", 2),
+            ("kill", 2),
+            ("load", 3),
+        ],
     ),
-    ("slowlog", &["get", "help", "len", "reset"]),
+    (
+        "slowlog",
+        &[("get", -2), ("help", 2), ("len", 2), ("reset", 2)],
+    ),
 ];
 
-/// Redis 7.4's subcommands of `container` (lowercase), if it has any.
-pub fn subcommands_of(container: &str) -> &'static [&'static str] {
-    SUBCOMMANDS
+/// Redis 7's checks of a request to a container, made where a command's
+/// own arity is checked: a subcommand Redis does not have is refused as
+/// unknown, and a known one with the wrong number of words gets Redis's
+/// arity error under its full name (`'client|id'`).
+pub fn check_subcommand(position: usize, args: &[Bytes]) -> Result<(), Reply> {
+    let Some((_, subcommands)) = container_at(position) else {
+        return Ok(());
+    };
+    let Some(subcommand) = args.get(1) else {
+        return Ok(());
+    };
+    let container = SPECS[position].name;
+    let Some((name, arity)) = subcommands
         .iter()
-        .find(|(name, _)| *name == container)
-        .map_or(&[], |(_, subcommands)| *subcommands)
+        .find(|(name, _)| name.as_bytes().eq_ignore_ascii_case(subcommand))
+    else {
+        let shown = &subcommand[..subcommand.len().min(128)];
+        return Err(Reply::err(format!(
+            "unknown subcommand '{}'. Try {} HELP.",
+            String::from_utf8_lossy(shown),
+            container.to_ascii_uppercase()
+        )));
+    };
+    let count = args.len() as i32;
+    if (*arity > 0 && count != *arity) || (*arity < 0 && count < -arity) {
+        return Err(super::wrong_arity(&format!("{container}|{name}")));
+    }
+    Ok(())
 }
 
 /// The name each stat index is counted under: every command of [`SPECS`],
@@ -157,7 +247,7 @@ pub fn stat_names() -> &'static [String] {
         let subcommands = SUBCOMMANDS.iter().flat_map(|(container, subcommands)| {
             subcommands
                 .iter()
-                .map(move |subcommand| format!("{container}|{subcommand}"))
+                .map(move |(subcommand, _)| format!("{container}|{subcommand}"))
         });
         commands.chain(subcommands).collect()
     })
@@ -170,11 +260,11 @@ pub fn stat_index(position: usize, args: &[Bytes]) -> usize {
 }
 
 /// A container's first subcommand's stat index, and its subcommands.
-type Container = (usize, &'static [&'static str]);
+type Container = (usize, &'static [(&'static str, i32)]);
 
-fn subcommand_stat_index(position: usize, args: &[Bytes]) -> Option<usize> {
-    // Per command of SPECS: for a container, the stat index of its first
-    // subcommand and the list. Found once, since this runs for every request.
+/// The container at `position` in [`SPECS`], if it is one. Found through a
+/// table built once, since this runs for every request.
+fn container_at(position: usize) -> Option<Container> {
     static CONTAINERS: OnceLock<Vec<Option<Container>>> = OnceLock::new();
     let containers = CONTAINERS.get_or_init(|| {
         let mut first = SPECS.len();
@@ -187,11 +277,15 @@ fn subcommand_stat_index(position: usize, args: &[Bytes]) -> Option<usize> {
         }
         containers
     });
-    let (first, subcommands) = (*containers.get(position)?)?;
+    *containers.get(position)?
+}
+
+fn subcommand_stat_index(position: usize, args: &[Bytes]) -> Option<usize> {
+    let (first, subcommands) = container_at(position)?;
     let subcommand = args.get(1)?;
     let found = subcommands
         .iter()
-        .position(|known| known.as_bytes().eq_ignore_ascii_case(subcommand))?;
+        .position(|(known, _)| known.as_bytes().eq_ignore_ascii_case(subcommand))?;
     Some(first + found)
 }
 
@@ -226,7 +320,42 @@ mod tests {
         let resetstat = stat_index(config, &test_args(&["CONFIG", "RESETSTAT"]));
         assert_eq!(stat_names()[resetstat], "config|resetstat");
         assert_eq!(stat_names()[config], "config");
-        assert_eq!(subcommands_of("slowlog"), ["get", "help", "len", "reset"]);
-        assert!(subcommands_of("get").is_empty());
+    }
+
+    #[test]
+    fn a_container_refuses_an_unknown_subcommand_and_a_wrong_count_as_redis_7() {
+        let check = |words: &[&str]| {
+            let position = spec_position(&words[0].to_ascii_lowercase()).expect("a command");
+            check_subcommand(position, &test_args(words))
+        };
+        assert_eq!(check(&["CLIENT", "ID"]), Ok(()));
+        assert_eq!(check(&["client", "list", "TYPE", "normal"]), Ok(()));
+        assert_eq!(check(&["GET", "anything"]), Ok(()), "not a container");
+        assert_eq!(
+            check(&["CLIENT"]),
+            Ok(()),
+            "the container's own arity decides"
+        );
+        assert_eq!(
+            check(&["client", "nosuch"]),
+            Err(Reply::err("unknown subcommand 'nosuch'. Try CLIENT HELP."))
+        );
+        assert_eq!(
+            check(&["CLIENT", "ID", "extra"]),
+            Err(Reply::err(
+                "wrong number of arguments for 'client|id' command"
+            ))
+        );
+        assert_eq!(
+            check(&["CONFIG", "SET", "timeout"]),
+            Err(Reply::err(
+                "wrong number of arguments for 'config|set' command"
+            ))
+        );
+        assert_eq!(
+            check(&["SLOWLOG", "GET", "1", "2"]),
+            Ok(()),
+            "at least two words: the command itself says what is wrong"
+        );
     }
 }

@@ -113,21 +113,9 @@ pub fn unknown_subcommand(subcommand: &[u8], command: &str) -> Reply {
     ))
 }
 
-/// Redis 7's reply when a request to the container `command` does not fit:
-/// a subcommand it does not know, or a known one with the wrong number of
-/// arguments, which Redis checks against the subcommand's own arity
-/// (`'latency|help'`).
-pub fn subcommand_error(subcommand: &[u8], command: &str) -> Reply {
-    let container = command.to_ascii_lowercase();
-    let name = String::from_utf8_lossy(subcommand).to_ascii_lowercase();
-    if super::subcommands_of(&container).contains(&name.as_str()) {
-        return super::wrong_arity(&format!("{container}|{name}"));
-    }
-    unknown_subcommand(subcommand, command)
-}
-
-/// Redis's reply to a subcommand it does not know, or one given the wrong
-/// number of arguments.
+/// Redis's reply when a subcommand's arguments do not fit it (the
+/// dispatcher has already refused an unknown subcommand, and a fixed arity
+/// not met: `subcommands::check_subcommand`).
 pub fn unknown_subcommand_or_arity(subcommand: &[u8], command: &str) -> Reply {
     Reply::err(format!(
         "unknown subcommand or wrong number of arguments for '{}'. Try {command} HELP.",
