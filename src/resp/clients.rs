@@ -92,6 +92,8 @@ pub struct ClientHandle {
     /// The client's address (`ip:port`), and the server's end of it.
     pub addr: String,
     pub laddr: String,
+    /// The socket's file descriptor, as CLIENT LIST shows it.
+    fd: i32,
     connected: Instant,
     name: Mutex<Option<Bytes>>,
     db: AtomicU8,
@@ -291,13 +293,14 @@ impl ClientHandle {
         let reply_capacity = self.reply_capacity.load(Ordering::Relaxed);
         let library = self.library.lock();
         format!(
-            "id={} addr={} laddr={} fd=-1 name={name} age={age} idle={} flags={} db={} sub={} \
+            "id={} addr={} laddr={} fd={} name={name} age={age} idle={} flags={} db={} sub={} \
              psub={} ssub={} multi={} watch={} qbuf={query} qbuf-free={} argv-mem=0 multi-mem=0 \
              rbs={query_capacity} rbp={query_capacity} obl=0 oll=0 omem=0 tot-mem={} events=r \
              cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
             self.id,
             self.addr,
             self.laddr,
+            self.fd,
             idle_seconds,
             session.flags(),
             session.db,
@@ -359,12 +362,18 @@ pub struct Clients {
 }
 
 impl Clients {
-    /// Registers connection `id`; it stays listed until the registration drops.
-    pub fn register(self: &Arc<Self>, id: u64, addr: String, laddr: String) -> Registration {
+    /// Registers connection `id` (its socket's descriptor `fd`, -1 if it has
+    /// none); it stays listed until the registration drops.
+    pub fn register(
+        self: &Arc<Self>,
+        id: u64,
+        (addr, laddr, fd): (String, String, i32),
+    ) -> Registration {
         let handle = Arc::new(ClientHandle {
             id,
             addr,
             laddr,
+            fd,
             connected: Instant::now(),
             name: Mutex::new(None),
             db: AtomicU8::new(0),
@@ -535,8 +544,8 @@ mod tests {
     #[tokio::test]
     async fn unblock_ends_only_a_wait_in_progress_and_counts_and_flags_it() {
         let clients = Arc::new(Clients::default());
-        let waiting = clients.register(1, "127.0.0.1:5000".into(), "127.0.0.1:6379".into());
-        let _idle = clients.register(2, "127.0.0.1:5001".into(), "127.0.0.1:6379".into());
+        let waiting = clients.register(1, ("127.0.0.1:5000".into(), "127.0.0.1:6379".into(), -1));
+        let _idle = clients.register(2, ("127.0.0.1:5001".into(), "127.0.0.1:6379".into(), -1));
         assert!(!clients.unblock(1, Unblock::Timeout), "not blocked yet");
         let Some(mut blocked) = clients.block(1, "wait") else {
             panic!("connection 1 is open");
@@ -564,9 +573,9 @@ mod tests {
     #[test]
     fn only_a_connection_idle_past_the_timeout_is_killed_and_a_busy_one_never() {
         let clients = Arc::new(Clients::default());
-        let idle = clients.register(1, "127.0.0.1:5000".into(), "127.0.0.1:6379".into());
-        let busy = clients.register(2, "127.0.0.1:5001".into(), "127.0.0.1:6379".into());
-        let fresh = clients.register(3, "127.0.0.1:5002".into(), "127.0.0.1:6379".into());
+        let idle = clients.register(1, ("127.0.0.1:5000".into(), "127.0.0.1:6379".into(), -1));
+        let busy = clients.register(2, ("127.0.0.1:5001".into(), "127.0.0.1:6379".into(), -1));
+        let fresh = clients.register(3, ("127.0.0.1:5002".into(), "127.0.0.1:6379".into(), -1));
         busy.handle.set_busy();
         std::thread::sleep(Duration::from_millis(60));
         fresh.handle.update(&view("ping"), Buffers::default());
@@ -586,8 +595,8 @@ mod tests {
     #[test]
     fn kill_filters_match_every_field_and_spare_the_sender() {
         let clients = Arc::new(Clients::default());
-        let one = clients.register(1, "127.0.0.1:5000".into(), "127.0.0.1:6379".into());
-        let two = clients.register(2, "127.0.0.1:5001".into(), "127.0.0.1:6379".into());
+        let one = clients.register(1, ("127.0.0.1:5000".into(), "127.0.0.1:6379".into(), -1));
+        let two = clients.register(2, ("127.0.0.1:5001".into(), "127.0.0.1:6379".into(), -1));
         assert_eq!(clients.list(None).len(), 2);
         assert_eq!(clients.list(Some(&[2])).len(), 1);
         let by_addr = KillFilter {

@@ -442,8 +442,11 @@ pub async fn serve_resp(
             };
             let registration = shared.clients.register(
                 id,
-                address(stream.peer_addr()),
-                address(stream.local_addr()),
+                (
+                    address(stream.peer_addr()),
+                    address(stream.local_addr()),
+                    std::os::fd::AsRawFd::as_raw_fd(&stream),
+                ),
             );
             let client = &registration.handle;
             match &shared.config.tls {

@@ -571,7 +571,7 @@ mod tests {
     fn a_redirect_to_a_closed_connection_is_reported_broken() {
         let tracking = Tracking::default();
         let connections = Arc::new(Clients::default());
-        let target = connections.register(9, "127.0.0.1:1".into(), "127.0.0.1:2".into());
+        let target = connections.register(9, ("127.0.0.1:1".into(), "127.0.0.1:2".into(), -1));
         let (target_outbox, mut target_inbox) = queue(9, 1 << 20);
         connections.set_outbox(9, target_outbox);
         let (outbox, mut inbox) = queue(8, 1 << 20);

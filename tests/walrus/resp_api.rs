@@ -1252,6 +1252,14 @@ fn reset_role_wait_and_latency_answer_as_redis_does_on_a_single_node() {
         info.contains(" db=0 ") && info.contains(" resp=2 "),
         "{info}"
     );
+    // The connection's real socket descriptor, as Redis shows it (-1 is
+    // for clients with no socket).
+    let fd: i32 = info
+        .split(' ')
+        .find_map(|field| field.strip_prefix("fd="))
+        .and_then(|fd| fd.parse().ok())
+        .expect(&info);
+    assert!(fd > 2, "{info}");
 
     assert_eq!(raw.call(&["ROLE"]), "*3\r\n$6\r\nmaster\r\n:0\r\n*0\r\n");
     // A master already: REPLICAOF NO ONE changes nothing, as in Redis (test
