@@ -1433,6 +1433,55 @@ fn the_latency_monitor_records_what_took_longer_than_its_threshold() {
     let stats = raw.call(&["INFO", "commandstats"]);
     assert!(stats.contains("cmdstat_client|id:calls=1,"), "{stats}");
     assert!(!stats.contains("cmdstat_client:"), "{stats}");
+
+    // INFO latencystats: off by default here (it costs each command), with
+    // Redis's lines once on, and not among the default sections.
+    assert_eq!(
+        raw.call(&["INFO", "latencystats"]),
+        "$18\r\n# Latencystats\r\n\r\n\r\n"
+    );
+    assert_eq!(
+        raw.call(&["CONFIG", "SET", "latency-tracking", "yes"]),
+        "+OK\r\n"
+    );
+    assert_eq!(
+        raw.call(&[
+            "CONFIG",
+            "SET",
+            "latency-tracking-info-percentiles",
+            "50 99.9 101"
+        ]),
+        err(
+            "CONFIG SET failed (possibly related to argument 'latency-tracking-info-percentiles') - \
+             latency-tracking-info-percentiles parameters should sit between [0.0,100.0]"
+        )
+    );
+    assert_eq!(
+        raw.call(&[
+            "CONFIG",
+            "SET",
+            "latency-tracking-info-percentiles",
+            "50 99.9"
+        ]),
+        "+OK\r\n"
+    );
+    raw.call(&["SET", "k", "v"]);
+    let latencystats = raw.call(&["INFO", "latencystats"]);
+    assert!(
+        latencystats.contains("\r\nlatency_percentiles_usec_set:p50=")
+            && latencystats.contains(",p99.9="),
+        "{latencystats}"
+    );
+    assert!(!raw.call(&["INFO"]).contains("Latencystats"));
+    assert!(
+        raw.call(&["INFO", "all"])
+            .contains("latency_percentiles_usec_set:")
+    );
+    assert_eq!(
+        raw.call(&["CONFIG", "GET", "latency-tracking*"]),
+        "*4\r\n$16\r\nlatency-tracking\r\n$3\r\nyes\r\n\
+         $33\r\nlatency-tracking-info-percentiles\r\n$7\r\n50 99.9\r\n"
+    );
 }
 
 #[test]

@@ -16,6 +16,7 @@ use super::super::frame::Reply;
 use super::super::glob::glob_match;
 use super::super::keyspace_events::KeyspaceEvents;
 use super::super::pubsub::Kind as PubSubKind;
+use super::super::stats::percentile_label;
 use super::util::{help_reply, integer_arg, is, syntax_error, unknown_subcommand};
 use super::{CommandResult, SPECS, Session, Spec, find_spec, wrong_arity};
 use crate::store::number::parse_i64;
@@ -939,6 +940,18 @@ fn config_values(shared: &Shared) -> Vec<(&'static str, String)> {
             "latency-monitor-threshold",
             shared.latency.threshold_millis().to_string(),
         ),
+        ("latency-tracking", yes_no(shared.stats.commands.tracking())),
+        (
+            "latency-tracking-info-percentiles",
+            shared
+                .stats
+                .commands
+                .reported_percentiles()
+                .iter()
+                .map(|&percentile| percentile_label(percentile))
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
         ("notify-keyspace-events", shared.keyspace_events.describe()),
         (
             "tracking-table-max-keys",
@@ -986,6 +999,8 @@ enum LiveSetting {
     SlowerThanMicros(i64),
     SlowLogLength(usize),
     LatencyThresholdMillis(u64),
+    LatencyTracking(bool),
+    ReportedPercentiles(Vec<f64>),
     KeyspaceEvents(u32),
     TrackingMaxKeys(usize),
     MigrateOverTls(bool),
@@ -993,7 +1008,8 @@ enum LiveSetting {
 
 /// CONFIG SET name value [name value …]: `timeout` (seconds a client may stay
 /// idle, 0 for never), `maxclients`, the slow log's two settings,
-/// `latency-monitor-threshold` (milliseconds, 0 for off),
+/// `latency-monitor-threshold` (milliseconds, 0 for off), `latency-tracking`
+/// and `latency-tracking-info-percentiles` (INFO latencystats),
 /// `notify-keyspace-events`, `tracking-table-max-keys`, `tls-cluster`
 /// (whether MIGRATE speaks TLS; `yes` needs `--tls-cert`) and
 /// `maxmemory-policy` (see [`EVICTION_POLICIES`]) change live; every
@@ -1038,6 +1054,10 @@ fn config_set(shared: &Shared, args: &[Bytes]) -> CommandResult {
                 LiveSetting::LatencyThresholdMillis(
                     config_integer_in(&name, &pair[1], 0, i64::MAX)? as u64,
                 )
+            }
+            "latency-tracking" => LiveSetting::LatencyTracking(config_yes_no(&name, &pair[1])?),
+            "latency-tracking-info-percentiles" => {
+                LiveSetting::ReportedPercentiles(config_percentiles(&name, &pair[1])?)
             }
             "tracking-table-max-keys" => {
                 LiveSetting::TrackingMaxKeys(
@@ -1121,6 +1141,10 @@ fn config_set(shared: &Shared, args: &[Bytes]) -> CommandResult {
             LiveSetting::LatencyThresholdMillis(millis) => {
                 shared.latency.set_threshold_millis(millis)
             }
+            LiveSetting::LatencyTracking(on) => shared.stats.commands.set_tracking(on),
+            LiveSetting::ReportedPercentiles(percentiles) => {
+                shared.stats.commands.set_reported_percentiles(percentiles)
+            }
             // Clients already connected stay; new ones past it are refused.
             LiveSetting::MaxClients(count) => shared.max_clients.store(count, Ordering::Relaxed),
             LiveSetting::TrackingMaxKeys(count) => {
@@ -1154,6 +1178,35 @@ fn config_integer_in(name: &str, value: &[u8], lowest: i64, highest: i64) -> Res
         )));
     }
     Ok(number)
+}
+
+/// A `yes` or `no` setting, in any case.
+fn config_yes_no(name: &str, value: &[u8]) -> Result<bool, Reply> {
+    match value.to_ascii_lowercase().as_slice() {
+        b"yes" => Ok(true),
+        b"no" => Ok(false),
+        _ => Err(config_set_failed(name, "argument must be 'yes' or 'no'")),
+    }
+}
+
+/// `latency-tracking-info-percentiles`: percentiles from 0 to 100,
+/// separated by spaces (none is allowed: latencystats then lists none).
+fn config_percentiles(name: &str, value: &[u8]) -> Result<Vec<f64>, Reply> {
+    let text = String::from_utf8_lossy(value);
+    let mut percentiles = Vec::new();
+    for word in text.split_whitespace() {
+        let percentile: f64 = word.parse().map_err(|_| {
+            config_set_failed(name, "Invalid latency-tracking-info-percentiles parameters")
+        })?;
+        if !(0.0..=100.0).contains(&percentile) {
+            return Err(config_set_failed(
+                name,
+                "latency-tracking-info-percentiles parameters should sit between [0.0,100.0]",
+            ));
+        }
+        percentiles.push(percentile);
+    }
+    Ok(percentiles)
 }
 
 /// Redis's refusal of one `CONFIG SET` pair.
@@ -1192,6 +1245,7 @@ fn config(shared: &Shared, args: &[Bytes]) -> CommandResult {
             "SET <directive> <value>",
             "    Set the configuration <directive> to <value>: timeout, maxclients,",
             "    slowlog-log-slower-than, slowlog-max-len, latency-monitor-threshold,",
+            "    latency-tracking, latency-tracking-info-percentiles,",
             "    notify-keyspace-events, tracking-table-max-keys, tls-cluster and",
             "    maxmemory-policy change live; the rest are walrus serve's flags.",
             "RESETSTAT",
@@ -1206,16 +1260,18 @@ fn config(shared: &Shared, args: &[Bytes]) -> CommandResult {
 /// INFO [section …]: the sections asked for, in walrus's fixed order.
 fn info(shared: &Shared, sections: &[Bytes]) -> String {
     // As in Redis: no argument or `default` is every section but
-    // commandstats; `all` and `everything` add it; several may be named.
+    // commandstats and latencystats; `all` and `everything` add them;
+    // several may be named.
+    let by_default = |name: &str| name != "commandstats" && name != "latencystats";
     let wanted = |name: &str| {
         if sections.is_empty() {
-            return name != "commandstats";
+            return by_default(name);
         }
         sections.iter().any(|section| {
             is(section, name)
                 || is(section, "all")
                 || is(section, "everything")
-                || (is(section, "default") && name != "commandstats")
+                || (is(section, "default") && by_default(name))
         })
     };
     let stats = &shared.stats;
@@ -1387,6 +1443,9 @@ fn info(shared: &Shared, sections: &[Bytes]) -> String {
     }
     if wanted("errorstats") {
         stats.commands.write_errorstats(&mut text);
+    }
+    if wanted("latencystats") {
+        stats.commands.write_latencystats(&mut text);
     }
     if wanted("cluster") {
         // Redis Cluster's protocol (slots, MOVED) is not spoken, on a Raft

@@ -262,22 +262,47 @@ pub fn stat_index(position: usize, args: &[Bytes]) -> usize {
 /// A container's first subcommand's stat index, and its subcommands.
 type Container = (usize, &'static [(&'static str, i32)]);
 
-/// The container at `position` in [`SPECS`], if it is one. Found through a
-/// table built once, since this runs for every request.
+/// The container at `position` in [`SPECS`], if it is one: one lookup in a
+/// table the compiler builds, since this runs for every request.
 fn container_at(position: usize) -> Option<Container> {
-    static CONTAINERS: OnceLock<Vec<Option<Container>>> = OnceLock::new();
-    let containers = CONTAINERS.get_or_init(|| {
-        let mut first = SPECS.len();
-        let mut containers = vec![None; SPECS.len()];
-        for (name, subcommands) in SUBCOMMANDS {
-            if let Some(position) = SPECS.iter().position(|spec| spec.name == *name) {
-                containers[position] = Some((first, *subcommands));
+    *CONTAINERS.get(position)?
+}
+
+/// Per command of [`SPECS`]: for a container, its entry of [`SUBCOMMANDS`].
+static CONTAINERS: [Option<Container>; SPECS.len()] = containers();
+
+const fn containers() -> [Option<Container>; SPECS.len()] {
+    let mut table = [None; SPECS.len()];
+    let (mut index, mut first) = (0, SPECS.len());
+    while index < SUBCOMMANDS.len() {
+        let (name, subcommands) = SUBCOMMANDS[index];
+        let mut position = 0;
+        while position < SPECS.len() {
+            if same_name(SPECS[position].name, name) {
+                table[position] = Some((first, subcommands));
             }
-            first += subcommands.len();
+            position += 1;
         }
-        containers
-    });
-    *containers.get(position)?
+        first += subcommands.len();
+        index += 1;
+    }
+    table
+}
+
+/// `a == b`, in a constant.
+const fn same_name(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut index = 0;
+    while index < a.len() {
+        if a[index] != b[index] {
+            return false;
+        }
+        index += 1;
+    }
+    true
 }
 
 fn subcommand_stat_index(position: usize, args: &[Bytes]) -> Option<usize> {
