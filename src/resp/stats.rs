@@ -339,6 +339,16 @@ impl CommandStats {
         self.reported.lock().clone()
     }
 
+    /// `latency-tracking-info-percentiles` as CONFIG GET shows it: `50 99 99.9`.
+    pub fn reported_percentiles_text(&self) -> String {
+        self.reported
+            .lock()
+            .iter()
+            .map(|&percentile| percentile_label(percentile))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
     pub fn set_reported_percentiles(&self, percentiles: Vec<f64>) {
         *self.reported.lock() = percentiles;
     }
@@ -383,7 +393,7 @@ impl CommandStats {
 }
 
 /// A percentile as Redis names it: `50`, `99.9`, no trailing zeros.
-pub fn percentile_label(percentile: f64) -> String {
+fn percentile_label(percentile: f64) -> String {
     let text = format!("{percentile:.6}");
     text.trim_end_matches('0').trim_end_matches('.').to_string()
 }

@@ -16,7 +16,6 @@ use super::super::frame::Reply;
 use super::super::glob::glob_match;
 use super::super::keyspace_events::KeyspaceEvents;
 use super::super::pubsub::Kind as PubSubKind;
-use super::super::stats::percentile_label;
 use super::util::{help_reply, integer_arg, is, syntax_error, unknown_subcommand};
 use super::{CommandResult, SPECS, Session, Spec, find_spec, wrong_arity};
 use crate::store::number::parse_i64;
@@ -943,14 +942,7 @@ fn config_values(shared: &Shared) -> Vec<(&'static str, String)> {
         ("latency-tracking", yes_no(shared.stats.commands.tracking())),
         (
             "latency-tracking-info-percentiles",
-            shared
-                .stats
-                .commands
-                .reported_percentiles()
-                .iter()
-                .map(|&percentile| percentile_label(percentile))
-                .collect::<Vec<_>>()
-                .join(" "),
+            shared.stats.commands.reported_percentiles_text(),
         ),
         ("notify-keyspace-events", shared.keyspace_events.describe()),
         (
