@@ -334,11 +334,6 @@ impl CommandStats {
         self.tracking.store(on, Ordering::Relaxed);
     }
 
-    /// `latency-tracking-info-percentiles`.
-    pub fn reported_percentiles(&self) -> Vec<f64> {
-        self.reported.lock().clone()
-    }
-
     /// `latency-tracking-info-percentiles` as CONFIG GET shows it: `50 99 99.9`.
     pub fn reported_percentiles_text(&self) -> String {
         self.reported
@@ -359,7 +354,7 @@ impl CommandStats {
     pub fn write_latencystats(&self, out: &mut String) {
         out.push_str("# Latencystats\r\n");
         if self.tracking() {
-            let reported = self.reported_percentiles();
+            let reported = self.reported.lock().clone();
             for (name, counters) in stat_names().iter().zip(&self.commands) {
                 let precise = counters.percentiles.lock();
                 let Some(precise) = precise.as_ref().filter(|precise| !precise.is_empty()) else {

@@ -1078,20 +1078,14 @@ fn config_set(shared: &Shared, args: &[Bytes]) -> CommandResult {
                 }
             }
             "tls-cluster" => {
-                let failed = |why: &str| config_set_failed(&name, why);
-                match pair[1].to_ascii_lowercase().as_slice() {
-                    b"no" => LiveSetting::MigrateOverTls(false),
-                    b"yes" if shared.config.migrate_tls.is_some() => {
-                        LiveSetting::MigrateOverTls(true)
-                    }
-                    b"yes" => {
-                        return Err(failed(
-                            "TLS is not configured: start walrus serve with --tls-cert and \
-                             --tls-key",
-                        ));
-                    }
-                    _ => return Err(failed("argument must be 'yes' or 'no'")),
+                let on = config_yes_no(&name, &pair[1])?;
+                if on && shared.config.migrate_tls.is_none() {
+                    return Err(config_set_failed(
+                        &name,
+                        "TLS is not configured: start walrus serve with --tls-cert and --tls-key",
+                    ));
                 }
+                LiveSetting::MigrateOverTls(on)
             }
             "notify-keyspace-events" => match KeyspaceEvents::parse(&pair[1]) {
                 Ok(flags) => LiveSetting::KeyspaceEvents(flags),

@@ -211,19 +211,26 @@ const SUBCOMMANDS: &[(&str, &[(&str, i32)])] = &[
 /// Redis 7's checks of a request to a container, made where a command's
 /// own arity is checked: a subcommand Redis does not have is refused as
 /// unknown, and a known one with the wrong number of words gets Redis's
-/// arity error under its full name (`'client|id'`).
+/// arity error under its full name (`'client|id'`). Inlined where commands
+/// are checked: most commands are no container, and stop at one lookup.
+#[inline]
 pub fn check_subcommand(position: usize, args: &[Bytes]) -> Result<(), Reply> {
-    let Some((_, subcommands)) = container_at(position) else {
-        return Ok(());
-    };
-    let Some(subcommand) = args.get(1) else {
-        return Ok(());
-    };
+    match find_subcommand(position, args) {
+        Some(found) => check_found(position, args, found),
+        None => Ok(()),
+    }
+}
+
+/// The checks once `args[1]` is known to name a subcommand of a container:
+/// `found` is its entry, if the container has it.
+fn check_found(
+    position: usize,
+    args: &[Bytes],
+    found: Option<(usize, &'static (&'static str, i32))>,
+) -> Result<(), Reply> {
     let container = SPECS[position].name;
-    let Some((name, arity)) = subcommands
-        .iter()
-        .find(|(name, _)| name.as_bytes().eq_ignore_ascii_case(subcommand))
-    else {
+    let subcommand = &args[1];
+    let Some((_, (name, arity))) = found else {
         let shown = &subcommand[..subcommand.len().min(128)];
         return Err(Reply::err(format!(
             "unknown subcommand '{}'. Try {} HELP.",
@@ -255,8 +262,12 @@ pub fn stat_names() -> &'static [String] {
 
 /// The stat index of the request `args` to the command at `position` in
 /// [`SPECS`]: its subcommand's when it is a container and names one.
+#[inline]
 pub fn stat_index(position: usize, args: &[Bytes]) -> usize {
-    subcommand_stat_index(position, args).unwrap_or(position)
+    match find_subcommand(position, args) {
+        Some(Some((stat_index, _))) => stat_index,
+        _ => position,
+    }
 }
 
 /// A container's first subcommand's stat index, and its subcommands.
@@ -305,13 +316,23 @@ const fn same_name(a: &str, b: &str) -> bool {
     true
 }
 
-fn subcommand_stat_index(position: usize, args: &[Bytes]) -> Option<usize> {
+/// `None` when the command at `position` is not a container or `args`
+/// name no subcommand; otherwise the stat index and entry of the
+/// subcommand `args[1]` names (in any case), if the container has it.
+#[inline]
+fn find_subcommand(
+    position: usize,
+    args: &[Bytes],
+) -> Option<Option<(usize, &'static (&'static str, i32))>> {
     let (first, subcommands) = container_at(position)?;
-    let subcommand = args.get(1)?;
-    let found = subcommands
-        .iter()
-        .position(|(known, _)| known.as_bytes().eq_ignore_ascii_case(subcommand))?;
-    Some(first + found)
+    let word = args.get(1)?;
+    Some(
+        subcommands
+            .iter()
+            .enumerate()
+            .find(|(_, (name, _))| name.as_bytes().eq_ignore_ascii_case(word))
+            .map(|(offset, entry)| (first + offset, entry)),
+    )
 }
 
 #[cfg(test)]
