@@ -96,6 +96,16 @@ pub trait FileSystem: Send + Sync + 'static {
 /// which covers every logical block size in use.
 pub const DIRECT_IO_ALIGNMENT: usize = 4096;
 
+/// Bytes free for new data from `statvfs`'s counts. A file system that
+/// reports no size at all (zero blocks, as many FUSE file systems do, LazyFS
+/// among them) has not run out of space: its free space is not known.
+fn free_bytes(blocks: u64, available_blocks: u64, fragment_bytes: u64) -> u64 {
+    match blocks {
+        0 => u64::MAX,
+        _ => available_blocks.saturating_mul(fragment_bytes),
+    }
+}
+
 /// The real file system.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct StdFs;
@@ -131,7 +141,7 @@ pub const LOCK_FILE: &str = "LOCK";
 impl FileSystem for StdFs {
     fn available_space(&self, dir: &Path) -> io::Result<u64> {
         let stats = rustix::fs::statvfs(dir).map_err(io::Error::from)?;
-        Ok(stats.f_bavail.saturating_mul(stats.f_frsize))
+        Ok(free_bytes(stats.f_blocks, stats.f_bavail, stats.f_frsize))
     }
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         fs::create_dir_all(dir)
@@ -204,5 +214,17 @@ impl FileSystem for StdFs {
             Err(fs::TryLockError::WouldBlock) => Err(io::ErrorKind::WouldBlock.into()),
             Err(fs::TryLockError::Error(err)) => Err(err),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_space_is_counted_in_fragments_and_unknown_where_no_size_is_reported() {
+        assert_eq!(free_bytes(1_000, 250, 4096), 250 * 4096);
+        assert_eq!(free_bytes(1_000, 0, 4096), 0, "a full disk has no room");
+        assert_eq!(free_bytes(0, 0, 512), u64::MAX, "no size reported");
     }
 }
