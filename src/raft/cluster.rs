@@ -352,12 +352,28 @@ enum Refusal {
 }
 
 /// How long a write refused for want of space waits at most for a
-/// compaction under way to give the space back (less near the request's
-/// deadline). Compacting a log of a few hundred MiB takes about a second.
+/// compaction the housekeeping task is expected to start at its next tick
+/// (less near the request's deadline; one already started is waited for
+/// until then).
 const COMPACTION_WAIT_AT_MOST: Duration = Duration::from_secs(2);
 
 /// How often a write waiting for a compaction asks again.
 const COMPACTION_WAIT_STEP: Duration = Duration::from_millis(20);
+
+/// Until when a write refused for want of space, first refused at
+/// `asked_at`, waits for a compaction: for one `under_way`, as long as the
+/// request may wait (compacting a large log can take longer than any fixed
+/// bound); for one only expected, [`COMPACTION_WAIT_AT_MOST`]. Both end a
+/// few steps before `deadline`, so the refusal is still answered in time.
+fn wait_for_compaction_until(under_way: bool, asked_at: Instant, deadline: Instant) -> Instant {
+    let last_chance = deadline
+        .checked_sub(COMPACTION_WAIT_STEP * 5)
+        .unwrap_or(deadline);
+    match under_way {
+        true => last_chance,
+        false => last_chance.min(asked_at + COMPACTION_WAIT_AT_MOST),
+    }
+}
 
 /// How long writes wait for a handover of leadership before they are
 /// refused, and how often a leader short of space hands over at most.
@@ -736,29 +752,29 @@ impl ClusterNode {
         )))
     }
 
-    /// [`ClusterNode::admit`], waiting while a compaction is about to give
-    /// the disk space back: up to [`COMPACTION_WAIT_AT_MOST`], and never
-    /// past `deadline` less a step, so that the refusal, if it comes, says
-    /// why rather than that the request timed out.
+    /// [`ClusterNode::admit`], waiting while a compaction gives the disk
+    /// space back. One under way (the housekeeping task asked for it) is
+    /// waited for as long as the request may wait, however long it takes;
+    /// one only expected at the next tick, up to [`COMPACTION_WAIT_AT_MOST`].
+    /// Never past `deadline` less a few steps, so that the refusal, if it
+    /// comes, says why rather than that the request timed out.
     async fn admit_waiting(
         &self,
         proposal: &Proposal,
         deadline: Instant,
     ) -> std::result::Result<(), Refusal> {
-        let give_up = deadline
-            .checked_sub(COMPACTION_WAIT_STEP * 5)
-            .unwrap_or(deadline)
-            .min(Instant::now() + COMPACTION_WAIT_AT_MOST);
+        let asked_at = Instant::now();
         loop {
-            match self.admit(proposal) {
-                Err(Refusal::DiskLow(_))
-                    if Instant::now() + COMPACTION_WAIT_STEP < give_up
-                        && self.compaction_coming() =>
-                {
-                    tokio::time::sleep(COMPACTION_WAIT_STEP).await;
-                }
+            let why = match self.admit(proposal) {
+                Err(Refusal::DiskLow(why)) => why,
                 admitted => return admitted,
+            };
+            let under_way = self.compacting_for_space.load(Ordering::Relaxed);
+            let give_up = wait_for_compaction_until(under_way, asked_at, deadline);
+            if Instant::now() + COMPACTION_WAIT_STEP >= give_up || !self.compaction_coming() {
+                return Err(Refusal::DiskLow(why));
             }
+            tokio::time::sleep(COMPACTION_WAIT_STEP).await;
         }
     }
 
@@ -2270,6 +2286,28 @@ mod tests {
         // behind.
         assert_eq!(still_behind(behind, 12, 20, later), at(20, later, 0));
         assert_eq!(still_behind(behind, 20, 20, later), None);
+    }
+
+    #[test]
+    fn a_write_waits_for_a_compaction_under_way_until_its_deadline_and_for_an_expected_one_briefly()
+    {
+        let now = Instant::now();
+        let margin = COMPACTION_WAIT_STEP * 5;
+        let deadline = now + Duration::from_secs(30);
+        // Under way: however long it takes, up to the request's own time.
+        assert_eq!(
+            wait_for_compaction_until(true, now, deadline),
+            deadline - margin
+        );
+        // Only expected: a short while.
+        assert_eq!(
+            wait_for_compaction_until(false, now, deadline),
+            now + COMPACTION_WAIT_AT_MOST
+        );
+        // Near the deadline, both end before it, with room to answer.
+        let soon = now + Duration::from_millis(500);
+        assert_eq!(wait_for_compaction_until(true, now, soon), soon - margin);
+        assert_eq!(wait_for_compaction_until(false, now, soon), soon - margin);
     }
 
     #[test]
