@@ -794,6 +794,11 @@ fn info_and_config_report_what_the_server_really_has() {
     // redis-py's own test set-up reads it, and tools pick cluster clients by it.
     assert!(info.contains("\r\ncluster_enabled:0\r\n"), "{info}");
     assert!(!info.contains("# Commandstats"), "only INFO all has it");
+    // One blank line between sections and none after the last, as Redis
+    // writes them.
+    let two = raw.call(&["INFO", "server", "clients"]);
+    assert!(two.contains("\r\n\r\n# Clients\r\n"), "{two:?}");
+    assert!(!two.ends_with("\r\n\r\n\r\n"), "{two:?}");
     assert!(info.contains("walrus_fsync:interval=5"), "{info}");
     assert!(info.contains("role:master"), "{info}");
     assert!(info.contains("errorstat_ERR:count=2"), "{info}");

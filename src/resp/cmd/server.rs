@@ -1449,6 +1449,10 @@ fn info(shared: &Shared, sections: &[Bytes]) -> String {
             );
         }
     }
+    // Redis puts a blank line between sections, none after the last.
+    if text.ends_with("\r\n\r\n") {
+        text.truncate(text.len() - 2);
+    }
     text
 }
 
