@@ -764,12 +764,16 @@ impl ClusterNode {
         deadline: Instant,
     ) -> std::result::Result<(), Refusal> {
         let asked_at = Instant::now();
+        // Once seen under way, a compaction counts as under way for the rest
+        // of this wait: the housekeeping task clears its flag for a moment
+        // when it asks again for a snapshot that is slow to come.
+        let mut under_way = false;
         loop {
             let why = match self.admit(proposal) {
                 Err(Refusal::DiskLow(why)) => why,
                 admitted => return admitted,
             };
-            let under_way = self.compacting_for_space.load(Ordering::Relaxed);
+            under_way |= self.compacting_for_space.load(Ordering::Relaxed);
             let give_up = wait_for_compaction_until(under_way, asked_at, deadline);
             if Instant::now() + COMPACTION_WAIT_STEP >= give_up || !self.compaction_coming() {
                 return Err(Refusal::DiskLow(why));
