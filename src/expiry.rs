@@ -25,7 +25,8 @@ use crate::store::{Command, DbKey, Guard, KvStore};
 /// How often and how much the sweeper works.
 #[derive(Debug, Clone, Copy)]
 pub struct SweepConfig {
-    /// Pause between passes (default 100 ms).
+    /// Pause between passes at start (default 100 ms: Redis's `hz` 10;
+    /// `CONFIG SET hz` changes it through [`SweepState`]).
     pub interval: Duration,
     /// Expired keys deleted per pass at most (default 1000).
     pub keys_per_pass: usize,
@@ -40,26 +41,68 @@ impl Default for SweepConfig {
     }
 }
 
-/// What the sweeper has done (INFO's `expired_keys`).
-#[derive(Debug, Default)]
-pub struct SweepStats {
+/// The sweeper's side that others see: what it has done (INFO's
+/// `expired_keys`) and how often it runs, which `CONFIG SET hz` changes while
+/// it runs.
+#[derive(Debug)]
+pub struct SweepState {
     /// Keys the sweeper deleted because they had expired.
     pub expired_keys: AtomicU64,
+    /// The pause between passes, in microseconds.
+    interval_micros: AtomicU64,
 }
 
-/// Sweeps until `shutdown` turns true, counting in `stats`; waits while
-/// `pause` holds clients. A search for expired keys that takes long is
-/// recorded in `latency` (`expire-cycle`): it holds the state's lock.
+/// Redis's bounds on `hz`: a value outside them is taken as the nearest.
+pub const MIN_HZ: u64 = 1;
+pub const MAX_HZ: u64 = 500;
+
+impl SweepState {
+    pub fn new(interval: Duration) -> SweepState {
+        SweepState {
+            expired_keys: AtomicU64::new(0),
+            interval_micros: AtomicU64::new(interval.as_micros().max(1) as u64),
+        }
+    }
+
+    /// The pause between passes.
+    pub fn interval(&self) -> Duration {
+        Duration::from_micros(self.interval_micros.load(Ordering::Relaxed))
+    }
+
+    /// Passes a second, as Redis's `hz` counts its expiry cycles.
+    pub fn hz(&self) -> u64 {
+        (1_000_000 / self.interval_micros.load(Ordering::Relaxed).max(1)).clamp(MIN_HZ, MAX_HZ)
+    }
+
+    /// Runs `hz` passes a second from the next pause on, within
+    /// [`MIN_HZ`]..=[`MAX_HZ`] as Redis clamps it.
+    pub fn set_hz(&self, hz: u64) {
+        let hz = hz.clamp(MIN_HZ, MAX_HZ);
+        self.interval_micros
+            .store(1_000_000 / hz, Ordering::Relaxed);
+    }
+}
+
+impl Default for SweepState {
+    fn default() -> SweepState {
+        SweepState::new(SweepConfig::default().interval)
+    }
+}
+
+/// Sweeps until `shutdown` turns true, counting in `state` and pausing
+/// between passes as long as it says; waits while `pause` holds clients. A
+/// search for expired keys that takes long is recorded in `latency`
+/// (`expire-cycle`): it holds the state's lock.
 pub async fn run(
     store: Arc<dyn KvStore>,
     config: SweepConfig,
-    (pause, stats, latency): (Arc<ClientPause>, Arc<SweepStats>, Arc<LatencyMonitor>),
+    (pause, state, latency): (Arc<ClientPause>, Arc<SweepState>, Arc<LatencyMonitor>),
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut cursor: Option<DbKey> = None;
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(config.interval) => {}
+            _ = tokio::time::sleep(state.interval()) => {}
             _ = shutdown.wait_for(|&stop| stop) => return,
         }
         // While clients are paused (CLIENT PAUSE) nothing changes the
@@ -71,7 +114,7 @@ pub async fn run(
         let (next, expired) =
             sweep_once(store.as_ref(), after, config.keys_per_pass, &latency).await;
         cursor = next;
-        stats.expired_keys.fetch_add(expired, Ordering::Relaxed);
+        state.expired_keys.fetch_add(expired, Ordering::Relaxed);
     }
 }
 
@@ -130,6 +173,26 @@ mod tests {
 
     use super::*;
     use crate::store::{MemStore, now_ms};
+
+    #[test]
+    fn hz_sets_the_pause_between_passes_within_redis_bounds() {
+        let state = SweepState::default();
+        assert_eq!(state.hz(), 10);
+        assert_eq!(state.interval(), Duration::from_millis(100));
+        state.set_hz(100);
+        assert_eq!(
+            (state.hz(), state.interval()),
+            (100, Duration::from_millis(10))
+        );
+        // As Redis clamps it: 0 runs once a second, 1000 at 500.
+        state.set_hz(0);
+        assert_eq!((state.hz(), state.interval()), (1, Duration::from_secs(1)));
+        state.set_hz(1000);
+        assert_eq!(
+            (state.hz(), state.interval()),
+            (500, Duration::from_millis(2))
+        );
+    }
 
     fn put(store: &MemStore, key: &str, expires_at_ms: u64) {
         store

@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::error::Error;
-use crate::expiry::{SweepConfig, SweepStats};
+use crate::expiry::{SweepConfig, SweepState};
 use crate::http::{App, HttpConfig, load_tls_config, serve};
 use crate::node::Node;
 use crate::pause::ClientPause;
@@ -176,12 +176,12 @@ pub async fn run(
         None => None,
     };
     let pause = Arc::new(ClientPause::default());
-    let sweep_stats = Arc::new(SweepStats::default());
+    let sweep_state = Arc::new(SweepState::new(options.sweep.interval));
     let latency = options.store.latency.clone();
     let sweeper = tokio::spawn(crate::expiry::run(
         node.store().clone(),
         options.sweep,
-        (pause.clone(), sweep_stats.clone(), latency.clone()),
+        (pause.clone(), sweep_state.clone(), latency.clone()),
         shutdown.clone(),
     ));
     let mut resp_config = options.resp.clone();
@@ -201,7 +201,7 @@ pub async fn run(
                 listener,
                 node.clone(),
                 resp_config,
-                (stats, pause, sweep_stats, latency),
+                (stats, pause, sweep_state, latency),
                 (shutdown.clone(), stop_requested.clone()),
             )?)
         }

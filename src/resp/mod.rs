@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::expiry::SweepStats;
+use crate::expiry::SweepState;
 use crate::latency_monitor::LatencyMonitor;
 use crate::node::Node;
 use crate::pause::ClientPause;
@@ -115,7 +115,7 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub type NodeServices = (
     Arc<ServerStats>,
     Arc<ClientPause>,
-    Arc<SweepStats>,
+    Arc<SweepState>,
     Arc<LatencyMonitor>,
 );
 
@@ -250,8 +250,8 @@ pub struct Shared {
     pub migrate_cache: migrate_cache::MigrateCache,
     /// CLIENT PAUSE: commands it holds wait before they run.
     pub pause: Arc<ClientPause>,
-    /// The expiry sweeper's counts (INFO `expired_keys`).
-    pub sweep: Arc<SweepStats>,
+    /// The expiry sweeper's counts (INFO `expired_keys`) and rate (`hz`).
+    pub sweep: Arc<SweepState>,
     /// The node's latency monitor (LATENCY), which commands are recorded in.
     pub latency: Arc<LatencyMonitor>,
     /// The connections in MONITOR mode, fed every command run.

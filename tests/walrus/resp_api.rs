@@ -832,6 +832,22 @@ fn info_and_config_report_what_the_server_really_has() {
     );
     assert_eq!(info_number(&mut raw, "stats", "total_error_replies"), 0);
 
+    // hz paces the expiry sweeper, live, within Redis's 1 to 500.
+    assert_eq!(raw.call(&["CONFIG", "SET", "hz", "100"]), "+OK\r\n");
+    assert_eq!(
+        raw.call(&["CONFIG", "GET", "hz"]),
+        "*2\r\n$2\r\nhz\r\n$3\r\n100\r\n"
+    );
+    assert_eq!(raw.call(&["CONFIG", "SET", "hz", "1000"]), "+OK\r\n");
+    assert!(
+        raw.call(&["INFO", "server"])
+            .contains("\r\nhz:500\r\nconfigured_hz:500\r\n")
+    );
+    assert!(
+        raw.call(&["CONFIG", "SET", "hz", "-1"])
+            .contains("argument must be between 0 and")
+    );
+    assert_eq!(raw.call(&["CONFIG", "SET", "hz", "10"]), "+OK\r\n");
     let config = raw.call(&["CONFIG", "GET", "*"]);
     for (name, value) in [
         ("databases", "16"),

@@ -929,7 +929,7 @@ fn config_values(shared: &Shared) -> Vec<(&'static str, String)> {
                 .to_string(),
         ),
         ("port", shared.stats.port.to_string()),
-        ("hz", "10".into()),
+        ("hz", shared.sweep.hz().to_string()),
         (
             "slowlog-log-slower-than",
             shared.slowlog.slower_than_micros().to_string(),
@@ -996,6 +996,7 @@ enum LiveSetting {
     KeyspaceEvents(u32),
     TrackingMaxKeys(usize),
     MigrateOverTls(bool),
+    Hz(u64),
 }
 
 /// CONFIG SET name value [name value …]: `timeout` (seconds a client may stay
@@ -1051,6 +1052,9 @@ fn config_set(shared: &Shared, args: &[Bytes]) -> CommandResult {
             "latency-tracking-info-percentiles" => {
                 LiveSetting::ReportedPercentiles(config_percentiles(&name, &pair[1])?)
             }
+            // Redis takes any non-negative int and runs at the nearest of
+            // 1 to 500 (what CONFIG GET then shows).
+            "hz" => LiveSetting::Hz(config_integer_in(&name, &pair[1], 0, i32::MAX as i64)? as u64),
             "tracking-table-max-keys" => {
                 LiveSetting::TrackingMaxKeys(
                     config_integer_in(&name, &pair[1], 0, i64::MAX)? as usize
@@ -1128,6 +1132,7 @@ fn config_set(shared: &Shared, args: &[Bytes]) -> CommandResult {
                 shared.latency.set_threshold_millis(millis)
             }
             LiveSetting::LatencyTracking(on) => shared.stats.commands.set_tracking(on),
+            LiveSetting::Hz(hz) => shared.sweep.set_hz(hz),
             LiveSetting::ReportedPercentiles(percentiles) => {
                 shared.stats.commands.set_reported_percentiles(percentiles)
             }
@@ -1267,13 +1272,14 @@ fn info(shared: &Shared, sections: &[Bytes]) -> String {
             text,
             "# Server\r\nredis_version:{REDIS_VERSION}\r\nwalrus_version:{}\r\nredis_mode:standalone\r\n\
              os:{}\r\narch_bits:64\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\n\
-             uptime_in_days:{}\r\nhz:10\r\n\r\n",
+             uptime_in_days:{}\r\nhz:{hz}\r\nconfigured_hz:{hz}\r\n\r\n",
             env!("CARGO_PKG_VERSION"),
             std::env::consts::OS,
             std::process::id(),
             stats.port,
             stats.started.elapsed().as_secs(),
-            stats.started.elapsed().as_secs() / 86_400
+            stats.started.elapsed().as_secs() / 86_400,
+            hz = shared.sweep.hz(),
         );
     }
     if wanted("clients") {
