@@ -83,12 +83,6 @@ impl SweepState {
     }
 }
 
-impl Default for SweepState {
-    fn default() -> SweepState {
-        SweepState::new(SweepConfig::default().interval)
-    }
-}
-
 /// Sweeps until `shutdown` turns true, counting in `state` and pausing
 /// between passes as long as it says; waits while `pause` holds clients. A
 /// search for expired keys that takes long is recorded in `latency`
@@ -176,7 +170,7 @@ mod tests {
 
     #[test]
     fn hz_sets_the_pause_between_passes_within_redis_bounds() {
-        let state = SweepState::default();
+        let state = SweepState::new(SweepConfig::default().interval);
         assert_eq!(state.hz(), 10);
         assert_eq!(state.interval(), Duration::from_millis(100));
         state.set_hz(100);

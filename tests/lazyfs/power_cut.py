@@ -218,8 +218,8 @@ def resp_writer(history, port, writer, stop, rng):
 class Server:
     """One walrus process: a single node, or node `node_id` of a cluster."""
 
-    def __init__(self, args, data_dir, node_id=None):
-        self.args, self.data_dir, self.node_id = args, data_dir, node_id
+    def __init__(self, args, mount, data_dir, node_id=None):
+        self.args, self.mount, self.data_dir, self.node_id = args, mount, data_dir, node_id
         self.http_port, self.resp_port = free_port(), free_port()
         self.process = None
 
@@ -341,6 +341,11 @@ def write_for(history, servers, seconds, rng):
     return stop, threads
 
 
+def mounts_of(servers):
+    """The mounts the servers' data lie on, each once (nodes may share one)."""
+    return list({id(server.mount): server.mount for server in servers}.values())
+
+
 def finish(stop, threads):
     stop.set()
     for thread in threads:
@@ -382,13 +387,11 @@ def main():
     history = History()
 
     if args.mode == "single":
-        servers = [Server(args, os.path.join(mounts[0]["dir"], run))]
-        placement = [mounts[0]]
+        servers = [Server(args, mounts[0], os.path.join(mounts[0]["dir"], run))]
     else:
-        count = 3
-        placement = [mounts[i] if args.mode == "cluster-one" else mounts[0] for i in range(count)]
-        servers = [Server(args, os.path.join(placement[i]["dir"], run, f"node-{i + 1}"), i + 1)
-                   for i in range(count)]
+        placement = [mounts[i] if args.mode == "cluster-one" else mounts[0] for i in range(3)]
+        servers = [Server(args, mount, os.path.join(mount["dir"], run, f"node-{i + 1}"), i + 1)
+                   for i, mount in enumerate(placement)]
     peers = ",".join(f"{s.node_id}=127.0.0.1:{s.http_port}" for s in servers)
     # However this script ends, no server is left holding the mounts.
     atexit.register(lambda: [server.stop() for server in servers])
@@ -407,7 +410,7 @@ def main():
             victims = servers
         for victim in victims:
             victim.kill()
-        for mount in {id(placement[servers.index(v)]): placement[servers.index(v)] for v in victims}.values():
+        for mount in mounts_of(victims):
             clear_cache(mount)
         if args.mode == "cluster-one":
             time.sleep(rng.uniform(0.5, 2))  # the others go on without it
@@ -419,7 +422,7 @@ def main():
         for server in servers:
             server.wait_ready()
         problems += check_all(history, servers, round_number)
-        fullest = max(cache_usage(mount) for mount in {id(m): m for m in placement}.values())
+        fullest = max(cache_usage(mount) for mount in mounts_of(servers))
         print(f"  LazyFS cache: {fullest:.0f}% full at most", flush=True)
         if fullest > CACHE_USAGE_LIMIT:
             print(f"{args.mode}: stopped after {round_number} of {args.rounds} rounds: a LazyFS "
