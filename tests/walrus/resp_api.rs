@@ -116,6 +116,20 @@ fn resp_auth_is_required_first() {
         raw.call(&["SET", "k", "v"]),
         "-NOAUTH Authentication required.\r\n"
     );
+    // As in Redis 7, a request that names no command, or has the wrong
+    // number of arguments, hears that before NOAUTH.
+    assert_eq!(
+        raw.call(&["FOO", "bar"]),
+        err("unknown command 'FOO', with args beginning with: 'bar' ")
+    );
+    assert_eq!(
+        raw.call(&["GET"]),
+        err("wrong number of arguments for 'get' command")
+    );
+    assert_eq!(
+        raw.call(&["CONFIG", "NOSUCH"]),
+        err("unknown subcommand 'NOSUCH'. Try CONFIG HELP.")
+    );
     assert_eq!(
         raw.call(&["AUTH", "wrong"]),
         "-WRONGPASS invalid username-password pair or user is disabled.\r\n"

@@ -627,28 +627,29 @@ pub fn wrong_arity(name: &str) -> Reply {
     Reply::err(format!("wrong number of arguments for '{name}' command"))
 }
 
-/// The checks every command passes before it runs: it exists, the client is
-/// authenticated (or the command may run before), arity, key lengths.
-/// `command` is `spec_index(args)`.
+/// The checks every command passes before it runs, in Redis 7's order: it
+/// exists, its arity, its subcommand; then the client is authenticated (or
+/// the command may run before); then key lengths. So a signed-out client
+/// hears "unknown command" or "wrong number of arguments" before `NOAUTH`,
+/// as from Redis. `command` is `spec_index(args)`.
 pub(super) fn check(
     session: &Session,
     shared: &Shared,
     args: &[Bytes],
     command: Option<usize>,
 ) -> Result<&'static Spec, Reply> {
-    let spec = command.map(|position| &SPECS[position]);
-    let may_run_signed_out =
-        spec.is_some_and(|spec| matches!(spec.name, "auth" | "hello" | "quit" | "reset"));
-    if !session.authenticated && !may_run_signed_out {
-        return Err(Reply::Error("NOAUTH Authentication required.".into()));
-    }
-    let spec = spec.ok_or_else(|| unknown_command(args))?;
+    let Some(position) = command else {
+        return Err(unknown_command(args));
+    };
+    let spec = &SPECS[position];
     let count = args.len() as i32;
     if (spec.arity > 0 && count != spec.arity) || (spec.arity < 0 && count < -spec.arity) {
         return Err(wrong_arity(spec.name));
     }
-    if let Some(position) = command {
-        subcommands::check_subcommand(position, args)?;
+    subcommands::check_subcommand(position, args)?;
+    let may_run_signed_out = matches!(spec.name, "auth" | "hello" | "quit" | "reset");
+    if !session.authenticated && !may_run_signed_out {
+        return Err(Reply::Error("NOAUTH Authentication required.".into()));
     }
     check_key_lengths(spec, shared, args)?;
     Ok(spec)
