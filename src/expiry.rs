@@ -41,15 +41,17 @@ impl Default for SweepConfig {
     }
 }
 
-/// The sweeper's side that others see: what it has done (INFO's
-/// `expired_keys`) and how often it runs, which `CONFIG SET hz` changes while
-/// it runs.
+/// The sweeper's settings and counts, shared with those who read or change
+/// them: what it has done (INFO's `expired_keys`), how much a pass does, and
+/// how often it runs, which `CONFIG SET hz` changes while it runs.
 #[derive(Debug)]
 pub struct SweepState {
     /// Keys the sweeper deleted because they had expired.
     pub expired_keys: AtomicU64,
     /// The pause between passes, in microseconds.
     interval_micros: AtomicU64,
+    /// Expired keys deleted per pass at most.
+    keys_per_pass: usize,
 }
 
 /// Redis's bounds on `hz`: a value outside them is taken as the nearest.
@@ -57,10 +59,11 @@ pub const MIN_HZ: u64 = 1;
 pub const MAX_HZ: u64 = 500;
 
 impl SweepState {
-    pub fn new(interval: Duration) -> SweepState {
+    pub fn new(config: SweepConfig) -> SweepState {
         SweepState {
             expired_keys: AtomicU64::new(0),
-            interval_micros: AtomicU64::new(interval.as_micros().max(1) as u64),
+            interval_micros: AtomicU64::new(config.interval.as_micros().max(1) as u64),
+            keys_per_pass: config.keys_per_pass,
         }
     }
 
@@ -83,13 +86,13 @@ impl SweepState {
     }
 }
 
-/// Sweeps until `shutdown` turns true, counting in `state` and pausing
-/// between passes as long as it says; waits while `pause` holds clients. A
+/// Sweeps until `shutdown` turns true, counting in `state`, pausing between
+/// passes and deleting per pass as much as it says; waits while `pause`
+/// holds clients. A
 /// search for expired keys that takes long is recorded in `latency`
 /// (`expire-cycle`): it holds the state's lock.
 pub async fn run(
     store: Arc<dyn KvStore>,
-    config: SweepConfig,
     (pause, state, latency): (Arc<ClientPause>, Arc<SweepState>, Arc<LatencyMonitor>),
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -106,7 +109,7 @@ pub async fn run(
         }
         let after = cursor.as_ref().map(|(db, key)| (*db, &key[..]));
         let (next, expired) =
-            sweep_once(store.as_ref(), after, config.keys_per_pass, &latency).await;
+            sweep_once(store.as_ref(), after, state.keys_per_pass, &latency).await;
         cursor = next;
         state.expired_keys.fetch_add(expired, Ordering::Relaxed);
     }
@@ -170,7 +173,7 @@ mod tests {
 
     #[test]
     fn hz_sets_the_pause_between_passes_within_redis_bounds() {
-        let state = SweepState::new(SweepConfig::default().interval);
+        let state = SweepState::new(SweepConfig::default());
         assert_eq!(state.hz(), 10);
         assert_eq!(state.interval(), Duration::from_millis(100));
         state.set_hz(100);

@@ -176,11 +176,10 @@ pub async fn run(
         None => None,
     };
     let pause = Arc::new(ClientPause::default());
-    let sweep_state = Arc::new(SweepState::new(options.sweep.interval));
+    let sweep_state = Arc::new(SweepState::new(options.sweep));
     let latency = options.store.latency.clone();
     let sweeper = tokio::spawn(crate::expiry::run(
         node.store().clone(),
-        options.sweep,
         (pause.clone(), sweep_state.clone(), latency.clone()),
         shutdown.clone(),
     ));
