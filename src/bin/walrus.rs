@@ -294,7 +294,9 @@ struct VerifyArgs {
     /// Concurrent clients.
     #[arg(long, default_value_t = 8)]
     clients: u64,
-    /// Distinct keys (`verify-0` …); fewer keys, more contention.
+    /// Distinct keys (`verify-0` …); fewer keys, more contention. They are
+    /// deleted before the workload starts, so a store may hold them from an
+    /// earlier run.
     #[arg(long, default_value_t = 20)]
     keys: u64,
     /// Seconds of workload.

@@ -121,6 +121,7 @@ pub async fn run(options: VerifyOptions) -> Result<VerifyReport, String> {
     if !options.faults.is_empty() && cluster.is_none() {
         return Err("faults need --dev-cluster N (a cluster walrus verify starts itself)".into());
     }
+    clear_keys(&options.workload).await?;
     let recorder = Arc::new(Recorder::new());
     let workload = tokio::spawn({
         let workload = options.workload.clone();
@@ -236,6 +237,32 @@ async fn wait_until_writable(options: &WorkloadOptions) -> Result<(), String> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Err("no endpoint acknowledged a write within 30 s".into())
+}
+
+/// Deletes every key the workload uses, each until a delete of it is
+/// acknowledged, so that the checker's model (every key absent at the start)
+/// holds on a store that kept them from an earlier run.
+async fn clear_keys(options: &WorkloadOptions) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut client = workload::Client::new(u64::MAX, options)?;
+    let recorder = Recorder::new();
+    for key in workload::KeySpace::new(options.keys, options.mix).all() {
+        loop {
+            let done = client
+                .run_one(&recorder, workload::OpKind::Delete, &key)
+                .await;
+            if !done.is_empty() && done.iter().all(|op| op.completed_ns.is_some()) {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "could not delete {key} (left from an earlier run?) within 30 s"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
 }
 
 /// After healing, every endpoint must have returned the same value per key.

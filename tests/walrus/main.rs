@@ -7,6 +7,7 @@
 mod backup;
 mod cli;
 mod cluster;
+mod cluster_netns;
 mod common;
 mod crash;
 mod crash_points;
