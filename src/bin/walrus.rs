@@ -477,6 +477,13 @@ struct ServeArgs {
     /// (Redis's `timeout`; `CONFIG SET timeout N` changes it while running).
     #[arg(long, default_value_t = 0)]
     resp_idle_timeout_secs: u64,
+    /// Probe a quiet Redis-protocol client's connection with TCP keepalives
+    /// after this many seconds, so one whose host vanished (a power cut, a
+    /// partition) is closed instead of held open for ever; 0 for never
+    /// (Redis's `tcp-keepalive`, 300 there too; `CONFIG SET tcp-keepalive N`
+    /// changes it for new connections).
+    #[arg(long, default_value_t = 300)]
+    resp_tcp_keepalive_secs: u64,
     /// Event loops serving the Redis protocol, each a thread taking its share
     /// of the connections. One, as in Redis, answers a whole turn of
     /// connections with one sync; more spread the commands over more cores.
@@ -610,6 +617,7 @@ impl ServeArgs {
             auth_token: auth_token.clone(),
             max_connections: self.max_connections.max(1),
             idle_timeout_secs: self.resp_idle_timeout_secs,
+            tcp_keepalive_secs: self.resp_tcp_keepalive_secs,
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
             // Set from --tls-cert when the server starts.
             tls: None,

@@ -66,6 +66,9 @@ pub struct RespConfig {
     /// Seconds a client may stay idle before it is disconnected, 0 for
     /// never (Redis's `timeout`; `CONFIG SET timeout` changes it live).
     pub idle_timeout_secs: u64,
+    /// Seconds of quiet before TCP keepalive probes a client's connection,
+    /// 0 for no probes (Redis's `tcp-keepalive`).
+    pub tcp_keepalive_secs: u64,
     /// How long shutdown waits for connections to finish their requests.
     pub shutdown_grace: Duration,
     /// TLS for every connection (the node's `--tls-cert`), so `AUTH` never
@@ -96,6 +99,7 @@ impl Default for RespConfig {
             auth_token: None,
             max_connections: 4096,
             idle_timeout_secs: 0,
+            tcp_keepalive_secs: 300,
             shutdown_grace: Duration::from_secs(10),
             tls: None,
             migrate_tls: None,
@@ -229,6 +233,9 @@ pub struct Shared {
     /// The idle timeout now, in seconds (starts as the config's; CONFIG SET
     /// changes it).
     pub idle_timeout_secs: AtomicU64,
+    /// `tcp-keepalive` now, in seconds (starts as the config's; CONFIG SET
+    /// changes it for connections accepted from then on, as in Redis).
+    pub tcp_keepalive_secs: AtomicU64,
     /// Commands slower than its threshold (SLOWLOG).
     pub slowlog: slowlog::SlowLog,
     /// Notified by SHUTDOWN: the server stops as on SIGTERM.
@@ -311,6 +318,22 @@ async fn disconnect_idle_clients(shared: Arc<Shared>, mut shutdown: watch::Recei
 /// system's descriptor limit may stop them earlier).
 pub const MAX_CLIENTS_CEILING: usize = 65_536;
 
+/// Probes `stream` after `seconds` of quiet, then every third of that (at
+/// least a second), and gives up after three unanswered probes, as Redis's
+/// `tcp-keepalive` does: a client whose host is gone is closed after about
+/// twice `seconds`. 0 leaves the socket without probes.
+fn set_tcp_keepalive(stream: &TcpStream, seconds: u64) -> io::Result<()> {
+    let socket = socket2::SockRef::from(stream);
+    if seconds == 0 {
+        return socket.set_keepalive(false);
+    }
+    let probes = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(seconds))
+        .with_interval(Duration::from_secs((seconds / 3).max(1)))
+        .with_retries(3);
+    socket.set_tcp_keepalive(&probes)
+}
+
 /// Tells a client past `maxclients` so, in Redis's words, and closes. Over
 /// TLS the words cannot be sent before a handshake, so the connection is
 /// only closed. It stops counting as connected before it is closed, so a
@@ -355,6 +378,7 @@ pub async fn serve_resp(
         node,
         stats,
         idle_timeout_secs: AtomicU64::new(config.idle_timeout_secs),
+        tcp_keepalive_secs: AtomicU64::new(config.tcp_keepalive_secs),
         max_clients: std::sync::atomic::AtomicUsize::new(config.max_connections.max(1)),
         maxmemory_policy: std::sync::atomic::AtomicU8::new(0),
         migrate_over_tls: std::sync::atomic::AtomicBool::new(config.migrate_tls.is_some()),
@@ -434,6 +458,10 @@ pub async fn serve_resp(
             if !admitted {
                 refuse_past_max_clients(stream, &shared).await;
                 return;
+            }
+            let keepalive = shared.tcp_keepalive_secs.load(Ordering::Relaxed);
+            if let Err(error) = set_tcp_keepalive(&stream, keepalive) {
+                tracing::debug!(%error, client = id, "TCP keepalive could not be set");
             }
             let address = |address: io::Result<std::net::SocketAddr>| {
                 address

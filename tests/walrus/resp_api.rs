@@ -2869,3 +2869,82 @@ fn migrate_moves_keys_to_another_server_and_deletes_only_what_the_target_took() 
     assert_eq!(guarded_raw.call(&["AUTH", "s3cret"]), "+OK\r\n");
     assert_eq!(guarded_raw.call(&["GET", "d"]), "$1\r\nx\r\n");
 }
+
+/// The kernel's timer on the server's end of the connection from local port
+/// `client_port` to `server`: (`tr`, `tm->when` in clock ticks) as
+/// /proc/net/tcp shows them; `tr` 2 is the keepalive timer, 0 none.
+fn server_socket_timer(server: std::net::SocketAddr, client_port: u16) -> Option<(u32, u64)> {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+    let server_port = format!(":{:04X}", server.port());
+    let client_port = format!(":{client_port:04X}");
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (local, remote, timer) = (fields.get(1)?, fields.get(2)?, fields.get(5)?);
+        if !(local.ends_with(&server_port) && remote.ends_with(&client_port)) {
+            return None;
+        }
+        let (kind, when) = timer.split_once(':')?;
+        Some((
+            u32::from_str_radix(kind, 16).ok()?,
+            u64::from_str_radix(when, 16).ok()?,
+        ))
+    })
+}
+
+/// A new connection that has been answered once (so the server has set it
+/// up), and the server's keepalive timer on it.
+fn answered_connection_timer(server: std::net::SocketAddr) -> (std::net::TcpStream, (u32, u64)) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(server).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("read timeout");
+    stream.write_all(b"PING\r\n").expect("send PING");
+    let mut pong = [0u8; 7];
+    stream.read_exact(&mut pong).expect("read PONG");
+    assert_eq!(&pong, b"+PONG\r\n");
+    let port = stream.local_addr().expect("local address").port();
+    let timer = server_socket_timer(server, port).expect("the server's socket in /proc/net/tcp");
+    (stream, timer)
+}
+
+#[test]
+fn client_connections_are_probed_with_tcp_keepalives_as_redis_does() {
+    // A client whose host vanishes (a power cut, a partition) sends nothing
+    // more, not even a reset: without probes its connection, and its slot
+    // under maxclients, would be held for ever.
+    let (server, _data) = Server::start_resp(&[]);
+    let address = server.resp_address();
+    let mut raw = RawResp::connect(address);
+    assert_eq!(
+        raw.call(&["CONFIG", "GET", "tcp-keepalive"]),
+        "*2\r\n$13\r\ntcp-keepalive\r\n$3\r\n300\r\n"
+    );
+    let (_first, (kind, default_wait)) = answered_connection_timer(address);
+    assert_eq!(kind, 2, "the keepalive timer runs on a new connection");
+    assert_eq!(
+        raw.call(&["CONFIG", "SET", "tcp-keepalive", "3"]),
+        "+OK\r\n"
+    );
+    let (_second, (kind, short_wait)) = answered_connection_timer(address);
+    assert_eq!(kind, 2);
+    assert!(
+        short_wait > 0 && short_wait * 50 < default_wait,
+        "probes after 3 s ({short_wait} ticks) come 100 times sooner than after 300 s \
+         ({default_wait} ticks)"
+    );
+    assert_eq!(
+        raw.call(&["CONFIG", "SET", "tcp-keepalive", "0"]),
+        "+OK\r\n"
+    );
+    let (_third, (kind, _)) = answered_connection_timer(address);
+    assert_eq!(kind, 0, "tcp-keepalive 0 sends no probes");
+    assert!(
+        raw.call(&["CONFIG", "SET", "tcp-keepalive", "-1"])
+            .starts_with("-ERR CONFIG SET failed")
+    );
+    assert_eq!(
+        raw.call(&["CONFIG", "GET", "tcp-keepalive"]),
+        "*2\r\n$13\r\ntcp-keepalive\r\n$1\r\n0\r\n"
+    );
+}

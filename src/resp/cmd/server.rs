@@ -928,6 +928,13 @@ fn config_values(shared: &Shared) -> Vec<(&'static str, String)> {
                 .load(std::sync::atomic::Ordering::Relaxed)
                 .to_string(),
         ),
+        (
+            "tcp-keepalive",
+            shared
+                .tcp_keepalive_secs
+                .load(Ordering::Relaxed)
+                .to_string(),
+        ),
         ("port", shared.stats.port.to_string()),
         ("hz", shared.sweep.hz().to_string()),
         (
@@ -987,6 +994,7 @@ fn eviction_policy(shared: &Shared) -> &'static str {
 enum LiveSetting {
     EvictionPolicy(u8),
     IdleTimeoutSecs(u64),
+    TcpKeepaliveSecs(u64),
     MaxClients(usize),
     SlowerThanMicros(i64),
     SlowLogLength(usize),
@@ -1000,7 +1008,8 @@ enum LiveSetting {
 }
 
 /// CONFIG SET name value [name value …]: `timeout` (seconds a client may stay
-/// idle, 0 for never), `maxclients`, the slow log's two settings,
+/// idle, 0 for never), `tcp-keepalive` (for connections accepted from then
+/// on), `maxclients`, the slow log's two settings,
 /// `latency-monitor-threshold` (milliseconds, 0 for off), `latency-tracking`
 /// and `latency-tracking-info-percentiles` (INFO latencystats),
 /// `notify-keyspace-events`, `tracking-table-max-keys`, `tls-cluster`
@@ -1031,6 +1040,12 @@ fn config_set(shared: &Shared, args: &[Bytes]) -> CommandResult {
     for (name, pair) in names.into_iter().zip(args.chunks_exact(2)) {
         let change = match name.as_str() {
             "timeout" => LiveSetting::IdleTimeoutSecs(config_integer(&name, &pair[1], 0)? as u64),
+            "tcp-keepalive" => LiveSetting::TcpKeepaliveSecs(config_integer_in(
+                &name,
+                &pair[1],
+                0,
+                i32::MAX as i64,
+            )? as u64),
             "slowlog-log-slower-than" => {
                 LiveSetting::SlowerThanMicros(config_integer(&name, &pair[1], -1)?)
             }
@@ -1125,6 +1140,9 @@ fn config_set(shared: &Shared, args: &[Bytes]) -> CommandResult {
             }
             LiveSetting::IdleTimeoutSecs(seconds) => shared
                 .idle_timeout_secs
+                .store(seconds, std::sync::atomic::Ordering::Relaxed),
+            LiveSetting::TcpKeepaliveSecs(seconds) => shared
+                .tcp_keepalive_secs
                 .store(seconds, std::sync::atomic::Ordering::Relaxed),
             LiveSetting::SlowerThanMicros(micros) => shared.slowlog.set_slower_than_micros(micros),
             LiveSetting::SlowLogLength(length) => shared.slowlog.set_max_len(length),
