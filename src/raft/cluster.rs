@@ -36,7 +36,7 @@ use tokio::time::Instant;
 use super::broadcast::{Broadcaster, Published};
 use super::fault::FaultSwitch;
 use super::formats::{MemberFormats, OLDEST_FORMAT};
-use super::forward::{ForwardAnswer, ForwardQueue, Forwarded};
+use super::forward::{ForwardAnswer, ForwardQueue, Forwarded, LeaderMoved, unless_leader_moved};
 use super::log_store::{HeldBytes, LogStore};
 use super::network::{
     ChunkAnswer, Peer, PeerError, PeerIdentity, PeerNetworkFactory, PeerTls, PeerTransport,
@@ -313,6 +313,9 @@ pub struct ClusterNode {
     read_batch: Mutex<ReadBatch>,
     /// Writes waiting to be forwarded to the leader, sent in batches.
     forwarding: Arc<ForwardQueue>,
+    /// Resolves once another node than the one given is known to lead: a
+    /// request to the old leader still unanswered then is given up.
+    leader_moved: LeaderMoved,
     /// How this node identifies itself to peers, with the partition switch.
     identity: PeerIdentity,
     /// Memory the log's entries take (the size-based snapshot trigger).
@@ -629,6 +632,7 @@ impl ClusterNode {
         .await
         .map_err(|error| unavailable(format!("starting Raft: {error}")))?;
         let formats = MemberFormats::new(options.command_format);
+        let leader_moved = leader_moved_watch(&raft);
         let node = Arc::new(ClusterNode {
             id: options.node_id,
             raft,
@@ -642,7 +646,8 @@ impl ClusterNode {
             behind: Mutex::new(None),
             incoming_snapshot: tokio::sync::Mutex::new(None),
             read_batch: Mutex::new(ReadBatch::default()),
-            forwarding: Arc::default(),
+            forwarding: Arc::new(ForwardQueue::new(leader_moved.clone())),
+            leader_moved,
             broadcaster: Broadcaster::default(),
             identity,
             log_bytes,
@@ -1378,10 +1383,20 @@ impl ClusterNode {
             self.counters
                 .forwarded_writes
                 .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
-            match peer
-                .call::<_, Vec<ForwardAnswer>>("forward-batch", &batch, remaining)
-                .await
-            {
+            let call = peer.call::<_, Vec<ForwardAnswer>>("forward-batch", &batch, remaining);
+            let Some(answers) =
+                unless_leader_moved(call, peer.target(), Some(&self.leader_moved)).await
+            else {
+                let reason = format!(
+                    "leadership left node {} while the writes were on their way to it",
+                    peer.target()
+                );
+                for index in pending.drain(..) {
+                    results[index] = Some(Err(unconfirmed(reason.clone())));
+                }
+                break;
+            };
+            match answers {
                 Ok(answers) if answers.len() == pending.len() => {
                     let mut retry = Vec::new();
                     for (index, answer) in pending.iter().zip(answers) {
@@ -1742,13 +1757,13 @@ impl ClusterNode {
                 .forwarded_reads
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let remaining = deadline.saturating_duration_since(Instant::now());
-            // Asking for a read index changes nothing: safe to retry.
-            match peer
-                .call::<_, Option<u64>>("read-index", &(), remaining)
-                .await
-            {
-                Ok(Some(index)) => return Ok(index),
-                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            // Asking for a read index changes nothing: safe to retry, and to
+            // ask the new leader at once when this one lost its place.
+            let call = peer.call::<_, Option<u64>>("read-index", &(), remaining);
+            match unless_leader_moved(call, peer.target(), Some(&self.leader_moved)).await {
+                Some(Ok(Some(index))) => return Ok(index),
+                None => {}
+                Some(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             }
         }
     }
@@ -2264,6 +2279,28 @@ fn membership_error(error: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) 
     }
 }
 
+/// A [`LeaderMoved`] reading `raft`'s server metrics: it resolves once the
+/// node knows of a leader other than the one given (never, if Raft stops).
+/// Those metrics change with the vote, role, leader or membership, not with
+/// every entry applied, so a forward in flight is not woken per write.
+fn leader_moved_watch(raft: &Raft) -> LeaderMoved {
+    let metrics = raft.server_metrics();
+    Arc::new(move |leader: NodeId| {
+        let mut metrics = metrics.clone();
+        Box::pin(async move {
+            use openraft::async_runtime::watch::WatchReceiver;
+            loop {
+                let current = metrics.borrow_watched().current_leader;
+                if current.is_some_and(|current| current != leader) {
+                    return;
+                }
+                if metrics.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        })
+    })
+}
 #[cfg(test)]
 mod tests {
     use super::*;

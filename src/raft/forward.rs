@@ -16,18 +16,25 @@
 //! - a write whose caller has given up (its deadline passed, and it told its
 //!   client so) is never sent: a retry by that client cannot apply it twice;
 //! - the senders run on their own tasks, so a caller that gives up strands
-//!   no other write.
+//!   no other write;
+//! - a batch still unanswered [`LEADER_MOVED_GRACE`] after this node learns
+//!   of another leader is abandoned as of unknown outcome: a leader cut off
+//!   by a partition that drops packets never answers, and its senders would
+//!   otherwise hold back, until their deadline, the writes for the new one.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+
+use futures::future::BoxFuture;
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::Proposal;
 use super::network::{Peer, PeerError};
+use super::{NodeId, Proposal};
 use crate::store::Outcome;
 
 /// Most forward requests in flight from one node.
@@ -37,6 +44,33 @@ const MAX_SENDERS: usize = 4;
 const MAX_BATCH_BYTES: usize = 8 << 20;
 /// Most writes in one batch.
 const MAX_BATCH_WRITES: usize = 1024;
+
+/// How long a request to a node may still take once this node knows of
+/// another leader. A node that lost its place but still answers says so
+/// well within it (its definitive answer is worth the wait); one cut off by
+/// a partition never does.
+pub const LEADER_MOVED_GRACE: Duration = Duration::from_millis(250);
+
+/// Resolves once this node knows a leader other than the node given.
+pub type LeaderMoved = Arc<dyn Fn(NodeId) -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// `request`'s answer, or `None` when `leader_moved` says leadership left
+/// `leader` and `request` was still unanswered [`LEADER_MOVED_GRACE`] later.
+pub async fn unless_leader_moved<T>(
+    request: impl Future<Output = T>,
+    leader: NodeId,
+    leader_moved: Option<&LeaderMoved>,
+) -> Option<T> {
+    let Some(leader_moved) = leader_moved else {
+        return Some(request.await);
+    };
+    tokio::pin!(request);
+    tokio::select! {
+        answer = &mut request => return Some(answer),
+        () = leader_moved(leader) => {}
+    }
+    tokio::time::timeout(LEADER_MOVED_GRACE, request).await.ok()
+}
 
 /// What the leader answers for a forwarded write.
 #[derive(Debug, Serialize, Deserialize)]
@@ -79,9 +113,19 @@ struct QueueState {
 #[derive(Default)]
 pub struct ForwardQueue {
     state: Mutex<QueueState>,
+    /// When set, a batch to a node that is no longer the leader is
+    /// abandoned (see [`unless_leader_moved`]).
+    leader_moved: Option<LeaderMoved>,
 }
 
 impl ForwardQueue {
+    pub fn new(leader_moved: LeaderMoved) -> ForwardQueue {
+        ForwardQueue {
+            state: Mutex::default(),
+            leader_moved: Some(leader_moved),
+        }
+    }
+
     /// Forwards `proposal` to `peer` (the leader as this caller knows it)
     /// in the next batch that leaves, and returns what became of it.
     pub async fn forward(
@@ -142,9 +186,19 @@ impl ForwardQueue {
                 .map(|waiting| (waiting.proposal, waiting.reply))
                 .unzip();
             let count = replies.len();
-            let answers = peer
-                .call::<_, Vec<ForwardAnswer>>("forward-batch", &proposals, timeout)
-                .await;
+            let call = peer.call::<_, Vec<ForwardAnswer>>("forward-batch", &proposals, timeout);
+            let Some(answers) =
+                unless_leader_moved(call, peer.target(), self.leader_moved.as_ref()).await
+            else {
+                let reason = format!(
+                    "leadership left node {} while the writes were on their way to it",
+                    peer.target()
+                );
+                for reply in replies {
+                    let _ = reply.send(Forwarded::Failed(reason.clone()));
+                }
+                continue;
+            };
             match answers {
                 Ok(answers) if answers.len() == count => {
                     for (reply, answer) in replies.into_iter().zip(answers) {
@@ -211,15 +265,106 @@ mod tests {
     use crate::raft::network::PeerIdentity;
 
     fn peer(target: u64) -> Arc<Peer> {
+        peer_over(target, None)
+    }
+
+    fn peer_over(
+        target: u64,
+        transport: Option<Arc<dyn crate::raft::network::PeerTransport>>,
+    ) -> Arc<Peer> {
         let identity = PeerIdentity {
             own_id: 1,
             token: None,
             faults: None,
             tls: None,
-            transport: None,
+            transport,
             health: Default::default(),
         };
         Arc::new(Peer::new("127.0.0.1:9", target, &identity).expect("peer"))
+    }
+
+    /// A network whose messages vanish: no answer, no error, ever.
+    #[derive(Debug)]
+    struct Silent;
+
+    impl crate::raft::network::PeerTransport for Silent {
+        fn deliver(
+            &self,
+            _from: u64,
+            _to: u64,
+            _message: &'static str,
+            _body: Vec<u8>,
+        ) -> BoxFuture<'static, Result<Vec<u8>, PeerError>> {
+            Box::pin(std::future::pending())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn writes_to_a_leader_that_went_silent_are_given_up_once_another_leads() {
+        let silent = peer_over(2, Some(Arc::new(Silent)));
+        let (moved, leader_now) = tokio::sync::watch::channel(2u64);
+        let leader_moved: LeaderMoved = Arc::new(move |from| {
+            let mut leader_now = leader_now.clone();
+            Box::pin(async move {
+                let _ = leader_now.wait_for(|&leader| leader != from).await;
+            })
+        });
+        let queue = Arc::new(ForwardQueue::new(leader_moved));
+        let proposal = || Proposal { payload: vec![1] };
+        // More writes than senders, so some wait behind the hung ones.
+        let started = Instant::now();
+        let writes: Vec<_> = (0..MAX_SENDERS + 2)
+            .map(|_| {
+                let queue = queue.clone();
+                let silent = silent.clone();
+                tokio::spawn(async move {
+                    queue
+                        .forward(silent, proposal(), Duration::from_secs(5))
+                        .await
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(writes.iter().all(|write| !write.is_finished()));
+        moved.send(3).expect("the writes are watching");
+        for write in writes {
+            match write.await.expect("the write's task") {
+                Forwarded::Failed(reason) => assert!(reason.contains("leadership left node 2")),
+                other => panic!("expected an unknown outcome, got {other:?}"),
+            }
+        }
+        // Given up within the grace after the move, not at the 5 s deadline.
+        assert!(started.elapsed() <= Duration::from_secs(1) + 2 * LEADER_MOVED_GRACE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_answered_within_the_grace_keeps_its_answer() {
+        let (moved, leader_now) = tokio::sync::watch::channel(2u64);
+        let leader_moved: LeaderMoved = Arc::new(move |from| {
+            let mut leader_now = leader_now.clone();
+            Box::pin(async move {
+                let _ = leader_now.wait_for(|&leader| leader != from).await;
+            })
+        });
+        moved.send(3).expect("watched");
+        let late = async {
+            tokio::time::sleep(LEADER_MOVED_GRACE / 2).await;
+            "answer"
+        };
+        assert_eq!(
+            unless_leader_moved(late, 2, Some(&leader_moved)).await,
+            Some("answer")
+        );
+        let never = std::future::pending::<&str>();
+        assert_eq!(
+            unless_leader_moved(never, 2, Some(&leader_moved)).await,
+            None
+        );
+        let unwatched = async { "answer" };
+        assert_eq!(
+            unless_leader_moved(unwatched, 2, None).await,
+            Some("answer")
+        );
     }
 
     fn waiting(size: usize, to: &Arc<Peer>) -> Waiting {

@@ -245,6 +245,11 @@ impl Peer {
         self.endpoint.url()
     }
 
+    /// The node this peer is.
+    pub fn target(&self) -> NodeId {
+        self.target
+    }
+
     /// Sends `request` to `/raft/{path}` and decodes the answer.
     pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,
