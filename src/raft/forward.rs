@@ -299,16 +299,22 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn writes_to_a_leader_that_went_silent_are_given_up_once_another_leads() {
-        let silent = peer_over(2, Some(Arc::new(Silent)));
-        let (moved, leader_now) = tokio::sync::watch::channel(2u64);
+    /// The leader as a test sets it, and a [`LeaderMoved`] that watches it.
+    fn leader_watch(leader: u64) -> (tokio::sync::watch::Sender<u64>, LeaderMoved) {
+        let (set_leader, leader_now) = tokio::sync::watch::channel(leader);
         let leader_moved: LeaderMoved = Arc::new(move |from| {
             let mut leader_now = leader_now.clone();
             Box::pin(async move {
                 let _ = leader_now.wait_for(|&leader| leader != from).await;
             })
         });
+        (set_leader, leader_moved)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn writes_to_a_leader_that_went_silent_are_given_up_once_another_leads() {
+        let silent = peer_over(2, Some(Arc::new(Silent)));
+        let (moved, leader_moved) = leader_watch(2);
         let queue = Arc::new(ForwardQueue::new(leader_moved));
         let proposal = || Proposal { payload: vec![1] };
         // More writes than senders, so some wait behind the hung ones.
@@ -339,13 +345,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_request_answered_within_the_grace_keeps_its_answer() {
-        let (moved, leader_now) = tokio::sync::watch::channel(2u64);
-        let leader_moved: LeaderMoved = Arc::new(move |from| {
-            let mut leader_now = leader_now.clone();
-            Box::pin(async move {
-                let _ = leader_now.wait_for(|&leader| leader != from).await;
-            })
-        });
+        let (moved, leader_moved) = leader_watch(2);
         moved.send(3).expect("watched");
         let late = async {
             tokio::time::sleep(LEADER_MOVED_GRACE / 2).await;
