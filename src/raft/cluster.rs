@@ -2301,6 +2301,7 @@ fn leader_moved_watch(raft: &Raft) -> LeaderMoved {
         })
     })
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;
