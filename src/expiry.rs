@@ -88,9 +88,8 @@ impl SweepState {
 
 /// Sweeps until `shutdown` turns true, counting in `state`, pausing between
 /// passes and deleting per pass as much as it says; waits while `pause`
-/// holds clients. A
-/// search for expired keys that takes long is recorded in `latency`
-/// (`expire-cycle`): it holds the state's lock.
+/// holds clients. A search for expired keys that takes long is recorded in
+/// `latency` (`expire-cycle`): it holds the state's lock.
 pub async fn run(
     store: Arc<dyn KvStore>,
     (pause, state, latency): (Arc<ClientPause>, Arc<SweepState>, Arc<LatencyMonitor>),

@@ -36,7 +36,9 @@ use tokio::time::Instant;
 use super::broadcast::{Broadcaster, Published};
 use super::fault::FaultSwitch;
 use super::formats::{MemberFormats, OLDEST_FORMAT};
-use super::forward::{ForwardAnswer, ForwardQueue, Forwarded, LeaderMoved, unless_leader_moved};
+use super::forward::{
+    ForwardAnswer, ForwardQueue, Forwarded, LeaderMoved, leader_left, unless_leader_moved,
+};
 use super::log_store::{HeldBytes, LogStore};
 use super::network::{
     ChunkAnswer, Peer, PeerError, PeerIdentity, PeerNetworkFactory, PeerTls, PeerTransport,
@@ -1387,10 +1389,7 @@ impl ClusterNode {
             let Some(answers) =
                 unless_leader_moved(call, peer.target(), Some(&self.leader_moved)).await
             else {
-                let reason = format!(
-                    "leadership left node {} while the writes were on their way to it",
-                    peer.target()
-                );
+                let reason = leader_left(peer.target());
                 for index in pending.drain(..) {
                     results[index] = Some(Err(unconfirmed(reason.clone())));
                 }

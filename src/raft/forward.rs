@@ -54,6 +54,11 @@ pub const LEADER_MOVED_GRACE: Duration = Duration::from_millis(250);
 /// Resolves once this node knows a leader other than the node given.
 pub type LeaderMoved = Arc<dyn Fn(NodeId) -> BoxFuture<'static, ()> + Send + Sync>;
 
+/// Why writes sent to `leader` were given up when leadership left it.
+pub fn leader_left(leader: NodeId) -> String {
+    format!("leadership left node {leader} while the writes were on their way to it")
+}
+
 /// `request`'s answer, or `None` when `leader_moved` says leadership left
 /// `leader` and `request` was still unanswered [`LEADER_MOVED_GRACE`] later.
 pub async fn unless_leader_moved<T>(
@@ -190,10 +195,7 @@ impl ForwardQueue {
             let Some(answers) =
                 unless_leader_moved(call, peer.target(), self.leader_moved.as_ref()).await
             else {
-                let reason = format!(
-                    "leadership left node {} while the writes were on their way to it",
-                    peer.target()
-                );
+                let reason = leader_left(peer.target());
                 for reply in replies {
                     let _ = reply.send(Forwarded::Failed(reason.clone()));
                 }

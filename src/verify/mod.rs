@@ -226,17 +226,32 @@ async fn wait_until_writable(options: &WorkloadOptions) -> Result<(), String> {
         ..options.clone()
     };
     let mut client = workload::Client::new(u64::MAX, &probe)?;
+    let put = (workload::OpKind::Put, "verify-probe");
+    if until_acknowledged(&mut client, put, deadline).await {
+        Ok(())
+    } else {
+        Err("no endpoint acknowledged a write within 30 s".into())
+    }
+}
+
+/// Repeats `kind` on `key` through `client` until an endpoint acknowledges
+/// it (true), or until `deadline` (false).
+async fn until_acknowledged(
+    client: &mut workload::Client,
+    (kind, key): (workload::OpKind, &str),
+    deadline: Instant,
+) -> bool {
     let recorder = Recorder::new();
-    while Instant::now() < deadline {
-        let done = client
-            .run_one(&recorder, workload::OpKind::Put, "verify-probe")
-            .await;
-        if done.iter().all(|op| op.completed_ns.is_some()) {
-            return Ok(());
+    loop {
+        let done = client.run_one(&recorder, kind, key).await;
+        if !done.is_empty() && done.iter().all(|op| op.completed_ns.is_some()) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Err("no endpoint acknowledged a write within 30 s".into())
 }
 
 /// Deletes every key the workload uses, each until a delete of it is
@@ -245,21 +260,12 @@ async fn wait_until_writable(options: &WorkloadOptions) -> Result<(), String> {
 async fn clear_keys(options: &WorkloadOptions) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut client = workload::Client::new(u64::MAX, options)?;
-    let recorder = Recorder::new();
     for key in workload::KeySpace::new(options.keys, options.mix).all() {
-        loop {
-            let done = client
-                .run_one(&recorder, workload::OpKind::Delete, &key)
-                .await;
-            if !done.is_empty() && done.iter().all(|op| op.completed_ns.is_some()) {
-                break;
-            }
-            if Instant::now() >= deadline {
-                return Err(format!(
-                    "could not delete {key} (left from an earlier run?) within 30 s"
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        let delete = (workload::OpKind::Delete, key.as_str());
+        if !until_acknowledged(&mut client, delete, deadline).await {
+            return Err(format!(
+                "could not delete {key} (left from an earlier run?) within 30 s"
+            ));
         }
     }
     Ok(())
