@@ -1,20 +1,25 @@
 //! A 3-node cluster whose nodes are separate hosts (Linux network
-//! namespaces), partitioned as fault-injecting harnesses partition: a node's
-//! link to its peers goes down, so what it sends them, and what they send it,
-//! vanishes without an error (no reset; connections hang until a timeout
-//! gives up on them). The in-process fault switch of `walrus verify
-//! --nemesis partition` refuses a cut message at once instead, so it cannot
-//! show what hung connections do.
+//! namespaces), partitioned as fault-injecting harnesses partition: links go
+//! down, so what crosses them vanishes without an error (no reset;
+//! connections hang until a timeout gives up on them). The in-process fault
+//! switch of `walrus verify --nemesis partition` refuses a cut message at
+//! once instead, so it cannot show what hung connections do.
 //!
-//! Each node has two links: `eth0` to the peers' bridge, which carries Raft,
-//! and `eth1` to the clients' bridge. Only peer links are cut, so clients
-//! still reach a node that is cut off, the old leader among them, and a stale
-//! read it served would show in the history. `walrus verify` drives HTTP and
-//! RESP clients through every node meanwhile and checks the history.
+//! The peers form a mesh: each pair of nodes has a link of its own, through
+//! a bridge in a namespace of its own, which carries their Raft traffic. So
+//! the test can cut one node off from both peers, or cut two nodes apart
+//! while the third still reaches both (a "bridge" partition, where a node
+//! that hears no leader must not unseat one that the majority still
+//! follows). Each node also has a link to the clients' bridge, which is never
+//! cut, so clients still reach a node that is cut off, the old leader among
+//! them, and a stale read it served would show in the history. `walrus
+//! verify` drives HTTP and RESP clients through every node meanwhile and
+//! checks the history.
 //!
 //! Root only (it creates namespaces and links); elsewhere the test says it is
 //! skipped and why.
 
+use std::collections::BTreeSet;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -22,9 +27,13 @@ const NODES: u32 = 3;
 const HTTP_PORT: u16 = 8080;
 const RESP_PORT: u16 = 6380;
 
-/// The namespaces and links of one test run, deleted on drop: `{prefix}p`
-/// holds the peers' bridge, `{prefix}c` the clients' bridge and the clients,
-/// `{prefix}1`… the nodes.
+/// The namespaces and links of one test run, deleted on drop: `{prefix}c`
+/// holds the clients' bridge and the clients, `{prefix}1`… the nodes, and
+/// `{prefix}b{a}{b}` the link between nodes `a < b`.
+///
+/// Node `n` answers its peers on `10.77.0.n`, an address on its loopback,
+/// with a host route to each peer over that pair's link; clients reach it on
+/// `10.88.0.n`.
 struct Hosts {
     prefix: String,
     created: Vec<String>,
@@ -46,45 +55,99 @@ fn ip(args: &[&str]) -> Result<(), String> {
     }
 }
 
+/// A veth pair from `end` in namespace `namespace` to `bridge_port` in
+/// `bridge_namespace`, enslaved to its `br0` and up.
+fn link_to_bridge(
+    bridge_namespace: &str,
+    bridge_port: &str,
+    namespace: &str,
+    end: &str,
+) -> Result<(), String> {
+    ip(&[
+        "link",
+        "add",
+        bridge_port,
+        "netns",
+        bridge_namespace,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        end,
+        "netns",
+        namespace,
+    ])?;
+    ip(&[
+        "-n",
+        bridge_namespace,
+        "link",
+        "set",
+        bridge_port,
+        "master",
+        "br0",
+    ])?;
+    ip(&["-n", bridge_namespace, "link", "set", bridge_port, "up"])?;
+    ip(&["-n", namespace, "link", "set", end, "up"])
+}
+
+/// Every unordered pair of nodes, the lower id first.
+fn pairs() -> impl Iterator<Item = (u32, u32)> {
+    (1..=NODES).flat_map(|a| (a + 1..=NODES).map(move |b| (a, b)))
+}
+
+fn ordered(a: u32, b: u32) -> (u32, u32) {
+    (a.min(b), a.max(b))
+}
+
 impl Hosts {
     fn create() -> Result<Hosts, String> {
         let mut hosts = Hosts {
             prefix: format!("wn{}", std::process::id() % 1_000_000),
             created: Vec::new(),
         };
-        for (hub, subnet) in [("p", 77), ("c", 88)] {
-            let namespace = hosts.add_namespace(hub)?;
-            ip(&["-n", &namespace, "link", "add", "br0", "type", "bridge"])?;
-            ip(&["-n", &namespace, "link", "set", "br0", "up"])?;
-            if hub == "c" {
-                let address = format!("10.{subnet}.0.254/24");
-                ip(&["-n", &namespace, "addr", "add", &address, "dev", "br0"])?;
-            }
-        }
+        let clients = hosts.add_bridge("c")?;
+        ip(&[
+            "-n",
+            &clients,
+            "addr",
+            "add",
+            "10.88.0.254/24",
+            "dev",
+            "br0",
+        ])?;
         for node in 1..=NODES {
             let namespace = hosts.add_namespace(&node.to_string())?;
-            for (hub, device, subnet) in [("p", "eth0", 77), ("c", "eth1", 88)] {
-                let hub_namespace = hosts.namespace(hub);
-                let port = hosts.hub_port(hub, node);
+            let peer_address = format!("10.77.0.{node}/32");
+            ip(&["-n", &namespace, "addr", "add", &peer_address, "dev", "lo"])?;
+            link_to_bridge(&clients, &format!("c{node}"), &namespace, "eth1")?;
+            let client_address = format!("10.88.0.{node}/24");
+            ip(&[
+                "-n",
+                &namespace,
+                "addr",
+                "add",
+                &client_address,
+                "dev",
+                "eth1",
+            ])?;
+        }
+        for (a, b) in pairs() {
+            let bridge = hosts.add_bridge(&format!("b{a}{b}"))?;
+            for (node, peer) in [(a, b), (b, a)] {
+                let namespace = hosts.namespace(&node.to_string());
+                let device = format!("p{peer}");
+                link_to_bridge(&bridge, &format!("n{node}"), &namespace, &device)?;
                 ip(&[
-                    "link",
-                    "add",
-                    &port,
-                    "netns",
-                    &hub_namespace,
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    device,
-                    "netns",
+                    "-n",
                     &namespace,
+                    "route",
+                    "add",
+                    &format!("10.77.0.{peer}/32"),
+                    "dev",
+                    &device,
+                    "src",
+                    &format!("10.77.0.{node}"),
                 ])?;
-                ip(&["-n", &hub_namespace, "link", "set", &port, "master", "br0"])?;
-                ip(&["-n", &hub_namespace, "link", "set", &port, "up"])?;
-                let address = format!("10.{subnet}.0.{node}/24");
-                ip(&["-n", &namespace, "addr", "add", &address, "dev", device])?;
-                ip(&["-n", &namespace, "link", "set", device, "up"])?;
             }
         }
         Ok(hosts)
@@ -98,20 +161,26 @@ impl Hosts {
         Ok(name)
     }
 
+    /// A namespace holding an up bridge `br0`.
+    fn add_bridge(&mut self, suffix: &str) -> Result<String, String> {
+        let name = self.add_namespace(suffix)?;
+        ip(&["-n", &name, "link", "add", "br0", "type", "bridge"])?;
+        ip(&["-n", &name, "link", "set", "br0", "up"])?;
+        Ok(name)
+    }
+
     fn namespace(&self, suffix: &str) -> String {
         format!("{}{suffix}", self.prefix)
     }
 
-    /// The bridge's end of `node`'s link to hub `hub`.
-    fn hub_port(&self, hub: &str, node: u32) -> String {
-        format!("{hub}{node}")
-    }
-
-    /// Cuts `node` off from its peers (`true`) or joins it again.
-    fn cut_from_peers(&self, node: u32, cut: bool) {
+    /// Cuts the link between nodes `a` and `b` (`true`) or joins it again.
+    /// The bridge's port goes down, not the nodes' own devices, so neither
+    /// node sees a dead route: its packets just vanish.
+    fn set_cut(&self, (a, b): (u32, u32), cut: bool) {
+        let (a, b) = ordered(a, b);
         let state = if cut { "down" } else { "up" };
-        let port = self.hub_port("p", node);
-        if let Err(error) = ip(&["-n", &self.namespace("p"), "link", "set", &port, state]) {
+        let bridge = self.namespace(&format!("b{a}{b}"));
+        if let Err(error) = ip(&["-n", &bridge, "link", "set", &format!("n{a}"), state]) {
             panic!("{error}");
         }
     }
@@ -172,8 +241,48 @@ fn leader(hosts: &Hosts) -> Option<u32> {
     })
 }
 
+/// The partitions the test takes in turn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Cut {
+    /// The leader loses both peers; the other two must elect a new one.
+    IsolateLeader,
+    /// The leader and one follower lose each other; the other follower
+    /// still reaches both, so the leader keeps its majority.
+    LeaderFromFollower,
+    /// A follower loses both peers.
+    IsolateFollower,
+    /// The two followers lose each other; both still reach the leader.
+    FollowersApart,
+}
+
+const CUTS: [Cut; 4] = [
+    Cut::IsolateLeader,
+    Cut::LeaderFromFollower,
+    Cut::IsolateFollower,
+    Cut::FollowersApart,
+];
+
+/// The links `cut` takes down while `leader` leads; `turn` picks which
+/// follower, so both take their turn.
+fn links_to_cut(cut: Cut, leader: u32, turn: u32) -> Vec<(u32, u32)> {
+    let followers: Vec<u32> = (1..=NODES).filter(|&node| node != leader).collect();
+    let follower = followers[turn as usize % followers.len()];
+    let isolate = |node: u32| {
+        (1..=NODES)
+            .filter(|&other| other != node)
+            .map(|other| (node, other))
+            .collect()
+    };
+    match cut {
+        Cut::IsolateLeader => isolate(leader),
+        Cut::LeaderFromFollower => vec![(leader, follower)],
+        Cut::IsolateFollower => isolate(follower),
+        Cut::FollowersApart => vec![(followers[0], followers[1])],
+    }
+}
+
 #[test]
-fn a_cluster_whose_nodes_lose_their_peers_silently_stays_linearizable() {
+fn a_cluster_whose_links_go_silent_stays_linearizable() {
     let hosts = match Hosts::create() {
         Ok(hosts) => hosts,
         Err(reason) => {
@@ -217,7 +326,7 @@ fn a_cluster_whose_nodes_lose_their_peers_silently_stays_linearizable() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
-    let workload_seconds = 30;
+    let workload_seconds = 44;
     let verify = hosts
         .command("c", env!("CARGO_BIN_EXE_walrus"))
         .args(["verify", "--endpoints"])
@@ -231,48 +340,64 @@ fn a_cluster_whose_nodes_lose_their_peers_silently_stays_linearizable() {
         .spawn()
         .expect("start walrus verify");
 
-    // Cut one node at a time off its peers for 2 s, every 3.5 s: the
-    // leader on even rounds, a follower on odd ones. The last cut heals well
-    // before the workload ends, so the final reads find a whole cluster.
+    // Every 3.5 s, one partition for 2 s, the four kinds in turn (a round
+    // that finds no leader to aim at isolates some node and does not count).
+    // The last heals well before the workload ends, so the final reads find a
+    // whole cluster.
     let workload_started = Instant::now();
-    let (mut leader_cuts, mut follower_cuts) = (0, 0);
+    let mut cuts_made: Vec<Cut> = Vec::new();
     let mut round = 0u32;
-    let mut leaders_seen = std::collections::BTreeSet::new();
+    let mut leaders_seen = BTreeSet::new();
     while workload_started.elapsed() < Duration::from_secs(workload_seconds - 6) {
         std::thread::sleep(Duration::from_millis(1500));
         let leading = leader(&hosts);
         leaders_seen.extend(leading);
-        let victim = match leading {
-            Some(leader) if round.is_multiple_of(2) => {
-                leader_cuts += 1;
-                leader
-            }
+        let links = match leading {
             Some(leader) => {
-                follower_cuts += 1;
-                leader % NODES + 1
+                let cut = CUTS[cuts_made.len() % CUTS.len()];
+                let turn = (cuts_made.len() / CUTS.len()) as u32;
+                cuts_made.push(cut);
+                links_to_cut(cut, leader, turn)
             }
-            None => round % NODES + 1,
+            None => links_to_cut(Cut::IsolateLeader, round % NODES + 1, 0),
         };
-        hosts.cut_from_peers(victim, true);
+        for &link in &links {
+            hosts.set_cut(link, true);
+        }
         std::thread::sleep(Duration::from_secs(2));
-        hosts.cut_from_peers(victim, false);
+        for &link in &links {
+            hosts.set_cut(link, false);
+        }
         round += 1;
     }
     let output = verify.wait_with_output().expect("walrus verify ran");
     let report = String::from_utf8_lossy(&output.stdout);
     eprintln!("{report}{}", String::from_utf8_lossy(&output.stderr));
-    assert!(
-        leader_cuts >= 2 && follower_cuts >= 2,
-        "the leader was cut {leader_cuts} times and a follower {follower_cuts}: too few to prove much"
-    );
+    for cut in CUTS {
+        let made = cuts_made.iter().filter(|&&made| made == cut).count();
+        assert!(
+            made >= 2,
+            "{cut:?} was made {made} times: too few to prove much (cuts: {cuts_made:?})"
+        );
+    }
     assert!(
         leaders_seen.len() >= 2,
         "leadership never moved (leaders seen: {leaders_seen:?}): the cuts did not bite"
     );
     assert!(output.status.success(), "walrus verify failed");
     assert!(report.contains("verdict: PASS"), "{report}");
-    eprintln!(
-        "cuts: {leader_cuts} of the leader, {follower_cuts} of a follower; leaders seen: \
-         {leaders_seen:?}"
+    eprintln!("cuts: {cuts_made:?}; leaders seen: {leaders_seen:?}");
+}
+
+#[test]
+fn each_cut_of_the_netns_cluster_takes_the_links_it_names() {
+    assert_eq!(links_to_cut(Cut::IsolateLeader, 2, 0), vec![(2, 1), (2, 3)]);
+    assert_eq!(links_to_cut(Cut::LeaderFromFollower, 2, 0), vec![(2, 1)]);
+    assert_eq!(links_to_cut(Cut::LeaderFromFollower, 2, 1), vec![(2, 3)]);
+    assert_eq!(
+        links_to_cut(Cut::IsolateFollower, 1, 1),
+        vec![(3, 1), (3, 2)]
     );
+    assert_eq!(links_to_cut(Cut::FollowersApart, 3, 0), vec![(1, 2)]);
+    assert_eq!(pairs().collect::<Vec<_>>(), vec![(1, 2), (1, 3), (2, 3)]);
 }
