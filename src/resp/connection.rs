@@ -102,6 +102,11 @@ impl Counted {
 const FREED_LATER_MIN_BATCH: usize = 8;
 
 impl Pipeline {
+    fn clear(&mut self) {
+        self.replies.clear();
+        self.unsubmitted.clear();
+    }
+
     fn push_write(&mut self, command: Command, finish: Finish, counted: Counted) {
         self.unsubmitted.push(command);
         self.replies
@@ -176,6 +181,8 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     let mut parser = RequestParser::new(limits_for(&session, shared));
     let mut input = BytesMut::with_capacity(16 << 10);
     let mut output = BytesMut::with_capacity(16 << 10);
+    // Kept between batches so its queue's allocation is reused.
+    let mut pipeline = Pipeline::default();
     loop {
         if input.capacity() - input.len() < 4096 {
             input.reserve(16 << 10);
@@ -217,6 +224,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             shared,
             client,
             shutdown: &mut shutdown,
+            pipeline: &mut pipeline,
         };
         let served = connection.serve_buffered(&mut input, &mut output);
         let keep_open = served.await;
@@ -306,6 +314,8 @@ struct Connection<'a, S> {
     client: &'a ClientHandle,
     /// The server's stop signal: a command held by CLIENT PAUSE gives up.
     shutdown: &'a mut watch::Receiver<bool>,
+    /// Empty between batches.
+    pipeline: &'a mut Pipeline,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
@@ -319,8 +329,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
             shared,
             client,
             shutdown,
+            pipeline,
         } = self;
-        let mut pipeline = Pipeline::default();
+        // A batch that ended early (the connection closing) may have left
+        // entries behind.
+        pipeline.clear();
         // On a replica, one read barrier covers every command already
         // received (each arrived before it, so its read is linearizable after
         // it), taken before the first command that reads keys.

@@ -195,12 +195,23 @@ fn find_line_end(
 
 /// A decimal length as Redis reads them: optional `-`, digits only.
 fn parse_length(digits: &[u8]) -> Option<i64> {
-    let text = std::str::from_utf8(digits).ok()?;
-    let unsigned = text.strip_prefix('-').unwrap_or(text);
-    if unsigned.is_empty() || !unsigned.bytes().all(|byte| byte.is_ascii_digit()) {
+    let (negative, unsigned) = match digits.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, digits),
+    };
+    if unsigned.is_empty() {
         return None;
     }
-    text.parse().ok()
+    // Summed towards the sign, so i64::MIN parses as `str::parse` does.
+    unsigned.iter().try_fold(0i64, |value, &byte| {
+        let digit = i64::from(byte.checked_sub(b'0').filter(|digit| *digit <= 9)?);
+        let shifted = value.checked_mul(10)?;
+        if negative {
+            shifted.checked_sub(digit)
+        } else {
+            shifted.checked_add(digit)
+        }
+    })
 }
 
 /// The `*<count>` line: the request's argument count and where its first
@@ -405,21 +416,21 @@ impl Reply {
         match self {
             Reply::Null | Reply::NullArray if resp3 => out.put_slice(b"_\r\n"),
             Reply::Map(pairs) if resp3 => {
-                line(out, b'%', pairs.len().to_string().as_bytes());
+                number_line(out, b'%', pairs.len());
                 for (key, value) in pairs {
                     key.encode_as(protocol, out);
                     value.encode_as(protocol, out);
                 }
             }
             Reply::Map(pairs) => {
-                line(out, b'*', (pairs.len() * 2).to_string().as_bytes());
+                number_line(out, b'*', pairs.len() * 2);
                 for (key, value) in pairs {
                     key.encode_as(protocol, out);
                     value.encode_as(protocol, out);
                 }
             }
             Reply::Verbatim(text) if resp3 => {
-                line(out, b'=', (text.len() + 4).to_string().as_bytes());
+                number_line(out, b'=', text.len() + 4);
                 out.put_slice(b"txt:");
                 out.put_slice(text.as_bytes());
                 out.put_slice(b"\r\n");
@@ -448,9 +459,9 @@ impl Reply {
                     .collect();
                 line(out, b'-', &clean);
             }
-            Reply::Integer(value) => line(out, b':', value.to_string().as_bytes()),
+            Reply::Integer(value) => number_line(out, b':', *value),
             Reply::Bulk(bytes) => {
-                line(out, b'$', bytes.len().to_string().as_bytes());
+                number_line(out, b'$', bytes.len());
                 out.put_slice(bytes);
                 out.put_slice(b"\r\n");
             }
@@ -462,7 +473,7 @@ impl Reply {
                 } else {
                     b'*'
                 };
-                line(out, kind, items.len().to_string().as_bytes());
+                number_line(out, kind, items.len());
                 for item in items {
                     item.encode_as(protocol, out);
                 }
@@ -490,6 +501,12 @@ fn format_double(value: f64) -> String {
     } else {
         format!("{value}")
     }
+}
+
+/// `marker`, then `number` in decimal, then CRLF: a length or an integer
+/// reply, formatted on the stack (every reply has at least one).
+fn number_line(out: &mut BytesMut, marker: u8, number: impl itoa::Integer) {
+    line(out, marker, itoa::Buffer::new().format(number).as_bytes());
 }
 
 fn line(out: &mut BytesMut, marker: u8, text: &[u8]) {
@@ -656,7 +673,52 @@ mod tests {
         assert_eq!(requests[1], vec![Bytes::from_static(b"PING")]);
     }
 
+    /// The rule `parse_length` replaced: optional `-`, then only digits, as
+    /// `str::parse` reads them.
+    fn parse_length_by_str(digits: &[u8]) -> Option<i64> {
+        let text = std::str::from_utf8(digits).ok()?;
+        let unsigned = text.strip_prefix('-').unwrap_or(text);
+        if unsigned.is_empty() || !unsigned.bytes().all(|byte| byte.is_ascii_digit()) {
+            return None;
+        }
+        text.parse().ok()
+    }
+
+    #[test]
+    fn lengths_parse_as_str_parse_reads_them() {
+        for digits in [
+            &b"0"[..],
+            b"17",
+            b"-1",
+            b"-0",
+            b"007",
+            b"",
+            b"-",
+            b"+5",
+            b" 5",
+            b"5 ",
+            b"1a",
+            b"9223372036854775807",
+            b"9223372036854775808",
+            b"-9223372036854775808",
+            b"-9223372036854775809",
+            b"99999999999999999999",
+            b"\xff",
+        ] {
+            assert_eq!(
+                parse_length(digits),
+                parse_length_by_str(digits),
+                "{digits:?}"
+            );
+        }
+    }
+
     proptest::proptest! {
+        #[test]
+        fn lengths_parse_as_str_parse_reads_them_for_any_bytes(digits in proptest::collection::vec(proptest::sample::select(b"-+0123456789 a".to_vec()), 0..22)) {
+            proptest::prop_assert_eq!(parse_length(&digits), parse_length_by_str(&digits));
+        }
+
         #[test]
         fn random_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..256)) {
             let limits = Limits { max_bulk_bytes: 64, max_array_len: 16, max_inline_bytes: 64 };

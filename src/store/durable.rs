@@ -508,19 +508,23 @@ impl KvStore for DurableStore {
         // One batch, one issue time: the commands arrived together.
         let (issued_at_ms, wakes_thread) = (now_ms(), writer_blocks());
         if wakes_thread || commands.len() < 2 {
-            let mut receivers = Vec::with_capacity(commands.len());
+            let mut submissions = Vec::with_capacity(commands.len());
             let batch: Vec<Proposal> = commands
                 .into_iter()
                 .filter_map(|command| {
                     let (reply, receiver) = oneshot::channel();
-                    receivers.push(receiver);
-                    self.propose(command, issued_at_ms, wakes_thread, ReplyTo::Own(reply))
+                    let proposal =
+                        self.propose(command, issued_at_ms, wakes_thread, ReplyTo::Own(reply));
+                    // A command refused at once is answered already; one
+                    // proposed cannot be until it is queued below.
+                    submissions.push(submission(receiver));
+                    proposal
                 })
                 .collect();
             if !batch.is_empty() {
                 self.queue(batch);
             }
-            return receivers.into_iter().map(submission).collect();
+            return submissions;
         }
         let count = commands.len();
         let (group, slots) = Group::new(count);

@@ -334,27 +334,43 @@ impl RedisOp {
             RedisOp::MSet { pairs, .. } => pairs.iter().map(|(_, value)| value.len()).sum(),
             _ => 0,
         };
-        values + self.keys().iter().map(|key| key.len()).sum::<usize>()
+        let mut bytes = values;
+        self.for_each_key(|key| bytes += key.len());
+        bytes
     }
 
     /// The keys the op reads or writes.
     pub fn keys(&self) -> Vec<&Bytes> {
+        let mut keys = Vec::new();
+        self.for_each_key(|key| keys.push(key));
+        keys
+    }
+
+    /// Calls `visit` with each key the op reads or writes, in order, without
+    /// collecting them (every write is measured this way).
+    pub fn for_each_key<'a>(&'a self, mut visit: impl FnMut(&'a Bytes)) {
         match self {
-            RedisOp::MSet { pairs, .. } => pairs.iter().map(|(key, _)| key).collect(),
+            RedisOp::MSet { pairs, .. } => pairs.iter().for_each(|(key, _)| visit(key)),
             RedisOp::Del { keys } | RedisOp::MGet { keys } | RedisOp::Exists { keys } => {
-                keys.iter().collect()
+                keys.iter().for_each(visit)
             }
             RedisOp::Rename { from, to, .. }
             | RedisOp::Copy { from, to, .. }
-            | RedisOp::CopyToDb { from, to, .. } => vec![from, to],
+            | RedisOp::CopyToDb { from, to, .. } => {
+                visit(from);
+                visit(to);
+            }
             RedisOp::BitOp {
                 destination, keys, ..
-            } => std::iter::once(destination).chain(keys).collect(),
+            } => {
+                visit(destination);
+                keys.iter().for_each(visit);
+            }
             RedisOp::Flush
             | RedisOp::FlushDb
             | RedisOp::SwapDb { .. }
             | RedisOp::DbSize
-            | RedisOp::Select { .. } => Vec::new(),
+            | RedisOp::Select { .. } => {}
             RedisOp::Set { key, .. }
             | RedisOp::Append { key, .. }
             | RedisOp::SetRange { key, .. }
@@ -377,7 +393,7 @@ impl RedisOp {
             | RedisOp::BitPos { key, .. }
             | RedisOp::Dump { key }
             | RedisOp::Restore { key, .. }
-            | RedisOp::RestoreIdle { key, .. } => vec![key],
+            | RedisOp::RestoreIdle { key, .. } => visit(key),
         }
     }
 
@@ -595,7 +611,8 @@ pub fn run(keyspace: &mut dyn Keyspace, db: u8, op: RedisOp, now_ms: u64) -> Ans
                 return error("increment or decrement would overflow");
             };
             let expires_at_ms = expiry_of(current);
-            keyspace.put(db, &key, Bytes::from(new.to_string()), expires_at_ms);
+            let text = itoa::Buffer::new().format(new).as_bytes().to_vec();
+            keyspace.put(db, &key, Bytes::from(text), expires_at_ms);
             keyspace.notify(EventClass::String, "incrby", db, &key);
             Answer::Integer(new)
         }

@@ -672,16 +672,16 @@ impl State {
             changed: 0,
         };
         let mut db = redis.db;
-        let answers = redis
-            .ops
-            .into_iter()
-            .map(|op| {
-                if let RedisOp::Select { db: selected } = op {
-                    db = selected;
-                }
-                redis_op::run(&mut view, db, op, now_ms)
-            })
-            .collect();
+        // Pushed into a vector of its own: collected from the ops' vector,
+        // the answers would reuse its allocation and shrink it with a
+        // realloc, which costs more than a fresh allocation.
+        let mut answers = Vec::with_capacity(redis.ops.len());
+        for op in redis.ops {
+            if let RedisOp::Select { db: selected } = op {
+                db = selected;
+            }
+            answers.push(redis_op::run(&mut view, db, op, now_ms));
+        }
         let (touched, changed) = (view.touched, view.changed);
         if touched {
             self.revision = revision;
