@@ -193,12 +193,17 @@ impl ClientHandle {
     }
 
     /// Resolves once the connection was killed.
+    /// Several may wait at once: the connection's read loop keeps one
+    /// across its batches while a paused command waits on another.
     pub async fn killed(&self) {
         loop {
+            // Made before the flag is read, so a kill between the two still
+            // wakes it (`notify_waiters` reaches every future made before it).
+            let woken = self.wake.notified();
             if self.killed.load(Ordering::Acquire) {
                 return;
             }
-            self.wake.notified().await;
+            woken.await;
         }
     }
 
@@ -247,8 +252,8 @@ impl ClientHandle {
 
     fn kill(&self) {
         self.killed.store(true, Ordering::Release);
-        // A stored permit wakes the connection even if it is busy now.
-        self.wake.notify_one();
+        // Every waiter wakes; one that starts waiting later reads the flag.
+        self.wake.notify_waiters();
     }
 
     /// The connection's `CLIENT LIST` line (Redis's fields walrus has; the

@@ -183,14 +183,25 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     let mut output = BytesMut::with_capacity(16 << 10);
     // Kept between batches so its queue's allocation is reused.
     let mut pipeline = Pipeline::default();
+    // The stop and kill signals are waited for by one future each for the
+    // connection's whole life: made afresh for every read, each would join
+    // and leave its signal's list of waiters once per request.
+    let mut stop_signal = shutdown.clone();
+    let stopped = stop_signal.wait_for(|&stop| stop);
+    tokio::pin!(stopped);
+    let killed = client.killed();
+    tokio::pin!(killed);
     loop {
         if input.capacity() - input.len() < 4096 {
             input.reserve(16 << 10);
         }
+        // In this order, not at random: a client that always has a request
+        // ready still sees the server stop or its connection killed.
         let read = tokio::select! {
+            biased;
+            _ = &mut stopped => break,
+            () = &mut killed => break,
             read = stream.read_buf(&mut input) => Ok(read),
-            _ = shutdown.wait_for(|&stop| stop) => break,
-            () = client.killed() => break,
             open = pushes(&mut session, &mut output) => Err(open),
         };
         let read = match read {

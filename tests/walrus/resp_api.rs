@@ -1880,6 +1880,41 @@ fn client_unblock_ends_a_wait_as_its_timeout_would_or_with_an_error() {
     );
 }
 
+/// A connection waits for its kill twice over while CLIENT PAUSE holds one
+/// of its writes: in its read loop and in the pause. CLIENT KILL must end
+/// the wait, and an idle connection's, at once.
+#[test]
+fn client_kill_closes_a_connection_held_by_client_pause_and_an_idle_one() {
+    let (server, _dir) = Server::start_resp(&[]);
+    let mut admin = RawResp::connect(server.resp_address());
+    let mut held = RawResp::connect(server.resp_address());
+    let mut idle = RawResp::connect(server.resp_address());
+    let (held_id, idle_id) = (held.client_id(), idle.client_id());
+    assert_eq!(
+        admin.call(&["CLIENT", "PAUSE", "60000", "WRITE"]),
+        "+OK\r\n"
+    );
+    held.send(&[b"SET", b"k", b"v"]);
+    assert!(
+        eventually(200, Duration::from_millis(10), || {
+            blocked_clients(&mut admin) == 1
+        }),
+        "the SET waits"
+    );
+    for id in [&held_id, &idle_id] {
+        assert_eq!(admin.call(&["CLIENT", "KILL", "ID", id]), ":1\r\n");
+    }
+    // Closed, not timed out: the pause would hold it for a minute.
+    assert!(held.is_closed(), "the held connection is closed");
+    assert!(idle.is_closed(), "the idle connection is closed");
+    assert_eq!(admin.call(&["CLIENT", "UNPAUSE"]), "+OK\r\n");
+    assert_eq!(
+        admin.call(&["GET", "k"]),
+        "$-1\r\n",
+        "the held SET never ran"
+    );
+}
+
 /// CLIENT PAUSE WRITE holds writes (and a transaction that writes) from every
 /// client until CLIENT UNPAUSE, while reads and requests refused anyway are
 /// answered at once; CLIENT PAUSE ALL holds everything until its timeout.
