@@ -195,13 +195,14 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         if input.capacity() - input.len() < 4096 {
             input.reserve(16 << 10);
         }
-        // In this order, not at random: a client that always has a request
-        // ready still sees the server stop or its connection killed.
+        // The read first, not a branch at random: a wake-up for a request
+        // then polls nothing else. A client that always has a request ready
+        // sees the server stop or its connection killed after each batch.
         let read = tokio::select! {
             biased;
+            read = stream.read_buf(&mut input) => Ok(read),
             _ = &mut stopped => break,
             () = &mut killed => break,
-            read = stream.read_buf(&mut input) => Ok(read),
             open = pushes(&mut session, &mut output) => Err(open),
         };
         let read = match read {
@@ -245,7 +246,11 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             reply_capacity: output.capacity(),
         };
         client.update(&session.view(session.last_command), buffers);
-        if stream.write_all(&output).await.is_err() || !keep_open || client.is_killed() {
+        if stream.write_all(&output).await.is_err()
+            || !keep_open
+            || client.is_killed()
+            || *shutdown.borrow()
+        {
             break;
         }
         output.clear();
