@@ -36,9 +36,12 @@ pub fn encode_record(buf: &mut Vec<u8>, seq: u64, synced_before: bool, payload: 
     assert!(body_len <= MAX_RECORD_BODY, "record payload too large");
     let flag = if synced_before { SYNCED_BEFORE } else { 0 };
     let length_field = body_len as u32 | flag;
-    let len_bytes = length_field.to_le_bytes();
-    let seq_bytes = seq.to_le_bytes();
-    let crc = crc32c_append(crc32c_append(crc32c(&len_bytes), &seq_bytes), payload);
+    // The checksum covers the length, then the body (sequence number and
+    // payload); both header fields are checksummed in one call.
+    let mut checked_header = [0u8; 4 + SEQ_BYTES];
+    checked_header[..4].copy_from_slice(&length_field.to_le_bytes());
+    checked_header[4..].copy_from_slice(&seq.to_le_bytes());
+    let crc = crc32c_append(crc32c(&checked_header), payload);
     put_u32(buf, length_field);
     put_u32(buf, crc);
     put_u64(buf, seq);
