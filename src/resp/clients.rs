@@ -193,6 +193,7 @@ impl ClientHandle {
     }
 
     /// Resolves once the connection was killed.
+    ///
     /// Several may wait at once: the connection's read loop keeps one
     /// across its batches while a paused command waits on another.
     pub async fn killed(&self) {
