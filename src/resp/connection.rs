@@ -102,11 +102,6 @@ impl Counted {
 const FREED_LATER_MIN_BATCH: usize = 8;
 
 impl Pipeline {
-    fn clear(&mut self) {
-        self.replies.clear();
-        self.unsubmitted.clear();
-    }
-
     fn push_write(&mut self, command: Command, finish: Finish, counted: Counted) {
         self.unsubmitted.push(command);
         self.replies
@@ -347,9 +342,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
             shutdown,
             pipeline,
         } = self;
-        // A batch that ended early (the connection closing) may have left
-        // entries behind.
-        pipeline.clear();
+        // Every batch ends in `finish`, which empties the pipeline, or
+        // closes the connection.
+        debug_assert!(pipeline.replies.is_empty() && pipeline.unsubmitted.is_empty());
         // On a replica, one read barrier covers every command already
         // received (each arrived before it, so its read is linearizable after
         // it), taken before the first command that reads keys.

@@ -195,23 +195,7 @@ fn find_line_end(
 
 /// A decimal length as Redis reads them: optional `-`, digits only.
 fn parse_length(digits: &[u8]) -> Option<i64> {
-    let (negative, unsigned) = match digits.split_first() {
-        Some((b'-', rest)) => (true, rest),
-        _ => (false, digits),
-    };
-    if unsigned.is_empty() {
-        return None;
-    }
-    // Summed towards the sign, so i64::MIN parses as `str::parse` does.
-    unsigned.iter().try_fold(0i64, |value, &byte| {
-        let digit = i64::from(byte.checked_sub(b'0').filter(|digit| *digit <= 9)?);
-        let shifted = value.checked_mul(10)?;
-        if negative {
-            shifted.checked_sub(digit)
-        } else {
-            shifted.checked_add(digit)
-        }
-    })
+    crate::store::number::parse_decimal(digits)
 }
 
 /// The `*<count>` line: the request's argument count and where its first

@@ -14,7 +14,31 @@ pub fn parse_i64(bytes: &[u8]) -> Option<i64> {
     if !plain {
         return None;
     }
-    std::str::from_utf8(bytes).ok()?.parse().ok()
+    parse_decimal(bytes)
+}
+
+/// Optional `-`, then one or more ASCII digits (leading zeros allowed),
+/// within `i64`: what `str::parse::<i64>` accepts without a `+`, read in
+/// one pass. RESP lengths use it as it is; [`parse_i64`] narrows it to
+/// Redis's grammar.
+pub fn parse_decimal(bytes: &[u8]) -> Option<i64> {
+    let (negative, digits) = match bytes.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, bytes),
+    };
+    if digits.is_empty() {
+        return None;
+    }
+    // Summed towards the sign, so i64::MIN parses as `str::parse` does.
+    digits.iter().try_fold(0i64, |value, &byte| {
+        let digit = i64::from(byte.checked_sub(b'0').filter(|digit| *digit <= 9)?);
+        let shifted = value.checked_mul(10)?;
+        if negative {
+            shifted.checked_sub(digit)
+        } else {
+            shifted.checked_add(digit)
+        }
+    })
 }
 
 /// A float as `strtold` reads it, refusing NaN and infinities and spaces.
