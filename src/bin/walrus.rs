@@ -291,12 +291,19 @@ struct VerifyArgs {
     /// then added back as a learner and promoted; needs 2+ nodes).
     #[arg(long, value_delimiter = ',')]
     nemesis: Vec<walrus::verify::nemesis::Fault>,
+    /// What the clients do: `registers` (single-key operations, checked for
+    /// linearizability) or `bank` (MULTI/EXEC transfers under WATCH between
+    /// accounts and reads of them all, checked for a conserved total; RESP
+    /// endpoints only).
+    #[arg(long, value_enum, default_value = "registers")]
+    workload: walrus::verify::Workload,
     /// Concurrent clients.
     #[arg(long, default_value_t = 8)]
     clients: u64,
     /// Distinct keys (`verify-0` …); fewer keys, more contention. They are
     /// deleted before the workload starts, so a store may hold them from an
-    /// earlier run.
+    /// earlier run. With `--workload bank`, the number of accounts
+    /// (`verify-bank-0` …), opened afresh.
     #[arg(long, default_value_t = 20)]
     keys: u64,
     /// Seconds of workload.
@@ -1686,6 +1693,7 @@ fn verify_endpoints(args: &VerifyArgs) -> Vec<String> {
 
 fn verify(args: &VerifyArgs) -> Result<ExitCode> {
     let options = walrus::verify::VerifyOptions {
+        kind: args.workload,
         workload: walrus::verify::workload::WorkloadOptions {
             endpoints: verify_endpoints(args),
             token: read_token(args.token_file.as_deref())?,

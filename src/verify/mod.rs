@@ -2,8 +2,12 @@
 //! starts and injects faults into), record every operation, and check the
 //! history.
 //!
-//! - `workload`: HTTP clients doing get, put, delete and compare-and-swap,
-//!   each operation timed; unknown outcomes recorded as such.
+//! - `workload`: HTTP and RESP clients doing get, put, delete,
+//!   compare-and-swap and increment, each operation timed; unknown outcomes
+//!   recorded as such.
+//! - `bank`: RESP clients moving money between accounts with MULTI/EXEC
+//!   under WATCH and reading the whole bank: transactions seen whole or not
+//!   at all.
 //! - `nemesis`: a local cluster of this binary and the faults (kill, pause,
 //!   restart-all) injected into it.
 //! - `checker`: per-key linearizability (Wing & Gong with memoization),
@@ -11,10 +15,12 @@
 //! - `report`: the one-screen summary, JSON, and a timeline of the smallest
 //!   failing key.
 //!
-//! The checks: every key's history is linearizable; after healing, every node
-//! returns the same value for every key; a write acknowledged before another
-//! began has the smaller revision.
+//! The checks of the register workload: every key's history is
+//! linearizable; after healing, every node returns the same value for every
+//! key; a write acknowledged before another began has the smaller revision.
+//! The bank's are in [`bank`].
 
+pub mod bank;
 pub mod checker;
 pub mod nemesis;
 pub mod report;
@@ -43,8 +49,20 @@ pub enum Protocol {
     Both,
 }
 
+/// What the clients do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Workload {
+    /// Gets, puts, deletes, compare-and-swaps and increments on single keys,
+    /// checked for linearizability key by key.
+    Registers,
+    /// Transfers between accounts (MULTI/EXEC under WATCH) and reads of
+    /// every account at once, checked for a conserved total (RESP only).
+    Bank,
+}
+
 #[derive(Debug, Clone)]
 pub struct VerifyOptions {
+    pub kind: Workload,
     pub workload: WorkloadOptions,
     /// Start a local cluster of this many nodes instead of using `endpoints`.
     pub dev_cluster: Option<u64>,
@@ -83,11 +101,20 @@ pub struct VerifyReport {
     pub passed: bool,
     #[serde(skip)]
     pub history: Vec<Operation>,
+    /// The bank workload's transfers and reads (`--report` writes them).
+    #[serde(skip)]
+    pub bank: Option<bank::BankHistory>,
 }
 
 /// Runs the whole verification; errors are setup failures, not verdicts.
 pub async fn run(options: VerifyOptions) -> Result<VerifyReport, String> {
     let mut options = options;
+    if options.kind == Workload::Bank
+        && options.dev_cluster.is_some()
+        && options.protocol == Protocol::Http
+    {
+        return Err(bank::NEEDS_RESP.into());
+    }
     let mut cluster = match options.dev_cluster {
         Some(count) => {
             if let Some(fault) = options
@@ -121,12 +148,23 @@ pub async fn run(options: VerifyOptions) -> Result<VerifyReport, String> {
     if !options.faults.is_empty() && cluster.is_none() {
         return Err("faults need --dev-cluster N (a cluster walrus verify starts itself)".into());
     }
-    clear_keys(&options.workload).await?;
+    if options.kind == Workload::Bank {
+        options.workload = bank::resp_only(&options.workload)?;
+        bank::open_accounts(&options.workload).await?;
+    } else {
+        clear_keys(&options.workload).await?;
+    }
     let recorder = Arc::new(Recorder::new());
     let workload = tokio::spawn({
         let workload = options.workload.clone();
         let recorder = recorder.clone();
-        async move { workload::run(&workload, recorder).await }
+        let kind = options.kind;
+        async move {
+            match kind {
+                Workload::Registers => workload::run(&workload, recorder).await.map(Ran::Registers),
+                Workload::Bank => bank::run(&workload, recorder).await.map(Ran::Bank),
+            }
+        }
     });
     let progress = options
         .progress
@@ -163,12 +201,35 @@ pub async fn run(options: VerifyOptions) -> Result<VerifyReport, String> {
     if let Some(bar) = &progress {
         bar.finish_and_clear();
     }
-    let mut history = workload.await.map_err(|error| error.to_string())??;
+    let ran = workload.await.map_err(|error| error.to_string())??;
     if let Some(cluster) = cluster.as_mut() {
         cluster.heal().await.map_err(|error| error.to_string())?;
         wait_until_writable(&options.workload).await?;
     }
-    let finals = workload::final_reads(&options.workload, &recorder).await?;
+    let report = match ran {
+        Ran::Registers(history) => check_registers(&options, history, &recorder, faults).await?,
+        Ran::Bank(history) => check_bank(&options, history, &recorder, faults).await?,
+    };
+    if let Some(dir) = &options.report_dir {
+        report::write_report_dir(&report, dir).map_err(|error| error.to_string())?;
+    }
+    Ok(report)
+}
+
+/// What a workload's clients brought back.
+enum Ran {
+    Registers(Vec<Operation>),
+    Bank(bank::BankHistory),
+}
+
+/// The register workload's final reads and checks.
+async fn check_registers(
+    options: &VerifyOptions,
+    mut history: Vec<Operation>,
+    recorder: &Recorder,
+    faults: Vec<FaultEvent>,
+) -> Result<VerifyReport, String> {
+    let finals = workload::final_reads(&options.workload, recorder).await?;
     history.extend(finals.iter().cloned());
     let checked = Instant::now();
     let verdicts = checker::check_all(&history, options.budget_per_key);
@@ -198,7 +259,7 @@ pub async fn run(options: VerifyOptions) -> Result<VerifyReport, String> {
         revisions_grow(&history),
     ];
     let passed = checks.iter().all(|check| check.passed);
-    let report = VerifyReport {
+    Ok(VerifyReport {
         seed: options.workload.seed,
         endpoints: options.workload.endpoints.clone(),
         operations: history.len(),
@@ -211,11 +272,37 @@ pub async fn run(options: VerifyOptions) -> Result<VerifyReport, String> {
         check_millis,
         passed,
         history,
-    };
-    if let Some(dir) = &options.report_dir {
-        report::write_report_dir(&report, dir).map_err(|error| error.to_string())?;
-    }
-    Ok(report)
+        bank: None,
+    })
+}
+
+/// The bank workload's final reads and checks.
+async fn check_bank(
+    options: &VerifyOptions,
+    history: bank::BankHistory,
+    recorder: &Recorder,
+    faults: Vec<FaultEvent>,
+) -> Result<VerifyReport, String> {
+    let finals = bank::final_reads(&options.workload, recorder).await?;
+    let checked = Instant::now();
+    let checks = bank::checks(&history, &finals, options.workload.keys);
+    let check_millis = checked.elapsed().as_millis();
+    let passed = checks.iter().all(|check| check.passed);
+    Ok(VerifyReport {
+        seed: options.workload.seed,
+        endpoints: options.workload.endpoints.clone(),
+        operations: history.operations() + finals.len(),
+        unknown_outcomes: recorder.unknown.load(Ordering::Relaxed),
+        keys: options.workload.keys as usize,
+        faults,
+        checks,
+        failing_keys: Vec::new(),
+        undecided_keys: Vec::new(),
+        check_millis,
+        passed,
+        history: Vec::new(),
+        bank: Some(history),
+    })
 }
 
 /// Waits until some endpoint acknowledges a write (a cluster has a leader).

@@ -1,6 +1,7 @@
 //! What `walrus verify` shows: a progress bar while it runs, a one-screen
-//! summary, and with `--report DIR` the history (JSON lines), the report
-//! (JSON) and a self-contained HTML timeline of the smallest failing key.
+//! summary, and with `--report DIR` the history (JSON lines; the bank's
+//! transfers and reads in `bank.json`), the report (JSON) and a
+//! self-contained HTML timeline of the smallest failing key.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -86,6 +87,10 @@ pub fn write_report_dir(report: &VerifyReport, dir: &Path) -> std::io::Result<()
         history.push('\n');
     }
     std::fs::write(dir.join("history.jsonl"), history)?;
+    if let Some(bank) = &report.bank {
+        let json = serde_json::to_string(bank).map_err(std::io::Error::other)?;
+        std::fs::write(dir.join("bank.json"), json)?;
+    }
     let json = serde_json::to_string_pretty(report).map_err(std::io::Error::other)?;
     std::fs::write(dir.join("report.json"), json)?;
     let smallest = report

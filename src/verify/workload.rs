@@ -353,6 +353,10 @@ impl Client {
         })
     }
 
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
     pub fn endpoint(&self) -> String {
         match &self.transport {
             Transport::Http { endpoints, .. } => endpoints[self.current].url().to_string(),
@@ -438,6 +442,14 @@ impl Client {
                 Ok(None)
             }
         }
+    }
+
+    /// Sends RESP commands pipelined; `None` when they were not sent or
+    /// their outcome is unknown (for workloads to which the two are alike).
+    /// A failed call drops the connection, so the next one starts on a
+    /// fresh connection: a WATCH never carries over to it.
+    pub(super) async fn resp_pipeline(&mut self, commands: &[&[&[u8]]]) -> Option<Vec<RespValue>> {
+        self.resp_call(commands).await.ok().flatten()
     }
 
     /// Sends RESP commands pipelined; `Ok(None)` when the outcome is unknown.

@@ -1,6 +1,7 @@
 //! `walrus verify` end to end: it passes on a healthy node and on a 3-node
-//! cluster under kill and pause faults, and it fails against a deliberately
-//! broken server (one that acknowledges writes before it makes them).
+//! cluster under faults, with the register and the bank workloads, and it
+//! fails against deliberately broken servers (one that acknowledges writes
+//! before it makes them; one whose transactions and reads are torn).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -281,7 +282,10 @@ fn verify_fails_against_a_server_that_acknowledges_before_it_writes() {
 }
 
 /// A Redis-protocol server that answers SET at once but applies it 150 ms
-/// later, and reads from what it has applied: a stale read over RESP.
+/// later, and reads from what it has applied: a stale read over RESP. Its
+/// INCR is a read-modify-write outside the store; its WATCH guards nothing,
+/// and its EXEC and MGET run their parts one at a time, letting others in
+/// between: torn transactions and torn reads.
 async fn broken_resp_server() -> std::net::SocketAddr {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -298,6 +302,8 @@ async fn broken_resp_server() -> std::net::SocketAddr {
             tokio::spawn(async move {
                 let mut buffer = Vec::new();
                 let mut chunk = [0u8; 4096];
+                // The commands queued since MULTI, when one is open.
+                let mut queued: Option<Vec<Vec<Vec<u8>>>> = None;
                 loop {
                     let Ok(read) = stream.read(&mut chunk).await else {
                         return;
@@ -318,46 +324,25 @@ async fn broken_resp_server() -> std::net::SocketAddr {
                             continue;
                         }
                         let name = String::from_utf8_lossy(&args[0]).to_ascii_uppercase();
-                        let reply: Vec<u8> = match name.as_str() {
-                            "GET" => match map.lock().get(&args[1]) {
-                                Some(value) => {
-                                    let mut reply = format!("${}\r\n", value.len()).into_bytes();
-                                    reply.extend_from_slice(value);
-                                    reply.extend_from_slice(b"\r\n");
-                                    reply
-                                }
-                                None => b"$-1\r\n".to_vec(),
-                            },
-                            "SET" => {
-                                let map = map.clone();
-                                let (key, value) = (args[1].clone(), args[2].clone());
-                                tokio::spawn(async move {
-                                    tokio::time::sleep(Duration::from_millis(150)).await;
-                                    map.lock().insert(key, value);
-                                });
+                        let reply = match (name.as_str(), queued.as_mut()) {
+                            ("MULTI", _) => {
+                                queued = Some(Vec::new());
                                 b"+OK\r\n".to_vec()
                             }
-                            "DEL" => {
-                                map.lock().remove(&args[1]);
-                                b":1\r\n".to_vec()
+                            ("EXEC", Some(_)) => {
+                                let commands = queued.take().unwrap_or_default();
+                                let mut reply = format!("*{}\r\n", commands.len()).into_bytes();
+                                for command in commands {
+                                    reply.extend(broken_answer(&map, &command).await);
+                                    tokio::time::sleep(Duration::from_millis(1)).await;
+                                }
+                                reply
                             }
-                            // Read, then write back one more a little later:
-                            // a read-modify-write outside the store, so two
-                            // clients that read the same count both answer
-                            // the same new one, and an increment is lost.
-                            "INCR" => {
-                                let held = map
-                                    .lock()
-                                    .get(&args[1])
-                                    .and_then(|value| std::str::from_utf8(value).ok()?.parse().ok())
-                                    .unwrap_or(0i64);
-                                tokio::time::sleep(Duration::from_millis(5)).await;
-                                let next = held + 1;
-                                map.lock()
-                                    .insert(args[1].clone(), next.to_string().into_bytes());
-                                format!(":{next}\r\n").into_bytes()
+                            (_, Some(commands)) => {
+                                commands.push(args);
+                                b"+QUEUED\r\n".to_vec()
                             }
-                            _ => b"-ERR unknown command\r\n".to_vec(),
+                            (_, None) => broken_answer(&map, &args).await,
                         };
                         if stream.write_all(&reply).await.is_err() {
                             return;
@@ -368,6 +353,88 @@ async fn broken_resp_server() -> std::net::SocketAddr {
         }
     });
     address
+}
+
+/// [`broken_resp_server`]'s answer to one command outside MULTI.
+async fn broken_answer(map: &Arc<Mutex<HashMap<Vec<u8>, Vec<u8>>>>, args: &[Vec<u8>]) -> Vec<u8> {
+    fn bulk(value: Option<&Vec<u8>>) -> Vec<u8> {
+        match value {
+            Some(value) => {
+                let mut reply = format!("${}\r\n", value.len()).into_bytes();
+                reply.extend_from_slice(value);
+                reply.extend_from_slice(b"\r\n");
+                reply
+            }
+            None => b"$-1\r\n".to_vec(),
+        }
+    }
+    let number = |key: &[u8]| {
+        map.lock()
+            .get(key)
+            .and_then(|value| std::str::from_utf8(value).ok()?.parse().ok())
+            .unwrap_or(0i64)
+    };
+    let name = String::from_utf8_lossy(&args[0]).to_ascii_uppercase();
+    match name.as_str() {
+        "GET" => bulk(map.lock().get(&args[1])),
+        "SET" => {
+            let map = map.clone();
+            let (key, value) = (args[1].clone(), args[2].clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                map.lock().insert(key, value);
+            });
+            b"+OK\r\n".to_vec()
+        }
+        "DEL" => {
+            map.lock().remove(&args[1]);
+            b":1\r\n".to_vec()
+        }
+        // Read, then write back one more a little later: a read-modify-write
+        // outside the store, so two clients that read the same count both
+        // answer the same new one, and an increment is lost.
+        "INCR" => {
+            let held = number(&args[1]);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            let next = held + 1;
+            map.lock()
+                .insert(args[1].clone(), next.to_string().into_bytes());
+            format!(":{next}\r\n").into_bytes()
+        }
+        "INCRBY" | "DECRBY" => {
+            let by: i64 = String::from_utf8_lossy(&args[2]).parse().unwrap_or(0);
+            let by = if name == "DECRBY" { -by } else { by };
+            let mut map = map.lock();
+            let next = map
+                .get(&args[1])
+                .and_then(|value| std::str::from_utf8(value).ok()?.parse().ok())
+                .unwrap_or(0i64)
+                + by;
+            map.insert(args[1].clone(), next.to_string().into_bytes());
+            format!(":{next}\r\n").into_bytes()
+        }
+        "MSET" => {
+            let mut map = map.lock();
+            for pair in args[1..].chunks(2) {
+                if let [key, value] = pair {
+                    map.insert(key.clone(), value.clone());
+                }
+            }
+            b"+OK\r\n".to_vec()
+        }
+        // One key at a time, others' writes landing in between.
+        "MGET" => {
+            let mut reply = format!("*{}\r\n", args.len() - 1).into_bytes();
+            for key in &args[1..] {
+                reply.extend(bulk(map.lock().get(key)));
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            reply
+        }
+        // Accepted, and guarding nothing.
+        "WATCH" | "UNWATCH" => b"+OK\r\n".to_vec(),
+        _ => b"-ERR unknown command\r\n".to_vec(),
+    }
 }
 
 /// `walrus verify --resp` against a fresh [`broken_resp_server`], with
@@ -428,6 +495,61 @@ fn verify_catches_increments_lost_by_a_read_modify_write_outside_the_store() {
         .filter(|op| op["action"]["kind"] == "incr" && op["action"]["value"].is_i64())
         .count();
     assert!(increments > 10, "{increments} increments answered: {text}");
+}
+
+#[test]
+fn verify_bank_catches_torn_transactions_and_a_watch_that_guards_nothing() {
+    let (passed, text) = verify_broken_resp_server(&[
+        "--workload",
+        "bank",
+        "--duration",
+        "3",
+        "--keys",
+        "3",
+        "--clients",
+        "6",
+    ]);
+    assert!(!passed, "verify must fail: {text}");
+    assert!(text.contains("FAIL  bank total conserved"), "{text}");
+    assert!(text.contains("FAIL  WATCH guards transfers"), "{text}");
+    assert!(text.contains("PASS  bank made progress"), "{text}");
+}
+
+/// The bank over a 3-node cluster while nodes are killed, cut off, paused,
+/// bridged and removed and added back: every transaction seen whole.
+#[test]
+fn verify_bank_passes_on_a_three_node_cluster_under_faults() {
+    let (passed, text) = verify(&[
+        "--workload",
+        "bank",
+        "--dev-cluster",
+        "3",
+        "--protocol",
+        "resp",
+        "--nemesis",
+        "kill,partition,pause,bridge,member",
+        "--keys",
+        "5",
+        "--duration",
+        "18",
+        "--fault-interval-ms",
+        "1500",
+        "--fault-hold-ms",
+        "1000",
+    ]);
+    assert!(passed, "{text}");
+    for check in [
+        "PASS  bank total conserved",
+        "PASS  WATCH guards transfers",
+        "PASS  nodes agree after healing",
+        "PASS  bank made progress",
+    ] {
+        assert!(text.contains(check), "{check}: {text}");
+    }
+    // Five kinds of fault, one every 2.5 s or so over 18 s: each at least once.
+    for fault in ["Kill@", "Partition@", "Pause@", "Bridge@", "Member@"] {
+        assert!(text.contains(fault), "{fault}: {text}");
+    }
 }
 
 #[test]
