@@ -14,7 +14,9 @@
 //! cut, so clients still reach a node that is cut off, the old leader among
 //! them, and a stale read it served would show in the history. `walrus
 //! verify` drives HTTP and RESP clients through every node meanwhile and
-//! checks the history.
+//! checks the history; a second `walrus verify`, the bank workload, moves
+//! money between accounts with MULTI/EXEC under WATCH through every node at
+//! the same time, and checks that every read of the bank sees its total.
 //!
 //! Root only (it creates namespaces and links); elsewhere the test says it is
 //! skipped and why.
@@ -282,7 +284,7 @@ fn links_to_cut(cut: Cut, leader: u32, turn: u32) -> Vec<(u32, u32)> {
 }
 
 #[test]
-fn a_cluster_whose_links_go_silent_stays_linearizable() {
+fn a_cluster_whose_links_go_silent_stays_linearizable_and_its_transactions_whole() {
     let hosts = match Hosts::create() {
         Ok(hosts) => hosts,
         Err(reason) => {
@@ -339,6 +341,17 @@ fn a_cluster_whose_links_go_silent_stays_linearizable() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start walrus verify");
+    // Its accounts (`verify-bank-…`) are not among the other run's keys.
+    let bank = hosts
+        .command("c", env!("CARGO_BIN_EXE_walrus"))
+        .args(["verify", "--workload", "bank", "--resp"])
+        .arg(client_endpoints("", RESP_PORT))
+        .args(["--duration", &workload_seconds.to_string()])
+        .args(["--clients", "4", "--keys", "5", "--seed", "12"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start walrus verify --workload bank");
 
     // Every 3.5 s, one partition for 2 s, the four kinds in turn (a round
     // that finds no leader to aim at isolates some node and does not count).
@@ -373,6 +386,11 @@ fn a_cluster_whose_links_go_silent_stays_linearizable() {
     let output = verify.wait_with_output().expect("walrus verify ran");
     let report = String::from_utf8_lossy(&output.stdout);
     eprintln!("{report}{}", String::from_utf8_lossy(&output.stderr));
+    let bank = bank
+        .wait_with_output()
+        .expect("walrus verify --workload bank ran");
+    let bank_report = String::from_utf8_lossy(&bank.stdout);
+    eprintln!("{bank_report}{}", String::from_utf8_lossy(&bank.stderr));
     for cut in CUTS {
         let made = cuts_made.iter().filter(|&&made| made == cut).count();
         assert!(
@@ -386,6 +404,11 @@ fn a_cluster_whose_links_go_silent_stays_linearizable() {
     );
     assert!(output.status.success(), "walrus verify failed");
     assert!(report.contains("verdict: PASS"), "{report}");
+    assert!(
+        bank.status.success(),
+        "walrus verify --workload bank failed"
+    );
+    assert!(bank_report.contains("verdict: PASS"), "{bank_report}");
     eprintln!("cuts: {cuts_made:?}; leaders seen: {leaders_seen:?}");
 }
 
