@@ -21,6 +21,15 @@
 //! included, must be linearizable per key (so no acknowledged write was lost),
 //! and every node must hold the same entries at the same revision.
 //!
+//! Beside the registers and counters, a small bank (accounts `b…`, opened by
+//! one MSET) checks what a key's own history cannot: transactions. Clients
+//! move money between accounts with the command an EXEC under WATCH logs (a
+//! guard on the debited account's revision as a local read found it, then
+//! two INCRBYs) and read every account at one revision after a read barrier.
+//! Every read, the final ones on every node included, must find the opening
+//! total with no account negative, and every transfer applied must have
+//! debited exactly the balance its guard was read with.
+//!
 //! Reproducing: the seed fixes every random choice (the workload, the fault
 //! schedule and its timing, each message's delay and loss, each torn write).
 //! Run on a current-thread runtime with a paused clock, inside the
@@ -106,12 +115,20 @@ pub struct SimReport {
     pub membership_changes: u64,
     /// Why the nodes do not agree at the end, if they do not.
     pub divergence: Option<String>,
+    /// Bank transfers the clients saw applied, and bank reads answered
+    /// (the final ones included).
+    pub bank_transfers_applied: usize,
+    pub bank_reads: usize,
+    /// Bank reads that did not add up, or transfers applied on a balance
+    /// that had changed: each one a broken transaction.
+    pub bank_faults: Vec<String>,
 }
 
 impl SimReport {
     /// Every key linearizable and every node in agreement.
     pub fn passed(&self) -> bool {
         self.divergence.is_none()
+            && self.bank_faults.is_empty()
             && self
                 .verdicts
                 .values()
@@ -129,6 +146,9 @@ impl SimReport {
         }
         if let Some(divergence) = &self.divergence {
             out.push_str(&format!("nodes disagree: {divergence}\n"));
+        }
+        for fault in &self.bank_faults {
+            out.push_str(&format!("bank: {fault}\n"));
         }
         out
     }
@@ -351,6 +371,42 @@ struct Cluster {
     acknowledged_reads: std::sync::atomic::AtomicUsize,
     acknowledged_writes: std::sync::atomic::AtomicUsize,
     refused_writes: std::sync::atomic::AtomicUsize,
+    bank: Mutex<BankTally>,
+}
+
+/// What the bank's transfers and reads found.
+#[derive(Debug, Default)]
+struct BankTally {
+    transfers_applied: usize,
+    reads: usize,
+    faults: Vec<String>,
+}
+
+/// The bank's accounts and each one's opening balance.
+const BANK_ACCOUNTS: u64 = 3;
+const OPENING_BALANCE: i64 = 10;
+
+fn bank_accounts() -> Vec<Bytes> {
+    (0..BANK_ACCOUNTS)
+        .map(|account| Bytes::from(format!("b{account}")))
+        .collect()
+}
+
+/// What is wrong with one read of every account, if anything.
+fn bank_read_fault(entries: &[Option<Entry>]) -> Option<String> {
+    let balances: Vec<Option<i64>> = entries
+        .iter()
+        .map(|entry| {
+            std::str::from_utf8(&entry.as_ref()?.value)
+                .ok()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    let total: Option<i64> = balances.iter().copied().sum();
+    let whole = total == Some(OPENING_BALANCE * BANK_ACCOUNTS as i64)
+        && balances.iter().flatten().all(|balance| *balance >= 0);
+    (!whole).then(|| format!("a read found {balances:?}"))
 }
 
 /// The clients keep going past the run's duration, under the faults then in
@@ -665,7 +721,16 @@ async fn client(
         // delete (which starts the count again). Counters are never put or
         // swapped, since a swap guarded by a revision is one on a value only
         // while values are unique, and a counter's repeat.
-        let (kind, on_counter) = match rng.random_range(0..120) {
+        let (kind, on_counter) = match rng.random_range(0..136) {
+            120..130 => {
+                let fault = bank_transfer(&cluster, &front, &mut rng).await;
+                cluster.bank.lock().faults.extend(fault);
+                continue;
+            }
+            130..136 => {
+                bank_read(&cluster, &front, node_id).await;
+                continue;
+            }
             0..40 => (OpKind::Get, false),
             40..70 => (OpKind::Put, false),
             70..80 => (OpKind::Delete, false),
@@ -795,6 +860,95 @@ async fn client(
         });
     }
     history
+}
+
+/// Moves 1–5 from one account to another with the command an EXEC under
+/// WATCH logs: guarded on the debited account's revision as this node's
+/// (possibly stale) state has it. A fault when it was applied although the
+/// balance had changed since.
+async fn bank_transfer(cluster: &Cluster, front: &Node, rng: &mut StdRng) -> Option<String> {
+    let accounts = bank_accounts();
+    let from = rng.random_range(0..BANK_ACCOUNTS) as usize;
+    let to = (from + rng.random_range(1..BANK_ACCOUNTS) as usize) % accounts.len();
+    let amount = rng.random_range(1..=5i64);
+    let seen = front.store().get_entry(&accounts[from])?;
+    let balance: i64 = std::str::from_utf8(&seen.value).ok()?.parse().ok()?;
+    if balance < amount {
+        return None;
+    }
+    let command = Command::Redis(RedisCommand {
+        db: 0,
+        guards: vec![(
+            accounts[from].clone(),
+            Guard::ModRevision(seen.mod_revision),
+        )],
+        ops: vec![
+            RedisOp::IncrBy {
+                key: accounts[from].clone(),
+                delta: -amount,
+            },
+            RedisOp::IncrBy {
+                key: accounts[to].clone(),
+                delta: amount,
+            },
+        ],
+    });
+    let outcome = match submit(cluster, front, command).await {
+        Ok(Some(Some(outcome))) if outcome.succeeded => outcome,
+        _ => return None,
+    };
+    cluster.bank.lock().transfers_applied += 1;
+    match outcome.answers.as_slice() {
+        [Answer::Integer(after), Answer::Integer(_)] if *after == balance - amount => None,
+        answers => Some(format!(
+            "moving {amount} from b{from} (read as {balance} at revision {}) answered {answers:?}",
+            seen.mod_revision
+        )),
+    }
+}
+
+/// Reads every account at one revision after a linearizable read barrier,
+/// and notes a read that does not add up.
+async fn bank_read(cluster: &Cluster, front: &Node, node_id: NodeId) {
+    let read = tokio::time::timeout(Duration::from_secs(3), async {
+        front.read_barrier(Consistency::Linearizable).await?;
+        Ok::<_, crate::Error>(front.store().get_entries_at_revision(0, &bank_accounts()))
+    })
+    .await;
+    if let Ok(Ok((revision, entries))) = read {
+        let mut bank = cluster.bank.lock();
+        bank.reads += 1;
+        if let Some(fault) = bank_read_fault(&entries) {
+            bank.faults
+                .push(format!("{fault} on node {node_id} at revision {revision}"));
+        }
+    }
+}
+
+/// Opens the bank with one MSET through whichever node takes it.
+async fn open_bank(cluster: &Cluster) -> Result<(), String> {
+    let opening = Bytes::from(OPENING_BALANCE.to_string());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        for (_, _, front) in cluster.running() {
+            let command = Command::Redis(RedisCommand {
+                db: 0,
+                guards: Vec::new(),
+                ops: vec![RedisOp::MSet {
+                    pairs: bank_accounts()
+                        .into_iter()
+                        .map(|account| (account, opening.clone()))
+                        .collect(),
+                    only_if_none_exist: false,
+                }],
+            });
+            if let Ok(Some(Some(_))) = submit(cluster, &front, command).await {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err("no node took the MSET that opens the bank within 30 s".into())
 }
 
 /// How many counter keys (`n…`) go with `keys` registers (`k…`).
@@ -1080,6 +1234,7 @@ async fn settle_and_read(cluster: &Cluster, client_base: u64) -> Result<Vec<Oper
     }
     let mut reads = Vec::new();
     for (id, _, front) in cluster.running() {
+        bank_read(cluster, &front, id).await;
         for key in all_keys(cluster.options.keys) {
             let invoked_ns = cluster.stamp();
             front
@@ -1110,7 +1265,8 @@ type NodeView = (NodeId, u64, Vec<Option<(String, u64)>>);
 
 /// Every node's entries and applied revision must be the same.
 fn divergence(cluster: &Cluster) -> Option<String> {
-    let keys = all_keys(cluster.options.keys);
+    let mut keys = all_keys(cluster.options.keys);
+    keys.extend((0..BANK_ACCOUNTS).map(|account| format!("b{account}")));
     let views: Vec<NodeView> = cluster
         .running()
         .into_iter()
@@ -1167,6 +1323,7 @@ async fn start_cluster(options: &SimOptions) -> Result<Arc<Cluster>, String> {
         acknowledged_reads: Default::default(),
         acknowledged_writes: Default::default(),
         refused_writes: Default::default(),
+        bank: Mutex::new(BankTally::default()),
     });
     for id in cluster.ids() {
         cluster.start(id).await?;
@@ -1178,6 +1335,7 @@ async fn start_cluster(options: &SimOptions) -> Result<Arc<Cluster>, String> {
 pub async fn run(options: SimOptions) -> Result<SimReport, String> {
     let seed = options.seed;
     let cluster = start_cluster(&options).await?;
+    open_bank(&cluster).await?;
     let network = cluster.network.clone();
     let deadline = Instant::now() + options.duration;
     let clients: Vec<_> = (0..options.clients)
@@ -1231,6 +1389,7 @@ pub async fn run(options: SimOptions) -> Result<SimReport, String> {
     }
     let verdicts = check_all(&history, 2_000_000);
     let faults = std::mem::take(&mut *cluster.faults.lock());
+    let bank = std::mem::take(&mut *cluster.bank.lock());
     Ok(SimReport {
         seed,
         history,
@@ -1263,6 +1422,9 @@ pub async fn run(options: SimOptions) -> Result<SimReport, String> {
             .membership_changes
             .load(std::sync::atomic::Ordering::Relaxed),
         divergence,
+        bank_transfers_applied: bank.transfers_applied,
+        bank_reads: bank.reads,
+        bank_faults: bank.faults,
     })
 }
 
@@ -1270,6 +1432,37 @@ pub async fn run(options: SimOptions) -> Result<SimReport, String> {
 mod tests {
     use super::*;
     use openraft::ChangeMembers;
+
+    fn balances(values: &[Option<&str>]) -> Vec<Option<Entry>> {
+        values
+            .iter()
+            .map(|value| {
+                value.map(|value| Entry {
+                    value: Bytes::from(value.to_string()),
+                    mod_revision: 1,
+                    expires_at_ms: 0,
+                    accessed: Default::default(),
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_bank_read_must_be_whole_and_add_up() {
+        assert_eq!(
+            bank_read_fault(&balances(&[Some("10"), Some("10"), Some("10")])),
+            None
+        );
+        assert_eq!(
+            bank_read_fault(&balances(&[Some("3"), Some("17"), Some("10")])),
+            None
+        );
+        // Half a transfer: the debit without its credit.
+        assert!(bank_read_fault(&balances(&[Some("7"), Some("10"), Some("10")])).is_some());
+        assert!(bank_read_fault(&balances(&[Some("-1"), Some("21"), Some("10")])).is_some());
+        assert!(bank_read_fault(&balances(&[None, Some("20"), Some("10")])).is_some());
+        assert!(bank_read_fault(&balances(&[Some("x"), Some("20"), Some("10")])).is_some());
+    }
 
     /// A leader restarted with its vote intact must not answer a
     /// linearizable read from its commit index on disk: that is only a hint,

@@ -40,14 +40,17 @@ fn fingerprint(report: &SimReport) -> Vec<String> {
     let mut lines: Vec<String> = report.history.iter().map(|op| format!("{op:?}")).collect();
     lines.extend(report.faults.iter().cloned());
     lines.push(format!(
-        "delivered {} lost {} writes {} reads {} snapshots {} forwarded {} refused {}",
+        "delivered {} lost {} writes {} reads {} snapshots {} forwarded {} refused {} \
+         transfers {} bank reads {}",
         report.delivered,
         report.lost,
         report.acknowledged_writes,
         report.acknowledged_reads,
         report.snapshots_installed,
         report.forwarded_writes,
-        report.refused_writes
+        report.refused_writes,
+        report.bank_transfers_applied,
+        report.bank_reads
     ));
     lines
 }
@@ -109,6 +112,8 @@ fn seeded_cluster_runs_under_partitions_loss_power_cuts_and_membership_changes_s
     let mut membership_changes = 0;
     let mut increments_answered = 0;
     let mut refused_writes = 0;
+    let mut transfers_applied = 0;
+    let mut bank_reads = 0;
     let seeds = seeds();
     for &seed in &seeds {
         let report = run_seed(seed);
@@ -122,7 +127,8 @@ fn seeded_cluster_runs_under_partitions_loss_power_cuts_and_membership_changes_s
         eprintln!(
             "seed {seed}: {} operations ({} writes, {} increments and {} reads acknowledged), \
              {} faults, {} messages delivered, {} lost, {} writes forwarded, {} snapshots installed, \
-             {} membership changes, {} writes refused as never proposed",
+             {} membership changes, {} writes refused as never proposed, {} bank transfers \
+             applied, {} bank reads",
             report.history.len(),
             report.acknowledged_writes,
             increments,
@@ -133,10 +139,14 @@ fn seeded_cluster_runs_under_partitions_loss_power_cuts_and_membership_changes_s
             report.forwarded_writes,
             report.snapshots_installed,
             report.membership_changes,
-            report.refused_writes
+            report.refused_writes,
+            report.bank_transfers_applied,
+            report.bank_reads
         );
         membership_changes += report.membership_changes;
         refused_writes += report.refused_writes;
+        transfers_applied += report.bank_transfers_applied;
+        bank_reads += report.bank_reads;
         if std::env::var_os("WALRUS_SIM_VERBOSE").is_some() {
             eprintln!("{}", report.faults.join("\n"));
         }
@@ -192,7 +202,20 @@ fn seeded_cluster_runs_under_partitions_loss_power_cuts_and_membership_changes_s
         "no write was refused as never proposed in {} seeds",
         seeds.len()
     );
-    // One operation in twelve is an increment; most runs answer a dozen.
+    // One operation in fourteen is a bank transfer and one in twenty-three a
+    // read of the whole bank (the final reads add one per node): the bank's
+    // checks must have had transactions to see.
+    assert!(
+        transfers_applied >= 5 * seeds.len(),
+        "only {transfers_applied} bank transfers applied in {} seeds",
+        seeds.len()
+    );
+    assert!(
+        bank_reads >= 5 * seeds.len(),
+        "only {bank_reads} bank reads answered in {} seeds",
+        seeds.len()
+    );
+    // One operation in fourteen is an increment; most runs answer a dozen.
     assert!(
         increments_answered >= 5 * seeds.len(),
         "only {increments_answered} increments answered in {} seeds",
