@@ -287,8 +287,10 @@ struct VerifyArgs {
     /// pause, restart-all, partition (one node cut off from the others; needs 2+ nodes),
     /// bridge (two halves cut apart, one node reaching both; needs 3+ nodes), one-way
     /// (a node refuses what one other node sends it, its own messages still go; needs
-    /// 2+ nodes), member (a node, the leader half the time, removed from the cluster,
-    /// then added back as a learner and promoted; needs 2+ nodes).
+    /// 2+ nodes), deaf (a node, the leader half the time, refuses what every other
+    /// node sends it), mute (every other node refuses what one node sends, the
+    /// leader half the time), member (a node, the leader half the time, removed
+    /// from the cluster, then added back as a learner and promoted; needs 2+ nodes).
     #[arg(long, value_delimiter = ',')]
     nemesis: Vec<walrus::verify::nemesis::Fault>,
     /// What the clients do: `registers` (single-key operations, checked for

@@ -39,6 +39,16 @@ pub enum Fault {
     /// When the leader's messages are the lost ones, its follower hears no
     /// heartbeat though the leader hears it fine.
     OneWay,
+    /// Every link into one node cut one way (the leader half the time): it
+    /// refuses every message its peers send it, while its own messages go
+    /// through and are answered. A deaf leader still heartbeats, so no one
+    /// takes over, yet no follower can forward to it or ask it for a read
+    /// index.
+    Deaf,
+    /// Every link out of one node cut one way (the leader half the time):
+    /// its peers refuse every message it sends, while theirs reach it. A
+    /// mute leader is replaced, and hears of it from its successor.
+    Mute,
     /// A node removed from the cluster (the leader as often as any other),
     /// then added back under its id as a learner and promoted to voter: two
     /// membership changes, each a joint configuration, while writes go on.
@@ -48,13 +58,15 @@ pub enum Fault {
 }
 
 impl Fault {
-    const ALL: [Fault; 7] = [
+    const ALL: [Fault; 9] = [
         Fault::Kill,
         Fault::Pause,
         Fault::RestartAll,
         Fault::Partition,
         Fault::Bridge,
         Fault::OneWay,
+        Fault::Deaf,
+        Fault::Mute,
         Fault::Member,
     ];
 
@@ -67,19 +79,24 @@ impl Fault {
             Fault::Partition => "partition",
             Fault::Bridge => "bridge",
             Fault::OneWay => "one-way",
+            Fault::Deaf => "deaf",
+            Fault::Mute => "mute",
             Fault::Member => "member",
         }
     }
 
     /// Whether the fault needs the peer transport's partition switch.
     pub fn cuts_links(self) -> bool {
-        matches!(self, Fault::Partition | Fault::Bridge | Fault::OneWay)
+        matches!(
+            self,
+            Fault::Partition | Fault::Bridge | Fault::OneWay | Fault::Deaf | Fault::Mute
+        )
     }
 
     /// The fewest nodes the fault makes sense on.
     pub fn fewest_nodes(self) -> u64 {
         match self {
-            Fault::Partition | Fault::OneWay | Fault::Member => 2,
+            Fault::Partition | Fault::OneWay | Fault::Deaf | Fault::Mute | Fault::Member => 2,
             Fault::Bridge => 3,
             Fault::Kill | Fault::Pause | Fault::RestartAll => 1,
         }
@@ -96,7 +113,7 @@ impl std::str::FromStr for Fault {
             .ok_or_else(|| {
                 format!(
                     "unknown fault {text:?}: expected kill, pause, restart-all, partition, \
-                     bridge or one-way"
+                     bridge, one-way, deaf, mute or member"
                 )
             })
     }
@@ -324,6 +341,34 @@ impl LocalCluster {
                 tokio::time::sleep(hold).await;
                 self.heal_partitions().await?;
                 Ok(deaf.id)
+            }
+            Fault::Deaf | Fault::Mute => {
+                // The leader half the time: the harder case for both.
+                let leader = self.leader_status().await.map(|(_, status)| status.node_id);
+                let target = match leader {
+                    Some(leader) if rng.random_bool(0.5) => leader,
+                    _ => self.nodes[index].id,
+                };
+                let others: Vec<u64> = self.ids().filter(|&id| id != target).collect();
+                let refuse = |from: &[u64]| {
+                    format!(
+                        "/fault/partition?refuse_from={}",
+                        from.iter()
+                            .map(u64::to_string)
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    )
+                };
+                for node in &self.nodes {
+                    if fault == Fault::Deaf && node.id == target {
+                        post(&node.http, &refuse(&others)).await?;
+                    } else if fault == Fault::Mute && node.id != target {
+                        post(&node.http, &refuse(&[target])).await?;
+                    }
+                }
+                tokio::time::sleep(hold).await;
+                self.heal_partitions().await?;
+                Ok(target)
             }
             Fault::Member => {
                 // The leader half the time: its removal makes it step down

@@ -75,17 +75,19 @@ fn verify_passes_on_a_three_node_cluster_under_kill_pause_and_restart_all() {
 }
 
 /// The partition shapes of the peer transport's fault switch, in turn: one
-/// node cut off from the other two, and two nodes cut apart with the third
-/// reaching both (a bridge), while clients keep talking to every node.
+/// node cut off from the other two, two nodes cut apart with the third
+/// reaching both (a bridge), one link cut one way, a node deaf to every
+/// peer, and a node every peer is deaf to (the leader half the time for the
+/// last two), while clients keep talking to every node.
 #[test]
-fn verify_passes_on_a_three_node_cluster_with_a_node_partitioned_away_a_bridge_and_a_one_way_cut() {
+fn verify_passes_on_a_three_node_cluster_partitioned_away_bridged_and_cut_one_way() {
     let (passed, text) = verify(&[
         "--dev-cluster",
         "3",
         "--nemesis",
-        "partition,bridge,one-way",
+        "partition,bridge,one-way,deaf,mute",
         "--duration",
-        "11",
+        "18",
         "--fault-interval-ms",
         "1500",
         "--fault-hold-ms",
@@ -100,9 +102,9 @@ fn verify_passes_on_a_three_node_cluster_with_a_node_partitioned_away_a_bridge_a
         .iter()
         .map(|fault| fault["fault"].as_str().expect("fault name"))
         .collect();
-    assert!(faults.contains(&"partition"), "{text}");
-    assert!(faults.contains(&"bridge"), "{text}");
-    assert!(faults.contains(&"one-way"), "{text}");
+    for fault in ["partition", "bridge", "one-way", "deaf", "mute"] {
+        assert!(faults.contains(&fault), "no {fault} fault: {text}");
+    }
 }
 
 /// Membership changes under load: a node (the leader half the time) taken
