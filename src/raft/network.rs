@@ -52,8 +52,15 @@ pub const MAX_PEER_BODY_BYTES: usize = 256 << 20;
 pub const MAX_ENTRIES_PER_APPEND: u64 = 128;
 /// Command bytes one append message carries at most (beyond its first
 /// entry): openraft bounds an append by entries only, so with 16 MiB values
-/// 128 entries could be 2 GiB. The rest goes in the next message.
-pub const MAX_APPEND_PAYLOAD_BYTES: usize = 64 << 20;
+/// 128 entries could be 2 GiB. The rest goes in the next message, once the
+/// follower has answered for these: a follower far behind catches up in
+/// steps, each one recorded, rather than in one message that must arrive
+/// whole.
+pub const MAX_APPEND_PAYLOAD_BYTES: usize = 8 << 20;
+/// The slowest a peer link and a follower's disk are assumed to take
+/// entries: an append carrying entries may take this much longer than a
+/// heartbeat's deadline for each byte it carries.
+const SLOWEST_APPEND_BYTES_PER_SECOND: f64 = 32.0 * 1024.0 * 1024.0;
 /// Bytes of snapshot per `/raft/snapshot` message.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 /// How long the last chunk of a snapshot may take: the follower checks,
@@ -487,6 +494,27 @@ async fn next_piece(data: &mut Option<SnapshotData>) -> Result<Vec<u8>, RPCError
     piece.map_err(|error| failed(error.to_string()))
 }
 
+/// How long an append carrying `bytes` of commands may take. openraft's
+/// deadline is a heartbeat's (three quarters of the heartbeat interval), which
+/// a large append cannot meet: a follower that fell megabytes behind (its
+/// disk was full, say) would then be sent the same append again and again,
+/// each given up before it arrives, and never catch up while the leader is
+/// idle.
+fn append_deadline(heartbeat: Duration, bytes: usize) -> Duration {
+    heartbeat + Duration::from_secs_f64(bytes as f64 / SLOWEST_APPEND_BYTES_PER_SECOND)
+}
+
+/// The command bytes of `entries`.
+fn payload_bytes(entries: &[super::LogEntry]) -> usize {
+    entries
+        .iter()
+        .map(|entry| match &entry.payload {
+            openraft::EntryPayload::Normal(proposal) => proposal.payload.len(),
+            _ => 0,
+        })
+        .sum()
+}
+
 /// How many of `entries`, from the first, fit in `budget` command bytes;
 /// always at least one, so a single large entry still travels.
 fn entries_within(entries: &[super::LogEntry], budget: usize) -> usize {
@@ -515,15 +543,16 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         let mut request = request;
         let entries = !request.entries.is_empty();
         let sent = entries_within(&request.entries, MAX_APPEND_PAYLOAD_BYTES);
+        let deadline = append_deadline(option.soft_ttl(), payload_bytes(&request.entries[..sent]));
         if sent == request.entries.len() {
             return self
-                .call_noting("append", &request, option.soft_ttl(), entries)
+                .call_noting("append", &request, deadline, entries)
                 .await;
         }
         request.entries.truncate(sent);
         let last_sent = request.entries.last().map(|entry| entry.log_id);
         let response = self
-            .call_noting("append", &request, option.soft_ttl(), entries)
+            .call_noting("append", &request, deadline, entries)
             .await?;
         // A prefix went through: tell openraft how far, and it sends the rest.
         Ok(match response {
@@ -614,5 +643,21 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
             closed = cancel => Err(StreamingError::Closed(closed)),
             answer = send => Ok(answer?),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_append_gets_longer_than_a_heartbeat_by_the_bytes_it_carries() {
+        let heartbeat = Duration::from_millis(75);
+        assert_eq!(append_deadline(heartbeat, 0), heartbeat);
+        // The largest append (8 MiB) gets a quarter of a second more.
+        assert_eq!(
+            append_deadline(heartbeat, MAX_APPEND_PAYLOAD_BYTES),
+            heartbeat + Duration::from_millis(250)
+        );
     }
 }
