@@ -504,15 +504,12 @@ fn append_deadline(heartbeat: Duration, bytes: usize) -> Duration {
     heartbeat + Duration::from_secs_f64(bytes as f64 / SLOWEST_APPEND_BYTES_PER_SECOND)
 }
 
-/// The command bytes of `entries`.
-fn payload_bytes(entries: &[super::LogEntry]) -> usize {
-    entries
-        .iter()
-        .map(|entry| match &entry.payload {
-            openraft::EntryPayload::Normal(proposal) => proposal.payload.len(),
-            _ => 0,
-        })
-        .sum()
+/// The command bytes an entry carries (membership entries and blanks: none).
+fn command_bytes(entry: &super::LogEntry) -> usize {
+    match &entry.payload {
+        openraft::EntryPayload::Normal(proposal) => proposal.payload.len(),
+        _ => 0,
+    }
 }
 
 /// How many of `entries`, from the first, fit in `budget` command bytes;
@@ -520,11 +517,7 @@ fn payload_bytes(entries: &[super::LogEntry]) -> usize {
 fn entries_within(entries: &[super::LogEntry], budget: usize) -> usize {
     let mut total = 0;
     for (index, entry) in entries.iter().enumerate() {
-        let size = match &entry.payload {
-            openraft::EntryPayload::Normal(proposal) => proposal.payload.len(),
-            _ => 0,
-        };
-        total += size;
+        total += command_bytes(entry);
         if total > budget && index > 0 {
             return index;
         }
@@ -543,7 +536,10 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         let mut request = request;
         let entries = !request.entries.is_empty();
         let sent = entries_within(&request.entries, MAX_APPEND_PAYLOAD_BYTES);
-        let deadline = append_deadline(option.soft_ttl(), payload_bytes(&request.entries[..sent]));
+        let deadline = append_deadline(
+            option.soft_ttl(),
+            request.entries[..sent].iter().map(command_bytes).sum(),
+        );
         if sent == request.entries.len() {
             return self
                 .call_noting("append", &request, deadline, entries)

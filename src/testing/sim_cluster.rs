@@ -58,6 +58,7 @@ use crate::raft::{ClusterNode, ClusterOptions, NodeId};
 use crate::storage::{SpareSegment, WalOptions};
 use crate::store::redis_op::{Answer, RedisCommand, RedisOp};
 use crate::store::{Command, Entry, Guard};
+use crate::verify::bank;
 use crate::verify::checker::{Action, KeyVerdict, Operation, check_all};
 use crate::verify::workload::OpKind;
 
@@ -382,9 +383,8 @@ struct BankTally {
     faults: Vec<String>,
 }
 
-/// The bank's accounts and each one's opening balance.
+/// The bank's accounts, each opened with `bank::OPENING_BALANCE`.
 const BANK_ACCOUNTS: u64 = 3;
-const OPENING_BALANCE: i64 = 10;
 
 fn bank_accounts() -> Vec<Bytes> {
     (0..BANK_ACCOUNTS)
@@ -392,7 +392,8 @@ fn bank_accounts() -> Vec<Bytes> {
         .collect()
 }
 
-/// What is wrong with one read of every account, if anything.
+/// What is wrong with one read of every account, if anything: the check of
+/// `walrus verify`'s bank (`bank::read_fault`).
 fn bank_read_fault(entries: &[Option<Entry>]) -> Option<String> {
     let balances: Vec<Option<i64>> = entries
         .iter()
@@ -403,10 +404,7 @@ fn bank_read_fault(entries: &[Option<Entry>]) -> Option<String> {
                 .ok()
         })
         .collect();
-    let total: Option<i64> = balances.iter().copied().sum();
-    let whole = total == Some(OPENING_BALANCE * BANK_ACCOUNTS as i64)
-        && balances.iter().flatten().all(|balance| *balance >= 0);
-    (!whole).then(|| format!("a read found {balances:?}"))
+    bank::read_fault(&balances, BANK_ACCOUNTS).map(|fault| format!("{fault} in {balances:?}"))
 }
 
 /// The clients keep going past the run's duration, under the faults then in
@@ -927,7 +925,7 @@ async fn bank_read(cluster: &Cluster, front: &Node, node_id: NodeId) {
 
 /// Opens the bank with one MSET through whichever node takes it.
 async fn open_bank(cluster: &Cluster) -> Result<(), String> {
-    let opening = Bytes::from(OPENING_BALANCE.to_string());
+    let opening = Bytes::from(bank::OPENING_BALANCE.to_string());
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         for (_, _, front) in cluster.running() {
@@ -1266,7 +1264,7 @@ type NodeView = (NodeId, u64, Vec<Option<(String, u64)>>);
 /// Every node's entries and applied revision must be the same.
 fn divergence(cluster: &Cluster) -> Option<String> {
     let mut keys = all_keys(cluster.options.keys);
-    keys.extend((0..BANK_ACCOUNTS).map(|account| format!("b{account}")));
+    keys.extend(bank_accounts().iter().map(|account| text(account)));
     let views: Vec<NodeView> = cluster
         .running()
         .into_iter()

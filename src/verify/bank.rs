@@ -25,18 +25,19 @@
 //! Every step of a transfer runs on the connection that sent the WATCH;
 //! if that connection fails, the transfer stops there.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use rand::Rng;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use super::Check;
-use super::workload::{Client, Recorder, WorkloadOptions, resp_address};
+use super::workload::{
+    Client, Recorder, WorkloadOptions, client_rng, final_reader, goes_on, resp_address,
+};
 use crate::client::resp::RespValue;
 
 /// Each account's balance when the run starts.
@@ -274,12 +275,9 @@ pub async fn run(
         let recorder = recorder.clone();
         let options = options.clone();
         tasks.push(tokio::spawn(async move {
-            let mut rng =
-                StdRng::seed_from_u64(options.seed.wrapping_mul(1_000_003).wrapping_add(id));
+            let mut rng = client_rng(options.seed, id);
             let mut history = BankHistory::default();
-            while Instant::now() < deadline
-                && recorder.done.load(Ordering::Relaxed) < options.max_operations
-            {
+            while goes_on(deadline, &recorder, &options) {
                 recorder.done.fetch_add(1, Ordering::Relaxed);
                 // Three transfers to each read.
                 if rng.random_range(0..4) < 3 {
@@ -334,12 +332,7 @@ pub async fn final_reads(
 ) -> Result<Vec<(String, Option<Vec<Option<i64>>>)>, String> {
     let mut finals = Vec::new();
     for (index, url) in options.endpoints.iter().enumerate() {
-        let single = WorkloadOptions {
-            endpoints: vec![url.clone()],
-            request_timeout: options.request_timeout.max(Duration::from_secs(5)),
-            ..options.clone()
-        };
-        let mut client = Client::new(1_000_000 + index as u64, &single)?;
+        let mut client = final_reader(options, index, url)?;
         let mut answer = None;
         for _ in 0..5 {
             recorder.done.fetch_add(1, Ordering::Relaxed);
@@ -359,8 +352,10 @@ fn opening_total(accounts: u64) -> i64 {
     OPENING_BALANCE * accounts as i64
 }
 
-/// What is wrong with one read of the bank, if anything.
-fn read_fault(balances: &[Option<i64>], accounts: u64) -> Option<String> {
+/// What is wrong with one read of a bank of `accounts` (each opened with
+/// [`OPENING_BALANCE`]), if anything: an account missing, one negative, or
+/// a total other than the opening one.
+pub fn read_fault(balances: &[Option<i64>], accounts: u64) -> Option<String> {
     if balances.len() as u64 != accounts {
         return Some(format!("{} accounts instead of {accounts}", balances.len()));
     }
@@ -438,32 +433,32 @@ fn conserved(history: &BankHistory, accounts: u64) -> Check {
 }
 
 fn watch_guards(history: &BankHistory) -> Check {
-    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut stale = Vec::new();
-    for transfer in &history.transfers {
-        let name = match transfer.outcome {
-            TransferOutcome::Applied { from_after } => {
-                if from_after != transfer.balance_read - transfer.amount {
-                    stale.push((transfer, from_after));
-                }
-                "applied"
+    let stale: Vec<(&Transfer, i64)> = history
+        .transfers
+        .iter()
+        .filter_map(|transfer| match transfer.outcome {
+            TransferOutcome::Applied { from_after }
+                if from_after != transfer.balance_read - transfer.amount =>
+            {
+                Some((transfer, from_after))
             }
-            TransferOutcome::Aborted => "aborted by WATCH",
-            TransferOutcome::Skipped => "skipped for want of funds",
-            TransferOutcome::Unknown => "of unknown outcome",
-        };
-        *counts.entry(name).or_default() += 1;
-    }
-    let mut detail = [
-        "applied",
-        "aborted by WATCH",
-        "skipped for want of funds",
-        "of unknown outcome",
-    ]
-    .iter()
-    .map(|name| format!("{} {name}", counts.get(name).copied().unwrap_or(0)))
-    .collect::<Vec<_>>()
-    .join(", ");
+            _ => None,
+        })
+        .collect();
+    let count = |outcome: fn(&TransferOutcome) -> bool| {
+        history
+            .transfers
+            .iter()
+            .filter(|transfer| outcome(&transfer.outcome))
+            .count()
+    };
+    let mut detail = format!(
+        "{} applied, {} aborted by WATCH, {} skipped for want of funds, {} of unknown outcome",
+        count(|outcome| matches!(outcome, TransferOutcome::Applied { .. })),
+        count(|outcome| *outcome == TransferOutcome::Aborted),
+        count(|outcome| *outcome == TransferOutcome::Skipped),
+        count(|outcome| *outcome == TransferOutcome::Unknown),
+    );
     let _ = write!(
         detail,
         "; {} applied on a balance that had changed since WATCH",

@@ -344,11 +344,7 @@ impl LocalCluster {
             }
             Fault::Deaf | Fault::Mute => {
                 // The leader half the time: the harder case for both.
-                let leader = self.leader_status().await.map(|(_, status)| status.node_id);
-                let target = match leader {
-                    Some(leader) if rng.random_bool(0.5) => leader,
-                    _ => self.nodes[index].id,
-                };
+                let target = self.leader_half_the_time(rng, index).await;
                 let others: Vec<u64> = self.ids().filter(|&id| id != target).collect();
                 let refuse = |from: &[u64]| {
                     format!(
@@ -373,11 +369,7 @@ impl LocalCluster {
             Fault::Member => {
                 // The leader half the time: its removal makes it step down
                 // and hand over, the harder change.
-                let leader = self.leader_status().await.map(|(_, status)| status.node_id);
-                let removed = match leader {
-                    Some(leader) if rng.random_bool(0.5) => leader,
-                    _ => self.nodes[index].id,
-                };
+                let removed = self.leader_half_the_time(rng, index).await;
                 self.settle_membership(Some(removed)).await?;
                 tokio::time::sleep(hold).await;
                 self.settle_membership(None).await?;
@@ -489,6 +481,16 @@ impl LocalCluster {
                 && status.term == newest_term
                 && status.leader_id == Some(status.node_id)
         })
+    }
+
+    /// The leader's id half the time (when one is known), otherwise the
+    /// node at `index`.
+    async fn leader_half_the_time(&self, rng: &mut StdRng, index: usize) -> u64 {
+        let leader = self.leader_status().await.map(|(_, status)| status.node_id);
+        match leader {
+            Some(leader) if rng.random_bool(0.5) => leader,
+            _ => self.nodes[index].id,
+        }
     }
 
     fn ids(&self) -> impl Iterator<Item = u64> + '_ {

@@ -791,6 +791,35 @@ fn is_not_an_integer(error: &str) -> bool {
     error.starts_with("ERR value is not an integer")
 }
 
+/// Client `id`'s random source: the same for the same seed, another per client.
+pub(super) fn client_rng(seed: u64, id: u64) -> StdRng {
+    StdRng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(id))
+}
+
+/// Whether a client goes on: before `deadline`, and under the run's bound on
+/// operations.
+pub(super) fn goes_on(deadline: Instant, recorder: &Recorder, options: &WorkloadOptions) -> bool {
+    Instant::now() < deadline && recorder.done.load(Ordering::Relaxed) < options.max_operations
+}
+
+/// The client that reads through endpoint number `index` alone after the
+/// faults have healed, with at least 5 s per request.
+pub(super) fn final_reader(
+    options: &WorkloadOptions,
+    index: usize,
+    url: &str,
+) -> Result<Client, String> {
+    let single = WorkloadOptions {
+        endpoints: vec![url.to_string()],
+        request_timeout: options.request_timeout.max(Duration::from_secs(5)),
+        ..options.clone()
+    };
+    Client::new(FINAL_READER_IDS + index as u64, &single)
+}
+
+/// Final readers' client ids start here, clear of the workload's.
+const FINAL_READER_IDS: u64 = 1_000_000;
+
 /// Runs the clients until the duration or the operation bound is reached.
 pub async fn run(
     options: &WorkloadOptions,
@@ -804,12 +833,9 @@ pub async fn run(
         let recorder = recorder.clone();
         let options = options.clone();
         tasks.push(tokio::spawn(async move {
-            let mut rng =
-                StdRng::seed_from_u64(options.seed.wrapping_mul(1_000_003).wrapping_add(id));
+            let mut rng = client_rng(options.seed, id);
             let mut history = Vec::new();
-            while Instant::now() < deadline
-                && recorder.done.load(Ordering::Relaxed) < options.max_operations
-            {
+            while goes_on(deadline, &recorder, &options) {
                 let kind = options.mix.pick(&mut rng);
                 let key = keys.pick(kind, &mut rng);
                 history.extend(client.run_one(&recorder, kind, &key).await);
@@ -833,18 +859,13 @@ pub async fn final_reads(
 ) -> Result<Vec<Operation>, String> {
     let mut reads = Vec::new();
     for (index, url) in options.endpoints.iter().enumerate() {
-        let single = WorkloadOptions {
-            endpoints: vec![url.clone()],
-            request_timeout: options.request_timeout.max(Duration::from_secs(5)),
-            ..options.clone()
-        };
-        let mut client = Client::new(1_000_000 + index as u64, &single)?;
+        let mut client = final_reader(options, index, url)?;
         for key in KeySpace::new(options.keys, options.mix).all() {
             let read = match client.get(recorder, &key).await {
                 Some((read, _)) => read,
                 // The node is down: an unanswered final read.
                 None => Operation {
-                    client: 1_000_000 + index as u64,
+                    client: client.id(),
                     key: key.clone(),
                     action: Action::Get { value: None },
                     invoked_ns: recorder.now_ns(),
