@@ -19,9 +19,8 @@ pub fn parse_i64(bytes: &[u8]) -> Option<i64> {
 
 /// Optional `-`, then one or more ASCII digits (leading zeros allowed),
 /// within `i64`: what `str::parse::<i64>` accepts without a `+`, read in
-/// one pass. RESP lengths use it as it is; [`parse_i64`] narrows it to
-/// Redis's grammar.
-pub fn parse_decimal(bytes: &[u8]) -> Option<i64> {
+/// one pass; [`parse_i64`] narrows it to Redis's grammar.
+fn parse_decimal(bytes: &[u8]) -> Option<i64> {
     let (negative, digits) = match bytes.split_first() {
         Some((b'-', rest)) => (true, rest),
         _ => (false, bytes),
