@@ -246,6 +246,24 @@ fn render_cluster(out: &mut String, cluster: &ClusterNode) {
     );
     family(
         out,
+        "walrus_raft_leader_handovers_total",
+        "counter",
+        "Times this node, leading, handed leadership to another voter, by reason.",
+    );
+    sample(
+        out,
+        "walrus_raft_leader_handovers_total",
+        "reason=\"disk_space\"",
+        load(&counters.handovers_for_space),
+    );
+    sample(
+        out,
+        "walrus_raft_leader_handovers_total",
+        "reason=\"unreached\"",
+        load(&counters.handovers_unreached),
+    );
+    family(
+        out,
         "walrus_pubsub_broadcast_dropped_total",
         "counter",
         "PUBLISHed messages not delivered to another member (its queue was full, or it could not be reached).",

@@ -44,6 +44,7 @@ use super::network::{
     ChunkAnswer, Peer, PeerError, PeerIdentity, PeerNetworkFactory, PeerTls, PeerTransport,
     SnapshotChunk,
 };
+use super::reach::{self, ReachWatch};
 use super::space::DiskSpace;
 use super::state_machine::{SnapshotData, StateMachine, snapshot_position};
 use super::{LogEntry, LogId, NodeId, Proposal, Raft, Replier, TypeConfig, Vote};
@@ -237,6 +238,12 @@ pub struct ClusterCounters {
     pub forwarded_writes: std::sync::atomic::AtomicU64,
     pub forwarded_reads: std::sync::atomic::AtomicU64,
     pub snapshots_received: std::sync::atomic::AtomicU64,
+    /// Times this node, leading, handed leadership over because its disk ran
+    /// short of space.
+    pub handovers_for_space: std::sync::atomic::AtomicU64,
+    /// Times this node, leading, handed leadership over because too few
+    /// voters could reach it (`reach.rs`).
+    pub handovers_unreached: std::sync::atomic::AtomicU64,
 }
 
 /// Read barriers waiting for the next read-index request.
@@ -334,6 +341,8 @@ pub struct ClusterNode {
     refusing_entries: AtomicBool,
     /// When this node last handed leadership over for want of space.
     handed_over: Mutex<Option<Instant>>,
+    /// On the leader, the asks of whether voters reach it (`reach.rs`).
+    reach: ReachWatch,
     /// Set by the housekeeping task from when it asks for a snapshot to
     /// give disk space back until the log behind it is purged (or that
     /// failed): writes refused for want of space meanwhile wait for it.
@@ -657,6 +666,7 @@ impl ClusterNode {
             space,
             refusing_entries: AtomicBool::new(false),
             handed_over: Mutex::new(None),
+            reach: ReachWatch::default(),
             compacting_for_space: AtomicBool::new(false),
             peer_disks: Mutex::new(None),
             formats,
@@ -855,6 +865,9 @@ impl ClusterNode {
         };
         *handed_over = Some(Instant::now());
         tracing::warn!("the disk is short of space: handing leadership to node {to}");
+        self.counters
+            .handovers_for_space
+            .fetch_add(1, Ordering::Relaxed);
         let raft = self.raft.clone();
         tokio::spawn(async move {
             if let Err(error) = raft.trigger().transfer_leader(to).await {
@@ -876,6 +889,70 @@ impl ClusterNode {
                 .collect(),
             _ => BTreeSet::new(),
         }
+    }
+
+    /// On the leader: asks the other voters whether they reach it, and hands
+    /// leadership to one of them when too few do (`reach.rs`).
+    async fn hand_over_if_unreached(&self) {
+        let metrics = self.metrics();
+        let voters: BTreeSet<NodeId> = metrics.membership_config.voter_ids().collect();
+        if voters.len() < 3 || !self.is_leader() || !self.reach.start_ask() {
+            return;
+        }
+        let asks = voters
+            .iter()
+            .copied()
+            .filter(|id| *id != self.id)
+            .filter_map(|id| {
+                let peer = self.peer(id)?;
+                Some(async move {
+                    let answer = peer
+                        .call_unnoted::<_, bool>("reach", &(), reach::ASK_TIMEOUT)
+                        .await;
+                    (id, answer)
+                })
+            });
+        let lost: BTreeSet<NodeId> = futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .filter_map(|(id, answer)| answer.is_ok_and(|reaches| !reaches).then_some(id))
+            .collect();
+        let matched: BTreeMap<NodeId, u64> = self
+            .metrics()
+            .replication
+            .iter()
+            .flat_map(|replication| replication.iter())
+            .map(|(id, matched)| (*id, matched.map_or(0, |id| id.index)))
+            .collect();
+        let barred = self.peers_short_of_room();
+        let target = reach::handover_target(self.id, &voters, &lost, &matched, &barred)
+            .filter(|_| self.is_leader());
+        let Some(to) = self.reach.finish_ask(target) else {
+            return;
+        };
+        self.counters
+            .handovers_unreached
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            "voters {lost:?} cannot reach this leader, too few others do to make a \
+             quorum, and their clients' requests cannot be forwarded to it: handing \
+             leadership to node {to}"
+        );
+        if let Err(error) = self.raft.trigger().transfer_leader(to).await {
+            tracing::warn!(%error, "handing leadership over");
+        }
+    }
+
+    /// Whether this node reaches `leader`, which asks (`reach.rs`): a `ping`
+    /// of its own to it is answered in time. A peer that refuses the ping
+    /// is no more reachable than one that never answers: neither would take
+    /// a forwarded write.
+    async fn reaches(&self, leader: NodeId) -> bool {
+        let Some(peer) = self.peer(leader) else {
+            return false;
+        };
+        let ping = peer.call_unnoted::<_, ()>("ping", &(), reach::PROBE_TIMEOUT);
+        matches!(ping.await, Ok(()) | Err(PeerError::NoSuchMessage { .. }))
     }
 
     /// This node's disk, as the `disk-room` peer message answers.
@@ -1500,6 +1577,11 @@ impl ClusterNode {
             "forward-batch" => encode(&self.serve_forward_batch(decode(body)?).await),
             "read-index" => encode(&self.serve_read_index().await),
             "disk-room" => encode(&self.disk_room()),
+            "reach" => match sender {
+                Some(leader) => encode(&self.reaches(leader).await),
+                None => Err(PeerRefusal::NotMember),
+            },
+            "ping" => encode(&()),
             "command-format" => encode(&self.options.command_format),
             "transfer-leader" => match self.raft.handle_transfer_leader(decode(body)?).await {
                 Ok(answer) => encode(&answer),
@@ -1824,6 +1906,13 @@ impl ClusterNode {
         if metrics.current_leader.is_none() {
             return Err("no leader is known".into());
         }
+        if let Some(silence) = self.unanswered_leadership(&metrics) {
+            return Err(format!(
+                "this node leads, but no quorum of voters has answered it for {} ms: \
+                 it cannot commit, and another may lead by now",
+                silence.as_millis()
+            ));
+        }
         let applied = metrics.last_applied.map_or(0, |id| id.index);
         if applied < committed {
             return Err(format!(
@@ -1846,6 +1935,25 @@ impl ClusterNode {
             ));
         }
         Ok(())
+    }
+
+    /// On a leader of several voters, how long since a quorum last answered
+    /// it, once that is longer than the longest election timeout: by then
+    /// the followers may have elected another (a leader that cannot hear
+    /// their answers, or one handing over, learns of it only when it hears
+    /// them again).
+    fn unanswered_leadership(
+        &self,
+        metrics: &openraft::RaftMetrics<TypeConfig>,
+    ) -> Option<Duration> {
+        if metrics.state != ServerState::Leader
+            || metrics.membership_config.voter_ids().nth(1).is_none()
+        {
+            return None;
+        }
+        use openraft::Instant as _;
+        let silence = metrics.last_quorum_acked.as_ref()?.elapsed();
+        (silence > Duration::from_millis(self.options.election_timeout_ms.1)).then_some(silence)
     }
 
     /// Notes whether this node is behind what its leader has told it is
@@ -2093,6 +2201,10 @@ impl ClusterNode {
 
 /// How often the housekeeping task runs.
 const HOUSEKEEPING_TICK: Duration = Duration::from_millis(200);
+/// The housekeeping ticks between a leader's questions to its voters about
+/// whether they reach it ([`reach::ASK_EVERY`]).
+const ASK_REACH_EVERY_TICKS: u64 =
+    reach::ASK_EVERY.as_millis() as u64 / HOUSEKEEPING_TICK.as_millis() as u64;
 
 /// The entries a snapshot covers that stay in the log for slow followers
 /// take at most this fraction of `snapshot_log_bytes`; a follower further
@@ -2107,7 +2219,9 @@ const KEPT_BEHIND_SNAPSHOT_FRACTION: u64 = 4;
 ///   beyond a quarter of that, so the log in memory stays within about 1.25×
 ///   `snapshot_log_bytes` (80 MiB by default) whatever the value size;
 /// - on the leader, completes a membership change a previous leader left in
-///   its joint configuration.
+///   its joint configuration;
+/// - on the leader, every [`reach::ASK_EVERY`], asks the voters whether they
+///   reach it, and hands leadership over when too few do (`reach.rs`).
 async fn housekeeping(node: std::sync::Weak<ClusterNode>) {
     let mut ticks = tokio::time::interval(HOUSEKEEPING_TICK);
     // A tick held up (a slow purge, a busy runtime) is not made up for with
@@ -2125,6 +2239,7 @@ async fn housekeeping(node: std::sync::Weak<ClusterNode>) {
     // snapshot was put off for want of room.
     let mut was_short = false;
     let mut warned_no_room = false;
+    let mut ticks_run: u64 = 0;
     loop {
         ticks.tick().await;
         let Some(node) = node.upgrade() else {
@@ -2150,6 +2265,12 @@ async fn housekeeping(node: std::sync::Weak<ClusterNode>) {
         }
         if short && node.is_leader() {
             node.hand_over_for_space();
+        }
+        ticks_run += 1;
+        if node.is_leader() && ticks_run.is_multiple_of(ASK_REACH_EVERY_TICKS) {
+            // On its own task, like the format question above.
+            let asking = node.clone();
+            tokio::spawn(async move { asking.hand_over_if_unreached().await });
         }
         let metrics = node.metrics();
         let snapshot_index = metrics.snapshot.map_or(0, |id| id.index);

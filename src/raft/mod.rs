@@ -23,6 +23,7 @@ pub mod forward;
 pub mod log_store;
 pub mod member;
 pub mod network;
+pub mod reach;
 pub mod runtime;
 pub mod space;
 pub mod state_machine;

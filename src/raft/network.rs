@@ -1,7 +1,7 @@
 //! The peer transport: Raft messages as HTTP requests on the node's own port.
 //!
-//! `POST /raft/{append,vote,pre-vote,snapshot,forward,forward-batch,read-index}` with a
-//! postcard body;
+//! `POST /raft/{append,vote,pre-vote,snapshot,forward,forward-batch,read-index,…}`
+//! with a postcard body (the rest: `cluster.rs`'s `serve_peer_message`);
 //! the answer is `200` with a postcard body, or an error status with a text
 //! body. Every request carries the sender's node id (`X-Walrus-Node-Id`) and the
 //! cluster's bearer token, on keep-alive connections pooled per peer (one per

@@ -1247,6 +1247,100 @@ fn a_follower_cut_off_and_back_keeps_its_term_and_leaves_the_leader_in_place() {
     assert_eq!(term(leader), before, "nobody deposed the leader");
 }
 
+/// A leader no peer can reach (it refuses every message they open to it,
+/// as behind a firewall that drops incoming connections) still replicates
+/// and commits, so no follower times out; but no follower can forward to it.
+/// The voters say so when it asks, and it hands leadership to one of them:
+/// writes and linearizable reads through the other nodes succeed again
+/// within a few seconds, without the link healing. The deaf node forwards
+/// its own clients' writes (its messages go out), says it is not ready (it
+/// hears nothing), and catches up once the link heals.
+#[test]
+fn a_leader_its_peers_cannot_reach_hands_over_so_every_node_serves_again() {
+    let cluster = Cluster::start_with(3, &["--enable-fault-injection"]);
+    let deaf = cluster.wait_for_leader(Duration::from_secs(20));
+    let followers: Vec<u64> = (1..=3).filter(|id| *id != deaf).collect();
+    let refused = followers
+        .iter()
+        .map(|id| id.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let deaf_http = cluster.node(deaf).http;
+    post_ok(
+        deaf_http,
+        &format!("/fault/partition?refuse_from={refused}"),
+    );
+
+    // Writes through a follower: each waits up to the request timeout (3 s
+    // here) and the first may run out of it while the leader asks.
+    let through = cluster.node(followers[0]).http;
+    let started = Instant::now();
+    let mut first_written = None;
+    for index in 0..20 {
+        let reply = http(through, "PUT", &format!("/kv/deaf-{index}"), b"v").expect("answer");
+        if reply.status == 200 {
+            first_written = Some((index, started.elapsed()));
+            break;
+        }
+        assert_eq!(reply.status, 503, "PUT /kv/deaf-{index}: {}", reply.text());
+    }
+    let (first, took) = first_written.expect("a write through a follower within 20 tries");
+    assert!(
+        took < Duration::from_secs(15),
+        "the first write through a follower took {took:?}"
+    );
+    let leader_of = |id: u64| status(cluster.node(id).http).and_then(|s| s["leader_id"].as_u64());
+    let leader = leader_of(followers[0]).expect("a leader");
+    assert_ne!(leader, deaf, "leadership left the node no peer reaches");
+    assert_eq!(leader_of(followers[1]), Some(leader));
+    let metrics = http_get(deaf_http, "/metrics").text();
+    assert!(
+        metrics.contains("walrus_raft_leader_handovers_total{reason=\"unreached\"} 1\n"),
+        "{metrics}"
+    );
+    wait_until(Duration::from_secs(5), || {
+        http_get(deaf_http, "/ready").status == 503
+    });
+
+    // The link still cut: every node takes writes, the two that hear the
+    // leader serve linearizable reads of them.
+    for id in 1..=3 {
+        let path = format!("/kv/after-{id}");
+        let reply = http(cluster.node(id).http, "PUT", &path, b"w").expect("answer");
+        assert_eq!(
+            reply.status,
+            200,
+            "PUT {path} on node {id}: {}",
+            reply.text()
+        );
+        for &reader in &followers {
+            let read = http_get(cluster.node(reader).http, &path);
+            assert_eq!(read.status, 200, "GET {path} on node {reader}");
+            assert_eq!(read.body, b"w");
+        }
+    }
+
+    // Healed: one leader for all, and the deaf node reads every write.
+    post_ok(deaf_http, "/fault/heal");
+    assert_eq!(cluster.wait_for_leader(Duration::from_secs(10)), leader);
+    wait_until(Duration::from_secs(10), || {
+        http_get(deaf_http, "/ready").status == 200
+    });
+    for path in [
+        format!("/kv/deaf-{first}"),
+        "/kv/after-1".into(),
+        "/kv/after-3".into(),
+    ] {
+        let read = http_get(deaf_http, &path);
+        assert_eq!(
+            read.status,
+            200,
+            "GET {path} on node {deaf}: {}",
+            read.text()
+        );
+    }
+}
+
 fn http_get(address: SocketAddr, path: &str) -> Reply {
     http(address, "GET", path, b"").expect("answer")
 }
