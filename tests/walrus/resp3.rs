@@ -301,6 +301,28 @@ fn redis_replies_for_getrange_expire_scripting_and_http_lines() {
         raw.call(&["FUNCTION", "LOAD", "x"])
             .starts_with("-ERR scripting is not supported")
     );
+    // SCRIPT answers as a Redis with an empty script cache, so a harness
+    // that flushes it first goes on; loading one is refused.
+    assert_eq!(raw.call(&["SCRIPT", "FLUSH"]), "+OK\r\n");
+    assert_eq!(raw.call(&["SCRIPT", "FLUSH", "async"]), "+OK\r\n");
+    assert_eq!(
+        raw.call(&["SCRIPT", "FLUSH", "later"]),
+        "-ERR SCRIPT FLUSH only support SYNC|ASYNC option\r\n"
+    );
+    assert_eq!(
+        raw.call(&[
+            "SCRIPT",
+            "EXISTS",
+            "a42059b356c875f0717db19a51f6aaca9ae659ea",
+            "x"
+        ]),
+        "*2\r\n:0\r\n:0\r\n"
+    );
+    assert!(
+        raw.call(&["SCRIPT", "LOAD", "return 1"])
+            .starts_with("-ERR scripting is not supported")
+    );
+    assert!(raw.call(&["SCRIPT", "HELP"]).contains("EXISTS"));
     // A browser's cross-protocol request: the connection closes, nothing runs.
     let mut attacker = RawResp::connect(server.resp_address());
     attacker.send_raw(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nSET pwned 1\r\n");
