@@ -842,14 +842,12 @@ impl ClusterNode {
         let metrics = self.metrics();
         let voters: BTreeSet<NodeId> = metrics.membership_config.voter_ids().collect();
         let short_of_room = self.peers_short_of_room();
-        let best = metrics
-            .replication
-            .iter()
-            .flat_map(|replication| replication.iter())
-            .filter(|(id, _)| **id != self.id && voters.contains(id))
+        let best = matched_indexes(&metrics)
+            .into_iter()
+            .filter(|(id, _)| *id != self.id && voters.contains(id))
             .filter(|(id, _)| !short_of_room.contains(id))
-            .max_by_key(|(_, matched)| matched.map_or(0, |id| id.index))
-            .map(|(id, _)| *id);
+            .max_by_key(|(_, matched)| *matched)
+            .map(|(id, _)| id);
         let Some(to) = best else {
             if !short_of_room.is_empty() {
                 // Noted as a handover at this moment, so the next one is a
@@ -899,31 +897,14 @@ impl ClusterNode {
         if voters.len() < 3 || !self.is_leader() || !self.reach.start_ask() {
             return;
         }
-        let asks = voters
-            .iter()
-            .copied()
-            .filter(|id| *id != self.id)
-            .filter_map(|id| {
-                let peer = self.peer(id)?;
-                Some(async move {
-                    let answer = peer
-                        .call_unnoted::<_, bool>("reach", &(), reach::ASK_TIMEOUT)
-                        .await;
-                    (id, answer)
-                })
-            });
-        let lost: BTreeSet<NodeId> = futures::future::join_all(asks)
+        let others = voters.iter().copied().filter(|id| *id != self.id).collect();
+        let lost: BTreeSet<NodeId> = self
+            .ask_each::<bool>(others, "reach", reach::ASK_TIMEOUT)
             .await
             .into_iter()
             .filter_map(|(id, answer)| answer.is_ok_and(|reaches| !reaches).then_some(id))
             .collect();
-        let matched: BTreeMap<NodeId, u64> = self
-            .metrics()
-            .replication
-            .iter()
-            .flat_map(|replication| replication.iter())
-            .map(|(id, matched)| (*id, matched.map_or(0, |id| id.index)))
-            .collect();
+        let matched = matched_indexes(&self.metrics());
         let barred = self.peers_short_of_room();
         let target = reach::handover_target(self.id, &voters, &lost, &matched, &barred)
             .filter(|_| self.is_leader());
@@ -951,8 +932,9 @@ impl ClusterNode {
         let Some(peer) = self.peer(leader) else {
             return false;
         };
-        let ping = peer.call_unnoted::<_, ()>("ping", &(), reach::PROBE_TIMEOUT);
-        matches!(ping.await, Ok(()) | Err(PeerError::NoSuchMessage { .. }))
+        peer.call_unnoted::<_, ()>("ping", &(), reach::PROBE_TIMEOUT)
+            .await
+            .is_ok()
     }
 
     /// This node's disk, as the `disk-room` peer message answers.
@@ -983,7 +965,7 @@ impl ClusterNode {
             .filter(|id| *id != self.id)
             .collect();
         let rooms = self
-            .ask_each::<DiskRoom>(voters, "disk-room")
+            .ask_each::<DiskRoom>(voters, "disk-room", HOUSEKEEPING_TICK)
             .await
             .into_iter()
             .filter_map(|(id, answer)| Some((id, answer.ok()?)))
@@ -995,20 +977,19 @@ impl ClusterNode {
     }
 
     /// Asks each of `members` the bodiless question `message`, all at once,
-    /// each given a housekeeping tick to answer. Out of the peers' health
+    /// each given `timeout` to answer. Out of the peers' health
     /// records: an answer says nothing of whether a peer takes entries, and
     /// a peer older than the question refuses it while it does.
     async fn ask_each<Resp: serde::de::DeserializeOwned>(
         &self,
         members: Vec<NodeId>,
         message: &'static str,
+        timeout: Duration,
     ) -> Vec<(NodeId, std::result::Result<Resp, PeerError>)> {
         let asks = members.into_iter().filter_map(|id| {
             let peer = self.peer(id)?;
             Some(async move {
-                let answer = peer
-                    .call_unnoted::<_, Resp>(message, &(), HOUSEKEEPING_TICK)
-                    .await;
+                let answer = peer.call_unnoted::<_, Resp>(message, &(), timeout).await;
                 (id, answer)
             })
         });
@@ -1041,7 +1022,10 @@ impl ClusterNode {
     /// not know the question is an older walrus; one that does not answer
     /// keeps what it said before.
     async fn ask_command_formats(&self, others: Vec<NodeId>) {
-        for (id, answer) in self.ask_each::<u32>(others, "command-format").await {
+        for (id, answer) in self
+            .ask_each::<u32>(others, "command-format", HOUSEKEEPING_TICK)
+            .await
+        {
             match answer {
                 Ok(format) => self.formats.heard(id, format),
                 Err(PeerError::NoSuchMessage { .. }) => self.formats.heard(id, OLDEST_FORMAT),
@@ -1996,16 +1980,7 @@ impl ClusterNode {
             voters: membership.voter_ids().collect(),
             learners: membership.learner_ids().collect(),
             nodes,
-            replication: metrics
-                .replication
-                .as_ref()
-                .map(|replication| {
-                    replication
-                        .iter()
-                        .map(|(&id, matched)| (id, matched.map_or(0, |log_id| log_id.index)))
-                        .collect()
-                })
-                .unwrap_or_default(),
+            replication: matched_indexes(&metrics),
             disk_free_bytes: self.space.free(),
             disk_kept_free_bytes: self.space.propose_floor(),
             refusing_entries: self.refusing_entries.load(Ordering::Relaxed),
@@ -2197,6 +2172,17 @@ impl ClusterNode {
             tracing::warn!(%error, "stopping Raft");
         }
     }
+}
+
+/// On a leader, the highest entry each member is known to hold (0 for none
+/// yet); empty on other nodes.
+fn matched_indexes(metrics: &openraft::RaftMetrics<TypeConfig>) -> BTreeMap<NodeId, u64> {
+    metrics
+        .replication
+        .iter()
+        .flat_map(|replication| replication.iter())
+        .map(|(id, matched)| (*id, matched.map_or(0, |id| id.index)))
+        .collect()
 }
 
 /// How often the housekeeping task runs.
