@@ -144,6 +144,13 @@ impl Response {
         ttl.parse().ok()
     }
 
+    /// Whether this is walrus's answer for a key that does not exist: `404`
+    /// with the body `not found`. Any other `404` (a wrong path prefix in
+    /// the endpoint, a server that is not walrus) is an error, not absence.
+    pub fn is_key_absent(&self) -> bool {
+        self.status == StatusCode::NOT_FOUND && self.body.trim_ascii() == b"not found"
+    }
+
     /// The error for a status the caller did not expect; the body is cut to 1 KiB.
     pub fn into_error(self) -> ClientError {
         let end = self.body.len().min(1024);
@@ -251,7 +258,7 @@ impl Client {
         let response = self.send(Method::GET, &key_path(key), Bytes::new()).await?;
         match response.status {
             StatusCode::OK => Ok(Some(response.body)),
-            StatusCode::NOT_FOUND => Ok(None),
+            _ if response.is_key_absent() => Ok(None),
             _ => Err(response.into_error()),
         }
     }

@@ -63,9 +63,28 @@ impl Write for Output {
 
 fn output_error(error: std::io::Error) -> std::io::Error {
     match error.kind() {
-        std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::Interrupted => error,
+        std::io::ErrorKind::BrokenPipe => {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, ReaderLeft)
+        }
+        std::io::ErrorKind::Interrupted => error,
         _ => std::io::Error::other(OutputError(error)),
     }
+}
+
+/// Standard output's reader has closed it (`walrus list | head`). Marked so
+/// that `main` ends quietly on this broken pipe alone, and not on one from a
+/// server that closed the connection mid-request, which is a failure.
+#[derive(Debug, thiserror::Error)]
+#[error("the reader of the output closed it")]
+struct ReaderLeft;
+
+/// Whether `cause` is standard output's reader leaving ([`ReaderLeft`]).
+fn is_reader_left(cause: &(dyn std::error::Error + 'static)) -> bool {
+    cause
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+        .is_some_and(|inner| inner.is::<ReaderLeft>())
+        || cause.is::<ReaderLeft>()
 }
 
 /// Deliberately without a `source`: the error chain ends here.
@@ -1012,17 +1031,20 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(code) => code,
         // `walrus list | head`: the reader left; nothing more to say.
-        Err(error)
-            if error.chain().any(|cause| {
+        Err(error) if error.chain().any(is_reader_left) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {}", one_line(&error));
+            let broke_mid_request = error.chain().any(|cause| {
                 cause
                     .downcast_ref::<std::io::Error>()
                     .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-            }) =>
-        {
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!("error: {}", one_line(&error));
+            });
+            if broke_mid_request {
+                eprintln!(
+                    "hint: the server closed the connection before the whole request was sent; \
+                     it does that to a value over its --max-value-bytes"
+                );
+            }
             if error.chain().any(is_no_space) {
                 eprintln!(
                     "hint: the disk holding the data directory is full. Free space, or start \
@@ -1396,7 +1418,7 @@ fn client_command(args: &ClientArgs, call: ClientCall) -> Result<ExitCode> {
                         }
                         Ok(ExitCode::SUCCESS)
                     }
-                    http::StatusCode::NOT_FOUND => {
+                    _ if response.is_key_absent() => {
                         eprintln!("{}: not found", escape_key(key.as_bytes()));
                         Ok(ExitCode::from(1))
                     }

@@ -4,7 +4,10 @@
 //! Each event's id is where the reader stands after it. When the stream ends
 //! (the server cut a watcher that fell behind, or the connection broke) the
 //! watch reconnects, to the next endpoint if that one is gone, sending the last
-//! id as `Last-Event-ID`, so no change is missed or repeated. A history that no
+//! id as `Last-Event-ID`, so no change is missed or repeated. A reconnect that
+//! fails (nothing listening while a server restarts, a `503` from a node with
+//! no leader yet) is tried again, on the next endpoint, after a wait that
+//! doubles from 100 ms to 2 s, for up to a minute. A history that no
 //! longer reaches back that far (`410`, or a `compacted` event) ends it with
 //! an error: the caller must read the current state again.
 
@@ -35,8 +38,14 @@ pub enum WatchTarget<'a> {
     Prefix(&'a [u8]),
 }
 
-/// Reconnects in a row without an event in between before giving up.
-const MAX_RECONNECTS: usize = 5;
+/// How long a watch keeps trying to reconnect without getting an event
+/// through before it gives up: long enough for a server to restart or a
+/// cluster to elect a leader.
+const RECONNECT_FOR: Duration = Duration::from_secs(60);
+/// The first wait before reconnecting after a failure, doubled after each
+/// failure in a row up to [`LONGEST_WAIT`].
+const FIRST_WAIT: Duration = Duration::from_millis(100);
+const LONGEST_WAIT: Duration = Duration::from_secs(2);
 
 impl Client {
     /// Follows changes to `target` after revision `since` (from now when
@@ -55,8 +64,10 @@ impl Client {
             }
         };
         let mut last_id = since.map(|revision| revision.to_string());
-        let mut failures = 0;
         let mut endpoint = 0;
+        // Set while reconnects fail in a row (no event got through).
+        let mut failing_since: Option<tokio::time::Instant> = None;
+        let mut wait = FIRST_WAIT;
         loop {
             let mut headers = HeaderMap::new();
             if let Some(authorization) = self.authorization() {
@@ -70,29 +81,39 @@ impl Client {
             let outcome = self
                 .follow(endpoint, &path, &headers, &mut last_id, &mut on_event)
                 .await;
-            match outcome {
+            let error = match outcome {
                 Ok(Followed::Stopped) => return Ok(()),
-                Ok(Followed::Ended { delivered }) | Ok(Followed::Broke { delivered, .. })
-                    if delivered =>
-                {
-                    failures = 0;
+                Ok(
+                    Followed::Ended { delivered: true }
+                    | Followed::Broke {
+                        delivered: true, ..
+                    },
+                ) => {
+                    failing_since = None;
+                    wait = FIRST_WAIT;
+                    continue;
                 }
-                Ok(Followed::Ended { .. }) => failures += 1,
-                Ok(Followed::Broke { error, .. }) | Err(error @ ClientError::Connect { .. }) => {
-                    failures += 1;
-                    endpoint = (endpoint + 1) % self.endpoint_count();
-                    if failures > MAX_RECONNECTS {
-                        return Err(error);
-                    }
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                Ok(Followed::Ended { .. }) => {
+                    ClientError::Decode("the watch stream keeps ending without an event".into())
+                }
+                Ok(Followed::Broke { error, .. }) => error,
+                // A server restarting or a node without a leader yet: worth
+                // another try, as a connection refused is.
+                Err(error @ (ClientError::Connect { .. } | ClientError::Http { .. }))
+                    if is_worth_retrying(&error) =>
+                {
+                    error
                 }
                 Err(error) => return Err(error),
+            };
+            let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
+            if since.elapsed() >= RECONNECT_FOR {
+                return Err(error);
             }
-            if failures > MAX_RECONNECTS {
-                return Err(ClientError::Decode(
-                    "the watch stream keeps ending without an event".into(),
-                ));
-            }
+            tracing::debug!(%error, wait_ms = wait.as_millis() as u64, "watch reconnecting");
+            endpoint = (endpoint + 1) % self.endpoint_count();
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(LONGEST_WAIT);
         }
     }
 
@@ -150,6 +171,16 @@ impl Client {
                 }
             }
         }
+    }
+}
+
+/// Whether a failed watch request may succeed if tried again: the server
+/// was unreachable, or answered that it cannot serve yet (`503`).
+fn is_worth_retrying(error: &ClientError) -> bool {
+    match error {
+        ClientError::Connect { .. } => true,
+        ClientError::Http { status, .. } => *status == StatusCode::SERVICE_UNAVAILABLE,
+        _ => false,
     }
 }
 

@@ -87,6 +87,30 @@ fn refusal(refused: PeerRefusal) -> HttpResponse {
     text(status, refused.to_string())
 }
 
+/// Whether `address` is a peer address as `--peers` and `--advertise` take
+/// it: `HOST:PORT`, where the host is a name, an IPv4 address or a
+/// bracketed IPv6 address. Checked before a membership change is proposed,
+/// since a member no one can reach would hold up the next change.
+fn is_host_and_port(address: &str) -> bool {
+    let Some((host, port)) = address.rsplit_once(':') else {
+        return false;
+    };
+    let port_ok = port.parse::<u16>().is_ok_and(|port| port > 0);
+    let host_ok = match host.strip_prefix('[') {
+        Some(bracketed) => bracketed
+            .strip_suffix(']')
+            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok()),
+        None => {
+            !host.is_empty()
+                && host.len() <= 253
+                && host
+                    .bytes()
+                    .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'-' | b'_'))
+        }
+    };
+    port_ok && host_ok
+}
+
 /// Serves `/cluster/{status,add-learner,promote,remove,transfer-leader}`. On a single
 /// store, `add-learner` first makes it a cluster's only voter (see
 /// `node::Node::add_learner`); the rest need a cluster member.
@@ -127,6 +151,31 @@ pub async fn cluster(app: &App, action: &str, request: Request<Incoming>) -> Htt
             let Some(address) = param("addr") else {
                 return text(StatusCode::BAD_REQUEST, "addr=HOST:PORT is required");
             };
+            if !is_host_and_port(&address) {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "addr={address:?} is not HOST:PORT (a host name or IP address, and a port from 1 to 65535)"
+                    ),
+                );
+            }
+            // The leader, which will replicate to it, must at least be able
+            // to resolve the name.
+            let resolved = tokio::time::timeout(
+                std::time::Duration::from_secs(2),
+                tokio::net::lookup_host(address.clone()),
+            )
+            .await;
+            let resolves = match resolved {
+                Ok(Ok(mut addresses)) => addresses.next().is_some(),
+                _ => false,
+            };
+            if !resolves {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    format!("addr={address:?}: the host name does not resolve here"),
+                );
+            }
             app.node.add_learner(id, address).await
         }
         ("promote", Method::POST) => match id() {
@@ -270,5 +319,33 @@ fn fault_clock(request: &Request<Incoming>) -> HttpResponse {
             format!("offset_ms: {}", crate::clock::offset_ms()),
         ),
         _ => method_not_allowed("POST, GET, HEAD"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn peer_addresses_are_host_and_port() {
+        for good in [
+            "127.0.0.1:7001",
+            "node-2.example:8080",
+            "[::1]:9000",
+            "n_1:1",
+        ] {
+            assert!(super::is_host_and_port(good), "{good}");
+        }
+        for bad in [
+            "notanaddr",
+            "nohost:",
+            ":80",
+            "h:0",
+            "h:70000",
+            "http://h:1",
+            "a b:1",
+            "[::1:9000",
+            "[x]:1",
+        ] {
+            assert!(!super::is_host_and_port(bad), "{bad}");
+        }
     }
 }

@@ -443,6 +443,12 @@ fn watch(app: &App, key: Vec<u8>, request: &Request<Incoming>) -> HttpResponse {
     super::watch::respond(app.store.changes(), app.store.revision(), watch_request)
 }
 
+/// A page of a listing ends early, with `next` set, once the values in it
+/// pass this many bytes (a page always has at least one entry). The page's
+/// JSON is built whole in memory, so `limit` entries of the largest values
+/// must not make one request cost gigabytes.
+const PAGE_VALUE_BYTES: usize = 16 << 20;
+
 fn list(app: &App, query: &str) -> HttpResponse {
     let params = match parse_query(query) {
         Ok(params) => params,
@@ -494,8 +500,23 @@ fn list(app: &App, query: &str) -> HttpResponse {
     // One more than asked tells whether a next page exists.
     // The HTTP API serves database 0; the others are reached with SELECT.
     let mut entries = app.store.range(0, start, prefix, limit + 1);
-    let next = (entries.len() > limit).then(|| {
-        entries.truncate(limit);
+    let mut more = entries.len() > limit;
+    entries.truncate(limit);
+    if !keys_only {
+        let mut page_bytes = 0usize;
+        let full_at = entries.iter().position(|(_, entry)| {
+            page_bytes += entry.value.len();
+            page_bytes > PAGE_VALUE_BYTES
+        });
+        // At least one entry, however large, so every page moves on.
+        if let Some(keep) = full_at.map(|index| index.max(1))
+            && keep < entries.len()
+        {
+            entries.truncate(keep);
+            more = true;
+        }
+    }
+    let next = more.then(|| {
         let mut after = entries
             .last()
             .map(|(key, _)| key.to_vec())

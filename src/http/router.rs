@@ -109,9 +109,16 @@ impl App {
         request
             .headers()
             .get(AUTHORIZATION)
-            .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "))
+            .and_then(|value| bearer_credentials(value.as_bytes()))
             .is_some_and(|offered| constant_time_eq(offered, token.as_bytes()))
     }
+}
+
+/// The token of `Bearer <token>`. The scheme's name is matched without
+/// regard to case (RFC 9110 §11.1), so `bearer` and `BEARER` work too.
+fn bearer_credentials(header: &[u8]) -> Option<&[u8]> {
+    let (scheme, token) = header.split_at_checked(7)?;
+    scheme.eq_ignore_ascii_case(b"bearer ").then_some(token)
 }
 
 /// Compares without an early exit, so the time taken does not reveal how many
@@ -166,6 +173,15 @@ mod tests {
         assert!(!constant_time_eq(b"secreT", b"secret"));
         assert!(!constant_time_eq(b"secret2", b"secret"));
         assert!(!constant_time_eq(b"", b""));
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_matched_in_any_case() {
+        for header in [&b"Bearer s3cret"[..], b"bearer s3cret", b"BEARER s3cret"] {
+            assert_eq!(bearer_credentials(header), Some(&b"s3cret"[..]));
+        }
+        assert_eq!(bearer_credentials(b"Basic s3cret"), None);
+        assert_eq!(bearer_credentials(b"Bearer"), None);
     }
 
     #[test]

@@ -287,3 +287,34 @@ fn get_ends_with_a_newline_on_a_terminal() {
     assert_eq!(walrus(&endpoint, &["put", "nl", "v2\n"]).code, 0);
     assert_eq!(on_terminal("get nl"), "v2\r\n");
 }
+
+/// A server that refuses a value and closes the connection while the value
+/// is still being sent is a failed write: exit 2, not the quiet success of
+/// a closed standard output. And a `404` that is not walrus's "not found"
+/// (an endpoint with a wrong path) is an error, not an absent key.
+#[test]
+fn a_refused_upload_and_a_wrong_route_are_errors() {
+    let (server, _dir) = Server::start(&["--max-value-bytes", "1000"]);
+    let endpoint = format!("http://{}", server.address);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_walrus"))
+        .args(["put", "big", "-"])
+        .env("WALRUS_ENDPOINTS", &endpoint)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run walrus put");
+    let mut stdin = child.stdin.take().expect("stdin");
+    // Larger than the socket buffers, so the server closes mid-upload.
+    let _ = std::io::Write::write_all(&mut stdin, &vec![b'x'; 8 << 20]);
+    drop(stdin);
+    let output = child.wait_with_output().expect("walrus put ends");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    let missing = walrus(&endpoint, &["get", "big"]);
+    assert_eq!(missing.code, 1, "{}", missing.stderr);
+    let wrong_route = walrus(&format!("{endpoint}/prefix"), &["get", "big"]);
+    assert_eq!(wrong_route.code, 2, "{}", wrong_route.stderr);
+    assert!(wrong_route.stderr.contains("404"), "{}", wrong_route.stderr);
+}

@@ -215,6 +215,53 @@ fn listing_pages_through_keys_in_byte_order() {
     assert_eq!(get(address, "/kv/?cursor=YQ&start=a").status, 400);
 }
 
+/// A listing of large values is paged by bytes as well as by count: five
+/// 6 MiB values come two to a page (the third would pass 16 MiB), every key
+/// once, in order; keys alone are not limited that way.
+#[test]
+fn a_page_of_large_values_ends_early_and_paging_still_sees_every_key() {
+    let (server, _dir) = Server::start(&[]);
+    let address = server.address;
+    let value = vec![b'v'; 6 << 20];
+    for index in 0..5 {
+        assert_eq!(
+            put(address, &format!("/kv/big/{index}"), &value).status,
+            200
+        );
+    }
+    let mut pages = Vec::new();
+    let mut query = "prefix=big/".to_string();
+    for _ in 0..10 {
+        let reply = get(address, &format!("/kv/?{query}"));
+        assert_eq!(reply.status, 200);
+        let page: serde_json::Value = serde_json::from_slice(&reply.body).expect("json");
+        let keys: Vec<String> = page["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|item| item["key"].as_str().expect("key").to_string())
+            .collect();
+        pages.push(keys);
+        match page["next"].as_str() {
+            Some(next) => query = format!("prefix=big/&cursor={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(
+        pages,
+        [
+            vec!["big/0", "big/1"],
+            vec!["big/2", "big/3"],
+            vec!["big/4"]
+        ]
+    );
+    let keys_only: serde_json::Value =
+        serde_json::from_slice(&get(address, "/kv/?prefix=big/&keys_only=true").body)
+            .expect("json");
+    assert_eq!(keys_only["items"].as_array().expect("items").len(), 5);
+    assert!(keys_only["next"].is_null());
+}
+
 /// The paging bug of old: keys just after a page's last key (`x/a!`, `x/a#`)
 /// were skipped when a client encoded the cursor once more, as Python's
 /// `requests` does with `params={...}`. The cursor is now URL-safe, so

@@ -455,3 +455,58 @@ fn open_watch_streams_end_when_the_server_stops() {
     );
     assert!(watch.next().is_none(), "the stream ended");
 }
+
+/// `walrus watch` rides out a restart of the server it follows: it keeps
+/// reconnecting (here for longer than a second, the whole budget it once
+/// had) and resumes after the last change it printed, with no gap and no
+/// repeat.
+#[test]
+fn walrus_watch_reconnects_across_a_server_restart() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let data = temp.path().join("data");
+    let address: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port");
+    let serve = || {
+        let child = Command::new(env!("CARGO_BIN_EXE_walrus"))
+            .args(["serve", "--listen", &address.to_string(), "--data-dir"])
+            .arg(&data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start walrus serve");
+        let started = std::time::Instant::now();
+        while TcpStream::connect(address).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(30), "serve started");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child
+    };
+    let mut server = serve();
+    assert_eq!(put(address, "/kv/app/0", b"zero").status, 200);
+    assert_eq!(put(address, "/kv/app/1", b"one").status, 200);
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_walrus"))
+        .args(["watch", "app/", "--since", "1", "--endpoints"])
+        .arg(format!("http://{address}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start walrus watch");
+    let mut lines = BufReader::new(watch.stdout.take().expect("stdout")).lines();
+    let mut next_line = move || lines.next().expect("a line").expect("utf-8");
+    assert_eq!(next_line(), "2\tput\tapp/1\tone");
+    server.kill().expect("kill serve");
+    server.wait().expect("serve ended");
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut server = serve();
+    assert_eq!(put(address, "/kv/app/2", b"two").status, 200);
+    assert_eq!(next_line(), "3\tput\tapp/2\ttwo");
+    assert!(
+        watch.try_wait().expect("watch status").is_none(),
+        "the watch is still running"
+    );
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let _ = server.kill();
+    let _ = server.wait();
+}
