@@ -21,6 +21,11 @@ fuzz_target!(|data: &[u8]| {
                 assert!(args.iter().all(|arg| arg.len() <= 512.max(256)));
                 rest = &rest[consumed..];
             }
+            Ok(Parsed::Inline { args, consumed }) => {
+                assert!(consumed > 0 && consumed <= rest.len());
+                assert!(args.iter().all(|arg| arg.len() < consumed));
+                rest = &rest[consumed..];
+            }
             Ok(Parsed::Incomplete) | Err(_) => break,
         }
     }

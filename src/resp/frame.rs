@@ -54,6 +54,10 @@ pub enum Parsed {
         args: Vec<Range<usize>>,
         consumed: usize,
     },
+    /// A whole inline command of `consumed` bytes. Its words are unquoted
+    /// and unescaped (`"a b"`, `"\x41"`), so they are bytes of their own
+    /// rather than ranges of the buffer.
+    Inline { args: Vec<Vec<u8>>, consumed: usize },
     /// More bytes are needed.
     Incomplete,
 }
@@ -134,6 +138,10 @@ impl RequestParser {
                 Ok(Some(
                     args.into_iter().map(|range| frame.slice(range)).collect(),
                 ))
+            }
+            Parsed::Inline { args, consumed } => {
+                buffer.advance(consumed);
+                Ok(Some(args.into_iter().map(Bytes::from).collect()))
             }
         }
     }
@@ -266,50 +274,88 @@ fn parse_inline(buffer: &[u8], limits: &Limits) -> Result<Parsed, ProtocolError>
         newline
     };
     let args = split_inline(&buffer[..line_end])?;
-    Ok(Parsed::Request {
+    Ok(Parsed::Inline {
         args,
         consumed: newline + 1,
     })
 }
 
-/// Splits an inline line on whitespace. Quoted words are not unescaped (that
-/// would need owned bytes); a quote inside a line is refused rather than
-/// misread, except a plain `"word"` or `'word'`, which loses its quotes.
-fn split_inline(line: &[u8]) -> Result<Vec<Range<usize>>, ProtocolError> {
-    let mut args = Vec::new();
+/// Splits an inline line into words as Redis's `sdssplitargs` does, so what
+/// a user types into telnet means the same here:
+/// - words are separated by blanks; a NUL ends the line;
+/// - `"…"` may hold blanks and the escapes `\n`, `\r`, `\t`, `\b`, `\a`,
+///   `\xHH` and `\` before any other byte (that byte itself);
+/// - `'…'` may hold blanks, and `\'` for a quote; nothing else is escaped;
+/// - a quote may open inside a word (`a"b c"` is `ab c`), but a closing quote
+///   must end the word, and every quote must close: otherwise the line is
+///   refused with Redis's "unbalanced quotes" error.
+fn split_inline(line: &[u8]) -> Result<Vec<Vec<u8>>, ProtocolError> {
+    let unbalanced = || protocol_error("unbalanced quotes in request");
+    // C's `isspace`, which separates words and must follow a closing quote.
+    let is_space =
+        |byte: Option<&u8>| matches!(byte, Some(b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r'));
+    let line = line.split(|&byte| byte == 0).next().unwrap_or_default();
+    let mut words = Vec::new();
     let mut position = 0;
-    while position < line.len() {
-        if line[position].is_ascii_whitespace() {
-            position += 1;
-            continue;
-        }
-        let start = position;
-        while position < line.len() && !line[position].is_ascii_whitespace() {
+    loop {
+        while is_space(line.get(position)) {
             position += 1;
         }
-        args.push(unquote(line, start..position)?);
+        if position == line.len() {
+            return Ok(words);
+        }
+        let mut word = Vec::new();
+        let mut quote: Option<u8> = None;
+        loop {
+            let byte = line.get(position).copied();
+            match (quote, byte) {
+                (Some(_), None) => return Err(unbalanced()),
+                (None, None | Some(b' ' | b'\n' | b'\r' | b'\t')) => break,
+                (None, Some(open @ (b'"' | b'\''))) => quote = Some(open),
+                (None, Some(other)) => word.push(other),
+                (Some(close), Some(byte)) if byte == close => {
+                    if line.get(position + 1).is_some() && !is_space(line.get(position + 1)) {
+                        return Err(unbalanced());
+                    }
+                    position += 1;
+                    break;
+                }
+                (Some(b'"'), Some(b'\\')) => {
+                    let (unescaped, length) = unescape(&line[position..]);
+                    word.push(unescaped);
+                    position += length - 1;
+                }
+                (Some(_), Some(b'\\')) if line.get(position + 1) == Some(&b'\'') => {
+                    word.push(b'\'');
+                    position += 1;
+                }
+                (Some(_), Some(other)) => word.push(other),
+            }
+            position += 1;
+        }
+        words.push(word);
     }
-    Ok(args)
 }
 
-fn unquote(line: &[u8], word: Range<usize>) -> Result<Range<usize>, ProtocolError> {
-    let bytes = &line[word.clone()];
-    let quoted =
-        |quote: u8| bytes.len() >= 2 && bytes[0] == quote && bytes[bytes.len() - 1] == quote;
-    if quoted(b'"') || quoted(b'\'') {
-        let inner = &bytes[1..bytes.len() - 1];
-        if inner
-            .iter()
-            .any(|&byte| byte == b'"' || byte == b'\'' || byte == b'\\')
-        {
-            return Err(protocol_error("unbalanced quotes in request"));
-        }
-        return Ok(word.start + 1..word.end - 1);
+/// The byte a backslash escape inside double quotes stands for, and how many
+/// bytes of `escape` (which starts at the backslash) it takes. A backslash
+/// that ends the line stands for itself.
+fn unescape(escape: &[u8]) -> (u8, usize) {
+    let hex = |byte: u8| char::from(byte).to_digit(16);
+    if let [b'x', high, low, ..] = escape[1..]
+        && let (Some(high), Some(low)) = (hex(high), hex(low))
+    {
+        return ((high * 16 + low) as u8, 4);
     }
-    if bytes.iter().any(|&byte| byte == b'"' || byte == b'\'') {
-        return Err(protocol_error("unbalanced quotes in request"));
+    match escape.get(1) {
+        None => (b'\\', 1),
+        Some(b'n') => (b'\n', 2),
+        Some(b'r') => (b'\r', 2),
+        Some(b't') => (b'\t', 2),
+        Some(b'b') => (0x08, 2),
+        Some(b'a') => (0x07, 2),
+        Some(&other) => (other, 2),
     }
-    Ok(word)
 }
 
 /// A RESP2 reply.
@@ -592,7 +638,47 @@ mod tests {
         assert_eq!(parse_all(b"PING\n").unwrap(), Some(vec![b"PING".to_vec()]));
         assert_eq!(parse_all(b"\r\n").unwrap(), Some(Vec::new()));
         assert_eq!(parse_all(b"PIN").unwrap(), None);
-        assert!(parse_all(b"SET \"a b\"\r\n").is_err());
+    }
+
+    /// Each line against the words Redis 7's `sdssplitargs` makes of it.
+    #[test]
+    fn inline_quotes_and_escapes_read_as_redis_reads_them() {
+        let words = |line: &[u8]| {
+            let mut input = line.to_vec();
+            input.extend_from_slice(b"\r\n");
+            parse_all(&input).unwrap().unwrap()
+        };
+        assert_eq!(
+            words(b"SET a \"hello world\""),
+            [&b"SET"[..], b"a", b"hello world"]
+        );
+        assert_eq!(words(b"SET a 'x y'"), [&b"SET"[..], b"a", b"x y"]);
+        assert_eq!(words(b"ECHO \"\\x41\\x4a\""), [&b"ECHO"[..], b"AJ"]);
+        assert_eq!(words(b"ECHO \"\\\"q\\\"\""), [&b"ECHO"[..], b"\"q\""]);
+        assert_eq!(words(b"ECHO a\"b c\""), [&b"ECHO"[..], b"ab c"]);
+        assert_eq!(
+            words(b"ECHO \"\\n\\r\\t\\b\\a\\z\\xZZ\""),
+            [&b"ECHO"[..], b"\n\r\t\x08\x07zxZZ"]
+        );
+        assert_eq!(
+            words(b"ECHO 'it\\'s' 'a\\nb'"),
+            [&b"ECHO"[..], b"it's", b"a\\nb"]
+        );
+        assert_eq!(words(b"ECHO \"\" ''"), [&b"ECHO"[..], b"", b""]);
+        assert_eq!(words(b"ECHO \"a\"\t'b'"), [&b"ECHO"[..], b"a", b"b"]);
+        // Only space, tab, CR and LF end an unquoted word; a NUL ends the line.
+        assert_eq!(words(b"ECHO a\x0bb"), [&b"ECHO"[..], b"a\x0bb"]);
+        assert_eq!(words(b"ECHO a\0b c"), [&b"ECHO"[..], b"a"]);
+        let error = |line: &[u8]| parse_all(line).unwrap_err().0;
+        for line in [
+            &b"SET a \"b\r\n"[..],
+            b"SET a 'b\r\n",
+            b"ECHO \"a\"b\r\n",
+            b"ECHO 'a'b\r\n",
+            b"ECHO \"a\\\r\n",
+        ] {
+            assert_eq!(error(line), "unbalanced quotes in request", "{line:?}");
+        }
     }
 
     #[test]

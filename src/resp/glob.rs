@@ -61,13 +61,17 @@ fn class_match(class: &[u8], byte: u8) -> Option<(bool, &[u8])> {
                 matched |= *escaped == byte;
                 rest = after;
             }
-            [low, b'-', high, after @ ..] if *high != b']' => {
+            // As in Redis, the byte after `-` ends the range even when it
+            // is `]` (`[a-]` is the range from `]` to `a`, and the class
+            // runs on), and bytes compare as C's signed `char`.
+            [low, b'-', high, after @ ..] => {
+                let (low, high) = (*low as i8, *high as i8);
                 let (low, high) = if low <= high {
-                    (*low, *high)
+                    (low, high)
                 } else {
-                    (*high, *low)
+                    (high, low)
                 };
-                matched |= (low..=high).contains(&byte);
+                matched |= (low..=high).contains(&(byte as i8));
                 rest = after;
             }
             [single, after @ ..] => {
@@ -95,6 +99,16 @@ mod tests {
         assert!(glob_match(b"user:*:name", b"user:42:name"));
         assert!(!glob_match(b"a*b", b"ac"));
         assert!(glob_match(b"a*b*c", b"axxbyyc"));
+        // Redis reads `a-]` as a range ending at `]`, so the class runs to
+        // the pattern's end: `h[a-]llo` is `h` and one byte of `]`..`a`, `l`, `o`.
+        assert!(!glob_match(b"h[a-]llo", b"hallo"));
+        assert!(!glob_match(b"h[a-]llo", b"h-llo"));
+        assert!(glob_match(b"h[a-]llo", b"h_"));
+        assert!(glob_match(b"h[a-]llo", b"ho"));
+        // Signed bytes: `[a-\xff]` spans -1..=97, so 0xff and 0x00 but not 0xc3.
+        assert!(glob_match(b"[a-\xff]", b"\xff"));
+        assert!(glob_match(b"[a-\xff]", b"\x00"));
+        assert!(!glob_match(b"[a-\xff]", b"\xc3"));
         let long = vec![b'a'; 4000];
         assert!(!glob_match(b"*a*a*a*a*a*a*a*a*b", &long));
     }

@@ -18,6 +18,7 @@ mod group_reply;
 mod key;
 pub mod key_events;
 mod log_writer;
+pub mod long_double;
 mod mem;
 pub mod number;
 mod options;

@@ -1,5 +1,6 @@
 //! Numbers in values as Redis reads and writes them: the integer grammar of
-//! `string2ll`, floats as `strtold` accepts them, and INCRBYFLOAT's output.
+//! `string2ll`, and the `f64` floats of INCRBYFLOAT ops logged before Redis's
+//! own 80-bit arithmetic ([`super::long_double`]) replaced them.
 //! Both the state machine (INCR applied from the log) and the RESP front end
 //! (arguments) use these, so a value means the same number on every replica.
 
@@ -40,7 +41,9 @@ fn parse_decimal(bytes: &[u8]) -> Option<i64> {
     })
 }
 
-/// A float as `strtold` reads it, refusing NaN and infinities and spaces.
+/// A float as INCRBYFLOAT read it before [`super::long_double`]: refusing
+/// NaN, infinities and spaces. Kept so an old log's INCRBYFLOAT replays to
+/// the value its client was answered with.
 pub fn parse_f64(bytes: &[u8]) -> Option<f64> {
     let text = std::str::from_utf8(bytes).ok()?;
     if text.is_empty() || text.trim() != text {
@@ -53,8 +56,8 @@ pub fn parse_f64(bytes: &[u8]) -> Option<f64> {
     text.parse::<f64>().ok().filter(|value| value.is_finite())
 }
 
-/// Formats a float as INCRBYFLOAT replies it: shortest round-trip decimal,
-/// no exponent, no trailing `.0`.
+/// Formats a float as INCRBYFLOAT replied before [`super::long_double`]:
+/// shortest round-trip decimal, no exponent, no trailing `.0`.
 pub fn format_f64(value: f64) -> String {
     let text = format!("{value}");
     match text.strip_suffix(".0") {

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::bitfield::BitFieldOp;
 use super::entry::{Entry, Guard};
 use super::key_events::EventClass;
+use super::long_double::{self, LongDouble};
 use super::number::{format_f64, parse_f64, parse_i64};
 use crate::storage::snapshot::DATABASES;
 
@@ -270,6 +271,14 @@ pub enum RedisOp {
         replace: bool,
         idle_seconds: u64,
     },
+    /// INCRBYFLOAT in Redis's arithmetic: the increment is an x87 80-bit
+    /// value ([`LongDouble::to_bytes`]), added and printed as Redis does on
+    /// x86_64. Logs written before it hold [`RedisOp::IncrByFloat`], which
+    /// still replays in the `f64` arithmetic it was answered with.
+    IncrByLongDouble {
+        key: Bytes,
+        delta: [u8; 10],
+    },
 }
 
 impl RedisOp {
@@ -289,7 +298,7 @@ impl RedisOp {
             RedisOp::MSet { .. } => "MSET",
             RedisOp::Del { .. } => "DEL",
             RedisOp::IncrBy { .. } => "INCRBY",
-            RedisOp::IncrByFloat { .. } => "INCRBYFLOAT",
+            RedisOp::IncrByFloat { .. } | RedisOp::IncrByLongDouble { .. } => "INCRBYFLOAT",
             RedisOp::Append { .. } => "APPEND",
             RedisOp::SetRange { .. } => "SETRANGE",
             RedisOp::GetDel { .. } => "GETDEL",
@@ -376,6 +385,7 @@ impl RedisOp {
             | RedisOp::SetRange { key, .. }
             | RedisOp::IncrBy { key, .. }
             | RedisOp::IncrByFloat { key, .. }
+            | RedisOp::IncrByLongDouble { key, .. }
             | RedisOp::GetDel { key }
             | RedisOp::GetEx { key, .. }
             | RedisOp::Expire { key, .. }
@@ -630,6 +640,28 @@ pub fn run(keyspace: &mut dyn Keyspace, db: u8, op: RedisOp, now_ms: u64) -> Ans
                 return error("increment would produce NaN or Infinity");
             }
             let text = Bytes::from(format_f64(new));
+            let expires_at_ms = expiry_of(current);
+            keyspace.put(db, &key, text.clone(), expires_at_ms);
+            keyspace.notify(EventClass::String, "incrbyfloat", db, &key);
+            Answer::Bulk(text)
+        }
+        RedisOp::IncrByLongDouble { key, delta } => {
+            let not_a_float = || error("value is not a valid float");
+            let Some(delta) = LongDouble::from_bytes(delta) else {
+                return not_a_float();
+            };
+            let current = keyspace.live(db, &key);
+            let old = match current {
+                None => LongDouble::ZERO,
+                Some(entry) => match long_double::parse(&entry.value) {
+                    Some(number) => number,
+                    None => return not_a_float(),
+                },
+            };
+            let Some(text) = old.checked_add(delta).and_then(LongDouble::format_human) else {
+                return error("increment would produce NaN or Infinity");
+            };
+            let text = Bytes::from(text);
             let expires_at_ms = expiry_of(current);
             keyspace.put(db, &key, text.clone(), expires_at_ms);
             keyspace.notify(EventClass::String, "incrbyfloat", db, &key);
@@ -994,7 +1026,8 @@ pub fn time_to_live(entry: Option<&Entry>, kind: TtlKind, now_ms: u64) -> i64 {
     match kind {
         TtlKind::Seconds => (remaining + 500) / 1000,
         TtlKind::Milliseconds => remaining,
-        TtlKind::ExpireTimeSeconds => at / 1000,
+        // Rounded to the nearest second, as TTL is: Redis's `(ms + 500) / 1000`.
+        TtlKind::ExpireTimeSeconds => (at + 500) / 1000,
         TtlKind::ExpireTimeMilliseconds => at,
     }
 }
@@ -1221,6 +1254,27 @@ mod tests {
             delta: 10.5,
         };
         assert_eq!(run_at(&mut keyspace, float), Answer::Bulk(key("10.5")));
+        // Redis's 80-bit arithmetic and `%.17Lf`: 0.1 + 0.2 is 0.3 there,
+        // where f64 gives 0.30000000000000004.
+        let add = |text: &str| RedisOp::IncrByLongDouble {
+            key: key("g"),
+            delta: long_double::parse(text.as_bytes()).unwrap().to_bytes(),
+        };
+        assert_eq!(run_at(&mut keyspace, add("0.1")), Answer::Bulk(key("0.1")));
+        assert_eq!(run_at(&mut keyspace, add("0.2")), Answer::Bulk(key("0.3")));
+        assert_eq!(
+            run_at(&mut keyspace, add("1e17")),
+            Answer::Bulk(key("100000000000000000.296875"))
+        );
+        assert_eq!(
+            run_at(&mut keyspace, add("inf")),
+            Answer::Error("increment would produce NaN or Infinity".into())
+        );
+        keyspace.put(0, b"g", key("abc"), 0);
+        assert_eq!(
+            run_at(&mut keyspace, add("1")),
+            Answer::Error("value is not a valid float".into())
+        );
     }
 
     #[test]

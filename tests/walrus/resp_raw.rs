@@ -47,7 +47,7 @@ fn resp_malformed_frames_close_the_connection_only() {
     assert_protocol_error(&server, &vec![b'x'; 70_000], "too big inline request");
     assert_protocol_error(
         &server,
-        b"SET \"a b\" c\r\n",
+        b"SET \"a b\"c d\r\n",
         "unbalanced quotes in request",
     );
     let mut deep = Vec::new();
@@ -62,8 +62,22 @@ fn resp_malformed_frames_close_the_connection_only() {
 fn resp_inline_commands_and_empty_requests() {
     let (server, _dir) = Server::start_resp(&[]);
     let mut raw = RawResp::connect(server.resp_address());
-    raw.send_raw(b"PING\r\n\r\nSET k \"v 1\"\r\n");
+    // Words quoted and escaped as Redis's `sdssplitargs` reads them.
+    raw.send_raw(b"PING\r\n\r\nSET k \"v 1\\x21\"\r\nGET k\r\nSET q 'it\\'s'\r\nGET q\r\n");
     assert_eq!(raw.reply().as_deref(), Some("+PONG\r\n"));
+    assert_eq!(raw.reply().as_deref(), Some("+OK\r\n"));
+    assert_eq!(raw.reply().as_deref(), Some("$4\r\nv 1!\r\n"));
+    assert_eq!(raw.reply().as_deref(), Some("+OK\r\n"));
+    assert_eq!(raw.reply().as_deref(), Some("$4\r\nit's\r\n"));
+    // A quote that never closes, or closes inside a word: refused, and the
+    // connection closed, as Redis does.
+    raw.send_raw(b"SET k \"v 1\r\n");
+    assert_eq!(
+        raw.reply().as_deref(),
+        Some(err("Protocol error: unbalanced quotes in request").as_str())
+    );
+    let mut raw = RawResp::connect(server.resp_address());
+    raw.send_raw(b"ECHO \"a\"b\r\n");
     assert_eq!(
         raw.reply().as_deref(),
         Some(err("Protocol error: unbalanced quotes in request").as_str())

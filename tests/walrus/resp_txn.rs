@@ -99,6 +99,48 @@ fn a_queuing_error_or_discard_leaves_no_trace() {
     assert_eq!(raw.call(&["EXISTS", "dropped"]), ":0\r\n");
 }
 
+/// Redis checks a command's arity before the command itself runs, so a
+/// WATCH or MULTI of the wrong arity inside MULTI fails the transaction
+/// (where a well-formed one is refused and leaves it standing), and an EXEC
+/// refused before running ends the transaction with the reason.
+#[test]
+fn a_refusal_before_a_command_runs_fails_the_transaction_as_in_redis() {
+    let (server, _dir) = Server::start_resp(&[]);
+    let mut raw = RawResp::connect(server.resp_address());
+    for malformed in [&["WATCH"][..], &["MULTI", "x"]] {
+        raw.call(&["MULTI"]);
+        assert_eq!(raw.call(&["SET", "m", "1"]), "+QUEUED\r\n");
+        let name = malformed[0].to_ascii_lowercase();
+        assert_eq!(
+            raw.call(malformed),
+            err(&format!("wrong number of arguments for '{name}' command"))
+        );
+        assert_eq!(
+            raw.call(&["EXEC"]),
+            "-EXECABORT Transaction discarded because of previous errors.\r\n"
+        );
+        assert_eq!(raw.call(&["EXISTS", "m"]), ":0\r\n");
+    }
+    // EXEC with an argument: refused, and the transaction is gone.
+    raw.call(&["MULTI"]);
+    raw.call(&["SET", "m", "1"]);
+    assert_eq!(
+        raw.call(&["EXEC", "x"]),
+        "-EXECABORT Transaction discarded because of: wrong number of arguments for 'exec' \
+         command\r\n"
+    );
+    assert_eq!(raw.call(&["EXEC"]), err("EXEC without MULTI"));
+    assert_eq!(raw.call(&["EXISTS", "m"]), ":0\r\n");
+    // Without MULTI too, and it forgets the WATCHed keys.
+    raw.call(&["WATCH", "w"]);
+    assert!(raw.call(&["EXEC", "x"]).starts_with("-EXECABORT "));
+    let mut other = RawResp::connect(server.resp_address());
+    other.call(&["SET", "w", "changed"]);
+    raw.call(&["MULTI"]);
+    raw.call(&["SET", "m", "2"]);
+    assert_eq!(raw.call(&["EXEC"]), "*1\r\n+OK\r\n");
+}
+
 #[test]
 fn watch_fails_exec_when_a_key_changed_expired_or_was_deleted() {
     let (server, _dir) = Server::start_resp(&["--enable-fault-injection"]);

@@ -89,12 +89,12 @@ fn slowlog(shared: &Shared, args: &[Bytes]) -> CommandResult {
         [_, sub, rest @ ..] if is(sub, "get") && rest.len() <= 1 => {
             let count = match rest.first() {
                 None => Some(10),
-                Some(count) => match integer_arg(count)? {
-                    -1 => None,
-                    count if count < -1 => {
-                        return Err(Reply::err("count should be greater than or equal to -1"));
-                    }
-                    count => Some(count as usize),
+                // Redis gives this one reason for a count that is not an
+                // integer too.
+                Some(count) => match integer_arg(count) {
+                    Ok(-1) => None,
+                    Ok(count) if count >= 0 => Some(count as usize),
+                    _ => return Err(Reply::err("count should be greater than or equal to -1")),
                 },
             };
             let entries = log

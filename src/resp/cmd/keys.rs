@@ -229,6 +229,8 @@ fn object(shared: &Shared, db: u8, args: &[Bytes]) -> CommandResult {
             "IDLETIME <key>",
             "    Return the idle time of the key, that is the approximated number of",
             "    seconds elapsed since the last access to the key.",
+            "FREQ <key>",
+            "    Return the access frequency index of the key <key>.",
             "HELP",
             "    Print this help.",
         ]));

@@ -738,7 +738,7 @@ pub fn plan(
     }
     let spec = match check(session, shared, args, command) {
         Ok(spec) => spec,
-        Err(reply) => return Plan::Refused(reply),
+        Err(reply) => return Plan::Refused(txn::refuse(session, args, reply)),
     };
     session.last_command = spec.name;
     // As a Redis monitor is flagged a replica, it may not touch keys.
@@ -749,11 +749,12 @@ pub fn plan(
         && session.is_subscribed()
         && !pubsub::allowed_while_subscribed(spec.name)
     {
-        return Plan::Refused(Reply::err(format!(
+        let refusal = Reply::err(format!(
             "Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET \
              are allowed in this context",
             spec.name
-        )));
+        ));
+        return Plan::Refused(txn::refuse(session, args, refusal));
     }
     match ops::parse(spec.name, args, session.db, op_limits(shared)) {
         Some(Err(reply)) if spec.name == "restore" => {

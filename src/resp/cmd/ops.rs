@@ -16,7 +16,7 @@ use crate::storage::snapshot::DATABASES;
 use crate::store::Guard;
 use crate::store::bitfield::{BitFieldOp, FieldType, Overflow};
 use crate::store::dump_payload;
-use crate::store::number::parse_f64;
+use crate::store::long_double;
 use crate::store::redis_op::{
     BitOperation, BitRange, ExpireFlags, GetExAction, RedisOp, SetExpiry, TOO_BIG, TtlKind,
 };
@@ -80,13 +80,13 @@ pub fn parse(
             delta: if name == "incr" { 1 } else { -1 },
         },
         "incrby" | "decrby" => return Some(increment_by(name, args)),
-        "incrbyfloat" => match parse_f64(&args[2]) {
-            Some(delta) => RedisOp::IncrByFloat { key: key(), delta },
-            // Redis reads an infinite increment as a number, whose sum then
-            // cannot be stored.
-            None if is_infinity(&args[2]) => {
-                return Some(Err(Reply::err("increment would produce NaN or Infinity")));
-            }
+        // Redis reads an infinite increment as a number, whose sum then
+        // cannot be stored: the op answers that.
+        "incrbyfloat" => match long_double::parse(&args[2]) {
+            Some(delta) => RedisOp::IncrByLongDouble {
+                key: key(),
+                delta: delta.to_bytes(),
+            },
             None => return Some(Err(Reply::err("value is not a valid float"))),
         },
         "append" => RedisOp::Append {
@@ -130,42 +130,76 @@ fn get_range(args: &[Bytes]) -> Result<RedisOp, Reply> {
 }
 
 fn set(args: &[Bytes]) -> Result<RedisOp, Reply> {
-    let mut condition = Guard::None;
-    let mut get = false;
-    let mut expiry = SetExpiry::Clear;
-    let mut timed = false;
-    let mut index = 3;
-    while index < args.len() {
-        let word = &args[index];
-        if is(word, "nx") && condition != Guard::Present {
-            condition = Guard::Absent;
-        } else if is(word, "xx") && condition != Guard::Absent {
-            condition = Guard::Present;
-        } else if is(word, "get") {
-            get = true;
-        } else if is(word, "keepttl") && !timed {
-            expiry = SetExpiry::Keep;
-        } else if let Some(time) = TimeArg::from_option(word) {
-            match args.get(index + 1) {
-                Some(value) if !timed && expiry != SetExpiry::Keep => {
-                    expiry = SetExpiry::At(time.deadline_ms(value, "set")?);
-                    timed = true;
-                }
-                _ => return Err(syntax_error()),
+    let options = string_options(&args[3..], StringCommand::Set)?;
+    let expiry = match options.time {
+        Some((time, value)) => SetExpiry::At(time.deadline_ms(value, "set")?),
+        None if options.keep_ttl => SetExpiry::Keep,
+        None => SetExpiry::Clear,
+    };
+    Ok(RedisOp::Set {
+        key: args[1].clone(),
+        value: args[2].clone(),
+        expiry,
+        condition: options.condition,
+        get: options.get,
+    })
+}
+
+/// Which command's options [`string_options`] reads.
+#[derive(Clone, Copy, PartialEq)]
+enum StringCommand {
+    Set,
+    GetEx,
+}
+
+/// SET's and GETEX's options, read as Redis's
+/// `parseExtendedStringArgumentsOrReply` reads them.
+#[derive(Default)]
+struct StringOptions<'a> {
+    condition: Guard,
+    get: bool,
+    keep_ttl: bool,
+    persist: bool,
+    /// The expiry option given last, with its unread number.
+    time: Option<(TimeArg, &'a Bytes)>,
+}
+
+/// Reads SET's or GETEX's options as Redis does: an option may be repeated
+/// (the last time given wins), two that contradict each other (NX and XX,
+/// KEEPTTL or PERSIST and a time, two kinds of time) are a syntax error,
+/// and the time's number is read only once the whole syntax is known good,
+/// so `SET k v EX abc FOO` is a syntax error, not a bad integer.
+fn string_options(words: &[Bytes], command: StringCommand) -> Result<StringOptions<'_>, Reply> {
+    let set = command == StringCommand::Set;
+    let mut options = StringOptions::default();
+    let mut index = 0;
+    while index < words.len() {
+        let word = &words[index];
+        let timed = options.time.is_some();
+        if set && is(word, "nx") && options.condition != Guard::Present {
+            options.condition = Guard::Absent;
+        } else if set && is(word, "xx") && options.condition != Guard::Absent {
+            options.condition = Guard::Present;
+        } else if set && is(word, "get") {
+            options.get = true;
+        } else if set && is(word, "keepttl") && !timed {
+            options.keep_ttl = true;
+        } else if !set && is(word, "persist") && !timed {
+            options.persist = true;
+        } else if let (Some(time), Some(value)) = (TimeArg::from_option(word), words.get(index + 1))
+        {
+            let other_kind = options.time.is_some_and(|(given, _)| given != time);
+            if options.keep_ttl || options.persist || other_kind {
+                return Err(syntax_error());
             }
+            options.time = Some((time, value));
             index += 1;
         } else {
             return Err(syntax_error());
         }
         index += 1;
     }
-    Ok(RedisOp::Set {
-        key: args[1].clone(),
-        value: args[2].clone(),
-        expiry,
-        condition,
-        get,
-    })
+    Ok(options)
 }
 
 fn set_ex(name: &str, args: &[Bytes]) -> Result<RedisOp, Reply> {
@@ -197,14 +231,11 @@ fn mset(name: &str, args: &[Bytes]) -> Result<RedisOp, Reply> {
 }
 
 fn get_ex(args: &[Bytes]) -> Result<RedisOp, Reply> {
-    let action = match &args[2..] {
-        [] => GetExAction::Keep,
-        [word] if is(word, "persist") => GetExAction::Persist,
-        [word, value] => match TimeArg::from_option(word) {
-            Some(time) => GetExAction::At(time.deadline_ms(value, "getex")?),
-            None => return Err(syntax_error()),
-        },
-        _ => return Err(syntax_error()),
+    let options = string_options(&args[2..], StringCommand::GetEx)?;
+    let action = match options.time {
+        Some((time, value)) => GetExAction::At(time.deadline_ms(value, "getex")?),
+        None if options.persist => GetExAction::Persist,
+        None => GetExAction::Keep,
     };
     Ok(RedisOp::GetEx {
         key: args[1].clone(),
@@ -270,8 +301,9 @@ fn parse_expire_flags(words: &[Bytes]) -> Result<ExpireFlags, Reply> {
 }
 
 fn expire(name: &str, args: &[Bytes]) -> Result<RedisOp, Reply> {
-    let value = integer_arg(&args[2])?;
+    // Redis reads the flags before the time: `EXPIRE k abc FOO` is about FOO.
     let flags = parse_expire_flags(&args[3..])?;
+    let value = integer_arg(&args[2])?;
     let unit_ms: i64 = if name.starts_with('p') { 1 } else { 1000 };
     let base: i64 = if name.ends_with("at") {
         0
@@ -429,14 +461,6 @@ fn move_to(args: &[Bytes], db: u8) -> Result<RedisOp, Reply> {
         key: args[1].clone(),
         to_db,
     })
-}
-
-/// `inf`, `+infinity`, `-INF`…: what C's `strtold` reads as an infinity.
-fn is_infinity(arg: &[u8]) -> bool {
-    std::str::from_utf8(arg)
-        .ok()
-        .and_then(|text| text.parse::<f64>().ok())
-        .is_some_and(f64::is_infinite)
 }
 
 /// SWAPDB a b: both indexes must be integers (checked first, as Redis
@@ -679,7 +703,7 @@ fn flush(name: &str, args: &[Bytes]) -> Result<RedisOp, Reply> {
     match &args[1..] {
         [] => Ok(op),
         [mode] if is(mode, "async") || is(mode, "sync") => Ok(op),
-        _ if args.len() > 2 => Err(wrong_arity(name)),
+        // Redis 7's `getFlushCommandFlags`: any other word, or more than one.
         _ => Err(syntax_error()),
     }
 }

@@ -811,9 +811,12 @@ fn command(args: &[Bytes]) -> CommandResult {
         b"count" => Ok(Reply::Integer(SPECS.len() as i64)),
         b"docs" => Ok(super::docs::command_docs(&names().collect::<Vec<_>>())),
         b"list" => command_list(&args[2..]),
+        // With no names, every command, as COMMAND alone; a name walrus does
+        // not have is a null.
+        b"info" if args.len() == 2 => Ok(Reply::Array(SPECS.iter().map(command_info).collect())),
         b"info" => Ok(Reply::Array(
             names()
-                .map(|name| find_spec(&name).map_or(Reply::NullArray, command_info))
+                .map(|name| find_spec(&name).map_or(Reply::Null, command_info))
                 .collect(),
         )),
         b"getkeys" if args.len() > 2 => command_getkeys(&args[2..]),

@@ -77,11 +77,10 @@ fn lcs(shared: &Shared, db: u8, args: &[Bytes]) -> CommandResult {
         return Ok(Reply::bulk(table.sequence(&a, &b)));
     }
     let matches = table.matches(&a, &b, &options);
-    Ok(Reply::Array(vec![
-        Reply::text("matches"),
-        Reply::Array(matches),
-        Reply::text("len"),
-        Reply::Integer(length),
+    // A map, as Redis replies it: a flat array in RESP2, `%` in RESP3.
+    Ok(Reply::Map(vec![
+        (Reply::text("matches"), Reply::Array(matches)),
+        (Reply::text("len"), Reply::Integer(length)),
     ]))
 }
 

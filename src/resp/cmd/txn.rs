@@ -81,32 +81,26 @@ pub fn queue(
     args: &[Bytes],
     command: Option<usize>,
 ) -> Plan {
-    let name = command_name(args);
-    let refusal = match name.as_str() {
-        "multi" => Some("MULTI calls can not be nested"),
-        "watch" => Some("WATCH inside MULTI is not allowed"),
-        _ => None,
+    let spec = match check(session, shared, args, command) {
+        Ok(spec) => spec,
+        Err(reply) => return Plan::Refused(refuse(session, args, reply)),
     };
     // As in Redis, SAVE and SHUTDOWN may not be queued: refused, and the
     // transaction fails at EXEC.
-    if matches!(name.as_str(), "save" | "shutdown") {
+    if matches!(spec.name, "save" | "shutdown") {
         if let Some(transaction) = &mut session.transaction {
             transaction.failed = true;
         }
         return Plan::Refused(Reply::err("Command not allowed inside a transaction"));
     }
-    if let Some(text) = refusal {
-        return Plan::Reply(Reply::err(text));
+    // Refused by the commands themselves, after the checks every command
+    // passes: a nested MULTI or a WATCH leaves the transaction as it was,
+    // but one with the wrong arity has failed it above.
+    match spec.name {
+        "multi" => return Plan::Reply(Reply::err("MULTI calls can not be nested")),
+        "watch" => return Plan::Reply(Reply::err("WATCH inside MULTI is not allowed")),
+        _ => {}
     }
-    let spec = match check(session, shared, args, command) {
-        Ok(spec) => spec,
-        Err(reply) => {
-            if let Some(transaction) = &mut session.transaction {
-                transaction.failed = true;
-            }
-            return Plan::Refused(reply);
-        }
-    };
     // As in Redis, these run at once rather than queue: QUIT and RESET end
     // the transaction with the connection's state.
     if matches!(spec.name, "exec" | "discard" | "quit" | "reset") {
@@ -138,6 +132,29 @@ pub fn queue(
         kind,
     });
     Plan::Reply(Reply::Simple("QUEUED"))
+}
+
+/// A request refused before it ran (unknown, wrong arity, not signed in,
+/// not allowed while subscribed): inside MULTI the transaction has failed,
+/// and a refused EXEC ends it, with or without MULTI, as Redis's
+/// `rejectCommand` does: `EXECABORT` with the reason, the transaction and
+/// the WATCHed keys discarded.
+pub fn refuse(session: &mut Session, args: &[Bytes], reply: Reply) -> Reply {
+    if command_name(args) != "exec" {
+        if let Some(transaction) = &mut session.transaction {
+            transaction.failed = true;
+        }
+        return reply;
+    }
+    session.transaction = None;
+    session.watched.clear();
+    let reason = match &reply {
+        Reply::Error(text) => text.strip_prefix("ERR ").unwrap_or(text),
+        _ => "",
+    };
+    Reply::Error(format!(
+        "EXECABORT Transaction discarded because of: {reason}"
+    ))
 }
 
 pub async fn run(
