@@ -3,7 +3,9 @@
 //! Each connection is a task. Slow or idle clients cost a task, not a thread,
 //! and are cut off by three clocks: the header timeout (hyper's), the body
 //! timeout (in the handler), and the idle timeout here, which closes a
-//! keep-alive connection with no traffic in either direction.
+//! keep-alive connection with no traffic in either direction, and drops at
+//! once one whose client has stopped reading a response (a write blocked
+//! that long), which would otherwise hold the response in memory for ever.
 
 use std::io;
 use std::pin::Pin;
@@ -101,8 +103,14 @@ where
                 connection.as_mut().graceful_shutdown();
                 break;
             }
-            _ = idle_check.tick(), if !closing => {
-                if activity.idle_for() >= config.idle_timeout {
+            _ = idle_check.tick() => {
+                // A graceful close would wait for the response this client
+                // is not reading: drop the connection instead.
+                if activity.write_blocked_for() >= config.idle_timeout {
+                    tracing::debug!("client stopped reading its response; connection dropped");
+                    return;
+                }
+                if !closing && activity.idle_for() >= config.idle_timeout {
                     connection.as_mut().graceful_shutdown();
                     closing = true;
                 }
@@ -118,10 +126,14 @@ where
     }
 }
 
-/// When a connection last moved a byte, in milliseconds since it opened.
+/// When a connection last moved a byte, and since when a write has been
+/// waiting for the client to read, in milliseconds since it opened.
 struct Activity {
     opened: Instant,
     last_ms: AtomicU64,
+    /// One more than the millisecond a write first found the socket full;
+    /// 0 while writes go through.
+    write_blocked_since_ms: AtomicU64,
 }
 
 impl Default for Activity {
@@ -129,14 +141,44 @@ impl Default for Activity {
         Activity {
             opened: Instant::now(),
             last_ms: AtomicU64::new(0),
+            write_blocked_since_ms: AtomicU64::new(0),
         }
     }
 }
 
 impl Activity {
+    fn now_ms(&self) -> u64 {
+        self.opened.elapsed().as_millis() as u64
+    }
+
     fn touch(&self) {
-        self.last_ms
-            .store(self.opened.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// Notes how a write went: blocked (the client's window is full) or
+    /// through.
+    fn write_outcome<T>(&self, result: &Poll<io::Result<T>>) {
+        match result {
+            Poll::Pending => {
+                let since = self.now_ms() + 1;
+                let _ = self.write_blocked_since_ms.compare_exchange(
+                    0,
+                    since,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            }
+            Poll::Ready(_) => self.write_blocked_since_ms.store(0, Ordering::Relaxed),
+        }
+    }
+
+    /// How long the write in progress has waited for the client to read;
+    /// zero when no write is waiting.
+    fn write_blocked_for(&self) -> Duration {
+        match self.write_blocked_since_ms.load(Ordering::Relaxed) {
+            0 => Duration::ZERO,
+            since => Duration::from_millis(self.now_ms().saturating_sub(since - 1)),
+        }
     }
 
     fn idle_for(&self) -> Duration {
@@ -173,6 +215,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Tracked<I> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.activity.write_outcome(&result);
         if matches!(result, Poll::Ready(Ok(written)) if written > 0) {
             self.activity.touch();
         }
@@ -185,6 +228,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Tracked<I> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.activity.write_outcome(&result);
         if matches!(result, Poll::Ready(Ok(written)) if written > 0) {
             self.activity.touch();
         }
@@ -196,7 +240,9 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Tracked<I> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let result = Pin::new(&mut self.inner).poll_flush(cx);
+        self.activity.write_outcome(&result);
+        result
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

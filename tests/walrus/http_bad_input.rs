@@ -154,6 +154,45 @@ fn a_slow_client_cannot_hold_the_server() {
     assert_healthy(&server, "a trickling body");
 }
 
+/// A client that asks for a large value and stops reading holds the server's
+/// write: once that write has waited the idle timeout the connection is
+/// dropped (a graceful close would wait for the response for ever), and
+/// the server goes on serving.
+#[test]
+fn a_client_that_stops_reading_a_response_is_cut_off() {
+    let (server, _dir) = Server::start(&["--idle-timeout-ms", "500"]);
+    let value = vec![b'v'; 16 << 20];
+    assert_eq!(put(server.address, "/kv/big", &value).status, 200);
+    let mut stream = TcpStream::connect(server.address).expect("connect");
+    stream
+        .write_all(b"GET /kv/big HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("write");
+    // Far longer than the idle timeout, reading nothing.
+    std::thread::sleep(Duration::from_secs(3));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let started = Instant::now();
+    let mut received = 0usize;
+    let mut chunk = vec![0u8; 1 << 20];
+    let ended = loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => break true,
+            Ok(read) => received += read,
+            // A reset is the server dropping the connection too.
+            Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => break true,
+            Err(_) => break false,
+        }
+    };
+    assert!(ended, "the connection ended rather than timing out");
+    assert!(
+        received < value.len(),
+        "the server dropped the connection before sending the whole value ({received} bytes)"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(get(server.address, "/kv/big").status, 200);
+}
+
 #[test]
 fn idle_connections_are_closed() {
     let (server, _dir) =
