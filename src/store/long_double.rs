@@ -253,13 +253,6 @@ pub fn parse(input: &[u8]) -> Option<LongDouble> {
     if input.is_empty() || input.len() >= MAX_LONG_DOUBLE_CHARS {
         return None;
     }
-    // Redis hands `strtold` a C string, which ends at the first NUL: the
-    // bytes after it are never looked at, and nothing before it reads as a
-    // conversion of nothing, zero.
-    let input = input.split(|&byte| byte == 0).next().unwrap_or_default();
-    if input.is_empty() {
-        return Some(LongDouble::ZERO);
-    }
     let (negative, unsigned) = match input {
         [b'-', rest @ ..] => (true, rest),
         [b'+', rest @ ..] => (false, rest),
@@ -317,6 +310,9 @@ fn parse_unsigned(text: &[u8]) -> Option<X87DoubleExtended> {
         _ => return None,
     };
 
+    if !is_hex && let Some(value) = exact_fast_path(mantissa, exponent) {
+        return Some(value);
+    }
     // Only ASCII digits and '.' remain in `mantissa`, so this cannot fail.
     let mantissa = std::str::from_utf8(mantissa).ok()?;
     let prefix = if is_hex { "0x" } else { "" };
@@ -333,6 +329,45 @@ fn parse_unsigned(text: &[u8]) -> Option<X87DoubleExtended> {
         return None;
     }
     Some(value)
+}
+
+/// The largest power of ten whose value an x87 mantissa holds exactly:
+/// 10^27 = 5^27 * 2^27, and 5^27 < 2^63.
+const EXACT_POWERS_OF_TEN: i64 = 27;
+
+/// A short decimal (`digits[.digits]` and a small exponent) the quick way
+/// (Clinger's): when its digits make an integer below 2^64 and the scale is
+/// a power of ten up to 10^27, both are exact x87 values, so one correctly
+/// rounded multiplication or division gives the correctly rounded result,
+/// the same bits the general conversion gives, without its big-number work.
+/// `None` for anything else, which takes the general path.
+fn exact_fast_path(mantissa: &[u8], exponent: i64) -> Option<X87DoubleExtended> {
+    let mut digits: u64 = 0;
+    let mut scale = exponent;
+    let mut after_point = false;
+    for &byte in mantissa {
+        if byte == b'.' {
+            after_point = true;
+            continue;
+        }
+        digits = digits
+            .checked_mul(10)?
+            .checked_add(u64::from(byte - b'0'))?;
+        if after_point {
+            scale -= 1;
+        }
+    }
+    if scale.abs() > EXACT_POWERS_OF_TEN {
+        return None;
+    }
+    let value = X87DoubleExtended::from_u128(u128::from(digits)).value;
+    let power = X87DoubleExtended::from_u128(10u128.pow(scale.unsigned_abs() as u32)).value;
+    let rounded = if scale >= 0 {
+        value.mul_r(power, Round::NearestTiesToEven)
+    } else {
+        value.div_r(power, Round::NearestTiesToEven)
+    };
+    Some(rounded.value)
 }
 
 /// `[+|-]digits` (at least one digit), saturated at `EXPONENT_CLAMP`.
@@ -396,9 +431,9 @@ mod tests {
         ] {
             assert!(parse(accepted.as_bytes()).is_some(), "{accepted:?}");
         }
-        // A NUL ends the number, as it ends `strtold`'s C string.
-        assert_eq!(incr("5\0junk", "1").as_deref(), Some("6"));
-        assert_eq!(incr("\0", "1").as_deref(), Some("1"));
+        // Redis also checks that `strtold` read every byte, so a NUL (where
+        // the C string it reads ends) leaves the rest unread: not a number.
+        assert_eq!(incr("5\0junk", "1"), None);
         assert_eq!(parse(&vec![b'1'; MAX_LONG_DOUBLE_CHARS]), None);
         assert!(parse(&vec![b'1'; MAX_LONG_DOUBLE_CHARS - 1]).is_none()); // 5119 digits: overflow
     }
