@@ -78,13 +78,14 @@ fn output_error(error: std::io::Error) -> std::io::Error {
 #[error("the reader of the output closed it")]
 struct ReaderLeft;
 
-/// Whether `cause` is standard output's reader leaving ([`ReaderLeft`]).
+/// Whether `cause` is standard output's reader leaving: the `io::Error`
+/// that [`output_error`] wraps [`ReaderLeft`] in (an `io::Error` does not
+/// list the error it wraps among its sources, so it is looked for inside).
 fn is_reader_left(cause: &(dyn std::error::Error + 'static)) -> bool {
     cause
         .downcast_ref::<std::io::Error>()
         .and_then(|io| io.get_ref())
         .is_some_and(|inner| inner.is::<ReaderLeft>())
-        || cause.is::<ReaderLeft>()
 }
 
 /// Deliberately without a `source`: the error chain ends here.

@@ -99,11 +99,7 @@ impl Client {
                 Ok(Followed::Broke { error, .. }) => error,
                 // A server restarting or a node without a leader yet: worth
                 // another try, as a connection refused is.
-                Err(error @ (ClientError::Connect { .. } | ClientError::Http { .. }))
-                    if is_worth_retrying(&error) =>
-                {
-                    error
-                }
+                Err(error) if is_worth_retrying(&error) => error,
                 Err(error) => return Err(error),
             };
             let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);

@@ -87,10 +87,30 @@ fn refusal(refused: PeerRefusal) -> HttpResponse {
     text(status, refused.to_string())
 }
 
-/// Whether `address` is a peer address as `--peers` and `--advertise` take
-/// it: `HOST:PORT`, where the host is a name, an IPv4 address or a
-/// bracketed IPv6 address. Checked before a membership change is proposed,
-/// since a member no one can reach would hold up the next change.
+/// Why `address` cannot be a new member's, if it cannot: checked before a
+/// membership change is proposed, since a member no one can reach holds up
+/// the next change. It must be `HOST:PORT` ([`is_host_and_port`]), and the
+/// host must resolve here, on the leader that will replicate to it.
+async fn peer_address_refusal(address: &str) -> Option<String> {
+    if !is_host_and_port(address) {
+        return Some(format!(
+            "addr={address:?} is not HOST:PORT (a host name or IP address, and a port from 1 to 65535)"
+        ));
+    }
+    let resolved = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        tokio::net::lookup_host(address),
+    )
+    .await;
+    let resolves = match resolved {
+        Ok(Ok(mut addresses)) => addresses.next().is_some(),
+        _ => false,
+    };
+    (!resolves).then(|| format!("addr={address:?}: the host name does not resolve here"))
+}
+
+/// Whether `address` has the shape of a peer address: `HOST:PORT`, where
+/// the host is a name, an IPv4 address or a bracketed IPv6 address.
 fn is_host_and_port(address: &str) -> bool {
     let Some((host, port)) = address.rsplit_once(':') else {
         return false;
@@ -151,30 +171,8 @@ pub async fn cluster(app: &App, action: &str, request: Request<Incoming>) -> Htt
             let Some(address) = param("addr") else {
                 return text(StatusCode::BAD_REQUEST, "addr=HOST:PORT is required");
             };
-            if !is_host_and_port(&address) {
-                return text(
-                    StatusCode::BAD_REQUEST,
-                    format!(
-                        "addr={address:?} is not HOST:PORT (a host name or IP address, and a port from 1 to 65535)"
-                    ),
-                );
-            }
-            // The leader, which will replicate to it, must at least be able
-            // to resolve the name.
-            let resolved = tokio::time::timeout(
-                std::time::Duration::from_secs(2),
-                tokio::net::lookup_host(address.clone()),
-            )
-            .await;
-            let resolves = match resolved {
-                Ok(Ok(mut addresses)) => addresses.next().is_some(),
-                _ => false,
-            };
-            if !resolves {
-                return text(
-                    StatusCode::BAD_REQUEST,
-                    format!("addr={address:?}: the host name does not resolve here"),
-                );
+            if let Some(refusal) = peer_address_refusal(&address).await {
+                return text(StatusCode::BAD_REQUEST, refusal);
             }
             app.node.add_learner(id, address).await
         }

@@ -17,12 +17,12 @@
 //! module owns the glibc grammar, Redis's accept/reject rules, the storage
 //! encoding and the decimal output.
 
-use rustc_apfloat::ieee::{Double, X87DoubleExtended};
-use rustc_apfloat::{Float, FloatConvert, Round};
+use rustc_apfloat::ieee::X87DoubleExtended;
+use rustc_apfloat::{Float, Round};
 
 /// Redis `MAX_LONG_DOUBLE_CHARS`: the input limit of `string2ld` and the size of
 /// the output buffer of `ld2string`.
-pub const MAX_LONG_DOUBLE_CHARS: usize = 5 * 1024;
+const MAX_LONG_DOUBLE_CHARS: usize = 5 * 1024;
 
 /// Exponents are clamped to this magnitude before conversion. The mantissa has
 /// fewer than `MAX_LONG_DOUBLE_CHARS` digits, so any exponent this large already
@@ -77,8 +77,12 @@ impl LongDouble {
         self.bits as u64
     }
 
-    /// The exact value of an `f64` (every `f64` is representable).
-    pub fn from_f64(value: f64) -> LongDouble {
+    /// The exact value of an `f64` (every `f64` is representable); the
+    /// tests build values with it.
+    #[cfg(test)]
+    fn from_f64(value: f64) -> LongDouble {
+        use rustc_apfloat::FloatConvert;
+        use rustc_apfloat::ieee::Double;
         let mut loses_info = false;
         let converted: X87DoubleExtended = Double::from_bits(u128::from(value.to_bits()))
             .convert(&mut loses_info)

@@ -597,11 +597,6 @@ pub fn blocks_by_design(position: usize) -> bool {
         .is_some_and(|spec| matches!(spec.name, "wait" | "waitaof"))
 }
 
-/// Lowercased command name (names are ASCII; anything else is unknown).
-pub(super) fn command_name(args: &[Bytes]) -> String {
-    String::from_utf8_lossy(&args[0]).to_ascii_lowercase()
-}
-
 /// Redis's reply to a command it does not have.
 fn unknown_command(args: &[Bytes]) -> Reply {
     let mut words = String::new();

@@ -25,7 +25,7 @@ use bytes::Bytes;
 use super::super::Shared;
 use super::super::frame::Reply;
 use super::util::answer_reply;
-use super::{CommandResult, Plan, Session, Spec, check, command_name, ops};
+use super::{CommandResult, Plan, Session, Spec, check, ops};
 use crate::store::Guard;
 use crate::store::redis_op::{RedisCommand, RedisOp};
 
@@ -140,7 +140,7 @@ pub fn queue(
 /// `rejectCommand` does: `EXECABORT` with the reason, the transaction and
 /// the WATCHed keys discarded.
 pub fn refuse(session: &mut Session, args: &[Bytes], reply: Reply) -> Reply {
-    if command_name(args) != "exec" {
+    if !args[0].eq_ignore_ascii_case(b"exec") {
         if let Some(transaction) = &mut session.transaction {
             transaction.failed = true;
         }
