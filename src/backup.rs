@@ -148,8 +148,12 @@ impl Drop for BackupFile {
 /// `file`, then opens it once to check that every key comes back.
 pub fn restore(file: &Path, data_dir: &Path) -> Result<BackupInfo> {
     let mut source = std::fs::File::open(file).map_err(|error| Error::io(file, error))?;
+    // `lost+found` is the file system's, at the root of a fresh volume
+    // mounted as the data directory; the store ignores it too.
     let occupied = match std::fs::read_dir(data_dir) {
-        Ok(mut entries) => entries.next().is_some(),
+        Ok(mut entries) => {
+            entries.any(|entry| entry.map_or(true, |entry| entry.file_name() != "lost+found"))
+        }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => false,
         Err(error) => return Err(Error::io(data_dir, error)),
     };

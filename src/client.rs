@@ -6,7 +6,11 @@
 //! endpoint that last worked; when it cannot connect, or the endpoint answers
 //! `503` (no quorum, not ready), the request moves on to the next endpoint in turn.
 //! A request that may already have reached a server is repeated elsewhere only if
-//! its method is idempotent; `GET`, `PUT` and `DELETE` are.
+//! repeating it cannot change its answer: a `GET`, `HEAD`, or a `PUT` or `DELETE`
+//! without `If-Match` or `If-None-Match`. A conditional write that may have been
+//! applied (its connection broke, or a `503` says its outcome is unknown) is
+//! not repeated, since a second try could be refused by the first try's own
+//! effect: the caller gets that error and must read before deciding.
 //!
 //! Submodules: [`endpoint`] parses URLs, [`connection`] is one hyper connection,
 //! [`list`] the listing's query and JSON, [`tls`] the rustls set-up. Beside the
@@ -29,7 +33,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::AUTHORIZATION;
+use http::header::{AUTHORIZATION, IF_MATCH, IF_NONE_MATCH};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use parking_lot::Mutex;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_encode};
@@ -108,11 +112,11 @@ pub enum ClientError {
 
 impl ClientError {
     /// Whether the next endpoint may be tried: always when nothing was sent, and
-    /// for an idempotent method when the exchange broke.
-    fn can_try_elsewhere(&self, method: &Method) -> bool {
+    /// for a request that may be repeated when the exchange broke.
+    fn can_try_elsewhere(&self, may_repeat: bool) -> bool {
         match self {
             ClientError::Connect { .. } => true,
-            ClientError::Timeout { .. } | ClientError::Protocol { .. } => method.is_idempotent(),
+            ClientError::Timeout { .. } | ClientError::Protocol { .. } => may_repeat,
             _ => false,
         }
     }
@@ -149,6 +153,16 @@ impl Response {
     /// the endpoint, a server that is not walrus) is an error, not absence.
     pub fn is_key_absent(&self) -> bool {
         self.status == StatusCode::NOT_FOUND && self.body.trim_ascii() == b"not found"
+    }
+
+    /// Whether this is walrus's `503` for a request it never proposed, so
+    /// that sending it again, anywhere, is safe.
+    pub fn says_nothing_applied(&self) -> bool {
+        self.status == StatusCode::SERVICE_UNAVAILABLE
+            && self
+                .body
+                .trim_ascii_end()
+                .ends_with(crate::error::NOTHING_APPLIED.as_bytes())
     }
 
     /// The error for a status the caller did not expect; the body is cut to 1 KiB.
@@ -330,15 +344,19 @@ impl Client {
                 headers: &headers,
                 body: &body,
             };
+            let may_repeat = attempt.may_repeat();
             match self.try_endpoint(index, attempt).await {
                 Ok(response) if response.status == StatusCode::SERVICE_UNAVAILABLE => {
+                    if !may_repeat && !response.says_nothing_applied() {
+                        return Ok(response);
+                    }
                     unavailable = Some(response);
                 }
                 Ok(response) => {
                     self.inner.preferred.store(index, Ordering::Relaxed);
                     return Ok(response);
                 }
-                Err(error) if error.can_try_elsewhere(&method) => last_error = error,
+                Err(error) if error.can_try_elsewhere(may_repeat) => last_error = error,
                 Err(error) => return Err(error),
             }
         }
@@ -356,7 +374,7 @@ impl Client {
         if let Some(connection) = self.take_idle(index) {
             match self.exchange(index, connection, &attempt).await {
                 Ok(response) => return Ok(response),
-                Err(error) if !attempt.method.is_idempotent() => return Err(error),
+                Err(error) if !attempt.may_repeat() => return Err(error),
                 Err(_) => {}
             }
         }
@@ -437,6 +455,17 @@ struct Attempt<'a> {
     path_and_query: &'a str,
     headers: &'a HeaderMap,
     body: &'a Bytes,
+}
+
+impl Attempt<'_> {
+    /// Whether sending this again after a try that may have been applied
+    /// gives the answer the first try would have: an idempotent method
+    /// without a condition on the key's current state.
+    fn may_repeat(&self) -> bool {
+        self.method.is_idempotent()
+            && !self.headers.contains_key(IF_MATCH)
+            && !self.headers.contains_key(IF_NONE_MATCH)
+    }
 }
 
 fn expect_success(response: Response) -> Result<(), ClientError> {

@@ -10,6 +10,11 @@ use std::path::PathBuf;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// How an HTTP `503` for [`Error::Unavailable`] ends: the request was never
+/// proposed, so sending it again, anywhere, is safe. The client and
+/// `walrus verify` take it at its word (and verify checks it).
+pub const NOTHING_APPLIED: &str = "nothing was applied, retry shortly";
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// An operating-system I/O call failed on `path`.

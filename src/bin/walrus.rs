@@ -191,8 +191,9 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// List keys (and values) in byte order, one per line: key, a tab, value.
-    /// With --json (or -w json): one object per line, {"key", "value" (or
+    /// List keys (and values) in byte order, one per line: key, a tab, value
+    /// (tab, newline, CR and backslash escaped as \t \n \r \\, bytes that are
+    /// not UTF-8 as \xNN). With --json (or -w json): one object per line, {"key", "value" (or
     /// "value_base64"; absent with --keys-only), "revision"}.
     List {
         /// Only keys starting with this.
@@ -201,7 +202,7 @@ enum Command {
         /// Print keys only.
         #[arg(long)]
         keys_only: bool,
-        /// Stop after this many keys.
+        /// Stop after this many keys (0: no limit, as etcdctl reads it).
         #[arg(long)]
         limit: Option<usize>,
         #[command(flatten)]
@@ -911,9 +912,15 @@ struct ClientArgs {
 
 impl ClientArgs {
     fn client(&self) -> Result<walrus::client::Client> {
+        self.client_waiting(walrus::client::ClientOptions::default().request_timeout)
+    }
+
+    /// A client whose requests may take up to `request_timeout`.
+    fn client_waiting(&self, request_timeout: Duration) -> Result<walrus::client::Client> {
         let token = read_token(self.token_file.as_deref())?;
         let options = walrus::client::ClientOptions {
             ca_file: self.cacert.clone(),
+            request_timeout,
             ..walrus::client::ClientOptions::default()
         };
         Ok(walrus::client::Client::with_options(
@@ -1119,7 +1126,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             )?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Compact { client } => admin_post(&client, "/admin/compact"),
+        Command::Compact { client } => admin_post(&client.client()?, "/admin/compact"),
         Command::Watch {
             prefix,
             key,
@@ -1230,12 +1237,12 @@ enum ClientCall {
     },
 }
 
-/// A key as line output shows it: tab, newline, carriage return and
+/// A key or value as line output shows it: tab, newline, carriage return and
 /// backslash escaped (`\t`, `\n`, `\r`, `\\`), other bytes as they are
-/// (invalid UTF-8 as `\xNN`), so one key is always one field of one line.
-fn escape_key(key: &[u8]) -> String {
-    let mut text = String::with_capacity(key.len());
-    for chunk in key.utf8_chunks() {
+/// (invalid UTF-8 as `\xNN`), so each is always one field of one line.
+fn escape_for_line(bytes: &[u8]) -> String {
+    let mut text = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
         for character in chunk.valid().chars() {
             match character {
                 '\t' => text.push_str("\\t"),
@@ -1291,7 +1298,7 @@ fn if_match(condition: Option<String>) -> Result<http::HeaderMap> {
 
 /// Says why a conditional write was refused.
 fn refused(key: &str, wanted: Option<u64>, current: Option<u64>) {
-    let key = escape_key(key.as_bytes());
+    let key = escape_for_line(key.as_bytes());
     match (wanted, current) {
         (Some(wanted), Some(current)) => {
             eprintln!("{key}: not at revision {wanted} (it is at {current}); nothing written")
@@ -1366,13 +1373,13 @@ fn watch_line(event: &walrus::client::watch::WatchEvent, json: bool) -> Result<S
             _ => None,
         }
     };
-    let key = escape_key(&field("key").unwrap_or_default());
+    let key = escape_for_line(&field("key").unwrap_or_default());
     let revision = data["revision"].as_u64().unwrap_or(0);
     Ok(match field("value") {
         Some(value) => format!(
             "{revision}\t{}\t{key}\t{}\n",
             event.kind,
-            escape_key(&value)
+            escape_for_line(&value)
         ),
         None => format!("{revision}\t{}\t{key}\n", event.kind),
     })
@@ -1420,7 +1427,7 @@ fn client_command(args: &ClientArgs, call: ClientCall) -> Result<ExitCode> {
                         Ok(ExitCode::SUCCESS)
                     }
                     _ if response.is_key_absent() => {
-                        eprintln!("{}: not found", escape_key(key.as_bytes()));
+                        eprintln!("{}: not found", escape_for_line(key.as_bytes()));
                         Ok(ExitCode::from(1))
                     }
                     _ => Err(response.into_error().into()),
@@ -1503,7 +1510,7 @@ fn client_command(args: &ClientArgs, call: ClientCall) -> Result<ExitCode> {
                         Ok(ExitCode::SUCCESS)
                     }
                     http::StatusCode::PRECONDITION_FAILED if if_revision.is_none() => {
-                        eprintln!("{}: not found", escape_key(key.as_bytes()));
+                        eprintln!("{}: not found", escape_for_line(key.as_bytes()));
                         Ok(ExitCode::from(1))
                     }
                     http::StatusCode::PRECONDITION_FAILED => {
@@ -1520,7 +1527,7 @@ fn client_command(args: &ClientArgs, call: ClientCall) -> Result<ExitCode> {
                 json,
             } => {
                 let mut start: Option<Vec<u8>> = None;
-                let mut remaining = limit.unwrap_or(usize::MAX);
+                let mut remaining = limit.filter(|&n| n > 0).unwrap_or(usize::MAX);
                 while remaining > 0 {
                     let page_size = remaining.min(1000);
                     let page = client
@@ -1536,10 +1543,10 @@ fn client_command(args: &ClientArgs, call: ClientCall) -> Result<ExitCode> {
                             writeln!(stdout, "{}", list_item_json(item))?;
                             continue;
                         }
-                        stdout.write_all(escape_key(&item.key).as_bytes())?;
+                        stdout.write_all(escape_for_line(&item.key).as_bytes())?;
                         if let Some(value) = &item.value {
                             stdout.write_all(b"\t")?;
-                            stdout.write_all(value)?;
+                            stdout.write_all(escape_for_line(value).as_bytes())?;
                         }
                         stdout.write_all(b"\n")?;
                     }
@@ -1803,7 +1810,15 @@ fn cluster_command(command: ClusterCommand) -> Result<ExitCode> {
     if matches!(command, ClusterCommand::Status { .. }) {
         return cluster_status(client);
     }
-    admin_post(client, &path)
+    // The server answers add-learner once the learner has caught up, which
+    // may take a large snapshot's transfer; the CLI outwaits it.
+    let waiting = match command {
+        ClusterCommand::AddLearner { .. } => {
+            walrus::raft::cluster::LEARNER_CATCH_UP_TIMEOUT + Duration::from_secs(30)
+        }
+        _ => walrus::client::ClientOptions::default().request_timeout,
+    };
+    admin_post(&client.client_waiting(waiting)?, &path)
 }
 
 /// `walrus backup FILE`: streams `/admin/snapshot` to FILE, checked as it
@@ -1844,8 +1859,7 @@ fn backup(file: &std::path::Path, args: &ClientArgs) -> Result<ExitCode> {
 }
 
 /// POSTs to an admin or membership route and prints the answer.
-fn admin_post(args: &ClientArgs, path: &str) -> Result<ExitCode> {
-    let client = args.client()?;
+fn admin_post(client: &walrus::client::Client, path: &str) -> Result<ExitCode> {
     let response = runtime()?.block_on(client.request(
         http::Method::POST,
         path,

@@ -27,8 +27,11 @@ use tokio_rustls::TlsAcceptor;
 pub struct Options {
     /// Requests without `Authorization: Bearer <token>` get `401`.
     pub token: Option<String>,
-    /// Every request gets `503`.
+    /// Every request gets walrus's `503` for a request never proposed.
     pub unavailable: bool,
+    /// Every request gets walrus's `503` for a write that may have been
+    /// applied.
+    pub outcome_unknown: bool,
 }
 
 #[derive(Default)]
@@ -126,7 +129,12 @@ fn with_etag(mut response: Reply, revision: u64) -> Reply {
 async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Reply, Infallible> {
     state.requests.fetch_add(1, Ordering::Relaxed);
     if state.options.unavailable {
-        return Ok(reply(StatusCode::SERVICE_UNAVAILABLE, "no leader"));
+        let body = format!("no leader; {}", crate::error::NOTHING_APPLIED);
+        return Ok(reply(StatusCode::SERVICE_UNAVAILABLE, body));
+    }
+    if state.options.outcome_unknown {
+        let body = "the write's outcome is unknown: leadership moved";
+        return Ok(reply(StatusCode::SERVICE_UNAVAILABLE, body));
     }
     if let Some(token) = &state.options.token {
         let expected = format!("Bearer {token}");

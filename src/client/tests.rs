@@ -95,6 +95,59 @@ async fn moves_past_dead_and_unavailable_endpoints() {
     assert_eq!(server.state.requests.load(Ordering::Relaxed), 2);
 }
 
+/// A write whose outcome is unknown may have been applied: repeated
+/// elsewhere, a conditional one could be refused by its own first try, so
+/// it is not repeated; an unconditional one, or a request the server says it
+/// never proposed, moves on.
+#[tokio::test]
+async fn a_conditional_write_of_unknown_outcome_is_not_repeated_elsewhere() {
+    let unknown = TestServer::start(Options {
+        outcome_unknown: true,
+        ..Options::default()
+    })
+    .await;
+    let never_proposed = TestServer::start(Options {
+        unavailable: true,
+        ..Options::default()
+    })
+    .await;
+    let server = TestServer::start(Options::default()).await;
+    let conditional = || {
+        let mut headers = HeaderMap::new();
+        headers.insert(IF_NONE_MATCH, HeaderValue::from_static("*"));
+        headers
+    };
+    let client = Client::new(vec![unknown.url(), server.url()], None).unwrap();
+    let response = client
+        .request(
+            Method::PUT,
+            &key_path(b"k"),
+            conditional(),
+            Bytes::from_static(b"v"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(!response.says_nothing_applied());
+    assert_eq!(server.state.requests.load(Ordering::Relaxed), 0);
+    // Unconditional, the same write may be repeated.
+    client.put(b"k", Bytes::from_static(b"v")).await.unwrap();
+    assert_eq!(server.state.requests.load(Ordering::Relaxed), 1);
+
+    let client = Client::new(vec![never_proposed.url(), server.url()], None).unwrap();
+    let response = client
+        .request(
+            Method::PUT,
+            &key_path(b"j"),
+            conditional(),
+            Bytes::from_static(b"v"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status, StatusCode::OK);
+    assert_eq!(never_proposed.state.requests.load(Ordering::Relaxed), 1);
+}
+
 #[tokio::test]
 async fn reports_the_last_503_and_connect_errors() {
     let unavailable = TestServer::start(Options {

@@ -5,8 +5,9 @@
 //! (the server cut a watcher that fell behind, or the connection broke) the
 //! watch reconnects, to the next endpoint if that one is gone, sending the last
 //! id as `Last-Event-ID`, so no change is missed or repeated. A reconnect that
-//! fails (nothing listening while a server restarts, a `503` from a node with
-//! no leader yet) is tried again, on the next endpoint, after a wait that
+//! fails (nothing listening while a server restarts, a connection reset by a
+//! server dying as it arrived, a `503` from a node with no leader yet) is
+//! tried again, on the next endpoint, after a wait that
 //! doubles from 100 ms to 2 s, for up to a minute. A history that no
 //! longer reaches back that far (`410`, or a `compacted` event) ends it with
 //! an error: the caller must read the current state again.
@@ -102,6 +103,15 @@ impl Client {
                 Err(error) if is_worth_retrying(&error) => error,
                 Err(error) => return Err(error),
             };
+            // The first failure in a row is said where a user sees it: a
+            // watch that cannot connect must not look like one that is
+            // connected and idle.
+            if failing_since.is_none() {
+                tracing::warn!(
+                    "{error}; the watch keeps trying for up to {} s",
+                    RECONNECT_FOR.as_secs()
+                );
+            }
             let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
             if since.elapsed() >= RECONNECT_FOR {
                 return Err(error);
@@ -171,10 +181,13 @@ impl Client {
 }
 
 /// Whether a failed watch request may succeed if tried again: the server
-/// was unreachable, or answered that it cannot serve yet (`503`).
+/// was unreachable, the connection broke before the response began (a
+/// server killed while the request was on its way resets it; a watch is a
+/// read, so asking again is safe), or the server answered that it cannot
+/// serve yet (`503`).
 fn is_worth_retrying(error: &ClientError) -> bool {
     match error {
-        ClientError::Connect { .. } => true,
+        ClientError::Connect { .. } | ClientError::Protocol { .. } => true,
         ClientError::Http { status, .. } => *status == StatusCode::SERVICE_UNAVAILABLE,
         _ => false,
     }
@@ -242,6 +255,31 @@ fn url_encode(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_broken_exchange_is_retried_and_a_refusal_is_not() {
+        let reset = ClientError::Protocol {
+            endpoint: "http://127.0.0.1:1".into(),
+            source: Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
+        };
+        assert!(is_worth_retrying(&reset));
+        let unavailable = ClientError::Http {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            body: String::new(),
+        };
+        assert!(is_worth_retrying(&unavailable));
+        for status in [
+            StatusCode::GONE,
+            StatusCode::UNAUTHORIZED,
+            StatusCode::BAD_REQUEST,
+        ] {
+            let refused = ClientError::Http {
+                status,
+                body: String::new(),
+            };
+            assert!(!is_worth_retrying(&refused), "{status}");
+        }
+    }
 
     #[test]
     fn events_split_across_chunks_come_out_whole() {

@@ -52,23 +52,26 @@ impl Route {
     }
 }
 
-/// Status codes counted one by one; anything else counts as its class.
+/// Status codes counted one by one: every status walrus's handlers answer.
+/// Anything else (hyper's own 431, say) counts as its class.
 const STATUSES: [u16; 16] = [
-    200, 304, 400, 401, 404, 405, 408, 412, 413, 414, 500, 503, 0, 0, 0, 0,
+    200, 304, 400, 401, 403, 404, 405, 408, 409, 410, 412, 413, 414, 500, 501, 503,
 ];
-const STATUS_SLOTS: usize = STATUSES.len();
+/// The class slots `2xx` to `5xx` follow the known statuses.
+const FIRST_CLASS_SLOT: usize = STATUSES.len();
+const STATUS_SLOTS: usize = FIRST_CLASS_SLOT + 4;
 
 fn status_slot(status: u16) -> usize {
     STATUSES
         .iter()
-        .position(|&known| known == status && known != 0)
-        .unwrap_or(12 + usize::from(status / 100).clamp(2, 5) - 2)
+        .position(|&known| known == status)
+        .unwrap_or(FIRST_CLASS_SLOT + usize::from(status / 100).clamp(2, 5) - 2)
 }
 
 fn slot_label(slot: usize) -> String {
-    match STATUSES[slot] {
-        0 => format!("{}xx", slot - 12 + 2),
-        status => status.to_string(),
+    match STATUSES.get(slot) {
+        Some(status) => status.to_string(),
+        None => format!("{}xx", slot - FIRST_CLASS_SLOT + 2),
     }
 }
 
@@ -423,6 +426,11 @@ mod tests {
         assert_eq!(slot_label(status_slot(201)), "2xx");
         assert_eq!(slot_label(status_slot(302)), "3xx");
         assert_eq!(slot_label(status_slot(418)), "4xx");
+        assert_eq!(slot_label(status_slot(431)), "4xx");
+        assert_eq!(slot_label(status_slot(410)), "410");
+        assert_eq!(slot_label(status_slot(503)), "503");
         assert_eq!(slot_label(status_slot(504)), "5xx");
+        let labels: std::collections::HashSet<String> = (0..STATUS_SLOTS).map(slot_label).collect();
+        assert_eq!(labels.len(), STATUS_SLOTS, "every slot has its own label");
     }
 }

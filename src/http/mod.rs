@@ -25,7 +25,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use app::App;
-pub use response::NOTHING_APPLIED;
 pub use server::serve;
 pub use tls::{Identity, TlsError, load_identity, load_tls_config};
 

@@ -12,7 +12,7 @@ use http::{Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 
-use crate::error::Error;
+use crate::error::{Error, NOTHING_APPLIED};
 
 /// Every response: a whole body, or (a watch) one streamed as it happens.
 pub type HttpResponse = Response<BoxBody<Bytes, Infallible>>;
@@ -121,10 +121,6 @@ pub fn method_not_allowed(allow: &'static str) -> HttpResponse {
         .insert(ALLOW, HeaderValue::from_static(allow));
     response
 }
-
-/// How a `503` says the request was never proposed (so retrying is always
-/// safe). `walrus verify` takes it at its word and checks it.
-pub const NOTHING_APPLIED: &str = "nothing was applied, retry shortly";
 
 /// `503` with `Retry-After: 1`: the cluster should have a leader again soon.
 fn retry_shortly(message: String) -> HttpResponse {

@@ -150,8 +150,9 @@ pub fn parse_peers(text: &str) -> std::result::Result<BTreeMap<NodeId, String>, 
 }
 
 /// How long `add_learner` waits for the new learner to catch up (it may
-/// receive a large snapshot first).
-const LEARNER_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(600);
+/// receive a large snapshot first). `walrus cluster add-learner` waits
+/// longer, so the server's answer reaches it.
+pub const LEARNER_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Why a peer message was not served; the HTTP route maps each to a status.
 #[derive(Debug, thiserror::Error)]
@@ -699,6 +700,7 @@ impl ClusterNode {
         if initialized {
             return Ok(());
         }
+        self.refuse_a_lost_log().await?;
         let members: BTreeMap<NodeId, BasicNode> = self
             .options
             .peers
@@ -713,6 +715,46 @@ impl ClusterNode {
             Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
             Err(error) => Err(unavailable(format!("initializing the cluster: {error}"))),
         }
+    }
+
+    /// Refuses to start a node with an empty log under an id whose log the
+    /// cluster's leader knows held entries: its data directory was wiped or
+    /// replaced. Such a node must not take part under that id: it has
+    /// forgotten its vote (it could vote twice in one term) and the entries
+    /// the leader counts it as holding toward a quorum, so the leader would
+    /// stop replicating to it and the cluster would lose its quorum as soon
+    /// as one more node failed. Peers that cannot be reached, or that
+    /// predate this question, say nothing, so a cluster's first start (all
+    /// nodes empty) goes ahead.
+    async fn refuse_a_lost_log(&self) -> Result<()> {
+        let others = self.options.peers.iter().filter(|(id, _)| **id != self.id);
+        let questions = others.map(|(&id, address)| async move {
+            let peer = Peer::new(address, id, &self.identity).ok()?;
+            let matched = peer.call::<_, Option<u64>>("matched", &(), LOST_LOG_PROBE_TIMEOUT);
+            matched.await.ok().flatten().map(|index| (id, index))
+        });
+        let answers = futures::future::join_all(questions).await;
+        match answers.into_iter().flatten().find(|&(_, index)| index > 0) {
+            None => Ok(()),
+            Some((leader, index)) => Err(Error::InvalidArgument(format!(
+                "this node's data directory holds no Raft log, but the cluster's leader \
+                 (node {leader}) has node {id}'s log as holding entries up to {index}: its \
+                 data was lost or replaced. A node that lost its data rejoins under a new \
+                 id: `walrus cluster remove {id}`, then start it with a new --node-id and \
+                 no --peers, and `walrus cluster add-learner NEW_ID=ADDRESS` and `promote` \
+                 (README, \"A 3-node cluster\")",
+                id = self.id
+            ))),
+        }
+    }
+
+    /// What this node, leading, last confirmed `sender`'s log to hold (its
+    /// match index); `None` when this node does not lead or has not matched
+    /// it.
+    fn matched_for(&self, sender: Option<NodeId>) -> Option<u64> {
+        let metrics = self.metrics();
+        let matched = metrics.replication.as_ref()?.get(&sender?)?;
+        matched.map(|id| id.index)
     }
 
     pub fn id(&self) -> NodeId {
@@ -1174,6 +1216,52 @@ impl ClusterNode {
         true
     }
 
+    /// Why this node serves nothing: it was removed from the cluster. Either
+    /// the membership it holds no longer names it, or most of the other
+    /// voters it knows refused its last message to them as coming from a
+    /// non-member (a node removed may never receive the entry that removes
+    /// it: the leader stops replicating to it once that entry commits).
+    /// `None` while it is a member, and before it holds any membership (a
+    /// node waiting to be added). Its Raft state still names the last leader
+    /// it heard from, so without this check its requests would wait for that
+    /// leader until they time out.
+    pub fn removed_from_cluster(&self) -> Option<String> {
+        use openraft::async_runtime::watch::WatchReceiver;
+        // Empty, without a lock, unless a peer has refused this node.
+        let refusers = self.identity.health.refused_as_non_member();
+        let (named, voters) = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow_watched();
+            let config = &metrics.membership_config;
+            // No membership yet: a node waiting to be added.
+            config.nodes().next()?;
+            let named = config.get_node(&self.id).is_some();
+            // This runs before every write and read: a member no peer
+            // refuses costs no allocation.
+            if named && refusers.is_empty() {
+                return None;
+            }
+            let voters: BTreeSet<NodeId> = config.voter_ids().collect();
+            (named, voters)
+        };
+        let others: BTreeSet<NodeId> = voters.iter().copied().filter(|&id| id != self.id).collect();
+        let refused_by_most =
+            !others.is_empty() && 2 * others.intersection(&refusers).count() > others.len();
+        if named && !refused_by_most {
+            return None;
+        }
+        let members: Vec<String> = match named {
+            true => others.iter().map(|id| id.to_string()).collect(),
+            false => voters.iter().map(|id| id.to_string()).collect(),
+        };
+        Some(format!(
+            "node {} was removed from the cluster (the voters it knows of: {}); send requests \
+             to a member",
+            self.id,
+            members.join(", ")
+        ))
+    }
+
     /// Whether peer messages from `sender` are accepted: from members, or from
     /// anyone while this node has no membership yet (before it is added).
     pub fn accepts_peer(&self, sender: Option<NodeId>) -> bool {
@@ -1262,6 +1350,9 @@ impl ClusterNode {
     /// out while proposed, or while it may have been, has an unknown outcome;
     /// one that never found a leader to take it was not applied.
     async fn write_by(&self, proposal: Proposal, deadline: Instant) -> Result<Outcome> {
+        if let Some(reason) = self.removed_from_cluster() {
+            return Err(unavailable(reason));
+        }
         let mut in_flight = false;
         let attempt = self.write_until(proposal, deadline, &mut in_flight);
         match tokio::time::timeout_at(deadline, attempt).await {
@@ -1421,6 +1512,12 @@ impl ClusterNode {
     /// concurrently, so openraft batches them into one append; on a follower
     /// forwarded to the leader in one request. Results come back in order.
     pub async fn write_batch(&self, proposals: Vec<Proposal>) -> Vec<Result<Outcome>> {
+        if let Some(reason) = self.removed_from_cluster() {
+            return proposals
+                .iter()
+                .map(|_| Err(unavailable(reason.clone())))
+                .collect();
+        }
         let deadline = Instant::now() + self.options.request_timeout;
         let mut results: Vec<Option<Result<Outcome>>> = proposals.iter().map(|_| None).collect();
         let mut pending: Vec<usize> = (0..proposals.len()).collect();
@@ -1566,6 +1663,7 @@ impl ClusterNode {
                 None => Err(PeerRefusal::NotMember),
             },
             "ping" => encode(&()),
+            "matched" => encode(&self.matched_for(sender)),
             "command-format" => encode(&self.options.command_format),
             "transfer-leader" => match self.raft.handle_transfer_leader(decode(body)?).await {
                 Ok(answer) => encode(&answer),
@@ -1749,6 +1847,9 @@ impl ClusterNode {
     /// which might predate a write it must see), so under load one round
     /// trip to the leader serves a whole batch of reads.
     pub async fn read_barrier(self: &Arc<Self>) -> Result<()> {
+        if let Some(reason) = self.removed_from_cluster() {
+            return Err(unavailable(reason));
+        }
         let deadline = Instant::now() + self.options.request_timeout;
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let start = {
@@ -1887,6 +1988,9 @@ impl ClusterNode {
         if metrics.state == ServerState::Shutdown {
             return Err("Raft has stopped on this node".into());
         }
+        if let Some(removed) = self.removed_from_cluster() {
+            return Err(removed);
+        }
         if metrics.current_leader.is_none() {
             return Err("no leader is known".into());
         }
@@ -1992,6 +2096,20 @@ impl ClusterNode {
     /// Adds a node that receives the log but does not vote; returns once it
     /// has caught up.
     pub async fn add_learner(self: &Arc<Self>, id: NodeId, address: String) -> Result<()> {
+        // Adding a learner again at the same address is a retry, and waits
+        // for it as the first call did; anything else would silently do
+        // nothing, or move a member.
+        let (status, known) = (self.status(), self.member_address(id));
+        if status.voters.contains(&id) {
+            return Err(Error::InvalidArgument(format!(
+                "node {id} is already a voter of this cluster"
+            )));
+        }
+        if let Some(known) = known.filter(|known| *known != address) {
+            return Err(Error::InvalidArgument(format!(
+                "node {id} is already a learner, at {known}; remove it first to move it"
+            )));
+        }
         // Not waiting for the catch-up under the membership lock: a learner
         // that cannot be reached must not stop its own removal.
         self.change_membership_fully(move |raft, _| async move {
@@ -2001,6 +2119,13 @@ impl ClusterNode {
         })
         .await?;
         self.wait_caught_up(id).await
+    }
+
+    /// The address member `id` (voter or learner) was added with.
+    fn member_address(&self, id: NodeId) -> Option<String> {
+        let metrics = self.metrics();
+        let node = metrics.membership_config.get_node(&id)?;
+        Some(node.addr.clone())
     }
 
     /// Returns once learner `id` has every entry the leader had when asked.
@@ -2089,6 +2214,13 @@ impl ClusterNode {
 
     /// Removes a node (voter or learner) from the cluster.
     pub async fn remove(self: &Arc<Self>, id: NodeId) -> Result<()> {
+        if self.member_address(id).is_none() {
+            let status = self.status();
+            return Err(Error::InvalidArgument(format!(
+                "node {id} is not a member of this cluster (voters {:?}, learners {:?})",
+                status.voters, status.learners
+            )));
+        }
         self.change_membership_fully(move |raft, node| async move {
             let change = if node.status().voters.contains(&id) {
                 ChangeMembers::RemoveVoters(BTreeSet::from([id]))
@@ -2184,6 +2316,10 @@ fn matched_indexes(metrics: &openraft::RaftMetrics<TypeConfig>) -> BTreeMap<Node
         .map(|(id, matched)| (*id, matched.map_or(0, |id| id.index)))
         .collect()
 }
+
+/// How long a starting node waits for each peer's answer to whether its
+/// log was known to hold entries ([`ClusterNode::refuse_a_lost_log`]).
+const LOST_LOG_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How often the housekeeping task runs.
 const HOUSEKEEPING_TICK: Duration = Duration::from_millis(200);

@@ -14,7 +14,7 @@
 //!
 //! [`ClusterNode::serve_peer_message`]: super::ClusterNode::serve_peer_message
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -157,9 +157,37 @@ pub struct PeerHealth {
     failing: parking_lot::Mutex<BTreeMap<NodeId, bool>>,
     /// Whether `failing` is empty, read without the lock on every answer.
     any_failing: AtomicBool,
+    /// The peers whose last answer refused this node as not a member of
+    /// their cluster: it was removed, though its own log may not say so.
+    refused_as_non_member: parking_lot::Mutex<BTreeSet<NodeId>>,
+    /// Whether `refused_as_non_member` is empty, read without the lock.
+    any_refused_as_non_member: AtomicBool,
 }
 
 impl PeerHealth {
+    /// The peers whose last answer refused this node as a non-member.
+    pub fn refused_as_non_member(&self) -> BTreeSet<NodeId> {
+        if !self.any_refused_as_non_member.load(Ordering::Relaxed) {
+            return BTreeSet::new();
+        }
+        self.refused_as_non_member.lock().clone()
+    }
+
+    /// Notes whether `target` took this node for a member this time.
+    fn membership_answer(&self, target: NodeId, refused: bool) {
+        if !refused && !self.any_refused_as_non_member.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut refusers = self.refused_as_non_member.lock();
+        if refused {
+            refusers.insert(target);
+        } else {
+            refusers.remove(&target);
+        }
+        self.any_refused_as_non_member
+            .store(!refusers.is_empty(), Ordering::Relaxed);
+    }
+
     fn answered(&self, target: NodeId, address: &str, carried_work: bool) {
         if !self.any_failing.load(Ordering::Relaxed) {
             return;
@@ -341,6 +369,8 @@ impl Peer {
                 address: self.address().to_string(),
             });
         }
+        self.health
+            .membership_answer(self.target, status == StatusCode::FORBIDDEN);
         if status != StatusCode::OK {
             let reason = format!("answered {status}: {}", String::from_utf8_lossy(&body));
             // A peer's refusals are 4xx and 503, all given before it acts

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 use super::fs::FileSystem;
 use super::segment::{
-    DamageKind, HeaderError, SEGMENT_HEADER_BYTES, SEGMENT_VERSION, ScanEnd, decode_segment_header,
+    DamageKind, HeaderError, SEGMENT_VERSION, ScanEnd, decode_segment_header,
     parse_segment_file_name, salvage_records, scan_records,
 };
 use crate::error::{Error, Result};
@@ -128,12 +128,10 @@ pub(super) fn recover_log(
         let data = fs.read(&path).map_err(|err| Error::io(&path, err))?;
         report.segments_read += 1;
 
-        // Creation writes and syncs the header before any record is appended,
-        // so a last segment with a bad header and no bytes after it was being
-        // created when the process stopped, and never held a write.
-        let nothing_after_header = data
-            .get(SEGMENT_HEADER_BYTES..)
-            .is_none_or(|rest| rest.iter().all(|&b| b == 0));
+        // A segment is named only after its header is synced (`spare::claim`),
+        // so a named segment whose header is missing or wrong was damaged,
+        // not caught half-made: it may have held acknowledged writes, and
+        // only `--repair` sets it aside.
         let header_problem = match decode_segment_header(&data) {
             Ok(first_seq) if first_seq == name_seq => None,
             Ok(first_seq) => Some(format!(
@@ -145,15 +143,6 @@ pub(super) fn recover_log(
                     found: found_version,
                     supported: SEGMENT_VERSION,
                 });
-            }
-            Err(_) if is_last && nothing_after_header && mode != RecoveryMode::Strict => {
-                fs.remove(&path).map_err(|err| Error::io(&path, err))?;
-                fs.sync_dir(dir).map_err(|err| Error::io(dir, err))?;
-                report.repairs.push(format!(
-                    "{}: removed a segment whose creation was interrupted",
-                    path.display()
-                ));
-                break;
             }
             Err(HeaderError::Incomplete) => Some("incomplete segment header".to_string()),
             Err(HeaderError::Invalid(reason)) => Some(reason.to_string()),

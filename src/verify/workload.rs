@@ -29,7 +29,6 @@ use super::checker::{Action, Operation};
 use crate::client::connection::Connection;
 use crate::client::endpoint::Endpoint;
 use crate::client::resp::{RespConnection, RespValue};
-use crate::http::NOTHING_APPLIED;
 
 /// Relative weights of the operations.
 #[derive(Debug, Clone, Copy)]
@@ -420,10 +419,7 @@ impl Client {
         let target = endpoint.target(path);
         let sent = open.send(method, &target, &headers, body);
         match tokio::time::timeout(self.timeout, sent).await {
-            Ok(Ok(response))
-                if response.status == StatusCode::SERVICE_UNAVAILABLE
-                    && response.body.ends_with(NOTHING_APPLIED.as_bytes()) =>
-            {
+            Ok(Ok(response)) if response.says_nothing_applied() => {
                 // The server says it never proposed the request. That is
                 // taken at its word: the operation is left out of the
                 // history, so were it applied after all, a read would find

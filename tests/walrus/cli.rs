@@ -107,13 +107,29 @@ fn conditional_writes_json_and_exit_codes() {
 }
 
 #[test]
-fn list_escapes_keys_and_a_closed_pipe_ends_quietly() {
+fn list_escapes_keys_and_values_and_a_closed_pipe_ends_quietly() {
     let (server, _dir) = Server::start(&[]);
     let endpoint = format!("http://{}", server.address);
     assert_eq!(walrus(&endpoint, &["put", "tab\there", "v"]).code, 0);
     assert_eq!(walrus(&endpoint, &["put", "line\nbreak", "v"]).code, 0);
     let listed = walrus(&endpoint, &["list", "--keys-only"]);
     assert_eq!(listed.stdout, "line\\nbreak\ntab\\there\n");
+    // A value is escaped the same way, so each key stays one line; --limit 0
+    // is no limit, as etcdctl reads it.
+    assert_eq!(walrus(&endpoint, &["put", "v", "two\nlines\t\\"]).code, 0);
+    let listed = walrus(&endpoint, &["list", "--limit", "0"]);
+    assert_eq!(
+        listed.stdout,
+        "line\\nbreak\tv\ntab\\there\tv\nv\ttwo\\nlines\\t\\\\\n"
+    );
+    assert_eq!(
+        walrus(&endpoint, &["list", "--limit", "1"])
+            .stdout
+            .lines()
+            .count(),
+        1
+    );
+    assert_eq!(walrus(&endpoint, &["delete", "v"]).code, 0);
     // As JSON: one object per key, with its revision, and the value unless
     // --keys-only; the key as it is, since JSON escapes it.
     let listed = walrus(&endpoint, &["list", "-w", "json"]);

@@ -57,13 +57,15 @@ impl Node {
         }
     }
 
-    fn start(&mut self) {
+    /// `walrus serve` with this node's flags.
+    fn command(&self) -> Command {
         let id_flag = if self.without_id {
             vec![]
         } else {
             vec!["--node-id".to_string(), self.id.to_string()]
         };
-        let mut child = Command::new(env!("CARGO_BIN_EXE_walrus"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_walrus"));
+        command
             .arg("serve")
             .args(id_flag)
             .args(["--listen", &self.http.to_string()])
@@ -79,9 +81,14 @@ impl Node {
             })
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start walrus");
+            .stderr(Stdio::piped());
+        command
+    }
+
+    /// Starts the node and waits until it serves; panics with its last log
+    /// lines if it exits instead.
+    fn start(&mut self) {
+        let mut child = self.command().spawn().expect("start walrus");
         let stderr = child.stderr.take().expect("stderr");
         let id = self.id;
         let last_lines = Arc::new(Mutex::new(Vec::<String>::new()));
@@ -123,6 +130,13 @@ impl Node {
             )
             .is_some_and(|reply| reply.status == 200)
         });
+    }
+
+    /// Runs the node expecting it to refuse to start; returns what it said.
+    fn start_refused(&self) -> String {
+        let output = self.command().output().expect("run walrus");
+        assert!(!output.status.success(), "node {} started", self.id);
+        String::from_utf8_lossy(&output.stderr).into_owned()
     }
 
     fn signal(&self, signal: &str) {
@@ -686,7 +700,7 @@ fn killing_the_leader_process_under_load_loses_no_acknowledged_write() {
 }
 
 #[test]
-fn a_cluster_restarted_whole_keeps_its_data_and_a_learner_catches_up() {
+fn a_cluster_restarted_whole_keeps_its_data_a_learner_catches_up_and_a_removed_node_says_so() {
     let mut cluster = Cluster::start(3);
     for index in 0..50 {
         let reply =
@@ -716,6 +730,43 @@ fn a_cluster_restarted_whole_keeps_its_data_and_a_learner_catches_up() {
     post_ok(cluster.node(leader).http, "/cluster/remove?id=4");
     let voters = status(cluster.node(leader).http).expect("status")["voters"].clone();
     assert_eq!(voters, serde_json::json!([1, 2, 3]));
+    // A change that would do nothing is refused, not answered `ok`.
+    let again = http(
+        cluster.node(leader).http,
+        "POST",
+        "/cluster/remove?id=4",
+        b"",
+    )
+    .expect("answer");
+    assert_eq!(again.status, 400, "{}", again.text());
+    assert!(again.text().contains("not a member"), "{}", again.text());
+    let add_voter = format!("/cluster/add-learner?id=2&addr={}", cluster.node(2).http);
+    let voter = http(cluster.node(leader).http, "POST", &add_voter, b"").expect("answer");
+    assert_eq!(voter.status, 400, "{}", voter.text());
+    assert!(voter.text().contains("already a voter"), "{}", voter.text());
+    // The removed node says so: not ready, and a request on it is refused
+    // at once as never applied (a client moves on to a member), instead of
+    // waiting for the leader it last heard of.
+    wait_until(Duration::from_secs(10), || {
+        http(learner.http, "GET", "/ready", b"")
+            .is_some_and(|reply| reply.status == 503 && reply.text().contains("removed"))
+    });
+    let started = Instant::now();
+    let refused = http(learner.http, "PUT", "/kv/after-removal", b"v").expect("answer");
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert!(
+        refused.text().contains("was removed from the cluster")
+            && refused.text().contains("nothing was applied"),
+        "{}",
+        refused.text()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let read = http(cluster.node(leader).http, "GET", "/kv/after-removal", b"").expect("answer");
+    assert_eq!(read.status, 404);
 }
 
 #[test]
@@ -821,7 +872,7 @@ fn a_paused_old_leader_never_serves_a_stale_read_when_it_wakes() {
 }
 
 #[test]
-fn a_wiped_node_rejoins_under_a_new_id_from_a_snapshot() {
+fn a_wiped_node_is_refused_under_its_old_id_and_rejoins_under_a_new_one_from_a_snapshot() {
     let mut cluster = Cluster::start_with(3, &["--snapshot-every-entries", "50"]);
     // A key in database 6 first, so the snapshot must carry it.
     let mut six = crate::resp_client::RawResp::connect(cluster.node(1).resp);
@@ -868,6 +919,13 @@ fn a_wiped_node_rejoins_under_a_new_id_from_a_snapshot() {
     cluster.node_mut(3).kill();
     std::fs::remove_dir_all(&cluster.node(3).dir).expect("wipe");
     let leader = cluster.wait_for_leader(Duration::from_secs(10));
+    // Restarted under its old id, the wiped node is refused: the leader
+    // knows its log held entries.
+    let refusal = cluster.node(3).start_refused();
+    assert!(
+        refusal.contains("holds no Raft log") && refusal.contains("rejoins under a new id"),
+        "{refusal}"
+    );
     post_ok(cluster.node(leader).http, "/cluster/remove?id=3");
     let replacement = join(&cluster, 4, &["--snapshot-every-entries", "50"]);
     // Linearizable reads on the new node wait until it has applied the read

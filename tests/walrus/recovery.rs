@@ -55,14 +55,23 @@ fn a_cut_at_every_offset_keeps_exactly_a_prefix() {
             &pristine.read(&segment).expect("read")[..cut as usize],
         )
         .expect("copy");
-        let store = open(&fs, single_segment_options(RecoveryMode::TolerateTornTail))
-            .unwrap_or_else(|err| panic!("cut at {cut}: {err}"));
+        let opened = open(&fs, single_segment_options(RecoveryMode::TolerateTornTail));
+        // A segment is named only once its header is synced: a cut inside
+        // the header is damage, refused (`--repair` sets the file aside).
+        if cut < SEGMENT_HEADER_BYTES as u64 {
+            assert!(
+                matches!(opened, Err(Error::Corrupt { .. })),
+                "cut at {cut} inside the header was not refused"
+            );
+            continue;
+        }
+        let store = opened.unwrap_or_else(|err| panic!("cut at {cut}: {err}"));
         let survivors = ends.iter().filter(|&&end| end <= cut).count();
         assert_eq!(contents(&store), prefix(survivors), "cut at {cut}");
         let torn = cut > SEGMENT_HEADER_BYTES as u64 && !ends.contains(&cut) && cut != length;
         assert_eq!(
             !store.recovery_report().repairs.is_empty(),
-            torn || cut < SEGMENT_HEADER_BYTES as u64,
+            torn,
             "cut at {cut}: {:?}",
             store.recovery_report().repairs
         );
@@ -438,4 +447,52 @@ fn repair_keeps_dropped_segments_as_broken_files_and_names_their_records() {
             .iter()
             .all(|lost| !lost.damaged && lost.payload.is_some())
     );
+}
+
+/// A segment is named only once its header is synced, so a last segment cut
+/// to nothing (or to less than a header) was damaged and may have held
+/// acknowledged writes: recovery refuses it, and `--repair` keeps it as a
+/// `.broken` file, never deleting it as a half-made segment.
+#[test]
+fn an_emptied_last_segment_is_refused_and_repair_keeps_it() {
+    for kept_bytes in [0, SEGMENT_HEADER_BYTES - 1] {
+        let fs = SimFs::new(10);
+        let mut options = crate::common::small_options();
+        options.snapshots.automatic = false;
+        let store = open(&fs, options.clone()).expect("open");
+        for index in 0..60 {
+            store
+                .set(format!("k{index:03}").as_bytes(), &[b'v'; 200])
+                .expect("set");
+        }
+        store.close().expect("close");
+        let mut segments: Vec<String> = fs
+            .list(&data_dir())
+            .expect("list")
+            .into_iter()
+            .filter(|name| name.ends_with(".wal"))
+            .collect();
+        segments.sort();
+        assert!(segments.len() >= 2, "{segments:?}");
+        let last = data_dir().join(segments.last().expect("a segment"));
+        let data = fs.read(&last).expect("read");
+        fs.remove(&last).expect("remove");
+        fs.put_file(&last, &data[..kept_bytes]).expect("cut");
+
+        options.wal.recovery_mode = RecoveryMode::TolerateTornTail;
+        let refused = open(&fs, options.clone()).map(|_| ()).expect_err("refused");
+        assert!(
+            matches!(&refused, Error::Corrupt { path, .. } if *path == last),
+            "{kept_bytes} bytes: {refused}"
+        );
+        assert!(fs.read(&last).is_ok(), "left in place when refused");
+
+        options.wal.recovery_mode = RecoveryMode::Repair;
+        let store = open(&fs, options).expect("repair");
+        let report = store.recovery_report().clone();
+        drop(store);
+        let broken = data_dir().join(format!("{}.broken", file_name(&last)));
+        assert!(report.broken_files.contains(&broken), "{report:?}");
+        assert_eq!(fs.read(&broken).expect("kept"), data[..kept_bytes].to_vec());
+    }
 }
