@@ -21,38 +21,56 @@ pub struct DumpOptions {
     pub snapshot_entries: bool,
 }
 
-/// Writes a description of the data directory `dir` to `out`.
-pub fn dump(dir: &Path, options: DumpOptions, out: &mut dyn Write) -> io::Result<()> {
+/// Writes a description of the data directory `dir` to `out`; returns how
+/// many of its files are damaged (a bad header, a record that does not
+/// check out, torn tails included, or a snapshot that does not decode), so
+/// a script can tell a sound directory from a damaged one.
+pub fn dump(dir: &Path, options: DumpOptions, out: &mut dyn Write) -> io::Result<usize> {
     let fs = StdFs;
     let mut names = fs.list(dir)?;
     names.sort();
+    let mut damaged = 0;
     for name in &names {
         let path = dir.join(name);
-        if let Some(first_seq) = parse_segment_file_name(name) {
-            dump_segment(&fs.read(&path)?, name, first_seq, out)?;
+        let sound = if let Some(first_seq) = parse_segment_file_name(name) {
+            dump_segment(&fs.read(&path)?, name, first_seq, out)?
         } else if parse_snapshot_file_name(name).is_some() {
-            dump_snapshot(&fs.read(&path)?, name, options, out)?;
-        } else if name == SPARE_FILE_NAME {
-            writeln!(
-                out,
-                "{name}: the next segment, made ahead of need (not part of the log yet)"
-            )?;
+            dump_snapshot(&fs.read(&path)?, name, options, out)?
         } else {
-            writeln!(out, "{name}: (not a segment or snapshot)")?;
-        }
+            describe_other(name, out)?;
+            true
+        };
+        damaged += usize::from(!sound);
     }
-    Ok(())
+    if damaged > 0 {
+        writeln!(out, "{damaged} damaged file(s)")?;
+    }
+    Ok(damaged)
 }
 
-fn dump_segment(data: &[u8], name: &str, name_seq: u64, out: &mut dyn Write) -> io::Result<()> {
+/// A file that is neither a segment nor a snapshot.
+fn describe_other(name: &str, out: &mut dyn Write) -> io::Result<()> {
+    if name == SPARE_FILE_NAME {
+        writeln!(
+            out,
+            "{name}: the next segment, made ahead of need (not part of the log yet)"
+        )
+    } else {
+        writeln!(out, "{name}: (not a segment or snapshot)")
+    }
+}
+
+/// Describes one segment; returns whether it is sound.
+fn dump_segment(data: &[u8], name: &str, name_seq: u64, out: &mut dyn Write) -> io::Result<bool> {
     let first_seq = match decode_segment_header(data) {
         Ok(first_seq) => first_seq,
         Err(error) => {
-            return writeln!(
+            writeln!(
                 out,
                 "segment {name}: {} bytes, bad header: {error:?}",
                 data.len()
-            );
+            )?;
+            return Ok(false);
         }
     };
     writeln!(
@@ -78,21 +96,27 @@ fn dump_segment(data: &[u8], name: &str, name_seq: u64, out: &mut dyn Write) -> 
     });
     out.write_all(lines.as_bytes())?;
     match end {
-        ScanEnd::Clean { offset } => writeln!(out, "  end of records at offset {offset}"),
+        ScanEnd::Clean { offset } => {
+            writeln!(out, "  end of records at offset {offset}")?;
+            Ok(first_seq == name_seq)
+        }
         ScanEnd::Damaged {
             offset,
             error,
             synced_after,
-        } => writeln!(
-            out,
-            "  DAMAGE at offset {offset}: {}{}",
-            error.describe(),
-            if synced_after {
-                " (synced records follow: not a torn write)"
-            } else {
-                " (no synced record after it: a torn write, if this is the last segment)"
-            }
-        ),
+        } => {
+            writeln!(
+                out,
+                "  DAMAGE at offset {offset}: {}{}",
+                error.describe(),
+                if synced_after {
+                    " (synced records follow: not a torn write)"
+                } else {
+                    " (no synced record after it: a torn write, if this is the last segment)"
+                }
+            )?;
+            Ok(false)
+        }
     }
 }
 
@@ -101,7 +125,7 @@ fn dump_snapshot(
     name: &str,
     options: DumpOptions,
     out: &mut dyn Write,
-) -> io::Result<()> {
+) -> io::Result<bool> {
     match decode_snapshot(data) {
         Ok((meta, records)) => {
             writeln!(
@@ -128,13 +152,16 @@ fn dump_snapshot(
                     )?;
                 }
             }
-            Ok(())
+            Ok(true)
         }
-        Err(error) => writeln!(
-            out,
-            "snapshot {name}: {} bytes, DAMAGED at offset {}: {error}",
-            data.len(),
-            error.offset()
-        ),
+        Err(error) => {
+            writeln!(
+                out,
+                "snapshot {name}: {} bytes, DAMAGED at offset {}: {error}",
+                data.len(),
+                error.offset()
+            )?;
+            Ok(false)
+        }
     }
 }

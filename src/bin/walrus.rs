@@ -249,6 +249,7 @@ enum Command {
         client: ClientArgs,
     },
     /// Print the segments, records and snapshots of a data directory (read-only).
+    /// Exits 1 if any file is damaged (a torn tail included), 2 if it cannot read.
     Dump {
         /// The data directory.
         dir: PathBuf,
@@ -370,7 +371,8 @@ struct VerifyArgs {
 
 #[derive(Subcommand)]
 enum ClusterCommand {
-    /// Show each node's role, term, leader and log positions.
+    /// Show each node's role, term, leader and log positions. Exits 1 when
+    /// some endpoints failed to answer, 2 when none answered.
     Status {
         #[command(flatten)]
         client: ClientArgs,
@@ -1102,9 +1104,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let options = walrus::dump::DumpOptions {
                 snapshot_entries: entries,
             };
-            walrus::dump::dump(&dir, options, &mut output())
+            let damaged = walrus::dump::dump(&dir, options, &mut output())
                 .with_context(|| format!("dumping {}", dir.display()))?;
-            Ok(ExitCode::SUCCESS)
+            // As fsck and cmp do: 1 says "found a difference", 2 "could not look".
+            Ok(match damaged {
+                0 => ExitCode::SUCCESS,
+                _ => ExitCode::from(1),
+            })
         }
         Command::Bench(BenchCommand::Store(args)) => bench_store(args),
         Command::Bench(BenchCommand::Http(args)) => bench_http(args),
@@ -1929,10 +1935,13 @@ fn cluster_status(args: &ClientArgs) -> Result<ExitCode> {
             http::HeaderMap::new(),
             bytes::Bytes::new(),
         ));
+        // An endpoint that answered with an error is not unreachable: the
+        // row gives its status, so a wrong token reads as one.
         let status = answer.map_err(anyhow::Error::from).and_then(|response| {
             anyhow::ensure!(
                 response.status.is_success(),
-                "{}",
+                "answered {}: {}",
+                response.status,
                 String::from_utf8_lossy(&response.body).trim()
             );
             Ok(serde_json::from_slice::<walrus::raft::ClusterStatus>(
@@ -1957,14 +1966,20 @@ fn cluster_status(args: &ClientArgs) -> Result<ExitCode> {
             )?,
             Err(error) => {
                 failures += 1;
-                say!("{endpoint:<28} unreachable: {}", one_line(&error))?;
+                let what = match error.downcast_ref::<walrus::client::ClientError>() {
+                    Some(_) => "unreachable",
+                    None => "failed",
+                };
+                say!("{endpoint:<28} {what}: {}", one_line(&error))?;
             }
         }
     }
-    Ok(if failures == args.endpoints.len() {
-        ExitCode::from(2)
-    } else {
-        ExitCode::SUCCESS
+    // As `etcdctl endpoint status` does, any endpoint that failed fails the
+    // command: 1 when some answered, 2 when none did.
+    Ok(match failures {
+        0 => ExitCode::SUCCESS,
+        failed if failed == args.endpoints.len() => ExitCode::from(2),
+        _ => ExitCode::from(1),
     })
 }
 

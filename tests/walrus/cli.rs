@@ -334,3 +334,68 @@ fn a_refused_upload_and_a_wrong_route_are_errors() {
     assert_eq!(wrong_route.code, 2, "{}", wrong_route.stderr);
     assert!(wrong_route.stderr.contains("404"), "{}", wrong_route.stderr);
 }
+
+/// `walrus dump` exits 0 on a sound directory and 1 when a file is damaged,
+/// so a script can tell them apart; it changes nothing either way.
+#[test]
+fn dump_exits_one_when_a_file_is_damaged() {
+    let (server, _dir) = Server::start(&[]);
+    for index in 0..20 {
+        assert_eq!(
+            put(server.address, &format!("/kv/k{index}"), b"value").status,
+            200
+        );
+    }
+    let data = server.dir.clone();
+    drop(server);
+    let dump = || {
+        Command::new(env!("CARGO_BIN_EXE_walrus"))
+            .arg("dump")
+            .arg(&data)
+            .output()
+            .expect("run walrus dump")
+    };
+    let sound = dump();
+    let listing = String::from_utf8_lossy(&sound.stdout).into_owned();
+    assert_eq!(sound.status.code(), Some(0), "{listing}");
+    assert!(!listing.contains("damaged"), "{listing}");
+    let segment = std::fs::read_dir(&data)
+        .expect("list")
+        .map(|entry| entry.expect("entry").path())
+        .find(|path| path.extension().is_some_and(|ext| ext == "wal"))
+        .expect("a segment");
+    let mut bytes = std::fs::read(&segment).expect("read");
+    bytes[40] ^= 0xff;
+    std::fs::write(&segment, &bytes).expect("damage");
+    let damaged = dump();
+    let listing = String::from_utf8_lossy(&damaged.stdout).into_owned();
+    assert_eq!(damaged.status.code(), Some(1), "{listing}");
+    assert!(listing.contains("DAMAGE at offset"), "{listing}");
+    assert!(listing.contains("1 damaged file(s)"), "{listing}");
+    assert_eq!(
+        std::fs::read(&segment).expect("read"),
+        bytes,
+        "dump wrote nothing"
+    );
+}
+
+/// `walrus cluster status` tells a node that answered with an error (here a
+/// single store, which has no cluster) from one that cannot be reached, and
+/// fails when no endpoint gives a status.
+#[test]
+fn cluster_status_tells_a_refusal_from_an_unreachable_node_and_fails_when_none_answers() {
+    let (server, _dir) = Server::start(&[]);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("address");
+    let endpoints = format!("http://{},http://{closed}", server.address);
+    let run = walrus(&endpoints, &["cluster", "status"]);
+    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("failed: answered 404"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("unreachable"), "{}", run.stdout);
+}
