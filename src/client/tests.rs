@@ -112,21 +112,18 @@ async fn a_conditional_write_of_unknown_outcome_is_not_repeated_elsewhere() {
     })
     .await;
     let server = TestServer::start(Options::default()).await;
-    let conditional = || {
+    // PUT with `If-None-Match: *` (create if absent) through `client`.
+    let create = |client: Client, key: &'static [u8]| async move {
         let mut headers = HeaderMap::new();
         headers.insert(IF_NONE_MATCH, HeaderValue::from_static("*"));
-        headers
+        let value = Bytes::from_static(b"v");
+        client
+            .request(Method::PUT, &key_path(key), headers, value)
+            .await
+            .unwrap()
     };
     let client = Client::new(vec![unknown.url(), server.url()], None).unwrap();
-    let response = client
-        .request(
-            Method::PUT,
-            &key_path(b"k"),
-            conditional(),
-            Bytes::from_static(b"v"),
-        )
-        .await
-        .unwrap();
+    let response = create(client.clone(), b"k").await;
     assert_eq!(response.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(!response.says_nothing_applied());
     assert_eq!(server.state.requests.load(Ordering::Relaxed), 0);
@@ -135,15 +132,7 @@ async fn a_conditional_write_of_unknown_outcome_is_not_repeated_elsewhere() {
     assert_eq!(server.state.requests.load(Ordering::Relaxed), 1);
 
     let client = Client::new(vec![never_proposed.url(), server.url()], None).unwrap();
-    let response = client
-        .request(
-            Method::PUT,
-            &key_path(b"j"),
-            conditional(),
-            Bytes::from_static(b"v"),
-        )
-        .await
-        .unwrap();
+    let response = create(client, b"j").await;
     assert_eq!(response.status, StatusCode::OK);
     assert_eq!(never_proposed.state.requests.load(Ordering::Relaxed), 1);
 }

@@ -1250,10 +1250,7 @@ impl ClusterNode {
         if named && !refused_by_most {
             return None;
         }
-        let members: Vec<String> = match named {
-            true => others.iter().map(|id| id.to_string()).collect(),
-            false => voters.iter().map(|id| id.to_string()).collect(),
-        };
+        let members: Vec<String> = others.iter().map(|id| id.to_string()).collect();
         Some(format!(
             "node {} was removed from the cluster (the voters it knows of: {}); send requests \
              to a member",
@@ -2099,16 +2096,18 @@ impl ClusterNode {
         // Adding a learner again at the same address is a retry, and waits
         // for it as the first call did; anything else would silently do
         // nothing, or move a member.
-        let (status, known) = (self.status(), self.member_address(id));
-        if status.voters.contains(&id) {
-            return Err(Error::InvalidArgument(format!(
-                "node {id} is already a voter of this cluster"
-            )));
-        }
-        if let Some(known) = known.filter(|known| *known != address) {
-            return Err(Error::InvalidArgument(format!(
-                "node {id} is already a learner, at {known}; remove it first to move it"
-            )));
+        match self.member(id) {
+            Some(Member { voter: true, .. }) => {
+                return Err(Error::InvalidArgument(format!(
+                    "node {id} is already a voter of this cluster"
+                )));
+            }
+            Some(Member { address: known, .. }) if known != address => {
+                return Err(Error::InvalidArgument(format!(
+                    "node {id} is already a learner, at {known}; remove it first to move it"
+                )));
+            }
+            _ => {}
         }
         // Not waiting for the catch-up under the membership lock: a learner
         // that cannot be reached must not stop its own removal.
@@ -2121,11 +2120,15 @@ impl ClusterNode {
         self.wait_caught_up(id).await
     }
 
-    /// The address member `id` (voter or learner) was added with.
-    fn member_address(&self, id: NodeId) -> Option<String> {
-        let metrics = self.metrics();
-        let node = metrics.membership_config.get_node(&id)?;
-        Some(node.addr.clone())
+    /// Member `id` as this node's membership has it; `None` if it is not one.
+    fn member(&self, id: NodeId) -> Option<Member> {
+        use openraft::async_runtime::watch::WatchReceiver;
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow_watched();
+        let config = &metrics.membership_config;
+        let address = config.get_node(&id)?.addr.clone();
+        let voter = config.voter_ids().any(|voter| voter == id);
+        Some(Member { voter, address })
     }
 
     /// Returns once learner `id` has every entry the leader had when asked.
@@ -2214,7 +2217,7 @@ impl ClusterNode {
 
     /// Removes a node (voter or learner) from the cluster.
     pub async fn remove(self: &Arc<Self>, id: NodeId) -> Result<()> {
-        if self.member_address(id).is_none() {
+        if self.member(id).is_none() {
             let status = self.status();
             return Err(Error::InvalidArgument(format!(
                 "node {id} is not a member of this cluster (voters {:?}, learners {:?})",
@@ -2315,6 +2318,13 @@ fn matched_indexes(metrics: &openraft::RaftMetrics<TypeConfig>) -> BTreeMap<Node
         .flat_map(|replication| replication.iter())
         .map(|(id, matched)| (*id, matched.map_or(0, |id| id.index)))
         .collect()
+}
+
+/// A member of the cluster: whether it votes, and the address it was added
+/// with.
+struct Member {
+    voter: bool,
+    address: String,
 }
 
 /// How long a starting node waits for each peer's answer to whether its

@@ -393,9 +393,12 @@ fn decode_at(data: &[u8], offset: usize) -> u64 {
         .seq
 }
 
-#[test]
-fn repair_keeps_dropped_segments_as_broken_files_and_names_their_records() {
-    let fs = SimFs::new(9);
+/// A store closed after 60 writes of 200 bytes over small segments, with no
+/// automatic snapshot: its disk, its options and its segments' names in order.
+fn sixty_writes_over_small_segments(
+    seed: u64,
+) -> (SimFs, walrus::store::StoreOptions, Vec<String>) {
+    let fs = SimFs::new(seed);
     let mut options = crate::common::small_options();
     options.snapshots.automatic = false;
     let store = open(&fs, options.clone()).expect("open");
@@ -412,6 +415,12 @@ fn repair_keeps_dropped_segments_as_broken_files_and_names_their_records() {
         .filter(|name| name.ends_with(".wal"))
         .collect();
     segments.sort();
+    (fs, options, segments)
+}
+
+#[test]
+fn repair_keeps_dropped_segments_as_broken_files_and_names_their_records() {
+    let (fs, mut options, segments) = sixty_writes_over_small_segments(9);
     assert!(segments.len() >= 3, "{segments:?}");
     // Damage the first record of the second segment.
     let second = data_dir().join(&segments[1]);
@@ -456,23 +465,7 @@ fn repair_keeps_dropped_segments_as_broken_files_and_names_their_records() {
 #[test]
 fn an_emptied_last_segment_is_refused_and_repair_keeps_it() {
     for kept_bytes in [0, SEGMENT_HEADER_BYTES - 1] {
-        let fs = SimFs::new(10);
-        let mut options = crate::common::small_options();
-        options.snapshots.automatic = false;
-        let store = open(&fs, options.clone()).expect("open");
-        for index in 0..60 {
-            store
-                .set(format!("k{index:03}").as_bytes(), &[b'v'; 200])
-                .expect("set");
-        }
-        store.close().expect("close");
-        let mut segments: Vec<String> = fs
-            .list(&data_dir())
-            .expect("list")
-            .into_iter()
-            .filter(|name| name.ends_with(".wal"))
-            .collect();
-        segments.sort();
+        let (fs, mut options, segments) = sixty_writes_over_small_segments(10);
         assert!(segments.len() >= 2, "{segments:?}");
         let last = data_dir().join(segments.last().expect("a segment"));
         let data = fs.read(&last).expect("read");
