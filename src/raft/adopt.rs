@@ -155,6 +155,7 @@ pub fn commit(store: DurableStore, staged: Staged) -> Result<Adopted> {
     let member = Member {
         node_id: staged.adopted.node_id,
         advertise: staged.adopted.advertise.clone(),
+        joining: false,
     };
     // The marker names the member, so an interrupted finish still writes
     // the directory's MEMBER file.

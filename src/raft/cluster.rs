@@ -39,10 +39,11 @@ use super::formats::{MemberFormats, OLDEST_FORMAT};
 use super::forward::{
     ForwardAnswer, ForwardQueue, Forwarded, LeaderMoved, leader_left, unless_leader_moved,
 };
+use super::joining::Joining;
 use super::log_store::{HeldBytes, LogStore};
 use super::network::{
-    ChunkAnswer, Peer, PeerError, PeerIdentity, PeerNetworkFactory, PeerTls, PeerTransport,
-    SnapshotChunk,
+    ChunkAnswer, ConfirmedLogs, Peer, PeerError, PeerIdentity, PeerNetworkFactory, PeerTls,
+    PeerTransport, SnapshotChunk,
 };
 use super::reach::{self, ReachWatch};
 use super::space::DiskSpace;
@@ -353,6 +354,12 @@ pub struct ClusterNode {
     peer_disks: Mutex<Option<PeerDisks>>,
     /// Which command formats the other members read (`formats.rs`).
     formats: MemberFormats,
+    /// Whether this node still joins with a log short of its cluster's
+    /// (`joining.rs`): it votes for no one until it has caught up.
+    joining: Arc<Joining>,
+    /// What each peer confirmed holding to this node as leader (the peer
+    /// network's record, `network::ConfirmedLogs`).
+    confirmed: ConfirmedLogs,
     _data_dir: DataDir,
 }
 
@@ -568,7 +575,8 @@ impl ClusterNode {
         // workers, which a node growing from a single store at run time
         // shares with the requests it serves meanwhile.
         let space = DiskSpace::new(fs.clone(), dir.to_path_buf(), options.min_free_space);
-        let (log, machine) = {
+        let member_fs = fs.clone();
+        let (log, machine, member) = {
             let dir = dir.to_path_buf();
             let (node_id, advertise) = (options.node_id, options.advertise.clone());
             let (wal, fsync, watch_history, latency) = (
@@ -578,10 +586,10 @@ impl ClusterNode {
                 options.latency.clone(),
             );
             crate::deterministic::off_runtime(move || {
-                super::member::claim(&*fs, &dir, node_id, &advertise)?;
+                let member = super::member::claim(&*fs, &dir, node_id, &advertise)?;
                 let log = LogStore::open(fs.clone(), &dir, wal, fsync, latency)?;
                 let machine = StateMachine::open_into(fs, &dir, watch_history, shared)?;
-                Ok::<_, Error>((log, machine))
+                Ok::<_, Error>((log, machine, member))
             })
             .await
             .map_err(|_| Error::Closed)??
@@ -631,8 +639,10 @@ impl ClusterNode {
             transport,
             health: Arc::default(),
         };
+        let confirmed = ConfirmedLogs::default();
         let network = PeerNetworkFactory {
             identity: identity.clone(),
+            confirmed: confirmed.clone(),
         };
         let raft = Raft::new(
             options.node_id,
@@ -643,6 +653,18 @@ impl ClusterNode {
         )
         .await
         .map_err(|error| unavailable(format!("starting Raft: {error}")))?;
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|error| unavailable(error.to_string()))?;
+        let joining = {
+            let (dir, has_peers) = (dir.to_path_buf(), !options.peers.is_empty());
+            crate::deterministic::off_runtime(move || {
+                Joining::open(member_fs, dir, member, initialized, has_peers).map(Arc::new)
+            })
+            .await
+            .map_err(|_| Error::Closed)??
+        };
         let formats = MemberFormats::new(options.command_format);
         let leader_moved = leader_moved_watch(&raft);
         let node = Arc::new(ClusterNode {
@@ -671,6 +693,8 @@ impl ClusterNode {
             compacting_for_space: AtomicBool::new(false),
             peer_disks: Mutex::new(None),
             formats,
+            joining,
+            confirmed,
             _data_dir: data_dir,
         });
         node.measure_snapshot_room();
@@ -745,6 +769,53 @@ impl ClusterNode {
                  (README, \"A 3-node cluster\")",
                 id = self.id
             ))),
+        }
+    }
+
+    /// Ends this node's joining once it has applied up to `target`, an
+    /// index its leader committed in its own term ([`Joining::note_target`]).
+    /// A later append checks again while it has not; concurrent checks
+    /// both finishing write the file once (`Joining::finish`).
+    async fn finish_joining_at(&self, target: u64) {
+        let applied = self.metrics().last_applied.map_or(0, |id| id.index);
+        if applied < target {
+            return;
+        }
+        let (node, joining) = (self.id, self.joining.clone());
+        let finished = crate::deterministic::off_runtime(move || joining.finish()).await;
+        match finished.unwrap_or(Err(Error::Closed)) {
+            Ok(false) => {}
+            Ok(true) => tracing::info!(node, applied, "joined: caught up with the cluster, votes"),
+            Err(error) => tracing::warn!(node, %error, "could not record having joined"),
+        }
+    }
+
+    /// Stops this node for good: its leader `sender` found it lacking the
+    /// entry at `missing`, which it had confirmed holding, so its data was
+    /// lost or replaced (most often a wiped data directory restarted under
+    /// its old id without `--peers`). Such a node must not vote or count
+    /// toward a quorum; it rejoins under a new id.
+    async fn stop_for_a_lost_log(&self, sender: Option<NodeId>, missing: u64) {
+        let reason = format!(
+            "node {id}'s leader (node {leader}) had confirmed this node's log as holding \
+             entry {missing}, and it no longer does: its data directory was lost or \
+             replaced. It takes no more part in the cluster. A node that lost its data \
+             rejoins under a new id: `walrus cluster remove {id}`, then start it with an \
+             empty data directory, a new --node-id and no --peers, and `walrus cluster \
+             add-learner NEW_ID=ADDRESS` and `promote` (README, \"A 3-node cluster\")",
+            id = self.id,
+            leader = sender.map_or_else(|| "?".to_string(), |id| id.to_string()),
+        );
+        {
+            let mut fatal = self.fatal.lock();
+            if fatal.is_some() {
+                return;
+            }
+            tracing::error!("{reason}");
+            *fatal = Some(reason);
+        }
+        if let Err(error) = self.raft.shutdown().await {
+            tracing::warn!(%error, "stopping Raft after a lost log");
         }
     }
 
@@ -1621,6 +1692,13 @@ impl ClusterNode {
         }
         let unavailable =
             |error: &dyn std::fmt::Display| PeerRefusal::Unavailable(error.to_string());
+        if self.joining.is_active() && matches!(message, "vote" | "pre-vote" | "transfer-leader") {
+            return Err(PeerRefusal::Unavailable(format!(
+                "node {} is joining: it votes once it holds what its cluster had committed \
+                 when it joined",
+                self.id
+            )));
+        }
         match message {
             "append" => {
                 let request: AppendEntriesRequest<TypeConfig> = decode(body)?;
@@ -1631,10 +1709,19 @@ impl ClusterNode {
                 if let Err(reason) = self.accept_entries(&request.entries, body.len()) {
                     return Err(PeerRefusal::Unavailable(reason));
                 }
-                match self.raft.append_entries(request).await {
+                let joined_at = self
+                    .joining
+                    .is_active()
+                    .then(|| self.joining.note_target(&request))
+                    .flatten();
+                let answer = match self.raft.append_entries(request).await {
                     Ok(answer) => encode(&answer),
                     Err(error) => Err(unavailable(&error)),
+                };
+                if let Some(target) = joined_at {
+                    self.finish_joining_at(target).await;
                 }
+                answer
             }
             "vote" => match self.raft.vote(decode(body)?).await {
                 Ok(answer) => encode(&answer),
@@ -1661,6 +1748,10 @@ impl ClusterNode {
             },
             "ping" => encode(&()),
             "matched" => encode(&self.matched_for(sender)),
+            "lost-log" => {
+                self.stop_for_a_lost_log(sender, decode(body)?).await;
+                encode(&())
+            }
             "command-format" => encode(&self.options.command_format),
             "transfer-leader" => match self.raft.handle_transfer_leader(decode(body)?).await {
                 Ok(answer) => encode(&answer),
@@ -2107,7 +2198,10 @@ impl ClusterNode {
                     "node {id} is already a learner, at {known}; remove it first to move it"
                 )));
             }
-            _ => {}
+            Some(_) => {}
+            // Added anew (perhaps removed before, and back with an empty
+            // log): what it confirmed under its id before does not hold.
+            None => self.confirmed.forget(id),
         }
         // Not waiting for the catch-up under the membership lock: a learner
         // that cannot be reached must not stop its own removal.

@@ -23,6 +23,12 @@ pub struct Member {
     pub node_id: NodeId,
     /// The address peers reached this node at when it was written.
     pub advertise: String,
+    /// Set while the node is joining a cluster with a log it has not yet
+    /// caught up ([`super::joining`]): it votes for no one meanwhile. Kept
+    /// here so that a restart before it catches up does not forget it.
+    /// Absent (false) in files written before this was recorded.
+    #[serde(default)]
+    pub joining: bool,
 }
 
 /// The member `dir` belongs to, if it holds a cluster node's data.
@@ -58,22 +64,24 @@ pub fn write(fs: &dyn FileSystem, dir: &Path, member: &Member) -> Result<()> {
 /// Refuses to go on when `dir` belongs to a cluster node other than
 /// `node_id` (a wiped node must rejoin under a new id, and two nodes must
 /// never share one directory); records `node_id` when nothing is recorded.
-pub fn claim(fs: &dyn FileSystem, dir: &Path, node_id: NodeId, advertise: &str) -> Result<()> {
+/// Returns what the file records.
+pub fn claim(fs: &dyn FileSystem, dir: &Path, node_id: NodeId, advertise: &str) -> Result<Member> {
     match read(fs, dir)? {
-        Some(member) if member.node_id == node_id => Ok(()),
+        Some(member) if member.node_id == node_id => Ok(member),
         Some(member) => Err(Error::InvalidArgument(format!(
             "{} holds the data of cluster node {}, not node {node_id}",
             dir.display(),
             member.node_id
         ))),
-        None => write(
-            fs,
-            dir,
-            &Member {
+        None => {
+            let member = Member {
                 node_id,
                 advertise: advertise.to_string(),
-            },
-        ),
+                joining: false,
+            };
+            write(fs, dir, &member)?;
+            Ok(member)
+        }
     }
 }
 
@@ -103,6 +111,21 @@ mod tests {
             .err()
             .expect("refused");
         assert!(refused.to_string().contains("cluster node"), "{refused}");
+    }
+
+    #[test]
+    fn a_member_file_written_before_joining_was_recorded_reads_as_not_joining() {
+        let temp = tempfile::tempdir().expect("dir");
+        let old = br#"{"node_id": 3, "advertise": "127.0.0.1:9"}"#;
+        std::fs::write(temp.path().join(MEMBER_FILE), old).expect("write");
+        let member = claim(&StdFs, temp.path(), 3, "127.0.0.1:9").expect("claim");
+        assert!(!member.joining);
+        let joining = Member {
+            joining: true,
+            ..member
+        };
+        write(&StdFs, temp.path(), &joining).expect("write");
+        assert_eq!(read(&StdFs, temp.path()).expect("read"), Some(joining));
     }
 
     #[test]

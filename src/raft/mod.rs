@@ -20,6 +20,7 @@ pub mod cluster;
 pub mod fault;
 pub mod formats;
 pub mod forward;
+pub mod joining;
 pub mod log_store;
 pub mod member;
 pub mod network;

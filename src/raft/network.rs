@@ -14,7 +14,7 @@
 //!
 //! [`ClusterNode::serve_peer_message`]: super::ClusterNode::serve_peer_message
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -451,6 +451,41 @@ impl PeerError {
 /// Makes a [`PeerNetwork`] for each peer openraft replicates to.
 pub struct PeerNetworkFactory {
     pub identity: PeerIdentity,
+    /// What each peer has confirmed holding, shared by every client openraft
+    /// makes for it (replication, heartbeats, snapshots).
+    pub confirmed: ConfirmedLogs,
+}
+
+/// The highest log index each peer has confirmed holding, in answers to
+/// appends from the leader whose vote is kept beside it. Under one leader a
+/// peer's log never loses an entry it confirmed; one that does had its data
+/// wiped or replaced. Confirmations under an earlier leader do not count:
+/// a new leader may legitimately truncate entries that never committed.
+#[derive(Clone, Default)]
+pub struct ConfirmedLogs(Arc<parking_lot::Mutex<HashMap<NodeId, (super::Vote, u64)>>>);
+
+impl ConfirmedLogs {
+    /// What `target` has confirmed to `leader`.
+    fn get(&self, target: NodeId, leader: &super::Vote) -> Option<u64> {
+        match self.0.lock().get(&target) {
+            Some((vote, index)) if vote == leader => Some(*index),
+            _ => None,
+        }
+    }
+
+    /// Forgets what `target` confirmed: it is being added anew, possibly
+    /// with an empty log under the id of a node that was removed.
+    pub fn forget(&self, target: NodeId) {
+        self.0.lock().remove(&target);
+    }
+
+    fn confirm(&self, target: NodeId, leader: super::Vote, index: u64) {
+        let mut confirmed = self.0.lock();
+        let entry = confirmed.entry(target).or_insert((leader, index));
+        if entry.0 != leader || entry.1 < index {
+            *entry = (leader, index);
+        }
+    }
 }
 
 impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
@@ -461,13 +496,22 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
         if let Err(error) = &peer {
             tracing::warn!(target, %error, "bad peer address");
         }
-        PeerNetwork { peer: peer.ok() }
+        PeerNetwork {
+            peer: peer.ok(),
+            target,
+            confirmed: self.confirmed.clone(),
+            lost_log_reported: false,
+        }
     }
 }
 
-/// openraft's view of one peer.
+/// openraft's view of one peer, for one leader's replication to it.
 pub struct PeerNetwork {
     peer: Option<Peer>,
+    target: NodeId,
+    confirmed: ConfirmedLogs,
+    /// Whether a lost log was already reported, so it is logged once.
+    lost_log_reported: bool,
 }
 
 impl PeerNetwork {
@@ -499,6 +543,41 @@ impl PeerNetwork {
             .map_err(PeerError::into_rpc)
     }
 }
+
+impl PeerNetwork {
+    /// The peer lacks entry `missing`, which it confirmed holding to this
+    /// stream: its data was lost (a wiped directory restarted under its old
+    /// id without `--peers`, or a disk that dropped synced writes). Tells
+    /// it to stop (`joining.rs`), says so once, and answers openraft with an
+    /// error rather than the conflict: openraft does not let a follower's
+    /// log go backwards, and the node must rejoin under a new id anyway.
+    async fn stop_a_lost_log(&mut self, missing: u64) -> RPCError<TypeConfig> {
+        let target = self.target;
+        let reason = format!(
+            "node {target} no longer holds log entry {missing}, which it had confirmed: its \
+             data was lost or replaced; it is told to stop and must rejoin under a new id \
+             (`walrus cluster remove {target}`, then add it back with a new --node-id)"
+        );
+        if !self.lost_log_reported {
+            self.lost_log_reported = true;
+            tracing::error!("{reason}");
+        }
+        if let Err(error) = self
+            .call::<_, ()>("lost-log", &missing, LOST_LOG_NOTICE_TIMEOUT)
+            .await
+        {
+            tracing::debug!(target, %error, "telling a node it lost its log");
+        }
+        PeerError::Failed {
+            address: self.peer.as_ref().map_or("?", Peer::address).to_string(),
+            reason,
+        }
+        .into_rpc()
+    }
+}
+
+/// How long a leader waits for a node to take note that it lost its log.
+const LOST_LOG_NOTICE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Reads the next chunk of a snapshot file off the async runtime. `data` is
 /// moved to the blocking thread and back; it is `None` only if that thread
@@ -570,19 +649,36 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
             option.soft_ttl(),
             request.entries[..sent].iter().map(command_bytes).sum(),
         );
-        if sent == request.entries.len() {
-            return self
-                .call_noting("append", &request, deadline, entries)
-                .await;
-        }
+        let partial = sent < request.entries.len();
         request.entries.truncate(sent);
+        let previous = request.prev_log_id.map(|id| id.index);
+        let leader = request.vote;
+        let confirmed = self.confirmed.get(self.target, &leader);
         let last_sent = request.entries.last().map(|entry| entry.log_id);
         let response = self
             .call_noting("append", &request, deadline, entries)
             .await?;
-        // A prefix went through: tell openraft how far, and it sends the rest.
+        let matched = match &response {
+            AppendEntriesResponse::Success => last_sent.map(|id| id.index).or(previous),
+            AppendEntriesResponse::PartialSuccess(id) => id.map(|id| id.index),
+            AppendEntriesResponse::Conflict => {
+                if let Some(missing) = previous
+                    && confirmed.is_some_and(|confirmed| missing <= confirmed)
+                {
+                    return Err(self.stop_a_lost_log(missing).await);
+                }
+                None
+            }
+            AppendEntriesResponse::HigherVote(_) => None,
+        };
+        if let Some(matched) = matched {
+            self.confirmed.confirm(self.target, leader, matched);
+        }
         Ok(match response {
-            AppendEntriesResponse::Success => AppendEntriesResponse::PartialSuccess(last_sent),
+            // A prefix went through: tell openraft how far, and it sends the rest.
+            AppendEntriesResponse::Success if partial => {
+                AppendEntriesResponse::PartialSuccess(last_sent)
+            }
             other => other,
         })
     }

@@ -926,7 +926,44 @@ fn a_wiped_node_is_refused_under_its_old_id_and_rejoins_under_a_new_one_from_a_s
         refusal.contains("holds no Raft log") && refusal.contains("rejoins under a new id"),
         "{refusal}"
     );
+    // Restarted without --peers it starts (it looks like a node waiting to
+    // be added), but the leader finds it lacking entries it had confirmed
+    // and tells it to stop: it says why on /ready and takes no part.
+    cluster.node_mut(3).peers = String::new();
+    cluster.node_mut(3).start();
+    let mut ready = None;
+    wait_until(Duration::from_secs(20), || {
+        ready = http(cluster.node(3).http, "GET", "/ready", b"");
+        ready
+            .as_ref()
+            .is_some_and(|reply| reply.text().contains("lost or replaced"))
+    });
+    let ready = ready.expect("an answer");
+    assert_eq!(ready.status, 503, "{}", ready.text());
+    assert!(
+        ready.text().contains("rejoins under a new id"),
+        "{}",
+        ready.text()
+    );
+    let written = http(cluster.node(leader).http, "PUT", "/kv/after-wipe", b"x").expect("answer");
+    assert_eq!(written.status, 200, "the others go on: {}", written.text());
+    cluster.node_mut(3).kill();
     post_ok(cluster.node(leader).http, "/cluster/remove?id=3");
+    // Removed first, it may come back under its old id with an empty log:
+    // it is a new learner then, and catches up.
+    std::fs::remove_dir_all(&cluster.node(3).dir).expect("wipe");
+    cluster.node_mut(3).start();
+    let add = format!("/cluster/add-learner?id=3&addr={}", cluster.node(3).http);
+    post_ok(cluster.node(leader).http, &add);
+    let read = http(cluster.node(3).http, "GET", "/kv/after-wipe", b"").expect("answer");
+    assert_eq!(
+        (read.status, read.body.as_slice()),
+        (200, &b"x"[..]),
+        "{}",
+        read.text()
+    );
+    post_ok(cluster.node(leader).http, "/cluster/remove?id=3");
+    cluster.node_mut(3).kill();
     let replacement = join(&cluster, 4, &["--snapshot-every-entries", "50"]);
     // Linearizable reads on the new node wait until it has applied the read
     // index, so they see every key even while the snapshot is installing.
@@ -945,6 +982,56 @@ fn a_wiped_node_is_refused_under_its_old_id_and_rejoins_under_a_new_one_from_a_s
     six.call(&["SELECT", "6"]);
     assert_eq!(six.call(&["GET", "in-six"]), "$3\r\nyes\r\n");
     assert_eq!(six.call(&["DBSIZE"]), ":1\r\n");
+}
+
+/// A voter whose data directory is wiped and that comes back under its old
+/// id without --peers, while its leader is down, votes for no one: with
+/// only it and one other voter up there is no leader (its empty log would
+/// otherwise have elected any candidate). Once the old leader is back it
+/// catches up from the new leader's stream, which never confirmed its old
+/// log, and then serves.
+#[test]
+fn a_wiped_voter_without_peers_votes_for_no_one_until_it_has_caught_up() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader(Duration::from_secs(10));
+    let written = http(cluster.node(leader).http, "PUT", "/kv/before", b"kept").expect("answer");
+    assert_eq!(written.status, 200, "{}", written.text());
+    let mut others = (1..=3).filter(|&id| id != leader);
+    let (survivor, wiped) = (
+        others.next().expect("a node"),
+        others.next().expect("a node"),
+    );
+    cluster.node_mut(wiped).kill();
+    std::fs::remove_dir_all(&cluster.node(wiped).dir).expect("wipe");
+    cluster.node_mut(leader).kill();
+    cluster.node_mut(wiped).peers = String::new();
+    cluster.node_mut(wiped).start();
+    // Many election timeouts: the survivor campaigns and is never elected.
+    let deadline = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < deadline {
+        let view = status(cluster.node(survivor).http).expect("status");
+        assert_ne!(
+            view["leader_id"].as_u64(),
+            Some(survivor),
+            "elected with the wiped node's vote: {view}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    cluster.node_mut(leader).start();
+    let now_leading = cluster.wait_for_leader(Duration::from_secs(20));
+    assert_ne!(now_leading, wiped);
+    let mut read = None;
+    wait_until(Duration::from_secs(20), || {
+        read = http(cluster.node(wiped).http, "GET", "/kv/before", b"");
+        read.as_ref().is_some_and(|reply| reply.status == 200)
+    });
+    assert_eq!(read.expect("an answer").body, b"kept");
+    // It has joined: the MEMBER file no longer says it is joining.
+    wait_until(Duration::from_secs(10), || {
+        let member =
+            std::fs::read_to_string(cluster.node(wiped).dir.join("MEMBER")).expect("MEMBER file");
+        member.contains("\"joining\": false")
+    });
 }
 
 /// With --tls-cert the peers talk over https, trusting the node certificate
