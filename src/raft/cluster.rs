@@ -799,7 +799,8 @@ impl ClusterNode {
         let reason = format!(
             "node {id}'s leader (node {leader}) had confirmed this node's log as holding \
              entry {missing}, and it no longer does: its data directory was lost or \
-             replaced. It takes no more part in the cluster. A node that lost its data \
+             replaced, or its disk dropped writes (under --fsync interval or never, a \
+             power cut drops the last ones). It takes no more part in the cluster. A node that lost its data \
              rejoins under a new id: `walrus cluster remove {id}`, then start it with an \
              empty data directory, a new --node-id and no --peers, and `walrus cluster \
              add-learner NEW_ID=ADDRESS` and `promote` (README, \"A 3-node cluster\")",

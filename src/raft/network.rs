@@ -555,7 +555,7 @@ impl PeerNetwork {
         let target = self.target;
         let reason = format!(
             "node {target} no longer holds log entry {missing}, which it had confirmed: its \
-             data was lost or replaced; it is told to stop and must rejoin under a new id \
+             data was lost or replaced, or its disk dropped writes; it is told to stop and must rejoin under a new id \
              (`walrus cluster remove {target}`, then add it back with a new --node-id)"
         );
         if !self.lost_log_reported {
