@@ -698,15 +698,16 @@ impl ClusterNode {
             _data_dir: data_dir,
         });
         node.measure_snapshot_room();
-        node.bootstrap().await?;
+        node.bootstrap(initialized).await?;
         tokio::spawn(housekeeping(Arc::downgrade(&node)));
         Ok(node)
     }
 
     /// Initializes a fresh cluster with the `--peers` members. Every node
     /// started with the same `--peers` does this; openraft accepts the same
-    /// initial membership from each, and a node that has state already skips.
-    async fn bootstrap(&self) -> Result<()> {
+    /// initial membership from each, and a node that has state already
+    /// (`initialized`, as Raft found it at start) skips.
+    async fn bootstrap(&self, initialized: bool) -> Result<()> {
         if self.options.peers.is_empty() {
             return Ok(());
         }
@@ -716,11 +717,6 @@ impl ClusterNode {
                 self.id
             )));
         }
-        let initialized = self
-            .raft
-            .is_initialized()
-            .await
-            .map_err(|error| unavailable(error.to_string()))?;
         if initialized {
             return Ok(());
         }
@@ -763,10 +759,8 @@ impl ClusterNode {
             Some((leader, index)) => Err(Error::InvalidArgument(format!(
                 "this node's data directory holds no Raft log, but the cluster's leader \
                  (node {leader}) has node {id}'s log as holding entries up to {index}: its \
-                 data was lost or replaced. A node that lost its data rejoins under a new \
-                 id: `walrus cluster remove {id}`, then start it with a new --node-id and \
-                 no --peers, and `walrus cluster add-learner NEW_ID=ADDRESS` and `promote` \
-                 (README, \"A 3-node cluster\")",
+                 data was lost or replaced. {}",
+                rejoin_steps(self.id),
                 id = self.id
             ))),
         }
@@ -800,10 +794,8 @@ impl ClusterNode {
             "node {id}'s leader (node {leader}) had confirmed this node's log as holding \
              entry {missing}, and it no longer does: its data directory was lost or \
              replaced, or its disk dropped writes (under --fsync interval or never, a \
-             power cut drops the last ones). It takes no more part in the cluster. A node that lost its data \
-             rejoins under a new id: `walrus cluster remove {id}`, then start it with an \
-             empty data directory, a new --node-id and no --peers, and `walrus cluster \
-             add-learner NEW_ID=ADDRESS` and `promote` (README, \"A 3-node cluster\")",
+             power cut drops the last ones). It takes no more part in the cluster. {}",
+            rejoin_steps(self.id),
             id = self.id,
             leader = sender.map_or_else(|| "?".to_string(), |id| id.to_string()),
         );
@@ -2420,6 +2412,17 @@ fn matched_indexes(metrics: &openraft::RaftMetrics<TypeConfig>) -> BTreeMap<Node
 struct Member {
     voter: bool,
     address: String,
+}
+
+/// What a node that lost its data does to take part again: it rejoins under
+/// a new id, since under `id` the cluster counts entries it no longer has.
+fn rejoin_steps(id: NodeId) -> String {
+    format!(
+        "A node that lost its data rejoins under a new id: `walrus cluster remove {id}`, \
+         then start it with an empty data directory, a new --node-id and no --peers, and \
+         `walrus cluster add-learner NEW_ID=ADDRESS` and `promote` (README, \"A 3-node \
+         cluster\")"
+    )
 }
 
 /// How long a starting node waits for each peer's answer to whether its

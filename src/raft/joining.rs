@@ -82,7 +82,7 @@ impl Joining {
     /// commit is of the leader's own term. An earlier term's commit index
     /// may lag entries the cluster committed before this leader (a leader
     /// commits them only with the first entry of its own term).
-    pub fn target_of(request: &openraft::raft::AppendEntriesRequest<TypeConfig>) -> Option<u64> {
+    fn target_of(request: &openraft::raft::AppendEntriesRequest<TypeConfig>) -> Option<u64> {
         let commit = request.leader_commit.as_ref()?;
         let leader = request.vote.leader_id();
         let own_term = request.vote.is_committed() && commit.leader_id.term() == leader.term();

@@ -510,7 +510,8 @@ pub struct PeerNetwork {
     peer: Option<Peer>,
     target: NodeId,
     confirmed: ConfirmedLogs,
-    /// Whether a lost log was already reported, so it is logged once.
+    /// Whether this client already reported a lost log, so each of the
+    /// peer's clients (replication, heartbeats) logs it once.
     lost_log_reported: bool,
 }
 
@@ -555,8 +556,9 @@ impl PeerNetwork {
         let target = self.target;
         let reason = format!(
             "node {target} no longer holds log entry {missing}, which it had confirmed: its \
-             data was lost or replaced, or its disk dropped writes; it is told to stop and must rejoin under a new id \
-             (`walrus cluster remove {target}`, then add it back with a new --node-id)"
+             data was lost or replaced, or its disk dropped writes; it is told to stop and \
+             must rejoin under a new id (`walrus cluster remove {target}`, then add it back \
+             with a new --node-id)"
         );
         if !self.lost_log_reported {
             self.lost_log_reported = true;
